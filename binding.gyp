@@ -1,0 +1,16 @@
+{
+  "targets": [
+    {
+      "target_name": "crr_native",
+      "sources": [
+        "native/addon/addon.cc",
+        "native/addon/tracer.cc",
+        "native/addon/fds.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/stub"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions"]
+    }
+  ]
+}

@@ -1,0 +1,15 @@
+// Module entry of the crr native addon: each part registers its own functions.
+//   tracer.cc: the single tracer thread that owns every ptrace call, plus process_vm_readv/writev
+//   fds.cc:    fd-level calls safe from any thread (socketpair, pidfd_*, SCM_RIGHTS passing)
+#include <napi.h>
+
+void InitTracer(Napi::Env env, Napi::Object exports);
+void InitFds(Napi::Env env, Napi::Object exports);
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitTracer(env, exports);
+  InitFds(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(crr_native, Init)

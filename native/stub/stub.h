@@ -1,0 +1,1 @@
+/* Placeholder: the stub's command-list layout is defined here (issue 3). */
