@@ -1,0 +1,208 @@
+// `crr show FILE.img` prints one image as crit-style JSON (`crit decode --pretty`'s shape, so
+// scripts written for crit keep working); `crr show DIR` summarises a whole checkpoint: the task
+// tree, each task's memory and fds. `--json` gives the summary in a form a machine reads.
+import { statSync } from 'node:fs';
+import { ImageError, UsageError } from '../../errors.js';
+import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
+import { readImage } from '../../images/reader.js';
+import { FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
+import { readPagemap, PE_PRESENT } from '../../images/pagemap.js';
+import type { Entry } from '../../images/schema.js';
+
+const USAGE = 'usage: crr show FILE.img | DIR [--json]   (also -i FILE)';
+
+/** One image as `{magic, entries}`, the way crit decode prints it. */
+export function imageAsCrit(path: string): { magic: string; entries: unknown[] } {
+  const image = readImage(path);
+  const entries: unknown[] = [];
+  for (const lazy of image.entries()) entries.push(entryToCrit(lazy.type, lazy.decode(), lazy.payload));
+  return { magic: image.kind.magicName, entries };
+}
+
+export interface FdSummary {
+  fd: number;
+  type: string;
+  fileId: number;
+  /** Human words for what the fd is: a path, `pipe:[id]`, `socket:[ino]`, ... */
+  what: string;
+}
+
+export interface TaskSummary {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  threads: number[];
+  comm: string;
+  zombie: boolean;
+  vmas: number;
+  /** Bytes of page data stored for this task (PRESENT runs). */
+  dumpedBytes: number;
+  pagemapRuns: number;
+  fds: FdSummary[];
+}
+
+export interface CheckpointSummary {
+  dir: string;
+  imgVersion: number;
+  images: number;
+  tasks: TaskSummary[];
+}
+
+const FD_TYPE_NAMES = Object.fromEntries(Object.entries(FD_TYPES).map(([name, n]) => [n, name]));
+
+function text(v: unknown): string {
+  if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8');
+  return typeof v === 'bigint' ? v.toString() : String(v);
+}
+
+/** The per-type sub-message of a files.img entry (reg, pipe, usk, ...): its only object field. */
+function subMessage(file: Entry): Entry {
+  for (const [key, value] of Object.entries(file)) {
+    if (key !== 'type' && value && typeof value === 'object' && !(value instanceof Uint8Array) && !Array.isArray(value)) {
+      return value as Entry;
+    }
+  }
+  return {};
+}
+
+/** What a file is, in the words /proc/PID/fd would use where there are some. */
+export function describeFile(type: string, file: Entry): string {
+  const sub = subMessage(file);
+  switch (type) {
+    case 'REG':
+      return sub['name'] !== undefined ? text(sub['name']) : 'regular file';
+    case 'PIPE':
+      return `pipe:[${text(sub['pipe_id'])}]`;
+    case 'FIFO':
+      return `fifo:[${text(sub['pipe_id'])}]`;
+    case 'UNIXSK': {
+      const name = sub['name'] instanceof Uint8Array && sub['name'].length ? ` ${text(sub['name']).replace(/\0/g, '@')}` : '';
+      return `socket:[${text(sub['ino'])}] unix${name}`;
+    }
+    case 'INETSK':
+    case 'PACKETSK':
+    case 'NETLINKSK':
+      return `socket:[${text(sub['ino'])}] ${type.replace(/SK$/, '').toLowerCase()}`;
+    case 'TTY':
+      return `tty (index ${text(sub['tty_info_id'])})`;
+    case 'MEMFD':
+      return `memfd (inode id ${text(sub['inode_id'])})`;
+    default:
+      return `anon_inode:${type.toLowerCase()}`;
+  }
+}
+
+function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]): TaskSummary {
+  const core = checkpoint.core(task.pid);
+  const tc = (core['tc'] ?? {}) as Entry;
+  const zombie = checkpoint.isZombie(task.pid);
+  const summary: TaskSummary = {
+    ...task,
+    comm: tc['comm'] !== undefined ? text(tc['comm']) : '',
+    zombie,
+    vmas: 0,
+    dumpedBytes: 0,
+    pagemapRuns: 0,
+    fds: [],
+  };
+  if (zombie) return summary;
+  const vmas = checkpoint.mm(task.pid)['vmas'];
+  summary.vmas = Array.isArray(vmas) ? vmas.length : 0;
+  const pagemap = readPagemap(checkpoint, task.pid);
+  summary.dumpedBytes = pagemap.presentBytes;
+  summary.pagemapRuns = pagemap.runs.filter((r) => r.flags & PE_PRESENT).length;
+  const filesId = checkpoint.ids(task.pid).files_id;
+  if (!checkpoint.has(`fdinfo-${filesId}.img`)) return summary;
+  for (const fd of checkpoint.fdinfo(filesId)) {
+    const file = checkpoint.file(fd.id, `fdinfo-${filesId}.img`);
+    const type = FD_TYPE_NAMES[fd.type] ?? String(fd.type);
+    summary.fds.push({ fd: fd.fd, type, fileId: fd.id, what: describeFile(type, file) });
+  }
+  summary.fds.sort((a, b) => a.fd - b.fd);
+  return summary;
+}
+
+export function summariseCheckpoint(dir: string): CheckpointSummary {
+  const checkpoint = openCheckpoint(dir);
+  return {
+    dir,
+    imgVersion: Number(checkpoint.inventory['img_version']),
+    images: checkpoint.imageFiles.size,
+    tasks: checkpoint.tasks.map((task) => summariseTask(checkpoint, task)),
+  };
+}
+
+function size(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** Depth of each task in the tree, for indenting comm. */
+function depths(tasks: TaskSummary[]): Map<number, number> {
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  const depth = new Map<number, number>();
+  const of = (t: TaskSummary, seen = 0): number => {
+    const parent = byPid.get(t.ppid);
+    return parent && seen < tasks.length ? of(parent, seen + 1) + 1 : 0;
+  };
+  for (const t of tasks) depth.set(t.pid, of(t));
+  return depth;
+}
+
+export function formatSummary(summary: CheckpointSummary): string {
+  const lines = [`checkpoint ${summary.dir}: img_version ${summary.imgVersion}, ${summary.images} images, ${summary.tasks.length} tasks`, ''];
+  const header = ['PID', 'PPID', 'PGID', 'SID', 'THREADS', 'VMAS', 'MEMORY', 'COMM'];
+  const depth = depths(summary.tasks);
+  const rows = summary.tasks.map((t) => [
+    String(t.pid),
+    String(t.ppid),
+    String(t.pgid),
+    String(t.sid),
+    t.threads.join(','),
+    String(t.vmas),
+    size(t.dumpedBytes),
+    `${'  '.repeat(depth.get(t.pid) ?? 0)}${t.comm}${t.zombie ? ' <zombie>' : ''}`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [header, ...rows]) lines.push(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+  for (const t of summary.tasks) {
+    lines.push('', `task ${t.pid} (${t.comm}) fds:`);
+    if (!t.fds.length) lines.push('  (none)');
+    for (const fd of t.fds) lines.push(`  ${String(fd.fd).padStart(4)}  ${fd.type.padEnd(6)}  ${fd.what}  (file id ${fd.fileId})`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function parseArgs(argv: string[]): { target: string; json: boolean } {
+  let target: string | undefined;
+  let json = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--json') json = true;
+    else if (arg === '-i' || arg === '--in' || arg === '-D') target = argv[++i];
+    else if (arg.startsWith('-')) throw new UsageError(`show: unknown option '${arg}' (${USAGE})`);
+    else if (target === undefined) target = arg;
+    else throw new UsageError(`show: one FILE or DIR only (${USAGE})`);
+  }
+  if (!target) throw new UsageError(`show: nothing to show (${USAGE})`);
+  return { target, json };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { target, json } = parseArgs(argv);
+  let isDir: boolean;
+  try {
+    isDir = statSync(target).isDirectory();
+  } catch (err) {
+    throw new ImageError(target, 0, 'an image file or checkpoint directory', (err as NodeJS.ErrnoException).code);
+  }
+  if (!isDir) {
+    process.stdout.write(`${stringifyCrit(imageAsCrit(target))}\n`);
+    return 0;
+  }
+  const summary = summariseCheckpoint(target);
+  process.stdout.write(json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+  return 0;
+}

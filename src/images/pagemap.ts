@@ -1,0 +1,182 @@
+// A task's dumped memory: pagemap-PID.img's runs (which pages, where, stored or not) checked
+// against pages-N.img, and a reader for the page data in large slices or by fd + offset, so a
+// restorer can preadv straight from the file into the task.
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { ImageError } from '../errors.js';
+import type { Entry } from './schema.js';
+import { Checkpoint, num, openCheckpoint } from './checkpoint.js';
+
+export const PAGE_SIZE = 4096;
+/** Pages are in a parent checkpoint (incremental dumps). */
+export const PE_PARENT = 1;
+/** Pages may be restored lazily (on fault). */
+export const PE_LAZY = 2;
+/** Pages are stored in pages-<pages_id>.img. */
+export const PE_PRESENT = 4;
+
+export interface PagemapRun {
+  vaddr: bigint;
+  nrPages: number;
+  flags: number;
+  /** Byte offset of this run's first page in pages-N.img; only meaningful for PRESENT runs. */
+  pagesOffset: number;
+}
+
+export interface Pagemap {
+  pid: number;
+  pagesId: number;
+  /** File names inside the checkpoint directory. */
+  pagemapFile: string;
+  pagesFile: string;
+  runs: PagemapRun[];
+  /** Bytes of page data the PRESENT runs take in pages-N.img. */
+  presentBytes: number;
+}
+
+const U64_END = 1n << 64n;
+
+function flagsOf(e: Entry, file: string): number {
+  const flags = e['flags'];
+  if (flags === undefined) return PE_PRESENT; // images from before flags existed stored every run
+  return num(e, 'flags', file);
+}
+
+/** nr_pages, or compat_nr_pages in images written before nr_pages existed. */
+function nrPagesOf(e: Entry, file: string): number {
+  return e['nr_pages'] !== undefined ? num(e, 'nr_pages', file) : num(e, 'compat_nr_pages', file);
+}
+
+function toBigint(v: unknown): bigint | undefined {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v);
+  return undefined;
+}
+
+function asCheckpoint(source: Checkpoint | string): Checkpoint {
+  return typeof source === 'string' ? openCheckpoint(source, { validate: false }) : source;
+}
+
+/** Reads and checks a task's pagemap: aligned, non-overlapping runs whose pages fit in pages-N.img. */
+export function readPagemap(source: Checkpoint | string, pid: number): Pagemap {
+  const checkpoint = asCheckpoint(source);
+  const image = checkpoint.pagemapImage(pid);
+  const file = image.path;
+  const entries = [...image.entries()];
+  if (!entries.length) throw new ImageError(file, image.entriesOffset, 'a pagemap head entry', 'the image is empty');
+  const pagesId = num(entries[0]!.decode(), 'pages_id', file);
+  const pagesFile = `pages-${pagesId}.img`;
+  const runs: PagemapRun[] = [];
+  let offset = 0;
+  for (const lazy of entries.slice(1)) {
+    const e = lazy.decode();
+    const vaddr = toBigint(e['vaddr']);
+    if (vaddr === undefined) throw new ImageError(file, lazy.offset, 'a 64-bit vaddr', `found ${String(e['vaddr'])}`);
+    const nrPages = nrPagesOf(e, file);
+    const flags = flagsOf(e, file);
+    if (vaddr % BigInt(PAGE_SIZE) !== 0n) {
+      throw new ImageError(file, lazy.offset, 'a page-aligned vaddr', `found 0x${vaddr.toString(16)}`);
+    }
+    if (vaddr + BigInt(nrPages) * BigInt(PAGE_SIZE) > U64_END) {
+      throw new ImageError(file, lazy.offset, 'a run inside the address space', `${nrPages} pages at 0x${vaddr.toString(16)}`);
+    }
+    runs.push({ vaddr, nrPages, flags, pagesOffset: offset });
+    if (flags & PE_PRESENT) {
+      offset += nrPages * PAGE_SIZE;
+      if (!Number.isSafeInteger(offset)) throw new ImageError(file, lazy.offset, 'a plausible page count', `${nrPages} pages`);
+    }
+  }
+  checkOverlaps(file, runs);
+  const pages = pagesSize(checkpoint, pagesFile);
+  if (offset > pages) {
+    throw new ImageError(
+      file,
+      image.size,
+      `PRESENT runs that fit in ${checkpoint.path(pagesFile)}`,
+      `they need ${offset} bytes, it holds ${pages}`,
+    );
+  }
+  return { pid, pagesId, pagemapFile: `pagemap-${pid}.img`, pagesFile, runs, presentBytes: offset };
+}
+
+function checkOverlaps(file: string, runs: PagemapRun[]): void {
+  const sorted = [...runs].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1]!;
+    const prevEnd = prev.vaddr + BigInt(prev.nrPages) * BigInt(PAGE_SIZE);
+    if (sorted[i]!.vaddr < prevEnd) {
+      throw new ImageError(file, 0, 'runs that do not overlap', `0x${sorted[i]!.vaddr.toString(16)} is inside the run at 0x${prev.vaddr.toString(16)}`);
+    }
+  }
+}
+
+function pagesSize(checkpoint: Checkpoint, pagesFile: string): number {
+  if (!checkpoint.has(pagesFile)) {
+    throw new ImageError(checkpoint.path(pagesFile), 0, 'the pages image a pagemap names', 'missing from the checkpoint');
+  }
+  const pages = openPagesFile(checkpoint.path(pagesFile));
+  try {
+    return pages.size;
+  } finally {
+    pages.close();
+  }
+}
+
+/** Page data of one pages-N.img, opened for reading in large slices. Close it when done. */
+export interface PagesFile {
+  readonly path: string;
+  /** The open descriptor, for preadv into a task by a restorer. */
+  readonly fd: number;
+  readonly size: number;
+  /** `length` bytes at `offset`; a range outside the file is an ImageError. */
+  readSlice(offset: number, length: number): Buffer;
+  /** The pages of one PRESENT run. */
+  readRun(run: PagemapRun): Buffer;
+  close(): void;
+}
+
+function openPagesFile(path: string): PagesFile {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new ImageError(path, 0, 'a readable pages image', (err as NodeJS.ErrnoException).code);
+  }
+  const size = fstatSync(fd).size;
+  let open = true;
+  const readSlice = (offset: number, length: number): Buffer => {
+    if (!open) throw new ImageError(path, offset, 'an open pages image', 'already closed');
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+      throw new ImageError(path, offset, `${length} bytes of page data`, `the file holds ${size}`);
+    }
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const n = readSync(fd, buf, done, length - done, offset + done);
+      if (n === 0) throw new ImageError(path, offset + done, `${length - done} more bytes`, 'file ended early');
+      done += n;
+    }
+    return buf;
+  };
+  return {
+    path,
+    fd,
+    size,
+    readSlice,
+    readRun(run) {
+      if (!(run.flags & PE_PRESENT)) throw new ImageError(path, run.pagesOffset, 'a PRESENT run', `flags ${run.flags}`);
+      return readSlice(run.pagesOffset, run.nrPages * PAGE_SIZE);
+    },
+    close() {
+      if (open) closeSync(fd);
+      open = false;
+    },
+  };
+}
+
+/** Opens pages-<pagesId>.img of a checkpoint (or the pages file of a Pagemap). */
+export function openPages(source: Checkpoint | string, pages: number | Pagemap): PagesFile {
+  const checkpoint = asCheckpoint(source);
+  const name = typeof pages === 'number' ? `pages-${pages}.img` : pages.pagesFile;
+  if (!checkpoint.has(name)) throw new ImageError(checkpoint.path(name), 0, 'a pages image', 'missing from the checkpoint');
+  return openPagesFile(checkpoint.path(name));
+}
