@@ -1,0 +1,192 @@
+// The mm image of one process: VMAs from /proc/PID/maps + smaps VmFlags, classified with the
+// status bits CRIU gives them, the mm boundaries from /proc/PID/stat, auxv and the exe file.
+// Values only the task itself knows (brk, dumpable, THP) come in from the injected-syscall part.
+import { statSync } from 'node:fs';
+import { CrrError } from '../errors.js';
+import { parseMaps, parseSmapsVmFlags, parseAuxv, readProc, readProcBytes, readProcLink, type MapsLine, type ProcStat } from './proc.js';
+import { regFileEntry } from './regfile.js';
+import type { DumpIds, Entry } from './ids.js';
+
+export const VMA = {
+  REGULAR: 1 << 0,
+  STACK: 1 << 1,
+  VSYSCALL: 1 << 2,
+  VDSO: 1 << 3,
+  HEAP: 1 << 5,
+  FILE_PRIVATE: 1 << 6,
+  FILE_SHARED: 1 << 7,
+  ANON_SHARED: 1 << 8,
+  ANON_PRIVATE: 1 << 9,
+  SYSVIPC: 1 << 10,
+  VVAR: 1 << 12,
+  MEMFD: 1 << 14,
+  GUARD: 1 << 16,
+} as const;
+
+const MAP_SHARED = 0x1;
+const MAP_PRIVATE = 0x2;
+const MAP_ANONYMOUS = 0x20;
+const MAP_GROWSDOWN = 0x100;
+const O_RDWR = 2;
+
+/** smaps VmFlags mnemonics -> the madvise() advice they record (madv is a bitmask of 1 << advice). */
+const MADVISE_OF_VMFLAG: Record<string, number> = {
+  sr: 2, // MADV_SEQUENTIAL
+  rr: 1, // MADV_RANDOM
+  dc: 10, // MADV_DONTFORK
+  mg: 12, // MADV_MERGEABLE
+  hg: 14, // MADV_HUGEPAGE
+  nh: 15, // MADV_NOHUGEPAGE
+  dd: 16, // MADV_DONTDUMP
+  wf: 18, // MADV_WIPEONFORK
+};
+
+/** A VMA as dumped, plus what the page dumper needs to know about it. */
+export interface DumpVma {
+  entry: Entry;
+  start: bigint;
+  end: bigint;
+  status: number;
+  flags: number;
+  path: string;
+}
+
+/** Unsupported memory (deleted or memfd files, SysV shm, ...): names pid, range and kind. */
+export class UnsupportedVmaError extends CrrError {
+  constructor(readonly pid: number, readonly line: MapsLine, readonly what: string) {
+    super(`pid ${pid}: mapping ${line.start.toString(16)}-${line.end.toString(16)} ${line.path || '(anonymous)'}: ${what} is not supported by crr dump`, 1);
+  }
+}
+
+function hex(n: bigint): string {
+  return n.toString(16);
+}
+
+/** Turns maps lines into VMA entries; registers mapped files in `ids`. */
+export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsText?: string): DumpVma[] {
+  const lines = parseMaps(mapsText ?? readProc(pid, 'maps'));
+  const vmFlags = parseSmapsVmFlags(smapsText ?? readProc(pid, 'smaps'));
+  const out: DumpVma[] = [];
+  for (const line of lines) {
+    const vf = vmFlags.get(line.start) ?? [];
+    // The kernel shows the vdso's data pages as [vvar] then [vvar_vclock]: CRIU keeps them as one VVAR VMA.
+    const prev = out[out.length - 1];
+    if (line.path === '[vvar_vclock]' && prev && prev.path === '[vvar]' && prev.end === line.start) {
+      prev.end = line.end;
+      prev.entry.end = line.end;
+      continue;
+    }
+    let prot = (line.read ? 1 : 0) | (line.write ? 2 : 0) | (line.exec ? 4 : 0);
+    let flags = line.shared ? MAP_SHARED : MAP_PRIVATE;
+    let status = VMA.REGULAR;
+    let shmid = 0n;
+    let fdflags: number | undefined;
+    if (vf.includes('gd')) flags |= MAP_GROWSDOWN;
+    if (line.path === '[vsyscall]') {
+      status = VMA.VSYSCALL | VMA.ANON_PRIVATE;
+      flags = MAP_PRIVATE | MAP_ANONYMOUS;
+    } else if (line.path === '[vvar]') {
+      status |= VMA.ANON_PRIVATE | VMA.VVAR;
+      flags |= MAP_ANONYMOUS;
+    } else if (line.path === '[vdso]') {
+      status |= VMA.ANON_PRIVATE | VMA.VDSO;
+      flags |= MAP_ANONYMOUS;
+    } else if (line.inode === 0) {
+      // Anonymous: heap, stack, plain anonymous memory (named anon VMAs "[anon:...]" too).
+      if (line.shared) throw new UnsupportedVmaError(pid, line, 'shared anonymous memory');
+      flags |= MAP_ANONYMOUS;
+      status |= VMA.ANON_PRIVATE;
+      if (line.path === '[heap]') status |= VMA.HEAP;
+    } else {
+      if (line.path.endsWith(' (deleted)')) throw new UnsupportedVmaError(pid, line, 'a mapping of a deleted file');
+      if (line.path.startsWith('/memfd:')) throw new UnsupportedVmaError(pid, line, 'a memfd mapping');
+      if (line.path.startsWith('/SYSV')) throw new UnsupportedVmaError(pid, line, 'SysV shared memory');
+      if (line.path === '/dev/zero' || line.path.startsWith('/dev/zero ')) {
+        if (line.shared) throw new UnsupportedVmaError(pid, line, 'shared anonymous memory');
+        flags |= MAP_ANONYMOUS;
+        status |= VMA.ANON_PRIVATE;
+      } else {
+        status |= line.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
+        shmid = BigInt(mappedFileId(pid, ids, line));
+        fdflags = line.shared && line.write ? O_RDWR : 0;
+      }
+    }
+    let madv = 0n;
+    for (const f of vf) if (MADVISE_OF_VMFLAG[f] !== undefined) madv |= 1n << BigInt(MADVISE_OF_VMFLAG[f]!);
+    const entry: Entry = {
+      start: line.start,
+      end: line.end,
+      pgoff: status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? line.offset : 0n,
+      shmid,
+      prot,
+      flags,
+      status,
+      fd: -1n,
+    };
+    if (madv) entry.madv = madv;
+    if (fdflags !== undefined) entry.fdflags = fdflags;
+    out.push({ entry, start: line.start, end: line.end, status, flags, path: line.path });
+    prot = 0;
+  }
+  return out;
+}
+
+/** The files.img id of a mapped file, one per (dev, inode) for the whole dump. */
+function mappedFileId(pid: number, ids: DumpIds, line: MapsLine): number {
+  const viaMapFiles = `/proc/${pid}/map_files/${hex(line.start)}-${hex(line.end)}`;
+  let st;
+  try {
+    st = statSync(viaMapFiles);
+  } catch {
+    st = statSync(line.path);
+  }
+  const key = `${st.dev}:${st.ino}`;
+  const known = ids.mappedFiles.get(key);
+  if (known !== undefined) return known;
+  const id = ids.newFileId();
+  ids.mappedFiles.set(key, id);
+  ids.addFile(regFileEntry(id, line.path, st, 0, 0n, viaMapFiles));
+  return id;
+}
+
+/** The exe's file id: the same entry as its mapping when it is mapped, like CRIU. */
+export function exeFileId(pid: number, ids: DumpIds): number {
+  const path = readProcLink(pid, 'exe');
+  const st = statSync(`/proc/${pid}/exe`);
+  const key = `${st.dev}:${st.ino}`;
+  const known = ids.mappedFiles.get(key);
+  if (known !== undefined) return known;
+  const id = ids.newFileId();
+  ids.mappedFiles.set(key, id);
+  ids.addFile(regFileEntry(id, path, st, 0, 0n, `/proc/${pid}/exe`));
+  return id;
+}
+
+/** What only the task knows, fetched by injected syscalls. */
+export interface MmFromTask {
+  brk: bigint;
+  dumpable: number;
+  thpDisabled: boolean;
+}
+
+/** The mm-PID.img entry. `exeId` must be taken after the VMAs so ids come out in CRIU's order. */
+export function mmEntry(pid: number, stat: ProcStat, vmas: DumpVma[], exeId: number, fromTask: MmFromTask): Entry {
+  return {
+    mm_start_code: stat.startCode,
+    mm_end_code: stat.endCode,
+    mm_start_data: stat.startData,
+    mm_end_data: stat.endData,
+    mm_start_stack: stat.startStack,
+    mm_start_brk: stat.startBrk,
+    mm_brk: fromTask.brk,
+    mm_arg_start: stat.argStart,
+    mm_arg_end: stat.argEnd,
+    mm_env_start: stat.envStart,
+    mm_env_end: stat.envEnd,
+    exe_file_id: exeId,
+    mm_saved_auxv: parseAuxv(readProcBytes(pid, 'auxv')),
+    vmas: vmas.map((v) => v.entry),
+    dumpable: fromTask.dumpable,
+    thp_disabled: fromTask.thpDisabled,
+  };
+}

@@ -1,0 +1,151 @@
+// pagemap-PID.img + pages-N.img: which pages of which VMAs are dumped (present or swapped, not
+// the zero page, not clean file pages), grouped in runs with CRIU's flags, then the page data
+// read with process_vm_readv in large chunks while the previous chunk is being written.
+import { openSync, readSync, closeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { ProcError } from './proc.js';
+import { VMA, type DumpVma } from './mm.js';
+import type { Entry } from './ids.js';
+
+export const PE = { PARENT: 1, LAZY: 2, PRESENT: 4 } as const;
+export const PAGE_SIZE = 4096;
+const PAGE = 4096n;
+
+const PM_PRESENT = 1n << 63n;
+const PM_SWAP = 1n << 62n;
+const PM_FILE = 1n << 61n;
+const PM_PFN_MASK = (1n << 55n) - 1n;
+
+const MAP_ANONYMOUS = 0x20;
+const MAP_PRIVATE = 0x2;
+const MAP_LOCKED = 0x2000;
+
+/** A run of pages with the same flags, as in pagemap-PID.img. */
+export interface PageRun {
+  vaddr: bigint;
+  nrPages: number;
+  flags: number;
+}
+
+/** Whether a VMA's private pages are dumped at all (CRIU: private, not vvar, regular). */
+export function vmaIsDumped(v: DumpVma): boolean {
+  if (v.status & VMA.VDSO) return true;
+  if (v.status & VMA.VVAR) return false;
+  if (!(v.status & VMA.REGULAR)) return false;
+  return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
+}
+
+/** Anonymous private memory may be restored lazily (PE_LAZY), like CRIU marks it. */
+export function vmaCanBeLazy(v: DumpVma): boolean {
+  return (
+    (v.flags & MAP_ANONYMOUS) !== 0 &&
+    (v.flags & MAP_PRIVATE) !== 0 &&
+    (v.flags & MAP_LOCKED) === 0 &&
+    !(v.status & (VMA.VDSO | VMA.VSYSCALL))
+  );
+}
+
+/** Whether one page, given its pagemap word, has content that must go into the image. */
+export function pageIsDumped(v: DumpVma, pme: bigint, zeroPfn: bigint | undefined): boolean {
+  if (v.status & VMA.VDSO) return true;
+  if (v.status & VMA.FILE_PRIVATE && pme & PM_FILE) return false; // not COW-ed: the file has it
+  if (!(pme & (PM_PRESENT | PM_SWAP))) return false;
+  if (pme & PM_PRESENT && zeroPfn !== undefined && (pme & PM_PFN_MASK) === zeroPfn) return false;
+  return true;
+}
+
+/** Builds runs from a VMA list and a function giving the pagemap words of a range. */
+export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: number) => BigUint64Array, zeroPfn?: bigint): PageRun[] {
+  const runs: PageRun[] = [];
+  for (const v of vmas) {
+    if (!vmaIsDumped(v)) continue;
+    const pages = Number((v.end - v.start) / PAGE);
+    const words = pagemapOf(v.start, pages);
+    const flags = vmaCanBeLazy(v) ? PE.LAZY | PE.PRESENT : PE.PRESENT;
+    for (let i = 0; i < pages; i++) {
+      if (!pageIsDumped(v, words[i]!, zeroPfn)) continue;
+      const addr = v.start + BigInt(i) * PAGE;
+      const last = runs[runs.length - 1];
+      if (last && last.flags === flags && last.vaddr + BigInt(last.nrPages) * PAGE === addr) last.nrPages++;
+      else runs.push({ vaddr: addr, nrPages: 1, flags });
+    }
+  }
+  return runs;
+}
+
+/** Reads /proc/PID/pagemap words for a range (root sees PFNs, needed for the zero-page test). */
+export function pagemapReader(pid: number): { read: (start: bigint, pages: number) => BigUint64Array; close: () => void } {
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  } catch (e) {
+    throw new ProcError(pid, 'pagemap', e);
+  }
+  return {
+    read(start, pages) {
+      const buf = Buffer.alloc(pages * 8);
+      let done = 0;
+      while (done < buf.length) {
+        const n = readSync(fd, buf, done, buf.length - done, Number((start / PAGE) * 8n) + done);
+        if (n <= 0) break;
+        done += n;
+      }
+      return new BigUint64Array(buf.buffer, buf.byteOffset, pages);
+    },
+    close: () => closeSync(fd),
+  };
+}
+
+export function pagemapEntries(pagesId: number, runs: PageRun[]): Entry[] {
+  return [{ pages_id: pagesId }, ...runs.map((r) => ({ vaddr: r.vaddr, nr_pages: r.nrPages, flags: r.flags }))];
+}
+
+/** Reads `len` bytes at each iovec of the task into one buffer. */
+export type MemoryReader = (iovs: Array<{ addr: bigint; len: number }>) => Buffer | Promise<Buffer>;
+
+/** Splits runs into chunks of at most `chunkBytes`, each a list of iovecs. */
+export function chunkRuns(runs: PageRun[], chunkBytes: number): Array<Array<{ addr: bigint; len: number }>> {
+  const chunks: Array<Array<{ addr: bigint; len: number }>> = [];
+  let cur: Array<{ addr: bigint; len: number }> = [];
+  let curLen = 0;
+  for (const r of runs) {
+    let addr = r.vaddr;
+    let left = r.nrPages * PAGE_SIZE;
+    while (left > 0) {
+      const take = Math.min(left, chunkBytes - curLen);
+      cur.push({ addr, len: take });
+      curLen += take;
+      addr += BigInt(take);
+      left -= take;
+      if (curLen === chunkBytes) {
+        chunks.push(cur);
+        cur = [];
+        curLen = 0;
+      }
+    }
+  }
+  if (cur.length) chunks.push(cur);
+  return chunks;
+}
+
+/**
+ * Writes the pages of `runs` to `path`, reading chunk N+1 while chunk N is written.
+ * Returns the number of bytes written.
+ */
+export async function writePages(path: string, runs: PageRun[], read: MemoryReader, chunkBytes = 16 << 20): Promise<number> {
+  const fh = await open(path, 'w');
+  let written = 0;
+  try {
+    let pending: Promise<unknown> = Promise.resolve();
+    for (const chunk of chunkRuns(runs, chunkBytes)) {
+      const data = await read(chunk);
+      await pending;
+      pending = fh.write(data, 0, data.length);
+      written += data.length;
+    }
+    await pending;
+  } finally {
+    await fh.close();
+  }
+  return written;
+}
