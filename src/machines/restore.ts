@@ -1,0 +1,222 @@
+// The restore machine, the orchestrator: load -> plan -> fork -> namespaces -> sharedFds ->
+// taskState -> barrier -> memory (+threads, finish) -> resume -> done; any failure or abort ->
+// rollback -> failed. It spawns one task actor per task and moves each into its next stage only
+// when the whole tree has finished the phase before (see schedule.ts for the rules). Loading,
+// planning and rollback are actors provided by src/machines/run.ts; this file is only the shape.
+import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import type { StageError } from '../errors.js';
+import type { Stage, TaskPlan } from '../resources/types.js';
+import type { RestorePlan } from '../plan/plan.js';
+import { asStageError, cancelledError } from './errors.js';
+import { initialProgress, phaseComplete, runnable, type ProgressByPid } from './schedule.js';
+import { PHASE_ORDER, RESTORE_STATE_DOCS, STAGE_DOCS, PHASES, UNLIMITED_PHASES, describeDoc, type Phase } from './stages.js';
+import { taskMachine, type TaskActorRef, type TaskReport } from './task.js';
+
+export interface RestoreMachineInput {
+  /** Most tasks running one stage at once (fork, namespaces, task-state, barrier, memory). */
+  readonly concurrency?: number;
+  readonly now?: () => number;
+  /** Stop after planning (crr restore --dry-run). */
+  readonly dryRun?: boolean;
+}
+
+export type Step = Phase | 'load' | 'plan' | 'rollback';
+export interface StepTiming { readonly step: Step; readonly start: number; end?: number }
+export interface TaskStageTiming { readonly pid: number; readonly stage: Stage; readonly start: number; readonly end: number }
+export interface Timings { readonly steps: StepTiming[]; readonly tasks: TaskStageTiming[] }
+
+export interface RestoreContext {
+  readonly concurrency: number;
+  readonly now: () => number;
+  readonly dryRun: boolean;
+  tasks: readonly TaskPlan[];
+  plan?: RestorePlan;
+  progress: ProgressByPid;
+  refs: Record<number, TaskActorRef>;
+  /** PIDs told to fork: rollback kills and reaps these (whether or not the fork finished). */
+  started: number[];
+  timings: Timings;
+  error?: StageError;
+  rollbackError?: StageError;
+}
+
+export type RestoreEvent = TaskReport | { type: 'abort' };
+/** What the machine emits for live progress and the library's onEvent. */
+export type RestoreEmitted =
+  | { type: 'step.start'; step: Step; time: number }
+  | { type: 'step.end'; step: Step; time: number }
+  | { type: 'task.stage'; pid: number; stage: Stage; start: number; end: number };
+
+export interface RestoreOutput {
+  readonly ok: boolean;
+  readonly plan?: RestorePlan;
+  readonly tasks: readonly TaskPlan[];
+  readonly timings: Timings;
+  readonly error?: StageError;
+  readonly rollbackError?: StageError;
+}
+
+const unprovided = (name: string) => async () => {
+  throw new Error(`${name} is not provided`);
+};
+
+const restoreSetup = setup({
+  types: {} as { context: RestoreContext; input: RestoreMachineInput; events: RestoreEvent; emitted: RestoreEmitted; output: RestoreOutput },
+  actors: {
+    task: taskMachine,
+    loadTasks: fromPromise<readonly TaskPlan[]>(unprovided('loadTasks')),
+    makePlan: fromPromise<RestorePlan, { tasks: readonly TaskPlan[] }>(unprovided('makePlan')),
+    rollback: fromPromise<void, { started: readonly number[] }>(unprovided('rollback')),
+  },
+  guards: {
+    dryRun: ({ context }) => context.dryRun,
+    phaseComplete: ({ context }, params: { phase: Phase }) => phaseComplete(context.tasks, context.progress, params.phase),
+  },
+  actions: {
+    beginStep: enqueueActions(({ context, enqueue }, params: { step: Step }) => {
+      const time = context.now();
+      enqueue.assign({ timings: { ...context.timings, steps: [...context.timings.steps, { step: params.step, start: time }] } });
+      enqueue.emit({ type: 'step.start', step: params.step, time });
+    }),
+    endStep: enqueueActions(({ context, enqueue }, params: { step: Step }) => {
+      const time = context.now();
+      const steps = context.timings.steps.map((s) => (s.step === params.step && s.end === undefined ? { ...s, end: time } : s));
+      enqueue.assign({ timings: { ...context.timings, steps } });
+      enqueue.emit({ type: 'step.end', step: params.step, time });
+    }),
+    storeTasks: assign({ tasks: (_, params: { tasks: readonly TaskPlan[] }) => params.tasks }),
+    storePlan: assign({ plan: (_, params: { plan: RestorePlan }) => params.plan }),
+    spawnTasks: assign({
+      progress: ({ context }) => initialProgress(context.tasks),
+      refs: ({ context, spawn }) =>
+        Object.fromEntries(
+          context.tasks.map((task) => [task.pid, spawn('task', { id: `task-${task.pid}`, input: { task, plan: context.plan! } })]),
+        ),
+    }),
+    /** Move every task that may go now into its next stage of this phase. */
+    dispatch: enqueueActions(({ context, enqueue }, params: { phase: Phase }) => {
+      const limit = UNLIMITED_PHASES.has(params.phase) ? Infinity : context.concurrency;
+      const starts = runnable(context.tasks, context.progress, params.phase, limit);
+      if (starts.length === 0) return;
+      const progress = { ...context.progress };
+      for (const { pid } of starts) progress[pid] = { ...progress[pid]!, busy: true };
+      const forked = starts.filter((s) => s.stage === 'fork').map((s) => s.pid);
+      enqueue.assign({ progress, started: [...context.started, ...forked] });
+      for (const { pid, stage } of starts) enqueue.sendTo(context.refs[pid]!, { type: 'advance', stage });
+    }),
+    taskDone: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'task.done') return;
+      const own = context.progress[event.pid]!;
+      const timing = { pid: event.pid, stage: event.stage, start: event.start, end: event.end };
+      enqueue.assign({
+        progress: { ...context.progress, [event.pid]: { done: own.done + 1, busy: false } },
+        timings: { ...context.timings, tasks: [...context.timings.tasks, timing] },
+      });
+      enqueue.emit({ type: 'task.stage', ...timing });
+    }),
+    taskFailed: assign({ error: ({ event }) => (event.type === 'task.failed' ? event.error : undefined) }),
+    fail: assign({ error: (_, params: { step: Step; error: unknown }) => asStageError(params.error, { stage: params.step }) }),
+    cancel: assign({ error: ({ context }) => cancelledError(currentStep(context)) }),
+    stopTasks: enqueueActions(({ context, enqueue }) => {
+      for (const ref of Object.values(context.refs)) enqueue.stopChild(ref);
+    }),
+    noteRollbackError: assign({
+      rollbackError: (_, params: { error: unknown }) => asStageError(params.error, { stage: 'rollback' }),
+    }),
+  },
+});
+
+/** The step whose timing is still open: where an abort landed. */
+function currentStep(context: RestoreContext): Step {
+  return [...context.timings.steps].reverse().find((s) => s.end === undefined)?.step ?? 'load';
+}
+
+/** Shared by every state before done: a task failure or an abort goes to rollback. */
+const toRollback = {
+  'task.failed': { target: '#restore.rollback', actions: 'taskFailed' as const },
+  abort: { target: '#restore.rollback', actions: 'cancel' as const },
+};
+
+function step(name: Step) {
+  return {
+    entry: { type: 'beginStep' as const, params: { step: name } },
+    exit: { type: 'endStep' as const, params: { step: name } },
+  };
+}
+
+/** A stage state: dispatch tasks as they become ready, leave once every task finished the phase. */
+function phaseState(phase: Phase, next: string) {
+  return {
+    description: PHASES[phase].map((stage) => `${stage}: ${describeDoc(STAGE_DOCS[stage])}`).join('\n'),
+    entry: [{ type: 'beginStep' as const, params: { step: phase } }, { type: 'dispatch' as const, params: { phase } }],
+    exit: { type: 'endStep' as const, params: { step: phase } },
+    on: { ...toRollback, 'task.done': { actions: ['taskDone' as const, { type: 'dispatch' as const, params: { phase } }] } },
+    always: { guard: { type: 'phaseComplete' as const, params: { phase } }, target: next },
+  };
+}
+
+const phaseStates = Object.fromEntries(PHASE_ORDER.map((phase, i) => [phase, phaseState(phase, PHASE_ORDER[i + 1] ?? 'done')]));
+
+export const restoreMachine = restoreSetup.createMachine({
+  id: 'restore',
+  context: ({ input }) => ({
+    concurrency: input.concurrency ?? 16,
+    now: input.now ?? (() => performance.now()),
+    dryRun: input.dryRun ?? false,
+    tasks: [],
+    progress: {},
+    refs: {},
+    started: [],
+    timings: { steps: [], tasks: [] },
+  }),
+  initial: 'load',
+  states: {
+    load: {
+      description: describeDoc(RESTORE_STATE_DOCS.load!),
+      ...step('load'),
+      on: toRollback,
+      invoke: {
+        src: 'loadTasks',
+        onDone: { target: 'plan', actions: { type: 'storeTasks', params: ({ event }) => ({ tasks: event.output }) } },
+        onError: { target: 'rollback', actions: { type: 'fail', params: ({ event }) => ({ step: 'load', error: event.error }) } },
+      },
+    },
+    plan: {
+      description: describeDoc(RESTORE_STATE_DOCS.plan!),
+      ...step('plan'),
+      on: toRollback,
+      invoke: {
+        src: 'makePlan',
+        input: ({ context }) => ({ tasks: context.tasks }),
+        onDone: [
+          { guard: 'dryRun', target: 'planned', actions: { type: 'storePlan', params: ({ event }) => ({ plan: event.output }) } },
+          { target: 'fork', actions: [{ type: 'storePlan', params: ({ event }) => ({ plan: event.output }) }, 'spawnTasks'] },
+        ],
+        onError: { target: 'rollback', actions: { type: 'fail', params: ({ event }) => ({ step: 'plan', error: event.error }) } },
+      },
+    },
+    ...phaseStates,
+    planned: { description: describeDoc(RESTORE_STATE_DOCS.planned!), type: 'final' },
+    done: { description: describeDoc(RESTORE_STATE_DOCS.done!), type: 'final' },
+    rollback: {
+      description: describeDoc(RESTORE_STATE_DOCS.rollback!),
+      entry: ['stopTasks', { type: 'beginStep', params: { step: 'rollback' } }],
+      exit: { type: 'endStep', params: { step: 'rollback' } },
+      invoke: {
+        src: 'rollback',
+        input: ({ context }) => ({ started: context.started }),
+        onDone: 'failed',
+        onError: { target: 'failed', actions: { type: 'noteRollbackError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    failed: { description: describeDoc(RESTORE_STATE_DOCS.failed!), type: 'final' },
+  },
+  output: ({ context }) => ({
+    ok: context.error === undefined,
+    plan: context.plan,
+    tasks: context.tasks,
+    timings: context.timings,
+    error: context.error,
+    rollbackError: context.rollbackError,
+  }),
+});

@@ -1,0 +1,119 @@
+// Runs the restore machine against an environment: the registry of resource kinds and the few
+// things only the real restore can do (load the checkpoint, build each resource's context, kill
+// and reap what was started). Tests pass fakes; src/restore/ passes the real ones. Resolves with
+// the plan, tasks and timings; rejects with the StageError after rollback has finished.
+import { createActor, fromPromise, type InspectionEvent, type Observer } from 'xstate';
+import { StageError } from '../errors.js';
+import { buildPlan, type RestorePlan } from '../plan/plan.js';
+import type { BaseTaskContext, ResourceKind, Span, TaskPlan } from '../resources/types.js';
+import { asStageError, cancelledError } from './errors.js';
+import { restoreMachine, type RestoreEmitted, type RestoreOutput } from './restore.js';
+import { SharedObjects } from './shared.js';
+import { taskMachine, type StageRun, type StageRunInput } from './task.js';
+
+export interface RestoreEnvironment<Ctx extends BaseTaskContext = BaseTaskContext> {
+  readonly registry: readonly ResourceKind<Ctx>[];
+  /** Read and decode the checkpoint; the task list in pstree order. */
+  loadTasks(signal: AbortSignal): Promise<readonly TaskPlan[]>;
+  /** Machine checks after planning (PIDs free, files match, kernel features); throw to refuse. */
+  checkPlan?(plan: RestorePlan, signal: AbortSignal): Promise<void>;
+  /** Add the restore's own parts (images, helper, tracer) to what the framework gives a resource. */
+  contextFor(base: BaseTaskContext): Ctx | Promise<Ctx>;
+  /** Kill and reap every task in `started` and anything they forked. Runs after in-flight work settled. */
+  rollback(started: readonly number[]): Promise<void>;
+}
+
+export interface RunOptions {
+  readonly signal?: AbortSignal;
+  readonly concurrency?: number;
+  readonly dryRun?: boolean;
+  readonly now?: () => number;
+  /** Stage starts and ends, per task and per step, as they happen. */
+  readonly onEvent?: (event: RestoreEmitted) => void;
+  /** One span per resource per task, plus whatever resources record themselves. */
+  readonly onSpan?: (span: Span) => void;
+  /** XState's inspection API: every actor's transitions, for traces. */
+  readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+}
+
+export type RestoreResult = Required<Pick<RestoreOutput, 'plan' | 'tasks' | 'timings'>> & { readonly rootPid: number };
+
+export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnvironment<Ctx>, options: RunOptions = {}): Promise<RestoreResult> {
+  const now = options.now ?? (() => performance.now());
+  const internal = new AbortController();
+  const inflight = new Set<Promise<unknown>>();
+  const shared = new SharedObjects(internal.signal);
+  const byName = new Map(env.registry.map((kind) => [kind.name, kind]));
+  const track = <T>(work: Promise<T>): Promise<T> => {
+    inflight.add(work);
+    void work.catch(() => undefined).finally(() => inflight.delete(work));
+    return work;
+  };
+
+  const runStage = fromPromise<StageRun, StageRunInput>(({ input, signal }) =>
+    track(
+      (async () => {
+        const { task, plan, stage } = input;
+        const stageSignal = AbortSignal.any([internal.signal, signal]);
+        const start = now();
+        for (const name of plan.perTask.get(task.pid)?.get(stage) ?? []) {
+          if (stageSignal.aborted) throw cancelledError(stage);
+          const kind = byName.get(name)!;
+          const record: BaseTaskContext['record'] = (span) => options.onSpan?.({ pid: task.pid, stage, resource: name, ...span });
+          const base: BaseTaskContext = { pid: task.pid, task, stage, resource: name, plan, shared, signal: stageSignal, record, now };
+          const begun = now();
+          try {
+            await kind.restore(await env.contextFor(base));
+          } catch (err) {
+            throw asStageError(err, { pid: task.pid, stage, resource: name });
+          }
+          options.onSpan?.({ pid: task.pid, stage, resource: name, start: begun, end: now() });
+        }
+        return { stage, start, end: now() };
+      })(),
+    ),
+  );
+
+  const machine = restoreMachine.provide({
+    actors: {
+      task: taskMachine.provide({ actors: { runStage } }),
+      loadTasks: fromPromise(() => env.loadTasks(internal.signal)),
+      makePlan: fromPromise(async ({ input }: { input: { tasks: readonly TaskPlan[] } }) => {
+        const plan = buildPlan(env.registry, input.tasks);
+        await env.checkPlan?.(plan, internal.signal);
+        return plan;
+      }),
+      rollback: fromPromise(async ({ input }: { input: { started: readonly number[] } }) => {
+        internal.abort();
+        await Promise.allSettled([...inflight]);
+        await env.rollback(input.started);
+      }),
+    },
+  });
+
+  const actor = createActor(machine, {
+    input: { concurrency: options.concurrency, now, dryRun: options.dryRun },
+    inspect: options.inspect,
+  });
+  if (options.onEvent) actor.on('*', options.onEvent);
+  const abort = () => actor.send({ type: 'abort' });
+  const output = new Promise<RestoreOutput>((resolve, reject) => {
+    actor.subscribe({
+      complete: () => resolve(actor.getSnapshot().output!),
+      error: (err) => reject(asStageError(err, { stage: 'restore' })),
+    });
+  });
+  actor.start();
+  if (options.signal?.aborted) abort();
+  options.signal?.addEventListener('abort', abort, { once: true });
+  try {
+    const result = await output;
+    if (!result.ok) throw result.error ?? new StageError({ stage: 'restore', message: 'restore failed' });
+    const plan = result.plan!;
+    const root = plan.tasks.find((task) => !plan.tasks.some((other) => other.pid === task.ppid))!;
+    return { plan, tasks: result.tasks, timings: result.timings, rootPid: root.pid };
+  } finally {
+    options.signal?.removeEventListener('abort', abort);
+    internal.abort();
+  }
+}

@@ -1,0 +1,73 @@
+// Builds a RestorePlan from the registry and the task list: the stage order of resource kinds,
+// the prerequisite edges, which kinds act for which task, and the shared objects with their creator
+// and receivers. This is what `crr plan` and `crr restore --dry-run` print and what the restore
+// machine runs; nothing here touches the system.
+import { PlanError, orderKinds, type OrderEdge, type StageOrder } from './order.js';
+import type { ResourceKind, SharedObject, Stage, TaskPlan } from '../resources/types.js';
+
+export interface RestorePlan {
+  readonly tasks: readonly TaskPlan[];
+  /** Every stage in run order with the kinds acting in it, in order. */
+  readonly stages: readonly StageOrder[];
+  /** `after` declarations as edges (prerequisite -> dependant), for renderings. */
+  readonly edges: readonly OrderEdge[];
+  readonly sharedObjects: readonly SharedObject[];
+  /** The kinds that act for each task, per stage (kinds whose appliesTo says no are left out). */
+  readonly perTask: ReadonlyMap<number, ReadonlyMap<Stage, readonly string[]>>;
+  /** describe() lines per task, by kind, for text output. */
+  readonly descriptions: ReadonlyMap<number, ReadonlyArray<{ resource: string; lines: readonly string[] }>>;
+}
+
+// Kinds are stored with whatever context type they were written for; planning never calls restore().
+type AnyKind = ResourceKind<any>;
+
+export function buildPlan(kinds: readonly AnyKind[], tasks: readonly TaskPlan[]): RestorePlan {
+  checkTree(tasks);
+  const { stages, edges } = orderKinds(kinds);
+  const byName = new Map(kinds.map((kind) => [kind.name, kind]));
+  const perTask = new Map<number, Map<Stage, string[]>>();
+  const descriptions = new Map<number, Array<{ resource: string; lines: string[] }>>();
+  for (const task of tasks) {
+    const stagesOfTask = new Map<Stage, string[]>();
+    const described: Array<{ resource: string; lines: string[] }> = [];
+    for (const { stage, resources } of stages) {
+      const acting = resources.filter((name) => byName.get(name)!.appliesTo?.(task) ?? true);
+      stagesOfTask.set(stage, acting);
+      for (const name of acting) {
+        const lines = byName.get(name)!.describe?.(task);
+        if (lines?.length) described.push({ resource: name, lines });
+      }
+    }
+    perTask.set(task.pid, stagesOfTask);
+    descriptions.set(task.pid, described);
+  }
+  const sharedObjects = kinds.flatMap((kind) => kind.sharedObjects?.(tasks) ?? []);
+  return { tasks, stages, edges, sharedObjects, perTask, descriptions };
+}
+
+/** Fork order needs a tree: unique PIDs, every parent present, exactly one root (ppid 0 or outside). */
+export function checkTree(tasks: readonly TaskPlan[]): void {
+  const pids = new Set<number>();
+  for (const task of tasks) {
+    if (pids.has(task.pid)) throw new PlanError('task-tree', [], `task ${task.pid} appears twice in the task list`);
+    pids.add(task.pid);
+  }
+  const roots = tasks.filter((task) => !pids.has(task.ppid));
+  if (tasks.length === 0) throw new PlanError('task-tree', [], 'the checkpoint has no tasks');
+  if (roots.length !== 1) {
+    throw new PlanError('task-tree', [], `the task list has ${roots.length} roots (${roots.map((r) => r.pid).join(', ')}); expected one`);
+  }
+  const parentOf = new Map(tasks.map((task) => [task.pid, task.ppid]));
+  for (const task of tasks) {
+    const seen = new Set<number>();
+    for (let pid = task.pid; pids.has(pid); pid = parentOf.get(pid)!) {
+      if (seen.has(pid)) throw new PlanError('task-tree', [], `task ${task.pid} is its own ancestor`);
+      seen.add(pid);
+    }
+  }
+}
+
+/** The parent task of `task` within the plan, or undefined for the root. */
+export function parentInPlan(plan: Pick<RestorePlan, 'tasks'>, task: TaskPlan): TaskPlan | undefined {
+  return plan.tasks.find((other) => other.pid === task.ppid);
+}
