@@ -15,7 +15,15 @@ const USAGE = 'usage: crr show FILE.img | DIR [--json]   (also -i FILE)';
 export function imageAsCrit(path: string): { magic: string; entries: unknown[] } {
   const image = readImage(path);
   const entries: unknown[] = [];
-  for (const lazy of image.entries()) entries.push(entryToCrit(lazy.type, lazy.decode(), lazy.payload));
+  for (const lazy of image.entries()) {
+    const entry = lazy.decode();
+    try {
+      entries.push(entryToCrit(lazy.type, entry, lazy.payload));
+    } catch (err) {
+      // A message can decode as protobuf yet hold values crit cannot name (a bad enum, say).
+      throw new ImageError(path, lazy.offset, `a ${lazy.type} entry crit can print`, (err as Error).message);
+    }
+  }
   return { magic: image.kind.magicName, entries };
 }
 
