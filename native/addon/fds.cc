@@ -1,3 +1,198 @@
-// Placeholder: fd-level calls are written in native/addon/fds.cc (issue 3).
+// fd-level calls of the addon: socketpairs for helper channels, pidfds (open, getfd, signal) and
+// fd passing with SCM_RIGHTS. Every function is synchronous, one syscall-level job, keeps no
+// state (safe from worker threads) and throws a JS Error carrying code, errno and syscall.
 #include <napi.h>
-void InitFds(Napi::Env env, Napi::Object exports) {}
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+// The largest fd batch one sendFds/recvFds moves: SCM_RIGHTS itself is capped at 253 per message.
+constexpr int kMaxFdsPerMessage = 253;
+
+Napi::Value ThrowErrno(Napi::Env env, const char* syscall, int err) {
+  const char* name = strerrorname_np(err);
+  std::string code = name ? name : ("E" + std::to_string(err));
+  Napi::Error error = Napi::Error::New(env, std::string(syscall) + " failed: " + code + " (" +
+                                               strerror(err) + ")");
+  error.Set("code", Napi::String::New(env, code));
+  error.Set("errno", Napi::Number::New(env, err));
+  error.Set("syscall", Napi::String::New(env, syscall));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value ThrowType(Napi::Env env, const std::string& message) {
+  Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool IntArg(const Napi::CallbackInfo& info, size_t index, const char* name, int* out) {
+  if (info.Length() <= index || !info[index].IsNumber()) {
+    ThrowType(info.Env(), std::string("argument ") + name + " must be a number");
+    return false;
+  }
+  *out = info[index].As<Napi::Number>().Int32Value();
+  return true;
+}
+
+// socketpair(type, cloexec = true) -> [fd, fd]; AF_UNIX only.
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return ThrowType(env, "type must be a string");
+  std::string kind = info[0].As<Napi::String>().Utf8Value();
+  int type;
+  if (kind == "seqpacket") type = SOCK_SEQPACKET;
+  else if (kind == "stream") type = SOCK_STREAM;
+  else if (kind == "dgram") type = SOCK_DGRAM;
+  else return ThrowType(env, "type must be 'seqpacket', 'stream' or 'dgram'");
+  bool cloexec = info.Length() < 2 || info[1].ToBoolean().Value();
+  int fds[2];
+  if (socketpair(AF_UNIX, type | (cloexec ? SOCK_CLOEXEC : 0), 0, fds) < 0)
+    return ThrowErrno(env, "socketpair", errno);
+  Napi::Array pair = Napi::Array::New(env, 2);
+  pair.Set(0u, Napi::Number::New(env, fds[0]));
+  pair.Set(1u, Napi::Number::New(env, fds[1]));
+  return pair;
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  int fd;
+  if (!IntArg(info, 0, "fd", &fd)) return info.Env().Undefined();
+  if (close(fd) < 0) return ThrowErrno(info.Env(), "close", errno);
+  return info.Env().Undefined();
+}
+
+// pidfdOpen(pid) -> pidfd (O_CLOEXEC is implied by the kernel).
+Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  int pid;
+  if (!IntArg(info, 0, "pid", &pid)) return info.Env().Undefined();
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) return ThrowErrno(info.Env(), "pidfd_open", errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// pidfdGetfd(pidfd, targetFd) -> a copy of the target's fd in this process (close-on-exec).
+Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  int pidfd, target;
+  if (!IntArg(info, 0, "pidfd", &pidfd) || !IntArg(info, 1, "targetFd", &target))
+    return info.Env().Undefined();
+  long fd = syscall(SYS_pidfd_getfd, pidfd, target, 0);
+  if (fd < 0) return ThrowErrno(info.Env(), "pidfd_getfd", errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value PidfdSendSignal(const Napi::CallbackInfo& info) {
+  int pidfd, sig;
+  if (!IntArg(info, 0, "pidfd", &pidfd) || !IntArg(info, 1, "sig", &sig))
+    return info.Env().Undefined();
+  if (syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) < 0)
+    return ThrowErrno(info.Env(), "pidfd_send_signal", errno);
+  return info.Env().Undefined();
+}
+
+// sendFds(sock, fds, data?) -> bytes sent. One message; a byte of payload is always sent because
+// a stream socket drops ancillary data that rides on an empty message.
+Napi::Value SendFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sock;
+  if (!IntArg(info, 0, "sock", &sock)) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsArray()) return ThrowType(env, "fds must be an array");
+  Napi::Array list = info[1].As<Napi::Array>();
+  if (list.Length() > kMaxFdsPerMessage) return ThrowType(env, "too many fds for one message");
+  std::vector<int> fds(list.Length());
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list.Get(i);
+    if (!v.IsNumber()) return ThrowType(env, "fds must hold numbers");
+    fds[i] = v.As<Napi::Number>().Int32Value();
+  }
+  char fallback = 0;
+  struct iovec iov = {&fallback, 1};
+  if (info.Length() > 2 && info[2].IsBuffer()) {
+    Napi::Buffer<char> data = info[2].As<Napi::Buffer<char>>();
+    if (data.Length() > 0) iov = {data.Data(), data.Length()};
+  }
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t sent;
+  do sent = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) return ThrowErrno(env, "sendmsg", errno);
+  return Napi::Number::New(env, static_cast<double>(sent));
+}
+
+// recvFds(sock, maxFds, maxBytes = 4096, dontWait = false) -> {fds, data}. Received fds are
+// close-on-exec. Blocks unless dontWait (then EAGAIN when nothing is queued).
+Napi::Value RecvFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sock, maxFds, maxBytes = 4096;
+  if (!IntArg(info, 0, "sock", &sock) || !IntArg(info, 1, "maxFds", &maxFds)) return env.Undefined();
+  if (info.Length() > 2 && !info[2].IsUndefined() && !IntArg(info, 2, "maxBytes", &maxBytes))
+    return env.Undefined();
+  bool dontWait = info.Length() > 3 && info[3].ToBoolean().Value();
+  if (maxFds < 0 || maxFds > kMaxFdsPerMessage) return ThrowType(env, "maxFds out of range");
+  if (maxBytes < 1) return ThrowType(env, "maxBytes must be at least 1");
+  std::vector<char> data(maxBytes);
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * (maxFds > 0 ? maxFds : 1)));
+  struct iovec iov = {data.data(), data.size()};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  ssize_t got;
+  do got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (dontWait ? MSG_DONTWAIT : 0));
+  while (got < 0 && errno == EINTR);
+  if (got < 0) return ThrowErrno(env, "recvmsg", errno);
+  Napi::Array fds = Napi::Array::New(env);
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      fds.Set(fds.Length(), Napi::Number::New(env, fd));
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC) {
+    // The kernel already installed the fds that fitted: close them so nothing leaks.
+    for (uint32_t i = 0; i < fds.Length(); i++) close(fds.Get(i).As<Napi::Number>().Int32Value());
+    return ThrowErrno(env, "recvmsg", EMSGSIZE);
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("fds", fds);
+  result.Set("data", Napi::Buffer<char>::Copy(env, data.data(), static_cast<size_t>(got)));
+  return result;
+}
+
+}  // namespace
+
+void InitFds(Napi::Env env, Napi::Object exports) {
+  exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
+  exports.Set("pidfdSendSignal", Napi::Function::New(env, PidfdSendSignal, "pidfdSendSignal"));
+  exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
+  exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
+}

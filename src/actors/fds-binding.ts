@@ -1,2 +1,35 @@
-// Placeholder: the fd-level part of the addon's surface is typed here (issue 3).
-export interface FdsBinding {}
+// The typed surface of native/addon/fds.cc: fd-level calls that are safe from any thread.
+// Every function is synchronous; a failure throws an Error with `code` (errno name, e.g. 'EBADF'),
+// `errno` (number) and `syscall`; bad argument types throw a TypeError.
+
+/** The error every failing fds.cc call throws. */
+export interface NativeSyscallError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+export interface ReceivedFds {
+  /** Fds installed in this process, close-on-exec, in the order the sender listed them. */
+  fds: number[];
+  /** The message payload (a stream sender's lone filler byte included). */
+  data: Buffer;
+}
+
+export interface FdsBinding {
+  /** AF_UNIX socketpair; close-on-exec unless `cloexec` is false. */
+  socketpair(type: 'seqpacket' | 'stream' | 'dgram', cloexec?: boolean): [number, number];
+  close(fd: number): void;
+  /** pidfd_open(pid, 0): a close-on-exec pidfd. */
+  pidfdOpen(pid: number): number;
+  /** pidfd_getfd: a close-on-exec copy of `targetFd` of the process behind `pidfd`. */
+  pidfdGetfd(pidfd: number, targetFd: number): number;
+  pidfdSendSignal(pidfd: number, sig: number): void;
+  /** One sendmsg with SCM_RIGHTS (at most 253 fds); sends one zero byte when `data` is empty. */
+  sendFds(sock: number, fds: number[], data?: Buffer): number;
+  /**
+   * One recvmsg with MSG_CMSG_CLOEXEC. Blocks unless `dontWait` (then EAGAIN when empty).
+   * Throws EMSGSIZE (after closing what arrived) when more than `maxFds` fds came.
+   */
+  recvFds(sock: number, maxFds: number, maxBytes?: number, dontWait?: boolean): ReceivedFds;
+}
