@@ -126,9 +126,9 @@ const restoreSetup = setup({
   },
 });
 
-/** The step whose timing is still open: where an abort landed. */
+/** The step an abort landed in: the latest one (its exit action has already closed it). */
 function currentStep(context: RestoreContext): Step {
-  return [...context.timings.steps].reverse().find((s) => s.end === undefined)?.step ?? 'load';
+  return context.timings.steps.at(-1)?.step ?? 'load';
 }
 
 /** Shared by every state before done: a task failure or an abort goes to rollback. */
