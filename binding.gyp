@@ -5,6 +5,9 @@
       "sources": [
         "native/addon/addon.cc",
         "native/addon/tracer.cc",
+        "native/addon/tracer-thread.cc",
+        "native/addon/tracer-ops.cc",
+        "native/addon/tracer-vm.cc",
         "native/addon/fds.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/stub"],

@@ -56,6 +56,12 @@
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 
+#ifdef __cplusplus
+#define CRR_STUB_STATIC_ASSERT static_assert
+#else
+#define CRR_STUB_STATIC_ASSERT _Static_assert
+#endif
+
 struct crr_stub_header {
   uint64_t count;
   uint64_t executed;
@@ -69,9 +75,9 @@ struct crr_stub_cmd {
   int64_t result;
 };
 
-_Static_assert(sizeof(struct crr_stub_header) == CRR_STUB_HEADER_SIZE, "stub header size");
-_Static_assert(sizeof(struct crr_stub_cmd) == CRR_STUB_CMD_SIZE, "stub command size");
-_Static_assert(CRR_STUB_CMDS_OFFSET + CRR_STUB_MAX_COMMANDS * CRR_STUB_CMD_SIZE <=
+CRR_STUB_STATIC_ASSERT(sizeof(struct crr_stub_header) == CRR_STUB_HEADER_SIZE, "stub header size");
+CRR_STUB_STATIC_ASSERT(sizeof(struct crr_stub_cmd) == CRR_STUB_CMD_SIZE, "stub command size");
+CRR_STUB_STATIC_ASSERT(CRR_STUB_CMDS_OFFSET + CRR_STUB_MAX_COMMANDS * CRR_STUB_CMD_SIZE <=
                    CRR_STUB_DATA_OFFSET,
                "command list overlaps the data area");
 #endif
