@@ -76,7 +76,7 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
       prev.entry.end = line.end;
       continue;
     }
-    let prot = (line.read ? 1 : 0) | (line.write ? 2 : 0) | (line.exec ? 4 : 0);
+    const prot = (line.read ? 1 : 0) | (line.write ? 2 : 0) | (line.exec ? 4 : 0);
     let flags = line.shared ? MAP_SHARED : MAP_PRIVATE;
     let status = VMA.REGULAR;
     let shmid = 0n;
@@ -126,7 +126,6 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     if (madv) entry.madv = madv;
     if (fdflags !== undefined) entry.fdflags = fdflags;
     out.push({ entry, start: line.start, end: line.end, status, flags, path: line.path });
-    prot = 0;
   }
   return out;
 }

@@ -1,0 +1,33 @@
+// What the dumper needs from the tracer, as one small interface: the dump modules are written
+// against it, and `tracerControl()` adapts the tracer actor (src/actors/tracer.ts) to it. Tests
+// of the collectors can pass a fake.
+import type { Regs } from './regs.js';
+
+export interface BatchCommand {
+  nr: number;
+  args: Array<bigint | number>;
+}
+
+export interface TaskControl {
+  seize(tid: number): Promise<void>;
+  interrupt(tid: number): Promise<void>;
+  waitStop(tid: number, timeoutMs?: number): Promise<void>;
+  getRegs(tid: number): Promise<Regs>;
+  setRegs(tid: number, regs: Regs): Promise<void>;
+  getXstate(tid: number): Promise<Buffer>;
+  getSigmask(tid: number): Promise<bigint>;
+  peekSiginfo(tid: number, shared: boolean): Promise<Uint8Array[]>;
+  getRseq(tid: number): Promise<{ ptr: bigint; len: number; sig: number } | undefined>;
+  /** One syscall run by the stopped thread (through `syscall; int3` at its ip); returns rax. */
+  inject(tid: number, nr: number, args: Array<bigint | number>): Promise<bigint>;
+  /** A list of syscalls run by the stub at `scratch` in the thread; results as rax values. */
+  batch(tid: number, scratch: bigint, commands: BatchCommand[]): Promise<bigint[]>;
+  readMemory(pid: number, iovs: Array<{ addr: bigint; len: number }>): Buffer;
+  writeMemory(pid: number, addr: bigint, data: Uint8Array): void;
+  /** Detaches, first setting `regs` when given. */
+  detach(tid: number, regs?: unknown): Promise<void>;
+  /** SIGKILLs a process and waits until the tracer sees it gone. */
+  kill(pid: number): Promise<void>;
+  /** The stub's code bytes, copied to the start of a scratch area. */
+  stubCode(): Buffer;
+}

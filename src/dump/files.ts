@@ -1,0 +1,182 @@
+// files.img + fdinfo-N.img + pipes-data.img: every fd of a task, described as CRIU describes it.
+// One files.img entry per open file description: fds that share one (dup, inherited) get the
+// same id, confirmed with kcmp(KCMP_FILE) run by the caller. Anything not supported yet is an
+// error naming pid, fd and what it is, before anything is written.
+import { readdirSync, statSync, openSync, readSync, writeSync, closeSync, constants as C } from 'node:fs';
+import { CrrError } from '../errors.js';
+import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
+import { regFileEntry, zeroFown, FD_TYPE, O_CLOEXEC } from './regfile.js';
+import type { DumpIds, Entry } from './ids.js';
+
+/** An fd crr cannot dump yet: the message names pid, fd and the kind of file. */
+export class UnsupportedFdError extends CrrError {
+  constructor(readonly pid: number, readonly fd: number, readonly what: string) {
+    super(`pid ${pid}: fd ${fd} is ${what}, which crr dump does not support`, 1);
+  }
+}
+
+/** Answers whether two fds (possibly in different tasks) are one open file description. */
+export type SameFileCheck = (a: { pid: number; fd: number }, b: { pid: number; fd: number }) => Promise<boolean>;
+
+interface OpenFileSeen {
+  key: string;
+  pid: number;
+  fd: number;
+  id: number;
+}
+
+/** Character devices CRIU dumps as plain files by path (major 1: mem, null, zero, full, random...). */
+const MEM_MAJOR = 1;
+
+/** Dump-wide table of open file descriptions, so tasks sharing one get one id. */
+export class OpenFiles {
+  private seen: OpenFileSeen[] = [];
+  /** Pipe inodes whose data is already in pipes-data.img. */
+  readonly pipesWithData = new Set<number>();
+  readonly pipeData: Array<{ entry: Entry; payload: Uint8Array }> = [];
+
+  async idFor(key: string, pid: number, fd: number, same: SameFileCheck | undefined, make: (id: number) => void, ids: DumpIds): Promise<number> {
+    for (const s of this.seen) {
+      if (s.key !== key) continue;
+      if (same ? await same({ pid: s.pid, fd: s.fd }, { pid, fd }) : s.pid !== pid) return s.id;
+    }
+    const id = ids.newFileId();
+    make(id);
+    this.seen.push({ key, pid, fd, id });
+    return id;
+  }
+}
+
+export interface FdOfTask {
+  fd: number;
+  link: string;
+}
+
+export function listFds(pid: number): FdOfTask[] {
+  let names: string[];
+  try {
+    names = readdirSync(`/proc/${pid}/fd`);
+  } catch (e) {
+    throw new ProcError(pid, 'fd', e);
+  }
+  return names
+    .map(Number)
+    .sort((a, b) => a - b)
+    .map((fd) => ({ fd, link: readProcLink(pid, `fd/${fd}`) }));
+}
+
+/** What the dumper asks the task itself while collecting fds. */
+export interface FdProbe {
+  same?: SameFileCheck;
+  /** F_GETPIPE_SZ of the task's fd. */
+  pipeSize?: (fd: number) => Promise<number>;
+}
+
+/** Collects one task's fds into files.img (via ids) and returns its fdinfo entries. */
+export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, probe: FdProbe = {}): Promise<Entry[]> {
+  const out: Entry[] = [];
+  for (const { fd, link } of listFds(pid)) {
+    const info = parseFdinfo(readProc(pid, `fdinfo/${fd}`));
+    const fdflags = info.flags & O_CLOEXEC ? 1 : 0;
+    const fileFlags = info.flags & ~O_CLOEXEC;
+    const pipe = /^pipe:\[(\d+)\]$/.exec(link);
+    if (pipe) {
+      const pipeIno = Number(pipe[1]);
+      const id = await open.idFor(`pipe:${pipeIno}:${fileFlags}`, pid, fd, probe.same, (id) => {
+        ids.addFile({ type: FD_TYPE.PIPE, id, pipe: { id, pipe_id: pipeIno, flags: fileFlags, fown: zeroFown() } });
+      }, ids);
+      // Queued data is saved once per pipe, from an end open for reading (as CRIU does).
+      if ((fileFlags & 3) === C.O_RDONLY && !open.pipesWithData.has(pipeIno)) {
+        open.pipesWithData.add(pipeIno);
+        const size = probe.pipeSize ? await probe.pipeSize(fd) : 65536;
+        const data = peekPipe(pid, fd);
+        open.pipeData.push({ entry: { pipe_id: pipeIno, bytes: data.length, size }, payload: data });
+      }
+      out.push({ id, flags: fdflags, type: FD_TYPE.PIPE, fd });
+      continue;
+    }
+    if (link.startsWith('socket:')) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)})`);
+    if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
+    if (!link.startsWith('/')) throw new UnsupportedFdError(pid, fd, `'${link}'`);
+    if (link.endsWith(' (deleted)')) throw new UnsupportedFdError(pid, fd, `a deleted file (${link})`);
+    const st = statSync(`/proc/${pid}/fd/${fd}`);
+    const kind = st.mode & C.S_IFMT;
+    if (kind === C.S_IFCHR && Math.floor(st.rdev / 256) !== MEM_MAJOR) {
+      throw new UnsupportedFdError(pid, fd, `a character device other than /dev/null-like ones (${link}, ${Math.floor(st.rdev / 256)}:${st.rdev % 256})`);
+    }
+    if (kind !== C.S_IFREG && kind !== C.S_IFDIR && kind !== C.S_IFCHR) {
+      throw new UnsupportedFdError(pid, fd, `a ${kind === C.S_IFIFO ? 'FIFO' : 'special file'} (${link})`);
+    }
+    const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
+    const id = await open.idFor(key, pid, fd, probe.same, (id) => {
+      ids.addFile(regFileEntry(id, link, st, fileFlags, info.pos, kind === C.S_IFREG ? `/proc/${pid}/fd/${fd}` : undefined));
+    }, ids);
+    out.push({ id, flags: fdflags, type: FD_TYPE.REG, fd });
+  }
+  return out;
+}
+
+/**
+ * Reads a pipe's queued bytes and puts them straight back: the tree is frozen, so nobody else
+ * reads or writes in between and the order is kept.
+ */
+export function peekPipe(pid: number, fd: number): Buffer {
+  const path = `/proc/${pid}/fd/${fd}`;
+  const rfd = openSync(path, C.O_RDONLY | C.O_NONBLOCK);
+  const chunks: Buffer[] = [];
+  try {
+    for (;;) {
+      const buf = Buffer.alloc(65536);
+      let n = 0;
+      try {
+        n = readSync(rfd, buf, 0, buf.length, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
+        throw e;
+      }
+      if (n <= 0) break;
+      chunks.push(buf.subarray(0, n));
+    }
+  } finally {
+    closeSync(rfd);
+  }
+  const data = Buffer.concat(chunks);
+  if (data.length) {
+    const wfd = openSync(path, C.O_WRONLY | C.O_NONBLOCK);
+    try {
+      let done = 0;
+      while (done < data.length) done += writeSync(wfd, data, done, data.length - done);
+    } finally {
+      closeSync(wfd);
+    }
+  }
+  return data;
+}
+
+function describeSocket(pid: number, link: string): string {
+  const ino = /socket:\[(\d+)\]/.exec(link)?.[1];
+  if (!ino) return link;
+  try {
+    const unix = readProc(pid, 'net/unix');
+    for (const line of unix.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols[6] === ino) return `unix socket ${ino}${cols[7] ? ` bound to ${cols[7]}` : ''}`;
+    }
+  } catch {
+    // fall through: the kind stays unknown
+  }
+  return `socket ${ino}`;
+}
+
+/** fs-PID.img: cwd and root as new REG entries of directories (CRIU does not share these), umask. */
+export function fsEntry(pid: number, ids: DumpIds, umask: number): Entry {
+  const dir = (what: 'cwd' | 'root') => {
+    const id = ids.newFileId();
+    const st = statSync(`/proc/${pid}/${what}`);
+    ids.addFile(regFileEntry(id, readProcLink(pid, what), st, 0, 0n));
+    return id;
+  };
+  const cwd_id = dir('cwd');
+  const root_id = dir('root');
+  return { cwd_id, root_id, umask };
+}

@@ -1,0 +1,198 @@
+// The dump entry point: freeze the tree, collect every task into CRIU-format images, then kill
+// the tree (default, like criu) or resume it untouched. Any failure before the end resumes the
+// tree with its registers as they were and removes the partial image directory.
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { CrrError } from '../errors.js';
+import { DumpIds, type Entry } from './ids.js';
+import { freezeTree, thaw, pstreeEntries, type FrozenTask } from './tree.js';
+import { collectVmas, exeFileId, mmEntry } from './mm.js';
+import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
+import { parseFdinfo, decodeStatus, readProc } from './proc.js';
+import { Scratch, NR } from './inject.js';
+import { probeProcess, probeThread, saveRegs } from './task.js';
+import { coreEntry } from './core.js';
+import { buildRuns, pagemapEntries, pagemapReader, writePages, vmaIsDumped } from './pages.js';
+import { DumpOutput } from './output.js';
+import { tracerControl } from './tracer-control.js';
+import type { TaskControl } from './control.js';
+import type { Regs } from './regs.js';
+
+export type DumpStage = 'freeze' | 'collect' | 'pages' | 'write' | 'finish';
+
+export type DumpEvent =
+  | { type: 'stage'; stage: DumpStage }
+  | { type: 'seized'; tid: number }
+  | { type: 'task'; pid: number; threads: number; vmas: number; fds: number }
+  | { type: 'pages'; pid: number; pages: number; bytes: number; ms: number }
+  | { type: 'done'; images: string[]; ms: number; left: 'killed' | 'running' };
+
+export interface DumpOptions {
+  pid: number;
+  imagesDir: string;
+  /** Resume the tree untouched instead of killing it. */
+  leaveRunning?: boolean;
+  signal?: AbortSignal;
+  onEvent?: (e: DumpEvent) => void;
+  /** For tests: a tracer stand-in. */
+  control?: TaskControl;
+}
+
+export interface DumpResult {
+  pids: number[];
+  images: string[];
+  ms: number;
+  pagesBytes: number;
+}
+
+const SECCOMP_MODE_FILTER = 2;
+
+export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  const t0 = performance.now();
+  const ctl = opts.control ?? (await tracerControl());
+  const emit = (e: DumpEvent) => opts.onEvent?.(e);
+  const aborted = () => {
+    if (opts.signal?.aborted) throw new CrrError('dump aborted', 1, { cause: opts.signal.reason });
+  };
+  const out = new DumpOutput(opts.imagesDir);
+  const ids = new DumpIds();
+  const rootIds = ids.rootIds();
+  let seized: number[] = [];
+  const regs = new Map<number, Regs>();
+  let scratch: Scratch | undefined;
+  let pagesBytes = 0;
+  try {
+    emit({ type: 'stage', stage: 'freeze' });
+    const frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
+    seized = frozen.seized;
+    for (const t of frozen.tasks) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
+    aborted();
+
+    emit({ type: 'stage', stage: 'collect' });
+    const open = new OpenFiles();
+    let pagesId = 0;
+    for (const task of frozen.tasks) {
+      aborted();
+      scratch = await Scratch.open(ctl, task.pid);
+      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, out, ++pagesId, regs, emit);
+      await scratch.close();
+      scratch = undefined;
+    }
+
+    emit({ type: 'stage', stage: 'write' });
+    out.write('pstree.img', pstreeEntries(frozen.tasks));
+    out.write('files.img', ids.files);
+    if (open.pipeData.length) out.write('pipes-data.img', open.pipeData);
+    out.write('seccomp.img', [{}]);
+    out.write('timens-0.img', [timensEntry()]);
+    out.write('inventory.img', [inventoryEntry(rootIds)]);
+
+    emit({ type: 'stage', stage: 'finish' });
+    if (opts.leaveRunning) {
+      await thaw(ctl, seized, regs);
+    } else {
+      for (const t of [...frozen.tasks].reverse()) await ctl.kill(t.pid);
+    }
+    const images = out.commit();
+    const ms = performance.now() - t0;
+    emit({ type: 'done', images, ms, left: opts.leaveRunning ? 'running' : 'killed' });
+    return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes };
+  } catch (err) {
+    if (scratch) await scratch.close().catch(() => undefined);
+    await thaw(ctl, seized, regs);
+    out.abandon();
+    throw err;
+  }
+}
+
+async function dumpTask(
+  task: FrozenTask,
+  ctl: TaskControl,
+  scratch: Scratch,
+  ids: DumpIds,
+  open: OpenFiles,
+  out: DumpOutput,
+  pagesId: number,
+  regs: Map<number, Regs>,
+  emit: (e: DumpEvent) => void,
+): Promise<number> {
+  const pid = task.pid;
+  const status = decodeStatus(readProc(pid, 'status'));
+  if (status.seccomp === SECCOMP_MODE_FILTER) {
+    throw new CrrError(`pid ${pid}: seccomp filters are not supported by crr dump`);
+  }
+  const taskIds = { ...ids.newTaskObjects(), ...ids.namespaceIds(pid) };
+
+  // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.
+  const vmas = collectVmas(pid, ids).filter((v) => v.start !== scratch.base);
+  const exeId = exeFileId(pid, ids);
+  const pipeReadFds = listFds(pid)
+    .filter((f) => f.link.startsWith('pipe:') && (parseFdinfo(readProc(pid, `fdinfo/${f.fd}`)).flags & 3) === 0)
+    .map((f) => f.fd);
+  const proc = await probeProcess(ctl, scratch, pid, pipeReadFds);
+  const fdinfo = await collectFds(pid, ids, open, {
+    pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
+    same: async (a, b) => (await ctl.inject(pid, NR.kcmp, [a.pid, b.pid, 0, a.fd, b.fd])) === 0n,
+  });
+  const fs = fsEntry(pid, ids, status.umask);
+
+  const threads = [];
+  for (const tid of task.tids) threads.push(await probeThread(ctl, scratch, pid, tid, regs.get(tid)!));
+
+  // Pages: the zero page's PFN first (read the never-written probe page, then its pagemap word).
+  const pm = pagemapReader(pid);
+  let runs;
+  try {
+    ctl.readMemory(pid, [{ addr: scratch.zeroProbe, len: 8 }]);
+    const zeroPfn = pm.read(scratch.zeroProbe, 1)[0]! & ((1n << 55n) - 1n);
+    runs = buildRuns(vmas, (s, n) => pm.read(s, n), zeroPfn || undefined);
+  } finally {
+    pm.close();
+  }
+  const unreadable = vmas.filter((v) => vmaIsDumped(v) && !((v.entry.prot as number) & 1) && runs.some((r) => r.vaddr >= v.start && r.vaddr < v.end));
+  await setProt(scratch, pid, unreadable, true);
+  const t0 = performance.now();
+  const bytes = await writePages(out.rawPath(`pages-${pagesId}.img`), runs, (iovs) => ctl.readMemory(pid, iovs));
+  await setProt(scratch, pid, unreadable, false);
+  emit({ type: 'pages', pid, pages: bytes / 4096, bytes, ms: performance.now() - t0 });
+
+  const procState = proc.task;
+  out.write(`ids-${pid}.img`, [taskIds]);
+  out.write(`mm-${pid}.img`, [mmEntry(pid, threads[0]!.stat, vmas, exeId, proc.mm)]);
+  out.write(`pagemap-${pid}.img`, pagemapEntries(pagesId, runs));
+  out.write(`fdinfo-${taskIds.files_id}.img`, fdinfo);
+  out.write(`fs-${pid}.img`, [fs]);
+  threads.forEach((t, i) => out.write(`core-${t.tid}.img`, [coreEntry(t, i === 0 ? procState : undefined, status.seccomp)]));
+  emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo.length });
+  return bytes;
+}
+
+/** Adds PROT_READ to VMAs whose pages must be read (and takes it away again afterwards). */
+async function setProt(scratch: Scratch, pid: number, vmas: ReturnType<typeof collectVmas>, readable: boolean): Promise<void> {
+  if (!vmas.length) return;
+  await scratch.run(pid, vmas.map((v) => ({ nr: NR.mprotect, args: [v.start, v.end - v.start, (v.entry.prot as number) | (readable ? 1 : 0), 0, 0, 0] })));
+}
+
+function inventoryEntry(rootIds: Entry): Entry {
+  return {
+    img_version: 2,
+    fdinfo_per_id: true,
+    root_ids: rootIds,
+    ns_per_id: true,
+    root_cg_set: 1,
+    lsmtype: 0, // NO_LSM
+    network_lock_method: 0,
+    plugins_entry: {},
+    dump_criu_run_id: randomUUID(),
+  };
+}
+
+/** timens-0.img: the clocks at dump time (CLOCK_MONOTONIC and CLOCK_BOOTTIME). */
+function timensEntry(): Entry {
+  const mono = process.hrtime.bigint();
+  const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e9;
+  // /proc/uptime is CLOCK_BOOTTIME in centiseconds: take monotonic's precision unless they differ (suspend).
+  const boot = Math.abs(uptime - Number(mono)) < 2e7 ? mono : BigInt(Math.round(uptime));
+  const ts = (ns: bigint) => ({ tv_sec: ns / 1_000_000_000n, tv_nsec: ns % 1_000_000_000n });
+  return { monotonic: ts(mono), boottime: ts(boot) };
+}

@@ -1,0 +1,49 @@
+// Where a dump's images go: written into DIR/.crr-partial first and moved into DIR only when the
+// whole dump succeeded, inventory.img last, so a failed dump never leaves a directory that looks
+// like a complete checkpoint. Removing the partial directory is the failure path.
+import { mkdirSync, readdirSync, renameSync, rmSync, existsSync } from 'node:fs';
+import { join, basename } from 'node:path';
+import { CrrError } from '../errors.js';
+import { imageKindForFile, writeImage } from '../images/index.js';
+import type { Entry } from './ids.js';
+
+export class DumpOutput {
+  readonly partial: string;
+  private written: string[] = [];
+
+  constructor(readonly dir: string) {
+    this.partial = join(dir, '.crr-partial');
+    mkdirSync(dir, { recursive: true });
+    if (existsSync(join(dir, 'inventory.img'))) {
+      throw new CrrError(`${dir} already holds a checkpoint (inventory.img); use an empty directory`, 1);
+    }
+    rmSync(this.partial, { recursive: true, force: true });
+    mkdirSync(this.partial);
+  }
+
+  /** Path of a raw file (pages-N.img) inside the partial directory. */
+  rawPath(name: string): string {
+    this.written.push(name);
+    return join(this.partial, name);
+  }
+
+  write(name: string, entries: Array<Entry | { entry: Entry; payload?: Uint8Array }>): void {
+    const kind = imageKindForFile(basename(name));
+    if (!kind) throw new CrrError(`internal: no image kind for ${name}`);
+    const items = entries.map((e) => ('entry' in e && typeof e.entry === 'object' && e.entry !== null ? (e as { entry: Entry; payload?: Uint8Array }) : { entry: e as Entry }));
+    writeImage(join(this.partial, name), kind, items);
+    this.written.push(name);
+  }
+
+  /** Moves every image into DIR, inventory.img last, and removes the partial directory. */
+  commit(): string[] {
+    const names = readdirSync(this.partial).sort((a, b) => (a === 'inventory.img' ? 1 : b === 'inventory.img' ? -1 : a.localeCompare(b)));
+    for (const n of names) renameSync(join(this.partial, n), join(this.dir, n));
+    rmSync(this.partial, { recursive: true, force: true });
+    return names;
+  }
+
+  abandon(): void {
+    rmSync(this.partial, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,121 @@
+// Freezing the tree: seize and interrupt every thread of every task under the root, walking
+// /proc/PID/task/*/children, and repeating the walk until a whole pass finds nothing new (tasks
+// and threads created while we were freezing are caught by the next pass). Also the thaw that
+// undoes it for a failed dump or --leave-running.
+import { CrrError } from '../errors.js';
+import { listChildren, listThreads, parseStat, readProc, ProcError } from './proc.js';
+import type { TaskControl } from './control.js';
+
+/** One frozen process: its pid, threads (main first) and children in kernel order. */
+export interface FrozenTask {
+  pid: number;
+  tids: number[];
+  children: number[];
+  ppid: number;
+  pgid: number;
+  sid: number;
+}
+
+/** A task the dump cannot take: gone, a zombie, or not ours to trace. */
+export class TaskRefusedError extends CrrError {
+  constructor(readonly pid: number, readonly reason: string, exitCode = 1) {
+    super(`pid ${pid}: ${reason}`, exitCode);
+  }
+}
+
+const MAX_PASSES = 50;
+
+/**
+ * Seizes the whole tree. On any failure every thread seized so far is detached again (their
+ * registers were not changed yet) and the error is rethrown.
+ */
+export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid: number) => void): Promise<{ tasks: FrozenTask[]; seized: number[] }> {
+  const seized = new Set<number>();
+  const order: number[] = [];
+  try {
+    checkTaskUsable(root);
+    for (let pass = 0; ; pass++) {
+      if (pass >= MAX_PASSES) throw new CrrError(`pid ${root}: the tree kept changing while freezing (${MAX_PASSES} passes)`);
+      let fresh = 0;
+      const queue = [root];
+      for (let i = 0; i < queue.length; i++) {
+        const pid = queue[i]!;
+        if (pass === 0 || !seized.has(pid)) checkTaskUsable(pid);
+        for (const tid of listThreads(pid)) {
+          if (seized.has(tid)) continue;
+          await seizeOne(ctl, pid, tid);
+          seized.add(tid);
+          order.push(tid);
+          onSeized?.(tid);
+          fresh++;
+        }
+        queue.push(...listChildren(pid));
+      }
+      if (fresh === 0) break;
+    }
+    return { tasks: describeTree(root), seized: order };
+  } catch (err) {
+    await thaw(ctl, order);
+    throw err;
+  }
+}
+
+async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<void> {
+  try {
+    await ctl.seize(tid);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'EPERM') throw new TaskRefusedError(pid, `not permitted to trace thread ${tid} (EPERM)`, 1);
+    if (code === 'ESRCH') {
+      checkTaskUsable(pid); // gone or zombie: a clear error; otherwise it was a dying thread
+      return;
+    }
+    throw err;
+  }
+  await ctl.interrupt(tid);
+  await ctl.waitStop(tid, 5000);
+}
+
+/** Refuses zombies and vanished tasks with a clear message. */
+export function checkTaskUsable(pid: number): void {
+  let state: string;
+  try {
+    state = parseStat(readProc(pid, 'stat')).state;
+  } catch (err) {
+    if (err instanceof ProcError) throw new TaskRefusedError(pid, 'no such process', 3);
+    throw err;
+  }
+  if (state === 'Z' || state === 'X') throw new TaskRefusedError(pid, 'is a zombie (it has exited and waits to be reaped); crr dump cannot dump it', 1);
+}
+
+/** The frozen tree, pre-order from the root (the order pstree.img lists tasks in). */
+export function describeTree(root: number): FrozenTask[] {
+  const out: FrozenTask[] = [];
+  const visit = (pid: number, ppid: number) => {
+    const stat = parseStat(readProc(pid, 'stat'));
+    const tids = listThreads(pid);
+    const main = tids.indexOf(pid);
+    if (main > 0) tids.unshift(...tids.splice(main, 1));
+    const children = listChildren(pid, tids);
+    out.push({ pid, tids, children, ppid, pgid: stat.pgid, sid: stat.sid });
+    for (const c of children) visit(c, pid);
+  };
+  visit(root, 0);
+  return out;
+}
+
+/** Detaches every thread given (best effort: a thread that vanished is not an error here). */
+export async function thaw(ctl: TaskControl, tids: number[], regs?: Map<number, unknown>): Promise<void> {
+  for (const tid of tids) {
+    try {
+      await ctl.detach(tid, regs?.get(tid));
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** pstree.img entries. */
+export function pstreeEntries(tasks: FrozenTask[]): Array<Record<string, unknown>> {
+  return tasks.map((t) => ({ pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads: t.tids }));
+}
