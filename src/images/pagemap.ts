@@ -37,7 +37,8 @@ const U64_END = 1n << 64n;
 
 function flagsOf(e: Entry, file: string): number {
   const flags = e['flags'];
-  if (flags === undefined) return PE_PRESENT; // images from before flags existed stored every run
+  // Images from before flags existed said only whether a run was in the parent; else it was stored.
+  if (flags === undefined) return e['in_parent'] === true ? PE_PARENT : PE_PRESENT;
   return num(e, 'flags', file);
 }
 

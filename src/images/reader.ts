@@ -177,7 +177,8 @@ function frameEntries(path: string, kind: ImageKind, buf: Uint8Array, start: num
 /** Parses an image already in memory; `path` only names it in errors. */
 export function parseImage(path: string, kind: ImageKind, buf: Uint8Array): ImageFile {
   if (kind.head === 'raw') {
-    throw new ImageError(path, 0, 'an image with entries', `${kind.magicName} is raw page data: read it with openPages`);
+    const what = kind.unsupported ?? 'raw page data: read it with openPages';
+    throw new ImageError(path, 0, 'an image with entries', `${kind.magicName} is ${what}`);
   }
   const entriesOffset = checkHead(path, kind, buf);
   const list = frameEntries(path, kind, buf, entriesOffset);
