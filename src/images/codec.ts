@@ -1,0 +1,148 @@
+// Protobuf codec for one image entry: bytes <-> Entry, through the static code that
+// scripts/build-proto.mjs generates from proto/. An Entry is a plain object: 64-bit
+// integers as bigint (exact), bytes as Uint8Array, enums as numbers, nested messages as
+// Entry, repeated fields as arrays, and only the fields present on the wire as own
+// properties, so decode -> encode gives back the same bytes.
+import $protobuf from 'protobufjs/minimal.js';
+import * as generated from './gen/images.js';
+import meta, { type FieldMeta } from './gen/meta.js';
+
+export type Entry = Record<string, unknown>;
+export type { FieldMeta };
+
+interface StaticMessage {
+  decode(reader: Uint8Array): Record<string, unknown>;
+  encode(message: Record<string, unknown>): { finish(): Uint8Array };
+  new (): Record<string, unknown>;
+}
+
+interface LongLike {
+  low: number;
+  high: number;
+  unsigned: boolean;
+  toString(): string;
+}
+
+interface LongStatic {
+  fromString(value: string, unsigned: boolean): LongLike;
+}
+
+const LONG_TYPES = new Set(['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64']);
+const UNSIGNED_LONG = new Set(['uint64', 'fixed64']);
+// Unknown fields survive a round trip: protobufjs keeps them in $unknowns; an Entry
+// carries them in a non-enumerable property so they never show up as data.
+const UNKNOWNS = '$unknowns';
+
+const root = generated as unknown as Record<string, unknown>;
+
+function staticClass(type: string): StaticMessage {
+  let node: unknown = root;
+  for (const part of type.split('.')) node = node == null ? undefined : (node as Record<string, unknown>)[part];
+  if (typeof node !== 'function') throw new Error(`unknown message type ${type}`);
+  return node as unknown as StaticMessage;
+}
+
+/** Field table of a message type, in field-number order; throws for an unknown type. */
+export function messageFields(type: string): readonly FieldMeta[] {
+  const m = meta.messages[type];
+  if (!m) throw new Error(`unknown message type ${type}`);
+  return m.fields;
+}
+
+export function hasMessageType(type: string): boolean {
+  return Object.hasOwn(meta.messages, type);
+}
+
+/** name -> number of an enum type (nested enums as "outer.inner"). */
+export function enumValues(type: string): Readonly<Record<string, number>> {
+  const e = meta.enums[type];
+  if (!e) throw new Error(`unknown enum type ${type}`);
+  return e;
+}
+
+function isLong(v: unknown): v is LongLike {
+  return typeof v === 'object' && v !== null && 'low' in v && 'high' in v;
+}
+
+function scalarFromWire(field: FieldMeta, v: unknown): unknown {
+  if (LONG_TYPES.has(field.type)) {
+    if (isLong(v)) return BigInt(v.toString());
+    if (typeof v === 'number') return BigInt(v);
+    return BigInt(String(v));
+  }
+  if (field.type === 'bytes' && v instanceof Uint8Array) return new Uint8Array(v);
+  return v;
+}
+
+function fromWire(type: string, msg: Record<string, unknown>): Entry {
+  const entry: Entry = {};
+  for (const field of messageFields(type)) {
+    if (!Object.hasOwn(msg, field.name)) continue;
+    const raw = msg[field.name];
+    const one = (v: unknown): unknown =>
+      field.kind === 'message' ? fromWire(field.type, v as Record<string, unknown>) : scalarFromWire(field, v);
+    entry[field.name] = field.repeated ? (raw as unknown[]).map(one) : one(raw);
+  }
+  const unknowns = msg[UNKNOWNS];
+  if (Array.isArray(unknowns) && unknowns.length) {
+    Object.defineProperty(entry, UNKNOWNS, { value: unknowns, enumerable: false });
+  }
+  return entry;
+}
+
+// protobufjs/minimal resolves long.js once; reuse its Long so the writer accepts it.
+const protobufLong = ($protobuf as unknown as { util: { Long: LongStatic } }).util.Long;
+
+function scalarToWire(field: FieldMeta, v: unknown): unknown {
+  if (LONG_TYPES.has(field.type)) {
+    if (typeof v === 'bigint' || typeof v === 'number' || typeof v === 'string') {
+      const unsigned = UNSIGNED_LONG.has(field.type);
+      let big = BigInt(v);
+      // Wrap into the field's 64-bit range the way a C cast would, so -1 fits a uint64.
+      big = unsigned ? BigInt.asUintN(64, big) : BigInt.asIntN(64, big);
+      return protobufLong.fromString(big.toString(), unsigned);
+    }
+    throw new Error(`${field.name}: expected an integer, got ${typeof v}`);
+  }
+  return v;
+}
+
+function toWire(type: string, entry: Entry): Record<string, unknown> {
+  const Cls = staticClass(type);
+  const msg = new Cls();
+  for (const field of messageFields(type)) {
+    if (!Object.hasOwn(entry, field.name)) continue;
+    const raw = entry[field.name];
+    if (raw === undefined) continue;
+    const one = (v: unknown): unknown =>
+      field.kind === 'message' ? toWire(field.type, v as Entry) : scalarToWire(field, v);
+    if (field.repeated) {
+      if (!Array.isArray(raw)) throw new Error(`${type}.${field.name}: expected an array`);
+      msg[field.name] = raw.map(one);
+    } else {
+      msg[field.name] = one(raw);
+    }
+  }
+  const unknowns = (entry as Record<string, unknown>)[UNKNOWNS];
+  if (Array.isArray(unknowns)) msg[UNKNOWNS] = unknowns;
+  return msg;
+}
+
+/** Decodes one protobuf message of `type`; throws a plain Error on malformed input. */
+export function decodeEntry(type: string, bytes: Uint8Array): Entry {
+  const Cls = staticClass(type);
+  let msg: Record<string, unknown>;
+  try {
+    msg = Cls.decode(bytes);
+  } catch (err) {
+    throw new Error(`${type}: ${(err as Error).message}`);
+  }
+  return fromWire(type, msg);
+}
+
+/** Encodes an Entry of `type`; fields absent from the Entry are not written (required ones get their default). */
+export function encodeEntry(type: string, entry: Entry): Uint8Array {
+  const Cls = staticClass(type);
+  const bytes = Cls.encode(toWire(type, entry)).finish();
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
