@@ -75,7 +75,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       aborted();
       scratch = await Scratch.open(ctl, task.pid);
       pagesBytes += await dumpTask(task, ctl, scratch, ids, open, out, ++pagesId, regs, emit);
-      await scratch.close();
+      await scratch.close(regs.get(task.pid));
       scratch = undefined;
     }
 
@@ -98,7 +98,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     emit({ type: 'done', images, ms, left: opts.leaveRunning ? 'running' : 'killed' });
     return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes };
   } catch (err) {
-    if (scratch) await scratch.close().catch(() => undefined);
+    if (scratch) await scratch.close(regs.get(scratch.pid)).catch(() => undefined);
     await thaw(ctl, seized, regs);
     out.abandon();
     throw err;

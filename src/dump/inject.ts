@@ -3,6 +3,7 @@
 // in one batch per thread. Everything here is undone by close(): munmap of the scratch area.
 import { StageError } from '../errors.js';
 import type { BatchCommand, TaskControl } from './control.js';
+import type { Regs } from './regs.js';
 
 export const NR = {
   fcntl: 72,
@@ -82,7 +83,10 @@ export class Scratch {
   }
 
   /** Unmaps the scratch area (through a bare injected syscall: the stub cannot unmap itself). */
-  async close(): Promise<void> {
+  async close(mainRegs?: Regs): Promise<void> {
+    // The last batch left the main thread's ip inside the scratch area: put it back first, so
+    // the injected munmap runs from the task's own code (and its bytes can be put back).
+    if (mainRegs) await this.ctl.setRegs(this.pid, mainRegs);
     const r = await this.ctl.inject(this.pid, NR.munmap, [this.base, SCRATCH_SIZE]);
     if (isErr(r)) throw new StageError({ stage: 'dump', pid: this.pid, syscall: 'munmap', errno: Number(-BigInt.asIntN(64, r)), message: 'cannot unmap the scratch area' });
   }

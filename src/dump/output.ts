@@ -4,7 +4,8 @@
 import { mkdirSync, readdirSync, renameSync, rmSync, existsSync } from 'node:fs';
 import { join, basename } from 'node:path';
 import { CrrError } from '../errors.js';
-import { imageKindForFile, writeImage } from '../images/index.js';
+import { imageKindForFile } from '../images/schema.js';
+import { writeImage } from '../images/writer.js';
 import type { Entry } from './ids.js';
 
 export class DumpOutput {

@@ -1,0 +1,97 @@
+// `crr dump -t PID -D DIR [--leave-running] [-v]`: criu's option names with criu's meanings.
+// Options criu has that crr does not implement are refused by name, never silently ignored.
+import { appendFileSync } from 'node:fs';
+import { UsageError } from '../../errors.js';
+import { dump, type DumpEvent } from '../../dump/index.js';
+
+export interface DumpArgs {
+  pid: number;
+  imagesDir: string;
+  leaveRunning: boolean;
+  verbosity: number;
+  logFile?: string;
+  timeoutSec?: number;
+}
+
+/** Options accepted and ignored because they change nothing here (said in --help). */
+const ACCEPTED_NOOPS = new Set(['--shell-job', '-j', '--no-default-config']);
+
+export function parseDumpArgs(argv: string[]): DumpArgs {
+  let pid: number | undefined;
+  let imagesDir: string | undefined;
+  let leaveRunning = false;
+  let verbosity = 2;
+  let logFile: string | undefined;
+  let timeoutSec: number | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i]!;
+    let inline: string | undefined;
+    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
+    if (eq > 0) {
+      inline = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    const value = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new UsageError(`option ${arg} needs a value`);
+      return v;
+    };
+    if (arg === '-t' || arg === '--tree') {
+      const v = value();
+      pid = Number(v);
+      if (!Number.isInteger(pid) || pid <= 0) throw new UsageError(`-t/--tree: '${v}' is not a process id`);
+    } else if (arg === '-D' || arg === '--images-dir') imagesDir = value();
+    else if (arg === '-o' || arg === '--log-file') logFile = value();
+    else if (arg === '--leave-running' || arg === '-R') leaveRunning = true;
+    else if (arg === '--timeout') {
+      timeoutSec = Number(value());
+      if (!(timeoutSec > 0)) throw new UsageError('--timeout needs a positive number of seconds');
+    } else if (arg === '--verbosity') verbosity = Number(value());
+    else if (/^-v+$/.test(arg)) verbosity = 2 + (arg.length - 1);
+    else if (/^-v\d$/.test(arg)) verbosity = Number(arg.slice(2));
+    else if (ACCEPTED_NOOPS.has(arg)) continue;
+    else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
+    else throw new UsageError(`crr dump: unsupported option '${arg}'`);
+  }
+  if (pid === undefined) throw new UsageError('crr dump: -t/--tree PID is required');
+  if (imagesDir === undefined) throw new UsageError('crr dump: -D/--images-dir DIR is required');
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec };
+}
+
+const USAGE =
+  'usage: crr dump -t PID -D DIR [--leave-running] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--shell-job] [--no-default-config]';
+
+function describe(e: DumpEvent): string {
+  switch (e.type) {
+    case 'stage':
+      return `stage ${e.stage}`;
+    case 'seized':
+      return `seized ${e.tid}`;
+    case 'task':
+      return `task ${e.pid}: ${e.threads} threads, ${e.vmas} VMAs, ${e.fds} fds`;
+    case 'pages':
+      return `task ${e.pid}: ${e.pages} pages (${(e.bytes / 1048576).toFixed(1)} MiB) in ${e.ms.toFixed(1)} ms`;
+    case 'done':
+      return `dump done in ${e.ms.toFixed(1)} ms, tree ${e.left}`;
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseDumpArgs(argv);
+  const log = (line: string) => {
+    if (args.logFile) appendFileSync(args.logFile, line + '\n');
+    else process.stderr.write(line + '\n');
+  };
+  const signal = args.timeoutSec ? AbortSignal.timeout(args.timeoutSec * 1000) : undefined;
+  await dump({
+    pid: args.pid,
+    imagesDir: args.imagesDir,
+    leaveRunning: args.leaveRunning,
+    signal,
+    onEvent: (e) => {
+      const level = e.type === 'seized' ? 4 : e.type === 'done' || e.type === 'stage' ? 3 : 4;
+      if (args.verbosity >= level) log(describe(e));
+    },
+  });
+  return 0;
+}
