@@ -107,25 +107,21 @@ class KillOp : public Op {
 
 class RunBatchOp : public Op {
  public:
-  RunBatchOp(int pid, uint64_t scratch, std::vector<Command> cmds)
-      : Op(pid), scratch_(scratch), cmds_(std::move(cmds)) {}
+  // list: crr_stub_cmd structs back to back, packed by the caller (src/actors/stub.ts)
+  RunBatchOp(int pid, uint64_t scratch, std::vector<uint8_t> list)
+      : Op(pid), scratch_(scratch), count_(list.size() / CRR_STUB_CMD_SIZE), list_(std::move(list)) {}
 
   Step start(Tracer&) override {
-    if (cmds_.size() > CRR_STUB_MAX_COMMANDS)
+    if (count_ > CRR_STUB_MAX_COMMANDS)
       return reject(errnoFailure(EINVAL, "runBatch", pid, "more than CRR_STUB_MAX_COMMANDS commands"));
-    size_t len = CRR_STUB_HEADER_SIZE + cmds_.size() * CRR_STUB_CMD_SIZE;
-    std::vector<uint8_t> buf(len, 0);
-    auto* hdr = (crr_stub_header*)buf.data();
-    hdr->count = cmds_.size();
-    auto* out = (crr_stub_cmd*)(buf.data() + CRR_STUB_HEADER_SIZE);
-    for (size_t i = 0; i < cmds_.size(); i++) {
-      out[i].nr = cmds_[i].nr;
-      memcpy(out[i].args, cmds_[i].args, sizeof out[i].args);
-      out[i].flags = cmds_[i].flags;
-      out[i].result = -ENOSYS;
-    }
+    if (list_.size() % CRR_STUB_CMD_SIZE)
+      return reject(errnoFailure(EINVAL, "runBatch", pid, "list is not a whole number of commands"));
+    // Header and list go in one write: they are contiguous in the scratch area.
+    crr_stub_header hdr = {};
+    hdr.count = count_;
+    list_.insert(list_.begin(), (uint8_t*)&hdr, (uint8_t*)&hdr + sizeof hdr);
     Failure f;
-    if (!writeRemote(pid, scratch_ + CRR_STUB_HEADER_OFFSET, buf.data(), len, &f)) return reject(f);
+    if (!writeRemote(pid, scratch_ + CRR_STUB_HEADER_OFFSET, list_.data(), list_.size(), &f)) return reject(f);
     user_regs_struct regs;
     if (!getRegs(pid, &regs, &f)) return reject(f);
     regs.rip = scratch_ + CRR_STUB_ENTRY_BATCH;
@@ -141,34 +137,31 @@ class RunBatchOp : public Op {
     bool atTrap = false;
     if (!isTrapAt(pid, stop, scratch_ + CRR_STUB_BATCH_TRAP_END, &f, &atTrap)) return reject(f);
     if (!atTrap) return reject(unexpected("runBatch", pid, stop));
-    // Header and results come back in one read: the list is contiguous.
-    size_t len = CRR_STUB_HEADER_SIZE + cmds_.size() * CRR_STUB_CMD_SIZE;
-    std::vector<uint8_t> buf(len);
-    struct iovec local = {buf.data(), len};
-    struct iovec remote = {(void*)(scratch_ + CRR_STUB_HEADER_OFFSET), len};
+    // The header and every result come back in one read, and go to JS as one Buffer of i64.
+    std::vector<uint8_t>& buf = list_;
+    struct iovec local = {buf.data(), buf.size()};
+    struct iovec remote = {(void*)(scratch_ + CRR_STUB_HEADER_OFFSET), buf.size()};
     ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-    if (n != (ssize_t)len)
+    if (n != (ssize_t)buf.size())
       return reject(errnoFailure(n < 0 ? errno : EFAULT, "process_vm_readv", pid, "reading batch results"));
-    auto* hdr = (crr_stub_header*)buf.data();
-    auto* cmds = (crr_stub_cmd*)(buf.data() + CRR_STUB_HEADER_SIZE);
-    uint64_t executed = hdr->executed;
-    if (executed > cmds_.size())
+    uint64_t executed = ((crr_stub_header*)buf.data())->executed;
+    if (executed > count_)
       return reject(errnoFailure(EPROTO, "runBatch", pid, "stub reports more commands than it was given"));
-    std::vector<int64_t> results(executed);
-    for (uint64_t i = 0; i < executed; i++) results[i] = cmds[i].result;
-    return resolve([results = std::move(results)](Napi::Env env) -> Napi::Value {
+    auto results = std::make_shared<std::vector<int64_t>>(executed);
+    auto* cmds = (crr_stub_cmd*)(buf.data() + CRR_STUB_HEADER_SIZE);
+    for (uint64_t i = 0; i < executed; i++) (*results)[i] = cmds[i].result;
+    return resolve([results](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
-      Napi::Array arr = Napi::Array::New(env, results.size());
-      for (uint32_t i = 0; i < results.size(); i++) arr.Set(i, Napi::BigInt::New(env, results[i]));
-      o.Set("results", arr);
-      o.Set("executed", (double)results.size());
+      o.Set("results", Napi::Buffer<uint8_t>::Copy(env, (uint8_t*)results->data(), results->size() * 8));
+      o.Set("executed", (double)results->size());
       return o;
     });
   }
 
  private:
   uint64_t scratch_;
-  std::vector<Command> cmds_;
+  size_t count_;
+  std::vector<uint8_t> list_;
 };
 
 Builder resultBuilder(int64_t result) {
@@ -289,8 +282,8 @@ class InjectSyscallOp : public Op {
 
 Op* makeWaitStop(int pid) { return new WaitStopOp(pid); }
 Op* makeKill(int pid) { return new KillOp(pid); }
-Op* makeRunBatch(int pid, uint64_t scratch, std::vector<Command> cmds) {
-  return new RunBatchOp(pid, scratch, std::move(cmds));
+Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list) {
+  return new RunBatchOp(pid, scratch, std::move(list));
 }
 Op* makeRunSyscall(int pid, uint64_t scratch, uint64_t nr, const uint64_t args[6], bool stopAtExit) {
   return new RunSyscallOp(pid, scratch, nr, args, stopAtExit);

@@ -144,12 +144,7 @@ class Tracer {
 Op* makeWaitStop(int pid);
 Op* makeKill(int pid);
 
-struct Command {
-  uint64_t nr;
-  uint64_t args[6];
-  uint64_t flags;
-};
-Op* makeRunBatch(int pid, uint64_t scratch, std::vector<Command> cmds);
+Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list);
 Op* makeRunSyscall(int pid, uint64_t scratch, uint64_t nr, const uint64_t args[6], bool stopAtExit);
 Op* makeInjectSyscall(int pid, uint64_t nr, const uint64_t args[6]);
 

@@ -1,0 +1,133 @@
+// The TypeScript client of the tracer thread (native/addon/tracer*.cc): typed results, every
+// failure a NativeError with the pid (a TracerStopError when a stop cut an operation short),
+// and stub batches packed here. See docs/native-tracer.md for what each call does.
+import { NativeError } from '../errors.js';
+import { native } from './native.js';
+import { packCommands, unpackResults, type StubCommand } from './stub.js';
+import type { RawRegs, RawRseqConfig, RawSeizeOptions, RawStop, RawTraceeInfo } from './tracer-binding.js';
+
+export type Regs = RawRegs;
+export type Stop = RawStop;
+export type RseqConfig = RawRseqConfig;
+export type TraceeInfo = RawTraceeInfo;
+export type SeizeOptions = RawSeizeOptions;
+export type { StubCommand } from './stub.js';
+type Int = number | bigint;
+
+export const NT_PRSTATUS = 1;
+export const NT_PRFPREG = 2;
+export const NT_X86_XSTATE = 0x202;
+
+/** An operation ended by a stop it did not expect (a signal, an exit) or by its timeout. */
+export class TracerStopError extends NativeError {
+  readonly stop: Stop | undefined;
+  constructor(fields: ConstructorParameters<typeof NativeError>[0] & { stop?: Stop }) {
+    super(fields);
+    this.stop = fields.stop;
+  }
+}
+
+interface RawFailure {
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  pid?: number;
+  detail?: string;
+  stop?: Stop;
+  message?: string;
+}
+
+/** Turns what the addon throws into a NativeError (TypeErrors for bad arguments pass through). */
+export function toNativeError(e: unknown, pid?: number): unknown {
+  if (e instanceof NativeError || e instanceof TypeError || e instanceof RangeError) return e;
+  const raw = (e ?? {}) as RawFailure;
+  if (typeof raw.code !== 'string') return e;
+  const fields = {
+    code: raw.code,
+    errno: raw.errno ?? 0,
+    syscall: raw.syscall ?? 'unknown',
+    pid: raw.pid ?? pid,
+    ...(raw.detail !== undefined ? { detail: raw.detail } : {}),
+  };
+  return raw.stop || raw.code === 'ETIMEDOUT' || raw.code === 'UNEXPECTED_STOP'
+    ? new TracerStopError({ ...fields, ...(raw.stop ? { stop: raw.stop } : {}) })
+    : new NativeError(fields);
+}
+
+async function call<T>(pid: number | undefined, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    throw toNativeError(e, pid);
+  }
+}
+
+function sync<T>(pid: number, run: () => T): T {
+  try {
+    return run();
+  } catch (e) {
+    throw toNativeError(e, pid);
+  }
+}
+
+export interface BatchResult {
+  /** Signed results of the commands that ran, in order (an errno as -errno). */
+  results: bigint[];
+  /** How many commands ran: fewer than given when a STOP_ON_ERROR command failed. */
+  executed: number;
+}
+
+/** The tracer of this Node environment: every ptrace call goes through its one native thread. */
+export const tracer = {
+  seize: (pid: number, options: SeizeOptions = {}) => call(pid, () => native.seize(pid, options)),
+  interrupt: (pid: number) => call(pid, () => native.interrupt(pid)),
+  cont: (pid: number, sig = 0) => call(pid, () => native.cont(pid, sig)),
+  /** The next stop of a tracee (queued ones first); ETIMEDOUT after timeoutMs. */
+  waitStop: (pid: number, timeoutMs?: number) => call(pid, () => native.waitStop(pid, timeoutMs)),
+  /** SIGKILL the tracee and wait for its exit as its tracer. */
+  kill: (pid: number, timeoutMs?: number) => call(pid, () => native.kill(pid, timeoutMs)),
+  getRegs: (pid: number) => call(pid, () => native.getRegs(pid)),
+  /** Fields left out keep their current values. */
+  setRegs: (pid: number, regs: Partial<Record<keyof Regs, Int>>) => call(pid, () => native.setRegs(pid, regs)),
+  /** Optionally set registers, then PTRACE_DETACH (delivering sig if given). */
+  detach: (pid: number, options: { regs?: Partial<Record<keyof Regs, Int>>; sig?: number } = {}) =>
+    call(pid, () => native.detach(pid, options)),
+  getRegset: (pid: number, nt: number) => call(pid, () => native.getRegset(pid, nt)),
+  setRegset: (pid: number, nt: number, buf: Buffer) => call(pid, () => native.setRegset(pid, nt, buf)),
+  getSigmask: (pid: number) => call(pid, () => native.getSigmask(pid)),
+  setSigmask: (pid: number, mask: bigint) => call(pid, () => native.setSigmask(pid, mask)),
+  /** 128-byte siginfo records of the task's private (or, with shared, its process's) queue. */
+  peekSiginfo: (pid: number, options: { shared: boolean; offset?: number; count?: number }) =>
+    call(pid, () => native.peekSiginfo(pid, options)),
+  getRseqConfig: (pid: number) => call(pid, () => native.getRseqConfig(pid)),
+  /**
+   * Runs commands through the stub at `scratch` (its code must already be there) and waits for
+   * its int3. Saves and restores no registers: the task is left at the stub's trap.
+   */
+  async runBatch(
+    pid: number,
+    batch: { scratch: bigint; commands: readonly StubCommand[]; timeoutMs?: number },
+  ): Promise<BatchResult> {
+    const list = packCommands(batch.commands);
+    const raw = await call(pid, () =>
+      native.runBatch(pid, { scratch: batch.scratch, list, ...(batch.timeoutMs !== undefined ? { timeoutMs: batch.timeoutMs } : {}) }),
+    );
+    return { results: unpackResults(raw.results, raw.executed), executed: raw.executed };
+  },
+  /**
+   * One syscall through the stub's bare `syscall; int3` under PTRACE_SYSCALL; with stopAtExit
+   * the task is left at the syscall-exit stop (rip inside the scratch area).
+   */
+  runSyscall: (pid: number, c: { scratch: bigint; nr: number; args?: Int[]; stopAtExit?: boolean; timeoutMs?: number }) =>
+    call(pid, () => native.runSyscall(pid, c)),
+  /** One syscall in a task without a stub: patched in at rip, then code and registers put back. */
+  injectSyscall: (pid: number, nr: number, args: Int[] = [], timeoutMs?: number) =>
+    call(pid, () => native.injectSyscall(pid, nr, args, timeoutMs)),
+  listTracees: () => call(undefined, () => native.listTracees()),
+  processVmRead: (pid: number, addr: bigint, len: number) => sync(pid, () => native.processVmRead(pid, addr, len)),
+  processVmWrite: (pid: number, addr: bigint, buf: Buffer) => sync(pid, () => native.processVmWrite(pid, addr, buf)),
+  processVmReadv: (pid: number, ranges: Array<{ addr: bigint; len: number }>) =>
+    sync(pid, () => native.processVmReadv(pid, ranges)),
+};
+
+export type Tracer = typeof tracer;
