@@ -1,0 +1,362 @@
+// The TypeScript client of the per-task helper (native/build/crr-helper): spawning the first
+// helper, request/answer over its SOCK_SEQPACKET channel (msgpack, request ids, per-request
+// timeouts, typed errors), forking child helpers with exact PIDs and taking over their channels,
+// and killing and reaping a helper tree by PID. Protocol: docs/native-helper.md.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter, once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { Packr, Unpackr } from 'msgpackr';
+import { NativeError } from '../errors.js';
+import { native, nativePaths } from './native.js';
+
+/** A request the helper did not answer in time (it may be parked, stuck or gone). */
+export class HelperTimeoutError extends NativeError {
+  readonly op: string;
+  readonly timeoutMs: number;
+  constructor(op: string, pid: number, timeoutMs: number) {
+    super({ code: 'ETIMEDOUT', errno: 110, syscall: op, pid, detail: `no answer in ${timeoutMs} ms` });
+    this.op = op;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** The channel closed (the helper exited or was killed) before the answer came. */
+export class HelperGoneError extends NativeError {
+  constructor(op: string, pid: number) {
+    super({ code: 'ECONNRESET', errno: 104, syscall: op, pid, detail: 'helper channel closed' });
+  }
+}
+
+/** A batch stopped at op number `index`; `results` are the values of the ops before it. */
+export class HelperBatchError extends NativeError {
+  readonly index: number;
+  readonly results: unknown[];
+  constructor(fields: ConstructorParameters<typeof NativeError>[0], index: number, results: unknown[]) {
+    super({ ...fields, detail: `batch op ${index}${fields.detail ? `: ${fields.detail}` : ''}` });
+    this.index = index;
+    this.results = results;
+  }
+}
+
+export interface RequestOptions {
+  /** Default 10 000 ms. */
+  timeoutMs?: number;
+}
+
+export interface ForkOptions extends RequestOptions {
+  /** The PID wanted in the child's innermost PID namespace (clone3 set_tid = [pid]). */
+  pid?: number;
+  /** CLONE_NEW* flags only. */
+  flags?: number;
+  /** One PID per namespace level, innermost first (overrides `pid`). */
+  setTid?: number[];
+  /** Keep the parent's fds in the child (default: the child starts with only its channel). */
+  keepFds?: boolean;
+}
+
+export interface SpawnHelperOptions extends RequestOptions {
+  /** Extra environment for the helper (the rseq tunable and parent check are always added). */
+  env?: Record<string, string>;
+}
+
+export interface HelperIdentity {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  rseq: 'off' | 'unregistered';
+}
+
+interface Answer {
+  id: number;
+  ok: boolean;
+  value?: unknown;
+  errno?: number;
+  code?: string;
+  syscall?: string;
+  detail?: string;
+  index?: number;
+  results?: unknown[];
+}
+
+interface Pending {
+  op: string;
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const SIGKILL = 9;
+// Plain maps, no msgpackr records: the C side reads standard msgpack only. 'auto' keeps 64-bit
+// values (signal masks) exact as bigint and everything that fits as a number.
+const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' } as unknown as ConstructorParameters<
+  typeof Unpackr
+>[0]);
+
+// net.Socket({fd}) refuses a SOCK_SEQPACKET fd (libuv guesses its type as UNKNOWN), but a libuv
+// pipe handle opened on it works: each read(2) returns exactly one packet (answers are capped
+// below libuv's 64 KiB read buffer by the helper) and each write is one packet.
+function socketOnSeqpacket(fd: number): net.Socket {
+  const binding = (process as unknown as { binding(name: string): any }).binding('pipe_wrap');
+  const handle = new binding.Pipe(binding.constants.SOCKET);
+  const status: number = handle.open(fd);
+  if (status !== 0) {
+    native.close(fd);
+    throw new NativeError({ code: 'EBADF', errno: -status, syscall: 'uv_pipe_open' });
+  }
+  return new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
+}
+
+function hostPidOfPidfd(pidfd: number): number {
+  const match = /^Pid:\s+(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8'));
+  return match ? Number(match[1]) : -1;
+}
+
+/** One helper process and its channel. */
+export class HelperChannel extends EventEmitter {
+  /** The PID the task sees for itself (innermost PID namespace). */
+  pid = 0;
+  /** Its PID in the orchestrator's PID namespace (for /proc, ptrace, pidfd_open). */
+  readonly hostPid: number;
+  /** Its PID as its parent helper sees it (what the parent's waitpid/kill take). */
+  readonly pidInParent: number;
+  /** The orchestrator's pidfd for it. */
+  readonly pidfd: number;
+  readonly parent: HelperChannel | undefined;
+  readonly children = new Set<HelperChannel>();
+  /** Resolves once the channel has closed (helper exited, killed, or close() called). */
+  readonly exited: Promise<void>;
+  /** True once `park` was answered: the helper will answer nothing more. */
+  parked = false;
+  private readonly socket: net.Socket;
+  private readonly pending = new Map<number, Pending>();
+  private readonly process: ChildProcess | undefined;
+  private nextId = 1;
+  private closed = false;
+
+  constructor(fields: {
+    fd: number;
+    pidfd: number;
+    hostPid: number;
+    pidInParent: number;
+    parent?: HelperChannel;
+    process?: ChildProcess;
+  }) {
+    super();
+    this.pidfd = fields.pidfd;
+    this.hostPid = fields.hostPid;
+    this.pidInParent = fields.pidInParent;
+    this.pid = fields.pidInParent;
+    this.parent = fields.parent;
+    this.process = fields.process;
+    this.socket = socketOnSeqpacket(fields.fd);
+    this.socket.on('data', (chunk: Buffer) => this.onPacket(chunk));
+    this.socket.on('error', () => this.socket.destroy());
+    // A reset (ECONNRESET when a killed helper had unread requests) is just another way to close.
+    this.exited = new Promise<void>((resolve) => this.socket.once('close', () => resolve())).then(() => this.onClosed());
+  }
+
+  /** Sends one op and resolves with its value; rejects with NativeError (code, errno, syscall). */
+  request<T = unknown>(op: string, args: Record<string, unknown> = {}, options: RequestOptions = {}): Promise<T> {
+    if (this.closed) return Promise.reject(new HelperGoneError(op, this.pid));
+    const id = this.nextId++;
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.settle(id);
+        reject(new HelperTimeoutError(op, this.pid, timeoutMs));
+      }, timeoutMs);
+      this.pending.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer });
+      this.socket.write(packr.pack({ ...args, id, op }));
+    });
+  }
+
+  /** Several ops in one round trip, in order, stopping at the first failure (HelperBatchError). */
+  batch(ops: Array<{ op: string } & Record<string, unknown>>, options: RequestOptions = {}): Promise<unknown[]> {
+    return this.request<unknown[]>('batch', { ops }, options);
+  }
+
+  getpid(options?: RequestOptions): Promise<HelperIdentity> {
+    return this.request<HelperIdentity>('getpid', {}, options);
+  }
+
+  /** Answers, then blocks in pause() until a tracer seizes the helper. */
+  async park(options?: RequestOptions): Promise<void> {
+    await this.request('park', {}, options);
+    this.parked = true;
+  }
+
+  /**
+   * Forks a child helper (a new task) with an exact PID. The parent helper keeps the child's
+   * channel end and a pidfd open; both are copied here with pidfd_getfd, then closed there.
+   */
+  async fork(options: ForkOptions = {}): Promise<HelperChannel> {
+    const { timeoutMs, ...args } = options;
+    const made = await this.request<{ pid: number; channelFd: number; pidfd: number }>('fork', args, {
+      timeoutMs,
+    });
+    let fd = -1;
+    let pidfd = -1;
+    try {
+      fd = native.pidfdGetfd(this.pidfd, made.channelFd);
+      pidfd = native.pidfdGetfd(this.pidfd, made.pidfd);
+    } finally {
+      const closing = this.batch([{ op: 'close', fd: made.channelFd }, { op: 'close', fd: made.pidfd }], { timeoutMs });
+      if (fd < 0 || pidfd < 0) {
+        await this.killAndReapChild(made.pid, pidfd, timeoutMs).catch(() => undefined);
+        if (fd >= 0) native.close(fd);
+      }
+      await closing;
+    }
+    const child = new HelperChannel({
+      fd,
+      pidfd,
+      hostPid: hostPidOfPidfd(pidfd),
+      pidInParent: made.pid,
+      parent: this,
+    });
+    this.children.add(child);
+    child.exited.then(() => this.children.delete(child));
+    try {
+      child.pid = (await child.getpid({ timeoutMs })).pid;
+    } catch (error) {
+      await child.destroy();
+      throw error;
+    }
+    return child;
+  }
+
+  /** Sends a signal through the pidfd (no PID-reuse race); a helper already gone is fine. */
+  kill(sig = SIGKILL): void {
+    try {
+      native.pidfdSendSignal(this.pidfd, sig);
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'ESRCH') throw error;
+    }
+  }
+
+  /** Like a child process, an open channel keeps Node running; unref() lets Node exit anyway. */
+  unref(): void {
+    this.socket.unref();
+    this.process?.unref();
+  }
+
+  ref(): void {
+    this.socket.ref();
+    this.process?.ref();
+  }
+
+  /** Closes the channel: a helper in its request loop exits on end of file. */
+  close(): void {
+    this.socket.destroy();
+  }
+
+  /**
+   * SIGKILLs this helper and every helper forked through it, children first, and reaps each by
+   * PID: a forked helper through its parent's waitpid, the first one as Node's own child.
+   */
+  async destroy(): Promise<void> {
+    for (const child of [...this.children]) await child.destroy();
+    this.kill(SIGKILL);
+    this.close();
+    if (this.process) {
+      if (this.process.exitCode === null && this.process.signalCode === null) {
+        await once(this.process, 'exit');
+      }
+    } else if (this.parent && !this.parent.closed && !this.parent.parked) {
+      await this.parent.request('waitpid', { pid: this.pidInParent }, { timeoutMs: 2000 }).catch(() => undefined);
+    }
+    await this.exited;
+    if (!this.pidfdClosed) {
+      this.pidfdClosed = true;
+      native.close(this.pidfd);
+    }
+  }
+
+  private pidfdClosed = false;
+
+  private async killAndReapChild(pidInParent: number, pidfd: number, timeoutMs?: number): Promise<void> {
+    if (pidfd >= 0) {
+      native.pidfdSendSignal(pidfd, SIGKILL);
+      native.close(pidfd);
+    } else {
+      await this.request('kill', { pid: pidInParent, sig: SIGKILL }, { timeoutMs });
+    }
+    await this.request('waitpid', { pid: pidInParent }, { timeoutMs });
+  }
+
+  private onPacket(chunk: Buffer): void {
+    for (const answer of unpackr.unpackMultiple(chunk) as Answer[]) {
+      const pending = this.settle(answer.id);
+      if (!pending) continue; // timed out already
+      if (answer.ok) {
+        pending.resolve(answer.value);
+        continue;
+      }
+      const fields = {
+        code: answer.code ?? 'EUNKNOWN',
+        errno: answer.errno ?? 0,
+        syscall: answer.syscall ?? pending.op,
+        pid: this.pid,
+        detail: answer.detail,
+      };
+      pending.reject(
+        answer.index !== undefined ? new HelperBatchError(fields, answer.index, answer.results ?? []) : new NativeError(fields),
+      );
+    }
+  }
+
+  private settle(id: number): Pending | undefined {
+    const pending = this.pending.get(id);
+    if (!pending) return undefined;
+    clearTimeout(pending.timer);
+    this.pending.delete(id);
+    return pending;
+  }
+
+  private onClosed(): void {
+    this.closed = true;
+    for (const [id, pending] of this.pending) {
+      this.settle(id);
+      pending.reject(new HelperGoneError(pending.op, this.pid));
+    }
+    this.emit('exit');
+  }
+}
+
+/**
+ * Spawns the first helper as Node's own child (never to be traced: libuv reaps its children),
+ * with its channel as fd 3 and glibc's rseq off (inherited by every helper it forks).
+ */
+export async function spawnHelper(options: SpawnHelperOptions = {}): Promise<HelperChannel> {
+  const [mine, theirs] = native.socketpair('seqpacket');
+  let child: ChildProcess;
+  try {
+    child = spawn(nativePaths.helper, [], {
+      stdio: ['ignore', 'ignore', 'ignore', theirs],
+      env: {
+        ...options.env,
+        GLIBC_TUNABLES: 'glibc.pthread.rseq=0',
+        CRR_HELPER_PARENT: String(process.pid),
+      },
+    });
+    await once(child, 'spawn');
+  } catch (error) {
+    native.close(mine);
+    throw error;
+  } finally {
+    native.close(theirs);
+  }
+  const pid = child.pid!;
+  const helper = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid, process: child });
+  try {
+    helper.pid = (await helper.getpid(options)).pid;
+  } catch (error) {
+    await helper.destroy();
+    throw error;
+  }
+  return helper;
+}
