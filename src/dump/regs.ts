@@ -15,6 +15,7 @@ const ERESTARTNOHAND = 514n;
 const ERESTART_RESTARTBLOCK = 516n;
 const EINTR = 4n;
 const U64 = (1n << 64n) - 1n;
+const FP_XSTATE_MAGIC1 = 0x46505853;
 const neg = (n: bigint) => (-n) & U64;
 
 /**
@@ -66,16 +67,22 @@ export function fpregsEntry(xsave: Buffer): Entry {
     st_space: words(xsave, 32, 32),
     xmm_space: words(xsave, 160, 64),
   };
-  if (xsave.length >= 576 + 256) {
+  // The kernel fills sw_reserved (bytes 464..511 of the legacy area) with the xfeatures the
+  // buffer holds: only those components are recorded, at their standard-format offsets.
+  const hasSw = xsave.length > 512 && xsave.readUInt32LE(464) === FP_XSTATE_MAGIC1;
+  const features = hasSw ? xsave.readBigUInt64LE(472) : 0n;
+  const has = (bit: number, end: number) => (features & (1n << BigInt(bit))) !== 0n && xsave.length >= end;
+  if (has(2, 576 + 256)) {
     const x: Entry = {
       xstate_bv: xsave.readBigUInt64LE(512),
       ymmh_space: words(xsave, 576, 64),
     };
-    // AVX-512 parts, where the CPU has them (standard offsets).
-    if (xsave.length >= 1088 + 64) x.opmask_reg = Array.from({ length: 8 }, (_, i) => xsave.readBigUInt64LE(1088 + i * 8));
-    if (xsave.length >= 1152 + 512) x.zmm_upper = Array.from({ length: 64 }, (_, i) => xsave.readBigUInt64LE(1152 + i * 8));
-    if (xsave.length >= 1664 + 1024) x.hi16_zmm = Array.from({ length: 128 }, (_, i) => xsave.readBigUInt64LE(1664 + i * 8));
-    if (xsave.length >= 2688 + 8) x.pkru = words(xsave, 2688, 2);
+    if (has(3, 960 + 64)) x.bndreg_state = Array.from({ length: 8 }, (_, i) => xsave.readBigUInt64LE(960 + i * 8));
+    if (has(4, 1024 + 16)) x.bndcsr_state = Array.from({ length: 2 }, (_, i) => xsave.readBigUInt64LE(1024 + i * 8));
+    if (has(5, 1088 + 64)) x.opmask_reg = Array.from({ length: 8 }, (_, i) => xsave.readBigUInt64LE(1088 + i * 8));
+    if (has(6, 1152 + 512)) x.zmm_upper = Array.from({ length: 64 }, (_, i) => xsave.readBigUInt64LE(1152 + i * 8));
+    if (has(7, 1664 + 1024)) x.hi16_zmm = Array.from({ length: 128 }, (_, i) => xsave.readBigUInt64LE(1664 + i * 8));
+    if (has(9, 2688 + 8)) x.pkru = words(xsave, 2688, 2);
     // Shadow stacks are not enabled for the tasks crr dumps: CET state is all zero.
     x.cet = { cet: 0n, ssp: 0n };
     e.xsave = x;

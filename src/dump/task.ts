@@ -117,7 +117,8 @@ export async function probeProcess(ctl: TaskControl, scratch: Scratch, pid: numb
       itimers: itv.map((a) => ({ isec: u64(a, 0), iusec: u64(a, 8), vsec: u64(a, 16), vusec: u64(a, 24) })),
       rlimits: parseLimits(readProc(pid, 'limits')),
       sharedPending: await ctl.peekSiginfo(pid, true),
-      sigactions: acts.map((a) => ({ handler: u64(a, 0), flags: u64(a, 8), restorer: u64(a, 16), mask: u64(a, 24) })),
+      // Like CRIU, one entry per signal but SIGKILL and SIGSTOP (their action cannot change).
+      sigactions: acts.filter((_, i) => i + 1 !== 9 && i + 1 !== 19).map((a) => ({ handler: u64(a, 0), flags: u64(a, 8), restorer: u64(a, 16), mask: u64(a, 24) })),
       loginuid: Number(readProc(pid, 'loginuid').trim()) >>> 0,
       oomScoreAdj: Number(readProc(pid, 'oom_score_adj').trim()),
       childSubreaper: mem.readInt32LE(at(subreaper)) !== 0,
