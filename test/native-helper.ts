@@ -172,6 +172,11 @@ t.test('errors carry errno names, batches stop at the first failure', async (t) 
   t.match(batch, { code: 'EBADF', index: 2 });
   t.equal((batch as HelperBatchError).results.length, 2, 'results of the ops before the failure');
   t.equal(await task.request('umask', { mask: 0o22 }), 0o22, 'ops after the failure did not run');
+  const huge = await task.request('map_scratch', { addr: 0x4000_0000_0000, size: 1 << 20, code: Buffer.alloc(300_000) }).catch((e) => e);
+  t.match(huge, { code: 'E2BIG', syscall: 'map_scratch' }, 'an oversized request is refused before it is sent');
+  const bigAnswer = await task.batch(Array.from({ length: 2000 }, () => ({ op: 'getpid' }))).catch((e) => e);
+  t.match(bigAnswer, { code: 'E2BIG', syscall: 'answer' }, 'an answer over the packet limit is an error');
+  t.equal((await task.getpid()).pid, 500, 'the channel survives both');
 });
 
 t.test('a parked helper does not answer: typed timeout; it sleeps, never stops', async (t) => {

@@ -126,7 +126,8 @@ static void answer(const msgpack_object *id, bool batch, bool ok, const msgpack_
     }
   }
   if (buf.size > HELPER_MAX_ANSWER) {
-    failure big = {.err = E2BIG, .syscall = "answer", .detail = "answer over 65000 bytes"};
+    failure big = {.err = E2BIG, .syscall = "answer",
+                   .detail = "the ops ran but their answer is over 65000 bytes: split the batch"};
     msgpack_sbuffer_clear(&buf);
     msgpack_pack_map(&pk, 6);
     pack_key(&pk, "id");

@@ -88,6 +88,9 @@ interface Pending {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+// One request is one packet; a packet larger than the socket's send buffer (about 208 KiB by
+// default) fails with EMSGSIZE, which would tear the whole channel down. Refuse it up front.
+const MAX_REQUEST_BYTES = 200_000;
 const SIGKILL = 9;
 // Plain maps, no msgpackr records: the C side reads standard msgpack only. 'auto' keeps 64-bit
 // values (signal masks) exact as bigint and everything that fits as a number.
@@ -164,13 +167,18 @@ export class HelperChannel extends EventEmitter {
     if (this.closed) return Promise.reject(new HelperGoneError(op, this.pid));
     const id = this.nextId++;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const packet = packr.pack({ ...args, id, op });
+    if (packet.length > MAX_REQUEST_BYTES) {
+      const detail = `request of ${packet.length} bytes is over ${MAX_REQUEST_BYTES}: split it`;
+      return Promise.reject(new NativeError({ code: 'E2BIG', errno: 7, syscall: op, pid: this.pid, detail }));
+    }
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.settle(id);
         reject(new HelperTimeoutError(op, this.pid, timeoutMs));
       }, timeoutMs);
       this.pending.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer });
-      this.socket.write(packr.pack({ ...args, id, op }));
+      this.socket.write(packet);
     });
   }
 
