@@ -246,3 +246,37 @@ t.test('dry run stops after planning and touches nothing', async (t) => {
 });
 
 
+
+t.test('a resource stuck until killed does not hang rollback: kill after the bound, then again once settled', async (t) => {
+  const world = fakeWorld();
+  let release: () => void = () => {};
+  const stuck = new Promise<void>((resolve) => (release = resolve));
+  const blocker: ResourceKind<BaseTaskContext> = {
+    name: 'stuck-read',
+    stage: 'memory',
+    images: [],
+    appliesTo: (task) => task.pid === 2,
+    restore: () => stuck, // ignores the abort signal, like a blocking native call
+  };
+  const failing: ResourceKind<BaseTaskContext> = {
+    name: 'bad-vma',
+    stage: 'memory',
+    images: [],
+    appliesTo: (task) => task.pid === 6,
+    restore: async () => {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      throw new NativeError({ code: 'ENOMEM', errno: 12, syscall: 'mmap', pid: 6 });
+    },
+  };
+  const rollback = world.env.rollback;
+  world.env = {
+    ...world.env,
+    registry: [...world.env.registry, blocker, failing],
+    rollback: async (started) => {
+      await rollback(started);
+      release(); // the kill unblocks the stuck call
+    },
+  };
+  await t.rejects(runRestore(world.env, { settleTimeoutMs: 50 }), { pid: 6, resource: 'bad-vma', stage: 'memory', syscall: 'mmap', errno: 12 });
+  t.equal(world.rollbacks.length, 2, 'killed after the bound, and again after the stuck call returned');
+});

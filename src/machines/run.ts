@@ -32,6 +32,8 @@ export interface RunOptions {
   readonly onEvent?: (event: RestoreEmitted) => void;
   /** One span per resource per task, plus whatever resources record themselves. */
   readonly onSpan?: (span: Span) => void;
+  /** How long rollback waits for running stages to stop before killing anyway (default 5000 ms). */
+  readonly settleTimeoutMs?: number;
   /** XState's inspection API: every actor's transitions, for traces. */
   readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
@@ -85,8 +87,19 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
       }),
       rollback: fromPromise(async ({ input }: { input: { started: readonly number[] } }) => {
         internal.abort();
-        await Promise.allSettled([...inflight]);
+        // Kill only once in-flight work settled (a fork still running would escape the kill). A
+        // resource stuck in a blocking call may need the kill to return, so after the bound
+        // kill anyway, then kill again once it settles.
+        const settled = Promise.allSettled([...inflight]).then(() => true);
+        let timer: NodeJS.Timeout | undefined;
+        const bound = new Promise<false>((resolve) => (timer = setTimeout(resolve, options.settleTimeoutMs ?? 5000, false)));
+        const settledInTime = await Promise.race([settled, bound]);
+        clearTimeout(timer);
         await env.rollback(input.started);
+        if (!settledInTime) {
+          await settled;
+          await env.rollback(input.started);
+        }
       }),
     },
   });
