@@ -10,6 +10,8 @@ import { decodeEntry } from './codec.js';
 
 /** No single protobuf message in a real image comes near this; a larger length is corruption. */
 export const MAX_ENTRY_BYTES = 64 * 1024 * 1024;
+/** Entry images are read whole; page data (pages-N.img) is never read this way. */
+export const MAX_IMAGE_BYTES = 1024 * 1024 * 1024;
 /** The only image version with head magics, the one CRIU has written since 2013. */
 export const SUPPORTED_IMG_VERSION = 2;
 
@@ -77,6 +79,9 @@ export function readWholeFile(path: string): Buffer {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new ImageError(path, 0, 'a regular file', 'not a regular file');
+    if (st.size > MAX_IMAGE_BYTES) {
+      throw new ImageError(path, 0, `an image of at most ${MAX_IMAGE_BYTES} bytes`, `the file has ${st.size}`);
+    }
     const buf = Buffer.allocUnsafe(st.size);
     let done = 0;
     while (done < st.size) {
