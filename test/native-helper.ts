@@ -214,6 +214,8 @@ const init = await root.fork({ pid: 1, flags: ${CLONE_NEWPID} });
 const a = await init.fork({ pid: 500 });
 const b = await a.fork({ pid: 600 });
 const c = await root.fork();
+// Parked helpers never read their channel, so only PDEATHSIG can end them.
+await b.park();
 await c.park();
 console.log(JSON.stringify([root, init, a, b, c].map((h) => h.hostPid)));
 setInterval(() => {}, 1000);

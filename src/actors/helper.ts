@@ -129,6 +129,7 @@ export class HelperChannel extends EventEmitter {
   /** The orchestrator's pidfd for it. */
   readonly pidfd: number;
   readonly parent: HelperChannel | undefined;
+  /** Helpers forked through this one and not yet reaped by destroy(). */
   readonly children = new Set<HelperChannel>();
   /** Resolves once the channel has closed (helper exited, killed, or close() called). */
   readonly exited: Promise<void>;
@@ -206,18 +207,18 @@ export class HelperChannel extends EventEmitter {
     const made = await this.request<{ pid: number; channelFd: number; pidfd: number }>('fork', args, {
       timeoutMs,
     });
+    const closing = () =>
+      this.batch([{ op: 'close', fd: made.channelFd }, { op: 'close', fd: made.pidfd }], { timeoutMs });
     let fd = -1;
     let pidfd = -1;
     try {
       fd = native.pidfdGetfd(this.pidfd, made.channelFd);
       pidfd = native.pidfdGetfd(this.pidfd, made.pidfd);
-    } finally {
-      const closing = this.batch([{ op: 'close', fd: made.channelFd }, { op: 'close', fd: made.pidfd }], { timeoutMs });
-      if (fd < 0 || pidfd < 0) {
-        await this.killAndReapChild(made.pid, pidfd, timeoutMs).catch(() => undefined);
-        if (fd >= 0) native.close(fd);
-      }
-      await closing;
+    } catch (error) {
+      await closing().catch(() => undefined);
+      await this.killAndReapChild(made.pid, pidfd, timeoutMs).catch(() => undefined);
+      if (fd >= 0) native.close(fd);
+      throw error;
     }
     const child = new HelperChannel({
       fd,
@@ -227,8 +228,8 @@ export class HelperChannel extends EventEmitter {
       parent: this,
     });
     this.children.add(child);
-    child.exited.then(() => this.children.delete(child));
     try {
+      await closing();
       child.pid = (await child.getpid({ timeoutMs })).pid;
     } catch (error) {
       await child.destroy();
@@ -278,6 +279,7 @@ export class HelperChannel extends EventEmitter {
       await this.parent.request('waitpid', { pid: this.pidInParent }, { timeoutMs: 2000 }).catch(() => undefined);
     }
     await this.exited;
+    this.parent?.children.delete(this);
     if (!this.pidfdClosed) {
       this.pidfdClosed = true;
       native.close(this.pidfd);
