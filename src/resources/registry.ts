@@ -1,9 +1,20 @@
 // The one list of resource kinds a restore uses. Order here means nothing: the planner derives
 // the order from each kind's stage and `after`. Add a kind by importing its module and listing it.
-// The framework has no kinds of its own; the restore wires real ones (task-tree, memory, ...).
+// `fdKinds` says which fd types (fdinfo `type`) some kind restores; any other fd type is refused
+// at plan time with a "not supported" error naming the task and fd.
+import type { RestoreCtx } from '../restore/context.js';
+import { barrier } from './barrier.js';
+import { chardev } from './chardev.js';
+import { fs } from './fs.js';
+import { FD_TYPE_REG, regfile } from './regfile.js';
+import { rlimits } from './rlimits.js';
+import { processGroups, taskTree } from './task-tree.js';
 import type { ResourceKind } from './types.js';
 
-export const registry: readonly ResourceKind[] = [];
+export const registry: readonly ResourceKind<RestoreCtx>[] = [taskTree, processGroups, regfile, chardev, fs, rlimits, barrier];
+
+/** fd types restored by the kinds above (REG covers regular files, directories and char devices). */
+export const fdKinds: ReadonlyMap<number, string> = new Map([[FD_TYPE_REG, 'regfile']]);
 
 /** Look a kind up by name; the planner has already checked that names are unique. */
 export function kindsByName<K extends { name: string }>(kinds: readonly K[]): Map<string, K> {

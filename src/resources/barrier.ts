@@ -1,0 +1,129 @@
+// The restorer barrier, the last thing a task's helper does on its own: map the scratch area
+// with the remote-syscall stub at an address free in both its own and the target's layout,
+// open the files the address-space stage needs (pages-N.img, mapped files, exe) at fd numbers
+// the task does not use, park (blocked in pause()), and be seized by the tracer with
+// PTRACE_O_EXITKILL and interrupted. The memory kinds (src/resources/memory.ts and friends)
+// find the scratch address in `ctx.runtime.scratch` and the fds in `ctx.runtime.preopened`.
+import { readFileSync } from 'node:fs';
+import { STUB_SCRATCH_SIZE, stubCode } from '../actors/stub.js';
+import { readPagemap, type Entry } from '../images/index.js';
+import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../restore/files.js';
+import { rlimitsOf } from './rlimits.js';
+import type { ResourceKind } from './types.js';
+
+const PAGE = 4096n;
+/** Lowest scratch address tried: clear of the zero page and mmap_min_addr games. */
+const LOW = 0x10000000n;
+/** The top of the x86-64 user address space (47 bits) minus a guard page. */
+const HIGH = 0x7ffffffff000n;
+const PROT_WRITE = 2;
+const O_RDONLY = 0;
+const O_RDWR = 2;
+const O_CLOEXEC = 0o2000000;
+/** Highest fd number the pre-opened files may take (the helper's channel sits at 1000 and up). */
+const PREOPEN_TOP = 999;
+
+export interface Interval {
+  readonly start: bigint;
+  readonly end: bigint;
+}
+
+/** The lowest page-aligned gap of `size` bytes in [LOW, HIGH) that overlaps none of `taken`. */
+export function findHole(taken: readonly Interval[], size: bigint, from = LOW): bigint | undefined {
+  const sorted = [...taken].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  let at = from;
+  for (const range of sorted) {
+    if (range.end <= at) continue;
+    if (range.start >= at + size + PAGE) return at; // one guard page below the next mapping
+    at = ((range.end + PAGE - 1n) / PAGE) * PAGE + PAGE;
+  }
+  return at + size <= HIGH ? at : undefined;
+}
+
+/** The helper's own mappings right now (it must not lose them before the stub takes over). */
+function helperMappings(hostPid: number): Interval[] {
+  return readFileSync(`/proc/${hostPid}/maps`, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [start, end] = line.split(' ')[0]!.split('-');
+      return { start: BigInt(`0x${start}`), end: BigInt(`0x${end}`) };
+    });
+}
+
+function targetVmas(mm: Entry | undefined): Entry[] {
+  return (mm?.['vmas'] as Entry[] | undefined) ?? [];
+}
+
+/** Files to pre-open: key -> files.img id and whether a shared writable mapping needs O_RDWR. */
+function filesToOpen(mm: Entry | undefined): Map<number, boolean> {
+  const files = new Map<number, boolean>();
+  for (const vma of targetVmas(mm)) {
+    const status = Number(vma['status'] ?? 0);
+    if (!(status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED))) continue;
+    const id = Number(vma['shmid']);
+    const writable = Boolean(status & VMA_FILE_SHARED) && Boolean(Number(vma['prot']) & PROT_WRITE);
+    files.set(id, (files.get(id) ?? false) || writable);
+  }
+  const exe = mm?.['exe_file_id'];
+  if (exe !== undefined && !files.has(Number(exe))) files.set(Number(exe), false);
+  return files;
+}
+
+/** fd numbers for the pre-opened files: from the top of the task's fd limit down, past its own fds. */
+export function preopenNumbers(count: number, used: ReadonlySet<number>, nofileCur: bigint): number[] {
+  let next = Number(nofileCur - 1n < BigInt(PREOPEN_TOP) ? nofileCur - 1n : BigInt(PREOPEN_TOP));
+  const out: number[] = [];
+  while (out.length < count) {
+    if (next < 3) throw new Error(`no free fd numbers below RLIMIT_NOFILE ${nofileCur} for ${count} restore files`);
+    if (!used.has(next)) out.push(next);
+    next -= 1;
+  }
+  return out;
+}
+
+export const barrier: ResourceKind<RestoreCtx> = {
+  name: 'barrier',
+  stage: 'barrier',
+  images: ['mm-*', 'pagemap-*', 'files'],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['map the stub scratch area, pre-open pages and mapped files, park, seize'],
+  async restore(ctx) {
+    const helper = helperOf(ctx);
+    const hostPid = hostPidOf(ctx);
+    const size = BigInt(STUB_SCRATCH_SIZE);
+    const taken: Interval[] = [
+      ...targetVmas(ctx.images.mm).map((v) => ({ start: BigInt(v['start'] as bigint), end: BigInt(v['end'] as bigint) })),
+      ...helperMappings(hostPid),
+    ];
+    const scratch = findHole(taken, size);
+    if (scratch === undefined) throw new Error('no free address range for the stub scratch area');
+    await helper.request('map_scratch', { addr: scratch, size, code: stubCode() });
+    ctx.runtime.scratch = scratch;
+
+    const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
+    const files = filesToOpen(ctx.images.mm);
+    const nofile = rlimitsOf(ctx.images.core)[7]?.cur ?? 1024n;
+    const numbers = preopenNumbers(files.size + 1, new Set(ctx.images.fds.map((fd) => fd.fd)), nofile);
+    const ops: Array<{ op: string } & Record<string, unknown>> = [];
+    const keys: string[] = [];
+    ops.push({ op: 'open', path: ctx.checkpoint.path(pagemap.pagesFile), flags: O_RDONLY | O_CLOEXEC, fd: numbers[0] });
+    keys.push('pages');
+    let i = 1;
+    for (const [id, writable] of files) {
+      const reg = ctx.checkpoint.file(id, `mm-${ctx.pid}.img`)['reg'] as Entry | undefined;
+      if (!reg) throw new Error(`mapped file id ${id} is not a regular file`);
+      ops.push({ op: 'open', path: String(reg['name']), flags: (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, fd: numbers[i++] });
+      keys.push(`file:${id}`);
+    }
+    const opened = (await helper.batch(ops)) as number[];
+    keys.forEach((key, n) => ctx.runtime.preopened.set(key, opened[n]!));
+
+    await helper.park();
+    await ctx.tracer.seize(hostPid, { exitKill: true });
+    ctx.runtime.seized = true;
+    await ctx.tracer.interrupt(hostPid);
+    await ctx.tracer.waitStop(hostPid, 5000);
+  },
+};

@@ -1,0 +1,68 @@
+// Resource limits from the task core (tc.rlimits), set by the task's helper on itself. Lowering
+// always works; raising a hard limit needs CAP_SYS_RESOURCE, which root on this machine kind
+// lacks, so an image whose hard limit is above crr's own fails with a message that says so.
+import { StageError } from '../errors.js';
+import type { Entry } from '../images/index.js';
+import { helperOf, type RestoreCtx } from '../restore/context.js';
+import type { ResourceKind } from './types.js';
+
+export const RLIMIT_NAMES = [
+  'CPU', 'FSIZE', 'DATA', 'STACK', 'CORE', 'RSS', 'NPROC', 'NOFILE',
+  'MEMLOCK', 'AS', 'LOCKS', 'SIGPENDING', 'MSGQUEUE', 'NICE', 'RTPRIO', 'RTTIME',
+] as const;
+
+const INFINITY = (1n << 64n) - 1n;
+
+export interface Rlimit {
+  readonly cur: bigint;
+  readonly max: bigint;
+}
+
+export function rlimitsOf(core: Entry): Rlimit[] {
+  const list = ((core['tc'] as Entry | undefined)?.['rlimits'] as Entry | undefined)?.['rlimits'];
+  if (!Array.isArray(list)) return [];
+  return (list as Entry[]).map((r) => ({ cur: BigInt(r['cur'] as bigint), max: BigInt(r['max'] as bigint) }));
+}
+
+/** RLIM_INFINITY travels as -1 to the helper; other values as numbers when they fit. */
+function wire(v: bigint): number | bigint {
+  if (v >= INFINITY) return -1;
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+function show(v: bigint | number): string {
+  return BigInt(v) >= INFINITY || v === -1 ? 'unlimited' : String(v);
+}
+
+export const rlimits: ResourceKind<RestoreCtx> = {
+  name: 'rlimits',
+  stage: 'task-state',
+  images: ['core-*'],
+  appliesTo: (task) => !task.zombie,
+  async restore(ctx) {
+    const limits = rlimitsOf(ctx.images.core).slice(0, RLIMIT_NAMES.length);
+    const ops = limits.map((l, resource) => ({ op: 'setrlimit', resource, cur: wire(l.cur), max: wire(l.max) }));
+    if (!ops.length) return;
+    const helper = helperOf(ctx);
+    try {
+      await helper.batch(ops);
+    } catch (err) {
+      const index = (err as { index?: number }).index ?? -1;
+      const wanted = limits[index];
+      if (!wanted || (err as { code?: string }).code !== 'EPERM') throw err;
+      const now = await helper.request<{ cur: number; max: number }>('prlimit', { resource: index });
+      throw new StageError({
+        stage: ctx.stage,
+        pid: ctx.pid,
+        resource: 'rlimits',
+        syscall: 'prlimit64',
+        errno: 1,
+        code: 'EPERM',
+        message:
+          `RLIMIT_${RLIMIT_NAMES[index]} needs hard limit ${show(wanted.max)} but this machine allows at most ${show(now.max)}; ` +
+          'raising a hard limit needs CAP_SYS_RESOURCE, which crr does not have here',
+        cause: err,
+      });
+    }
+  },
+};

@@ -1,0 +1,142 @@
+// The task tree: every task forked with its exact PID (clone3 + set_tid) by its parent's helper,
+// sessions taken right after fork, then process groups once the whole tree exists (leaders
+// first; a group whose leader has exited gets a short-lived placeholder with the leader's PID),
+// and zombies recreated last with their exit status. Two kinds: `task-tree` in the fork stage,
+// `process-groups` in the shared-fds stage (it waits for leaders across tasks, and that stage
+// runs every task at once, so a waiting member never starves its leader of a slot).
+import type { HelperChannel } from '../actors/helper.js';
+import { StageError } from '../errors.js';
+import { helperOf, type RestoreCtx } from '../restore/context.js';
+import type { ResourceKind, TaskPlan } from './types.js';
+
+/** How a task gets its session: its own setsid, its parent's, or crr's (the root with --shell-job). */
+export type SessionSource = 'own' | 'inherit' | 'shell-job';
+
+/** Plan-time check of one task's session; throws a StageError naming the task when it cannot be made. */
+export function sessionSource(task: TaskPlan, tasks: readonly TaskPlan[], shellJob: boolean): SessionSource {
+  if (task.sid === task.pid) return 'own';
+  const parent = tasks.find((other) => other.pid === task.ppid);
+  if (!parent) {
+    if (shellJob) return 'shell-job';
+    throw new StageError({
+      stage: 'plan',
+      pid: task.pid,
+      resource: 'task-tree',
+      message: `the root task was in session ${task.sid}, which is outside the checkpoint: restore it with --shell-job`,
+    });
+  }
+  if (parent.sid === task.sid) return 'inherit';
+  throw new StageError({
+    stage: 'plan',
+    pid: task.pid,
+    resource: 'task-tree',
+    message: `not supported: task is in session ${task.sid} but its parent ${parent.pid} is in session ${parent.sid} (a session left by its parent)`,
+  });
+}
+
+/** Decoded wait status of a zombie: CRIU stores the kernel's exit_code (status << 8 | signal). */
+export function zombieExit(exitCode: number): { status: number } | { signal: number } {
+  const signal = exitCode & 0x7f;
+  return signal ? { signal } : { status: (exitCode >> 8) & 0xff };
+}
+
+export const taskTree: ResourceKind<RestoreCtx> = {
+  name: 'task-tree',
+  stage: 'fork',
+  images: ['pstree', 'core-*'],
+  describe(task) {
+    const what = task.zombie ? 'zombie' : `${task.threads.length} thread(s)`;
+    return [`fork pid ${task.pid} (parent ${task.ppid || 'crr'}), session ${task.sid}, group ${task.pgid}, ${what}`];
+  },
+  async restore(ctx) {
+    const { session, task } = ctx;
+    const parentRuntime = session.runtimes.get(task.ppid);
+    const parent = parentRuntime ? parentRuntime.helper : session.rootParent;
+    if (!parent) throw new Error(`the parent of task ${task.pid} has no helper`);
+    const child = await parent.fork({ pid: task.pid });
+    ctx.runtime.helper = child;
+    ctx.runtime.hostPid = child.hostPid;
+    if (child.pid !== task.pid) {
+      throw new StageError({ stage: 'fork', pid: task.pid, resource: 'task-tree', message: `clone3 gave pid ${child.pid}` });
+    }
+    if (sessionSource(task, ctx.plan.tasks, session.options.shellJob) === 'own') await child.request('setsid');
+  },
+};
+
+/** Sessions-and-groups key in the shared table: a group exists (its leader or placeholder is in it). */
+const GROUP = 'pgroup';
+/** A task has joined its group (and session): a zombie leader may now exit. */
+const JOINED = 'pgroup-joined';
+
+/** The first task (tree order) of a group whose leader is not in the tree makes the placeholder. */
+function placeholderMaker(task: TaskPlan, tasks: readonly TaskPlan[]): boolean {
+  if (tasks.some((other) => other.pid === task.pgid)) return false;
+  return tasks.find((other) => other.pgid === task.pgid && !other.zombie)?.pid === task.pid;
+}
+
+export const processGroups: ResourceKind<RestoreCtx> = {
+  name: 'process-groups',
+  stage: 'shared-fds',
+  images: ['pstree'],
+  describe(task) {
+    if (task.pgid === task.pid) return [`lead process group ${task.pgid}`];
+    return [`join process group ${task.pgid}${task.zombie ? ', then exit as a zombie' : ''}`];
+  },
+  async restore(ctx) {
+    const { task, shared } = ctx;
+    const tasks = ctx.plan.tasks;
+    const helper = helperOf(ctx);
+    const isRoot = !tasks.some((other) => other.pid === task.ppid);
+    if (isRoot && ctx.session.options.shellJob && task.sid !== task.pid) {
+      shared.publish(JOINED, String(task.pid), true);
+      return; // stays in crr's own group
+    }
+    const current = (await helper.getpid()).pgid;
+    let placeholder: HelperChannel | undefined;
+    if (task.pgid === task.pid) {
+      if (current !== task.pid) await helper.request('setpgid', { pid: 0, pgid: 0 });
+      shared.publish(GROUP, String(task.pgid), true);
+    } else {
+      if (placeholderMaker(task, tasks)) {
+        placeholder = await makePlaceholder(ctx, task.pgid);
+        shared.publish(GROUP, String(task.pgid), true);
+      } else {
+        await shared.receive(GROUP, String(task.pgid));
+      }
+      if (current !== task.pgid) await helper.request('setpgid', { pid: 0, pgid: task.pgid });
+    }
+    shared.publish(JOINED, String(task.pid), true);
+    if (placeholder !== undefined) {
+      await waitForMembers(ctx, (other) => other.pgid === task.pgid);
+      await placeholder.destroy(); // SIGKILL through its pidfd, reaped by this task's helper
+    }
+    if (task.zombie) {
+      // A zombie leading a group or session must outlive every member's setpgid.
+      await waitForMembers(ctx, (other) => other.pgid === task.pid || other.sid === task.pid);
+      const exitCode = Number((ctx.images.core['tc'] as Record<string, unknown> | undefined)?.['exit_code'] ?? 0);
+      const how = zombieExit(exitCode);
+      ctx.runtime.zombie = true;
+      if ('signal' in how) await helper.request('kill', { pid: task.pid, sig: how.signal }).catch(() => undefined);
+      else await helper.request('exit', { status: how.status });
+      await helper.exited;
+    }
+  },
+};
+
+async function waitForMembers(ctx: RestoreCtx, member: (task: TaskPlan) => boolean): Promise<void> {
+  const members = ctx.plan.tasks.filter((other) => other.pid !== ctx.pid && member(other));
+  await Promise.all(members.map((other) => ctx.shared.receive(JOINED, String(other.pid))));
+}
+
+/** A child with the exited leader's PID that leads the group until its members are in it. */
+async function makePlaceholder(ctx: RestoreCtx, pgid: number): Promise<HelperChannel> {
+  const helper = helperOf(ctx);
+  const holder = await helper.fork({ pid: pgid });
+  try {
+    await holder.request('setpgid', { pid: 0, pgid: 0 });
+  } catch (err) {
+    await holder.destroy();
+    throw err;
+  }
+  return holder;
+}

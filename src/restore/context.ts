@@ -1,0 +1,86 @@
+// What a resource kind gets when the real restore runs it: the framework's BaseTaskContext plus
+// the checkpoint, this task's decoded images, its helper channel, the tracer, and the restore-wide
+// session (every task's runtime state, the launcher, the user's options). Resource kinds under
+// src/resources/ are typed against RestoreCtx; src/restore/index.ts builds one per call.
+import type { HelperChannel } from '../actors/helper.js';
+import type { Tracer } from '../actors/tracer.js';
+import type { Checkpoint, Entry, FdinfoEntry, FsEntry, TaskIds } from '../images/index.js';
+import type { BaseTaskContext, TaskContext } from '../resources/types.js';
+
+/** One task's decoded images (zombies have only a core). Plain data: a worker thread can build it. */
+export interface TaskImageSet {
+  readonly pid: number;
+  /** core-TID.img per thread, main thread first. */
+  readonly cores: ReadonlyMap<number, Entry>;
+  readonly core: Entry;
+  readonly mm?: Entry;
+  readonly ids?: TaskIds;
+  readonly fs?: FsEntry;
+  /** This task's fds (fdinfo through ids.files_id), empty when it has none. */
+  readonly fds: readonly FdinfoEntry[];
+}
+
+/** User choices that change what the restore checks or does. */
+export interface RestoreSessionOptions {
+  /** Accept regular files whose size, mode or build-id differ from the images (criu: --skip-file-rwx-check is narrower). */
+  readonly allowFileMismatch: boolean;
+  /** The root task stays in crr's own session and group (criu --shell-job). */
+  readonly shellJob: boolean;
+  /** Fork the root inside a fresh PID namespace (tests; the tree's PIDs are free there). */
+  readonly pidNamespace: boolean;
+}
+
+/** What the restore knows about one task while it runs: filled in as stages go by. */
+export interface TaskRuntime {
+  readonly pid: number;
+  /** The task's helper, once task-tree has forked it. */
+  helper?: HelperChannel;
+  /** Its PID in crr's PID namespace (for /proc, ptrace, pidfd). */
+  hostPid?: number;
+  /** Address of the scratch mapping with the stub in it (barrier). */
+  scratch?: bigint;
+  /**
+   * fds the barrier opened for the address-space stage, by key: 'pages' for pages-N.img,
+   * `file:<id>` for a files.img regular file (mapped files, exe). Numbers are the task's own.
+   */
+  readonly preopened: Map<string, number>;
+  /** Seized by the tracer at the barrier (rollback kills it through the tracer). */
+  seized: boolean;
+  /** Exited on purpose (a recreated zombie). */
+  zombie: boolean;
+}
+
+/** Restore-wide state shared by every task's context. */
+export interface RestoreSession {
+  readonly checkpoint: Checkpoint;
+  readonly images: ReadonlyMap<number, TaskImageSet>;
+  readonly runtimes: Map<number, TaskRuntime>;
+  readonly options: RestoreSessionOptions;
+  /** Node's own child: forks the root task (or the PID-namespace init) and stays its parent. */
+  launcher?: HelperChannel;
+  /** The helper that forks the root task: the launcher, or the init of a fresh PID namespace. */
+  rootParent?: HelperChannel;
+}
+
+/** The context every real resource kind receives. */
+export interface RestoreCtx extends TaskContext<HelperChannel, Tracer, TaskImageSet> {
+  readonly session: RestoreSession;
+  readonly runtime: TaskRuntime;
+  readonly checkpoint: Checkpoint;
+}
+
+/** The helper of this task; a kind acting before task-tree forked it has a bug. */
+export function helperOf(ctx: RestoreCtx): HelperChannel {
+  const helper = ctx.runtime.helper;
+  if (!helper) throw new Error(`task ${ctx.pid} has no helper yet (resource ${ctx.resource} runs before task-tree?)`);
+  return helper;
+}
+
+/** The task's PID as crr's namespace sees it (ptrace, /proc). */
+export function hostPidOf(ctx: RestoreCtx): number {
+  const hostPid = ctx.runtime.hostPid;
+  if (hostPid === undefined) throw new Error(`task ${ctx.pid} has not been forked`);
+  return hostPid;
+}
+
+export type { BaseTaskContext };

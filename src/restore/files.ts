@@ -1,0 +1,168 @@
+// The files a checkpoint refers to, checked against this machine before anything is touched:
+// every regular file or device that a task has open, maps, runs (exe), or uses as cwd/root
+// must exist with the recorded type and mode, regular files with the recorded size and GNU
+// build-id. A mismatch is a clear error unless the user passed --allow-file-mismatch.
+import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
+import { StageError } from '../errors.js';
+import type { Checkpoint, Entry } from '../images/index.js';
+import type { TaskImageSet } from './context.js';
+
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+export const S_IFCHR = 0o020000;
+export const S_IFDIR = 0o040000;
+/** VMA status bits (CRIU's VMA_FILE_PRIVATE / VMA_FILE_SHARED): the VMA maps files.img entry `shmid`. */
+export const VMA_FILE_PRIVATE = 1 << 6;
+export const VMA_FILE_SHARED = 1 << 7;
+
+/** A files.img regular-file entry as the restore uses it. */
+export interface RegFile {
+  readonly id: number;
+  readonly name: string;
+  readonly flags: number;
+  readonly pos: bigint;
+  readonly mode?: number;
+  readonly size?: bigint;
+  readonly buildId?: readonly number[];
+}
+
+export function regFile(checkpoint: Checkpoint, id: number, from: string): RegFile {
+  const entry = checkpoint.file(id, from);
+  const reg = entry['reg'] as Entry | undefined;
+  if (!reg) throw new StageError({ stage: 'plan', resource: 'regfile', message: `file id ${id} (${from}) is not a regular file or device` });
+  const big = (v: unknown) => (typeof v === 'bigint' ? v : typeof v === 'number' ? BigInt(v) : undefined);
+  return {
+    id,
+    name: String(reg['name']),
+    flags: Number(reg['flags'] ?? 0),
+    pos: big(reg['pos']) ?? 0n,
+    mode: typeof reg['mode'] === 'number' ? reg['mode'] : undefined,
+    size: big(reg['size']),
+    buildId: Array.isArray(reg['build_id']) && reg['build_id'].length ? (reg['build_id'] as number[]) : undefined,
+  };
+}
+
+/** Why a task needs a file: the messages say which task and how. */
+export interface FileUse {
+  readonly pid: number;
+  readonly how: string;
+}
+
+/** Every files.img id a non-zombie task uses as a path (fd of type REG, mapping, exe, cwd, root). */
+export function filesInUse(images: Iterable<TaskImageSet>): Map<number, FileUse[]> {
+  const uses = new Map<number, FileUse[]>();
+  const add = (id: number, use: FileUse) => uses.set(id, [...(uses.get(id) ?? []), use]);
+  for (const set of images) {
+    for (const fd of set.fds) if (fd.type === 1) add(fd.id, { pid: set.pid, how: `fd ${fd.fd}` });
+    if (set.mm) {
+      const exe = set.mm['exe_file_id'];
+      if (exe !== undefined) add(Number(exe), { pid: set.pid, how: 'exe' });
+      for (const vma of (set.mm['vmas'] as Entry[] | undefined) ?? []) {
+        const status = Number(vma['status'] ?? 0);
+        if (status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) {
+          add(Number(vma['shmid']), { pid: set.pid, how: `mapping at 0x${BigInt(vma['start'] as bigint).toString(16)}` });
+        }
+      }
+    }
+    if (set.fs) {
+      add(set.fs.cwd_id, { pid: set.pid, how: 'cwd' });
+      add(set.fs.root_id, { pid: set.pid, how: 'root' });
+    }
+  }
+  return uses;
+}
+
+/** The GNU build-id note of an ELF64 file as little-endian u32 words, or undefined. */
+export function readBuildId(path: string): number[] | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const header = Buffer.alloc(64);
+    if (readSync(fd, header, 0, 64, 0) < 64) return undefined;
+    if (header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) return undefined;
+    const phoff = Number(header.readBigUInt64LE(32));
+    const phentsize = header.readUInt16LE(54);
+    const phnum = header.readUInt16LE(56);
+    const table = Buffer.alloc(phentsize * phnum);
+    readSync(fd, table, 0, table.length, phoff);
+    for (let i = 0; i < phnum; i++) {
+      const at = i * phentsize;
+      if (table.readUInt32LE(at) !== 4 /* PT_NOTE */) continue;
+      const offset = Number(table.readBigUInt64LE(at + 8));
+      const size = Math.min(Number(table.readBigUInt64LE(at + 32)), 1 << 16);
+      const notes = Buffer.alloc(size);
+      readSync(fd, notes, 0, size, offset);
+      const found = gnuBuildId(notes);
+      if (found) return found;
+    }
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function gnuBuildId(notes: Buffer): number[] | undefined {
+  const align4 = (n: number) => (n + 3) & ~3;
+  for (let at = 0; at + 12 <= notes.length; ) {
+    const namesz = notes.readUInt32LE(at);
+    const descsz = notes.readUInt32LE(at + 4);
+    const type = notes.readUInt32LE(at + 8);
+    const name = notes.subarray(at + 12, at + 12 + namesz).toString('latin1');
+    const desc = at + 12 + align4(namesz);
+    if (type === 3 && name === 'GNU\0') {
+      const words: number[] = [];
+      for (let i = 0; i + 4 <= descsz; i += 4) words.push(notes.readUInt32LE(desc + i));
+      return words;
+    }
+    at = desc + align4(descsz);
+  }
+  return undefined;
+}
+
+/** What is wrong with one file on this machine, or undefined when it matches. */
+export function fileMismatch(file: RegFile): { missing: boolean; detail: string } | undefined {
+  let st: Stats;
+  try {
+    st = statSync(file.name);
+  } catch (err) {
+    return { missing: true, detail: `missing (${(err as NodeJS.ErrnoException).code})` };
+  }
+  const octal = (n: number) => `0${n.toString(8)}`;
+  if (file.mode !== undefined && (st.mode & S_IFMT) !== (file.mode & S_IFMT)) {
+    return { missing: true, detail: `is a different kind of file now (mode ${octal(st.mode)}, was ${octal(file.mode)})` };
+  }
+  if (file.mode !== undefined && st.mode !== file.mode) {
+    return { missing: false, detail: `has mode ${octal(st.mode)}, was ${octal(file.mode)}` };
+  }
+  if ((st.mode & S_IFMT) !== S_IFREG) return undefined;
+  if (file.size !== undefined && BigInt(st.size) !== file.size) {
+    return { missing: false, detail: `has size ${st.size}, was ${file.size}` };
+  }
+  if (file.buildId) {
+    const now = readBuildId(file.name);
+    if (!now || now.join() !== file.buildId.join()) return { missing: false, detail: 'has a different build-id (another build of the program)' };
+  }
+  return undefined;
+}
+
+/** Plan-time check of every file the tree uses; the first problem is a StageError naming task and use. */
+export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet>, allowMismatch: boolean): void {
+  for (const [id, uses] of filesInUse(images)) {
+    const use = uses[0]!;
+    const file = regFile(checkpoint, id, `task ${use.pid} ${use.how}`);
+    const wrong = fileMismatch(file);
+    if (!wrong || (!wrong.missing && allowMismatch)) continue;
+    const hint = wrong.missing ? '' : ' (--allow-file-mismatch accepts it)';
+    throw new StageError({
+      stage: 'plan',
+      pid: use.pid,
+      resource: 'regfile',
+      code: wrong.missing ? 'ENOENT' : 'EFILEMISMATCH',
+      message: `${file.name} (file id ${id}, ${use.how}${uses.length > 1 ? ` and ${uses.length - 1} more use(s)` : ''}) ${wrong.detail}${hint}`,
+    });
+  }
+}

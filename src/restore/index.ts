@@ -1,0 +1,151 @@
+// restore(): the library entry that wires a checkpoint to the machines. load (decode and
+// validate) -> plan (the planner plus machine checks) -> the restore machine driving one task
+// actor per task through the registry's resource kinds -> done, or rollback (kill and reap
+// every task this restore started) -> one StageError naming task, resource, stage, syscall, errno.
+import { writeFileSync } from 'node:fs';
+import type { InspectionEvent, Observer } from 'xstate';
+import { tracer } from '../actors/tracer.js';
+import { runRestore, type RestoreEnvironment } from '../machines/run.js';
+import type { RestoreEmitted, Timings } from '../machines/restore.js';
+import type { RestorePlan } from '../plan/plan.js';
+import { fdKinds, registry } from '../resources/registry.js';
+import type { ResourceKind, Span, TaskPlan } from '../resources/types.js';
+import { checkMachine } from './checks.js';
+import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskRuntime } from './context.js';
+import { closeChannels, detachLauncher, killAll, startLauncher, waitRoot, type RootExit } from './launcher.js';
+import { loadCheckpoint } from './load.js';
+import { writeTrace } from './trace.js';
+
+export interface RestoreOptions {
+  readonly imagesDir: string;
+  /** Leave the tree running: the launcher exits and the root is reparented (criu -d). */
+  readonly detached?: boolean;
+  readonly signal?: AbortSignal;
+  readonly onEvent?: (event: RestoreEmitted) => void;
+  /** Write the root task's PID here once the tree runs (criu --pidfile). */
+  readonly pidfile?: string;
+  /** Load, plan and check only; touch nothing. */
+  readonly dryRun?: boolean;
+  /** Write a Chrome Trace Event JSON file of the restore here. */
+  readonly trace?: string;
+  /** Accept files whose size, mode or build-id differ from the images. */
+  readonly allowFileMismatch?: boolean;
+  /** The root stays in crr's own session and process group (criu --shell-job). */
+  readonly shellJob?: boolean;
+  /** Fork the root inside a fresh PID namespace (not with `detached`). */
+  readonly pidNamespace?: boolean;
+  /** Most tasks in one stage at once. */
+  readonly concurrency?: number;
+  /** Decode images in worker threads from this many tasks on (default 256; 0 never). */
+  readonly workersFrom?: number;
+  /** Resource kinds to run instead of the registry (tests stop a restore at the barrier this way). */
+  readonly kinds?: readonly ResourceKind<RestoreCtx>[];
+  readonly onSpan?: (span: Span) => void;
+  readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+}
+
+export interface RestoreResult {
+  /** The root task's PID as the restored tree sees it. */
+  readonly rootPid: number;
+  /** The root's PID in crr's own PID namespace (differs only with pidNamespace). */
+  readonly rootHostPid: number;
+  readonly tasks: readonly TaskPlan[];
+  readonly timings: Timings;
+  readonly plan: RestorePlan;
+  /** Host PIDs of every restored task, by PID. */
+  readonly hostPids: ReadonlyMap<number, number>;
+  /** Not detached: resolves when the root exits (crr stays its parent and reaps it). */
+  wait(): Promise<RootExit>;
+  /** Not detached: SIGKILL and reap every task of the tree, by PID. */
+  kill(): Promise<void>;
+}
+
+function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
+  return {
+    allowFileMismatch: options.allowFileMismatch ?? false,
+    shellJob: options.shellJob ?? false,
+    pidNamespace: options.pidNamespace ?? false,
+  };
+}
+
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  if (options.detached && options.pidNamespace) throw new Error('pidNamespace restores cannot be detached');
+  const kinds = options.kinds ?? registry;
+  let session: RestoreSession | undefined;
+  const spans: Span[] = [];
+  const env: RestoreEnvironment<RestoreCtx> = {
+    registry: kinds,
+    async loadTasks(signal) {
+      const loaded = await loadCheckpoint(options.imagesDir, { workersFrom: options.workersFrom ?? 256, signal });
+      session = {
+        checkpoint: loaded.checkpoint,
+        images: loaded.images,
+        runtimes: new Map(),
+        options: sessionOptions(options),
+      };
+      return loaded.tasks;
+    },
+    async checkPlan(plan) {
+      checkMachine(plan, session!, new Set(fdKinds.keys()));
+      if (options.dryRun) return;
+      for (const task of plan.tasks) session!.runtimes.set(task.pid, { pid: task.pid, preopened: new Map(), seized: false, zombie: false });
+      await startLauncher(session!);
+    },
+    contextFor(base) {
+      const runtime = session!.runtimes.get(base.pid)!;
+      return {
+        ...base,
+        images: session!.images.get(base.pid)!,
+        helper: runtime.helper!,
+        tracer,
+        session: session!,
+        runtime,
+        checkpoint: session!.checkpoint,
+      };
+    },
+    async rollback() {
+      if (session) await killAll(session, tracer, [...session.runtimes.keys()]);
+    },
+  };
+  const recordSpan = (span: Span) => {
+    if (options.trace) spans.push(span);
+    options.onSpan?.(span);
+  };
+  let result;
+  try {
+    result = await runRestore(env, {
+      signal: options.signal,
+      concurrency: options.concurrency,
+      dryRun: options.dryRun,
+      onEvent: options.onEvent,
+      onSpan: recordSpan,
+      inspect: options.inspect,
+    });
+  } catch (err) {
+    if (options.trace) writeTrace(options.trace, spans, undefined);
+    throw err;
+  }
+  if (options.trace) writeTrace(options.trace, spans, result.timings);
+  const live = session!;
+  const hostPids = new Map<number, number>();
+  for (const [pid, runtime] of live.runtimes) if (runtime.hostPid !== undefined) hostPids.set(pid, runtime.hostPid);
+  const rootHostPid = hostPids.get(result.rootPid) ?? result.rootPid;
+  if (!options.dryRun) {
+    if (options.pidfile) writeFileSync(options.pidfile, `${rootHostPid}`);
+    closeChannels(live);
+    if (options.detached) await detachLauncher(live);
+  }
+  return {
+    rootPid: result.rootPid,
+    rootHostPid,
+    tasks: result.tasks,
+    timings: result.timings,
+    plan: result.plan,
+    hostPids,
+    wait: () => waitRoot(live, result.rootPid),
+    kill: () => killAll(live, tracer, result.plan.tasks.map((t) => t.pid)),
+  };
+}
+
+export type { RootExit, TaskRuntime };
+export type { RestoreCtx, RestoreSession } from './context.js';

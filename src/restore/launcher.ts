@@ -1,0 +1,106 @@
+// The launcher: the first helper, Node's own child and never traced (libuv reaps its children).
+// It forks the root task (or, for a fresh PID namespace, a pid-1 init helper that forks the
+// root), is a child subreaper so every task orphaned by a rollback comes back to it to be
+// reaped, and afterwards either waits for the root (crr stays the tree's parent) or exits
+// (--restore-detached). Rollback kills every task by PID and reaps it here.
+import { existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { spawnHelper, type HelperChannel } from '../actors/helper.js';
+import type { Tracer } from '../actors/tracer.js';
+import type { RestoreSession, TaskRuntime } from './context.js';
+
+const PR_SET_CHILD_SUBREAPER = 36;
+const PR_SET_PDEATHSIG = 1;
+const CLONE_NEWPID = 0x20000000;
+const SIGKILL = 9;
+const FOREVER_MS = 2 ** 31 - 1;
+
+export async function startLauncher(session: RestoreSession): Promise<void> {
+  const launcher = await spawnHelper();
+  session.launcher = launcher;
+  await launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  if (session.options.pidNamespace) {
+    const init = await launcher.fork({ flags: CLONE_NEWPID });
+    // pid 1 of the namespace: when it dies the kernel kills every process inside.
+    await init.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+    session.rootParent = init;
+  } else {
+    session.rootParent = launcher;
+  }
+}
+
+/** How the root task ended (crr restore without -d exits with this). */
+export interface RootExit {
+  readonly exitCode: number | null;
+  readonly signal: number | null;
+}
+
+/** Waits until the root task exits; its parent helper reaps it. */
+export async function waitRoot(session: RestoreSession, rootPid: number): Promise<RootExit> {
+  const parent = session.rootParent;
+  if (!parent) throw new Error('the restore has no launcher');
+  const root = session.runtimes.get(rootPid)?.helper;
+  const pidInParent = root?.pidInParent ?? rootPid;
+  const got = await parent.request<{ exitCode: number | null; signal: number | null }>('waitpid', { pid: pidInParent }, { timeoutMs: FOREVER_MS });
+  return { exitCode: got.exitCode ?? null, signal: got.signal ?? null };
+}
+
+/** Leaves the tree running on its own: the launcher exits and the root is reparented. */
+export async function detachLauncher(session: RestoreSession): Promise<void> {
+  const launcher = session.launcher;
+  if (!launcher) return;
+  if (session.rootParent !== launcher) {
+    // The namespace init must outlive the launcher.
+    await session.rootParent!.request('prctl', { option: PR_SET_PDEATHSIG, a2: 0 });
+    session.rootParent!.unref();
+  }
+  await launcher.request('exit', { status: 0 }).catch(() => undefined);
+  await launcher.exited;
+}
+
+/** Closes the orchestrator's side of every task channel (the tasks no longer answer). */
+export function closeChannels(session: RestoreSession): void {
+  for (const runtime of session.runtimes.values()) runtime.helper?.close();
+}
+
+async function killTask(runtime: TaskRuntime, tracer: Tracer): Promise<void> {
+  if (runtime.seized && runtime.hostPid !== undefined) {
+    await tracer.kill(runtime.hostPid, 2000).catch(() => undefined);
+  }
+  try {
+    runtime.helper?.kill(SIGKILL);
+  } catch {
+    // gone already
+  }
+}
+
+/**
+ * Kills every task this restore started, children first, and reaps them all: orphans come back
+ * to the subreaper launcher (or die with the namespace init), which waits until none is left;
+ * then the launcher itself goes. Resolves once no started PID exists any more.
+ */
+export async function killAll(session: RestoreSession, tracer: Tracer, order: readonly number[]): Promise<void> {
+  const runtimes = order.map((pid) => session.runtimes.get(pid)).filter((r): r is TaskRuntime => r !== undefined);
+  const hostPids = runtimes.map((r) => r.hostPid).filter((p): p is number => p !== undefined);
+  for (const runtime of [...runtimes].reverse()) await killTask(runtime, tracer);
+  if (session.rootParent && session.rootParent !== session.launcher) session.rootParent.kill(SIGKILL);
+  for (const runtime of runtimes) runtime.helper?.close();
+  const launcher = session.launcher;
+  if (launcher) {
+    // waitpid(-1) until ECHILD: every task (orphans included) reaped by the subreaper.
+    for (;;) {
+      const got = await launcher.request('waitpid', { pid: -1 }, { timeoutMs: 5000 }).catch((e: { code?: string }) => e);
+      if ((got as { code?: string }).code !== undefined) break;
+    }
+    await launcher.destroy();
+  }
+  const deadline = Date.now() + 10_000;
+  for (const pid of hostPids) {
+    while (existsSync(`/proc/${pid}`)) {
+      if (Date.now() > deadline) throw new Error(`task with host pid ${pid} still exists after rollback`);
+      await sleep(10);
+    }
+  }
+}
+
+export type { HelperChannel };
