@@ -237,7 +237,7 @@ export class Checkpoint {
   /** Checks that every image a task needs is present and every fd points at a file. */
   validate(): void {
     const tasks = this.tasks;
-    this.inventory;
+    void this.inventory; // reading it checks img_version
     const pstree = this.path('pstree.img');
     for (const task of tasks) {
       if (task.ppid !== 0 && !tasks.some((t) => t.pid === task.ppid)) {
