@@ -98,7 +98,7 @@ function norm(v: any): any {
 }
 
 /** Compares two checkpoints task by task (tasks matched by position in pstree). */
-function compare(t: Tap.Test, fx: string, out: string) {
+function compare(t: Tap.Test, fx: string, out: string, loose = false) {
   const fxTree = fixture(fx, 'pstree');
   const myTree = mine(out, 'pstree');
   t.equal(myTree.length, fxTree.length, 'same number of tasks');
@@ -118,7 +118,13 @@ function compare(t: Tap.Test, fx: string, out: string) {
     const fxMm = fixture(fx, `mm-${fp}`)[0];
     const myMm = mine(out, `mm-${mp}`)[0];
     const vmaShape = (v: any, files: Map<number, any>) => [num(v.prot), num(v.flags), num(v.status), num(v.madv ?? 0), v.fdflags === undefined ? -1 : num(v.fdflags), num(v.status) & 0xc0 ? fileName(files, num(v.shmid)) : '', Number(BigInt(v.end) - BigInt(v.start)), num(v.pgoff)];
-    t.same(myMm.vmas.map((v: any) => vmaShape(v, myFiles)), fxMm.vmas.map((v: any) => vmaShape(v, fxFiles)), `task ${i}: VMAs (prot, flags, status, madv, fdflags, file, size, pgoff)`);
+    if (loose) {
+      // Python's heap layout depends on timing: compare the kinds of VMAs, not the list.
+      const kinds = (mm: any, files: Map<number, any>) => [...new Set(mm.vmas.map((v: any) => vmaShape(v, files).slice(0, 6).join(':')))].sort();
+      t.same(kinds(myMm, myFiles), kinds(fxMm, fxFiles), `task ${i}: kinds of VMAs`);
+    } else {
+      t.same(myMm.vmas.map((v: any) => vmaShape(v, myFiles)), fxMm.vmas.map((v: any) => vmaShape(v, fxFiles)), `task ${i}: VMAs (prot, flags, status, madv, fdflags, file, size, pgoff)`);
+    }
     t.equal(fileName(myFiles, myMm.exe_file_id), fileName(fxFiles, fxMm.exe_file_id), `task ${i}: exe`);
     t.same(myMm.mm_saved_auxv.filter((_: unknown, j: number) => j % 2 === 0).map(Number), fxMm.mm_saved_auxv.filter((_: unknown, j: number) => j % 2 === 0), `task ${i}: auxv keys`);
     t.equal(num(myMm.dumpable), num(fxMm.dumpable), `task ${i}: dumpable`);
@@ -131,7 +137,7 @@ function compare(t: Tap.Test, fx: string, out: string) {
       if (num(v.prot) & 4 && !(num(v.status) & 8)) return [];
       return [`${num(r.flags)}:${num(v.status)}:${num(v.status) & 0xc0 ? fileName(files, num(v.shmid)) : ''}`];
     }))].sort();
-    t.same(runKinds(myPm, myMm, myFiles), runKinds(fxPm, fxMm, fxFiles), `task ${i}: page runs by VMA kind and flags`);
+    if (!loose) t.same(runKinds(myPm, myMm, myFiles), runKinds(fxPm, fxMm, fxFiles), `task ${i}: page runs by VMA kind and flags`);
     const fxFs = fixture(fx, `fs-${fp}`)[0];
     const myFs = mine(out, `fs-${mp}`)[0];
     t.equal(myFs.umask, fxFs.umask, `task ${i}: umask`);
@@ -151,7 +157,7 @@ function compare(t: Tap.Test, fx: string, out: string) {
       t.equal(mc.thread_core.futex_rla_len, fc.thread_core.futex_rla_len, `core ${i}/${j}: robust list len`);
       t.same([mc.thread_core.rseq_entry?.rseq_abi_size, mc.thread_core.rseq_entry?.signature], [fc.thread_core.rseq_entry?.rseq_abi_size, fc.thread_core.rseq_entry?.signature], `core ${i}/${j}: rseq`);
       t.equal(num(mc.thread_info.gpregs.orig_ax), num(fc.thread_info.gpregs.orig_ax), `core ${i}/${j}: in the same syscall`);
-      t.equal(num(mc.thread_info.gpregs.ax) === num(mc.thread_info.gpregs.orig_ax), num(fc.thread_info.gpregs.ax) === num(fc.thread_info.gpregs.orig_ax), `core ${i}/${j}: same syscall restart fix-up`);
+      if (!loose) t.equal(num(mc.thread_info.gpregs.ax) === num(mc.thread_info.gpregs.orig_ax), num(fc.thread_info.gpregs.ax) === num(fc.thread_info.gpregs.orig_ax), `core ${i}/${j}: same syscall restart fix-up`);
       t.same(mc.thread_info.tls.map((x: any) => [x.entry_number, x.read_exec_only, x.seg_not_present]), fc.thread_info.tls.map((x: any) => [x.entry_number, x.read_exec_only, x.seg_not_present]), `core ${i}/${j}: TLS slots`);
       if (fc.tc) {
         for (const k of ['task_state', 'exit_code', 'personality', 'flags', 'blk_sigset', 'loginuid', 'oom_score_adj', 'child_subreaper']) t.equal(num(mc.tc[k]), num(fc.tc[k]), `core ${i}: tc.${k}`);
@@ -173,10 +179,13 @@ function compare(t: Tap.Test, fx: string, out: string) {
   });
 }
 
-const cases: Array<{ name: string; cmd: string[]; pre?: () => void }> = [
+const PY = `import threading, time\ncounts = [0, 0, 0]\ndef work(i):\n    while True:\n        counts[i] += 1\n        time.sleep(0.05)\nfor i in range(3):\n    threading.Thread(target=work, args=(i,), daemon=True).start()\nwhile True:\n    with open('/tmp/crr-fixture/py-counts', 'w') as f:\n        f.write(' '.join(map(str, counts)))\n    time.sleep(0.2)\n`;
+
+const cases: Array<{ name: string; cmd: string[]; pre?: () => void; loose?: boolean }> = [
   { name: 'sleep', cmd: ['/usr/bin/sleep', '1000000'] },
   { name: 'sh-loop', cmd: ['/bin/sh', '-c', 'cd /tmp/crr-fixture && i=0; while :; do i=$((i+1)); echo $i > counter; /usr/bin/sleep 1; done'], pre: () => mkdirSync('/tmp/crr-fixture', { recursive: true }) },
   { name: 'pipe', cmd: ['/bin/sh', '-c', '/usr/bin/sleep 1000000 | /usr/bin/cat'] },
+  { name: 'py-threads', cmd: ['/usr/bin/python3', '-c', PY], pre: () => mkdirSync('/tmp/crr-fixture', { recursive: true }), loose: true },
 ];
 
 for (const c of cases) {
@@ -190,6 +199,9 @@ for (const c of cases) {
       rmSync(out, { recursive: true, force: true });
     });
     await dump({ pid, imagesDir: out });
-    compare(t, c.name, out);
+    compare(t, c.name, out, c.loose);
+    if (c.name === 'pipe') {
+      t.same(mine(out, 'pipes-data').map((e) => [e.bytes, e.size]), fixture('pipe', 'pipes-data').map((e) => [e.bytes, e.size]), 'pipes-data: one entry for the pipe inside the tree');
+    }
   });
 }

@@ -1,0 +1,119 @@
+// Dump failures: no such pid, a zombie, a task not permitted, an unsupported fd, and the CLI's
+// option errors. Each gives a clear message and exit code, leaves nothing frozen or traced, and
+// leaves no image directory that looks complete.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dump } from '../src/dump/index.js';
+import { parseDumpArgs } from '../src/cli/commands/dump.js';
+import { CrrError, UsageError } from '../src/errors.js';
+
+function safe(p: string): string {
+  try {
+    return readFileSync(p, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** Starts argv (through sh, which execs it) in its own session with init as parent. */
+async function startDetached(argv: string[]): Promise<number> {
+  const pidFile = join(mkdtempSync(join(tmpdir(), 'crr-pid-')), 'pid');
+  spawnSync('setsid', ['-f', 'sh', '-c', 'echo $$ > "$0"; shift; exec "$@" </dev/null >/dev/null 2>&1', pidFile, 'x', ...argv]);
+  for (let i = 0; i < 100 && !safe(pidFile).trim(); i++) await sleep(10);
+  await sleep(200);
+  return Number(safe(pidFile).trim());
+}
+
+function children(pid: number): number[] {
+  return safe(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+function assertUntouched(t: Tap.Test, pid: number) {
+  const stat = safe(`/proc/${pid}/stat`).replace(/^.*\) /, '').split(' ')[0];
+  t.not(stat, 't', `pid ${pid} not left in tracing stop`);
+  t.not(stat, 'T', `pid ${pid} not left stopped`);
+  t.match(safe(`/proc/${pid}/status`), /TracerPid:\s+0\n/, `pid ${pid} not left traced`);
+}
+
+function assertNoCheckpoint(t: Tap.Test, dir: string) {
+  t.notOk(existsSync(join(dir, 'inventory.img')), 'no inventory.img');
+  t.same(existsSync(dir) ? readdirSync(dir) : [], [], 'no partial images left');
+}
+
+async function kill(pids: number[]) {
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  await sleep(50);
+}
+
+t.test('no such pid', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid: 999999, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, /pid 999999: no such process/);
+  t.equal(err.exitCode, 3);
+  assertNoCheckpoint(t, dir);
+});
+
+t.test('a zombie in the tree', async (t) => {
+  // sh forks a child that exits at once, then execs sleep, which never reaps it.
+  const pid = await startDetached(['sh', '-c', '/bin/true & exec /usr/bin/sleep 1000']);
+  await sleep(200);
+  const kids = children(pid);
+  t.teardown(() => kill([pid, ...kids]));
+  t.equal(kids.length, 1, 'one unreaped child');
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const direct = await dump({ pid: kids[0]!, imagesDir: dir }).catch((e) => e);
+  t.match(direct.message, new RegExp(`pid ${kids[0]}: is a zombie`));
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, /is a zombie/);
+  assertUntouched(t, pid);
+  assertNoCheckpoint(t, dir);
+});
+
+t.test('a task not permitted (a kernel thread)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid: 2, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, /pid 2: not permitted to trace/);
+  assertUntouched(t, 2);
+  assertNoCheckpoint(t, dir);
+});
+
+t.test('an unsupported fd (a TCP socket) names pid, fd and kind; the task runs on untouched', async (t) => {
+  const pid = await startDetached(['python3', '-c', 'import socket, time\ns = socket.socket()\nos_fd = s.fileno()\ntime.sleep(1000)']);
+  t.teardown(() => kill([pid]));
+  const fd = readdirSync(`/proc/${pid}/fd`).map(Number).find((n) => safe(`/proc/${pid}/fdinfo/${n}`) && spawnSync('readlink', [`/proc/${pid}/fd/${n}`], { encoding: 'utf8' }).stdout.startsWith('socket:'));
+  const mapsBefore = safe(`/proc/${pid}/maps`);
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${pid}: fd ${fd} is a socket`));
+  assertUntouched(t, pid);
+  t.equal(safe(`/proc/${pid}/maps`), mapsBefore, 'scratch area removed, mappings as before');
+  assertNoCheckpoint(t, dir);
+});
+
+t.test('CLI options: criu names accepted, unsupported ones named', async (t) => {
+  const a = parseDumpArgs(['-t', '42', '-D', '/x', '--leave-running', '-vvv', '--shell-job', '--no-default-config', '-o', 'log']);
+  t.same([a.pid, a.imagesDir, a.leaveRunning, a.verbosity, a.logFile], [42, '/x', true, 4, 'log']);
+  t.same(parseDumpArgs(['--tree=7', '--images-dir=/y', '--verbosity=4', '--timeout', '5']), { pid: 7, imagesDir: '/y', leaveRunning: false, verbosity: 4, logFile: undefined, timeoutSec: 5 });
+  t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
+  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']), new UsageError("crr dump: unsupported option '--tcp-established'"));
+  t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
+  t.throws(() => parseDumpArgs(['-t', 'abc', '-D', 'd']), /'abc' is not a process id/);
+});
