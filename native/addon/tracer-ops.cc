@@ -120,6 +120,8 @@ class RunBatchOp : public Op {
     crr_stub_header hdr = {};
     hdr.count = count_;
     list_.insert(list_.begin(), (uint8_t*)&hdr, (uint8_t*)&hdr + sizeof hdr);
+    auto* cmds = (crr_stub_cmd*)(list_.data() + CRR_STUB_HEADER_SIZE);
+    for (size_t i = 0; i < count_; i++) cmds[i].result = -ENOSYS;  // "did not run"
     Failure f;
     if (!writeRemote(pid, scratch_ + CRR_STUB_HEADER_OFFSET, list_.data(), list_.size(), &f)) return reject(f);
     user_regs_struct regs;

@@ -32,9 +32,7 @@ export interface StubCommand {
   flags?: number;
 }
 
-const NOT_RUN = -38n; // -ENOSYS
-
-/** Packs commands as crr_stub_cmd structs (result pre-set to -ENOSYS: "did not run"). */
+/** Packs commands as crr_stub_cmd structs (the tracer pre-sets each result to -ENOSYS). */
 export function packCommands(commands: readonly StubCommand[]): Buffer {
   if (commands.length > STUB_MAX_COMMANDS) {
     throw new RangeError(`a batch holds at most ${STUB_MAX_COMMANDS} commands, got ${commands.length}`);
@@ -54,14 +52,12 @@ export function packCommands(commands: readonly StubCommand[]): Buffer {
       else words[base + 1 + a] = BigInt(v);
     }
     halves[(base + 7) * 2] = c.flags ?? 0;
-    words[base + 8] = NOT_RUN;
   }
   return Buffer.from(words.buffer, 0, words.byteLength);
 }
 
 /** Reads the i64 results a batch returned. */
 export function unpackResults(buf: Buffer, executed: number): bigint[] {
-  const out = new Array<bigint>(executed);
-  for (let i = 0; i < executed; i++) out[i] = buf.readBigInt64LE(i * 8);
-  return out;
+  const aligned = buf.byteOffset % 8 === 0 ? buf : Buffer.from(buf);
+  return Array.from(new BigInt64Array(aligned.buffer, aligned.byteOffset, executed));
 }
