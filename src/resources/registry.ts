@@ -6,15 +6,19 @@ import type { RestoreCtx } from '../restore/context.js';
 import { barrier } from './barrier.js';
 import { chardev } from './chardev.js';
 import { fs } from './fs.js';
+import { FD_TYPE_PIPE, pipe } from './pipe.js';
 import { FD_TYPE_REG, regfile } from './regfile.js';
 import { rlimits } from './rlimits.js';
 import { processGroups, taskTree } from './task-tree.js';
 import type { ResourceKind } from './types.js';
 
-export const registry: readonly ResourceKind<RestoreCtx>[] = [taskTree, processGroups, regfile, chardev, fs, rlimits, barrier];
+export const registry: readonly ResourceKind<RestoreCtx>[] = [taskTree, processGroups, regfile, chardev, pipe, fs, rlimits, barrier];
 
 /** fd types restored by the kinds above (REG covers regular files, directories and char devices). */
-export const fdKinds: ReadonlyMap<number, string> = new Map([[FD_TYPE_REG, 'regfile']]);
+export const fdKinds: ReadonlyMap<number, string> = new Map([
+  [FD_TYPE_REG, 'regfile'],
+  [FD_TYPE_PIPE, 'pipe'],
+]);
 
 /** Look a kind up by name; the planner has already checked that names are unique. */
 export function kindsByName<K extends { name: string }>(kinds: readonly K[]): Map<string, K> {

@@ -1,6 +1,8 @@
 // Resource limits from the task core (tc.rlimits), set by the task's helper on itself. Lowering
 // always works; raising a hard limit needs CAP_SYS_RESOURCE, which root on this machine kind
-// lacks, so an image whose hard limit is above crr's own fails with a message that says so.
+// lacks, so a hard limit above crr's own is clamped to crr's (the restore warns, see
+// src/restore/checks.ts rlimitWarnings), and an EPERM that still happens says why.
+import { readFileSync } from 'node:fs';
 import { StageError } from '../errors.js';
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
@@ -12,6 +14,30 @@ export const RLIMIT_NAMES = [
 ] as const;
 
 const INFINITY = (1n << 64n) - 1n;
+
+/** crr's own hard limits by name ('NOFILE'), which its tasks inherit and cannot raise. */
+export function ownHardLimits(): Map<string, bigint> {
+  const limits = new Map<string, bigint>();
+  const names: Record<string, string> = {
+    'Max cpu time': 'CPU', 'Max file size': 'FSIZE', 'Max data size': 'DATA', 'Max stack size': 'STACK',
+    'Max core file size': 'CORE', 'Max resident set': 'RSS', 'Max processes': 'NPROC', 'Max open files': 'NOFILE',
+    'Max locked memory': 'MEMLOCK', 'Max address space': 'AS', 'Max file locks': 'LOCKS', 'Max pending signals': 'SIGPENDING',
+    'Max msgqueue size': 'MSGQUEUE', 'Max nice priority': 'NICE', 'Max realtime priority': 'RTPRIO', 'Max realtime timeout': 'RTTIME',
+  };
+  for (const line of readFileSync('/proc/self/limits', 'utf8').split('\n').slice(1)) {
+    const match = /^(.+?)\s{2,}(\S+)\s+(\S+)/.exec(line);
+    const name = match && names[match[1]!.trim()];
+    if (!name) continue;
+    limits.set(name, match[3] === 'unlimited' ? INFINITY : BigInt(match[3]!));
+  }
+  return limits;
+}
+
+/** The limit to set: the image's, with the hard limit (and cur) clamped to what crr may set. */
+export function clampLimit(limit: Rlimit, ownMax: bigint | undefined): Rlimit {
+  if (ownMax === undefined || limit.max <= ownMax) return limit;
+  return { cur: limit.cur > ownMax ? ownMax : limit.cur, max: ownMax };
+}
 
 export interface Rlimit {
   readonly cur: bigint;
@@ -40,7 +66,10 @@ export const rlimits: ResourceKind<RestoreCtx> = {
   images: ['core-*'],
   appliesTo: (task) => !task.zombie,
   async restore(ctx) {
-    const limits = rlimitsOf(ctx.images.core).slice(0, RLIMIT_NAMES.length);
+    const own = ownHardLimits();
+    const limits = rlimitsOf(ctx.images.core)
+      .slice(0, RLIMIT_NAMES.length)
+      .map((limit, resource) => clampLimit(limit, own.get(RLIMIT_NAMES[resource]!)));
     const ops = limits.map((l, resource) => ({ op: 'setrlimit', resource, cur: wire(l.cur), max: wire(l.max) }));
     if (!ops.length) return;
     const helper = helperOf(ctx);

@@ -7,7 +7,7 @@ import { release } from 'node:os';
 import { StageError } from '../errors.js';
 import { FD_TYPES } from '../images/index.js';
 import type { RestorePlan } from '../plan/plan.js';
-import { RLIMIT_NAMES, rlimitsOf } from '../resources/rlimits.js';
+import { RLIMIT_NAMES, ownHardLimits, rlimitsOf } from '../resources/rlimits.js';
 import { sessionSource } from '../resources/task-tree.js';
 import type { RestoreSession } from './context.js';
 import { checkFiles } from './files.js';
@@ -51,51 +51,33 @@ export function checkFdKinds(session: RestoreSession, supported: ReadonlySet<num
         resource: kind.toLowerCase(),
         code: 'ENOTSUP',
         errno: 95,
-        message: `not supported: fd ${fd.fd} is a ${kind} (file id ${fd.id}); crr restores regular files and character devices so far`,
+        message: `not supported: fd ${fd.fd} is a ${kind} (file id ${fd.id}); crr restores regular files, character devices and pipes so far`,
       });
     }
   }
 }
 
-/** crr's own hard limits, which its tasks inherit and cannot raise (no CAP_SYS_RESOURCE). */
-export function ownHardLimits(): Map<string, bigint> {
-  const limits = new Map<string, bigint>();
-  const names: Record<string, string> = {
-    'Max cpu time': 'CPU', 'Max file size': 'FSIZE', 'Max data size': 'DATA', 'Max stack size': 'STACK',
-    'Max core file size': 'CORE', 'Max resident set': 'RSS', 'Max processes': 'NPROC', 'Max open files': 'NOFILE',
-    'Max locked memory': 'MEMLOCK', 'Max address space': 'AS', 'Max file locks': 'LOCKS', 'Max pending signals': 'SIGPENDING',
-    'Max msgqueue size': 'MSGQUEUE', 'Max nice priority': 'NICE', 'Max realtime priority': 'RTPRIO', 'Max realtime timeout': 'RTTIME',
-  };
-  for (const line of readFileSync('/proc/self/limits', 'utf8').split('\n').slice(1)) {
-    const match = /^(.+?)\s{2,}(\S+)\s+(\S+)/.exec(line);
-    const name = match && names[match[1]!.trim()];
-    if (!name) continue;
-    limits.set(name, match[3] === 'unlimited' ? INFINITY : BigInt(match[3]!));
-  }
-  return limits;
-}
-
-export function checkRlimits(session: RestoreSession): void {
+/**
+ * Hard limits above crr's own cannot be raised here (no CAP_SYS_RESOURCE); the rlimits kind
+ * clamps them to crr's and these warnings say which, so the user knows what changed.
+ */
+export function rlimitWarnings(session: RestoreSession): string[] {
   const own = ownHardLimits();
+  const warnings: string[] = [];
+  const show = (v: bigint) => (v >= INFINITY ? 'unlimited' : String(v));
   for (const [pid, set] of session.images) {
     if (!set.mm) continue; // zombies keep no limits
     rlimitsOf(set.core).forEach((limit, resource) => {
       const name = RLIMIT_NAMES[resource];
       const max = name && own.get(name);
       if (max === undefined || !name || limit.max <= max) return;
-      const show = (v: bigint) => (v >= INFINITY ? 'unlimited' : String(v));
-      throw new StageError({
-        stage: 'plan',
-        pid,
-        resource: 'rlimits',
-        code: 'EPERM',
-        errno: 1,
-        message:
-          `RLIMIT_${name} needs hard limit ${show(limit.max)} but crr runs with ${show(max)} and cannot raise it ` +
-          '(no CAP_SYS_RESOURCE); raise it before starting crr (ulimit -H)',
-      });
+      warnings.push(
+        `task ${pid}: RLIMIT_${name} hard limit ${show(limit.max)} lowered to ${show(max)}: crr cannot raise a hard limit ` +
+          '(no CAP_SYS_RESOURCE); raise it before starting crr (ulimit -H) to keep it',
+      );
     });
   }
+  return warnings;
 }
 
 /** clone3 with set_tid arrived in Linux 5.5. */
@@ -110,6 +92,5 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   for (const task of plan.tasks) sessionSource(task, plan.tasks, session.options.shellJob);
   if (!session.options.pidNamespace) checkPidsFree(plan);
   checkFdKinds(session, supportedFdTypes);
-  checkRlimits(session);
   checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch);
 }

@@ -10,7 +10,7 @@ import type { RestoreEmitted, Timings } from '../machines/restore.js';
 import type { RestorePlan } from '../plan/plan.js';
 import { fdKinds, registry } from '../resources/registry.js';
 import type { ResourceKind, Span, TaskPlan } from '../resources/types.js';
-import { checkMachine } from './checks.js';
+import { checkMachine, rlimitWarnings } from './checks.js';
 import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskRuntime } from './context.js';
 import { closeChannels, detachLauncher, killAll, startLauncher, waitRoot, type RootExit } from './launcher.js';
 import { loadCheckpoint } from './load.js';
@@ -41,6 +41,8 @@ export interface RestoreOptions {
   /** Resource kinds to run instead of the registry (tests stop a restore at the barrier this way). */
   readonly kinds?: readonly ResourceKind<RestoreCtx>[];
   readonly onSpan?: (span: Span) => void;
+  /** Things the restore changed from the images because this machine does not allow them. */
+  readonly onWarning?: (message: string) => void;
   readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 
@@ -52,12 +54,16 @@ export interface RestoreResult {
   readonly tasks: readonly TaskPlan[];
   readonly timings: Timings;
   readonly plan: RestorePlan;
+  /** What the restore had to change from the images (a hard rlimit it could not raise). */
+  readonly warnings: readonly string[];
   /** Host PIDs of every restored task, by PID. */
   readonly hostPids: ReadonlyMap<number, number>;
   /** Not detached: resolves when the root exits (crr stays its parent and reaps it). */
   wait(): Promise<RootExit>;
   /** Not detached: SIGKILL and reap every task of the tree, by PID. */
   kill(): Promise<void>;
+  /** Not detached: let the launcher go (after wait()); tasks still running are reparented. */
+  release(): Promise<void>;
 }
 
 function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
@@ -73,6 +79,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const kinds = options.kinds ?? registry;
   let session: RestoreSession | undefined;
   const spans: Span[] = [];
+  const warnings: string[] = [];
   const env: RestoreEnvironment<RestoreCtx> = {
     registry: kinds,
     async loadTasks(signal) {
@@ -87,6 +94,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     },
     async checkPlan(plan) {
       checkMachine(plan, session!, new Set(fdKinds.keys()));
+      for (const warning of rlimitWarnings(session!)) {
+        warnings.push(warning);
+        options.onWarning?.(warning);
+      }
       if (options.dryRun) return;
       for (const task of plan.tasks) session!.runtimes.set(task.pid, { pid: task.pid, preopened: new Map(), seized: false, zombie: false });
       await startLauncher(session!);
@@ -142,8 +153,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     timings: result.timings,
     plan: result.plan,
     hostPids,
+    warnings,
     wait: () => waitRoot(live, result.rootPid),
     kill: () => killAll(live, tracer, result.plan.tasks.map((t) => t.pid)),
+    release: () => detachLauncher(live),
   };
 }
 

@@ -1,0 +1,131 @@
+// `crr restore -D DIR [-d] [--pidfile F] [--dry-run] [-v]`: criu's option names with criu's
+// meanings, so scripts written for `criu restore` work unchanged. Without -d crr stays the tree's
+// parent and exits with the root task's exit status (128+N when a signal N ended it); with -d it
+// leaves the tree running and exits 0. Options crr does not implement are refused by name.
+import { appendFileSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { UsageError } from '../../errors.js';
+import { renderPlan } from '../../plan/render.js';
+import { restore } from '../../restore/index.js';
+import { describeTasks } from '../../restore/describe.js';
+
+export interface RestoreArgs {
+  imagesDir: string;
+  detached: boolean;
+  pidfile?: string;
+  dryRun: boolean;
+  verbosity: number;
+  logFile?: string;
+  workDir?: string;
+  trace?: string;
+  shellJob: boolean;
+  allowFileMismatch: boolean;
+  pidNamespace: boolean;
+}
+
+/** Accepted and ignored: crr reads no config files. */
+const ACCEPTED_NOOPS = new Set(['--no-default-config']);
+
+export const RESTORE_USAGE =
+  'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--trace FILE] [--no-default-config]';
+
+export function parseRestoreArgs(argv: string[]): RestoreArgs {
+  const args: Partial<RestoreArgs> & { verbosity: number } = {
+    detached: false,
+    dryRun: false,
+    verbosity: 2,
+    shellJob: false,
+    allowFileMismatch: false,
+    pidNamespace: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i]!;
+    let inline: string | undefined;
+    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
+    if (eq > 0) {
+      inline = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    const value = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new UsageError(`option ${arg} needs a value`);
+      return v;
+    };
+    if (arg === '-D' || arg === '--images-dir') args.imagesDir = value();
+    else if (arg === '-d' || arg === '--restore-detached') args.detached = true;
+    else if (arg === '--pidfile') args.pidfile = value();
+    else if (arg === '--dry-run') args.dryRun = true;
+    else if (arg === '-o' || arg === '--log-file') args.logFile = value();
+    else if (arg === '-W' || arg === '--work-dir') args.workDir = value();
+    else if (arg === '--trace') args.trace = value();
+    else if (arg === '-j' || arg === '--shell-job') args.shellJob = true;
+    else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
+    else if (arg === '--pid-namespace') args.pidNamespace = true;
+    else if (arg === '--inherit-fd') throw new UsageError(`crr restore: --inherit-fd is not supported yet (${value()})`);
+    else if (arg === '--verbosity') args.verbosity = Number(value());
+    else if (/^-v+$/.test(arg)) args.verbosity = 2 + (arg.length - 1);
+    else if (/^-v\d$/.test(arg)) args.verbosity = Number(arg.slice(2));
+    else if (ACCEPTED_NOOPS.has(arg)) continue;
+    else if (arg === '-h' || arg === '--help') throw new UsageError(RESTORE_USAGE);
+    else throw new UsageError(`crr restore: unsupported option '${arg}'`);
+  }
+  if (args.imagesDir === undefined) throw new UsageError('crr restore: -D/--images-dir DIR is required');
+  if (!Number.isInteger(args.verbosity) || args.verbosity < 0) throw new UsageError('crr restore: --verbosity needs a number 0-4');
+  if (args.detached && args.pidNamespace) throw new UsageError('crr restore: --pid-namespace cannot be combined with -d');
+  return args as RestoreArgs;
+}
+
+/** Where criu puts a log or pid file: relative names go into the work dir (default: the images dir). */
+export function placeFile(name: string, args: RestoreArgs): string {
+  return isAbsolute(name) ? name : join(args.workDir ?? args.imagesDir, name);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseRestoreArgs(argv);
+  const logFile = args.logFile ? placeFile(args.logFile, args) : undefined;
+  const log = (level: number, line: string) => {
+    if (args.verbosity < level) return;
+    if (logFile) appendFileSync(logFile, line + '\n');
+    else process.stderr.write(line + '\n');
+  };
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const result = await restore({
+      imagesDir: args.imagesDir,
+      detached: args.detached,
+      dryRun: args.dryRun,
+      pidfile: args.pidfile && !args.dryRun ? placeFile(args.pidfile, args) : undefined,
+      trace: args.trace,
+      shellJob: args.shellJob,
+      allowFileMismatch: args.allowFileMismatch,
+      pidNamespace: args.pidNamespace,
+      signal: controller.signal,
+      onWarning: (message) => log(1, `warning: ${message}`),
+      onEvent: (e) => {
+        if (e.type === 'step.end') log(3, `step ${e.step} done at ${e.time.toFixed(1)} ms`);
+        else if (e.type === 'task.stage') log(4, `task ${e.pid}: ${e.stage} in ${(e.end - e.start).toFixed(2)} ms`);
+      },
+    });
+    if (args.dryRun) {
+      process.stdout.write(renderPlan(result.plan, 'text'));
+      process.stdout.write(await describeTasks(args.imagesDir));
+      process.stdout.write('dry run: checks passed, nothing was touched\n');
+      return 0;
+    }
+    const total = result.timings.steps.reduce((sum, s) => sum + ((s.end ?? s.start) - s.start), 0);
+    log(2, `restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}, in ${total.toFixed(1)} ms`);
+    if (args.detached) return 0;
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    const exit = await result.wait();
+    await result.release(); // tasks that outlive the root are left running, like criu
+    return exit.signal ? 128 + exit.signal : (exit.exitCode ?? 0);
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,52 @@
+// struct prctl_mm_map (PR_SET_MM_MAP) from an mm image: the eleven layout fields, the saved
+// auxv and the exe fd, in the kernel's byte layout. One call sets them all (kernel notes trap 6).
+const FIELDS = [
+  'mm_start_code',
+  'mm_end_code',
+  'mm_start_data',
+  'mm_end_data',
+  'mm_start_brk',
+  'mm_brk',
+  'mm_start_stack',
+  'mm_arg_start',
+  'mm_arg_end',
+  'mm_env_start',
+  'mm_env_end',
+] as const;
+
+/** sizeof(struct prctl_mm_map): 11 u64, the auxv pointer, auxv_size (u32), exe_fd (u32). */
+export const PRCTL_MM_MAP_SIZE = 104;
+/** The kernel's mm->saved_auxv holds AT_VECTOR_SIZE u64 words (x86-64: 2 * (2 + 20 + 1 + 3) = 52 for 6.x). */
+export const AUXV_MAX_WORDS = 52;
+
+/** The auxv words as bytes, with an AT_NULL pair at the end when the image has none and room is left. */
+export function auxvBytes(words: ReadonlyArray<number | bigint>): Buffer {
+  const list = words.map((w) => BigInt(w));
+  const n = list.length - (list.length % 2);
+  const pairs = list.slice(0, Math.min(n, AUXV_MAX_WORDS));
+  const terminated = pairs.length >= 2 && pairs[pairs.length - 2] === 0n;
+  if (!terminated && pairs.length + 2 <= AUXV_MAX_WORDS) pairs.push(0n, 0n);
+  const buf = Buffer.alloc(pairs.length * 8);
+  pairs.forEach((w, i) => buf.writeBigUInt64LE(BigInt.asUintN(64, w), i * 8));
+  return buf;
+}
+
+/** The struct, given where the auxv bytes are in the task and how long they are. */
+export function encodePrctlMmMap(mm: Record<string, unknown>, auxv: { addr: bigint; size: number }, exeFd: number): Buffer {
+  const buf = Buffer.alloc(PRCTL_MM_MAP_SIZE);
+  FIELDS.forEach((field, i) => {
+    const v = mm[field];
+    if (v === undefined) throw new Error(`the mm image has no ${field}`);
+    buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v as bigint)), i * 8);
+  });
+  buf.writeBigUInt64LE(auxv.addr, 88);
+  buf.writeUInt32LE(auxv.size, 96);
+  buf.writeUInt32LE(exeFd >>> 0, 100);
+  return buf;
+}
+
+/** comm as PR_SET_NAME takes it: at most 15 bytes and a NUL. */
+export function commBytes(comm: string): Buffer {
+  const raw = Buffer.from(comm, 'utf8').subarray(0, 15);
+  return Buffer.concat([raw, Buffer.alloc(1)]);
+}

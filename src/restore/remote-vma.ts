@@ -1,0 +1,227 @@
+// The address-space plan as pure functions, so it can be tested without a task: which helper
+// mappings go, how each dumped VMA is mapped (flags, fd, the temporary PROT_WRITE of VMAs that
+// get pages), which page runs fill them (populate, then preadv with up to IOV_MAX iovecs per
+// call, consecutive runs of pages-N.img read by one call) and the final mprotect/madvise.
+import type { PagemapRun } from '../images/index.js';
+import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
+import { RemoteBatch } from './remote.js';
+import {
+  MADV_POPULATE_WRITE,
+  MAP_ANONYMOUS,
+  MAP_FIXED,
+  MAP_KEEP,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  PROT_WRITE,
+  SYS,
+} from './remote-sys.js';
+
+// status bits of vma_entry (CRIU's VMA_AREA_* / VMA_FILE_* / VMA_ANON_*)
+export const VMA_AREA_REGULAR = 1 << 0;
+export const VMA_AREA_STACK = 1 << 1;
+export const VMA_AREA_VSYSCALL = 1 << 2;
+export const VMA_AREA_VDSO = 1 << 3;
+export const VMA_AREA_HEAP = 1 << 5;
+export const VMA_FILE_PRIVATE = 1 << 6;
+export const VMA_FILE_SHARED = 1 << 7;
+export const VMA_ANON_SHARED = 1 << 8;
+export const VMA_ANON_PRIVATE = 1 << 9;
+export const VMA_AREA_SYSVIPC = 1 << 10;
+export const VMA_AREA_SOCKET = 1 << 11;
+export const VMA_AREA_VVAR = 1 << 12;
+export const VMA_AREA_AIORING = 1 << 13;
+export const VMA_AREA_MEMFD = 1 << 14;
+export const VMA_UNSUPP = 2 ** 31;
+
+/** IOV_MAX: the most iovecs one preadv takes. */
+export const IOV_MAX = 1024;
+const PAGE = BigInt(PAGE_SIZE);
+
+export interface Vma {
+  readonly start: bigint;
+  readonly end: bigint;
+  readonly pgoff: bigint;
+  readonly shmid: number;
+  readonly prot: number;
+  readonly flags: number;
+  readonly status: number;
+  /** Bit n set: madvise(advice n) applies. */
+  readonly madv: bigint;
+}
+
+/** vma_entry from the decoded mm image, with numbers normalized. */
+export function vmaOf(e: Record<string, unknown>): Vma {
+  return {
+    start: BigInt(e['start'] as bigint),
+    end: BigInt(e['end'] as bigint),
+    pgoff: BigInt((e['pgoff'] as bigint | undefined) ?? 0n),
+    shmid: Number(e['shmid'] ?? 0),
+    prot: Number(e['prot'] ?? 0),
+    flags: Number(e['flags'] ?? 0),
+    status: Number(e['status'] ?? 0) >>> 0,
+    madv: BigInt((e['madv'] as bigint | number | undefined) ?? 0),
+  };
+}
+
+export function hex(n: bigint): string {
+  return `0x${n.toString(16)}`;
+}
+
+/** The kernel makes these itself (vdso, vvar) or they cannot be mapped (vsyscall). */
+export function isKernelMade(vma: Vma): boolean {
+  return (vma.status & (VMA_AREA_VSYSCALL | VMA_AREA_VDSO | VMA_AREA_VVAR)) !== 0;
+}
+
+/** Kinds of VMA this restorer does not map yet: a clear refusal beats a wrong address space. */
+export function unsupportedReason(vma: Vma): string | undefined {
+  if (vma.status & VMA_UNSUPP) return 'marked unsupported by the dumper';
+  if (vma.status & VMA_AREA_SYSVIPC) return 'a SysV shared memory segment';
+  if (vma.status & VMA_AREA_SOCKET) return 'a packet socket ring';
+  if (vma.status & VMA_AREA_AIORING) return 'an AIO ring';
+  if (vma.status & VMA_AREA_MEMFD) return 'a memfd mapping';
+  return undefined;
+}
+
+/** The start of the first of the image's vvar/vdso VMAs: where ARCH_MAP_VDSO_64 must map them (trap 4). */
+export function vdsoBase(vmas: readonly Vma[]): bigint | undefined {
+  const kernel = vmas.filter((v) => v.status & (VMA_AREA_VVAR | VMA_AREA_VDSO));
+  if (kernel.length === 0) return undefined;
+  return kernel.reduce((lo, v) => (v.start < lo ? v.start : lo), kernel[0]!.start);
+}
+
+/** Ranges to munmap from the helper's maps: all but the scratch area and [vsyscall] (which cannot go). */
+export function helperRangesToUnmap(
+  maps: ReadonlyArray<{ start: bigint; end: bigint; name?: string }>,
+  scratch: { start: bigint; end: bigint },
+): Array<{ start: bigint; end: bigint }> {
+  const out: Array<{ start: bigint; end: bigint }> = [];
+  for (const m of maps) {
+    if (m.name === '[vsyscall]' || m.start >= 0xffff800000000000n) continue;
+    // Cut the scratch area out of a mapping that would contain it (it never should).
+    if (m.end <= scratch.start || m.start >= scratch.end) out.push({ start: m.start, end: m.end });
+    else {
+      if (m.start < scratch.start) out.push({ start: m.start, end: scratch.start });
+      if (m.end > scratch.end) out.push({ start: scratch.end, end: m.end });
+    }
+  }
+  return out;
+}
+
+/** /proc/PID/maps lines as ranges with their names. */
+export function parseMaps(text: string): Array<{ start: bigint; end: bigint; name: string }> {
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const fields = line.split(/\s+/);
+      const [start, end] = fields[0]!.split('-');
+      return { start: BigInt(`0x${start}`), end: BigInt(`0x${end}`), name: fields.slice(5).join(' ') };
+    });
+}
+
+export interface PageRun {
+  readonly start: bigint;
+  readonly end: bigint;
+  /** Offset of the first byte in pages-N.img. */
+  readonly fileOffset: number;
+}
+
+/** PRESENT runs clipped to the VMAs that are mapped (pages of kernel-made areas are skipped). */
+export function presentRuns(runs: readonly PagemapRun[], mapped: readonly Vma[]): PageRun[] {
+  const vmas = [...mapped].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const out: PageRun[] = [];
+  for (const run of runs) {
+    if (!(run.flags & PE_PRESENT)) continue;
+    const start = run.vaddr;
+    const end = run.vaddr + BigInt(run.nrPages) * PAGE;
+    for (const v of vmas) {
+      const s = start > v.start ? start : v.start;
+      const e = end < v.end ? end : v.end;
+      if (s >= e) continue;
+      out.push({ start: s, end: e, fileOffset: run.pagesOffset + Number(s - start) });
+    }
+  }
+  return out;
+}
+
+/** Whether a VMA receives dumped pages (it is mapped writable until they are in). */
+export function vmasWithPages(vmas: readonly Vma[], runs: readonly PageRun[]): Set<Vma> {
+  const out = new Set<Vma>();
+  for (const v of vmas) if (runs.some((r) => r.start < v.end && r.end > v.start)) out.add(v);
+  return out;
+}
+
+/** mmap for one VMA: `fd` is the pre-opened file of a file-backed VMA. */
+export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; writable: boolean }): void {
+  const prot = vma.prot | (options.writable ? PROT_WRITE : 0);
+  const fileBacked = (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) !== 0;
+  let flags = (vma.flags & MAP_KEEP) | MAP_FIXED;
+  if (vma.status & VMA_ANON_SHARED) flags = (flags & ~MAP_PRIVATE) | MAP_SHARED | MAP_ANONYMOUS;
+  const what = `map VMA ${hex(vma.start)}-${hex(vma.end)}`;
+  if (fileBacked) {
+    if (options.fd === undefined) throw new Error(`${what}: no pre-opened fd for file id ${vma.shmid}`);
+    batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags & ~MAP_ANONYMOUS, options.fd, vma.pgoff], { what, expect: vma.start });
+  } else {
+    batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags | MAP_ANONYMOUS, -1, 0], { what, expect: vma.start });
+  }
+}
+
+/** MADV_POPULATE_WRITE over every run, so the preadv that follows copies without faulting (kernel notes 14). */
+export function addPopulate(batch: RemoteBatch, runs: readonly PageRun[]): void {
+  for (const r of mergeAdjacent(runs)) {
+    batch.call(SYS.madvise, [r.start, r.end - r.start, MADV_POPULATE_WRITE], { what: `populate ${hex(r.start)}-${hex(r.end)}` });
+  }
+}
+
+function mergeAdjacent(runs: readonly PageRun[]): PageRun[] {
+  const out: PageRun[] = [];
+  for (const r of runs) {
+    const last = out[out.length - 1];
+    if (last && last.end === r.start) out[out.length - 1] = { ...last, end: r.end };
+    else out.push(r);
+  }
+  return out;
+}
+
+/**
+ * preadv calls that fill every run: consecutive runs (next file offset follows on) share one call,
+ * up to IOV_MAX iovecs each; the iovec arrays go in the batch's data area.
+ */
+export function addPageReads(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: number): { calls: number; bytes: number } {
+  const groups: PageRun[][] = [];
+  for (const r of runs) {
+    const group = groups[groups.length - 1];
+    const last = group?.[group.length - 1];
+    if (group && last && last.fileOffset + Number(last.end - last.start) === r.fileOffset && group.length < IOV_MAX) group.push(r);
+    else groups.push([r]);
+  }
+  let bytes = 0;
+  for (const group of groups) {
+    const iov = Buffer.alloc(group.length * 16);
+    let total = 0n;
+    group.forEach((r, i) => {
+      iov.writeBigUInt64LE(r.start, i * 16);
+      iov.writeBigUInt64LE(r.end - r.start, i * 16 + 8);
+      total += r.end - r.start;
+    });
+    batch.reserve(iov.length, 1);
+    const at = batch.put(iov);
+    const first = group[0]!;
+    batch.call(SYS.preadv, [pagesFd, at, group.length, first.fileOffset, 0], {
+      what: `read ${total} bytes of pages at file offset ${first.fileOffset} into ${group.length} ranges from ${hex(first.start)}`,
+      expect: total,
+    });
+    bytes += Number(total);
+  }
+  return { calls: groups.length, bytes };
+}
+
+/** mprotect back to the dumped protection where it was widened, then the VMA's madvise flags. */
+export function addFinalProtection(batch: RemoteBatch, vma: Vma, widened: boolean): void {
+  const len = vma.end - vma.start;
+  if (widened) batch.call(SYS.mprotect, [vma.start, len, vma.prot], { what: `protect VMA ${hex(vma.start)}-${hex(vma.end)}` });
+  for (let advice = 0n; advice < 64n; advice++) {
+    if (!(vma.madv & (1n << advice))) continue;
+    batch.call(SYS.madvise, [vma.start, len, advice], { what: `madvise(${advice}) on ${hex(vma.start)}-${hex(vma.end)}` });
+  }
+}

@@ -1,0 +1,167 @@
+// The builder of remote-syscall batches: commands for the stub plus the data they point to
+// (iovec arrays, structs like prctl_mm_map, strings) laid out in the scratch area's data part.
+// A batch larger than one stub list (4096 commands, ~732 KiB of data) is split into segments
+// that run one after another. Every command carries the name of its syscall and what it is
+// for, so a failed one becomes a NativeError naming syscall, errno name, task and purpose.
+import { NativeError } from '../errors.js';
+import { STUB_DATA_OFFSET, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
+import { errnoName, isSyscallError, signed, SYSCALL_NAMES } from './remote-sys.js';
+
+type Int = number | bigint;
+
+export interface RemoteCall {
+  readonly nr: number;
+  readonly args: readonly Int[];
+  /** What the command is for, for errors ("map VMA 0x7f..000-0x7f..000"). */
+  readonly what?: string;
+  /** Errnos that are not failures here (the command then does not stop the list). */
+  readonly tolerate?: readonly number[];
+  /** The exact result the command must return (a preadv's byte count); anything else fails. */
+  readonly expect?: bigint;
+}
+
+interface Segment {
+  readonly calls: RemoteCall[];
+  /** Data chunks with their offsets inside the data area. */
+  readonly data: Array<{ offset: number; bytes: Buffer }>;
+  dataEnd: number;
+}
+
+/** The slice of a tracer a batch needs (the real one is src/actors/tracer.ts). */
+export interface BatchTracer {
+  processVmWrite(pid: number, addr: bigint, buf: Buffer): number;
+  runBatch(
+    pid: number,
+    batch: { scratch: bigint; commands: ReadonlyArray<{ nr: number; args?: Int[]; flags?: number }>; timeoutMs?: number },
+  ): Promise<{ results: bigint[]; executed: number }>;
+}
+
+export const DATA_CAPACITY = STUB_SCRATCH_SIZE - STUB_DATA_OFFSET;
+
+export class RemoteBatch {
+  readonly scratch: bigint;
+  private readonly segments: Segment[] = [];
+
+  constructor(scratch: bigint) {
+    this.scratch = scratch;
+    this.segments.push(emptySegment());
+  }
+
+  private get current(): Segment {
+    return this.segments[this.segments.length - 1]!;
+  }
+
+  /**
+   * Makes room for `dataBytes` of data and `calls` commands in the current segment, starting a
+   * new one when they do not fit. Call it before `put`s whose addresses one command will use.
+   */
+  reserve(dataBytes: number, calls = 1): this {
+    if (dataBytes > DATA_CAPACITY) throw new RangeError(`${dataBytes} bytes of batch data exceed the scratch data area (${DATA_CAPACITY})`);
+    const seg = this.current;
+    if (align8(seg.dataEnd) + dataBytes > DATA_CAPACITY || seg.calls.length + calls > STUB_MAX_COMMANDS) {
+      this.segments.push(emptySegment());
+    }
+    return this;
+  }
+
+  /** Copies bytes into the data area (8-byte aligned) and returns their address in the task. */
+  put(bytes: Buffer): bigint {
+    this.reserve(bytes.length, 0);
+    const seg = this.current;
+    const offset = align8(seg.dataEnd);
+    seg.data.push({ offset, bytes });
+    seg.dataEnd = offset + bytes.length;
+    return this.scratch + BigInt(STUB_DATA_OFFSET + offset);
+  }
+
+  /** A NUL-terminated string in the data area. */
+  putString(text: string): bigint {
+    return this.put(Buffer.from(`${text}\0`, 'utf8'));
+  }
+
+  /** Adds a command; returns its index among all commands of the batch. */
+  call(nr: number, args: readonly Int[], options: Omit<RemoteCall, 'nr' | 'args'> = {}): number {
+    this.reserve(0, 1);
+    this.current.calls.push({ nr, args, ...options });
+    return this.size - 1;
+  }
+
+  get size(): number {
+    return this.segments.reduce((n, s) => n + s.calls.length, 0);
+  }
+
+  /** The segments as the stub will see them: packed commands and one data buffer each (for tests). */
+  layout(): Array<{ commands: Array<{ nr: number; args: Int[]; flags: number }>; data: Buffer }> {
+    return this.segments.filter((s) => s.calls.length > 0).map((s) => ({ commands: s.calls.map(toStub), data: dataBuffer(s) }));
+  }
+
+  /**
+   * Runs every segment in the task `hostPid` (stopped, with the stub at `scratch`). Resolves with
+   * every command's result; a failed command rejects with a NativeError naming it and `pid`.
+   */
+  async run(tracer: BatchTracer, hostPid: number, options: { pid?: number; timeoutMs?: number } = {}): Promise<bigint[]> {
+    const pid = options.pid ?? hostPid;
+    const out: bigint[] = [];
+    for (const seg of this.segments) {
+      if (seg.calls.length === 0) continue;
+      const data = dataBuffer(seg);
+      if (data.length > 0) tracer.processVmWrite(hostPid, this.scratch + BigInt(STUB_DATA_OFFSET), data);
+      const got = await tracer.runBatch(hostPid, {
+        scratch: this.scratch,
+        commands: seg.calls.map(toStub),
+        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      });
+      checkResults(seg.calls, got.results, got.executed, pid);
+      out.push(...got.results);
+    }
+    return out;
+  }
+}
+
+function emptySegment(): Segment {
+  return { calls: [], data: [], dataEnd: 0 };
+}
+
+function align8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+function toStub(c: RemoteCall): { nr: number; args: Int[]; flags: number } {
+  const stops = c.expect === undefined && !(c.tolerate && c.tolerate.length > 0);
+  return { nr: c.nr, args: [...c.args], flags: stops ? STUB_STOP_ON_ERROR : 0 };
+}
+
+function dataBuffer(seg: Segment): Buffer {
+  const buf = Buffer.alloc(seg.dataEnd);
+  for (const chunk of seg.data) chunk.bytes.copy(buf, chunk.offset);
+  return buf;
+}
+
+/** The failure of one command as a NativeError (exported for tests). */
+export function commandError(c: RemoteCall, result: bigint, pid: number): NativeError {
+  const syscall = SYSCALL_NAMES.get(c.nr) ?? `syscall ${c.nr}`;
+  const r = signed(result);
+  if (isSyscallError(r)) {
+    const errno = Number(-r);
+    return new NativeError({ code: errnoName(errno), errno, syscall, pid, ...(c.what ? { detail: c.what } : {}) });
+  }
+  const detail = `returned ${r}, expected ${c.expect}${c.what ? `: ${c.what}` : ''}`;
+  return new NativeError({ code: 'EIO', errno: 5, syscall, pid, detail });
+}
+
+/** Throws for the first command whose result is a failure it does not tolerate. */
+export function checkResults(calls: readonly RemoteCall[], results: readonly bigint[], executed: number, pid: number): void {
+  for (let i = 0; i < executed; i++) {
+    const c = calls[i]!;
+    const r = signed(results[i]!);
+    if (c.expect !== undefined) {
+      if (r !== c.expect) throw commandError(c, r, pid);
+      continue;
+    }
+    if (isSyscallError(r) && !(c.tolerate ?? []).includes(Number(-r))) throw commandError(c, r, pid);
+  }
+  if (executed < calls.length) {
+    // The stub stopped early without a failed command to show: it should never happen.
+    throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'runBatch', pid, detail: `${executed} of ${calls.length} commands ran` });
+  }
+}
