@@ -94,9 +94,12 @@ t.test('a task not permitted (a kernel thread)', async (t) => {
 });
 
 t.test('an unsupported fd (a TCP socket) names pid, fd and kind; the task runs on untouched', async (t) => {
-  const pid = await startDetached(['python3', '-c', 'import socket, time\ns = socket.socket()\nos_fd = s.fileno()\ntime.sleep(1000)']);
+  const pid = await startDetached(['/usr/bin/python3', '-c', 'import socket, time\ns = socket.socket()\ntime.sleep(1000)']);
   t.teardown(() => kill([pid]));
-  const fd = readdirSync(`/proc/${pid}/fd`).map(Number).find((n) => safe(`/proc/${pid}/fdinfo/${n}`) && spawnSync('readlink', [`/proc/${pid}/fd/${n}`], { encoding: 'utf8' }).stdout.startsWith('socket:'));
+  const socketFd = () => readdirSync(`/proc/${pid}/fd`).map(Number).find((n) => spawnSync('readlink', [`/proc/${pid}/fd/${n}`], { encoding: 'utf8' }).stdout.startsWith('socket:'));
+  for (let i = 0; i < 200 && socketFd() === undefined; i++) await sleep(20);
+  const fd = socketFd();
+  t.ok(fd !== undefined, 'the program holds a socket');
   const mapsBefore = safe(`/proc/${pid}/maps`);
   const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -116,4 +119,18 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']), new UsageError("crr dump: unsupported option '--tcp-established'"));
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
   t.throws(() => parseDumpArgs(['-t', 'abc', '-D', 'd']), /'abc' is not a process id/);
+});
+
+t.test('unsupported memory (mem-pattern has shared anonymous memory): clear error, program still passes', async (t) => {
+  const { startProgram, requestCheck } = await import('./lib/programs.js');
+  const prog = await startProgram(t, 'mem-pattern');
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid: prog.pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${prog.pid}: mapping [0-9a-f]+-[0-9a-f]+ .*shared anonymous memory is not supported`));
+  assertUntouched(t, prog.pid);
+  assertNoCheckpoint(t, dir);
+  const check = await requestCheck(prog.pid, prog.resultFile);
+  t.ok(check.pass, `mem-pattern still passes: ${check.text}`);
 });

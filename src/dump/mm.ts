@@ -98,13 +98,15 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
       status |= VMA.ANON_PRIVATE;
       if (line.path === '[heap]') status |= VMA.HEAP;
     } else {
-      if (line.path.endsWith(' (deleted)')) throw new UnsupportedVmaError(pid, line, 'a mapping of a deleted file');
-      if (line.path.startsWith('/memfd:')) throw new UnsupportedVmaError(pid, line, 'a memfd mapping');
+      // Shared anonymous memory shows as "/dev/zero (deleted)" (a shmem inode): check it first.
       if (line.path.startsWith('/SYSV')) throw new UnsupportedVmaError(pid, line, 'SysV shared memory');
+      if (line.path.startsWith('/memfd:')) throw new UnsupportedVmaError(pid, line, 'a memfd mapping');
       if (line.path === '/dev/zero' || line.path.startsWith('/dev/zero ')) {
         if (line.shared) throw new UnsupportedVmaError(pid, line, 'shared anonymous memory');
         flags |= MAP_ANONYMOUS;
         status |= VMA.ANON_PRIVATE;
+      } else if (line.path.endsWith(' (deleted)')) {
+        throw new UnsupportedVmaError(pid, line, 'a mapping of a deleted file');
       } else {
         status |= line.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
         shmid = BigInt(mappedFileId(pid, ids, line));
