@@ -146,6 +146,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     closeChannels(live);
     if (options.detached) await detachLauncher(live);
   }
+  let killing: Promise<void> | undefined;
   return {
     rootPid: result.rootPid,
     rootHostPid,
@@ -155,7 +156,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     hostPids,
     warnings,
     wait: () => waitRoot(live, result.rootPid),
-    kill: () => killAll(live, tracer, result.plan.tasks.map((t) => t.pid)),
+    kill: () => (killing ??= killAll(live, tracer, result.plan.tasks.map((t) => t.pid))),
     release: () => detachLauncher(live),
   };
 }
