@@ -16,7 +16,7 @@ const FIELDS = [
 
 /** sizeof(struct prctl_mm_map): 11 u64, the auxv pointer, auxv_size (u32), exe_fd (u32). */
 export const PRCTL_MM_MAP_SIZE = 104;
-/** The kernel's mm->saved_auxv holds AT_VECTOR_SIZE u64 words (x86-64: 2 * (2 + 20 + 1 + 3) = 52 for 6.x). */
+/** The kernel's mm->saved_auxv holds AT_VECTOR_SIZE u64 words (x86-64 on 6.x: 2 * (22 + 3 + 1) = 52). */
 export const AUXV_MAX_WORDS = 52;
 
 /** The auxv words as bytes, with an AT_NULL pair at the end when the image has none and room is left. */

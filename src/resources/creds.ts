@@ -1,0 +1,115 @@
+// Credentials, per thread (raw setresuid and friends change only the calling thread): groups,
+// gids, uids with SECBIT_KEEP_CAPS held across the uid change, the bounding set, capset, the
+// final securebits and ambient caps. The main thread then sets the task-wide personality and
+// its parent-death signal (the helper's SIGKILL must not survive; a uid change clears it anyway,
+// so it comes after). Runs after every thread exists, because creating threads needs privileges
+// the image may not have.
+import { restoredThreads } from '../restore/remote-threads.js';
+import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { RemoteBatch } from '../restore/remote.js';
+import {
+  PR_CAP_AMBIENT,
+  PR_CAP_AMBIENT_RAISE,
+  PR_CAPBSET_DROP,
+  PR_SET_PDEATHSIG,
+  PR_SET_SECUREBITS,
+  SYS,
+} from '../restore/remote-sys.js';
+import { scratchOf } from './memory.js';
+import type { ResourceKind } from './types.js';
+
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+const SECBIT_KEEP_CAPS = 0x10;
+/** Highest capability number tried when dropping from the bounding set (the kernel answers EINVAL past its last). */
+const CAP_LAST_TRY = 63;
+const EINVAL = 22;
+
+type Creds = Record<string, unknown>;
+
+function capWords(creds: Creds, name: string): [number, number] {
+  const words = (creds[name] as number[] | undefined) ?? [];
+  return [Number(words[0] ?? 0) >>> 0, Number(words[1] ?? 0) >>> 0];
+}
+
+function hasCap(words: [number, number], cap: number): boolean {
+  return cap < 32 ? ((words[0] >>> cap) & 1) === 1 : cap < 64 ? ((words[1] >>> (cap - 32)) & 1) === 1 : false;
+}
+
+/** capset's header and two data words, as one buffer (header at 0, data at 8). */
+export function capsetBytes(creds: Creds): Buffer {
+  const buf = Buffer.alloc(8 + 24);
+  buf.writeUInt32LE(LINUX_CAPABILITY_VERSION_3, 0);
+  buf.writeInt32LE(0, 4);
+  const eff = capWords(creds, 'cap_eff');
+  const prm = capWords(creds, 'cap_prm');
+  const inh = capWords(creds, 'cap_inh');
+  for (let i = 0; i < 2; i++) {
+    buf.writeUInt32LE(eff[i]!, 8 + i * 12);
+    buf.writeUInt32LE(prm[i]!, 12 + i * 12);
+    buf.writeUInt32LE(inh[i]!, 16 + i * 12);
+  }
+  return buf;
+}
+
+/** The credential commands one thread runs for itself. */
+export function addCreds(batch: RemoteBatch, creds: Creds, tid: number): void {
+  const n = (name: string) => Number(creds[name] ?? 0) >>> 0;
+  const groups = ((creds['groups'] as number[] | undefined) ?? []).map(Number);
+  const list = Buffer.alloc(Math.max(4, groups.length * 4));
+  groups.forEach((g, i) => list.writeUInt32LE(g >>> 0, i * 4));
+  batch.reserve(list.length + 32 + 8, 12 + CAP_LAST_TRY);
+  batch.call(SYS.setgroups, [groups.length, batch.put(list)], { what: `set the groups of thread ${tid}` });
+  batch.call(SYS.setresgid, [n('gid'), n('egid'), n('sgid')], { what: `set the gids of thread ${tid}` });
+  // setfsuid/setfsgid return the previous value, never an error: nothing to check.
+  batch.call(SYS.setfsgid, [n('fsgid')], { what: `set fsgid of thread ${tid}` });
+  const secbits = n('secbits');
+  const changesUid = [n('uid'), n('euid'), n('suid'), n('fsuid')].some((u) => u !== 0);
+  if (changesUid) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits | SECBIT_KEEP_CAPS, 0, 0, 0], { what: `keep caps across the uid change of thread ${tid}` });
+  batch.call(SYS.setresuid, [n('uid'), n('euid'), n('suid')], { what: `set the uids of thread ${tid}` });
+  batch.call(SYS.setfsuid, [n('fsuid')], { what: `set fsuid of thread ${tid}` });
+  const bnd = capWords(creds, 'cap_bnd');
+  if (creds['cap_bnd'] !== undefined) {
+    for (let cap = 0; cap <= CAP_LAST_TRY; cap++) {
+      if (!hasCap(bnd, cap)) batch.call(SYS.prctl, [PR_CAPBSET_DROP, cap, 0, 0, 0], { tolerate: [EINVAL], what: `drop capability ${cap} from the bounding set of thread ${tid}` });
+    }
+  }
+  const caps = capsetBytes(creds);
+  batch.call(SYS.capset, [batch.put(caps.subarray(0, 8)), batch.put(caps.subarray(8))], { what: `set the capabilities of thread ${tid}` });
+  if (changesUid || secbits !== 0) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits, 0, 0, 0], { what: `set the securebits of thread ${tid}` });
+  const amb = capWords(creds, 'cap_amb');
+  for (let cap = 0; cap < 64; cap++) {
+    if (hasCap(amb, cap)) batch.call(SYS.prctl, [PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0], { what: `raise ambient capability ${cap} of thread ${tid}` });
+  }
+}
+
+export const creds: ResourceKind<RestoreCtx> = {
+  name: 'creds',
+  stage: 'finish',
+  images: ['core-*'],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['groups, gids, uids, capabilities, securebits per thread; personality; parent-death signal'],
+  async restore(ctx) {
+    const hostPid = hostPidOf(ctx);
+    const scratch = scratchOf(ctx);
+    const start = ctx.now();
+    let syscalls = 0;
+    // Other threads first: the main thread's own batch also carries the task-wide settings.
+    const all = restoredThreads(ctx.runtime, hostPid);
+    for (const thread of [...all.slice(1), all[0]!]) {
+      const core = (ctx.images.cores.get(thread.tid) ?? ctx.images.core) as Record<string, unknown>;
+      const threadCore = (core['thread_core'] as Record<string, unknown> | undefined) ?? {};
+      const batch = new RemoteBatch(scratch);
+      const image = threadCore['creds'] as Creds | undefined;
+      if (image) addCreds(batch, image, thread.tid);
+      if (thread.tid === ctx.pid) {
+        const tc = (ctx.images.core['tc'] as Record<string, unknown> | undefined) ?? {};
+        batch.call(SYS.personality, [Number(tc['personality'] ?? 0) >>> 0], { what: 'set the personality' });
+        batch.call(SYS.prctl, [PR_SET_PDEATHSIG, Number(threadCore['pdeath_sig'] ?? 0), 0, 0, 0], { what: 'set the parent-death signal' });
+      }
+      if (batch.size === 0) continue;
+      syscalls += batch.size;
+      await batch.run(ctx.tracer, thread.hostTid, { pid: ctx.pid });
+    }
+    ctx.record({ name: 'creds', start, end: ctx.now(), syscalls });
+  },
+};

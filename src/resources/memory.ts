@@ -1,0 +1,104 @@
+// The address space: swaps the parked helper's memory for the dumped task's, in remote batches
+// through the stub (docs/RESTORER.md). Teardown (every signal blocked but SIGTRAP, the helper's
+// rseq unregistered, every helper mapping but the scratch area unmapped, the vdso mapped back at
+// the image's [vvar] address), then every VMA with MAP_FIXED (writable at first where pages
+// go), MADV_POPULATE_WRITE and preadv straight from pages-N.img, then the final protections and
+// madvise flags. Acts after the barrier seized the task with the scratch area mapped.
+import { readFileSync } from 'node:fs';
+import { StageError } from '../errors.js';
+import { readPagemap } from '../images/index.js';
+import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
+import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { RemoteBatch } from '../restore/remote.js';
+import { ARCH_MAP_VDSO_64, RSEQ_FLAG_UNREGISTER, SIGTRAP, SYS } from '../restore/remote-sys.js';
+import {
+  addFinalProtection,
+  addMmap,
+  addPageReads,
+  addPopulate,
+  helperRangesToUnmap,
+  hex,
+  isKernelMade,
+  parseMaps,
+  presentRuns,
+  unsupportedReason,
+  vdsoBase,
+  vmaOf,
+  vmasWithPages,
+  type Vma,
+} from '../restore/remote-vma.js';
+import type { ResourceKind } from './types.js';
+
+const ALL_BUT_SIGTRAP = ((1n << 64n) - 1n) & ~(1n << BigInt(SIGTRAP - 1));
+
+export function imageVmas(ctx: RestoreCtx): Vma[] {
+  const vmas = (ctx.images.mm?.['vmas'] as Array<Record<string, unknown>> | undefined) ?? [];
+  return vmas.map(vmaOf);
+}
+
+/** The scratch address the barrier mapped; a task without one was not parked by the barrier. */
+export function scratchOf(ctx: RestoreCtx): bigint {
+  const scratch = ctx.runtime.scratch;
+  if (scratch === undefined) {
+    throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message: 'no scratch area: the barrier did not run for this task' });
+  }
+  return scratch;
+}
+
+function fail(ctx: RestoreCtx, message: string): never {
+  throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message });
+}
+
+export const memory: ResourceKind<RestoreCtx> = {
+  name: 'memory',
+  stage: 'memory',
+  images: ['mm-*', 'pagemap-*', 'pages-*'],
+  after: ['barrier'],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['unmap the helper, map every VMA, fill pages with preadv, final protections'],
+  async restore(ctx) {
+    const hostPid = hostPidOf(ctx);
+    const scratch = scratchOf(ctx);
+    const vmas = imageVmas(ctx);
+    for (const v of vmas) {
+      const why = unsupportedReason(v);
+      if (why) fail(ctx, `VMA ${hex(v.start)}-${hex(v.end)} is ${why}: not supported yet`);
+    }
+    const pagesFd = ctx.runtime.preopened.get('pages');
+    if (pagesFd === undefined) fail(ctx, 'the barrier did not pre-open pages-N.img');
+
+    const start = ctx.now();
+    await ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP);
+    const batch = new RemoteBatch(scratch);
+
+    // Teardown. glibc's rseq would fault on the way back from munmap (kernel notes trap 3).
+    const rseq = await ctx.tracer.getRseqConfig(hostPid);
+    if (rseq.rseqAbiPointer !== 0n) {
+      batch.call(SYS.rseq, [rseq.rseqAbiPointer, rseq.rseqAbiSize, RSEQ_FLAG_UNREGISTER, rseq.signature], { what: "unregister the helper's rseq" });
+    }
+    const helperMaps = parseMaps(readFileSync(`/proc/${hostPid}/maps`, 'utf8'));
+    const keep = { start: scratch, end: scratch + BigInt(STUB_SCRATCH_SIZE) };
+    for (const r of helperRangesToUnmap(helperMaps, keep)) {
+      batch.call(SYS.munmap, [r.start, r.end - r.start], { what: `unmap helper range ${hex(r.start)}-${hex(r.end)}` });
+    }
+    const vdso = vdsoBase(vmas);
+    // Returns the vdso image size, not 0; fails with EEXIST while any old vvar/vdso page is mapped.
+    if (vdso !== undefined) batch.call(SYS.arch_prctl, [ARCH_MAP_VDSO_64, vdso], { what: `map the vdso at ${hex(vdso)}` });
+
+    // The new address space.
+    const mapped = vmas.filter((v) => !isKernelMade(v));
+    const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
+    const runs = presentRuns(pagemap.runs, mapped);
+    const filled = vmasWithPages(mapped, runs);
+    for (const v of mapped) {
+      const fd = ctx.runtime.preopened.get(`file:${v.shmid}`);
+      addMmap(batch, v, { writable: filled.has(v), ...(fd !== undefined ? { fd } : {}) });
+    }
+    addPopulate(batch, runs);
+    const reads = addPageReads(batch, runs, pagesFd);
+    for (const v of mapped) addFinalProtection(batch, v, filled.has(v) && (v.prot & 2) === 0);
+
+    await batch.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
+    ctx.record({ name: 'address space', start, end: ctx.now(), syscalls: batch.size, bytes: reads.bytes });
+  },
+};

@@ -1,0 +1,62 @@
+// The mm fields and what is left of the helper: PR_SET_MM_MAP in one call (code/data/brk/stack/
+// arg/env bounds, saved auxv, exe through its pre-opened fd: kernel notes trap 6, it needs every
+// helper mapping gone, which the memory kind did), PR_SET_NAME, dumpable and THP settings, and
+// then every fd the task does not own in its image is closed (the helper's channel, pages-N.img,
+// the mapped files), so the fd table is exactly the dumped one.
+import { readdirSync } from 'node:fs';
+import { StageError } from '../errors.js';
+import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { RemoteBatch } from '../restore/remote.js';
+import { auxvBytes, commBytes, encodePrctlMmMap } from '../restore/remote-mm.js';
+import { PR_SET_DUMPABLE, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_SET_THP_DISABLE, SYS } from '../restore/remote-sys.js';
+import { scratchOf } from './memory.js';
+import type { ResourceKind } from './types.js';
+
+/** fds open in the task now that its image does not list (they are the restorer's own). */
+export function strayFds(hostPid: number, own: ReadonlySet<number>): number[] {
+  return readdirSync(`/proc/${hostPid}/fd`)
+    .map(Number)
+    .filter((fd) => Number.isInteger(fd) && !own.has(fd))
+    .sort((a, b) => a - b);
+}
+
+export function commOf(ctx: RestoreCtx): string {
+  const tc = ctx.images.core['tc'] as Record<string, unknown> | undefined;
+  return String(tc?.['comm'] ?? '');
+}
+
+export const mm: ResourceKind<RestoreCtx> = {
+  name: 'mm',
+  stage: 'memory',
+  images: ['mm-*', 'core-*'],
+  after: ['memory'],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['PR_SET_MM_MAP (layout, auxv, exe), comm, close the restorer fds'],
+  async restore(ctx) {
+    const hostPid = hostPidOf(ctx);
+    const image = ctx.images.mm as Record<string, unknown> | undefined;
+    if (!image) throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message: 'the task has no mm image' });
+    const exeId = Number(image['exe_file_id']);
+    const exeFd = ctx.runtime.preopened.get(`file:${exeId}`);
+    if (exeFd === undefined) {
+      throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message: `the barrier did not pre-open the exe (file id ${exeId})` });
+    }
+    const start = ctx.now();
+    const batch = new RemoteBatch(scratchOf(ctx));
+    const auxv = auxvBytes((image['mm_saved_auxv'] as Array<number | bigint> | undefined) ?? []);
+    batch.reserve(auxv.length + 128 + 16, 5);
+    const auxvAt = auxv.length > 0 ? batch.put(auxv) : 0n;
+    const map = batch.put(encodePrctlMmMap(image, { addr: auxvAt, size: auxv.length }, exeFd));
+    batch.call(SYS.prctl, [PR_SET_MM, PR_SET_MM_MAP, map, map === 0n ? 0 : 104, 0], { what: 'set the mm layout, auxv and exe' });
+    const comm = commOf(ctx);
+    if (comm) batch.call(SYS.prctl, [PR_SET_NAME, batch.put(commBytes(comm)), 0, 0, 0], { what: `set comm to ${comm}` });
+    if (image['dumpable'] !== undefined) {
+      batch.call(SYS.prctl, [PR_SET_DUMPABLE, Number(image['dumpable']), 0, 0, 0], { what: 'set dumpable' });
+    }
+    if (image['thp_disabled'] === true) batch.call(SYS.prctl, [PR_SET_THP_DISABLE, 1, 0, 0, 0], { what: 'disable THP' });
+    const own = new Set(ctx.images.fds.map((fd) => fd.fd));
+    for (const fd of strayFds(hostPid, own)) batch.call(SYS.close, [fd], { what: `close restorer fd ${fd}` });
+    await batch.run(ctx.tracer, hostPid, { pid: ctx.pid });
+    ctx.record({ name: 'mm fields', start, end: ctx.now(), syscalls: batch.size });
+  },
+};

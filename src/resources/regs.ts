@@ -1,0 +1,74 @@
+// The last steps of a task (kernel notes step 7): every other thread gets its registers, full
+// NT_X86_XSTATE and blocked mask; the main thread unmaps the scratch area with the stub's bare
+// `syscall; int3` under PTRACE_SYSCALL and, stopped at that syscall's exit (no stub code left to
+// return to), gets its own. `detach` (the resume stage, entered only when every task is done)
+// then lets every thread of every task go.
+import { NT_X86_XSTATE, type Tracer } from '../actors/tracer.js';
+import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
+import { NativeError } from '../errors.js';
+import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { finalRegs, xstateBuffer } from '../restore/remote-regs.js';
+import { errnoName, signed, SYS } from '../restore/remote-sys.js';
+import { restoredThreads } from '../restore/remote-threads.js';
+import { scratchOf } from './memory.js';
+import type { ResourceKind } from './types.js';
+
+/** The blocked mask of a thread: its own (thread_core), or the task's for images that keep it there. */
+export function blockedMask(core: Record<string, unknown>): bigint {
+  const threadCore = core['thread_core'] as Record<string, unknown> | undefined;
+  const tc = core['tc'] as Record<string, unknown> | undefined;
+  const v = threadCore?.['blk_sigset'] ?? tc?.['blk_sigset'] ?? 0n;
+  return BigInt.asUintN(64, BigInt(v as bigint | number));
+}
+
+/** Registers, xstate and signal mask of one stopped thread, from its core image. */
+export async function setThreadCpu(tracer: Tracer, hostTid: number, core: Record<string, unknown>): Promise<void> {
+  const info = (core['thread_info'] as Record<string, unknown> | undefined) ?? {};
+  await tracer.setRegs(hostTid, finalRegs((info['gpregs'] as Record<string, unknown> | undefined) ?? {}));
+  const fpregs = info['fpregs'] as Record<string, unknown> | undefined;
+  if (fpregs) {
+    const current = await tracer.getRegset(hostTid, NT_X86_XSTATE);
+    await tracer.setRegset(hostTid, NT_X86_XSTATE, xstateBuffer(current, fpregs));
+  }
+  await tracer.setSigmask(hostTid, blockedMask(core));
+}
+
+export const regs: ResourceKind<RestoreCtx> = {
+  name: 'regs',
+  stage: 'finish',
+  images: ['core-*'],
+  after: ['creds', 'signals', 'seccomp'],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['unmap the scratch area; registers, xstate and blocked mask of every thread'],
+  async restore(ctx) {
+    const hostPid = hostPidOf(ctx);
+    const scratch = scratchOf(ctx);
+    const start = ctx.now();
+    const threads = restoredThreads(ctx.runtime, hostPid);
+    for (const thread of threads.slice(1)) {
+      await setThreadCpu(ctx.tracer, thread.hostTid, (ctx.images.cores.get(thread.tid) ?? {}) as Record<string, unknown>);
+    }
+    const result = await ctx.tracer.runSyscall(hostPid, { scratch, nr: SYS.munmap, args: [scratch, STUB_SCRATCH_SIZE], stopAtExit: true });
+    if (signed(result) !== 0n) {
+      const errno = Number(-signed(result));
+      throw new NativeError({ code: errnoName(errno), errno, syscall: 'munmap', pid: ctx.pid, detail: 'unmapping the scratch area' });
+    }
+    ctx.runtime.scratch = undefined;
+    await setThreadCpu(ctx.tracer, hostPid, ctx.images.core as Record<string, unknown>);
+    ctx.record({ name: 'registers', start, end: ctx.now(), syscalls: 1 });
+  },
+};
+
+export const detach: ResourceKind<RestoreCtx> = {
+  name: 'detach',
+  stage: 'resume',
+  images: [],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['detach every thread: the task runs'],
+  async restore(ctx) {
+    const hostPid = hostPidOf(ctx);
+    const threads = restoredThreads(ctx.runtime, hostPid);
+    for (const thread of [...threads.slice(1), threads[0]!]) await ctx.tracer.detach(thread.hostTid);
+    ctx.runtime.seized = false;
+  },
+};

@@ -1,0 +1,55 @@
+// Signal dispositions: one rt_sigaction per signal of the image (handler, flags, restorer and mask
+// are plain numbers: the handler code is back in memory by now). The image lists signals 1..64
+// without SIGKILL and SIGSTOP, whose actions cannot change. Runs in the task through the stub so
+// dispositions are set after the memory they point into, and the helper's own are overwritten.
+import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { RemoteBatch } from '../restore/remote.js';
+import { SIGKILL, SIGSTOP, SYS } from '../restore/remote-sys.js';
+import { scratchOf } from './memory.js';
+import type { ResourceKind } from './types.js';
+
+/** The signal number of the i-th sa_entry (SIGKILL and SIGSTOP are skipped, like CRIU). */
+export function signalOfIndex(i: number): number {
+  let sig = 0;
+  let seen = -1;
+  while (seen < i) {
+    sig += 1;
+    if (sig !== SIGKILL && sig !== SIGSTOP) seen += 1;
+  }
+  return sig;
+}
+
+/** struct kernel_sigaction for rt_sigaction: handler, flags, restorer, mask (64 bits). */
+export function kernelSigaction(entry: Record<string, unknown>): Buffer {
+  const buf = Buffer.alloc(32);
+  const word = (name: string) => BigInt.asUintN(64, BigInt((entry[name] as bigint | number | undefined) ?? 0));
+  buf.writeBigUInt64LE(word('sigaction'), 0);
+  buf.writeBigUInt64LE(word('flags'), 8);
+  buf.writeBigUInt64LE(word('restorer'), 16);
+  buf.writeBigUInt64LE(word('mask'), 24);
+  return buf;
+}
+
+export const sigact: ResourceKind<RestoreCtx> = {
+  name: 'sigact',
+  stage: 'memory',
+  images: ['core-*'],
+  after: ['mm'],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['rt_sigaction for every signal of the image'],
+  async restore(ctx) {
+    const tc = ctx.images.core['tc'] as Record<string, unknown> | undefined;
+    const entries = (tc?.['sigactions'] as Array<Record<string, unknown>> | undefined) ?? [];
+    if (entries.length === 0) return;
+    const batch = new RemoteBatch(scratchOf(ctx));
+    entries.forEach((entry, i) => {
+      const sig = signalOfIndex(i);
+      if (sig > 64) return;
+      batch.reserve(32, 1);
+      batch.call(SYS.rt_sigaction, [sig, batch.put(kernelSigaction(entry)), 0, 8], { what: `set the action of signal ${sig}` });
+    });
+    const start = ctx.now();
+    await batch.run(ctx.tracer, hostPidOf(ctx), { pid: ctx.pid });
+    ctx.record({ name: 'sigactions', start, end: ctx.now(), syscalls: batch.size });
+  },
+};

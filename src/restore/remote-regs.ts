@@ -1,0 +1,95 @@
+// A thread's final CPU state from its core image: general registers with the syscall-restart
+// fix-up done here (kernel notes trap 5) and orig_ax = -1 (trap 1), and the NT_X86_XSTATE buffer
+// (trap 7) built over the task's current one so its size and supported features stay the kernel's.
+import type { Regs } from '../actors/tracer.js';
+
+const U64 = (1n << 64n) - 1n;
+const neg = (n: bigint) => (-n) & U64;
+const ERESTARTSYS = 512n;
+const ERESTARTNOINTR = 513n;
+const ERESTARTNOHAND = 514n;
+const ERESTART_RESTARTBLOCK = 516n;
+const EINTR = 4n;
+const FP_XSTATE_MAGIC1 = 0x46505853;
+
+export const GPREG_FIELDS = [
+  'r15', 'r14', 'r13', 'r12', 'bp', 'bx', 'r11', 'r10', 'r9', 'r8', 'ax', 'cx', 'dx', 'si', 'di',
+  'orig_ax', 'ip', 'cs', 'flags', 'sp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
+] as const satisfies ReadonlyArray<keyof Regs>;
+
+/**
+ * The registers a thread resumes with. A thread dumped inside a syscall still shows -ERESTART* in
+ * ax when the dumper did not fix it (CRIU and crr dump do): -512/-513/-514 re-run the syscall
+ * (ax = orig_ax, ip back over the 2-byte `syscall`), -516 returns -EINTR like CRIU. orig_ax is
+ * always -1 so neither the kernel's restart logic nor the helper's restart state touches them.
+ */
+export function finalRegs(gpregs: Record<string, unknown>): Regs {
+  const regs = {} as Regs;
+  for (const f of GPREG_FIELDS) regs[f] = BigInt.asUintN(64, BigInt((gpregs[f] as bigint | number | undefined) ?? 0));
+  if (regs.orig_ax !== U64) {
+    const ax = regs.ax;
+    if (ax === neg(ERESTARTSYS) || ax === neg(ERESTARTNOINTR) || ax === neg(ERESTARTNOHAND)) {
+      regs.ax = regs.orig_ax;
+      regs.ip = (regs.ip - 2n) & U64;
+    } else if (ax === neg(ERESTART_RESTARTBLOCK)) {
+      regs.ax = neg(EINTR);
+    }
+  }
+  regs.orig_ax = U64;
+  return regs;
+}
+
+function writeWords(buf: Buffer, offset: number, words: unknown, width: 4 | 8, count: number): void {
+  if (!Array.isArray(words)) return;
+  for (let i = 0; i < Math.min(words.length, count); i++) {
+    const at = offset + i * width;
+    if (at + width > buf.length) return;
+    const v = BigInt(words[i] as number | bigint);
+    if (width === 4) buf.writeUInt32LE(Number(BigInt.asUintN(32, v)), at);
+    else buf.writeBigUInt64LE(BigInt.asUintN(64, v), at);
+  }
+}
+
+/** The xfeatures the kernel says this buffer holds (sw_reserved at 464), or x87|SSE for a bare one. */
+export function bufferFeatures(current: Buffer): bigint {
+  if (current.length > 512 && current.readUInt32LE(464) === FP_XSTATE_MAGIC1) return current.readBigUInt64LE(472);
+  return 3n;
+}
+
+/**
+ * An NT_X86_XSTATE buffer (standard format) with the image's FPU/SSE/AVX/... state written over
+ * `current` (the thread's buffer now): the legacy area, xstate_bv, and every component the image
+ * has and the kernel's buffer holds. Components the kernel does not support are left out of xstate_bv.
+ */
+export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): Buffer {
+  const buf = Buffer.from(current);
+  const n = (name: string) => Number((fpregs[name] as number | bigint | undefined) ?? 0);
+  buf.writeUInt16LE(n('cwd') & 0xffff, 0);
+  buf.writeUInt16LE(n('swd') & 0xffff, 2);
+  buf.writeUInt16LE(n('twd') & 0xffff, 4);
+  buf.writeUInt16LE(n('fop') & 0xffff, 6);
+  buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt((fpregs['rip'] as bigint | number | undefined) ?? 0)), 8);
+  buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt((fpregs['rdp'] as bigint | number | undefined) ?? 0)), 16);
+  buf.writeUInt32LE(n('mxcsr') >>> 0, 24);
+  buf.writeUInt32LE(n('mxcsr_mask') >>> 0, 28);
+  buf.fill(0, 32, 416);
+  writeWords(buf, 32, fpregs['st_space'], 4, 32);
+  writeWords(buf, 160, fpregs['xmm_space'], 4, 64);
+  if (buf.length < 576) return buf;
+  const supported = bufferFeatures(current);
+  const xsave = fpregs['xsave'] as Record<string, unknown> | undefined;
+  let bv = 3n; // x87 and SSE come from the legacy area
+  if (xsave) {
+    bv = BigInt((xsave['xstate_bv'] as bigint | number | undefined) ?? 3);
+    writeWords(buf, 576, xsave['ymmh_space'], 4, 64);
+    writeWords(buf, 960, xsave['bndreg_state'], 8, 8);
+    writeWords(buf, 1024, xsave['bndcsr_state'], 8, 2);
+    writeWords(buf, 1088, xsave['opmask_reg'], 8, 8);
+    writeWords(buf, 1152, xsave['zmm_upper'], 8, 64);
+    writeWords(buf, 1664, xsave['hi16_zmm'], 8, 128);
+    writeWords(buf, 2688, xsave['pkru'], 4, 2);
+  }
+  buf.writeBigUInt64LE(bv & supported, 512);
+  buf.writeBigUInt64LE(0n, 520); // xcomp_bv: ptrace speaks the standard format
+  return buf;
+}
