@@ -57,7 +57,7 @@ try {
 const pid2 = await startHog();
 const dir = mkdtempSync(join(base, 'crr-bench-dump-'));
 try {
-  const r = await dump({ pid: pid2, imagesDir: dir });
+  const r = await dump({ pid: pid2, imagesDir: dir, onEvent: (e) => { if (e.type === "pages" || e.type === "stage") console.log(`  ${(performance.now()).toFixed(0)} ms: ${JSON.stringify(e)}`); } });
   const mbps = (bytes: number, ms: number) => ((bytes / 1e6) / (ms / 1000)).toFixed(0);
   console.log(`dirty anonymous memory: ${mib} MiB`);
   console.log(`process_vm_readv only:  ${readMs.toFixed(0)} ms, ${mbps(readBytes, readMs)} MB/s`);
