@@ -1,0 +1,143 @@
+// The crr side of each bench figure: dump a workload through the library, then restore it
+// through the library (in a fresh PID namespace each time, so runs need no free PIDs) or through
+// the CLI (node start-up included). Every restored tree is checked to be the workload itself
+// (comm, task and thread counts) before its time counts, then killed and reaped by PID.
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { killPids } from './procs.js';
+
+/** Load crr from dist/; a missing or broken build becomes a "not measured" reason, not a crash. */
+export async function loadCrr(root) {
+  try {
+    const lib = await import(join(root, 'dist/index.js'));
+    if (typeof lib.restore !== 'function' || typeof lib.dump !== 'function') return { error: 'dist/index.js lacks restore() or dump()' };
+    return { lib };
+  } catch (err) {
+    return { error: `cannot load dist/index.js (run npm run build): ${err.message}` };
+  }
+}
+
+export function pagesBytes(imagesDir) {
+  return readdirSync(imagesDir)
+    .filter((f) => /^pages-\d+\.img$/.test(f))
+    .reduce((sum, f) => sum + statSync(join(imagesDir, f)).size, 0);
+}
+
+export function largestPagesFile(imagesDir) {
+  const files = readdirSync(imagesDir).filter((f) => /^pages-\d+\.img$/.test(f));
+  files.sort((a, b) => statSync(join(imagesDir, b)).size - statSync(join(imagesDir, a)).size);
+  return files.length ? join(imagesDir, files[0]) : undefined;
+}
+
+export async function dumpWorkload(lib, pid, imagesDir) {
+  const t0 = performance.now();
+  const result = await lib.dump({ pid, imagesDir });
+  return { ms: performance.now() - t0, pagesBytes: result.pagesBytes, pids: result.pids };
+}
+
+function readProc(path) {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why a restored tree is not the workload, or undefined when it is. */
+export function checkRestored(rootHostPid, hostPids, expect) {
+  const comm = readProc(`/proc/${rootHostPid}/comm`);
+  if (comm !== expect.comm) return `restored root runs '${comm ?? 'nothing'}', not the workload '${expect.comm}'`;
+  if (hostPids && hostPids.size !== expect.tasks) return `restored ${hostPids.size} tasks, expected ${expect.tasks}`;
+  if (expect.threads > 1) {
+    const threads = readdirSync(`/proc/${rootHostPid}/task`).length;
+    if (threads !== expect.threads) return `restored root has ${threads} threads, expected ${expect.threads}`;
+  }
+  return undefined;
+}
+
+const stepDurations = (timings) => timings.steps.filter((s) => s.end !== undefined).map((s) => [s.step, s.end - s.start]);
+
+/**
+ * Restore `runs` times through the library. Resolves with wall times and step timings, or with
+ * { error } at the first failing run (a restore crr cannot do yet is "not measured", not a crash).
+ */
+export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}, beforeRun, timeoutMs = 300000 } = {}) {
+  const walls = [];
+  const steps = [];
+  let incomplete;
+  for (let i = 0; i < runs; i++) {
+    beforeRun?.();
+    let result;
+    const t0 = performance.now();
+    try {
+      result = await lib.restore({ imagesDir, pidNamespace: true, signal: AbortSignal.timeout(timeoutMs), ...extra });
+    } catch (err) {
+      return { error: oneLine(err), walls, steps };
+    }
+    const wall = performance.now() - t0;
+    try {
+      incomplete ??= checkRestored(result.rootHostPid, result.hostPids, expect);
+    } finally {
+      await result.kill().catch(() => undefined);
+      await killPids([...result.hostPids.values()], 10000);
+    }
+    walls.push(wall);
+    steps.push(stepDurations(result.timings));
+  }
+  return { walls, steps, incomplete };
+}
+
+/** `crr restore --pid-namespace` from a fresh node: spawn until its "restored" line. */
+export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120000) {
+  const walls = [];
+  let incomplete;
+  for (let i = 0; i < runs; i++) {
+    const r = await cliRestoreOnce(root, imagesDir, expect, timeoutMs);
+    if (r.error) return { error: r.error, walls };
+    walls.push(r.wall);
+    incomplete ??= r.incomplete;
+  }
+  return { walls, incomplete };
+}
+
+function cliRestoreOnce(root, imagesDir, expect, timeoutMs) {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [join(root, 'bin/crr.js'), 'restore', '-D', imagesDir, '--pid-namespace'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    let outcome;
+    const timer = setTimeout(() => finish({ error: `crr restore gave no "restored" line in ${timeoutMs} ms` }), timeoutMs);
+    function finish(value) {
+      if (outcome) return;
+      outcome = value;
+      clearTimeout(timer);
+      // crr is our child; killing it kills the namespace init, and with it the restored tree.
+      child.kill('SIGKILL');
+    }
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+      const m = /restored (\d+) task\(s\), root pid (\d+)/.exec(stderr);
+      if (m && !outcome) {
+        const wall = performance.now() - t0;
+        const rootHostPid = Number(m[2]);
+        const tasks = Number(m[1]);
+        const incomplete = tasks !== expect.tasks ? `restored ${tasks} tasks, expected ${expect.tasks}` : checkRestored(rootHostPid, undefined, expect);
+        finish({ wall, incomplete, rootHostPid });
+      }
+    });
+    child.on('exit', async (code, signal) => {
+      if (!outcome) finish({ error: `crr restore exited ${code ?? signal}: ${stderr.trim().split('\n').pop() ?? ''}` });
+      if (outcome.rootHostPid) await killPids([outcome.rootHostPid], 10000);
+      resolve(outcome);
+    });
+  });
+}
+
+export function oneLine(err) {
+  const text = err instanceof Error ? `${err.name === 'Error' ? '' : err.name + ': '}${err.message}` : String(err);
+  return text.split('\n')[0].slice(0, 300);
+}

@@ -1,0 +1,69 @@
+// The bench report: each workload's crr figure beside its native floor as a ratio, and a
+// pass/miss per target of issue 8. Figures a restore cannot produce yet say "not measured" with
+// the reason; restores that returned but did not bring the workload back say "incomplete".
+import { ms, pad } from './stats.js';
+
+/** The targets, checked against rows by name (see issue 8, "Targets"). */
+export function evaluateTargets(rows) {
+  const find = (name) => rows.find((r) => r.name === name);
+  const usable = (r) => r && !r.error && !r.incomplete && r.restore;
+  const out = [];
+  for (const r of rows.filter((r) => r.kind === 'memory' && r.variant !== 'cli')) {
+    out.push(target(`${r.name}: restore >= 90% of fastest native fill`, usable(r) && r.ratio !== undefined, () => r.ratio >= 0.9, r.ratio !== undefined ? `${(r.ratio * 100).toFixed(0)}%` : undefined));
+  }
+  const t1000 = find('tree-1000');
+  if (t1000) out.push(target('tree-1000: <= 3x native fork+touch', usable(t1000), () => t1000.ratio <= 3, t1000.ratio?.toFixed(2) + 'x'));
+  const t4000 = find('tree-4000');
+  if (t1000 && t4000) {
+    const scale = usable(t1000) && usable(t4000) ? t4000.restore.median / t1000.restore.median : undefined;
+    out.push(target('tree-4000 <= 4.4x tree-1000 (no per-task growth)', scale !== undefined, () => scale <= 4.4, scale?.toFixed(2) + 'x'));
+  }
+  const th = find('threads-10000');
+  if (th) out.push(target('threads-10000: < 1 s', usable(th), () => th.restore.median < 1000, ms(th.restore?.median)));
+  const lib1 = find('tree-1');
+  if (lib1) out.push(target('tree-1 via library: < 20 ms', usable(lib1), () => lib1.restore.median < 20, ms(lib1.restore?.median)));
+  const cli1 = find('tree-1 cli');
+  if (cli1) out.push(target('tree-1 via CLI (node start-up included): < 150 ms', usable(cli1), () => cli1.restore.median < 150, ms(cli1.restore?.median)));
+  return out;
+}
+
+function target(label, measurable, check, value) {
+  if (!measurable) return { label, verdict: 'not measured' };
+  return { label, verdict: check() ? 'pass' : 'MISS', value };
+}
+
+function crrCell(r) {
+  if (r.error) return `not measured: ${r.error}`;
+  const s = r.restore;
+  return `${ms(s.median)} (${ms(s.min)}..${ms(s.max)}, n=${s.runs})`;
+}
+
+function floorCell(r) {
+  if (r.floorError) return `floor failed: ${r.floorError}`;
+  if (!r.floor) return '-';
+  return r.floor.mbps !== undefined ? `${r.floor.label} ${r.floor.mbps.toFixed(0)} MB/s` : `${r.floor.label} ${ms(r.floor.ms)}`;
+}
+
+function ratioCell(r) {
+  if (r.ratio === undefined || r.error) return '-';
+  return r.kind === 'memory' ? `${(r.ratio * 100).toFixed(0)}% of floor` : `${r.ratio.toFixed(2)}x floor`;
+}
+
+export function printReport(rows, targets, { quick, log = console.log } = {}) {
+  log('');
+  log(`${pad('workload', 22)} ${pad('crr restore median (min..max)', 44)} ${pad('floor (native)', 34)} ratio`);
+  for (const r of rows) {
+    log(`${pad(r.name, 22)} ${pad(crrCell(r), 44)} ${pad(floorCell(r), 34)} ${ratioCell(r)}`);
+    if (r.incomplete) log(`${' '.repeat(23)}INCOMPLETE: ${r.incomplete} (time is not a real restore)`);
+    if (r.dump) log(`${' '.repeat(23)}dump ${ms(r.dump.ms)}, ${(r.dump.pagesBytes / 1048576).toFixed(1)} MiB of pages`);
+    if (r.memoryMbps !== undefined) log(`${' '.repeat(23)}restore ${r.memoryMbps.toFixed(0)} MB/s of pages (whole restore wall time)`);
+    if (r.steps?.length) log(`${' '.repeat(23)}steps: ${r.steps.map(([s, v]) => `${s} ${ms(v)}`).join(', ')}`);
+    if (r.note) log(`${' '.repeat(23)}${r.note}`);
+  }
+  log('');
+  log(quick ? 'targets (quick mode: small sizes, shown for information only):' : 'targets:');
+  for (const t of targets) log(`  ${pad(t.verdict, 13)} ${pad(t.label, 52)} ${t.value ?? ''}`);
+  const measured = rows.filter((r) => !r.error).length;
+  log(`\n${measured} of ${rows.length} workloads measured; ${targets.filter((t) => t.verdict === 'pass').length} targets pass, ` +
+    `${targets.filter((t) => t.verdict === 'MISS').length} miss, ${targets.filter((t) => t.verdict === 'not measured').length} not measured`);
+}

@@ -1,0 +1,190 @@
+// `npm run bench` (full) and `npm run bench -- --quick` (CI: small sizes, 3 runs, checks that the
+// bench works, never fails on noise). For each workload: build it, dump it with crr's library,
+// restore it several times (median, min, max, per-step breakdown), and measure the native floor
+// of the same job in the same run; then print ratios and a pass/miss per target of issue 8.
+// Plain ESM importing crr from dist/ (npm run build first); bench/native.js and bench/dump.ts
+// run at the end as their own sections.
+// Options: --quick, --runs N, --only REGEX (workload names), --json FILE, --no-extras.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildPrograms, dropCaches, killPids, runFloor, startWorkload } from './lib/procs.js';
+import { cliRestores, dumpWorkload, largestPagesFile, libraryRestores, loadCrr, oneLine, pagesBytes } from './lib/measure.js';
+import { mbps, stepMedians, summary } from './lib/stats.js';
+import { evaluateTargets, printReport } from './lib/report.js';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(name);
+const option = (name) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+const quick = flag('--quick');
+const runs = Number(option('--runs') ?? (quick ? 3 : 5));
+const only = option('--only') ? new RegExp(option('--only')) : undefined;
+
+// Variants re-restore a workload's dump with other options: the worker pool on and off
+// (restore()'s `workersFrom`: decode images in piscina workers from this many tasks; 0 = never),
+// and the CLI instead of the library.
+const FULL = [
+  { kind: 'tree', size: 1, variants: ['cli'] },
+  { kind: 'tree', size: 100 },
+  { kind: 'tree', size: 1000, variants: ['pool=on', 'pool=off'] },
+  { kind: 'tree', size: 4000 },
+  { kind: 'threads', size: 1 },
+  { kind: 'threads', size: 100 },
+  { kind: 'threads', size: 1000 },
+  { kind: 'threads', size: 10000 },
+  { kind: 'memory', size: 1024, variants: ['cold'] },
+  { kind: 'memory', size: 4096, variants: ['cold'] },
+];
+const QUICK = [
+  { kind: 'tree', size: 1, variants: ['cli'] },
+  { kind: 'tree', size: 100, variants: ['pool=on', 'pool=off'] },
+  { kind: 'threads', size: 1 },
+  { kind: 'threads', size: 100 },
+  { kind: 'memory', size: 64, variants: ['cold'] },
+];
+
+const WORKLOAD = {
+  tree: { args: (n) => [n, 1], expect: (n) => ({ comm: 'tree', tasks: n, threads: 1 }) },
+  threads: { args: (n) => [n], expect: (n) => ({ comm: 'threads', tasks: 1, threads: n }) },
+  memory: { args: (n) => [n], expect: () => ({ comm: 'memory', tasks: 1, threads: 1 }) },
+};
+
+const livePids = new Set();
+process.once('SIGINT', async () => {
+  await killPids([...livePids], 5000);
+  process.exit(130);
+});
+
+function floorFor(w, imagesDir, cold) {
+  const repeats = quick || w.size >= 1000 ? 1 : 3;
+  if (w.kind === 'tree') {
+    const samples = Array.from({ length: repeats }, () => runFloor(root, 'tree', [w.size, 1]).ready_ms);
+    return { label: 'fork+touch', ms: summary(samples).median };
+  }
+  if (w.kind === 'threads') {
+    const samples = Array.from({ length: repeats }, () => runFloor(root, 'threads', [w.size]).ready_ms);
+    return { label: 'pthread_create', ms: summary(samples).median };
+  }
+  const pages = largestPagesFile(imagesDir);
+  if (!pages) throw new Error('the dump wrote no pages file');
+  const fill = runFloor(root, 'fill', cold ? [pages, 1, 'cold'] : [pages, 3]);
+  return { label: `${cold ? 'cold ' : ''}fill ${fill.fastest_fill}`, mbps: fill.fastest_fill_mbps, fill };
+}
+
+function withFloor(row, w, imagesDir, cold) {
+  try {
+    row.floor = floorFor(w, imagesDir, cold);
+  } catch (err) {
+    row.floorError = oneLine(err);
+  }
+  return row;
+}
+
+function finishRow(row, r) {
+  if (r.error) row.error = r.error;
+  if (r.walls?.length && !r.error) row.restore = summary(r.walls);
+  if (r.steps?.length) row.steps = stepMedians(r.steps);
+  if (r.incomplete) row.incomplete = r.incomplete;
+  if (row.restore && row.floor) {
+    if (row.kind === 'memory') {
+      row.memoryMbps = mbps(row.pagesBytes, row.restore.median);
+      row.ratio = row.memoryMbps / row.floor.mbps;
+    } else row.ratio = row.restore.median / row.floor.ms;
+  }
+  return row;
+}
+
+async function benchWorkload(crr, w) {
+  const name = `${w.kind}-${w.size}`;
+  const spec = WORKLOAD[w.kind];
+  const expect = spec.expect(w.size);
+  const dir = mkdtempSync(join(tmpdir(), `crr-bench-${name}-`));
+  const imagesDir = join(dir, 'images');
+  const rows = [];
+  const base = { name, kind: w.kind, size: w.size };
+  try {
+    if (crr.error) return [{ ...base, error: crr.error }];
+    let pids;
+    try {
+      pids = await startWorkload(join(root, 'bench/workloads/build', w.kind), spec.args(w.size), join(dir, 'ready'), 30000 + 20 * w.size);
+      pids.forEach((p) => livePids.add(p));
+      const dumped = await dumpWorkload(crr.lib, pids[0], imagesDir);
+      base.dump = { ms: dumped.ms, pagesBytes: dumped.pagesBytes };
+    } catch (err) {
+      return [withFloor({ ...base, error: `dump: ${oneLine(err)}` }, w, imagesDir, false)];
+    } finally {
+      if (pids) await killPids(pids);
+      pids?.forEach((p) => livePids.delete(p));
+    }
+    base.pagesBytes = pagesBytes(imagesDir);
+    const timeoutMs = 120000 + 50 * w.size;
+    const first = withFloor({ ...base }, w, imagesDir, false);
+    rows.push(finishRow(first, await libraryRestores(crr.lib, imagesDir, runs, expect, { timeoutMs })));
+    for (const variant of w.variants ?? []) {
+      const row = { ...base, name: `${name} ${variant}`, variant };
+      if (variant === 'cli') {
+        row.floor = first.floor;
+        row.note = 'wall time from spawning node bin/crr.js to its "restored" line';
+        rows.push(finishRow(row, await cliRestores(root, imagesDir, runs, expect, timeoutMs)));
+      } else if (variant.startsWith('pool=')) {
+        row.floor = first.floor;
+        const extra = { workersFrom: variant === 'pool=on' ? 1 : 0 };
+        row.note = `restore({ workersFrom: ${extra.workersFrom} })`;
+        rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { extra, timeoutMs })));
+      } else if (variant === 'cold') {
+        if (!dropCaches()) {
+          rows.push({ ...row, error: 'cannot drop caches here (echo 3 > /proc/sys/vm/drop_caches failed)' });
+          continue;
+        }
+        withFloor(row, w, imagesDir, true);
+        rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { beforeRun: dropCaches, timeoutMs })));
+      }
+    }
+    return rows;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function runExtra(label, args) {
+  console.log(`\n== ${label}`);
+  const r = spawnSync(process.execPath, args, { cwd: root, encoding: 'utf8', timeout: 600000 });
+  const text = `${r.stdout ?? ''}`.trim();
+  if (r.status !== 0) {
+    const why = r.error ? r.error.message : `${r.stderr ?? ''}`.trim().split('\n').pop();
+    console.log(`not measured: ${label} exited ${r.status ?? r.signal}: ${why}`);
+  }
+  if (text) console.log(text);
+  return { label, ok: r.status === 0, output: text };
+}
+
+const started = performance.now();
+buildPrograms(root);
+const crr = await loadCrr(root);
+const rows = [];
+for (const w of quick ? QUICK : FULL) {
+  if (only && !only.test(`${w.kind}-${w.size}`)) continue;
+  const t0 = performance.now();
+  process.stdout.write(`${w.kind}-${w.size}: `);
+  const got = await benchWorkload(crr, w);
+  rows.push(...got);
+  console.log(`${got.map((r) => (r.error ? 'not measured' : r.incomplete ? 'incomplete' : 'measured')).join(', ')} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+}
+const targets = evaluateTargets(rows);
+printReport(rows, targets, { quick });
+const extras = [];
+if (!flag('--no-extras')) {
+  extras.push(runExtra('bench/native.js: tracer round trips and stub batches', ['bench/native.js']));
+  const loader = './node_modules/@tapjs/typescript/dist/esm/import.mjs';
+  extras.push(runExtra(`bench/dump.ts: dump of ${quick ? 64 : 1024} MiB vs process_vm_readv`, [`--import=${loader}`, 'bench/dump.ts', String(quick ? 64 : 1024)]));
+}
+console.log(`\nbench ${quick ? 'quick' : 'full'} mode done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+if (option('--json')) {
+  const uname = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
+  writeFileSync(option('--json'), JSON.stringify({ date: new Date().toISOString(), kernel: uname, quick, runs, rows, targets, extras }, null, 2));
+}
+// The crr library keeps the tracer thread alive; the bench is done.
+process.exit(0);

@@ -1,0 +1,45 @@
+/* Shared by the workload programs: dirty memory and the readiness file. A workload says it is
+ * ready by renaming a complete file into place (never a half-written one), listing every PID it
+ * started so the bench can kill each by PID. It keeps no fd open but 0-2, so the dumped images
+ * hold nothing the bench did not mean to measure. */
+#ifndef CRR_BENCH_WORKLOAD_COMMON_H
+#define CRR_BENCH_WORKLOAD_COMMON_H
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static inline void fail(const char *what) {
+	fprintf(stderr, "workload: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* Every page different, so no page is shared or zero: the dump stores them all. */
+static inline char *dirty_memory(size_t bytes, unsigned seed) {
+	char *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) fail("mmap");
+	for (size_t off = 0; off < bytes; off += 4096) {
+		memset(mem + off, (int)((off >> 12) + seed) | 1, 4096);
+		*(unsigned long *)(mem + off) = off ^ seed;
+	}
+	return mem;
+}
+
+static inline void write_ready(const char *path, const int *pids, long count) {
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f) fail("fopen(ready)");
+	for (long i = 0; i < count; i++) fprintf(f, "%d\n", pids[i]);
+	if (fclose(f)) fail("fclose(ready)");
+	if (rename(tmp, path)) fail("rename(ready)");
+}
+
+static inline void wait_forever(void) {
+	for (;;) pause();
+}
+#endif
