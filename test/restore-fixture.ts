@@ -3,7 +3,7 @@
 // killed and reaped by PID. Until the address-space kinds are registered the restore ends at
 // the barrier (tasks parked and seized); with them, each fixture must run on as the README says.
 import t from 'tap';
-import { readFileSync, readlinkSync, statSync, mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { restore, type RestoreResult } from '../src/restore/index.js';
 import { registry } from '../src/resources/registry.js';
 import { alive, copyFixture, procIds } from './lib/restore-images.js';
@@ -79,7 +79,15 @@ t.test('py-threads', async (t) => {
   t.same(result.tasks[0]!.threads.length, 4, 'four threads in the plan');
   if (full) {
     const host = result.rootHostPid;
-    t.equal(statSync(`/proc/${host}/task`).isDirectory(), true);
+    const tids = readdirSync(`/proc/${host}/task`).map((tid) => procIds(Number(tid)).pid).sort();
+    t.same(tids, [...result.tasks[0]!.threads].sort(), 'four threads with their original TIDs');
+    const counts = () => readFileSync('/tmp/crr-fixture/py-counts', 'utf8').trim().split(/\s+/).map(Number);
+    await new Promise((r) => setTimeout(r, 600));
+    const first = counts();
+    t.ok(first.every((n) => n >= 29), `counts went on from 29 29 29: ${first.join(' ')}`);
+    await new Promise((r) => setTimeout(r, 600));
+    const second = counts();
+    t.ok(second.every((n, i) => n > first[i]!), `counts keep growing: ${second.join(' ')}`);
   }
   await finish(t, result);
 });

@@ -5,14 +5,42 @@
 import type { RestoreCtx } from '../restore/context.js';
 import { barrier } from './barrier.js';
 import { chardev } from './chardev.js';
+import { creds } from './creds.js';
 import { fs } from './fs.js';
+import { memory } from './memory.js';
+import { mm } from './mm.js';
 import { FD_TYPE_PIPE, pipe } from './pipe.js';
 import { FD_TYPE_REG, regfile } from './regfile.js';
+import { detach, regs } from './regs.js';
 import { rlimits } from './rlimits.js';
+import { seccomp } from './seccomp.js';
+import { sigact } from './sigact.js';
+import { signals } from './signals.js';
 import { processGroups, taskTree } from './task-tree.js';
+import { threads } from './threads.js';
 import type { ResourceKind } from './types.js';
 
-export const registry: readonly ResourceKind<RestoreCtx>[] = [taskTree, processGroups, regfile, chardev, pipe, fs, rlimits, barrier];
+export const registry: readonly ResourceKind<RestoreCtx>[] = [
+  // before the barrier: the helper does it natively (src/restore/ owner)
+  taskTree,
+  processGroups,
+  regfile,
+  chardev,
+  pipe,
+  fs,
+  rlimits,
+  barrier,
+  // after the barrier: the tracer and the stub do it (address-space kinds)
+  memory,
+  mm,
+  sigact,
+  threads,
+  creds,
+  signals,
+  seccomp,
+  regs,
+  detach,
+];
 
 /** fd types restored by the kinds above (REG covers regular files, directories and char devices). */
 export const fdKinds: ReadonlyMap<number, string> = new Map([

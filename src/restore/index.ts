@@ -100,7 +100,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       if (options.dryRun) return;
       for (const task of plan.tasks) session!.runtimes.set(task.pid, { pid: task.pid, preopened: new Map(), seized: false, zombie: false });
-      await startLauncher(session!);
+      await startLauncher(session!, tracer);
     },
     contextFor(base) {
       const runtime = session!.runtimes.get(base.pid)!;

@@ -3,30 +3,89 @@
 // root), is a child subreaper so every task orphaned by a rollback comes back to it to be
 // reaped, and afterwards either waits for the root (crr stays the tree's parent) or exits
 // (--restore-detached). Rollback kills every task by PID and reaps it here.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnHelper, type HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
+import { NativeError } from '../errors.js';
+import type { Checkpoint } from '../images/index.js';
 import type { RestoreSession, TaskRuntime } from './context.js';
 
 const PR_SET_CHILD_SUBREAPER = 36;
 const PR_SET_PDEATHSIG = 1;
 const CLONE_NEWPID = 0x20000000;
+const CLONE_NEWTIME = 0x80;
+const SYS_UNSHARE = 272;
 const SIGKILL = 9;
 const FOREVER_MS = 2 ** 31 - 1;
 
-export async function startLauncher(session: RestoreSession): Promise<void> {
+export async function startLauncher(session: RestoreSession, tracer: Tracer): Promise<void> {
   const launcher = await spawnHelper();
   session.launcher = launcher;
   await launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-  if (session.options.pidNamespace) {
-    const init = await launcher.fork({ flags: CLONE_NEWPID });
-    // pid 1 of the namespace: when it dies the kernel kills every process inside.
-    await init.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-    session.rootParent = init;
-  } else {
+  const offsets = timeOffsets(session.checkpoint);
+  if (!session.options.pidNamespace && !offsets) {
     session.rootParent = launcher;
+    return;
   }
+  // A parent of its own for the root: pid 1 of a fresh PID namespace (when it dies the kernel
+  // kills every process inside), and/or the holder of the checkpoint's time namespace.
+  const parent = await launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID : 0 });
+  session.rootParent = parent;
+  await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  if (offsets) await enterTimeNamespace(parent, offsets, tracer);
+}
+
+interface TimeOffsets {
+  readonly monotonic: bigint;
+  readonly boottime: bigint;
+}
+
+/**
+ * The clock offsets that make CLOCK_MONOTONIC and CLOCK_BOOTTIME go on from their values at dump
+ * time (timens-0.img), as CRIU does: programs that sleep until an absolute monotonic deadline
+ * (python's time.sleep) would otherwise sleep for the uptime difference between the machines.
+ */
+function timeOffsets(checkpoint: Checkpoint): TimeOffsets | undefined {
+  if (!checkpoint.has('timens-0.img')) return undefined;
+  const entry = checkpoint.image('timens-0.img').only();
+  const ns = (ts: unknown) => {
+    const t = (ts ?? {}) as Record<string, unknown>;
+    return BigInt(Number(t['tv_sec'] ?? 0)) * 1_000_000_000n + BigInt(Number(t['tv_nsec'] ?? 0));
+  };
+  const uptime = readFileSync('/proc/uptime', 'utf8').split(' ')[0]!;
+  const [secs, frac = '0'] = uptime.split('.');
+  const boottimeNow = BigInt(secs!) * 1_000_000_000n + BigInt(frac.padEnd(9, '0').slice(0, 9));
+  return { monotonic: ns(entry['monotonic']) - process.hrtime.bigint(), boottime: ns(entry['boottime']) - boottimeNow };
+}
+
+function offsetLine(name: string, offset: bigint): string {
+  let secs = offset / 1_000_000_000n;
+  let nanos = offset % 1_000_000_000n;
+  if (nanos < 0n) {
+    nanos += 1_000_000_000n;
+    secs -= 1n;
+  }
+  return `${name} ${secs} ${nanos}\n`;
+}
+
+/**
+ * unshare(CLONE_NEWTIME) injected into the root's parent (a grandchild of Node, so it may be
+ * traced; the helper has no op for it), then the offsets written through /proc before any task
+ * enters the namespace: children forked afterwards start inside it with the dumped clocks.
+ */
+async function enterTimeNamespace(parent: HelperChannel, offsets: TimeOffsets, tracer: Tracer): Promise<void> {
+  const host = parent.hostPid;
+  await tracer.seize(host, { exitKill: true });
+  try {
+    await tracer.interrupt(host);
+    await tracer.waitStop(host, 5000);
+    const got = await tracer.injectSyscall(host, SYS_UNSHARE, [CLONE_NEWTIME]);
+    if (got < 0n) throw new NativeError({ code: 'EUNSHARE', errno: Number(-got), syscall: 'unshare', pid: parent.pid, detail: 'CLONE_NEWTIME' });
+  } finally {
+    await tracer.detach(host).catch(() => undefined);
+  }
+  writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
 }
 
 /** How the root task ended (crr restore without -d exits with this). */
