@@ -52,6 +52,8 @@ export interface TraceModel {
   readonly resources: WorkSpan[];
   readonly natives: WorkSpan[];
   readonly workers: Array<{ readonly name: string; readonly start: number; readonly end: number }>;
+  /** Task machine states that are not stages (idle), for the machine diagram. */
+  readonly otherTaskStates: Array<{ readonly state: string; readonly start: number; readonly end: number }>;
 }
 
 const ms = (us: number) => us / 1000;
@@ -90,6 +92,7 @@ export function buildModel(trace: ChromeTrace): TraceModel {
   const resources: WorkSpan[] = [];
   const natives: WorkSpan[] = [];
   const workers: TraceModel['workers'] = [];
+  const otherTaskStates: TraceModel['otherTaskStates'] = [];
   const waits = new Map<number, Array<{ start: number; end: number }>>();
   const stageEvents: Array<[number, StageSpan]> = [];
   for (const e of spans) {
@@ -105,7 +108,8 @@ export function buildModel(trace: ChromeTrace): TraceModel {
       if (list.length === 0) waits.set(e.pid, list);
       list.push({ start, end: stop });
     }
-    else if (e.cat !== 'task-state') {
+    else if (e.cat === 'task-state') otherTaskStates.push({ state: String(e.args?.state ?? e.name), start, end: stop });
+    else {
       const work: WorkSpan = {
         pid: e.pid,
         tid: e.tid,
@@ -139,6 +143,7 @@ export function buildModel(trace: ChromeTrace): TraceModel {
     resources,
     natives,
     workers,
+    otherTaskStates,
   };
 }
 
@@ -273,11 +278,11 @@ export function machineStateTimes(model: TraceModel): { restore: Map<string, num
   const restore = new Map<string, number>();
   for (const s of model.steps) restore.set(s.step, (restore.get(s.step) ?? 0) + (s.end - s.start));
   const task = new Map<string, { total: number; tasks: number }>();
-  for (const t of model.tasks) {
-    for (const s of t.stages) {
-      const seen = task.get(s.state) ?? { total: 0, tasks: 0 };
-      task.set(s.state, { total: seen.total + (s.end - s.start), tasks: seen.tasks + 1 });
-    }
-  }
+  const add = (state: string, time: number) => {
+    const seen = task.get(state) ?? { total: 0, tasks: 0 };
+    task.set(state, { total: seen.total + time, tasks: seen.tasks + 1 });
+  };
+  for (const t of model.tasks) for (const s of t.stages) add(s.state, s.end - s.start);
+  for (const s of model.otherTaskStates) add(s.state, s.end - s.start);
   return { restore, task };
 }
