@@ -3,6 +3,7 @@
 // the CLI (node start-up included). Every restored tree is checked to be the workload itself
 // (comm, task and thread counts) before its time counts, then killed and reaped by PID.
 import { spawn } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { killPids } from './procs.js';
@@ -71,7 +72,9 @@ export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}
     let result;
     const t0 = performance.now();
     try {
-      result = await lib.restore({ imagesDir, pidNamespace: true, signal: AbortSignal.timeout(timeoutMs), ...extra });
+      const signal = AbortSignal.timeout(timeoutMs);
+      setMaxListeners(0, signal); // every task actor listens to it
+      result = await lib.restore({ imagesDir, pidNamespace: true, signal, ...extra });
     } catch (err) {
       return { error: oneLine(err), walls, steps };
     }

@@ -6,30 +6,32 @@ import { ms, pad } from './stats.js';
 /** The targets, checked against rows by name (see issue 8, "Targets"). */
 export function evaluateTargets(rows) {
   const find = (name) => rows.find((r) => r.name === name);
-  const usable = (r) => r && !r.error && !r.incomplete && r.restore;
   const out = [];
-  for (const r of rows.filter((r) => r.kind === 'memory' && r.variant !== 'cli')) {
-    out.push(target(`${r.name}: restore >= 90% of fastest native fill`, usable(r) && r.ratio !== undefined, () => r.ratio >= 0.9, r.ratio !== undefined ? `${(r.ratio * 100).toFixed(0)}%` : undefined));
+  for (const r of rows.filter((r) => r.kind === 'memory')) {
+    out.push(target(`${r.name}: restore >= 90% of fastest native fill`, [r], () => r.ratio >= 0.9, () => `${(r.ratio * 100).toFixed(0)}%`));
   }
   const t1000 = find('tree-1000');
-  if (t1000) out.push(target('tree-1000: <= 3x native fork+touch', usable(t1000), () => t1000.ratio <= 3, t1000.ratio?.toFixed(2) + 'x'));
+  if (t1000) out.push(target('tree-1000: <= 3x native fork+touch', [t1000], () => t1000.ratio <= 3, () => `${t1000.ratio.toFixed(2)}x`));
   const t4000 = find('tree-4000');
   if (t1000 && t4000) {
-    const scale = usable(t1000) && usable(t4000) ? t4000.restore.median / t1000.restore.median : undefined;
-    out.push(target('tree-4000 <= 4.4x tree-1000 (no per-task growth)', scale !== undefined, () => scale <= 4.4, scale?.toFixed(2) + 'x'));
+    const scale = () => t4000.restore.median / t1000.restore.median;
+    out.push(target('tree-4000 <= 4.4x tree-1000 (no per-task growth)', [t1000, t4000], () => scale() <= 4.4, () => `${scale().toFixed(2)}x`));
   }
   const th = find('threads-10000');
-  if (th) out.push(target('threads-10000: < 1 s', usable(th), () => th.restore.median < 1000, ms(th.restore?.median)));
+  if (th) out.push(target('threads-10000: < 1 s', [th], () => th.restore.median < 1000, () => ms(th.restore.median)));
   const lib1 = find('tree-1');
-  if (lib1) out.push(target('tree-1 via library: < 20 ms', usable(lib1), () => lib1.restore.median < 20, ms(lib1.restore?.median)));
+  if (lib1) out.push(target('tree-1 via library: < 20 ms', [lib1], () => lib1.restore.median < 20, () => ms(lib1.restore.median)));
   const cli1 = find('tree-1 cli');
-  if (cli1) out.push(target('tree-1 via CLI (node start-up included): < 150 ms', usable(cli1), () => cli1.restore.median < 150, ms(cli1.restore?.median)));
+  if (cli1) out.push(target('tree-1 via CLI (node start-up included): < 150 ms', [cli1], () => cli1.restore.median < 150, () => ms(cli1.restore.median)));
   return out;
 }
 
-function target(label, measurable, check, value) {
-  if (!measurable) return { label, verdict: 'not measured' };
-  return { label, verdict: check() ? 'pass' : 'MISS', value };
+/** A verdict only from real restores with a floor: an error or an incomplete restore says so. */
+function target(label, involved, check, value) {
+  if (involved.some((r) => r.error || !r.restore)) return { label, verdict: 'not measured' };
+  if (involved.some((r) => r.incomplete)) return { label, verdict: 'incomplete', value: `${value()} (not a real restore)` };
+  if (involved.some((r) => r.ratio === undefined && r.floorError)) return { label, verdict: 'not measured', value: 'floor failed' };
+  return { label, verdict: check() ? 'pass' : 'MISS', value: value() };
 }
 
 function crrCell(r) {
@@ -63,7 +65,9 @@ export function printReport(rows, targets, { quick, log = console.log } = {}) {
   log('');
   log(quick ? 'targets (quick mode: small sizes, shown for information only):' : 'targets:');
   for (const t of targets) log(`  ${pad(t.verdict, 13)} ${pad(t.label, 52)} ${t.value ?? ''}`);
-  const measured = rows.filter((r) => !r.error).length;
-  log(`\n${measured} of ${rows.length} workloads measured; ${targets.filter((t) => t.verdict === 'pass').length} targets pass, ` +
-    `${targets.filter((t) => t.verdict === 'MISS').length} miss, ${targets.filter((t) => t.verdict === 'not measured').length} not measured`);
+  const measured = rows.filter((r) => !r.error && !r.incomplete).length;
+  const incomplete = rows.filter((r) => !r.error && r.incomplete).length;
+  log(`\n${measured} of ${rows.length} workloads measured, ${incomplete} incomplete restores, ` +
+    `${rows.length - measured - incomplete} not measured; ${targets.filter((t) => t.verdict === 'pass').length} targets pass, ` +
+    `${targets.filter((t) => t.verdict === 'MISS').length} miss, ${targets.filter((t) => t.verdict !== 'pass' && t.verdict !== 'MISS').length} not measured or incomplete`);
 }

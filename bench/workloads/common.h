@@ -11,7 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+static inline void fail(const char *what);
+
+/* Whatever launched the bench may leak fds into it (tap does): they would be dumped too. */
+static inline void close_inherited_fds(void) {
+	if (syscall(SYS_close_range, 3U, ~0U, 0U)) fail("close_range");
+}
 
 static inline void fail(const char *what) {
 	fprintf(stderr, "workload: %s: %s\n", what, strerror(errno));

@@ -4,6 +4,7 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
+	close_inherited_fds();
 	if (argc < 3) {
 		fprintf(stderr, "usage: memory MIB READY_FILE\n");
 		return 2;

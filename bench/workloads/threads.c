@@ -19,6 +19,7 @@ static void *thread_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
+	close_inherited_fds();
 	if (argc < 3) {
 		fprintf(stderr, "usage: threads N READY_FILE [STACK_KIB]\n");
 		return 2;

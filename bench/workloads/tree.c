@@ -6,6 +6,7 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
+	close_inherited_fds();
 	if (argc < 4) {
 		fprintf(stderr, "usage: tree N MIB READY_FILE\n");
 		return 2;
