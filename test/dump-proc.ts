@@ -70,7 +70,7 @@ t.test('live sleep: status, VMAs classified like CRIU, page runs', async (t) => 
   t.equal(st.umask, process.umask());
   t.same(listThreads(pid), [pid]);
   const ids = new DumpIds();
-  ids.rootIds();
+  await ids.rootIds();
   const vmas = collectVmas(pid, ids);
   const heap = vmas.find((v) => v.path === '[heap]');
   const stack = vmas.find((v) => v.path === '[stack]');

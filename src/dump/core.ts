@@ -8,6 +8,7 @@ import { fixSyscallRestart, fpregsEntry, gpregsEntry, tlsEntry, type Regs } from
 
 export const MARCH_X86_64 = 1;
 export const TASK_ALIVE = 1;
+export const TASK_DEAD = 2;
 
 /** What was read from inside one thread (injected syscalls and ptrace). */
 export interface ThreadState {
@@ -136,4 +137,15 @@ export function coreEntry(t: ThreadState, task: TaskState | undefined, seccompMo
   if (task) e.tc = taskCore(t, task, seccompMode);
   e.thread_core = threadCore(t, task !== undefined);
   return e;
+}
+
+/**
+ * The core entry of a zombie, as criu writes it: a task core only (no thread_info, no
+ * thread_core), state DEAD, the wait status from /proc/PID/stat as exit_code, and comm.
+ */
+export function zombieCoreEntry(exitCode: number, comm: string): Entry {
+  return {
+    mtype: MARCH_X86_64,
+    tc: { task_state: TASK_DEAD, exit_code: exitCode, personality: 0, flags: 0, blk_sigset: 0n, comm },
+  };
 }

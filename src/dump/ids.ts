@@ -18,9 +18,23 @@ export const NS_KINDS = [
   ['cgroup', 'cgroup_ns_id'],
 ] as const;
 
+/** kcmp(2) types of the per-task objects, and the ids-PID.img field each one numbers. */
+export const KCMP = { FILE: 0, VM: 1, FILES: 2, FS: 3, SIGHAND: 4 } as const;
+export const TASK_OBJECTS = [
+  ['vm_id', KCMP.VM],
+  ['files_id', KCMP.FILES],
+  ['fs_id', KCMP.FS],
+  ['sighand_id', KCMP.SIGHAND],
+] as const;
+export type TaskObjectIds = { vm_id: number; files_id: number; fs_id: number; sighand_id: number };
+
+/** Answers kcmp(a, b, type) === 0: the two tasks share that object. */
+export type SharedCheck = (a: number, b: number, type: number) => Promise<boolean>;
+
 export class DumpIds {
   private nextFile = 1;
-  private nextTaskObject = 1;
+  /** Per kind: the next id and the tasks that hold a known object (one representative each). */
+  private objects = new Map<string, { next: number; seen: Array<{ pid: number; id: number }> }>();
   private nsIds = new Map<string, number>(); // "kind:inode" -> id
   private nextNs = 1;
   /** Mapped files by "dev:ino": one files.img entry per file, whoever maps it. */
@@ -36,10 +50,41 @@ export class DumpIds {
     this.files.push(entry);
   }
 
-  /** Ids of one task's vm, files, fs and sighand (never shared between processes here). */
-  newTaskObjects(): { vm_id: number; files_id: number; fs_id: number; sighand_id: number } {
-    const id = this.nextTaskObject++;
-    return { vm_id: id, files_id: id, fs_id: id, sighand_id: id };
+  /**
+   * Ids of one task's vm, files, fs and sighand. Each kind is numbered on its own, like criu's
+   * kcmp trees: a task sharing an object (CLONE_FILES, CLONE_FS, CLONE_VM, CLONE_SIGHAND
+   * without CLONE_THREAD) with an earlier task gets that task's id. `same` is absent for the
+   * dumper's own ids, which are always new.
+   */
+  async taskObjects(pid: number, same?: SharedCheck): Promise<TaskObjectIds & { shared: Set<keyof TaskObjectIds> }> {
+    const out = { shared: new Set<keyof TaskObjectIds>() } as TaskObjectIds & { shared: Set<keyof TaskObjectIds> };
+    for (const [field, type] of TASK_OBJECTS) {
+      let kind = this.objects.get(field);
+      if (!kind) this.objects.set(field, (kind = { next: 1, seen: [] }));
+      let id: number | undefined;
+      if (same) {
+        for (const s of kind.seen) {
+          if (await same(s.pid, pid, type)) {
+            id = s.id;
+            out.shared.add(field);
+            break;
+          }
+        }
+      }
+      if (id === undefined) {
+        id = kind.next++;
+        if (same) kind.seen.push({ pid, id });
+      }
+      out[field] = id;
+    }
+    return out;
+  }
+
+  /** Every (task, kcmp type) a new task must be compared with: one task per known object. */
+  representatives(): Array<{ pid: number; type: number }> {
+    const out: Array<{ pid: number; type: number }> = [];
+    for (const [field, type] of TASK_OBJECTS) for (const s of this.objects.get(field)?.seen ?? []) out.push({ pid: s.pid, type });
+    return out;
   }
 
   /** The namespace ids of a task, numbering inodes not seen before. */
@@ -64,7 +109,8 @@ export class DumpIds {
   }
 
   /** The dumper's own ids: taken first so they are 1, like CRIU's. */
-  rootIds(): Entry {
-    return { ...this.newTaskObjects(), ...this.namespaceIds('self') };
+  async rootIds(): Promise<Entry> {
+    const { shared: _shared, ...own } = await this.taskObjects(process.pid);
+    return { ...own, ...this.namespaceIds('self') };
   }
 }

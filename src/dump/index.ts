@@ -11,8 +11,10 @@ import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThread, saveRegs } from './task.js';
-import { coreEntry } from './core.js';
-import { buildRuns, pagemapEntries, pagemapReader, writePages, vmaIsDumped } from './pages.js';
+import { coreEntry, zombieCoreEntry } from './core.js';
+import { buildRuns, pagemapEntries, pagemapReader, writePages, vmaIsDumped, PAGE_SIZE } from './pages.js';
+import { SharedMemory, shmemPagemapEntries } from './shmem.js';
+import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { tracerControl } from './tracer-control.js';
 import type { TaskControl } from './control.js';
@@ -25,6 +27,7 @@ export type DumpEvent =
   | { type: 'seized'; tid: number }
   | { type: 'task'; pid: number; threads: number; vmas: number; fds: number }
   | { type: 'pages'; pid: number; pages: number; bytes: number; ms: number }
+  | { type: 'shmem'; shmid: bigint; pages: number; bytes: number }
   | { type: 'done'; images: string[]; ms: number; left: 'killed' | 'running' };
 
 export interface DumpOptions {
@@ -43,6 +46,8 @@ export interface DumpResult {
   images: string[];
   ms: number;
   pagesBytes: number;
+  /** What stats-dump holds (times in microseconds, like criu's). */
+  stats: DumpStats;
 }
 
 const SECCOMP_MODE_FILTER = 2;
@@ -56,7 +61,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   };
   const out = new DumpOutput(opts.imagesDir);
   const ids = new DumpIds();
-  const rootIds = ids.rootIds();
+  const rootIds = await ids.rootIds();
+  const stats = new DumpStats();
   let seized: number[] = [];
   const regs = new Map<number, Regs>();
   let scratch: Scratch | undefined;
@@ -65,19 +71,35 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     emit({ type: 'stage', stage: 'freeze' });
     const frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
     seized = frozen.seized;
-    for (const t of frozen.tasks) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
+    stats.frozen();
+    const live = frozen.tasks.filter((t) => !t.zombie);
+    for (const t of live) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
     aborted();
 
     emit({ type: 'stage', stage: 'collect' });
     const open = new OpenFiles();
+    const shmem = new SharedMemory();
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
+      if (task.zombie) {
+        // criu writes only a core (state DEAD, exit code) for a zombie: no mm, files, fs or ids.
+        out.write(`core-${task.pid}.img`, [zombieCoreEntry(task.zombie.exitCode, task.zombie.comm)]);
+        continue;
+      }
       scratch = await Scratch.open(ctl, task.pid);
-      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, out, ++pagesId, regs, emit);
+      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit);
       await scratch.close(regs.get(task.pid));
       scratch = undefined;
     }
+    const t0 = performance.now();
+    for (const s of shmem.dumpAll(() => ++pagesId, (id) => out.rawPath(`pages-${id}.img`))) {
+      out.write(`pagemap-shmem-${s.shmid}.img`, shmemPagemapEntries(s.pagesId, s.runs));
+      stats.shmem(s.pagesScanned, s.bytes / PAGE_SIZE);
+      pagesBytes += s.bytes;
+      emit({ type: 'shmem', shmid: s.shmid, pages: s.bytes / PAGE_SIZE, bytes: s.bytes });
+    }
+    stats.memwrite(performance.now() - t0);
 
     emit({ type: 'stage', stage: 'write' });
     out.write('pstree.img', pstreeEntries(frozen.tasks));
@@ -91,12 +113,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (opts.leaveRunning) {
       await thaw(ctl, seized, regs);
     } else {
-      for (const t of [...frozen.tasks].reverse()) await ctl.kill(t.pid);
+      // Zombies go with their parents (their reaper collects them).
+      for (const t of [...live].reverse()) await ctl.kill(t.pid);
     }
+    stats.thawed();
+    out.write('stats-dump', [statsEntry(stats)]);
     const images = out.commit();
     const ms = performance.now() - t0;
     emit({ type: 'done', images, ms, left: opts.leaveRunning ? 'running' : 'killed' });
-    return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes };
+    return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes, stats };
   } catch (err) {
     if (scratch) await scratch.close(regs.get(scratch.pid)).catch(() => undefined);
     await thaw(ctl, seized, regs);
@@ -111,9 +136,11 @@ async function dumpTask(
   scratch: Scratch,
   ids: DumpIds,
   open: OpenFiles,
+  shmem: SharedMemory,
   out: DumpOutput,
   pagesId: number,
   regs: Map<number, Regs>,
+  stats: DumpStats,
   emit: (e: DumpEvent) => void,
 ): Promise<number> {
   const pid = task.pid;
@@ -121,25 +148,36 @@ async function dumpTask(
   if (status.seccomp === SECCOMP_MODE_FILTER) {
     throw new CrrError(`pid ${pid}: seccomp filters are not supported by crr dump`);
   }
-  const taskIds = { ...ids.newTaskObjects(), ...ids.namespaceIds(pid) };
+  // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): one batch of
+  // kcmp calls in this task against one task per object already known.
+  const reps = ids.representatives();
+  const kcmp = await scratch.run(pid, reps.map((r) => ({ nr: NR.kcmp, args: [r.pid, pid, r.type, 0, 0, 0] })));
+  const sameAs = new Set(reps.filter((_, i) => kcmp[i] === 0n).map((r) => `${r.pid}:${r.type}`));
+  const { shared, ...objectIds } = await ids.taskObjects(pid, async (a, _b, type) => sameAs.has(`${a}:${type}`));
+  const taskIds = { ...objectIds, ...ids.namespaceIds(pid) };
 
   // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.
   const vmas = collectVmas(pid, ids).filter((v) => v.start !== scratch.base);
+  shmem.add(pid, vmas);
   const exeId = exeFileId(pid, ids);
   const pipeReadFds = listFds(pid)
     .filter((f) => f.link.startsWith('pipe:') && (parseFdinfo(readProc(pid, `fdinfo/${f.fd}`)).flags & 3) === 0)
     .map((f) => f.fd);
   const proc = await probeProcess(ctl, scratch, pid, pipeReadFds);
-  const fdinfo = await collectFds(pid, ids, open, {
-    pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
-    same: async (a, b) => (await ctl.inject(pid, NR.kcmp, [a.pid, b.pid, 0, a.fd, b.fd])) === 0n,
-  });
+  // An fd table shared with an earlier task (CLONE_FILES) was dumped with that task: one fdinfo image.
+  const fdinfo = shared.has('files_id')
+    ? undefined
+    : await collectFds(pid, ids, open, {
+        pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
+        same: async (a, b) => (await ctl.inject(pid, NR.kcmp, [a.pid, b.pid, 0, a.fd, b.fd])) === 0n,
+      });
   const fs = fsEntry(pid, ids, status.umask);
 
   const threads = [];
   for (const tid of task.tids) threads.push(await probeThread(ctl, scratch, pid, tid, regs.get(tid)!));
 
   // Pages: the zero page's PFN first (read the never-written probe page, then its pagemap word).
+  const tScan = performance.now();
   const pm = pagemapReader(pid);
   let runs;
   try {
@@ -149,21 +187,25 @@ async function dumpTask(
   } finally {
     pm.close();
   }
+  const scanned = vmas.filter(vmaIsDumped).reduce((n, v) => n + Number((v.end - v.start) / BigInt(PAGE_SIZE)), 0);
+  stats.memdump(performance.now() - tScan);
   const unreadable = vmas.filter((v) => vmaIsDumped(v) && !((v.entry.prot as number) & 1) && runs.some((r) => r.vaddr >= v.start && r.vaddr < v.end));
   await setProt(scratch, pid, unreadable, true);
   const t0 = performance.now();
   const bytes = await writePages(out.rawPath(`pages-${pagesId}.img`), runs, (iovs) => ctl.readMemory(pid, iovs));
   await setProt(scratch, pid, unreadable, false);
+  stats.memwrite(performance.now() - t0);
+  stats.pages(scanned, bytes / PAGE_SIZE);
   emit({ type: 'pages', pid, pages: bytes / 4096, bytes, ms: performance.now() - t0 });
 
   const procState = proc.task;
   out.write(`ids-${pid}.img`, [taskIds]);
   out.write(`mm-${pid}.img`, [mmEntry(pid, threads[0]!.stat, vmas, exeId, proc.mm)]);
   out.write(`pagemap-${pid}.img`, pagemapEntries(pagesId, runs));
-  out.write(`fdinfo-${taskIds.files_id}.img`, fdinfo);
+  if (fdinfo) out.write(`fdinfo-${taskIds.files_id}.img`, fdinfo);
   out.write(`fs-${pid}.img`, [fs]);
   threads.forEach((t, i) => out.write(`core-${t.tid}.img`, [coreEntry(t, i === 0 ? procState : undefined, status.seccomp)]));
-  emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo.length });
+  emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo?.length ?? 0 });
   return bytes;
 }
 

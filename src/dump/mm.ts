@@ -49,6 +49,8 @@ export interface DumpVma {
   status: number;
   flags: number;
   path: string;
+  /** The maps line's offset (for shared anonymous memory: where in the object the VMA starts). */
+  offset: bigint;
 }
 
 /** Unsupported memory (deleted or memfd files, SysV shm, ...): names pid, range and kind. */
@@ -102,9 +104,15 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
       if (line.path.startsWith('/SYSV')) throw new UnsupportedVmaError(pid, line, 'SysV shared memory');
       if (line.path.startsWith('/memfd:')) throw new UnsupportedVmaError(pid, line, 'a memfd mapping');
       if (line.path === '/dev/zero' || line.path.startsWith('/dev/zero ')) {
-        if (line.shared) throw new UnsupportedVmaError(pid, line, 'shared anonymous memory');
         flags |= MAP_ANONYMOUS;
-        status |= VMA.ANON_PRIVATE;
+        if (line.shared) {
+          // MAP_SHARED|MAP_ANONYMOUS: a shmem object named by its inode; its pages are dumped
+          // once for the whole tree into pagemap-shmem-<shmid>.img (see shmem.ts).
+          status |= VMA.ANON_SHARED;
+          shmid = BigInt(line.inode);
+        } else {
+          status |= VMA.ANON_PRIVATE;
+        }
       } else if (line.path.endsWith(' (deleted)')) {
         throw new UnsupportedVmaError(pid, line, 'a mapping of a deleted file');
       } else {
@@ -118,7 +126,7 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     const entry: Entry = {
       start: line.start,
       end: line.end,
-      pgoff: status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? line.offset : 0n,
+      pgoff: status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED) ? line.offset : 0n,
       shmid,
       prot,
       flags,
@@ -127,7 +135,7 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     };
     if (madv) entry.madv = madv;
     if (fdflags !== undefined) entry.fdflags = fdflags;
-    out.push({ entry, start: line.start, end: line.end, status, flags, path: line.path });
+    out.push({ entry, start: line.start, end: line.end, status, flags, path: line.path, offset: line.offset });
   }
   return out;
 }

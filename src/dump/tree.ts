@@ -14,6 +14,8 @@ export interface FrozenTask {
   ppid: number;
   pgid: number;
   sid: number;
+  /** Set for a zombie below the root: its wait status (/proc stat field 52) and comm. */
+  zombie?: { exitCode: number; comm: string };
 }
 
 /** A task the dump cannot take: gone, a zombie, or not ours to trace. */
@@ -40,6 +42,8 @@ export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid
       const queue = [root];
       for (let i = 0; i < queue.length; i++) {
         const pid = queue[i]!;
+        // A zombie below the root is dumped from /proc alone (like criu): never seized.
+        if (pid !== root && isZombie(pid)) continue;
         if (pass === 0 || !seized.has(pid)) checkTaskUsable(pid);
         for (const tid of listThreads(pid)) {
           if (seized.has(tid)) continue;
@@ -88,11 +92,26 @@ export function checkTaskUsable(pid: number): void {
   if (state === 'Z' || state === 'X') throw new TaskRefusedError(pid, 'is a zombie (it has exited and waits to be reaped); crr dump cannot dump it', 1);
 }
 
+/** Whether pid is a zombie now (a task that vanished is not: checkTaskUsable says so). */
+function isZombie(pid: number): boolean {
+  try {
+    const state = parseStat(readProc(pid, 'stat')).state;
+    return state === 'Z' || state === 'X';
+  } catch {
+    return false;
+  }
+}
+
 /** The frozen tree, pre-order from the root (the order pstree.img lists tasks in). */
 export function describeTree(root: number): FrozenTask[] {
   const out: FrozenTask[] = [];
   const visit = (pid: number, ppid: number) => {
     const stat = parseStat(readProc(pid, 'stat'));
+    if (stat.state === 'Z' || stat.state === 'X') {
+      // A zombie has no children of its own (they went to a reaper) and one "thread": itself.
+      out.push({ pid, tids: [pid], children: [], ppid, pgid: stat.pgid, sid: stat.sid, zombie: { exitCode: stat.exitCode, comm: stat.comm } });
+      return;
+    }
     const tids = listThreads(pid);
     const main = tids.indexOf(pid);
     if (main > 0) tids.unshift(...tids.splice(main, 1));

@@ -11,6 +11,8 @@ export interface DumpArgs {
   verbosity: number;
   logFile?: string;
   timeoutSec?: number;
+  /** Print a JSON summary (pids, images, times, page counts) on stdout. */
+  json?: boolean;
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
@@ -23,6 +25,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let verbosity = 2;
   let logFile: string | undefined;
   let timeoutSec: number | undefined;
+  let json = false;
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i]!;
     let inline: string | undefined;
@@ -49,17 +52,18 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     } else if (arg === '--verbosity') verbosity = Number(value());
     else if (/^-v+$/.test(arg)) verbosity = 2 + (arg.length - 1);
     else if (/^-v\d$/.test(arg)) verbosity = Number(arg.slice(2));
+    else if (arg === '--json') json = true;
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`crr dump: unsupported option '${arg}'`);
   }
   if (pid === undefined) throw new UsageError('crr dump: -t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('crr dump: -D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec };
+  return json ? { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, json } : { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec };
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--shell-job] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--shell-job] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -71,6 +75,8 @@ function describe(e: DumpEvent): string {
       return `task ${e.pid}: ${e.threads} threads, ${e.vmas} VMAs, ${e.fds} fds`;
     case 'pages':
       return `task ${e.pid}: ${e.pages} pages (${(e.bytes / 1048576).toFixed(1)} MiB) in ${e.ms.toFixed(1)} ms`;
+    case 'shmem':
+      return `shared memory ${e.shmid}: ${e.pages} pages`;
     case 'done':
       return `dump done in ${e.ms.toFixed(1)} ms, tree ${e.left}`;
   }
@@ -83,7 +89,7 @@ export async function run(argv: string[]): Promise<number> {
     else process.stderr.write(line + '\n');
   };
   const signal = args.timeoutSec ? AbortSignal.timeout(args.timeoutSec * 1000) : undefined;
-  await dump({
+  const result = await dump({
     pid: args.pid,
     imagesDir: args.imagesDir,
     leaveRunning: args.leaveRunning,
@@ -93,5 +99,9 @@ export async function run(argv: string[]): Promise<number> {
       if (args.verbosity >= level) log(describe(e));
     },
   });
+  if (args.json) {
+    const { stats, ...rest } = result;
+    process.stdout.write(JSON.stringify({ ...rest, ms: Math.round(rest.ms * 10) / 10, imagesDir: args.imagesDir, stats: stats.toJSON() }) + '\n');
+  }
   return 0;
 }
