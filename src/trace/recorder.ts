@@ -28,9 +28,7 @@ export interface TraceRecorder extends TraceHooks {
   /** Extra facts for the trace's otherData (command, images dir, measured total). */
   setMeta(meta: Partial<TraceMeta>): void;
   /** Chain these hooks before whatever the caller already passes (both run). */
-  attach<O extends { now?: () => number; inspect?: Inspect; onSpan?: (span: Span) => void; onEvent?: (event: never) => void }>(
-    options: O,
-  ): Omit<O, keyof TraceHooks> & TraceHooks;
+  attach<O extends object>(options: O & HookOptions): Omit<O, keyof TraceHooks> & TraceHooks;
   toChromeTrace(): ChromeTrace;
   write(path: string): void;
 }
@@ -62,6 +60,13 @@ function topAndSub(value: unknown): [string, string | undefined] {
 }
 
 type Inspect = ((event: InspectionEvent) => void) | { next?: (event: InspectionEvent) => void };
+/** Hooks a caller may already pass to runRestore; attach() runs the recorder's first, then theirs. */
+interface HookOptions {
+  now?: () => number;
+  inspect?: Inspect;
+  onSpan?: (span: Span) => void;
+  onEvent?: (event: never) => void;
+}
 const asFunction = (inspect: Inspect | undefined) => (typeof inspect === 'function' ? inspect : inspect?.next?.bind(inspect));
 
 export function createTraceRecorder(options: { now?: () => number } = {}): TraceRecorder {
