@@ -68,10 +68,18 @@ static const struct piece *piece_at(unsigned long offset)
 	return NULL;
 }
 
-static int overlaps(unsigned long start, unsigned long end, const void *region, unsigned long size)
+/* Cuts a maps line down to the part inside one of our regions: a restore may legitimately
+ * merge our VMA with an unrelated neighbour that the original kept apart. */
+static int clip(unsigned long *start, unsigned long *end, const void *region, unsigned long size)
 {
 	unsigned long r = (unsigned long)region;
-	return start < r + size && end > r;
+	if (*start >= r + size || *end <= r)
+		return 0;
+	if (*start < r)
+		*start = r;
+	if (*end > r + size)
+		*end = r + size;
+	return 1;
 }
 
 /* The maps lines that cover our regions, reduced to what a restore must keep: range, perms,
@@ -95,10 +103,10 @@ static void snapshot_maps(char *out, size_t size)
 		if (sscanf(line, "%lx-%lx %7s %lx %*s %*s %4095[^\n]", &start, &end, perms, &offset,
 			   path) < 4)
 			continue;
-		if (!overlaps(start, end, big, BIG_SIZE) &&
-		    !overlaps(start, end, shared_region, SHARED_SIZE) &&
-		    !overlaps(start, end, file_map, FILE_SIZE) &&
-		    !overlaps(start, end, heap_block, HEAP_SIZE))
+		if (!clip(&start, &end, big, BIG_SIZE) &&
+		    !clip(&start, &end, shared_region, SHARED_SIZE) &&
+		    !clip(&start, &end, file_map, FILE_SIZE) &&
+		    !clip(&start, &end, heap_block, HEAP_SIZE))
 			continue;
 		const char *keep = strcmp(path, file_path) == 0 || strcmp(path, "[heap]") == 0 ? path : "";
 		used += snprintf(out + used, size - used, "%lx-%lx %s %lx %s\n", start, end, perms,
