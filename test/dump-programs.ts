@@ -28,6 +28,7 @@ const programs: Array<[string, string[]]> = [
   ['syscall-wait', ['futex']],
   ['syscall-wait', ['waitpid']],
   ['counter', []],
+  ['mem-pattern', []],
 ];
 
 for (const [name, args] of programs) {
