@@ -12,7 +12,6 @@ import type { Checkpoint } from '../images/index.js';
 import type { RestoreSession, TaskRuntime } from './context.js';
 
 const PR_SET_CHILD_SUBREAPER = 36;
-const PR_SET_PDEATHSIG = 1;
 const CLONE_NEWPID = 0x20000000;
 const CLONE_NEWTIME = 0x80;
 const SYS_UNSHARE = 272;
@@ -104,14 +103,19 @@ export async function waitRoot(session: RestoreSession, rootPid: number): Promis
   return { exitCode: got.exitCode ?? null, signal: got.signal ?? null };
 }
 
-/** Leaves the tree running on its own: the launcher exits and the root is reparented. */
+/**
+ * Leaves the tree running on its own: the root's own parent helper (if it is not the launcher)
+ * exits and is reaped, then the launcher exits; the root ends up with init (or the nearest
+ * subreaper above crr) as its parent. Not for PID-namespace restores: their init must stay.
+ */
 export async function detachLauncher(session: RestoreSession): Promise<void> {
   const launcher = session.launcher;
   if (!launcher) return;
-  if (session.rootParent !== launcher) {
-    // The namespace init must outlive the launcher.
-    await session.rootParent!.request('prctl', { option: PR_SET_PDEATHSIG, a2: 0 });
-    session.rootParent!.unref();
+  const parent = session.rootParent;
+  if (parent && parent !== launcher) {
+    await parent.request('exit', { status: 0 }).catch(() => undefined);
+    await parent.exited;
+    await launcher.request('waitpid', { pid: parent.pidInParent }).catch(() => undefined);
   }
   await launcher.request('exit', { status: 0 }).catch(() => undefined);
   await launcher.exited;

@@ -1,0 +1,130 @@
+// `crr restore` and `crr plan` through the CLI dispatcher, in-process: criu's option names,
+// unsupported options refused by name, --dry-run prints a readable plan and touches nothing,
+// -o and --pidfile land in the images dir like criu's, exit status of the root without -d,
+// -d leaves the tree running. Every restored process is killed and reaped by PID.
+import t from 'tap';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { main } from '../src/cli/main.js';
+import { parseRestoreArgs } from '../src/cli/commands/restore.js';
+import { alive, copyFixture, procIds } from './lib/restore-images.js';
+
+/** Runs `crr ARGS` in this process; returns its exit code and what it wrote. */
+async function crr(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const out = process.stdout.write.bind(process.stdout);
+  const err = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string | Uint8Array) => ((stdout += String(chunk)), true)) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += String(chunk)), true)) as typeof process.stderr.write;
+  try {
+    const code = await main(args);
+    return { code, stdout, stderr };
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = probe();
+    if (got !== undefined) return got;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+t.test('criu option names parse', async (t) => {
+  const args = parseRestoreArgs(['-D', '/x', '-d', '--pidfile', 'p', '-o', 'log', '-vvv', '--shell-job', '--no-default-config', '-W', '/w']);
+  t.match(args, { imagesDir: '/x', detached: true, pidfile: 'p', logFile: 'log', verbosity: 5, shellJob: true, workDir: '/w' });
+  t.match(parseRestoreArgs(['--images-dir=/y', '--restore-detached', '--verbosity=4']), { imagesDir: '/y', detached: true, verbosity: 4 });
+  t.equal(parseRestoreArgs(['-D', '/z', '-v1']).verbosity, 1);
+});
+
+t.test('unsupported and missing options are usage errors naming them', async (t) => {
+  let r = await crr(['restore', '-D', '/tmp', '--tcp-established']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /unsupported option '--tcp-established'/);
+  r = await crr(['restore', '-D', '/tmp', '--inherit-fd', 'fd[3]:pipe:[123]']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /--inherit-fd is not supported/);
+  r = await crr(['restore']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /-D\/--images-dir DIR is required/);
+  r = await crr(['plan', '-D', '/tmp', '--format', 'svg']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /--format must be one of/);
+});
+
+t.test('--dry-run prints a readable plan and touches nothing', async (t) => {
+  const dir = copyFixture(t, 'sh-loop');
+  const before = readdirSync(dir).map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`).sort();
+  const r = await crr(['restore', '-D', dir, '--dry-run', '--pid-namespace', '--pidfile', 'pid', '-o', 'restore.log']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /fork/);
+  t.match(r.stdout, /task-tree/);
+  t.match(r.stdout, /17319 \(parent crr, session 17319, group 17319\)/);
+  t.match(r.stdout, /17393 \(parent 17319/);
+  t.match(r.stdout, /cwd \/tmp\/crr-fixture/);
+  t.match(r.stdout, /fd 251: PIPE/);
+  t.match(r.stdout, /nothing was touched/);
+  const after = readdirSync(dir).filter((f) => f !== 'restore.log');
+  t.same(after.map((f) => `${f}:${statSync(join(dir, f)).mtimeMs}`).sort(), before, 'the images dir is unchanged but for the log');
+  t.notOk(existsSync(join(dir, 'pid')), 'no pidfile');
+});
+
+t.test('crr plan prints text and json', async (t) => {
+  const dir = copyFixture(t, 'pipe');
+  const text = await crr(['plan', '-D', dir]);
+  t.equal(text.code, 0, text.stderr);
+  t.match(text.stdout, /barrier/);
+  const json = await crr(['plan', '-D', dir, '--format', 'json']);
+  t.equal(json.code, 0);
+  const plan = JSON.parse(json.stdout) as { tasks: unknown[] };
+  t.equal(plan.tasks.length, 3);
+});
+
+t.test('without -d crr waits for the root and exits with its status; -o and --pidfile go into the images dir', async (t) => {
+  const dir = copyFixture(t, 'sleep');
+  const running = crr(['restore', '-D', dir, '--pid-namespace', '--pidfile', 'restore.pid', '-o', 'restore.log', '-v4']);
+  const pidfile = join(dir, 'restore.pid');
+  const host = await waitFor('the pidfile', () => (existsSync(pidfile) ? Number(readFileSync(pidfile, 'utf8')) : undefined));
+  t.teardown(() => {
+    try {
+      process.kill(host, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  t.equal(procIds(host).pid, 17288, 'the pidfile names the root');
+  process.kill(host, 'SIGTERM');
+  const r = await running;
+  t.equal(r.code, 128 + 15, 'exit status 128+SIGTERM');
+  t.match(readFileSync(join(dir, 'restore.log'), 'utf8'), /restored 1 task\(s\), root pid/);
+  await waitFor('the root to be reaped', () => (alive(host) ? undefined : true));
+});
+
+t.test('-d leaves the tree running and exits 0', async (t) => {
+  if (existsSync('/proc/17288')) return t.skip('pid 17288 is busy on this machine');
+  const dir = copyFixture(t, 'sleep');
+  const r = await crr(['restore', '-D', dir, '-d', '--pidfile', '/tmp/crr-restore-cli-detached.pid']);
+  const host = Number(readFileSync('/tmp/crr-restore-cli-detached.pid', 'utf8'));
+  t.teardown(async () => {
+    try {
+      process.kill(host, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    // The orphan's reaper is this VM's init, which reaps slowly (KERNEL-NOTES 11): wait, bounded.
+    await waitFor('the detached root to be reaped', () => (alive(host) ? undefined : true), 90_000);
+  });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(host, 17288);
+  await sleep(300);
+  t.ok(alive(host), 'still running after crr returned');
+  t.match(readFileSync(`/proc/${host}/stat`, 'utf8'), /\) S /, 'sleeping');
+  t.not(procIds(host).ppidHost, process.pid, 'not our child');
+});
