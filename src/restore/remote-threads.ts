@@ -44,16 +44,24 @@ function unexpectedStop(pid: number, what: string, stop: Stop): NativeError {
   return new NativeError({ code: 'UNEXPECTED_STOP', errno: 0, syscall: 'clone3', pid, detail: `${what}: stopped by ${stop.kind} ${stop.event ?? stop.signal ?? ''}` });
 }
 
-/** Waits for the first stop of an auto-attached thread; the tracer learns of it only once it is reaped. */
-async function firstStop(tracer: Tracer, hostTid: number, timeoutMs: number): Promise<Stop> {
+/**
+ * Waits for the first stop of an auto-attached thread. The tracer thread only reaps (and so only
+ * learns of a new tracee) while someone waits on a tracee it knows, so until the new thread is
+ * known a short wait on the main thread (stopped, with nothing more to report) keeps it reaping.
+ */
+async function firstStop(tracer: Tracer, hostTid: number, mainHostPid: number, pid: number, timeoutMs: number): Promise<Stop> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await tracer.waitStop(hostTid, Math.max(1, deadline - Date.now()));
     } catch (e) {
       if ((e as { code?: string }).code !== 'ESRCH' || Date.now() > deadline) throw e;
-      await sleep(1);
     }
+    const main = await tracer.waitStop(mainHostPid, 2).catch((e: { code?: string }) => {
+      if (e.code === 'ETIMEDOUT') return undefined;
+      throw e;
+    });
+    if (main) throw unexpectedStop(pid, `waiting for the new thread ${hostTid}`, main);
   }
 }
 
@@ -92,7 +100,7 @@ export async function createThread(tracer: Tracer, hostPid: number, scratch: big
   if (Number(signed(regs.ax)) !== tid) {
     throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${regs.ax}, wanted ${tid}` });
   }
-  const stop = await firstStop(tracer, hostTid, 5000);
+  const stop = await firstStop(tracer, hostTid, hostPid, pid, 5000);
   if (stop.kind === 'exited' || stop.kind === 'killed') throw unexpectedStop(pid, `new thread ${tid}`, stop);
   return hostTid;
 }
