@@ -121,7 +121,7 @@ export const barrier: ResourceKind<RestoreCtx> = {
     keys.forEach((key, n) => ctx.runtime.preopened.set(key, opened[n]!));
 
     await helper.park();
-    await ctx.tracer.seize(hostPid, { exitKill: true });
+    await ctx.tracer.seize(hostPid, { exitKill: true, traceClone: true }); // traceClone: the threads kind clone3s under ptrace
     ctx.runtime.seized = true;
     await ctx.tracer.interrupt(hostPid);
     await ctx.tracer.waitStop(hostPid, 5000);
