@@ -2,7 +2,7 @@
 // validate) -> plan (the planner plus machine checks) -> the restore machine driving one task
 // actor per task through the registry's resource kinds -> done, or rollback (kill and reap
 // every task this restore started) -> one StageError naming task, resource, stage, syscall, errno.
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import type { InspectionEvent, Observer } from 'xstate';
 import { tracer } from '../actors/tracer.js';
 import { runRestore, type RestoreEnvironment } from '../machines/run.js';
@@ -142,7 +142,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   for (const [pid, runtime] of live.runtimes) if (runtime.hostPid !== undefined) hostPids.set(pid, runtime.hostPid);
   const rootHostPid = hostPids.get(result.rootPid) ?? result.rootPid;
   if (!options.dryRun) {
-    if (options.pidfile) writeFileSync(options.pidfile, `${rootHostPid}`);
+    if (options.pidfile) {
+      // Atomically, so a script polling for the file never reads it empty.
+      writeFileSync(`${options.pidfile}.tmp`, `${rootHostPid}`);
+      renameSync(`${options.pidfile}.tmp`, options.pidfile);
+    }
     closeChannels(live);
     if (options.detached) await detachLauncher(live);
   }
