@@ -101,4 +101,13 @@ bool op_rt_sigaction(const msgpack_object *, msgpack_packer *, failure *);
 bool op_sigprocmask(const msgpack_object *, msgpack_packer *, failure *);
 bool op_map_scratch(const msgpack_object *, msgpack_packer *, failure *);
 
+bool op_eventfd(const msgpack_object *, msgpack_packer *, failure *);
+bool op_signalfd(const msgpack_object *, msgpack_packer *, failure *);
+bool op_timerfd(const msgpack_object *, msgpack_packer *, failure *);
+bool op_epoll_create(const msgpack_object *, msgpack_packer *, failure *);
+bool op_epoll_ctl(const msgpack_object *, msgpack_packer *, failure *);
+bool op_inotify_init(const msgpack_object *, msgpack_packer *, failure *);
+bool op_inotify_add_watch(const msgpack_object *, msgpack_packer *, failure *);
+bool op_memfd_create(const msgpack_object *, msgpack_packer *, failure *);
+
 #endif

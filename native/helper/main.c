@@ -35,6 +35,11 @@ static const struct {
     {"prlimit", op_prlimit},     {"prctl", op_prctl},
     {"rt_sigaction", op_rt_sigaction}, {"sigprocmask", op_sigprocmask},
     {"map_scratch", op_map_scratch},
+    /* eventops.c */
+    {"eventfd", op_eventfd},     {"signalfd", op_signalfd},
+    {"timerfd", op_timerfd},     {"epoll_create", op_epoll_create},
+    {"epoll_ctl", op_epoll_ctl}, {"inotify_init", op_inotify_init},
+    {"inotify_add_watch", op_inotify_add_watch}, {"memfd_create", op_memfd_create},
 };
 
 static op_fn find_op(const msgpack_object *name) {
