@@ -8,7 +8,8 @@
         "native/addon/tracer-thread.cc",
         "native/addon/tracer-ops.cc",
         "native/addon/tracer-vm.cc",
-        "native/addon/fds.cc"
+        "native/addon/fds.cc",
+        "native/addon/sockdiag.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/stub"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

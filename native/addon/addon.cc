@@ -1,14 +1,17 @@
 // Module entry of the crr native addon: each part registers its own functions.
 //   tracer.cc: the single tracer thread that owns every ptrace call, plus process_vm_readv/writev
 //   fds.cc:    fd-level calls safe from any thread (socketpair, pidfd_*, SCM_RIGHTS passing)
+//   sockdiag.cc: unix sock_diag dump, queue peeking and getsockopt for the dumper
 #include <napi.h>
 
 void InitTracer(Napi::Env env, Napi::Object exports);
 void InitFds(Napi::Env env, Napi::Object exports);
+void InitSockDiag(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTracer(env, exports);
   InitFds(env, exports);
+  InitSockDiag(env, exports);
   return exports;
 }
 

@@ -90,6 +90,15 @@ bool op_fcntl(const msgpack_object *, msgpack_packer *, failure *);
 bool op_pipe(const msgpack_object *, msgpack_packer *, failure *);
 bool op_socketpair(const msgpack_object *, msgpack_packer *, failure *);
 
+/* sockops.c */
+bool op_socket(const msgpack_object *, msgpack_packer *, failure *);
+bool op_bind(const msgpack_object *, msgpack_packer *, failure *);
+bool op_connect(const msgpack_object *, msgpack_packer *, failure *);
+bool op_listen(const msgpack_object *, msgpack_packer *, failure *);
+bool op_send(const msgpack_object *, msgpack_packer *, failure *);
+bool op_setsockopt(const msgpack_object *, msgpack_packer *, failure *);
+bool op_shutdown(const msgpack_object *, msgpack_packer *, failure *);
+
 bool op_chdir(const msgpack_object *, msgpack_packer *, failure *);
 bool op_fchdir(const msgpack_object *, msgpack_packer *, failure *);
 bool op_chroot(const msgpack_object *, msgpack_packer *, failure *);

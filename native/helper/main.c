@@ -35,6 +35,10 @@ static const struct {
     {"prlimit", op_prlimit},     {"prctl", op_prctl},
     {"rt_sigaction", op_rt_sigaction}, {"sigprocmask", op_sigprocmask},
     {"map_scratch", op_map_scratch},
+    {"socket", op_socket},       {"bind", op_bind},
+    {"connect", op_connect},     {"listen", op_listen},
+    {"send", op_send},           {"setsockopt", op_setsockopt},
+    {"shutdown", op_shutdown},
     /* eventops.c */
     {"eventfd", op_eventfd},     {"signalfd", op_signalfd},
     {"timerfd", op_timerfd},     {"epoll_create", op_epoll_create},

@@ -4,8 +4,9 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { TracerBinding } from './tracer-binding.js';
 import type { FdsBinding } from './fds-binding.js';
+import type { SockDiagBinding } from './sockdiag-binding.js';
 
-export type NativeBinding = TracerBinding & FdsBinding;
+export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding;
 
 const addonPath = fileURLToPath(new URL('../../build/Release/crr_native.node', import.meta.url));
 

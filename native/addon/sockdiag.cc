@@ -1,0 +1,169 @@
+// Socket inspection for the dumper: the unix sock_diag netlink dump (every unix socket of the
+// dumper's network namespace with name, vfs inode, peer, pending connections, queue lengths,
+// memory and shutdown state), MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF
+// so nothing is consumed) and integer/struct getsockopt. The netlink answer goes back raw: TS
+// parses it (src/dump/fd-unixsk-diag.ts). Synchronous, stateless, errors carry code/errno/syscall.
+#include <napi.h>
+
+#include <errno.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+Napi::Value ThrowErrno(Napi::Env env, const char* syscall, int err) {
+  const char* name = strerrorname_np(err);
+  std::string code = name ? name : ("E" + std::to_string(err));
+  Napi::Error error = Napi::Error::New(env, std::string(syscall) + " failed: " + code + " (" +
+                                               strerror(err) + ")");
+  error.Set("code", Napi::String::New(env, code));
+  error.Set("errno", Napi::Number::New(env, err));
+  error.Set("syscall", Napi::String::New(env, syscall));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool IntArg(const Napi::CallbackInfo& info, size_t index, int* out) {
+  if (info.Length() <= index || !info[index].IsNumber()) {
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(index) + " must be a number")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = info[index].As<Napi::Number>().Int32Value();
+  return true;
+}
+
+// unixDiag(show) -> Buffer: every netlink message of the NLM_F_DUMP answer, concatenated.
+Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int show;
+  if (!IntArg(info, 0, &show)) return env.Undefined();
+  int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return ThrowErrno(env, "socket", errno);
+  struct {
+    struct nlmsghdr hdr;
+    struct unix_diag_req req;
+  } msg;
+  memset(&msg, 0, sizeof msg);
+  msg.hdr.nlmsg_len = sizeof msg;
+  msg.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.hdr.nlmsg_seq = 1;
+  msg.req.sdiag_family = AF_UNIX;
+  msg.req.udiag_states = ~0u;
+  msg.req.udiag_show = static_cast<unsigned>(show);
+  struct sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(nl, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+    int err = errno;
+    close(nl);
+    return ThrowErrno(env, "sendto", err);
+  }
+  std::vector<char> all;
+  std::vector<char> buf(1 << 16);
+  for (bool done = false; !done;) {
+    ssize_t got = recv(nl, buf.data(), buf.size(), 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      close(nl);
+      return ThrowErrno(env, "recv", err);
+    }
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, got); h = NLMSG_NEXT(h, got)) {
+      if (h->nlmsg_type == NLMSG_DONE) done = true;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+        close(nl);
+        return ThrowErrno(env, "sock_diag", -e->error);
+      }
+      if (done) break;
+      const char* start = reinterpret_cast<const char*>(h);
+      all.insert(all.end(), start, start + NLMSG_ALIGN(h->nlmsg_len));
+    }
+    if (got == 0) done = true;
+  }
+  close(nl);
+  return Napi::Buffer<char>::Copy(env, all.data(), all.size());
+}
+
+// peekQueue(fd, maxPacket) -> {packets: Buffer[], rights: number}: the receive queue read with
+// MSG_PEEK from offset 0 (SO_PEEK_OFF moves past each packet), peek offset switched off again.
+// `rights` counts fds in flight (SCM_RIGHTS); peeking them installs copies here, closed at once.
+Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd, max;
+  if (!IntArg(info, 0, &fd) || !IntArg(info, 1, &max)) return env.Undefined();
+  int off = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off) < 0)
+    return ThrowErrno(env, "setsockopt", errno);
+  Napi::Array packets = Napi::Array::New(env);
+  int rights = 0;
+  std::vector<char> data(static_cast<size_t>(max > 0 ? max : 1));
+  int err = 0;
+  for (;;) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(64)];
+    iovec iov = {data.data(), data.size()};
+    msghdr m = {};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    ssize_t got = recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (got < 0) {
+      if (errno != EAGAIN) err = errno;
+      break;
+    }
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; i++) {
+        int passed;
+        memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        close(passed);
+        rights++;
+      }
+    }
+    if (m.msg_flags & MSG_CTRUNC) rights++;
+    if (got == 0) break;  // a stream at end of data, or an empty datagram: no way to tell apart
+    packets.Set(packets.Length(), Napi::Buffer<char>::Copy(env, data.data(), static_cast<size_t>(got)));
+    if (m.msg_flags & MSG_TRUNC) {
+      err = EMSGSIZE;
+      break;
+    }
+  }
+  off = -1;
+  setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off);
+  if (err) return ThrowErrno(env, "recvmsg", err);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("packets", packets);
+  out.Set("rights", Napi::Number::New(env, rights));
+  return out;
+}
+
+// getsockoptBytes(fd, level, name, size) -> Buffer (as many bytes as the kernel gave).
+Napi::Value GetsockoptBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd, level, name, size;
+  if (!IntArg(info, 0, &fd) || !IntArg(info, 1, &level) || !IntArg(info, 2, &name) ||
+      !IntArg(info, 3, &size))
+    return env.Undefined();
+  std::vector<char> buf(static_cast<size_t>(size > 0 ? size : 4));
+  socklen_t len = static_cast<socklen_t>(buf.size());
+  if (getsockopt(fd, level, name, buf.data(), &len) < 0) return ThrowErrno(env, "getsockopt", errno);
+  return Napi::Buffer<char>::Copy(env, buf.data(), len);
+}
+
+}  // namespace
+
+void InitSockDiag(Napi::Env env, Napi::Object exports) {
+  exports.Set("unixDiag", Napi::Function::New(env, UnixDiag, "unixDiag"));
+  exports.Set("peekQueue", Napi::Function::New(env, PeekQueue, "peekQueue"));
+  exports.Set("getsockoptBytes", Napi::Function::New(env, GetsockoptBytes, "getsockoptBytes"));
+}

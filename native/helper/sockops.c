@@ -1,0 +1,130 @@
+/* Socket ops of the helper, for restoring unix sockets in the task that owns them: make a socket
+ * at an exact fd, name it, connect it, listen, put queued data back, set options, shut it down.
+ * Addresses travel as the raw sun_path bytes (an abstract name starts with a NUL byte). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+/* Fills a sockaddr_un from the `addr` bytes; *len is the exact address length to pass on. */
+static bool unix_addr(const msgpack_object *req, struct sockaddr_un *sa, socklen_t *len,
+                      failure *f) {
+  const char *data;
+  size_t n;
+  if (!arg_bin(req, "addr", &data, &n, f)) return false;
+  if (n == 0 || n > sizeof sa->sun_path) return bad_arg(f, "addr length");
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  memcpy(sa->sun_path, data, n);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  return true;
+}
+
+/* socket {domain = AF_UNIX, type, protocol = 0, fd?} -> fd (type may carry SOCK_CLOEXEC/NONBLOCK) */
+bool op_socket(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int domain, type, protocol, fd;
+  int64_t target;
+  if (!arg_int(req, "domain", false, AF_UNIX, &domain, f) ||
+      !arg_int(req, "type", true, 0, &type, f) ||
+      !arg_int(req, "protocol", false, 0, &protocol, f) ||
+      !arg_i64(req, "fd", false, -1, &target, f))
+    return false;
+  fd = socket(domain, type, protocol);
+  if (fd < 0) return fail(f, errno, "socket");
+  if (!place_fds(&fd, &target, 1, type & SOCK_CLOEXEC, f)) {
+    close(fd);
+    return false;
+  }
+  msgpack_pack_int(pk, fd);
+  return true;
+}
+
+/* bind {fd, addr} -> 0 */
+bool op_bind(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd;
+  struct sockaddr_un sa;
+  socklen_t len;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !unix_addr(req, &sa, &len, f)) return false;
+  if (bind(fd, (struct sockaddr *)&sa, len) < 0) return fail(f, errno, "bind");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
+/* connect {fd, addr} -> 0 */
+bool op_connect(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd;
+  struct sockaddr_un sa;
+  socklen_t len;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !unix_addr(req, &sa, &len, f)) return false;
+  if (connect(fd, (struct sockaddr *)&sa, len) < 0) return fail(f, errno, "connect");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
+/* listen {fd, backlog} -> 0 */
+bool op_listen(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd, backlog;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_int(req, "backlog", true, 0, &backlog, f))
+    return false;
+  if (listen(fd, backlog) < 0) return fail(f, errno, "listen");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
+/* send {fd, data, addr?} -> bytes sent. One packet for dgram/seqpacket; a stream sends it all
+ * (a short send is retried until the bytes are in, or fails). */
+bool op_send(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd;
+  const char *data;
+  size_t len, done = 0;
+  struct sockaddr_un sa;
+  socklen_t salen = 0;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_bin(req, "data", &data, &len, f)) return false;
+  if (arg(req, "addr") && !unix_addr(req, &sa, &salen, f)) return false;
+  do {
+    ssize_t n = sendto(fd, data + done, len - done, MSG_DONTWAIT | MSG_NOSIGNAL,
+                       salen ? (struct sockaddr *)&sa : NULL, salen);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(f, errno, "sendto");
+    }
+    done += (size_t)n;
+  } while (done < len);
+  msgpack_pack_uint64(pk, done);
+  return true;
+}
+
+/* setsockopt {fd, level, name, value | bytes} -> 0 (`value` is an int option) */
+bool op_setsockopt(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd, level, name, value;
+  const char *bytes;
+  size_t len;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_int(req, "level", true, 0, &level, f) ||
+      !arg_int(req, "name", true, 0, &name, f))
+    return false;
+  int rc;
+  if (arg(req, "bytes")) {
+    if (!arg_bin(req, "bytes", &bytes, &len, f)) return false;
+    rc = setsockopt(fd, level, name, bytes, (socklen_t)len);
+  } else {
+    if (!arg_int(req, "value", true, 0, &value, f)) return false;
+    rc = setsockopt(fd, level, name, &value, sizeof value);
+  }
+  if (rc < 0) return fail(f, errno, "setsockopt");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
+/* shutdown {fd, how} -> 0 */
+bool op_shutdown(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd, how;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_int(req, "how", true, 0, &how, f)) return false;
+  if (shutdown(fd, how) < 0) return fail(f, errno, "shutdown");
+  msgpack_pack_int(pk, 0);
+  return true;
+}

@@ -1,0 +1,18 @@
+// The typed surface of native/addon/sockdiag.cc: what the dumper asks about sockets. Synchronous;
+// failures throw an Error with `code`, `errno` and `syscall` (see fds-binding.ts).
+
+export interface PeekedQueue {
+  /** The receive queue, one Buffer per packet (a stream's whole queue may come in several). */
+  packets: Buffer[];
+  /** Fds in flight (SCM_RIGHTS not yet received) seen while peeking: the dump must refuse them. */
+  rights: number;
+}
+
+export interface SockDiagBinding {
+  /** One NETLINK_SOCK_DIAG dump of every AF_UNIX socket with `show` (UDIAG_SHOW_* bits): raw nlmsgs. */
+  unixDiag(show: number): Buffer;
+  /** MSG_PEEK the receive queue of a socket (an fd of this process) without consuming it. */
+  peekQueue(fd: number, maxPacket: number): PeekedQueue;
+  /** getsockopt into a buffer of `size` bytes; returns what the kernel filled. */
+  getsockoptBytes(fd: number, level: number, name: number, size: number): Buffer;
+}
