@@ -6,6 +6,7 @@
 // run at the end as their own sections.
 // Options: --quick, --runs N, --only REGEX (workload names), --json FILE, --no-extras.
 import { spawnSync } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,21 +23,22 @@ const option = (name) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : u
 const quick = flag('--quick');
 const runs = Number(option('--runs') ?? (quick ? 3 : 5));
 const only = option('--only') ? new RegExp(option('--only')) : undefined;
+const onRun = () => process.stdout.write('.');
 
 // Variants re-restore a workload's dump with other options: the worker pool on and off
 // (restore()'s `workersFrom`: decode images in piscina workers from this many tasks; 0 = never),
 // and the CLI instead of the library.
-const FULL = [
+const FULL = [ // cheap workloads first: a long run reports them early (--json is rewritten after each)
   { kind: 'tree', size: 1, variants: ['cli'] },
   { kind: 'tree', size: 100 },
-  { kind: 'tree', size: 1000, variants: ['pool=on', 'pool=off'] },
-  { kind: 'tree', size: 4000 },
   { kind: 'threads', size: 1 },
   { kind: 'threads', size: 100 },
   { kind: 'threads', size: 1000 },
   { kind: 'threads', size: 10000 },
   { kind: 'memory', size: 1024, variants: ['cold'] },
   { kind: 'memory', size: 4096, variants: ['cold'] },
+  { kind: 'tree', size: 1000, variants: ['pool=on', 'pool=off'] },
+  { kind: 'tree', size: 4000 },
 ];
 const QUICK = [
   { kind: 'tree', size: 1, variants: ['cli'] },
@@ -51,6 +53,9 @@ const WORKLOAD = {
   threads: { args: (n) => [n], expect: (n) => ({ comm: 'threads', tasks: 1, threads: n }) },
   memory: { args: (n) => [n], expect: () => ({ comm: 'memory', tasks: 1, threads: 1 }) },
 };
+
+// Every restore task actor listens to the run's AbortSignal: thousands of listeners are expected.
+setMaxListeners(0);
 
 const livePids = new Set();
 process.once('SIGINT', async () => {
@@ -122,25 +127,25 @@ async function benchWorkload(crr, w) {
     base.pagesBytes = pagesBytes(imagesDir);
     const timeoutMs = 120000 + 50 * w.size;
     const first = withFloor({ ...base }, w, imagesDir, false);
-    rows.push(finishRow(first, await libraryRestores(crr.lib, imagesDir, runs, expect, { timeoutMs })));
+    rows.push(finishRow(first, await libraryRestores(crr.lib, imagesDir, runs, expect, { timeoutMs, onRun })));
     for (const variant of w.variants ?? []) {
       const row = { ...base, name: `${name} ${variant}`, variant };
       if (variant === 'cli') {
         row.floor = first.floor;
         row.note = 'wall time from spawning node bin/crr.js to its "restored" line';
-        rows.push(finishRow(row, await cliRestores(root, imagesDir, runs, expect, timeoutMs)));
+        rows.push(finishRow(row, await cliRestores(root, imagesDir, runs, expect, timeoutMs, onRun)));
       } else if (variant.startsWith('pool=')) {
         row.floor = first.floor;
         const extra = { workersFrom: variant === 'pool=on' ? 1 : 0 };
         row.note = `restore({ workersFrom: ${extra.workersFrom} })`;
-        rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { extra, timeoutMs })));
+        rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { extra, timeoutMs, onRun })));
       } else if (variant === 'cold') {
         if (!dropCaches()) {
           rows.push({ ...row, error: 'cannot drop caches here (echo 3 > /proc/sys/vm/drop_caches failed)' });
           continue;
         }
         withFloor(row, w, imagesDir, true);
-        rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { beforeRun: dropCaches, timeoutMs })));
+        rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { beforeRun: dropCaches, timeoutMs, onRun })));
       }
     }
     return rows;
@@ -161,6 +166,13 @@ function runExtra(label, args) {
   return { label, ok: r.status === 0, output: text };
 }
 
+function saveJson(extras) {
+  if (!option('--json')) return;
+  const uname = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
+  const targets = evaluateTargets(rows);
+  writeFileSync(option('--json'), JSON.stringify({ date: new Date().toISOString(), kernel: uname, quick, runs, rows, targets, extras }, null, 2));
+}
+
 const started = performance.now();
 buildPrograms(root);
 const crr = await loadCrr(root);
@@ -171,9 +183,11 @@ for (const w of quick ? QUICK : FULL) {
   process.stdout.write(`${w.kind}-${w.size}: `);
   const got = await benchWorkload(crr, w);
   rows.push(...got);
-  console.log(`${got.map((r) => (r.error ? 'not measured' : r.incomplete ? 'incomplete' : 'measured')).join(', ')} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  saveJson([]);
+  console.log(` ${got.map((r) => (r.error ? 'not measured' : r.incomplete ? 'incomplete' : 'measured')).join(', ')} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 }
 const targets = evaluateTargets(rows);
+saveJson([]);
 printReport(rows, targets, { quick });
 const extras = [];
 if (!flag('--no-extras')) {
@@ -182,9 +196,6 @@ if (!flag('--no-extras')) {
   extras.push(runExtra(`bench/dump.ts: dump of ${quick ? 64 : 1024} MiB vs process_vm_readv`, [`--import=${loader}`, 'bench/dump.ts', String(quick ? 64 : 1024)]));
 }
 console.log(`\nbench ${quick ? 'quick' : 'full'} mode done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
-if (option('--json')) {
-  const uname = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
-  writeFileSync(option('--json'), JSON.stringify({ date: new Date().toISOString(), kernel: uname, quick, runs, rows, targets, extras }, null, 2));
-}
+saveJson(extras);
 // The crr library keeps the tracer thread alive; the bench is done.
 process.exit(0);

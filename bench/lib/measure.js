@@ -63,7 +63,7 @@ const stepDurations = (timings) => timings.steps.filter((s) => s.end !== undefin
  * Restore `runs` times through the library. Resolves with wall times and step timings, or with
  * { error } at the first failing run (a restore crr cannot do yet is "not measured", not a crash).
  */
-export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}, beforeRun, timeoutMs = 300000 } = {}) {
+export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}, beforeRun, timeoutMs = 300000, onRun } = {}) {
   const walls = [];
   const steps = [];
   let incomplete;
@@ -87,12 +87,13 @@ export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}
     }
     walls.push(wall);
     steps.push(stepDurations(result.timings));
+    onRun?.(wall);
   }
   return { walls, steps, incomplete };
 }
 
 /** `crr restore --pid-namespace` from a fresh node: spawn until its "restored" line. */
-export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120000) {
+export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120000, onRun) {
   const walls = [];
   let incomplete;
   for (let i = 0; i < runs; i++) {
@@ -100,6 +101,7 @@ export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120
     if (r.error) return { error: r.error, walls };
     walls.push(r.wall);
     incomplete ??= r.incomplete;
+    onRun?.(r.wall);
   }
   return { walls, incomplete };
 }
