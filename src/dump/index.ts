@@ -8,6 +8,7 @@ import { DumpIds, type Entry } from './ids.js';
 import { freezeTree, thaw, pstreeEntries, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
+import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThread, saveRegs } from './task.js';
@@ -92,19 +93,21 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       await scratch.close(regs.get(task.pid));
       scratch = undefined;
     }
-    const t0 = performance.now();
+    const tShm = performance.now();
     for (const s of shmem.dumpAll(() => ++pagesId, (id) => out.rawPath(`pages-${id}.img`))) {
       out.write(`pagemap-shmem-${s.shmid}.img`, shmemPagemapEntries(s.pagesId, s.runs));
       stats.shmem(s.pagesScanned, s.bytes / PAGE_SIZE);
       pagesBytes += s.bytes;
       emit({ type: 'shmem', shmid: s.shmid, pages: s.bytes / PAGE_SIZE, bytes: s.bytes });
     }
-    stats.memwrite(performance.now() - t0);
+    stats.memwrite(performance.now() - tShm);
 
     emit({ type: 'stage', stage: 'write' });
     out.write('pstree.img', pstreeEntries(frozen.tasks));
     out.write('files.img', ids.files);
     if (open.pipeData.length) out.write('pipes-data.img', open.pipeData);
+    checkUnixPeers(open);
+    if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
     out.write('seccomp.img', [{}]);
     out.write('timens-0.img', [timensEntry()]);
     out.write('inventory.img', [inventoryEntry(rootIds)]);

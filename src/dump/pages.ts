@@ -54,21 +54,47 @@ export function pageIsDumped(v: DumpVma, pme: bigint, zeroPfn: bigint | undefine
   return true;
 }
 
+// The pagemap flags as bits of a word's high 32 bits (the scan reads words as u32 pairs: no
+// BigInt per page). PFN = low 32 bits + the high word's low 23 bits.
+const HI_PRESENT = 0x80000000;
+const HI_SWAP = 0x40000000;
+const HI_FILE = 0x20000000;
+const HI_PFN_MASK = 0x7fffff;
+
 /** Builds runs from a VMA list and a function giving the pagemap words of a range. */
 export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: number) => BigUint64Array, zeroPfn?: bigint): PageRun[] {
   const runs: PageRun[] = [];
+  const zeroLo = zeroPfn === undefined ? -1 : Number(zeroPfn & 0xffffffffn);
+  const zeroHi = zeroPfn === undefined ? -1 : Number(zeroPfn >> 32n);
   for (const v of vmas) {
     if (!vmaIsDumped(v)) continue;
     const pages = Number((v.end - v.start) / PAGE);
     const words = pagemapOf(v.start, pages);
+    const w32 = new Uint32Array(words.buffer, words.byteOffset, pages * 2);
     const flags = vmaCanBeLazy(v) ? PE.LAZY | PE.PRESENT : PE.PRESENT;
-    for (let i = 0; i < pages; i++) {
-      if (!pageIsDumped(v, words[i]!, zeroPfn)) continue;
-      const addr = v.start + BigInt(i) * PAGE;
+    const vdso = (v.status & VMA.VDSO) !== 0;
+    const filePrivate = (v.status & VMA.FILE_PRIVATE) !== 0;
+    // Runs are built in page indices and turned into addresses once each.
+    let runStart = -1;
+    const close = (end: number) => {
+      const addr = v.start + BigInt(runStart) * PAGE;
       const last = runs[runs.length - 1];
-      if (last && last.flags === flags && last.vaddr + BigInt(last.nrPages) * PAGE === addr) last.nrPages++;
-      else runs.push({ vaddr: addr, nrPages: 1, flags });
+      if (last && last.flags === flags && last.vaddr + BigInt(last.nrPages) * PAGE === addr) last.nrPages += end - runStart;
+      else runs.push({ vaddr: addr, nrPages: end - runStart, flags });
+      runStart = -1;
+    };
+    for (let i = 0; i < pages; i++) {
+      const hi = w32[2 * i + 1]!;
+      let dumped: boolean;
+      if (vdso) dumped = true;
+      else if (filePrivate && hi & HI_FILE) dumped = false; // not COW-ed: the file has it
+      else if (!(hi & (HI_PRESENT | HI_SWAP))) dumped = false;
+      else dumped = !(hi & HI_PRESENT && w32[2 * i] === zeroLo && (hi & HI_PFN_MASK) === zeroHi);
+      if (dumped) {
+        if (runStart < 0) runStart = i;
+      } else if (runStart >= 0) close(i);
     }
+    if (runStart >= 0) close(pages);
   }
   return runs;
 }
@@ -81,12 +107,14 @@ export function pagemapReader(pid: number): { read: (start: bigint, pages: numbe
   } catch (e) {
     throw new ProcError(pid, 'pagemap', e);
   }
+  let buf = Buffer.alloc(0);
   return {
+    // One slice per call, in a buffer kept between calls (the caller uses the words at once).
     read(start, pages) {
-      const buf = Buffer.alloc(pages * 8);
+      if (buf.length < pages * 8) buf = Buffer.alloc(Math.max(pages * 8, 1 << 16));
       let done = 0;
-      while (done < buf.length) {
-        const n = readSync(fd, buf, done, buf.length - done, Number((start / PAGE) * 8n) + done);
+      while (done < pages * 8) {
+        const n = readSync(fd, buf, done, pages * 8 - done, Number((start / PAGE) * 8n) + done);
         if (n <= 0) break;
         done += n;
       }
@@ -129,23 +157,29 @@ export function chunkRuns(runs: PageRun[], chunkBytes: number): Array<Array<{ ad
 }
 
 /**
- * Writes the pages of `runs` to `path`, reading chunk N+1 while chunk N is written.
- * Returns the number of bytes written.
+ * Writes the pages of `runs` to `path`: chunks are read on this thread while up to `depth`
+ * earlier chunks are being written by libuv's threads at their own file positions (a positional
+ * write needs no ordering). Returns the number of bytes written.
  */
-export async function writePages(path: string, runs: PageRun[], read: MemoryReader, chunkBytes = 16 << 20): Promise<number> {
+export async function writePages(path: string, runs: PageRun[], read: MemoryReader, chunkBytes = DEFAULT_CHUNK, depth = DEFAULT_DEPTH): Promise<number> {
   const fh = await open(path, 'w');
   let written = 0;
+  const inFlight = new Set<Promise<unknown>>();
   try {
-    let pending: Promise<unknown> = Promise.resolve();
     for (const chunk of chunkRuns(runs, chunkBytes)) {
       const data = await read(chunk);
-      await pending;
-      pending = fh.write(data, 0, data.length);
+      while (inFlight.size >= depth) await Promise.race(inFlight);
+      const p: Promise<unknown> = fh.write(data, 0, data.length, written).finally(() => inFlight.delete(p));
+      inFlight.add(p);
       written += data.length;
     }
-    await pending;
+    await Promise.all(inFlight);
   } finally {
+    await Promise.allSettled(inFlight);
     await fh.close();
   }
   return written;
 }
+
+export const DEFAULT_CHUNK = Number(process.env.CRR_DUMP_CHUNK ?? 4 << 20);
+export const DEFAULT_DEPTH = Number(process.env.CRR_DUMP_DEPTH ?? 2);

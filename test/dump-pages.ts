@@ -1,0 +1,59 @@
+// The page scan: buildRuns (u32 fast path over pagemap words) must pick exactly the pages the
+// per-page rule pageIsDumped picks, and merge them into the same runs, for random pagemaps.
+import t from 'tap';
+import { buildRuns, pageIsDumped, vmaCanBeLazy, PE, type PageRun } from '../src/dump/pages.js';
+import { VMA, type DumpVma } from '../src/dump/mm.js';
+
+function vma(start: bigint, pages: number, status: number, flags: number): DumpVma {
+  return { entry: {}, start, end: start + BigInt(pages) * 4096n, status, flags, path: '', offset: 0n };
+}
+
+/** The reference: one BigInt test per page, runs merged across VMAs with equal flags. */
+function reference(vmas: DumpVma[], words: Map<bigint, BigUint64Array>, zeroPfn?: bigint): PageRun[] {
+  const runs: PageRun[] = [];
+  for (const v of vmas) {
+    const w = words.get(v.start)!;
+    const flags = vmaCanBeLazy(v) ? PE.LAZY | PE.PRESENT : PE.PRESENT;
+    for (let i = 0; i < w.length; i++) {
+      if (!pageIsDumped(v, w[i]!, zeroPfn)) continue;
+      const addr = v.start + BigInt(i) * 4096n;
+      const last = runs[runs.length - 1];
+      if (last && last.flags === flags && last.vaddr + BigInt(last.nrPages) * 4096n === addr) last.nrPages++;
+      else runs.push({ vaddr: addr, nrPages: 1, flags });
+    }
+  }
+  return runs;
+}
+
+t.test('fast scan equals the per-page rule', async (t) => {
+  let seed = 12345;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const zeroPfn = 0x123456789an;
+  const kinds: Array<[number, number]> = [
+    [VMA.REGULAR | VMA.ANON_PRIVATE, 0x22],
+    [VMA.REGULAR | VMA.FILE_PRIVATE, 0x2],
+    [VMA.REGULAR | VMA.ANON_PRIVATE | VMA.VDSO, 0x22],
+  ];
+  for (let round = 0; round < 20; round++) {
+    const vmas: DumpVma[] = [];
+    const words = new Map<bigint, BigUint64Array>();
+    let at = 0x10000000n;
+    for (let k = 0; k < 6; k++) {
+      const pages = 1 + Math.floor(rnd() * 300);
+      const [status, flags] = kinds[Math.floor(rnd() * kinds.length)]!;
+      const v = vma(at, pages, status, flags);
+      const w = new BigUint64Array(pages);
+      for (let i = 0; i < pages; i++) {
+        const r = rnd();
+        const pfn = r < 0.2 ? zeroPfn : BigInt(Math.floor(rnd() * 2 ** 40));
+        w[i] = (r < 0.6 ? 1n << 63n : 0n) | (rnd() < 0.1 ? 1n << 62n : 0n) | (rnd() < 0.3 ? 1n << 61n : 0n) | pfn;
+      }
+      vmas.push(v);
+      words.set(at, w);
+      at = v.end + (rnd() < 0.5 ? 0n : 4096n);
+    }
+    const fast = buildRuns(vmas, (s) => words.get(s)!, zeroPfn);
+    t.same(fast, reference(vmas, words, zeroPfn), `round ${round}`);
+    t.ok(fast.length > 0, 'some runs');
+  }
+});
