@@ -98,6 +98,7 @@ bool op_listen(const msgpack_object *, msgpack_packer *, failure *);
 bool op_send(const msgpack_object *, msgpack_packer *, failure *);
 bool op_setsockopt(const msgpack_object *, msgpack_packer *, failure *);
 bool op_shutdown(const msgpack_object *, msgpack_packer *, failure *);
+bool op_recv_fds(const msgpack_object *, msgpack_packer *, failure *);
 
 bool op_chdir(const msgpack_object *, msgpack_packer *, failure *);
 bool op_fchdir(const msgpack_object *, msgpack_packer *, failure *);
@@ -118,5 +119,6 @@ bool op_epoll_ctl(const msgpack_object *, msgpack_packer *, failure *);
 bool op_inotify_init(const msgpack_object *, msgpack_packer *, failure *);
 bool op_inotify_add_watch(const msgpack_object *, msgpack_packer *, failure *);
 bool op_memfd_create(const msgpack_object *, msgpack_packer *, failure *);
+bool op_getfd(const msgpack_object *, msgpack_packer *, failure *);
 
 #endif

@@ -44,6 +44,8 @@ static const struct {
     {"timerfd", op_timerfd},     {"epoll_create", op_epoll_create},
     {"epoll_ctl", op_epoll_ctl}, {"inotify_init", op_inotify_init},
     {"inotify_add_watch", op_inotify_add_watch}, {"memfd_create", op_memfd_create},
+    {"getfd", op_getfd},
+    {"recv_fds", op_recv_fds},
 };
 
 static op_fn find_op(const msgpack_object *name) {

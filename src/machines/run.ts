@@ -5,7 +5,7 @@
 import { createActor, fromPromise, type InspectionEvent, type Observer } from 'xstate';
 import { StageError } from '../errors.js';
 import { buildPlan, type RestorePlan } from '../plan/plan.js';
-import type { BaseTaskContext, ResourceKind, Span, TaskPlan } from '../resources/types.js';
+import type { BaseTaskContext, PlanSource, ResourceKind, Span, TaskPlan } from '../resources/types.js';
 import { asStageError, cancelledError } from './errors.js';
 import { restoreMachine, type RestoreEmitted, type RestoreOutput } from './restore.js';
 import { SharedObjects } from './shared.js';
@@ -15,6 +15,8 @@ export interface RestoreEnvironment<Ctx extends BaseTaskContext = BaseTaskContex
   readonly registry: readonly ResourceKind<Ctx>[];
   /** Read and decode the checkpoint; the task list in pstree order. */
   loadTasks(signal: AbortSignal): Promise<readonly TaskPlan[]>;
+  /** The decoded checkpoint, for kinds whose shared objects depend on it (after loadTasks). */
+  planSource?(): PlanSource | undefined;
   /** Machine checks after planning (PIDs free, files match, kernel features); throw to refuse. */
   checkPlan?(plan: RestorePlan, signal: AbortSignal): Promise<void>;
   /** Add the restore's own parts (images, helper, tracer) to what the framework gives a resource. */
@@ -81,7 +83,7 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
       task: taskMachine.provide({ actors: { runStage } }),
       loadTasks: fromPromise(() => env.loadTasks(internal.signal)),
       makePlan: fromPromise(async ({ input }: { input: { tasks: readonly TaskPlan[] } }) => {
-        const plan = buildPlan(env.registry, input.tasks);
+        const plan = buildPlan(env.registry, input.tasks, env.planSource?.());
         await env.checkPlan?.(plan, internal.signal);
         return plan;
       }),

@@ -3,7 +3,7 @@
 // and receivers. This is what `crr plan` and `crr restore --dry-run` print and what the restore
 // machine runs; nothing here touches the system.
 import { PlanError, orderKinds, type OrderEdge, type StageOrder } from './order.js';
-import type { ResourceKind, SharedObject, Stage, TaskPlan } from '../resources/types.js';
+import type { PlanSource, ResourceKind, SharedObject, Stage, TaskPlan } from '../resources/types.js';
 
 export interface RestorePlan {
   readonly tasks: readonly TaskPlan[];
@@ -21,7 +21,7 @@ export interface RestorePlan {
 // Kinds are stored with whatever context type they were written for; planning never calls restore().
 type AnyKind = ResourceKind<any>;
 
-export function buildPlan(kinds: readonly AnyKind[], tasks: readonly TaskPlan[]): RestorePlan {
+export function buildPlan(kinds: readonly AnyKind[], tasks: readonly TaskPlan[], source?: PlanSource): RestorePlan {
   checkTree(tasks);
   const { stages, edges } = orderKinds(kinds);
   const byName = new Map(kinds.map((kind) => [kind.name, kind]));
@@ -41,7 +41,7 @@ export function buildPlan(kinds: readonly AnyKind[], tasks: readonly TaskPlan[])
     perTask.set(task.pid, stagesOfTask);
     descriptions.set(task.pid, described);
   }
-  const sharedObjects = kinds.flatMap((kind) => kind.sharedObjects?.(tasks) ?? []);
+  const sharedObjects = kinds.flatMap((kind) => kind.sharedObjects?.(tasks, source) ?? []);
   return { tasks, stages, edges, sharedObjects, perTask, descriptions };
 }
 

@@ -1,68 +1,157 @@
-// Pipes, the minimal way the helper can do natively: the first task (tree order) that holds a
-// pipe creates it at two spare fds; every holder, the creator included, opens the pipe through
-// /proc/<creator>/fd/<end> at its exact fd number with its own flags (a pipe reopened that way
-// is the same pipe); the creator closes the spare ends once every holder has its fds. Opening an
-// end never blocks because the creator holds both ends meanwhile. Queued data (pipes-data.img)
-// is not restored yet: a pipe that had some is refused. Full pipe support is issue 6's.
+// Pipes: each pipe is created once, by the first task (tree order) that holds any end of it; its
+// descriptions (files.img PIPE entries: usually one read end and one write end, more when an end
+// was reopened through /proc) get their flags (O_NONBLOCK, O_DIRECT), the pipe its size
+// (F_SETPIPE_SZ) and its queued bytes (pipes-data.img), and then every fd of every task that held
+// a description gets that very description through the shared-fds mechanism (shared-fds.ts).
+import { native } from '../actors/native.js';
 import type { Entry } from '../images/index.js';
-import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
-import type { ResourceKind, TaskPlan } from './types.js';
+import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
+import {
+  copyFromTask,
+  dupOps,
+  fillPipe,
+  holdersByFile,
+  offer,
+  O_CLOEXEC,
+  receive,
+  receiverCount,
+  sharedRows,
+  spareFds,
+  type FdHolder,
+  type FdTables,
+  type Want,
+} from './shared-fds.js';
+import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 export const FD_TYPE_PIPE = 2;
-const FD_CLOEXEC = 1;
 const O_ACCMODE = 3;
-const O_CLOEXEC = 0o2000000;
-const CREATED = 'pipe';
-const OPENED = 'pipe-opened';
+const O_RDONLY = 0;
+const O_WRONLY = 1;
+const F_SETFL = 4;
+const F_SETPIPE_SZ = 1031;
+const DEFAULT_PIPE_SIZE = 65536;
 
-interface PipeEnd {
-  readonly fd: number;
+interface Described {
+  readonly checkpoint: { file(id: number, from: string): Entry };
+}
+
+/** One pipe of the tree: its descriptions (files.img ids) with their flags and holders. */
+export interface PipeGroup {
   readonly pipeId: number;
-  /** open(2) flags of the description: O_RDONLY or O_WRONLY, O_NONBLOCK. */
-  readonly flags: number;
-  readonly cloexec: boolean;
+  readonly creator: number;
+  readonly descriptions: ReadonlyArray<{ id: number; flags: number; holders: readonly FdHolder[] }>;
 }
 
-function pipeEnds(ctx: Pick<RestoreCtx, 'images' | 'checkpoint'>): PipeEnd[] {
-  return ctx.images.fds
-    .filter((fd) => fd.type === FD_TYPE_PIPE)
-    .map((fd) => {
-      const pipe = ctx.checkpoint.file(fd.id, `fd ${fd.fd}`)['pipe'] as Entry;
-      return { fd: fd.fd, pipeId: Number(pipe['pipe_id']), flags: Number(pipe['flags'] ?? 0), cloexec: Boolean(fd.flags & FD_CLOEXEC) };
-    });
-}
-
-/** Holders of each pipe by pipe id, in tree order (the first one creates it). */
-function holders(ctx: RestoreCtx): Map<number, number[]> {
-  const byPipe = new Map<number, number[]>();
-  for (const task of ctx.plan.tasks) {
-    const set = ctx.session.images.get(task.pid);
-    if (!set || task.zombie) continue;
-    for (const end of pipeEnds({ images: set, checkpoint: ctx.checkpoint })) {
-      const list = byPipe.get(end.pipeId) ?? [];
-      if (!list.includes(task.pid)) list.push(task.pid);
-      byPipe.set(end.pipeId, list);
-    }
+/** Every pipe held by a non-zombie task, by pipe id, in tree order (works for FIFOs too). */
+export function groupByPipe(
+  tasks: readonly TaskPlan[],
+  tables: FdTables,
+  source: Described,
+  fdType: number,
+  entryOf: (file: Entry) => Entry,
+): Map<number, PipeGroup> {
+  const out = new Map<number, { pipeId: number; creator: number; descriptions: Array<{ id: number; flags: number; holders: FdHolder[] }> }>();
+  for (const [id, holders] of holdersByFile(tasks, tables, new Set([fdType]))) {
+    const file = source.checkpoint.file(id, `task ${holders[0]!.pid} fd ${holders[0]!.fd}`);
+    const entry = entryOf(file);
+    const pipeId = Number(entry['pipe_id']);
+    const group = out.get(pipeId) ?? { pipeId, creator: holders[0]!.pid, descriptions: [] };
+    group.descriptions.push({ id, flags: Number(entry['flags'] ?? 0), holders });
+    out.set(pipeId, group);
   }
-  return byPipe;
+  // The creator is the first holder in tree order among all descriptions of the pipe.
+  const order = new Map(tasks.map((task, index) => [task.pid, index]));
+  for (const group of out.values()) {
+    const first = group.descriptions.flatMap((d) => d.holders).sort((a, b) => order.get(a.pid)! - order.get(b.pid)!)[0]!;
+    group.creator = first.pid;
+  }
+  return out;
 }
 
-function queuedPipes(ctx: RestoreCtx): Set<number> {
-  const queued = new Set<number>();
-  if (!ctx.checkpoint.has('pipes-data.img')) return queued;
-  for (const lazy of ctx.checkpoint.image('pipes-data.img').entries()) {
+/** Queued bytes and buffer size per pipe id, from pipes-data.img or fifo-data.img. */
+export function pipeData(checkpoint: RestoreCtx['checkpoint'], image: string): Map<number, { size?: number; data: Uint8Array }> {
+  const out = new Map<number, { size?: number; data: Uint8Array }>();
+  if (!checkpoint.has(image)) return out;
+  for (const lazy of checkpoint.image(image).entries()) {
     const e = lazy.decode();
-    if (Number(e['bytes'] ?? 0) > 0) queued.add(Number(e['pipe_id']));
+    const size = e['size'] === undefined ? undefined : Number(e['size']);
+    out.set(Number(e['pipe_id']), { size, data: lazy.payload ?? new Uint8Array() });
   }
-  return queued;
+  return out;
 }
 
-/** Two fd numbers the task does not use, for the creator's spare ends. */
-function spareFds(ctx: RestoreCtx): [number, number] {
-  const used = new Set(ctx.images.fds.map((fd) => fd.fd));
-  const out: number[] = [];
-  for (let n = 900; out.length < 2; n--) if (!used.has(n)) out.push(n);
-  return [out[0]!, out[1]!];
+const pipeGroups = new WeakMap<RestoreSession, Map<number, PipeGroup>>();
+
+function groupsOf(ctx: RestoreCtx): Map<number, PipeGroup> {
+  let groups = pipeGroups.get(ctx.session);
+  if (!groups) {
+    groups = groupByPipe(ctx.plan.tasks, ctx.session.images, ctx, FD_TYPE_PIPE, (file) => file['pipe'] as Entry);
+    pipeGroups.set(ctx.session, groups);
+  }
+  return groups;
+}
+
+/** Creates one pipe in this task, fills it and offers each description to its holders. */
+async function createPipe(ctx: RestoreCtx, group: PipeGroup, queued: { size?: number; data: Uint8Array } | undefined): Promise<void> {
+  const helper = helperOf(ctx);
+  const [readSpare, writeSpare, ...extra] = spareFds(ctx, 2 + group.descriptions.length);
+  const ops: Array<{ op: string } & Record<string, unknown>> = [{ op: 'pipe', fds: [readSpare, writeSpare], flags: O_CLOEXEC }];
+  if (queued?.size && queued.size !== DEFAULT_PIPE_SIZE) ops.push({ op: 'fcntl', fd: readSpare, cmd: F_SETPIPE_SZ, arg: queued.size });
+  // The first read-only and first write-only descriptions are the pipe's own ends; any other one
+  // was reopened through /proc and is reopened the same way.
+  const at = new Map<number, number>();
+  let readTaken = false;
+  let writeTaken = false;
+  for (const [index, d] of group.descriptions.entries()) {
+    const mode = d.flags & O_ACCMODE;
+    if (mode === O_RDONLY && !readTaken) {
+      readTaken = true;
+      at.set(d.id, readSpare!);
+    } else if (mode === O_WRONLY && !writeTaken) {
+      writeTaken = true;
+      at.set(d.id, writeSpare!);
+    } else {
+      at.set(d.id, extra[index]!);
+      ops.push({ op: 'open', path: `/proc/self/fd/${mode === O_WRONLY ? writeSpare : readSpare}`, flags: mode | O_CLOEXEC, fd: extra[index] });
+    }
+    ops.push({ op: 'fcntl', fd: at.get(d.id)!, cmd: F_SETFL, arg: d.flags & ~O_ACCMODE & ~O_CLOEXEC });
+  }
+  try {
+    await helper.batch(ops);
+  } catch (err) {
+    if (err instanceof Error) err.message += ` [pipe ${group.pipeId}${queued?.size ? `, size ${queued.size}` : ''}]`;
+    throw err;
+  }
+  const copies = new Map<number, number>();
+  try {
+    for (const d of group.descriptions) copies.set(d.id, copyFromTask(ctx, at.get(d.id)!));
+    if (queued?.data.length) {
+      const any = copies.values().next().value ?? copyFromTask(ctx, readSpare!);
+      try {
+        fillPipe(any, queued.data);
+      } finally {
+        if (!copies.size) native.close(any);
+      }
+    }
+    const finish = group.descriptions.flatMap((d) => dupOps(at.get(d.id)!, d.holders, ctx.pid));
+    const spares = new Set([readSpare!, writeSpare!, ...at.values()]);
+    await helper.batch([...finish, ...[...spares].map((fd) => ({ op: 'close', fd }))]);
+  } catch (err) {
+    for (const copy of copies.values()) native.close(copy);
+    throw err;
+  }
+  for (const d of group.descriptions) offer(ctx, 'pipe', String(d.id), copies.get(d.id)!, receiverCount(d.holders, ctx.pid));
+}
+
+/** The fds this task receives from pipes other tasks create. */
+function wanted(ctx: RestoreCtx, groups: Iterable<PipeGroup>): Want[] {
+  const wants: Want[] = [];
+  for (const group of groups) {
+    if (group.creator === ctx.pid) continue;
+    for (const d of group.descriptions)
+      for (const h of d.holders) if (h.pid === ctx.pid) wants.push({ kind: 'pipe', id: String(d.id), fd: h.fd, cloexec: h.cloexec });
+  }
+  return wants;
 }
 
 export const pipe: ResourceKind<RestoreCtx> = {
@@ -71,32 +160,16 @@ export const pipe: ResourceKind<RestoreCtx> = {
   images: ['files', 'fdinfo-*', 'pipes-data'],
   appliesTo: (task: TaskPlan) => !task.zombie,
   async restore(ctx) {
-    const ends = pipeEnds(ctx);
-    if (!ends.length) return;
-    const helper = helperOf(ctx);
-    const byPipe = holders(ctx);
-    const queued = queuedPipes(ctx);
-    const spares = new Map<number, [number, number]>();
-    for (const pipeId of new Set(ends.map((e) => e.pipeId))) {
-      if (byPipe.get(pipeId)![0] !== ctx.pid) continue;
-      if (queued.has(pipeId)) throw new Error(`not supported: pipe ${pipeId} had queued data (pipes-data.img)`);
-      const [r, w] = spareFds(ctx);
-      await helper.request('pipe', { fds: [r, w], flags: O_CLOEXEC });
-      spares.set(pipeId, [r, w]);
-      ctx.shared.publish(CREATED, String(pipeId), { hostPid: hostPidOf(ctx), read: r, write: w });
-    }
-    const ops: Array<{ op: string } & Record<string, unknown>> = [];
-    for (const end of ends) {
-      const made = (await ctx.shared.receive(CREATED, String(end.pipeId))) as { hostPid: number; read: number; write: number };
-      const spare = (end.flags & O_ACCMODE) === 0 ? made.read : made.write;
-      const flags = (end.flags & ~O_CLOEXEC) | (end.cloexec ? O_CLOEXEC : 0);
-      ops.push({ op: 'open', path: `/proc/${made.hostPid}/fd/${spare}`, flags, fd: end.fd });
-    }
-    await helper.batch(ops);
-    for (const pipeId of new Set(ends.map((e) => e.pipeId))) ctx.shared.publish(OPENED, `${pipeId}:${ctx.pid}`, true);
-    for (const [pipeId, [r, w]] of spares) {
-      await Promise.all(byPipe.get(pipeId)!.map((pid) => ctx.shared.receive(OPENED, `${pipeId}:${pid}`)));
-      await helper.batch([{ op: 'close', fd: r }, { op: 'close', fd: w }]);
-    }
+    if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_PIPE)) return;
+    const mine = new Set(ctx.images.fds.filter((fd) => fd.type === FD_TYPE_PIPE).map((fd) => fd.id));
+    const groups = [...groupsOf(ctx).values()].filter((g) => g.descriptions.some((d) => mine.has(d.id)));
+    const data = groups.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'pipes-data.img') : new Map();
+    for (const group of groups) if (group.creator === ctx.pid) await createPipe(ctx, group, data.get(group.pipeId));
+    await receive(ctx, wanted(ctx, groups));
+  },
+  sharedObjects(tasks, source?: PlanSource) {
+    if (!source) return [];
+    const groups = groupByPipe(tasks, source.images as ReadonlyMap<number, TaskImageSet>, source as unknown as Described, FD_TYPE_PIPE, (file) => file['pipe'] as Entry);
+    return sharedRows('pipe', [...groups.values()].map((g) => [String(g.pipeId), [...g.descriptions.flatMap((d) => d.holders)].sort((a, b) => (a.pid === g.creator ? -1 : b.pid === g.creator ? 1 : 0))]));
   },
 };

@@ -125,7 +125,17 @@ export interface ResourceKind<Ctx extends BaseTaskContext = TaskContext> {
   /** Lines for `crr plan` and `crr restore --dry-run`. */
   describe?(task: TaskPlan): string[];
   /** The objects of this kind that several tasks share, with their creator and receivers. */
-  sharedObjects?(tasks: readonly TaskPlan[]): SharedObject[];
+  sharedObjects?(tasks: readonly TaskPlan[], source?: PlanSource): SharedObject[];
+}
+
+/**
+ * The decoded checkpoint behind a plan, when the planner has it (`crr plan`, a restore): kinds whose
+ * shared objects depend on fds read them here. Typed loosely so this file depends on no image module;
+ * the real values are a Checkpoint and TaskImageSets (src/restore/context.ts).
+ */
+export interface PlanSource {
+  readonly checkpoint: unknown;
+  readonly images: ReadonlyMap<number, unknown>;
 }
 
 /** The parts of a plan a resource may read (the full type lives in src/plan/plan.ts). */

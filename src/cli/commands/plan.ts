@@ -38,8 +38,8 @@ export function parsePlanArgs(argv: string[]): { imagesDir: string; format: Plan
 
 export async function run(argv: string[]): Promise<number> {
   const { imagesDir, format } = parsePlanArgs(argv);
-  const { tasks } = await loadCheckpoint(imagesDir);
-  const plan = buildPlan(registry, tasks);
+  const { tasks, checkpoint, images } = await loadCheckpoint(imagesDir);
+  const plan = buildPlan(registry, tasks, { checkpoint, images });
   process.stdout.write(renderPlan(plan, format));
   if (format === 'text') process.stdout.write(await describeTasks(imagesDir));
   return 0;

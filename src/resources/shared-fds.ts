@@ -1,0 +1,166 @@
+// The shared-fds mechanism: an open file description that several fds hold (in one task after a
+// dup, or in several tasks after a fork) is created once, by its creator, and every other fd gets
+// that same description, so offsets, flags and queued data stay shared after the restore.
+// How: the orchestrator takes a copy of the creator's fd with pidfd_getfd, then passes it into
+// each receiving task over a socketpair whose one end it has taken from that task's helper
+// (SCM_RIGHTS; the helper's `recv_fds` lands each fd at its number). Creators only publish and
+// receivers only wait for publications, so tasks that create for each other (cycles) never wait
+// on one another. Used by the pipe, fifo and shared-files kinds (and any kind whose objects are fds).
+import { openSync, closeSync, writeSync, constants as C } from 'node:fs';
+import { native } from '../actors/native.js';
+import type { FdinfoEntry } from '../images/index.js';
+import { helperOf, type RestoreCtx } from '../restore/context.js';
+import type { SharedObject, TaskPlan } from './types.js';
+
+const FD_CLOEXEC = 1;
+export const O_CLOEXEC = 0o2000000;
+const SOCK_SEQPACKET = 5;
+const SOCK_CLOEXEC = 0o2000000;
+/** SCM_RIGHTS carries at most 253 fds per message. */
+const FDS_PER_MESSAGE = 253;
+
+/** One fd of one task that refers to a description (a files.img id). */
+export interface FdHolder {
+  readonly pid: number;
+  readonly fd: number;
+  readonly cloexec: boolean;
+}
+
+/** What the plan side knows: each task's fdinfo entries (TaskImageSet has them). */
+export type FdTables = ReadonlyMap<number, { readonly fds: readonly FdinfoEntry[] }>;
+
+/**
+ * Holders of every files.img id of the given fd types, in tree order: holders[0] is the creator.
+ * Zombies hold nothing (they have no fds left to restore).
+ */
+export function holdersByFile(tasks: readonly TaskPlan[], tables: FdTables, types: ReadonlySet<number>): Map<number, FdHolder[]> {
+  const out = new Map<number, FdHolder[]>();
+  for (const task of tasks) {
+    if (task.zombie) continue;
+    for (const fd of tables.get(task.pid)?.fds ?? []) {
+      if (!types.has(fd.type)) continue;
+      const list = out.get(fd.id) ?? [];
+      list.push({ pid: task.pid, fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) });
+      out.set(fd.id, list);
+    }
+  }
+  return out;
+}
+
+/** SharedObject rows for `crr plan`: the creator and the other tasks of each holder list. */
+export function sharedRows(kind: string, groups: Iterable<[string, readonly FdHolder[]]>): SharedObject[] {
+  const rows: SharedObject[] = [];
+  for (const [id, holders] of groups) {
+    const creator = holders[0]!.pid;
+    const receivers = [...new Set(holders.map((h) => h.pid))].filter((pid) => pid !== creator);
+    if (receivers.length) rows.push({ kind, id, creator, receivers });
+  }
+  return rows;
+}
+
+/** `count` fd numbers the task does not use, below the helper's channel (>= 1000). */
+export function spareFds(ctx: Pick<RestoreCtx, 'images'>, count: number, below = 990): number[] {
+  const used = new Set(ctx.images.fds.map((fd) => fd.fd));
+  const out: number[] = [];
+  for (let n = below; out.length < count && n > 2; n--) if (!used.has(n)) out.push(n);
+  if (out.length < count) throw new Error(`no ${count} spare fd numbers below ${below}`);
+  return out;
+}
+
+/** A copy, in crr's own process, of fd `fd` of the task (same description), close-on-exec. */
+export function copyFromTask(ctx: RestoreCtx, fd: number): number {
+  return native.pidfdGetfd(helperOf(ctx).pidfd, fd);
+}
+
+/** A published description: crr's copy, closed when the last receiving task has it. */
+interface Offer {
+  fd: number;
+  pending: number;
+}
+
+const offerKind = (kind: string) => `fd:${kind}`;
+
+/**
+ * Publishes crr's copy `copy` of a description under kind/id for `receivers` tasks. The copy is
+ * closed once each of them has installed it (at once when there are none), or when the restore
+ * is aborted.
+ */
+export function offer(ctx: RestoreCtx, kind: string, id: string, copy: number, receivers: number): void {
+  if (receivers === 0) {
+    native.close(copy);
+    return;
+  }
+  const entry: Offer = { fd: copy, pending: receivers };
+  ctx.signal.addEventListener('abort', () => release(entry, entry.pending), { once: true });
+  ctx.shared.publish(offerKind(kind), id, entry);
+}
+
+function release(entry: Offer, count: number): void {
+  if (entry.pending <= 0) return;
+  entry.pending -= count;
+  if (entry.pending <= 0) native.close(entry.fd);
+}
+
+/** One fd a receiving task wants: the description published under kind/id, at `fd`. */
+export interface Want {
+  readonly kind: string;
+  readonly id: string;
+  readonly fd: number;
+  readonly cloexec: boolean;
+}
+
+/**
+ * Waits for every wanted description and installs each at its fd number in this task (an fd
+ * already there is replaced). One socketpair per call; at most 253 fds per message.
+ */
+export async function receive(ctx: RestoreCtx, wants: readonly Want[]): Promise<void> {
+  if (!wants.length) return;
+  const offers = await Promise.all(wants.map((w) => ctx.shared.receive(offerKind(w.kind), w.id) as Promise<Offer>));
+  const helper = helperOf(ctx);
+  const avoid = new Set(wants.map((w) => w.fd));
+  const [theirs, ours] = spareFds({ images: { ...ctx.images, fds: [...ctx.images.fds, ...[...avoid].map((fd) => ({ fd }) as FdinfoEntry)] } }, 2);
+  await helper.request('socketpair', { type: SOCK_SEQPACKET | SOCK_CLOEXEC, fds: [theirs!, ours!] });
+  let sender = -1;
+  try {
+    sender = native.pidfdGetfd(helper.pidfd, ours!);
+    await helper.request('close', { fd: ours! });
+    for (let at = 0; at < wants.length; at += FDS_PER_MESSAGE) {
+      const part = wants.slice(at, at + FDS_PER_MESSAGE);
+      native.sendFds(sender, offers.slice(at, at + FDS_PER_MESSAGE).map((o) => o.fd));
+      await helper.request('recv_fds', { sock: theirs!, fds: part.map((w) => w.fd), cloexec: part.map((w) => (w.cloexec ? 1 : 0)) });
+    }
+  } finally {
+    if (sender >= 0) native.close(sender);
+    await helper.request('close', { fd: theirs! }).catch(() => undefined);
+  }
+  const perOffer = new Map<Offer, number>();
+  for (const o of offers) perOffer.set(o, (perOffer.get(o) ?? 0) + 1);
+  for (const [o] of perOffer) release(o, 1);
+}
+
+/** Number of distinct tasks other than the creator among the holders (what `offer` waits for). */
+export function receiverCount(holders: readonly FdHolder[], creator: number): number {
+  return new Set(holders.filter((h) => h.pid !== creator).map((h) => h.pid)).size;
+}
+
+/** Copies the creator's extra fds of one description (dups inside the creator) with the helper. */
+export function dupOps(from: number, holders: readonly FdHolder[], pid: number): Array<{ op: string } & Record<string, unknown>> {
+  return holders
+    .filter((h) => h.pid === pid && h.fd !== from)
+    .map((h) => ({ op: 'dup2', oldfd: from, newfd: h.fd, flags: h.cloexec ? O_CLOEXEC : 0 }));
+}
+
+/**
+ * Puts queued bytes into a pipe or FIFO through crr's copy of one of its descriptions: a fresh
+ * non-blocking write description of the same pipe, so a full pipe is an EAGAIN error, never a hang.
+ */
+export function fillPipe(copy: number, data: Uint8Array): void {
+  if (!data.length) return;
+  const wfd = openSync(`/proc/self/fd/${copy}`, C.O_WRONLY | C.O_NONBLOCK);
+  try {
+    let done = 0;
+    while (done < data.length) done += writeSync(wfd, data, done, data.length - done);
+  } finally {
+    closeSync(wfd);
+  }
+}
