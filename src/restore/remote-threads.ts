@@ -2,7 +2,7 @@
 // step 6), driven stop by stop through the stub's bare `syscall; int3` entry because the
 // PTRACE_EVENT_CLONE stop comes in the middle of it; the new thread is auto-attached (the task
 // must be seized with traceClone) and stops before it runs any code. Also the per-thread kernel
-// state every thread sets for itself (rseq, clear_child_tid, robust list, sigaltstack) and the
+// state every thread sets for itself (rseq, clear_child_tid, robust list, name, sigaltstack) and the
 // list of a task's threads with their TIDs as the tracer sees them, kept for the later stages.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NativeError } from '../errors.js';
@@ -10,7 +10,8 @@ import { STUB_DATA_OFFSET, STUB_ENTRY_SYSCALL, STUB_SYSCALL_TRAP_END } from '../
 import type { Stop, Tracer } from '../actors/tracer.js';
 import type { TaskRuntime } from './context.js';
 import { RemoteBatch } from './remote.js';
-import { CLONE_THREAD_FLAGS, errnoName, isSyscallError, signed, SS_DISABLE, SYS } from './remote-sys.js';
+import { commBytes } from './remote-mm.js';
+import { CLONE_THREAD_FLAGS, errnoName, isSyscallError, PR_SET_NAME, signed, SS_DISABLE, SYS } from './remote-sys.js';
 
 export interface RestoredThread {
   /** TID in the restored task's PID namespace (as dumped). */
@@ -120,6 +121,10 @@ export function addThreadState(batch: RemoteBatch, core: Record<string, unknown>
   const rla = BigInt((tc['futex_rla'] as bigint | number | undefined) ?? 0);
   const rlaLen = Number(tc['futex_rla_len'] ?? 0);
   if (rlaLen > 0) batch.call(SYS.set_robust_list, [rla, rlaLen], { what: `set the robust list of thread ${tid}` });
+  if (typeof tc['comm'] === 'string' && tc['comm']) {
+    batch.reserve(16, 1);
+    batch.call(SYS.prctl, [PR_SET_NAME, batch.put(commBytes(tc['comm'])), 0, 0, 0], { what: `set the name of thread ${tid}` });
+  }
   const sas = tc['sas'] as Record<string, unknown> | undefined;
   if (sas && Number(sas['ss_flags'] ?? SS_DISABLE) !== SS_DISABLE) {
     const ss = Buffer.alloc(24);
