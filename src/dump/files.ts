@@ -7,6 +7,7 @@ import { CrrError } from '../errors.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
 import { regFileEntry, zeroFown, FD_TYPE, O_CLOEXEC } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
+import { dumpUnixFd } from './fd-unixsk.js';
 
 /** An fd crr cannot dump yet: the message names pid, fd and the kind of file. */
 export class UnsupportedFdError extends CrrError {
@@ -94,6 +95,14 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       }
       out.push({ id, flags: fdflags, type: FD_TYPE.PIPE, fd });
       continue;
+    }
+    const sock = /^socket:\[(\d+)\]$/.exec(link);
+    if (sock) {
+      const entry = await dumpUnixFd(pid, fd, Number(sock[1]), fileFlags, fdflags, ids, open, probe.same);
+      if (entry) {
+        out.push(entry);
+        continue;
+      }
     }
     if (link.startsWith('socket:')) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)})`);
     if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
