@@ -14,6 +14,7 @@ import { FD_TYPE_REG, regfile } from './regfile.js';
 import { detach, regs } from './regs.js';
 import { rlimits } from './rlimits.js';
 import { seccomp } from './seccomp.js';
+import { sharedFiles } from './shared-files.js';
 import { sigact } from './sigact.js';
 import { signals } from './signals.js';
 import { processGroups, taskTree } from './task-tree.js';
@@ -27,6 +28,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   regfile,
   chardev,
   pipe,
+  sharedFiles,
   fs,
   rlimits,
   barrier,

@@ -1,0 +1,58 @@
+// Open file descriptions of regular files and devices that several fds hold: dup'd fds in one
+// task, or fds inherited across fork (one offset: a parent and child writing through it append to
+// each other, never overwrite). regfile and chardev open every fd on its own first; then the
+// creator's description (the first holder's, tree order) replaces every other holder's, through
+// the shared-fds mechanism. Descriptions held by one fd only are left as regfile opened them.
+import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
+import { FD_TYPE_REG } from './regfile.js';
+import { copyFromTask, dupOps, holdersByFile, offer, receive, receiverCount, sharedRows, type FdHolder, type FdTables } from './shared-fds.js';
+import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
+
+const KIND = 'file';
+
+/** files.img ids of REG descriptions held by more than one fd, with their holders (creator first). */
+export function sharedDescriptions(tasks: readonly TaskPlan[], tables: FdTables): Map<number, FdHolder[]> {
+  const out = new Map<number, FdHolder[]>();
+  for (const [id, holders] of holdersByFile(tasks, tables, new Set([FD_TYPE_REG]))) if (holders.length > 1) out.set(id, holders);
+  return out;
+}
+
+const cache = new WeakMap<RestoreSession, Map<number, FdHolder[]>>();
+
+function sharedOf(ctx: RestoreCtx): Map<number, FdHolder[]> {
+  let shared = cache.get(ctx.session);
+  if (!shared) cache.set(ctx.session, (shared = sharedDescriptions(ctx.plan.tasks, ctx.session.images)));
+  return shared;
+}
+
+export const sharedFiles: ResourceKind<RestoreCtx> = {
+  name: 'shared-files',
+  stage: 'shared-fds',
+  images: ['files', 'fdinfo-*'],
+  after: ['regfile', 'chardev'],
+  appliesTo: (task) => !task.zombie,
+  async restore(ctx) {
+    const mine = new Set(ctx.images.fds.filter((fd) => fd.type === FD_TYPE_REG).map((fd) => fd.id));
+    if (!mine.size) return;
+    const wants = [];
+    const dups = [];
+    for (const [id, holders] of sharedOf(ctx)) {
+      if (!mine.has(id)) continue;
+      const creator = holders[0]!;
+      if (creator.pid === ctx.pid) {
+        dups.push(...dupOps(creator.fd, holders, ctx.pid));
+        const receivers = receiverCount(holders, ctx.pid);
+        if (receivers) offer(ctx, KIND, String(id), copyFromTask(ctx, creator.fd), receivers);
+      } else {
+        for (const h of holders) if (h.pid === ctx.pid) wants.push({ kind: KIND, id: String(id), fd: h.fd, cloexec: h.cloexec });
+      }
+    }
+    if (dups.length) await helperOf(ctx).batch(dups);
+    await receive(ctx, wants);
+  },
+  sharedObjects(tasks, source?: PlanSource) {
+    if (!source) return [];
+    const shared = sharedDescriptions(tasks, source.images as ReadonlyMap<number, TaskImageSet>);
+    return sharedRows(KIND, [...shared].map(([id, holders]) => [String(id), holders]));
+  },
+};
