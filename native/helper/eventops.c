@@ -4,6 +4,7 @@
  * create from the images. Protocol: docs/native-helper.md. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <string.h>
@@ -122,11 +123,11 @@ bool op_epoll_create(const msgpack_object *req, msgpack_packer *pk, failure *f) 
   return land(fd, target, flags & EPOLL_CLOEXEC, pk, f);
 }
 
-/* epoll_ctl {epfd, op = EPOLL_CTL_ADD, fd, events, data (u64)} -> 0 */
+/* epoll_ctl {epfd, ctl = EPOLL_CTL_ADD, fd, events, data (u64)} -> 0 ("op" names the helper op) */
 bool op_epoll_ctl(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int epfd, op, fd;
   uint64_t events, data;
-  if (!arg_int(req, "epfd", true, 0, &epfd, f) || !arg_int(req, "op", false, EPOLL_CTL_ADD, &op, f) ||
+  if (!arg_int(req, "epfd", true, 0, &epfd, f) || !arg_int(req, "ctl", false, EPOLL_CTL_ADD, &op, f) ||
       !arg_int(req, "fd", true, 0, &fd, f) || !arg_u64(req, "events", true, 0, &events, f) ||
       !arg_u64(req, "data", false, 0, &data, f))
     return false;
@@ -181,4 +182,22 @@ bool op_memfd_create(const msgpack_object *req, msgpack_packer *pk, failure *f) 
   int fd = memfd_create(name, (unsigned)flags);
   if (fd < 0) return fail(f, errno, "memfd_create");
   return land(fd, target, flags & MFD_CLOEXEC, pk, f);
+}
+
+/* getfd {pid, targetFd, fd?, flags = 0} -> fd: a copy of another task's fd (pidfd_getfd), for
+ * objects one task created and others share; flags O_CLOEXEC or 0 (pidfd_getfd always sets it). */
+bool op_getfd(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int pid, target_fd, flags;
+  int64_t target;
+  if (!arg_int(req, "pid", true, 0, &pid, f) || !arg_int(req, "targetFd", true, 0, &target_fd, f) ||
+      !arg_int(req, "flags", false, 0, &flags, f) || !read_target(req, &target, f))
+    return false;
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) return fail(f, errno, "pidfd_open");
+  int fd = (int)syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);
+  int err = errno;
+  close(pidfd);
+  if (fd < 0) return fail(f, err, "pidfd_getfd");
+  if (target < 0 && !(flags & O_CLOEXEC)) fcntl(fd, F_SETFD, 0);
+  return land(fd, target, flags & O_CLOEXEC, pk, f);
 }

@@ -7,7 +7,15 @@ import { CrrError } from '../errors.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
 import { regFileEntry, zeroFown, FD_TYPE, O_CLOEXEC } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
+import { eventfdDumper, type AnonFdDumper } from './fd-eventfd.js';
+import { eventpollDumper } from './fd-eventpoll.js';
+import { inotifyDumper } from './fd-inotify.js';
+import { signalfdDumper } from './fd-signalfd.js';
+import { timerfdDumper } from './fd-timerfd.js';
 import { dumpUnixFd } from './fd-unixsk.js';
+
+/** Anon-inode fd kinds (issue 6), each in its own src/dump/fd-<kind>.ts. */
+const ANON_FD_DUMPERS: readonly AnonFdDumper[] = [eventfdDumper, signalfdDumper, timerfdDumper, eventpollDumper, inotifyDumper];
 
 /** An fd crr cannot dump yet: the message names pid, fd and the kind of file. */
 export class UnsupportedFdError extends CrrError {
@@ -105,6 +113,13 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       }
     }
     if (link.startsWith('socket:')) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)})`);
+    const anon = ANON_FD_DUMPERS.find((kind) => kind.matches(link));
+    if (anon) {
+      const text = readProc(pid, `fdinfo/${fd}`);
+      const id = await open.idFor(`anon:${link}`, pid, fd, probe.same, (id) => ids.addFile(anon.entry(id, fileFlags, text, { pid, fd })), ids);
+      out.push({ id, flags: fdflags, type: anon.type, fd });
+      continue;
+    }
     if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
     if (!link.startsWith('/')) throw new UnsupportedFdError(pid, fd, `'${link}'`);
     if (link.endsWith(' (deleted)')) throw new UnsupportedFdError(pid, fd, `a deleted file (${link})`);

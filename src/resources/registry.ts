@@ -6,7 +6,10 @@ import type { RestoreCtx } from '../restore/context.js';
 import { barrier } from './barrier.js';
 import { chardev } from './chardev.js';
 import { creds } from './creds.js';
+import { FD_TYPE_EVENTFD, eventfd } from './eventfd.js';
+import { FD_TYPE_EVENTPOLL, eventpoll } from './eventpoll.js';
 import { fs } from './fs.js';
+import { FD_TYPE_INOTIFY, inotify } from './inotify.js';
 import { memory } from './memory.js';
 import { mm } from './mm.js';
 import { FD_TYPE_PIPE, pipe } from './pipe.js';
@@ -16,9 +19,11 @@ import { rlimits } from './rlimits.js';
 import { seccomp } from './seccomp.js';
 import { sharedFiles } from './shared-files.js';
 import { sigact } from './sigact.js';
+import { FD_TYPE_SIGNALFD, signalfd } from './signalfd.js';
 import { signals } from './signals.js';
 import { processGroups, taskTree } from './task-tree.js';
 import { threads } from './threads.js';
+import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import type { ResourceKind } from './types.js';
 
 export const registry: readonly ResourceKind<RestoreCtx>[] = [
@@ -28,6 +33,11 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   regfile,
   chardev,
   pipe,
+  eventfd,
+  signalfd,
+  timerfd,
+  inotify,
+  eventpoll,
   sharedFiles,
   fs,
   rlimits,
@@ -48,6 +58,11 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
 export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_REG, 'regfile'],
   [FD_TYPE_PIPE, 'pipe'],
+  [FD_TYPE_EVENTFD, 'eventfd'],
+  [FD_TYPE_SIGNALFD, 'signalfd'],
+  [FD_TYPE_TIMERFD, 'timerfd'],
+  [FD_TYPE_INOTIFY, 'inotify'],
+  [FD_TYPE_EVENTPOLL, 'eventpoll'],
 ]);
 
 /** Look a kind up by name; the planner has already checked that names are unique. */
