@@ -180,11 +180,11 @@ t.test('a corrupt pages file fails the load, before anything starts', async (t) 
 
 t.test('an fd of a kind crr does not restore is refused at plan time, naming task and fd', async (t) => {
   const dir = copyFixture(t, 'sleep');
-  rewriteImage(dir, 'fdinfo-2.img', (entries) => entries.map((e) => (e['fd'] === 251 ? { ...e, type: 6 } : e)));
+  rewriteImage(dir, 'fdinfo-2.img', (entries) => entries.map((e) => (e['fd'] === 251 ? { ...e, type: 19 } : e)));
   await t.rejects(restore({ imagesDir: dir, pidNamespace: true, dryRun: true }), {
     stage: 'plan',
     pid: 17288,
     code: 'ENOTSUP',
-    message: /not supported: fd 251 is a EVENTFD/,
+    message: /not supported: fd 251 is a BPFMAP .*crr restores REG, PIPE/,
   });
 });

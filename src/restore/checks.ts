@@ -51,7 +51,7 @@ export function checkFdKinds(session: RestoreSession, supported: ReadonlySet<num
         resource: kind.toLowerCase(),
         code: 'ENOTSUP',
         errno: 95,
-        message: `not supported: fd ${fd.fd} is a ${kind} (file id ${fd.id}); crr restores regular files, character devices and pipes so far`,
+        message: `not supported: fd ${fd.fd} is a ${kind} (file id ${fd.id}); crr restores ${[...supported].map((n) => FD_TYPE_NAMES[n] ?? n).join(', ')} fds so far`,
       });
     }
   }
