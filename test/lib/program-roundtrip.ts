@@ -1,0 +1,40 @@
+// Round trip of a self-checking test program: crr dump (the program is killed), wait until its
+// PIDs are free, restore() in a fresh PID namespace, then ask the restored program to check
+// itself. Everything restored is killed and reaped by PID in t.teardown.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dump } from '../../src/dump/index.js';
+import { restore, type RestoreResult } from '../../src/restore/index.js';
+import { requestCheck, waitPidGone, type Running } from './programs.js';
+
+interface Host {
+  teardown(fn: () => unknown): void;
+}
+
+export interface RoundTrip {
+  imagesDir: string;
+  result: RestoreResult;
+  /** SIGUSR1 to the restored root (by its host PID) and its PASS/FAIL answer. */
+  check(timeoutMs?: number): Promise<{ pass: boolean; text: string }>;
+}
+
+/** Dumps `prog` into a temp dir (kept until the test ends); `inspect` may read the images before the restore. */
+export async function dumpProgram(t: Host, prog: Running): Promise<string> {
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-roundtrip-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  const pids = prog.tree();
+  await dump({ pid: prog.pid, imagesDir });
+  for (const pid of pids) await waitPidGone(pid);
+  return imagesDir;
+}
+
+export async function restoreProgram(t: Host, prog: Running, imagesDir: string): Promise<RoundTrip> {
+  const result = await restore({ imagesDir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  return { imagesDir, result, check: (ms) => requestCheck(result.rootHostPid, prog.resultFile, ms) };
+}
+
+export async function roundTrip(t: Host, prog: Running): Promise<RoundTrip> {
+  return restoreProgram(t, prog, await dumpProgram(t, prog));
+}
