@@ -25,7 +25,7 @@ export class UnixSocketError extends CrrError {
 /** Dump-wide unix socket state: one diag snapshot, queued packets for sk-queues.img. */
 interface UnixDumpState {
   diag: Map<number, UnixDiag>;
-  /** Listener inode of every connection waiting in a backlog. */
+  /** Listener inode of every client whose connection waits in a backlog (icons list clients). */
   iconOf: Map<number, number>;
   queues: Array<{ entry: Entry; payload: Uint8Array }>;
   /** Socket inode -> files.img id, to check peers once every task is collected. */
@@ -92,10 +92,8 @@ export async function dumpUnixFd(
     }
     s.dumped.set(ino, { id, pid, fd });
   }, ids);
-  for (const icon of d.icons) {
-    const pending = s.diag.get(icon);
-    if (pending && pending.rqueue > 0) throw new UnixSocketError(pid, fd, ino, `data queued on a connection not yet accepted (${pending.rqueue} bytes)`);
-  }
+  // Bytes a pending client sent sit in the embryo socket only accept() would give: no fd reaches them.
+  if (s.iconOf.has(ino) && d.wqueue > 0) throw new UnixSocketError(pid, fd, ino, `${d.wqueue} bytes sent on a connection not yet accepted`);
   return { id, flags: fdFlags, type: FD_TYPE.UNIXSK, fd };
 }
 
@@ -112,9 +110,10 @@ function grab(pid: number, fd: number, ino: number): number {
 }
 
 function unixEntry(id: number, d: UnixDiag, s: UnixDumpState, flags: number, opts: Entry): Entry {
-  // A client whose connection sits in a listener's backlog names the listener as its peer (as
-  // CRIU does): restoring it means connecting to that listener again.
-  const peer = s.iconOf.get(d.peer) ?? d.peer;
+  // A client whose connection sits in a listener's backlog has no peer inode (the embryo socket
+  // has none; the listener's icons list the clients): it names the listener as its peer, as CRIU
+  // does, and restoring it means connecting to that listener again.
+  const peer = d.peer || (s.iconOf.get(d.ino) ?? 0);
   const entry: Entry = {
     id,
     ino: d.ino,

@@ -23,6 +23,7 @@ import { FD_TYPE_SIGNALFD, signalfd } from './signalfd.js';
 import { signals } from './signals.js';
 import { processGroups, taskTree } from './task-tree.js';
 import { threads } from './threads.js';
+import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import type { ResourceKind } from './types.js';
 
@@ -33,6 +34,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   regfile,
   chardev,
   pipe,
+  unixsk,
   eventfd,
   signalfd,
   timerfd,
@@ -58,6 +60,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
 export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_REG, 'regfile'],
   [FD_TYPE_PIPE, 'pipe'],
+  [FD_TYPE_UNIXSK, 'unixsk'],
   [FD_TYPE_EVENTFD, 'eventfd'],
   [FD_TYPE_SIGNALFD, 'signalfd'],
   [FD_TYPE_TIMERFD, 'timerfd'],

@@ -1,0 +1,185 @@
+// The unix socket kind: every UNIXSK fd comes back as the same socket: type, name (path or
+// abstract), listening with its backlog of pending connections, connected to the same peer,
+// queued data (sk-queues.img) byte for byte with its packet bounds, shutdown state, SOL_SOCKET
+// options and O_NONBLOCK. The maker task (unixsk-plan.ts) builds each socket at a spare fd with
+// helper ops, fills it, then lands it at its fds; other holders receive it through shared-fds.
+// Order inside a maker: create, bind, listen (published so other tasks may connect), connect,
+// options (buffer sizes before data), queued data (sent by the peer end), shutdown, flags.
+import { lstatSync, unlinkSync } from 'node:fs';
+import type { Entry } from '../images/index.js';
+import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
+import { copyFromTask, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
+import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
+import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
+
+export { FD_TYPE_UNIXSK } from './unixsk-plan.js';
+
+const KIND = 'unixsk';
+const BOUND = 'unixsk-bound';
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+const F_SETFL = 4;
+const SOL_SOCKET = 1;
+const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36 } as const;
+type Op = { op: string } & Record<string, unknown>;
+
+const plans = new WeakMap<RestoreSession, UnixPlan>();
+
+function planOf(ctx: RestoreCtx): UnixPlan {
+  let plan = plans.get(ctx.session);
+  if (!plan) plans.set(ctx.session, (plan = planUnixSockets(ctx.checkpoint.files(), ctx.plan.tasks, ctx.session.images)));
+  return plan;
+}
+
+/** sk-queues.img packets by the id of the socket that was to receive them, in queue order. */
+function queues(ctx: RestoreCtx): Map<number, Uint8Array[]> {
+  const out = new Map<number, Uint8Array[]>();
+  if (!ctx.checkpoint.has('sk-queues.img')) return out;
+  for (const lazy of ctx.checkpoint.image('sk-queues.img').entries()) {
+    const id = Number(lazy.decode()['id_for']);
+    const list = out.get(id) ?? [];
+    list.push(lazy.payload ?? new Uint8Array());
+    out.set(id, list);
+  }
+  return out;
+}
+
+/** A path a dead socket left behind would make bind fail with EADDRINUSE: only a socket file is removed. */
+function clearStalePath(name: Buffer): void {
+  if (!name.length || name[0] === 0) return;
+  const path = bindName(name).toString();
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch {
+    // nothing there
+  }
+}
+
+function optionOps(fd: number, opts: Entry): Op[] {
+  const ops: Op[] = [];
+  const set = (name: number, value: number) => ops.push({ op: 'setsockopt', fd, level: SOL_SOCKET, name, value });
+  // getsockopt reported the doubled size the kernel keeps; setting doubles again.
+  if (opts['so_sndbuf']) set(SO.SNDBUFFORCE, Math.floor(Number(opts['so_sndbuf']) / 2));
+  if (opts['so_rcvbuf']) set(SO.RCVBUFFORCE, Math.floor(Number(opts['so_rcvbuf']) / 2));
+  const flags: Array<[string, number]> = [['reuseaddr', SO.REUSEADDR], ['so_passcred', SO.PASSCRED], ['so_passsec', SO.PASSSEC], ['so_dontroute', SO.DONTROUTE], ['so_no_check', SO.NO_CHECK], ['so_broadcast', SO.BROADCAST], ['so_keepalive', SO.KEEPALIVE]];
+  for (const [field, name] of flags) if (opts[field]) set(name, 1);
+  if (Number(opts['so_priority'] ?? 0)) set(SO.PRIORITY, Number(opts['so_priority']));
+  if (Number(opts['so_rcvlowat'] ?? 1) > 1) set(SO.RCVLOWAT, Number(opts['so_rcvlowat']));
+  if (Number(opts['so_mark'] ?? 0)) set(SO.MARK, Number(opts['so_mark']));
+  for (const [dir, name] of [['snd', SO.SNDTIMEO_OLD], ['rcv', SO.RCVTIMEO_OLD]] as const) {
+    const sec = BigInt((opts[`so_${dir}_tmo_sec`] as bigint | number | undefined) ?? 0);
+    const usec = BigInt((opts[`so_${dir}_tmo_usec`] as bigint | number | undefined) ?? 0);
+    if (!sec && !usec) continue;
+    const tv = Buffer.alloc(16);
+    tv.writeBigInt64LE(sec, 0);
+    tv.writeBigInt64LE(usec, 8);
+    ops.push({ op: 'setsockopt', fd, level: SOL_SOCKET, name, bytes: tv });
+  }
+  return ops;
+}
+
+/** Makes, fills and lands the sockets this task makes; offers them to the other holders. */
+async function makeSockets(ctx: RestoreCtx, plan: UnixPlan, mine: UnixSocket[]): Promise<void> {
+  const helper = helperOf(ctx);
+  const spares = spareFds(ctx, mine.length, 800);
+  const at = new Map(mine.map((s, i) => [s.id, spares[i]!]));
+  const fdOf = (s: UnixSocket) => at.get(s.id)!;
+  const create: Op[] = [];
+  const named: Op[] = [];
+  for (const s of mine) {
+    const other = s.pairedWith !== undefined ? plan.byIno.get(s.pairedWith)! : undefined;
+    if (other && other.id < s.id) continue; // made with its lower-id end
+    if (other) create.push({ op: 'socketpair', type: s.type | SOCK_CLOEXEC, fds: [fdOf(s), fdOf(other)] });
+    else create.push({ op: 'socket', type: s.type | SOCK_CLOEXEC, fd: fdOf(s) });
+  }
+  for (const s of mine) {
+    // A stream end of a pair shares its listener's name (accept gives it): binding it again would clash.
+    const bindable = s.name.length && (s.pairedWith === undefined || s.type === SOCK_DGRAM);
+    if (bindable) {
+      clearStalePath(s.name);
+      named.push({ op: 'bind', fd: fdOf(s), addr: bindName(s.name) });
+    }
+    if (Number(s.usk['state']) === TCP_LISTEN) named.push({ op: 'listen', fd: fdOf(s), backlog: Number(s.usk['backlog'] ?? 0) });
+  }
+  await helper.batch([...create, ...named]);
+  for (const s of mine) if (s.name.length && s.pairedWith === undefined) ctx.shared.publish(BOUND, String(s.ino), true);
+
+  for (const s of [...mine].sort((a, b) => a.id - b.id)) {
+    if (s.connectTo === undefined) continue;
+    const target = plan.byIno.get(s.connectTo);
+    if (!target?.name.length) throw new Error(`not supported: unix socket ${s.ino} is connected to ${s.connectTo}, which was not dumped or has no name`);
+    await ctx.shared.receive(BOUND, String(target.ino));
+    await helper.request('connect', { fd: fdOf(s), addr: bindName(target.name) });
+  }
+
+  await helper.batch(mine.flatMap((s) => optionOps(fdOf(s), (s.usk['opts'] as Entry | undefined) ?? {})));
+  const queued = queues(ctx);
+  for (const s of mine) {
+    const packets = queued.get(s.id);
+    if (!packets?.length) continue;
+    const sender = s.pairedWith !== undefined ? plan.byIno.get(s.pairedWith)! : undefined;
+    if (sender) {
+      for (const data of packets) await helper.request('send', { fd: fdOf(sender), data: Buffer.from(data) });
+    } else if (s.type === SOCK_DGRAM && s.name.length) {
+      const [tmp] = spareFds(ctx, 1, 790);
+      await helper.request('socket', { type: SOCK_DGRAM | SOCK_CLOEXEC, fd: tmp });
+      try {
+        for (const data of packets) await helper.request('send', { fd: tmp, data: Buffer.from(data), addr: bindName(s.name) });
+      } finally {
+        await helper.request('close', { fd: tmp });
+      }
+    } else {
+      throw new Error(`not supported: queued data on unix socket ${s.ino} (${nameText(s.name)}) whose sender is unknown`);
+    }
+  }
+
+  const last: Op[] = [];
+  for (const s of mine) {
+    const shutdown = Number(s.usk['shutdown'] ?? 0);
+    if (shutdown) last.push({ op: 'shutdown', fd: fdOf(s), how: shutdown - 1 });
+    last.push({ op: 'fcntl', fd: fdOf(s), cmd: F_SETFL, arg: Number(s.usk['flags'] ?? 0) & O_NONBLOCK });
+  }
+  await helper.batch(last);
+
+  const land: Op[] = [];
+  for (const s of mine) {
+    const receivers = receiverCount(s.holders, ctx.pid);
+    if (receivers) offer(ctx, KIND, String(s.id), copyFromTask(ctx, fdOf(s)), receivers);
+    for (const h of s.holders) if (h.pid === ctx.pid) land.push({ op: 'dup2', oldfd: fdOf(s), newfd: h.fd, flags: h.cloexec ? O_CLOEXEC : 0 });
+    land.push({ op: 'close', fd: fdOf(s) });
+  }
+  await helper.batch(land);
+}
+
+export const unixsk: ResourceKind<RestoreCtx> = {
+  name: 'unixsk',
+  stage: 'shared-fds',
+  images: ['files', 'fdinfo-*', 'sk-queues'],
+  appliesTo: (task: TaskPlan) => !task.zombie,
+  async restore(ctx) {
+    if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_UNIXSK)) {
+      // A task with no unix fds may still make a pair end another task holds.
+      if (![...planOf(ctx).byId.values()].some((s) => s.maker === ctx.pid)) return;
+    }
+    const plan = planOf(ctx);
+    const mine = [...plan.byId.values()].filter((s) => s.maker === ctx.pid);
+    if (mine.length) await makeSockets(ctx, plan, mine);
+    const wants: Want[] = [];
+    for (const s of plan.byId.values()) {
+      if (s.maker === ctx.pid) continue;
+      for (const h of s.holders) if (h.pid === ctx.pid) wants.push({ kind: KIND, id: String(s.id), fd: h.fd, cloexec: h.cloexec });
+    }
+    await receive(ctx, wants);
+  },
+  describe(task) {
+    return task.zombie ? [] : ['unix sockets: made by their first holder, pairs by socketpair, others bound/listening/connected by name'];
+  },
+  sharedObjects(tasks, source?: PlanSource) {
+    if (!source) return [];
+    const checkpoint = source.checkpoint as { files(): ReadonlyMap<number, Entry> };
+    const plan = planUnixSockets(checkpoint.files(), tasks, source.images as ReadonlyMap<number, TaskImageSet>);
+    return sharedRows(KIND, [...plan.byId.values()].map((s) => [String(s.id), [{ pid: s.maker, fd: -1, cloexec: false }, ...s.holders]]));
+  },
+};

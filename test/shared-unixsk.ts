@@ -1,0 +1,80 @@
+// Unix sockets through dump and restore, with the self-checking unixsk program (one variant at a
+// time: pairs, path, abstract, listen, queues, shutdown, options): the program's own checks can
+// fail (break kinds), the images say what /proc and the program set up (types, names, peers,
+// queued bytes), and after dump -> kill -> restore in a fresh PID namespace the program passes.
+import t from 'tap';
+import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dump } from '../src/dump/index.js';
+import { readImage } from '../src/images/reader.js';
+import { restore } from '../src/restore/index.js';
+import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
+
+const VARIANTS = ['pairs', 'path', 'abstract', 'listen', 'queues', 'shutdown', 'options'];
+const img = (dir: string, name: string) => readImage(join(dir, name)).all() as any[];
+const tmpOut = (t: Tap.Test, name: string) => {
+  const out = mkdtempSync(join(tmpdir(), `crr-unixsk-${name}-`));
+  t.teardown(() => rmSync(out, { recursive: true, force: true }));
+  return out;
+};
+
+t.test('the program checks itself: every break kind is noticed', async (t) => {
+  const ok = await startProgram(t, 'unixsk');
+  t.same(await requestCheck(ok.pid, ok.resultFile), { pass: true, text: 'PASS' });
+  for (const kind of ['data', 'peer', 'option', 'name']) {
+    const p = await startProgram(t, 'unixsk', [], { env: { ...process.env, CRR_SELFTEST_BREAK: kind } });
+    const r = await requestCheck(p.pid, p.resultFile);
+    t.equal(r.pass, false, `break ${kind}: ${r.text}`);
+  }
+});
+
+t.test('dump --leave-running: usk entries and sk-queues as the program left them', async (t) => {
+  const p = await startProgram(t, 'unixsk');
+  const out = tmpOut(t, 'images');
+  const inode = (fd: number) => Number(/socket:\[(\d+)\]/.exec(readlinkSync(`/proc/${p.pid}/fd/${fd}`))![1]);
+  const inodes = new Map([10, 11, 20, 21, 40, 41, 50, 51, 52, 53, 54, 55, 60, 70].map((fd) => [fd, inode(fd)]));
+  await dump({ pid: p.pid, imagesDir: out, leaveRunning: true });
+  const files = img(out, 'files.img').filter((f) => f.type === 5).map((f) => f.usk);
+  const fdinfo = img(out, 'fdinfo-2.img');
+  const uskAt = (fd: number) => files.find((u) => u.id === fdinfo.find((e) => e.fd === fd)!.id)!;
+  for (const [fd, ino] of inodes) t.equal(uskAt(fd).ino, ino, `fd ${fd}: the socket's inode`);
+  t.equal(uskAt(10).peer, inodes.get(11), 'a socketpair names each other as peer');
+  t.equal(uskAt(11).peer, inodes.get(10));
+  t.same([uskAt(10).type, uskAt(12).type, uskAt(14).type], [1, 2, 5], 'stream, dgram, seqpacket');
+  t.equal(uskAt(13).flags & 0o4000, 0o4000, 'O_NONBLOCK kept');
+  t.equal(Buffer.from(uskAt(20).name).toString().replace(/\0+$/, ''), join(p.dir, 'dg-a'), 'path name');
+  t.equal(uskAt(21).peer, inodes.get(20), 'connected dgram names its peer');
+  t.equal(Buffer.from(uskAt(22).name)[0], 0, 'abstract name starts with NUL');
+  t.equal(uskAt(40).state, 10, 'listening');
+  t.equal(uskAt(40).backlog, 8, 'backlog');
+  t.equal(uskAt(41).peer, inodes.get(40), 'a pending connection names the listener as its peer');
+  t.equal(uskAt(60).shutdown, 2, 'shut down for writing');
+  t.equal(uskAt(61).shutdown, 1, 'and its peer for reading');
+  t.equal(uskAt(70).opts.so_passcred, true, 'SO_PASSCRED');
+  const queues = readImage(join(out, 'sk-queues.img'));
+  const packets = new Map<number, string[]>();
+  for (const e of queues.entries()) {
+    const id = Number(e.decode()['id_for']);
+    packets.set(id, [...(packets.get(id) ?? []), Buffer.from(e.payload!).toString()]);
+  }
+  t.same(packets.get(uskAt(51).id)!.join(''), 'stream one,stream two', 'stream queue bytes');
+  t.same(packets.get(uskAt(50).id)!.join(''), 'back the other way', 'stream queue the other way');
+  t.same(packets.get(uskAt(53).id), ['d1', 'datagram 2', '3'], 'dgram packets with their bounds');
+  t.same(packets.get(uskAt(55).id), ['record A', 'record BB'], 'seqpacket records');
+  t.same(await requestCheck(p.pid, p.resultFile), { pass: true, text: 'PASS' }, 'nothing consumed: the program still passes');
+});
+
+for (const variant of VARIANTS) {
+  t.test(`round trip: ${variant}`, async (t) => {
+    const p = await startProgram(t, 'unixsk', [variant]);
+    const out = tmpOut(t, variant);
+    await dump({ pid: p.pid, imagesDir: out });
+    await waitPidGone(p.pid);
+    const result = await restore({ imagesDir: out, pidNamespace: true });
+    t.teardown(() => result.kill());
+    const r = await requestCheck(result.rootHostPid, p.resultFile);
+    t.same(r, { pass: true, text: 'PASS' }, `${variant} state after restore`);
+    await result.kill();
+  });
+}
