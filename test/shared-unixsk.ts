@@ -78,3 +78,10 @@ for (const variant of VARIANTS) {
     await result.kill();
   });
 }
+
+t.test('an fd in flight (SCM_RIGHTS not yet received) is refused at dump; the program runs on', async (t) => {
+  const p = await startProgram(t, 'unixsk', ['inflight']);
+  const out = tmpOut(t, 'inflight');
+  await t.rejects(dump({ pid: p.pid, imagesDir: join(out, 'img') }), { message: new RegExp(`pid ${p.pid}: fd 81 is unix socket \\d+: not supported: 1 fd\\(s\\) in flight`) });
+  t.same(await requestCheck(p.pid, p.resultFile), { pass: true, text: 'PASS' }, 'the failed dump left the program running');
+});

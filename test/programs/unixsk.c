@@ -11,6 +11,7 @@
  * Check: every fd is a socket of its type and flags, names and peers are the same, queued data
  * comes out byte for byte with its packet bounds, pairs still talk both ways, a pending
  * connection can be accepted and talks, shutdown state holds, options are equal.
+ *   inflight  (only when named) stream 80/81 with an fd sent on 80 and never received
  * Usage: unixsk RESULT_FILE [variant...]. Break kinds: data, peer, option, name. */
 #include "common.h"
 #include <stdbool.h>
@@ -223,6 +224,21 @@ static void set_up(int argc, char **argv)
 		pair(SOCK_STREAM, 60, 61);
 		put(60, "bye");
 		must(shutdown(60, SHUT_WR) == 0, "shutdown");
+	}
+	if (argc > 2 && want(argc, argv, "inflight")) {
+		/* an fd sent and never received: the dump must refuse it (checks nothing itself) */
+		pair(SOCK_STREAM, 80, 81);
+		char byte = 'x';
+		struct iovec iov = { &byte, 1 };
+		char control[CMSG_SPACE(sizeof(int))];
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		int passed = 0;
+		memcpy(CMSG_DATA(c), &passed, sizeof(int));
+		must(sendmsg(80, &m, 0) == 1, "sendmsg");
 	}
 	if (want(argc, argv, "options")) {
 		at(socket(AF_UNIX, SOCK_DGRAM, 0), 70);
