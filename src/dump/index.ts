@@ -9,7 +9,6 @@ import { freezeTree, thaw, pstreeEntries, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
-import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThread, saveRegs } from './task.js';
@@ -107,8 +106,6 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     out.write('pstree.img', pstreeEntries(frozen.tasks));
     out.write('files.img', ids.files);
     if (open.pipeData.length) out.write('pipes-data.img', open.pipeData);
-    checkUnixPeers(open);
-    if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
     checkUnixPeers(open);
     if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
     out.write('seccomp.img', [{}]);
