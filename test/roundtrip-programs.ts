@@ -1,0 +1,86 @@
+// Issue 5's round trips: every self-checking test program (docs/TEST-PROGRAMS.md) is dumped by
+// crr (which kills it), restored, and asked to check itself: in a fresh PID namespace twice in a
+// row from the same images, and detached (criu -d) at its original PIDs. Every restored process
+// is killed and waited out by PID, whatever the outcome.
+import t from 'tap';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { restore, type RestoreResult } from '../src/restore/index.js';
+import { dumpProgram } from './lib/program-roundtrip.js';
+import { killTree, requestCheck, startProgram, type Running } from './lib/programs.js';
+
+interface Case {
+  name: string;
+  args: string[];
+  /** How long the check may take (nanosleep finishes its sleep first; tree gathers 18 answers). */
+  checkMs: number;
+}
+
+const CASES: Case[] = [
+  { name: 'mem-pattern', args: [], checkMs: 20_000 },
+  { name: 'threads', args: ['8'], checkMs: 20_000 },
+  { name: 'threads', args: ['16'], checkMs: 20_000 },
+  { name: 'syscall-wait', args: ['read'], checkMs: 20_000 },
+  { name: 'syscall-wait', args: ['nanosleep'], checkMs: 20_000 },
+  { name: 'syscall-wait', args: ['futex'], checkMs: 20_000 },
+  { name: 'syscall-wait', args: ['waitpid'], checkMs: 20_000 },
+  { name: 'fds', args: [], checkMs: 20_000 },
+  { name: 'sigstate', args: [], checkMs: 20_000 },
+  { name: 'tree', args: [], checkMs: 30_000 },
+  { name: 'counter', args: [], checkMs: 20_000 },
+];
+
+const only = process.env['CRR_RT_ONLY'];
+const label = (c: Case) => [c.name, ...c.args].join(' ');
+
+/**
+ * The program's files as they were at dump time. A check writes to some of them (fds appends,
+ * counter keeps counting), and restoring from the same images needs the files the images name,
+ * as with criu: put them back (same inodes, so the images still match) before a second restore.
+ */
+function snapshotFiles(t: Tap.Test, prog: Running): () => void {
+  const saved = mkdtempSync(join(tmpdir(), 'crr-rt-files-'));
+  t.teardown(() => rmSync(saved, { recursive: true, force: true }));
+  const names = readdirSync(prog.dir).filter((n) => !n.startsWith('result') && statSync(join(prog.dir, n)).isFile());
+  for (const n of names) copyFileSync(join(prog.dir, n), join(saved, n));
+  return () => {
+    for (const n of names) copyFileSync(join(saved, n), join(prog.dir, n));
+  };
+}
+
+async function checkRestored(t: Tap.Test, result: RestoreResult, prog: Running, c: Case, what: string): Promise<void> {
+  const r = await requestCheck(result.rootHostPid, prog.resultFile, c.checkMs).catch((e: Error) => ({ pass: false, text: e.message }));
+  t.equal(r.text, 'PASS', `${what}: ${label(c)} checks itself after restore`);
+}
+
+for (const c of CASES) {
+  if (only && !label(c).includes(only)) continue;
+
+  t.test(`${label(c)}: dump, then restore twice in a row in fresh PID namespaces`, async (t) => {
+    const prog = await startProgram(t, c.name, c.args);
+    const imagesDir = await dumpProgram(t, prog);
+    const putFilesBack = snapshotFiles(t, prog);
+    for (const round of [1, 2]) {
+      if (round === 2) putFilesBack();
+      const result = await restore({ imagesDir, pidNamespace: true });
+      t.teardown(() => result.kill());
+      t.equal(result.hostPids.size, result.tasks.length, `restore ${round}: a host PID for every task`);
+      t.equal(result.rootPid, prog.pid, `restore ${round}: the root has its dumped PID inside the namespace`);
+      await checkRestored(t, result, prog, c, `restore ${round}`);
+      await result.kill();
+      await killTree([...result.hostPids.values()]);
+    }
+  });
+
+  t.test(`${label(c)}: dump, then restore detached at the original PIDs`, async (t) => {
+    const prog = await startProgram(t, c.name, c.args);
+    const imagesDir = await dumpProgram(t, prog);
+    const result = await restore({ imagesDir, detached: true });
+    const hostPids = [...result.hostPids.values()];
+    t.teardown(() => killTree(hostPids));
+    t.equal(result.rootHostPid, prog.pid, 'the root is back at its PID');
+    t.same([...result.hostPids.keys()].sort(), [...result.hostPids.values()].sort(), 'every task at its dumped PID');
+    await checkRestored(t, result, prog, c, 'detached');
+  });
+}
