@@ -1,7 +1,8 @@
 // Reads one frozen process's state: ptrace (registers, xstate, masks, pending signals, rseq),
 // /proc (stat, status, limits, comm) and one stub batch per thread for what only the task knows.
 import { StageError } from '../errors.js';
-import { decodeStatus, parseLimits, parseStat, parseTimers, readProc } from './proc.js';
+import { decodeStatus, parseLimits, parseStat, readProc } from './proc.js';
+import { NR_TIMER_GETOVERRUN, parseProcTimers, posixTimerEntry } from './timers.js';
 import { NR, syscallFailed, type Scratch } from './inject.js';
 import { emptyTlsDesc, type Regs } from './regs.js';
 import type { TaskControl } from './control.js';
@@ -72,7 +73,7 @@ export async function probeProcess(ctl: TaskControl, scratch: Scratch, pid: numb
   const acts = Array.from({ length: NSIG }, () => scratch.alloc(32));
   const itv = [0, 1, 2].map(() => scratch.alloc(32));
   const subreaper = scratch.alloc(8);
-  const timers = parseTimers(safeRead(pid, 'timers'));
+  const timers = parseProcTimers(safeRead(pid, 'timers'));
   const timerVals = timers.map(() => scratch.alloc(32));
   const cmds = [
     ...acts.map((a, i) => ({ nr: NR.rt_sigaction, args: [i + 1, 0, a, 8, 0, 0] })),
@@ -84,6 +85,7 @@ export async function probeProcess(ctl: TaskControl, scratch: Scratch, pid: numb
     { nr: NR.personality, args: [0xffffffff, 0, 0, 0, 0, 0] },
     ...pipeFds.map((fd) => ({ nr: NR.fcntl, args: [fd, 1032 /* F_GETPIPE_SZ */, 0, 0, 0, 0] })),
     ...timers.map((t, i) => ({ nr: NR.timer_gettime, args: [t.id, timerVals[i]!, 0, 0, 0, 0] })),
+    ...timers.map((t) => ({ nr: NR_TIMER_GETOVERRUN, args: [t.id, 0, 0, 0, 0, 0] })),
   ];
   const r = await scratch.run(pid, cmds);
   r.forEach((v, i) => check(pid, cmds[i]!.nr === NR.rt_sigaction ? 'rt_sigaction' : `syscall ${cmds[i]!.nr}`, v));
@@ -93,22 +95,8 @@ export async function probeProcess(ctl: TaskControl, scratch: Scratch, pid: numb
   const base = NSIG + 3;
   const status = decodeStatus(readProc(pid, 'status'));
   void status;
-  const posix: Entry[] = timers.map((t, i) => {
-    const v = scratch.read(timerVals[i]!, 32);
-    return {
-      it_id: t.id,
-      clock_id: t.clockId,
-      si_signo: t.signal,
-      it_sigev_notify: t.notify === 'thread' ? 4 : t.notify === 'signal' ? 0 : 1,
-      sival_ptr: t.sigevValue,
-      overrun: 0,
-      isec: v.readBigUInt64LE(0),
-      insec: v.readBigUInt64LE(8),
-      vsec: v.readBigUInt64LE(16),
-      vnsec: v.readBigUInt64LE(24),
-      notify_thread_id: t.notifyTid,
-    };
-  });
+  const overruns = r.slice(r.length - timers.length);
+  const posix: Entry[] = timers.map((t, i) => posixTimerEntry(t, scratch.read(timerVals[i]!, 32), overruns[i]!));
   const pipeSizes = new Map<number, number>();
   pipeFds.forEach((fd, i) => pipeSizes.set(fd, Number(r[base + 5 + i])));
   return {

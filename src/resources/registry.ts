@@ -25,6 +25,7 @@ import { processGroups, taskTree } from './task-tree.js';
 import { threads } from './threads.js';
 import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
+import { timers } from './timers.js';
 import type { ResourceKind } from './types.js';
 
 export const registry: readonly ResourceKind<RestoreCtx>[] = [
@@ -35,12 +36,12 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   chardev,
   pipe,
   unixsk,
+  sharedFiles,
   eventfd,
   signalfd,
   timerfd,
   inotify,
   eventpoll,
-  sharedFiles,
   fs,
   rlimits,
   barrier,
@@ -51,6 +52,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   threads,
   creds,
   signals,
+  timers,
   seccomp,
   regs,
   detach,
