@@ -21,7 +21,7 @@ interface TapLike {
   teardown(fn: () => unknown): void;
 }
 
-export async function roundTrip(t: TapLike, program: string, opts: { restore?: boolean; args?: string[]; env?: Record<string, string> } = {}): Promise<Trip> {
+export async function roundTrip(t: TapLike, program: string, opts: { restore?: boolean; args?: string[]; env?: Record<string, string>; restoreDelayMs?: number } = {}): Promise<Trip> {
   const prog = await startProgram(t, program, opts.args ?? [], { env: opts.env });
   const dir = mkdtempSync(join(tmpdir(), `crr-shared-${program}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,6 +30,7 @@ export async function roundTrip(t: TapLike, program: string, opts: { restore?: b
   for (const pid of pids) await waitPidGone(pid);
   const trip: Trip = { pid: prog.pid, dir, resultFile: prog.resultFile };
   if (opts.restore === false) return trip;
+  if (opts.restoreDelayMs) await new Promise((resolve) => setTimeout(resolve, opts.restoreDelayMs));
   const restored = await restore({ imagesDir: dir, pidNamespace: true });
   t.teardown(() => restored.kill());
   trip.check = await requestCheck(restored.rootHostPid, prog.resultFile, 20_000);
