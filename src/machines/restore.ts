@@ -8,7 +8,7 @@ import type { StageError } from '../errors.js';
 import type { Stage, TaskPlan } from '../resources/types.js';
 import type { RestorePlan } from '../plan/plan.js';
 import { asStageError, cancelledError } from './errors.js';
-import { initialProgress, phaseComplete, runnable, type ProgressByPid } from './schedule.js';
+import { Schedule } from './schedule.js';
 import { PHASE_ORDER, RESTORE_STATE_DOCS, STAGE_DOCS, PHASES, UNLIMITED_PHASES, describeDoc, type Phase } from './stages.js';
 import { taskMachine, type TaskActorRef, type TaskReport } from './task.js';
 
@@ -31,11 +31,15 @@ export interface RestoreContext {
   readonly dryRun: boolean;
   tasks: readonly TaskPlan[];
   plan?: RestorePlan;
-  progress: ProgressByPid;
+  /**
+   * Who may go next. Mutable, like `started` and `timings.tasks`: they change once per task per
+   * stage, and copying them per event made the machine quadratic in the tree's size.
+   */
+  schedule: Schedule;
   refs: Record<number, TaskActorRef>;
   /** PIDs told to fork: rollback kills and reaps these (whether or not the fork finished). */
-  started: number[];
-  timings: Timings;
+  readonly started: number[];
+  readonly timings: Timings;
   error?: StageError;
   rollbackError?: StageError;
 }
@@ -70,24 +74,23 @@ const restoreSetup = setup({
   },
   guards: {
     dryRun: ({ context }) => context.dryRun,
-    phaseComplete: ({ context }, params: { phase: Phase }) => phaseComplete(context.tasks, context.progress, params.phase),
+    phaseComplete: ({ context }, params: { phase: Phase }) => context.schedule.complete(params.phase),
   },
   actions: {
     beginStep: enqueueActions(({ context, enqueue }, params: { step: Step }) => {
       const time = context.now();
-      enqueue.assign({ timings: { ...context.timings, steps: [...context.timings.steps, { step: params.step, start: time }] } });
+      context.timings.steps.push({ step: params.step, start: time });
       enqueue.emit({ type: 'step.start', step: params.step, time });
     }),
     endStep: enqueueActions(({ context, enqueue }, params: { step: Step }) => {
       const time = context.now();
-      const steps = context.timings.steps.map((s) => (s.step === params.step && s.end === undefined ? { ...s, end: time } : s));
-      enqueue.assign({ timings: { ...context.timings, steps } });
+      for (const s of context.timings.steps) if (s.step === params.step && s.end === undefined) s.end = time;
       enqueue.emit({ type: 'step.end', step: params.step, time });
     }),
     storeTasks: assign({ tasks: (_, params: { tasks: readonly TaskPlan[] }) => params.tasks }),
     storePlan: assign({ plan: (_, params: { plan: RestorePlan }) => params.plan }),
     spawnTasks: assign({
-      progress: ({ context }) => initialProgress(context.tasks),
+      schedule: ({ context }) => new Schedule(context.tasks),
       refs: ({ context, spawn }) =>
         Object.fromEntries(
           context.tasks.map((task) => [task.pid, spawn('task', { id: `task-${task.pid}`, input: { task, plan: context.plan! } })]),
@@ -96,22 +99,16 @@ const restoreSetup = setup({
     /** Move every task that may go now into its next stage of this phase. */
     dispatch: enqueueActions(({ context, enqueue }, params: { phase: Phase }) => {
       const limit = UNLIMITED_PHASES.has(params.phase) ? Infinity : context.concurrency;
-      const starts = runnable(context.tasks, context.progress, params.phase, limit);
-      if (starts.length === 0) return;
-      const progress = { ...context.progress };
-      for (const { pid } of starts) progress[pid] = { ...progress[pid]!, busy: true };
-      const forked = starts.filter((s) => s.stage === 'fork').map((s) => s.pid);
-      enqueue.assign({ progress, started: [...context.started, ...forked] });
-      for (const { pid, stage } of starts) enqueue.sendTo(context.refs[pid]!, { type: 'advance', stage });
+      for (const { pid, stage } of context.schedule.take(params.phase, limit)) {
+        if (stage === 'fork') context.started.push(pid);
+        enqueue.sendTo(context.refs[pid]!, { type: 'advance', stage });
+      }
     }),
     taskDone: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'task.done') return;
-      const own = context.progress[event.pid]!;
       const timing = { pid: event.pid, stage: event.stage, start: event.start, end: event.end };
-      enqueue.assign({
-        progress: { ...context.progress, [event.pid]: { done: own.done + 1, busy: false } },
-        timings: { ...context.timings, tasks: [...context.timings.tasks, timing] },
-      });
+      context.schedule.finish(event.pid, event.stage);
+      context.timings.tasks.push(timing);
       enqueue.emit({ type: 'task.stage', ...timing });
     }),
     taskFailed: assign({ error: ({ event }) => (event.type === 'task.failed' ? event.error : undefined) }),
@@ -164,7 +161,7 @@ export const restoreMachine = restoreSetup.createMachine({
     now: input.now ?? (() => performance.now()),
     dryRun: input.dryRun ?? false,
     tasks: [],
-    progress: {},
+    schedule: new Schedule([]),
     refs: {},
     started: [],
     timings: { steps: [], tasks: [] },
