@@ -13,6 +13,7 @@ import { inotifyDumper } from './fd-inotify.js';
 import { signalfdDumper } from './fd-signalfd.js';
 import { timerfdDumper } from './fd-timerfd.js';
 import { dumpUnixFd } from './fd-unixsk.js';
+import { dumpFifoFd } from './fd-fifo.js';
 
 /** Anon-inode fd kinds (issue 6), each in its own src/dump/fd-<kind>.ts. */
 const ANON_FD_DUMPERS: readonly AnonFdDumper[] = [eventfdDumper, signalfdDumper, timerfdDumper, eventpollDumper, inotifyDumper];
@@ -127,6 +128,11 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     const kind = st.mode & C.S_IFMT;
     if (kind === C.S_IFCHR && Math.floor(st.rdev / 256) !== MEM_MAJOR) {
       throw new UnsupportedFdError(pid, fd, `a character device other than /dev/null-like ones (${link}, ${Math.floor(st.rdev / 256)}:${st.rdev % 256})`);
+    }
+    if (kind === C.S_IFIFO) {
+      const size = probe.pipeSize ? await probe.pipeSize(fd) : 65536;
+      out.push(await dumpFifoFd({ pid, fd, link, st, fileFlags, fdflags, pos: info.pos }, ids, open, probe.same, size));
+      continue;
     }
     if (kind !== C.S_IFREG && kind !== C.S_IFDIR && kind !== C.S_IFCHR) {
       throw new UnsupportedFdError(pid, fd, `a ${kind === C.S_IFIFO ? 'FIFO' : 'special file'} (${link})`);

@@ -9,6 +9,7 @@ import { freezeTree, thaw, pstreeEntries, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
+import { fifoData, fifoFds } from './fd-fifo.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThread, saveRegs } from './task.js';
@@ -106,6 +107,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     out.write('pstree.img', pstreeEntries(frozen.tasks));
     out.write('files.img', ids.files);
     if (open.pipeData.length) out.write('pipes-data.img', open.pipeData);
+    if (fifoData(open).length) out.write('fifo-data.img', fifoData(open));
     checkUnixPeers(open);
     if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
     out.write('seccomp.img', [{}]);
@@ -165,7 +167,8 @@ async function dumpTask(
   const exeId = exeFileId(pid, ids);
   const pipeReadFds = listFds(pid)
     .filter((f) => f.link.startsWith('pipe:') && (parseFdinfo(readProc(pid, `fdinfo/${f.fd}`)).flags & 3) === 0)
-    .map((f) => f.fd);
+    .map((f) => f.fd)
+    .concat(fifoFds(pid));
   const proc = await probeProcess(ctl, scratch, pid, pipeReadFds);
   // An fd table shared with an earlier task (CLONE_FILES) was dumped with that task: one fdinfo image.
   const fdinfo = shared.has('files_id')

@@ -8,6 +8,7 @@ import { chardev } from './chardev.js';
 import { creds } from './creds.js';
 import { FD_TYPE_EVENTFD, eventfd } from './eventfd.js';
 import { FD_TYPE_EVENTPOLL, eventpoll } from './eventpoll.js';
+import { FD_TYPE_FIFO, fifo } from './fifo.js';
 import { fs } from './fs.js';
 import { FD_TYPE_INOTIFY, inotify } from './inotify.js';
 import { memory } from './memory.js';
@@ -35,6 +36,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   regfile,
   chardev,
   pipe,
+  fifo,
   unixsk,
   sharedFiles,
   eventfd,
@@ -62,6 +64,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
 export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_REG, 'regfile'],
   [FD_TYPE_PIPE, 'pipe'],
+  [FD_TYPE_FIFO, 'fifo'],
   [FD_TYPE_UNIXSK, 'unixsk'],
   [FD_TYPE_EVENTFD, 'eventfd'],
   [FD_TYPE_SIGNALFD, 'signalfd'],
