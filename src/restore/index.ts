@@ -14,7 +14,7 @@ import { checkMachine, rlimitWarnings } from './checks.js';
 import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskRuntime } from './context.js';
 import { closeChannels, detachLauncher, killAll, startLauncher, waitRoot, type RootExit } from './launcher.js';
 import { loadCheckpoint } from './load.js';
-import { writeTrace } from './trace.js';
+import { createTraceRecorder } from '../trace/recorder.js';
 
 export interface RestoreOptions {
   readonly imagesDir: string;
@@ -78,11 +78,20 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
   };
 }
 
+/** Name each task's track after its comm (core image), then write the trace. */
+function writeRecordedTrace(recorder: ReturnType<typeof createTraceRecorder>, file: string, session: RestoreSession | undefined): void {
+  for (const [pid, images] of session?.images ?? []) {
+    const comm = (images.core['tc'] as Record<string, unknown> | undefined)?.['comm'];
+    if (comm) recorder.nameTask(pid, String(comm));
+  }
+  recorder.setMeta({ command: 'restore' });
+  recorder.write(file);
+}
+
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   if (options.detached && options.pidNamespace) throw new Error('pidNamespace restores cannot be detached');
   const kinds = options.kinds ?? registry;
   let session: RestoreSession | undefined;
-  const spans: Span[] = [];
   const warnings: string[] = [];
   const env: RestoreEnvironment<RestoreCtx> = {
     registry: kinds,
@@ -123,25 +132,27 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       if (session) await killAll(session, tracer, [...session.runtimes.keys()]);
     },
   };
+  // --trace: every actor's transitions (XState inspection) and every span, as Chrome trace JSON.
+  const recorder = options.trace ? createTraceRecorder() : undefined;
   const recordSpan = (span: Span) => {
-    if (options.trace) spans.push(span);
     options.onSpan?.(span);
   };
   let result;
   try {
-    result = await runRestore(env, {
+    const runOptions = {
       signal: options.signal,
       concurrency: options.concurrency,
       dryRun: options.dryRun,
       onEvent: options.onEvent,
       onSpan: recordSpan,
       inspect: options.inspect,
-    });
+    };
+    result = await runRestore(env, recorder ? recorder.attach(runOptions) : runOptions);
   } catch (err) {
-    if (options.trace) writeTrace(options.trace, spans, undefined);
+    if (recorder) writeRecordedTrace(recorder, options.trace!, session);
     throw err;
   }
-  if (options.trace) writeTrace(options.trace, spans, result.timings);
+  if (recorder) writeRecordedTrace(recorder, options.trace!, session);
   const live = session!;
   const hostPids = new Map<number, number>();
   for (const [pid, runtime] of live.runtimes) if (runtime.hostPid !== undefined) hostPids.set(pid, runtime.hostPid);

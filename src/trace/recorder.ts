@@ -121,7 +121,17 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
     return track;
   };
 
+  // A transition happens when its event arrives; the snapshot is reported only after the actors it
+  // starts ran their synchronous part (a plan, a file read), so the arrival time is the truth.
+  const arrivedAt = new Map<string, number>();
+  const timeOf = (sessionId: string) => arrivedAt.get(sessionId) ?? now();
+
   const inspect = (event: InspectionEvent) => {
+    if (event.type === '@xstate.event') {
+      const sessionId = event.actorRef.sessionId;
+      if (event.event.type === 'xstate.init' || actors.has(sessionId)) arrivedAt.set(sessionId, now());
+      return;
+    }
     if (event.type !== '@xstate.snapshot' && event.type !== '@xstate.microstep') return;
     const snapshot = event.snapshot as { value?: unknown; status?: string; machine?: { id?: string }; context?: unknown };
     if (snapshot.value === undefined) return;
@@ -129,12 +139,13 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
     if (!track || track.finished) return;
     const [top, sub] = topAndSub(snapshot.value);
     const open = track.open;
+    const sessionId = event.actorRef.sessionId;
     if (!open || open.top !== top) {
-      const time = now();
+      const time = timeOf(sessionId);
       closeTop(track, time);
       track.open = { key: top, top, start: time, ...(sub ? { sub: { key: sub, start: time } } : {}) };
     } else if (open.sub?.key !== sub) {
-      const time = now();
+      const time = timeOf(sessionId);
       closeSub(track, open, time);
       if (sub) open.sub = { key: sub, start: time };
       // The last stage ends in a final child state: the task has nothing left to do.
@@ -144,7 +155,7 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
       }
     }
     if (snapshot.status !== undefined && snapshot.status !== 'active') {
-      const time = now();
+      const time = timeOf(sessionId);
       closeTop(track, time);
       track.finished = true;
       // The restore machine ending stops its task actors: their open states end with it.
