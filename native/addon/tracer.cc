@@ -127,6 +127,8 @@ TRACER_FN(Seize) {
     if (optBool(o, "traceClone", false)) opts |= PTRACE_O_TRACECLONE;
     if (optBool(o, "traceSysgood", true)) opts |= PTRACE_O_TRACESYSGOOD;
     if (optBool(o, "traceExit", false)) opts |= PTRACE_O_TRACEEXIT;
+    // Injected syscalls then bypass the task's seccomp filter or strict mode until detach.
+    if (optBool(o, "suspendSeccomp", false)) opts |= 0x200000 /* PTRACE_O_SUSPEND_SECCOMP */;
     return tracerOf(info)->post(env, new FnOp(pid, [opts](Op& self, Tracer& t) {
       if (ptrace(PTRACE_SEIZE, self.pid, 0, opts) == -1)
         return self.reject(errnoFailure(errno, "ptrace(PTRACE_SEIZE)", self.pid));
@@ -313,6 +315,33 @@ TRACER_FN(GetRseqConfig) {
   });
 }
 
+// The classic-BPF program of one of the task's seccomp filters (0 = the newest) and its flags
+// (SECCOMP_FILTER_FLAG_*, from PTRACE_SECCOMP_GET_METADATA); ENOENT past the oldest.
+TRACER_FN(SeccompGetFilter) {
+  return guard(info, [&](Napi::Env env) {
+    int pid = toInt(env, info[0], "pid");
+    long index = toInt(env, info[1], "index");
+    return tracerOf(info)->post(env, new FnOp(pid, [index](Op& self, Tracer&) {
+      const int GET_FILTER = 0x420c, GET_METADATA = 0x420d;
+      long n = ptrace((__ptrace_request)GET_FILTER, self.pid, index, nullptr);
+      if (n == -1) return self.reject(errnoFailure(errno, "ptrace(PTRACE_SECCOMP_GET_FILTER)", self.pid));
+      auto prog = std::make_shared<std::vector<uint8_t>>((size_t)n * 8);
+      if (ptrace((__ptrace_request)GET_FILTER, self.pid, index, prog->data()) == -1)
+        return self.reject(errnoFailure(errno, "ptrace(PTRACE_SECCOMP_GET_FILTER)", self.pid));
+      struct { uint64_t filter_off, flags; } meta = {(uint64_t)index, 0};
+      if (ptrace((__ptrace_request)GET_METADATA, self.pid, sizeof meta, &meta) == -1)
+        return self.reject(errnoFailure(errno, "ptrace(PTRACE_SECCOMP_GET_METADATA)", self.pid));
+      uint64_t flags = meta.flags;
+      return self.resolve([prog, flags](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("filter", Napi::Buffer<uint8_t>::Copy(env, prog->data(), prog->size()));
+        o.Set("flags", Napi::Number::New(env, (double)flags));
+        return o;
+      });
+    }));
+  });
+}
+
 void readArgs(Napi::Env env, Napi::Value v, uint64_t out[6]) {
   for (int i = 0; i < 6; i++) out[i] = 0;
   if (v.IsUndefined()) return;
@@ -396,7 +425,7 @@ void InitTracer(Napi::Env env, Napi::Object exports) {
       {"getRegset", GetRegset}, {"setRegset", SetRegset}, {"getSigmask", GetSigmask},
       {"setSigmask", SetSigmask}, {"peekSiginfo", PeekSiginfo}, {"getRseqConfig", GetRseqConfig},
       {"runBatch", RunBatch}, {"runSyscall", RunSyscall}, {"injectSyscall", InjectSyscall},
-      {"listTracees", ListTracees},
+      {"listTracees", ListTracees}, {"seccompGetFilter", SeccompGetFilter},
   };
   for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name, tracer));
   InitProcessVm(env, exports);

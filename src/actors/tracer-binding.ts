@@ -31,6 +31,8 @@ export interface RawSeizeOptions {
   traceClone?: boolean;   // default false
   traceSysgood?: boolean; // default true
   traceExit?: boolean;    // default false
+  /** PTRACE_O_SUSPEND_SECCOMP: injected syscalls ignore the task's seccomp until detach. */
+  suspendSeccomp?: boolean; // default false
 }
 
 export interface RawRseqConfig {
@@ -71,6 +73,8 @@ export interface TracerBinding {
   runSyscall(pid: number, call: { scratch: Int; nr: Int; args?: Int[]; stopAtExit?: boolean; timeoutMs?: number }): Promise<bigint>;
   injectSyscall(pid: number, nr: Int, args: Int[], timeoutMs?: number): Promise<bigint>;
   listTracees(): Promise<RawTraceeInfo[]>;
+  /** One seccomp filter of the task (index 0 = newest): struct sock_filter array and its flags. */
+  seccompGetFilter(pid: number, index: number): Promise<{ filter: Buffer; flags: number }>;
   /** Synchronous, any thread; a short transfer throws EFAULT. */
   processVmRead(pid: number, addr: Int, len: number): Buffer;
   processVmWrite(pid: number, addr: Int, buf: Buffer): number;

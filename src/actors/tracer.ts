@@ -124,6 +124,8 @@ export const tracer = {
   injectSyscall: (pid: number, nr: number, args: Int[] = [], timeoutMs?: number) =>
     call(pid, () => native.injectSyscall(pid, nr, args, timeoutMs)),
   listTracees: () => call(undefined, () => native.listTracees()),
+  /** One seccomp filter of a stopped tracee (0 = newest); ENOENT past the oldest. */
+  seccompGetFilter: (pid: number, index: number) => call(pid, () => native.seccompGetFilter(pid, index)),
   processVmRead: (pid: number, addr: bigint, len: number) => sync(pid, () => native.processVmRead(pid, addr, len)),
   processVmWrite: (pid: number, addr: bigint, buf: Buffer) => sync(pid, () => native.processVmWrite(pid, addr, buf)),
   processVmReadv: (pid: number, ranges: Array<{ addr: bigint; len: number }>) =>

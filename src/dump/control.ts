@@ -30,4 +30,6 @@ export interface TaskControl {
   kill(pid: number): Promise<void>;
   /** The stub's code bytes, copied to the start of a scratch area. */
   stubCode(): Buffer;
+  /** One seccomp filter of a stopped thread (index 0 = newest): sock_filter array and flags. */
+  seccompFilter?(tid: number, index: number): Promise<{ filter: Buffer; flags: number }>;
 }

@@ -18,6 +18,7 @@ import { buildRuns, pagemapEntries, pagemapReader, writePages, vmaIsDumped, PAGE
 import { SharedMemory, shmemPagemapEntries } from './shmem.js';
 import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
+import { SeccompFilters, withSeccomp } from './seccomp.js';
 import { tracerControl } from './tracer-control.js';
 import type { TaskControl } from './control.js';
 import type { Regs } from './regs.js';
@@ -52,8 +53,6 @@ export interface DumpResult {
   stats: DumpStats;
 }
 
-const SECCOMP_MODE_FILTER = 2;
-
 export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const t0 = performance.now();
   const ctl = opts.control ?? (await tracerControl());
@@ -81,6 +80,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     emit({ type: 'stage', stage: 'collect' });
     const open = new OpenFiles();
     const shmem = new SharedMemory();
+    const seccomp = new SeccompFilters();
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
@@ -90,7 +90,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         continue;
       }
       scratch = await Scratch.open(ctl, task.pid);
-      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit);
+      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp);
       await scratch.close(regs.get(task.pid));
       scratch = undefined;
     }
@@ -110,7 +110,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (fifoData(open).length) out.write('fifo-data.img', fifoData(open));
     checkUnixPeers(open);
     if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
-    out.write('seccomp.img', [{}]);
+    out.write('seccomp.img', [seccomp.image()]);
     out.write('timens-0.img', [timensEntry()]);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
 
@@ -147,12 +147,10 @@ async function dumpTask(
   regs: Map<number, Regs>,
   stats: DumpStats,
   emit: (e: DumpEvent) => void,
+  seccomp: SeccompFilters,
 ): Promise<number> {
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
-  if (status.seccomp === SECCOMP_MODE_FILTER) {
-    throw new CrrError(`pid ${pid}: seccomp filters are not supported by crr dump`);
-  }
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): one batch of
   // kcmp calls in this task against one task per object already known.
   const reps = ids.representatives();
@@ -210,7 +208,11 @@ async function dumpTask(
   out.write(`pagemap-${pid}.img`, pagemapEntries(pagesId, runs));
   if (fdinfo) out.write(`fdinfo-${taskIds.files_id}.img`, fdinfo);
   out.write(`fs-${pid}.img`, [fs]);
-  threads.forEach((t, i) => out.write(`core-${t.tid}.img`, [coreEntry(t, i === 0 ? procState : undefined, status.seccomp)]));
+  const readFilter = ctl.seccompFilter?.bind(ctl) ?? (() => Promise.reject(new CrrError(`pid ${pid}: this task control cannot read seccomp filters`)));
+  for (const [i, t] of threads.entries()) {
+    const sc = await seccomp.collect(t.tid, readFilter);
+    out.write(`core-${t.tid}.img`, [withSeccomp(coreEntry(t, i === 0 ? procState : undefined, status.seccomp), sc)]);
+  }
   emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo?.length ?? 0 });
   return bytes;
 }

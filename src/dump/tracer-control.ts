@@ -3,13 +3,15 @@
 // syscall, pid).
 import type { BatchCommand, TaskControl } from './control.js';
 import type { Regs } from './regs.js';
+import { seccompModeOf } from './seccomp.js';
 
 export async function tracerControl(): Promise<TaskControl> {
   const { tracer, NT_X86_XSTATE } = await import('../actors/tracer.js');
   const { stubCode } = await import('../actors/stub.js');
   return {
     seize: async (tid) => {
-      await tracer.seize(tid, { exitKill: false, traceClone: false, traceSysgood: true });
+      // A thread under seccomp would be killed (strict) or filtered by the syscalls the dump injects.
+      await tracer.seize(tid, { exitKill: false, traceClone: false, traceSysgood: true, suspendSeccomp: seccompModeOf(tid) !== 0 });
     },
     interrupt: async (tid) => {
       await tracer.interrupt(tid);
@@ -51,5 +53,6 @@ export async function tracerControl(): Promise<TaskControl> {
       await tracer.kill(pid, 5000);
     },
     stubCode: () => stubCode(),
+    seccompFilter: (tid, index) => tracer.seccompGetFilter(tid, index),
   };
 }

@@ -10,6 +10,7 @@ import { readPagemap, type Entry } from '../images/index.js';
 import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../restore/files.js';
 import { rlimitsOf } from './rlimits.js';
+import { needsSeccompSuspend } from './seccomp.js';
 import type { ResourceKind } from './types.js';
 
 const PAGE = 4096n;
@@ -121,7 +122,8 @@ export const barrier: ResourceKind<RestoreCtx> = {
     keys.forEach((key, n) => ctx.runtime.preopened.set(key, opened[n]!));
 
     await helper.park();
-    await ctx.tracer.seize(hostPid, { exitKill: true, traceClone: true }); // traceClone: the threads kind clone3s under ptrace
+    // traceClone: the threads kind clone3s under ptrace; suspendSeccomp: see src/resources/seccomp.ts
+    await ctx.tracer.seize(hostPid, { exitKill: true, traceClone: true, suspendSeccomp: needsSeccompSuspend(ctx.images) });
     ctx.runtime.seized = true;
     await ctx.tracer.interrupt(hostPid);
     await ctx.tracer.waitStop(hostPid, 5000);
