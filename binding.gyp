@@ -8,6 +8,7 @@
         "native/addon/tracer-thread.cc",
         "native/addon/tracer-ops.cc",
         "native/addon/tracer-vm.cc",
+        "native/addon/tracer-threads.cc",
         "native/addon/fds.cc",
         "native/addon/sockdiag.cc"
       ],

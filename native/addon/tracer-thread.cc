@@ -177,6 +177,12 @@ void Tracer::settle(Napi::Env env, Op* op) {
 }
 
 void Tracer::complete(Op* op) {
+  if (Op* parent = op->parent) {
+    parent->childDone(*this, *op);
+    delete op;
+    if (--parent->childrenLeft == 0 && !parent->launching) complete(parent);
+    return;
+  }
   auto status = tsfn_.NonBlockingCall(op, [this](Napi::Env env, Napi::Function, Op* o) { settle(env, o); });
   if (status != napi_ok) delete op;  // closing: nobody is left to tell
 }
@@ -207,13 +213,45 @@ std::vector<std::pair<int, const Tracee*>> Tracer::tracees() const {
   return out;
 }
 
+void Tracer::startChildren(Op* parent, std::vector<Op*> children) {
+  parent->launching = true;
+  parent->childrenLeft += children.size();
+  for (Op* child : children) {
+    child->parent = parent;
+    startOp(child);
+  }
+  parent->launching = false;
+}
+
+// A pid the tracer has no entry for may still be its tracee: a thread auto-attached by
+// PTRACE_O_TRACECLONE exists (and is ours) before its first stop is reaped. waitpid on that pid
+// tells: ECHILD means not ours; otherwise it is tracked from now on, with the stop if one came.
+Tracee* Tracer::adopt(int pid) {
+  int status = 0;
+  pid_t got = waitpid(pid, &status, WNOHANG | __WALL | __WNOTHREAD);
+  if (got < 0) return nullptr;
+  Tracee& t = track(pid);
+  if (got > 0) {
+    Stop stop = decode(pid, status);
+    if (stop.terminal()) t.exited = true;
+    t.pending.push_back(stop);
+  }
+  return &t;
+}
+
 void Tracer::startOp(Op* op) {
   lastActivity_ = Clock::now();
-  if (op->start(*this) == Op::Done) {
+  Op::Step step = op->start(*this);
+  if (step == Op::Children) {
+    if (op->childrenLeft == 0) complete(op);  // every child finished during start()
+    return;
+  }
+  if (step == Op::Done) {
     complete(op);
     return;
   }
   Tracee* t = find(op->pid);
+  if (!t) t = adopt(op->pid);
   if (!t) {
     op->reject(errnoFailure(ESRCH, "waitpid", op->pid, "not a tracee of this tracer"));
     complete(op);

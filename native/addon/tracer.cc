@@ -361,7 +361,9 @@ TRACER_FN(RunBatch) {
     Napi::Value listValue = o.Get("list");
     if (!listValue.IsBuffer()) throwType(env, "list must be a Buffer of packed commands");
     auto list = listValue.As<Napi::Buffer<uint8_t>>();
-    Op* op = makeRunBatch(pid, scratch, std::vector<uint8_t>(list.Data(), list.Data() + list.Length()));
+    std::vector<uint8_t> bytes(list.Data(), list.Data() + list.Length());
+    Op* op = optBool(o, "followClones", false) ? makeRunBatchFollowingClones(pid, scratch, std::move(bytes))
+                                                : makeRunBatch(pid, scratch, std::move(bytes));
     setTimeout(op, o.Get("timeoutMs"));
     return tracerOf(info)->post(env, op);
   });
@@ -429,6 +431,7 @@ void InitTracer(Napi::Env env, Napi::Object exports) {
   };
   for (const Entry& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name, tracer));
   InitProcessVm(env, exports);
+  InitTracerThreads(env, exports, tracer);
 }
 
 }  // namespace crr

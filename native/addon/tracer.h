@@ -61,7 +61,8 @@ using Builder = std::function<Napi::Value(Napi::Env)>;
 // wait for the tracee's next stop; onStop() gets stops until it finishes.
 class Op {
  public:
-  enum Step { Done, Wait };
+  // Children: the op started child ops (parent = this) and finishes when the last one does.
+  enum Step { Done, Wait, Children };
   explicit Op(int pid) : pid(pid) {}
   virtual ~Op() = default;
   virtual Step start(class Tracer& t) = 0;
@@ -75,7 +76,13 @@ class Op {
     return [s](Napi::Env env) -> Napi::Value { return stopToJs(env, s); };
   }
 
+  // A child op's end goes to its parent (childDone), not to JS; see Tracer::startChild.
+  virtual void childDone(class Tracer& t, Op& child) {}
+
   int pid;
+  Op* parent = nullptr;
+  size_t childrenLeft = 0;
+  bool launching = false;  // children are still being started: none may finish the parent yet
   bool hasDeadline = false;
   Clock::time_point deadline;
   bool ok = true;
@@ -112,6 +119,9 @@ class Tracer {
   Napi::Value post(Napi::Env env, Op* op);
 
   // Tracer thread only.
+  // Starts child ops of `parent` (from its start(), which then returns Children): each child
+  // waits and dispatches like a posted op; the parent is completed when the last one ends.
+  void startChildren(Op* parent, std::vector<Op*> children);
   Tracee* find(int pid);
   Tracee& track(int pid);
   void forget(int pid);  // drops the tracee; its waiters fail with ECANCELED
@@ -120,6 +130,7 @@ class Tracer {
  private:
   void loop();
   void startOp(Op* op);
+  Tracee* adopt(int pid);
   void complete(Op* op);
   int reapAll();
   void dispatch(int pid);
@@ -147,5 +158,9 @@ Op* makeKill(int pid);
 Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list);
 Op* makeRunSyscall(int pid, uint64_t scratch, uint64_t nr, const uint64_t args[6], bool stopAtExit);
 Op* makeInjectSyscall(int pid, uint64_t nr, const uint64_t args[6]);
+Op* makeRunBatchFollowingClones(int pid, uint64_t scratch, std::vector<uint8_t> list);
+
+// tracer-threads.cc: operations on many threads at once.
+void InitTracerThreads(Napi::Env env, Napi::Object exports, Tracer* tracer);
 
 }  // namespace crr

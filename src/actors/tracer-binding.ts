@@ -69,7 +69,13 @@ export interface TracerBinding {
   peekSiginfo(pid: number, options: { shared?: boolean; offset?: Int; count?: number }): Promise<Buffer[]>;
   getRseqConfig(pid: number): Promise<RawRseqConfig>;
   /** list: packed crr_stub_cmd structs; results: executed little-endian i64s. */
-  runBatch(pid: number, batch: { scratch: Int; list: Buffer; timeoutMs?: number }): Promise<{ results: Buffer; executed: number }>;
+  runBatch(pid: number, batch: { scratch: Int; list: Buffer; timeoutMs?: number; followClones?: boolean }): Promise<{ results: Buffer; executed: number; clones?: Buffer }>;
+  /** items: records {i32 tid, u32 flags (1: await the first stop), u64 list header address}. */
+  runThreadLists(pid: number, lists: { scratch: Int; items: Buffer; timeoutMs?: number }): Promise<void>;
+  /** tids: i32[n]; regs: user_regs_struct[n]; masks: u64[n]; xstate: n equal-sized NT_X86_XSTATE buffers. */
+  setThreadsCpu(cpu: { tids: Buffer; regs: Buffer; masks: Buffer; xstate?: Buffer }): Promise<void>;
+  /** tids: i32[n], detached in order. */
+  detachAll(tids: Buffer): Promise<void>;
   runSyscall(pid: number, call: { scratch: Int; nr: Int; args?: Int[]; stopAtExit?: boolean; timeoutMs?: number }): Promise<bigint>;
   injectSyscall(pid: number, nr: Int, args: Int[], timeoutMs?: number): Promise<bigint>;
   listTracees(): Promise<RawTraceeInfo[]>;
