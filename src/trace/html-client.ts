@@ -83,8 +83,9 @@ export const CLIENT = `
       for (var k = 0; k < seg.length; k += 4) {
         var a = Math.floor((seg[k + 1] - view.t0) * scale), b = Math.floor((seg[k + 2] - view.t0) * scale);
         if (b < 0 || a >= cols) continue;
-        a = Math.max(0, a); b = Math.min(cols - 1, Math.max(a, b));
-        diff[seg[k]][a] += 1; diff[seg[k]][b + 1] -= 1;
+        // End exclusive, so a stage ending in the column where the next begins is counted once.
+        a = Math.max(0, a); b = Math.min(cols, Math.max(a + 1, b));
+        diff[seg[k]][a] += 1; diff[seg[k]][b] -= 1;
       }
     });
     var counts = diff.map(function (d) { var out = new Float64Array(cols), run = 0; for (var c = 0; c < cols; c++) { run += d[c]; out[c] = run; } return out; });
@@ -104,6 +105,7 @@ export const CLIENT = `
 
   var rowsBox = document.getElementById('rows'), spacer = document.getElementById('rows-spacer'), rowsCanvas = document.getElementById('rows-canvas');
   spacer.style.height = (data.rows.length * ROW_H) + 'px';
+  rowsBox.style.height = Math.min(480, data.rows.length * ROW_H + 4) + 'px';
   function drawRows() {
     var width = rowsBox.clientWidth, height = rowsBox.clientHeight;
     var ctx = setupCanvas(rowsCanvas, width, height);
