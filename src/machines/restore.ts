@@ -3,7 +3,7 @@
 // rollback -> failed. It spawns one task actor per task and moves each into its next stage only
 // when the whole tree has finished the phase before (see schedule.ts for the rules). Loading,
 // planning and rollback are actors provided by src/machines/run.ts; this file is only the shape.
-import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import { assign, createActor, enqueueActions, fromPromise, setup, type AnyActorRef } from 'xstate';
 import type { StageError } from '../errors.js';
 import type { Stage, TaskPlan } from '../resources/types.js';
 import type { RestorePlan } from '../plan/plan.js';
@@ -18,6 +18,8 @@ export interface RestoreMachineInput {
   readonly now?: () => number;
   /** Stop after planning (crr restore --dry-run). */
   readonly dryRun?: boolean;
+  /** The task machine with its runStage provided (default: the bare taskMachine). */
+  readonly taskLogic?: typeof taskMachine;
 }
 
 export type Step = Phase | 'load' | 'plan' | 'rollback';
@@ -29,6 +31,7 @@ export interface RestoreContext {
   readonly concurrency: number;
   readonly now: () => number;
   readonly dryRun: boolean;
+  readonly taskLogic: typeof taskMachine;
   tasks: readonly TaskPlan[];
   plan?: RestorePlan;
   /**
@@ -89,11 +92,20 @@ const restoreSetup = setup({
     }),
     storeTasks: assign({ tasks: (_, params: { tasks: readonly TaskPlan[] }) => params.tasks }),
     storePlan: assign({ plan: (_, params: { plan: RestorePlan }) => params.plan }),
+    /**
+     * One task actor per task, with this machine as its parent (sendParent, inspection and errors
+     * work as for spawned children) but not held in the snapshot's `children`: XState copies that
+     * object on every spawn and every stop, which made 1,000 tasks cost seconds of CPU (O(n^2)).
+     */
     spawnTasks: assign({
       schedule: ({ context }) => new Schedule(context.tasks),
-      refs: ({ context, spawn }) =>
+      refs: ({ context, self }) =>
         Object.fromEntries(
-          context.tasks.map((task) => [task.pid, spawn('task', { id: `task-${task.pid}`, input: { task, plan: context.plan! } })]),
+          context.tasks.map((task) => {
+            const input = { task, plan: context.plan! };
+            const ref = createActor(context.taskLogic, { id: `task-${task.pid}`, parent: self as AnyActorRef, input });
+            return [task.pid, ref.start()];
+          }),
         ),
     }),
     /** Move every task that may go now into its next stage of this phase. */
@@ -160,6 +172,7 @@ export const restoreMachine = restoreSetup.createMachine({
     concurrency: input.concurrency ?? 16,
     now: input.now ?? (() => performance.now()),
     dryRun: input.dryRun ?? false,
+    taskLogic: input.taskLogic ?? taskMachine,
     tasks: [],
     schedule: new Schedule([]),
     refs: {},
@@ -194,7 +207,7 @@ export const restoreMachine = restoreSetup.createMachine({
     },
     ...phaseStates,
     planned: { description: describeDoc(RESTORE_STATE_DOCS.planned!), type: 'final' },
-    done: { description: describeDoc(RESTORE_STATE_DOCS.done!), type: 'final' },
+    done: { description: describeDoc(RESTORE_STATE_DOCS.done!), type: 'final', entry: 'stopTasks' },
     rollback: {
       description: describeDoc(RESTORE_STATE_DOCS.rollback!),
       entry: ['stopTasks', { type: 'beginStep', params: { step: 'rollback' } }],

@@ -78,9 +78,10 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
     ),
   );
 
+  const taskLogic = taskMachine.provide({ actors: { runStage } });
   const machine = restoreMachine.provide({
     actors: {
-      task: taskMachine.provide({ actors: { runStage } }),
+      task: taskLogic,
       loadTasks: fromPromise(() => env.loadTasks(internal.signal)),
       makePlan: fromPromise(async ({ input }: { input: { tasks: readonly TaskPlan[] } }) => {
         const plan = buildPlan(env.registry, input.tasks, env.planSource?.());
@@ -107,7 +108,7 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
   });
 
   const actor = createActor(machine, {
-    input: { concurrency: options.concurrency, now, dryRun: options.dryRun },
+    input: { concurrency: options.concurrency, now, dryRun: options.dryRun, taskLogic },
     inspect: options.inspect,
   });
   if (options.onEvent) actor.on('*', options.onEvent);
