@@ -2,6 +2,7 @@
 // restart fix-up CRIU applies), the FPU/SSE/AVX state decoded from the NT_X86_XSTATE buffer,
 // and the three GDT TLS slots.
 import type { Entry } from './ids.js';
+import { bufferFeatures } from '../restore/remote-regs.js';
 
 export const GPREG_NAMES = [
   'r15', 'r14', 'r13', 'r12', 'bp', 'bx', 'r11', 'r10', 'r9', 'r8', 'ax', 'cx', 'dx', 'si', 'di',
@@ -15,7 +16,6 @@ const ERESTARTNOHAND = 514n;
 const ERESTART_RESTARTBLOCK = 516n;
 const EINTR = 4n;
 const U64 = (1n << 64n) - 1n;
-const FP_XSTATE_MAGIC1 = 0x46505853;
 const neg = (n: bigint) => (-n) & U64;
 
 /**
@@ -67,10 +67,9 @@ export function fpregsEntry(xsave: Buffer): Entry {
     st_space: words(xsave, 32, 32),
     xmm_space: words(xsave, 160, 64),
   };
-  // The kernel fills sw_reserved (bytes 464..511 of the legacy area) with the xfeatures the
-  // buffer holds: only those components are recorded, at their standard-format offsets.
-  const hasSw = xsave.length > 512 && xsave.readUInt32LE(464) === FP_XSTATE_MAGIC1;
-  const features = hasSw ? xsave.readBigUInt64LE(472) : 0n;
+  // Only the components the buffer holds (sw_reserved says which) are recorded, at their
+  // standard-format offsets.
+  const features = xsave.length > 512 ? bufferFeatures(xsave) : 0n;
   const has = (bit: number, end: number) => (features & (1n << BigInt(bit))) !== 0n && xsave.length >= end;
   if (has(2, 576 + 256)) {
     const x: Entry = {

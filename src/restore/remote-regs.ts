@@ -50,10 +50,17 @@ function writeWords(buf: Buffer, offset: number, words: unknown, width: 4 | 8, c
   }
 }
 
-/** The xfeatures the kernel says this buffer holds (sw_reserved at 464), or x87|SSE for a bare one. */
+/**
+ * The xfeatures an XSAVE buffer holds, from sw_reserved (bytes 464..511). PTRACE_GETREGSET puts
+ * the kernel's user-visible XCR0 in its first u64 (asm/user.h, USER_XSTATE_XCR0_WORD); a
+ * signal-frame buffer starts with FP_XSTATE_MAGIC1 and has xfeatures at 472. A bare legacy area
+ * holds x87|SSE only. (Reading only the signal-frame form dropped every AVX upper half.)
+ */
 export function bufferFeatures(current: Buffer): bigint {
-  if (current.length > 512 && current.readUInt32LE(464) === FP_XSTATE_MAGIC1) return current.readBigUInt64LE(472);
-  return 3n;
+  if (current.length <= 512) return 3n;
+  if (current.readUInt32LE(464) === FP_XSTATE_MAGIC1) return current.readBigUInt64LE(472);
+  const xcr0 = current.readBigUInt64LE(464);
+  return xcr0 !== 0n ? xcr0 : 3n;
 }
 
 /**
