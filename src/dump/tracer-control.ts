@@ -1,9 +1,18 @@
 // TaskControl on top of the tracer actor (src/actors/tracer.ts): every ptrace call goes through
 // the addon's one tracer thread; its errors are already NativeError values (code, errno,
 // syscall, pid).
+import { readdirSync } from 'node:fs';
 import type { BatchCommand, TaskControl } from './control.js';
 import type { Regs } from './regs.js';
 import { seccompModeOf } from './seccomp.js';
+
+function otherThreads(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).map(Number).filter((tid) => tid !== pid);
+  } catch {
+    return [];
+  }
+}
 
 export async function tracerControl(): Promise<TaskControl> {
   const { tracer, NT_X86_XSTATE } = await import('../actors/tracer.js');
@@ -50,7 +59,12 @@ export async function tracerControl(): Promise<TaskControl> {
       await tracer.detach(tid, regs ? { regs: regs as Regs } : {});
     },
     kill: async (pid) => {
+      const others = otherThreads(pid);
       await tracer.kill(pid, 5000);
+      // Each other thread's exit was reaped by the tracer thread and is queued there as a stop
+      // nobody asked for; a later tracee with the same TID (a restore at the dumped TIDs) would
+      // be handed it as its own first stop ("killed 9"). Collect them now.
+      for (const tid of others) await tracer.waitStop(tid, 1000).catch(() => undefined);
     },
     stubCode: () => stubCode(),
     seccompFilter: (tid, index) => tracer.seccompGetFilter(tid, index),
