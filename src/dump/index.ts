@@ -19,6 +19,7 @@ import { SharedMemory, shmemPagemapEntries } from './shmem.js';
 import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
+import { FileLocks } from './file-locks.js';
 import { tracerControl } from './tracer-control.js';
 import type { TaskControl } from './control.js';
 import type { Regs } from './regs.js';
@@ -81,6 +82,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const open = new OpenFiles();
     const shmem = new SharedMemory();
     const seccomp = new SeccompFilters();
+    const locks = new FileLocks();
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
@@ -90,7 +92,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         continue;
       }
       scratch = await Scratch.open(ctl, task.pid);
-      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp);
+      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks);
       await scratch.close(regs.get(task.pid));
       scratch = undefined;
     }
@@ -111,6 +113,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     checkUnixPeers(open);
     if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
     out.write('seccomp.img', [seccomp.image()]);
+    if (locks.entries.length) out.write('filelocks.img', locks.entries);
     out.write('timens-0.img', [timensEntry()]);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
 
@@ -148,6 +151,7 @@ async function dumpTask(
   stats: DumpStats,
   emit: (e: DumpEvent) => void,
   seccomp: SeccompFilters,
+  locks: FileLocks,
 ): Promise<number> {
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
@@ -175,6 +179,7 @@ async function dumpTask(
         pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
         same: async (a, b) => (await ctl.inject(pid, NR.kcmp, [a.pid, b.pid, 0, a.fd, b.fd])) === 0n,
       });
+  if (fdinfo) locks.collect(pid, fdinfo.map((f) => ({ fd: Number(f.fd), id: Number(f.id) })), (fd) => readProc(pid, `fdinfo/${fd}`));
   const fs = fsEntry(pid, ids, status.umask);
 
   const threads = [];

@@ -27,6 +27,7 @@ import { threads } from './threads.js';
 import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
+import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
 
 export const registry: readonly ResourceKind<RestoreCtx>[] = [
@@ -55,6 +56,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   creds,
   signals,
   timers,
+  fileLocks,
   seccomp,
   regs,
   detach,
