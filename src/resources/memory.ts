@@ -27,6 +27,7 @@ import {
   vmasWithPages,
   type Vma,
 } from '../restore/remote-vma.js';
+import { mappedObjectKey } from './shmem.js';
 import type { ResourceKind } from './types.js';
 
 const ALL_BUT_SIGTRAP = ((1n << 64n) - 1n) & ~(1n << BigInt(SIGTRAP - 1));
@@ -91,7 +92,7 @@ export const memory: ResourceKind<RestoreCtx> = {
     const runs = presentRuns(pagemap.runs, mapped);
     const filled = vmasWithPages(mapped, runs);
     for (const v of mapped) {
-      const fd = ctx.runtime.preopened.get(`file:${v.shmid}`);
+      const fd = ctx.runtime.preopened.get(mappedObjectKey(v));
       addMmap(batch, v, { writable: filled.has(v), ...(fd !== undefined ? { fd } : {}) });
     }
     addPopulate(batch, runs);

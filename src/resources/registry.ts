@@ -19,6 +19,7 @@ import { detach, regs } from './regs.js';
 import { rlimits } from './rlimits.js';
 import { seccomp } from './seccomp.js';
 import { sharedFiles } from './shared-files.js';
+import { shmem } from './shmem.js';
 import { sigact } from './sigact.js';
 import { FD_TYPE_SIGNALFD, signalfd } from './signalfd.js';
 import { signals } from './signals.js';
@@ -40,6 +41,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   fifo,
   unixsk,
   sharedFiles,
+  shmem,
   eventfd,
   signalfd,
   timerfd,

@@ -154,7 +154,8 @@ export function vmasWithPages(vmas: readonly Vma[], runs: readonly PageRun[]): S
 /** mmap for one VMA: `fd` is the pre-opened file of a file-backed VMA. */
 export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; writable: boolean }): void {
   const prot = vma.prot | (options.writable ? PROT_WRITE : 0);
-  const fileBacked = (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) !== 0;
+  // Shared anonymous memory comes as the fd of its restored object (src/resources/shmem.ts).
+  const fileBacked = (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) !== 0 || ((vma.status & VMA_ANON_SHARED) !== 0 && options.fd !== undefined);
   let flags = (vma.flags & MAP_KEEP) | MAP_FIXED;
   if (vma.status & VMA_ANON_SHARED) flags = (flags & ~MAP_PRIVATE) | MAP_SHARED | MAP_ANONYMOUS;
   const what = `map VMA ${hex(vma.start)}-${hex(vma.end)}`;
