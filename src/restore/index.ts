@@ -118,8 +118,18 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     },
     contextFor(base) {
       const runtime = session!.runtimes.get(base.pid)!;
+      // Spelled out, not spread: one object shape for every kind keeps this call cheap (it runs
+      // once per resource per task; the spread showed up as 0.4 s of a 100-task profile).
       return {
-        ...base,
+        pid: base.pid,
+        task: base.task,
+        stage: base.stage,
+        resource: base.resource,
+        plan: base.plan,
+        shared: base.shared,
+        signal: base.signal,
+        record: base.record,
+        now: base.now,
         images: session!.images.get(base.pid)!,
         helper: runtime.helper!,
         tracer,
