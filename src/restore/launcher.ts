@@ -15,6 +15,19 @@ const PR_SET_CHILD_SUBREAPER = 36;
 const CLONE_NEWPID = 0x20000000;
 const CLONE_NEWTIME = 0x80;
 const SYS_UNSHARE = 272;
+const SYS_MMAP = 9;
+const SYS_MUNMAP = 11;
+const SYS_MOUNT = 165;
+const CLONE_NEWNS = 0x20000;
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_PRIVATE = 2;
+const MAP_ANONYMOUS = 0x20;
+const MS_NOSUID = 2;
+const MS_NODEV = 4;
+const MS_NOEXEC = 8;
+const MS_REC = 0x4000;
+const MS_PRIVATE = 1 << 18;
 const SIGKILL = 9;
 const FOREVER_MS = 2 ** 31 - 1;
 
@@ -32,7 +45,38 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer): Pr
   const parent = await launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID : 0 });
   session.rootParent = parent;
   await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  if (session.options.pidNamespace) await mountOwnProc(parent, tracer);
   if (offsets) await enterTimeNamespace(parent, offsets, tracer);
+}
+
+/**
+ * A mount namespace with a /proc of the new PID namespace, set up in the root's parent before
+ * any task exists: with the host's /proc, a restored task reading /proc/<its own view of a pid>
+ * finds another process or none (the tree program's zombie check; anything parsing
+ * /proc/<getpid()>). Propagation is made private first so the mount never reaches the host.
+ * Injected (the helper has no mount op) like the time namespace below.
+ */
+async function mountOwnProc(parent: HelperChannel, tracer: Tracer): Promise<void> {
+  const host = parent.hostPid;
+  await tracer.seize(host, { exitKill: true });
+  try {
+    await tracer.interrupt(host);
+    await tracer.waitStop(host, 5000);
+    const inject = async (nr: number, args: Array<number | bigint>, syscall: string, detail: string): Promise<bigint> => {
+      const got = BigInt(await tracer.injectSyscall(host, nr, args));
+      if (got < 0n && got > -4096n) throw new NativeError({ code: 'EPROCNS', errno: Number(-got), syscall, pid: parent.pid, detail });
+      return got;
+    };
+    await inject(SYS_UNSHARE, [CLONE_NEWNS], 'unshare', 'CLONE_NEWNS');
+    const page = await inject(SYS_MMAP, [0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0], 'mmap', 'a page for mount paths');
+    // "/" at 0, "proc" at 2, "/proc" at 7
+    tracer.processVmWrite(host, page, Buffer.from('/\0proc\0/proc\0', 'latin1'));
+    await inject(SYS_MOUNT, [0, page, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
+    await inject(SYS_MOUNT, [page + 2n, page + 7n, page + 2n, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
+    await inject(SYS_MUNMAP, [page, 4096], 'munmap', 'the mount paths page');
+  } finally {
+    await tracer.detach(host).catch(() => undefined);
+  }
 }
 
 interface TimeOffsets {
