@@ -3,10 +3,12 @@
 // row from the same images, and detached (criu -d) at its original PIDs. Every restored process
 // is killed and waited out by PID, whatever the outcome.
 import t from 'tap';
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readImage } from '../src/images/reader.js';
 import { restore, type RestoreResult } from '../src/restore/index.js';
+import { bufferFeatures } from '../src/restore/remote-regs.js';
 import { dumpProgram } from './lib/program-roundtrip.js';
 import { killTree, requestCheck, startProgram, type Running } from './lib/programs.js';
 
@@ -54,6 +56,38 @@ async function checkRestored(t: Tap.Test, result: RestoreResult, prog: Running, 
   t.equal(r.text, 'PASS', `${what}: ${label(c)} checks itself after restore`);
 }
 
+/** The tree sees a /proc of its PID namespace (in a mount namespace of its own), the host keeps its own. */
+function procOfItsOwn(t: Tap.Test, result: RestoreResult): void {
+  const host = result.rootHostPid;
+  t.not(readlinkSync(`/proc/${host}/ns/mnt`), readlinkSync('/proc/self/ns/mnt'), 'restored in a mount namespace of its own');
+  const stat = readFileSync(`/proc/${host}/root/proc/${result.rootPid}/stat`, 'utf8');
+  t.match(stat, new RegExp(`^${result.rootPid} \\(`), 'its /proc lists it under its PID in the namespace');
+  t.equal(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => / - proc /.test(l)).length, 1, 'no proc mount leaked to the host');
+}
+
+t.test('xstate buffers from PTRACE_GETREGSET name their features by XCR0 at sw_reserved[0]', async (t) => {
+  const ptraceForm = Buffer.alloc(1024);
+  ptraceForm.writeBigUInt64LE(0x2e7n, 464);
+  t.equal(bufferFeatures(ptraceForm), 0x2e7n, 'ptrace form: XCR0');
+  const signalForm = Buffer.alloc(1024);
+  signalForm.writeUInt32LE(0x46505853, 464);
+  signalForm.writeBigUInt64LE(7n, 472);
+  t.equal(bufferFeatures(signalForm), 7n, 'signal-frame form: xfeatures after the magic');
+  t.equal(bufferFeatures(Buffer.alloc(512)), 3n, 'a bare legacy area: x87 and SSE');
+});
+
+t.test('a dumped thread keeps the upper halves of its ymm registers in its core image', async (t) => {
+  if (only && !only.includes('threads')) return;
+  const prog = await startProgram(t, 'threads', ['2']);
+  const imagesDir = await dumpProgram(t, prog);
+  const pstree = readImage(join(imagesDir, 'pstree.img')).all()[0] as { threads: number[] };
+  for (const tid of pstree.threads.slice(1)) {
+    const core = readImage(join(imagesDir, `core-${tid}.img`)).all()[0] as any;
+    const ymmh = core.thread_info?.fpregs?.xsave?.ymmh_space as number[] | undefined;
+    t.ok(ymmh && ymmh.slice(48, 64).some((w) => w !== 0), `thread ${tid}: ymm12..15 upper halves recorded`);
+  }
+});
+
 for (const c of CASES) {
   if (only && !label(c).includes(only)) continue;
 
@@ -67,6 +101,7 @@ for (const c of CASES) {
       t.teardown(() => result.kill());
       t.equal(result.hostPids.size, result.tasks.length, `restore ${round}: a host PID for every task`);
       t.equal(result.rootPid, prog.pid, `restore ${round}: the root has its dumped PID inside the namespace`);
+      if (round === 1) procOfItsOwn(t, result);
       await checkRestored(t, result, prog, c, `restore ${round}`);
       await result.kill();
       await killTree([...result.hostPids.values()]);
