@@ -6,6 +6,8 @@ import { RemoteBatch } from '../src/restore/remote.js';
 import { auxvBytes, commBytes, encodePrctlMmMap, PRCTL_MM_MAP_SIZE } from '../src/restore/remote-mm.js';
 import { MAP_FIXED, MAP_GROWSDOWN, PROT_WRITE, SYS } from '../src/restore/remote-sys.js';
 import {
+  addAdvice,
+  addFill,
   addFinalProtection,
   addMmap,
   addPageReads,
@@ -83,10 +85,38 @@ t.test('page reads: contiguous file offsets share one preadv, IOV_MAX iovecs at 
   t.same(p.layout()[0]!.commands.map((c) => [c.nr, Number(c.args[1]), Number(c.args[2])]), [[SYS.madvise, 0x3000, 23]], 'adjacent runs: one MADV_POPULATE_WRITE');
 });
 
-t.test('final protection and madvise bits', async (t) => {
+t.test('madvise bits right after the mmap, final protection only where widened', async (t) => {
   const b = new RemoteBatch(SCRATCH);
-  addFinalProtection(b, { ...vma(0x1000n, 0x3000n, 1), madv: (1n << 15n) | (1n << 16n) }, true);
-  t.same(b.layout()[0]!.commands.map((c) => [c.nr, Number(c.args[2])]), [[SYS.mprotect, 1], [SYS.madvise, 15], [SYS.madvise, 16]]);
+  const v = { ...vma(0x1000n, 0x3000n, 1), madv: (1n << 14n) | (1n << 16n) };
+  addMmap(b, v, { writable: true });
+  addAdvice(b, v);
+  addFill(b, [{ start: 0x1000n, end: 0x3000n, fileOffset: 0 }], 7, 'fault');
+  addFinalProtection(b, v, true);
+  addFinalProtection(b, vma(0x5000n, 0x6000n), false);
+  t.same(
+    b.layout()[0]!.commands.map((c) => [c.nr, Number(c.args[2])]),
+    [[SYS.mmap, 3], [SYS.madvise, 14], [SYS.madvise, 16], [SYS.preadv, 1], [SYS.mprotect, 1]],
+    'MADV_HUGEPAGE lands before the pages, so the fill faults in huge pages',
+  );
+  const p = new RemoteBatch(SCRATCH);
+  addFill(p, [{ start: 0x1000n, end: 0x3000n, fileOffset: 0 }], 7, 'populate');
+  t.same(p.layout()[0]!.commands.map((c) => c.nr), [SYS.madvise, SYS.preadv], 'populate mode: MADV_POPULATE_WRITE, then preadv');
+});
+
+t.test('page reads: no preadv asks for more than MAX_READ_BYTES (read stops at 2 GiB)', async (t) => {
+  const GiB = 1n << 30n;
+  const big = [{ start: 0x7f0000000000n, end: 0x7f0000000000n + 4n * GiB + 0x3000n, fileOffset: 4096 }];
+  const b = new RemoteBatch(SCRATCH);
+  const r = addPageReads(b, big, 7);
+  t.same(r, { calls: 5, bytes: Number(4n * GiB + 0x3000n) });
+  const cmds = b.layout().flatMap((s) => s.commands);
+  t.same(cmds.map((c) => Number(c.args[3])), [4096, 4096 + 2 ** 30, 4096 + 2 ** 31, 4096 + 3 * 2 ** 30, 4096 + 2 ** 32], 'file offsets follow each cut');
+  t.ok(cmds.every((c) => Number(c.args[2]) === 1), 'one iovec each');
+  const small = addPageReads(new RemoteBatch(SCRATCH), [
+    { start: 0x1000n, end: 0x3000n, fileOffset: 0 },
+    { start: 0x9000n, end: 0xa000n, fileOffset: 8192 },
+  ], 7, 8192);
+  t.equal(small.calls, 2, 'a follow-on run that would pass the byte cap starts a new call');
 });
 
 t.test('helper teardown keeps the scratch area and [vsyscall]', async (t) => {

@@ -1,7 +1,8 @@
 // The address-space plan as pure functions, so it can be tested without a task: which helper
 // mappings go, how each dumped VMA is mapped (flags, fd, the temporary PROT_WRITE of VMAs that
-// get pages), which page runs fill them (populate, then preadv with up to IOV_MAX iovecs per
-// call, consecutive runs of pages-N.img read by one call) and the final mprotect/madvise.
+// get pages, its madvise flags), which page runs fill them (preadv with up to IOV_MAX iovecs and
+// 1 GiB per call, consecutive runs of pages-N.img read by one call, optionally populated first)
+// and the final mprotect.
 import type { PagemapRun } from '../images/index.js';
 import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
 import { RemoteBatch } from './remote.js';
@@ -167,6 +168,19 @@ export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; wr
   }
 }
 
+/**
+ * How fresh anonymous pages are first touched before the copy. 'fault': preadv faults each page
+ * in as it copies (the zeroed page is still in cache when the copy overwrites it). 'populate':
+ * MADV_POPULATE_WRITE over every run first, so the preadv copies without faults. Which is faster
+ * depends on the machine: kernel notes 14 measured populate 5x faster on a fresh VM, while on
+ * this VM now the fault path wins by 15-40% (populate writes every byte twice: zeroes, then
+ * data), see docs/PERFORMANCE.md. CRR_FILL=populate|fault overrides the default.
+ */
+export type FillMode = 'fault' | 'populate';
+export function defaultFill(): FillMode {
+  return process.env['CRR_FILL'] === 'populate' ? 'populate' : 'fault';
+}
+
 /** MADV_POPULATE_WRITE over every run, so the preadv that follows copies without faulting (kernel notes 14). */
 export function addPopulate(batch: RemoteBatch, runs: readonly PageRun[]): void {
   for (const r of mergeAdjacent(runs)) {
@@ -185,16 +199,43 @@ function mergeAdjacent(runs: readonly PageRun[]): PageRun[] {
 }
 
 /**
- * preadv calls that fill every run: consecutive runs (next file offset follows on) share one call,
- * up to IOV_MAX iovecs each; the iovec arrays go in the batch's data area.
+ * The most bytes one preadv is asked for: the kernel stops a read at MAX_RW_COUNT (2 GiB less a
+ * page) and a short read would fail the call's exact-count check, so 4 GiB needs several calls.
  */
-export function addPageReads(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: number): { calls: number; bytes: number } {
-  const groups: PageRun[][] = [];
+export const MAX_READ_BYTES = 1 << 30;
+
+/** Runs cut so that none is longer than `max` bytes (the file offset follows each cut). */
+function cutRuns(runs: readonly PageRun[], max: number): PageRun[] {
+  const out: PageRun[] = [];
+  const step = BigInt(max);
   for (const r of runs) {
+    for (let s = r.start; s < r.end; s += step) {
+      const e = r.end - s > step ? s + step : r.end;
+      out.push({ start: s, end: e, fileOffset: r.fileOffset + Number(s - r.start) });
+    }
+  }
+  return out;
+}
+
+/**
+ * preadv calls that fill every run: consecutive runs (next file offset follows on) share one call,
+ * up to IOV_MAX iovecs and MAX_READ_BYTES each; the iovec arrays go in the batch's data area.
+ */
+export function addPageReads(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: number, maxBytes = MAX_READ_BYTES): { calls: number; bytes: number } {
+  const groups: PageRun[][] = [];
+  let groupBytes = 0;
+  for (const r of cutRuns(runs, maxBytes)) {
     const group = groups[groups.length - 1];
     const last = group?.[group.length - 1];
-    if (group && last && last.fileOffset + Number(last.end - last.start) === r.fileOffset && group.length < IOV_MAX) group.push(r);
-    else groups.push([r]);
+    const len = Number(r.end - r.start);
+    const follows = last !== undefined && last.fileOffset + Number(last.end - last.start) === r.fileOffset;
+    if (group && follows && group.length < IOV_MAX && groupBytes + len <= maxBytes) {
+      group.push(r);
+      groupBytes += len;
+    } else {
+      groups.push([r]);
+      groupBytes = len;
+    }
   }
   let bytes = 0;
   for (const group of groups) {
@@ -217,12 +258,27 @@ export function addPageReads(batch: RemoteBatch, runs: readonly PageRun[], pages
   return { calls: groups.length, bytes };
 }
 
-/** mprotect back to the dumped protection where it was widened, then the VMA's madvise flags. */
-export function addFinalProtection(batch: RemoteBatch, vma: Vma, widened: boolean): void {
+/** Fills every run from pages-N.img the `mode` way (see FillMode). */
+export function addFill(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: number, mode: FillMode = defaultFill()): { calls: number; bytes: number } {
+  if (mode === 'populate') addPopulate(batch, runs);
+  return addPageReads(batch, runs, pagesFd);
+}
+
+/**
+ * The VMA's madvise flags. They go right after the mmap, before any page lands: MADV_HUGEPAGE
+ * only gives huge pages to faults that come after it (set after the fill, the dumped hugepage
+ * VMA would be filled with 4 KiB pages), and every advice kept in VmFlags is a VMA property
+ * that does not care whether pages are present.
+ */
+export function addAdvice(batch: RemoteBatch, vma: Vma): void {
   const len = vma.end - vma.start;
-  if (widened) batch.call(SYS.mprotect, [vma.start, len, vma.prot], { what: `protect VMA ${hex(vma.start)}-${hex(vma.end)}` });
   for (let advice = 0n; advice < 64n; advice++) {
     if (!(vma.madv & (1n << advice))) continue;
     batch.call(SYS.madvise, [vma.start, len, advice], { what: `madvise(${advice}) on ${hex(vma.start)}-${hex(vma.end)}` });
   }
+}
+
+/** mprotect back to the dumped protection where it was widened for the fill. */
+export function addFinalProtection(batch: RemoteBatch, vma: Vma, widened: boolean): void {
+  if (widened) batch.call(SYS.mprotect, [vma.start, vma.end - vma.start, vma.prot], { what: `protect VMA ${hex(vma.start)}-${hex(vma.end)}` });
 }
