@@ -9,7 +9,7 @@ import { NativeError } from '../errors.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { finalRegs, xstateBuffer } from '../restore/remote-regs.js';
 import { errnoName, signed, SYS } from '../restore/remote-sys.js';
-import { restoredThreads } from '../restore/remote-threads.js';
+import { packRegs, restoredThreads } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import type { ResourceKind } from './types.js';
 
@@ -33,6 +33,35 @@ export async function setThreadCpu(tracer: Tracer, hostTid: number, core: Record
   await tracer.setSigmask(hostTid, blockedMask(core));
 }
 
+/**
+ * setThreadCpu for many stopped threads in one tracer operation. Every thread's xstate is built
+ * over one template read from the first thread: the same kernel, so the same size and features.
+ */
+export async function setThreadsCpu(
+  tracer: Tracer,
+  threads: ReadonlyArray<{ tid: number; hostTid: number }>,
+  coreOf: (tid: number) => Record<string, unknown>,
+): Promise<void> {
+  if (threads.length === 0) return;
+  const cores = threads.map((t) => coreOf(t.tid));
+  const infos = cores.map((core) => (core['thread_info'] as Record<string, unknown> | undefined) ?? {});
+  const regsBuf = Buffer.concat(infos.map((info) => packRegs(finalRegs((info['gpregs'] as Record<string, unknown> | undefined) ?? {}))));
+  const withFpu = infos.every((info) => info['fpregs'] !== undefined);
+  let xstate: Buffer | undefined;
+  if (withFpu) {
+    const template = await tracer.getRegset(threads[0]!.hostTid, NT_X86_XSTATE);
+    xstate = Buffer.concat(infos.map((info) => xstateBuffer(template, info['fpregs'] as Record<string, unknown>)));
+  } else {
+    for (let i = 0; i < threads.length; i++) if (infos[i]!['fpregs']) await setThreadCpu(tracer, threads[i]!.hostTid, cores[i]!);
+  }
+  await tracer.setThreadsCpu({
+    tids: threads.map((t) => t.hostTid),
+    regs: regsBuf,
+    masks: cores.map(blockedMask),
+    ...(xstate ? { xstate } : {}),
+  });
+}
+
 export const regs: ResourceKind<RestoreCtx> = {
   name: 'regs',
   stage: 'finish',
@@ -45,9 +74,7 @@ export const regs: ResourceKind<RestoreCtx> = {
     const scratch = scratchOf(ctx);
     const start = ctx.now();
     const threads = restoredThreads(ctx.runtime, hostPid);
-    for (const thread of threads.slice(1)) {
-      await setThreadCpu(ctx.tracer, thread.hostTid, (ctx.images.cores.get(thread.tid) ?? {}) as Record<string, unknown>);
-    }
+    await setThreadsCpu(ctx.tracer, threads.slice(1), (tid) => (ctx.images.cores.get(tid) ?? {}) as Record<string, unknown>);
     const result = await ctx.tracer.runSyscall(hostPid, { scratch, nr: SYS.munmap, args: [scratch, STUB_SCRATCH_SIZE], stopAtExit: true });
     if (signed(result) !== 0n) {
       const errno = Number(-signed(result));
@@ -68,7 +95,7 @@ export const detach: ResourceKind<RestoreCtx> = {
   async restore(ctx) {
     const hostPid = hostPidOf(ctx);
     const threads = restoredThreads(ctx.runtime, hostPid);
-    for (const thread of [...threads.slice(1), threads[0]!]) await ctx.tracer.detach(thread.hostTid);
+    await ctx.tracer.detachAll([...threads.slice(1), threads[0]!].map((t) => t.hostTid));
     ctx.runtime.seized = false;
   },
 };

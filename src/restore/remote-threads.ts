@@ -1,16 +1,19 @@
-// Threads of a restored process: an injected clone3 with set_tid = the dumped TID (kernel notes
-// step 6), driven stop by stop through the stub's bare `syscall; int3` entry because the
-// PTRACE_EVENT_CLONE stop comes in the middle of it; the new thread is auto-attached (the task
-// must be seized with traceClone) and stops before it runs any code. Also the per-thread kernel
-// state every thread sets for itself (rseq, clear_child_tid, robust list, name, sigaltstack) and the
-// list of a task's threads with their TIDs as the tracer sees them, kept for the later stages.
-import { setTimeout as sleep } from 'node:timers/promises';
+// Threads of a restored process, made in bulk so 10,000 threads cost a few tracer round trips:
+// one stub batch of clone3 calls (set_tid = each dumped TID; kernel notes step 6) in the main
+// thread, whose PTRACE_EVENT_CLONE stops the tracer passes by natively; every new thread is
+// auto-attached (the task must be seized with traceClone) and stops before running any code.
+// Then every thread runs its own short list (rseq, robust list, name, sigaltstack: state a thread
+// can only set for itself) at once, each from its own block of the scratch area. Also the list
+// of a task's threads with their TIDs as the tracer sees them, kept for the later stages.
 import { NativeError } from '../errors.js';
-import { STUB_DATA_OFFSET, STUB_ENTRY_SYSCALL, STUB_SYSCALL_TRAP_END } from '../actors/stub.js';
-import type { Stop, Tracer } from '../actors/tracer.js';
+import {
+  packCommands, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_HEADER_OFFSET, STUB_HEADER_SIZE, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR,
+} from '../actors/stub.js';
+import type { Regs, Tracer } from '../actors/tracer.js';
 import type { TaskRuntime } from './context.js';
-import { RemoteBatch } from './remote.js';
+import { checkResults, type RemoteCall } from './remote.js';
 import { commBytes } from './remote-mm.js';
+import { GPREG_FIELDS } from './remote-regs.js';
 import { CLONE_THREAD_FLAGS, errnoName, isSyscallError, PR_SET_NAME, signed, SS_DISABLE, SYS } from './remote-sys.js';
 
 export interface RestoredThread {
@@ -31,83 +34,202 @@ export function setRestoredThreads(runtime: TaskRuntime, threads: RestoredThread
   threadsOf.set(runtime, threads);
 }
 
-/** struct clone_args (88 bytes) for a thread with an exact TID; set_tid points at one pid_t. */
-export function cloneArgs(setTidAddr: bigint): Buffer {
-  const buf = Buffer.alloc(88);
-  buf.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS), 0); // flags
-  // pidfd, child_tid, parent_tid, exit_signal (0: a thread), stack, stack_size, tls stay 0
+const CLONE_CHILD_CLEARTID = 0x200000;
+const CLONE_ARGS_SIZE = 88;
+/** clone_args then the one pid_t set_tid points at, 8-aligned. */
+const CLONE_SLOT = CLONE_ARGS_SIZE + 8;
+
+/**
+ * struct clone_args (88 bytes) for a thread with an exact TID; set_tid points at one pid_t.
+ * A non-zero clearTid is the thread's clear_child_tid (CLONE_CHILD_CLEARTID sets it as
+ * set_tid_address would, saving that call in the thread).
+ */
+export function cloneArgs(setTidAddr: bigint, clearTid = 0n): Buffer {
+  const buf = Buffer.alloc(CLONE_ARGS_SIZE);
+  buf.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS | (clearTid !== 0n ? CLONE_CHILD_CLEARTID : 0)), 0); // flags
+  buf.writeBigUInt64LE(clearTid, 16); // child_tid
+  // pidfd, parent_tid, exit_signal (0: a thread), stack, stack_size, tls stay 0
   buf.writeBigUInt64LE(setTidAddr, 64); // set_tid
   buf.writeBigUInt64LE(1n, 72); // set_tid_size: the innermost namespace only
   return buf;
 }
 
-function unexpectedStop(pid: number, what: string, stop: Stop): NativeError {
-  return new NativeError({ code: 'UNEXPECTED_STOP', errno: 0, syscall: 'clone3', pid, detail: `${what}: stopped by ${stop.kind} ${stop.event ?? stop.signal ?? ''}` });
+/** The clear_child_tid address of a thread's core image (0 when none). */
+export function clearTidOf(core: Record<string, unknown>): bigint {
+  const info = (core['thread_info'] as Record<string, unknown> | undefined) ?? {};
+  return BigInt((info['clear_tid_addr'] as bigint | number | undefined) ?? 0);
 }
 
 /**
- * Waits for the first stop of an auto-attached thread. The tracer thread only reaps (and so only
- * learns of a new tracee) while someone waits on a tracee it knows, so until the new thread is
- * known a short wait on the main thread (stopped, with nothing more to report) keeps it reaping.
+ * Creates the threads `wanted` in the task `hostPid` (stopped, the stub at `scratch`) with
+ * one clone3 batch per 4,096 threads. `onCreated` hears of every thread that exists, failure or
+ * not (rollback must know them). Resolves with the threads, each stopped before its first instruction.
  */
-async function firstStop(tracer: Tracer, hostTid: number, mainHostPid: number, pid: number, timeoutMs: number): Promise<Stop> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await tracer.waitStop(hostTid, Math.max(1, deadline - Date.now()));
-    } catch (e) {
-      if ((e as { code?: string }).code !== 'ESRCH' || Date.now() > deadline) throw e;
-    }
-    const main = await tracer.waitStop(mainHostPid, 2).catch((e: { code?: string }) => {
-      if (e.code === 'ETIMEDOUT') return undefined;
-      throw e;
+export async function createThreads(
+  tracer: Tracer,
+  hostPid: number,
+  scratch: bigint,
+  pid: number,
+  wanted: ReadonlyArray<{ tid: number; clearTid: bigint }>,
+  onCreated: (created: RestoredThread[]) => void,
+): Promise<RestoredThread[]> {
+  const created: RestoredThread[] = [];
+  const perBatch = Math.min(STUB_MAX_COMMANDS, Math.floor((STUB_SCRATCH_SIZE - STUB_DATA_OFFSET) / CLONE_SLOT));
+  const dataAddr = scratch + BigInt(STUB_DATA_OFFSET);
+  for (let first = 0; first < wanted.length; first += perBatch) {
+    const chunk = wanted.slice(first, first + perBatch);
+    const data = Buffer.alloc(chunk.length * CLONE_SLOT);
+    const commands = chunk.map((w, i) => {
+      const at = dataAddr + BigInt(i * CLONE_SLOT);
+      cloneArgs(at + BigInt(CLONE_ARGS_SIZE), w.clearTid).copy(data, i * CLONE_SLOT);
+      data.writeInt32LE(w.tid, i * CLONE_SLOT + CLONE_ARGS_SIZE);
+      return { nr: SYS.clone3, args: [at, CLONE_ARGS_SIZE], flags: STUB_STOP_ON_ERROR };
     });
-    if (main) throw unexpectedStop(pid, `waiting for the new thread ${hostTid}`, main);
+    tracer.processVmWrite(hostPid, dataAddr, data);
+    const got = await tracer.runCloneBatch(hostPid, { scratch, commands, timeoutMs: 5000 + chunk.length });
+    for (let i = 0; i < got.executed; i++) {
+      const result = signed(got.results[i]!);
+      if (isSyscallError(result)) break;
+      const hostTid = got.clones[i];
+      if (hostTid === undefined) {
+        // The thread exists but nobody traces it: it would run the stub's int3 and kill the process.
+        onCreated(created);
+        throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${chunk[i]!.tid} was not auto-attached: seize the task with traceClone` });
+      }
+      created.push({ tid: chunk[i]!.tid, hostTid });
+      if (Number(result) !== chunk[i]!.tid) {
+        onCreated(created);
+        throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${result}, wanted ${chunk[i]!.tid}` });
+      }
+    }
+    onCreated(created);
+    if (created.length < first + chunk.length) {
+      const i = created.length - first;
+      const result = i < got.executed ? signed(got.results[i]!) : -71n;
+      const errno = Number(-result);
+      throw new NativeError({ code: errnoName(errno), errno, syscall: 'clone3', pid, detail: `thread ${chunk[i]!.tid}` });
+    }
+  }
+  return created;
+}
+
+/** The slice of RemoteBatch a per-thread list builder needs (both kinds of list have it). */
+export interface ThreadBatch {
+  call(nr: number, args: readonly (number | bigint)[], options?: Omit<RemoteCall, 'nr' | 'args'>): number;
+  put(bytes: Buffer): bigint;
+  reserve(dataBytes: number, calls?: number): unknown;
+}
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+/** One thread's own command list in a block of the scratch area: [data][header][commands]. */
+class ThreadList implements ThreadBatch {
+  readonly calls: RemoteCall[] = [];
+  private readonly chunks: Array<{ offset: number; bytes: Buffer }> = [];
+  private dataEnd = 0;
+
+  constructor(readonly base: bigint) {}
+
+  reserve(): this {
+    return this;
+  }
+
+  put(bytes: Buffer): bigint {
+    const offset = align8(this.dataEnd);
+    this.chunks.push({ offset, bytes });
+    this.dataEnd = offset + bytes.length;
+    return this.base + BigInt(offset);
+  }
+
+  call(nr: number, args: readonly (number | bigint)[], options: Omit<RemoteCall, 'nr' | 'args'> = {}): number {
+    this.calls.push({ nr, args, ...options });
+    return this.calls.length - 1;
+  }
+
+  get headerOffset(): number {
+    return align8(this.dataEnd);
+  }
+
+  get length(): number {
+    return this.headerOffset + STUB_HEADER_SIZE + this.calls.length * STUB_CMD_SIZE;
+  }
+
+  packInto(buf: Buffer, at: number): void {
+    for (const c of this.chunks) c.bytes.copy(buf, at + c.offset);
+    buf.writeBigUInt64LE(BigInt(this.calls.length), at + this.headerOffset);
+    const stops = (c: RemoteCall) => c.expect === undefined && !(c.tolerate && c.tolerate.length > 0);
+    packCommands(this.calls.map((c) => ({ nr: c.nr, args: [...c.args], flags: stops(c) ? STUB_STOP_ON_ERROR : 0 })))
+      .copy(buf, at + this.headerOffset + STUB_HEADER_SIZE);
   }
 }
 
+export interface ThreadWork {
+  readonly tid: number;
+  readonly hostTid: number;
+  /** A thread just created: its first stop is still to be reaped. */
+  readonly fresh: boolean;
+  /** Adds the thread's commands (may be called twice: lists that do not fit are rebuilt elsewhere). */
+  build(list: ThreadBatch): void;
+}
+
 /**
- * Creates one thread with TID `tid` in the task `hostPid` (stopped at a stub trap, scratch at
- * `scratch`). Resolves with its TID as the tracer sees it, the thread stopped before its first
- * instruction. The main thread is left at the bare entry's trap.
+ * Runs a command list in each of many threads of one task, all at once: the lists share the
+ * scratch area (from its list header on: the main thread runs nothing meanwhile), written and
+ * read back in one transfer per round, one tracer operation per round. A failed command rejects
+ * with a NativeError naming it and `pid`.
  */
-export async function createThread(tracer: Tracer, hostPid: number, scratch: bigint, tid: number, pid: number): Promise<number> {
-  const data = scratch + BigInt(STUB_DATA_OFFSET);
-  const setTid = Buffer.alloc(8);
-  setTid.writeInt32LE(tid, 0);
-  tracer.processVmWrite(hostPid, data, Buffer.concat([cloneArgs(data + 88n), setTid]));
-  await tracer.setRegs(hostPid, { ip: scratch + BigInt(STUB_ENTRY_SYSCALL), ax: SYS.clone3, di: data, si: 88, orig_ax: -1n });
-  await tracer.cont(hostPid);
-  const first = await tracer.waitStop(hostPid, 5000);
-  let hostTid: number | undefined;
-  if (first.kind === 'event' && first.event === 'clone') {
-    hostTid = Number(first.eventMsg);
-    await tracer.cont(hostPid);
-    const trap = await tracer.waitStop(hostPid, 5000);
-    if (trap.kind !== 'signal' || trap.signal !== 5) throw unexpectedStop(pid, `creating thread ${tid}`, trap);
-  } else if (first.kind !== 'signal' || first.signal !== 5) {
-    throw unexpectedStop(pid, `creating thread ${tid}`, first);
+export async function runThreadLists(tracer: Tracer, hostPid: number, scratch: bigint, pid: number, work: readonly ThreadWork[]): Promise<void> {
+  const areaStart = STUB_HEADER_OFFSET;
+  let round: Array<{ work: ThreadWork; list: ThreadList; at: number }> = [];
+  let end = areaStart;
+  const flush = async () => {
+    if (round.length === 0) return;
+    const buf = Buffer.alloc(end - areaStart);
+    for (const r of round) r.list.packInto(buf, r.at - areaStart);
+    tracer.processVmWrite(hostPid, scratch + BigInt(areaStart), buf);
+    const items = round.map((r) => ({ tid: r.work.hostTid, header: r.list.base + BigInt(r.list.headerOffset), fresh: r.work.fresh }));
+    await tracer.runThreadLists(hostPid, scratch, items, 5000 + round.length);
+    const back = tracer.processVmRead(hostPid, scratch + BigInt(areaStart), end - areaStart);
+    for (const r of round) {
+      const header = r.at - areaStart + r.list.headerOffset;
+      const executed = Number(back.readBigUInt64LE(header + 8));
+      const results = r.list.calls.map((_, i) => back.readBigInt64LE(header + STUB_HEADER_SIZE + i * STUB_CMD_SIZE + 64));
+      checkResults(r.list.calls, results, Math.min(executed, results.length), pid);
+    }
+    round = [];
+    end = areaStart;
+  };
+  for (const w of work) {
+    let list = new ThreadList(scratch + BigInt(end));
+    w.build(list);
+    if (end + list.length > STUB_SCRATCH_SIZE) {
+      await flush();
+      list = new ThreadList(scratch + BigInt(end));
+      w.build(list);
+      if (end + list.length > STUB_SCRATCH_SIZE) throw new RangeError(`thread ${w.tid}: its list outgrows the scratch area`);
+    }
+    round.push({ work: w, list, at: end });
+    end = align8(end + list.length);
   }
-  const regs = await tracer.getRegs(hostPid);
-  if (regs.ip !== scratch + BigInt(STUB_SYSCALL_TRAP_END)) throw unexpectedStop(pid, `creating thread ${tid} (trap elsewhere)`, first);
-  if (isSyscallError(regs.ax)) {
-    const errno = Number(-signed(regs.ax));
-    throw new NativeError({ code: errnoName(errno), errno, syscall: 'clone3', pid, detail: `thread ${tid}` });
-  }
-  if (hostTid === undefined) {
-    // The thread exists but nobody traces it: it would run the stub's int3 and kill the process.
-    throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${tid} was not auto-attached: seize the task with traceClone` });
-  }
-  if (Number(signed(regs.ax)) !== tid) {
-    throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${regs.ax}, wanted ${tid}` });
-  }
-  const stop = await firstStop(tracer, hostTid, hostPid, pid, 5000);
-  if (stop.kind === 'exited' || stop.kind === 'killed') throw unexpectedStop(pid, `new thread ${tid}`, stop);
-  return hostTid;
+  await flush();
+}
+
+/** Registers of a thread as user_regs_struct bytes (GPREG_FIELDS is the struct order). */
+export function packRegs(regs: Regs): Buffer {
+  const words = new BigUint64Array(GPREG_FIELDS.length);
+  GPREG_FIELDS.forEach((f, i) => {
+    words[i] = BigInt.asUintN(64, regs[f]);
+  });
+  return Buffer.from(words.buffer);
 }
 
 /** The per-thread kernel state a thread sets for itself, from its core image's thread_core/thread_info. */
-export function addThreadState(batch: RemoteBatch, core: Record<string, unknown>, tid: number): void {
+export function addThreadState(
+  batch: ThreadBatch,
+  core: Record<string, unknown>,
+  tid: number,
+  options: { clearTidSet?: boolean; inheritedComm?: string } = {},
+): void {
   const tc = (core['thread_core'] as Record<string, unknown> | undefined) ?? {};
   const info = (core['thread_info'] as Record<string, unknown> | undefined) ?? {};
   const rseq = tc['rseq_entry'] as Record<string, unknown> | undefined;
@@ -117,11 +239,11 @@ export function addThreadState(batch: RemoteBatch, core: Record<string, unknown>
     });
   }
   const clearTid = BigInt((info['clear_tid_addr'] as bigint | number | undefined) ?? 0);
-  batch.call(SYS.set_tid_address, [clearTid], { what: `set clear_child_tid of thread ${tid}` });
+  if (!options.clearTidSet) batch.call(SYS.set_tid_address, [clearTid], { what: `set clear_child_tid of thread ${tid}` });
   const rla = BigInt((tc['futex_rla'] as bigint | number | undefined) ?? 0);
   const rlaLen = Number(tc['futex_rla_len'] ?? 0);
   if (rlaLen > 0) batch.call(SYS.set_robust_list, [rla, rlaLen], { what: `set the robust list of thread ${tid}` });
-  if (typeof tc['comm'] === 'string' && tc['comm']) {
+  if (typeof tc['comm'] === 'string' && tc['comm'] && tc['comm'] !== options.inheritedComm) {
     batch.reserve(16, 1);
     batch.call(SYS.prctl, [PR_SET_NAME, batch.put(commBytes(tc['comm'])), 0, 0, 0], { what: `set the name of thread ${tid}` });
   }
