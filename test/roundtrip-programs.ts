@@ -44,7 +44,7 @@ const label = (c: Case) => [c.name, ...c.args].join(' ');
 function snapshotFiles(t: Tap.Test, prog: Running): () => void {
   const saved = mkdtempSync(join(tmpdir(), 'crr-rt-files-'));
   t.teardown(() => rmSync(saved, { recursive: true, force: true }));
-  const names = readdirSync(prog.dir).filter((n) => !n.startsWith('result') && statSync(join(prog.dir, n)).isFile());
+  const names = readdirSync(prog.dir).filter((n) => n !== 'result' && !n.startsWith('result.tmp') && statSync(join(prog.dir, n)).isFile());
   for (const n of names) copyFileSync(join(prog.dir, n), join(saved, n));
   return () => {
     for (const n of names) copyFileSync(join(saved, n), join(prog.dir, n));
