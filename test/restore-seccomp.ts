@@ -70,3 +70,17 @@ t.test('strict mode survives dump and restore', async (t) => {
   const r = await rt.check();
   t.equal(r.text.trim(), 'PASS', 'the restored child is still in strict mode');
 });
+
+t.test('a dump with --leave-running leaves filters and strict mode in force', async (t) => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { dump } = await import('../src/dump/index.js');
+  for (const mode of ['filter', 'strict']) {
+    const prog = await startProgram(t, 'seccomp', [mode]);
+    const dir = mkdtempSync(join(tmpdir(), 'crr-seccomp-running-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    await dump({ pid: prog.pid, imagesDir: dir, leaveRunning: true });
+    const r = await requestCheck(prog.pid, prog.resultFile);
+    t.equal(r.text.trim(), 'PASS', `${mode}: the program survived the injected syscalls and is still confined`);
+  }
+});
