@@ -14,6 +14,7 @@ import { signalfdDumper } from './fd-signalfd.js';
 import { timerfdDumper } from './fd-timerfd.js';
 import { dumpUnixFd } from './fd-unixsk.js';
 import { dumpFifoFd } from './fd-fifo.js';
+import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
 
 /** Anon-inode fd kinds (issue 6), each in its own src/dump/fd-<kind>.ts. */
 const ANON_FD_DUMPERS: readonly AnonFdDumper[] = [eventfdDumper, signalfdDumper, timerfdDumper, eventpollDumper, inotifyDumper];
@@ -80,6 +81,8 @@ export interface FdProbe {
   same?: SameFileCheck;
   /** F_GETPIPE_SZ of the task's fd. */
   pipeSize?: (fd: number) => Promise<number>;
+  /** F_GET_SEALS of the task's fd (memfds). */
+  seals?: (fd: number) => Promise<number>;
 }
 
 /** Collects one task's fds into files.img (via ids) and returns its fdinfo entries. */
@@ -123,6 +126,10 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     }
     if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
     if (!link.startsWith('/')) throw new UnsupportedFdError(pid, fd, `'${link}'`);
+    if (isMemfdLink(link)) {
+      out.push(await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe));
+      continue;
+    }
     if (link.endsWith(' (deleted)')) throw new UnsupportedFdError(pid, fd, `a deleted file (${link})`);
     const st = statSync(`/proc/${pid}/fd/${fd}`);
     const kind = st.mode & C.S_IFMT;

@@ -16,6 +16,7 @@ import { probeProcess, probeThread, saveRegs } from './task.js';
 import { coreEntry, zombieCoreEntry } from './core.js';
 import { buildRuns, pagemapEntries, pagemapReader, writePages, vmaIsDumped, PAGE_SIZE } from './pages.js';
 import { SharedMemory, shmemPagemapEntries } from './shmem.js';
+import { GET_SEALS, memfdsOf } from './fd-memfd.js';
 import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
@@ -97,6 +98,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       scratch = undefined;
     }
     const tShm = performance.now();
+    for (const m of memfdsOf(ids).objects()) shmem.addObject(m);
     for (const s of shmem.dumpAll(() => ++pagesId, (id) => out.rawPath(`pages-${id}.img`))) {
       out.write(`pagemap-shmem-${s.shmid}.img`, shmemPagemapEntries(s.pagesId, s.runs));
       stats.shmem(s.pagesScanned, s.bytes / PAGE_SIZE);
@@ -104,6 +106,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       emit({ type: 'shmem', shmid: s.shmid, pages: s.bytes / PAGE_SIZE, bytes: s.bytes });
     }
     stats.memwrite(performance.now() - tShm);
+    const memfdInodes = memfdsOf(ids).entries();
+    if (memfdInodes.length) out.write('memfd.img', memfdInodes);
 
     emit({ type: 'stage', stage: 'write' });
     out.write('pstree.img', pstreeEntries(frozen.tasks));
@@ -178,6 +182,7 @@ async function dumpTask(
     : await collectFds(pid, ids, open, {
         pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
         same: async (a, b) => (await ctl.inject(pid, NR.kcmp, [a.pid, b.pid, 0, a.fd, b.fd])) === 0n,
+        seals: async (fd) => Number(await ctl.inject(pid, NR.fcntl, [fd, GET_SEALS, 0])),
       });
   if (fdinfo) locks.collect(pid, fdinfo.map((f) => ({ fd: Number(f.fd), id: Number(f.id) })), (fd) => readProc(pid, `fdinfo/${fd}`));
   const fs = fsEntry(pid, ids, status.umask);

@@ -5,6 +5,7 @@ import { statSync } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { parseMaps, parseSmapsVmFlags, parseAuxv, readProc, readProcBytes, readProcLink, type MapsLine, type ProcStat } from './proc.js';
 import { regFileEntry } from './regfile.js';
+import { isMemfdLink, memfdMappingId } from './fd-memfd.js';
 import type { DumpIds, Entry } from './ids.js';
 
 export const VMA = {
@@ -102,8 +103,12 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     } else {
       // Shared anonymous memory shows as "/dev/zero (deleted)" (a shmem inode): check it first.
       if (line.path.startsWith('/SYSV')) throw new UnsupportedVmaError(pid, line, 'SysV shared memory');
-      if (line.path.startsWith('/memfd:')) throw new UnsupportedVmaError(pid, line, 'a memfd mapping');
-      if (line.path === '/dev/zero' || line.path.startsWith('/dev/zero ')) {
+      if (isMemfdLink(line.path)) {
+        // A memfd mapping names the files.img entry of its inode (src/dump/fd-memfd.ts).
+        status |= VMA.MEMFD | (line.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
+        shmid = BigInt(memfdMappingId(pid, ids, `/proc/${pid}/map_files/${hex(line.start)}-${hex(line.end)}`, line.path, line.shared, line.write));
+        fdflags = line.shared && line.write ? O_RDWR : 0;
+      } else if (line.path === '/dev/zero' || line.path.startsWith('/dev/zero ')) {
         flags |= MAP_ANONYMOUS;
         if (line.shared) {
           // MAP_SHARED|MAP_ANONYMOUS: a shmem object named by its inode; its pages are dumped

@@ -17,6 +17,8 @@ interface ShmemObject {
   start: bigint;
   end: bigint;
   size: bigint;
+  /** Where to read it when not through a mapping (a memfd's /proc/PID/fd link). */
+  path?: string;
 }
 
 export interface ShmemDumped {
@@ -47,6 +49,11 @@ export class SharedMemory {
     }
   }
 
+  /** Notes an object read from a path (memfd inodes: src/dump/fd-memfd.ts). */
+  addObject(o: { shmid: bigint; pid: number; path: string; size: bigint }): void {
+    if (!this.objects.has(o.shmid)) this.objects.set(o.shmid, { ...o, start: 0n, end: 0n });
+  }
+
   get count(): number {
     return this.objects.size;
   }
@@ -73,7 +80,7 @@ export class SharedMemory {
 
 /** Reads an object through map_files and keeps the pages that are not all zeros. */
 function readObject(obj: ShmemObject, outFd: number): { runs: PageRun[]; bytes: number; scanned: number } {
-  const path = `/proc/${obj.pid}/map_files/${obj.start.toString(16)}-${obj.end.toString(16)}`;
+  const path = obj.path ?? `/proc/${obj.pid}/map_files/${obj.start.toString(16)}-${obj.end.toString(16)}`;
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -109,7 +116,9 @@ function readObject(obj: ShmemObject, outFd: number): { runs: PageRun[]; bytes: 
         bytes += nr * PAGE_SIZE;
         runStart = -1;
       };
-      const pages = Math.floor(got / PAGE_SIZE);
+      // A memfd's size need not be page-aligned: its last partial page is kept, zero-padded.
+      const pages = Math.ceil(got / PAGE_SIZE);
+      buf.fill(0, got, pages * PAGE_SIZE);
       for (let p = 0; p < pages; p++) {
         scanned++;
         const zero = buf.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE).equals(ZERO_PAGE);

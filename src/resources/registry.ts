@@ -20,6 +20,7 @@ import { rlimits } from './rlimits.js';
 import { seccomp } from './seccomp.js';
 import { sharedFiles } from './shared-files.js';
 import { shmem } from './shmem.js';
+import { FD_TYPE_MEMFD, memfd } from './memfd.js';
 import { sigact } from './sigact.js';
 import { FD_TYPE_SIGNALFD, signalfd } from './signalfd.js';
 import { signals } from './signals.js';
@@ -42,6 +43,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   unixsk,
   sharedFiles,
   shmem,
+  memfd,
   eventfd,
   signalfd,
   timerfd,
@@ -75,6 +77,7 @@ export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_TIMERFD, 'timerfd'],
   [FD_TYPE_INOTIFY, 'inotify'],
   [FD_TYPE_EVENTPOLL, 'eventpoll'],
+  [FD_TYPE_MEMFD, 'memfd'],
 ]);
 
 /** Look a kind up by name; the planner has already checked that names are unique. */

@@ -59,7 +59,8 @@ export function filesInUse(images: Iterable<TaskImageSet>): Map<number, FileUse[
       if (exe !== undefined) add(Number(exe), { pid: set.pid, how: 'exe' });
       for (const vma of (set.mm['vmas'] as Entry[] | undefined) ?? []) {
         const status = Number(vma['status'] ?? 0);
-        if (status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) {
+        // memfd mappings (VMA_AREA_MEMFD) are memfd objects, not paths (src/resources/memfd.ts)
+        if (status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) && !(status & (1 << 14))) {
           add(Number(vma['shmid']), { pid: set.pid, how: `mapping at 0x${BigInt(vma['start'] as bigint).toString(16)}` });
         }
       }

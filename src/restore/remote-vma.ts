@@ -79,7 +79,6 @@ export function unsupportedReason(vma: Vma): string | undefined {
   if (vma.status & VMA_AREA_SYSVIPC) return 'a SysV shared memory segment';
   if (vma.status & VMA_AREA_SOCKET) return 'a packet socket ring';
   if (vma.status & VMA_AREA_AIORING) return 'an AIO ring';
-  if (vma.status & VMA_AREA_MEMFD) return 'a memfd mapping';
   return undefined;
 }
 
