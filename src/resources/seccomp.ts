@@ -80,7 +80,7 @@ export const seccomp: ResourceKind<RestoreCtx> = {
   name: 'seccomp',
   stage: 'finish',
   images: ['core-*', 'seccomp'],
-  after: ['creds', 'signals'],
+  after: ['creds', 'signals', 'timers', 'file-locks'],
   appliesTo: (task) => !task.zombie,
   describe: () => ['no_new_privs and seccomp (strict, or the filter chain) per thread, under PTRACE_O_SUSPEND_SECCOMP'],
   async restore(ctx) {
