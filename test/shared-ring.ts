@@ -34,11 +34,14 @@ t.test('ring of 50: dumped and restored mid-flight 3 times, no message lost, dup
   t.equal(pids.length, MEMBERS, `${MEMBERS} processes`);
   t.teardown(() => killTree(pids));
   t.same(await requestCheck(p.pid, p.resultFile, CHECK_MS), { pass: true, text: 'PASS' }, 'passes before any dump');
+  let previous: Awaited<ReturnType<typeof restore>> | undefined;
   for (const cycle of [1, 2, 3]) {
     const imagesDir = mkdtempSync(join(tmpdir(), `crr-ring-${cycle}-`));
     t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
     const dumped = await dump({ pid: p.pid, imagesDir });
     t.equal(dumped.pids.length, MEMBERS, `dump ${cycle}: every member`);
+    // The dump killed the tree; a restored one is reaped by its launcher (a subreaper) in kill().
+    if (previous) await previous.kill();
     for (const pid of dumped.pids) await waitPidGone(pid);
     if (cycle === 1) {
       const checkpoint = openCheckpoint(imagesDir);
@@ -49,8 +52,8 @@ t.test('ring of 50: dumped and restored mid-flight 3 times, no message lost, dup
     }
     const inNamespace = cycle === 3;
     const result = await restore({ imagesDir, pidNamespace: inNamespace });
-    t.teardown(() => result.kill());
-    t.teardown(() => killTree([...result.hostPids.values()]));
+    t.teardown(() => result.kill()); // SIGKILLs and reaps every restored task by PID
+    previous = result;
     t.equal(result.tasks.length, MEMBERS, `restore ${cycle}: ${MEMBERS} tasks`);
     const r = await requestCheck(result.rootHostPid, p.resultFile, CHECK_MS).catch((e: Error) => ({ pass: false, text: e.message }));
     t.same(r, { pass: true, text: 'PASS' }, `restore ${cycle}${inNamespace ? ' (fresh PID namespace)' : ''}: every member saw every message in order`);

@@ -76,7 +76,9 @@ Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
       close(nl);
       return ThrowErrno(env, "recv", err);
     }
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, got); h = NLMSG_NEXT(h, got)) {
+    // NLMSG_NEXT counts `left` down to 0: `got` must stay what recv returned (0 only at the end).
+    ssize_t left = got;
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_type == NLMSG_DONE) done = true;
       if (h->nlmsg_type == NLMSG_ERROR) {
         auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
