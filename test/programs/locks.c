@@ -2,7 +2,8 @@
  * fd 10 (locks.a): flock LOCK_EX. fd 13 (locks.d): flock LOCK_SH. fd 11 (locks.b): POSIX write
  * lock on bytes 100..199 and read lock from 1000 to EOF, both the parent's; a child (forked, the
  * fd shared) holds a POSIX write lock on 500..509. fd 12 (locks.c): OFD write lock on 0..9 and
- * read lock on 50..59. The check forks a probe that opens the files afresh (new descriptions,
+ * read lock on 50..59. Before the check the parent closes fd 10: the flock must stay, held through
+ * the child's fd (the same description, inherited). The check forks a probe that opens the files afresh (new descriptions,
  * so nothing of its own is shared) and asks the kernel who holds what: F_GETLK / F_OFD_GETLK
  * ranges, types and owner pids (the parent's and the child's, by PID), and flock conflicts.
  * Usage: locks RESULT_FILE */
@@ -152,6 +153,10 @@ int main(int argc, char **argv)
 	}
 	if (breaking("ofd"))
 		posix_lock(12, F_OFD_SETLK, F_RDLCK, 0, 10);
+	/* The child shares fd 10's description (forked after the flock): with the parent's fd gone
+	 * the lock must stay, held through the child's fd. A restore that gave the child a
+	 * description of its own would lose it here. */
+	close(10);
 	/* mapped only now: no shared memory in the dump */
 	probe_failure = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (probe_failure == MAP_FAILED) {
