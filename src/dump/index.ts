@@ -44,6 +44,8 @@ export interface DumpOptions {
   onEvent?: (e: DumpEvent) => void;
   /** For tests: a tracer stand-in. */
   control?: TaskControl;
+  /** Write a Chrome Trace Event file of the dump here (src/trace/dump-adapter.ts). */
+  trace?: string;
 }
 
 export interface DumpResult {
@@ -56,6 +58,13 @@ export interface DumpResult {
 }
 
 export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  if (!opts.trace) return dumpTree(opts);
+  // Loaded only when asked for, like restore's recorder.
+  const { tracedDump } = await import('../trace/dump-adapter.js');
+  return tracedDump(opts.trace, opts, dumpTree);
+}
+
+async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const t0 = performance.now();
   const ctl = opts.control ?? (await tracerControl());
   const emit = (e: DumpEvent) => opts.onEvent?.(e);

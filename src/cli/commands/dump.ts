@@ -1,8 +1,10 @@
 // `crr dump -t PID -D DIR [--leave-running] [-v]`: criu's option names with criu's meanings.
 // Options criu has that crr does not implement are refused by name, never silently ignored.
+// On a terminal (and without --json) one stderr line shows the dump's progress as it goes.
 import { appendFileSync } from 'node:fs';
 import { UsageError } from '../../errors.js';
 import { dump, type DumpEvent } from '../../dump/index.js';
+import { createProgress, type Progress } from '../progress.js';
 
 export interface DumpArgs {
   pid: number;
@@ -13,6 +15,8 @@ export interface DumpArgs {
   timeoutSec?: number;
   /** Print a JSON summary (pids, images, times, page counts) on stdout. */
   json?: boolean;
+  /** Write a Chrome trace of the dump here (`crr trace FILE` reads it). */
+  trace?: string;
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
@@ -26,6 +30,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let logFile: string | undefined;
   let timeoutSec: number | undefined;
   let json = false;
+  let trace: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i]!;
     let inline: string | undefined;
@@ -53,17 +58,18 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (/^-v+$/.test(arg)) verbosity = 2 + (arg.length - 1);
     else if (/^-v\d$/.test(arg)) verbosity = Number(arg.slice(2));
     else if (arg === '--json') json = true;
+    else if (arg === '--trace') trace = value();
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`crr dump: unsupported option '${arg}'`);
   }
   if (pid === undefined) throw new UsageError('crr dump: -t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('crr dump: -D/--images-dir DIR is required');
-  return json ? { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, json } : { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}) };
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--shell-job] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -82,11 +88,30 @@ function describe(e: DumpEvent): string {
   }
 }
 
+/** Feeds the progress line from DumpEvents: the stage, tasks collected, pages and bytes written. */
+export function dumpProgress(progress: Progress): (e: DumpEvent) => void {
+  let tasksDone = 0;
+  let pages = 0;
+  let bytes = 0;
+  return (e) => {
+    if (e.type === 'stage') progress.update({ step: e.stage });
+    else if (e.type === 'task') progress.update({ tasksDone: ++tasksDone });
+    else if (e.type === 'pages' || e.type === 'shmem') {
+      pages += e.pages;
+      bytes += e.bytes;
+      progress.update({ pages, bytes });
+    }
+  };
+}
+
 export async function run(argv: string[]): Promise<number> {
   const args = parseDumpArgs(argv);
+  const progress = createProgress({ stream: process.stderr, enabled: !args.json, label: 'dump' });
+  const showProgress = dumpProgress(progress);
   const log = (line: string) => {
-    if (args.logFile) appendFileSync(args.logFile, line + '\n');
-    else process.stderr.write(line + '\n');
+    if (args.logFile) return appendFileSync(args.logFile, line + '\n');
+    progress.done(); // a log line replaces the progress line; the next update draws it again below
+    process.stderr.write(line + '\n');
   };
   const signal = args.timeoutSec ? AbortSignal.timeout(args.timeoutSec * 1000) : undefined;
   const result = await dump({
@@ -94,11 +119,13 @@ export async function run(argv: string[]): Promise<number> {
     imagesDir: args.imagesDir,
     leaveRunning: args.leaveRunning,
     signal,
+    trace: args.trace,
     onEvent: (e) => {
       const level = e.type === 'seized' ? 4 : e.type === 'done' || e.type === 'stage' ? 3 : 4;
       if (args.verbosity >= level) log(describe(e));
+      showProgress(e);
     },
-  });
+  }).finally(() => progress.done());
   if (args.json) {
     const { stats, ...rest } = result;
     process.stdout.write(JSON.stringify({ ...rest, ms: Math.round(rest.ms * 10) / 10, imagesDir: args.imagesDir, stats: stats.toJSON() }) + '\n');
