@@ -14,10 +14,11 @@
 
 #include "helper.h"
 
-/* Namespace flags a forked task may ask for; everything else would break the fork-like clone. */
+/* Namespace flags a forked task may ask for, and CLONE_FS (a task that shared its parent's
+ * cwd/root/umask); everything else would break the fork-like clone. */
 #define FORK_ALLOWED_FLAGS                                                                   \
   (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | \
-   CLONE_NEWNET | CLONE_NEWTIME)
+   CLONE_NEWNET | CLONE_NEWTIME | CLONE_FS)
 #define MAX_PID_NS_LEVEL 32
 
 bool op_getpid(const msgpack_object *req, msgpack_packer *pk, failure *f) {
@@ -63,7 +64,7 @@ bool op_fork(const msgpack_object *req, msgpack_packer *pk, failure *f) {
     return false;
   const msgpack_object *keep = arg(req, "keepFds");
   bool keep_fds = keep && keep->type == MSGPACK_OBJECT_BOOLEAN && keep->via.boolean;
-  if (flags & ~(int64_t)FORK_ALLOWED_FLAGS) return bad_arg(f, "flags: only CLONE_NEW* allowed");
+  if (flags & ~(int64_t)FORK_ALLOWED_FLAGS) return bad_arg(f, "flags: only CLONE_NEW* and CLONE_FS allowed");
   pid_t set_tid[MAX_PID_NS_LEVEL];
   for (size_t i = 0; i < levels; i++) set_tid[i] = (pid_t)set_tid_arg[i];
   if (levels == 0 && pid > 0) {

@@ -40,6 +40,19 @@ export function zombieExit(exitCode: number): { status: number } | { signal: num
   return signal ? { signal } : { status: (exitCode >> 8) & 0xff };
 }
 
+const CLONE_FS = 0x200;
+
+/**
+ * A task that shared its parent's fs (cwd, root, umask: same fs_id in ids-PID.img, from
+ * clone(CLONE_FS)) is forked with CLONE_FS again. Sharing with a task other than the parent
+ * cannot be made by fork: such a task gets its own copy (same values).
+ */
+export function sharesParentFs(ctx: Pick<RestoreCtx, 'task' | 'session'>): boolean {
+  const mine = ctx.session.images.get(ctx.task.pid)?.ids?.fs_id;
+  const parents = ctx.session.images.get(ctx.task.ppid)?.ids?.fs_id;
+  return mine !== undefined && mine === parents && !ctx.task.zombie;
+}
+
 export const taskTree: ResourceKind<RestoreCtx> = {
   name: 'task-tree',
   stage: 'fork',
@@ -53,7 +66,7 @@ export const taskTree: ResourceKind<RestoreCtx> = {
     const parentRuntime = session.runtimes.get(task.ppid);
     const parent = parentRuntime ? parentRuntime.helper : session.rootParent;
     if (!parent) throw new Error(`the parent of task ${task.pid} has no helper`);
-    const child = await parent.fork({ pid: task.pid });
+    const child = await parent.fork({ pid: task.pid, flags: sharesParentFs(ctx) ? CLONE_FS : 0 });
     ctx.runtime.helper = child;
     ctx.runtime.hostPid = child.hostPid;
     if (child.pid !== task.pid) {
