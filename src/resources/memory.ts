@@ -10,10 +10,11 @@ import { readPagemap } from '../images/index.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch } from '../restore/remote.js';
-import { ARCH_MAP_VDSO_64, RSEQ_FLAG_UNREGISTER, SIGTRAP, SYS } from '../restore/remote-sys.js';
+import { ARCH_MAP_VDSO_64, RSEQ_FLAG_UNREGISTER, SIGTRAP, signed, SYS } from '../restore/remote-sys.js';
 import {
   addAdvice,
   addFill,
+  defaultFill,
   addFinalProtection,
   addMmap,
   helperRangesToUnmap,
@@ -25,8 +26,10 @@ import {
   vdsoBase,
   vmaOf,
   vmasWithPages,
+  type PageRun,
   type Vma,
 } from '../restore/remote-vma.js';
+import { addUffdAbandon, addUffdCopies, addUffdOpen, sourceLength, splitRuns, uffdVmas } from '../restore/remote-uffd.js';
 import { mappedObjectKey } from './shmem.js';
 import type { ResourceKind } from './types.js';
 
@@ -51,6 +54,30 @@ export function scratchOf(ctx: RestoreCtx): bigint {
 
 function fail(ctx: RestoreCtx, message: string): never {
   throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message });
+}
+
+/**
+ * UFFDIO_COPY for the runs of private anonymous VMAs (src/restore/remote-uffd.ts), preadv for
+ * the rest, all added to `fill`. Opens the userfaultfd and the source mapping in a batch of its
+ * own first; if the kernel refuses either, everything goes by preadv.
+ */
+async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, runs: PageRun[], pagesFd: number, mapped: Vma[]): Promise<{ calls: number; bytes: number }> {
+  const vmas = uffdVmas(mapped).filter((v) => runs.some((r) => r.start >= v.start && r.end <= v.end));
+  const { copy, read } = splitRuns(runs, vmas);
+  if (copy.length === 0) return addFill(fill, runs, pagesFd);
+  const length = sourceLength(copy);
+  const open = new RemoteBatch(fill.scratch);
+  const at = addUffdOpen(open, pagesFd, length);
+  const results = (await open.run(ctx.tracer, hostPid, { pid: ctx.pid })).map(signed);
+  const uffd = results[at.uffd]!;
+  const source = results[at.source]!;
+  if (uffd < 0n || source < 0n) {
+    addUffdAbandon(fill, { ...(uffd >= 0n ? { uffd: Number(uffd) } : {}), ...(source >= 0n ? { source } : {}), length });
+    return addFill(fill, runs, pagesFd);
+  }
+  const copied = addUffdCopies(fill, Number(uffd), source, length, vmas, copy);
+  const rest = addFill(fill, read, pagesFd);
+  return { calls: copied.calls + rest.calls, bytes: copied.bytes + rest.bytes };
 }
 
 export const memory: ResourceKind<RestoreCtx> = {
@@ -110,7 +137,11 @@ export const memory: ResourceKind<RestoreCtx> = {
       fill = new RemoteBatch(scratch);
     }
     const fillStart = ctx.now();
-    const reads = addFill(fill, runs, pagesFd);
+    const mode = defaultFill();
+    let reads: { calls: number; bytes: number };
+    if (own && mode === 'uffd') {
+      reads = await fillByCopy(ctx, hostPid, fill, runs, pagesFd, mapped);
+    } else reads = addFill(fill, runs, pagesFd, mode === 'populate' ? 'populate' : 'fault');
     if (own) {
       await fill.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 600_000 });
       ctx.record({ name: 'fill', start: fillStart, end: ctx.now(), syscalls: fill.size, bytes: reads.bytes });

@@ -168,16 +168,18 @@ export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; wr
 }
 
 /**
- * How fresh anonymous pages are first touched before the copy. 'fault': preadv faults each page
- * in as it copies (the zeroed page is still in cache when the copy overwrites it). 'populate':
- * MADV_POPULATE_WRITE over every run first, so the preadv copies without faults. Which is faster
- * depends on the machine: kernel notes 14 measured populate 5x faster on a fresh VM, while on
- * this VM now the fault path wins by 15-40% (populate writes every byte twice: zeroes, then
- * data), see docs/PERFORMANCE.md. CRR_FILL=populate|fault overrides the default.
+ * How fresh anonymous pages get their bytes. 'fault': preadv faults each page in as it copies
+ * (the zeroed page is still in cache when the copy overwrites it). 'populate':
+ * MADV_POPULATE_WRITE over every run first, so the preadv copies without faults. 'uffd': large
+ * fills of private anonymous VMAs by UFFDIO_COPY (src/restore/remote-uffd.ts: no zeroing, no
+ * fault per page), the rest as 'fault'. Kernel notes 14 measured populate 5x faster than fault
+ * on a fresh VM; on this VM now fault beats populate by 15-40% and uffd beats fault by about
+ * 40% (docs/PERFORMANCE.md). CRR_FILL=populate|fault|uffd overrides the default.
  */
-export type FillMode = 'fault' | 'populate';
+export type FillMode = 'fault' | 'populate' | 'uffd';
 export function defaultFill(): FillMode {
-  return process.env['CRR_FILL'] === 'populate' ? 'populate' : 'fault';
+  const mode = process.env['CRR_FILL'];
+  return mode === 'populate' || mode === 'fault' ? mode : 'uffd';
 }
 
 /** MADV_POPULATE_WRITE over every run, so the preadv that follows copies without faulting (kernel notes 14). */
@@ -257,8 +259,8 @@ export function addPageReads(batch: RemoteBatch, runs: readonly PageRun[], pages
   return { calls: groups.length, bytes };
 }
 
-/** Fills every run from pages-N.img the `mode` way (see FillMode). */
-export function addFill(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: number, mode: FillMode = defaultFill()): { calls: number; bytes: number } {
+/** Fills every run from pages-N.img by preadv, the `mode` way (see FillMode). */
+export function addFill(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: number, mode: Exclude<FillMode, 'uffd'> = 'fault'): { calls: number; bytes: number } {
   if (mode === 'populate') addPopulate(batch, runs);
   return addPageReads(batch, runs, pagesFd);
 }
