@@ -119,3 +119,4 @@ for (const c of CASES) {
     await checkRestored(t, result, prog, c, 'detached');
   });
 }
+
