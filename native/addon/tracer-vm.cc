@@ -102,12 +102,41 @@ Napi::Value ProcessVmReadv(const Napi::CallbackInfo& info) {
   return buf;
 }
 
+// (pid, ranges, buf, offset = 0): like ProcessVmReadv, but the bytes land in the caller's Buffer
+// at `offset`, so a reader that reuses its buffers allocates nothing per chunk. Returns the count.
+Napi::Value ProcessVmReadvInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!checkArgs(info, 3) || !info[1].IsArray() || !info[2].IsBuffer()) {
+    if (!env.IsExceptionPending()) Napi::TypeError::New(env, "want (pid, ranges array, Buffer[, offset])").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int pid = info[0].As<Napi::Number>().Int32Value();
+  Napi::Array ranges = info[1].As<Napi::Array>();
+  auto buf = info[2].As<Napi::Buffer<uint8_t>>();
+  size_t offset = info[3].IsUndefined() ? 0 : (size_t)info[3].As<Napi::Number>().Int64Value();
+  std::vector<struct iovec> remote(ranges.Length());
+  size_t total = 0;
+  for (uint32_t i = 0; i < ranges.Length(); i++) {
+    Napi::Object r = ranges.Get(i).As<Napi::Object>();
+    remote[i].iov_base = (void*)u64(r.Get("addr"));
+    remote[i].iov_len = (size_t)r.Get("len").As<Napi::Number>().Int64Value();
+    total += remote[i].iov_len;
+  }
+  if (offset > buf.Length() || total > buf.Length() - offset) {
+    Napi::RangeError::New(env, "ranges do not fit in the buffer at offset").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!transfer(env, pid, false, buf.Data() + offset, std::move(remote))) return env.Undefined();
+  return Napi::Number::New(env, (double)total);
+}
+
 }  // namespace
 
 void InitProcessVm(Napi::Env env, Napi::Object exports) {
   exports.Set("processVmRead", Napi::Function::New(env, ProcessVmRead, "processVmRead"));
   exports.Set("processVmWrite", Napi::Function::New(env, ProcessVmWrite, "processVmWrite"));
   exports.Set("processVmReadv", Napi::Function::New(env, ProcessVmReadv, "processVmReadv"));
+  exports.Set("processVmReadvInto", Napi::Function::New(env, ProcessVmReadvInto, "processVmReadvInto"));
 }
 
 }  // namespace crr

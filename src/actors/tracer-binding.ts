@@ -85,4 +85,6 @@ export interface TracerBinding {
   processVmRead(pid: number, addr: Int, len: number): Buffer;
   processVmWrite(pid: number, addr: Int, buf: Buffer): number;
   processVmReadv(pid: number, ranges: Array<{ addr: Int; len: number }>): Buffer;
+  /** The ranges' bytes back to back into `buf` from `offset`; returns the byte count. */
+  processVmReadvInto(pid: number, ranges: Array<{ addr: Int; len: number }>, buf: Buffer, offset?: number): number;
 }
