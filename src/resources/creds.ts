@@ -4,7 +4,7 @@
 // its parent-death signal (the helper's SIGKILL must not survive; a uid change clears it anyway,
 // so it comes after). Runs after every thread exists, because creating threads needs privileges
 // the image may not have.
-import { restoredThreads } from '../restore/remote-threads.js';
+import { restoredThreads, runThreadLists, type ThreadBatch } from '../restore/remote-threads.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch } from '../restore/remote.js';
 import {
@@ -52,7 +52,7 @@ export function capsetBytes(creds: Creds): Buffer {
 }
 
 /** The credential commands one thread runs for itself. */
-export function addCreds(batch: RemoteBatch, creds: Creds, tid: number): void {
+export function addCreds(batch: ThreadBatch, creds: Creds, tid: number): void {
   const n = (name: string) => Number(creds[name] ?? 0) >>> 0;
   const groups = ((creds['groups'] as number[] | undefined) ?? []).map(Number);
   const list = Buffer.alloc(Math.max(4, groups.length * 4));
@@ -93,9 +93,19 @@ export const creds: ResourceKind<RestoreCtx> = {
     const scratch = scratchOf(ctx);
     const start = ctx.now();
     let syscalls = 0;
-    // Other threads first: the main thread's own batch also carries the task-wide settings.
+    // Other threads first, all at once (one list each, runThreadLists); the main thread's own
+    // batch also carries the task-wide settings.
     const all = restoredThreads(ctx.runtime, hostPid);
-    for (const thread of [...all.slice(1), all[0]!]) {
+    const others = all.slice(1).flatMap((thread) => {
+      const core = (ctx.images.cores.get(thread.tid) ?? ctx.images.core) as Record<string, unknown>;
+      const image = ((core['thread_core'] as Record<string, unknown> | undefined) ?? {})['creds'] as Creds | undefined;
+      // Threads with equal creds share one list, built once (key: the image's fields).
+      const key = JSON.stringify(image, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+      return image ? [{ ...thread, fresh: false, key, build: (list: ThreadBatch) => addCreds(list, image, thread.tid) }] : [];
+    });
+    await runThreadLists(ctx.tracer, hostPid, scratch, ctx.pid, others);
+    syscalls += others.length;
+    for (const thread of [all[0]!]) {
       const core = (ctx.images.cores.get(thread.tid) ?? ctx.images.core) as Record<string, unknown>;
       const threadCore = (core['thread_core'] as Record<string, unknown> | undefined) ?? {};
       const batch = new RemoteBatch(scratch);
