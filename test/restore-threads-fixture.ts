@@ -6,8 +6,21 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { restore } from '../src/restore/index.js';
 import { alive, copyFixture } from './lib/restore-images.js';
 
-const counts = () => readFileSync('/tmp/crr-fixture/py-counts', 'utf8').trim().split(/\s+/).map(Number);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The three counters; the program rewrites the file in place, so a read can catch it half written. */
+async function counts(): Promise<number[]> {
+  for (let tries = 0; ; tries++) {
+    let text = '';
+    try {
+      text = readFileSync('/tmp/crr-fixture/py-counts', 'utf8');
+    } catch {
+      // not written yet
+    }
+    const n = text.trim().split(/\s+/).filter(Boolean).map(Number);
+    if (n.length === 3 || tries >= 50) return n;
+    await sleep(20);
+  }
+}
 
 t.test('py-threads: four threads with the original TIDs, counters keep growing', async (t) => {
   mkdirSync('/tmp/crr-fixture', { recursive: true });
@@ -20,11 +33,11 @@ t.test('py-threads: four threads with the original TIDs, counters keep growing',
   const nsTids = tids.map((tid) => Number(readFileSync(`/proc/${host}/task/${tid}/status`, 'utf8').match(/^NSpid:.*\s(\d+)$/m)?.[1]));
   t.same(nsTids.sort((a, b) => a - b), [17468, 17470, 17471, 17472], 'TIDs as dumped');
   await sleep(600);
-  const first = counts();
+  const first = await counts();
   t.equal(first.length, 3);
   t.ok(first.every((n) => n > 29), `counts went on from 29: ${first.join(' ')}`);
   await sleep(800);
-  const second = counts();
+  const second = await counts();
   t.ok(second.every((n, i) => n > first[i]!), `and keep growing: ${second.join(' ')}`);
   for (const tid of tids) t.equal(readFileSync(`/proc/${host}/task/${tid}/comm`, 'utf8').trim(), 'python3', `thread ${tid} comm`);
   await result.kill();
