@@ -41,24 +41,30 @@ export function finalRegs(gpregs: Record<string, unknown>): Regs {
 
 function writeWords(buf: Buffer, offset: number, words: unknown, width: 4 | 8, count: number): void {
   if (!Array.isArray(words)) return;
-  for (let i = 0; i < Math.min(words.length, count); i++) {
-    const at = offset + i * width;
-    if (at + width > buf.length) return;
-    const w = words[i] as number | bigint;
-    // Decoded uint32 words are numbers: skipping BigInt for them makes this ~10x cheaper, which
-    // counts at 10,000 threads.
-    if (width === 4 && typeof w === 'number') {
-      buf.writeUInt32LE(w >>> 0, at);
-      continue;
+  const n = Math.min(words.length, count, Math.floor((buf.length - offset) / width));
+  if (n <= 0) return;
+  // Typed-array views (x86 is little-endian) when aligned: ~10x cheaper than a write call and a
+  // BigInt conversion per word, which counts at 10,000 threads. BigUint64Array wraps negatives.
+  if ((buf.byteOffset + offset) % width === 0) {
+    if (width === 4) {
+      const view = new Uint32Array(buf.buffer, buf.byteOffset + offset, n);
+      for (let i = 0; i < n; i++) {
+        const w = words[i] as number | bigint;
+        view[i] = typeof w === 'number' ? w : Number(BigInt.asUintN(32, BigInt(w)));
+      }
+    } else {
+      const view = new BigUint64Array(buf.buffer, buf.byteOffset + offset, n);
+      for (let i = 0; i < n; i++) {
+        const w = words[i] as number | bigint;
+        view[i] = typeof w === 'bigint' ? w : BigInt(w);
+      }
     }
-    if (width === 8 && typeof w === 'bigint' && w >= 0n) {
-      if (w === 0n && buf.readUInt32LE(at) === 0 && buf.readUInt32LE(at + 4) === 0) continue; // mostly zeros
-      buf.writeBigUInt64LE(w, at);
-      continue;
-    }
-    const v = BigInt(w);
-    if (width === 4) buf.writeUInt32LE(Number(BigInt.asUintN(32, v)), at);
-    else buf.writeBigUInt64LE(BigInt.asUintN(64, v), at);
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    const v = BigInt(words[i] as number | bigint);
+    if (width === 4) buf.writeUInt32LE(Number(BigInt.asUintN(32, v)), offset + i * width);
+    else buf.writeBigUInt64LE(BigInt.asUintN(64, v), offset + i * width);
   }
 }
 
