@@ -14,7 +14,9 @@ import { checkMachine, rlimitWarnings } from './checks.js';
 import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskRuntime } from './context.js';
 import { closeChannels, detachLauncher, killAll, startLauncher, waitRoot, type RootExit } from './launcher.js';
 import { loadCheckpoint } from './load.js';
-import { createTraceRecorder } from '../trace/recorder.js';
+import type { createTraceRecorder } from '../trace/recorder.js';
+
+type TraceRecorder = ReturnType<typeof createTraceRecorder>;
 
 export interface RestoreOptions {
   readonly imagesDir: string;
@@ -79,7 +81,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
 }
 
 /** Name each task's track after its comm (core image), then write the trace. */
-function writeRecordedTrace(recorder: ReturnType<typeof createTraceRecorder>, file: string, session: RestoreSession | undefined): void {
+function writeRecordedTrace(recorder: TraceRecorder, file: string, session: RestoreSession | undefined): void {
   for (const [pid, images] of session?.images ?? []) {
     const comm = (images.core['tc'] as Record<string, unknown> | undefined)?.['comm'];
     if (comm) recorder.nameTask(pid, String(comm));
@@ -143,7 +145,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     },
   };
   // --trace: every actor's transitions (XState inspection) and every span, as Chrome trace JSON.
-  const recorder = options.trace ? createTraceRecorder() : undefined;
+  // Loaded only when asked for: a restore without --trace starts without the trace modules.
+  const recorder = options.trace ? (await import('../trace/recorder.js')).createTraceRecorder() : undefined;
   const recordSpan = (span: Span) => {
     options.onSpan?.(span);
   };

@@ -5,9 +5,7 @@
 import { appendFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { UsageError } from '../../errors.js';
-import { renderPlan } from '../../plan/render.js';
 import { restore } from '../../restore/index.js';
-import { describeTasks } from '../../restore/describe.js';
 
 export interface RestoreArgs {
   imagesDir: string;
@@ -21,6 +19,8 @@ export interface RestoreArgs {
   shellJob: boolean;
   allowFileMismatch: boolean;
   pidNamespace: boolean;
+  /** Print the result (rootPid, tasks, timings) as JSON on stdout; no progress line. */
+  json?: boolean;
 }
 
 /** Accepted and ignored: crr reads no config files. */
@@ -28,7 +28,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--trace FILE] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--trace FILE] [--json] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -59,6 +59,7 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '-o' || arg === '--log-file') args.logFile = value();
     else if (arg === '-W' || arg === '--work-dir') args.workDir = value();
     else if (arg === '--trace') args.trace = value();
+    else if (arg === '--json') args.json = true;
     else if (arg === '-j' || arg === '--shell-job') args.shellJob = true;
     else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
     else if (arg === '--pid-namespace') args.pidNamespace = true;
@@ -84,10 +85,13 @@ export function placeFile(name: string, args: RestoreArgs): string {
 export async function run(argv: string[]): Promise<number> {
   const args = parseRestoreArgs(argv);
   const logFile = args.logFile ? placeFile(args.logFile, args) : undefined;
+  // The progress line (src/cli/progress.ts) only on a terminal: loaded only then.
+  const progress = process.stderr.isTTY && !args.json ? await startProgress() : undefined;
   const log = (level: number, line: string) => {
     if (args.verbosity < level) return;
-    if (logFile) appendFileSync(logFile, line + '\n');
-    else process.stderr.write(line + '\n');
+    if (logFile) return appendFileSync(logFile, line + '\n');
+    progress?.line.done(); // the log line replaces the progress line; the next update redraws it
+    process.stderr.write(line + '\n');
   };
   const controller = new AbortController();
   const onSignal = () => controller.abort();
@@ -105,12 +109,18 @@ export async function run(argv: string[]): Promise<number> {
       pidNamespace: args.pidNamespace,
       signal: controller.signal,
       onWarning: (message) => log(1, `warning: ${message}`),
+      onSpan: progress?.hooks.onSpan,
       onEvent: (e) => {
+        progress?.hooks.onEvent(e);
         if (e.type === 'step.end') log(3, `step ${e.step} done at ${e.time.toFixed(1)} ms`);
         else if (e.type === 'task.stage') log(4, `task ${e.pid}: ${e.stage} in ${(e.end - e.start).toFixed(2)} ms`);
       },
-    });
+    }).finally(() => progress?.line.done());
+    if (args.json) printJson(result, args.dryRun);
+    if (args.dryRun && args.json) return 0;
     if (args.dryRun) {
+      // Only a dry run prints the plan: loaded here so a real restore starts without them.
+      const [{ renderPlan }, { describeTasks }] = await Promise.all([import('../../plan/render.js'), import('../../restore/describe.js')]);
       process.stdout.write(renderPlan(result.plan, 'text'));
       process.stdout.write(await describeTasks(args.imagesDir));
       process.stdout.write('dry run: checks passed, nothing was touched\n');
@@ -128,4 +138,23 @@ export async function run(argv: string[]): Promise<number> {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
   }
+}
+
+async function startProgress() {
+  const { createProgress, restoreProgress } = await import('../progress.js');
+  const line = createProgress({ stream: process.stderr, label: 'restore' });
+  return { line, hooks: restoreProgress(line) };
+}
+
+/** --json: what a script needs to find the tree again, printed before crr waits for the root. */
+function printJson(result: Awaited<ReturnType<typeof restore>>, dryRun: boolean): void {
+  const summary = {
+    ...(dryRun ? { dryRun } : {}),
+    rootPid: result.rootPid,
+    rootHostPid: result.rootHostPid,
+    tasks: result.tasks.map((task) => ({ pid: task.pid, hostPid: result.hostPids.get(task.pid) ?? task.pid })),
+    timings: result.timings,
+    warnings: result.warnings,
+  };
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
 }
