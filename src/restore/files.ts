@@ -51,7 +51,12 @@ export interface FileUse {
 /** Every files.img id a non-zombie task uses as a path (fd of type REG, mapping, exe, cwd, root). */
 export function filesInUse(images: Iterable<TaskImageSet>): Map<number, FileUse[]> {
   const uses = new Map<number, FileUse[]>();
-  const add = (id: number, use: FileUse) => uses.set(id, [...(uses.get(id) ?? []), use]);
+  // Appended in place: every task of a big tree maps the same libraries (copying was O(n^2)).
+  const add = (id: number, use: FileUse) => {
+    const list = uses.get(id);
+    if (list) list.push(use);
+    else uses.set(id, [use]);
+  };
   for (const set of images) {
     for (const fd of set.fds) if (fd.type === 1) add(fd.id, { pid: set.pid, how: `fd ${fd.fd}` });
     if (set.mm) {
