@@ -1,7 +1,12 @@
 // The page scan: buildRuns (u32 fast path over pagemap words) must pick exactly the pages the
 // per-page rule pageIsDumped picks, and merge them into the same runs, for random pagemaps.
+// The page write: writePages with a reader into reused buffers writes the same bytes as with a
+// reader returning fresh ones, and never holds more than depth + 1 buffers.
 import t from 'tap';
-import { buildRuns, pageIsDumped, vmaCanBeLazy, PE, type PageRun } from '../src/dump/pages.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildRuns, pageIsDumped, vmaCanBeLazy, writePages, PE, type PageRun } from '../src/dump/pages.js';
 import { VMA, type DumpVma } from '../src/dump/mm.js';
 
 function vma(start: bigint, pages: number, status: number, flags: number): DumpVma {
@@ -56,4 +61,34 @@ t.test('fast scan equals the per-page rule', async (t) => {
     t.same(fast, reference(vmas, words, zeroPfn), `round ${round}`);
     t.ok(fast.length > 0, 'some runs');
   }
+});
+
+t.test('writePages: reused buffers write the same bytes, at most depth + 1 of them', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-pages-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // A fake address space: the byte at address a is (a / 4096 * 7 + a) & 255.
+  const byteAt = (a: bigint) => Number(((a / 4096n) * 7n + a) & 255n);
+  const fill = (iovs: Array<{ addr: bigint; len: number }>, buf: Buffer) => {
+    let o = 0;
+    for (const { addr, len } of iovs) for (let i = 0; i < len; i++) buf[o++] = byteAt(addr + BigInt(i));
+    return o;
+  };
+  const runs: PageRun[] = [
+    { vaddr: 0x10000n, nrPages: 5, flags: PE.PRESENT },
+    { vaddr: 0x40000n, nrPages: 9, flags: PE.PRESENT },
+  ];
+  const fresh = join(dir, 'fresh.img');
+  const reused = join(dir, 'reused.img');
+  const chunk = 3 * 4096;
+  t.equal(await writePages(fresh, runs, (iovs) => {
+    const buf = Buffer.alloc(iovs.reduce((n, i) => n + i.len, 0));
+    fill(iovs, buf);
+    return buf;
+  }, chunk, 2), 14 * 4096);
+  const seen = new Set<Buffer>();
+  t.equal(await writePages(reused, runs, { into: (iovs, buf) => (seen.add(buf), fill(iovs, buf)) }, chunk, 2), 14 * 4096);
+  const want = readFileSync(fresh);
+  t.equal(want[5 * 4096 + 1], byteAt(0x40001n), 'the second run follows the first in the file');
+  t.ok(readFileSync(reused).equals(want), 'same file bytes');
+  t.ok(seen.size >= 1 && seen.size <= 3, `buffers used: ${seen.size} (depth 2 allows 3)`);
 });

@@ -14,7 +14,7 @@ import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThread, saveRegs } from './task.js';
 import { coreEntry, zombieCoreEntry } from './core.js';
-import { buildRuns, pagemapEntries, pagemapReader, writePages, vmaIsDumped, PAGE_SIZE } from './pages.js';
+import { buildRuns, pagemapEntries, pagemapReader, readerInto, writePages, vmaIsDumped, PAGE_SIZE } from './pages.js';
 import { SharedMemory, shmemPagemapEntries } from './shmem.js';
 import { GET_SEALS, memfdsOf } from './fd-memfd.js';
 import { DumpStats, statsEntry } from './stats.js';
@@ -215,7 +215,7 @@ async function dumpTask(
   const unreadable = vmas.filter((v) => vmaIsDumped(v) && !((v.entry.prot as number) & 1) && runs.some((r) => r.vaddr >= v.start && r.vaddr < v.end));
   await setProt(scratch, pid, unreadable, true);
   const t0 = performance.now();
-  const bytes = await writePages(out.rawPath(`pages-${pagesId}.img`), runs, (iovs) => ctl.readMemory(pid, iovs));
+  const bytes = await writePages(out.rawPath(`pages-${pagesId}.img`), runs, { into: readerInto(pid) });
   await setProt(scratch, pid, unreadable, false);
   stats.memwrite(performance.now() - t0);
   stats.pages(scanned, bytes / PAGE_SIZE);

@@ -3,6 +3,8 @@
 // read with process_vm_readv in large chunks while the previous chunk is being written.
 import { openSync, readSync, closeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { native } from '../actors/native.js';
+import { toNativeError } from '../actors/tracer.js';
 import { ProcError } from './proc.js';
 import { VMA, type DumpVma } from './mm.js';
 import type { Entry } from './ids.js';
@@ -156,19 +158,62 @@ export function chunkRuns(runs: PageRun[], chunkBytes: number): Array<Array<{ ad
   return chunks;
 }
 
+/** Reads the iovecs' bytes back to back into `buf` from its start; returns the byte count. */
+export type MemoryReaderInto = (iovs: Array<{ addr: bigint; len: number }>, buf: Buffer) => number;
+
+/** process_vm_readv of task `pid` into the caller's buffer (errors name the pid). */
+export function readerInto(pid: number): MemoryReaderInto {
+  return (iovs, buf) => {
+    try {
+      return native.processVmReadvInto(pid, iovs, buf);
+    } catch (e) {
+      throw toNativeError(e, pid);
+    }
+  };
+}
+
 /**
  * Writes the pages of `runs` to `path`: chunks are read on this thread while up to `depth`
  * earlier chunks are being written by libuv's threads at their own file positions (a positional
- * write needs no ordering). Returns the number of bytes written.
+ * write needs no ordering). With `{ into }` the chunks are read into `depth + 1` buffers used
+ * in turn, so 1 GiB costs no allocation, zero-fill or GC per chunk. Returns the bytes written.
  */
-export async function writePages(path: string, runs: PageRun[], read: MemoryReader, chunkBytes = DEFAULT_CHUNK, depth = DEFAULT_DEPTH): Promise<number> {
+export async function writePages(
+  path: string,
+  runs: PageRun[],
+  read: MemoryReader | { into: MemoryReaderInto },
+  chunkBytes = DEFAULT_CHUNK,
+  depth = DEFAULT_DEPTH,
+): Promise<number> {
   const fh = await open(path, 'w');
   let written = 0;
   const inFlight = new Set<Promise<unknown>>();
+  const free: Buffer[] = [];
+  let allocated = 0;
   try {
     for (const chunk of chunkRuns(runs, chunkBytes)) {
-      const data = await read(chunk);
-      while (inFlight.size >= depth) await Promise.race(inFlight);
+      let data: Buffer;
+      if (typeof read === 'function') {
+        data = await read(chunk);
+        while (inFlight.size >= depth) await Promise.race(inFlight);
+      } else {
+        while (free.length === 0 && allocated > depth) await Promise.race(inFlight);
+        let buf = free.pop();
+        if (!buf) {
+          buf = Buffer.allocUnsafeSlow(chunkBytes);
+          allocated++;
+        }
+        const n = read.into(chunk, buf);
+        data = buf.subarray(0, n);
+        const own = buf;
+        const p: Promise<unknown> = fh.write(data, 0, n, written).finally(() => {
+          inFlight.delete(p);
+          free.push(own);
+        });
+        inFlight.add(p);
+        written += n;
+        continue;
+      }
       const p: Promise<unknown> = fh.write(data, 0, data.length, written).finally(() => inFlight.delete(p));
       inFlight.add(p);
       written += data.length;
