@@ -65,7 +65,8 @@ export function createProgress(options: ProgressOptions): Progress {
       else if (time > rateFrom.time) rate = (fields.bytes - rateFrom.bytes) / 1e6 / ((time - rateFrom.time) / 1000);
     }
     lastDraw = time;
-    const width = (options.stream.columns ?? 100) - 1;
+    // A terminal without a size (a pty nobody sized) reports 0 columns: treat it as unknown.
+    const width = (options.stream.columns || 100) - 1;
     options.stream.write(`\r\x1b[K${formatProgress(label, fields, rate).slice(0, width)}`);
     drawn = true;
   };
