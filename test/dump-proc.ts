@@ -7,7 +7,7 @@ import { parseStat, decodeStatus, parseMaps, parseSmapsVmFlags, parseLimits, par
 import { collectVmas, VMA } from '../src/dump/mm.js';
 import { DumpIds } from '../src/dump/ids.js';
 import { buildRuns, chunkRuns, PE } from '../src/dump/pages.js';
-import { readBuildId } from '../src/dump/regfile.js';
+import { readBuildId } from '../src/images/build-id.js';
 
 t.test('stat: comm with spaces and parens, fields by number', async (t) => {
   const fields = Array.from({ length: 50 }, (_, i) => String(i + 3));

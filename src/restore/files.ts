@@ -2,7 +2,8 @@
 // every regular file or device that a task has open, maps, runs (exe), or uses as cwd/root
 // must exist with the recorded type and mode, regular files with the recorded size and GNU
 // build-id. A mismatch is a clear error unless the user passed --allow-file-mismatch.
-import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
+import { statSync, type Stats } from 'node:fs';
+import { readBuildId } from '../images/build-id.js';
 import { StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import type { TaskImageSet } from './context.js';
@@ -78,56 +79,7 @@ export function filesInUse(images: Iterable<TaskImageSet>): Map<number, FileUse[
   return uses;
 }
 
-/** The GNU build-id note of an ELF64 file as little-endian u32 words, or undefined. */
-export function readBuildId(path: string): number[] | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    return undefined;
-  }
-  try {
-    const header = Buffer.alloc(64);
-    if (readSync(fd, header, 0, 64, 0) < 64) return undefined;
-    if (header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) return undefined;
-    const phoff = Number(header.readBigUInt64LE(32));
-    const phentsize = header.readUInt16LE(54);
-    const phnum = header.readUInt16LE(56);
-    const table = Buffer.alloc(phentsize * phnum);
-    readSync(fd, table, 0, table.length, phoff);
-    for (let i = 0; i < phnum; i++) {
-      const at = i * phentsize;
-      if (table.readUInt32LE(at) !== 4 /* PT_NOTE */) continue;
-      const offset = Number(table.readBigUInt64LE(at + 8));
-      const size = Math.min(Number(table.readBigUInt64LE(at + 32)), 1 << 16);
-      const notes = Buffer.alloc(size);
-      readSync(fd, notes, 0, size, offset);
-      const found = gnuBuildId(notes);
-      if (found) return found;
-    }
-    return undefined;
-  } finally {
-    closeSync(fd);
-  }
-}
 
-function gnuBuildId(notes: Buffer): number[] | undefined {
-  const align4 = (n: number) => (n + 3) & ~3;
-  for (let at = 0; at + 12 <= notes.length; ) {
-    const namesz = notes.readUInt32LE(at);
-    const descsz = notes.readUInt32LE(at + 4);
-    const type = notes.readUInt32LE(at + 8);
-    const name = notes.subarray(at + 12, at + 12 + namesz).toString('latin1');
-    const desc = at + 12 + align4(namesz);
-    if (type === 3 && name === 'GNU\0') {
-      const words: number[] = [];
-      for (let i = 0; i + 4 <= descsz; i += 4) words.push(notes.readUInt32LE(desc + i));
-      return words;
-    }
-    at = desc + align4(descsz);
-  }
-  return undefined;
-}
 
 /** What is wrong with one file on this machine, or undefined when it matches. */
 export function fileMismatch(file: RegFile): { missing: boolean; detail: string } | undefined {
