@@ -129,7 +129,8 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
     const result = await output;
     if (!result.ok) throw result.error ?? new StageError({ stage: 'restore', message: 'restore failed' });
     const plan = result.plan!;
-    const root = plan.tasks.find((task) => !plan.tasks.some((other) => other.pid === task.ppid))!;
+    const pids = new Set(plan.tasks.map((task) => task.pid));
+    const root = plan.tasks.find((task) => !pids.has(task.ppid))!;
     return { plan, tasks: result.tasks, timings: result.timings, rootPid: root.pid };
   } finally {
     options.signal?.removeEventListener('abort', abort);
