@@ -117,7 +117,7 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.same([a.pid, a.imagesDir, a.leaveRunning, a.verbosity, a.logFile], [42, '/x', true, 5, 'log']);
   t.same(parseDumpArgs(['--tree=7', '--images-dir=/y', '--verbosity=4', '--timeout', '5']), { pid: 7, imagesDir: '/y', leaveRunning: false, verbosity: 4, logFile: undefined, timeoutSec: 5 });
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
-  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']), new UsageError("crr dump: unsupported option '--tcp-established'"));
+  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']), new UsageError("unsupported option '--tcp-established'"));
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
   t.throws(() => parseDumpArgs(['-t', 'abc', '-D', 'd']), /'abc' is not a process id/);
 });

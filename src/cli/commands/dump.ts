@@ -3,6 +3,7 @@
 // On a terminal (and without --json) one stderr line shows the dump's progress as it goes.
 import { appendFileSync } from 'node:fs';
 import { UsageError } from '../../errors.js';
+import { options } from '../args.js';
 import { dump, type DumpEvent } from '../../dump/index.js';
 import { createProgress, type Progress } from '../progress.js';
 
@@ -31,19 +32,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let timeoutSec: number | undefined;
   let json = false;
   let trace: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i]!;
-    let inline: string | undefined;
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    if (eq > 0) {
-      inline = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new UsageError(`option ${arg} needs a value`);
-      return v;
-    };
+  for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
       const v = value();
       pid = Number(v);
@@ -61,7 +50,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--trace') trace = value();
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
-    else throw new UsageError(`crr dump: unsupported option '${arg}'`);
+    else throw new UsageError(`unsupported option '${arg}'`);
   }
   if (pid === undefined) throw new UsageError('crr dump: -t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('crr dump: -D/--images-dir DIR is required');

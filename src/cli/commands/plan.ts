@@ -2,6 +2,7 @@
 // order of resource kinds, who creates and who receives each shared object), without restoring
 // and without the machine checks a restore makes (the checkpoint may come from another machine).
 import { UsageError } from '../../errors.js';
+import { options } from '../args.js';
 import { buildPlan } from '../../plan/plan.js';
 import { PLAN_FORMATS, renderPlan, type PlanFormat } from '../../plan/render.js';
 import { registry } from '../../resources/registry.js';
@@ -11,26 +12,14 @@ import { loadCheckpoint } from '../../restore/load.js';
 export function parsePlanArgs(argv: string[]): { imagesDir: string; format: PlanFormat } {
   let imagesDir: string | undefined;
   let format: PlanFormat = 'text';
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i]!;
-    let inline: string | undefined;
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    if (eq > 0) {
-      inline = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new UsageError(`option ${arg} needs a value`);
-      return v;
-    };
+  for (const { arg, value } of options(argv)) {
     if (arg === '-D' || arg === '--images-dir') imagesDir = value();
     else if (arg === '--format') {
       const v = value();
-      if (!(PLAN_FORMATS as readonly string[]).includes(v)) throw new UsageError(`crr plan: --format must be one of ${PLAN_FORMATS.join(', ')}`);
+      if (!(PLAN_FORMATS as readonly string[]).includes(v)) throw new UsageError(`--format must be one of ${PLAN_FORMATS.join(', ')}`);
       format = v as PlanFormat;
     } else if (arg === '-h' || arg === '--help') throw new UsageError('usage: crr plan -D DIR [--format text|json|mermaid|dot]');
-    else throw new UsageError(`crr plan: unsupported option '${arg}'`);
+    else throw new UsageError(`unsupported option '${arg}'`);
   }
   if (!imagesDir) throw new UsageError('crr plan: -D/--images-dir DIR is required');
   return { imagesDir, format };

@@ -5,6 +5,7 @@
 import { appendFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { UsageError } from '../../errors.js';
+import { options } from '../args.js';
 import { restore } from '../../restore/index.js';
 
 export interface RestoreArgs {
@@ -39,19 +40,7 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     allowFileMismatch: false,
     pidNamespace: false,
   };
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i]!;
-    let inline: string | undefined;
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    if (eq > 0) {
-      inline = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new UsageError(`option ${arg} needs a value`);
-      return v;
-    };
+  for (const { arg, value } of options(argv)) {
     if (arg === '-D' || arg === '--images-dir') args.imagesDir = value();
     else if (arg === '-d' || arg === '--restore-detached') args.detached = true;
     else if (arg === '--pidfile') args.pidfile = value();
@@ -63,13 +52,13 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '-j' || arg === '--shell-job') args.shellJob = true;
     else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
     else if (arg === '--pid-namespace') args.pidNamespace = true;
-    else if (arg === '--inherit-fd') throw new UsageError(`crr restore: --inherit-fd is not supported yet (${value()})`);
+    else if (arg === '--inherit-fd') throw new UsageError(`--inherit-fd is not supported yet (${value()})`);
     else if (arg === '--verbosity') args.verbosity = Number(value());
     else if (/^-v+$/.test(arg)) args.verbosity = 2 + (arg.length - 1);
     else if (/^-v\d$/.test(arg)) args.verbosity = Number(arg.slice(2));
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(RESTORE_USAGE);
-    else throw new UsageError(`crr restore: unsupported option '${arg}'`);
+    else throw new UsageError(`unsupported option '${arg}'`);
   }
   if (args.imagesDir === undefined) throw new UsageError('crr restore: -D/--images-dir DIR is required');
   if (!Number.isInteger(args.verbosity) || args.verbosity < 0) throw new UsageError('crr restore: --verbosity needs a number 0-4');

@@ -23,9 +23,9 @@ export async function run(argv: string[]): Promise<number> {
     } else if (arg.startsWith('--html=')) html = arg.slice('--html='.length);
     else if (arg === '--json') json = true;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
-    else if (arg.startsWith('-')) throw new UsageError(`crr trace: unsupported option '${arg}'`);
+    else if (arg.startsWith('-')) throw new UsageError(`unsupported option '${arg}'`);
     else if (file === undefined) file = arg;
-    else throw new UsageError(`crr trace: one trace file at a time (${USAGE})`);
+    else throw new UsageError(`one trace file at a time (${USAGE})`);
   }
   if (file === undefined) throw new UsageError(USAGE);
   const trace = readTraceFile(file);
