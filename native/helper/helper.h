@@ -120,6 +120,5 @@ bool op_inotify_init(const msgpack_object *, msgpack_packer *, failure *);
 bool op_inotify_add_watch(const msgpack_object *, msgpack_packer *, failure *);
 bool op_memfd_create(const msgpack_object *, msgpack_packer *, failure *);
 bool op_getfd(const msgpack_object *, msgpack_packer *, failure *);
-bool op_getfd(const msgpack_object *, msgpack_packer *, failure *);
 
 #endif

@@ -45,7 +45,6 @@ static const struct {
     {"epoll_ctl", op_epoll_ctl}, {"inotify_init", op_inotify_init},
     {"inotify_add_watch", op_inotify_add_watch}, {"memfd_create", op_memfd_create},
     {"getfd", op_getfd},
-    {"getfd", op_getfd},
     {"recv_fds", op_recv_fds},
 };
 

@@ -15,7 +15,6 @@ import type { ResourceKind } from './types.js';
 
 const PAGE = 4096n;
 const VMA_AREA_MEMFD = 1 << 14;
-const VMA_AREA_MEMFD = 1 << 14;
 /** Lowest scratch address tried: clear of the zero page and mmap_min_addr games. */
 const LOW = 0x10000000n;
 /** The top of the x86-64 user address space (47 bits) minus a guard page. */
@@ -65,7 +64,6 @@ function filesToOpen(mm: Entry | undefined): Map<number, boolean> {
   for (const vma of targetVmas(mm)) {
     const status = Number(vma['status'] ?? 0);
     if (!(status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED))) continue;
-    if (status & VMA_AREA_MEMFD) continue; // the memfd kind lands those objects (src/resources/memfd.ts)
     if (status & VMA_AREA_MEMFD) continue; // the memfd kind lands those objects (src/resources/memfd.ts)
     const id = Number(vma['shmid']);
     const writable = Boolean(status & VMA_FILE_SHARED) && Boolean(Number(vma['prot']) & PROT_WRITE);
