@@ -142,7 +142,7 @@ class RunBatchOp : public Op {
     Failure f;
     if (followClones_ && stop.kind == Stop::Event && stop.event == PTRACE_EVENT_CLONE && stop.hasEventMsg) {
       clones_->push_back((int32_t)stop.eventMsg);
-      t.track((int)stop.eventMsg);
+      t.expectNew((int)stop.eventMsg);
       if (!resume(PTRACE_CONT, "ptrace(PTRACE_CONT)", pid, &f)) return reject(f);
       return Wait;
     }

@@ -24,6 +24,8 @@ constexpr auto kSpin = std::chrono::microseconds(60);
 // Then sleep a quarter of the idle time, within these bounds (long batches: a few polls).
 constexpr auto kMinSleep = std::chrono::microseconds(5);
 constexpr auto kMaxSleep = std::chrono::microseconds(500);
+// With many tracees the tracer polls only the waited-on ones, and sweeps all after this long quiet.
+constexpr auto kSweepEvery = std::chrono::milliseconds(2);
 
 Stop decode(int pid, int status) {
   Stop s;
@@ -194,6 +196,12 @@ Tracee* Tracer::find(int pid) {
 
 Tracee& Tracer::track(int pid) { return tracees_[pid]; }
 
+void Tracer::expectNew(int pid) {
+  Tracee& t = track(pid);
+  if (t.pending.empty()) t.fresh = true;
+  watched_.insert(pid);
+}
+
 void Tracer::forget(int pid) {
   auto it = tracees_.find(pid);
   if (it == tracees_.end()) return;
@@ -258,6 +266,8 @@ void Tracer::startOp(Op* op) {
     return;
   }
   t->waiters.push_back(op);
+  watched_.insert(op->pid);
+  if (op->hasDeadline && op->deadline < nextDeadline_) nextDeadline_ = op->deadline;
   waiting_++;
   dispatch(op->pid);
 }
@@ -300,18 +310,54 @@ void Tracer::dispatch(int pid) {
   }
 }
 
+void Tracer::record(int pid, int status) {
+  Stop stop = decode(pid, status);
+  Tracee& t = track(pid);  // unknown pids are auto-attached clones (TRACECLONE)
+  if (stop.terminal()) t.exited = true;
+  t.fresh = false;
+  t.pending.push_back(stop);
+  dispatch(pid);
+}
+
+// waitpid(-1) walks the kernel's whole list of this thread's tracees for every stop it returns
+// (oldest tracees last): with 10,000 threads traced that made reaping quadratic. With many
+// tracees, poll just the waited-on ones (waitpid on one pid is a lookup), and sweep everything
+// once things are quiet for a while, so stops and exits of tracees nobody waits on are still
+// reaped (a traced thread's exit keeps its process from being reaped until its tracer collects it).
 int Tracer::reapAll() {
+  Clock::time_point now = Clock::now();
+  bool quiet = now - lastActivity_ >= kSweepEvery && now - lastSweep_ >= kSweepEvery;
+  if (tracees_.size() > 256 && !quiet) {
+    int reaped = 0;
+    std::vector<int> pids(watched_.begin(), watched_.end());
+    for (int pid : pids) {
+      Tracee* t = find(pid);
+      if (!t || (t->waiters.empty() && !t->fresh)) {
+        watched_.erase(pid);
+        continue;
+      }
+      int status = 0;
+      pid_t got = 0;
+      while (find(pid) && (got = waitpid(pid, &status, WNOHANG | __WALL | __WNOTHREAD)) == pid) {
+        reaped++;
+        record(pid, status);
+      }
+      if (got < 0 && errno == ECHILD) {  // not ours (any more): stop polling it
+        watched_.erase(pid);
+        if (Tracee* gone = find(pid)) gone->fresh = false;
+      }
+    }
+    if (reaped) lastActivity_ = Clock::now();
+    return reaped;
+  }
+  lastSweep_ = now;
   int reaped = 0;
   for (;;) {
     int status = 0;
     pid_t pid = waitpid(-1, &status, WNOHANG | __WALL | __WNOTHREAD);
     if (pid <= 0) break;  // 0: nothing more; -1 ECHILD: no tracees at all
     reaped++;
-    Stop stop = decode(pid, status);
-    Tracee& t = track(pid);  // unknown pids are auto-attached clones (TRACECLONE)
-    if (stop.terminal()) t.exited = true;
-    t.pending.push_back(stop);
-    dispatch(pid);
+    record(pid, status);
   }
   if (reaped) lastActivity_ = Clock::now();
   return reaped;
@@ -354,7 +400,13 @@ void Tracer::loop() {
 
     Clock::time_point now = Clock::now();
     Clock::time_point nearest = Clock::time_point::max();
-    if (waiting_ > 0) expire(now, &nearest);
+    // Scanning every waiter each round was quadratic with thousands waiting: only when one is due.
+    if (waiting_ > 0 && now >= nextDeadline_) {
+      nextDeadline_ = Clock::time_point::max();
+      expire(now, &nearest);
+      nextDeadline_ = nearest;
+    }
+    nearest = nextDeadline_;
 
     std::unique_lock<std::mutex> lock(mu_);
     if (quit_) return;

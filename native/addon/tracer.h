@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace crr {
@@ -106,6 +107,7 @@ struct Tracee {
   std::deque<Stop> pending;   // stops reaped but not yet handed to a waiter
   std::vector<Op*> waiters;   // in arrival order
   bool exited = false;        // a terminal stop has been reaped
+  bool fresh = false;         // a new thread whose first stop is still in the kernel
 };
 
 class Tracer {
@@ -124,6 +126,9 @@ class Tracer {
   void startChildren(Op* parent, std::vector<Op*> children);
   Tracee* find(int pid);
   Tracee& track(int pid);
+  // A new thread (PTRACE_EVENT_CLONE): tracked and polled for its first stop even with nobody
+  // waiting, so that stop never waits for a sweep of every tracee.
+  void expectNew(int pid);
   void forget(int pid);  // drops the tracee; its waiters fail with ECANCELED
   std::vector<std::pair<int, const Tracee*>> tracees() const;
 
@@ -133,6 +138,7 @@ class Tracer {
   Tracee* adopt(int pid);
   void complete(Op* op);
   int reapAll();
+  void record(int pid, int status);
   void dispatch(int pid);
   void expire(Clock::time_point now, Clock::time_point* nearest);
   void settle(Napi::Env env, Op* op);
@@ -148,6 +154,9 @@ class Tracer {
 
   std::unordered_map<int, Tracee> tracees_;  // tracer thread only
   size_t waiting_ = 0;
+  std::unordered_set<int> watched_;  // pids that had a waiter (pruned lazily)
+  Clock::time_point nextDeadline_ = Clock::time_point::max();
+  Clock::time_point lastSweep_;
   Clock::time_point lastActivity_;
 };
 
