@@ -9,6 +9,7 @@ import { MAP_GROWSDOWN, SYS } from '../src/restore/remote-sys.js';
 import {
   addUffdCopies,
   addUffdOpen,
+  READ_AHEAD_WINDOW,
   sourceLength,
   splitRuns,
   SYS_IOCTL,
@@ -70,6 +71,19 @@ t.test('the two batches: open, then API, register, chunked copies, unregister, c
   t.equal(seg!.data.readBigUInt64LE(off), 0x100000n + BigInt(UFFD_COPY_CHUNK), 'dst of the second copy');
   t.equal(seg!.data.readBigUInt64LE(off + 8), 0x7f0000000000n + 0x3000n + BigInt(UFFD_COPY_CHUNK), 'src follows the file offset');
   t.equal(seg!.data.readBigUInt64LE(off + 16), 0x1000n, 'len: the rest of the run');
+});
+
+t.test('read-ahead windows stay ahead of the copies instead of one MADV_WILLNEED over everything', async (t) => {
+  const GiB = 1n << 30n;
+  const b = new RemoteBatch(SCRATCH);
+  const anon = vma(0x7e0000000000n, 0x7e0000000000n + GiB);
+  addUffdCopies(b, 5, 0x7f0000000000n, GiB, [anon], [{ start: anon.start, end: anon.end, fileOffset: 0 }]);
+  const cmds = b.layout().flatMap((s) => s.commands);
+  const advice = cmds.flatMap((c, i) => (c.nr === SYS.madvise ? [i] : []));
+  t.equal(advice.length, Number(GiB / READ_AHEAD_WINDOW), 'every window of the source advised once');
+  const firstCopy = cmds.findIndex((c) => c.nr === SYS_IOCTL && BigInt(c.args[1]!) === UFFDIO_COPY);
+  t.equal(advice.filter((i) => i < firstCopy).length, 5, 'before the first copy: 256 MiB past its end, in 64 MiB windows');
+  t.ok(advice[advice.length - 1]! > firstCopy, 'the rest is advised as the copies go');
 });
 
 t.test('mem-pattern restored by UFFDIO_COPY and by preadv: PASS, nothing left registered', async (t) => {
