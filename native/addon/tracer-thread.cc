@@ -197,6 +197,8 @@ Tracee* Tracer::find(int pid) {
 Tracee& Tracer::track(int pid) { return tracees_[pid]; }
 
 void Tracer::expectNew(int pid) {
+  Tracee* old = find(pid);
+  if (old && old->exited) forget(pid);  // a dead task's stale stops must not reach the new thread
   Tracee& t = track(pid);
   if (t.pending.empty()) t.fresh = true;
   watched_.insert(pid);
