@@ -3,6 +3,8 @@
 // state (safe from worker threads) and throws a JS Error carrying code, errno and syscall.
 #include <napi.h>
 
+#include "throw-errno.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -18,18 +20,6 @@ namespace {
 
 // The largest fd batch one sendFds/recvFds moves: SCM_RIGHTS itself is capped at 253 per message.
 constexpr int kMaxFdsPerMessage = 253;
-
-Napi::Value ThrowErrno(Napi::Env env, const char* syscall, int err) {
-  const char* name = strerrorname_np(err);
-  std::string code = name ? name : ("E" + std::to_string(err));
-  Napi::Error error = Napi::Error::New(env, std::string(syscall) + " failed: " + code + " (" +
-                                               strerror(err) + ")");
-  error.Set("code", Napi::String::New(env, code));
-  error.Set("errno", Napi::Number::New(env, err));
-  error.Set("syscall", Napi::String::New(env, syscall));
-  error.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
 
 Napi::Value ThrowType(Napi::Env env, const std::string& message) {
   Napi::TypeError::New(env, message).ThrowAsJavaScriptException();

@@ -5,6 +5,8 @@
 // parses it (src/dump/fd-unixsk-diag.ts). Synchronous, stateless, errors carry code/errno/syscall.
 #include <napi.h>
 
+#include "throw-errno.h"
+
 #include <errno.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
@@ -17,18 +19,6 @@
 #include <vector>
 
 namespace {
-
-Napi::Value ThrowErrno(Napi::Env env, const char* syscall, int err) {
-  const char* name = strerrorname_np(err);
-  std::string code = name ? name : ("E" + std::to_string(err));
-  Napi::Error error = Napi::Error::New(env, std::string(syscall) + " failed: " + code + " (" +
-                                               strerror(err) + ")");
-  error.Set("code", Napi::String::New(env, code));
-  error.Set("errno", Napi::Number::New(env, err));
-  error.Set("syscall", Napi::String::New(env, syscall));
-  error.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
 
 bool IntArg(const Napi::CallbackInfo& info, size_t index, int* out) {
   if (info.Length() <= index || !info[index].IsNumber()) {
