@@ -1,7 +1,7 @@
 /* Ops of the helper that make the kernel's event objects a task keeps in fds: eventfd,
  * signalfd, timerfd, epoll, inotify and memfd. Each creates one object (or changes one) and
  * lands it at the task's exact fd number; the TypeScript kinds in src/resources/ decide what to
- * create from the images. Protocol: docs/native-helper.md. */
+ * create from the images. Protocol: docs/ARCHITECTURE.md ("The per-task helper and its channel"). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /* Shared declarations of the per-task helper (crr-helper): the op contract, request-argument
  * readers, and the little process state the helper keeps (its channel fd, what to do after the
- * answer is sent). The protocol itself is described in docs/native-helper.md. */
+ * answer is sent). The protocol itself is described in docs/ARCHITECTURE.md ("The per-task helper and its channel"). */
 #ifndef CRR_HELPER_H
 #define CRR_HELPER_H
 

@@ -1,7 +1,7 @@
 /* crr-helper: the per-task helper process. It reads msgpack requests from its channel (a
  * SOCK_SEQPACKET socket, fd 3 at spawn), runs each as real syscalls in its own context and
  * answers {id, ok, value} or {id, ok: false, errno, code, syscall}. Forked children run the same
- * loop on their own channel. Protocol: docs/native-helper.md. */
+ * loop on their own channel. Protocol: docs/ARCHITECTURE.md ("The per-task helper and its channel"). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 // The TypeScript client of the per-task helper (native/build/crr-helper): spawning the first
 // helper, request/answer over its SOCK_SEQPACKET channel (msgpack, request ids, per-request
 // timeouts, typed errors), forking child helpers with exact PIDs and taking over their channels,
-// and killing and reaping a helper tree by PID. Protocol: docs/native-helper.md.
+// and killing and reaping a helper tree by PID. Protocol: docs/ARCHITECTURE.md ("The per-task helper and its channel").
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { readFileSync } from 'node:fs';

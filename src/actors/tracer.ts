@@ -1,6 +1,6 @@
 // The TypeScript client of the tracer thread (native/addon/tracer*.cc): typed results, every
 // failure a NativeError with the pid (a TracerStopError when a stop cut an operation short),
-// and stub batches packed here. See docs/native-tracer.md for what each call does.
+// and stub batches packed here. See docs/ARCHITECTURE.md ("The tracer thread and the remote-syscall stub") for what each call does.
 import { NativeError } from '../errors.js';
 import { native } from './native.js';
 import { packCommands, unpackResults, type StubCommand } from './stub.js';
