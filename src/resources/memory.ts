@@ -29,7 +29,7 @@ import {
   type PageRun,
   type Vma,
 } from '../restore/remote-vma.js';
-import { addUffdAbandon, addUffdCopies, addUffdOpen, sourceLength, splitRuns, uffdVmas } from '../restore/remote-uffd.js';
+import { addUffdAbandon, addUffdCopies, addUffdOpen, sourceLength, splitRuns, uffdVmas, vmasHoldingRuns } from '../restore/remote-uffd.js';
 import { mappedObjectKey } from './shmem.js';
 import type { ResourceKind } from './types.js';
 
@@ -62,7 +62,7 @@ function fail(ctx: RestoreCtx, message: string): never {
  * own first; if the kernel refuses either, everything goes by preadv.
  */
 async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, runs: PageRun[], pagesFd: number, mapped: Vma[]): Promise<{ calls: number; bytes: number }> {
-  const vmas = uffdVmas(mapped).filter((v) => runs.some((r) => r.start >= v.start && r.end <= v.end));
+  const vmas = vmasHoldingRuns(uffdVmas(mapped), runs);
   const { copy, read } = splitRuns(runs, vmas);
   if (copy.length === 0) return addFill(fill, runs, pagesFd);
   const length = sourceLength(copy);

@@ -9,7 +9,7 @@
 import { PAGE_SIZE } from '../images/index.js';
 import { RemoteBatch } from './remote.js';
 import { MAP_GROWSDOWN, MAP_PRIVATE, PROT_READ, SYS } from './remote-sys.js';
-import { hex, VMA_ANON_PRIVATE, type PageRun, type Vma } from './remote-vma.js';
+import { byStart, hex, VMA_ANON_PRIVATE, vmaHolding, type PageRun, type Vma } from './remote-vma.js';
 
 export const SYS_USERFAULTFD = 323;
 export const SYS_IOCTL = 16;
@@ -46,10 +46,22 @@ export function uffdVmas(vmas: readonly Vma[]): Vma[] {
 
 /** Splits runs into those inside `vmas` (copied) and the rest (read with preadv). */
 export function splitRuns(runs: readonly PageRun[], vmas: readonly Vma[]): { copy: PageRun[]; read: PageRun[] } {
+  const sorted = byStart(vmas);
   const copy: PageRun[] = [];
   const read: PageRun[] = [];
-  for (const r of runs) (vmas.some((v) => r.start >= v.start && r.end <= v.end) ? copy : read).push(r);
+  for (const r of runs) (vmaHolding(sorted, r.start, r.end) ? copy : read).push(r);
   return { copy, read };
+}
+
+/** The VMAs of `vmas` that hold a whole run, in their given order (runs are clipped to VMAs). */
+export function vmasHoldingRuns(vmas: readonly Vma[], runs: readonly PageRun[]): Vma[] {
+  const sorted = byStart(vmas);
+  const holding = new Set<Vma>();
+  for (const r of runs) {
+    const v = vmaHolding(sorted, r.start, r.end);
+    if (v) holding.add(v);
+  }
+  return vmas.filter((v) => holding.has(v));
 }
 
 /** Bytes of pages-N.img the copies read from: the file mapping's length. */

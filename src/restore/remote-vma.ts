@@ -126,15 +126,43 @@ export interface PageRun {
   readonly fileOffset: number;
 }
 
+/** VMAs ordered by start; the dumped ones never overlap, so their ends are ordered too. */
+export function byStart<T extends { readonly start: bigint }>(vmas: readonly T[]): T[] {
+  return [...vmas].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+}
+
+/**
+ * Index in `sorted` (byStart) of the first VMA ending after `addr`: a binary search, so runs and
+ * VMAs meet in O((runs + vmas) log vmas). Thousands of threads mean thousands of stack VMAs and
+ * runs; the scan of every VMA per run cost 12 s at 10,000 threads.
+ */
+export function firstEndingAfter(sorted: ReadonlyArray<{ readonly end: bigint }>, addr: bigint): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]!.end > addr) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/** The VMA of `sorted` (byStart) that holds all of [start, end), if one does. */
+export function vmaHolding<T extends { readonly start: bigint; readonly end: bigint }>(sorted: readonly T[], start: bigint, end: bigint): T | undefined {
+  const v = sorted[firstEndingAfter(sorted, start)];
+  return v !== undefined && v.start <= start && end <= v.end ? v : undefined;
+}
+
 /** PRESENT runs clipped to the VMAs that are mapped (pages of kernel-made areas are skipped). */
 export function presentRuns(runs: readonly PagemapRun[], mapped: readonly Vma[]): PageRun[] {
-  const vmas = [...mapped].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const vmas = byStart(mapped);
   const out: PageRun[] = [];
   for (const run of runs) {
     if (!(run.flags & PE_PRESENT)) continue;
     const start = run.vaddr;
     const end = run.vaddr + BigInt(run.nrPages) * PAGE;
-    for (const v of vmas) {
+    for (let i = firstEndingAfter(vmas, start); i < vmas.length && vmas[i]!.start < end; i++) {
+      const v = vmas[i]!;
       const s = start > v.start ? start : v.start;
       const e = end < v.end ? end : v.end;
       if (s >= e) continue;
@@ -146,8 +174,11 @@ export function presentRuns(runs: readonly PagemapRun[], mapped: readonly Vma[])
 
 /** Whether a VMA receives dumped pages (it is mapped writable until they are in). */
 export function vmasWithPages(vmas: readonly Vma[], runs: readonly PageRun[]): Set<Vma> {
+  const sorted = byStart(vmas);
   const out = new Set<Vma>();
-  for (const v of vmas) if (runs.some((r) => r.start < v.end && r.end > v.start)) out.add(v);
+  for (const r of runs) {
+    for (let i = firstEndingAfter(sorted, r.start); i < sorted.length && sorted[i]!.start < r.end; i++) out.add(sorted[i]!);
+  }
   return out;
 }
 
