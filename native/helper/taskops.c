@@ -3,6 +3,7 @@
  * (park, exit). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,17 +15,19 @@
 
 #include "helper.h"
 
-/* Namespace flags a forked task may ask for, and CLONE_FS (a task that shared its parent's
- * cwd/root/umask); everything else would break the fork-like clone. */
+/* Namespace flags a forked task may ask for, CLONE_FS (a task that shared its parent's
+ * cwd/root/umask) and CLONE_FILES (one fd table); everything else would break the fork-like clone. */
 #define FORK_ALLOWED_FLAGS                                                                   \
   (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | \
-   CLONE_NEWNET | CLONE_NEWTIME | CLONE_FS)
+   CLONE_NEWNET | CLONE_NEWTIME | CLONE_FS | CLONE_FILES)
 #define MAX_PID_NS_LEVEL 32
 
 bool op_getpid(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   (void)req;
   (void)f;
-  msgpack_pack_map(pk, 5);
+  msgpack_pack_map(pk, 6);
+  pack_key(pk, "channelFd");
+  msgpack_pack_int(pk, helper.channel_fd);
   pack_key(pk, "pid");
   msgpack_pack_int(pk, getpid());
   pack_key(pk, "ppid");
@@ -52,6 +55,51 @@ static void become_child(int parent_end, int own_end, int parent_pidfd, bool kee
   serve_forever();
 }
 
+/* The child side of a CLONE_FILES fork: the table is the parent's too, so it closes nothing (a
+ * close would take the parent's fd, or a number the parent reuses later); its channel end was
+ * already moved to its own high number by the parent. The parent-death check uses getppid
+ * because no pidfd of the parent may be left in the shared table. */
+static void become_sharing_child(int own_channel, pid_t parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(7);
+  helper.channel_fd = own_channel;
+  serve_forever();
+}
+
+/* fork with CLONE_FILES: the child's channel end sits at its own high fd (distinct from this
+ * helper's channel) before the clone, and this side never closes it afterwards. */
+static bool fork_sharing_files(struct clone_args *ca, msgpack_packer *pk, failure *f) {
+  int ends[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) < 0)
+    return fail(f, errno, "socketpair");
+  int child_end = fcntl(ends[1], F_DUPFD_CLOEXEC, HELPER_CHANNEL_FD_BASE);
+  int err = errno;
+  close(ends[1]);
+  if (child_end < 0) {
+    close(ends[0]);
+    return fail(f, err, "fcntl");
+  }
+  pid_t parent = getpid();
+  int child_pidfd = -1;
+  ca->pidfd = (uint64_t)(uintptr_t)&child_pidfd;
+  long child = syscall(SYS_clone3, ca, sizeof *ca);
+  if (child == 0) become_sharing_child(child_end, parent);
+  err = errno;
+  if (child < 0) {
+    close(ends[0]);
+    close(child_end);
+    return fail(f, err, "clone3");
+  }
+  msgpack_pack_map(pk, 3);
+  pack_key(pk, "pid");
+  msgpack_pack_int64(pk, child);
+  pack_key(pk, "channelFd");
+  msgpack_pack_int(pk, ends[0]);
+  pack_key(pk, "pidfd");
+  msgpack_pack_int(pk, child_pidfd);
+  return true;
+}
+
 /* fork {pid?, flags?, setTid?, keepFds?} -> {pid, channelFd, pidfd}. `pid` is the PID wanted in
  * the innermost PID namespace of the child (set_tid = [pid]); `setTid` gives one entry per
  * level instead, innermost first. channelFd and pidfd stay open in this helper until the
@@ -64,12 +112,23 @@ bool op_fork(const msgpack_object *req, msgpack_packer *pk, failure *f) {
     return false;
   const msgpack_object *keep = arg(req, "keepFds");
   bool keep_fds = keep && keep->type == MSGPACK_OBJECT_BOOLEAN && keep->via.boolean;
-  if (flags & ~(int64_t)FORK_ALLOWED_FLAGS) return bad_arg(f, "flags: only CLONE_NEW* and CLONE_FS allowed");
+  if (flags & ~(int64_t)FORK_ALLOWED_FLAGS)
+    return bad_arg(f, "flags: only CLONE_NEW*, CLONE_FS and CLONE_FILES allowed");
   pid_t set_tid[MAX_PID_NS_LEVEL];
   for (size_t i = 0; i < levels; i++) set_tid[i] = (pid_t)set_tid_arg[i];
   if (levels == 0 && pid > 0) {
     set_tid[0] = (pid_t)pid;
     levels = 1;
+  }
+
+  if (flags & CLONE_FILES) {
+    struct clone_args shared = {
+        .flags = (uint64_t)flags | CLONE_PIDFD,
+        .exit_signal = SIGCHLD,
+        .set_tid = levels ? (uint64_t)(uintptr_t)set_tid : 0,
+        .set_tid_size = levels,
+    };
+    return fork_sharing_files(&shared, pk, f);
   }
 
   int ends[2];

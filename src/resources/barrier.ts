@@ -74,14 +74,17 @@ function filesToOpen(mm: Entry | undefined): Map<number, boolean> {
   return files;
 }
 
-/** fd numbers for the pre-opened files: from the top of the task's fd limit down, past its own fds. */
-export function preopenNumbers(count: number, used: ReadonlySet<number>, nofileCur: bigint): number[] {
-  let next = Number(nofileCur - 1n < BigInt(PREOPEN_TOP) ? nofileCur - 1n : BigInt(PREOPEN_TOP));
+/**
+ * fd numbers for the pre-opened files: from the top of the task's fd limit down, past its own
+ * fds. Tasks sharing one fd table take every `share.size`-th number from top - slot (disjoint).
+ */
+export function preopenNumbers(count: number, used: ReadonlySet<number>, nofileCur: bigint, share = { slot: 0, size: 1 }): number[] {
+  let next = Number(nofileCur - 1n < BigInt(PREOPEN_TOP) ? nofileCur - 1n : BigInt(PREOPEN_TOP)) - share.slot;
   const out: number[] = [];
   while (out.length < count) {
     if (next < 3) throw new Error(`no free fd numbers below RLIMIT_NOFILE ${nofileCur} for ${count} restore files`);
     if (!used.has(next)) out.push(next);
-    next -= 1;
+    next -= share.size;
   }
   return out;
 }
@@ -106,7 +109,9 @@ export const barrier: ResourceKind<RestoreCtx> = {
     const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
     const files = filesToOpen(ctx.images.mm);
     const nofile = rlimitsOf(ctx.images.core)[7]?.cur ?? 1024n;
-    const numbers = preopenNumbers(files.size + 1, new Set(ctx.images.fds.map((fd) => fd.fd)), nofile);
+    const table = ctx.images.fdTable;
+    const used = new Set((table?.fds ?? ctx.images.fds).map((fd) => fd.fd));
+    const numbers = preopenNumbers(files.size + 1, used, nofile, table);
     // One round trip for the whole barrier: map the scratch area, open the files, park (park
     // answers, then blocks; it must come last). Each helper request costs a wake-up of the
     // helper and of Node; per task in a 1,000-task tree they add up to seconds.

@@ -2,7 +2,8 @@
 // arg/env bounds, saved auxv, exe through its pre-opened fd: kernel notes trap 6, it needs every
 // helper mapping gone, which the memory kind did), PR_SET_NAME, dumpable and THP settings, and
 // then every fd the task does not own in its image is closed (the helper's channel, pages-N.img,
-// the mapped files), so the fd table is exactly the dumped one.
+// the mapped files), so the fd table is exactly the dumped one (in a table shared by several
+// tasks, each closes only its own restorer fds: see restorerFds).
 import { readdirSync } from 'node:fs';
 import { StageError } from '../errors.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
@@ -18,6 +19,17 @@ export function strayFds(hostPid: number, own: ReadonlySet<number>): number[] {
     .map(Number)
     .filter((fd) => Number.isInteger(fd) && !own.has(fd))
     .sort((a, b) => a - b);
+}
+
+/**
+ * The restorer's fds to close in this task. Alone in its table: every fd its image does not list.
+ * In a table shared with other tasks (CLONE_FILES) the others' restorer fds are there too and
+ * still in use: only this task's own (its channel and what the barrier and kinds pre-opened).
+ */
+export function restorerFds(ctx: RestoreCtx, hostPid: number): number[] {
+  if (!ctx.images.fdTable) return strayFds(hostPid, new Set(ctx.images.fds.map((fd) => fd.fd)));
+  const open = new Set(strayFds(hostPid, new Set()));
+  return [...new Set(ctx.runtime.preopened.values())].filter((fd) => open.has(fd)).sort((a, b) => a - b);
 }
 
 export function commOf(ctx: RestoreCtx): string {
@@ -54,8 +66,7 @@ export const mm: ResourceKind<RestoreCtx> = {
       batch.call(SYS.prctl, [PR_SET_DUMPABLE, Number(image['dumpable']), 0, 0, 0], { what: 'set dumpable' });
     }
     if (image['thp_disabled'] === true) batch.call(SYS.prctl, [PR_SET_THP_DISABLE, 1, 0, 0, 0], { what: 'disable THP' });
-    const own = new Set(ctx.images.fds.map((fd) => fd.fd));
-    for (const fd of strayFds(hostPid, own)) batch.call(SYS.close, [fd], { what: `close restorer fd ${fd}` });
+    for (const fd of restorerFds(ctx, hostPid)) batch.call(SYS.close, [fd], { what: `close restorer fd ${fd}` });
     await batch.run(ctx.tracer, hostPid, { pid: ctx.pid });
     ctx.record({ name: 'mm fields', start, end: ctx.now(), syscalls: batch.size });
   },

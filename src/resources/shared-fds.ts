@@ -58,11 +58,17 @@ export function sharedRows(kind: string, groups: Iterable<[string, readonly FdHo
   return rows;
 }
 
-/** `count` fd numbers the task does not use, below the helper's channel (>= 1000). */
+/**
+ * `count` fd numbers the task does not use, below the helper's channel (>= 1000). Tasks of one
+ * shared fd table (CLONE_FILES) each take every size-th number from below - slot, so two of
+ * them never pick the same number, and all of them avoid every fd of the table.
+ */
 export function spareFds(ctx: Pick<RestoreCtx, 'images'>, count: number, below = 990): number[] {
-  const used = new Set(ctx.images.fds.map((fd) => fd.fd));
+  const table = ctx.images.fdTable;
+  const used = new Set([...ctx.images.fds, ...(table?.fds ?? [])].map((fd) => fd.fd));
+  const stride = table?.size ?? 1;
   const out: number[] = [];
-  for (let n = below; out.length < count && n > 2; n--) if (!used.has(n)) out.push(n);
+  for (let n = below - (table?.slot ?? 0); out.length < count && n > 2; n -= stride) if (!used.has(n)) out.push(n);
   if (out.length < count) throw new Error(`no ${count} spare fd numbers below ${below}`);
   return out;
 }

@@ -41,6 +41,7 @@ export function zombieExit(exitCode: number): { status: number } | { signal: num
 }
 
 const CLONE_FS = 0x200;
+const CLONE_FILES = 0x400;
 
 /**
  * A task that shared its parent's fs (cwd, root, umask: same fs_id in ids-PID.img, from
@@ -51,6 +52,15 @@ export function sharesParentFs(ctx: Pick<RestoreCtx, 'task' | 'session'>): boole
   const mine = ctx.session.images.get(ctx.task.pid)?.ids?.fs_id;
   const parents = ctx.session.images.get(ctx.task.ppid)?.ids?.fs_id;
   return mine !== undefined && mine === parents && !ctx.task.zombie;
+}
+
+/**
+ * A task that shares its parent's fd table (load.ts refused every other sharing) is forked with
+ * CLONE_FILES: one table again, its fds restored once by the table's owner.
+ */
+export function sharesParentFiles(ctx: Pick<RestoreCtx, 'images' | 'task'>): boolean {
+  const table = ctx.images.fdTable;
+  return table !== undefined && table.slot > 0 && !ctx.task.zombie;
 }
 
 export const taskTree: ResourceKind<RestoreCtx> = {
@@ -66,11 +76,17 @@ export const taskTree: ResourceKind<RestoreCtx> = {
     const parentRuntime = session.runtimes.get(task.ppid);
     const parent = parentRuntime ? parentRuntime.helper : session.rootParent;
     if (!parent) throw new Error(`the parent of task ${task.pid} has no helper`);
-    const child = await parent.fork({ pid: task.pid, flags: sharesParentFs(ctx) ? CLONE_FS : 0 });
+    const flags = (sharesParentFs(ctx) ? CLONE_FS : 0) | (sharesParentFiles(ctx) ? CLONE_FILES : 0);
+    const child = await parent.fork({ pid: task.pid, flags });
     ctx.runtime.helper = child;
     ctx.runtime.hostPid = child.hostPid;
     if (child.pid !== task.pid) {
       throw new StageError({ stage: 'fork', pid: task.pid, resource: 'task-tree', message: `clone3 gave pid ${child.pid}` });
+    }
+    if (ctx.images.fdTable) {
+      // In a shared table the mm kind closes only this task's own restorer fds, its channel among them.
+      const { channelFd } = (await child.getpid()) as unknown as { channelFd?: number };
+      if (channelFd !== undefined) ctx.runtime.preopened.set('channel', channelFd);
     }
     if (sessionSource(task, ctx.plan.tasks, session.options.shellJob) === 'own') await child.request('setsid');
   },

@@ -18,6 +18,20 @@ export interface TaskImageSet {
   readonly fs?: FsEntry;
   /** This task's fds (fdinfo through ids.files_id), empty when it has none. */
   readonly fds: readonly FdinfoEntry[];
+  /** Set when several tasks share this task's fd table (CLONE_FILES): see src/restore/load.ts. */
+  readonly fdTable?: SharedFdTable;
+}
+
+/**
+ * One fd table held by several tasks. Its owner (the first in tree order) restores every fd; the
+ * others get an empty `fds` and pick restorer fd numbers on their own stride (slot of size).
+ */
+export interface SharedFdTable {
+  readonly owner: number;
+  readonly slot: number;
+  readonly size: number;
+  /** Every fd of the table (the owner's `fds`). */
+  readonly fds: readonly FdinfoEntry[];
 }
 
 /** User choices that change what the restore checks or does. */

@@ -2,9 +2,10 @@
 // thread, mm, ids, fs, fdinfo, pagemap checked against pages-N.img) into plain TaskImageSets and
 // the TaskPlans the planner orders. Bad input is an ImageError naming file and offset, before
 // anything is touched. Large trees can decode in a piscina pool (load-worker.ts).
-import { openCheckpoint, readPagemap, type Checkpoint } from '../images/index.js';
+import { openCheckpoint, readPagemap, type Checkpoint, type FdinfoEntry, type PstreeTask } from '../images/index.js';
+import { StageError } from '../errors.js';
 import type { TaskPlan } from '../resources/types.js';
-import type { TaskImageSet } from './context.js';
+import type { SharedFdTable, TaskImageSet } from './context.js';
 
 export interface Loaded {
   readonly checkpoint: Checkpoint;
@@ -19,9 +20,51 @@ export function decodeTask(checkpoint: Checkpoint, pid: number): TaskImageSet {
   const core = cores.get(pid) ?? checkpoint.core(pid);
   if (checkpoint.isZombie(pid)) return { pid, cores, core, fds: [] };
   const ids = checkpoint.ids(pid);
-  const fds = checkpoint.has(`fdinfo-${ids.files_id}.img`) ? checkpoint.fdinfo(ids.files_id) : [];
+  const all = checkpoint.has(`fdinfo-${ids.files_id}.img`) ? checkpoint.fdinfo(ids.files_id) : [];
+  const fdTable = sharedFdTable(checkpoint, pid, ids.files_id, all);
+  // A task sharing its table gets no fds of its own: the owner restores each once, for both.
+  const fds = fdTable && fdTable.owner !== pid ? [] : all;
   readPagemap(checkpoint, pid); // runs fit in pages-N.img, or an ImageError now
-  return { pid, cores, core, mm: checkpoint.mm(pid), ids, fs: checkpoint.fs(pid), fds };
+  return { pid, cores, core, mm: checkpoint.mm(pid), ids, fs: checkpoint.fs(pid), fds, ...(fdTable ? { fdTable } : {}) };
+}
+
+const tablesCache = new WeakMap<Checkpoint, Map<number, PstreeTask[]>>();
+
+/** Live tasks by files_id, in tree order (computed once per checkpoint: trees can be large). */
+function holdersOfTables(checkpoint: Checkpoint): Map<number, PstreeTask[]> {
+  let tables = tablesCache.get(checkpoint);
+  if (tables) return tables;
+  tables = new Map();
+  for (const task of checkpoint.tasks) {
+    if (checkpoint.isZombie(task.pid)) continue;
+    const id = checkpoint.ids(task.pid).files_id;
+    const list = tables.get(id);
+    if (list) list.push(task);
+    else tables.set(id, [task]);
+  }
+  tablesCache.set(checkpoint, tables);
+  return tables;
+}
+
+/**
+ * The table `filesId` when live tasks other than `pid` hold it too (CLONE_FILES). Only a task
+ * that shares its parent's table can be made (its parent's helper forks it with CLONE_FILES):
+ * any other sharing is refused here, before anything is touched.
+ */
+export function sharedFdTable(checkpoint: Checkpoint, pid: number, filesId: number, fds: readonly FdinfoEntry[]): SharedFdTable | undefined {
+  const holders = holdersOfTables(checkpoint).get(filesId) ?? [];
+  if (holders.length < 2) return undefined;
+  const owner = holders[0]!;
+  for (const holder of holders.slice(1)) {
+    if (holders.some((other) => other.pid === holder.ppid)) continue;
+    throw new StageError({
+      stage: 'plan',
+      pid: holder.pid,
+      resource: 'task-tree',
+      message: `tasks ${owner.pid} and ${holder.pid} share one fd table (CLONE_FILES) but not as parent and child: not supported`,
+    });
+  }
+  return { owner: owner.pid, slot: holders.findIndex((t) => t.pid === pid), size: holders.length, fds };
 }
 
 export function taskPlans(checkpoint: Checkpoint): TaskPlan[] {
