@@ -12,7 +12,7 @@ import { fdKinds, registry } from '../resources/registry.js';
 import type { ResourceKind, Span, TaskPlan } from '../resources/types.js';
 import { checkMachine, rlimitWarnings } from './checks.js';
 import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskRuntime } from './context.js';
-import { closeChannels, detachLauncher, killAll, startLauncher, waitRoot, type RootExit } from './launcher.js';
+import { closeChannels, detachLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type RootExit } from './launcher.js';
 import { loadCheckpoint } from './load.js';
 import type { createTraceRecorder } from '../trace/recorder.js';
 
@@ -95,6 +95,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const kinds = options.kinds ?? registry;
   let session: RestoreSession | undefined;
   const warnings: string[] = [];
+  let earlyLauncher: ReturnType<typeof prestartLauncher> | undefined;
   const env: RestoreEnvironment<RestoreCtx> = {
     registry: kinds,
     async loadTasks(signal) {
@@ -116,7 +117,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       if (options.dryRun) return;
       for (const task of plan.tasks) session!.runtimes.set(task.pid, { pid: task.pid, preopened: new Map(), seized: false, zombie: false });
-      await startLauncher(session!, tracer);
+      const early = earlyLauncher;
+      earlyLauncher = undefined;
+      await startLauncher(session!, tracer, early);
     },
     contextFor(base) {
       const runtime = session!.runtimes.get(base.pid)!;
@@ -160,8 +163,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       onSpan: recordSpan,
       inspect: options.inspect,
     };
+    // The launcher spawns while the images load; a dry run touches nothing, so it gets none.
+    earlyLauncher = options.dryRun ? undefined : prestartLauncher();
     result = await runRestore(env, recorder ? recorder.attach(runOptions) : runOptions);
   } catch (err) {
+    if (earlyLauncher) await discardLauncher(earlyLauncher);
     if (recorder) writeRecordedTrace(recorder, options.trace!, session);
     throw err;
   }

@@ -31,8 +31,25 @@ const MS_PRIVATE = 1 << 18;
 const SIGKILL = 9;
 const FOREVER_MS = 2 ** 31 - 1;
 
-export async function startLauncher(session: RestoreSession, tracer: Tracer): Promise<void> {
-  const launcher = await spawnHelper();
+/**
+ * Spawns the launcher ahead of need: restore() starts it before the images load, so the fork
+ * and exec of the helper overlap the decoding (they were most of the 1-task plan step). An
+ * early launcher nobody takes must be given to discardLauncher().
+ */
+export function prestartLauncher(): Promise<HelperChannel> {
+  const launcher = spawnHelper();
+  launcher.catch(() => undefined); // a failure is reported by the step that awaits it
+  return launcher;
+}
+
+/** Lets an early launcher go when the restore ends before the plan step took it. */
+export async function discardLauncher(early: Promise<HelperChannel>): Promise<void> {
+  const launcher = await early.catch(() => undefined);
+  await launcher?.destroy();
+}
+
+export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<HelperChannel>): Promise<void> {
+  const launcher = await (early ?? spawnHelper());
   session.launcher = launcher;
   await launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
   const offsets = timeOffsets(session.checkpoint);
