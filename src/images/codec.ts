@@ -24,7 +24,7 @@ interface LongLike {
 }
 
 interface LongStatic {
-  fromString(value: string, unsigned: boolean): LongLike;
+  fromBits(low: number, high: number, unsigned: boolean): LongLike;
 }
 
 const LONG_TYPES = new Set(['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64']);
@@ -35,10 +35,15 @@ const UNKNOWNS = '$unknowns';
 
 const root = generated as unknown as Record<string, unknown>;
 
+const staticClasses = new Map<string, StaticMessage>();
+
 function staticClass(type: string): StaticMessage {
+  const known = staticClasses.get(type);
+  if (known) return known;
   let node: unknown = root;
   for (const part of type.split('.')) node = node == null ? undefined : (node as Record<string, unknown>)[part];
   if (typeof node !== 'function') throw new Error(`unknown message type ${type}`);
+  staticClasses.set(type, node as unknown as StaticMessage);
   return node as unknown as StaticMessage;
 }
 
@@ -64,24 +69,60 @@ function isLong(v: unknown): v is LongLike {
   return typeof v === 'object' && v !== null && 'low' in v && 'high' in v;
 }
 
-function scalarFromWire(field: FieldMeta, v: unknown): unknown {
-  if (LONG_TYPES.has(field.type)) {
-    if (isLong(v)) return BigInt(v.toString());
-    if (typeof v === 'number') return BigInt(v);
-    return BigInt(String(v));
-  }
-  if (field.type === 'bytes' && v instanceof Uint8Array) return new Uint8Array(v);
-  return v;
+/** A Long's exact value from its two 32-bit halves (no decimal string in between). */
+function longToBigInt(v: LongLike): bigint {
+  const bits = (BigInt(v.high >>> 0) << 32n) | BigInt(v.low >>> 0);
+  return v.unsigned ? bits : BigInt.asIntN(64, bits);
+}
+
+function longFromWire(v: unknown): bigint {
+  if (isLong(v)) return longToBigInt(v);
+  if (typeof v === 'number') return BigInt(v);
+  return BigInt(String(v));
+}
+
+function bytesFromWire(v: unknown): unknown {
+  return v instanceof Uint8Array ? new Uint8Array(v) : v;
+}
+
+interface FieldDecoder {
+  readonly name: string;
+  readonly repeated: boolean;
+  /** Undefined: the wire value is the Entry value. */
+  readonly convert: ((v: unknown) => unknown) | undefined;
+}
+
+// Per message type, how each field goes from wire to Entry, worked out once: decoding 10,000
+// core images re-derived it (a Set lookup per value, a closure per field) for every entry.
+const decoders = new Map<string, readonly FieldDecoder[]>();
+
+function decoderOf(type: string): readonly FieldDecoder[] {
+  let fields = decoders.get(type);
+  if (fields) return fields;
+  fields = messageFields(type).map((field) => ({
+    name: field.name,
+    repeated: field.repeated,
+    convert:
+      field.kind === 'message'
+        ? (v: unknown) => fromWire(field.type, v as Record<string, unknown>)
+        : LONG_TYPES.has(field.type)
+          ? longFromWire
+          : field.type === 'bytes'
+            ? bytesFromWire
+            : undefined,
+  }));
+  decoders.set(type, fields);
+  return fields;
 }
 
 function fromWire(type: string, msg: Record<string, unknown>): Entry {
   const entry: Entry = {};
-  for (const field of messageFields(type)) {
+  for (const field of decoderOf(type)) {
     if (!Object.hasOwn(msg, field.name)) continue;
     const raw = msg[field.name];
-    const one = (v: unknown): unknown =>
-      field.kind === 'message' ? fromWire(field.type, v as Record<string, unknown>) : scalarFromWire(field, v);
-    entry[field.name] = field.repeated ? (raw as unknown[]).map(one) : one(raw);
+    const convert = field.convert;
+    if (convert === undefined) entry[field.name] = field.repeated ? (raw as unknown[]).slice() : raw;
+    else entry[field.name] = field.repeated ? (raw as unknown[]).map(convert) : convert(raw);
   }
   const unknowns = msg[UNKNOWNS];
   if (Array.isArray(unknowns) && unknowns.length) {
@@ -100,7 +141,7 @@ function scalarToWire(field: FieldMeta, v: unknown): unknown {
       let big = BigInt(v);
       // Wrap into the field's 64-bit range the way a C cast would, so -1 fits a uint64.
       big = unsigned ? BigInt.asUintN(64, big) : BigInt.asIntN(64, big);
-      return protobufLong.fromString(big.toString(), unsigned);
+      return protobufLong.fromBits(Number(big & 0xffffffffn) | 0, Number(BigInt.asUintN(64, big) >> 32n) | 0, unsigned);
     }
     throw new Error(`${field.name}: expected an integer, got ${typeof v}`);
   }

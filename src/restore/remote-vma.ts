@@ -303,10 +303,15 @@ export function addFill(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: n
  * that does not care whether pages are present.
  */
 export function addAdvice(batch: RemoteBatch, vma: Vma): void {
+  // Most VMAs have none; 64 bigint tests per VMA were half a second at 20,000 VMAs.
+  if (vma.madv === 0n) return;
   const len = vma.end - vma.start;
-  for (let advice = 0n; advice < 64n; advice++) {
-    if (!(vma.madv & (1n << advice))) continue;
-    batch.call(SYS.madvise, [vma.start, len, advice], { what: `madvise(${advice}) on ${hex(vma.start)}-${hex(vma.end)}` });
+  const low = Number(vma.madv & 0xffffffffn);
+  const high = Number(vma.madv >> 32n);
+  for (let advice = 0; advice < 64; advice++) {
+    const word = advice < 32 ? low : high;
+    if (!((word >>> (advice & 31)) & 1)) continue;
+    batch.call(SYS.madvise, [vma.start, len, BigInt(advice)], { what: `madvise(${advice}) on ${hex(vma.start)}-${hex(vma.end)}` });
   }
 }
 
