@@ -38,7 +38,11 @@ for (const fixture of ['sleep', 'pipe']) {
     }
     const steps = trace.traceEvents.filter((e): e is TraceEvent & { dur: number } => e.pid === ORCHESTRATOR_PID && e.cat === 'step');
     const sum = steps.reduce((total, s) => total + s.dur, 0) / 1000;
-    t.ok(sum <= measured && sum >= measured * 0.5, `steps add up to ${sum.toFixed(1)} of the measured ${measured.toFixed(1)} ms`);
+    // The restore's own total, from its first step to its last; the wall time around restore() also
+    // holds module loading on a first call, so the steps must fit inside it but need not fill it.
+    const machineTotal = Math.max(...result.timings.steps.map((s) => s.end ?? s.start)) - Math.min(...result.timings.steps.map((s) => s.start));
+    t.ok(sum <= measured, `steps (${sum.toFixed(1)} ms) fit in the wall time of restore() (${measured.toFixed(1)} ms)`);
+    t.ok(Math.abs(sum - machineTotal) <= Math.max(2, machineTotal * 0.1), `steps add up to ${sum.toFixed(1)} of the restore's measured ${machineTotal.toFixed(1)} ms`);
     // Steps are stamped when their event reaches the machine, the machine's own timings when its
     // entry action runs; a GC pause between the two (first run) is the only difference allowed.
     for (const timing of result.timings.steps) {
