@@ -164,7 +164,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       inspect: options.inspect,
     };
     // The launcher spawns while the images load; a dry run touches nothing, so it gets none.
+    // One event-loop turn first: the decoding blocks the loop, and the helper's first round
+    // trip (sent once Node has seen the spawn) must already be in flight to overlap it.
     earlyLauncher = options.dryRun ? undefined : prestartLauncher();
+    if (earlyLauncher) await new Promise((resolve) => setImmediate(resolve));
     result = await runRestore(env, recorder ? recorder.attach(runOptions) : runOptions);
   } catch (err) {
     if (earlyLauncher) await discardLauncher(earlyLauncher);
