@@ -93,3 +93,16 @@ t.test('20,000 VMAs plan in well under a second', async (t) => {
   // The quadratic scans took seconds here (12 s at 10,000 threads in the restore).
   t.ok(ms < 1500, `took ${ms.toFixed(0)} ms`);
 });
+
+t.test('VMAs with few pages are left to preadv', async (t) => {
+  const small = vma(0x10000n, 0x20000n);
+  const big = vma(0x100000n, 0x400000n);
+  const runs: PageRun[] = [
+    { start: 0x10000n, end: 0x12000n, fileOffset: 0 },
+    { start: 0x100000n, end: 0x180000n, fileOffset: 0x2000 },
+    { start: 0x200000n, end: 0x280000n, fileOffset: 0x82000 },
+  ];
+  t.same(vmasHoldingRuns([small, big], runs), [small, big], 'any bytes by default');
+  t.same(vmasHoldingRuns([small, big], runs, 1 << 20), [big], 'two runs of 512 KiB add up to 1 MiB');
+  t.same(vmasHoldingRuns([small, big], runs, (1 << 20) + 1), [], 'below the threshold');
+});

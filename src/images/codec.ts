@@ -121,7 +121,8 @@ function fromWire(type: string, msg: Record<string, unknown>): Entry {
     if (!Object.hasOwn(msg, field.name)) continue;
     const raw = msg[field.name];
     const convert = field.convert;
-    if (convert === undefined) entry[field.name] = field.repeated ? (raw as unknown[]).slice() : raw;
+    // The decoded message is this call's own: its arrays can be kept rather than copied.
+    if (convert === undefined) entry[field.name] = raw;
     else entry[field.name] = field.repeated ? (raw as unknown[]).map(convert) : convert(raw);
   }
   const unknowns = msg[UNKNOWNS];

@@ -29,7 +29,7 @@ import {
   type PageRun,
   type Vma,
 } from '../restore/remote-vma.js';
-import { addUffdAbandon, addUffdCopies, addUffdOpen, sourceLength, splitRuns, uffdVmas, vmasHoldingRuns } from '../restore/remote-uffd.js';
+import { addUffdAbandon, addUffdCopies, addUffdOpen, sourceLength, splitRuns, UFFD_MIN_VMA_BYTES, uffdVmas, vmasHoldingRuns } from '../restore/remote-uffd.js';
 import { mappedObjectKey } from './shmem.js';
 import type { ResourceKind } from './types.js';
 
@@ -58,11 +58,11 @@ function fail(ctx: RestoreCtx, message: string): never {
 
 /**
  * UFFDIO_COPY for the runs of private anonymous VMAs (src/restore/remote-uffd.ts), preadv for
- * the rest, all added to `fill`. Opens the userfaultfd and the source mapping in a batch of its
+ * the rest (and for VMAs with less than UFFD_MIN_VMA_BYTES of pages), all added to `fill`. Opens the userfaultfd and the source mapping in a batch of its
  * own first; if the kernel refuses either, everything goes by preadv.
  */
 async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, runs: PageRun[], pagesFd: number, mapped: Vma[]): Promise<{ calls: number; bytes: number }> {
-  const vmas = vmasHoldingRuns(uffdVmas(mapped), runs);
+  const vmas = vmasHoldingRuns(uffdVmas(mapped), runs, UFFD_MIN_VMA_BYTES);
   const { copy, read } = splitRuns(runs, vmas);
   if (copy.length === 0) return addFill(fill, runs, pagesFd);
   const length = sourceLength(copy);

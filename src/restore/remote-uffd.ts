@@ -53,15 +53,26 @@ export function splitRuns(runs: readonly PageRun[], vmas: readonly Vma[]): { cop
   return { copy, read };
 }
 
-/** The VMAs of `vmas` that hold a whole run, in their given order (runs are clipped to VMAs). */
-export function vmasHoldingRuns(vmas: readonly Vma[], runs: readonly PageRun[]): Vma[] {
+/**
+ * A VMA gets its pages by UFFDIO_COPY only from this many bytes of them on. Each copied VMA costs
+ * a register and an unregister: 10,000 thread stacks of ~8.5 KiB each filled in 264-330 ms by
+ * copies, 121-134 ms by preadv (docs/PERFORMANCE.md). The crossover was not measured; 1 MiB
+ * keeps every large area (where the copy wins 1.4x) and sends small ones to preadv.
+ */
+export const UFFD_MIN_VMA_BYTES = 1 << 20;
+
+/**
+ * The VMAs of `vmas` that hold whole runs of at least `minBytes` in all, in their given order
+ * (runs are clipped to VMAs).
+ */
+export function vmasHoldingRuns(vmas: readonly Vma[], runs: readonly PageRun[], minBytes = 1): Vma[] {
   const sorted = byStart(vmas);
-  const holding = new Set<Vma>();
+  const bytes = new Map<Vma, number>();
   for (const r of runs) {
     const v = vmaHolding(sorted, r.start, r.end);
-    if (v) holding.add(v);
+    if (v) bytes.set(v, (bytes.get(v) ?? 0) + Number(r.end - r.start));
   }
-  return vmas.filter((v) => holding.has(v));
+  return vmas.filter((v) => (bytes.get(v) ?? 0) >= minBytes);
 }
 
 /** Bytes of pages-N.img the copies read from: the file mapping's length. */
