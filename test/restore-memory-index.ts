@@ -3,8 +3,10 @@
 // VMAs (the 10,000-thread restore's stacks and guard pages).
 import t from 'tap';
 import { PE_PRESENT, type PagemapRun } from '../src/images/index.js';
-import { byStart, firstEndingAfter, presentRuns, vmaHolding, vmasWithPages, type PageRun, type Vma } from '../src/restore/remote-vma.js';
+import { addAdvice, byStart, firstEndingAfter, presentRuns, vmaHolding, vmasWithPages, type PageRun, type Vma } from '../src/restore/remote-vma.js';
 import { splitRuns, vmasHoldingRuns } from '../src/restore/remote-uffd.js';
+import { RemoteBatch } from '../src/restore/remote.js';
+import { SYS } from '../src/restore/remote-sys.js';
 
 const PAGE = 4096n;
 const vma = (start: bigint, end: bigint): Vma => ({ start, end, pgoff: 0n, shmid: 0, prot: 3, flags: 0x22, status: 1 | (1 << 9), madv: 0n });
@@ -105,4 +107,16 @@ t.test('VMAs with few pages are left to preadv', async (t) => {
   t.same(vmasHoldingRuns([small, big], runs), [small, big], 'any bytes by default');
   t.same(vmasHoldingRuns([small, big], runs, 1 << 20), [big], 'two runs of 512 KiB add up to 1 MiB');
   t.same(vmasHoldingRuns([small, big], runs, (1 << 20) + 1), [], 'below the threshold');
+});
+
+t.test('madvise bits on both sides of bit 32, none for a VMA without advice', async (t) => {
+  const b = new RemoteBatch(0x10000n);
+  addAdvice(b, { ...vma(0x1000n, 0x3000n), madv: (1n << 14n) | (1n << 31n) | (1n << 40n) });
+  addAdvice(b, vma(0x5000n, 0x6000n));
+  const cmds = b.layout()[0]!.commands;
+  t.same(cmds.map((c) => [c.nr, Number(c.args[0]), Number(c.args[1]), Number(c.args[2])]), [
+    [SYS.madvise, 0x1000, 0x2000, 14],
+    [SYS.madvise, 0x1000, 0x2000, 31],
+    [SYS.madvise, 0x1000, 0x2000, 40],
+  ]);
 });
