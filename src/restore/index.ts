@@ -15,6 +15,7 @@ import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskRuntime } f
 import { closeChannels, detachLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type RootExit } from './launcher.js';
 import { loadCheckpoint } from './load.js';
 import type { createTraceRecorder } from '../trace/recorder.js';
+import type { HelperChannel } from '../actors/helper.js';
 
 type TraceRecorder = ReturnType<typeof createTraceRecorder>;
 
@@ -50,6 +51,11 @@ export interface RestoreOptions {
   /** Things the restore changed from the images because this machine does not allow them. */
   readonly onWarning?: (message: string) => void;
   readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /**
+   * A launcher from prestartLauncher() (src/restore/launcher.ts), spawned by the caller before
+   * it loaded this module; restore() owns it from the call on (destroys it if unused).
+   */
+  readonly launcher?: Promise<HelperChannel>;
 }
 
 export interface RestoreResult {
@@ -91,7 +97,10 @@ function writeRecordedTrace(recorder: TraceRecorder, file: string, session: Rest
 }
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
-  if (options.detached && options.pidNamespace) throw new Error('pidNamespace restores cannot be detached');
+  if (options.detached && options.pidNamespace) {
+    if (options.launcher) await discardLauncher(options.launcher);
+    throw new Error('pidNamespace restores cannot be detached');
+  }
   const kinds = options.kinds ?? registry;
   let session: RestoreSession | undefined;
   const warnings: string[] = [];
@@ -166,8 +175,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // The launcher spawns while the images load; a dry run touches nothing, so it gets none.
     // One event-loop turn first: the decoding blocks the loop, and the helper's first round
     // trip (sent once Node has seen the spawn) must already be in flight to overlap it.
-    earlyLauncher = options.dryRun ? undefined : prestartLauncher();
-    if (earlyLauncher) await new Promise((resolve) => setImmediate(resolve));
+    if (options.dryRun && options.launcher) await discardLauncher(options.launcher);
+    earlyLauncher = options.dryRun ? undefined : (options.launcher ?? prestartLauncher());
+    if (earlyLauncher && !options.launcher) await new Promise((resolve) => setImmediate(resolve));
     result = await runRestore(env, recorder ? recorder.attach(runOptions) : runOptions);
   } catch (err) {
     if (earlyLauncher) await discardLauncher(earlyLauncher);

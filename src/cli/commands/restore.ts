@@ -6,7 +6,7 @@ import { appendFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { UsageError } from '../../errors.js';
 import { options } from '../args.js';
-import { restore } from '../../restore/index.js';
+import type { RestoreResult } from '../../restore/index.js';
 
 export interface RestoreArgs {
   imagesDir: string;
@@ -73,6 +73,17 @@ export function placeFile(name: string, args: RestoreArgs): string {
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseRestoreArgs(argv);
+  // The launcher helper starts before the restore modules load (~115 ms of imports), so its
+  // spawn and first round trip are done when the plan step needs it; restore() owns it.
+  const { prestartLauncher, discardLauncher } = await import('../../restore/launcher.js');
+  const launcher = args.dryRun ? undefined : prestartLauncher();
+  let restore: typeof import('../../restore/index.js').restore;
+  try {
+    ({ restore } = await import('../../restore/index.js'));
+  } catch (err) {
+    if (launcher) await discardLauncher(launcher);
+    throw err;
+  }
   const logFile = args.logFile ? placeFile(args.logFile, args) : undefined;
   // The progress line (src/cli/progress.ts) only on a terminal: loaded only then.
   const progress = process.stderr.isTTY && !args.json ? await startProgress() : undefined;
@@ -89,6 +100,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const result = await restore({
       imagesDir: args.imagesDir,
+      launcher,
       detached: args.detached,
       dryRun: args.dryRun,
       pidfile: args.pidfile && !args.dryRun ? placeFile(args.pidfile, args) : undefined,
@@ -136,7 +148,7 @@ async function startProgress() {
 }
 
 /** --json: what a script needs to find the tree again, printed before crr waits for the root. */
-function printJson(result: Awaited<ReturnType<typeof restore>>, dryRun: boolean): void {
+function printJson(result: RestoreResult, dryRun: boolean): void {
   const summary = {
     ...(dryRun ? { dryRun } : {}),
     rootPid: result.rootPid,
