@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
 import { readImage } from '../src/images/reader.js';
+import { SHARED } from './lib/shared-dir.js';
 
-const FIX = '/work/shared/fixtures/criu-4.2-decoded';
+const FIX = SHARED + 'fixtures/criu-4.2-decoded';
 const ENV = { PATH: '/usr/bin:/bin', HOME: '/root', LANG: 'C.UTF-8' };
 
 /**

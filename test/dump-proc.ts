@@ -8,6 +8,7 @@ import { collectVmas, VMA } from '../src/dump/mm.js';
 import { DumpIds } from '../src/dump/ids.js';
 import { buildRuns, chunkRuns, PE } from '../src/dump/pages.js';
 import { readBuildId } from '../src/images/build-id.js';
+import { SHARED } from './lib/shared-dir.js';
 
 t.test('stat: comm with spaces and parens, fields by number', async (t) => {
   const fields = Array.from({ length: 50 }, (_, i) => String(i + 3));
@@ -54,7 +55,7 @@ t.test('limits, fdinfo, auxv, timers', async (t) => {
 
 t.test('build-id of an ELF file matches `file`-style note words', async (t) => {
   // The CRIU 4.2 fixture recorded this very binary's build-id.
-  const fx = JSON.parse(readFileSync('/work/shared/fixtures/criu-4.2-decoded/sleep/files.json', 'utf8'));
+  const fx = JSON.parse(readFileSync(SHARED + 'fixtures/criu-4.2-decoded/sleep/files.json', 'utf8'));
   const sleep = fx.entries.find((e: any) => e.reg?.name === '/usr/bin/sleep');
   t.same(readBuildId('/usr/bin/sleep'), sleep.reg.build_id);
   t.equal(readBuildId('/etc/hostname'), undefined);

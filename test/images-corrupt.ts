@@ -12,8 +12,9 @@ import { entryToCrit } from '../src/images/crit-json.js';
 import { kindForPath, parseImage } from '../src/images/reader.js';
 import { openCheckpoint } from '../src/images/checkpoint.js';
 import { readPagemap } from '../src/images/pagemap.js';
+import { SHARED } from './lib/shared-dir.js';
 
-const FIXTURES = '/work/shared/fixtures/criu-4.2';
+const FIXTURES = SHARED + 'fixtures/criu-4.2';
 const crr = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
 
 /** A small deterministic PRNG so a failing case can be found again. */

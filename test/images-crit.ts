@@ -7,9 +7,10 @@ import { join } from 'node:path';
 import { COMMON_MAGIC, imageKindForFile } from '../src/images/schema.js';
 import { decodeEntry, encodeEntry } from '../src/images/codec.js';
 import { entryFromCrit, entryToCrit, stringifyCrit } from '../src/images/crit-json.js';
+import { SHARED } from './lib/shared-dir.js';
 
-const FIXTURES = '/work/shared/fixtures/criu-4.2';
-const DECODED = '/work/shared/fixtures/criu-4.2-decoded';
+const FIXTURES = SHARED + 'fixtures/criu-4.2';
+const DECODED = SHARED + 'fixtures/criu-4.2-decoded';
 
 interface Framed {
   type: string;

@@ -9,8 +9,9 @@ import { imageKindByName } from '../src/images/schema.js';
 import { openCheckpoint } from '../src/images/checkpoint.js';
 import { PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, openPages, readPagemap } from '../src/images/pagemap.js';
 import { writeImage } from '../src/images/writer.js';
+import { SHARED } from './lib/shared-dir.js';
 
-const FIXTURES = '/work/shared/fixtures/criu-4.2';
+const FIXTURES = SHARED + 'fixtures/criu-4.2';
 const dirs = readdirSync(FIXTURES).sort();
 
 t.test('PRESENT runs add up to each pages-N.img and slices read back the file', async (t) => {

@@ -11,9 +11,10 @@ import { encodeImage } from '../src/images/writer.js';
 import { encodeCritDocument, parseJsonExact } from '../src/cli/commands/encode.js';
 import { imageAsCrit } from '../src/cli/commands/show.js';
 import { stringifyCrit } from '../src/images/crit-json.js';
+import { SHARED } from './lib/shared-dir.js';
 
-const FIXTURES = '/work/shared/fixtures/criu-4.2';
-const DECODED = '/work/shared/fixtures/criu-4.2-decoded';
+const FIXTURES = SHARED + 'fixtures/criu-4.2';
+const DECODED = SHARED + 'fixtures/criu-4.2-decoded';
 const crr = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
 
 const images: Array<{ dir: string; name: string; path: string; json: string }> = [];

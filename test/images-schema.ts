@@ -7,8 +7,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { COMMON_MAGIC, IMAGE_KINDS, SERVICE_MAGIC, imageKindByMagic, imageKindByName, imageKindForFile } from '../src/images/schema.js';
 import { decodeEntry, encodeEntry, type Entry } from '../src/images/codec.js';
+import { SHARED } from './lib/shared-dir.js';
 
-const FIXTURES = '/work/shared/fixtures/criu-4.2';
+const FIXTURES = SHARED + 'fixtures/criu-4.2';
 
 interface Framed {
   type: string;

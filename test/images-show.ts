@@ -4,9 +4,10 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { summariseCheckpoint } from '../src/cli/commands/show.js';
+import { SHARED } from './lib/shared-dir.js';
 
 const crr = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
-const PIPE = '/work/shared/fixtures/criu-4.2/pipe';
+const PIPE = SHARED + 'fixtures/criu-4.2/pipe';
 
 t.test('crr show DIR on the pipe fixture names its three tasks and the pipe', async (t) => {
   const r = spawnSync(process.execPath, [crr, 'show', PIPE], { encoding: 'utf8' });
@@ -47,7 +48,7 @@ t.test('--json summary: tree, memory, fds', async (t) => {
 });
 
 t.test('summariseCheckpoint on every fixture agrees with pstree', async (t) => {
-  const s = summariseCheckpoint('/work/shared/fixtures/criu-4.2/py-threads');
+  const s = summariseCheckpoint(SHARED + 'fixtures/criu-4.2/py-threads');
   t.equal(s.tasks.length, 1);
   t.same(s.tasks[0]!.threads, [17468, 17470, 17471, 17472]);
   t.equal(s.tasks[0]!.comm, 'python3');

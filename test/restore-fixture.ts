@@ -7,6 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { restore, type RestoreResult } from '../src/restore/index.js';
 import { registry } from '../src/resources/registry.js';
 import { alive, copyFixture, procIds } from './lib/restore-images.js';
+import { pyCounts } from './lib/restore-images.js';
 
 const full = registry.some((kind) => kind.stage === 'resume');
 
@@ -93,12 +94,11 @@ t.test('py-threads', async (t) => {
     const host = result.rootHostPid;
     const tids = readdirSync(`/proc/${host}/task`).map((tid) => procIds(Number(tid)).pid).sort();
     t.same(tids, [...result.tasks[0]!.threads].sort(), 'four threads with their original TIDs');
-    const counts = () => readFileSync('/tmp/crr-fixture/py-counts', 'utf8').trim().split(/\s+/).map(Number);
     await new Promise((r) => setTimeout(r, 600));
-    const first = counts();
+    const first = await pyCounts();
     t.ok(first.every((n) => n >= 29), `counts went on from 29 29 29: ${first.join(' ')}`);
     await new Promise((r) => setTimeout(r, 600));
-    const second = counts();
+    const second = await pyCounts();
     t.ok(second.every((n, i) => n > first[i]!), `counts keep growing: ${second.join(' ')}`);
   }
   await finish(t, result);

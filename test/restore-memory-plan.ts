@@ -21,9 +21,10 @@ import {
   vmasWithPages,
   type Vma,
 } from '../src/restore/remote-vma.js';
+import { SHARED } from './lib/shared-dir.js';
 
 const SCRATCH = 0x10000000n;
-const fixture = openCheckpoint('/work/shared/fixtures/criu-4.2/sleep');
+const fixture = openCheckpoint(SHARED + 'fixtures/criu-4.2/sleep');
 const image = fixture.mm(17288) as Record<string, unknown>;
 const vmas = (image['vmas'] as Array<Record<string, unknown>>).map(vmaOf);
 

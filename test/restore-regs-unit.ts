@@ -5,6 +5,7 @@ import { openCheckpoint } from '../src/images/index.js';
 import { finalRegs, xstateBuffer } from '../src/restore/remote-regs.js';
 import { kernelSigaction, signalOfIndex } from '../src/resources/sigact.js';
 import { capsetBytes } from '../src/resources/creds.js';
+import { SHARED } from './lib/shared-dir.js';
 
 const U64 = (1n << 64n) - 1n;
 const neg = (n: bigint) => (-n) & U64;
@@ -27,7 +28,7 @@ t.test('syscall restart fix-up', async (t) => {
 });
 
 t.test('sleep fixture: registers and xstate', async (t) => {
-  const core = openCheckpoint('/work/shared/fixtures/criu-4.2/sleep').core(17288) as Record<string, any>;
+  const core = openCheckpoint(SHARED + 'fixtures/criu-4.2/sleep').core(17288) as Record<string, any>;
   const regs = finalRegs(core.thread_info.gpregs);
   t.equal(regs.fs_base, 0x7f9356451740n, 'fs_base comes along (trap 8)');
   t.equal(regs.ip, 0x7f9356523503n);

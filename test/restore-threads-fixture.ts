@@ -4,23 +4,9 @@
 import t from 'tap';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { restore } from '../src/restore/index.js';
-import { alive, copyFixture } from './lib/restore-images.js';
+import { alive, copyFixture, pyCounts as counts } from './lib/restore-images.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** The three counters; the program rewrites the file in place, so a read can catch it half written. */
-async function counts(): Promise<number[]> {
-  for (let tries = 0; ; tries++) {
-    let text = '';
-    try {
-      text = readFileSync('/tmp/crr-fixture/py-counts', 'utf8');
-    } catch {
-      // not written yet
-    }
-    const n = text.trim().split(/\s+/).filter(Boolean).map(Number);
-    if (n.length === 3 || tries >= 50) return n;
-    await sleep(20);
-  }
-}
 
 t.test('py-threads: four threads with the original TIDs, counters keep growing', async (t) => {
   mkdirSync('/tmp/crr-fixture', { recursive: true });

@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { imageKindForFile, readImage, writeImage, type Entry } from '../../src/images/index.js';
+import { SHARED } from './shared-dir.js';
 
-export const fixturesDir = '/work/shared/fixtures/criu-4.2';
+export const fixturesDir = SHARED + 'fixtures/criu-4.2';
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 export interface TeardownHost {
@@ -85,5 +86,21 @@ export function alive(hostPid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The three counters; the program rewrites the file in place, so a read can catch it half written. */
+export async function pyCounts(): Promise<number[]> {
+  for (let tries = 0; ; tries++) {
+    let text = '';
+    try {
+      text = readFileSync('/tmp/crr-fixture/py-counts', 'utf8');
+    } catch {
+      // not written yet
+    }
+    const n = text.trim().split(/\s+/).filter(Boolean).map(Number);
+    if (n.length === 3 || tries >= 50) return n;
+    await sleep(20);
   }
 }
