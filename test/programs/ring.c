@@ -9,7 +9,8 @@
  * member, once it has passed 20 more messages (the ring still moves), writes RESULT_FILE.m<i> =
  * "PASS|FAIL <round> <received> [why]"; the root gathers all of them (20 s bound) and writes PASS
  * or the first failure. Nobody exits: the ring keeps going and can be dumped again; kill by PID.
- * Breaks: drop (member 7 skips one sequence number), dup (member 7 sends one message twice). */
+ * Breaks (applied once, at member 7's 10th message): drop (member 7 skips one sequence number),
+ * dup (member 7 sends one message twice). */
 #include "common.h"
 #include <poll.h>
 #include <sys/socket.h>
@@ -18,6 +19,7 @@
 #define MAX_MEMBERS 256
 #define TOKENS 64
 #define MORE_AFTER_CHECK 20
+#define DAMAGE_AT 10
 #define IN_FD 10
 #define OUT_FD 11
 static const char *const breaks[] = { "drop", "dup", NULL };
@@ -113,6 +115,8 @@ static void answer(void)
 	write_file_atomically(path, text);
 }
 
+static int damaged;
+
 static void damage(void)
 {
 	if (me != 7)
@@ -168,7 +172,6 @@ static void run(void)
 			round_no++;
 			answering = 1;
 			answer_at = received + MORE_AFTER_CHECK;
-			damage();
 			if (me == 0) {
 				for (int i = 1; i < members; i++)
 					kill(pids[i], SIGUSR1);
@@ -210,6 +213,12 @@ static void run(void)
 			continue;
 		}
 		pass_one();
+		/* A break damages the stream early and once, so member 8 has surely seen it by the time it
+		 * answers: it answers MORE_AFTER_CHECK messages after a check, all sent by member 7 later. */
+		if (received == DAMAGE_AT && !damaged) {
+			damage();
+			damaged = 1;
+		}
 		if (answering && received >= answer_at) {
 			answer();
 			answering = 0;
