@@ -66,6 +66,18 @@ static void become_sharing_child(int own_channel, pid_t parent) {
   serve_forever();
 }
 
+/* The fork answer: the child's PID, this helper's end of the child's channel, and its pidfd. */
+static bool answer_fork(msgpack_packer *pk, long child, int channel_fd, int pidfd) {
+  msgpack_pack_map(pk, 3);
+  pack_key(pk, "pid");
+  msgpack_pack_int64(pk, child);
+  pack_key(pk, "channelFd");
+  msgpack_pack_int(pk, channel_fd);
+  pack_key(pk, "pidfd");
+  msgpack_pack_int(pk, pidfd);
+  return true;
+}
+
 /* fork with CLONE_FILES: the child's channel end sits at its own high fd (distinct from this
  * helper's channel) before the clone, and this side never closes it afterwards. */
 static bool fork_sharing_files(struct clone_args *ca, msgpack_packer *pk, failure *f) {
@@ -90,14 +102,7 @@ static bool fork_sharing_files(struct clone_args *ca, msgpack_packer *pk, failur
     close(child_end);
     return fail(f, err, "clone3");
   }
-  msgpack_pack_map(pk, 3);
-  pack_key(pk, "pid");
-  msgpack_pack_int64(pk, child);
-  pack_key(pk, "channelFd");
-  msgpack_pack_int(pk, ends[0]);
-  pack_key(pk, "pidfd");
-  msgpack_pack_int(pk, child_pidfd);
-  return true;
+  return answer_fork(pk, child, ends[0], child_pidfd);
 }
 
 /* fork {pid?, flags?, setTid?, keepFds?} -> {pid, channelFd, pidfd}. `pid` is the PID wanted in
@@ -158,14 +163,7 @@ bool op_fork(const msgpack_object *req, msgpack_packer *pk, failure *f) {
     close(ends[0]);
     return fail(f, err, "clone3");
   }
-  msgpack_pack_map(pk, 3);
-  pack_key(pk, "pid");
-  msgpack_pack_int64(pk, child);
-  pack_key(pk, "channelFd");
-  msgpack_pack_int(pk, ends[0]);
-  pack_key(pk, "pidfd");
-  msgpack_pack_int(pk, child_pidfd);
-  return true;
+  return answer_fork(pk, child, ends[0], child_pidfd);
 }
 
 bool op_setsid(const msgpack_object *req, msgpack_packer *pk, failure *f) {
