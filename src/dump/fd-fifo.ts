@@ -3,9 +3,10 @@
 // that REG entry and whose pipe_id is the FIFO's inode. Queued bytes are saved once per FIFO in
 // fifo-data.img (a pipe_data_entry with the buffer size, then the bytes), read and put straight
 // back through /proc while the tree is frozen.
-import { closeSync, openSync, readdirSync, readSync, statSync, writeSync, constants as C, type Stats } from 'node:fs';
+import { closeSync, openSync, readdirSync, statSync, constants as C, type Stats } from 'node:fs';
 import type { OpenFiles, SameFileCheck } from './files.js';
 import { readProcLink } from './proc.js';
+import { drainNonblocking, writeAll } from './queue-io.js';
 import { regFileEntry } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 
@@ -95,22 +96,8 @@ export function peekFifo(pid: number, fd: number): Buffer {
   try {
     const wfd = openSync(path, C.O_WRONLY | C.O_NONBLOCK);
     try {
-      const chunks: Buffer[] = [];
-      for (;;) {
-        const buf = Buffer.alloc(65536);
-        let n = 0;
-        try {
-          n = readSync(rfd, buf, 0, buf.length, null);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
-          throw e;
-        }
-        if (n <= 0) break;
-        chunks.push(buf.subarray(0, n));
-      }
-      const data = Buffer.concat(chunks);
-      let done = 0;
-      while (done < data.length) done += writeSync(wfd, data, done, data.length - done);
+      const data = drainNonblocking(rfd);
+      writeAll(wfd, data);
       return data;
     } finally {
       closeSync(wfd);

@@ -2,8 +2,9 @@
 // One files.img entry per open file description: fds that share one (dup, inherited) get the
 // same id, confirmed with kcmp(KCMP_FILE) run by the caller. Anything not supported yet is an
 // error naming pid, fd and what it is, before anything is written.
-import { readdirSync, statSync, openSync, readSync, writeSync, closeSync, constants as C } from 'node:fs';
+import { readdirSync, statSync, openSync, closeSync, constants as C } from 'node:fs';
 import { CrrError } from '../errors.js';
+import { drainNonblocking, writeAll } from './queue-io.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
 import { regFileEntry, zeroFown, FD_TYPE, O_CLOEXEC } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
@@ -160,29 +161,16 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
 export function peekPipe(pid: number, fd: number): Buffer {
   const path = `/proc/${pid}/fd/${fd}`;
   const rfd = openSync(path, C.O_RDONLY | C.O_NONBLOCK);
-  const chunks: Buffer[] = [];
+  let data: Buffer;
   try {
-    for (;;) {
-      const buf = Buffer.alloc(65536);
-      let n = 0;
-      try {
-        n = readSync(rfd, buf, 0, buf.length, null);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
-        throw e;
-      }
-      if (n <= 0) break;
-      chunks.push(buf.subarray(0, n));
-    }
+    data = drainNonblocking(rfd);
   } finally {
     closeSync(rfd);
   }
-  const data = Buffer.concat(chunks);
   if (data.length) {
     const wfd = openSync(path, C.O_WRONLY | C.O_NONBLOCK);
     try {
-      let done = 0;
-      while (done < data.length) done += writeSync(wfd, data, done, data.length - done);
+      writeAll(wfd, data);
     } finally {
       closeSync(wfd);
     }
