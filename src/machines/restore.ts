@@ -81,7 +81,9 @@ const restoreSetup = setup({
   },
   actions: {
     beginStep: enqueueActions(({ context, enqueue }, params: { step: Step }) => {
-      const time = context.now();
+      // Steps tile the run: a step starts where the one before it ended, so the transition's own
+      // actions (spawning the task actors) count in the step they lead into.
+      const time = context.timings.steps.at(-1)?.end ?? context.now();
       context.timings.steps.push({ step: params.step, start: time });
       enqueue.emit({ type: 'step.start', step: params.step, time });
     }),

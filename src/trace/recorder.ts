@@ -126,6 +126,22 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
   const arrivedAt = new Map<string, number>();
   const timeOf = (sessionId: string) => arrivedAt.get(sessionId) ?? now();
 
+  // The restore machine's steps are drawn from its own step events, so the trace and the run's
+  // timings are the same figures; inspection only adds the final state it ends in.
+  let openStep: { step: string; start: number } | undefined;
+  let lastStepEnd: number | undefined;
+  const finishRestoreTrack = (track: ActorTrack, finalState: string, time: number) => {
+    const start = lastStepEnd ?? time;
+    const end = Math.max(start, time);
+    span(track.pid, track.tid, finalState, 'step', start, end, { state: finalState, machine: track.machine });
+    track.finished = true;
+    // The restore machine ending stops its task actors: their open states end with it.
+    for (const other of actors.values()) {
+      closeTop(other, end);
+      other.finished = true;
+    }
+  };
+
   const inspect = (event: InspectionEvent) => {
     if (event.type === '@xstate.event') {
       const sessionId = event.actorRef.sessionId;
@@ -138,8 +154,13 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
     const track = trackFor(event, snapshot);
     if (!track || track.finished) return;
     const [top, sub] = topAndSub(snapshot.value);
-    const open = track.open;
     const sessionId = event.actorRef.sessionId;
+    if (track.machine === 'restore') {
+      // Its final snapshot comes after the last step's end event; a microstep comes before it.
+      if (event.type === '@xstate.snapshot' && snapshot.status !== 'active') finishRestoreTrack(track, top, now());
+      return;
+    }
+    const open = track.open;
     if (!open || open.top !== top) {
       const time = timeOf(sessionId);
       closeTop(track, time);
@@ -155,14 +176,8 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
       }
     }
     if (snapshot.status !== undefined && snapshot.status !== 'active') {
-      const time = timeOf(sessionId);
-      closeTop(track, time);
+      closeTop(track, timeOf(sessionId));
       track.finished = true;
-      // The restore machine ending stops its task actors: their open states end with it.
-      if (track.tid === 0 && track.pid === ORCHESTRATOR_PID) for (const other of actors.values()) {
-        closeTop(other, time);
-        other.finished = true;
-      }
     }
   };
 
@@ -176,8 +191,14 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
 
   let tasksDone = 0;
   const onEvent = (e: { type: string; [key: string]: unknown }) => {
-    if (e.type === 'step.start') tasksDone = 0;
-    else if (e.type === 'task.stage') {
+    if (e.type === 'step.start') {
+      tasksDone = 0;
+      openStep = { step: String(e.step), start: Number(e.time) };
+    } else if (e.type === 'step.end' && openStep) {
+      lastStepEnd = Number(e.time);
+      span(ORCHESTRATOR_PID, 0, openStep.step, 'step', openStep.start, lastStepEnd, { state: openStep.step, machine: 'restore' });
+      openStep = undefined;
+    } else if (e.type === 'task.stage') {
       tasksDone += 1;
       events.push({ name: 'tasks finished this step', cat: 'progress', ph: 'C', pid: ORCHESTRATOR_PID, tid: 0, ts: Number(e.end) * 1000, args: { tasks: tasksDone } });
     }
