@@ -93,6 +93,7 @@ function finishRow(row, r) {
   if (r.walls?.length && !r.error) row.restore = summary(r.walls);
   if (r.steps?.length) row.steps = stepMedians(r.steps);
   if (r.incomplete) row.incomplete = r.incomplete;
+  if (r.cli) row.cli = r.cli; // the CLI with the environment as is, and node -e 0 (report.js cliNotes)
   if (row.restore && row.floor) {
     if (row.kind === 'memory') {
       row.memoryMbps = mbps(row.pagesBytes, row.restore.median);

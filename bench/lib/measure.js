@@ -2,7 +2,7 @@
 // through the library (in a fresh PID namespace each time, so runs need no free PIDs) or through
 // the CLI (node start-up included). Every restored tree is checked to be the workload itself
 // (comm, task and thread counts) before its time counts, then killed and reaped by PID.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -92,25 +92,55 @@ export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}
   return { walls, steps, incomplete };
 }
 
-/** `crr restore --pid-namespace` from a fresh node: spawn until its "restored" line. */
+/**
+ * `crr restore --pid-namespace` from a fresh node: spawn until its "restored" line. The figure
+ * (`walls`) is taken without NODE_EXTRA_CA_CERTS: when set (this VM sets it), Node 20 loads the
+ * CA bundle at every start (100-170 ms here) though crr never uses TLS. Each run also measures,
+ * interleaved so load swings hit all alike, the CLI with the environment as it is, and
+ * `node -e 0` both ways: how much of the CLI figure is node and the environment, not crr.
+ */
 export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120000, onRun) {
+  const bare = withoutExtraCaCerts(process.env);
+  const caCerts = process.env.NODE_EXTRA_CA_CERTS;
   const walls = [];
+  const cli = { extraCaCerts: caCerts ?? null, envAsIs: [], nodeBare: [], nodeEnvAsIs: [] };
   let incomplete;
   for (let i = 0; i < runs; i++) {
-    const r = await cliRestoreOnce(root, imagesDir, expect, timeoutMs);
-    if (r.error) return { error: r.error, walls };
+    const r = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, bare);
+    if (r.error) return { error: r.error, walls, cli };
     walls.push(r.wall);
     incomplete ??= r.incomplete;
     onRun?.(r.wall);
+    cli.nodeBare.push(nodeStart(bare));
+    if (caCerts === undefined) continue; // the environment is the bare one: nothing more to compare
+    const asIs = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, process.env);
+    if (asIs.error) return { error: `with NODE_EXTRA_CA_CERTS: ${asIs.error}`, walls, cli };
+    cli.envAsIs.push(asIs.wall);
+    cli.nodeEnvAsIs.push(nodeStart(process.env));
   }
-  return { walls, incomplete };
+  return { walls, incomplete, cli };
 }
 
-function cliRestoreOnce(root, imagesDir, expect, timeoutMs) {
+function withoutExtraCaCerts(env) {
+  const copy = { ...env };
+  delete copy.NODE_EXTRA_CA_CERTS;
+  return copy;
+}
+
+/** Wall time of `node -e 0`: the floor of any CLI figure, node start-up and exit. */
+function nodeStart(env) {
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, ['-e', '0'], { env, stdio: 'ignore' });
+  if (r.status !== 0) throw new Error(`node -e 0 exited ${r.status ?? r.signal}`);
+  return performance.now() - t0;
+}
+
+function cliRestoreOnce(root, imagesDir, expect, timeoutMs, env) {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const child = spawn(process.execPath, [join(root, 'bin/crr.js'), 'restore', '-D', imagesDir, '--pid-namespace'], {
       stdio: ['ignore', 'ignore', 'pipe'],
+      env,
     });
     let stderr = '';
     let outcome;

@@ -1,7 +1,7 @@
 // The bench report: each workload's crr figure beside its native floor as a ratio, and a
 // pass/miss per target of issue 8. Figures a restore cannot produce yet say "not measured" with
 // the reason; restores that returned but did not bring the workload back say "incomplete".
-import { ms, pad } from './stats.js';
+import { ms, pad, summary } from './stats.js';
 
 /** The targets, checked against rows by name (see issue 8, "Targets"). */
 export function evaluateTargets(rows) {
@@ -22,8 +22,37 @@ export function evaluateTargets(rows) {
   const lib1 = find('tree-1');
   if (lib1) out.push(target('tree-1 via library: < 20 ms', [lib1], () => lib1.restore.median < 20, () => ms(lib1.restore.median)));
   const cli1 = find('tree-1 cli');
-  if (cli1) out.push(target('tree-1 via CLI (node start-up included): < 150 ms', [cli1], () => cli1.restore.median < 150, () => ms(cli1.restore.median)));
+  if (cli1) {
+    // Judged without NODE_EXTRA_CA_CERTS (see cliNotes); the figure with it is printed beside.
+    const value = () => {
+      const c = cli1.cli;
+      if (!c?.envAsIs.length) return ms(cli1.restore.median);
+      return `${ms(cli1.restore.median)} without NODE_EXTRA_CA_CERTS, ${ms(medianOf(c.envAsIs))} with (node -e 0: ${ms(medianOf(c.nodeBare))}, ${ms(medianOf(c.nodeEnvAsIs))})`;
+    };
+    out.push(target('tree-1 via CLI (node start-up included): < 150 ms', [cli1], () => cli1.restore.median < 150, value));
+  }
   return out;
+}
+
+const medianOf = (samples) => (samples?.length ? summary(samples).median : undefined);
+
+/**
+ * What the CLI figure is made of: crr restore's wall time is measured without NODE_EXTRA_CA_CERTS
+ * (crr opens no TLS connection; the variable is this VM's, and Node 20 loads the CA bundle at
+ * start when it is set), beside the same restore with the environment as it is and `node -e 0`
+ * both ways, all from the same interleaved runs.
+ */
+export function cliNotes(row) {
+  const c = row.cli;
+  if (!c) return [];
+  const nodeBare = medianOf(c.nodeBare);
+  const lines = [];
+  if (c.extraCaCerts && c.envAsIs.length) {
+    const s = summary(c.envAsIs);
+    lines.push(`with NODE_EXTRA_CA_CERTS as this VM sets it: ${ms(s.median)} (${ms(s.min)}..${ms(s.max)}); node -e 0: ${ms(nodeBare)} without, ${ms(medianOf(c.nodeEnvAsIs))} with`);
+  } else lines.push(`node -e 0: ${ms(nodeBare)} (NODE_EXTRA_CA_CERTS not set)`);
+  if (row.restore && nodeBare !== undefined) lines.push(`crr beyond node -e 0: ${ms(row.restore.median - nodeBare)}; the target is judged without NODE_EXTRA_CA_CERTS (crr uses no TLS)`);
+  return lines;
 }
 
 /** A verdict only from real restores with a floor: an error or an incomplete restore says so. */
@@ -61,6 +90,7 @@ export function printReport(rows, targets, { quick, log = console.log } = {}) {
     if (r.memoryMbps !== undefined) log(`${' '.repeat(23)}restore ${r.memoryMbps.toFixed(0)} MB/s of pages (whole restore wall time)`);
     if (r.steps?.length) log(`${' '.repeat(23)}steps: ${r.steps.map(([s, v]) => `${s} ${ms(v)}`).join(', ')}`);
     if (r.note) log(`${' '.repeat(23)}${r.note}`);
+    for (const line of cliNotes(r)) log(`${' '.repeat(23)}${line}`);
   }
   log('');
   log(quick ? 'targets (quick mode: small sizes, shown for information only):' : 'targets:');
