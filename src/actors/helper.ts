@@ -174,9 +174,15 @@ export class HelperChannel extends EventEmitter {
       return Promise.reject(new NativeError({ code: 'E2BIG', errno: 7, syscall: op, pid: this.pid, detail }));
     }
     return new Promise<T>((resolve, reject) => {
+      // Timers run before I/O in each turn of the event loop: after a long synchronous stretch
+      // (decoding 1,000 tasks' images takes seconds) an answer that came in long ago still sits
+      // unread when the timer fires. setImmediate lets that poll phase read it first, so only a
+      // request still unanswered then times out.
       const timer = setTimeout(() => {
-        this.settle(id);
-        reject(new HelperTimeoutError(op, this.pid, timeoutMs));
+        setImmediate(() => {
+          if (!this.settle(id)) return;
+          reject(new HelperTimeoutError(op, this.pid, timeoutMs));
+        });
       }, timeoutMs);
       this.pending.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer });
       this.socket.write(packet);
