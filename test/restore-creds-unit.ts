@@ -1,0 +1,67 @@
+// Which threads skip their creds list: a thread whose image creds equal what it inherited at clone
+// time runs none. The comparison must say "different" for every field the list would change.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { plainCreds, sameCreds, statusCreds } from '../src/resources/creds.js';
+
+const STATUS = [
+  'Name:\tthreads',
+  'Uid:\t0\t0\t0\t0',
+  'Gid:\t0\t0\t0\t0',
+  'Groups:\t4 0 ',
+  'CapInh:\t0000000000000000',
+  'CapPrm:\t000001fffeffffff',
+  'CapEff:\t000001fffeffffff',
+  'CapBnd:\t000001fffeffffff',
+  'CapAmb:\t0000000000000000',
+  'NoNewPrivs:\t0',
+].join('\n');
+
+const rootImage = () => ({
+  uid: 0, gid: 0, euid: 0, egid: 0, suid: 0, sgid: 0, fsuid: 0, fsgid: 0,
+  cap_inh: [0, 0], cap_prm: [0xfeffffff, 0x1ff], cap_eff: [0xfeffffff, 0x1ff], cap_bnd: [0xfeffffff, 0x1ff], cap_amb: [0, 0],
+  secbits: 0, groups: [0, 4],
+});
+
+t.test('status parsing', async (t) => {
+  const have = statusCreds(STATUS, 0);
+  t.same(have.ids, [0, 0, 0, 0, 0, 0, 0, 0]);
+  t.same(have.groups, [0, 4], 'groups sorted');
+  t.same(have.caps, [0, 0, 0xfeffffff, 0x1ff, 0xfeffffff, 0x1ff, 0xfeffffff, 0x1ff, 0, 0]);
+  const mixed = statusCreds(STATUS.replace('Uid:\t0\t0\t0\t0', 'Uid:\t1\t2\t3\t4').replace('Gid:\t0\t0\t0\t0', 'Gid:\t5\t6\t7\t8'), 3);
+  t.same(mixed.ids, [1, 5, 2, 6, 3, 7, 4, 8], 'real/effective/saved/fs in image field order');
+  t.equal(mixed.secbits, 3);
+});
+
+t.test('equal creds skip, any difference runs the list', async (t) => {
+  const have = statusCreds(STATUS, 0);
+  t.ok(sameCreds(rootImage(), have), 'the same root creds');
+  t.ok(sameCreds({ ...rootImage(), groups: [4, 0] }, have), 'groups in another order');
+  const differs: Array<[string, Record<string, unknown>]> = [
+    ['uid', { uid: 1000 }], ['euid', { euid: 1000 }], ['suid', { suid: 1 }], ['fsuid', { fsuid: 1 }],
+    ['gid', { gid: 1000 }], ['egid', { egid: 1 }], ['sgid', { sgid: 1 }], ['fsgid', { fsgid: 1 }],
+    ['groups', { groups: [0] }], ['no groups', { groups: undefined }],
+    ['cap_eff', { cap_eff: [0, 0] }], ['cap_prm high word', { cap_prm: [0xfeffffff, 0xff] }], ['cap_inh', { cap_inh: [1, 0] }],
+    ['cap_bnd', { cap_bnd: [0xfeffffff, 0] }], ['cap_amb', { cap_amb: [1 << 12, 0] }], ['secbits', { secbits: 0x10 }],
+  ];
+  for (const [what, change] of differs) t.notOk(sameCreds({ ...rootImage(), ...change }, have), `${what} differs`);
+  const noBnd: Record<string, unknown> = rootImage();
+  delete noBnd['cap_bnd'];
+  t.ok(sameCreds(noBnd, statusCreds(STATUS.replace('CapBnd:\t000001fffeffffff', 'CapBnd:\t0000000000000fff'), 0)), 'no bounding set in the image: nothing dropped, any set will do');
+  t.notOk(sameCreds(rootImage(), statusCreds(STATUS, 1)), 'inherited securebits differ');
+});
+
+t.test('absent image fields mean 0, as addCreds uses them', async (t) => {
+  t.same(plainCreds({}).ids, [0, 0, 0, 0, 0, 0, 0, 0]);
+  t.same(plainCreds({}).caps, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  t.notOk(sameCreds({}, statusCreds(STATUS, 0)), 'no caps in the image: the list must clear them');
+});
+
+t.test("this process's own status parses", async (t) => {
+  const own = statusCreds(readFileSync('/proc/self/status', 'utf8'), 0);
+  t.equal(own.ids[0], process.getuid!(), 'uid');
+  t.equal(own.ids[1], process.getgid!(), 'gid');
+  // Node's getgroups() adds the egid to the supplementary groups /proc lists.
+  t.same(own.groups, [...new Set(process.getgroups!())].filter((g) => g !== process.getegid!() || own.groups.includes(g)).sort((a, b) => a - b), 'groups');
+  t.equal(own.caps.length, 10);
+});
