@@ -21,28 +21,77 @@ export interface RestorePlan {
 // Kinds are stored with whatever context type they were written for; planning never calls restore().
 type AnyKind = ResourceKind<any>;
 
-export function buildPlan(kinds: readonly AnyKind[], tasks: readonly TaskPlan[], source?: PlanSource): RestorePlan {
-  checkTree(tasks);
+/** What a kinds list always plans to (its stage order and lookups), computed once per list. */
+interface KindsOrder {
+  readonly stages: readonly StageOrder[];
+  readonly edges: readonly OrderEdge[];
+  /** Per stage, the kinds acting in it, in order. */
+  readonly kindsByStage: ReadonlyArray<{ readonly stage: Stage; readonly kinds: readonly AnyKind[] }>;
+}
+
+// Keyed by the kinds array: the registry is one frozen list, so every restore after the first
+// skips the topological sort (a list that fails to order is not cached and fails every time).
+const ordered = new WeakMap<readonly AnyKind[], KindsOrder>();
+
+function kindsOrder(kinds: readonly AnyKind[]): KindsOrder {
+  let order = ordered.get(kinds);
+  if (order) return order;
   const { stages, edges } = orderKinds(kinds);
   const byName = new Map(kinds.map((kind) => [kind.name, kind]));
+  const kindsByStage = stages.map(({ stage, resources }) => ({ stage, kinds: resources.map((name) => byName.get(name)!) }));
+  order = { stages, edges, kindsByStage };
+  ordered.set(kinds, order);
+  return order;
+}
+
+export function buildPlan(kinds: readonly AnyKind[], tasks: readonly TaskPlan[], source?: PlanSource): RestorePlan {
+  checkTree(tasks);
+  const { stages, edges, kindsByStage } = kindsOrder(kinds);
   const perTask = new Map<number, Map<Stage, string[]>>();
-  const descriptions = new Map<number, Array<{ resource: string; lines: string[] }>>();
   for (const task of tasks) {
     const stagesOfTask = new Map<Stage, string[]>();
-    const described: Array<{ resource: string; lines: string[] }> = [];
-    for (const { stage, resources } of stages) {
-      const acting = resources.filter((name) => byName.get(name)!.appliesTo?.(task) ?? true);
-      stagesOfTask.set(stage, acting);
-      for (const name of acting) {
-        const lines = byName.get(name)!.describe?.(task);
-        if (lines?.length) described.push({ resource: name, lines });
-      }
+    for (const { stage, kinds: acting } of kindsByStage) {
+      const names: string[] = [];
+      for (const kind of acting) if (kind.appliesTo?.(task) ?? true) names.push(kind.name);
+      stagesOfTask.set(stage, names);
     }
     perTask.set(task.pid, stagesOfTask);
-    descriptions.set(task.pid, described);
   }
   const sharedObjects = kinds.flatMap((kind) => kind.sharedObjects?.(tasks, source) ?? []);
-  return { tasks, stages, edges, sharedObjects, perTask, descriptions };
+  let descriptions: RestorePlan['descriptions'] | undefined;
+  return {
+    tasks,
+    stages,
+    edges,
+    sharedObjects,
+    perTask,
+    // Only renderings read these (crr plan, --dry-run): a restore never builds them.
+    get descriptions() {
+      return (descriptions ??= describeTasks(kindsByStage, tasks, perTask));
+    },
+  };
+}
+
+function describeTasks(
+  kindsByStage: KindsOrder['kindsByStage'],
+  tasks: readonly TaskPlan[],
+  perTask: ReadonlyMap<number, ReadonlyMap<Stage, readonly string[]>>,
+): RestorePlan['descriptions'] {
+  const descriptions = new Map<number, Array<{ resource: string; lines: readonly string[] }>>();
+  for (const task of tasks) {
+    const described: Array<{ resource: string; lines: readonly string[] }> = [];
+    const stagesOfTask = perTask.get(task.pid)!;
+    for (const { stage, kinds } of kindsByStage) {
+      const acting = stagesOfTask.get(stage)!;
+      for (const kind of kinds) {
+        if (!acting.includes(kind.name)) continue;
+        const lines = kind.describe?.(task);
+        if (lines?.length) described.push({ resource: kind.name, lines });
+      }
+    }
+    descriptions.set(task.pid, described);
+  }
+  return descriptions;
 }
 
 /** Fork order needs a tree: unique PIDs, every parent present, exactly one root (ppid 0 or outside). */

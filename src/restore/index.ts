@@ -11,9 +11,10 @@ import type { RestorePlan } from '../plan/plan.js';
 import { fdKinds, registry } from '../resources/registry.js';
 import type { ResourceKind, Span, TaskPlan } from '../resources/types.js';
 import { checkMachine, rlimitWarnings } from './checks.js';
-import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskRuntime } from './context.js';
+import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskImageSet, TaskRuntime } from './context.js';
 import { closeChannels, detachLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type RootExit } from './launcher.js';
-import { loadCheckpoint } from './load.js';
+import { decodeCheckpoint } from './load.js';
+import { openCheckpoint } from '../images/index.js';
 import type { createTraceRecorder } from '../trace/recorder.js';
 import type { HelperChannel } from '../actors/helper.js';
 
@@ -78,6 +79,9 @@ export interface RestoreResult {
   release(): Promise<void>;
 }
 
+/** fd types some kind restores (the registry's; fixed, so built once). */
+const supportedFdTypes: ReadonlySet<number> = new Set(fdKinds.keys());
+
 function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
   return {
     allowFileMismatch: options.allowFileMismatch ?? false,
@@ -105,30 +109,37 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   let session: RestoreSession | undefined;
   const warnings: string[] = [];
   let earlyLauncher: ReturnType<typeof prestartLauncher> | undefined;
+  // The launcher's set-up (subreaper, PID-namespace init, its /proc, time namespace: about ten
+  // round trips) runs while the images decode and the plan is built; the plan step awaits it.
+  let launcherSetup: Promise<void> | undefined;
   const env: RestoreEnvironment<RestoreCtx> = {
     registry: kinds,
     async loadTasks(signal) {
-      const loaded = await loadCheckpoint(options.imagesDir, { workersFrom: options.workersFrom ?? 0, signal });
-      session = {
-        checkpoint: loaded.checkpoint,
-        images: loaded.images,
-        runtimes: new Map(),
-        options: sessionOptions(options),
-      };
+      const checkpoint = openCheckpoint(options.imagesDir);
+      const images = new Map<number, TaskImageSet>();
+      const live: RestoreSession = { checkpoint, images, runtimes: new Map(), options: sessionOptions(options) };
+      session = live;
+      if (earlyLauncher) {
+        launcherSetup = startLauncher(live, tracer, earlyLauncher);
+        earlyLauncher = undefined;
+        launcherSetup.catch(() => undefined); // reported by the plan step, which awaits it
+        // One turn of the loop, so the set-up's first request is sent before decoding blocks it.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const loaded = await decodeCheckpoint(options.imagesDir, checkpoint, { workersFrom: options.workersFrom ?? 0, signal });
+      for (const [pid, set] of loaded.images) images.set(pid, set);
       return loaded.tasks;
     },
     planSource: () => session && { checkpoint: session.checkpoint, images: session.images },
     async checkPlan(plan) {
-      checkMachine(plan, session!, new Set(fdKinds.keys()));
+      checkMachine(plan, session!, supportedFdTypes);
       for (const warning of rlimitWarnings(session!)) {
         warnings.push(warning);
         options.onWarning?.(warning);
       }
       if (options.dryRun) return;
       for (const task of plan.tasks) session!.runtimes.set(task.pid, { pid: task.pid, preopened: new Map(), seized: false, zombie: false });
-      const early = earlyLauncher;
-      earlyLauncher = undefined;
-      await startLauncher(session!, tracer, early);
+      await (launcherSetup ?? startLauncher(session!, tracer));
     },
     contextFor(base) {
       const runtime = session!.runtimes.get(base.pid)!;
@@ -153,6 +164,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       };
     },
     async rollback() {
+      // A set-up still running would leave a launcher (or its init) behind the kill.
+      await launcherSetup?.catch(() => undefined);
       if (session) await killAll(session, tracer, [...session.runtimes.keys()]);
     },
   };

@@ -85,7 +85,11 @@ export interface LoadOptions {
 }
 
 export async function loadCheckpoint(imagesDir: string, options: LoadOptions = {}): Promise<Loaded> {
-  const checkpoint = openCheckpoint(imagesDir);
+  return decodeCheckpoint(imagesDir, openCheckpoint(imagesDir), options);
+}
+
+/** The decoding half of loadCheckpoint, for a caller that acts on the open checkpoint first. */
+export async function decodeCheckpoint(imagesDir: string, checkpoint: Checkpoint, options: LoadOptions = {}): Promise<Loaded> {
   const tasks = taskPlans(checkpoint);
   const workersFrom = options.workersFrom ?? 0;
   let images: Map<number, TaskImageSet>;
