@@ -22,6 +22,11 @@ export interface TaskControl {
   inject(tid: number, nr: number, args: Array<bigint | number>): Promise<bigint>;
   /** A list of syscalls run by the stub at `scratch` in the thread; results as rax values. */
   batch(tid: number, scratch: bigint, commands: BatchCommand[]): Promise<bigint[]>;
+  /**
+   * Every thread runs its own stub list at once (header at `header`, written there by the
+   * caller, results left in place). Optional: without it the dumper runs one batch per thread.
+   */
+  threadLists?(pid: number, scratch: bigint, lists: Array<{ tid: number; header: bigint }>): Promise<void>;
   readMemory(pid: number, iovs: Array<{ addr: bigint; len: number }>): Buffer;
   writeMemory(pid: number, addr: bigint, data: Uint8Array): void;
   /** Detaches, first setting `regs` when given. */

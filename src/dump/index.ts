@@ -12,7 +12,7 @@ import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { fifoData, fifoFds } from './fd-fifo.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
-import { probeProcess, probeThread, saveRegs } from './task.js';
+import { probeProcess, probeThreads, saveRegs } from './task.js';
 import { coreEntry, zombieCoreEntry } from './core.js';
 import { buildRuns, pagemapEntries, pagemapReader, readerInto, writePages, vmaIsDumped, PAGE_SIZE } from './pages.js';
 import { SharedMemory, shmemPagemapEntries } from './shmem.js';
@@ -196,8 +196,7 @@ async function dumpTask(
   if (fdinfo) locks.collect(pid, fdinfo.map((f) => ({ fd: Number(f.fd), id: Number(f.id) })), (fd) => readProc(pid, `fdinfo/${fd}`));
   const fs = fsEntry(pid, ids, status.umask);
 
-  const threads = [];
-  for (const tid of task.tids) threads.push(await probeThread(ctl, scratch, pid, tid, regs.get(tid)!));
+  const threads = await probeThreads(ctl, scratch, pid, task.tids, regs);
 
   // Pages: the zero page's PFN first (read the never-written probe page, then its pagemap word).
   const tScan = performance.now();
@@ -212,7 +211,7 @@ async function dumpTask(
   }
   const scanned = vmas.filter(vmaIsDumped).reduce((n, v) => n + Number((v.end - v.start) / BigInt(PAGE_SIZE)), 0);
   stats.memdump(performance.now() - tScan);
-  const unreadable = vmas.filter((v) => vmaIsDumped(v) && !((v.entry.prot as number) & 1) && runs.some((r) => r.vaddr >= v.start && r.vaddr < v.end));
+  const unreadable = vmas.filter((v) => vmaIsDumped(v) && !((v.entry.prot as number) & 1) && hasRunIn(runs, v.start, v.end));
   await setProt(scratch, pid, unreadable, true);
   const t0 = performance.now();
   const bytes = await writePages(out.rawPath(`pages-${pagesId}.img`), runs, { into: readerInto(pid) });
@@ -229,11 +228,23 @@ async function dumpTask(
   out.write(`fs-${pid}.img`, [fs]);
   const readFilter = ctl.seccompFilter?.bind(ctl) ?? (() => Promise.reject(new CrrError(`pid ${pid}: this task control cannot read seccomp filters`)));
   for (const [i, t] of threads.entries()) {
-    const sc = await seccomp.collect(t.tid, readFilter);
+    const sc = await seccomp.collect(t.tid, readFilter, t.status.seccomp);
     out.write(`core-${t.tid}.img`, [withSeccomp(coreEntry(t, i === 0 ? procState : undefined, status.seccomp), sc)]);
   }
   emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo?.length ?? 0 });
   return bytes;
+}
+
+/** Whether a run starts in [start, end): runs are sorted by address (binary search, not a scan per VMA). */
+function hasRunIn(runs: ReadonlyArray<{ vaddr: bigint }>, start: bigint, end: bigint): boolean {
+  let lo = 0;
+  let hi = runs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (runs[mid]!.vaddr < start) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < runs.length && runs[lo]!.vaddr < end;
 }
 
 /** Adds PROT_READ to VMAs whose pages must be read (and takes it away again afterwards). */

@@ -53,6 +53,11 @@ export class Scratch {
     return s;
   }
 
+  /** Where the data area ends (the probe page follows). */
+  get dataEnd(): number {
+    return ZERO_PROBE_OFFSET;
+  }
+
   /** Address of the never-written probe page (for the zero-page PFN). */
   get zeroProbe(): bigint {
     return this.base + BigInt(ZERO_PROBE_OFFSET);

@@ -41,9 +41,8 @@ export class SeccompFilters {
   /** Chain key (every filter from the oldest up to this one) -> entry index. */
   private readonly byChain = new Map<string, number>();
 
-  /** Reads the thread's mode and, in filter mode, its chain; returns what its core records. */
-  async collect(tid: number, read: FilterReader): Promise<ThreadSeccomp> {
-    const mode = seccompModeOf(tid);
+  /** Reads the thread's mode (unless given) and, in filter mode, its chain; returns what its core records. */
+  async collect(tid: number, read: FilterReader, mode = seccompModeOf(tid)): Promise<ThreadSeccomp> {
     if (mode !== SECCOMP_MODE_FILTER) return { mode };
     const chain: SeccompFilterRead[] = [];
     for (let index = 0; ; index++) {

@@ -51,6 +51,9 @@ export async function tracerControl(): Promise<TaskControl> {
       const r = await tracer.runBatch(tid, { scratch, commands, timeoutMs: 5000 });
       return r.results;
     },
+    threadLists: async (pid, scratch, lists) => {
+      await tracer.runThreadLists(pid, scratch, lists.map((l) => ({ ...l, fresh: false })), 5000 + lists.length);
+    },
     readMemory: (pid, iovs) => tracer.processVmReadv(pid, iovs),
     writeMemory: (pid, addr, data) => {
       tracer.processVmWrite(pid, addr, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
