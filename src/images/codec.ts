@@ -3,7 +3,6 @@
 // integers as bigint (exact), bytes as Uint8Array, enums as numbers, nested messages as
 // Entry, repeated fields as arrays, and only the fields present on the wire as own
 // properties, so decode -> encode gives back the same bytes.
-import $protobuf from 'protobufjs/minimal.js';
 import * as generated from './gen/images.js';
 import meta, { type FieldMeta } from './gen/meta.js';
 
@@ -23,12 +22,7 @@ interface LongLike {
   toString(): string;
 }
 
-interface LongStatic {
-  fromBits(low: number, high: number, unsigned: boolean): LongLike;
-}
-
 const LONG_TYPES = new Set(['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64']);
-const UNSIGNED_LONG = new Set(['uint64', 'fixed64']);
 // Unknown fields survive a round trip: protobufjs keeps them in $unknowns; an Entry
 // carries them in a non-enumerable property so they never show up as data.
 const UNKNOWNS = '$unknowns';
@@ -132,37 +126,61 @@ function fromWire(type: string, msg: Record<string, unknown>): Entry {
   return entry;
 }
 
-// protobufjs/minimal resolves long.js once; reuse its Long so the writer accepts it.
-const protobufLong = ($protobuf as unknown as { util: { Long: LongStatic } }).util.Long;
-
-function scalarToWire(field: FieldMeta, v: unknown): unknown {
-  if (LONG_TYPES.has(field.type)) {
-    if (typeof v === 'bigint' || typeof v === 'number' || typeof v === 'string') {
-      const unsigned = UNSIGNED_LONG.has(field.type);
-      let big = BigInt(v);
-      // Wrap into the field's 64-bit range the way a C cast would, so -1 fits a uint64.
-      big = unsigned ? BigInt.asUintN(64, big) : BigInt.asIntN(64, big);
-      return protobufLong.fromBits(Number(big & 0xffffffffn) | 0, Number(BigInt.asUintN(64, big) >> 32n) | 0, unsigned);
-    }
-    throw new Error(`${field.name}: expected an integer, got ${typeof v}`);
+/**
+ * A 64-bit Entry value as protobufjs's writer takes it: a safe-integer number as is (its
+ * LongBits.fromNumber gives the two's-complement bits), anything else as {low, high}, the
+ * field's 64 bits (a C cast: -1 fits a uint64). Cheaper than a Long built from a wrapped bigint.
+ */
+function longToWire(name: string, v: unknown): unknown {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
+  if (typeof v === 'bigint' || typeof v === 'number' || typeof v === 'string') {
+    const big = BigInt(v);
+    return { low: Number(big & 0xffffffffn) | 0, high: Number((big >> 32n) & 0xffffffffn) | 0 };
   }
-  return v;
+  throw new Error(`${name}: expected an integer, got ${typeof v}`);
+}
+
+interface FieldEncoder {
+  readonly name: string;
+  readonly repeated: boolean;
+  /** Undefined: the Entry value is the wire value. */
+  readonly convert: ((v: unknown) => unknown) | undefined;
+}
+
+// Per message type, how each field goes from Entry to wire, worked out once (as decoders):
+// dumping 10,000 threads encodes 10,000 cores.
+const encoders = new Map<string, readonly FieldEncoder[]>();
+
+function encoderOf(type: string): readonly FieldEncoder[] {
+  let fields = encoders.get(type);
+  if (fields) return fields;
+  fields = messageFields(type).map((field) => ({
+    name: field.name,
+    repeated: field.repeated,
+    convert:
+      field.kind === 'message'
+        ? (v: unknown) => toWire(field.type, v as Entry)
+        : LONG_TYPES.has(field.type)
+          ? (v: unknown) => longToWire(field.name, v)
+          : undefined,
+  }));
+  encoders.set(type, fields);
+  return fields;
 }
 
 function toWire(type: string, entry: Entry): Record<string, unknown> {
   const Cls = staticClass(type);
   const msg = new Cls();
-  for (const field of messageFields(type)) {
+  for (const field of encoderOf(type)) {
     if (!Object.hasOwn(entry, field.name)) continue;
     const raw = entry[field.name];
     if (raw === undefined) continue;
-    const one = (v: unknown): unknown =>
-      field.kind === 'message' ? toWire(field.type, v as Entry) : scalarToWire(field, v);
+    const convert = field.convert;
     if (field.repeated) {
       if (!Array.isArray(raw)) throw new Error(`${type}.${field.name}: expected an array`);
-      msg[field.name] = raw.map(one);
+      msg[field.name] = convert === undefined ? raw : raw.map(convert);
     } else {
-      msg[field.name] = one(raw);
+      msg[field.name] = convert === undefined ? raw : convert(raw);
     }
   }
   const unknowns = (entry as Record<string, unknown>)[UNKNOWNS];
