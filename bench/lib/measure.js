@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { killPids } from './procs.js';
 
 /** Load crr from dist/; a missing or broken build becomes a "not measured" reason, not a crash. */
@@ -103,7 +104,7 @@ export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120
   const bare = withoutExtraCaCerts(process.env);
   const caCerts = process.env.NODE_EXTRA_CA_CERTS;
   const walls = [];
-  const cli = { extraCaCerts: caCerts ?? null, envAsIs: [], nodeBare: [], nodeEnvAsIs: [] };
+  const cli = { extraCaCerts: caCerts ?? null, envAsIs: [], nodeBare: [], nodeEnvAsIs: [], importsBare: [] };
   let incomplete;
   for (let i = 0; i < runs; i++) {
     const r = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, bare);
@@ -112,6 +113,7 @@ export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120
     incomplete ??= r.incomplete;
     onRun?.(r.wall);
     cli.nodeBare.push(nodeStart(bare));
+    cli.importsBare.push(nodeStart(bare, restoreImports(root)));
     if (caCerts === undefined) continue; // the environment is the bare one: nothing more to compare
     const asIs = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, process.env);
     if (asIs.error) return { error: `with NODE_EXTRA_CA_CERTS: ${asIs.error}`, walls, cli };
@@ -127,11 +129,24 @@ function withoutExtraCaCerts(env) {
   return copy;
 }
 
-/** Wall time of `node -e 0`: the floor of any CLI figure, node start-up and exit. */
-function nodeStart(env) {
+/** What `crr restore` imports before it restores (bin/crr.js's flag included). */
+function restoreImports(root) {
+  const url = (path) => JSON.stringify(pathToFileURL(join(root, path)).href);
+  return [
+    "process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED = 'true';",
+    ...['dist/cli/main.js', 'dist/cli/commands/restore.js', 'dist/restore/launcher.js', 'dist/restore/index.js'].map((p) => `await import(${url(p)});`),
+  ].join(' ');
+}
+
+/**
+ * Wall time of `node -e 0` (the floor of any CLI figure: node start-up and exit), or of a node
+ * that only runs `script` (an ES module), such as the CLI's imports without the restore.
+ */
+function nodeStart(env, script = '0') {
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, ['-e', '0'], { env, stdio: 'ignore' });
-  if (r.status !== 0) throw new Error(`node -e 0 exited ${r.status ?? r.signal}`);
+  const args = script === '0' ? ['-e', '0'] : ['--input-type=module', '-e', script];
+  const r = spawnSync(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`node ${args.join(' ').slice(0, 60)} exited ${r.status ?? r.signal}: ${r.stderr.trim().split('\n').pop()}`);
   return performance.now() - t0;
 }
 
