@@ -3,7 +3,7 @@
 // and stub batches packed here. See docs/ARCHITECTURE.md ("The tracer thread and the remote-syscall stub") for what each call does.
 import { NativeError } from '../errors.js';
 import { native } from './native.js';
-import { packCommands, unpackResults, type StubCommand } from './stub.js';
+import { packCommands, STUB_MAX_COMMANDS, unpackResults, type StubCommand } from './stub.js';
 import type { RawRegs, RawRseqConfig, RawSeizeOptions, RawStop, RawTraceeInfo } from './tracer-binding.js';
 
 export type Regs = RawRegs;
@@ -77,6 +77,24 @@ export interface BatchResult {
   executed: number;
 }
 
+/**
+ * A list longer than the stub's command area (STUB_MAX_COMMANDS) run as consecutive lists, as
+ * one list would: results in order, stopping after the part where a command stopped the stub.
+ * (A dumper's kcmp batch against every task seen so far passes 4,096 beyond ~1,000 tasks.)
+ */
+async function runInParts(pid: number, batch: { scratch: bigint; commands: readonly StubCommand[]; timeoutMs?: number }): Promise<BatchResult> {
+  const results: bigint[] = [];
+  let executed = 0;
+  for (let at = 0; at < batch.commands.length; at += STUB_MAX_COMMANDS) {
+    const part = batch.commands.slice(at, at + STUB_MAX_COMMANDS);
+    const got = await tracer.runBatch(pid, { ...batch, commands: part });
+    results.push(...got.results);
+    executed += got.executed;
+    if (got.executed < part.length) break;
+  }
+  return { results, executed };
+}
+
 /** The tracer of this Node environment: every ptrace call goes through its one native thread. */
 export const tracer = {
   seize: (pid: number, options: SeizeOptions = {}) => call(pid, () => native.seize(pid, options)),
@@ -108,6 +126,7 @@ export const tracer = {
     pid: number,
     batch: { scratch: bigint; commands: readonly StubCommand[]; timeoutMs?: number },
   ): Promise<BatchResult> {
+    if (batch.commands.length > STUB_MAX_COMMANDS) return runInParts(pid, batch);
     const list = packCommands(batch.commands);
     const raw = await call(pid, () =>
       native.runBatch(pid, { scratch: batch.scratch, list, ...(batch.timeoutMs !== undefined ? { timeoutMs: batch.timeoutMs } : {}) }),
