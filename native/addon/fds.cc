@@ -1,12 +1,14 @@
 // fd-level calls of the addon: socketpairs for helper channels, pidfds (open, getfd, signal) and
 // fd passing with SCM_RIGHTS. Every function is synchronous, one syscall-level job, keeps no
-// state (safe from worker threads) and throws a JS Error carrying code, errno and syscall.
+// state (safe from worker threads) and throws a JS Error carrying code, errno and syscall; but
+// readAhead, which runs on a libuv worker so the disk reads ahead while the caller goes on.
 #include <napi.h>
 
 #include "throw-errno.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -175,6 +177,58 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// POSIX_FADV_WILLNEED over [offset, offset + length) in `step`-byte calls, off the main thread:
+// the kernel reads at most its read-ahead window per call (the rest of a larger range is
+// silently skipped), and a call blocks while the device queue is full, which is this thread's
+// job to wait out instead of the task that copies the pages.
+class ReadAheadWorker : public Napi::AsyncWorker {
+ public:
+  ReadAheadWorker(Napi::Env env, int fd, int64_t offset, int64_t length, int64_t step)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd),
+        offset_(offset), length_(length), step_(step) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    for (int64_t at = offset_, end = offset_ + length_; at < end; at += step_) {
+      int err = posix_fadvise(fd_, at, end - at < step_ ? end - at : step_, POSIX_FADV_WILLNEED);
+      if (err != 0) {
+        err_ = err;
+        return;
+      }
+    }
+  }
+  void OnOK() override {
+    if (err_ == 0) return deferred_.Resolve(Env().Undefined());
+    // ThrowErrno builds the same Error the synchronous calls throw; take it back as a value.
+    ThrowErrno(Env(), "posix_fadvise", err_);
+    Napi::Error error = Env().GetAndClearPendingException();
+    deferred_.Reject(error.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int fd_;
+  int64_t offset_, length_, step_;
+  int err_ = 0;
+};
+
+// readAhead(fd, offset, length, step) -> Promise<void>, settled when every call was made.
+Napi::Value ReadAhead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!IntArg(info, 0, "fd", &fd)) return env.Undefined();
+  for (size_t i = 1; i < 4; i++)
+    if (info.Length() <= i || !info[i].IsNumber()) return ThrowType(env, "offset, length and step must be numbers");
+  int64_t offset = info[1].As<Napi::Number>().Int64Value();
+  int64_t length = info[2].As<Napi::Number>().Int64Value();
+  int64_t step = info[3].As<Napi::Number>().Int64Value();
+  if (offset < 0 || length < 0 || step <= 0) return ThrowType(env, "offset and length must be >= 0, step > 0");
+  auto* worker = new ReadAheadWorker(env, fd, offset, length, step);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 }  // namespace
 
 void InitFds(Napi::Env env, Napi::Object exports) {
@@ -185,4 +239,5 @@ void InitFds(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdSendSignal", Napi::Function::New(env, PidfdSendSignal, "pidfdSendSignal"));
   exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
+  exports.Set("readAhead", Napi::Function::New(env, ReadAhead, "readAhead"));
 }

@@ -1,5 +1,5 @@
 // The typed surface of native/addon/fds.cc: fd-level calls that are safe from any thread.
-// Every function is synchronous; a failure throws an Error with `code` (errno name, e.g. 'EBADF'),
+// Every function is synchronous but readAhead; a failure throws an Error with `code` (errno name, e.g. 'EBADF'),
 // `errno` (number) and `syscall`; bad argument types throw a TypeError.
 
 /** The error every failing fds.cc call throws. */
@@ -32,4 +32,9 @@ export interface FdsBinding {
    * Throws EMSGSIZE (after closing what arrived) when more than `maxFds` fds came.
    */
   recvFds(sock: number, maxFds: number, maxBytes?: number, dontWait?: boolean): ReceivedFds;
+  /**
+   * POSIX_FADV_WILLNEED over [offset, offset + length) in `step`-byte calls on a libuv worker (the
+   * one asynchronous call here); rejects with the same Error shape as the others.
+   */
+  readAhead(fd: number, offset: number, length: number, step: number): Promise<void>;
 }

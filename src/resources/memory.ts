@@ -2,7 +2,8 @@
 // through the stub (docs/RESTORER.md). Teardown (every signal blocked but SIGTRAP, the helper's
 // rseq unregistered, every helper mapping but the scratch area unmapped, the vdso mapped back at
 // the image's [vvar] address), then every VMA with MAP_FIXED (writable at first where pages
-// go) with its madvise flags, preadv straight from pages-N.img, then the final protections.
+// go) with its madvise flags, preadv or UFFDIO_COPY straight from pages-N.img (read ahead from
+// this process for a large fill), then the final protections.
 // Acts after the barrier seized the task with the scratch area mapped.
 import { readFileSync } from 'node:fs';
 import { StageError } from '../errors.js';
@@ -29,6 +30,7 @@ import {
   type PageRun,
   type Vma,
 } from '../restore/remote-vma.js';
+import { startPrefetch } from '../restore/prefetch.js';
 import { addUffdAbandon, addUffdCopies, addUffdOpen, sourceLength, splitRuns, UFFD_MIN_VMA_BYTES, uffdVmas, vmasHoldingRuns } from '../restore/remote-uffd.js';
 import { mappedObjectKey } from './shmem.js';
 import type { ResourceKind } from './types.js';
@@ -80,6 +82,43 @@ async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, r
   return { calls: copied.calls + rest.calls, bytes: copied.bytes + rest.bytes };
 }
 
+/**
+ * Maps every VMA (after the teardown already in `batch`), fills the runs and puts the final
+ * protections back: one batch for a small task, map / fill / protect batches for an `own` fill.
+ */
+async function mapAndFill(
+  ctx: RestoreCtx,
+  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; own: boolean; start: number },
+): Promise<{ syscalls: number; bytes: number }> {
+  const { hostPid, batch, mapped, runs, pagesFd, own } = at;
+  const filled = vmasWithPages(mapped, runs);
+  for (const v of mapped) {
+    const fd = ctx.runtime.preopened.get(mappedObjectKey(v));
+    addMmap(batch, v, { writable: filled.has(v), ...(fd !== undefined ? { fd } : {}) });
+    addAdvice(batch, v);
+  }
+  let fill = batch;
+  if (own) {
+    await batch.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
+    ctx.record({ name: 'map', start: at.start, end: ctx.now(), syscalls: batch.size });
+    fill = new RemoteBatch(batch.scratch);
+  }
+  const fillStart = ctx.now();
+  const mode = defaultFill();
+  let reads: { calls: number; bytes: number };
+  if (own && mode === 'uffd') {
+    reads = await fillByCopy(ctx, hostPid, fill, runs, pagesFd, mapped);
+  } else reads = addFill(fill, runs, pagesFd, mode === 'populate' ? 'populate' : 'fault');
+  if (own) {
+    await fill.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 600_000 });
+    ctx.record({ name: 'fill', start: fillStart, end: ctx.now(), syscalls: fill.size, bytes: reads.bytes });
+  }
+  const last = own ? new RemoteBatch(batch.scratch) : fill;
+  for (const v of mapped) addFinalProtection(last, v, filled.has(v) && (v.prot & 2) === 0);
+  if (last.size > 0) await last.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
+  return { syscalls: batch.size + (own ? fill.size + last.size : 0), bytes: reads.bytes };
+}
+
 export const memory: ResourceKind<RestoreCtx> = {
   name: 'memory',
   stage: 'memory',
@@ -120,35 +159,20 @@ export const memory: ResourceKind<RestoreCtx> = {
     const mapped = vmas.filter((v) => !isKernelMade(v));
     const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
     const runs = presentRuns(pagemap.runs, mapped);
-    const filled = vmasWithPages(mapped, runs);
-    for (const v of mapped) {
-      const fd = ctx.runtime.preopened.get(mappedObjectKey(v));
-      addMmap(batch, v, { writable: filled.has(v), ...(fd !== undefined ? { fd } : {}) });
-      addAdvice(batch, v);
-    }
     // A large fill runs as its own batch so the trace shows the map and the fill apart; two
-    // more tracer round trips (about 50 us) are nothing beside 16 MiB of copying.
-    const pageBytes = runs.reduce((n, r) => n + Number(r.end - r.start), 0);
-    const own = pageBytes >= SEPARATE_FILL_BYTES;
-    let fill = batch;
-    if (own) {
-      await batch.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
-      ctx.record({ name: 'map', start, end: ctx.now(), syscalls: batch.size });
-      fill = new RemoteBatch(scratch);
+    // more tracer round trips (about 50 us) are nothing beside 16 MiB of copying. Its pages come
+    // off the disk from here while the task maps and copies (src/restore/prefetch.ts).
+    const own = runs.reduce((n, r) => n + Number(r.end - r.start), 0) >= SEPARATE_FILL_BYTES;
+    const prefetchStart = ctx.now();
+    const prefetch = own ? startPrefetch(ctx.checkpoint.path(pagemap.pagesFile), Number(sourceLength(runs)), { now: () => ctx.now() }) : undefined;
+    let done: { syscalls: number; bytes: number };
+    try {
+      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, own, start });
+    } finally {
+      const ahead = await prefetch?.stop();
+      // Ends when the last read-ahead call returned: how far ahead of the fill the disk ran.
+      if (ahead) ctx.record({ name: 'read ahead', start: prefetchStart, end: ahead.end, bytes: ahead.bytes });
     }
-    const fillStart = ctx.now();
-    const mode = defaultFill();
-    let reads: { calls: number; bytes: number };
-    if (own && mode === 'uffd') {
-      reads = await fillByCopy(ctx, hostPid, fill, runs, pagesFd, mapped);
-    } else reads = addFill(fill, runs, pagesFd, mode === 'populate' ? 'populate' : 'fault');
-    if (own) {
-      await fill.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 600_000 });
-      ctx.record({ name: 'fill', start: fillStart, end: ctx.now(), syscalls: fill.size, bytes: reads.bytes });
-    }
-    const last = own ? new RemoteBatch(scratch) : fill;
-    for (const v of mapped) addFinalProtection(last, v, filled.has(v) && (v.prot & 2) === 0);
-    if (last.size > 0) await last.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
-    ctx.record({ name: 'address space', start, end: ctx.now(), syscalls: batch.size + (own ? fill.size + last.size : 0), bytes: reads.bytes });
+    ctx.record({ name: 'address space', start, end: ctx.now(), ...done });
   },
 };

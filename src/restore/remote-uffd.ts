@@ -27,10 +27,6 @@ const UFFDIO_COPY_MODE_DONTWAKE = 1n;
 /** The copy unit: 2 MiB measured faster than 64 MiB (the source stays in cache). */
 export const UFFD_COPY_CHUNK = 2 << 20;
 const MADV_HUGEPAGE = 14n;
-const MADV_WILLNEED = 3;
-/** Read-ahead: windows of 64 MiB, kept up to 256 MiB ahead of the copy. */
-export const READ_AHEAD_WINDOW = 64n << 20n;
-const READ_AHEAD = 256n << 20n;
 const ENOSYS = 38;
 const EPERM = 1;
 const EINVAL = 22;
@@ -92,8 +88,11 @@ export function addUffdOpen(batch: RemoteBatch, pagesFd: number, length: bigint)
 }
 
 /**
- * Second batch: MADV_WILLNEED on windows of the source ahead of the copies, UFFDIO_API, register each VMA, UFFDIO_COPY every run in UFFD_COPY_CHUNK pieces
- * from the file mapping at `source`, unregister, close the userfaultfd, unmap the source.
+ * Second batch: UFFDIO_API, register each VMA, UFFDIO_COPY every run in UFFD_COPY_CHUNK pieces
+ * from the file mapping at `source`, unregister, close the userfaultfd, unmap the source. No
+ * read-ahead advice in here: the task's one thread would wait for each submission between copies
+ * (and a WILLNEED reads at most the device's read-ahead window, not the range it names); a cold
+ * source is read ahead from this process instead (src/restore/prefetch.ts).
  */
 export function addUffdCopies(
   batch: RemoteBatch,
@@ -107,18 +106,6 @@ export function addUffdCopies(
     batch.reserve(struct.length, 1);
     batch.call(SYS_IOCTL, [uffd, request, batch.put(struct)], { what });
   };
-  // Cold cache: the source is read ahead in windows that stay READ_AHEAD in front of the copies,
-  // so the disk and the copies overlap (free when warm). One MADV_WILLNEED over 4 GiB blocked
-  // until all of it was read: no overlap at all.
-  let advised = 0n;
-  const readAhead = (upTo: bigint) => {
-    const end = upTo < length ? upTo : length;
-    for (; advised < end; advised += READ_AHEAD_WINDOW) {
-      const len = length - advised < READ_AHEAD_WINDOW ? length - advised : READ_AHEAD_WINDOW;
-      batch.call(SYS.madvise, [source + advised, len, MADV_WILLNEED], { what: 'read the copy source ahead', tolerate: [EINVAL, ENOMEM] });
-    }
-  };
-  readAhead(READ_AHEAD);
   ioctl(UFFDIO_API, u64s([UFFD_API, 0n, 0n]), 'UFFDIO_API');
   for (const v of vmas) ioctl(UFFDIO_REGISTER, u64s([v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING, 0n]), `UFFDIO_REGISTER ${hex(v.start)}-${hex(v.end)}`);
   let calls = 0;
@@ -127,9 +114,7 @@ export function addUffdCopies(
   for (const r of runs) {
     for (let dst = r.start; dst < r.end; dst += chunk) {
       const len = r.end - dst < chunk ? r.end - dst : chunk;
-      const offset = BigInt(r.fileOffset) + (dst - r.start);
-      readAhead(offset + len + READ_AHEAD);
-      const src = source + offset;
+      const src = source + BigInt(r.fileOffset) + (dst - r.start);
       ioctl(UFFDIO_COPY, u64s([dst, src, len, UFFDIO_COPY_MODE_DONTWAKE, 0n]), `UFFDIO_COPY ${len} bytes to ${hex(dst)}`);
       calls++;
       bytes += Number(len);
