@@ -92,6 +92,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 // default) fails with EMSGSIZE, which would tear the whole channel down. Refuse it up front.
 const MAX_REQUEST_BYTES = 200_000;
 const SIGKILL = 9;
+const CLONE_NEWPID = 0x20000000;
 // Plain maps, no msgpackr records: the C side reads standard msgpack only. 'auto' keeps 64-bit
 // values (signal masks) exact as bigint and everything that fits as a number.
 const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true });
@@ -233,10 +234,13 @@ export class HelperChannel extends EventEmitter {
       pidInParent: made.pid,
       parent: this,
     });
+    // Its own PID needs no getpid round trip: without CLONE_NEWPID the child lives in this
+    // helper's PID namespace (its PID there is the one clone3 returned), with it it is that
+    // namespace's init. A child that died at start-up fails its first request instead.
+    child.pid = (args.flags ?? 0) & CLONE_NEWPID ? 1 : made.pid;
     this.children.add(child);
     try {
       await closing();
-      child.pid = (await child.getpid({ timeoutMs })).pid;
     } catch (error) {
       await child.destroy();
       throw error;

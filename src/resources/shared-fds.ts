@@ -126,18 +126,32 @@ export async function receive(ctx: RestoreCtx, wants: readonly Want[]): Promise<
   const avoid = new Set(wants.map((w) => w.fd));
   const [theirs, ours] = spareFds({ images: { ...ctx.images, fds: [...ctx.images.fds, ...[...avoid].map((fd) => ({ fd }) as FdinfoEntry)] } }, 2);
   await helper.request('socketpair', { type: SOCK_SEQPACKET | SOCK_CLOEXEC, fds: [theirs!, ours!] });
+  // The helper's copy of crr's end goes with the first message and its own end with the last, in
+  // the same batch as the recv_fds: one helper round trip per message after the socketpair.
+  const open = new Set([theirs!, ours!]);
   let sender = -1;
   try {
     sender = native.pidfdGetfd(helper.pidfd, ours!);
-    await helper.request('close', { fd: ours! });
     for (let at = 0; at < wants.length; at += FDS_PER_MESSAGE) {
       const part = wants.slice(at, at + FDS_PER_MESSAGE);
+      const last = at + FDS_PER_MESSAGE >= wants.length;
       native.sendFds(sender, offers.slice(at, at + FDS_PER_MESSAGE).map((o) => o.fd));
-      await helper.request('recv_fds', { sock: theirs!, fds: part.map((w) => w.fd), cloexec: part.map((w) => (w.cloexec ? 1 : 0)) });
+      const recv = { op: 'recv_fds', sock: theirs!, fds: part.map((w) => w.fd), cloexec: part.map((w) => (w.cloexec ? 1 : 0)) };
+      const closeOurs = open.has(ours!) ? [{ op: 'close', fd: ours! }] : [];
+      const closeTheirs = last ? [{ op: 'close', fd: theirs! }] : [];
+      try {
+        await helper.batch([...closeOurs, recv, ...closeTheirs]);
+      } catch (err) {
+        // Ops before the failed one ran: the copy of crr's end is closed if it came first.
+        if (closeOurs.length && ((err as { index?: number }).index ?? 0) > 0) open.delete(ours!);
+        throw err;
+      }
+      open.delete(ours!);
+      if (last) open.delete(theirs!);
     }
   } finally {
     if (sender >= 0) native.close(sender);
-    await helper.request('close', { fd: theirs! }).catch(() => undefined);
+    if (open.size) await helper.batch([...open].map((fd) => ({ op: 'close', fd }))).catch(() => undefined);
   }
   const perOffer = new Map<Offer, number>();
   for (const o of offers) perOffer.set(o, (perOffer.get(o) ?? 0) + 1);

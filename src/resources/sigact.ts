@@ -20,14 +20,13 @@ export function signalOfIndex(i: number): number {
 }
 
 /** struct kernel_sigaction for rt_sigaction: handler, flags, restorer, mask (64 bits). */
-export function kernelSigaction(entry: Record<string, unknown>): Buffer {
-  const buf = Buffer.alloc(32);
+export function kernelSigaction(entry: Record<string, unknown>, into = Buffer.alloc(32), at = 0): Buffer {
   const word = (name: string) => BigInt.asUintN(64, BigInt((entry[name] as bigint | number | undefined) ?? 0));
-  buf.writeBigUInt64LE(word('sigaction'), 0);
-  buf.writeBigUInt64LE(word('flags'), 8);
-  buf.writeBigUInt64LE(word('restorer'), 16);
-  buf.writeBigUInt64LE(word('mask'), 24);
-  return buf;
+  into.writeBigUInt64LE(word('sigaction'), at);
+  into.writeBigUInt64LE(word('flags'), at + 8);
+  into.writeBigUInt64LE(word('restorer'), at + 16);
+  into.writeBigUInt64LE(word('mask'), at + 24);
+  return into;
 }
 
 export const sigact: ResourceKind<RestoreCtx> = {
@@ -42,11 +41,14 @@ export const sigact: ResourceKind<RestoreCtx> = {
     const entries = (tc?.['sigactions'] as Array<Record<string, unknown>> | undefined) ?? [];
     if (entries.length === 0) return;
     const batch = new RemoteBatch(scratchOf(ctx));
-    entries.forEach((entry, i) => {
-      const sig = signalOfIndex(i);
-      if (sig > 64) return;
-      batch.reserve(32, 1);
-      batch.call(SYS.rt_sigaction, [sig, batch.put(kernelSigaction(entry)), 0, 8], { what: `set the action of signal ${sig}` });
+    // Every struct in one data block: one put per task, not one per signal (64 per task).
+    const signals = entries.map((_, i) => signalOfIndex(i)).filter((sig) => sig <= 64);
+    const block = Buffer.alloc(signals.length * 32);
+    signals.forEach((_, i) => kernelSigaction(entries[i]!, block, i * 32));
+    batch.reserve(block.length, signals.length);
+    const base = batch.put(block);
+    signals.forEach((sig, i) => {
+      batch.call(SYS.rt_sigaction, [sig, base + BigInt(i * 32), 0, 8], { what: `set the action of signal ${sig}` });
     });
     const start = ctx.now();
     await batch.run(ctx.tracer, hostPidOf(ctx), { pid: ctx.pid });
