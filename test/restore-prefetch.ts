@@ -28,6 +28,7 @@ t.test('the step is the backing device read-ahead window, within 128 KiB..16 MiB
   t.equal(asked[1], '/sys/class/bdi/259:300/read_ahead_kb');
   t.equal(readAheadStep(65024, sysfs('0')), 128 << 10, 'read-ahead off: the smallest window still goes');
   t.equal(readAheadStep(65024, sysfs('1048576')), 16 << 20, 'a huge window is capped');
+  t.equal(readAheadStep(65024, sysfs('4194304')), 16 << 20, 'a 4 GiB window (past 32-bit shifts) is capped too');
   t.equal(readAheadStep(65024, () => {
     throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
   }), 128 << 10, 'no bdi (tmpfs): the smallest window');

@@ -36,7 +36,7 @@ export function readAheadStep(dev: number, readSysfs: (path: string) => string =
   const minor = (d & 0xffn) | ((d >> 12n) & 0xffffff00n);
   try {
     const kib = Number.parseInt(readSysfs(`/sys/class/bdi/${major}:${minor}/read_ahead_kb`), 10);
-    return Number.isFinite(kib) ? Math.min(MAX_STEP, Math.max(MIN_STEP, kib << 10)) : MIN_STEP;
+    return Number.isFinite(kib) ? Math.min(MAX_STEP, Math.max(MIN_STEP, kib * 1024)) : MIN_STEP;
   } catch {
     return MIN_STEP; // no block device behind the file (tmpfs): the window is moot
   }
