@@ -1,11 +1,11 @@
 // Where a dump's images go: written into DIR/.crr-partial first and moved into DIR only when the
 // whole dump succeeded, inventory.img last, so a failed dump never leaves a directory that looks
 // like a complete checkpoint. Removing the partial directory is the failure path.
-import { mkdirSync, readdirSync, renameSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { join, basename } from 'node:path';
-import { CrrError } from '../errors.js';
+import { CrrError, ImageError } from '../errors.js';
 import { imageKindForFile } from '../images/schema.js';
-import { writeImage } from '../images/writer.js';
+import { encodeImage } from '../images/writer.js';
 import type { Entry } from './ids.js';
 
 export class DumpOutput {
@@ -32,7 +32,15 @@ export class DumpOutput {
     const kind = imageKindForFile(basename(name));
     if (!kind) throw new CrrError(`internal: no image kind for ${name}`);
     const items = entries.map((e) => ('entry' in e && typeof e.entry === 'object' && e.entry !== null ? (e as { entry: Entry; payload?: Uint8Array }) : { entry: e as Entry }));
-    writeImage(join(this.partial, name), kind, items);
+    // Encoded whole, then one write: a thread's core is one small file, and 10,000 threads made
+    // the per-part writes of an appending writer (head, length, message) count.
+    const bytes = encodeImage(kind, items);
+    const path = join(this.partial, name);
+    try {
+      writeFileSync(path, bytes, { mode: 0o600 });
+    } catch (err) {
+      throw new ImageError(path, 0, 'a writable image file', (err as NodeJS.ErrnoException).code);
+    }
     this.written.push(name);
   }
 

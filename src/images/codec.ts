@@ -5,6 +5,7 @@
 // properties, so decode -> encode gives back the same bytes.
 import * as generated from './gen/images.js';
 import meta, { type FieldMeta } from './gen/meta.js';
+import { decodePlain } from './wire-decode.js';
 
 export type Entry = Record<string, unknown>;
 export type { FieldMeta };
@@ -190,6 +191,11 @@ function toWire(type: string, entry: Entry): Record<string, unknown> {
 
 /** Decodes one protobuf message of `type`; throws a plain Error on malformed input. */
 export function decodeEntry(type: string, bytes: Uint8Array): Entry {
+  return decodePlain(type, bytes, messageFields) ?? decodeByProtobufjs(type, bytes);
+}
+
+/** decodeEntry through protobufjs alone (the reference the direct decoder is tested against). */
+export function decodeByProtobufjs(type: string, bytes: Uint8Array): Entry {
   const Cls = staticClass(type);
   let msg: Record<string, unknown>;
   try {
