@@ -7,9 +7,9 @@ import { NT_X86_XSTATE, type Tracer } from '../actors/tracer.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import { NativeError } from '../errors.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { finalRegs, xstateBuffer } from '../restore/remote-regs.js';
+import { finalRegs, packFinalRegs, xstateBuffer, xstateBuffers } from '../restore/remote-regs.js';
 import { errnoName, signed, SYS } from '../restore/remote-sys.js';
-import { packRegs, restoredThreads } from '../restore/remote-threads.js';
+import { restoredThreads } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import type { ResourceKind } from './types.js';
 
@@ -45,12 +45,12 @@ export async function setThreadsCpu(
   if (threads.length === 0) return;
   const cores = threads.map((t) => coreOf(t.tid));
   const infos = cores.map((core) => (core['thread_info'] as Record<string, unknown> | undefined) ?? {});
-  const regsBuf = Buffer.concat(infos.map((info) => packRegs(finalRegs((info['gpregs'] as Record<string, unknown> | undefined) ?? {}))));
+  const regsBuf = packFinalRegs(infos.map((info) => (info['gpregs'] as Record<string, unknown> | undefined) ?? {}));
   const withFpu = infos.every((info) => info['fpregs'] !== undefined);
   let xstate: Buffer | undefined;
   if (withFpu) {
     const template = await tracer.getRegset(threads[0]!.hostTid, NT_X86_XSTATE);
-    xstate = Buffer.concat(infos.map((info) => xstateBuffer(template, info['fpregs'] as Record<string, unknown>)));
+    xstate = xstateBuffers(template, infos.map((info) => info['fpregs'] as Record<string, unknown>));
   } else {
     for (let i = 0; i < threads.length; i++) if (infos[i]!['fpregs']) await setThreadCpu(tracer, threads[i]!.hostTid, cores[i]!);
   }

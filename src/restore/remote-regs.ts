@@ -17,6 +17,31 @@ export const GPREG_FIELDS = [
   'orig_ax', 'ip', 'cs', 'flags', 'sp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
 ] as const satisfies ReadonlyArray<keyof Regs>;
 
+const FIELD = Object.fromEntries(GPREG_FIELDS.map((f, i) => [f, i])) as Record<(typeof GPREG_FIELDS)[number], number>;
+
+/** A core image's gpregs as user_regs_struct words at `base` (a BigUint64Array wraps negatives). */
+function loadWords(gpregs: Record<string, unknown>, words: BigUint64Array, base: number): void {
+  for (let k = 0; k < GPREG_FIELDS.length; k++) {
+    const v = gpregs[GPREG_FIELDS[k]!];
+    words[base + k] = typeof v === 'bigint' ? v : BigInt((v as number | undefined) ?? 0);
+  }
+}
+
+/** The syscall-restart fix-up and orig_ax = -1 (see finalRegs), in place on the words at `base`. */
+function fixRestart(words: BigUint64Array, base: number): void {
+  const orig = words[base + FIELD.orig_ax]!;
+  if (orig !== U64) {
+    const ax = words[base + FIELD.ax]!;
+    if (ax === neg(ERESTARTSYS) || ax === neg(ERESTARTNOINTR) || ax === neg(ERESTARTNOHAND)) {
+      words[base + FIELD.ax] = orig;
+      words[base + FIELD.ip] = (words[base + FIELD.ip]! - 2n) & U64;
+    } else if (ax === neg(ERESTART_RESTARTBLOCK)) {
+      words[base + FIELD.ax] = neg(EINTR);
+    }
+  }
+  words[base + FIELD.orig_ax] = U64;
+}
+
 /**
  * The registers a thread resumes with. A thread dumped inside a syscall still shows -ERESTART* in
  * ax when the dumper did not fix it (CRIU and crr dump do): -512/-513/-514 re-run the syscall
@@ -24,19 +49,23 @@ export const GPREG_FIELDS = [
  * always -1 so neither the kernel's restart logic nor the helper's restart state touches them.
  */
 export function finalRegs(gpregs: Record<string, unknown>): Regs {
+  const words = new BigUint64Array(GPREG_FIELDS.length);
+  loadWords(gpregs, words, 0);
+  fixRestart(words, 0);
   const regs = {} as Regs;
-  for (const f of GPREG_FIELDS) regs[f] = BigInt.asUintN(64, BigInt((gpregs[f] as bigint | number | undefined) ?? 0));
-  if (regs.orig_ax !== U64) {
-    const ax = regs.ax;
-    if (ax === neg(ERESTARTSYS) || ax === neg(ERESTARTNOINTR) || ax === neg(ERESTARTNOHAND)) {
-      regs.ax = regs.orig_ax;
-      regs.ip = (regs.ip - 2n) & U64;
-    } else if (ax === neg(ERESTART_RESTARTBLOCK)) {
-      regs.ax = neg(EINTR);
-    }
-  }
-  regs.orig_ax = U64;
+  GPREG_FIELDS.forEach((f, k) => (regs[f] = words[k]!));
   return regs;
+}
+
+/** finalRegs of many threads, packed back to back as user_regs_struct (no object per thread). */
+export function packFinalRegs(gpregsOfThreads: ReadonlyArray<Record<string, unknown>>): Buffer {
+  const n = GPREG_FIELDS.length;
+  const words = new BigUint64Array(gpregsOfThreads.length * n);
+  gpregsOfThreads.forEach((gpregs, t) => {
+    loadWords(gpregs, words, t * n);
+    fixRestart(words, t * n);
+  });
+  return Buffer.from(words.buffer);
 }
 
 function writeWords(buf: Buffer, offset: number, words: unknown, width: 4 | 8, count: number): void {
@@ -88,6 +117,23 @@ export function bufferFeatures(current: Buffer): bigint {
  */
 export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): Buffer {
   const buf = Buffer.from(current);
+  fillXstate(buf, bufferFeatures(current), fpregs);
+  return buf;
+}
+
+/** xstateBuffer of many threads over one template, back to back in one buffer. */
+export function xstateBuffers(template: Buffer, fpregsOfThreads: ReadonlyArray<Record<string, unknown>>): Buffer {
+  const size = template.length;
+  const out = Buffer.allocUnsafe(size * fpregsOfThreads.length);
+  const supported = bufferFeatures(template);
+  fpregsOfThreads.forEach((fpregs, i) => {
+    out.set(template, i * size);
+    fillXstate(out.subarray(i * size, (i + 1) * size), supported, fpregs);
+  });
+  return out;
+}
+
+function fillXstate(buf: Buffer, supported: bigint, fpregs: Record<string, unknown>): void {
   const n = (name: string) => Number((fpregs[name] as number | bigint | undefined) ?? 0);
   buf.writeUInt16LE(n('cwd') & 0xffff, 0);
   buf.writeUInt16LE(n('swd') & 0xffff, 2);
@@ -100,8 +146,7 @@ export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): 
   buf.fill(0, 32, 416);
   writeWords(buf, 32, fpregs['st_space'], 4, 32);
   writeWords(buf, 160, fpregs['xmm_space'], 4, 64);
-  if (buf.length < 576) return buf;
-  const supported = bufferFeatures(current);
+  if (buf.length < 576) return;
   const xsave = fpregs['xsave'] as Record<string, unknown> | undefined;
   let bv = 3n; // x87 and SSE come from the legacy area
   if (xsave) {
@@ -116,5 +161,4 @@ export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): 
   }
   buf.writeBigUInt64LE(bv & supported, 512);
   buf.writeBigUInt64LE(0n, 520); // xcomp_bv: ptrace speaks the standard format
-  return buf;
 }
