@@ -4,7 +4,7 @@
 // fifo-data.img (a pipe_data_entry with the buffer size, then the bytes), read and put straight
 // back through /proc while the tree is frozen.
 import { closeSync, openSync, readdirSync, statSync, constants as C, type Stats } from 'node:fs';
-import type { OpenFiles, SameFileCheck } from './files.js';
+import type { OpenFiles, FileOrder } from './files.js';
 import { readProcLink } from './proc.js';
 import { drainNonblocking, writeAll } from './queue-io.js';
 import { regFileEntry } from './regfile.js';
@@ -67,10 +67,10 @@ export interface FifoFd {
 }
 
 /** One FIFO fd: its files.img entries (once per description) and its fdinfo entry. */
-export async function dumpFifoFd(f: FifoFd, ids: DumpIds, open: OpenFiles, same: SameFileCheck | undefined, pipeSize: number): Promise<Entry> {
+export async function dumpFifoFd(f: FifoFd, ids: DumpIds, open: OpenFiles, order: FileOrder | undefined, pipeSize: number): Promise<Entry> {
   const pipeId = Number(f.st.ino);
   const key = `fifo:${f.st.dev}:${pipeId}:${f.fileFlags}`;
-  const id = await open.idFor(key, f.pid, f.fd, same, (id) => {
+  const id = await open.idFor(key, f.pid, f.fd, order, (id) => {
     // CRIU generates the path's id after the FIFO's own and writes the REG entry first.
     const regfId = ids.newFileId();
     ids.addFile(regFileEntry(regfId, f.link, f.st, f.fileFlags, f.pos));

@@ -8,7 +8,7 @@
 import { constants as C, statSync, type Stats } from 'node:fs';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
-import type { OpenFiles, SameFileCheck } from './files.js';
+import type { OpenFiles, FileOrder } from './files.js';
 
 export const FD_TYPE_MEMFD = 18;
 const F_GET_SEALS = 1034;
@@ -97,12 +97,12 @@ export function memfdMappingId(pid: number, ids: DumpIds, mapFilesPath: string, 
   return inode.mapFileId;
 }
 
-/** One memfd fd of a task: its files.img description (shared ones found with `same`) and fdinfo entry. */
+/** One memfd fd of a task: its files.img description (shared ones found with `order`) and fdinfo entry. */
 export async function dumpMemfdFd(
   f: { pid: number; fd: number; link: string; fileFlags: number; fdflags: number; pos: bigint },
   ids: DumpIds,
   open: OpenFiles,
-  probe: { same?: SameFileCheck; seals?: (fd: number) => Promise<number> },
+  probe: { order?: FileOrder; seals?: (fd: number) => Promise<number> },
 ): Promise<Entry> {
   const path = `/proc/${f.pid}/fd/${f.fd}`;
   const st = statSync(path);
@@ -110,6 +110,6 @@ export async function dumpMemfdFd(
   const inode = memfdsOf(ids).note(f.pid, path, f.link, st, seals);
   inode.entry.seals = seals; // a mapping seen first could not ask for them
   const key = `memfd:${st.dev}:${st.ino}:${f.fileFlags}:${f.pos}`;
-  const id = await open.idFor(key, f.pid, f.fd, probe.same, (id) => ids.addFile(memfdFileEntry(id, f.fileFlags, f.pos, inode.inodeId)), ids);
+  const id = await open.idFor(key, f.pid, f.fd, probe.order, (id) => ids.addFile(memfdFileEntry(id, f.fileFlags, f.pos, inode.inodeId)), ids);
   return { id, flags: f.fdflags, type: FD_TYPE_MEMFD, fd: f.fd };
 }

@@ -7,7 +7,7 @@ import { CrrError } from '../errors.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
-import type { OpenFiles, SameFileCheck } from './files.js';
+import type { OpenFiles, FileOrder } from './files.js';
 
 const SOL_SOCKET = 1;
 const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36 } as const;
@@ -77,12 +77,12 @@ export async function dumpUnixFd(
   fdFlags: number,
   ids: DumpIds,
   open: OpenFiles,
-  same: SameFileCheck | undefined,
+  order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const s = stateOf(open);
   const d = s.diag.get(ino);
   if (!d) return undefined;
-  const id = await open.idFor(`unixsk:${ino}:${fileFlags}`, pid, fd, same, (id) => {
+  const id = await open.idFor(`unixsk:${ino}:${fileFlags}`, pid, fd, order, (id) => {
     const copy = grab(pid, fd, ino);
     try {
       ids.addFile({ type: FD_TYPE.UNIXSK, id, usk: unixEntry(id, d, s, fileFlags, socketOptions(copy)) });

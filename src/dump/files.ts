@@ -1,6 +1,6 @@
 // files.img + fdinfo-N.img + pipes-data.img: every fd of a task, described as CRIU describes it.
 // One files.img entry per open file description: fds that share one (dup, inherited) get the
-// same id, confirmed with kcmp(KCMP_FILE) run by the caller. Anything not supported yet is an
+// same id, found with kcmp(KCMP_FILE) run by the caller. Anything not supported yet is an
 // error naming pid, fd and what it is, before anything is written.
 import { readdirSync, statSync, openSync, closeSync, constants as C } from 'node:fs';
 import { CrrError } from '../errors.js';
@@ -16,6 +16,7 @@ import { timerfdDumper } from './fd-timerfd.js';
 import { dumpUnixFd } from './fd-unixsk.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
+import { KcmpSearch, KcmpSorted, runSearches } from './kcmp-order.js';
 
 /** Anon-inode fd kinds (issue 6), each in its own src/dump/fd-<kind>.ts. */
 const ANON_FD_DUMPERS: readonly AnonFdDumper[] = [eventfdDumper, signalfdDumper, timerfdDumper, eventpollDumper, inotifyDumper];
@@ -27,11 +28,13 @@ export class UnsupportedFdError extends CrrError {
   }
 }
 
-/** Answers whether two fds (possibly in different tasks) are one open file description. */
-export type SameFileCheck = (a: { pid: number; fd: number }, b: { pid: number; fd: number }) => Promise<boolean>;
+/**
+ * kcmp(a.pid, b.pid, KCMP_FILE, a.fd, b.fd) for each pair, in order (one remote batch): 0 one
+ * open file description, 1 a's is lower, 2 a's is higher.
+ */
+export type FileOrder = (pairs: Array<{ a: { pid: number; fd: number }; b: { pid: number; fd: number } }>) => Promise<number[]>;
 
 interface OpenFileSeen {
-  key: string;
   pid: number;
   fd: number;
   id: number;
@@ -42,19 +45,31 @@ const MEM_MAJOR = 1;
 
 /** Dump-wide table of open file descriptions, so tasks sharing one get one id. */
 export class OpenFiles {
-  private seen: OpenFileSeen[] = [];
+  /**
+   * Descriptions by what any two of one description agree on (kind, inode, flags, ...), each
+   * group in kcmp order: an fd is compared only with its group, a few batches whatever its size.
+   */
+  private groups = new Map<string, KcmpSorted<OpenFileSeen>>();
   /** Pipe inodes whose data is already in pipes-data.img. */
   readonly pipesWithData = new Set<number>();
   readonly pipeData: Array<{ entry: Entry; payload: Uint8Array }> = [];
 
-  async idFor(key: string, pid: number, fd: number, same: SameFileCheck | undefined, make: (id: number) => void, ids: DumpIds): Promise<number> {
-    for (const s of this.seen) {
-      if (s.key !== key) continue;
-      if (same ? await same({ pid: s.pid, fd: s.fd }, { pid, fd }) : s.pid !== pid) return s.id;
+  async idFor(key: string, pid: number, fd: number, order: FileOrder | undefined, make: (id: number) => void, ids: DumpIds): Promise<number> {
+    let group = this.groups.get(key);
+    if (!group) this.groups.set(key, (group = new KcmpSorted<OpenFileSeen>()));
+    const search = new KcmpSearch(group);
+    if (order) {
+      await runSearches([search], (pairs) => order(pairs.map((p) => ({ a: p.member, b: { pid, fd } }))), () => `pid ${pid} fd ${fd}`);
+      if (search.found) return search.found.id;
+    } else {
+      // Without kcmp (tests' stand-ins): another task's fd of the same kind is taken as shared.
+      const other = group.members.find((s) => s.pid !== pid);
+      if (other) return other.id;
     }
     const id = ids.newFileId();
     make(id);
-    this.seen.push({ key, pid, fd, id });
+    if (order) search.insert({ pid, fd, id });
+    else group.members.push({ pid, fd, id });
     return id;
   }
 }
@@ -79,7 +94,7 @@ export function listFds(pid: number): FdOfTask[] {
 
 /** What the dumper asks the task itself while collecting fds. */
 export interface FdProbe {
-  same?: SameFileCheck;
+  order?: FileOrder;
   /** F_GETPIPE_SZ of the task's fd. */
   pipeSize?: (fd: number) => Promise<number>;
   /** F_GET_SEALS of the task's fd (memfds). */
@@ -96,7 +111,7 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     const pipe = /^pipe:\[(\d+)\]$/.exec(link);
     if (pipe) {
       const pipeIno = Number(pipe[1]);
-      const id = await open.idFor(`pipe:${pipeIno}:${fileFlags}`, pid, fd, probe.same, (id) => {
+      const id = await open.idFor(`pipe:${pipeIno}:${fileFlags}`, pid, fd, probe.order, (id) => {
         ids.addFile({ type: FD_TYPE.PIPE, id, pipe: { id, pipe_id: pipeIno, flags: fileFlags, fown: zeroFown() } });
       }, ids);
       // Queued data is saved once per pipe, from an end open for reading (as CRIU does).
@@ -111,7 +126,7 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     }
     const sock = /^socket:\[(\d+)\]$/.exec(link);
     if (sock) {
-      const entry = await dumpUnixFd(pid, fd, Number(sock[1]), fileFlags, fdflags, ids, open, probe.same);
+      const entry = await dumpUnixFd(pid, fd, Number(sock[1]), fileFlags, fdflags, ids, open, probe.order);
       if (entry) {
         out.push(entry);
         continue;
@@ -121,7 +136,7 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     const anon = ANON_FD_DUMPERS.find((kind) => kind.matches(link));
     if (anon) {
       const text = readProc(pid, `fdinfo/${fd}`);
-      const id = await open.idFor(`anon:${link}`, pid, fd, probe.same, (id) => ids.addFile(anon.entry(id, fileFlags, text, { pid, fd })), ids);
+      const id = await open.idFor(`anon:${link}`, pid, fd, probe.order, (id) => ids.addFile(anon.entry(id, fileFlags, text, { pid, fd })), ids);
       out.push({ id, flags: fdflags, type: anon.type, fd });
       continue;
     }
@@ -139,14 +154,14 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     }
     if (kind === C.S_IFIFO) {
       const size = probe.pipeSize ? await probe.pipeSize(fd) : 65536;
-      out.push(await dumpFifoFd({ pid, fd, link, st, fileFlags, fdflags, pos: info.pos }, ids, open, probe.same, size));
+      out.push(await dumpFifoFd({ pid, fd, link, st, fileFlags, fdflags, pos: info.pos }, ids, open, probe.order, size));
       continue;
     }
     if (kind !== C.S_IFREG && kind !== C.S_IFDIR && kind !== C.S_IFCHR) {
       throw new UnsupportedFdError(pid, fd, `a ${kind === C.S_IFIFO ? 'FIFO' : 'special file'} (${link})`);
     }
     const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
-    const id = await open.idFor(key, pid, fd, probe.same, (id) => {
+    const id = await open.idFor(key, pid, fd, probe.order, (id) => {
       ids.addFile(regFileEntry(id, link, st, fileFlags, info.pos, kind === C.S_IFREG ? `/proc/${pid}/fd/${fd}` : undefined));
     }, ids);
     out.push({ id, flags: fdflags, type: FD_TYPE.REG, fd });

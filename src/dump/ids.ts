@@ -4,6 +4,7 @@
 // dumped task gets 2; namespaces are numbered in CRIU's order pid, net, ipc, uts, time, mnt,
 // user, cgroup as first seen, starting with the dumper's own.
 import { statSync } from 'node:fs';
+import { KcmpSearch, KcmpSorted, runSearches } from './kcmp-order.js';
 
 export type Entry = Record<string, unknown>;
 
@@ -28,13 +29,18 @@ export const TASK_OBJECTS = [
 ] as const;
 export type TaskObjectIds = { vm_id: number; files_id: number; fs_id: number; sighand_id: number };
 
-/** Answers kcmp(a, b, type) === 0: the two tasks share that object. */
-export type SharedCheck = (a: number, b: number, type: number) => Promise<boolean>;
+/**
+ * Answers kcmp(q.pid, task, q.type) for each query, in order, for the task being dumped (one
+ * remote batch): 0 the same object, 1 q's is lower, 2 q's is higher.
+ */
+export type ObjectOrder = (queries: Array<{ pid: number; type: number }>) => Promise<number[]>;
+
+type KnownObject = { pid: number; id: number };
 
 export class DumpIds {
   private nextFile = 1;
-  /** Per kind: the next id and the tasks that hold a known object (one representative each). */
-  private objects = new Map<string, { next: number; seen: Array<{ pid: number; id: number }> }>();
+  /** Per kind: the next id and the tasks that hold a known object (one each), in kcmp order. */
+  private objects = new Map<string, { next: number; known: KcmpSorted<KnownObject> }>();
   private nsIds = new Map<string, number>(); // "kind:inode" -> id
   private nextNs = 1;
   /** Mapped files by "dev:ino": one files.img entry per file, whoever maps it. */
@@ -53,37 +59,33 @@ export class DumpIds {
   /**
    * Ids of one task's vm, files, fs and sighand. Each kind is numbered on its own, like criu's
    * kcmp trees: a task sharing an object (CLONE_FILES, CLONE_FS, CLONE_VM, CLONE_SIGHAND
-   * without CLONE_THREAD) with an earlier task gets that task's id. `same` is absent for the
-   * dumper's own ids, which are always new.
+   * without CLONE_THREAD) with an earlier task gets that task's id. `order` is absent for the
+   * dumper's own ids, which are always new (and never compared with).
    */
-  async taskObjects(pid: number, same?: SharedCheck): Promise<TaskObjectIds & { shared: Set<keyof TaskObjectIds> }> {
+  async taskObjects(pid: number, order?: ObjectOrder): Promise<TaskObjectIds & { shared: Set<keyof TaskObjectIds> }> {
     const out = { shared: new Set<keyof TaskObjectIds>() } as TaskObjectIds & { shared: Set<keyof TaskObjectIds> };
-    for (const [field, type] of TASK_OBJECTS) {
+    const kinds = TASK_OBJECTS.map(([field, type]) => {
       let kind = this.objects.get(field);
-      if (!kind) this.objects.set(field, (kind = { next: 1, seen: [] }));
-      let id: number | undefined;
-      if (same) {
-        for (const s of kind.seen) {
-          if (await same(s.pid, pid, type)) {
-            id = s.id;
-            out.shared.add(field);
-            break;
-          }
-        }
-      }
-      if (id === undefined) {
-        id = kind.next++;
-        if (same) kind.seen.push({ pid, id });
-      }
-      out[field] = id;
+      if (!kind) this.objects.set(field, (kind = { next: 1, known: new KcmpSorted<KnownObject>() }));
+      return { field, type, kind, search: new KcmpSearch(kind.known) };
+    });
+    if (order) {
+      await runSearches(
+        kinds.map((k) => k.search),
+        (pairs) => order(pairs.map((p) => ({ pid: p.member.pid, type: kinds[p.search]!.type }))),
+        (i) => `pid ${pid}: ${kinds[i]!.field}`,
+      );
     }
-    return out;
-  }
-
-  /** Every (task, kcmp type) a new task must be compared with: one task per known object. */
-  representatives(): Array<{ pid: number; type: number }> {
-    const out: Array<{ pid: number; type: number }> = [];
-    for (const [field, type] of TASK_OBJECTS) for (const s of this.objects.get(field)?.seen ?? []) out.push({ pid: s.pid, type });
+    for (const { field, kind, search } of kinds) {
+      const found = order ? search.found : undefined;
+      if (found) {
+        out.shared.add(field);
+        out[field] = found.id;
+        continue;
+      }
+      out[field] = kind.next++;
+      if (order) search.insert({ pid, id: out[field] });
+    }
     return out;
   }
 

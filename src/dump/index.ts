@@ -4,7 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { CrrError } from '../errors.js';
-import { DumpIds, type Entry } from './ids.js';
+import { DumpIds, KCMP, type Entry } from './ids.js';
+import { kcmpCodes } from './kcmp-order.js';
 import { freezeTree, thaw, pstreeEntries, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
@@ -168,12 +169,11 @@ async function dumpTask(
 ): Promise<number> {
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
-  // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): one batch of
-  // kcmp calls in this task against one task per object already known.
-  const reps = ids.representatives();
-  const kcmp = await scratch.run(pid, reps.map((r) => ({ nr: NR.kcmp, args: [r.pid, pid, r.type, 0, 0, 0] })));
-  const sameAs = new Set(reps.filter((_, i) => kcmp[i] === 0n).map((r) => `${r.pid}:${r.type}`));
-  const { shared, ...objectIds } = await ids.taskObjects(pid, async (a, _b, type) => sameAs.has(`${a}:${type}`));
+  // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
+  // task against the known objects, a few batches whatever their number.
+  const { shared, ...objectIds } = await ids.taskObjects(pid, async (queries) =>
+    kcmpCodes(await scratch.run(pid, queries.map((q) => ({ nr: NR.kcmp, args: [q.pid, pid, q.type, 0, 0, 0] }))), pid),
+  );
   const taskIds = { ...objectIds, ...ids.namespaceIds(pid) };
 
   // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.
@@ -190,7 +190,7 @@ async function dumpTask(
     ? undefined
     : await collectFds(pid, ids, open, {
         pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
-        same: async (a, b) => (await ctl.inject(pid, NR.kcmp, [a.pid, b.pid, 0, a.fd, b.fd])) === 0n,
+        order: async (pairs) => kcmpCodes(await scratch.run(pid, pairs.map(({ a, b }) => ({ nr: NR.kcmp, args: [a.pid, b.pid, KCMP.FILE, a.fd, b.fd, 0] }))), pid),
         seals: async (fd) => Number(await ctl.inject(pid, NR.fcntl, [fd, GET_SEALS, 0])),
       });
   if (fdinfo) locks.collect(pid, fdinfo.map((f) => ({ fd: Number(f.fd), id: Number(f.id) })), (fd) => readProc(pid, `fdinfo/${fd}`));
