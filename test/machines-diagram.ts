@@ -73,7 +73,7 @@ t.test('describeMachine finds every state and the transitions of the definition'
   t.ok(restore.transitions.some((x) => x.source === 'restore.rollback' && x.target === 'restore.failed' && x.event === 'done: rollback'));
   const task = describeMachine(taskMachine);
   t.ok(task.transitions.some((x) => x.source === 'task.parked.ready' && x.target === 'task.memory' && x.event === 'advance'));
-  t.ok(task.transitions.some((x) => x.source === 'task.memory.running' && x.target === 'task.failed' && x.event === 'error: runStage'));
+  t.ok(task.transitions.some((x) => x.source === 'task.memory.running' && x.target === 'task.failed' && x.event === 'stage.failed'));
 });
 
 t.test('renderer: mermaid lists every state of both machines', async (t) => {

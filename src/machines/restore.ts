@@ -2,7 +2,8 @@
 // taskState -> barrier -> memory (+threads, finish) -> resume -> done; any failure or abort ->
 // rollback -> failed. It spawns one task actor per task and moves each into its next stage only
 // when the whole tree has finished the phase before (see schedule.ts for the rules). Loading,
-// planning and rollback are actors provided by src/machines/run.ts; this file is only the shape.
+// planning, rollback and each stage's work come from the `services` in its input (built per
+// restore by src/machines/run.ts): the machines themselves are built once per process.
 import { assign, createActor, enqueueActions, fromPromise, setup, type AnyActorRef } from 'xstate';
 import type { StageError } from '../errors.js';
 import type { Stage, TaskPlan } from '../resources/types.js';
@@ -10,7 +11,7 @@ import type { RestorePlan } from '../plan/plan.js';
 import { asStageError, cancelledError } from './errors.js';
 import { Schedule } from './schedule.js';
 import { PHASE_ORDER, RESTORE_STATE_DOCS, STAGE_DOCS, PHASES, UNLIMITED_PHASES, describeDoc, type Phase } from './stages.js';
-import { taskMachine, type TaskActorRef, type TaskReport } from './task.js';
+import { taskMachine, type StageRunner, type TaskActorRef, type TaskReport } from './task.js';
 
 export interface RestoreMachineInput {
   /** Most tasks running one stage at once (fork, namespaces, task-state, barrier, memory). */
@@ -18,8 +19,14 @@ export interface RestoreMachineInput {
   readonly now?: () => number;
   /** Stop after planning (crr restore --dry-run). */
   readonly dryRun?: boolean;
-  /** The task machine with its runStage provided (default: the bare taskMachine). */
-  readonly taskLogic?: typeof taskMachine;
+  readonly services: RestoreServices;
+}
+
+/** What only the caller can do, per restore; the task actors get the StageRunner part. */
+export interface RestoreServices extends StageRunner {
+  loadTasks(): Promise<readonly TaskPlan[]>;
+  makePlan(tasks: readonly TaskPlan[]): Promise<RestorePlan>;
+  rollback(started: readonly number[]): Promise<void>;
 }
 
 export type Step = Phase | 'load' | 'plan' | 'rollback';
@@ -31,7 +38,7 @@ export interface RestoreContext {
   readonly concurrency: number;
   readonly now: () => number;
   readonly dryRun: boolean;
-  readonly taskLogic: typeof taskMachine;
+  readonly services: RestoreServices;
   tasks: readonly TaskPlan[];
   plan?: RestorePlan;
   /**
@@ -63,17 +70,12 @@ export interface RestoreOutput {
   readonly rollbackError?: StageError;
 }
 
-const unprovided = (name: string) => async () => {
-  throw new Error(`${name} is not provided`);
-};
-
 const restoreSetup = setup({
   types: {} as { context: RestoreContext; input: RestoreMachineInput; events: RestoreEvent; emitted: RestoreEmitted; output: RestoreOutput },
   actors: {
-    task: taskMachine,
-    loadTasks: fromPromise<readonly TaskPlan[]>(unprovided('loadTasks')),
-    makePlan: fromPromise<RestorePlan, { tasks: readonly TaskPlan[] }>(unprovided('makePlan')),
-    rollback: fromPromise<void, { started: readonly number[] }>(unprovided('rollback')),
+    loadTasks: fromPromise<readonly TaskPlan[], RestoreServices>(({ input }) => input.loadTasks()),
+    makePlan: fromPromise<RestorePlan, { services: RestoreServices; tasks: readonly TaskPlan[] }>(({ input }) => input.services.makePlan(input.tasks)),
+    rollback: fromPromise<void, { services: RestoreServices; started: readonly number[] }>(({ input }) => input.services.rollback(input.started)),
   },
   guards: {
     dryRun: ({ context }) => context.dryRun,
@@ -104,8 +106,8 @@ const restoreSetup = setup({
       refs: ({ context, self }) =>
         Object.fromEntries(
           context.tasks.map((task) => {
-            const input = { task, plan: context.plan! };
-            const ref = createActor(context.taskLogic, { id: `task-${task.pid}`, parent: self as AnyActorRef, input });
+            const input = { task, plan: context.plan!, runner: context.services };
+            const ref = createActor(taskMachine, { id: `task-${task.pid}`, parent: self as AnyActorRef, input });
             return [task.pid, ref.start()];
           }),
         ),
@@ -174,7 +176,7 @@ export const restoreMachine = restoreSetup.createMachine({
     concurrency: input.concurrency ?? 16,
     now: input.now ?? (() => performance.now()),
     dryRun: input.dryRun ?? false,
-    taskLogic: input.taskLogic ?? taskMachine,
+    services: input.services,
     tasks: [],
     schedule: new Schedule([]),
     refs: {},
@@ -189,6 +191,7 @@ export const restoreMachine = restoreSetup.createMachine({
       on: toRollback,
       invoke: {
         src: 'loadTasks',
+        input: ({ context }) => context.services,
         onDone: { target: 'plan', actions: { type: 'storeTasks', params: ({ event }) => ({ tasks: event.output }) } },
         onError: { target: 'rollback', actions: { type: 'fail', params: ({ event }) => ({ step: 'load', error: event.error }) } },
       },
@@ -199,7 +202,7 @@ export const restoreMachine = restoreSetup.createMachine({
       on: toRollback,
       invoke: {
         src: 'makePlan',
-        input: ({ context }) => ({ tasks: context.tasks }),
+        input: ({ context }) => ({ services: context.services, tasks: context.tasks }),
         onDone: [
           { guard: 'dryRun', target: 'planned', actions: { type: 'storePlan', params: ({ event }) => ({ plan: event.output }) } },
           { target: 'fork', actions: [{ type: 'storePlan', params: ({ event }) => ({ plan: event.output }) }, 'spawnTasks'] },
@@ -216,7 +219,7 @@ export const restoreMachine = restoreSetup.createMachine({
       exit: { type: 'endStep', params: { step: 'rollback' } },
       invoke: {
         src: 'rollback',
-        input: ({ context }) => ({ started: context.started }),
+        input: ({ context }) => ({ services: context.services, started: context.started }),
         onDone: 'failed',
         onError: { target: 'failed', actions: { type: 'noteRollbackError', params: ({ event }) => ({ error: event.error }) } },
       },

@@ -2,14 +2,16 @@
 // things only the real restore can do (load the checkpoint, build each resource's context, kill
 // and reap what was started). Tests pass fakes; src/restore/ passes the real ones. Resolves with
 // the plan, tasks and timings; rejects with the StageError after rollback has finished.
-import { createActor, fromPromise, type InspectionEvent, type Observer } from 'xstate';
+// The machines are never re-provided here (that rebuilt both, ~3 ms per restore): the per-run
+// part goes in as the machine's `services` input.
+import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { StageError } from '../errors.js';
 import { buildPlan, type RestorePlan } from '../plan/plan.js';
 import type { BaseTaskContext, PlanSource, ResourceKind, Span, TaskPlan } from '../resources/types.js';
 import { asStageError, cancelledError } from './errors.js';
-import { restoreMachine, type RestoreEmitted, type RestoreOutput } from './restore.js';
+import { restoreMachine, type RestoreEmitted, type RestoreOutput, type RestoreServices } from './restore.js';
 import { SharedObjects } from './shared.js';
-import { taskMachine, type StageRun, type StageRunInput } from './task.js';
+import type { StageRun, StageRunInput } from './task.js';
 
 export interface RestoreEnvironment<Ctx extends BaseTaskContext = BaseTaskContext> {
   readonly registry: readonly ResourceKind<Ctx>[];
@@ -57,7 +59,7 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
   // A stage's work ends with the restore's own signal: a task actor is only stopped mid-stage by
   // rollback, which aborts that signal too. (AbortSignal.any per task per stage cost about 1 s
   // of CPU per 1,000 tasks in allocation and weak references.)
-  const runStage = fromPromise<StageRun, StageRunInput>(({ input }) =>
+  const runStage = (input: StageRunInput): Promise<StageRun> =>
     track(
       (async () => {
         const { task, plan, stage } = input;
@@ -78,40 +80,37 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
         }
         return { stage, start, end: now() };
       })(),
-    ),
-  );
+    );
 
-  const taskLogic = taskMachine.provide({ actors: { runStage } });
-  const machine = restoreMachine.provide({
-    actors: {
-      task: taskLogic,
-      loadTasks: fromPromise(() => env.loadTasks(internal.signal)),
-      makePlan: fromPromise(async ({ input }: { input: { tasks: readonly TaskPlan[] } }) => {
-        const plan = buildPlan(env.registry, input.tasks, env.planSource?.());
-        await env.checkPlan?.(plan, internal.signal);
-        return plan;
-      }),
-      rollback: fromPromise(async ({ input }: { input: { started: readonly number[] } }) => {
-        internal.abort();
-        // Kill only once in-flight work settled (a fork still running would escape the kill). A
-        // resource stuck in a blocking call may need the kill to return, so after the bound
-        // kill anyway, then kill again once it settles.
-        const settled = Promise.allSettled([...inflight]).then(() => true);
-        let timer: NodeJS.Timeout | undefined;
-        const bound = new Promise<false>((resolve) => (timer = setTimeout(resolve, options.settleTimeoutMs ?? 5000, false)));
-        const settledInTime = await Promise.race([settled, bound]);
-        clearTimeout(timer);
-        await env.rollback(input.started);
-        if (!settledInTime) {
-          await settled;
-          await env.rollback(input.started);
-        }
-      }),
+  const services: RestoreServices = {
+    now,
+    runStage,
+    loadTasks: () => env.loadTasks(internal.signal),
+    makePlan: async (tasks: readonly TaskPlan[]) => {
+      const plan = buildPlan(env.registry, tasks, env.planSource?.());
+      await env.checkPlan?.(plan, internal.signal);
+      return plan;
     },
-  });
+    rollback: async (started: readonly number[]) => {
+      internal.abort();
+      // Kill only once in-flight work settled (a fork still running would escape the kill). A
+      // resource stuck in a blocking call may need the kill to return, so after the bound
+      // kill anyway, then kill again once it settles.
+      const settled = Promise.allSettled([...inflight]).then(() => true);
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<false>((resolve) => (timer = setTimeout(resolve, options.settleTimeoutMs ?? 5000, false)));
+      const settledInTime = await Promise.race([settled, bound]);
+      clearTimeout(timer);
+      await env.rollback(started);
+      if (!settledInTime) {
+        await settled;
+        await env.rollback(started);
+      }
+    },
+  };
 
-  const actor = createActor(machine, {
-    input: { concurrency: options.concurrency, now, dryRun: options.dryRun, taskLogic },
+  const actor = createActor(restoreMachine, {
+    input: { concurrency: options.concurrency, now, dryRun: options.dryRun, services },
     inspect: options.inspect,
   });
   if (options.onEvent) actor.on('*', options.onEvent);

@@ -2,25 +2,19 @@
 // (idle -> forked -> namespaces -> sharedFds -> taskState -> parked -> memory -> threads ->
 // finished -> resumed; any error -> failed). It enters a stage only when its parent (the restore
 // machine) sends `advance` for exactly that stage, runs the stage's resources through the
-// `runStage` actor (provided by src/machines/run.ts) and reports `task.done` or `task.failed`.
-import { assign, fromPromise, sendParent, setup, type ActorRefFrom } from 'xstate';
+// runner it was given (src/machines/run.ts builds it per restore) and reports `task.done` or
+// `task.failed`. The machine is built once per process: everything per-restore arrives in input.
+import { assign, sendParent, setup, type ActorRefFrom } from 'xstate';
 import type { StageError } from '../errors.js';
 import { STAGES, type Stage, type TaskPlan } from '../resources/types.js';
 import type { RestorePlan } from '../plan/plan.js';
 import { asStageError } from './errors.js';
 import { STAGE_DOCS, TASK_STATE_DOCS, TASK_STATE_OF, describeDoc } from './stages.js';
 
-export interface TaskMachineInput {
+/** What the runner gets and returns: start/end on the restore's clock. */
+export interface StageRunInput {
   readonly task: TaskPlan;
   readonly plan: RestorePlan;
-}
-
-export interface TaskMachineContext extends TaskMachineInput {
-  error?: StageError;
-}
-
-/** What runStage gets and returns: start/end on the restore's clock. */
-export interface StageRunInput extends TaskMachineInput {
   readonly stage: Stage;
 }
 export interface StageRun {
@@ -29,24 +23,56 @@ export interface StageRun {
   readonly end: number;
 }
 
+/** The per-restore part of a task actor: runs a stage's resources, and the restore's clock. */
+export interface StageRunner {
+  runStage(input: StageRunInput): Promise<StageRun>;
+  now(): number;
+}
+
+export interface TaskMachineInput {
+  readonly task: TaskPlan;
+  readonly plan: RestorePlan;
+  readonly runner: StageRunner;
+}
+
+export interface TaskMachineContext extends TaskMachineInput {
+  error?: StageError;
+}
+
 /** Restore machine -> task: enter this stage (it must be the task's next one). */
 export type TaskCommand = { type: 'advance'; stage: Stage };
+/** The task's own stage work -> the task (sent by the promise the stage's entry started). */
+export type StageOutcome = { type: 'stage.done'; run: StageRun } | { type: 'stage.failed'; stage: Stage; error: unknown };
 /** Task -> restore machine. */
 export type TaskReport =
   | { type: 'task.done'; pid: number; stage: Stage; start: number; end: number }
   | { type: 'task.failed'; pid: number; error: StageError };
 
-const notProvided = fromPromise<StageRun, StageRunInput>(async ({ input }) => {
-  throw new Error(`runStage is not provided (task ${input.task.pid}, stage ${input.stage})`);
-});
+/** The plan's resources for this task in this stage: none means the stage is done on entry. */
+const hasWork = (context: TaskMachineContext, stage: Stage) => (context.plan.perTask.get(context.task.pid)?.get(stage)?.length ?? 0) > 0;
+const isAdvance = (event: TaskCommand | StageOutcome, stage: Stage) => event.type === 'advance' && event.stage === stage;
 
 const taskSetup = setup({
-  types: {} as { context: TaskMachineContext; input: TaskMachineInput; events: TaskCommand },
-  actors: { runStage: notProvided },
+  types: {} as { context: TaskMachineContext; input: TaskMachineInput; events: TaskCommand | StageOutcome },
   guards: {
-    isStage: ({ event }, params: { stage: Stage }) => event.stage === params.stage,
+    /** `advance` into this stage, which the plan gives this task resources in. */
+    withWork: ({ context, event }, params: { stage: Stage }) => isAdvance(event, params.stage) && hasWork(context, params.stage),
+    /** `advance` into this stage, with no resource of this task in it. */
+    nothingToDo: ({ context, event }, params: { stage: Stage }) => isAdvance(event, params.stage) && !hasWork(context, params.stage),
   },
   actions: {
+    /**
+     * Start the stage's resources from the entry action rather than an invoked promise actor: a
+     * child actor per task per stage (its snapshot, abort controller, start and stop) was most of
+     * the machines' CPU per task. A task actor stopped by rollback ignores the late outcome; the
+     * runner's own bookkeeping lets rollback wait for the work itself.
+     */
+    startStage: ({ context, self }, params: { stage: Stage }) => {
+      context.runner.runStage({ task: context.task, plan: context.plan, stage: params.stage }).then(
+        (run) => self.send({ type: 'stage.done', run }),
+        (error: unknown) => self.send({ type: 'stage.failed', stage: params.stage, error }),
+      );
+    },
     reportDone: sendParent(({ context }, params: { run: StageRun }) => ({
       type: 'task.done',
       pid: context.task.pid,
@@ -60,8 +86,8 @@ const taskSetup = setup({
     }),
     outOfOrder: assign({
       error: ({ context, event }, params: { expected: Stage }) =>
-        asStageError(new Error(`told to enter stage ${event.stage}, but its next stage is ${params.expected}`), {
-          stage: event.stage,
+        asStageError(new Error(`told to enter stage ${(event as TaskCommand).stage}, but its next stage is ${params.expected}`), {
+          stage: (event as TaskCommand).stage,
           pid: context.task.pid,
         }),
     }),
@@ -69,49 +95,64 @@ const taskSetup = setup({
   },
 });
 
-/** `advance` into `stage`, or fail loudly when the restore machine asks for another one. */
-function advanceTo(stage: Stage) {
+/**
+ * `advance` into `stage`, or fail loudly when the restore machine asks for another one. A stage
+ * the plan gives this task no resource in is entered and finished in the same step (straight to
+ * its `ready`), so it costs one transition, not a round of running.
+ */
+function advanceTo(stage: Stage, next: Stage | undefined) {
+  const state = TASK_STATE_OF[stage];
+  const params = { stage };
   return {
     advance: [
-      { guard: { type: 'isStage' as const, params: { stage } }, target: `#task.${TASK_STATE_OF[stage]}` },
+      { guard: { type: 'withWork' as const, params }, target: `#task.${state}` },
+      {
+        guard: { type: 'nothingToDo' as const, params },
+        target: `#task.${state}.${next ? 'ready' : 'detached'}`,
+        actions: { type: 'reportDone' as const, params: ({ context }: { context: TaskMachineContext }) => ({ run: emptyRun(context, stage) }) },
+      },
       { target: '#task.failed', actions: { type: 'outOfOrder' as const, params: { expected: stage } } },
     ],
   };
 }
 
+function emptyRun(context: TaskMachineContext, stage: Stage): StageRun {
+  const time = context.runner.now();
+  return { stage, start: time, end: time };
+}
+
 /** The state of one stage: run its resources, then wait (ready) for the next `advance`. */
-function stageState(stage: Stage, next: Stage | undefined) {
+function stageState(stage: Stage, next: Stage | undefined, after: Stage | undefined) {
   return {
     description: describeDoc(STAGE_DOCS[stage]),
     initial: 'running' as const,
     states: {
       running: {
-        invoke: {
-          src: 'runStage' as const,
-          input: ({ context }: { context: TaskMachineContext }) => ({ task: context.task, plan: context.plan, stage }),
-          onDone: {
+        entry: { type: 'startStage' as const, params: { stage } },
+        on: {
+          'stage.done': {
             target: next ? 'ready' : 'detached',
-            actions: { type: 'reportDone' as const, params: ({ event }: { event: { output: StageRun } }) => ({ run: event.output }) },
+            actions: { type: 'reportDone' as const, params: ({ event }: { event: StageOutcome }) => ({ run: (event as { run: StageRun }).run }) },
           },
-          onError: {
+          'stage.failed': {
             target: '#task.failed',
-            actions: { type: 'recordError' as const, params: ({ event }: { event: { error: unknown } }) => ({ stage, error: event.error }) },
+            actions: { type: 'recordError' as const, params: ({ event }: { event: StageOutcome }) => ({ stage, error: (event as { error: unknown }).error }) },
           },
         },
       },
-      ...(next ? { ready: { on: advanceTo(next) } } : { detached: { type: 'final' as const } }),
+      ...(next ? { ready: { on: advanceTo(next, after) } } : { detached: { type: 'final' as const } }),
     },
   };
 }
 
-const stageStates = Object.fromEntries(STAGES.map((stage, i) => [TASK_STATE_OF[stage], stageState(stage, STAGES[i + 1])]));
+const stageStates = Object.fromEntries(STAGES.map((stage, i) => [TASK_STATE_OF[stage], stageState(stage, STAGES[i + 1], STAGES[i + 2])]));
 
 export const taskMachine = taskSetup.createMachine({
   id: 'task',
   context: ({ input }) => ({ ...input }),
   initial: 'idle',
   states: {
-    idle: { description: describeDoc(TASK_STATE_DOCS.idle!), on: advanceTo('fork') },
+    idle: { description: describeDoc(TASK_STATE_DOCS.idle!), on: advanceTo('fork', STAGES[1]) },
     ...stageStates,
     failed: { description: describeDoc(TASK_STATE_DOCS.failed!), type: 'final', entry: 'reportFailed' },
   },

@@ -165,6 +165,11 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
       const time = timeOf(sessionId);
       closeTop(track, time);
       track.open = { key: top, top, start: time, ...(sub ? { sub: { key: sub, start: time } } : {}) };
+      // A last stage with nothing to do for this task is entered straight into its final child.
+      if (sub === 'detached') {
+        closeTop(track, time);
+        track.finished = true;
+      }
     } else if (open.sub?.key !== sub) {
       const time = timeOf(sessionId);
       closeSub(track, open, time);
