@@ -88,6 +88,34 @@ class GroupOp : public Op {
   std::vector<Op*> children_;
 };
 
+// One thread that runs untraced (made by a CRR_STUB_CLONE_CHILD_LIST clone3): seized and
+// interrupted; its first stop gives r12, the header of the list it ran, which names it.
+class SeizeThreadOp : public Op {
+ public:
+  SeizeThreadOp(int tid, long options, uint64_t* r12) : Op(tid), options_(options), r12_(r12) {}
+
+  Step start(Tracer& t) override {
+    if (ptrace(PTRACE_SEIZE, pid, 0, options_) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_SEIZE)", pid));
+    Tracee* old = t.find(pid);
+    if (old && old->exited) t.forget(pid);  // a previous task with this pid
+    t.track(pid);
+    if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_INTERRUPT)", pid));
+    return Wait;
+  }
+
+  Step onStop(Tracer&, const Stop& stop) override {
+    if (stop.terminal()) return reject(errnoFailure(ESRCH, "ptrace(PTRACE_INTERRUPT)", pid, "thread ended: " + stop.describe()));
+    user_regs_struct regs;
+    if (ptrace(PTRACE_GETREGS, pid, 0, &regs) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_GETREGS)", pid));
+    *r12_ = regs.r12;
+    return resolve(nullptr);
+  }
+
+ private:
+  long options_;
+  uint64_t* r12_;
+};
+
 struct ArgError {};
 
 [[noreturn]] void throwType(Napi::Env env, const std::string& msg) {
@@ -155,6 +183,46 @@ Napi::Value RunThreadLists(const Napi::CallbackInfo& info) {
   });
 }
 
+// seizeThreads(pid, {tids: i32[], options: ptrace options, timeoutMs?}): resolves with each
+// thread's r12 (u64[], in order) at its interrupt stop.
+Napi::Value SeizeThreads(const Napi::CallbackInfo& info) {
+  return guard(info, [&](Napi::Env env) {
+    int pid = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+    if (!info[1].IsObject()) throwType(env, "threads must be an object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    auto tids = copyOut<int32_t>(toBuffer(env, o.Get("tids"), "tids", 4));
+    long options = (long)toU64(env, o.Get("options"), "options");
+    auto r12s = std::make_shared<std::vector<uint64_t>>(tids.size());
+    bool timed = o.Get("timeoutMs").IsNumber();
+    auto deadline = timed ? Clock::now() + std::chrono::microseconds((int64_t)(o.Get("timeoutMs").As<Napi::Number>().DoubleValue() * 1000))
+                          : Clock::time_point::max();
+    std::vector<Op*> children;
+    for (size_t i = 0; i < tids.size(); i++) {
+      Op* child = new SeizeThreadOp(tids[i], options, &(*r12s)[i]);
+      child->hasDeadline = timed;
+      child->deadline = deadline;
+      children.push_back(child);
+    }
+    auto* group = new GroupOp(pid, std::move(children));
+    group->result = [r12s](Napi::Env env) -> Napi::Value {
+      return Napi::Buffer<uint8_t>::Copy(env, (uint8_t*)r12s->data(), r12s->size() * 8);
+    };
+    return tracerOf(info)->post(env, group);
+  });
+}
+
+// setOptions(pid, options): PTRACE_SETOPTIONS (a task's clone3s go untraced once TRACECLONE is off).
+Napi::Value SetOptions(const Napi::CallbackInfo& info) {
+  return guard(info, [&](Napi::Env env) {
+    int pid = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+    long options = (long)toU64(env, info[1], "options");
+    return tracerOf(info)->post(env, new FnOp(pid, [options](Op& self, Tracer&) {
+      if (ptrace(PTRACE_SETOPTIONS, self.pid, 0, options) == -1) return self.reject(errnoFailure(errno, "ptrace(PTRACE_SETOPTIONS)", self.pid));
+      return self.resolve(nullptr);
+    }));
+  });
+}
+
 // setThreadsCpu({tids: i32[], regs: user_regs_struct[], masks: u64[], xstate?: bytes[n * xstateSize]})
 Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
   return guard(info, [&](Napi::Env env) {
@@ -213,6 +281,8 @@ Napi::Value DetachAll(const Napi::CallbackInfo& info) {
 void InitTracerThreads(Napi::Env env, Napi::Object exports, Tracer* tracer) {
   exports.Set("runThreadLists", Napi::Function::New(env, RunThreadLists, "runThreadLists", tracer));
   exports.Set("setThreadsCpu", Napi::Function::New(env, SetThreadsCpu, "setThreadsCpu", tracer));
+  exports.Set("seizeThreads", Napi::Function::New(env, SeizeThreads, "seizeThreads", tracer));
+  exports.Set("setOptions", Napi::Function::New(env, SetOptions, "setOptions", tracer));
   exports.Set("detachAll", Napi::Function::New(env, DetachAll, "detachAll", tracer));
 }
 

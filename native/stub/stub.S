@@ -25,7 +25,8 @@ crr_stub_start:
 	movq	CRR_STUB_CMD_ARGS+32(%r13), %r8
 	movq	CRR_STUB_CMD_ARGS+40(%r13), %r9
 	syscall
-	movq	%rax, CRR_STUB_CMD_RESULT(%r13)
+	jmp	5f			/* the clone child check lives after entry B (no room here) */
+6:
 	incq	%r15
 	movq	%r15, CRR_STUB_HDR_EXECUTED(%r12)
 	testb	$CRR_STUB_STOP_ON_ERROR, CRR_STUB_CMD_FLAGS(%r13)
@@ -45,3 +46,18 @@ crr_stub_start:
 /* Entry B: one bare syscall, registers set by the tracer. */
 	syscall
 	int3
+/* After every command: a new thread (rax 0) of a CRR_STUB_CLONE_CHILD_LIST clone3 leaves the
+ * parent's list (its state is a copy of the parent's registers) and runs its own, whose header
+ * is the clone3 command's third argument; anyone else stores the result and goes on. */
+5:
+	testq	%rax, %rax
+	jnz	7f
+	testb	$CRR_STUB_CLONE_CHILD_LIST, CRR_STUB_CMD_FLAGS(%r13)
+	jnz	8f
+7:
+	movq	%rax, CRR_STUB_CMD_RESULT(%r13)
+	jmp	6b
+8:
+	movq	CRR_STUB_CMD_ARGS+16(%r13), %r12
+	jmp	crr_stub_start
+	.org	crr_stub_start + CRR_STUB_CODE_SIZE, 0xcc

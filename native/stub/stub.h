@@ -52,6 +52,10 @@
 
 /* Command flags */
 #define CRR_STUB_STOP_ON_ERROR    0x1 /* stop the list if this result is in [-4095, -1] */
+/* A clone3 whose new thread runs the list at args[2] (ignored by clone3) instead of going on
+ * with its parent's; that list must never end (its last command blocks: the thread is untraced
+ * and the end's int3 would kill the process). */
+#define CRR_STUB_CLONE_CHILD_LIST 0x2
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>

@@ -18,6 +18,8 @@ export const STUB_MAX_COMMANDS = 4096;
 export const STUB_DATA_OFFSET = 0x49000;
 export const STUB_SCRATCH_SIZE = 0x100000;
 export const STUB_STOP_ON_ERROR = 0x1;
+/** clone3 whose new thread runs the list at args[2] instead of its parent's (stub.h). */
+export const STUB_CLONE_CHILD_LIST = 0x2;
 
 let cached: Buffer | undefined;
 /** The stub's code, to copy to the start of a scratch area. */

@@ -167,6 +167,15 @@ export const tracer = {
     });
     return call(pid, () => native.runThreadLists(pid, { scratch, items, ...(timeoutMs !== undefined ? { timeoutMs } : {}) }));
   },
+  /**
+   * Seizes threads that run untraced (ptrace `options` as raw bits), interrupts each and waits
+   * for its stop; resolves with each thread's r12 there, in order.
+   */
+  async seizeThreads(pid: number, tids: readonly number[], options: number, timeoutMs?: number): Promise<bigint[]> {
+    const raw = await call(pid, () => native.seizeThreads(pid, { tids: Buffer.from(Int32Array.from(tids).buffer), options, ...(timeoutMs !== undefined ? { timeoutMs } : {}) }));
+    return Array.from({ length: raw.length / 8 }, (_, i) => raw.readBigUInt64LE(i * 8));
+  },
+  setOptions: (pid: number, options: number) => call(pid, () => native.setOptions(pid, options)),
   /** Registers (packed user_regs_struct), NT_X86_XSTATE and blocked mask of many stopped threads. */
   setThreadsCpu: (cpu: { tids: number[]; regs: Buffer; masks: bigint[]; xstate?: Buffer }) => {
     const tids = Buffer.from(Int32Array.from(cpu.tids).buffer);

@@ -1,13 +1,14 @@
 // Threads with their dumped TIDs, and the per-thread kernel state of every thread: the main
 // thread sets its rseq, clear_child_tid, robust list, name and sigaltstack in one batch; then
-// every other thread is created by one clone3 batch in the main thread (set_tid, and
-// clear_child_tid through CLONE_CHILD_CLEARTID), stops before running anything, and all of them
-// run their own short lists at once (threads start with no rseq: kernel notes trap 3; nor robust
-// list, nor sigaltstack). Registers, FPU state and masks come last, in the regs kind.
+// every other thread is created by a clone3 batch in the main thread (set_tid, and
+// clear_child_tid through CLONE_CHILD_CLEARTID) and runs its own short list as it starts
+// (threads start with no rseq: kernel notes trap 3; nor robust list, nor sigaltstack), then is
+// seized. Registers, FPU state and masks come last, in the regs kind.
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch } from '../restore/remote.js';
-import { addThreadState, clearTidOf, createThreads, runThreadLists, setRestoredThreads, type RestoredThread } from '../restore/remote-threads.js';
+import { addThreadState, clearTidOf, createThreads, setRestoredThreads, type RestoredThread, type ThreadBatch } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
+import { needsSeccompSuspend } from './seccomp.js';
 import type { ResourceKind } from './types.js';
 
 export const threads: ResourceKind<RestoreCtx> = {
@@ -28,24 +29,23 @@ export const threads: ResourceKind<RestoreCtx> = {
     await main.run(ctx.tracer, hostPid, { pid: ctx.pid });
 
     const mainCore = ctx.images.core as Record<string, unknown>;
+    // New threads inherit the main thread's name, set by now (its own batch, or the mm step's).
+    const commOf = (part: string) => (mainCore[part] as Record<string, unknown> | undefined)?.['comm'] as string | undefined;
+    const mainComm = commOf('thread_core') || commOf('tc');
     const wanted = ctx.task.threads.filter((tid) => tid !== ctx.pid).map((tid) => {
       const core = ctx.images.cores.get(tid) as Record<string, unknown> | undefined;
       if (!core) throw new Error(`thread ${tid} of task ${ctx.pid} has no core image`);
-      return { tid, core, clearTid: clearTidOf(core) };
+      return {
+        tid,
+        clearTid: clearTidOf(core),
+        build: (list: ThreadBatch) => addThreadState(list, core, tid, { clearTidSet: true, ...(mainComm ? { inheritedComm: mainComm } : {}) }),
+      };
     });
     ctx.signal.throwIfAborted();
     // Recorded as they come: rollback and later kinds must know every thread that exists.
     const record = (created: RestoredThread[]) => setRestoredThreads(ctx.runtime, [{ tid: ctx.pid, hostTid: hostPid }, ...created]);
-    const created = await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, record);
-    // New threads inherit the main thread's name, set by now (its own batch, or the mm step's).
-    const commOf = (part: string) => (mainCore[part] as Record<string, unknown> | undefined)?.['comm'] as string | undefined;
-    const mainComm = commOf('thread_core') || commOf('tc');
-    ctx.signal.throwIfAborted();
-    await runThreadLists(ctx.tracer, hostPid, scratch, ctx.pid, created.map((thread, i) => ({
-      ...thread,
-      fresh: true,
-      build: (list) => addThreadState(list, wanted[i]!.core, thread.tid, { clearTidSet: true, ...(mainComm ? { inheritedComm: mainComm } : {}) }),
-    })));
+    const suspendSeccomp = needsSeccompSuspend(ctx.images);
+    const created = await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp }, record);
     const restored: RestoredThread[] = [{ tid: ctx.pid, hostTid: hostPid }, ...created];
     setRestoredThreads(ctx.runtime, restored);
     ctx.record({ name: 'threads', start, end: ctx.now(), syscalls: restored.length });

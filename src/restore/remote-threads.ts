@@ -1,13 +1,15 @@
 // Threads of a restored process, made in bulk so 10,000 threads cost a few tracer round trips:
 // one stub batch of clone3 calls (set_tid = each dumped TID; kernel notes step 6) in the main
-// thread, whose PTRACE_EVENT_CLONE stops the tracer passes by natively; every new thread is
-// auto-attached (the task must be seized with traceClone) and stops before running any code.
-// Then every thread runs its own short list (rseq, robust list, name, sigaltstack: state a thread
-// can only set for itself) at once, each from its own block of the scratch area. Also the list
-// of a task's threads with their TIDs as the tracer sees them, kept for the later stages.
+// thread, untraced (a PTRACE_EVENT_CLONE stop per thread cost a tracer wake-up each); every new
+// thread runs its own short list (rseq, robust list, name, sigaltstack: state a thread can only
+// set for itself) from its block of the scratch area and parks in pause(), then all are seized
+// at once. Also lists run by many stopped threads at once (creds), and the list of a task's
+// threads with their TIDs as the tracer sees them, kept for the later stages.
+import { readdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { NativeError } from '../errors.js';
 import {
-  packCommands, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_HEADER_OFFSET, STUB_HEADER_SIZE, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR,
+  packCommands, STUB_CLONE_CHILD_LIST, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_HEADER_OFFSET, STUB_HEADER_SIZE, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR,
 } from '../actors/stub.js';
 import type { Regs, Tracer } from '../actors/tracer.js';
 import type { TaskRuntime } from './context.js';
@@ -60,57 +62,127 @@ export function clearTidOf(core: Record<string, unknown>): bigint {
   return BigInt((info['clear_tid_addr'] as bigint | number | undefined) ?? 0);
 }
 
+/** The ptrace options of a restored task (barrier.ts) but TRACECLONE: see createThreads. */
+const PTRACE_O_TRACESYSGOOD = 0x1;
+const PTRACE_O_EXITKILL = 0x100000;
+const PTRACE_O_SUSPEND_SECCOMP = 0x200000;
+
+export interface WantedThread {
+  readonly tid: number;
+  readonly clearTid: bigint;
+  /** The thread's own commands (rseq, robust list...), run by the thread itself as it starts. */
+  build(list: ThreadBatch): void;
+}
+
 /**
- * Creates the threads `wanted` in the task `hostPid` (stopped, the stub at `scratch`) with
- * one clone3 batch per 4,096 threads. `onCreated` hears of every thread that exists, failure or
- * not (rollback must know them). Resolves with the threads, each stopped before its first instruction.
+ * Creates the threads `wanted` in the task `hostPid` (stopped, the stub at `scratch`) without a
+ * tracer stop per thread: TRACECLONE goes off, the main thread runs a batch of clone3s
+ * (CRR_STUB_CLONE_CHILD_LIST), each new thread runs its own list from the scratch area and
+ * blocks in pause(); once all have, they are seized and interrupted together and named by the
+ * list each ran (r12). Rounds as large as the data area holds (~2,000 threads). `onCreated`
+ * hears of every thread seized, failure or not (rollback must know them). Resolves with the
+ * threads, stopped in pause() with their lists done.
  */
 export async function createThreads(
   tracer: Tracer,
   hostPid: number,
   scratch: bigint,
   pid: number,
-  wanted: ReadonlyArray<{ tid: number; clearTid: bigint }>,
+  wanted: readonly WantedThread[],
+  options: { suspendSeccomp: boolean },
   onCreated: (created: RestoredThread[]) => void,
 ): Promise<RestoredThread[]> {
+  const ptraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | (options.suspendSeccomp ? PTRACE_O_SUSPEND_SECCOMP : 0);
+  await tracer.setOptions(hostPid, ptraceOptions);
   const created: RestoredThread[] = [];
-  const perBatch = Math.min(STUB_MAX_COMMANDS, Math.floor((STUB_SCRATCH_SIZE - STUB_DATA_OFFSET) / CLONE_SLOT));
-  const dataAddr = scratch + BigInt(STUB_DATA_OFFSET);
-  for (let first = 0; first < wanted.length; first += perBatch) {
-    const chunk = wanted.slice(first, first + perBatch);
-    const data = Buffer.alloc(chunk.length * CLONE_SLOT);
-    const commands = chunk.map((w, i) => {
-      const at = dataAddr + BigInt(i * CLONE_SLOT);
-      cloneArgs(at + BigInt(CLONE_ARGS_SIZE), w.clearTid).copy(data, i * CLONE_SLOT);
-      data.writeInt32LE(w.tid, i * CLONE_SLOT + CLONE_ARGS_SIZE);
-      return { nr: SYS.clone3, args: [at, CLONE_ARGS_SIZE], flags: STUB_STOP_ON_ERROR };
-    });
-    tracer.processVmWrite(hostPid, dataAddr, data);
-    const got = await tracer.runCloneBatch(hostPid, { scratch, commands, timeoutMs: 5000 + chunk.length });
-    for (let i = 0; i < got.executed; i++) {
-      const result = signed(got.results[i]!);
-      if (isSyscallError(result)) break;
-      const hostTid = got.clones[i];
-      if (hostTid === undefined) {
-        // The thread exists but nobody traces it: it would run the stub's int3 and kill the process.
-        onCreated(created);
-        throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${chunk[i]!.tid} was not auto-attached: seize the task with traceClone` });
+  const known = new Set<number>([hostPid]);
+  const areaStart = STUB_DATA_OFFSET;
+  let next = 0;
+  try {
+    while (next < wanted.length) {
+      const round: Array<{ w: WantedThread; at: number; list: ThreadList }> = [];
+      let end = areaStart;
+      while (next < wanted.length && round.length < STUB_MAX_COMMANDS) {
+        const w = wanted[next]!;
+        const listAt = end + CLONE_SLOT;
+        const list = new ThreadList(scratch + BigInt(listAt));
+        w.build(list);
+        list.call(SYS.pause, [w.tid], { what: `park thread ${w.tid}` }); // rdi names it in a register dump
+        if (align8(listAt + list.length) > STUB_SCRATCH_SIZE) {
+          if (round.length === 0) throw new RangeError(`thread ${w.tid}: its list outgrows the scratch area`);
+          break;
+        }
+        round.push({ w, at: end, list });
+        end = align8(listAt + list.length);
+        next++;
       }
-      created.push({ tid: chunk[i]!.tid, hostTid });
-      if (Number(result) !== chunk[i]!.tid) {
-        onCreated(created);
-        throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${result}, wanted ${chunk[i]!.tid}` });
+      const data = Buffer.alloc(end - areaStart);
+      const commands = round.map(({ w, at, list }) => {
+        const slot = scratch + BigInt(at);
+        cloneArgs(slot + BigInt(CLONE_ARGS_SIZE), w.clearTid).copy(data, at - areaStart);
+        data.writeInt32LE(w.tid, at - areaStart + CLONE_ARGS_SIZE);
+        list.packInto(data, at + CLONE_SLOT - areaStart, 0); // a child's failure must not reach the int3: checked below
+        return { nr: SYS.clone3, args: [slot, CLONE_ARGS_SIZE, scratch + BigInt(at + CLONE_SLOT + list.headerOffset)], flags: STUB_STOP_ON_ERROR | STUB_CLONE_CHILD_LIST };
+      });
+      tracer.processVmWrite(hostPid, scratch + BigInt(areaStart), data);
+      const got = await tracer.runBatch(hostPid, { scratch, commands, timeoutMs: 5000 + round.length });
+      let made = 0;
+      while (made < got.executed && !isSyscallError(signed(got.results[made]!))) made++;
+      const back = await waitForLists(tracer, hostPid, scratch, round.slice(0, made), areaStart, 5000 + made);
+      const tids = readdirSync(`/proc/${hostPid}/task`).map(Number).filter((t) => !known.has(t));
+      tids.forEach((t) => known.add(t));
+      const r12s = await tracer.seizeThreads(hostPid, tids, ptraceOptions, 5000 + tids.length);
+      const byHeader = new Map(round.map((r, i) => [scratch + BigInt(r.at + CLONE_SLOT + r.list.headerOffset), i]));
+      const hostOf: number[] = [];
+      tids.forEach((t, k) => {
+        const i = byHeader.get(r12s[k]!);
+        if (i === undefined || hostOf[i] !== undefined) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${t} (host) ran no list of this round` });
+        hostOf[i] = t;
+        created.push({ tid: round[i]!.w.tid, hostTid: t });
+      });
+      onCreated(created);
+      for (let i = 0; i < made; i++) {
+        const { w, list } = round[i]!;
+        if (Number(got.results[i]!) !== w.tid) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${got.results[i]}, wanted ${w.tid}` });
+        if (hostOf[i] === undefined) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${w.tid} not found in /proc/${hostPid}/task` });
+        const header = round[i]!.at + CLONE_SLOT + list.headerOffset - areaStart;
+        const own = list.calls.length - 1; // all but the pause
+        const results = list.calls.slice(0, own).map((_, k) => back.readBigInt64LE(header + STUB_HEADER_SIZE + k * STUB_CMD_SIZE + 64));
+        checkResults(list.calls.slice(0, own), results, own, pid);
+      }
+      if (made < round.length) {
+        const result = made < got.executed ? signed(got.results[made]!) : -71n;
+        const errno = Number(-result);
+        throw new NativeError({ code: errnoName(errno), errno, syscall: 'clone3', pid, detail: `thread ${round[made]!.w.tid}` });
       }
     }
+  } finally {
     onCreated(created);
-    if (created.length < first + chunk.length) {
-      const i = created.length - first;
-      const result = i < got.executed ? signed(got.results[i]!) : -71n;
-      const errno = Number(-result);
-      throw new NativeError({ code: errnoName(errno), errno, syscall: 'clone3', pid, detail: `thread ${chunk[i]!.tid}` });
-    }
   }
   return created;
+}
+
+/**
+ * Waits until every new thread of a round has run its list up to its final pause (the data
+ * area is reused next round); resolves with the area as read last. The threads run untraced,
+ * so this polls: they need only be scheduled once each.
+ */
+async function waitForLists(tracer: Tracer, hostPid: number, scratch: bigint, round: ReadonlyArray<{ at: number; list: ThreadList }>, areaStart: number, timeoutMs: number): Promise<Buffer> {
+  const deadline = performance.now() + timeoutMs;
+  if (round.length === 0) return Buffer.alloc(0);
+  const length = round[round.length - 1]!.at + CLONE_SLOT + round[round.length - 1]!.list.length - areaStart;
+  for (let from = 0; ; ) {
+    const back = tracer.processVmRead(hostPid, scratch + BigInt(areaStart), length);
+    while (from < round.length) {
+      const { at, list } = round[from]!;
+      const executed = Number(back.readBigUInt64LE(at + CLONE_SLOT + list.headerOffset - areaStart + 8));
+      if (executed < list.calls.length - 1) break;
+      from++;
+    }
+    if (from === round.length) return back;
+    if (performance.now() > deadline) throw new NativeError({ code: 'ETIMEDOUT', errno: 110, syscall: 'clone3', pid: hostPid, detail: `${round.length - from} new threads did not run their lists` });
+    await sleep(from === 0 ? 1 : 0);
+  }
 }
 
 /** The slice of RemoteBatch a per-thread list builder needs (both kinds of list have it). */
@@ -154,11 +226,12 @@ class ThreadList implements ThreadBatch {
     return this.headerOffset + STUB_HEADER_SIZE + this.calls.length * STUB_CMD_SIZE;
   }
 
-  packInto(buf: Buffer, at: number): void {
+  /** `flags`: every command's stub flags (default: stop on an unexpected error). */
+  packInto(buf: Buffer, at: number, flags?: number): void {
     for (const c of this.chunks) c.bytes.copy(buf, at + c.offset);
     buf.writeBigUInt64LE(BigInt(this.calls.length), at + this.headerOffset);
     const stops = (c: RemoteCall) => c.expect === undefined && !(c.tolerate && c.tolerate.length > 0);
-    packCommands(this.calls.map((c) => ({ nr: c.nr, args: [...c.args], flags: stops(c) ? STUB_STOP_ON_ERROR : 0 })))
+    packCommands(this.calls.map((c) => ({ nr: c.nr, args: [...c.args], flags: flags ?? (stops(c) ? STUB_STOP_ON_ERROR : 0) })))
       .copy(buf, at + this.headerOffset + STUB_HEADER_SIZE);
   }
 }
