@@ -13,11 +13,10 @@ import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch } from '../restore/remote.js';
 import { ARCH_MAP_VDSO_64, RSEQ_FLAG_UNREGISTER, SIGTRAP, signed, SYS } from '../restore/remote-sys.js';
 import {
-  addAdvice,
   addFill,
   defaultFill,
   addFinalProtection,
-  addMmap,
+  addMappings,
   helperRangesToUnmap,
   hex,
   isKernelMade,
@@ -92,11 +91,7 @@ async function mapAndFill(
 ): Promise<{ syscalls: number; bytes: number }> {
   const { hostPid, batch, mapped, runs, pagesFd, own } = at;
   const filled = vmasWithPages(mapped, runs);
-  for (const v of mapped) {
-    const fd = ctx.runtime.preopened.get(mappedObjectKey(v));
-    addMmap(batch, v, { writable: filled.has(v), ...(fd !== undefined ? { fd } : {}) });
-    addAdvice(batch, v);
-  }
+  addMappings(batch, mapped, { fdOf: (v) => ctx.runtime.preopened.get(mappedObjectKey(v)), writable: (v) => filled.has(v) });
   let fill = batch;
   if (own) {
     await batch.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });

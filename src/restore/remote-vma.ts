@@ -10,6 +10,7 @@ import {
   MADV_POPULATE_WRITE,
   MAP_ANONYMOUS,
   MAP_FIXED,
+  MAP_GROWSDOWN,
   MAP_KEEP,
   MAP_PRIVATE,
   MAP_SHARED,
@@ -195,6 +196,53 @@ export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; wr
     batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags & ~MAP_ANONYMOUS, options.fd, vma.pgoff], { what, expect: vma.start });
   } else {
     batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags | MAP_ANONYMOUS, -1, 0], { what, expect: vma.start });
+  }
+}
+
+/** The protection a VMA is mapped with: its own, widened to writable while pages go in. */
+function mapProt(vma: Vma, writable: boolean): number {
+  return vma.prot | (writable ? PROT_WRITE : 0);
+}
+
+/** Private anonymous, not a stack: one mmap may make several such VMAs (see addMappings). */
+function plainAnonymous(vma: Vma, fd: number | undefined): boolean {
+  return fd === undefined && (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED | VMA_ANON_SHARED)) === 0 && (vma.flags & MAP_GROWSDOWN) === 0;
+}
+
+/**
+ * mmap and madvise for every VMA. A run of adjacent private anonymous VMAs alike but for their
+ * protection (thread stacks and their guard pages: 20,000 VMAs for 10,000 threads) is one mmap
+ * and one madvise over the whole run, then an mprotect for each VMA whose protection differs
+ * from the first's: the kernel splits the mapping at exactly those boundaries, since
+ * neighbours with different protections never merge; half the syscalls of one mmap and one
+ * madvise per VMA. `fdOf` gives the pre-opened fd of a file-backed VMA.
+ */
+export function addMappings(batch: RemoteBatch, vmas: readonly Vma[], options: { fdOf: (vma: Vma) => number | undefined; writable: (vma: Vma) => boolean }): void {
+  const sorted = byStart(vmas);
+  const joins = (a: Vma, b: Vma) =>
+    b.start === a.end && a.flags === b.flags && a.status === b.status && a.madv === b.madv &&
+    mapProt(a, options.writable(a)) !== mapProt(b, options.writable(b)) && plainAnonymous(b, options.fdOf(b));
+  for (let i = 0; i < sorted.length; ) {
+    const first = sorted[i]!;
+    const fd = options.fdOf(first);
+    let j = i + 1;
+    if (plainAnonymous(first, fd)) while (j < sorted.length && joins(sorted[j - 1]!, sorted[j]!)) j++;
+    if (j === i + 1) {
+      addMmap(batch, first, { writable: options.writable(first), ...(fd !== undefined ? { fd } : {}) });
+      addAdvice(batch, first);
+      i = j;
+      continue;
+    }
+    const whole: Vma = { ...first, end: sorted[j - 1]!.end };
+    const prot = mapProt(first, options.writable(first));
+    addMmap(batch, whole, { writable: options.writable(first) });
+    addAdvice(batch, whole);
+    for (let k = i + 1; k < j; k++) {
+      const v = sorted[k]!;
+      const own = mapProt(v, options.writable(v));
+      if (own !== prot) batch.call(SYS.mprotect, [v.start, v.end - v.start, own], { what: `protect VMA ${hex(v.start)}-${hex(v.end)} as mapped` });
+    }
+    i = j;
   }
 }
 
