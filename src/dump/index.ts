@@ -140,14 +140,14 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     }
     stats.thawed();
     out.write('stats-dump', [statsEntry(stats)]);
-    const images = out.commit();
+    const images = await out.commit();
     const ms = performance.now() - t0;
     emit({ type: 'done', images, ms, left: opts.leaveRunning ? 'running' : 'killed' });
     return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes, stats };
   } catch (err) {
     if (scratch) await scratch.close(regs.get(scratch.pid)).catch(() => undefined);
     await thaw(ctl, seized, regs);
-    out.abandon();
+    await out.abandon();
     throw err;
   }
 }

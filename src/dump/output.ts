@@ -1,7 +1,10 @@
 // Where a dump's images go: written into DIR/.crr-partial first and moved into DIR only when the
 // whole dump succeeded, inventory.img last, so a failed dump never leaves a directory that looks
-// like a complete checkpoint. Removing the partial directory is the failure path.
-import { mkdirSync, readdirSync, renameSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+// like a complete checkpoint. Removing the partial directory is the failure path. Images are
+// encoded at once but written by libuv's threads while the dump goes on with the next task
+// (creating a file cost 1-1.5 ms here under load: tree-1000 spent 8 s in them, in line).
+import { mkdirSync, readdirSync, renameSync, rmSync, existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join, basename } from 'node:path';
 import { CrrError, ImageError } from '../errors.js';
 import { imageKindForFile } from '../images/schema.js';
@@ -11,6 +14,8 @@ import type { Entry } from './ids.js';
 export class DumpOutput {
   readonly partial: string;
   private written: string[] = [];
+  private pending = new Set<Promise<void>>();
+  private failure: ImageError | undefined;
 
   constructor(readonly dir: string) {
     this.partial = join(dir, '.crr-partial');
@@ -36,23 +41,32 @@ export class DumpOutput {
     // the per-part writes of an appending writer (head, length, message) count.
     const bytes = encodeImage(kind, items);
     const path = join(this.partial, name);
-    try {
-      writeFileSync(path, bytes, { mode: 0o600 });
-    } catch (err) {
-      throw new ImageError(path, 0, 'a writable image file', (err as NodeJS.ErrnoException).code);
-    }
+    const p: Promise<void> = writeFile(path, bytes, { mode: 0o600 })
+      .catch((err: NodeJS.ErrnoException) => {
+        this.failure ??= new ImageError(path, 0, 'a writable image file', err.code);
+      })
+      .finally(() => this.pending.delete(p));
+    this.pending.add(p);
     this.written.push(name);
   }
 
+  /** Waits for every image write started; the first one that failed is thrown. */
+  private async settle(): Promise<void> {
+    while (this.pending.size) await Promise.all([...this.pending]);
+    if (this.failure) throw this.failure;
+  }
+
   /** Moves every image into DIR, inventory.img last, and removes the partial directory. */
-  commit(): string[] {
+  async commit(): Promise<string[]> {
+    await this.settle();
     const names = readdirSync(this.partial).sort((a, b) => (a === 'inventory.img' ? 1 : b === 'inventory.img' ? -1 : a.localeCompare(b)));
     for (const n of names) renameSync(join(this.partial, n), join(this.dir, n));
     rmSync(this.partial, { recursive: true, force: true });
     return names;
   }
 
-  abandon(): void {
+  async abandon(): Promise<void> {
+    await this.settle().catch(() => undefined);
     rmSync(this.partial, { recursive: true, force: true });
   }
 }
