@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
-import { freezeTree, thaw, pstreeEntries, type FrozenTask } from './tree.js';
+import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
@@ -102,10 +102,14 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
         out.write(`core-${task.pid}.img`, [zombieCoreEntry(task.zombie.exitCode, task.zombie.comm)]);
         continue;
       }
-      scratch = await Scratch.open(ctl, task.pid);
-      pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks);
-      await scratch.close(regs.get(task.pid));
-      scratch = undefined;
+      try {
+        scratch = await Scratch.open(ctl, task.pid);
+        pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks);
+        await scratch.close(regs.get(task.pid));
+        scratch = undefined;
+      } catch (err) {
+        throw killedWhileFrozen(task.pid, err) ?? err;
+      }
     }
     const tShm = performance.now();
     for (const m of memfdsOf(ids).objects()) shmem.addObject(m);

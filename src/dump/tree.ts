@@ -78,15 +78,57 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<voi
     await ctl.seize(tid);
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (code === 'EPERM') throw new TaskRefusedError(pid, `not permitted to trace thread ${tid} (EPERM)`, 1);
+    if (code === 'EPERM') throw new TaskRefusedError(pid, `not permitted to trace thread ${tid} (EPERM${whyNotTraceable(tid)})`, 1);
     if (code === 'ESRCH') {
       checkTaskUsable(pid); // gone or zombie: a clear error; otherwise it was a dying thread
       return;
     }
     throw err;
   }
-  await ctl.interrupt(tid);
-  await ctl.waitStop(tid, 5000);
+  try {
+    await ctl.interrupt(tid);
+    await ctl.waitStop(tid, 5000);
+  } catch (err) {
+    // Seized but not recorded as seized: let it go here, or it stays traced by this process and
+    // the next dump of it (same process, e.g. a retry or a test) fails with EPERM.
+    await ctl.detach(tid).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Why PTRACE_SEIZE said EPERM, from /proc: a zombie, or traced already (by whom). */
+function whyNotTraceable(tid: number): string {
+  let status: string;
+  try {
+    status = readProc(tid, 'status');
+  } catch {
+    return ': it is gone';
+  }
+  const state = /^State:\s*(\S)/m.exec(status)?.[1];
+  const tracer = Number(/^TracerPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+  if (state === 'Z' || state === 'X') return ': it exited while the tree was being frozen (killed by a signal from outside the dump?)';
+  if (tracer === process.pid) return ': this process traces it already';
+  if (tracer) return `: already traced by pid ${tracer}`;
+  return '';
+}
+
+/**
+ * For an error met while dumping a frozen task: if the task is gone or a zombie now, something
+ * outside the dump killed it (a frozen task does not exit on its own), and that is the error to
+ * report rather than the /proc read or the remote call that failed because of it.
+ */
+export function killedWhileFrozen(pid: number, cause: unknown): TaskRefusedError | undefined {
+  let state: string;
+  try {
+    state = parseStat(readProc(pid, 'stat')).state;
+  } catch {
+    state = 'gone';
+  }
+  if (state !== 'gone' && state !== 'Z' && state !== 'X') return undefined;
+  const how = state === 'gone' ? 'is gone' : 'is a zombie';
+  const err = new TaskRefusedError(pid, `${how}: it was killed while frozen for the dump, by a signal from outside crr (a stale-PID kill?); first failure: ${(cause as Error)?.message ?? String(cause)}`, 1);
+  (err as { cause?: unknown }).cause = cause;
+  return err;
 }
 
 /** Refuses zombies and vanished tasks with a clear message. */
