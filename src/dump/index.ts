@@ -108,7 +108,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
         await scratch.close(regs.get(task.pid));
         scratch = undefined;
       } catch (err) {
-        throw killedWhileFrozen(task.pid, err) ?? err;
+        throw (await killedWhileFrozen(task.pid, err)) ?? err;
       }
     }
     const tShm = performance.now();

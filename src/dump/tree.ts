@@ -2,6 +2,7 @@
 // /proc/PID/task/*/children, and repeating the walk until a whole pass finds nothing new (tasks
 // and threads created while we were freezing are caught by the next pass). Also the thaw that
 // undoes it for a failed dump or --leave-running.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CrrError } from '../errors.js';
 import { listChildren, listThreads, parseStat, readProc, ProcError } from './proc.js';
 import type { TaskControl } from './control.js';
@@ -117,18 +118,27 @@ function whyNotTraceable(tid: number): string {
  * outside the dump killed it (a frozen task does not exit on its own), and that is the error to
  * report rather than the /proc read or the remote call that failed because of it.
  */
-export function killedWhileFrozen(pid: number, cause: unknown): TaskRefusedError | undefined {
-  let state: string;
-  try {
-    state = parseStat(readProc(pid, 'stat')).state;
-  } catch {
-    state = 'gone';
+export async function killedWhileFrozen(pid: number, cause: unknown): Promise<TaskRefusedError | undefined> {
+  // A task SIGKILLed a moment ago may still be exiting (R or D, not yet Z): wait for it a little.
+  // One still in its tracing stop ('t') was not killed.
+  let state = taskState(pid);
+  for (let waited = 0; state !== 'gone' && state !== 'Z' && state !== 'X'; waited += 20) {
+    if (state === 't' || waited >= 1000) return undefined;
+    await sleep(20);
+    state = taskState(pid);
   }
-  if (state !== 'gone' && state !== 'Z' && state !== 'X') return undefined;
   const how = state === 'gone' ? 'is gone' : 'is a zombie';
   const err = new TaskRefusedError(pid, `${how}: it was killed while frozen for the dump, by a signal from outside crr (a stale-PID kill?); first failure: ${(cause as Error)?.message ?? String(cause)}`, 1);
   (err as { cause?: unknown }).cause = cause;
   return err;
+}
+
+function taskState(pid: number): string {
+  try {
+    return parseStat(readProc(pid, 'stat')).state;
+  } catch {
+    return 'gone';
+  }
 }
 
 /** Refuses zombies and vanished tasks with a clear message. */
@@ -145,12 +155,8 @@ export function checkTaskUsable(pid: number): void {
 
 /** Whether pid is a zombie now (a task that vanished is not: checkTaskUsable says so). */
 function isZombie(pid: number): boolean {
-  try {
-    const state = parseStat(readProc(pid, 'stat')).state;
-    return state === 'Z' || state === 'X';
-  } catch {
-    return false;
-  }
+  const state = taskState(pid);
+  return state === 'Z' || state === 'X';
 }
 
 /** The frozen tree, pre-order from the root (the order pstree.img lists tasks in). */
