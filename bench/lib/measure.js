@@ -83,8 +83,9 @@ export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}
     try {
       incomplete ??= checkRestored(result.rootHostPid, result.hostPids, expect);
     } finally {
-      await result.kill().catch(() => undefined);
-      await killPids([...result.hostPids.values()], 10000);
+      // kill() reaps every task before it resolves; killing their PIDs again afterwards would hit
+      // whatever reused them (other work on this machine), so only when kill() itself failed.
+      await result.kill().catch(() => killPids([...result.hostPids.values()], 10000));
     }
     walls.push(wall);
     steps.push(stepDurations(result.timings));
