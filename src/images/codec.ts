@@ -80,35 +80,39 @@ function bytesFromWire(v: unknown): unknown {
   return v instanceof Uint8Array ? new Uint8Array(v) : v;
 }
 
-interface FieldDecoder {
+/** How one field of a message type goes between wire and Entry; undefined convert: as is. */
+interface FieldConverter {
   readonly name: string;
   readonly repeated: boolean;
-  /** Undefined: the wire value is the Entry value. */
   readonly convert: ((v: unknown) => unknown) | undefined;
 }
+type FieldInfo = ReturnType<typeof messageFields>[number];
 
-// Per message type, how each field goes from wire to Entry, worked out once: decoding 10,000
-// core images re-derived it (a Set lookup per value, a closure per field) for every entry.
-const decoders = new Map<string, readonly FieldDecoder[]>();
-
-function decoderOf(type: string): readonly FieldDecoder[] {
-  let fields = decoders.get(type);
-  if (fields) return fields;
-  fields = messageFields(type).map((field) => ({
-    name: field.name,
-    repeated: field.repeated,
-    convert:
-      field.kind === 'message'
-        ? (v: unknown) => fromWire(field.type, v as Record<string, unknown>)
-        : LONG_TYPES.has(field.type)
-          ? longFromWire
-          : field.type === 'bytes'
-            ? bytesFromWire
-            : undefined,
-  }));
-  decoders.set(type, fields);
-  return fields;
+/**
+ * Per message type, each field's converter, worked out once: decoding or encoding 10,000 core
+ * images re-derived it (a Set lookup per value, a closure per field) for every entry.
+ */
+function converterTable(pick: (field: FieldInfo) => ((v: unknown) => unknown) | undefined) {
+  const tables = new Map<string, readonly FieldConverter[]>();
+  return (type: string): readonly FieldConverter[] => {
+    let fields = tables.get(type);
+    if (!fields) {
+      fields = messageFields(type).map((field) => ({ name: field.name, repeated: field.repeated, convert: pick(field) }));
+      tables.set(type, fields);
+    }
+    return fields;
+  };
 }
+
+const decoderOf = converterTable((field) =>
+  field.kind === 'message'
+    ? (v) => fromWire(field.type, v as Record<string, unknown>)
+    : LONG_TYPES.has(field.type)
+      ? longFromWire
+      : field.type === 'bytes'
+        ? bytesFromWire
+        : undefined,
+);
 
 function fromWire(type: string, msg: Record<string, unknown>): Entry {
   const entry: Entry = {};
@@ -141,33 +145,9 @@ function longToWire(name: string, v: unknown): unknown {
   throw new Error(`${name}: expected an integer, got ${typeof v}`);
 }
 
-interface FieldEncoder {
-  readonly name: string;
-  readonly repeated: boolean;
-  /** Undefined: the Entry value is the wire value. */
-  readonly convert: ((v: unknown) => unknown) | undefined;
-}
-
-// Per message type, how each field goes from Entry to wire, worked out once (as decoders):
-// dumping 10,000 threads encodes 10,000 cores.
-const encoders = new Map<string, readonly FieldEncoder[]>();
-
-function encoderOf(type: string): readonly FieldEncoder[] {
-  let fields = encoders.get(type);
-  if (fields) return fields;
-  fields = messageFields(type).map((field) => ({
-    name: field.name,
-    repeated: field.repeated,
-    convert:
-      field.kind === 'message'
-        ? (v: unknown) => toWire(field.type, v as Entry)
-        : LONG_TYPES.has(field.type)
-          ? (v: unknown) => longToWire(field.name, v)
-          : undefined,
-  }));
-  encoders.set(type, fields);
-  return fields;
-}
+const encoderOf = converterTable((field) =>
+  field.kind === 'message' ? (v) => toWire(field.type, v as Entry) : LONG_TYPES.has(field.type) ? (v) => longToWire(field.name, v) : undefined,
+);
 
 function toWire(type: string, entry: Entry): Record<string, unknown> {
   const Cls = staticClass(type);
