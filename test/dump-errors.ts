@@ -3,30 +3,14 @@
 // leaves no image directory that looks complete.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
 import { parseDumpArgs } from '../src/cli/commands/dump.js';
+import { safe, startDetached } from './lib/detached.js';
 import { CrrError, UsageError } from '../src/errors.js';
-
-function safe(p: string): string {
-  try {
-    return readFileSync(p, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-/** Starts argv (through sh, which execs it) in its own session with init as parent. */
-async function startDetached(argv: string[]): Promise<number> {
-  const pidFile = join(mkdtempSync(join(tmpdir(), 'crr-pid-')), 'pid');
-  spawnSync('setsid', ['-f', 'sh', '-c', 'echo $$ > "$0"; shift; exec "$@" </dev/null >/dev/null 2>&1', pidFile, 'x', ...argv]);
-  for (let i = 0; i < 100 && !safe(pidFile).trim(); i++) await sleep(10);
-  await sleep(200);
-  return Number(safe(pidFile).trim());
-}
 
 function children(pid: number): number[] {
   return safe(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);

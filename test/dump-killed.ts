@@ -3,30 +3,13 @@
 // with the /proc read or remote call that failed because of it, and leaves the rest of the tree
 // running untraced with no checkpoint behind.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
+import { safe, startDetached } from './lib/detached.js';
 import { CrrError } from '../src/errors.js';
-
-function safe(p: string): string {
-  try {
-    return readFileSync(p, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-/** Starts argv (through sh, which execs it) in its own session with init as parent. */
-async function startDetached(argv: string[]): Promise<number> {
-  const pidFile = join(mkdtempSync(join(tmpdir(), 'crr-pid-')), 'pid');
-  spawnSync('setsid', ['-f', 'sh', '-c', 'echo $$ > "$0"; shift; exec "$@" </dev/null >/dev/null 2>&1', pidFile, 'x', ...argv]);
-  for (let i = 0; i < 100 && !safe(pidFile).trim(); i++) await sleep(10);
-  await sleep(200);
-  return Number(safe(pidFile).trim());
-}
 
 t.test('a child killed while frozen: the error names it; the others are let go untouched', async (t) => {
   const root = await startDetached(['sh', '-c', '/usr/bin/sleep 1000 & /usr/bin/sleep 1000 & exec /usr/bin/sleep 1001']);
