@@ -3,29 +3,16 @@
 // when it is older than src/dump (tests otherwise run from src).
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startProgram, requestCheck } from './lib/programs.js';
 import { readImage } from '../src/images/reader.js';
+import { ensureBuilt } from './lib/built.js';
 
 const root = new URL('../', import.meta.url).pathname;
 
-function newest(dir: string): number {
-  let m = 0;
-  for (const n of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, n.name);
-    m = Math.max(m, n.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return m;
-}
-
-t.before(() => {
-  const built = join(root, 'dist/dump/index.js');
-  if (!existsSync(built) || statSync(built).mtimeMs < newest(join(root, 'src/dump'))) {
-    spawnSync('npx', ['tsc', '-p', '.'], { cwd: root, stdio: 'ignore' }); // type errors elsewhere still emit
-  }
-});
+t.before(() => ensureBuilt('dist/dump/index.js', 'src/dump'));
 
 t.test('crr dump --json --leave-running on a running program', async (t) => {
   const prog = await startProgram(t, 'counter');

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { main } from '../src/cli/main.js';
 import { parseRestoreArgs } from '../src/cli/commands/restore.js';
 import { alive, copyFixture, procIds } from './lib/restore-images.js';
+import { waitFor } from './lib/programs.js';
 
 /** Runs `crr ARGS` in this process; returns its exit code and what it wrote. */
 async function crr(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -24,16 +25,6 @@ async function crr(args: string[]): Promise<{ code: number; stdout: string; stde
   } finally {
     process.stdout.write = out;
     process.stderr.write = err;
-  }
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const got = probe();
-    if (got !== undefined) return got;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
   }
 }
 

@@ -5,33 +5,19 @@
 // killed by its host PID and every `script`/crr process is killed by PID and waited for.
 // Rebuilds dist first when it is older than src (tests otherwise run from src).
 import t, { type Test } from 'tap';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { copyFixture, alive } from './lib/restore-images.js';
-import { startProgram, requestCheck } from './lib/programs.js';
+import { startProgram, requestCheck, waitFor } from './lib/programs.js';
+import { ensureBuilt } from './lib/built.js';
 
 const root = new URL('../', import.meta.url).pathname;
 const crr = join(root, 'bin/crr.js');
 const PROGRESS = '\r\x1b[K';
 
-function newest(dir: string): number {
-  let m = 0;
-  for (const n of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, n.name);
-    m = Math.max(m, n.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return m;
-}
-
-t.before(() => {
-  const built = join(root, 'dist/cli/main.js');
-  if (!existsSync(built) || statSync(built).mtimeMs < newest(join(root, 'src'))) {
-    spawnSync('npx', ['tsc', '-p', '.'], { cwd: root, stdio: 'ignore' }); // type errors elsewhere still emit
-  }
-});
+t.before(() => ensureBuilt('dist/cli/main.js', 'src'));
 
 interface Run {
   child: ChildProcess;
@@ -60,22 +46,12 @@ function runCrr(t: Test, args: string[], tty: boolean): Run {
   return { child, output: () => out, stderr: () => err, exit };
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const got = probe();
-    if (got !== undefined) return got;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 /** Restores the sleep fixture (root 17288) in a PID namespace; ends it by killing the root. */
 async function restoreSleep(t: Test, tty: boolean, extra: string[] = []): Promise<{ run: Run; code: number | null; host: number }> {
   const dir = copyFixture(t, 'sleep');
   const pidfile = join(dir, 'root.pid');
   const run = runCrr(t, ['restore', '-D', dir, '--pid-namespace', '--pidfile', pidfile, ...extra], tty);
-  const host = await waitFor('the pidfile', () => (existsSync(pidfile) ? Number(readFileSync(pidfile, 'utf8')) || undefined : undefined)).catch((err) => {
+  const host = await waitFor('the pidfile', () => (existsSync(pidfile) ? Number(readFileSync(pidfile, 'utf8')) || undefined : undefined), 30_000).catch((err) => {
     throw new Error(`${(err as Error).message}; crr wrote ${JSON.stringify(run.output() + run.stderr())}`);
   });
   t.teardown(() => {
@@ -88,7 +64,7 @@ async function restoreSleep(t: Test, tty: boolean, extra: string[] = []): Promis
   t.not(host, process.pid);
   process.kill(host, 'SIGKILL');
   const code = await run.exit;
-  await waitFor('the root to be reaped', () => (alive(host) ? undefined : true));
+  await waitFor('the root to be reaped', () => (alive(host) ? undefined : true), 30_000);
   return { run, code, host };
 }
 

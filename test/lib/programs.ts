@@ -252,3 +252,14 @@ export async function requestCheck(pid: number, resultFile: string, timeoutMs = 
     await sleep(20);
   }
 }
+
+/** Polls `probe` every 20 ms until it returns a value; rejects naming `what` after `ms`. */
+export async function waitFor<T>(what: string, probe: () => T | undefined, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = probe();
+    if (got !== undefined) return got;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
