@@ -80,6 +80,18 @@ Napi::Value ProcessVmWrite(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, (double)buf.Length());
 }
 
+// [{addr, len}] from JS as the remote iovecs of one transfer; `total` gets the sum of the lengths.
+std::vector<struct iovec> remoteRanges(Napi::Array ranges, size_t* total) {
+  std::vector<struct iovec> remote(ranges.Length());
+  for (uint32_t i = 0; i < ranges.Length(); i++) {
+    Napi::Object r = ranges.Get(i).As<Napi::Object>();
+    remote[i].iov_base = (void*)u64(r.Get("addr"));
+    remote[i].iov_len = (size_t)r.Get("len").As<Napi::Number>().Int64Value();
+    *total += remote[i].iov_len;
+  }
+  return remote;
+}
+
 // ranges: Array<{addr, len}>; the bytes land back to back in one Buffer.
 Napi::Value ProcessVmReadv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -89,14 +101,8 @@ Napi::Value ProcessVmReadv(const Napi::CallbackInfo& info) {
   }
   int pid = info[0].As<Napi::Number>().Int32Value();
   Napi::Array ranges = info[1].As<Napi::Array>();
-  std::vector<struct iovec> remote(ranges.Length());
   size_t total = 0;
-  for (uint32_t i = 0; i < ranges.Length(); i++) {
-    Napi::Object r = ranges.Get(i).As<Napi::Object>();
-    remote[i].iov_base = (void*)u64(r.Get("addr"));
-    remote[i].iov_len = (size_t)r.Get("len").As<Napi::Number>().Int64Value();
-    total += remote[i].iov_len;
-  }
+  std::vector<struct iovec> remote = remoteRanges(ranges, &total);
   auto buf = Napi::Buffer<uint8_t>::New(env, total);
   if (!transfer(env, pid, false, buf.Data(), std::move(remote))) return env.Undefined();
   return buf;
@@ -114,14 +120,8 @@ Napi::Value ProcessVmReadvInto(const Napi::CallbackInfo& info) {
   Napi::Array ranges = info[1].As<Napi::Array>();
   auto buf = info[2].As<Napi::Buffer<uint8_t>>();
   size_t offset = info[3].IsUndefined() ? 0 : (size_t)info[3].As<Napi::Number>().Int64Value();
-  std::vector<struct iovec> remote(ranges.Length());
   size_t total = 0;
-  for (uint32_t i = 0; i < ranges.Length(); i++) {
-    Napi::Object r = ranges.Get(i).As<Napi::Object>();
-    remote[i].iov_base = (void*)u64(r.Get("addr"));
-    remote[i].iov_len = (size_t)r.Get("len").As<Napi::Number>().Int64Value();
-    total += remote[i].iov_len;
-  }
+  std::vector<struct iovec> remote = remoteRanges(ranges, &total);
   if (offset > buf.Length() || total > buf.Length() - offset) {
     Napi::RangeError::New(env, "ranges do not fit in the buffer at offset").ThrowAsJavaScriptException();
     return env.Undefined();
