@@ -16,7 +16,6 @@ import { taskMachine, type StageRunner, type TaskActorRef, type TaskReport } fro
 export interface RestoreMachineInput {
   /** Most tasks running one stage at once (fork, namespaces, task-state, barrier, memory). */
   readonly concurrency?: number;
-  readonly now?: () => number;
   /** Stop after planning (crr restore --dry-run). */
   readonly dryRun?: boolean;
   readonly services: RestoreServices;
@@ -36,7 +35,6 @@ export interface Timings { readonly steps: StepTiming[]; readonly tasks: TaskSta
 
 export interface RestoreContext {
   readonly concurrency: number;
-  readonly now: () => number;
   readonly dryRun: boolean;
   readonly services: RestoreServices;
   tasks: readonly TaskPlan[];
@@ -85,12 +83,12 @@ const restoreSetup = setup({
     beginStep: enqueueActions(({ context, enqueue }, params: { step: Step }) => {
       // Steps tile the run: a step starts where the one before it ended, so the transition's own
       // actions (spawning the task actors) count in the step they lead into.
-      const time = context.timings.steps.at(-1)?.end ?? context.now();
+      const time = context.timings.steps.at(-1)?.end ?? context.services.now();
       context.timings.steps.push({ step: params.step, start: time });
       enqueue.emit({ type: 'step.start', step: params.step, time });
     }),
     endStep: enqueueActions(({ context, enqueue }, params: { step: Step }) => {
-      const time = context.now();
+      const time = context.services.now();
       for (const s of context.timings.steps) if (s.step === params.step && s.end === undefined) s.end = time;
       enqueue.emit({ type: 'step.end', step: params.step, time });
     }),
@@ -174,7 +172,6 @@ export const restoreMachine = restoreSetup.createMachine({
   id: 'restore',
   context: ({ input }) => ({
     concurrency: input.concurrency ?? 16,
-    now: input.now ?? (() => performance.now()),
     dryRun: input.dryRun ?? false,
     services: input.services,
     tasks: [],

@@ -110,7 +110,7 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
   };
 
   const actor = createActor(restoreMachine, {
-    input: { concurrency: options.concurrency, now, dryRun: options.dryRun, services },
+    input: { concurrency: options.concurrency, dryRun: options.dryRun, services },
     inspect: options.inspect,
   });
   if (options.onEvent) actor.on('*', options.onEvent);
