@@ -3,7 +3,7 @@
 // integers as bigint (exact), bytes as Uint8Array, enums as numbers, nested messages as
 // Entry, repeated fields as arrays, and only the fields present on the wire as own
 // properties, so decode -> encode gives back the same bytes.
-import * as generated from './gen/images.js';
+import { createRequire } from 'node:module';
 import meta, { type FieldMeta } from './gen/meta.js';
 import { decodePlain } from './wire-decode.js';
 
@@ -28,14 +28,23 @@ const LONG_TYPES = new Set(['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64'])
 // carries them in a non-enumerable property so they never show up as data.
 const UNKNOWNS = '$unknowns';
 
-const root = generated as unknown as Record<string, unknown>;
+// protobufjs's static code (1.2 MB, ~60 ms to load) is only needed to encode and for messages
+// the direct decoder leaves to it, so a restore usually never loads it: it is required (Node
+// >= 20.19 loads an ES module synchronously) at its first use. Older Nodes load it up front.
+type Generated = typeof import('./gen/images.js');
+let generated: Generated | undefined = process.features.require_module ? undefined : await import('./gen/images.js');
+
+function protobufRoot(): Record<string, unknown> {
+  generated ??= createRequire(import.meta.url)('./gen/images.js') as Generated;
+  return generated as unknown as Record<string, unknown>;
+}
 
 const staticClasses = new Map<string, StaticMessage>();
 
 function staticClass(type: string): StaticMessage {
   const known = staticClasses.get(type);
   if (known) return known;
-  let node: unknown = root;
+  let node: unknown = protobufRoot();
   for (const part of type.split('.')) node = node == null ? undefined : (node as Record<string, unknown>)[part];
   if (typeof node !== 'function') throw new Error(`unknown message type ${type}`);
   staticClasses.set(type, node as unknown as StaticMessage);
