@@ -127,12 +127,25 @@ interface WireField {
 interface WireType {
   readonly byId: Map<number, WireField>;
   readonly names: readonly string[];
+  /** Makes the Entry from the values by field index (see entryBuilder). */
+  readonly build: (values: unknown[]) => Entry;
   readonly required: readonly number[];
   /** protobufjs's message classes start every repeated field as an own empty array. */
   readonly repeated: readonly number[];
 }
 
 const types = new Map<string, WireType | null>();
+
+/**
+ * A function making a type's Entry: own properties in field order, only those present, like the
+ * protobufjs path's entries. Generated per type so each store has one constant key (one loop
+ * storing every type's names by index was a megamorphic keyed store: half the decode time).
+ * Names go in as JSON string literals, so no field name can be code.
+ */
+function entryBuilder(names: readonly string[]): (values: unknown[]) => Entry {
+  const body = names.map((name, i) => `if (v[${i}] !== undefined) e[${JSON.stringify(name)}] = v[${i}];`).join('\n');
+  return new Function('v', `const e = {};\n${body}\nreturn e;`) as (values: unknown[]) => Entry;
+}
 
 /** The wire table of a message type, or null when it (or a message inside it) has a type this decoder does not read. */
 function wireType(type: string, fieldsOf: (type: string) => readonly FieldMeta[]): WireType | null {
@@ -154,11 +167,61 @@ function wireType(type: string, fieldsOf: (type: string) => readonly FieldMeta[]
   const table = {
     byId,
     names: fields.map((f) => f.name),
+    build: entryBuilder(fields.map((f) => f.name)),
     required: fields.flatMap((f, i) => (f.required ? [i] : [])),
     repeated: fields.flatMap((f, i) => (f.repeated ? [i] : [])),
   };
   types.set(type, table);
   return table;
+}
+
+/**
+ * The last decoded sub-message of each type, by its bytes. Thread cores of one process repeat
+ * most of theirs byte for byte (creds, tls, FPU state of idle threads, sigaltstack...): an
+ * identical one is the same frozen Entry again, which saves 10,000 threads most of their decode
+ * and garbage. Frozen, so a consumer that would modify one (and so every thread's) throws
+ * instead. A type that seldom repeats (registers) is no longer kept: freezing costs too.
+ */
+interface LastSub {
+  bytes: Uint8Array;
+  entry: Entry;
+  hits: number;
+  misses: number;
+}
+const lastSub = new Map<string, LastSub>();
+
+function sameBytes(a: Uint8Array, b: Uint8Array, from: number, to: number): boolean {
+  if (a.length !== to - from) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[from + i]) return false;
+  return true;
+}
+
+/** Its sub-messages are frozen already (they came through subMessage); its arrays are not. */
+function freezeEntry(entry: Entry): Entry {
+  for (const v of Object.values(entry)) if (Array.isArray(v)) Object.freeze(v);
+  return Object.freeze(entry);
+}
+
+function subMessage(type: string, c: Cursor, to: number): Entry {
+  // Text decodes by whether the input is a Buffer (readString): only Buffers' are kept and reused.
+  if (!Buffer.isBuffer(c.buf)) return decodeMessage(types.get(type)!, c, to);
+  const last = lastSub.get(type);
+  if (last) {
+    if (sameBytes(last.bytes, c.buf, c.pos, to)) {
+      last.hits++;
+      return last.entry;
+    }
+    if (++last.misses > 32 && last.hits * 4 < last.misses) return decodeMessage(types.get(type)!, c, to);
+  }
+  const bytes = c.buf.subarray(c.pos, to);
+  const entry = freezeEntry(decodeMessage(types.get(type)!, c, to));
+  if (last) {
+    last.bytes = bytes;
+    last.entry = entry;
+  } else {
+    lastSub.set(type, { bytes, entry, hits: 0, misses: 0 });
+  }
+  return entry;
 }
 
 function decodeMessage(type: WireType, c: Cursor, end: number): Entry {
@@ -172,7 +235,7 @@ function decodeMessage(type: WireType, c: Cursor, end: number): Entry {
     if (field.message) {
       if (wire !== 2) throw notPlain;
       const to = skipTo(c, end, varint32(c, end) >>> 0);
-      const sub = decodeMessage(types.get(field.message)!, c, to);
+      const sub = subMessage(field.message, c, to);
       c.pos = to;
       if (field.repeated) (values[field.index] as unknown[]).push(sub);
       else if (values[field.index] !== undefined) throw notPlain; // protobufjs merges the two
@@ -196,10 +259,7 @@ function decodeMessage(type: WireType, c: Cursor, end: number): Entry {
     }
   }
   for (const i of type.required) if (values[i] === undefined) throw notPlain;
-  // Own properties in field order, like the protobufjs path's entries.
-  const entry: Entry = {};
-  for (let i = 0; i < values.length; i++) if (values[i] !== undefined) entry[type.names[i]!] = values[i];
-  return entry;
+  return type.build(values);
 }
 
 /** The Entry of one message, or undefined when protobufjs must decode it (see the file comment). */
