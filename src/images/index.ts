@@ -1,8 +1,10 @@
-// The public face of src/images: everything the restorer, the dumper and the CLI need to read
-// and write CRIU images. Import from here, not from the files behind it.
+// The public face of src/images: everything the restorer and the dumper need to read CRIU images
+// and check them. Import from here, not from the files behind it, except for what only some
+// commands need: writing images (./writer.js: the dumper, crr encode) and crit-style JSON
+// (./crit-json.js: crr show/encode) are imported from their own files, so a restore, which
+// loads this module, does not load them.
 export * from './schema.js';
 export * from './codec.js';
-export * from './crit-json.js';
 export {
   readImage,
   parseImage,
@@ -15,7 +17,6 @@ export {
   type ImageFile,
   type LazyEntry,
 } from './reader.js';
-export { encodeImage, writeImage, ImageWriter, type EntryToWrite } from './writer.js';
 export {
   Checkpoint,
   openCheckpoint,

@@ -5,7 +5,8 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { imageKindForFile, readImage, writeImage, type Entry } from '../../src/images/index.js';
+import { imageKindForFile, readImage, type Entry } from '../../src/images/index.js';
+import { writeImage } from '../../src/images/writer.js';
 import { SHARED } from './shared-dir.js';
 
 export const fixturesDir = SHARED + 'fixtures/criu-4.2';
