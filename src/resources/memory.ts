@@ -133,15 +133,18 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (pagesFd === undefined) fail(ctx, 'the barrier did not pre-open pages-N.img');
 
     const start = ctx.now();
-    await ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP);
+    // Both go to the tracer thread at once (one wake-up, not two), and the helper's maps are read
+    // meanwhile. glibc's rseq would fault on the way back from munmap (kernel notes trap 3).
+    const ready = Promise.all([ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP), ctx.tracer.getRseqConfig(hostPid)]);
+    ready.catch(() => undefined); // awaited below; not unhandled if reading the maps throws first
+    const helperMaps = parseMaps(readFileSync(`/proc/${hostPid}/maps`, 'utf8'));
+    const [, rseq] = await ready;
     const batch = new RemoteBatch(scratch);
 
-    // Teardown. glibc's rseq would fault on the way back from munmap (kernel notes trap 3).
-    const rseq = await ctx.tracer.getRseqConfig(hostPid);
+    // Teardown.
     if (rseq.rseqAbiPointer !== 0n) {
       batch.call(SYS.rseq, [rseq.rseqAbiPointer, rseq.rseqAbiSize, RSEQ_FLAG_UNREGISTER, rseq.signature], { what: "unregister the helper's rseq" });
     }
-    const helperMaps = parseMaps(readFileSync(`/proc/${hostPid}/maps`, 'utf8'));
     const keep = { start: scratch, end: scratch + BigInt(STUB_SCRATCH_SIZE) };
     for (const r of helperRangesToUnmap(helperMaps, keep)) {
       batch.call(SYS.munmap, [r.start, r.end - r.start], { what: `unmap helper range ${hex(r.start)}-${hex(r.end)}` });
