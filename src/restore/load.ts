@@ -1,8 +1,10 @@
 // The load step: open and validate the checkpoint, then decode every task's images (core per
 // thread, mm, ids, fs, fdinfo, pagemap checked against pages-N.img) into plain TaskImageSets and
 // the TaskPlans the planner orders. Bad input is an ImageError naming file and offset, before
-// anything is touched. Large trees can decode in a piscina pool (load-worker.ts).
-import { openCheckpoint, readPagemap, type Checkpoint, type FdinfoEntry, type PstreeTask } from '../images/index.js';
+// anything is touched (but for the thread cores of a task with many threads: they are read
+// and decoded while the restore goes on, and a bad one fails the threads stage, which waits for
+// them). Large trees can decode in a piscina pool (load-worker.ts).
+import { openCheckpoint, readPagemap, type Checkpoint, type Entry, type FdinfoEntry, type PstreeTask } from '../images/index.js';
 import { StageError } from '../errors.js';
 import type { TaskPlan } from '../resources/types.js';
 import type { SharedFdTable, TaskImageSet } from './context.js';
@@ -13,11 +15,52 @@ export interface Loaded {
   readonly images: Map<number, TaskImageSet>;
 }
 
-/** Decodes one task's images from an open checkpoint. */
-export function decodeTask(checkpoint: Checkpoint, pid: number): TaskImageSet {
+/**
+ * From this many threads on, a task's other thread cores are read and decoded after the load
+ * step, in slices between other work (see decodeLater): a restore does not need them before its
+ * threads stage, and until then the main thread mostly waits on the tracer (fork, barrier,
+ * mapping the address space). 10,000 thread cores are 0.5-1 s of decoding.
+ */
+export const DEFER_THREAD_CORES_FROM = 64;
+/** Cores decoded per slice: a few ms, so the work in between is never held up long. */
+const CORES_PER_SLICE = 128;
+
+const coresPending = new WeakMap<ReadonlyMap<number, unknown>, Promise<void>>();
+
+/**
+ * Resolves once every thread core of the task is in `images.cores` (at once when none was
+ * deferred); rejects with the ImageError of a core that failed to decode. Every user of another
+ * thread's core runs in or after the threads stage, which waits for this first.
+ */
+export function threadCoresReady(images: Pick<TaskImageSet, 'cores'>): Promise<void> {
+  return coresPending.get(images.cores) ?? Promise.resolve();
+}
+
+/** Decodes `tids`' cores into `cores` a slice at a time, letting other work run in between. */
+async function decodeLater(checkpoint: Checkpoint, tids: readonly number[], cores: Map<number, Entry>): Promise<void> {
+  for (let i = 0; i < tids.length; i += CORES_PER_SLICE) {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const end = Math.min(i + CORES_PER_SLICE, tids.length);
+    for (let k = i; k < end; k++) cores.set(tids[k]!, checkpoint.core(tids[k]!));
+  }
+}
+
+/**
+ * Decodes one task's images from an open checkpoint. `deferThreads`: a task with many threads
+ * gets its other threads' cores later (threadCoresReady); the pool's workers decode everything.
+ */
+export function decodeTask(checkpoint: Checkpoint, pid: number, options: { deferThreads?: boolean } = {}): TaskImageSet {
   const task = checkpoint.task(pid);
-  const cores = new Map(task.threads.map((tid) => [tid, checkpoint.core(tid)]));
-  const core = cores.get(pid) ?? checkpoint.core(pid);
+  const core = checkpoint.core(pid);
+  let cores: Map<number, Entry>;
+  if (options.deferThreads && task.threads.length >= DEFER_THREAD_CORES_FROM && task.threads[0] === pid && !checkpoint.isZombie(pid)) {
+    cores = new Map([[pid, core]]); // the others follow in thread order
+    const pending = decodeLater(checkpoint, task.threads.slice(1), cores);
+    pending.catch(() => {}); // reported through threadCoresReady, not as an unhandled rejection
+    coresPending.set(cores, pending);
+  } else {
+    cores = new Map(task.threads.map((tid) => [tid, tid === pid ? core : checkpoint.core(tid)]));
+  }
   if (checkpoint.isZombie(pid)) return { pid, cores, core, fds: [] };
   const ids = checkpoint.ids(pid);
   const all = checkpoint.has(`fdinfo-${ids.files_id}.img`) ? checkpoint.fdinfo(ids.files_id) : [];
@@ -97,7 +140,7 @@ export async function decodeCheckpoint(imagesDir: string, checkpoint: Checkpoint
     const { decodeInWorkers } = await import('./load-pool.js');
     images = await decodeInWorkers(imagesDir, tasks.map((t) => t.pid), options.signal);
   } else {
-    images = new Map(tasks.map((t) => [t.pid, decodeTask(checkpoint, t.pid)]));
+    images = new Map(tasks.map((t) => [t.pid, decodeTask(checkpoint, t.pid, { deferThreads: true })]));
   }
   return { checkpoint, tasks, images };
 }

@@ -1,0 +1,61 @@
+// A task with many threads (load.ts DEFER_THREAD_CORES_FROM) gets its other threads' cores after
+// the load step: right after loading only the main core is there, all are once threadCoresReady
+// resolves, a corrupt thread core rejects it with an ImageError naming the file, and a program
+// with 100 threads restores and passes its own check (TIDs, TLS, ymm registers per thread).
+import t from 'tap';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ImageError } from '../src/errors.js';
+import { readImage } from '../src/images/reader.js';
+import { DEFER_THREAD_CORES_FROM, loadCheckpoint, threadCoresReady } from '../src/restore/load.js';
+import { startProgram } from './lib/programs.js';
+import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
+
+const THREADS = 100;
+
+t.test('100 threads: cores decoded after the load step, and the restore passes', async (t) => {
+  t.ok(THREADS + 1 >= DEFER_THREAD_CORES_FROM, 'enough threads to be deferred');
+  const prog = await startProgram(t, 'threads', [String(THREADS)]);
+  const dir = await dumpProgram(t, prog);
+  const pstree = readImage(join(dir, 'pstree.img')).all()[0] as { pid: number; threads: number[] };
+  const tids = pstree.threads.map(Number);
+  t.equal(tids.length, THREADS + 1);
+
+  const loaded = await loadCheckpoint(dir);
+  const images = loaded.images.get(Number(pstree.pid))!;
+  t.equal(images.cores.size, 1, 'only the main core right after the load step');
+  await threadCoresReady(images);
+  t.same([...images.cores.keys()], tids, 'then every thread, in thread order');
+  const reread = loadCheckpoint(dir).then(async (l) => {
+    const set = l.images.get(Number(pstree.pid))!;
+    await threadCoresReady(set);
+    return set;
+  });
+  const again = await reread;
+  t.same(JSON.stringify([...again.cores.values()], (_k, v) => (typeof v === 'bigint' ? `${v}n` : v)),
+    JSON.stringify(tids.map((tid) => readImage(join(dir, `core-${tid}.img`)).only()), (_k, v) => (typeof v === 'bigint' ? `${v}n` : v)),
+    'the same entries as reading each core image');
+
+  const rt = await restoreProgram(t, prog, dir);
+  const r = await rt.check(30_000);
+  t.ok(r.pass, `the restored program checks out: ${r.text.trim()}`);
+});
+
+t.test('a corrupt thread core: threadCoresReady rejects with its ImageError', async (t) => {
+  const prog = await startProgram(t, 'threads', [String(THREADS)]);
+  const dir = await dumpProgram(t, prog);
+  const bad = mkdtempSync(join(tmpdir(), 'crr-deferred-bad-'));
+  t.teardown(() => rmSync(bad, { recursive: true, force: true }));
+  cpSync(dir, bad, { recursive: true });
+  const pstree = readImage(join(bad, 'pstree.img')).all()[0] as { pid: number; threads: number[] };
+  const victim = Number(pstree.threads[THREADS - 3]);
+  const file = join(bad, `core-${victim}.img`);
+  const bytes = readFileSync(file);
+  bytes.fill(0xff, 12, bytes.length); // the entry length and message: garbage
+  writeFileSync(file, bytes);
+  const loaded = await loadCheckpoint(bad);
+  const images = loaded.images.get(Number(pstree.pid))!;
+  await t.rejects(threadCoresReady(images), ImageError);
+  await threadCoresReady(images).catch((e: Error) => t.match(e.message, `core-${victim}.img`, 'naming the file'));
+});
