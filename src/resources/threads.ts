@@ -5,6 +5,7 @@
 // (threads start with no rseq: kernel notes trap 3; nor robust list, nor sigaltstack), then is
 // seized. Registers, FPU state and masks come last, in the regs kind.
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { threadCoresReady } from '../restore/load.js';
 import { RemoteBatch } from '../restore/remote.js';
 import { addThreadState, clearTidOf, createThreads, setRestoredThreads, type RestoredThread, type ThreadBatch } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
@@ -39,6 +40,8 @@ export const threads: ResourceKind<RestoreCtx> = {
     'rseq, clear_child_tid, robust list, sigaltstack per thread',
   ],
   async restore(ctx) {
+    // The first to use other threads' cores; the kinds after it (creds, signals, regs...) find them all.
+    await threadCoresReady(ctx.images);
     const hostPid = hostPidOf(ctx);
     const scratch = scratchOf(ctx);
     const start = ctx.now();
