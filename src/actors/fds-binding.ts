@@ -1,5 +1,5 @@
 // The typed surface of native/addon/fds.cc: fd-level calls that are safe from any thread.
-// Every function is synchronous but readAhead; a failure throws an Error with `code` (errno name, e.g. 'EBADF'),
+// Every function is synchronous but readAhead and uffdCopy (native/addon/uffd.cc); a failure throws an Error with `code` (errno name, e.g. 'EBADF'),
 // `errno` (number) and `syscall`; bad argument types throw a TypeError.
 
 /** The error every failing fds.cc call throws. */
@@ -33,8 +33,16 @@ export interface FdsBinding {
    */
   recvFds(sock: number, maxFds: number, maxBytes?: number, dontWait?: boolean): ReceivedFds;
   /**
-   * POSIX_FADV_WILLNEED over [offset, offset + length) in `step`-byte calls on a libuv worker (the
-   * one asynchronous call here); rejects with the same Error shape as the others.
+   * POSIX_FADV_WILLNEED over [offset, offset + length) in `step`-byte calls on a libuv worker (one of
+   * the two asynchronous calls here); rejects with the same Error shape as the others.
    */
   readAhead(fd: number, offset: number, length: number, step: number): Promise<void>;
+  /**
+   * UFFDIO_COPY of each (dst, fileOffset, len) triple of `pieces` into the mm `uffd` (a task's
+   * userfaultfd, taken with pidfdGetfd) was made for, from `srcFd` mapped read-only in this
+   * process ([0, srcLength)), by `threads` threads (1..16) taking pieces in turn; off the main
+   * thread. Resolves with the bytes copied; rejects with the errno Error of the first failure,
+   * which also carries `address`, the destination it failed at.
+   */
+  uffdCopy(uffd: number, srcFd: number, srcLength: number, pieces: BigUint64Array, threads: number): Promise<number>;
 }

@@ -102,28 +102,45 @@ export function addUffdCopies(
   vmas: readonly Vma[],
   runs: readonly PageRun[],
 ): { calls: number; bytes: number } {
-  const ioctl = (request: bigint, struct: Buffer, what: string) => {
-    batch.reserve(struct.length, 1);
-    batch.call(SYS_IOCTL, [uffd, request, batch.put(struct)], { what });
-  };
-  ioctl(UFFDIO_API, u64s([UFFD_API, 0n, 0n]), 'UFFDIO_API');
-  for (const v of vmas) ioctl(UFFDIO_REGISTER, u64s([v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING, 0n]), `UFFDIO_REGISTER ${hex(v.start)}-${hex(v.end)}`);
+  addUffdRegister(batch, uffd, vmas);
   let calls = 0;
   let bytes = 0;
-  const chunk = BigInt(UFFD_COPY_CHUNK);
-  for (const r of runs) {
-    for (let dst = r.start; dst < r.end; dst += chunk) {
-      const len = r.end - dst < chunk ? r.end - dst : chunk;
-      const src = source + BigInt(r.fileOffset) + (dst - r.start);
-      ioctl(UFFDIO_COPY, u64s([dst, src, len, UFFDIO_COPY_MODE_DONTWAKE, 0n]), `UFFDIO_COPY ${len} bytes to ${hex(dst)}`);
-      calls++;
-      bytes += Number(len);
-    }
+  for (const c of copyChunks(runs)) {
+    addIoctl(batch, uffd, UFFDIO_COPY, u64s([c.dst, source + c.fileOffset, c.len, UFFDIO_COPY_MODE_DONTWAKE, 0n]), `UFFDIO_COPY ${c.len} bytes to ${hex(c.dst)}`);
+    calls++;
+    bytes += Number(c.len);
   }
-  for (const v of vmas) ioctl(UFFDIO_UNREGISTER, u64s([v.start, v.end - v.start]), `UFFDIO_UNREGISTER ${hex(v.start)}-${hex(v.end)}`);
+  addUffdRelease(batch, uffd, source, length, vmas);
+  return { calls, bytes };
+}
+
+/** UFFDIO_API, then each VMA registered for missing-page handling: copies may follow. */
+export function addUffdRegister(batch: RemoteBatch, uffd: number, vmas: readonly Vma[]): void {
+  addIoctl(batch, uffd, UFFDIO_API, u64s([UFFD_API, 0n, 0n]), 'UFFDIO_API');
+  for (const v of vmas) addIoctl(batch, uffd, UFFDIO_REGISTER, u64s([v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING, 0n]), `UFFDIO_REGISTER ${hex(v.start)}-${hex(v.end)}`);
+}
+
+/** Every VMA unregistered, the userfaultfd closed and the copy source unmapped: after the last copy. */
+export function addUffdRelease(batch: RemoteBatch, uffd: number, source: bigint, length: bigint, vmas: readonly Vma[]): void {
+  for (const v of vmas) addIoctl(batch, uffd, UFFDIO_UNREGISTER, u64s([v.start, v.end - v.start]), `UFFDIO_UNREGISTER ${hex(v.start)}-${hex(v.end)}`);
   batch.call(SYS.close, [uffd], { what: 'close the fill userfaultfd' });
   batch.call(SYS.munmap, [source, length], { what: 'unmap the copy source' });
-  return { calls, bytes };
+}
+
+/** The runs cut into UFFD_COPY_CHUNK pieces: destination, offset in pages-N.img, length. */
+export function copyChunks(runs: readonly PageRun[], chunk = BigInt(UFFD_COPY_CHUNK)): Array<{ dst: bigint; fileOffset: bigint; len: bigint }> {
+  const out: Array<{ dst: bigint; fileOffset: bigint; len: bigint }> = [];
+  for (const r of runs) {
+    for (let dst = r.start; dst < r.end; dst += chunk) {
+      out.push({ dst, fileOffset: BigInt(r.fileOffset) + (dst - r.start), len: r.end - dst < chunk ? r.end - dst : chunk });
+    }
+  }
+  return out;
+}
+
+function addIoctl(batch: RemoteBatch, uffd: number, request: bigint, struct: Buffer, what: string): void {
+  batch.reserve(struct.length, 1);
+  batch.call(SYS_IOCTL, [uffd, request, batch.put(struct)], { what });
 }
 
 /** Closes/unmaps what the first batch opened when the copy is not going ahead. */
