@@ -98,32 +98,39 @@ export async function createThreads(
   const known = new Set<number>([hostPid]);
   const areaStart = STUB_DATA_OFFSET;
   let next = 0;
-  try {
-    while (next < wanted.length) {
-      const round: Array<{ w: WantedThread; at: number; list: ThreadList }> = [];
-      let end = areaStart;
-      while (next < wanted.length && round.length < STUB_MAX_COMMANDS) {
-        const w = wanted[next]!;
-        const listAt = end + CLONE_SLOT;
-        const list = new ThreadList(scratch + BigInt(listAt));
-        w.build(list);
-        list.call(SYS.pause, [w.tid], { what: `park thread ${w.tid}` }); // rdi names it in a register dump
-        if (align8(listAt + list.length) > STUB_SCRATCH_SIZE) {
-          if (round.length === 0) throw new RangeError(`thread ${w.tid}: its list outgrows the scratch area`);
-          break;
-        }
-        round.push({ w, at: end, list });
-        end = align8(listAt + list.length);
-        next++;
+  /** The next round's lists and clone3 commands, built in JS only (nothing is sent yet). */
+  const prepare = (): PreparedRound | undefined => {
+    if (next >= wanted.length) return undefined;
+    const round: Array<{ w: WantedThread; at: number; list: ThreadList }> = [];
+    let end = areaStart;
+    while (next < wanted.length && round.length < STUB_MAX_COMMANDS) {
+      const w = wanted[next]!;
+      const listAt = end + CLONE_SLOT;
+      const list = new ThreadList(scratch + BigInt(listAt));
+      w.build(list);
+      list.call(SYS.pause, [w.tid], { what: `park thread ${w.tid}` }); // rdi names it in a register dump
+      if (align8(listAt + list.length) > STUB_SCRATCH_SIZE) {
+        if (round.length === 0) throw new RangeError(`thread ${w.tid}: its list outgrows the scratch area`);
+        break;
       }
-      const data = Buffer.alloc(end - areaStart);
-      const commands = round.map(({ w, at, list }) => {
-        const slot = scratch + BigInt(at);
-        cloneArgs(slot + BigInt(CLONE_ARGS_SIZE), w.clearTid).copy(data, at - areaStart);
-        data.writeInt32LE(w.tid, at - areaStart + CLONE_ARGS_SIZE);
-        list.packInto(data, at + CLONE_SLOT - areaStart, 0); // a child's failure must not reach the int3: checked below
-        return { nr: SYS.clone3, args: [slot, CLONE_ARGS_SIZE, scratch + BigInt(at + CLONE_SLOT + list.headerOffset)], flags: STUB_STOP_ON_ERROR | STUB_CLONE_CHILD_LIST };
-      });
+      round.push({ w, at: end, list });
+      end = align8(listAt + list.length);
+      next++;
+    }
+    const data = Buffer.alloc(end - areaStart);
+    const commands = round.map(({ w, at, list }) => {
+      const slot = scratch + BigInt(at);
+      cloneArgs(slot + BigInt(CLONE_ARGS_SIZE), w.clearTid).copy(data, at - areaStart);
+      data.writeInt32LE(w.tid, at - areaStart + CLONE_ARGS_SIZE);
+      list.packInto(data, at + CLONE_SLOT - areaStart, 0); // a child's failure must not reach the int3: checked below
+      return { nr: SYS.clone3, args: [slot, CLONE_ARGS_SIZE, scratch + BigInt(at + CLONE_SLOT + list.headerOffset)], flags: STUB_STOP_ON_ERROR | STUB_CLONE_CHILD_LIST };
+    });
+    return { round, data, commands };
+  };
+  try {
+    let prepared = prepare();
+    while (prepared) {
+      const { round, data, commands } = prepared;
       tracer.processVmWrite(hostPid, scratch + BigInt(areaStart), data);
       const got = await tracer.runBatch(hostPid, { scratch, commands, timeoutMs: 5000 + round.length });
       let made = 0;
@@ -131,7 +138,17 @@ export async function createThreads(
       const back = await waitForLists(tracer, hostPid, scratch, round.slice(0, made), areaStart, 5000 + made);
       const tids = readdirSync(`/proc/${hostPid}/task`).map(Number).filter((t) => !known.has(t));
       tids.forEach((t) => known.add(t));
-      const r12s = await tracer.seizeThreads(hostPid, tids, ptraceOptions, 5000 + tids.length);
+      const seizing = tracer.seizeThreads(hostPid, tids, ptraceOptions, 5000 + tids.length);
+      // The next round is built while the tracer seizes this one (10,000 threads: ~6 rounds of
+      // ~50 ms of JS each); it is sent only after, the data area being this round's until then.
+      let following: PreparedRound | undefined;
+      let unprepared: unknown; // thrown once this round's threads are known (rollback needs them)
+      try {
+        following = made === round.length ? prepare() : undefined;
+      } catch (err) {
+        unprepared = err;
+      }
+      const r12s = await seizing;
       const byHeader = new Map(round.map((r, i) => [scratch + BigInt(r.at + CLONE_SLOT + r.list.headerOffset), i]));
       const hostOf: number[] = [];
       tids.forEach((t, k) => {
@@ -155,11 +172,19 @@ export async function createThreads(
         const errno = Number(-result);
         throw new NativeError({ code: errnoName(errno), errno, syscall: 'clone3', pid, detail: `thread ${round[made]!.w.tid}` });
       }
+      if (unprepared !== undefined) throw unprepared;
+      prepared = following;
     }
   } finally {
     onCreated(created);
   }
   return created;
+}
+
+interface PreparedRound {
+  readonly round: Array<{ w: WantedThread; at: number; list: ThreadList }>;
+  readonly data: Buffer;
+  readonly commands: Array<{ nr: number; args: bigint[] | Array<number | bigint>; flags: number }>;
 }
 
 /**
