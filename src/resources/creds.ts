@@ -162,12 +162,22 @@ export const creds: ResourceKind<RestoreCtx> = {
     // batch also carries the task-wide settings.
     const all = restoredThreads(ctx.runtime, hostPid);
     const inherited = all.length > 1 ? await inheritedCreds(ctx, hostPid, scratch) : undefined;
+    // Threads of one process mostly share one creds Entry (the image decoder gives equal bytes
+    // the same object): compared with the inherited creds once per Entry, not per thread.
+    const inheritedAlready = new Map<Creds, boolean>();
+    const isInherited = (image: Creds) => {
+      let same = inheritedAlready.get(image);
+      if (same === undefined) inheritedAlready.set(image, (same = sameCreds(image, inherited!)));
+      return same;
+    };
+    const keys = new Map<Creds, string>();
     const others = all.slice(1).flatMap((thread) => {
       const core = (ctx.images.cores.get(thread.tid) ?? ctx.images.core) as Record<string, unknown>;
       const image = ((core['thread_core'] as Record<string, unknown> | undefined) ?? {})['creds'] as Creds | undefined;
-      if (!image || sameCreds(image, inherited!)) return [];
+      if (!image || isInherited(image)) return [];
       // Threads with equal creds share one list, built once (key: the image's fields).
-      const key = JSON.stringify(image, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+      let key = keys.get(image);
+      if (key === undefined) keys.set(image, (key = JSON.stringify(image, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))));
       return [{ ...thread, fresh: false, key, build: (list: ThreadBatch) => addCreds(list, image, thread.tid) }];
     });
     await runThreadLists(ctx.tracer, hostPid, scratch, ctx.pid, others);
