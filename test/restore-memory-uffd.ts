@@ -76,9 +76,14 @@ t.test('mem-pattern restored by UFFDIO_COPY and by preadv: PASS, nothing left re
   const prog = await startProgram(t, 'mem-pattern');
   const imagesDir = await dumpProgram(t, prog);
   const before = process.env['CRR_FILL'];
+  const threadsBefore = process.env['CRR_COPY_THREADS'];
+  // The task's own copies (crr's threads copying: test/restore-uffd-split.ts).
+  process.env['CRR_COPY_THREADS'] = '0';
   t.teardown(() => {
     if (before === undefined) delete process.env['CRR_FILL'];
     else process.env['CRR_FILL'] = before;
+    if (threadsBefore === undefined) delete process.env['CRR_COPY_THREADS'];
+    else process.env['CRR_COPY_THREADS'] = threadsBefore;
   });
   const fills: Record<string, number> = {};
   for (const mode of ['uffd', 'fault']) {

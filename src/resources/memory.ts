@@ -5,7 +5,10 @@
 // go) with its madvise flags, preadv or UFFDIO_COPY straight from pages-N.img (read ahead from
 // this process for a large fill), then the final protections.
 // Acts after the barrier seized the task with the scratch area mapped.
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { native } from '../actors/native.js';
+import type { NativeSyscallError } from '../actors/fds-binding.js';
 import { StageError } from '../errors.js';
 import { readPagemap } from '../images/index.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
@@ -30,12 +33,39 @@ import {
   type Vma,
 } from '../restore/remote-vma.js';
 import { startPrefetch } from '../restore/prefetch.js';
-import { addUffdAbandon, addUffdCopies, addUffdOpen, sourceLength, splitRuns, UFFD_MIN_VMA_BYTES, uffdVmas, vmasHoldingRuns } from '../restore/remote-uffd.js';
+import {
+  addUffdAbandon,
+  addUffdCopies,
+  addUffdOpen,
+  addUffdRegister,
+  addUffdRelease,
+  copyChunks,
+  sourceLength,
+  splitRuns,
+  UFFD_MIN_VMA_BYTES,
+  uffdVmas,
+  vmasHoldingRuns,
+} from '../restore/remote-uffd.js';
+import { copyFromTask } from './shared-fds.js';
 import { mappedObjectKey } from './shmem.js';
 import type { ResourceKind } from './types.js';
 
 /** Pages from this many bytes on are filled in a batch of their own (a span of its own in the trace). */
 const SEPARATE_FILL_BYTES = 16 << 20;
+
+/**
+ * From this many bytes of copy runs on, crr's own threads do the UFFDIO_COPY (through the task's
+ * userfaultfd) instead of the task's one stub thread, one thread per core. Below it the two extra
+ * round trips (register apart, release after) and a thread start are not repaid.
+ */
+const COPY_HERE_MIN_BYTES = 32 << 20;
+
+/** Threads copying from here: CRR_COPY_THREADS=N (0: the task copies, as below the minimum). */
+function copyThreads(): number {
+  const set = process.env['CRR_COPY_THREADS'];
+  if (set !== undefined && /^\d+$/.test(set)) return Math.min(16, Number(set));
+  return Math.min(4, availableParallelism());
+}
 
 const ALL_BUT_SIGTRAP = ((1n << 64n) - 1n) & ~(1n << BigInt(SIGTRAP - 1));
 
@@ -59,26 +89,91 @@ function fail(ctx: RestoreCtx, message: string): never {
 
 /**
  * UFFDIO_COPY for the runs of private anonymous VMAs (src/restore/remote-uffd.ts), preadv for
- * the rest (and for VMAs with less than UFFD_MIN_VMA_BYTES of pages), all added to `fill`. Opens the userfaultfd and the source mapping in a batch of its
- * own first; if the kernel refuses either, everything goes by preadv.
+ * the rest (and for VMAs with less than UFFD_MIN_VMA_BYTES of pages), all added to `fill`. Opens
+ * the userfaultfd and the source mapping in a batch of its own first; if the kernel refuses
+ * either, everything goes by preadv. A large copy is done by crr's threads (copyFromHere) when
+ * crr can take the userfaultfd; otherwise by the task.
  */
-async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, runs: PageRun[], pagesFd: number, mapped: Vma[]): Promise<{ calls: number; bytes: number }> {
-  const vmas = vmasHoldingRuns(uffdVmas(mapped), runs, UFFD_MIN_VMA_BYTES);
+async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, at: { runs: PageRun[]; pagesFd: number; pagesPath: string; mapped: Vma[] }): Promise<{ calls: number; bytes: number }> {
+  const { runs, pagesFd } = at;
+  const vmas = vmasHoldingRuns(uffdVmas(at.mapped), runs, UFFD_MIN_VMA_BYTES);
   const { copy, read } = splitRuns(runs, vmas);
   if (copy.length === 0) return addFill(fill, runs, pagesFd);
   const length = sourceLength(copy);
   const open = new RemoteBatch(fill.scratch);
-  const at = addUffdOpen(open, pagesFd, length);
+  const opened = addUffdOpen(open, pagesFd, length);
   const results = (await open.run(ctx.tracer, hostPid, { pid: ctx.pid })).map(signed);
-  const uffd = results[at.uffd]!;
-  const source = results[at.source]!;
+  const uffd = results[opened.uffd]!;
+  const source = results[opened.source]!;
   if (uffd < 0n || source < 0n) {
     addUffdAbandon(fill, { ...(uffd >= 0n ? { uffd: Number(uffd) } : {}), ...(source >= 0n ? { source } : {}), length });
     return addFill(fill, runs, pagesFd);
   }
+  const threads = copyThreads();
+  const copyBytes = copy.reduce((n, r) => n + Number(r.end - r.start), 0);
+  const ours = threads > 0 && copyBytes >= COPY_HERE_MIN_BYTES ? takeUffd(ctx, Number(uffd)) : undefined;
+  if (ours !== undefined) {
+    try {
+      const task = { uffd: Number(uffd), source, length, vmas };
+      return await copyFromHere(ctx, hostPid, fill, { ...task, ours, threads, copy, read, pagesFd, pagesPath: at.pagesPath });
+    } finally {
+      native.close(ours);
+    }
+  }
   const copied = addUffdCopies(fill, Number(uffd), source, length, vmas, copy);
   const rest = addFill(fill, read, pagesFd);
   return { calls: copied.calls + rest.calls, bytes: copied.bytes + rest.bytes };
+}
+
+/** crr's copy of the task's userfaultfd, or undefined (the task copies) if pidfd_getfd refuses. */
+function takeUffd(ctx: RestoreCtx, uffd: number): number | undefined {
+  try {
+    return copyFromTask(ctx, uffd);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The task registers its VMAs (a round trip of its own: no copy may precede it), then crr's
+ * threads copy every run from pages-N.img mapped here while the task preadv's the other runs;
+ * the unregister, close and unmap go into `fill`, which the caller runs after.
+ */
+async function copyFromHere(
+  ctx: RestoreCtx,
+  hostPid: number,
+  fill: RemoteBatch,
+  at: { uffd: number; ours: number; threads: number; source: bigint; length: bigint; vmas: Vma[]; copy: PageRun[]; read: PageRun[]; pagesFd: number; pagesPath: string },
+): Promise<{ calls: number; bytes: number }> {
+  const register = new RemoteBatch(fill.scratch);
+  addUffdRegister(register, at.uffd, at.vmas);
+  await register.run(ctx.tracer, hostPid, { pid: ctx.pid });
+  const rest = new RemoteBatch(fill.scratch);
+  const read = addFill(rest, at.read, at.pagesFd);
+  const chunks = copyChunks(at.copy);
+  const pieces = new BigUint64Array(chunks.length * 3);
+  chunks.forEach((c, i) => pieces.set([c.dst, c.fileOffset, c.len], i * 3));
+  const srcFd = openSync(at.pagesPath, 'r');
+  const start = ctx.now();
+  let copied: PromiseSettledResult<number>;
+  let restRun: PromiseSettledResult<unknown>;
+  try {
+    [copied, restRun] = await Promise.allSettled([
+      native.uffdCopy(at.ours, srcFd, Number(at.length), pieces, at.threads),
+      rest.size > 0 ? rest.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 600_000 }) : Promise.resolve(),
+    ]);
+  } finally {
+    closeSync(srcFd);
+  }
+  if (copied.status === 'rejected') {
+    const err = copied.reason as NativeSyscallError & { address?: bigint };
+    const where = err.address !== undefined ? ` at ${hex(err.address)}` : '';
+    throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, syscall: err.syscall, errno: err.errno, code: err.code, message: `copying pages from crr's threads into the task${where}: ${err.message}`, cause: err });
+  }
+  if (restRun.status === 'rejected') throw restRun.reason;
+  ctx.record({ name: 'copy', start, end: ctx.now(), syscalls: chunks.length, bytes: copied.value });
+  addUffdRelease(fill, at.uffd, at.source, at.length, at.vmas);
+  return { calls: register.size + rest.size + chunks.length, bytes: copied.value + read.bytes };
 }
 
 /**
@@ -87,7 +182,7 @@ async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, r
  */
 async function mapAndFill(
   ctx: RestoreCtx,
-  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; own: boolean; start: number },
+  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; pagesPath: string; own: boolean; start: number },
 ): Promise<{ syscalls: number; bytes: number }> {
   const { hostPid, batch, mapped, runs, pagesFd, own } = at;
   const filled = vmasWithPages(mapped, runs);
@@ -102,7 +197,7 @@ async function mapAndFill(
   const mode = defaultFill();
   let reads: { calls: number; bytes: number };
   if (own && mode === 'uffd') {
-    reads = await fillByCopy(ctx, hostPid, fill, runs, pagesFd, mapped);
+    reads = await fillByCopy(ctx, hostPid, fill, { runs, pagesFd, pagesPath: at.pagesPath, mapped });
   } else reads = addFill(fill, runs, pagesFd, mode === 'populate' ? 'populate' : 'fault');
   if (own) {
     await fill.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 600_000 });
@@ -162,10 +257,11 @@ export const memory: ResourceKind<RestoreCtx> = {
     // off the disk from here while the task maps and copies (src/restore/prefetch.ts).
     const own = runs.reduce((n, r) => n + Number(r.end - r.start), 0) >= SEPARATE_FILL_BYTES;
     const prefetchStart = ctx.now();
-    const prefetch = own ? startPrefetch(ctx.checkpoint.path(pagemap.pagesFile), Number(sourceLength(runs)), { now: () => ctx.now() }) : undefined;
+    const pagesPath = ctx.checkpoint.path(pagemap.pagesFile);
+    const prefetch = own ? startPrefetch(pagesPath, Number(sourceLength(runs)), { now: () => ctx.now() }) : undefined;
     let done: { syscalls: number; bytes: number };
     try {
-      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, own, start });
+      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, start });
     } finally {
       const ahead = await prefetch?.stop();
       // Ends when the last read-ahead call returned: how far ahead of the fill the disk ran.
