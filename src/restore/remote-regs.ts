@@ -121,14 +121,25 @@ export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): 
   return buf;
 }
 
-/** xstateBuffer of many threads over one template, back to back in one buffer. */
+/**
+ * xstateBuffer of many threads over one template, back to back in one buffer. Threads whose FPU
+ * state is one Entry (the image decoder gives byte-identical ones the same object: idle threads
+ * of one process) get a copy of the first one's buffer, built once.
+ */
 export function xstateBuffers(template: Buffer, fpregsOfThreads: ReadonlyArray<Record<string, unknown>>): Buffer {
   const size = template.length;
   const out = Buffer.allocUnsafe(size * fpregsOfThreads.length);
   const supported = bufferFeatures(template);
+  const builtAt = new Map<Record<string, unknown>, number>();
   fpregsOfThreads.forEach((fpregs, i) => {
+    const first = builtAt.get(fpregs);
+    if (first !== undefined) {
+      out.copyWithin(i * size, first, first + size);
+      return;
+    }
     out.set(template, i * size);
     fillXstate(out.subarray(i * size, (i + 1) * size), supported, fpregs);
+    builtAt.set(fpregs, i * size);
   });
   return out;
 }
