@@ -126,7 +126,24 @@ t.test('helper teardown keeps the scratch area and [vsyscall]', async (t) => {
     { start: 0x10000000n, end: 0x10100000n, name: '' },
     { start: 0xffffffffff600000n, end: 0xffffffffff601000n, name: '[vsyscall]' },
   ];
-  t.same(helperRangesToUnmap(maps, { start: 0x10000000n, end: 0x10100000n }), [{ start: 0x400000n, end: 0x500000n }]);
+  t.same(helperRangesToUnmap(maps, { start: 0x10000000n, end: 0x10100000n }), [{ start: 0x400000n, end: 0x10000000n }]);
+  const around = [
+    { start: 0x400000n, end: 0x401000n, name: '/crr-helper' },
+    { start: 0x401000n, end: 0x403000n, name: '/crr-helper' },
+    { start: 0x10000000n, end: 0x10100000n, name: '' },
+    { start: 0x7f0000000000n, end: 0x7f0000002000n, name: '/libc.so.6' },
+    { start: 0x7ffd00000000n, end: 0x7ffd00021000n, name: '[stack]' },
+    { start: 0xffffffffff600000n, end: 0xffffffffff601000n, name: '[vsyscall]' },
+  ];
+  t.same(
+    helperRangesToUnmap(around, { start: 0x10000000n, end: 0x10100000n }),
+    [
+      { start: 0x400000n, end: 0x10000000n },
+      { start: 0x10100000n, end: 0x7ffd00021000n },
+    ],
+    'one call on each side of the scratch area, holes included',
+  );
+  t.same(helperRangesToUnmap(around.slice(2, 3), { start: 0x10000000n, end: 0x10100000n }), [], 'nothing but the scratch area: nothing to unmap');
 });
 
 t.test('prctl_mm_map layout, auxv terminator, comm', async (t) => {

@@ -90,21 +90,27 @@ export function vdsoBase(vmas: readonly Vma[]): bigint | undefined {
   return kernel.reduce((lo, v) => (v.start < lo ? v.start : lo), kernel[0]!.start);
 }
 
-/** Ranges to munmap from the helper's maps: all but the scratch area and [vsyscall] (which cannot go). */
+/**
+ * Ranges to munmap from the helper's maps: all but the scratch area and [vsyscall] (which cannot
+ * go), as at most two calls, from the lowest mapping to the scratch area and from it to the
+ * highest. munmap over the holes between mappings is no error, and one call for the ~30 mappings
+ * of a helper flushes the TLB once instead of per mapping.
+ */
 export function helperRangesToUnmap(
   maps: ReadonlyArray<{ start: bigint; end: bigint; name?: string }>,
   scratch: { start: bigint; end: bigint },
 ): Array<{ start: bigint; end: bigint }> {
-  const out: Array<{ start: bigint; end: bigint }> = [];
+  let low: bigint | undefined;
+  let high: bigint | undefined;
   for (const m of maps) {
     if (m.name === '[vsyscall]' || m.start >= 0xffff800000000000n) continue;
-    // Cut the scratch area out of a mapping that would contain it (it never should).
-    if (m.end <= scratch.start || m.start >= scratch.end) out.push({ start: m.start, end: m.end });
-    else {
-      if (m.start < scratch.start) out.push({ start: m.start, end: scratch.start });
-      if (m.end > scratch.end) out.push({ start: scratch.end, end: m.end });
-    }
+    if (low === undefined || m.start < low) low = m.start;
+    if (high === undefined || m.end > high) high = m.end;
   }
+  if (low === undefined || high === undefined) return [];
+  const out: Array<{ start: bigint; end: bigint }> = [];
+  if (low < scratch.start) out.push({ start: low, end: high < scratch.start ? high : scratch.start });
+  if (high > scratch.end) out.push({ start: low > scratch.end ? low : scratch.end, end: high });
   return out;
 }
 
