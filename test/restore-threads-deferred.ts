@@ -1,6 +1,6 @@
 // A task with many threads (load.ts DEFER_THREAD_CORES_FROM) gets its other threads' cores after
 // the load step: right after loading only the main core is there, all are once threadCoresReady
-// resolves, a corrupt thread core rejects it with an ImageError naming the file, and a program
+// resolves (threadCoreDecoded: one thread's), a corrupt thread core rejects it with an ImageError naming the file, and a program
 // with 100 threads restores and passes its own check (TIDs, TLS, ymm registers per thread).
 import t from 'tap';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageError } from '../src/errors.js';
 import { readImage } from '../src/images/reader.js';
-import { DEFER_THREAD_CORES_FROM, loadCheckpoint, threadCoresReady } from '../src/restore/load.js';
+import { DEFER_THREAD_CORES_FROM, loadCheckpoint, threadCoreDecoded, threadCoresReady } from '../src/restore/load.js';
 import { startProgram } from './lib/programs.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 
@@ -25,6 +25,12 @@ t.test('100 threads: cores decoded after the load step, and the restore passes',
   const loaded = await loadCheckpoint(dir);
   const images = loaded.images.get(Number(pstree.pid))!;
   t.equal(images.cores.size, 1, 'only the main core right after the load step');
+  t.equal(threadCoreDecoded(images, tids[0]!), undefined, 'the main core is there: nothing to wait for');
+  const middle = tids[50]!;
+  const waiting = threadCoreDecoded(images, middle);
+  t.ok(waiting instanceof Promise, 'a later thread\'s core is a promise');
+  await waiting;
+  t.ok(images.cores.has(middle), 'which resolves once that core is decoded');
   await threadCoresReady(images);
   t.same([...images.cores.keys()], tids, 'then every thread, in thread order');
   const reread = loadCheckpoint(dir).then(async (l) => {
@@ -56,6 +62,7 @@ t.test('a corrupt thread core: threadCoresReady rejects with its ImageError', as
   writeFileSync(file, bytes);
   const loaded = await loadCheckpoint(bad);
   const images = loaded.images.get(Number(pstree.pid))!;
+  await t.rejects(threadCoreDecoded(images, Number(pstree.threads[THREADS]))!, ImageError, 'a thread after the bad core: rejects');
   await t.rejects(threadCoresReady(images), ImageError);
   await threadCoresReady(images).catch((e: Error) => t.match(e.message, `core-${victim}.img`, 'naming the file'));
 });

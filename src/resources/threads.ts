@@ -5,9 +5,9 @@
 // (threads start with no rseq: kernel notes trap 3; nor robust list, nor sigaltstack), then is
 // seized. Registers, FPU state and masks come last, in the regs kind.
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { threadCoresReady } from '../restore/load.js';
+import { threadCoreDecoded, threadCoresReady } from '../restore/load.js';
 import { RemoteBatch } from '../restore/remote.js';
-import { addThreadState, clearTidOf, createThreads, setRestoredThreads, type RestoredThread, type ThreadBatch } from '../restore/remote-threads.js';
+import { addThreadState, clearTidOf, createThreads, setRestoredThreads, threadPtraceOptions, type RestoredThread, type ThreadBatch } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import { blockedMask } from './regs.js';
 import { SYS } from '../restore/remote-sys.js';
@@ -40,8 +40,6 @@ export const threads: ResourceKind<RestoreCtx> = {
     'rseq, clear_child_tid, robust list, sigaltstack per thread',
   ],
   async restore(ctx) {
-    // The first to use other threads' cores; the kinds after it (creds, signals, regs...) find them all.
-    await threadCoresReady(ctx.images);
     const hostPid = hostPidOf(ctx);
     const scratch = scratchOf(ctx);
     const start = ctx.now();
@@ -53,25 +51,41 @@ export const threads: ResourceKind<RestoreCtx> = {
     // New threads inherit the main thread's name, set by now (its own batch, or the mm step's).
     const commOf = (part: string) => (mainCore[part] as Record<string, unknown> | undefined)?.['comm'] as string | undefined;
     const mainComm = commOf('thread_core') || commOf('tc');
-    const wanted = ctx.task.threads.filter((tid) => tid !== ctx.pid).map((tid) => {
+    // A task with many threads may still be decoding their cores (load.ts): each round of
+    // createThreads waits only for its own threads' cores, read when it builds their lists.
+    const others = ctx.task.threads.filter((tid) => tid !== ctx.pid);
+    const coreOf = (tid: number) => {
       const core = ctx.images.cores.get(tid) as Record<string, unknown> | undefined;
       if (!core) throw new Error(`thread ${tid} of task ${ctx.pid} has no core image`);
-      return {
-        tid,
-        clearTid: clearTidOf(core),
-        build: (list: ThreadBatch) => {
-          addThreadState(list, core, tid, { clearTidSet: true, ...(mainComm ? { inheritedComm: mainComm } : {}) });
-          addBlockedMask(list, blockedMask(core), tid);
-        },
-      };
-    });
+      return core;
+    };
+    const wanted = others.map((tid) => ({
+      tid,
+      get clearTid() {
+        return clearTidOf(coreOf(tid));
+      },
+      build: (list: ThreadBatch) => {
+        const core = coreOf(tid);
+        addThreadState(list, core, tid, { clearTidSet: true, ...(mainComm ? { inheritedComm: mainComm } : {}) });
+        addBlockedMask(list, blockedMask(core), tid);
+      },
+    }));
     ctx.signal.throwIfAborted();
     // Recorded as they come: rollback and later kinds must know every thread that exists.
     const record = (created: RestoredThread[]) => setRestoredThreads(ctx.runtime, [{ tid: ctx.pid, hostTid: hostPid }, ...created]);
+    // Seccomp filters are installed later (the seccomp kind): until then no thread needs
+    // PTRACE_O_SUSPEND_SECCOMP. What the cores decoded so far say is the guess; should a later
+    // core say otherwise, every thread gets the option below, before any filter exists.
     const suspendSeccomp = needsSeccompSuspend(ctx.images);
-    const created = await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp }, record);
+    const imageReady = (index: number) => threadCoreDecoded(ctx.images, others[index]!);
+    const created = await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp, imageReady }, record);
     const restored: RestoredThread[] = [{ tid: ctx.pid, hostTid: hostPid }, ...created];
     setRestoredThreads(ctx.runtime, restored);
+    // The kinds after this one (creds, signals, seccomp, regs) use every thread's core.
+    await threadCoresReady(ctx.images);
+    if (!suspendSeccomp && needsSeccompSuspend(ctx.images)) {
+      for (const thread of restored) await ctx.tracer.setOptions(thread.hostTid, threadPtraceOptions(true));
+    }
     ctx.record({ name: 'threads', start, end: ctx.now(), syscalls: restored.length });
   },
 };

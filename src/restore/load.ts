@@ -25,23 +25,63 @@ export const DEFER_THREAD_CORES_FROM = 64;
 /** Cores decoded per slice: a few ms, so the work in between is never held up long. */
 const CORES_PER_SLICE = 128;
 
-const coresPending = new WeakMap<ReadonlyMap<number, unknown>, Promise<void>>();
+/** Where a task's deferred decoding is: `slice` settles as each slice is done (or fails). */
+interface DeferredCores {
+  readonly all: Promise<void>;
+  slice: Promise<void>;
+  settle?: (error?: unknown) => void;
+  finished: boolean;
+  error?: unknown;
+}
+
+const coresPending = new WeakMap<ReadonlyMap<number, unknown>, DeferredCores>();
+
+function nextSlice(state: DeferredCores): void {
+  state.slice = new Promise<void>((resolve, reject) => {
+    state.settle = (error) => (error === undefined ? resolve() : reject(error));
+  });
+  state.slice.catch(() => {}); // a failure reaches whoever waits, never as an unhandled rejection
+}
 
 /**
  * Resolves once every thread core of the task is in `images.cores` (at once when none was
  * deferred); rejects with the ImageError of a core that failed to decode. Every user of another
- * thread's core runs in or after the threads stage, which waits for this first.
+ * thread's core runs in or after the threads stage, which waits for this (or threadCoreDecoded).
  */
 export function threadCoresReady(images: Pick<TaskImageSet, 'cores'>): Promise<void> {
-  return coresPending.get(images.cores) ?? Promise.resolve();
+  return coresPending.get(images.cores)?.all ?? Promise.resolve();
+}
+
+/**
+ * undefined when thread `tid`'s core is in `images.cores` already (or is not to come); otherwise
+ * a promise of it, so the threads stage can start on the first threads while later ones decode.
+ */
+export function threadCoreDecoded(images: Pick<TaskImageSet, 'cores'>, tid: number): Promise<void> | undefined {
+  const state = coresPending.get(images.cores);
+  if (!state || images.cores.has(tid)) return undefined;
+  return (async () => {
+    while (!images.cores.has(tid) && !state.finished) await state.slice;
+    if (state.error !== undefined) throw state.error;
+  })();
 }
 
 /** Decodes `tids`' cores into `cores` a slice at a time, letting other work run in between. */
-async function decodeLater(checkpoint: Checkpoint, tids: readonly number[], cores: Map<number, Entry>): Promise<void> {
-  for (let i = 0; i < tids.length; i += CORES_PER_SLICE) {
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    const end = Math.min(i + CORES_PER_SLICE, tids.length);
-    for (let k = i; k < end; k++) cores.set(tids[k]!, checkpoint.core(tids[k]!));
+async function decodeLater(checkpoint: Checkpoint, tids: readonly number[], cores: Map<number, Entry>, state: DeferredCores): Promise<void> {
+  try {
+    for (let i = 0; i < tids.length; i += CORES_PER_SLICE) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const end = Math.min(i + CORES_PER_SLICE, tids.length);
+      for (let k = i; k < end; k++) cores.set(tids[k]!, checkpoint.core(tids[k]!));
+      const settle = state.settle!;
+      if (end === tids.length) state.finished = true;
+      else nextSlice(state);
+      settle();
+    }
+  } catch (err) {
+    state.error = err;
+    state.finished = true;
+    state.settle!(err);
+    throw err;
   }
 }
 
@@ -55,9 +95,11 @@ export function decodeTask(checkpoint: Checkpoint, pid: number, options: { defer
   let cores: Map<number, Entry>;
   if (options.deferThreads && task.threads.length >= DEFER_THREAD_CORES_FROM && task.threads[0] === pid && !checkpoint.isZombie(pid)) {
     cores = new Map([[pid, core]]); // the others follow in thread order
-    const pending = decodeLater(checkpoint, task.threads.slice(1), cores);
-    pending.catch(() => {}); // reported through threadCoresReady, not as an unhandled rejection
-    coresPending.set(cores, pending);
+    const state = { finished: false } as DeferredCores;
+    nextSlice(state);
+    const all = decodeLater(checkpoint, task.threads.slice(1), cores, state);
+    all.catch(() => {}); // reported through threadCoresReady, not as an unhandled rejection
+    coresPending.set(cores, Object.assign(state, { all }));
   } else {
     cores = new Map(task.threads.map((tid) => [tid, tid === pid ? core : checkpoint.core(tid)]));
   }

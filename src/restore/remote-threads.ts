@@ -67,6 +67,11 @@ const PTRACE_O_TRACESYSGOOD = 0x1;
 const PTRACE_O_EXITKILL = 0x100000;
 const PTRACE_O_SUSPEND_SECCOMP = 0x200000;
 
+/** The ptrace options createThreads leaves on a task's threads, main thread included. */
+export function threadPtraceOptions(suspendSeccomp: boolean): number {
+  return PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | (suspendSeccomp ? PTRACE_O_SUSPEND_SECCOMP : 0);
+}
+
 export interface WantedThread {
   readonly tid: number;
   readonly clearTid: bigint;
@@ -89,21 +94,26 @@ export async function createThreads(
   scratch: bigint,
   pid: number,
   wanted: readonly WantedThread[],
-  options: { suspendSeccomp: boolean },
+  options: {
+    suspendSeccomp: boolean;
+    /** A promise while wanted[index]'s image is not there yet (it is decoded meanwhile). */
+    imageReady?: (index: number) => Promise<void> | undefined;
+  },
   onCreated: (created: RestoredThread[]) => void,
 ): Promise<RestoredThread[]> {
-  const ptraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | (options.suspendSeccomp ? PTRACE_O_SUSPEND_SECCOMP : 0);
+  const ptraceOptions = threadPtraceOptions(options.suspendSeccomp);
   await tracer.setOptions(hostPid, ptraceOptions);
   const created: RestoredThread[] = [];
   const known = new Set<number>([hostPid]);
   const areaStart = STUB_DATA_OFFSET;
   let next = 0;
   /** The next round's lists and clone3 commands, built in JS only (nothing is sent yet). */
-  const prepare = (): PreparedRound | undefined => {
+  const prepare = async (): Promise<PreparedRound | undefined> => {
     if (next >= wanted.length) return undefined;
     const round: Array<{ w: WantedThread; at: number; list: ThreadList }> = [];
     let end = areaStart;
     while (next < wanted.length && round.length < STUB_MAX_COMMANDS) {
+      await options.imageReady?.(next);
       const w = wanted[next]!;
       const listAt = end + CLONE_SLOT;
       const list = new ThreadList(scratch + BigInt(listAt));
@@ -128,7 +138,7 @@ export async function createThreads(
     return { round, data, commands };
   };
   try {
-    let prepared = prepare();
+    let prepared = await prepare();
     while (prepared) {
       const { round, data, commands } = prepared;
       tracer.processVmWrite(hostPid, scratch + BigInt(areaStart), data);
@@ -144,7 +154,7 @@ export async function createThreads(
       let following: PreparedRound | undefined;
       let unprepared: unknown; // thrown once this round's threads are known (rollback needs them)
       try {
-        following = made === round.length ? prepare() : undefined;
+        following = made === round.length ? await prepare() : undefined;
       } catch (err) {
         unprepared = err;
       }
