@@ -1,12 +1,15 @@
 // The UFFDIO_COPY done by crr's own threads through the task's userfaultfd (addon uffdCopy,
 // src/resources/memory.ts copyFromHere): the chunks it is given, the errors it rejects with, and
 // mem-pattern (64 MiB with holes, guards and read-only pieces) restored through it with one and
-// with two threads: every byte checked by the program, nothing left registered, mapped or open.
+// with two threads: every byte checked by the program, nothing left registered, mapped or open;
+// a refused pidfd_getfd falls back to the task's own copies, a failed copy fails the restore
+// naming the syscall, errno and address, with no restored process left.
 import t from 'tap';
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/actors/native.js';
+import { StageError } from '../src/errors.js';
 import { restore } from '../src/restore/index.js';
 import { copyChunks, UFFD_COPY_CHUNK } from '../src/restore/remote-uffd.js';
 import { dumpProgram } from './lib/program-roundtrip.js';
@@ -91,4 +94,57 @@ t.test("mem-pattern filled by crr's threads: PASS, nothing left registered, mapp
     t.equal(check.text, 'PASS', `${threads}: mem-pattern checks every byte and protection`);
     await result.kill();
   }
+});
+
+/** PIDs of processes running `comm` now. */
+function pidsRunning(comm: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/comm`, 'utf8').trim() === comm;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+t.test('a refused pidfd_getfd: the task copies; a failed copy: StageError, nothing left', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const imagesDir = await dumpProgram(t, prog);
+  const { pidfdGetfd, uffdCopy } = native;
+  t.teardown(() => Object.assign(native, { pidfdGetfd, uffdCopy }));
+
+  // Refused only for a userfaultfd: the other fds crr takes from tasks still come.
+  let refused = 0;
+  native.pidfdGetfd = (pidfd, targetFd) => {
+    const pid = /^Pid:\s*(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8'))?.[1];
+    if (!readlinkSync(`/proc/${pid}/fd/${targetFd}`).includes('userfaultfd')) return pidfdGetfd(pidfd, targetFd);
+    refused++;
+    throw Object.assign(new Error('pidfd_getfd failed: EPERM'), { code: 'EPERM', errno: 1, syscall: 'pidfd_getfd' });
+  };
+  const spans: Span[] = [];
+  const result = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => spans.push(s) });
+  t.teardown(() => result.kill());
+  t.equal(refused, 1, 'crr asked for the userfaultfd once and was refused');
+  t.notOk(spans.some((s) => s.name === 'copy'), "no copy by crr's threads");
+  t.ok((spans.find((s) => s.name === 'fill')?.bytes ?? 0) >= 60 << 20, 'the task filled the 64 MiB region itself');
+  const check = await requestCheck(result.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
+  t.equal(check.text, 'PASS', 'mem-pattern checks every byte and protection');
+  await result.kill();
+  native.pidfdGetfd = pidfdGetfd;
+
+  native.uffdCopy = async () => {
+    throw Object.assign(new Error('UFFDIO_COPY failed: EEXIST (File exists)'), { code: 'EEXIST', errno: 17, syscall: 'UFFDIO_COPY', address: 0x7f1234500000n });
+  };
+  const before = new Set(pidsRunning('mem-pattern'));
+  const error = await restore({ imagesDir, pidNamespace: true }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.type(error, StageError);
+  t.match(error, { stage: 'memory', resource: 'memory', syscall: 'UFFDIO_COPY', code: 'EEXIST', errno: 17 });
+  t.match((error as Error).message, /at 0x7f1234500000/, 'names the address it failed at');
+  t.same(pidsRunning('mem-pattern').filter((p) => !before.has(p)), [], 'no restored process is left');
 });
