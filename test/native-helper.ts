@@ -93,6 +93,9 @@ t.test('fds land at the requested numbers', async (t) => {
   const root = await rootHelper(t);
   const init = await root.fork({ pid: 1, flags: CLONE_NEWPID });
   const task = await init.fork({ pid: 500 });
+  // fork() resolves without waiting for the child's start-up (which drops its inherited fds);
+  // its first answer comes after it.
+  await task.getpid();
   const channelBefore = fdsOf(task.hostPid)[0]!;
   t.equal(await task.request('open', { path: '/etc/hostname', flags: O_RDONLY, fd: 5 }), 5);
   t.equal(readlinkSync(`/proc/${task.hostPid}/fd/5`), '/etc/hostname');

@@ -66,8 +66,20 @@ static void become_sharing_child(int own_channel, pid_t parent) {
   serve_forever();
 }
 
+/* Moves an fd this helper keeps for the orchestrator above the task fd range: a task sharing its
+ * fd table (CLONE_FILES) may be placing its own fds on low numbers at the same moment, and the
+ * orchestrator's pidfd_getfd copy must find the object answered, not a task fd put there. */
+static int keep_high(int fd) {
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, HELPER_CHANNEL_FD_BASE);
+  if (high < 0) return fd; /* the low number still works while nobody places fds there */
+  close(fd);
+  return high;
+}
+
 /* The fork answer: the child's PID, this helper's end of the child's channel, and its pidfd. */
 static bool answer_fork(msgpack_packer *pk, long child, int channel_fd, int pidfd) {
+  channel_fd = keep_high(channel_fd);
+  pidfd = keep_high(pidfd);
   msgpack_pack_map(pk, 3);
   pack_key(pk, "pid");
   msgpack_pack_int64(pk, child);

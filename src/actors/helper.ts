@@ -85,6 +85,10 @@ interface Pending {
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
+  /** Deferred close ops sent ahead of the caller's op(s) in the same batch (see closeLater). */
+  prefix: number;
+  /** The caller sent one op that went out wrapped in a batch: answer with its value alone. */
+  unwrap: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -93,6 +97,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const MAX_REQUEST_BYTES = 200_000;
 const SIGKILL = 9;
 const CLONE_NEWPID = 0x20000000;
+const CLONE_FILES = 0x400;
 // Plain maps, no msgpackr records: the C side reads standard msgpack only. 'auto' keeps 64-bit
 // values (signal masks) exact as bigint and everything that fits as a number.
 const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true });
@@ -119,6 +124,12 @@ function hostPidOfPidfd(pidfd: number): number {
   return match ? Number(match[1]) : -1;
 }
 
+/** The caller's part of a batch answer that went out with deferred close ops in front. */
+function unprefixed(values: unknown[], pending: Pending): unknown {
+  const own = values.slice(pending.prefix);
+  return pending.unwrap ? own[0] : own;
+}
+
 /** One helper process and its channel. */
 export class HelperChannel extends EventEmitter {
   /** The PID the task sees for itself (innermost PID namespace). */
@@ -136,11 +147,26 @@ export class HelperChannel extends EventEmitter {
   readonly exited: Promise<void>;
   /** True once `park` was answered: the helper will answer nothing more. */
   parked = false;
+  /**
+   * Its process group as its own PID namespace sees it, while crr knows it without asking: taken
+   * from the first helper's getpid, inherited through fork, changed by setsid()/setpgid();
+   * undefined when not known (a fresh PID namespace's init and what it forks before a setsid).
+   */
+  pgid: number | undefined;
   private readonly socket: net.Socket;
   private readonly pending = new Map<number, Pending>();
   private readonly process: ChildProcess | undefined;
   private nextId = 1;
   private closed = false;
+  /**
+   * This helper's fds of children it forked (their channel ends and pidfds) that crr has copied
+   * and the helper may close: they go out as close ops in front of the next request, so a fork
+   * costs one round trip, not two. Always before any later op, so no fd a task restores later can
+   * land on one of these numbers first.
+   */
+  private readonly closeLater: number[] = [];
+  /** Its fd table is shared with another helper (CLONE_FILES): nothing may be left open in it. */
+  private sharesFiles = false;
 
   constructor(fields: {
     fd: number;
@@ -169,7 +195,16 @@ export class HelperChannel extends EventEmitter {
     if (this.closed) return Promise.reject(new HelperGoneError(op, this.pid));
     const id = this.nextId++;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const packet = packr.pack({ ...args, id, op });
+    const prefix = this.closeLater.length;
+    let unwrap = false;
+    let packet: Buffer;
+    if (prefix === 0) packet = packr.pack({ ...args, id, op });
+    else {
+      const closes = this.closeLater.splice(0).map((fd) => ({ op: 'close', fd }));
+      unwrap = op !== 'batch';
+      const ops = unwrap ? [{ ...args, op }] : (args['ops'] as unknown[]);
+      packet = packr.pack({ id, op: 'batch', ops: [...closes, ...ops] });
+    }
     if (packet.length > MAX_REQUEST_BYTES) {
       const detail = `request of ${packet.length} bytes is over ${MAX_REQUEST_BYTES}: split it`;
       return Promise.reject(new NativeError({ code: 'E2BIG', errno: 7, syscall: op, pid: this.pid, detail }));
@@ -185,7 +220,7 @@ export class HelperChannel extends EventEmitter {
           reject(new HelperTimeoutError(op, this.pid, timeoutMs));
         });
       }, timeoutMs);
-      this.pending.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer });
+      this.pending.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer, prefix, unwrap });
       this.socket.write(packet);
     });
   }
@@ -199,6 +234,19 @@ export class HelperChannel extends EventEmitter {
     return this.request<HelperIdentity>('getpid', {}, options);
   }
 
+  /** setsid(2): the helper leads a new session and process group. */
+  async setsid(options?: RequestOptions): Promise<number> {
+    const sid = await this.request<number>('setsid', {}, options);
+    this.pgid = this.pid;
+    return sid;
+  }
+
+  /** setpgid(0, pgid) on itself (0: lead a group of its own). */
+  async setpgid(pgid: number, options?: RequestOptions): Promise<void> {
+    await this.request('setpgid', { pid: 0, pgid }, options);
+    this.pgid = pgid === 0 ? this.pid : pgid;
+  }
+
   /** Answers, then blocks in pause() until a tracer seizes the helper. */
   async park(options?: RequestOptions): Promise<void> {
     await this.request('park', {}, options);
@@ -207,7 +255,8 @@ export class HelperChannel extends EventEmitter {
 
   /**
    * Forks a child helper (a new task) with an exact PID. The parent helper keeps the child's
-   * channel end and a pidfd open; both are copied here with pidfd_getfd, then closed there.
+   * channel end and a pidfd open; both are copied here with pidfd_getfd, then closed there by
+   * close ops that ride in front of the parent's next request (closeLater).
    */
   async fork(options: ForkOptions = {}): Promise<HelperChannel> {
     const { timeoutMs, ...args } = options;
@@ -237,8 +286,18 @@ export class HelperChannel extends EventEmitter {
     // Its own PID needs no getpid round trip: without CLONE_NEWPID the child lives in this
     // helper's PID namespace (its PID there is the one clone3 returned), with it it is that
     // namespace's init. A child that died at start-up fails its first request instead.
-    child.pid = (args.flags ?? 0) & CLONE_NEWPID ? 1 : made.pid;
+    const newPidNamespace = ((args.flags ?? 0) & CLONE_NEWPID) !== 0;
+    child.pid = newPidNamespace ? 1 : made.pid;
+    // A child starts in its parent's group, which a fresh PID namespace cannot name.
+    child.pgid = newPidNamespace ? undefined : this.pgid;
     this.children.add(child);
+    if ((args.flags ?? 0) & CLONE_FILES) child.sharesFiles = this.sharesFiles = true;
+    if (!this.sharesFiles) {
+      this.closeLater.push(made.channelFd, made.pidfd);
+      return child;
+    }
+    // A table other tasks use too: they may place their fds on these numbers at any time, so
+    // close at once.
     try {
       await closing();
     } catch (error) {
@@ -313,7 +372,7 @@ export class HelperChannel extends EventEmitter {
       const pending = this.settle(answer.id);
       if (!pending) continue; // timed out already
       if (answer.ok) {
-        pending.resolve(answer.value);
+        pending.resolve(pending.prefix === 0 ? answer.value : unprefixed(answer.value as unknown[], pending));
         continue;
       }
       const fields = {
@@ -323,9 +382,10 @@ export class HelperChannel extends EventEmitter {
         pid: this.pid,
         detail: answer.detail,
       };
-      pending.reject(
-        answer.index !== undefined ? new HelperBatchError(fields, answer.index, answer.results ?? []) : new NativeError(fields),
-      );
+      const index = answer.index === undefined ? undefined : answer.index - pending.prefix;
+      // A failed deferred close (index below 0) or the caller's single op: a plain NativeError.
+      const asBatch = index !== undefined && index >= 0 && !pending.unwrap;
+      pending.reject(asBatch ? new HelperBatchError(fields, index, (answer.results ?? []).slice(pending.prefix)) : new NativeError(fields));
     }
   }
 
@@ -373,7 +433,9 @@ export async function spawnHelper(options: SpawnHelperOptions = {}): Promise<Hel
   const pid = child.pid!;
   const helper = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid, process: child });
   try {
-    helper.pid = (await helper.getpid(options)).pid;
+    const identity = await helper.getpid(options);
+    helper.pid = identity.pid;
+    helper.pgid = identity.pgid;
   } catch (error) {
     await helper.destroy();
     throw error;

@@ -20,6 +20,10 @@ const LOW = 0x10000000n;
 /** The top of the x86-64 user address space (47 bits) minus a guard page. */
 const HIGH = 0x7ffffffff000n;
 const PROT_WRITE = 2;
+const PTRACE_O_TRACESYSGOOD = 1;
+const PTRACE_O_TRACECLONE = 8;
+const PTRACE_O_EXITKILL = 0x100000;
+const PTRACE_O_SUSPEND_SECCOMP = 0x200000;
 const O_RDONLY = 0;
 const O_RDWR = 2;
 const O_CLOEXEC = 0o2000000;
@@ -43,15 +47,18 @@ export function findHole(taken: readonly Interval[], size: bigint, from = LOW): 
   return at + size <= HIGH ? at : undefined;
 }
 
+/** A maps address: through a Number while exact (13 hex digits), which is cheaper than BigInt('0x..'). */
+const address = (hex: string): bigint => (hex.length <= 13 ? BigInt(parseInt(hex, 16)) : BigInt(`0x${hex}`));
+
 /** The helper's own mappings right now (it must not lose them before the stub takes over). */
 function helperMappings(hostPid: number): Interval[] {
-  return readFileSync(`/proc/${hostPid}/maps`, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [start, end] = line.split(' ')[0]!.split('-');
-      return { start: BigInt(`0x${start}`), end: BigInt(`0x${end}`) };
-    });
+  const out: Interval[] = [];
+  for (const line of readFileSync(`/proc/${hostPid}/maps`, 'latin1').split('\n')) {
+    const dash = line.indexOf('-');
+    if (dash < 0) continue;
+    out.push({ start: address(line.slice(0, dash)), end: address(line.slice(dash + 1, line.indexOf(' ', dash))) });
+  }
+  return out;
 }
 
 function targetVmas(mm: Entry | undefined): Entry[] {
@@ -132,10 +139,12 @@ export const barrier: ResourceKind<RestoreCtx> = {
     keys.forEach((key, n) => ctx.runtime.preopened.set(key, opened[n]!));
     helper.parked = true;
 
-    // traceClone: the threads kind clone3s under ptrace; suspendSeccomp: see src/resources/seccomp.ts
-    await ctx.tracer.seize(hostPid, { exitKill: true, traceClone: true, suspendSeccomp: needsSeccompSuspend(ctx.images) });
+    // Seize, interrupt and wait for the stop in one tracer operation (three round trips to the
+    // tracer thread per task before). traceClone: the threads kind clone3s under ptrace;
+    // suspendSeccomp: see src/resources/seccomp.ts. Marked seized first: rollback then kills
+    // it through the tracer even if the interrupt or the stop fails.
+    const options = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL | (needsSeccompSuspend(ctx.images) ? PTRACE_O_SUSPEND_SECCOMP : 0);
     ctx.runtime.seized = true;
-    await ctx.tracer.interrupt(hostPid);
-    await ctx.tracer.waitStop(hostPid, 5000);
+    await ctx.tracer.seizeThreads(hostPid, [hostPid], options, 5000);
   },
 };

@@ -15,22 +15,54 @@ export const RLIMIT_NAMES = [
 
 const INFINITY = (1n << 64n) - 1n;
 
-/** crr's own hard limits by name ('NOFILE'), which its tasks inherit and cannot raise. */
-export function ownHardLimits(): Map<string, bigint> {
-  const limits = new Map<string, bigint>();
+/** Soft and hard limits by name ('NOFILE') from a /proc/PID/limits file. */
+export function procLimits(path: string): Map<string, Rlimit> {
+  const limits = new Map<string, Rlimit>();
   const names: Record<string, string> = {
     'Max cpu time': 'CPU', 'Max file size': 'FSIZE', 'Max data size': 'DATA', 'Max stack size': 'STACK',
     'Max core file size': 'CORE', 'Max resident set': 'RSS', 'Max processes': 'NPROC', 'Max open files': 'NOFILE',
     'Max locked memory': 'MEMLOCK', 'Max address space': 'AS', 'Max file locks': 'LOCKS', 'Max pending signals': 'SIGPENDING',
     'Max msgqueue size': 'MSGQUEUE', 'Max nice priority': 'NICE', 'Max realtime priority': 'RTPRIO', 'Max realtime timeout': 'RTTIME',
   };
-  for (const line of readFileSync('/proc/self/limits', 'utf8').split('\n').slice(1)) {
+  const value = (text: string) => (text === 'unlimited' ? INFINITY : BigInt(text));
+  for (const line of readFileSync(path, 'utf8').split('\n').slice(1)) {
     const match = /^(.+?)\s{2,}(\S+)\s+(\S+)/.exec(line);
     const name = match && names[match[1]!.trim()];
     if (!name) continue;
-    limits.set(name, match[3] === 'unlimited' ? INFINITY : BigInt(match[3]!));
+    limits.set(name, { cur: value(match[2]!), max: value(match[3]!) });
   }
   return limits;
+}
+
+/** crr's own hard limits by name ('NOFILE'), which its tasks inherit and cannot raise. */
+export function ownHardLimits(): Map<string, bigint> {
+  return new Map([...procLimits('/proc/self/limits')].map(([name, limit]) => [name, limit.max]));
+}
+
+/**
+ * Per restore: crr's hard limits (the clamp) and the launcher's limits, which every helper has
+ * inherited when task-state runs (all forks are done, nothing set a limit yet): a limit equal to
+ * those needs no setrlimit. Read once per restore, not per task.
+ */
+interface SessionLimits {
+  readonly own: Map<string, bigint>;
+  readonly inherited: Map<string, Rlimit> | undefined;
+}
+const sessionLimits = new WeakMap<object, SessionLimits>();
+
+function limitsFor(ctx: RestoreCtx): SessionLimits {
+  let found = sessionLimits.get(ctx.session);
+  if (!found) {
+    const launcher = ctx.session.launcher?.hostPid;
+    let inherited: Map<string, Rlimit> | undefined;
+    try {
+      inherited = launcher === undefined ? undefined : procLimits(`/proc/${launcher}/limits`);
+    } catch {
+      inherited = undefined; // unknown: set every limit
+    }
+    sessionLimits.set(ctx.session, (found = { own: ownHardLimits(), inherited }));
+  }
+  return found;
 }
 
 /** The limit to set: the image's, with the hard limit (and cur) clamped to what crr may set. */
@@ -66,17 +98,21 @@ export const rlimits: ResourceKind<RestoreCtx> = {
   images: ['core-*'],
   appliesTo: (task) => !task.zombie,
   async restore(ctx) {
-    const own = ownHardLimits();
+    const { own, inherited } = limitsFor(ctx);
     const limits = rlimitsOf(ctx.images.core)
       .slice(0, RLIMIT_NAMES.length)
       .map((limit, resource) => clampLimit(limit, own.get(RLIMIT_NAMES[resource]!)));
-    const ops = limits.map((l, resource) => ({ op: 'setrlimit', resource, cur: wire(l.cur), max: wire(l.max) }));
+    const resources = limits.map((_, resource) => resource).filter((resource) => {
+      const now = inherited?.get(RLIMIT_NAMES[resource]!);
+      return !now || now.cur !== limits[resource]!.cur || now.max !== limits[resource]!.max;
+    });
+    const ops = resources.map((resource) => ({ op: 'setrlimit', resource, cur: wire(limits[resource]!.cur), max: wire(limits[resource]!.max) }));
     if (!ops.length) return;
     const helper = helperOf(ctx);
     try {
       await helper.batch(ops);
     } catch (err) {
-      const index = (err as { index?: number }).index ?? -1;
+      const index = resources[(err as { index?: number }).index ?? -1] ?? -1;
       const wanted = limits[index];
       if (!wanted || (err as { code?: string }).code !== 'EPERM') throw err;
       const now = await helper.request<{ cur: number; max: number }>('prlimit', { resource: index });

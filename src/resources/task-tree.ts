@@ -88,7 +88,7 @@ export const taskTree: ResourceKind<RestoreCtx> = {
       const { channelFd } = (await child.getpid()) as unknown as { channelFd?: number };
       if (channelFd !== undefined) ctx.runtime.preopened.set('channel', channelFd);
     }
-    if (sessionSource(task, ctx.plan.tasks, session.options.shellJob) === 'own') await child.request('setsid');
+    if (sessionSource(task, ctx.plan.tasks, session.options.shellJob) === 'own') await child.setsid();
   },
 };
 
@@ -120,10 +120,11 @@ export const processGroups: ResourceKind<RestoreCtx> = {
       shared.publish(JOINED, String(task.pid), true);
       return; // stays in crr's own group
     }
-    const current = (await helper.getpid()).pgid;
+    // Known without a round trip once the helper has inherited or set it (HelperChannel.pgid).
+    const current = helper.pgid ?? (await helper.getpid()).pgid;
     let placeholder: HelperChannel | undefined;
     if (task.pgid === task.pid) {
-      if (current !== task.pid) await helper.request('setpgid', { pid: 0, pgid: 0 });
+      if (current !== task.pid) await helper.setpgid(0);
       shared.publish(GROUP, String(task.pgid), true);
     } else {
       if (placeholderMaker(task, tasks)) {
@@ -132,7 +133,7 @@ export const processGroups: ResourceKind<RestoreCtx> = {
       } else {
         await shared.receive(GROUP, String(task.pgid));
       }
-      if (current !== task.pgid) await helper.request('setpgid', { pid: 0, pgid: task.pgid });
+      if (current !== task.pgid) await helper.setpgid(task.pgid);
     }
     shared.publish(JOINED, String(task.pid), true);
     if (placeholder !== undefined) {
@@ -162,7 +163,7 @@ async function makePlaceholder(ctx: RestoreCtx, pgid: number): Promise<HelperCha
   const helper = helperOf(ctx);
   const holder = await helper.fork({ pid: pgid });
   try {
-    await holder.request('setpgid', { pid: 0, pgid: 0 });
+    await holder.setpgid(0);
   } catch (err) {
     await holder.destroy();
     throw err;
