@@ -68,6 +68,7 @@ export class Checkpoint {
   /** Files in the directory that are not CRIU images crr knows. */
   readonly unknownFiles: readonly string[];
   private readonly cache = new Map<string, ImageFile>();
+  private readonly coreCache = new Map<number, Entry>();
   private tasksCache: PstreeTask[] | undefined;
   private filesCache: Map<number, Entry> | undefined;
 
@@ -102,14 +103,18 @@ export class Checkpoint {
   image(name: string): ImageFile {
     const cached = this.cache.get(name);
     if (cached) return cached;
+    const image = this.readUncached(name);
+    this.cache.set(name, image);
+    return image;
+  }
+
+  private readUncached(name: string): ImageFile {
     const kind = this.imageFiles.get(name);
     if (!kind) {
       const why = imageKindForFile(name) ? 'no such image in the checkpoint' : `unknown image '${name}'`;
       throw new ImageError(this.path(name), 0, 'an image file', why);
     }
-    const image = readImage(this.path(name), kind);
-    this.cache.set(name, image);
-    return image;
+    return readImage(this.path(name), kind);
   }
 
   get inventory(): Entry {
@@ -147,9 +152,18 @@ export class Checkpoint {
     return task;
   }
 
-  /** core-TID.img's entry: the task core for a main thread, the thread's own state for others. */
+  /**
+   * core-TID.img's entry: the task core for a main thread, the thread's own state for others.
+   * Only the entry is kept, not the image file: 10,000 thread cores' buffers, framing and
+   * closures kept alive were most of the load's garbage-collection work.
+   */
   core(tid: number): Entry {
-    return this.image(`core-${tid}.img`).only();
+    let entry = this.coreCache.get(tid);
+    if (entry) return entry;
+    const name = `core-${tid}.img`;
+    entry = (this.cache.get(name) ?? this.readUncached(name)).only();
+    this.coreCache.set(tid, entry);
+    return entry;
   }
 
   /** True when the task was a zombie at dump time: it has only a core image. */

@@ -34,6 +34,9 @@ function varint32(c: Cursor, end: number): number {
   throw notPlain;
 }
 
+/** Small values as bigints made once: registers and flags are mostly 0 or small, and a bigint is a heap object each. */
+const SMALL_BIGINTS = Array.from({ length: 1024 }, (_, i) => BigInt(i));
+
 /** A varint's 64 bits as an unsigned bigint. */
 function varint64(c: Cursor, end: number): bigint {
   let lo = 0;
@@ -42,7 +45,7 @@ function varint64(c: Cursor, end: number): bigint {
   for (let i = 0; i < 4; i++) {
     b = byte(c, end);
     lo |= (b & 0x7f) << (i * 7);
-    if (b < 0x80) return BigInt(lo >>> 0);
+    if (b < 0x80) return lo < 1024 ? SMALL_BIGINTS[lo]! : BigInt(lo >>> 0);
   }
   b = byte(c, end);
   lo |= (b & 0x7f) << 28;
