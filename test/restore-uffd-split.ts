@@ -2,6 +2,7 @@
 // src/resources/memory.ts copyFromHere): the chunks it is given, the errors it rejects with, and
 // mem-pattern (64 MiB with holes, guards and read-only pieces) restored through it with one and
 // with two threads: every byte checked by the program, nothing left registered, mapped or open;
+// two restores at once never copy from crr at the same time (the other task copies for itself);
 // a refused pidfd_getfd falls back to the task's own copies, a failed copy fails the restore
 // naming the syscall, errno and address, with no restored process left.
 import t from 'tap';
@@ -147,4 +148,21 @@ t.test('a refused pidfd_getfd: the task copies; a failed copy: StageError, nothi
   t.match(error, { stage: 'memory', resource: 'memory', syscall: 'UFFDIO_COPY', code: 'EEXIST', errno: 17 });
   t.match((error as Error).message, /at 0x7f1234500000/, 'names the address it failed at');
   t.same(pidsRunning('mem-pattern').filter((p) => !before.has(p)), [], 'no restored process is left');
+});
+
+t.test("two restores at once: crr's threads copy for one task at a time, both PASS", async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const imagesDir = await dumpProgram(t, prog);
+  const spans: Span[][] = [[], []];
+  const results = await Promise.all(spans.map((list) => restore({ imagesDir, pidNamespace: true, onSpan: (s) => list.push(s) })));
+  for (const r of results) t.teardown(() => r.kill());
+  const copies = spans.flatMap((list) => list.filter((s) => s.name === 'copy'));
+  t.ok(copies.length >= 1, `crr's threads copied for ${copies.length} of the 2 tasks`);
+  if (copies.length === 2) t.ok(copies[0]!.end <= copies[1]!.start || copies[1]!.end <= copies[0]!.start, 'never at the same time');
+  for (const [i, r] of results.entries()) {
+    t.ok((spans[i]!.find((s) => s.name === 'fill')?.bytes ?? 0) >= 60 << 20, `restore ${i}: the 64 MiB region was filled`);
+    const check = await requestCheck(r.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
+    t.equal(check.text, 'PASS', `restore ${i}: mem-pattern checks every byte and protection`);
+    await r.kill();
+  }
 });

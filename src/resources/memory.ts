@@ -60,6 +60,14 @@ const SEPARATE_FILL_BYTES = 16 << 20;
  */
 const COPY_HERE_MIN_BYTES = 32 << 20;
 
+/**
+ * Copies by crr's threads under way in this process. One at a time: its threads already use every
+ * core, and each holds one of libuv's four pool threads (which the read-ahead and fs calls need)
+ * for the whole copy; a task with a large fill meanwhile copies for itself, in its own process.
+ */
+let copiesHere = 0;
+const MAX_COPIES_HERE = 1;
+
 /** Threads copying from here: CRR_COPY_THREADS=N (0: the task copies, as below the minimum). */
 function copyThreads(): number {
   const set = process.env['CRR_COPY_THREADS'];
@@ -111,12 +119,14 @@ async function fillByCopy(ctx: RestoreCtx, hostPid: number, fill: RemoteBatch, a
   }
   const threads = copyThreads();
   const copyBytes = copy.reduce((n, r) => n + Number(r.end - r.start), 0);
-  const ours = threads > 0 && copyBytes >= COPY_HERE_MIN_BYTES ? takeUffd(ctx, Number(uffd)) : undefined;
+  const ours = threads > 0 && copyBytes >= COPY_HERE_MIN_BYTES && copiesHere < MAX_COPIES_HERE ? takeUffd(ctx, Number(uffd)) : undefined;
   if (ours !== undefined) {
+    copiesHere++;
     try {
       const task = { uffd: Number(uffd), source, length, vmas };
       return await copyFromHere(ctx, hostPid, fill, { ...task, ours, threads, copy, read, pagesFd, pagesPath: at.pagesPath });
     } finally {
+      copiesHere--;
       native.close(ours);
     }
   }
