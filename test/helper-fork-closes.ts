@@ -1,16 +1,18 @@
 // A fork costs its parent helper one round trip: the parent's copies of each child's channel end
 // and pidfd sit above the task fd range until crr's next request to that parent, which closes
 // them first (close ops in front of it, invisible to the caller); a parent sharing its fd table
-// closes them at once. The client also knows each helper's process group without asking. Every
+// closes them at once. The client also knows each helper's process group without asking, and
+// fds can ride on a request packet (recv_fds without a socket of its own). Every
 // helper is killed and reaped by PID (destroy) in teardown.
 import t from 'tap';
-import { readdirSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readlinkSync } from 'node:fs';
 import { HelperBatchError, spawnHelper, type HelperChannel } from '../src/actors/helper.js';
 import { NativeError } from '../src/errors.js';
 
 const CLONE_NEWPID = 0x20000000;
 const CLONE_FILES = 0x400;
 const CHANNEL_FD_BASE = 1000;
+const F_GETFD = 1;
 
 const fdsOf = (hostPid: number) => readdirSync(`/proc/${hostPid}/fd`).map(Number).sort((a, b) => a - b);
 
@@ -85,4 +87,23 @@ t.test('the process group is known without asking, and matches the kernel\'s', a
   const failed = await other.setpgid(12345).catch((e: unknown) => e);
   t.ok(failed instanceof NativeError, 'joining a group that does not exist fails');
   t.equal(other.pgid, 601, 'and leaves the known group as it was');
+});
+
+t.test('recv_fds takes fds sent with the request on the channel; unclaimed ones are closed', async (t) => {
+  const init = await nsInit(t);
+  const task = await init.fork({ pid: 700 });
+  await task.getpid();
+  const before = fdsOf(task.hostPid);
+  const ours = openSync('/etc/hostname', 'r');
+  t.teardown(() => closeSync(ours));
+  t.equal(await task.requestWithFds('recv_fds', { fds: [7, 9], cloexec: [1, 0] }, [ours, ours]), 2);
+  t.equal(readlinkSync(`/proc/${task.hostPid}/fd/7`), '/etc/hostname', 'landed at 7');
+  t.equal(readlinkSync(`/proc/${task.hostPid}/fd/9`), '/etc/hostname', 'landed at 9');
+  t.equal(await task.request('fcntl', { fd: 7, cmd: F_GETFD }), 1, '7 close-on-exec as asked');
+  t.equal(await task.request('fcntl', { fd: 9, cmd: F_GETFD }), 0, '9 not');
+  t.same(fdsOf(task.hostPid), [7, 9, ...before].sort((a, b) => a - b), 'nothing else left behind');
+  const wrong = await task.requestWithFds('recv_fds', { fds: [11] }, [ours, ours]).catch((e: unknown) => e);
+  t.equal((wrong as NativeError).code, 'EPROTO', 'two fds for one target');
+  await task.requestWithFds('getpid', {}, [ours]);
+  t.same(fdsOf(task.hostPid), [7, 9, ...before].sort((a, b) => a - b), 'fds no op took were closed');
 });

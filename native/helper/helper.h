@@ -66,6 +66,13 @@ void pack_key(msgpack_packer *pk, const char *s);
 bool claim_fd(int target, int highest_target, failure *f);
 bool place_fds(int *fds, const int64_t *targets, int n, bool cloexec, failure *f);
 
+/* fds that came with the request packet being served (SCM_RIGHTS on the channel, scmops.c):
+ * recv_fds without `sock` takes them; the loop closes what is left after the packet. */
+#define HELPER_MAX_INBOX_FDS 253
+struct msghdr;
+void inbox_fill(struct msghdr *msg);
+void inbox_drop(void);
+
 /* Starts the loop in a freshly forked child (taskops.c -> main.c); never returns. */
 void serve_forever(void) __attribute__((noreturn));
 /* The helper's start-up steps shared by the first helper and every forked child. */

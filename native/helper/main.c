@@ -168,22 +168,33 @@ static void handle(const msgpack_object *req) {
 
 void serve_forever(void) {
   static char packet[HELPER_MAX_REQUEST];
+  static union {
+    char buf[CMSG_SPACE(sizeof(int) * HELPER_MAX_INBOX_FDS)];
+    struct cmsghdr align;
+  } control;
   for (;;) {
-    ssize_t n = recv(helper.channel_fd, packet, sizeof packet, MSG_TRUNC);
+    /* A request packet may carry fds (SCM_RIGHTS) for its recv_fds op: they wait in the inbox
+     * (close-on-exec) and whatever no op took is closed once the packet is served. */
+    struct iovec iov = {.iov_base = packet, .iov_len = sizeof packet};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    ssize_t n = recvmsg(helper.channel_fd, &msg, MSG_TRUNC | MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) _exit(n == 0 ? 0 : 4); /* channel closed: the orchestrator let go of us */
+    inbox_fill(&msg);
     if ((size_t)n > sizeof packet) {
       failure f = {.err = EMSGSIZE, .syscall = "request", .detail = "request over 256 KiB"};
       answer(NULL, false, false, NULL, 0, &f);
+      inbox_drop();
       continue;
     }
     /* Usually one request per packet, but a writer may coalesce several: take them all. */
-    msgpack_unpacked msg;
-    msgpack_unpacked_init(&msg);
+    msgpack_unpacked unpacked;
+    msgpack_unpacked_init(&unpacked);
     size_t off = 0;
-    while (msgpack_unpack_next(&msg, packet, (size_t)n, &off) == MSGPACK_UNPACK_SUCCESS)
-      handle(&msg.data);
-    msgpack_unpacked_destroy(&msg);
+    while (msgpack_unpack_next(&unpacked, packet, (size_t)n, &off) == MSGPACK_UNPACK_SUCCESS)
+      handle(&unpacked.data);
+    msgpack_unpacked_destroy(&unpacked);
+    inbox_drop();
   }
 }
 

@@ -154,6 +154,8 @@ export class HelperChannel extends EventEmitter {
    */
   pgid: number | undefined;
   private readonly socket: net.Socket;
+  /** The channel's fd (libuv's handle reads and writes it; requestWithFds sends on it directly). */
+  private readonly channelFd: number;
   private readonly pending = new Map<number, Pending>();
   private readonly process: ChildProcess | undefined;
   private nextId = 1;
@@ -183,6 +185,7 @@ export class HelperChannel extends EventEmitter {
     this.pid = fields.pidInParent;
     this.parent = fields.parent;
     this.process = fields.process;
+    this.channelFd = fields.fd;
     this.socket = socketOnSeqpacket(fields.fd);
     this.socket.on('data', (chunk: Buffer) => this.onPacket(chunk));
     this.socket.on('error', () => this.socket.destroy());
@@ -192,15 +195,31 @@ export class HelperChannel extends EventEmitter {
 
   /** Sends one op and resolves with its value; rejects with NativeError (code, errno, syscall). */
   request<T = unknown>(op: string, args: Record<string, unknown> = {}, options: RequestOptions = {}): Promise<T> {
+    return this.send<T>(op, args, options);
+  }
+
+  /**
+   * Like request(), with `fds` (crr's own, at most 253) riding on the request packet as
+   * SCM_RIGHTS: the helper's `recv_fds` without `sock` lands them. One round trip where a
+   * socketpair of the task's own would take two. Throws synchronously (EAGAIN: the channel is
+   * full, nothing sent) when the packet cannot go at once; the caller then takes the slow way.
+   */
+  requestWithFds<T = unknown>(op: string, args: Record<string, unknown>, fds: readonly number[], options: RequestOptions = {}): Promise<T> {
+    // A packet sent past libuv must not overtake writes libuv still has queued.
+    if (this.socket.writableLength > 0) throw new NativeError({ code: 'EAGAIN', errno: 11, syscall: 'sendmsg', pid: this.pid, detail: 'channel writes queued' });
+    return this.send<T>(op, args, options, fds);
+  }
+
+  private send<T>(op: string, args: Record<string, unknown>, options: RequestOptions, fds?: readonly number[]): Promise<T> {
     if (this.closed) return Promise.reject(new HelperGoneError(op, this.pid));
-    const id = this.nextId++;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const id = this.nextId++;
     const prefix = this.closeLater.length;
     let unwrap = false;
     let packet: Buffer;
     if (prefix === 0) packet = packr.pack({ ...args, id, op });
     else {
-      const closes = this.closeLater.splice(0).map((fd) => ({ op: 'close', fd }));
+      const closes = this.closeLater.map((fd) => ({ op: 'close', fd }));
       unwrap = op !== 'batch';
       const ops = unwrap ? [{ ...args, op }] : (args['ops'] as unknown[]);
       packet = packr.pack({ id, op: 'batch', ops: [...closes, ...ops] });
@@ -209,6 +228,9 @@ export class HelperChannel extends EventEmitter {
       const detail = `request of ${packet.length} bytes is over ${MAX_REQUEST_BYTES}: split it`;
       return Promise.reject(new NativeError({ code: 'E2BIG', errno: 7, syscall: op, pid: this.pid, detail }));
     }
+    if (fds) native.sendFds(this.channelFd, [...fds], packet); // throws before anything is queued
+    else this.socket.write(packet);
+    this.closeLater.splice(0, prefix);
     return new Promise<T>((resolve, reject) => {
       // Timers run before I/O in each turn of the event loop: after a long synchronous stretch
       // (decoding 1,000 tasks' images takes seconds) an answer that came in long ago still sits
@@ -221,7 +243,6 @@ export class HelperChannel extends EventEmitter {
         });
       }, timeoutMs);
       this.pending.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer, prefix, unwrap });
-      this.socket.write(packet);
     });
   }
 

@@ -6,7 +6,7 @@
 // find the scratch address in `ctx.runtime.scratch` and the fds in `ctx.runtime.preopened`.
 import { readFileSync } from 'node:fs';
 import { STUB_SCRATCH_SIZE, stubCode } from '../actors/stub.js';
-import { readPagemap, type Entry } from '../images/index.js';
+import type { Entry } from '../images/index.js';
 import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../restore/files.js';
 import { rlimitsOf } from './rlimits.js';
@@ -61,6 +61,18 @@ function helperMappings(hostPid: number): Interval[] {
   return out;
 }
 
+/**
+ * pages-N.img of the task, from the pagemap's head entry alone: load has checked every run
+ * against it already, and the whole readPagemap (every run decoded, the pages file opened) per
+ * task was most of this stage's JS.
+ */
+function pagesFileOf(ctx: RestoreCtx): string {
+  const image = ctx.checkpoint.pagemapImage(ctx.pid);
+  const head = image.entries()[Symbol.iterator]().next();
+  if (head.done) throw new Error(`${image.path} is empty`);
+  return `pages-${Number(head.value.decode()['pages_id'])}.img`;
+}
+
 function targetVmas(mm: Entry | undefined): Entry[] {
   return (mm?.['vmas'] as Entry[] | undefined) ?? [];
 }
@@ -113,7 +125,7 @@ export const barrier: ResourceKind<RestoreCtx> = {
     const scratch = findHole(taken, size);
     if (scratch === undefined) throw new Error('no free address range for the stub scratch area');
 
-    const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
+    const pagesFile = pagesFileOf(ctx);
     const files = filesToOpen(ctx.images.mm);
     const nofile = rlimitsOf(ctx.images.core)[7]?.cur ?? 1024n;
     const table = ctx.images.fdTable;
@@ -124,7 +136,7 @@ export const barrier: ResourceKind<RestoreCtx> = {
     // helper and of Node; per task in a 1,000-task tree they add up to seconds.
     const ops: Array<{ op: string } & Record<string, unknown>> = [{ op: 'map_scratch', addr: scratch, size, code: stubCode() }];
     const keys: string[] = [];
-    ops.push({ op: 'open', path: ctx.checkpoint.path(pagemap.pagesFile), flags: O_RDONLY | O_CLOEXEC, fd: numbers[0] });
+    ops.push({ op: 'open', path: ctx.checkpoint.path(pagesFile), flags: O_RDONLY | O_CLOEXEC, fd: numbers[0] });
     keys.push('pages');
     let i = 1;
     for (const [id, writable] of files) {

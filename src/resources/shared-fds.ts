@@ -2,11 +2,13 @@
 // dup, or in several tasks after a fork) is created once, by its creator, and every other fd gets
 // that same description, so offsets, flags and queued data stay shared after the restore.
 // How: the orchestrator takes a copy of the creator's fd with pidfd_getfd, then passes it into
-// each receiving task over a socketpair whose one end it has taken from that task's helper
-// (SCM_RIGHTS; the helper's `recv_fds` lands each fd at its number). Creators only publish and
+// each receiving task with the `recv_fds` request itself, over the helper's channel (SCM_RIGHTS;
+// the helper lands each fd at its number); when the channel cannot take that packet at once, or
+// for more than 253 fds, over a socketpair whose one end it has taken from that task's helper. Creators only publish and
 // receivers only wait for publications, so tasks that create for each other (cycles) never wait
 // on one another. Used by the pipe, fifo and shared-files kinds (and any kind whose objects are fds).
 import { openSync, closeSync, writeSync, constants as C } from 'node:fs';
+import type { HelperChannel } from '../actors/helper.js';
 import { native } from '../actors/native.js';
 import type { FdinfoEntry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
@@ -123,6 +125,10 @@ export async function receive(ctx: RestoreCtx, wants: readonly Want[]): Promise<
   if (!wants.length) return;
   const offers = await Promise.all(wants.map((w) => ctx.shared.receive(offerKind(w.kind), w.id) as Promise<Offer>));
   const helper = helperOf(ctx);
+  if (wants.length <= FDS_PER_MESSAGE && (await receiveOnChannel(helper, wants, offers))) {
+    releaseAll(offers);
+    return;
+  }
   const avoid = new Set(wants.map((w) => w.fd));
   const [theirs, ours] = spareFds({ images: { ...ctx.images, fds: [...ctx.images.fds, ...[...avoid].map((fd) => ({ fd }) as FdinfoEntry)] } }, 2);
   await helper.request('socketpair', { type: SOCK_SEQPACKET | SOCK_CLOEXEC, fds: [theirs!, ours!] });
@@ -153,9 +159,29 @@ export async function receive(ctx: RestoreCtx, wants: readonly Want[]): Promise<
     if (sender >= 0) native.close(sender);
     if (open.size) await helper.batch([...open].map((fd) => ({ op: 'close', fd }))).catch(() => undefined);
   }
-  const perOffer = new Map<Offer, number>();
-  for (const o of offers) perOffer.set(o, (perOffer.get(o) ?? 0) + 1);
-  for (const [o] of perOffer) release(o, 1);
+  releaseAll(offers);
+}
+
+/** Each distinct offer was installed in this task once more. */
+function releaseAll(offers: readonly Offer[]): void {
+  for (const o of new Set(offers)) release(o, 1);
+}
+
+/**
+ * The fds go with the `recv_fds` request itself, over the helper's channel: one round trip, no
+ * socketpair. False (nothing sent) when the channel cannot take the packet at once.
+ */
+async function receiveOnChannel(helper: HelperChannel, wants: readonly Want[], offers: readonly Offer[]): Promise<boolean> {
+  const recv = { fds: wants.map((w) => w.fd), cloexec: wants.map((w) => (w.cloexec ? 1 : 0)) };
+  let answer: Promise<unknown>;
+  try {
+    answer = helper.requestWithFds('recv_fds', recv, offers.map((o) => o.fd));
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EAGAIN') return false;
+    throw err;
+  }
+  await answer;
+  return true;
 }
 
 /** Number of distinct tasks other than the creator among the holders (what `offer` waits for). */
