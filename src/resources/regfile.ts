@@ -5,9 +5,11 @@
 import type { FdinfoEntry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { S_IFCHR, S_IFMT, regFile, type RegFile } from '../restore/files.js';
+import { FD_TYPE_REG } from './shared-fds.js';
+import { fdsSharedFilesPlaces } from './shared-files.js';
 import type { ResourceKind } from './types.js';
 
-export const FD_TYPE_REG = 1;
+export { FD_TYPE_REG };
 const FD_CLOEXEC = 1;
 const O_CLOEXEC = 0o2000000;
 // Flags that only mean something at creation: the file exists and must not be truncated again.
@@ -17,10 +19,15 @@ export function isCharDevice(file: RegFile): boolean {
   return file.mode !== undefined && (file.mode & S_IFMT) === S_IFCHR;
 }
 
-/** The REG fds of this task whose files are (or are not) character devices. */
+/**
+ * The REG fds of this task whose files are (or are not) character devices, but those the
+ * shared-files kind puts in place (a description shared with another fd): opening them here
+ * only to have them replaced cost a helper round trip per task in a tree sharing its stdio.
+ */
 export function regFds(ctx: RestoreCtx, devices: boolean): Array<{ fd: FdinfoEntry; file: RegFile }> {
+  const placedLater = fdsSharedFilesPlaces(ctx);
   return ctx.images.fds
-    .filter((fd) => fd.type === FD_TYPE_REG)
+    .filter((fd) => fd.type === FD_TYPE_REG && !placedLater.has(fd.fd))
     .map((fd) => ({ fd, file: regFile(ctx.checkpoint, fd.id, `task ${ctx.pid} fd ${fd.fd}`) }))
     .filter(({ file }) => isCharDevice(file) === devices);
 }

@@ -15,6 +15,8 @@ import { helperOf, type RestoreCtx } from '../restore/context.js';
 import type { SharedObject, TaskPlan } from './types.js';
 
 const FD_CLOEXEC = 1;
+/** fdinfo type of regular files and devices (FD_TYPES__REG). */
+export const FD_TYPE_REG = 1;
 export const O_CLOEXEC = 0o2000000;
 const SOCK_SEQPACKET = 5;
 const SOCK_CLOEXEC = 0o2000000;

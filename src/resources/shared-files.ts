@@ -4,8 +4,7 @@
 // creator's description (the first holder's, tree order) replaces every other holder's, through
 // the shared-fds mechanism. Descriptions held by one fd only are left as regfile opened them.
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
-import { FD_TYPE_REG } from './regfile.js';
-import { copyFromTask, dupOps, holdersByFile, offer, receive, receiverCount, sharedRows, type FdHolder, type FdTables } from './shared-fds.js';
+import { FD_TYPE_REG, copyFromTask, dupOps, holdersByFile, offer, receive, receiverCount, sharedRows, type FdHolder, type FdTables } from './shared-fds.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 const KIND = 'file';
@@ -23,6 +22,22 @@ function sharedOf(ctx: RestoreCtx): Map<number, FdHolder[]> {
   let shared = cache.get(ctx.session);
   if (!shared) cache.set(ctx.session, (shared = sharedDescriptions(ctx.plan.tasks, ctx.session.images)));
   return shared;
+}
+
+/**
+ * This task's fds that shared-files puts in place itself (the creator's description received, or
+ * dup'd by the creator onto its other fds): regfile and chardev need not open them first.
+ */
+export function fdsSharedFilesPlaces(ctx: RestoreCtx): Set<number> {
+  const out = new Set<number>();
+  for (const fd of ctx.images.fds) {
+    if (fd.type !== FD_TYPE_REG) continue;
+    const holders = sharedOf(ctx).get(fd.id);
+    if (!holders) continue;
+    const creator = holders[0]!;
+    if (creator.pid !== ctx.pid || creator.fd !== fd.fd) out.add(fd.fd);
+  }
+  return out;
 }
 
 export const sharedFiles: ResourceKind<RestoreCtx> = {
