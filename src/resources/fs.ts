@@ -1,6 +1,7 @@
 // A task's cwd, root and umask (fs-PID.img), set by its helper with plain syscalls. Paths come
 // from files.img by id; the cwd is entered before the root changes so that a cwd outside a
 // chroot (legal, if odd) comes back too.
+import { readFileSync, readlinkSync } from 'node:fs';
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import type { ResourceKind } from './types.js';
@@ -9,6 +10,35 @@ function pathOf(ctx: RestoreCtx, id: number, what: string): string {
   const reg = ctx.checkpoint.file(id, `fs-${ctx.pid}.img ${what}`)['reg'] as Entry | undefined;
   if (!reg) throw new Error(`${what} (file id ${id}) is not a path`);
   return String(reg['name']);
+}
+
+/** cwd, root and umask every helper has inherited from the launcher (read once per restore). */
+interface Inherited {
+  readonly cwd?: string;
+  readonly root?: string;
+  readonly umask?: number;
+}
+const inheritedBySession = new WeakMap<object, Inherited>();
+
+function inherited(ctx: RestoreCtx): Inherited {
+  let found = inheritedBySession.get(ctx.session);
+  if (found) return found;
+  const pid = ctx.session.launcher?.hostPid;
+  const read = <T>(what: () => T): T | undefined => {
+    try {
+      return pid === undefined ? undefined : what();
+    } catch {
+      return undefined; // unknown: set it
+    }
+  };
+  const umask = read(() => /^Umask:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+  found = {
+    cwd: read(() => readlinkSync(`/proc/${pid}/cwd`)),
+    root: read(() => readlinkSync(`/proc/${pid}/root`)),
+    umask: umask === undefined ? undefined : parseInt(umask, 8),
+  };
+  inheritedBySession.set(ctx.session, found);
+  return found;
 }
 
 export const fs: ResourceKind<RestoreCtx> = {
@@ -21,9 +51,14 @@ export const fs: ResourceKind<RestoreCtx> = {
     if (!state) throw new Error(`fs-${ctx.pid}.img is missing`);
     const cwd = pathOf(ctx, state.cwd_id, 'cwd');
     const root = pathOf(ctx, state.root_id, 'root');
-    const ops: Array<{ op: string } & Record<string, unknown>> = [{ op: 'chdir', path: cwd }];
+    // When task-state runs every helper still has the launcher's cwd, root and umask (all forks
+    // are done, nothing set them): values equal to those need no round trip (a tree restored
+    // from where it was started: none at all).
+    const now = root === '/' && inherited(ctx).root === '/' ? inherited(ctx) : {};
+    const ops: Array<{ op: string } & Record<string, unknown>> = [];
+    if (cwd !== now.cwd) ops.push({ op: 'chdir', path: cwd });
     if (root !== '/') ops.push({ op: 'chroot', path: root });
-    ops.push({ op: 'umask', mask: state.umask });
-    await helperOf(ctx).batch(ops);
+    if (state.umask !== now.umask) ops.push({ op: 'umask', mask: state.umask });
+    if (ops.length) await helperOf(ctx).batch(ops);
   },
 };
