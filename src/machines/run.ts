@@ -52,7 +52,8 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
   const byName = new Map(env.registry.map((kind) => [kind.name, kind]));
   const track = <T>(work: Promise<T>): Promise<T> => {
     inflight.add(work);
-    void work.catch(() => undefined).finally(() => inflight.delete(work));
+    const settled = () => inflight.delete(work); // one derived promise per stage, not two
+    void work.then(settled, settled);
     return work;
   };
 

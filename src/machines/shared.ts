@@ -5,27 +5,41 @@ import type { SharedTable } from '../resources/types.js';
 
 export class SharedObjects implements SharedTable {
   private readonly values = new Map<string, unknown>();
-  private readonly waiters = new Map<string, Array<(value: unknown) => void>>();
+  private readonly waiters = new Map<string, Array<{ resolve: (value: unknown) => void; reject: (error: Error) => void }>>();
 
-  constructor(private readonly signal: AbortSignal) {}
+  /**
+   * One abort listener for every waiter: an EventTarget walks its listeners on each
+   * addEventListener, so one per waiting receiver (thousands in a large tree) was quadratic.
+   */
+  constructor(private readonly signal: AbortSignal) {
+    signal.addEventListener('abort', () => this.abortWaiters(), { once: true });
+  }
 
   publish(kind: string, id: string, value: unknown): void {
     const key = `${kind}:${id}`;
     if (this.values.has(key)) throw new Error(`shared object ${key} is published twice`);
     this.values.set(key, value);
-    for (const wake of this.waiters.get(key) ?? []) wake(value);
+    for (const waiter of this.waiters.get(key) ?? []) waiter.resolve(value);
     this.waiters.delete(key);
   }
 
   receive(kind: string, id: string): Promise<unknown> {
     const key = `${kind}:${id}`;
     if (this.values.has(key)) return Promise.resolve(this.values.get(key));
-    if (this.signal.aborted) return Promise.reject(new Error(`restore aborted while waiting for shared object ${key}`));
+    if (this.signal.aborted) return Promise.reject(abortedWaiting(key));
     return new Promise((resolve, reject) => {
-      const list = this.waiters.get(key) ?? [];
-      list.push(resolve);
-      this.waiters.set(key, list);
-      this.signal.addEventListener('abort', () => reject(new Error(`restore aborted while waiting for shared object ${key}`)), { once: true });
+      const list = this.waiters.get(key);
+      if (list) list.push({ resolve, reject });
+      else this.waiters.set(key, [{ resolve, reject }]);
     });
   }
+
+  private abortWaiters(): void {
+    for (const [key, list] of this.waiters) for (const waiter of list) waiter.reject(abortedWaiting(key));
+    this.waiters.clear();
+  }
+}
+
+function abortedWaiting(key: string): Error {
+  return new Error(`restore aborted while waiting for shared object ${key}`);
 }
