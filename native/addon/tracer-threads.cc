@@ -224,7 +224,6 @@ Napi::Value SetOptions(const Napi::CallbackInfo& info) {
 }
 
 // setThreadsCpu({tids: i32[], regs: user_regs_struct[], masks: u64[], xstate?: bytes[n * xstateSize]})
-// No masks at all: the threads set their blocked masks themselves (a ptrace call per thread less).
 Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
   return guard(info, [&](Napi::Env env) {
     if (!info[0].IsObject()) throwType(env, "cpu must be an object");
@@ -240,7 +239,7 @@ Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
       xsize = tids.empty() ? 0 : xstate.size() / tids.size();
       if (xsize * tids.size() != xstate.size()) throwType(env, "xstate is not one buffer per thread");
     }
-    if (regs.size() != tids.size() || (!masks.empty() && masks.size() != tids.size())) throwType(env, "tids, regs and masks differ in length");
+    if (regs.size() != tids.size() || masks.size() != tids.size()) throwType(env, "tids, regs and masks differ in length");
     int first = tids.empty() ? 0 : tids[0];
     auto state = std::make_shared<std::tuple<std::vector<int32_t>, std::vector<user_regs_struct>, std::vector<uint64_t>, std::vector<uint8_t>>>(
         std::move(tids), std::move(regs), std::move(masks), std::move(xstate));
@@ -254,7 +253,7 @@ Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
           if (ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &iov) == -1)
             return self.reject(errnoFailure(errno, "ptrace(PTRACE_SETREGSET)", tid, "NT_X86_XSTATE"));
         }
-        if (!masks.empty() && ptrace(PTRACE_SETSIGMASK, tid, sizeof masks[i], &masks[i]) == -1)
+        if (ptrace(PTRACE_SETSIGMASK, tid, sizeof masks[i], &masks[i]) == -1)
           return self.reject(errnoFailure(errno, "ptrace(PTRACE_SETSIGMASK)", tid));
       }
       return self.resolve(nullptr);

@@ -36,13 +36,11 @@ export async function setThreadCpu(tracer: Tracer, hostTid: number, core: Record
 /**
  * setThreadCpu for many stopped threads in one tracer operation. Every thread's xstate is built
  * over one template read from the first thread: the same kernel, so the same size and features.
- * `masksSet`: the threads set their blocked masks themselves (threads.ts), none is set here.
  */
 export async function setThreadsCpu(
   tracer: Tracer,
   threads: ReadonlyArray<{ tid: number; hostTid: number }>,
   coreOf: (tid: number) => Record<string, unknown>,
-  options: { masksSet?: boolean } = {},
 ): Promise<void> {
   if (threads.length === 0) return;
   const cores = threads.map((t) => coreOf(t.tid));
@@ -59,7 +57,7 @@ export async function setThreadsCpu(
   await tracer.setThreadsCpu({
     tids: threads.map((t) => t.hostTid),
     regs: regsBuf,
-    masks: options.masksSet ? [] : cores.map(blockedMask),
+    masks: cores.map(blockedMask),
     ...(xstate ? { xstate } : {}),
   });
 }
@@ -76,8 +74,7 @@ export const regs: ResourceKind<RestoreCtx> = {
     const scratch = scratchOf(ctx);
     const start = ctx.now();
     const threads = restoredThreads(ctx.runtime, hostPid);
-    // Threads other than the main one set their own blocked masks as they started (threads.ts).
-    await setThreadsCpu(ctx.tracer, threads.slice(1), (tid) => (ctx.images.cores.get(tid) ?? {}) as Record<string, unknown>, { masksSet: true });
+    await setThreadsCpu(ctx.tracer, threads.slice(1), (tid) => (ctx.images.cores.get(tid) ?? {}) as Record<string, unknown>);
     const result = await ctx.tracer.runSyscall(hostPid, { scratch, nr: SYS.munmap, args: [scratch, STUB_SCRATCH_SIZE], stopAtExit: true });
     if (signed(result) !== 0n) {
       const errno = Number(-signed(result));

@@ -9,26 +9,8 @@ import { threadCoreDecoded, threadCoresReady } from '../restore/load.js';
 import { RemoteBatch } from '../restore/remote.js';
 import { addThreadState, clearTidOf, createThreads, setRestoredThreads, threadPtraceOptions, type RestoredThread, type ThreadBatch } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
-import { blockedMask } from './regs.js';
-import { SYS } from '../restore/remote-sys.js';
 import { needsSeccompSuspend } from './seccomp.js';
 import type { ResourceKind } from './types.js';
-
-const SIG_SETMASK = 2;
-
-/**
- * The thread's blocked mask, set by the thread itself as it starts (no ptrace call per thread in
- * the regs kind). Blocking signals while it waits stopped changes nothing: ptrace stops and
- * SIGKILL are not signals it can block; the kernel drops SIGKILL and SIGSTOP from the mask as
- * PTRACE_SETSIGMASK does.
- */
-function addBlockedMask(list: ThreadBatch, mask: bigint, tid: number): void {
-  // Always set, even empty: a new thread starts with the main thread's mask of the moment.
-  const bytes = Buffer.alloc(8);
-  bytes.writeBigUInt64LE(mask);
-  list.reserve(8, 1);
-  list.call(SYS.rt_sigprocmask, [SIG_SETMASK, list.put(bytes), 0, 8], { what: `set the blocked mask of thread ${tid}` });
-}
 
 export const threads: ResourceKind<RestoreCtx> = {
   name: 'threads',
@@ -64,11 +46,7 @@ export const threads: ResourceKind<RestoreCtx> = {
       get clearTid() {
         return clearTidOf(coreOf(tid));
       },
-      build: (list: ThreadBatch) => {
-        const core = coreOf(tid);
-        addThreadState(list, core, tid, { clearTidSet: true, ...(mainComm ? { inheritedComm: mainComm } : {}) });
-        addBlockedMask(list, blockedMask(core), tid);
-      },
+      build: (list: ThreadBatch) => addThreadState(list, coreOf(tid), tid, { clearTidSet: true, ...(mainComm ? { inheritedComm: mainComm } : {}) }),
     }));
     ctx.signal.throwIfAborted();
     // Recorded as they come: rollback and later kinds must know every thread that exists.
