@@ -193,10 +193,9 @@ interface LastSub {
 }
 const lastSub = new Map<string, LastSub>();
 
-function sameBytes(a: Uint8Array, b: Uint8Array, from: number, to: number): boolean {
-  if (a.length !== to - from) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[from + i]) return false;
-  return true;
+/** Buffer#compare is a memcmp: a JS byte loop over each thread's ~1 KiB FPU state cost ~30 ms per 10,000 cores. */
+function sameBytes(a: Uint8Array, b: Buffer, from: number, to: number): boolean {
+  return a.length === to - from && b.compare(a, 0, a.length, from, to) === 0;
 }
 
 /** Its sub-messages are frozen already (they came through subMessage); its arrays are not. */
