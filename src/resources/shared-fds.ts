@@ -14,7 +14,8 @@ import type { FdinfoEntry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import type { SharedObject, TaskPlan } from './types.js';
 
-const FD_CLOEXEC = 1;
+/** The fdinfo flags bit of a close-on-exec fd. */
+export const FD_CLOEXEC = 1;
 /** fdinfo type of regular files and devices (FD_TYPES__REG). */
 export const FD_TYPE_REG = 1;
 export const O_CLOEXEC = 0o2000000;

@@ -4,7 +4,7 @@
 // creator's description (the first holder's, tree order) replaces every other holder's, through
 // the shared-fds mechanism. Descriptions held by one fd only are left as regfile opened them.
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
-import { FD_TYPE_REG, copyFromTask, dupOps, holdersByFile, offer, receive, receiverCount, sharedRows, type FdHolder, type FdTables } from './shared-fds.js';
+import { FD_CLOEXEC, FD_TYPE_REG, copyFromTask, dupOps, holdersByFile, offer, receive, receiverCount, sharedRows, type FdHolder, type FdTables } from './shared-fds.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 const KIND = 'file';
@@ -47,19 +47,24 @@ export const sharedFiles: ResourceKind<RestoreCtx> = {
   after: ['regfile', 'chardev'],
   appliesTo: (task) => !task.zombie,
   async restore(ctx) {
-    const mine = new Set(ctx.images.fds.filter((fd) => fd.type === FD_TYPE_REG).map((fd) => fd.id));
-    if (!mine.size) return;
+    // Walks this task's own fds, never a description's holders: a tree sharing its stdio has
+    // thousands of holders per description, and walking them in every receiver was quadratic.
+    const shared = sharedOf(ctx);
     const wants = [];
     const dups = [];
-    for (const [id, holders] of sharedOf(ctx)) {
-      if (!mine.has(id)) continue;
+    const created = new Set<number>();
+    for (const fd of ctx.images.fds) {
+      if (fd.type !== FD_TYPE_REG) continue;
+      const holders = shared.get(fd.id);
+      if (!holders) continue;
       const creator = holders[0]!;
-      if (creator.pid === ctx.pid) {
+      if (creator.pid !== ctx.pid) {
+        wants.push({ kind: KIND, id: String(fd.id), fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) });
+      } else if (!created.has(fd.id)) {
+        created.add(fd.id);
         dups.push(...dupOps(creator.fd, holders, ctx.pid));
         const receivers = receiverCount(holders, ctx.pid);
-        if (receivers) offer(ctx, KIND, String(id), copyFromTask(ctx, creator.fd), receivers);
-      } else {
-        for (const h of holders) if (h.pid === ctx.pid) wants.push({ kind: KIND, id: String(id), fd: h.fd, cloexec: h.cloexec });
+        if (receivers) offer(ctx, KIND, String(fd.id), copyFromTask(ctx, creator.fd), receivers);
       }
     }
     if (dups.length) await helperOf(ctx).batch(dups);
