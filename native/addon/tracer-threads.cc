@@ -89,10 +89,10 @@ class GroupOp : public Op {
 };
 
 // One thread that runs untraced (made by a CRR_STUB_CLONE_CHILD_LIST clone3): seized and
-// interrupted; its first stop gives r12, the header of the list it ran, which names it.
+// interrupted; its first stop gives rdi, which names it (its list ends in pause(dumped tid)).
 class SeizeThreadOp : public Op {
  public:
-  SeizeThreadOp(int tid, long options, uint64_t* r12) : Op(tid), options_(options), r12_(r12) {}
+  SeizeThreadOp(int tid, long options, uint64_t* rdi) : Op(tid), options_(options), rdi_(rdi) {}
 
   Step start(Tracer& t) override {
     if (ptrace(PTRACE_SEIZE, pid, 0, options_) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_SEIZE)", pid));
@@ -107,13 +107,13 @@ class SeizeThreadOp : public Op {
     if (stop.terminal()) return reject(errnoFailure(ESRCH, "ptrace(PTRACE_INTERRUPT)", pid, "thread ended: " + stop.describe()));
     user_regs_struct regs;
     if (ptrace(PTRACE_GETREGS, pid, 0, &regs) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_GETREGS)", pid));
-    *r12_ = regs.r12;
+    *rdi_ = regs.rdi;
     return resolve(nullptr);
   }
 
  private:
   long options_;
-  uint64_t* r12_;
+  uint64_t* rdi_;
 };
 
 struct ArgError {};
@@ -184,7 +184,7 @@ Napi::Value RunThreadLists(const Napi::CallbackInfo& info) {
 }
 
 // seizeThreads(pid, {tids: i32[], options: ptrace options, timeoutMs?}): resolves with each
-// thread's r12 (u64[], in order) at its interrupt stop.
+// thread's rdi (u64[], in order) at its interrupt stop.
 Napi::Value SeizeThreads(const Napi::CallbackInfo& info) {
   return guard(info, [&](Napi::Env env) {
     int pid = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
@@ -192,20 +192,20 @@ Napi::Value SeizeThreads(const Napi::CallbackInfo& info) {
     Napi::Object o = info[1].As<Napi::Object>();
     auto tids = copyOut<int32_t>(toBuffer(env, o.Get("tids"), "tids", 4));
     long options = (long)toU64(env, o.Get("options"), "options");
-    auto r12s = std::make_shared<std::vector<uint64_t>>(tids.size());
+    auto rdis = std::make_shared<std::vector<uint64_t>>(tids.size());
     bool timed = o.Get("timeoutMs").IsNumber();
     auto deadline = timed ? Clock::now() + std::chrono::microseconds((int64_t)(o.Get("timeoutMs").As<Napi::Number>().DoubleValue() * 1000))
                           : Clock::time_point::max();
     std::vector<Op*> children;
     for (size_t i = 0; i < tids.size(); i++) {
-      Op* child = new SeizeThreadOp(tids[i], options, &(*r12s)[i]);
+      Op* child = new SeizeThreadOp(tids[i], options, &(*rdis)[i]);
       child->hasDeadline = timed;
       child->deadline = deadline;
       children.push_back(child);
     }
     auto* group = new GroupOp(pid, std::move(children));
-    group->result = [r12s](Napi::Env env) -> Napi::Value {
-      return Napi::Buffer<uint8_t>::Copy(env, (uint8_t*)r12s->data(), r12s->size() * 8);
+    group->result = [rdis](Napi::Env env) -> Napi::Value {
+      return Napi::Buffer<uint8_t>::Copy(env, (uint8_t*)rdis->data(), rdis->size() * 8);
     };
     return tracerOf(info)->post(env, group);
   });

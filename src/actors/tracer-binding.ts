@@ -72,7 +72,7 @@ export interface TracerBinding {
   runBatch(pid: number, batch: { scratch: Int; list: Buffer; timeoutMs?: number; followClones?: boolean }): Promise<{ results: Buffer; executed: number; clones?: Buffer }>;
   /** items: records {i32 tid, u32 flags (1: await the first stop), u64 list header address}. */
   runThreadLists(pid: number, lists: { scratch: Int; items: Buffer; timeoutMs?: number }): Promise<void>;
-  /** Seizes and interrupts untraced threads; resolves with each one's r12 (u64 LE) at its stop. */
+  /** Seizes and interrupts untraced threads; resolves with each one's rdi (u64 LE) at its stop. */
   seizeThreads(pid: number, threads: { tids: Buffer; options: number; timeoutMs?: number }): Promise<Buffer>;
   /** PTRACE_SETOPTIONS with raw option bits. */
   setOptions(pid: number, options: number): Promise<void>;

@@ -169,7 +169,7 @@ export const tracer = {
   },
   /**
    * Seizes threads that run untraced (ptrace `options` as raw bits), interrupts each and waits
-   * for its stop; resolves with each thread's r12 there, in order.
+   * for its stop; resolves with each thread's rdi there, in order.
    */
   async seizeThreads(pid: number, tids: readonly number[], options: number, timeoutMs?: number): Promise<bigint[]> {
     const raw = await call(pid, () => native.seizeThreads(pid, { tids: Buffer.from(Int32Array.from(tids).buffer), options, ...(timeoutMs !== undefined ? { timeoutMs } : {}) }));

@@ -83,10 +83,11 @@ export interface WantedThread {
  * Creates the threads `wanted` in the task `hostPid` (stopped, the stub at `scratch`) without a
  * tracer stop per thread: TRACECLONE goes off, the main thread runs a batch of clone3s
  * (CRR_STUB_CLONE_CHILD_LIST), each new thread runs its own list from the scratch area and
- * blocks in pause(); once all have, they are seized and interrupted together and named by the
- * list each ran (r12). Rounds as large as the data area holds (~2,000 threads). `onCreated`
- * hears of every thread seized, failure or not (rollback must know them). Resolves with the
- * threads, stopped in pause() with their lists done.
+ * blocks in pause(tid); once every round's have, all are seized and interrupted together and
+ * named by the TID their pause holds (rdi). Rounds as large as the data area holds (~2,000
+ * threads). `onCreated` hears of every thread seized, failure or not. Resolves with the
+ * threads, stopped in pause() with their lists done. A failure before the seizing leaves the
+ * threads made so far parked untraced: they die with the task the rollback kills.
  */
 export async function createThreads(
   tracer: Tracer,
@@ -104,7 +105,8 @@ export async function createThreads(
   const ptraceOptions = threadPtraceOptions(options.suspendSeccomp);
   await tracer.setOptions(hostPid, ptraceOptions);
   const created: RestoredThread[] = [];
-  const known = new Set<number>([hostPid]);
+  /** Dumped TIDs of the threads clone3 made so far. */
+  const madeTids = new Set<number>();
   const areaStart = STUB_DATA_OFFSET;
   let next = 0;
   /** The next round's lists and clone3 commands, built in JS only (nothing is sent yet). */
@@ -145,34 +147,26 @@ export async function createThreads(
       const got = await tracer.runBatch(hostPid, { scratch, commands, timeoutMs: 5000 + round.length });
       let made = 0;
       while (made < got.executed && !isSyscallError(signed(got.results[made]!))) made++;
-      const back = await waitForLists(tracer, hostPid, scratch, round.slice(0, made), areaStart, 5000 + made);
-      const tids = readdirSync(`/proc/${hostPid}/task`).map(Number).filter((t) => !known.has(t));
-      tids.forEach((t) => known.add(t));
-      const seizing = tracer.seizeThreads(hostPid, tids, ptraceOptions, 5000 + tids.length);
-      // The next round is built while the tracer seizes this one (10,000 threads: ~6 rounds of
-      // ~50 ms of JS each); it is sent only after, the data area being this round's until then.
+      for (let i = 0; i < made; i++) {
+        const { w } = round[i]!;
+        if (Number(got.results[i]!) !== w.tid) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${got.results[i]}, wanted ${w.tid}` });
+        madeTids.add(w.tid);
+      }
+      const listsRun = waitForLists(tracer, hostPid, scratch, round.slice(0, made), areaStart, 5000 + made);
+      listsRun.catch(() => {}); // awaited below, after the next round is built
+      // The next round is built while this one's threads run their lists (10,000 threads: ~6
+      // rounds of ~50 ms of JS each); it is sent only after, the data area being this round's until then.
       let following: PreparedRound | undefined;
-      let unprepared: unknown; // thrown once this round's threads are known (rollback needs them)
+      let unprepared: unknown; // thrown once this round's results are checked
       try {
         following = made === round.length ? await prepare() : undefined;
       } catch (err) {
         unprepared = err;
       }
-      const r12s = await seizing;
-      const byHeader = new Map(round.map((r, i) => [scratch + BigInt(r.at + CLONE_SLOT + r.list.headerOffset), i]));
-      const hostOf: number[] = [];
-      tids.forEach((t, k) => {
-        const i = byHeader.get(r12s[k]!);
-        if (i === undefined || hostOf[i] !== undefined) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${t} (host) ran no list of this round` });
-        hostOf[i] = t;
-        created.push({ tid: round[i]!.w.tid, hostTid: t });
-      });
-      onCreated(created);
+      const back = await listsRun;
       for (let i = 0; i < made; i++) {
-        const { w, list } = round[i]!;
-        if (Number(got.results[i]!) !== w.tid) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${got.results[i]}, wanted ${w.tid}` });
-        if (hostOf[i] === undefined) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${w.tid} not found in /proc/${hostPid}/task` });
-        const header = round[i]!.at + CLONE_SLOT + list.headerOffset - areaStart;
+        const { at, list } = round[i]!;
+        const header = at + CLONE_SLOT + list.headerOffset - areaStart;
         const own = list.calls.length - 1; // all but the pause
         const results = list.calls.slice(0, own).map((_, k) => back.readBigInt64LE(header + STUB_HEADER_SIZE + k * STUB_CMD_SIZE + 64));
         checkResults(list.calls.slice(0, own), results, own, pid);
@@ -184,6 +178,21 @@ export async function createThreads(
       }
       if (unprepared !== undefined) throw unprepared;
       prepared = following;
+    }
+    // All are seized once, at the end: one listing of /proc/PID/task (a listing per round also
+    // listed every earlier round's threads again: ~150 ms for 10,000). Each parked thread names
+    // itself: pause(tid) holds its dumped TID in rdi.
+    const tids = readdirSync(`/proc/${hostPid}/task`).map(Number).filter((t) => t !== hostPid);
+    const rdis = await tracer.seizeThreads(hostPid, tids, ptraceOptions, 5000 + tids.length);
+    const hostOf = new Map<number, number>();
+    tids.forEach((t, k) => {
+      const tid = Number(rdis[k]!);
+      if (!madeTids.has(tid) || hostOf.has(tid)) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${t} (host) is parked as no thread made here (rdi ${rdis[k]})` });
+      hostOf.set(tid, t);
+      created.push({ tid, hostTid: t });
+    });
+    for (const tid of madeTids) {
+      if (!hostOf.has(tid)) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread ${tid} not found in /proc/${hostPid}/task` });
     }
   } finally {
     onCreated(created);
