@@ -70,6 +70,8 @@ export class Checkpoint {
   private readonly cache = new Map<string, ImageFile>();
   private readonly coreCache = new Map<number, Entry>();
   private tasksCache: PstreeTask[] | undefined;
+  /** The tasks by PID: load asks for each task by PID, and a search of the list per task was quadratic. */
+  private tasksByPid: Map<number, PstreeTask> | undefined;
   private filesCache: Map<number, Entry> | undefined;
 
   constructor(dir: string) {
@@ -126,6 +128,7 @@ export class Checkpoint {
     if (this.tasksCache) return this.tasksCache;
     const image = this.image('pstree.img');
     const tasks: PstreeTask[] = [];
+    const byPid = new Map<number, PstreeTask>();
     for (const lazy of image.entries()) {
       const e = lazy.decode();
       const threads = Array.isArray(e['threads']) ? (e['threads'] as unknown[]).map(Number) : [];
@@ -136,18 +139,21 @@ export class Checkpoint {
         sid: num(e, 'sid', image.path),
         threads: threads.length ? threads : [num(e, 'pid', image.path)],
       };
-      if (tasks.some((t) => t.pid === task.pid)) {
+      if (byPid.has(task.pid)) {
         throw new ImageError(image.path, lazy.offset, 'unique pids', `pid ${task.pid} appears twice`);
       }
+      byPid.set(task.pid, task);
       tasks.push(task);
     }
     if (!tasks.length) throw new ImageError(image.path, image.entriesOffset, 'at least one task', 'pstree is empty');
+    this.tasksByPid = byPid;
     this.tasksCache = tasks;
     return tasks;
   }
 
   task(pid: number): PstreeTask {
-    const task = this.tasks.find((t) => t.pid === pid);
+    if (!this.tasksByPid) void this.tasks; // reading pstree builds the index
+    const task = this.tasksByPid!.get(pid);
     if (!task) throw new ImageError(this.path('pstree.img'), 0, `a task with pid ${pid}`, 'not in the tree');
     return task;
   }
