@@ -3,18 +3,21 @@
 //   fds.cc:    fd-level calls safe from any thread (socketpair, pidfd_*, SCM_RIGHTS passing)
 //   sockdiag.cc: unix sock_diag dump, queue peeking and getsockopt for the dumper
 //   uffd.cc:   UFFDIO_COPY into a restored task's memory from crr's own threads
+//   spawn.cc:  the launcher helper started with posix_spawn and reaped off the main thread
 #include <napi.h>
 
 void InitTracer(Napi::Env env, Napi::Object exports);
 void InitFds(Napi::Env env, Napi::Object exports);
 void InitSockDiag(Napi::Env env, Napi::Object exports);
 void InitUffd(Napi::Env env, Napi::Object exports);
+void InitSpawn(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTracer(env, exports);
   InitFds(env, exports);
   InitSockDiag(env, exports);
   InitUffd(env, exports);
+  InitSpawn(env, exports);
   return exports;
 }
 

@@ -5,7 +5,8 @@
 // (--restore-detached). Rollback kills every task by PID and reaps it here.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawnHelper, type HelperChannel } from '../actors/helper.js';
+import { HelperChannel } from '../actors/helper.js';
+import { native, nativePaths } from '../actors/native.js';
 import type { Tracer } from '../actors/tracer.js';
 import { NativeError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
@@ -29,15 +30,75 @@ const MS_NOEXEC = 8;
 const MS_REC = 0x4000;
 const MS_PRIVATE = 1 << 18;
 const SIGKILL = 9;
+const PTRACE_O_EXITKILL = 0x100000;
 const FOREVER_MS = 2 ** 31 - 1;
 
+/** The addon's spawn.cc: the launcher started without child_process, and reaped. */
+interface SpawnBinding {
+  spawnChild(path: string, channelFd: number, env: string[]): number;
+  reapChild(pid: number): Promise<{ exitCode: number | null; signal: number | null }>;
+}
+const spawner = native as unknown as SpawnBinding;
+
 /**
- * Spawns the launcher ahead of need: restore() starts it before the images load, so the fork
- * and exec of the helper overlap the decoding (they were most of the 1-task plan step). An
- * early launcher nobody takes must be given to discardLauncher().
+ * Starts the launcher: the helper executable as Node's own child, its channel on fd 3 and glibc's
+ * rseq off (inherited by every helper it forks). posix_spawn, not child_process: Node's spawn
+ * forks all of Node and blocked the main thread 2-3 ms per restore (more with a larger heap).
+ * Nobody else reaps it: whoever ends it goes through endLauncher().
+ */
+async function spawnLauncher(): Promise<HelperChannel> {
+  const [mine, theirs] = native.socketpair('seqpacket');
+  let pid: number;
+  try {
+    pid = spawner.spawnChild(nativePaths.helper, theirs, ['GLIBC_TUNABLES=glibc.pthread.rseq=0', `CRR_HELPER_PARENT=${process.pid}`]);
+  } catch (error) {
+    native.close(mine);
+    throw error;
+  } finally {
+    native.close(theirs);
+  }
+  let launcher: HelperChannel;
+  try {
+    // Its PID cannot be reused before we reap it, so neither kill nor pidfd_open can miss.
+    launcher = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid });
+  } catch (error) {
+    process.kill(pid, SIGKILL);
+    await spawner.reapChild(pid);
+    throw error;
+  }
+  try {
+    const identity = await launcher.getpid();
+    launcher.pid = identity.pid;
+    launcher.pgid = identity.pgid;
+  } catch (error) {
+    await endLauncher(launcher);
+    throw error;
+  }
+  return launcher;
+}
+
+const reaped = new WeakMap<HelperChannel, Promise<unknown>>();
+
+/** Reaps an ended launcher once, however many ways (rollback, kill(), release()) end it. */
+function reapLauncher(launcher: HelperChannel): Promise<unknown> {
+  let reaping = reaped.get(launcher);
+  if (!reaping) reaped.set(launcher, (reaping = spawner.reapChild(launcher.hostPid)));
+  return reaping;
+}
+
+/** Kills the launcher (and every helper forked through it) and reaps it. */
+async function endLauncher(launcher: HelperChannel): Promise<void> {
+  await launcher.destroy();
+  await reapLauncher(launcher);
+}
+
+/**
+ * Spawns the launcher ahead of need: restore() starts it before the images load, so its start
+ * and first round trip overlap the decoding (they were most of the 1-task plan step). An early
+ * launcher nobody takes must be given to discardLauncher().
  */
 export function prestartLauncher(): Promise<HelperChannel> {
-  const launcher = spawnHelper();
+  const launcher = spawnLauncher();
   launcher.catch(() => undefined); // a failure is reported by the step that awaits it
   return launcher;
 }
@@ -45,55 +106,71 @@ export function prestartLauncher(): Promise<HelperChannel> {
 /** Lets an early launcher go when the restore ends before the plan step took it. */
 export async function discardLauncher(early: Promise<HelperChannel>): Promise<void> {
   const launcher = await early.catch(() => undefined);
-  await launcher?.destroy();
+  if (launcher) await endLauncher(launcher);
 }
 
 export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<HelperChannel>): Promise<void> {
-  const launcher = await (early ?? spawnHelper());
+  const launcher = await (early ?? spawnLauncher());
   session.launcher = launcher;
-  await launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  // Sent together with the fork below, not awaited first: the helper answers in order, so the
+  // launcher is a subreaper before anything it forks can be orphaned, one round trip sooner.
+  const subreaper = launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
   const offsets = timeOffsets(session.checkpoint);
   if (!session.options.pidNamespace && !offsets) {
     session.rootParent = launcher;
+    await subreaper;
     return;
   }
   // A parent of its own for the root: pid 1 of a fresh PID namespace (when it dies the kernel
   // kills every process inside), and/or the holder of the checkpoint's time namespace.
-  const parent = await launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID : 0 });
+  const forking = launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID : 0 });
+  subreaper.catch(() => undefined); // reported below, after the fork is recorded for rollback
+  const parent = await forking;
   session.rootParent = parent;
-  await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-  if (session.options.pidNamespace) await mountOwnProc(parent, tracer);
-  if (offsets) await enterTimeNamespace(parent, offsets, tracer);
+  await subreaper;
+  // A PID namespace's init already gets every orphan inside it: only a plain parent (time
+  // namespace alone) has to become a subreaper.
+  if (!session.options.pidNamespace) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  await enterNamespaces(parent, tracer, session.options.pidNamespace, offsets);
 }
 
 /**
- * A mount namespace with a /proc of the new PID namespace, set up in the root's parent before
- * any task exists: with the host's /proc, a restored task reading /proc/<its own view of a pid>
- * finds another process or none (the tree program's zombie check; anything parsing
- * /proc/<getpid()>). Propagation is made private first so the mount never reaches the host.
- * Injected (the helper has no mount op) like the time namespace below.
+ * The root's parent, seized once for both of its namespace jobs (the helper has no op for them,
+ * so they are injected; it is a grandchild of Node, so it may be traced):
+ * - with a PID namespace, a mount namespace with a /proc of the new PID namespace, set up before
+ *   any task exists: with the host's /proc, a restored task reading /proc/<its own view of a pid>
+ *   finds another process or none (the tree program's zombie check; anything parsing
+ *   /proc/<getpid()>). Propagation is made private first so the mount never reaches the host;
+ * - with a time namespace in the checkpoint, unshare(CLONE_NEWTIME), then the offsets written
+ *   through /proc before any task enters it: children forked afterwards see the dumped clocks.
+ * Both unshares are one syscall.
  */
-async function mountOwnProc(parent: HelperChannel, tracer: Tracer): Promise<void> {
+async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, offsets: TimeOffsets | undefined): Promise<void> {
+  const flags = (ownProc ? CLONE_NEWNS : 0) | (offsets ? CLONE_NEWTIME : 0);
+  if (flags === 0) return;
   const host = parent.hostPid;
-  await tracer.seize(host, { exitKill: true });
+  // Seize, interrupt and wait for the stop in one tracer operation.
+  await tracer.seizeThreads(host, [host], PTRACE_O_EXITKILL, 5000);
   try {
-    await tracer.interrupt(host);
-    await tracer.waitStop(host, 5000);
     const inject = async (nr: number, args: Array<number | bigint>, syscall: string, detail: string): Promise<bigint> => {
       const got = BigInt(await tracer.injectSyscall(host, nr, args));
-      if (got < 0n && got > -4096n) throw new NativeError({ code: 'EPROCNS', errno: Number(-got), syscall, pid: parent.pid, detail });
+      if (got < 0n && got > -4096n) throw new NativeError({ code: 'ENAMESPACE', errno: Number(-got), syscall, pid: parent.pid, detail });
       return got;
     };
-    await inject(SYS_UNSHARE, [CLONE_NEWNS], 'unshare', 'CLONE_NEWNS');
-    const page = await inject(SYS_MMAP, [0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0], 'mmap', 'a page for mount paths');
-    // "/" at 0, "proc" at 2, "/proc" at 7
-    tracer.processVmWrite(host, page, Buffer.from('/\0proc\0/proc\0', 'latin1'));
-    await inject(SYS_MOUNT, [0, page, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
-    await inject(SYS_MOUNT, [page + 2n, page + 7n, page + 2n, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
-    await inject(SYS_MUNMAP, [page, 4096], 'munmap', 'the mount paths page');
+    const names = [ownProc ? 'CLONE_NEWNS' : '', offsets ? 'CLONE_NEWTIME' : ''].filter(Boolean).join('|');
+    await inject(SYS_UNSHARE, [flags], 'unshare', names);
+    if (ownProc) {
+      const page = await inject(SYS_MMAP, [0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0], 'mmap', 'a page for mount paths');
+      // "/" at 0, "proc" at 2, "/proc" at 7
+      tracer.processVmWrite(host, page, Buffer.from('/\0proc\0/proc\0', 'latin1'));
+      await inject(SYS_MOUNT, [0, page, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
+      await inject(SYS_MOUNT, [page + 2n, page + 7n, page + 2n, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
+      await inject(SYS_MUNMAP, [page, 4096], 'munmap', 'the mount paths page');
+    }
   } finally {
     await tracer.detach(host).catch(() => undefined);
   }
+  if (offsets) writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
 }
 
 interface TimeOffsets {
@@ -129,25 +206,6 @@ function offsetLine(name: string, offset: bigint): string {
   return `${name} ${secs} ${nanos}\n`;
 }
 
-/**
- * unshare(CLONE_NEWTIME) injected into the root's parent (a grandchild of Node, so it may be
- * traced; the helper has no op for it), then the offsets written through /proc before any task
- * enters the namespace: children forked afterwards start inside it with the dumped clocks.
- */
-async function enterTimeNamespace(parent: HelperChannel, offsets: TimeOffsets, tracer: Tracer): Promise<void> {
-  const host = parent.hostPid;
-  await tracer.seize(host, { exitKill: true });
-  try {
-    await tracer.interrupt(host);
-    await tracer.waitStop(host, 5000);
-    const got = await tracer.injectSyscall(host, SYS_UNSHARE, [CLONE_NEWTIME]);
-    if (got < 0n) throw new NativeError({ code: 'EUNSHARE', errno: Number(-got), syscall: 'unshare', pid: parent.pid, detail: 'CLONE_NEWTIME' });
-  } finally {
-    await tracer.detach(host).catch(() => undefined);
-  }
-  writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
-}
-
 /** How the root task ended (crr restore without -d exits with this). */
 export interface RootExit {
   readonly exitCode: number | null;
@@ -180,6 +238,7 @@ export async function detachLauncher(session: RestoreSession): Promise<void> {
   }
   await launcher.request('exit', { status: 0 }).catch(() => undefined);
   await launcher.exited;
+  await reapLauncher(launcher);
 }
 
 /** Closes the orchestrator's side of every task channel (the tasks no longer answer). */
@@ -216,7 +275,7 @@ export async function killAll(session: RestoreSession, tracer: Tracer, order: re
       const got = await launcher.request('waitpid', { pid: -1 }, { timeoutMs: 5000 }).catch((e: { code?: string }) => e);
       if ((got as { code?: string }).code !== undefined) break;
     }
-    await launcher.destroy();
+    await endLauncher(launcher);
   }
   const deadline = Date.now() + 10_000;
   for (const pid of hostPids) {
