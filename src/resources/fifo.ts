@@ -10,8 +10,8 @@ import { native } from '../actors/native.js';
 import { StageError } from '../errors.js';
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
-import { groupByPipe, pipeData, type PipeGroup } from './pipe.js';
-import { copyFromTask, dupOps, fillPipe, offer, O_CLOEXEC, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
+import { groupByPipe, heldPipes, pipeData, type PipeGroup } from './pipe.js';
+import { copyFromTask, dupOps, fillPipe, offer, O_CLOEXEC, receive, receiverCount, sharedRows, spareFds } from './shared-fds.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 export const FD_TYPE_FIFO = 3;
@@ -111,16 +111,6 @@ async function createFifo(ctx: RestoreCtx, group: PipeGroup, path: string, queue
   for (const d of group.descriptions) offer(ctx, 'fifo', String(d.id), copies.get(d.id)!, receiverCount(d.holders, ctx.pid));
 }
 
-function wanted(ctx: RestoreCtx, groups: Iterable<PipeGroup>): Want[] {
-  const wants: Want[] = [];
-  for (const group of groups) {
-    if (group.creator === ctx.pid) continue;
-    for (const d of group.descriptions)
-      for (const h of d.holders) if (h.pid === ctx.pid) wants.push({ kind: 'fifo', id: String(d.id), fd: h.fd, cloexec: h.cloexec });
-  }
-  return wants;
-}
-
 export const fifo: ResourceKind<RestoreCtx> = {
   name: 'fifo',
   stage: 'shared-fds',
@@ -130,13 +120,12 @@ export const fifo: ResourceKind<RestoreCtx> = {
     return task.zombie ? [] : ['open FIFOs by path (keeper O_RDWR first), queued bytes, share each description'];
   },
   async restore(ctx) {
-    const mine = new Set(ctx.images.fds.filter((fd) => fd.type === FD_TYPE_FIFO).map((fd) => fd.id));
-    if (!mine.size) return;
+    if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_FIFO)) return;
     const plan = sessionPlan(ctx);
-    const groups = [...plan.groups.values()].filter((g) => g.descriptions.some((d) => mine.has(d.id)));
-    const data = groups.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'fifo-data.img') : new Map();
-    for (const group of groups) if (group.creator === ctx.pid) await createFifo(ctx, group, plan.paths.get(group.pipeId)!, data.get(group.pipeId));
-    await receive(ctx, wanted(ctx, groups));
+    const { held, wants } = heldPipes(ctx, plan.groups, FD_TYPE_FIFO, 'fifo');
+    const data = held.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'fifo-data.img') : new Map();
+    for (const group of held) if (group.creator === ctx.pid) await createFifo(ctx, group, plan.paths.get(group.pipeId)!, data.get(group.pipeId));
+    await receive(ctx, wants);
   },
   sharedObjects(tasks, source?: PlanSource) {
     if (!source) return [];

@@ -9,6 +9,7 @@ import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } fro
 import {
   copyFromTask,
   dupOps,
+  FD_CLOEXEC,
   fillPipe,
   holdersByFile,
   offer,
@@ -143,15 +144,30 @@ async function createPipe(ctx: RestoreCtx, group: PipeGroup, queued: { size?: nu
   for (const d of group.descriptions) offer(ctx, 'pipe', String(d.id), copies.get(d.id)!, receiverCount(d.holders, ctx.pid));
 }
 
-/** The fds this task receives from pipes other tasks create. */
-function wanted(ctx: RestoreCtx, groups: Iterable<PipeGroup>): Want[] {
-  const wants: Want[] = [];
-  for (const group of groups) {
-    if (group.creator === ctx.pid) continue;
-    for (const d of group.descriptions)
-      for (const h of d.holders) if (h.pid === ctx.pid) wants.push({ kind: 'pipe', id: String(d.id), fd: h.fd, cloexec: h.cloexec });
+const groupOfDescription = new WeakMap<ReadonlyMap<number, PipeGroup>, Map<number, PipeGroup>>();
+
+/**
+ * The pipes (or FIFOs) this task holds a description of, and the fds it receives from those
+ * other tasks create. From the task's own fds: walking every group and every holder in each
+ * task was quadratic in a tree whose tasks share a pipe.
+ */
+export function heldPipes(ctx: RestoreCtx, groups: ReadonlyMap<number, PipeGroup>, fdType: number, kind: string): { held: PipeGroup[]; wants: Want[] } {
+  let byDescription = groupOfDescription.get(groups);
+  if (!byDescription) {
+    byDescription = new Map();
+    for (const group of groups.values()) for (const d of group.descriptions) byDescription.set(d.id, group);
+    groupOfDescription.set(groups, byDescription);
   }
-  return wants;
+  const held = new Set<PipeGroup>();
+  const wants: Want[] = [];
+  for (const fd of ctx.images.fds) {
+    if (fd.type !== fdType) continue;
+    const group = byDescription.get(fd.id);
+    if (!group) continue;
+    held.add(group);
+    if (group.creator !== ctx.pid) wants.push({ kind, id: String(fd.id), fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) });
+  }
+  return { held: [...held], wants };
 }
 
 export const pipe: ResourceKind<RestoreCtx> = {
@@ -161,11 +177,10 @@ export const pipe: ResourceKind<RestoreCtx> = {
   appliesTo: (task: TaskPlan) => !task.zombie,
   async restore(ctx) {
     if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_PIPE)) return;
-    const mine = new Set(ctx.images.fds.filter((fd) => fd.type === FD_TYPE_PIPE).map((fd) => fd.id));
-    const groups = [...groupsOf(ctx).values()].filter((g) => g.descriptions.some((d) => mine.has(d.id)));
-    const data = groups.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'pipes-data.img') : new Map();
-    for (const group of groups) if (group.creator === ctx.pid) await createPipe(ctx, group, data.get(group.pipeId));
-    await receive(ctx, wanted(ctx, groups));
+    const { held, wants } = heldPipes(ctx, groupsOf(ctx), FD_TYPE_PIPE, 'pipe');
+    const data = held.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'pipes-data.img') : new Map();
+    for (const group of held) if (group.creator === ctx.pid) await createPipe(ctx, group, data.get(group.pipeId));
+    await receive(ctx, wants);
   },
   sharedObjects(tasks, source?: PlanSource) {
     if (!source) return [];
