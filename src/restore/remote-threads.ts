@@ -46,13 +46,14 @@ const CLONE_SLOT = CLONE_ARGS_SIZE + 8;
  * A non-zero clearTid is the thread's clear_child_tid (CLONE_CHILD_CLEARTID sets it as
  * set_tid_address would, saving that call in the thread).
  */
-export function cloneArgs(setTidAddr: bigint, clearTid = 0n): Buffer {
-  const buf = Buffer.alloc(CLONE_ARGS_SIZE);
-  buf.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS | (clearTid !== 0n ? CLONE_CHILD_CLEARTID : 0)), 0); // flags
-  buf.writeBigUInt64LE(clearTid, 16); // child_tid
-  // pidfd, parent_tid, exit_signal (0: a thread), stack, stack_size, tls stay 0
-  buf.writeBigUInt64LE(setTidAddr, 64); // set_tid
-  buf.writeBigUInt64LE(1n, 72); // set_tid_size: the innermost namespace only
+export function cloneArgs(setTidAddr: bigint, clearTid = 0n, into?: { buf: Buffer; at: number }): Buffer {
+  const buf = into?.buf ?? Buffer.alloc(CLONE_ARGS_SIZE);
+  const at = into?.at ?? 0;
+  if (into) buf.fill(0, at, at + CLONE_ARGS_SIZE); // pidfd, parent_tid, exit_signal (0: a thread), stack, stack_size, tls stay 0
+  buf.writeUInt32LE(CLONE_THREAD_FLAGS | (clearTid !== 0n ? CLONE_CHILD_CLEARTID : 0), at); // flags (all in the low half)
+  buf.writeBigUInt64LE(clearTid, at + 16); // child_tid
+  buf.writeBigUInt64LE(setTidAddr, at + 64); // set_tid
+  buf.writeUInt32LE(1, at + 72); // set_tid_size: the innermost namespace only
   return buf;
 }
 
@@ -132,7 +133,7 @@ export async function createThreads(
     const data = Buffer.alloc(end - areaStart);
     const commands = round.map(({ w, at, list }) => {
       const slot = scratch + BigInt(at);
-      cloneArgs(slot + BigInt(CLONE_ARGS_SIZE), w.clearTid).copy(data, at - areaStart);
+      cloneArgs(slot + BigInt(CLONE_ARGS_SIZE), w.clearTid, { buf: data, at: at - areaStart });
       data.writeInt32LE(w.tid, at - areaStart + CLONE_ARGS_SIZE);
       list.packInto(data, at + CLONE_SLOT - areaStart, 0); // a child's failure must not reach the int3: checked below
       return { nr: SYS.clone3, args: [slot, CLONE_ARGS_SIZE, scratch + BigInt(at + CLONE_SLOT + list.headerOffset)], flags: STUB_STOP_ON_ERROR | STUB_CLONE_CHILD_LIST };
