@@ -5,7 +5,7 @@
 // cannot be reopened through /proc the way a pipe can). The creator waits until every holder
 // has its copy only implicitly: it never closes the object, it stays at its fd.
 import type { Entry, FdinfoEntry } from '../images/index.js';
-import { helperOf, type RestoreCtx } from '../restore/context.js';
+import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_EVENTFD = 6;
@@ -29,8 +29,22 @@ export function fdsOfType(ctx: Pick<RestoreCtx, 'images' | 'checkpoint' | 'pid'>
     .map((fd) => ({ fd: fd.fd, id: fd.id, cloexec: Boolean(fd.flags & FD_CLOEXEC), file: ctx.checkpoint.file(fd.id, `task ${ctx.pid} fd ${fd.fd}`) }));
 }
 
-/** Holders of each files.img id of `type`, in tree order (the first one creates the object). */
+const holdersCache = new WeakMap<RestoreSession, Map<number, Map<number, number[]>>>();
+
+/**
+ * Holders of each files.img id of `type`, in tree order (the first one creates the object).
+ * Once per restore and type: it walks every task's fds, which per task was quadratic in a tree
+ * whose tasks each hold such an fd (an epoll per worker).
+ */
 function holdersOf(ctx: RestoreCtx, type: number): Map<number, number[]> {
+  let byType = holdersCache.get(ctx.session);
+  if (!byType) holdersCache.set(ctx.session, (byType = new Map()));
+  let byId = byType.get(type);
+  if (!byId) byType.set(type, (byId = allHoldersOf(ctx, type)));
+  return byId;
+}
+
+function allHoldersOf(ctx: RestoreCtx, type: number): Map<number, number[]> {
   const byId = new Map<number, number[]>();
   for (const task of ctx.plan.tasks) {
     const set = ctx.session.images.get(task.pid);

@@ -29,6 +29,8 @@ export interface UnixSocket {
 export interface UnixPlan {
   readonly byId: ReadonlyMap<number, UnixSocket>;
   readonly byIno: ReadonlyMap<number, UnixSocket>;
+  /** The sockets each task makes, in byId order (a task must not search every socket). */
+  readonly byMaker: ReadonlyMap<number, readonly UnixSocket[]>;
 }
 
 /** Builds the plan from files.img's UNIXSK entries and every task's fds. */
@@ -41,6 +43,7 @@ export function planUnixSockets(files: ReadonlyMap<number, Entry>, tasks: readon
   }
   const byId = new Map<number, UnixSocket>();
   const byIno = new Map<number, UnixSocket>();
+  const byMaker = new Map<number, UnixSocket[]>();
   const makerOf = (id: number) => holders.get(id)![0]!.pid;
   for (const [ino, usk] of entries) {
     const id = Number(usk['id']);
@@ -61,8 +64,11 @@ export function planUnixSockets(files: ReadonlyMap<number, Entry>, tasks: readon
     };
     byId.set(id, sock);
     byIno.set(ino, sock);
+    const made = byMaker.get(sock.maker);
+    if (made) made.push(sock);
+    else byMaker.set(sock.maker, [sock]);
   }
-  return { byId, byIno };
+  return { byId, byIno, byMaker };
 }
 
 /** sun_path bytes to bind or connect to: a path name loses its trailing NULs, an abstract one stays exact. */

@@ -8,7 +8,7 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
-import { copyFromTask, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
+import { copyFromTask, FD_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
 import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
@@ -159,17 +159,18 @@ export const unixsk: ResourceKind<RestoreCtx> = {
   images: ['files', 'fdinfo-*', 'sk-queues'],
   appliesTo: (task: TaskPlan) => !task.zombie,
   async restore(ctx) {
-    if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_UNIXSK)) {
-      // A task with no unix fds may still make a pair end another task holds.
-      if (![...planOf(ctx).byId.values()].some((s) => s.maker === ctx.pid)) return;
-    }
+    const holds = ctx.images.fds.some((fd) => fd.type === FD_TYPE_UNIXSK);
+    // A task with no unix fds may still make a pair end another task holds.
+    if (!holds && !planOf(ctx).byMaker.has(ctx.pid)) return;
     const plan = planOf(ctx);
-    const mine = [...plan.byId.values()].filter((s) => s.maker === ctx.pid);
+    const mine = [...(plan.byMaker.get(ctx.pid) ?? [])];
     if (mine.length) await makeSockets(ctx, plan, mine);
+    // From this task's own fds: walking every socket's holders per task was quadratic.
     const wants: Want[] = [];
-    for (const s of plan.byId.values()) {
-      if (s.maker === ctx.pid) continue;
-      for (const h of s.holders) if (h.pid === ctx.pid) wants.push({ kind: KIND, id: String(s.id), fd: h.fd, cloexec: h.cloexec });
+    for (const fd of ctx.images.fds) {
+      if (fd.type !== FD_TYPE_UNIXSK) continue;
+      const s = plan.byId.get(fd.id);
+      if (s && s.maker !== ctx.pid) wants.push({ kind: KIND, id: String(s.id), fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) });
     }
     await receive(ctx, wants);
   },
