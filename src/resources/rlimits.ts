@@ -15,22 +15,31 @@ export const RLIMIT_NAMES = [
 
 const INFINITY = (1n << 64n) - 1n;
 
-/** Soft and hard limits by name ('NOFILE') from a /proc/PID/limits file. */
-export function procLimits(path: string): Map<string, Rlimit> {
+const LIMIT_NAMES: Record<string, string> = {
+  'Max cpu time': 'CPU', 'Max file size': 'FSIZE', 'Max data size': 'DATA', 'Max stack size': 'STACK',
+  'Max core file size': 'CORE', 'Max resident set': 'RSS', 'Max processes': 'NPROC', 'Max open files': 'NOFILE',
+  'Max locked memory': 'MEMLOCK', 'Max address space': 'AS', 'Max file locks': 'LOCKS', 'Max pending signals': 'SIGPENDING',
+  'Max msgqueue size': 'MSGQUEUE', 'Max nice priority': 'NICE', 'Max realtime priority': 'RTPRIO', 'Max realtime timeout': 'RTTIME',
+};
+
+// The last text parsed: crr's own limits and the launcher's (inherited from crr) are the same
+// text restore after restore, and parsing it (regexps, BigInts) cost ~0.2 ms each time, three
+// times per restore. The file is still read every time: a limit changed since is seen.
+let lastParsed: { text: string; limits: ReadonlyMap<string, Rlimit> } | undefined;
+
+/** Soft and hard limits by name ('NOFILE') from a /proc/PID/limits file. Do not modify it. */
+export function procLimits(path: string): ReadonlyMap<string, Rlimit> {
+  const text = readFileSync(path, 'utf8');
+  if (lastParsed?.text === text) return lastParsed.limits;
   const limits = new Map<string, Rlimit>();
-  const names: Record<string, string> = {
-    'Max cpu time': 'CPU', 'Max file size': 'FSIZE', 'Max data size': 'DATA', 'Max stack size': 'STACK',
-    'Max core file size': 'CORE', 'Max resident set': 'RSS', 'Max processes': 'NPROC', 'Max open files': 'NOFILE',
-    'Max locked memory': 'MEMLOCK', 'Max address space': 'AS', 'Max file locks': 'LOCKS', 'Max pending signals': 'SIGPENDING',
-    'Max msgqueue size': 'MSGQUEUE', 'Max nice priority': 'NICE', 'Max realtime priority': 'RTPRIO', 'Max realtime timeout': 'RTTIME',
-  };
   const value = (text: string) => (text === 'unlimited' ? INFINITY : BigInt(text));
-  for (const line of readFileSync(path, 'utf8').split('\n').slice(1)) {
+  for (const line of text.split('\n').slice(1)) {
     const match = /^(.+?)\s{2,}(\S+)\s+(\S+)/.exec(line);
-    const name = match && names[match[1]!.trim()];
+    const name = match && LIMIT_NAMES[match[1]!.trim()];
     if (!name) continue;
     limits.set(name, { cur: value(match[2]!), max: value(match[3]!) });
   }
+  lastParsed = { text, limits };
   return limits;
 }
 
@@ -46,7 +55,7 @@ export function ownHardLimits(): Map<string, bigint> {
  */
 interface SessionLimits {
   readonly own: Map<string, bigint>;
-  readonly inherited: Map<string, Rlimit> | undefined;
+  readonly inherited: ReadonlyMap<string, Rlimit> | undefined;
 }
 const sessionLimits = new WeakMap<object, SessionLimits>();
 
@@ -54,7 +63,7 @@ function limitsFor(ctx: RestoreCtx): SessionLimits {
   let found = sessionLimits.get(ctx.session);
   if (!found) {
     const launcher = ctx.session.launcher?.hostPid;
-    let inherited: Map<string, Rlimit> | undefined;
+    let inherited: ReadonlyMap<string, Rlimit> | undefined;
     try {
       inherited = launcher === undefined ? undefined : procLimits(`/proc/${launcher}/limits`);
     } catch {

@@ -66,16 +66,19 @@ async function spawnLauncher(): Promise<HelperChannel> {
     await spawner.reapChild(pid);
     throw error;
   }
-  try {
-    const identity = await launcher.getpid();
-    launcher.pid = identity.pid;
-    launcher.pgid = identity.pgid;
-  } catch (error) {
-    await endLauncher(launcher);
-    throw error;
-  }
+  // Asked now and awaited by startLauncher: the set-up's requests queue behind it at once, so
+  // they are served while the images decode instead of one round trip later.
+  const identity = launcher.getpid().then((got) => {
+    launcher.pid = got.pid;
+    launcher.pgid = got.pgid;
+  });
+  identity.catch(() => undefined); // reported by startLauncher; the restore then kills it
+  identities.set(launcher, identity);
   return launcher;
 }
+
+/** The launcher's getpid answer (its PID and process group), pending until it arrives. */
+const identities = new WeakMap<HelperChannel, Promise<void>>();
 
 const reaped = new WeakMap<HelperChannel, Promise<unknown>>();
 
@@ -112,21 +115,24 @@ export async function discardLauncher(early: Promise<HelperChannel>): Promise<vo
 export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<HelperChannel>): Promise<void> {
   const launcher = await (early ?? spawnLauncher());
   session.launcher = launcher;
-  // Sent together with the fork below, not awaited first: the helper answers in order, so the
-  // launcher is a subreaper before anything it forks can be orphaned, one round trip sooner.
+  const identity = identities.get(launcher) ?? Promise.resolve();
+  // Sent together with the fork below, neither awaited first: the helper answers in order, so
+  // the launcher is a subreaper before anything it forks can be orphaned, and the whole set-up
+  // up to the fork is in flight before the images decode.
   const subreaper = launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  subreaper.catch(() => undefined); // reported below, after the fork is recorded for rollback
   const offsets = timeOffsets(session.checkpoint);
   if (!session.options.pidNamespace && !offsets) {
     session.rootParent = launcher;
+    await identity;
     await subreaper;
     return;
   }
   // A parent of its own for the root: pid 1 of a fresh PID namespace (when it dies the kernel
   // kills every process inside), and/or the holder of the checkpoint's time namespace.
-  const forking = launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID : 0 });
-  subreaper.catch(() => undefined); // reported below, after the fork is recorded for rollback
-  const parent = await forking;
+  const parent = await launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID : 0 });
   session.rootParent = parent;
+  await identity;
   await subreaper;
   // A PID namespace's init already gets every orphan inside it: only a plain parent (time
   // namespace alone) has to become a subreaper.
