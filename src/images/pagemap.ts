@@ -100,6 +100,14 @@ export function readPagemap(source: Checkpoint | string, pid: number): Pagemap {
 }
 
 function checkOverlaps(file: string, runs: PagemapRun[]): void {
+  // A dumper writes runs in address order: one pass proves them apart, without a sort of
+  // BigInt comparisons (10,000 threads' stacks: ~20,000 runs).
+  let ordered = true;
+  for (let i = 1; i < runs.length && ordered; i++) {
+    const prev = runs[i - 1]!;
+    ordered = runs[i]!.vaddr >= prev.vaddr + BigInt(prev.nrPages) * BigInt(PAGE_SIZE);
+  }
+  if (ordered) return;
   const sorted = [...runs].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
   for (let i = 1; i < sorted.length; i++) {
     const prev = sorted[i - 1]!;
