@@ -102,14 +102,35 @@ export function offer(ctx: RestoreCtx, kind: string, id: string, copy: number, r
     return;
   }
   const entry: Offer = { fd: copy, pending: receivers };
-  ctx.signal.addEventListener('abort', () => release(entry, entry.pending), { once: true });
+  openOffersOf(ctx.signal).add(entry);
   ctx.shared.publish(offerKind(kind), id, entry);
 }
 
-function release(entry: Offer, count: number): void {
+const openOffers = new WeakMap<AbortSignal, Set<Offer>>();
+
+/**
+ * The offers still open under this restore's signal, all closed by one abort listener: an
+ * EventTarget walks its listeners on every addEventListener, so one per offer (a tree whose
+ * tasks each create a pipe) was quadratic.
+ */
+function openOffersOf(signal: AbortSignal): Set<Offer> {
+  let open = openOffers.get(signal);
+  if (!open) {
+    const offers = (open = new Set());
+    openOffers.set(signal, offers);
+    signal.addEventListener('abort', () => {
+      for (const entry of offers) release(entry, entry.pending, offers);
+    }, { once: true });
+  }
+  return open;
+}
+
+function release(entry: Offer, count: number, open?: Set<Offer>): void {
   if (entry.pending <= 0) return;
   entry.pending -= count;
-  if (entry.pending <= 0) native.close(entry.fd);
+  if (entry.pending > 0) return;
+  native.close(entry.fd);
+  open?.delete(entry);
 }
 
 /** One fd a receiving task wants: the description published under kind/id, at `fd`. */
@@ -129,7 +150,7 @@ export async function receive(ctx: RestoreCtx, wants: readonly Want[]): Promise<
   const offers = await Promise.all(wants.map((w) => ctx.shared.receive(offerKind(w.kind), w.id) as Promise<Offer>));
   const helper = helperOf(ctx);
   if (wants.length <= FDS_PER_MESSAGE && (await receiveOnChannel(helper, wants, offers))) {
-    releaseAll(offers);
+    releaseAll(ctx, offers);
     return;
   }
   const avoid = new Set(wants.map((w) => w.fd));
@@ -162,12 +183,13 @@ export async function receive(ctx: RestoreCtx, wants: readonly Want[]): Promise<
     if (sender >= 0) native.close(sender);
     if (open.size) await helper.batch([...open].map((fd) => ({ op: 'close', fd }))).catch(() => undefined);
   }
-  releaseAll(offers);
+  releaseAll(ctx, offers);
 }
 
 /** Each distinct offer was installed in this task once more. */
-function releaseAll(offers: readonly Offer[]): void {
-  for (const o of new Set(offers)) release(o, 1);
+function releaseAll(ctx: RestoreCtx, offers: readonly Offer[]): void {
+  const open = openOffers.get(ctx.signal);
+  for (const o of new Set(offers)) release(o, 1, open);
 }
 
 /**
