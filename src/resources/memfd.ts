@@ -13,7 +13,7 @@ import type { Checkpoint, Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx, type TaskImageSet } from '../restore/context.js';
 import { restoreAnonFds } from './eventfd.js';
 import { spareFds } from './shared-fds.js';
-import { OBJECT_FDS_BELOW, VMA_AREA_MEMFD, fillFromShmemImage, holdersOfObjects, landObject, memfdKey, objectRows } from './shmem.js';
+import { OBJECT_FDS_BELOW, VMA_AREA_MEMFD, fillFromShmemImage, holdersOfObjects, landObject, memfdKey, objectRows, sessionHolders } from './shmem.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 export const FD_TYPE_MEMFD = 18;
@@ -76,7 +76,7 @@ export const memfd: ResourceKind<RestoreCtx> = {
     if (!inodes.length) return;
     const helper = helperOf(ctx);
     const table = memfdInodes(ctx.checkpoint);
-    const holders = holdersOfObjects(ctx.plan.tasks, ctx.session.images, (set) => inodesOfTask(ctx.checkpoint, set));
+    const holders = sessionHolders(ctx, 'memfd', (set) => inodesOfTask(ctx.checkpoint, set));
     const objectFds = spareFds(ctx, inodes.length, MEMFD_FDS_BELOW);
     const fdOfInode = new Map<number, number>();
     for (const [i, inodeId] of inodes.entries()) {

@@ -11,7 +11,7 @@ import { native } from '../actors/native.js';
 import { StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
-import { helperOf, type RestoreCtx, type TaskImageSet } from '../restore/context.js';
+import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { copyFromTask, spareFds } from './shared-fds.js';
 import type { PlanSource, ResourceKind, SharedObject, TaskPlan } from './types.js';
 
@@ -40,17 +40,49 @@ export function shmidsOf(mm: Entry | undefined): number[] {
   return [...new Set(ids)];
 }
 
-/** The object's size: the furthest end any VMA maps (pgoff + length), over every task. */
-export function objectSize(images: Iterable<TaskImageSet>, shmid: number): bigint {
-  let size = 0n;
+/** The size of every shared anonymous object (by shmid): the furthest end (pgoff + length) any task's VMA maps. */
+function objectSizes(images: Iterable<TaskImageSet>): Map<number, bigint> {
+  const sizes = new Map<number, bigint>();
   for (const set of images) {
     for (const v of vmasOf(set.mm)) {
-      if (!(Number(v['status'] ?? 0) & VMA_ANON_SHARED) || Number(v['shmid']) !== shmid) continue;
+      if (!(Number(v['status'] ?? 0) & VMA_ANON_SHARED)) continue;
+      const shmid = Number(v['shmid']);
       const end = BigInt((v['pgoff'] as bigint | undefined) ?? 0n) + BigInt(v['end'] as bigint) - BigInt(v['start'] as bigint);
-      if (end > size) size = end;
+      if (end > (sizes.get(shmid) ?? 0n)) sizes.set(shmid, end);
     }
   }
-  return size;
+  return sizes;
+}
+
+/**
+ * What the shmem and memfd kinds need of the whole tree, once per restore: per task, walking
+ * every task's mappings was quadratic in a tree whose tasks share memory.
+ */
+interface TreeObjects {
+  sizes?: Map<number, bigint>;
+  readonly holders: Map<string, Map<string, number[]>>;
+}
+
+const treeObjects = new WeakMap<RestoreSession, TreeObjects>();
+
+function treeObjectsOf(ctx: RestoreCtx): TreeObjects {
+  let tree = treeObjects.get(ctx.session);
+  if (!tree) treeObjects.set(ctx.session, (tree = { holders: new Map() }));
+  return tree;
+}
+
+/** holdersOfObjects over the restore's tree, computed once per restore and `kind`. */
+export function sessionHolders(ctx: RestoreCtx, kind: string, idsOf: (set: TaskImageSet) => readonly (number | string)[]): Map<string, number[]> {
+  const tree = treeObjectsOf(ctx);
+  let holders = tree.holders.get(kind);
+  if (!holders) tree.holders.set(kind, (holders = holdersOfObjects(ctx.plan.tasks, ctx.session.images, idsOf)));
+  return holders;
+}
+
+function sessionObjectSize(ctx: RestoreCtx, shmid: number): bigint {
+  const tree = treeObjectsOf(ctx);
+  tree.sizes ??= objectSizes(ctx.session.images.values());
+  return tree.sizes.get(shmid) ?? 0n;
 }
 
 /** Tasks (tree order, no zombies) that hold each object `idsOf` finds in them; the first one creates it. */
@@ -142,12 +174,12 @@ export const shmem: ResourceKind<RestoreCtx> = {
     const ids = shmidsOf(ctx.images.mm);
     if (!ids.length) return;
     const start = ctx.now();
-    const holders = holdersOfObjects(ctx.plan.tasks, ctx.session.images, (set) => shmidsOf(set.mm));
+    const holders = sessionHolders(ctx, 'shmem', (set) => shmidsOf(set.mm));
     const fds = spareFds(ctx, ids.length, OBJECT_FDS_BELOW);
     let bytes = 0;
     for (const [i, shmid] of ids.entries()) {
       const creator = holders.get(String(shmid))?.[0] ?? ctx.pid;
-      const size = objectSize(ctx.session.images.values(), shmid);
+      const size = sessionObjectSize(ctx, shmid);
       await landObject(ctx, 'shmem', String(shmid), creator, fds[i]!, (copy) => {
         try {
           ftruncateSync(copy, Number(size));
