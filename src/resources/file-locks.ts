@@ -34,6 +34,22 @@ export interface FileLockImage {
   len: bigint;
 }
 
+const byPidCache = new WeakMap<RestoreCtx['checkpoint'], Map<number, FileLockImage[]>>();
+
+/** The locks by owner PID, decoded once per checkpoint: decoding them all per task was quadratic. */
+function locksByPid(checkpoint: RestoreCtx['checkpoint']): Map<number, FileLockImage[]> {
+  let byPid = byPidCache.get(checkpoint);
+  if (byPid) return byPid;
+  byPid = new Map();
+  for (const lock of fileLocksOf(checkpoint)) {
+    const list = byPid.get(lock.pid);
+    if (list) list.push(lock);
+    else byPid.set(lock.pid, [lock]);
+  }
+  byPidCache.set(checkpoint, byPid);
+  return byPid;
+}
+
 /** Every entry of filelocks.img (none when the image is absent). */
 export function fileLocksOf(checkpoint: RestoreCtx['checkpoint']): FileLockImage[] {
   if (!checkpoint.has('filelocks.img')) return [];
@@ -74,7 +90,7 @@ export const fileLocks: ResourceKind<RestoreCtx> = {
   appliesTo: (task) => !task.zombie,
   describe: () => ['flock, POSIX and OFD locks taken again by their owner through the restored fd'],
   async restore(ctx) {
-    const mine = fileLocksOf(ctx.checkpoint).filter((l) => l.pid === ctx.pid);
+    const mine = locksByPid(ctx.checkpoint).get(ctx.pid) ?? [];
     if (!mine.length) return;
     const batch = new RemoteBatch(scratchOf(ctx));
     for (const lock of mine) {
