@@ -16,14 +16,10 @@ const PR_SET_CHILD_SUBREAPER = 36;
 const CLONE_NEWPID = 0x20000000;
 const CLONE_NEWTIME = 0x80;
 const SYS_UNSHARE = 272;
-const SYS_MMAP = 9;
-const SYS_MUNMAP = 11;
 const SYS_MOUNT = 165;
 const CLONE_NEWNS = 0x20000;
-const PROT_READ = 1;
-const PROT_WRITE = 2;
-const MAP_PRIVATE = 2;
-const MAP_ANONYMOUS = 0x20;
+// Below the x86-64 red zone (128 bytes) the stopped init's stack is free scratch.
+const STACK_SKIP = 512n;
 const MS_NOSUID = 2;
 const MS_NODEV = 4;
 const MS_NOEXEC = 8;
@@ -157,6 +153,10 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
   const host = parent.hostPid;
   // Seize, interrupt and wait for the stop in one tracer operation.
   await tracer.seizeThreads(host, [host], PTRACE_O_EXITKILL, 5000);
+  // Calls queued together run back to back on the tracer thread: one wake-up of JS, not two.
+  // Not awaited: a failed detach was ignored anyway, and the init serves its next request (the
+  // root's fork) only once it runs again, whenever that is.
+  const detach = () => void tracer.detach(host).catch(() => undefined);
   try {
     const inject = async (nr: number, args: Array<number | bigint>, syscall: string, detail: string): Promise<bigint> => {
       const got = BigInt(await tracer.injectSyscall(host, nr, args));
@@ -164,17 +164,21 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
       return got;
     };
     const names = [ownProc ? 'CLONE_NEWNS' : '', offsets ? 'CLONE_NEWTIME' : ''].filter(Boolean).join('|');
+    const regs = ownProc ? tracer.getRegs(host) : undefined;
+    regs?.catch(() => undefined); // the unshare's error comes first
     await inject(SYS_UNSHARE, [flags], 'unshare', names);
     if (ownProc) {
-      const page = await inject(SYS_MMAP, [0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0], 'mmap', 'a page for mount paths');
+      // The mount paths go on the init's own stack, below its red zone: it is stopped in a
+      // syscall and nothing runs on that stack until it returns (no mmap/munmap round trips).
       // "/" at 0, "proc" at 2, "/proc" at 7
-      tracer.processVmWrite(host, page, Buffer.from('/\0proc\0/proc\0', 'latin1'));
-      await inject(SYS_MOUNT, [0, page, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
-      await inject(SYS_MOUNT, [page + 2n, page + 7n, page + 2n, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
-      await inject(SYS_MUNMAP, [page, 4096], 'munmap', 'the mount paths page');
+      const paths = ((await regs!).sp - STACK_SKIP) & ~15n;
+      tracer.processVmWrite(host, paths, Buffer.from('/\0proc\0/proc\0', 'latin1'));
+      // One after the other: a proc mount while / still propagates to the host would appear there.
+      await inject(SYS_MOUNT, [0, paths, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
+      await inject(SYS_MOUNT, [paths + 2n, paths + 7n, paths + 2n, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
     }
   } finally {
-    await tracer.detach(host).catch(() => undefined);
+    detach();
   }
   if (offsets) writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
 }
