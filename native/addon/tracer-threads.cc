@@ -9,6 +9,7 @@
 #include <sys/ptrace.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "stub.h"
@@ -224,6 +225,8 @@ Napi::Value SetOptions(const Napi::CallbackInfo& info) {
 }
 
 // setThreadsCpu({tids: i32[], regs: user_regs_struct[], masks: u64[], xstate?: bytes[n * xstateSize]})
+// or, with xstateOf: u32[] (thread i's buffer is xstate's buffer number xstateOf[i]), xstate holds
+// only the distinct buffers (idle threads share one: 10,000 copies of it were 27 MB).
 Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
   return guard(info, [&](Napi::Env env) {
     if (!info[0].IsObject()) throwType(env, "cpu must be an object");
@@ -232,24 +235,33 @@ Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
     auto regs = copyOut<user_regs_struct>(toBuffer(env, o.Get("regs"), "regs", sizeof(user_regs_struct)));
     auto masks = copyOut<uint64_t>(toBuffer(env, o.Get("masks"), "masks", 8));
     std::vector<uint8_t> xstate;
+    std::vector<uint32_t> xstateOf;
     size_t xsize = 0;
     if (!o.Get("xstate").IsUndefined()) {
       auto x = toBuffer(env, o.Get("xstate"), "xstate", 0);
       xstate.assign(x.Data(), x.Data() + x.Length());
-      xsize = tids.empty() ? 0 : xstate.size() / tids.size();
-      if (xsize * tids.size() != xstate.size()) throwType(env, "xstate is not one buffer per thread");
+      if (o.Get("xstateOf").IsUndefined()) {
+        for (size_t i = 0; i < tids.size(); i++) xstateOf.push_back((uint32_t)i);
+      } else {
+        xstateOf = copyOut<uint32_t>(toBuffer(env, o.Get("xstateOf"), "xstateOf", 4));
+        if (xstateOf.size() != tids.size()) throwType(env, "xstateOf is not one index per thread");
+      }
+      size_t count = 0;
+      for (uint32_t k : xstateOf) count = std::max(count, (size_t)k + 1);
+      xsize = count ? xstate.size() / count : 0;
+      if (xsize * count != xstate.size()) throwType(env, "xstate is not a whole number of buffers");
     }
     if (regs.size() != tids.size() || masks.size() != tids.size()) throwType(env, "tids, regs and masks differ in length");
     int first = tids.empty() ? 0 : tids[0];
-    auto state = std::make_shared<std::tuple<std::vector<int32_t>, std::vector<user_regs_struct>, std::vector<uint64_t>, std::vector<uint8_t>>>(
-        std::move(tids), std::move(regs), std::move(masks), std::move(xstate));
+    auto state = std::make_shared<std::tuple<std::vector<int32_t>, std::vector<user_regs_struct>, std::vector<uint64_t>, std::vector<uint8_t>, std::vector<uint32_t>>>(
+        std::move(tids), std::move(regs), std::move(masks), std::move(xstate), std::move(xstateOf));
     return tracerOf(info)->post(env, new FnOp(first, [state, xsize](Op& self, Tracer&) {
-      auto& [tids, regs, masks, xstate] = *state;
+      auto& [tids, regs, masks, xstate, xstateOf] = *state;
       for (size_t i = 0; i < tids.size(); i++) {
         int tid = tids[i];
         if (ptrace(PTRACE_SETREGS, tid, 0, &regs[i]) == -1) return self.reject(errnoFailure(errno, "ptrace(PTRACE_SETREGS)", tid));
         if (xsize) {
-          struct iovec iov = {xstate.data() + i * xsize, xsize};
+          struct iovec iov = {xstate.data() + xstateOf[i] * xsize, xsize};
           if (ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &iov) == -1)
             return self.reject(errnoFailure(errno, "ptrace(PTRACE_SETREGSET)", tid, "NT_X86_XSTATE"));
         }

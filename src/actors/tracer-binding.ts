@@ -77,7 +77,7 @@ export interface TracerBinding {
   /** PTRACE_SETOPTIONS with raw option bits. */
   setOptions(pid: number, options: number): Promise<void>;
   /** tids: i32[n]; regs: user_regs_struct[n]; masks: u64[n]; xstate: n equal-sized NT_X86_XSTATE buffers. */
-  setThreadsCpu(cpu: { tids: Buffer; regs: Buffer; masks: Buffer; xstate?: Buffer }): Promise<void>;
+  setThreadsCpu(cpu: { tids: Buffer; regs: Buffer; masks: Buffer; xstate?: Buffer; xstateOf?: Buffer }): Promise<void>;
   /** tids: i32[n], detached in order. */
   detachAll(tids: Buffer): Promise<void>;
   runSyscall(pid: number, call: { scratch: Int; nr: Int; args?: Int[]; stopAtExit?: boolean; timeoutMs?: number }): Promise<bigint>;

@@ -176,11 +176,16 @@ export const tracer = {
     return Array.from({ length: raw.length / 8 }, (_, i) => raw.readBigUInt64LE(i * 8));
   },
   setOptions: (pid: number, options: number) => call(pid, () => native.setOptions(pid, options)),
-  /** Registers (packed user_regs_struct), NT_X86_XSTATE and blocked mask of many stopped threads. */
-  setThreadsCpu: (cpu: { tids: number[]; regs: Buffer; masks: bigint[]; xstate?: Buffer }) => {
+  /**
+   * Registers (packed user_regs_struct), NT_X86_XSTATE and blocked mask of many stopped threads.
+   * xstate: one buffer per thread, or with xstateOf (u32 per thread) the distinct buffers each
+   * thread picks one of.
+   */
+  setThreadsCpu: (cpu: { tids: number[]; regs: Buffer; masks: bigint[]; xstate?: Buffer; xstateOf?: Buffer }) => {
     const tids = Buffer.from(Int32Array.from(cpu.tids).buffer);
     const masks = Buffer.from(BigUint64Array.from(cpu.masks).buffer);
-    return call(cpu.tids[0], () => native.setThreadsCpu({ tids, regs: cpu.regs, masks, ...(cpu.xstate ? { xstate: cpu.xstate } : {}) }));
+    const xstate = cpu.xstate ? { xstate: cpu.xstate, ...(cpu.xstateOf ? { xstateOf: cpu.xstateOf } : {}) } : {};
+    return call(cpu.tids[0], () => native.setThreadsCpu({ tids, regs: cpu.regs, masks, ...xstate }));
   },
   /** PTRACE_DETACH every thread, in order. */
   detachAll: (tids: number[]) => call(tids[0], () => native.detachAll(Buffer.from(Int32Array.from(tids).buffer))),

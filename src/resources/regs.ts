@@ -7,7 +7,7 @@ import { NT_X86_XSTATE, type Tracer } from '../actors/tracer.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import { NativeError } from '../errors.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { finalRegs, packFinalRegs, xstateBuffer, xstateBuffers } from '../restore/remote-regs.js';
+import { finalRegs, packFinalRegs, xstateBuffer, xstateSets } from '../restore/remote-regs.js';
 import { errnoName, signed, SYS } from '../restore/remote-sys.js';
 import { restoredThreads } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
@@ -47,10 +47,10 @@ export async function setThreadsCpu(
   const infos = cores.map((core) => (core['thread_info'] as Record<string, unknown> | undefined) ?? {});
   const regsBuf = packFinalRegs(infos.map((info) => (info['gpregs'] as Record<string, unknown> | undefined) ?? {}));
   const withFpu = infos.every((info) => info['fpregs'] !== undefined);
-  let xstate: Buffer | undefined;
+  let xstate: { buffers: Buffer; indexOf: Buffer } | undefined;
   if (withFpu) {
     const template = await tracer.getRegset(threads[0]!.hostTid, NT_X86_XSTATE);
-    xstate = xstateBuffers(template, infos.map((info) => info['fpregs'] as Record<string, unknown>));
+    xstate = xstateSets(template, infos.map((info) => info['fpregs'] as Record<string, unknown>));
   } else {
     for (let i = 0; i < threads.length; i++) if (infos[i]!['fpregs']) await setThreadCpu(tracer, threads[i]!.hostTid, cores[i]!);
   }
@@ -58,7 +58,7 @@ export async function setThreadsCpu(
     tids: threads.map((t) => t.hostTid),
     regs: regsBuf,
     masks: cores.map(blockedMask),
-    ...(xstate ? { xstate } : {}),
+    ...(xstate ? { xstate: xstate.buffers, xstateOf: xstate.indexOf } : {}),
   });
 }
 

@@ -122,25 +122,38 @@ export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): 
 }
 
 /**
- * xstateBuffer of many threads over one template, back to back in one buffer. Threads whose FPU
- * state is one Entry (the image decoder gives byte-identical ones the same object: idle threads
- * of one process) get a copy of the first one's buffer, built once.
+ * xstateBuffer of many threads over one template, each distinct FPU Entry's buffer built once
+ * (the image decoder gives byte-identical ones the same object: idle threads of one process):
+ * `buffers` back to back, `indexOf` (u32 per thread) says which is each thread's. The tracer
+ * takes them so, not one copy per thread (10,000 threads: 27 MB written twice for one buffer).
  */
+export function xstateSets(template: Buffer, fpregsOfThreads: ReadonlyArray<Record<string, unknown>>): { buffers: Buffer; indexOf: Buffer } {
+  const size = template.length;
+  const supported = bufferFeatures(template);
+  const built = new Map<Record<string, unknown>, number>();
+  const indexOf = Buffer.allocUnsafe(4 * fpregsOfThreads.length);
+  fpregsOfThreads.forEach((fpregs, i) => {
+    let k = built.get(fpregs);
+    if (k === undefined) built.set(fpregs, (k = built.size));
+    indexOf.writeUInt32LE(k, 4 * i);
+  });
+  const buffers = Buffer.allocUnsafe(size * built.size);
+  for (const [fpregs, k] of built) {
+    buffers.set(template, k * size);
+    fillXstate(buffers.subarray(k * size, (k + 1) * size), supported, fpregs);
+  }
+  return { buffers, indexOf };
+}
+
+/** xstateSets with every thread's buffer written out, back to back. */
 export function xstateBuffers(template: Buffer, fpregsOfThreads: ReadonlyArray<Record<string, unknown>>): Buffer {
   const size = template.length;
+  const { buffers, indexOf } = xstateSets(template, fpregsOfThreads);
   const out = Buffer.allocUnsafe(size * fpregsOfThreads.length);
-  const supported = bufferFeatures(template);
-  const builtAt = new Map<Record<string, unknown>, number>();
-  fpregsOfThreads.forEach((fpregs, i) => {
-    const first = builtAt.get(fpregs);
-    if (first !== undefined) {
-      out.copyWithin(i * size, first, first + size);
-      return;
-    }
-    out.set(template, i * size);
-    fillXstate(out.subarray(i * size, (i + 1) * size), supported, fpregs);
-    builtAt.set(fpregs, i * size);
-  });
+  for (let i = 0; i < fpregsOfThreads.length; i++) {
+    const k = indexOf.readUInt32LE(4 * i);
+    buffers.copy(out, i * size, k * size, (k + 1) * size);
+  }
   return out;
 }
 
