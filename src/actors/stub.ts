@@ -30,7 +30,7 @@ export function stubCode(): Buffer {
 
 export interface StubCommand {
   nr: number;
-  args?: Array<number | bigint>;
+  args?: ReadonlyArray<number | bigint>;
   flags?: number;
 }
 

@@ -276,7 +276,7 @@ class ThreadList implements ThreadBatch {
     for (const c of this.chunks) c.bytes.copy(buf, at + c.offset);
     buf.writeBigUInt64LE(BigInt(this.calls.length), at + this.headerOffset);
     const stops = (c: RemoteCall) => c.expect === undefined && !(c.tolerate && c.tolerate.length > 0);
-    packCommands(this.calls.map((c) => ({ nr: c.nr, args: [...c.args], flags: flags ?? (stops(c) ? STUB_STOP_ON_ERROR : 0) })))
+    packCommands(this.calls.map((c) => ({ nr: c.nr, args: c.args, flags: flags ?? (stops(c) ? STUB_STOP_ON_ERROR : 0) })))
       .copy(buf, at + this.headerOffset + STUB_HEADER_SIZE);
   }
 }
