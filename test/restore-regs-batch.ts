@@ -1,8 +1,8 @@
-// The batched forms of remote-regs.ts: xstateBuffers gives each thread exactly xstateBuffer's
-// bytes, whether its FPU Entry is shared with another thread (built once, copied) or its own;
-// packFinalRegs gives finalRegs's words back to back.
+// The batched forms of remote-regs.ts, as setThreadsCpu takes them: xstateSets builds each
+// distinct FPU Entry's buffer once and gives every thread the index of its own, whose bytes are
+// exactly xstateBuffer's; packFinalRegs gives finalRegs's words back to back.
 import t from 'tap';
-import { GPREG_FIELDS, finalRegs, packFinalRegs, xstateBuffer, xstateBuffers } from '../src/restore/remote-regs.js';
+import { GPREG_FIELDS, finalRegs, packFinalRegs, xstateBuffer, xstateSets } from '../src/restore/remote-regs.js';
 
 function template(): Buffer {
   const buf = Buffer.alloc(1088);
@@ -18,15 +18,24 @@ const fpu = (seed: number) => ({
   xsave: { xstate_bv: 7n, ymmh_space: Array.from({ length: 64 }, (_, i) => (i ^ seed) >>> 0) },
 });
 
-t.test('xstateBuffers: shared and own FPU Entries give xstateBuffer bytes', async (t) => {
+t.test('xstateSets: one buffer per distinct Entry, each thread indexing its own', async (t) => {
   const shared = fpu(5);
-  const own = fpu(9);
-  const threads = [shared, own, shared, fpu(5), shared];
+  const other = fpu(9);
+  const threads = [shared, other, shared, fpu(5), shared];
   const tpl = template();
-  const all = xstateBuffers(tpl, threads);
-  t.equal(all.length, tpl.length * threads.length);
-  threads.forEach((fp, i) => t.same(all.subarray(i * tpl.length, (i + 1) * tpl.length), xstateBuffer(tpl, fp), `thread ${i}`));
-  t.notOk(all.subarray(0, tpl.length).equals(all.subarray(tpl.length, 2 * tpl.length)), 'different FPU states differ');
+  const { buffers, indexOf } = xstateSets(tpl, threads);
+  t.equal(indexOf.length, 4 * threads.length);
+  const picked = threads.map((_, i) => indexOf.readUInt32LE(4 * i));
+  t.same(picked, [0, 1, 0, 2, 0], 'the same Entry object shares a buffer; an equal but separate one gets its own');
+  t.equal(buffers.length, tpl.length * 3);
+  threads.forEach((fp, i) => t.same(buffers.subarray(picked[i]! * tpl.length, (picked[i]! + 1) * tpl.length), xstateBuffer(tpl, fp), `thread ${i}`));
+  t.notOk(buffers.subarray(0, tpl.length).equals(buffers.subarray(tpl.length, 2 * tpl.length)), 'different FPU states differ');
+});
+
+t.test('xstateSets: no threads, no buffers', async (t) => {
+  const { buffers, indexOf } = xstateSets(template(), []);
+  t.equal(buffers.length, 0);
+  t.equal(indexOf.length, 0);
 });
 
 t.test('packFinalRegs: finalRegs of each thread, back to back', async (t) => {

@@ -145,18 +145,6 @@ export function xstateSets(template: Buffer, fpregsOfThreads: ReadonlyArray<Reco
   return { buffers, indexOf };
 }
 
-/** xstateSets with every thread's buffer written out, back to back. */
-export function xstateBuffers(template: Buffer, fpregsOfThreads: ReadonlyArray<Record<string, unknown>>): Buffer {
-  const size = template.length;
-  const { buffers, indexOf } = xstateSets(template, fpregsOfThreads);
-  const out = Buffer.allocUnsafe(size * fpregsOfThreads.length);
-  for (let i = 0; i < fpregsOfThreads.length; i++) {
-    const k = indexOf.readUInt32LE(4 * i);
-    buffers.copy(out, i * size, k * size, (k + 1) * size);
-  }
-  return out;
-}
-
 function fillXstate(buf: Buffer, supported: bigint, fpregs: Record<string, unknown>): void {
   const n = (name: string) => Number((fpregs[name] as number | bigint | undefined) ?? 0);
   buf.writeUInt16LE(n('cwd') & 0xffff, 0);
