@@ -15,7 +15,8 @@ function status(pid: number): Record<string, string> {
   return fields;
 }
 
-t.test('a spawned launcher answers, is our child with default signals, and is reaped', async (t) => {
+/** A launcher started as restore() starts it, SIGKILLed by PID at teardown if a test left it. */
+async function spawned(t: Tap.Test) {
   const early = prestartLauncher();
   const launcher = await early;
   const pid = launcher.hostPid;
@@ -23,9 +24,14 @@ t.test('a spawned launcher answers, is our child with default signals, and is re
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
-      // already gone: what the test expects
+      // already gone: what the tests expect
     }
   });
+  return { early, launcher, pid };
+}
+
+t.test('a spawned launcher answers, is our child with default signals, and is reaped', async (t) => {
+  const { early, launcher, pid } = await spawned(t);
   const seen = status(pid);
   t.equal(Number(seen['PPid']), process.pid, 'Node is its parent');
   t.equal(seen['SigBlk'], '0000000000000000', 'no signal blocked');
@@ -38,16 +44,7 @@ t.test('a spawned launcher answers, is our child with default signals, and is re
 });
 
 t.test('a launcher that exited on its own is reaped by discardLauncher', async (t) => {
-  const early = prestartLauncher();
-  const launcher = await early;
-  const pid = launcher.hostPid;
-  t.teardown(() => {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone: what the test expects
-    }
-  });
+  const { early, launcher, pid } = await spawned(t);
   await launcher.request('exit', { status: 0 }).catch(() => undefined);
   await launcher.exited;
   t.ok(existsSync(`/proc/${pid}`), 'exited but not reaped yet: a zombie only crr can reap');
