@@ -4,6 +4,7 @@
 // fifo-data.img (a pipe_data_entry with the buffer size, then the bytes), read and put straight
 // back through /proc while the tree is frozen.
 import { closeSync, openSync, readdirSync, statSync, constants as C, type Stats } from 'node:fs';
+import { perKey } from '../memo.js';
 import type { OpenFiles, FileOrder } from './files.js';
 import { readProcLink } from './proc.js';
 import { drainNonblocking, writeAll } from './queue-io.js';
@@ -17,20 +18,11 @@ interface FifoDumpState {
   data: Array<{ entry: Entry; payload: Uint8Array }>;
 }
 
-const states = new WeakMap<OpenFiles, FifoDumpState>();
-
-function stateOf(open: OpenFiles): FifoDumpState {
-  let s = states.get(open);
-  if (!s) {
-    s = { withData: new Set(), data: [] };
-    states.set(open, s);
-  }
-  return s;
-}
+const stateOf = perKey((_: OpenFiles): FifoDumpState => ({ withData: new Set(), data: [] }));
 
 /** fifo-data.img entries (each with its payload) collected so far; empty when none. */
 export function fifoData(open: OpenFiles): Array<{ entry: Entry; payload: Uint8Array }> {
-  return states.get(open)?.data ?? [];
+  return stateOf(open).data;
 }
 
 /** The task's fds that are FIFOs (their buffer size is asked of the task with F_GETPIPE_SZ). */

@@ -6,6 +6,7 @@
 // VMA_FILE_SHARED/PRIVATE) names one such files.img entry in its shmid, one per inode.
 // The table hangs off the dump's DumpIds, so mm.ts and files.ts reach it without new plumbing.
 import { constants as C, statSync, type Stats } from 'node:fs';
+import { perKey } from '../memo.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { OpenFiles, FileOrder } from './files.js';
@@ -55,14 +56,8 @@ export class MemfdInodes {
   }
 }
 
-const tables = new WeakMap<DumpIds, MemfdInodes>();
-
 /** The memfd table of one dump. */
-export function memfdsOf(ids: DumpIds): MemfdInodes {
-  let table = tables.get(ids);
-  if (!table) tables.set(ids, (table = new MemfdInodes()));
-  return table;
-}
+export const memfdsOf = perKey((_: DumpIds) => new MemfdInodes());
 
 /** "/memfd:name (deleted)" -> "name" (what memfd_create is given back at restore). */
 export function memfdName(link: string): string {

@@ -5,6 +5,7 @@
 // cannot be reopened through /proc the way a pipe can). The creator waits until every holder
 // has its copy only implicitly: it never closes the object, it stays at its fd.
 import type { Entry, FdinfoEntry } from '../images/index.js';
+import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import type { ResourceKind } from './types.js';
 
@@ -29,7 +30,7 @@ export function fdsOfType(ctx: Pick<RestoreCtx, 'images' | 'checkpoint' | 'pid'>
     .map((fd) => ({ fd: fd.fd, id: fd.id, cloexec: Boolean(fd.flags & FD_CLOEXEC), file: ctx.checkpoint.file(fd.id, `task ${ctx.pid} fd ${fd.fd}`) }));
 }
 
-const holdersCache = new WeakMap<RestoreSession, Map<number, Map<number, number[]>>>();
+const holdersByType = perKey((_: RestoreSession) => new Map<number, Map<number, number[]>>());
 
 /**
  * Holders of each files.img id of `type`, in tree order (the first one creates the object).
@@ -37,8 +38,7 @@ const holdersCache = new WeakMap<RestoreSession, Map<number, Map<number, number[
  * whose tasks each hold such an fd (an epoll per worker).
  */
 function holdersOf(ctx: RestoreCtx, type: number): Map<number, number[]> {
-  let byType = holdersCache.get(ctx.session);
-  if (!byType) holdersCache.set(ctx.session, (byType = new Map()));
+  const byType = holdersByType(ctx.session);
   let byId = byType.get(type);
   if (!byId) byType.set(type, (byId = allHoldersOf(ctx, type)));
   return byId;

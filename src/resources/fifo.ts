@@ -9,6 +9,7 @@ import { statSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { StageError } from '../errors.js';
 import type { Entry } from '../images/index.js';
+import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { groupByPipe, heldPipes, pipeData, type PipeGroup } from './pipe.js';
 import { copyFromTask, dupOps, fillPipe, offer, O_CLOEXEC, receive, receiverCount, sharedRows, spareFds } from './shared-fds.js';
@@ -41,8 +42,6 @@ interface FifoPlan {
   paths: Map<number, string>;
 }
 
-const plans = new WeakMap<RestoreSession, FifoPlan>();
-
 function planOf(tasks: readonly TaskPlan[], tables: ReadonlyMap<number, TaskImageSet>, source: Described): FifoPlan {
   const paths = new Map<number, string>();
   const view = fifoView(source);
@@ -54,14 +53,7 @@ function planOf(tasks: readonly TaskPlan[], tables: ReadonlyMap<number, TaskImag
   return { groups, paths };
 }
 
-function sessionPlan(ctx: RestoreCtx): FifoPlan {
-  let plan = plans.get(ctx.session);
-  if (!plan) {
-    plan = planOf(ctx.plan.tasks, ctx.session.images, ctx);
-    plans.set(ctx.session, plan);
-  }
-  return plan;
-}
+const sessionPlan = perKey((session: RestoreSession, ctx: RestoreCtx) => planOf(ctx.plan.tasks, session.images, ctx));
 
 /** The FIFO must be at its path again: crr reopens it, it never makes one. */
 function checkPath(ctx: RestoreCtx, path: string, pipeId: number): void {
@@ -121,7 +113,7 @@ export const fifo: ResourceKind<RestoreCtx> = {
   },
   async restore(ctx) {
     if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_FIFO)) return;
-    const plan = sessionPlan(ctx);
+    const plan = sessionPlan(ctx.session, ctx);
     const { held, wants } = heldPipes(ctx, plan.groups, FD_TYPE_FIFO, 'fifo');
     const data = held.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'fifo-data.img') : new Map();
     for (const group of held) if (group.creator === ctx.pid) await createFifo(ctx, group, plan.paths.get(group.pipeId)!, data.get(group.pipeId));

@@ -7,6 +7,7 @@
 // together at dump time, so a conflict means another process took one meanwhile, and the
 // restore fails naming it instead of hanging.
 import { StageError } from '../errors.js';
+import { perKey } from '../memo.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch } from '../restore/remote.js';
 import { scratchOf } from './memory.js';
@@ -34,21 +35,16 @@ export interface FileLockImage {
   len: bigint;
 }
 
-const byPidCache = new WeakMap<RestoreCtx['checkpoint'], Map<number, FileLockImage[]>>();
-
 /** The locks by owner PID, decoded once per checkpoint: decoding them all per task was quadratic. */
-function locksByPid(checkpoint: RestoreCtx['checkpoint']): Map<number, FileLockImage[]> {
-  let byPid = byPidCache.get(checkpoint);
-  if (byPid) return byPid;
-  byPid = new Map();
+const locksByPid = perKey((checkpoint: RestoreCtx['checkpoint']) => {
+  const byPid = new Map<number, FileLockImage[]>();
   for (const lock of fileLocksOf(checkpoint)) {
     const list = byPid.get(lock.pid);
     if (list) list.push(lock);
     else byPid.set(lock.pid, [lock]);
   }
-  byPidCache.set(checkpoint, byPid);
   return byPid;
-}
+});
 
 /** Every entry of filelocks.img (none when the image is absent). */
 export function fileLocksOf(checkpoint: RestoreCtx['checkpoint']): FileLockImage[] {

@@ -3,7 +3,8 @@
 // chroot (legal, if odd) comes back too.
 import { readFileSync, readlinkSync } from 'node:fs';
 import type { Entry } from '../images/index.js';
-import { helperOf, type RestoreCtx } from '../restore/context.js';
+import { perKey } from '../memo.js';
+import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import type { ResourceKind } from './types.js';
 
 function pathOf(ctx: RestoreCtx, id: number, what: string): string {
@@ -18,12 +19,8 @@ interface Inherited {
   readonly root?: string;
   readonly umask?: number;
 }
-const inheritedBySession = new WeakMap<object, Inherited>();
-
-function inherited(ctx: RestoreCtx): Inherited {
-  let found = inheritedBySession.get(ctx.session);
-  if (found) return found;
-  const pid = ctx.session.launcher?.hostPid;
+const inherited = perKey((session: RestoreSession): Inherited => {
+  const pid = session.launcher?.hostPid;
   const read = <T>(what: () => T): T | undefined => {
     try {
       return pid === undefined ? undefined : what();
@@ -32,14 +29,12 @@ function inherited(ctx: RestoreCtx): Inherited {
     }
   };
   const umask = read(() => /^Umask:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
-  found = {
+  return {
     cwd: read(() => readlinkSync(`/proc/${pid}/cwd`)),
     root: read(() => readlinkSync(`/proc/${pid}/root`)),
     umask: umask === undefined ? undefined : parseInt(umask, 8),
   };
-  inheritedBySession.set(ctx.session, found);
-  return found;
-}
+});
 
 export const fs: ResourceKind<RestoreCtx> = {
   name: 'fs',
@@ -54,7 +49,7 @@ export const fs: ResourceKind<RestoreCtx> = {
     // When task-state runs every helper still has the launcher's cwd, root and umask (all forks
     // are done, nothing set them): values equal to those need no round trip (a tree restored
     // from where it was started: none at all).
-    const now = root === '/' && inherited(ctx).root === '/' ? inherited(ctx) : {};
+    const now = root === '/' && inherited(ctx.session).root === '/' ? inherited(ctx.session) : {};
     const ops: Array<{ op: string } & Record<string, unknown>> = [];
     if (cwd !== now.cwd) ops.push({ op: 'chdir', path: cwd });
     if (root !== '/') ops.push({ op: 'chroot', path: root });

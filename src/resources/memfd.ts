@@ -10,6 +10,7 @@
 import { fchmodSync, fchownSync, ftruncateSync } from 'node:fs';
 import { StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
+import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type TaskImageSet } from '../restore/context.js';
 import { restoreAnonFds } from './eventfd.js';
 import { spareFds } from './shared-fds.js';
@@ -24,23 +25,16 @@ const O_CLOEXEC = 0o2000000;
 /** Below the shmem objects' fds, so the two kinds never pick the same numbers. */
 const MEMFD_FDS_BELOW = OBJECT_FDS_BELOW - 100;
 
-const inodeTables = new WeakMap<Checkpoint, Map<number, Entry>>();
-
-/** memfd.img entries by inode_id. */
-export function memfdInodes(checkpoint: Checkpoint): Map<number, Entry> {
-  let table = inodeTables.get(checkpoint);
-  if (!table) {
-    table = new Map();
-    if (checkpoint.has('memfd.img')) {
-      for (const e of checkpoint.image('memfd.img').entries()) {
-        const entry = e.decode();
-        table.set(Number(entry['inode_id']), entry);
-      }
-    }
-    inodeTables.set(checkpoint, table);
+/** memfd.img entries by inode_id, decoded once per checkpoint. */
+export const memfdInodes = perKey((checkpoint: Checkpoint) => {
+  const table = new Map<number, Entry>();
+  if (!checkpoint.has('memfd.img')) return table;
+  for (const e of checkpoint.image('memfd.img').entries()) {
+    const entry = e.decode();
+    table.set(Number(entry['inode_id']), entry);
   }
   return table;
-}
+});
 
 function inodeOfFile(checkpoint: Checkpoint, fileId: number): number {
   const memfd = checkpoint.file(fileId, 'a memfd fd or mapping')['memfd'] as Entry | undefined;

@@ -5,6 +5,7 @@
 // a description gets that very description through the shared-fds mechanism (shared-fds.ts).
 import { native } from '../actors/native.js';
 import type { Entry } from '../images/index.js';
+import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import {
   copyFromTask,
@@ -81,16 +82,8 @@ export function pipeData(checkpoint: RestoreCtx['checkpoint'], image: string): M
   return out;
 }
 
-const pipeGroups = new WeakMap<RestoreSession, Map<number, PipeGroup>>();
-
-function groupsOf(ctx: RestoreCtx): Map<number, PipeGroup> {
-  let groups = pipeGroups.get(ctx.session);
-  if (!groups) {
-    groups = groupByPipe(ctx.plan.tasks, ctx.session.images, ctx, FD_TYPE_PIPE, (file) => file['pipe'] as Entry);
-    pipeGroups.set(ctx.session, groups);
-  }
-  return groups;
-}
+/** Every pipe of the tree, grouped once per restore (not once per task holding one). */
+const groupsOf = perKey((session: RestoreSession, ctx: RestoreCtx) => groupByPipe(ctx.plan.tasks, session.images, ctx, FD_TYPE_PIPE, (file) => file['pipe'] as Entry));
 
 /** Creates one pipe in this task, fills it and offers each description to its holders. */
 async function createPipe(ctx: RestoreCtx, group: PipeGroup, queued: { size?: number; data: Uint8Array } | undefined): Promise<void> {
@@ -144,7 +137,11 @@ async function createPipe(ctx: RestoreCtx, group: PipeGroup, queued: { size?: nu
   for (const d of group.descriptions) offer(ctx, 'pipe', String(d.id), copies.get(d.id)!, receiverCount(d.holders, ctx.pid));
 }
 
-const groupOfDescription = new WeakMap<ReadonlyMap<number, PipeGroup>, Map<number, PipeGroup>>();
+const groupOfDescription = perKey((groups: ReadonlyMap<number, PipeGroup>) => {
+  const byDescription = new Map<number, PipeGroup>();
+  for (const group of groups.values()) for (const d of group.descriptions) byDescription.set(d.id, group);
+  return byDescription;
+});
 
 /**
  * The pipes (or FIFOs) this task holds a description of, and the fds it receives from those
@@ -152,12 +149,7 @@ const groupOfDescription = new WeakMap<ReadonlyMap<number, PipeGroup>, Map<numbe
  * task was quadratic in a tree whose tasks share a pipe.
  */
 export function heldPipes(ctx: RestoreCtx, groups: ReadonlyMap<number, PipeGroup>, fdType: number, kind: string): { held: PipeGroup[]; wants: Want[] } {
-  let byDescription = groupOfDescription.get(groups);
-  if (!byDescription) {
-    byDescription = new Map();
-    for (const group of groups.values()) for (const d of group.descriptions) byDescription.set(d.id, group);
-    groupOfDescription.set(groups, byDescription);
-  }
+  const byDescription = groupOfDescription(groups);
   const held = new Set<PipeGroup>();
   const wants: Want[] = [];
   for (const fd of ctx.images.fds) {
@@ -177,7 +169,7 @@ export const pipe: ResourceKind<RestoreCtx> = {
   appliesTo: (task: TaskPlan) => !task.zombie,
   async restore(ctx) {
     if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_PIPE)) return;
-    const { held, wants } = heldPipes(ctx, groupsOf(ctx), FD_TYPE_PIPE, 'pipe');
+    const { held, wants } = heldPipes(ctx, groupsOf(ctx.session, ctx), FD_TYPE_PIPE, 'pipe');
     const data = held.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'pipes-data.img') : new Map();
     for (const group of held) if (group.creator === ctx.pid) await createPipe(ctx, group, data.get(group.pipeId));
     await receive(ctx, wants);

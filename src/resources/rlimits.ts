@@ -5,7 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { StageError } from '../errors.js';
 import type { Entry } from '../images/index.js';
-import { helperOf, type RestoreCtx } from '../restore/context.js';
+import { perKey } from '../memo.js';
+import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import type { ResourceKind } from './types.js';
 
 export const RLIMIT_NAMES = [
@@ -57,22 +58,16 @@ interface SessionLimits {
   readonly own: Map<string, bigint>;
   readonly inherited: ReadonlyMap<string, Rlimit> | undefined;
 }
-const sessionLimits = new WeakMap<object, SessionLimits>();
-
-function limitsFor(ctx: RestoreCtx): SessionLimits {
-  let found = sessionLimits.get(ctx.session);
-  if (!found) {
-    const launcher = ctx.session.launcher?.hostPid;
-    let inherited: ReadonlyMap<string, Rlimit> | undefined;
-    try {
-      inherited = launcher === undefined ? undefined : procLimits(`/proc/${launcher}/limits`);
-    } catch {
-      inherited = undefined; // unknown: set every limit
-    }
-    sessionLimits.set(ctx.session, (found = { own: ownHardLimits(), inherited }));
+const limitsFor = perKey((session: RestoreSession): SessionLimits => {
+  const launcher = session.launcher?.hostPid;
+  let inherited: ReadonlyMap<string, Rlimit> | undefined;
+  try {
+    inherited = launcher === undefined ? undefined : procLimits(`/proc/${launcher}/limits`);
+  } catch {
+    inherited = undefined; // unknown: set every limit
   }
-  return found;
-}
+  return { own: ownHardLimits(), inherited };
+});
 
 /** The limit to set: the image's, with the hard limit (and cur) clamped to what crr may set. */
 export function clampLimit(limit: Rlimit, ownMax: bigint | undefined): Rlimit {
@@ -107,7 +102,7 @@ export const rlimits: ResourceKind<RestoreCtx> = {
   images: ['core-*'],
   appliesTo: (task) => !task.zombie,
   async restore(ctx) {
-    const { own, inherited } = limitsFor(ctx);
+    const { own, inherited } = limitsFor(ctx.session);
     const limits = rlimitsOf(ctx.images.core)
       .slice(0, RLIMIT_NAMES.length)
       .map((limit, resource) => clampLimit(limit, own.get(RLIMIT_NAMES[resource]!)));

@@ -3,6 +3,7 @@
 // each other, never overwrite). regfile and chardev open every fd on its own first; then the
 // creator's description (the first holder's, tree order) replaces every other holder's, through
 // the shared-fds mechanism. Descriptions held by one fd only are left as regfile opened them.
+import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { FD_CLOEXEC, FD_TYPE_REG, copyFromTask, dupOps, holdersByFile, offer, receive, receiverCount, sharedRows, type FdHolder, type FdTables } from './shared-fds.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
@@ -16,13 +17,7 @@ export function sharedDescriptions(tasks: readonly TaskPlan[], tables: FdTables)
   return out;
 }
 
-const cache = new WeakMap<RestoreSession, Map<number, FdHolder[]>>();
-
-function sharedOf(ctx: RestoreCtx): Map<number, FdHolder[]> {
-  let shared = cache.get(ctx.session);
-  if (!shared) cache.set(ctx.session, (shared = sharedDescriptions(ctx.plan.tasks, ctx.session.images)));
-  return shared;
-}
+const sharedOf = perKey((session: RestoreSession, ctx: RestoreCtx) => sharedDescriptions(ctx.plan.tasks, session.images));
 
 /**
  * This task's fds that shared-files puts in place itself (the creator's description received, or
@@ -32,7 +27,7 @@ export function fdsSharedFilesPlaces(ctx: RestoreCtx): Set<number> {
   const out = new Set<number>();
   for (const fd of ctx.images.fds) {
     if (fd.type !== FD_TYPE_REG) continue;
-    const holders = sharedOf(ctx).get(fd.id);
+    const holders = sharedOf(ctx.session, ctx).get(fd.id);
     if (!holders) continue;
     const creator = holders[0]!;
     if (creator.pid !== ctx.pid || creator.fd !== fd.fd) out.add(fd.fd);
@@ -49,7 +44,7 @@ export const sharedFiles: ResourceKind<RestoreCtx> = {
   async restore(ctx) {
     // Walks this task's own fds, never a description's holders: a tree sharing its stdio has
     // thousands of holders per description, and walking them in every receiver was quadratic.
-    const shared = sharedOf(ctx);
+    const shared = sharedOf(ctx.session, ctx);
     const wants = [];
     const dups = [];
     const created = new Set<number>();

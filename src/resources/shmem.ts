@@ -11,6 +11,7 @@ import { native } from '../actors/native.js';
 import { StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
+import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { copyFromTask, spareFds } from './shared-fds.js';
 import type { PlanSource, ResourceKind, SharedObject, TaskPlan } from './types.js';
@@ -63,24 +64,18 @@ interface TreeObjects {
   readonly holders: Map<string, Map<string, number[]>>;
 }
 
-const treeObjects = new WeakMap<RestoreSession, TreeObjects>();
-
-function treeObjectsOf(ctx: RestoreCtx): TreeObjects {
-  let tree = treeObjects.get(ctx.session);
-  if (!tree) treeObjects.set(ctx.session, (tree = { holders: new Map() }));
-  return tree;
-}
+const treeObjectsOf = perKey((_: RestoreSession): TreeObjects => ({ holders: new Map() }));
 
 /** holdersOfObjects over the restore's tree, computed once per restore and `kind`. */
 export function sessionHolders(ctx: RestoreCtx, kind: string, idsOf: (set: TaskImageSet) => readonly (number | string)[]): Map<string, number[]> {
-  const tree = treeObjectsOf(ctx);
+  const tree = treeObjectsOf(ctx.session);
   let holders = tree.holders.get(kind);
   if (!holders) tree.holders.set(kind, (holders = holdersOfObjects(ctx.plan.tasks, ctx.session.images, idsOf)));
   return holders;
 }
 
 function sessionObjectSize(ctx: RestoreCtx, shmid: number): bigint {
-  const tree = treeObjectsOf(ctx);
+  const tree = treeObjectsOf(ctx.session);
   tree.sizes ??= objectSizes(ctx.session.images.values());
   return tree.sizes.get(shmid) ?? 0n;
 }

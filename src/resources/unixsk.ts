@@ -7,6 +7,7 @@
 // options (buffer sizes before data), queued data (sent by the peer end), shutdown, flags.
 import { lstatSync, unlinkSync } from 'node:fs';
 import type { Entry } from '../images/index.js';
+import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { copyFromTask, FD_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
 import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
@@ -25,13 +26,7 @@ const SOL_SOCKET = 1;
 const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36 } as const;
 type Op = { op: string } & Record<string, unknown>;
 
-const plans = new WeakMap<RestoreSession, UnixPlan>();
-
-function planOf(ctx: RestoreCtx): UnixPlan {
-  let plan = plans.get(ctx.session);
-  if (!plan) plans.set(ctx.session, (plan = planUnixSockets(ctx.checkpoint.files(), ctx.plan.tasks, ctx.session.images)));
-  return plan;
-}
+const planOf = perKey((session: RestoreSession, ctx: RestoreCtx) => planUnixSockets(ctx.checkpoint.files(), ctx.plan.tasks, session.images));
 
 /** sk-queues.img packets by the id of the socket that was to receive them, in queue order. */
 function queues(ctx: RestoreCtx): Map<number, Uint8Array[]> {
@@ -161,8 +156,8 @@ export const unixsk: ResourceKind<RestoreCtx> = {
   async restore(ctx) {
     const holds = ctx.images.fds.some((fd) => fd.type === FD_TYPE_UNIXSK);
     // A task with no unix fds may still make a pair end another task holds.
-    if (!holds && !planOf(ctx).byMaker.has(ctx.pid)) return;
-    const plan = planOf(ctx);
+    if (!holds && !planOf(ctx.session, ctx).byMaker.has(ctx.pid)) return;
+    const plan = planOf(ctx.session, ctx);
     const mine = [...(plan.byMaker.get(ctx.pid) ?? [])];
     if (mine.length) await makeSockets(ctx, plan, mine);
     // From this task's own fds: walking every socket's holders per task was quadratic.
