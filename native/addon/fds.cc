@@ -181,35 +181,21 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
 // the kernel reads at most its read-ahead window per call (the rest of a larger range is
 // silently skipped), and a call blocks while the device queue is full, which is this thread's
 // job to wait out instead of the task that copies the pages.
-class ReadAheadWorker : public Napi::AsyncWorker {
+class ReadAheadWorker : public PromiseWorker {
  public:
   ReadAheadWorker(Napi::Env env, int fd, int64_t offset, int64_t length, int64_t step)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd),
-        offset_(offset), length_(length), step_(step) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+      : PromiseWorker(env), fd_(fd), offset_(offset), length_(length), step_(step) {}
 
   void Execute() override {
     for (int64_t at = offset_, end = offset_ + length_; at < end; at += step_) {
       int err = posix_fadvise(fd_, at, end - at < step_ ? end - at : step_, POSIX_FADV_WILLNEED);
-      if (err != 0) {
-        err_ = err;
-        return;
-      }
+      if (err != 0) return Fail("posix_fadvise", err);
     }
-  }
-  void OnOK() override {
-    if (err_ == 0) return deferred_.Resolve(Env().Undefined());
-    // ThrowErrno builds the same Error the synchronous calls throw; take it back as a value.
-    ThrowErrno(Env(), "posix_fadvise", err_);
-    Napi::Error error = Env().GetAndClearPendingException();
-    deferred_.Reject(error.Value());
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   int fd_;
   int64_t offset_, length_, step_;
-  int err_ = 0;
 };
 
 // readAhead(fd, offset, length, step) -> Promise<void>, settled when every call was made.
@@ -223,10 +209,7 @@ Napi::Value ReadAhead(const Napi::CallbackInfo& info) {
   int64_t length = info[2].As<Napi::Number>().Int64Value();
   int64_t step = info[3].As<Napi::Number>().Int64Value();
   if (offset < 0 || length < 0 || step <= 0) return ThrowType(env, "offset and length must be >= 0, step > 0");
-  auto* worker = new ReadAheadWorker(env, fd, offset, length, step);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return (new ReadAheadWorker(env, fd, offset, length, step))->Start();
 }
 
 }  // namespace

@@ -72,35 +72,28 @@ Napi::Value SpawnChild(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, pid);
 }
 
-class ReapWorker : public Napi::AsyncWorker {
+class ReapWorker : public PromiseWorker {
  public:
-  ReapWorker(Napi::Env env, pid_t pid)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), pid_(pid) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  ReapWorker(Napi::Env env, pid_t pid) : PromiseWorker(env), pid_(pid) {}
+
   void Execute() override {
     int got;
     do got = waitpid(pid_, &status_, 0);
     while (got < 0 && errno == EINTR);
-    if (got < 0) err_ = errno;
-  }
-  void OnOK() override {
-    if (err_ != 0) {
-      ThrowErrno(Env(), "waitpid", err_);
-      Napi::Error error = Env().GetAndClearPendingException();
-      error.Set("pid", Napi::Number::New(Env(), pid_));
-      return deferred_.Reject(error.Value());
-    }
-    Napi::Object result = Napi::Object::New(Env());
-    result.Set("exitCode", WIFEXITED(status_) ? Napi::Number::New(Env(), WEXITSTATUS(status_)) : Env().Null());
-    result.Set("signal", WIFSIGNALED(status_) ? Napi::Number::New(Env(), WTERMSIG(status_)) : Env().Null());
-    deferred_.Resolve(result);
+    if (got < 0) Fail("waitpid", errno);
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
+  Napi::Value Resolved() override {
+    Napi::Object result = Napi::Object::New(Env());
+    result.Set("exitCode", WIFEXITED(status_) ? Napi::Number::New(Env(), WEXITSTATUS(status_)) : Env().Null());
+    result.Set("signal", WIFSIGNALED(status_) ? Napi::Number::New(Env(), WTERMSIG(status_)) : Env().Null());
+    return result;
+  }
+  void AddDetails(Napi::Error& error) override { error.Set("pid", Napi::Number::New(Env(), pid_)); }
+
   pid_t pid_;
   int status_ = 0;
-  int err_ = 0;
 };
 
 // reapChild(pid) -> Promise<{ exitCode, signal }>: waitpid on a libuv worker. Only for a child
@@ -111,10 +104,7 @@ Napi::Value ReapChild(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, "reapChild(pid: number)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto* worker = new ReapWorker(env, info[0].As<Napi::Number>().Int32Value());
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return (new ReapWorker(env, info[0].As<Napi::Number>().Int32Value()))->Start();
 }
 
 }  // namespace

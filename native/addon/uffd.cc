@@ -31,18 +31,17 @@ struct Piece {
   uint64_t dst, fileOffset, len;
 };
 
-class UffdCopyWorker : public Napi::AsyncWorker {
+class UffdCopyWorker : public PromiseWorker {
  public:
   UffdCopyWorker(Napi::Env env, int uffd, int srcFd, uint64_t srcLength, std::vector<Piece> pieces,
                  unsigned threads)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), uffd_(uffd),
-        srcFd_(srcFd), srcLength_(srcLength), pieces_(std::move(pieces)), threads_(threads) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+      : PromiseWorker(env), uffd_(uffd), srcFd_(srcFd), srcLength_(srcLength),
+        pieces_(std::move(pieces)), threads_(threads) {}
 
   void Execute() override {
     void* src = mmap(nullptr, srcLength_, PROT_READ, MAP_PRIVATE, srcFd_, 0);
     if (src == MAP_FAILED) {
-      Fail("mmap", errno, 0);
+      Fail("mmap", errno);
       return;
     }
     source_ = static_cast<const char*>(src);
@@ -53,15 +52,10 @@ class UffdCopyWorker : public Napi::AsyncWorker {
     munmap(src, srcLength_);
   }
 
-  void OnOK() override {
-    if (err_ == 0) return deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(bytes_)));
-    ThrowErrno(Env(), syscall_, err_);
-    Napi::Error error = Env().GetAndClearPendingException();
-    error.Set("address", Napi::BigInt::New(Env(), failedAt_));
-    deferred_.Reject(error.Value());
-  }
-
  private:
+  Napi::Value Resolved() override { return Napi::Number::New(Env(), static_cast<double>(bytes_)); }
+  void AddDetails(Napi::Error& error) override { error.Set("address", Napi::BigInt::New(Env(), failedAt_)); }
+
   void CopyPieces() {
     for (size_t i = next_++; i < pieces_.size() && !failed_; i = next_++) {
       if (!CopyOne(pieces_[i])) return;
@@ -84,23 +78,22 @@ class UffdCopyWorker : public Napi::AsyncWorker {
         stalls = 0;
       }
       if (rc == 0) continue;
-      if (errno != EAGAIN || ++stalls > kMaxStalls) return Fail("UFFDIO_COPY", errno, p.dst + done);
+      if (errno != EAGAIN || ++stalls > kMaxStalls) return FailAt("UFFDIO_COPY", errno, p.dst + done);
       sched_yield();
     }
     return true;
   }
 
-  bool Fail(const char* syscall, int err, uint64_t at) {
+  // Several copy threads may fail at once: the first failure is the one reported.
+  bool FailAt(const char* syscall, int err, uint64_t at) {
     bool first = false;
     if (failed_.compare_exchange_strong(first, true)) {
-      syscall_ = syscall;
-      err_ = err;
+      Fail(syscall, err);
       failedAt_ = at;
     }
     return false;
   }
 
-  Napi::Promise::Deferred deferred_;
   int uffd_, srcFd_;
   uint64_t srcLength_;
   std::vector<Piece> pieces_;
@@ -109,8 +102,6 @@ class UffdCopyWorker : public Napi::AsyncWorker {
   std::atomic<size_t> next_{0};
   std::atomic<uint64_t> bytes_{0};
   std::atomic<bool> failed_{false};
-  const char* syscall_ = "";
-  int err_ = 0;
   uint64_t failedAt_ = 0;
 };
 
@@ -144,9 +135,7 @@ Napi::Value UffdCopy(const Napi::CallbackInfo& info) {
   auto* worker = new UffdCopyWorker(env, info[0].As<Napi::Number>().Int32Value(),
                                     info[1].As<Napi::Number>().Int32Value(),
                                     static_cast<uint64_t>(srcLength), std::move(pieces), threads);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Start();
 }
 
 }  // namespace
