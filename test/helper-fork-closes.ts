@@ -19,6 +19,7 @@ const fdsOf = (hostPid: number) => readdirSync(`/proc/${hostPid}/fd`).map(Number
 async function nsInit(t: { teardown(fn: () => unknown): void }): Promise<HelperChannel> {
   const root = await spawnHelper();
   t.teardown(() => root.destroy());
+  await root.identified;
   return root.fork({ flags: CLONE_NEWPID });
 }
 

@@ -15,6 +15,7 @@ function blockFor(ms: number): void {
 t.test('an answer that came in while the loop was blocked past the timeout still counts', async (t) => {
   const helper = await spawnHelper();
   t.teardown(() => helper.destroy());
+  await helper.identified;
   const asked = helper.getpid({ timeoutMs: 100 });
   blockFor(400);
   const got = await asked.catch((e: unknown) => e);
@@ -25,6 +26,7 @@ t.test('an answer that came in while the loop was blocked past the timeout still
 t.test('a request nobody answers still times out', async (t) => {
   const root = await spawnHelper();
   t.teardown(() => root.destroy());
+  await root.identified;
   const task = await root.fork();
   await task.park();
   const asked = task.getpid({ timeoutMs: 100 });

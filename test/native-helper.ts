@@ -46,6 +46,7 @@ function fdsOf(hostPid: number): number[] {
 async function rootHelper(t: { teardown(fn: () => unknown): void }): Promise<HelperChannel> {
   const root = await spawnHelper();
   t.teardown(() => root.destroy());
+  await root.identified;
   return root;
 }
 
@@ -213,6 +214,7 @@ t.test('exit recreates a zombie that the parent reaps with its status', async (t
 const orchestratorScript = `
 import { spawnHelper } from ${JSON.stringify(fileURLToPath(new URL('../src/actors/helper.js', import.meta.url)))};
 const root = await spawnHelper();
+await root.identified;
 const init = await root.fork({ pid: 1, flags: ${CLONE_NEWPID} });
 const a = await init.fork({ pid: 500 });
 const b = await a.fork({ pid: 600 });

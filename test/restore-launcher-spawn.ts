@@ -36,6 +36,7 @@ t.test('a spawned launcher answers, is our child with default signals, and is re
   t.equal(Number(seen['PPid']), process.pid, 'Node is its parent');
   t.equal(seen['SigBlk'], '0000000000000000', 'no signal blocked');
   t.equal(seen['SigIgn'], '0000000000000000', 'no signal ignored (Node ignores SIGPIPE)');
+  await launcher.identified;
   t.equal(launcher.pid, pid, 'its getpid answer came over the channel');
   const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
   t.ok(environ.includes('GLIBC_TUNABLES=glibc.pthread.rseq=0'), 'rseq is off for it and every helper it forks');

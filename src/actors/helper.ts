@@ -1,9 +1,8 @@
-// The TypeScript client of the per-task helper (native/build/crr-helper): spawning the first
-// helper, request/answer over its SOCK_SEQPACKET channel (msgpack, request ids, per-request
+// The TypeScript client of the per-task helper (native/build/crr-helper): spawning (and reaping)
+// the first helper, request/answer over its SOCK_SEQPACKET channel (msgpack, request ids, per-request
 // timeouts, typed errors), forking child helpers with exact PIDs and taking over their channels,
 // and killing and reaping a helper tree by PID. Protocol: docs/ARCHITECTURE.md ("The per-task helper and its channel").
-import { spawn, type ChildProcess } from 'node:child_process';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { Packr, Unpackr } from 'msgpackr';
@@ -53,11 +52,6 @@ export interface ForkOptions extends RequestOptions {
   setTid?: number[];
   /** Keep the parent's fds in the child (default: the child starts with only its channel). */
   keepFds?: boolean;
-}
-
-export interface SpawnHelperOptions extends RequestOptions {
-  /** Extra environment for the helper (the rseq tunable and parent check are always added). */
-  env?: Record<string, string>;
 }
 
 export interface HelperIdentity {
@@ -153,11 +147,18 @@ export class HelperChannel extends EventEmitter {
    * undefined when not known (a fresh PID namespace's init and what it forks before a setsid).
    */
   pgid: number | undefined;
+  /**
+   * The first helper's getpid answer (its PID and process group), asked at spawn and pending
+   * until it arrives; resolved at once for a forked helper (fork() knows both without asking).
+   */
+  identified: Promise<void> = Promise.resolve();
   private readonly socket: net.Socket;
   /** The channel's fd (libuv's handle reads and writes it; requestWithFds sends on it directly). */
   private readonly channelFd: number;
   private readonly pending = new Map<number, Pending>();
-  private readonly process: ChildProcess | undefined;
+  /** Node's own child (spawnHelper): libuv does not know it, so crr reaps it (reaped()). */
+  private readonly spawned: boolean;
+  private reaping: Promise<unknown> | undefined;
   private nextId = 1;
   private closed = false;
   /**
@@ -176,7 +177,7 @@ export class HelperChannel extends EventEmitter {
     hostPid: number;
     pidInParent: number;
     parent?: HelperChannel;
-    process?: ChildProcess;
+    spawned?: boolean;
   }) {
     super();
     this.pidfd = fields.pidfd;
@@ -184,7 +185,7 @@ export class HelperChannel extends EventEmitter {
     this.pidInParent = fields.pidInParent;
     this.pid = fields.pidInParent;
     this.parent = fields.parent;
-    this.process = fields.process;
+    this.spawned = fields.spawned ?? false;
     this.channelFd = fields.fd;
     this.socket = socketOnSeqpacket(fields.fd);
     this.socket.on('data', (chunk: Buffer) => this.onPacket(chunk));
@@ -340,12 +341,10 @@ export class HelperChannel extends EventEmitter {
   /** Like a child process, an open channel keeps Node running; unref() lets Node exit anyway. */
   unref(): void {
     this.socket.unref();
-    this.process?.unref();
   }
 
   ref(): void {
     this.socket.ref();
-    this.process?.ref();
   }
 
   /** Closes the channel: a helper in its request loop exits on end of file. */
@@ -361,11 +360,8 @@ export class HelperChannel extends EventEmitter {
     for (const child of [...this.children]) await child.destroy();
     this.kill(SIGKILL);
     this.close();
-    if (this.process) {
-      if (this.process.exitCode === null && this.process.signalCode === null) {
-        await once(this.process, 'exit');
-      }
-    } else if (this.parent && !this.parent.closed && !this.parent.parked) {
+    if (this.spawned) await this.reaped();
+    else if (this.parent && !this.parent.closed && !this.parent.parked) {
       await this.parent.request('waitpid', { pid: this.pidInParent }, { timeoutMs: 2000 }).catch(() => undefined);
     }
     await this.exited;
@@ -377,6 +373,16 @@ export class HelperChannel extends EventEmitter {
   }
 
   private pidfdClosed = false;
+
+  /**
+   * Reaps the first helper once, however many ways (destroy, an exit op, a rollback) end it;
+   * only once it was killed or told to exit (the wait blocks a libuv worker until then). A
+   * forked helper is its parent helper's to reap: nothing to do here.
+   */
+  reaped(): Promise<unknown> {
+    if (!this.spawned) return Promise.resolve();
+    return (this.reaping ??= native.reapChild(this.hostPid));
+  }
 
   private async killAndReapChild(pidInParent: number, pidfd: number, timeoutMs?: number): Promise<void> {
     if (pidfd >= 0) {
@@ -429,37 +435,36 @@ export class HelperChannel extends EventEmitter {
 }
 
 /**
- * Spawns the first helper as Node's own child (never to be traced: libuv reaps its children),
- * with its channel as fd 3 and glibc's rseq off (inherited by every helper it forks).
+ * Spawns the first helper as Node's own child, its channel on fd 3 and glibc's rseq off
+ * (inherited by every helper it forks). The addon's posix_spawn, not child_process: Node's
+ * spawn forks all of Node and blocked the main thread 2-3 ms per restore (more with a larger
+ * heap). Its getpid is sent at once and pending in `identified`, so requests sent before it
+ * arrives queue behind it. Nobody else reaps it: destroy() or reaped() must.
  */
-export async function spawnHelper(options: SpawnHelperOptions = {}): Promise<HelperChannel> {
+export async function spawnHelper(): Promise<HelperChannel> {
   const [mine, theirs] = native.socketpair('seqpacket');
-  let child: ChildProcess;
+  let pid: number;
   try {
-    child = spawn(nativePaths.helper, [], {
-      stdio: ['ignore', 'ignore', 'ignore', theirs],
-      env: {
-        ...options.env,
-        GLIBC_TUNABLES: 'glibc.pthread.rseq=0',
-        CRR_HELPER_PARENT: String(process.pid),
-      },
-    });
-    await once(child, 'spawn');
+    pid = native.spawnChild(nativePaths.helper, theirs, ['GLIBC_TUNABLES=glibc.pthread.rseq=0', `CRR_HELPER_PARENT=${process.pid}`]);
   } catch (error) {
     native.close(mine);
     throw error;
   } finally {
     native.close(theirs);
   }
-  const pid = child.pid!;
-  const helper = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid, process: child });
+  let helper: HelperChannel;
   try {
-    const identity = await helper.getpid(options);
-    helper.pid = identity.pid;
-    helper.pgid = identity.pgid;
+    // Its PID cannot be reused before we reap it, so neither kill nor pidfd_open can miss.
+    helper = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid, spawned: true });
   } catch (error) {
-    await helper.destroy();
+    process.kill(pid, SIGKILL);
+    await native.reapChild(pid);
     throw error;
   }
+  helper.identified = helper.getpid().then((got) => {
+    helper.pid = got.pid;
+    helper.pgid = got.pgid;
+  });
+  helper.identified.catch(() => undefined); // reported to whoever awaits it; a caller then destroys it
   return helper;
 }

@@ -1,12 +1,21 @@
 // The one loader of the native addon (build/Release/crr_native.node). Its surface is typed in
-// tracer-binding.ts (ptrace, process_vm_*) and fds-binding.ts (fd-level calls).
+// tracer-binding.ts (ptrace, process_vm_*), fds-binding.ts (fd-level calls), sockdiag-binding.ts
+// and, below, spawn.cc's two functions.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { TracerBinding } from './tracer-binding.js';
 import type { FdsBinding } from './fds-binding.js';
 import type { SockDiagBinding } from './sockdiag-binding.js';
 
-export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding;
+/** spawn.cc: the first helper started without child_process, and reaped by crr (helper.ts). */
+interface SpawnBinding {
+  /** posix_spawn of `path` with /dev/null on 0-2, `channelFd` on 3, default signals; its PID. */
+  spawnChild(path: string, channelFd: number, env: string[]): number;
+  /** waitpid on a libuv worker: only for a child of spawnChild that was killed or told to exit. */
+  reapChild(pid: number): Promise<{ exitCode: number | null; signal: number | null }>;
+}
+
+export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding & SpawnBinding;
 
 const addonPath = fileURLToPath(new URL('../../build/Release/crr_native.node', import.meta.url));
 

@@ -1,12 +1,11 @@
-// The launcher: the first helper, Node's own child and never traced (libuv reaps its children).
+// The launcher: the first helper (spawnHelper), Node's own child, never traced, reaped by crr.
 // It forks the root task (or, for a fresh PID namespace, a pid-1 init helper that forks the
 // root), is a child subreaper so every task orphaned by a rollback comes back to it to be
 // reaped, and afterwards either waits for the root (crr stays the tree's parent) or exits
 // (--restore-detached). Rollback kills every task by PID and reaps it here.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HelperChannel } from '../actors/helper.js';
-import { native, nativePaths } from '../actors/native.js';
+import { spawnHelper, type HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
 import { NativeError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
@@ -30,75 +29,13 @@ const SIGKILL = 9;
 const PTRACE_O_EXITKILL = 0x100000;
 const FOREVER_MS = 2 ** 31 - 1;
 
-/** The addon's spawn.cc: the launcher started without child_process, and reaped. */
-interface SpawnBinding {
-  spawnChild(path: string, channelFd: number, env: string[]): number;
-  reapChild(pid: number): Promise<{ exitCode: number | null; signal: number | null }>;
-}
-const spawner = native as unknown as SpawnBinding;
-
-/**
- * Starts the launcher: the helper executable as Node's own child, its channel on fd 3 and glibc's
- * rseq off (inherited by every helper it forks). posix_spawn, not child_process: Node's spawn
- * forks all of Node and blocked the main thread 2-3 ms per restore (more with a larger heap).
- * Nobody else reaps it: whoever ends it goes through endLauncher().
- */
-async function spawnLauncher(): Promise<HelperChannel> {
-  const [mine, theirs] = native.socketpair('seqpacket');
-  let pid: number;
-  try {
-    pid = spawner.spawnChild(nativePaths.helper, theirs, ['GLIBC_TUNABLES=glibc.pthread.rseq=0', `CRR_HELPER_PARENT=${process.pid}`]);
-  } catch (error) {
-    native.close(mine);
-    throw error;
-  } finally {
-    native.close(theirs);
-  }
-  let launcher: HelperChannel;
-  try {
-    // Its PID cannot be reused before we reap it, so neither kill nor pidfd_open can miss.
-    launcher = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid });
-  } catch (error) {
-    process.kill(pid, SIGKILL);
-    await spawner.reapChild(pid);
-    throw error;
-  }
-  // Asked now and awaited by startLauncher: the set-up's requests queue behind it at once, so
-  // they are served while the images decode instead of one round trip later.
-  const identity = launcher.getpid().then((got) => {
-    launcher.pid = got.pid;
-    launcher.pgid = got.pgid;
-  });
-  identity.catch(() => undefined); // reported by startLauncher; the restore then kills it
-  identities.set(launcher, identity);
-  return launcher;
-}
-
-/** The launcher's getpid answer (its PID and process group), pending until it arrives. */
-const identities = new WeakMap<HelperChannel, Promise<void>>();
-
-const reaped = new WeakMap<HelperChannel, Promise<unknown>>();
-
-/** Reaps an ended launcher once, however many ways (rollback, kill(), release()) end it. */
-function reapLauncher(launcher: HelperChannel): Promise<unknown> {
-  let reaping = reaped.get(launcher);
-  if (!reaping) reaped.set(launcher, (reaping = spawner.reapChild(launcher.hostPid)));
-  return reaping;
-}
-
-/** Kills the launcher (and every helper forked through it) and reaps it. */
-async function endLauncher(launcher: HelperChannel): Promise<void> {
-  await launcher.destroy();
-  await reapLauncher(launcher);
-}
-
 /**
  * Spawns the launcher ahead of need: restore() starts it before the images load, so its start
  * and first round trip overlap the decoding (they were most of the 1-task plan step). An early
  * launcher nobody takes must be given to discardLauncher().
  */
 export function prestartLauncher(): Promise<HelperChannel> {
-  const launcher = spawnLauncher();
+  const launcher = spawnHelper();
   launcher.catch(() => undefined); // a failure is reported by the step that awaits it
   return launcher;
 }
@@ -106,13 +43,15 @@ export function prestartLauncher(): Promise<HelperChannel> {
 /** Lets an early launcher go when the restore ends before the plan step took it. */
 export async function discardLauncher(early: Promise<HelperChannel>): Promise<void> {
   const launcher = await early.catch(() => undefined);
-  if (launcher) await endLauncher(launcher);
+  if (launcher) await launcher.destroy();
 }
 
 export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<HelperChannel>): Promise<void> {
-  const launcher = await (early ?? spawnLauncher());
+  const launcher = await (early ?? spawnHelper());
   session.launcher = launcher;
-  const identity = identities.get(launcher) ?? Promise.resolve();
+  // Asked at spawn and awaited only below: the set-up's requests queue behind it at once, so
+  // they are served while the images decode instead of one round trip later.
+  const identity = launcher.identified;
   // Sent together with the fork below, neither awaited first: the helper answers in order, so
   // the launcher is a subreaper before anything it forks can be orphaned, and the whole set-up
   // up to the fork is in flight before the images decode.
@@ -249,7 +188,7 @@ export async function detachLauncher(session: RestoreSession): Promise<void> {
   }
   await launcher.request('exit', { status: 0 }).catch(() => undefined);
   await launcher.exited;
-  await reapLauncher(launcher);
+  await launcher.reaped();
 }
 
 /** Closes the orchestrator's side of every task channel (the tasks no longer answer). */
@@ -286,7 +225,7 @@ export async function killAll(session: RestoreSession, tracer: Tracer, order: re
       const got = await launcher.request('waitpid', { pid: -1 }, { timeoutMs: 5000 }).catch((e: { code?: string }) => e);
       if ((got as { code?: string }).code !== undefined) break;
     }
-    await endLauncher(launcher);
+    await launcher.destroy();
   }
   const deadline = Date.now() + 10_000;
   for (const pid of hostPids) {
