@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeError } from '../src/errors.js';
-import { packCommands, STUB_DATA_OFFSET, stubCode } from '../src/actors/stub.js';
+import { packCommands, STUB_CLONE_CHILD_LIST, STUB_DATA_OFFSET, stubCode } from '../src/actors/stub.js';
 import { CLONE_THREAD_FLAGS, SYS } from '../src/restore/remote-sys.js';
 import { packRegs } from '../src/restore/remote-threads.js';
 import { NT_PRFPREG, NT_X86_XSTATE, TracerStopError, tracer } from '../src/actors/tracer.js';
@@ -20,6 +20,8 @@ const SYS_kill = 62;
 const SIGUSR1 = 10;
 const SYS_clone3 = SYS.clone3;
 const SYS_gettid = 186;
+const SYS_pause = 34;
+const PTRACE_O_EXITKILL = 0x100000;
 
 type Teardown = { teardown(fn: () => unknown): void };
 
@@ -146,70 +148,79 @@ t.test('50 tracees driven at once by the one tracer thread', async (t) => {
 });
 
 /** clone3 of a plain thread (exit_signal 0, no set_tid) through the stub; args in the scratch data area. */
-function cloneCommands(target: Target, count: number) {
+function cloneCommands(target: Target, count: number, childList?: (k: number) => bigint) {
   const data = target.scratch + BigInt(STUB_DATA_OFFSET);
   const args = Buffer.alloc(88);
   args.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS), 0);
   tracer.processVmWrite(target.pid, data, args);
-  return Array.from({ length: count }, () => ({ nr: SYS_clone3, args: [data, 88] }));
+  return Array.from({ length: count }, (_, k) =>
+    childList ? { nr: SYS_clone3, args: [data, 88, childList(k)], flags: STUB_CLONE_CHILD_LIST } : { nr: SYS_clone3, args: [data, 88] },
+  );
 }
 
-async function tracedWithClones(t: Teardown): Promise<Target> {
+async function stubbed(t: Teardown, options?: { traceClone: boolean }): Promise<Target> {
   const target = await startTarget();
   t.teardown(async () => {
     await tracer.kill(target.pid, 2000).catch(() => undefined);
     await target.stop();
   });
-  await tracer.seize(target.pid, { traceClone: true });
+  await tracer.seize(target.pid, options);
   await tracer.interrupt(target.pid);
   await tracer.waitStop(target.pid, 2000);
   tracer.processVmWrite(target.pid, target.scratch, stubCode());
   return target;
 }
 
+/** Writes a stub list (header, then the commands) at `header` in the task. */
+function writeList(pid: number, header: bigint, commands: Parameters<typeof packCommands>[0]) {
+  const hdr = Buffer.alloc(64);
+  hdr.writeBigUInt64LE(BigInt(commands.length), 0);
+  tracer.processVmWrite(pid, header, Buffer.concat([hdr, packCommands(commands)]));
+}
+
 t.test('waitStop on an auto-attached thread the tracer has not reaped yet waits for its first stop', async (t) => {
-  const target = await tracedWithClones(t);
-  const r = await tracer.runCloneBatch(target.pid, { scratch: target.scratch, commands: cloneCommands(target, 3) });
-  t.equal(r.clones.length, 3, 'three clone events passed by');
-  t.same(r.results.map(Number), r.clones, 'in creation order, the clone3 results');
-  for (const tid of r.clones) {
-    // Nothing else waits: the tracer must reap on behalf of a pid it only learns of here.
-    t.match(await tracer.waitStop(tid, 2000), { kind: 'event', event: 'stop', pid: tid }, `thread ${tid} first stop`);
-  }
-  const listed = (await tracer.listTracees()).map((x) => x.pid);
-  t.ok(r.clones.every((tid) => listed.includes(tid)), 'the threads are tracees');
+  const target = await stubbed(t, { traceClone: true });
+  const err = await tracer.runBatch(target.pid, { scratch: target.scratch, commands: cloneCommands(target, 1) }).catch((x: unknown) => x);
+  t.match(err, { code: 'UNEXPECTED_STOP', stop: { kind: 'event', event: 'clone' } }, 'the clone event stops the batch');
+  const tid = Number((err as TracerStopError).stop?.eventMsg);
+  t.ok(tid > target.pid, `the new thread is ${tid}`);
+  // Nothing else waits: the tracer must reap on behalf of a pid it only learns of here.
+  t.match(await tracer.waitStop(tid, 2000), { kind: 'event', event: 'stop', pid: tid }, 'its first stop');
+  t.ok((await tracer.listTracees()).some((x) => x.pid === tid), 'the thread is a tracee');
   await t.rejects(tracer.waitStop(1, 100), { code: 'ESRCH' }, 'a pid that is not a tracee still fails at once');
 });
 
 t.test('many threads run their own stub lists at once; bulk cpu state and detach', async (t) => {
-  const target = await tracedWithClones(t);
+  const target = await stubbed(t);
   const { pid, scratch } = target;
-  const r = await tracer.runCloneBatch(pid, { scratch, commands: cloneCommands(target, 40) });
-  t.equal(r.clones.length, 40);
+  // Threads made untraced, as restores make them: each parks in pause() from a list of its own.
+  const headerOf = (k: number) => scratch + BigInt(STUB_DATA_OFFSET + 0x1000 + k * 256);
+  for (let k = 0; k < 40; k++) writeList(pid, headerOf(k), [{ nr: SYS_pause, args: [k] }]);
+  const made = await tracer.runBatch(pid, { scratch, commands: cloneCommands(target, 40, headerOf) });
+  const tids = made.results.map(Number);
+  t.equal(made.executed, 40);
+  t.ok(tids.every((tid) => tid > pid), 'forty threads made');
+  await tracer.seizeThreads(pid, tids, PTRACE_O_EXITKILL, 5000);
   // Each thread's list: umask(k) then gettid(); header k at its own place in the data area.
-  const lists = r.clones.map((tid, k) => {
-    const header = scratch + BigInt(STUB_DATA_OFFSET + 0x1000 + k * 256);
-    const hdr = Buffer.alloc(64);
-    hdr.writeBigUInt64LE(2n, 0);
-    const cmds = packCommands([{ nr: SYS_umask, args: [k] }, { nr: SYS_gettid }]);
-    tracer.processVmWrite(pid, header, Buffer.concat([hdr, cmds]));
-    return { tid, header, fresh: true };
+  const lists = tids.map((tid, k) => {
+    writeList(pid, headerOf(k), [{ nr: SYS_umask, args: [k] }, { nr: SYS_gettid }]);
+    return { tid, header: headerOf(k) };
   });
   await tracer.runThreadLists(pid, scratch, lists, 5000);
   const gettids = lists.map((l) => tracer.processVmRead(pid, l.header + 64n + 72n + 64n, 8).readBigInt64LE(0));
-  t.same(gettids.map(Number), r.clones, 'every thread ran its own list (gettid is its own tid)');
+  t.same(gettids.map(Number), tids, 'every thread ran its own list (gettid is its own tid)');
   const executed = lists.map((l) => Number(tracer.processVmRead(pid, l.header + 8n, 8).readBigUInt64LE(0)));
   t.ok(executed.every((n) => n === 2), 'two commands each');
   // Bulk registers + xstate + masks: every thread gets its own r15 and mask.
-  const regs = Buffer.concat(await Promise.all(r.clones.map(async (tid, k) => {
+  const regs = Buffer.concat(await Promise.all(tids.map(async (tid, k) => {
     const g = await tracer.getRegs(tid);
     g.r15 = BigInt(k + 1);
     return packRegs(g);
   })));
-  const xstate = await tracer.getRegset(r.clones[0]!, NT_X86_XSTATE);
-  await tracer.setThreadsCpu({ tids: r.clones, regs, masks: r.clones.map((_, k) => BigInt(k) << 32n), xstate: Buffer.concat(r.clones.map(() => xstate)) });
-  t.equal((await tracer.getRegs(r.clones[7]!)).r15, 8n, 'registers of thread 7');
-  t.equal(await tracer.getSigmask(r.clones[9]!), (9n << 32n) & ~((1n << 8n) | (1n << 18n)) , 'mask of thread 9 (SIGKILL/SIGSTOP never blocked)');
+  const xstate = await tracer.getRegset(tids[0]!, NT_X86_XSTATE);
+  await tracer.setThreadsCpu({ tids, regs, masks: tids.map((_, k) => BigInt(k) << 32n), xstate: Buffer.concat(tids.map(() => xstate)) });
+  t.equal((await tracer.getRegs(tids[7]!)).r15, 8n, 'registers of thread 7');
+  t.equal(await tracer.getSigmask(tids[9]!), (9n << 32n) & ~((1n << 8n) | (1n << 18n)) , 'mask of thread 9 (SIGKILL/SIGSTOP never blocked)');
   await t.rejects(tracer.setThreadsCpu({ tids: [1], regs: regs.subarray(0, 216), masks: [0n] }), { code: 'ESRCH', pid: 1 });
 });
 

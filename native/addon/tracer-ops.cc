@@ -108,12 +108,8 @@ class KillOp : public Op {
 class RunBatchOp : public Op {
  public:
   // list: crr_stub_cmd structs back to back, packed by the caller (src/actors/stub.ts)
-  // followClones: the list runs clone3s of threads in a task seized with TRACECLONE; each one
-  // stops the task with PTRACE_EVENT_CLONE, which is noted (the new thread's pid, in order) and
-  // passed by, and the new thread is tracked at once so waits on it need no reaping first.
-  RunBatchOp(int pid, uint64_t scratch, std::vector<uint8_t> list, bool followClones = false)
-      : Op(pid), scratch_(scratch), count_(list.size() / CRR_STUB_CMD_SIZE), list_(std::move(list)),
-        followClones_(followClones) {}
+  RunBatchOp(int pid, uint64_t scratch, std::vector<uint8_t> list)
+      : Op(pid), scratch_(scratch), count_(list.size() / CRR_STUB_CMD_SIZE), list_(std::move(list)) {}
 
   Step start(Tracer&) override {
     if (count_ > CRR_STUB_MAX_COMMANDS)
@@ -138,14 +134,8 @@ class RunBatchOp : public Op {
     return Wait;
   }
 
-  Step onStop(Tracer& t, const Stop& stop) override {
+  Step onStop(Tracer&, const Stop& stop) override {
     Failure f;
-    if (followClones_ && stop.kind == Stop::Event && stop.event == PTRACE_EVENT_CLONE && stop.hasEventMsg) {
-      clones_->push_back((int32_t)stop.eventMsg);
-      t.expectNew((int)stop.eventMsg);
-      if (!resume(PTRACE_CONT, "ptrace(PTRACE_CONT)", pid, &f)) return reject(f);
-      return Wait;
-    }
     bool atTrap = false;
     if (!isTrapAt(pid, stop, scratch_ + CRR_STUB_BATCH_TRAP_END, &f, &atTrap)) return reject(f);
     if (!atTrap) return reject(unexpected("runBatch", pid, stop));
@@ -162,13 +152,10 @@ class RunBatchOp : public Op {
     auto results = std::make_shared<std::vector<int64_t>>(executed);
     auto* cmds = (crr_stub_cmd*)(buf.data() + CRR_STUB_HEADER_SIZE);
     for (uint64_t i = 0; i < executed; i++) (*results)[i] = cmds[i].result;
-    auto clones = clones_;
-    bool follow = followClones_;
-    return resolve([results, clones, follow](Napi::Env env) -> Napi::Value {
+    return resolve([results](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("results", Napi::Buffer<uint8_t>::Copy(env, (uint8_t*)results->data(), results->size() * 8));
       o.Set("executed", (double)results->size());
-      if (follow) o.Set("clones", Napi::Buffer<uint8_t>::Copy(env, (uint8_t*)clones->data(), clones->size() * 4));
       return o;
     });
   }
@@ -177,8 +164,6 @@ class RunBatchOp : public Op {
   uint64_t scratch_;
   size_t count_;
   std::vector<uint8_t> list_;
-  bool followClones_;
-  std::shared_ptr<std::vector<int32_t>> clones_ = std::make_shared<std::vector<int32_t>>();
 };
 
 Builder resultBuilder(int64_t result) {
@@ -301,9 +286,6 @@ Op* makeWaitStop(int pid) { return new WaitStopOp(pid); }
 Op* makeKill(int pid) { return new KillOp(pid); }
 Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list) {
   return new RunBatchOp(pid, scratch, std::move(list));
-}
-Op* makeRunBatchFollowingClones(int pid, uint64_t scratch, std::vector<uint8_t> list) {
-  return new RunBatchOp(pid, scratch, std::move(list), true);
 }
 Op* makeRunSyscall(int pid, uint64_t scratch, uint64_t nr, const uint64_t args[6], bool stopAtExit) {
   return new RunSyscallOp(pid, scratch, nr, args, stopAtExit);

@@ -196,14 +196,6 @@ Tracee* Tracer::find(int pid) {
 
 Tracee& Tracer::track(int pid) { return tracees_[pid]; }
 
-void Tracer::expectNew(int pid) {
-  Tracee* old = find(pid);
-  if (old && old->exited) forget(pid);  // a dead task's stale stops must not reach the new thread
-  Tracee& t = track(pid);
-  if (t.pending.empty()) t.fresh = true;
-  watched_.insert(pid);
-}
-
 void Tracer::forget(int pid) {
   auto it = tracees_.find(pid);
   if (it == tracees_.end()) return;
@@ -316,7 +308,6 @@ void Tracer::record(int pid, int status) {
   Stop stop = decode(pid, status);
   Tracee& t = track(pid);  // unknown pids are auto-attached clones (TRACECLONE)
   if (stop.terminal()) t.exited = true;
-  t.fresh = false;
   t.pending.push_back(stop);
   dispatch(pid);
 }
@@ -334,7 +325,7 @@ int Tracer::reapAll() {
     std::vector<int> pids(watched_.begin(), watched_.end());
     for (int pid : pids) {
       Tracee* t = find(pid);
-      if (!t || (t->waiters.empty() && !t->fresh)) {
+      if (!t || t->waiters.empty()) {
         watched_.erase(pid);
         continue;
       }
@@ -344,10 +335,7 @@ int Tracer::reapAll() {
         reaped++;
         record(pid, status);
       }
-      if (got < 0 && errno == ECHILD) {  // not ours (any more): stop polling it
-        watched_.erase(pid);
-        if (Tracee* gone = find(pid)) gone->fresh = false;
-      }
+      if (got < 0 && errno == ECHILD) watched_.erase(pid);  // not ours (any more): stop polling it
     }
     if (reaped) lastActivity_ = Clock::now();
     return reaped;

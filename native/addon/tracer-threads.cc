@@ -18,29 +18,13 @@
 namespace crr {
 namespace {
 
-constexpr uint32_t kAwaitFirstStop = 0x1;  // the thread is new: its first stop is still to come
-
-// One thread running its own command list (header at `header`) through the stub's batch entry.
+// One stopped thread running its own command list (header at `header`) through the stub's
+// batch entry.
 class ThreadListOp : public Op {
  public:
-  ThreadListOp(int tid, uint64_t scratch, uint64_t header, bool awaitFirstStop)
-      : Op(tid), scratch_(scratch), header_(header), awaitFirstStop_(awaitFirstStop) {}
+  ThreadListOp(int tid, uint64_t scratch, uint64_t header) : Op(tid), scratch_(scratch), header_(header) {}
 
-  Step start(Tracer&) override { return awaitFirstStop_ ? Wait : launch(); }
-
-  Step onStop(Tracer&, const Stop& stop) override {
-    if (stop.terminal()) return reject(unexpected(stop));
-    if (!launched_) return launch();  // any stop of a new thread will do: it runs nothing yet
-    user_regs_struct regs;
-    if (ptrace(PTRACE_GETREGS, pid, 0, &regs) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_GETREGS)", pid));
-    if (stop.kind != Stop::Signal || stop.signal != SIGTRAP || regs.rip != scratch_ + CRR_STUB_BATCH_TRAP_END)
-      return reject(unexpected(stop));
-    return resolve(nullptr);
-  }
-
- private:
-  Step launch() {
-    launched_ = true;
+  Step start(Tracer&) override {
     user_regs_struct regs;
     if (ptrace(PTRACE_GETREGS, pid, 0, &regs) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_GETREGS)", pid));
     regs.rip = scratch_ + CRR_STUB_ENTRY_BATCH;
@@ -51,6 +35,16 @@ class ThreadListOp : public Op {
     return Wait;
   }
 
+  Step onStop(Tracer&, const Stop& stop) override {
+    if (stop.terminal()) return reject(unexpected(stop));
+    user_regs_struct regs;
+    if (ptrace(PTRACE_GETREGS, pid, 0, &regs) == -1) return reject(errnoFailure(errno, "ptrace(PTRACE_GETREGS)", pid));
+    if (stop.kind != Stop::Signal || stop.signal != SIGTRAP || regs.rip != scratch_ + CRR_STUB_BATCH_TRAP_END)
+      return reject(unexpected(stop));
+    return resolve(nullptr);
+  }
+
+ private:
   Failure unexpected(const Stop& stop) {
     Failure f;
     f.code = "UNEXPECTED_STOP";
@@ -63,7 +57,6 @@ class ThreadListOp : public Op {
   }
 
   uint64_t scratch_, header_;
-  bool awaitFirstStop_, launched_ = false;
 };
 
 // Parent of many ThreadListOps: resolves when all are done, or rejects with the first failure.
@@ -156,7 +149,7 @@ Napi::Value guard(const Napi::CallbackInfo& info, F body) {
 
 Tracer* tracerOf(const Napi::CallbackInfo& info) { return static_cast<Tracer*>(info.Data()); }
 
-// runThreadLists(pid, {scratch, items}): items = records {i32 tid, u32 flags, u64 header}.
+// runThreadLists(pid, {scratch, items}): items = records {i32 tid, u32 unused, u64 header}.
 // Every thread runs its list at once; the results stay in the task's memory for the caller.
 Napi::Value RunThreadLists(const Napi::CallbackInfo& info) {
   return guard(info, [&](Napi::Env env) {
@@ -168,12 +161,10 @@ Napi::Value RunThreadLists(const Napi::CallbackInfo& info) {
     std::vector<Op*> children;
     for (size_t i = 0; i < items.Length() / 16; i++) {
       int32_t tid;
-      uint32_t flags;
       uint64_t header;
       memcpy(&tid, items.Data() + i * 16, 4);
-      memcpy(&flags, items.Data() + i * 16 + 4, 4);
       memcpy(&header, items.Data() + i * 16 + 8, 8);
-      Op* child = new ThreadListOp(tid, scratch, header, flags & kAwaitFirstStop);
+      Op* child = new ThreadListOp(tid, scratch, header);
       if (o.Get("timeoutMs").IsNumber()) {
         child->hasDeadline = true;
         child->deadline = Clock::now() + std::chrono::microseconds((int64_t)(o.Get("timeoutMs").As<Napi::Number>().DoubleValue() * 1000));

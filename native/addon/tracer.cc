@@ -362,8 +362,7 @@ TRACER_FN(RunBatch) {
     if (!listValue.IsBuffer()) throwType(env, "list must be a Buffer of packed commands");
     auto list = listValue.As<Napi::Buffer<uint8_t>>();
     std::vector<uint8_t> bytes(list.Data(), list.Data() + list.Length());
-    Op* op = optBool(o, "followClones", false) ? makeRunBatchFollowingClones(pid, scratch, std::move(bytes))
-                                                : makeRunBatch(pid, scratch, std::move(bytes));
+    Op* op = makeRunBatch(pid, scratch, std::move(bytes));
     setTimeout(op, o.Get("timeoutMs"));
     return tracerOf(info)->post(env, op);
   });

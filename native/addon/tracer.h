@@ -107,7 +107,6 @@ struct Tracee {
   std::deque<Stop> pending;   // stops reaped but not yet handed to a waiter
   std::vector<Op*> waiters;   // in arrival order
   bool exited = false;        // a terminal stop has been reaped
-  bool fresh = false;         // a new thread whose first stop is still in the kernel
 };
 
 class Tracer {
@@ -126,9 +125,6 @@ class Tracer {
   void startChildren(Op* parent, std::vector<Op*> children);
   Tracee* find(int pid);
   Tracee& track(int pid);
-  // A new thread (PTRACE_EVENT_CLONE): tracked and polled for its first stop even with nobody
-  // waiting, so that stop never waits for a sweep of every tracee.
-  void expectNew(int pid);
   void forget(int pid);  // drops the tracee; its waiters fail with ECANCELED
   std::vector<std::pair<int, const Tracee*>> tracees() const;
 
@@ -167,7 +163,6 @@ Op* makeKill(int pid);
 Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list);
 Op* makeRunSyscall(int pid, uint64_t scratch, uint64_t nr, const uint64_t args[6], bool stopAtExit);
 Op* makeInjectSyscall(int pid, uint64_t nr, const uint64_t args[6]);
-Op* makeRunBatchFollowingClones(int pid, uint64_t scratch, std::vector<uint8_t> list);
 
 // tracer-threads.cc: operations on many threads at once.
 void InitTracerThreads(Napi::Env env, Napi::Object exports, Tracer* tracer);

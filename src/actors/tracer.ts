@@ -134,35 +134,14 @@ export const tracer = {
     return { results: unpackResults(raw.results, raw.executed), executed: raw.executed };
   },
   /**
-   * Like runBatch, for a list of clone3 calls in a task seized with traceClone: every
-   * PTRACE_EVENT_CLONE is passed by; `clones` are the new threads' pids (as the tracer sees them)
-   * in creation order. Each new thread is known to the tracer at once, stopped at its first stop.
-   */
-  async runCloneBatch(
-    pid: number,
-    batch: { scratch: bigint; commands: readonly StubCommand[]; timeoutMs?: number },
-  ): Promise<BatchResult & { clones: number[] }> {
-    const list = packCommands(batch.commands);
-    const raw = await call(pid, () =>
-      native.runBatch(pid, { scratch: batch.scratch, list, followClones: true, ...(batch.timeoutMs !== undefined ? { timeoutMs: batch.timeoutMs } : {}) }),
-    );
-    const clones = raw.clones ?? Buffer.alloc(0);
-    return {
-      results: unpackResults(raw.results, raw.executed),
-      executed: raw.executed,
-      clones: Array.from({ length: clones.length / 4 }, (_, i) => clones.readInt32LE(i * 4)),
-    };
-  },
-  /**
    * Every thread runs its own stub command list at once (list header at `header`, written there
-   * by the caller), from its first stop when `fresh` (a new thread), and ends at the stub's
-   * trap. Results stay in the task's memory. Rejects with the first thread's failure.
+   * by the caller) from where it is stopped, and ends at the stub's trap. Results stay in the
+   * task's memory. Rejects with the first thread's failure.
    */
-  runThreadLists(pid: number, scratch: bigint, lists: ReadonlyArray<{ tid: number; header: bigint; fresh: boolean }>, timeoutMs?: number) {
+  runThreadLists(pid: number, scratch: bigint, lists: ReadonlyArray<{ tid: number; header: bigint }>, timeoutMs?: number) {
     const items = Buffer.alloc(lists.length * 16);
     lists.forEach((l, i) => {
       items.writeInt32LE(l.tid, i * 16);
-      items.writeUInt32LE(l.fresh ? 1 : 0, i * 16 + 4);
       items.writeBigUInt64LE(l.header, i * 16 + 8);
     });
     return call(pid, () => native.runThreadLists(pid, { scratch, items, ...(timeoutMs !== undefined ? { timeoutMs } : {}) }));

@@ -52,7 +52,7 @@ export async function tracerControl(): Promise<TaskControl> {
       return r.results;
     },
     threadLists: async (pid, scratch, lists) => {
-      await tracer.runThreadLists(pid, scratch, lists.map((l) => ({ ...l, fresh: false })), 5000 + lists.length);
+      await tracer.runThreadLists(pid, scratch, lists, 5000 + lists.length);
     },
     readMemory: (pid, iovs) => tracer.processVmReadv(pid, iovs),
     writeMemory: (pid, addr, data) => {
