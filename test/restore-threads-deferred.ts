@@ -3,7 +3,7 @@
 // resolves (threadCoreDecoded: one thread's), a corrupt thread core rejects it with an ImageError naming the file, and a program
 // with 100 threads restores and passes its own check (TIDs, TLS, ymm registers per thread).
 import t from 'tap';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageError } from '../src/errors.js';
@@ -65,4 +65,22 @@ t.test('a corrupt thread core: threadCoresReady rejects with its ImageError', as
   await t.rejects(threadCoreDecoded(images, Number(pstree.threads[THREADS]))!, ImageError, 'a thread after the bad core: rejects');
   await t.rejects(threadCoresReady(images), ImageError);
   await threadCoresReady(images).catch((e: Error) => t.match(e.message, `core-${victim}.img`, 'naming the file'));
+});
+
+t.test('a thread core that cannot be read whole (a directory in its place): its ImageError, not a crash', async (t) => {
+  const prog = await startProgram(t, 'threads', [String(THREADS)]);
+  const dir = await dumpProgram(t, prog);
+  const bad = mkdtempSync(join(tmpdir(), 'crr-deferred-dir-'));
+  t.teardown(() => rmSync(bad, { recursive: true, force: true }));
+  cpSync(dir, bad, { recursive: true });
+  const pstree = readImage(join(bad, 'pstree.img')).all()[0] as { pid: number; threads: number[] };
+  const victim = Number(pstree.threads[THREADS - 3]);
+  const file = join(bad, `core-${victim}.img`);
+  rmSync(file);
+  mkdirSync(file);
+  const loaded = await loadCheckpoint(bad);
+  const images = loaded.images.get(Number(pstree.pid))!;
+  await t.rejects(threadCoresReady(images), ImageError);
+  await threadCoresReady(images).catch((e: Error) => t.match(e.message, new RegExp(`core-${victim}\\.img.*not a regular file`), 'naming the file and why'));
+  t.ok(images.cores.has(Number(pstree.threads[THREADS - 4])), 'the cores before it were decoded');
 });

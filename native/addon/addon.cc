@@ -4,6 +4,7 @@
 //   sockdiag.cc: unix sock_diag dump, queue peeking and getsockopt for the dumper
 //   uffd.cc:   UFFDIO_COPY into a restored task's memory from crr's own threads
 //   spawn.cc:  the launcher helper started with posix_spawn and reaped off the main thread
+//   files.cc:  many small image files read whole off the main thread
 #include <napi.h>
 
 void InitTracer(Napi::Env env, Napi::Object exports);
@@ -11,6 +12,7 @@ void InitFds(Napi::Env env, Napi::Object exports);
 void InitSockDiag(Napi::Env env, Napi::Object exports);
 void InitUffd(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
+void InitFiles(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTracer(env, exports);
@@ -18,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSockDiag(env, exports);
   InitUffd(env, exports);
   InitSpawn(env, exports);
+  InitFiles(env, exports);
   return exports;
 }
 

@@ -1,5 +1,6 @@
 // The typed surface of native/addon/fds.cc: fd-level calls that are safe from any thread.
-// Every function is synchronous but readAhead and uffdCopy (native/addon/uffd.cc); a failure throws an Error with `code` (errno name, e.g. 'EBADF'),
+// Every function is synchronous but readAhead, uffdCopy (native/addon/uffd.cc) and readSmallFiles
+// (native/addon/files.cc); a failure throws an Error with `code` (errno name, e.g. 'EBADF'),
 // `errno` (number) and `syscall`; bad argument types throw a TypeError.
 
 /** The error every failing fds.cc call throws. */
@@ -45,4 +46,10 @@ export interface FdsBinding {
    * which also carries `address`, the destination it failed at.
    */
   uffdCopy(uffd: number, srcFd: number, srcLength: number, pieces: BigUint64Array, threads: number): Promise<number>;
+  /**
+   * Reads every file of `paths` whole on a libuv worker: their bytes back to back in `data`, and
+   * in `sizes` an int32 per file, its length or -errno when it could not be read whole (-EFBIG:
+   * it holds `maxBytes` or more). Never rejects for a file; the caller reads a failed one itself.
+   */
+  readSmallFiles(paths: readonly string[], maxBytes: number): Promise<{ data: Buffer; sizes: Buffer }>;
 }

@@ -6,7 +6,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { imageKindForFile, type Entry, type ImageKind } from './schema.js';
-import { readImage, type ImageFile } from './reader.js';
+import { onlyEntryOf, readImage, readOnlyEntry, type ImageFile } from './reader.js';
 
 /** One task of pstree.img. PIDs are as seen in the dumped tree's own PID namespace. */
 export interface PstreeTask {
@@ -175,7 +175,24 @@ export class Checkpoint {
     let entry = this.coreCache.get(tid);
     if (entry) return entry;
     const name = `core-${tid}.img`;
-    entry = (this.cache.get(name) ?? this.readUncached(name)).only();
+    const kind = this.imageFiles.get(name);
+    const image = this.cache.get(name);
+    entry = image || !kind ? (image ?? this.readUncached(name)).only() : readOnlyEntry(this.entryPath(name), kind);
+    this.coreCache.set(tid, entry);
+    return entry;
+  }
+
+  /** Where core(tid) reads from, for a caller that reads many cores its own way (see coreFrom). */
+  corePath(tid: number): string {
+    return this.entryPath(`core-${tid}.img`);
+  }
+
+  /** core(tid) from the file's bytes, read by the caller from corePath(tid). */
+  coreFrom(tid: number, bytes: Buffer): Entry {
+    const name = `core-${tid}.img`;
+    const kind = this.imageFiles.get(name);
+    if (!kind) return this.core(tid); // not in the checkpoint: core() says so
+    const entry = onlyEntryOf(this.entryPath(name), kind, bytes);
     this.coreCache.set(tid, entry);
     return entry;
   }

@@ -178,7 +178,7 @@ export const creds: ResourceKind<RestoreCtx> = {
       // Threads with equal creds share one list, built once (key: the image's fields).
       let key = keys.get(image);
       if (key === undefined) keys.set(image, (key = JSON.stringify(image, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))));
-      return [{ ...thread, fresh: false, key, build: (list: ThreadBatch) => addCreds(list, image, thread.tid) }];
+      return [{ ...thread, key, build: (list: ThreadBatch) => addCreds(list, image, thread.tid) }];
     });
     await runThreadLists(ctx.tracer, hostPid, scratch, ctx.pid, others);
     syscalls += others.length;
