@@ -145,7 +145,19 @@ export async function createThreads(
     while (prepared) {
       const { round, data, commands } = prepared;
       tracer.processVmWrite(hostPid, scratch + BigInt(areaStart), data);
-      const got = await tracer.runBatch(hostPid, { scratch, commands, timeoutMs: 5000 + round.length });
+      const batch = tracer.runBatch(hostPid, { scratch, commands, timeoutMs: 5000 + round.length });
+      batch.catch(() => {}); // awaited below, after the next round is built
+      // The next round is built in JS while the tracer runs this one's clone3s (10,000 threads:
+      // ~5 rounds of 15-100 ms of JS each, and as long in the kernel); it is sent only once this
+      // round's threads have run their lists, the data area being theirs until then.
+      let following: PreparedRound | undefined;
+      let unprepared: unknown; // thrown once this round's results are checked
+      try {
+        following = await prepare();
+      } catch (err) {
+        unprepared = err;
+      }
+      const got = await batch;
       let made = 0;
       while (made < got.executed && !isSyscallError(signed(got.results[made]!))) made++;
       for (let i = 0; i < made; i++) {
@@ -153,18 +165,7 @@ export async function createThreads(
         if (Number(got.results[i]!) !== w.tid) throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'clone3', pid, detail: `thread got TID ${got.results[i]}, wanted ${w.tid}` });
         madeTids.add(w.tid);
       }
-      const listsRun = waitForLists(tracer, hostPid, scratch, round.slice(0, made), areaStart, 5000 + made);
-      listsRun.catch(() => {}); // awaited below, after the next round is built
-      // The next round is built while this one's threads run their lists (10,000 threads: ~6
-      // rounds of ~50 ms of JS each); it is sent only after, the data area being this round's until then.
-      let following: PreparedRound | undefined;
-      let unprepared: unknown; // thrown once this round's results are checked
-      try {
-        following = made === round.length ? await prepare() : undefined;
-      } catch (err) {
-        unprepared = err;
-      }
-      const back = await listsRun;
+      const back = await waitForLists(tracer, hostPid, scratch, round.slice(0, made), areaStart, 5000 + made);
       for (let i = 0; i < made; i++) {
         const { at, list } = round[i]!;
         const header = at + CLONE_SLOT + list.headerOffset - areaStart;
@@ -284,8 +285,6 @@ class ThreadList implements ThreadBatch {
 export interface ThreadWork {
   readonly tid: number;
   readonly hostTid: number;
-  /** A thread just created: its first stop is still to be reaped. */
-  readonly fresh: boolean;
   /** Adds the thread's commands (may be called twice: lists that do not fit are rebuilt elsewhere). */
   build(list: ThreadBatch): void;
   /**
@@ -345,7 +344,7 @@ export async function runThreadLists(tracer: Tracer, hostPid: number, scratch: b
       for (const off of r.copyOf.relocs) buf.writeBigUInt64LE(buf.readBigUInt64LE(at + off) + delta, at + off);
     }
     tracer.processVmWrite(hostPid, scratch + BigInt(areaStart), buf);
-    const items = round.map((r) => ({ tid: r.work.hostTid, header: scratch + BigInt(r.at + r.list.headerOffset), fresh: r.work.fresh }));
+    const items = round.map((r) => ({ tid: r.work.hostTid, header: scratch + BigInt(r.at + r.list.headerOffset) }));
     await tracer.runThreadLists(hostPid, scratch, items, 5000 + round.length);
     const back = tracer.processVmRead(hostPid, scratch + BigInt(areaStart), end - areaStart);
     for (const r of round) {
