@@ -36,26 +36,43 @@ export interface StubCommand {
 
 /** Packs commands as crr_stub_cmd structs (the tracer pre-sets each result to -ENOSYS). */
 export function packCommands(commands: readonly StubCommand[]): Buffer {
+  const buf = Buffer.allocUnsafe(commands.length * STUB_CMD_SIZE);
+  packCommandsInto(buf, 0, commands);
+  return buf;
+}
+
+/**
+ * packCommands straight into `buf` at byte `at` (whole structs written, result 0), with no
+ * buffer of its own: per-thread lists are packed by the thousand. `flagsOf` gives each
+ * command's flags when the commands carry none of their own.
+ */
+export function packCommandsInto<C extends StubCommand>(buf: Buffer, at: number, commands: readonly C[], flagsOf?: (command: C) => number): void {
   if (commands.length > STUB_MAX_COMMANDS) {
     throw new RangeError(`a batch holds at most ${STUB_MAX_COMMANDS} commands, got ${commands.length}`);
   }
-  const words = new BigInt64Array(commands.length * 9);
-  const halves = new Uint32Array(words.buffer);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   for (let i = 0; i < commands.length; i++) {
     const c = commands[i]!;
-    const base = i * 9;
-    halves[base * 2] = c.nr;
+    const base = at + i * STUB_CMD_SIZE;
     const args = c.args ?? [];
     if (args.length > 6) throw new RangeError(`command ${i}: at most 6 syscall arguments`);
-    for (let a = 0; a < args.length; a++) {
-      const v = args[a]!;
+    view.setUint32(base, c.nr, true);
+    view.setUint32(base + 4, 0, true);
+    for (let a = 0; a < 6; a++) {
+      const v = a < args.length ? args[a]! : 0;
+      const to = base + 8 + a * 8;
       // Small non-negative numbers skip BigInt conversion: the common case, and much cheaper.
-      if (typeof v === 'number' && v >= 0 && v <= 0xffffffff && Number.isInteger(v)) halves[(base + 1 + a) * 2] = v;
-      else words[base + 1 + a] = BigInt(v);
+      if (typeof v === 'number' && v >= 0 && v <= 0xffffffff && Number.isInteger(v)) {
+        view.setUint32(to, v, true);
+        view.setUint32(to + 4, 0, true);
+      } else {
+        view.setBigInt64(to, BigInt(v), true); // wraps: an unsigned bigint above 2^63 keeps its bits
+      }
     }
-    halves[(base + 7) * 2] = c.flags ?? 0;
+    view.setUint32(base + 56, flagsOf ? flagsOf(c) : (c.flags ?? 0), true);
+    view.setUint32(base + 60, 0, true);
+    view.setBigInt64(base + 64, 0n, true);
   }
-  return Buffer.from(words.buffer, 0, words.byteLength);
 }
 
 /** Reads the i64 results a batch returned. */

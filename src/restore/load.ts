@@ -81,24 +81,30 @@ export function threadCoreDecoded(images: Pick<TaskImageSet, 'cores'>, tid: numb
 
 /**
  * Decodes `tids`' cores into `cores` a slice at a time, letting other work run in between. The
- * files are read on libuv workers, READ_CHUNK at a time, all asked for at once: their
- * open/read/close were ~120 ms of the main thread per 10,000 cores.
+ * files are read on a libuv worker, READ_CHUNK at a time and one chunk ahead: their
+ * open/read/close were ~120 ms of the main thread per 10,000 cores. One chunk in flight, not
+ * all: the libuv pool's 4 threads serve the rest of the restore too (all at once held up the
+ * plan step by 30-50 ms).
  */
 async function decodeLater(checkpoint: Checkpoint, tids: readonly number[], cores: Map<number, Entry>, state: DeferredCores): Promise<void> {
   const { native } = await import('../actors/native.js'); // not at the top: the pool's workers import this file too
-  const reads: Array<Promise<{ data: Buffer; sizes: Buffer }>> = [];
-  for (let i = 0; i < tids.length; i += READ_CHUNK) {
-    const read = native.readSmallFiles(tids.slice(i, i + READ_CHUNK).map((tid) => checkpoint.corePath(tid)), MAX_CORE_BYTES);
+  const readChunk = (from: number) => {
+    if (from >= tids.length) return undefined;
+    const read = native.readSmallFiles(tids.slice(from, from + READ_CHUNK).map((tid) => checkpoint.corePath(tid)), MAX_CORE_BYTES);
     read.catch(() => {}); // awaited in turn below
-    reads.push(read);
-  }
+    return read;
+  };
+  let ahead = readChunk(0);
   try {
     let read: { data: Buffer; sizes: Buffer; offsets: number[] } | undefined;
     for (let i = 0; i < tids.length; i += CORES_PER_SLICE) {
       await new Promise<void>((resolve) => setImmediate(resolve));
       const end = Math.min(i + CORES_PER_SLICE, tids.length);
       for (let k = i; k < end; k++) {
-        if (k % READ_CHUNK === 0) read = withOffsets(await reads[k / READ_CHUNK]!);
+        if (k % READ_CHUNK === 0) {
+          read = withOffsets(await ahead!);
+          ahead = readChunk(k + READ_CHUNK);
+        }
         const size = read!.sizes.readInt32LE((k % READ_CHUNK) * 4);
         const at = read!.offsets[k % READ_CHUNK]!;
         // A file the worker could not read whole is read again here, which words its error.
