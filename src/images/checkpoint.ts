@@ -172,14 +172,7 @@ export class Checkpoint {
    * closures kept alive were most of the load's garbage-collection work.
    */
   core(tid: number): Entry {
-    let entry = this.coreCache.get(tid);
-    if (entry) return entry;
-    const name = `core-${tid}.img`;
-    const kind = this.imageFiles.get(name);
-    const image = this.cache.get(name);
-    entry = image || !kind ? (image ?? this.readUncached(name)).only() : readOnlyEntry(this.entryPath(name), kind);
-    this.coreCache.set(tid, entry);
-    return entry;
+    return this.coreCache.get(tid) ?? this.decodeCore(tid);
   }
 
   /** Where core(tid) reads from, for a caller that reads many cores its own way (see coreFrom). */
@@ -189,10 +182,16 @@ export class Checkpoint {
 
   /** core(tid) from the file's bytes, read by the caller from corePath(tid). */
   coreFrom(tid: number, bytes: Buffer): Entry {
+    return this.decodeCore(tid, bytes);
+  }
+
+  private decodeCore(tid: number, bytes?: Buffer): Entry {
     const name = `core-${tid}.img`;
     const kind = this.imageFiles.get(name);
-    if (!kind) return this.core(tid); // not in the checkpoint: core() says so
-    const entry = onlyEntryOf(this.entryPath(name), kind, bytes);
+    const image = this.cache.get(name);
+    let entry: Entry;
+    if (image || !kind) entry = (image ?? this.readUncached(name)).only(); // readUncached words a missing one
+    else entry = bytes ? onlyEntryOf(this.entryPath(name), kind, bytes) : readOnlyEntry(this.entryPath(name), kind);
     this.coreCache.set(tid, entry);
     return entry;
   }
