@@ -7,7 +7,8 @@
 // main thread's creds now: its own come last) runs no list at all: 10,000 threads of a root
 // workload cost one /proc read and one prctl instead of 10,000 thread lists.
 import { readFileSync } from 'node:fs';
-import { restoredThreads, runThreadLists, type ThreadBatch } from '../restore/remote-threads.js';
+import { runThreadLists, type ThreadBatch } from '../restore/remote-thread-lists.js';
+import { restoredThreads } from '../restore/remote-threads.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch } from '../restore/remote.js';
 import {

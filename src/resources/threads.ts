@@ -7,7 +7,8 @@
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { threadCoreDecoded, threadCoresReady } from '../restore/load.js';
 import { RemoteBatch } from '../restore/remote.js';
-import { addThreadState, clearTidOf, createThreads, setRestoredThreads, threadPtraceOptions, type RestoredThread, type ThreadBatch } from '../restore/remote-threads.js';
+import type { ThreadBatch } from '../restore/remote-thread-lists.js';
+import { addThreadState, clearTidOf, createThreads, setRestoredThreads, threadPtraceOptions, type RestoredThread } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import { needsSeccompSuspend } from './seccomp.js';
 import type { ResourceKind } from './types.js';
