@@ -6,7 +6,8 @@
 // helper is killed and reaped by PID (destroy) in teardown.
 import t from 'tap';
 import { closeSync, openSync, readdirSync, readlinkSync } from 'node:fs';
-import { HelperBatchError, spawnHelper, type HelperChannel } from '../src/actors/helper.js';
+import { HelperBatchError } from '../src/actors/helper-errors.js';
+import { spawnHelper, type HelperChannel } from '../src/actors/helper.js';
 import { NativeError } from '../src/errors.js';
 
 const CLONE_NEWPID = 0x20000000;

@@ -3,7 +3,8 @@
 // be read before the request's timeout is judged; a request that truly gets no answer still
 // times out. Every helper is killed and reaped by PID (destroy).
 import t from 'tap';
-import { HelperTimeoutError, spawnHelper } from '../src/actors/helper.js';
+import { HelperTimeoutError } from '../src/actors/helper-errors.js';
+import { spawnHelper } from '../src/actors/helper.js';
 
 function blockFor(ms: number): void {
   const until = performance.now() + ms;

@@ -7,7 +7,8 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { NativeError } from '../src/errors.js';
-import { HelperBatchError, HelperGoneError, HelperTimeoutError, spawnHelper, type HelperChannel } from '../src/actors/helper.js';
+import { HelperBatchError, HelperGoneError, HelperTimeoutError } from '../src/actors/helper-errors.js';
+import { spawnHelper, type HelperChannel } from '../src/actors/helper.js';
 
 const CLONE_NEWPID = 0x20000000;
 const O_RDONLY = 0;

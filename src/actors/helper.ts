@@ -4,39 +4,11 @@
 // and killing and reaping a helper tree by PID. Protocol: docs/ARCHITECTURE.md ("The per-task helper and its channel").
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import { Packr, Unpackr } from 'msgpackr';
+import type net from 'node:net';
 import { NativeError } from '../errors.js';
+import { HelperBatchError, HelperGoneError, HelperTimeoutError } from './helper-errors.js';
+import { packr, socketOnSeqpacket, unpackr } from './helper-wire.js';
 import { native, nativePaths } from './native.js';
-
-/** A request the helper did not answer in time (it may be parked, stuck or gone). */
-export class HelperTimeoutError extends NativeError {
-  readonly op: string;
-  readonly timeoutMs: number;
-  constructor(op: string, pid: number, timeoutMs: number) {
-    super({ code: 'ETIMEDOUT', errno: 110, syscall: op, pid, detail: `no answer in ${timeoutMs} ms` });
-    this.op = op;
-    this.timeoutMs = timeoutMs;
-  }
-}
-
-/** The channel closed (the helper exited or was killed) before the answer came. */
-export class HelperGoneError extends NativeError {
-  constructor(op: string, pid: number) {
-    super({ code: 'ECONNRESET', errno: 104, syscall: op, pid, detail: 'helper channel closed' });
-  }
-}
-
-/** A batch stopped at op number `index`; `results` are the values of the ops before it. */
-export class HelperBatchError extends NativeError {
-  readonly index: number;
-  readonly results: unknown[];
-  constructor(fields: ConstructorParameters<typeof NativeError>[0], index: number, results: unknown[]) {
-    super({ ...fields, detail: `batch op ${index}${fields.detail ? `: ${fields.detail}` : ''}` });
-    this.index = index;
-    this.results = results;
-  }
-}
 
 export interface RequestOptions {
   /** Default 10 000 ms. */
@@ -92,27 +64,6 @@ const MAX_REQUEST_BYTES = 200_000;
 const SIGKILL = 9;
 const CLONE_NEWPID = 0x20000000;
 const CLONE_FILES = 0x400;
-// Plain maps, no msgpackr records: the C side reads standard msgpack only. 'auto' keeps 64-bit
-// values (signal masks) exact as bigint and everything that fits as a number.
-const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' } as unknown as ConstructorParameters<
-  typeof Unpackr
->[0]);
-
-// net.Socket({fd}) refuses a SOCK_SEQPACKET fd (libuv guesses its type as UNKNOWN), but a libuv
-// pipe handle opened on it works: each read(2) returns exactly one packet (answers are capped
-// below libuv's 64 KiB read buffer by the helper) and each write is one packet.
-function socketOnSeqpacket(fd: number): net.Socket {
-  const binding = (process as unknown as { binding(name: string): any }).binding('pipe_wrap');
-  const handle = new binding.Pipe(binding.constants.SOCKET);
-  const status: number = handle.open(fd);
-  if (status !== 0) {
-    native.close(fd);
-    throw new NativeError({ code: 'EBADF', errno: -status, syscall: 'uv_pipe_open' });
-  }
-  return new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
-}
-
 function hostPidOfPidfd(pidfd: number): number {
   const match = /^Pid:\s+(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8'));
   return match ? Number(match[1]) : -1;
