@@ -34,6 +34,7 @@ export const SYS = {
   seccomp: 317,
   rseq: 334,
   clone3: 435,
+  close_range: 436,
 } as const;
 
 /** Names by number, for error messages ("munmap failed: EINVAL"). */
