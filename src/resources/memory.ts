@@ -5,7 +5,7 @@
 // go) with its madvise flags, preadv or UFFDIO_COPY straight from pages-N.img (read ahead from
 // this process for a large fill), then the final protections.
 // Acts after the barrier seized the task with the scratch area mapped.
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { native } from '../actors/native.js';
 import type { NativeSyscallError } from '../actors/fds-binding.js';
@@ -23,7 +23,6 @@ import {
   helperRangesToUnmap,
   hex,
   isKernelMade,
-  parseMaps,
   presentRuns,
   unsupportedReason,
   vdsoBase,
@@ -238,12 +237,9 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (pagesFd === undefined) fail(ctx, 'the barrier did not pre-open pages-N.img');
 
     const start = ctx.now();
-    // Both go to the tracer thread at once (one wake-up, not two), and the helper's maps are read
-    // meanwhile. glibc's rseq would fault on the way back from munmap (kernel notes trap 3).
-    const ready = Promise.all([ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP), ctx.tracer.getRseqConfig(hostPid)]);
-    ready.catch(() => undefined); // awaited below; not unhandled if reading the maps throws first
-    const helperMaps = parseMaps(readFileSync(`/proc/${hostPid}/maps`, 'utf8'));
-    const [, rseq] = await ready;
+    // Both go to the tracer thread at once (one wake-up, not two). glibc's rseq would fault on the
+    // way back from munmap (kernel notes trap 3).
+    const [, rseq] = await Promise.all([ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP), ctx.tracer.getRseqConfig(hostPid)]);
     const batch = new RemoteBatch(scratch);
 
     // Teardown.
@@ -251,8 +247,8 @@ export const memory: ResourceKind<RestoreCtx> = {
       batch.call(SYS.rseq, [rseq.rseqAbiPointer, rseq.rseqAbiSize, RSEQ_FLAG_UNREGISTER, rseq.signature], { what: "unregister the helper's rseq" });
     }
     const keep = { start: scratch, end: scratch + BigInt(STUB_SCRATCH_SIZE) };
-    for (const r of helperRangesToUnmap(helperMaps, keep)) {
-      batch.call(SYS.munmap, [r.start, r.end - r.start], { what: `unmap helper range ${hex(r.start)}-${hex(r.end)}` });
+    for (const r of helperRangesToUnmap(keep)) {
+      batch.call(SYS.munmap, [r.start, r.end - r.start], { what: `unmap helper range ${hex(r.start)}-${hex(r.end)}`, ...(r.tolerate ? { tolerate: r.tolerate } : {}) });
     }
     const vdso = vdsoBase(vmas);
     // Returns the vdso image size, not 0; fails with EEXIST while any old vvar/vdso page is mapped.

@@ -90,28 +90,26 @@ export function vdsoBase(vmas: readonly Vma[]): bigint | undefined {
   return kernel.reduce((lo, v) => (v.start < lo ? v.start : lo), kernel[0]!.start);
 }
 
+const EINVAL = 22;
+
+/** The end of user space with 4-level paging (TASK_SIZE: 47 bits less a guard page). */
+const USER_END = 0x7ffffffff000n;
+/** The end with 5-level paging (LA57), for mappings a program asked to have above 47 bits. */
+const USER_END_LA57 = 0xfffffffffff000n;
+
 /**
- * Ranges to munmap from the helper's maps: all but the scratch area and [vsyscall] (which cannot
- * go), as at most two calls, from the lowest mapping to the scratch area and from it to the
- * highest. munmap over the holes between mappings is no error, and one call for the ~30 mappings
- * of a helper flushes the TLB once instead of per mapping.
+ * Ranges to munmap for the helper's mappings: the whole user address space but the scratch area
+ * (the kernel's [vsyscall] lies above it and cannot go anyway), in calls on each side of the
+ * scratch area. munmap over holes is no error, so the helper's maps need not be read (~100 us a
+ * task); one call over its ~30 mappings also flushes the TLB once. The part past 47 bits is
+ * EINVAL on a kernel without 5-level paging, where nothing can be mapped there: `tolerate`.
  */
-export function helperRangesToUnmap(
-  maps: ReadonlyArray<{ start: bigint; end: bigint; name?: string }>,
-  scratch: { start: bigint; end: bigint },
-): Array<{ start: bigint; end: bigint }> {
-  let low: bigint | undefined;
-  let high: bigint | undefined;
-  for (const m of maps) {
-    if (m.name === '[vsyscall]' || m.start >= 0xffff800000000000n) continue;
-    if (low === undefined || m.start < low) low = m.start;
-    if (high === undefined || m.end > high) high = m.end;
-  }
-  if (low === undefined || high === undefined) return [];
-  const out: Array<{ start: bigint; end: bigint }> = [];
-  if (low < scratch.start) out.push({ start: low, end: high < scratch.start ? high : scratch.start });
-  if (high > scratch.end) out.push({ start: low > scratch.end ? low : scratch.end, end: high });
-  return out;
+export function helperRangesToUnmap(scratch: { start: bigint; end: bigint }): Array<{ start: bigint; end: bigint; tolerate?: number[] }> {
+  return [
+    ...(scratch.start > 0n ? [{ start: 0n, end: scratch.start }] : []),
+    { start: scratch.end, end: USER_END },
+    { start: USER_END, end: USER_END_LA57, tolerate: [EINVAL] },
+  ];
 }
 
 /** /proc/PID/maps lines as ranges with their names. */
