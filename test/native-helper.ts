@@ -51,6 +51,22 @@ async function rootHelper(t: { teardown(fn: () => unknown): void }): Promise<Hel
   return root;
 }
 
+t.test('a helper forked in crr\'s own PID namespace: its host PID is the PID clone3 returned', async (t) => {
+  const root = await rootHelper(t);
+  t.ok(root.inCrrPidNamespace, 'the first helper is in crr\'s namespace');
+  const child = await root.fork();
+  t.ok(child.inCrrPidNamespace, 'so is a child forked without CLONE_NEWPID');
+  t.equal(child.hostPid, child.pid);
+  t.same(statusField(child.hostPid, 'NSpid'), [child.hostPid], 'one namespace level: the host\'s');
+  t.same(statusField(child.hostPid, 'PPid'), [root.hostPid], 'and it is the root helper\'s child');
+  const init = await root.fork({ pid: 1, flags: CLONE_NEWPID });
+  t.notOk(init.inCrrPidNamespace, 'a CLONE_NEWPID child is not');
+  t.not(init.hostPid, init.pid, 'its host PID comes from its pidfd');
+  const inside = await init.fork({ pid: 500 });
+  t.notOk(inside.inCrrPidNamespace, 'nor what it forks');
+  t.same(statusField(inside.hostPid, 'NSpid'), [inside.hostPid, 500]);
+});
+
 t.test('forks exact PIDs inside a private PID namespace', async (t) => {
   const root = await rootHelper(t);
   const init = await root.fork({ pid: 1, flags: CLONE_NEWPID });

@@ -83,6 +83,8 @@ export class HelperChannel extends EventEmitter {
   readonly hostPid: number;
   /** Its PID as its parent helper sees it (what the parent's waitpid/kill take). */
   readonly pidInParent: number;
+  /** It lives in crr's own PID namespace (the first helper, and its descendants forked without CLONE_NEWPID). */
+  readonly inCrrPidNamespace: boolean;
   /** The orchestrator's pidfd for it. */
   readonly pidfd: number;
   readonly parent: HelperChannel | undefined;
@@ -129,12 +131,14 @@ export class HelperChannel extends EventEmitter {
     pidInParent: number;
     parent?: HelperChannel;
     spawned?: boolean;
+    inCrrPidNamespace: boolean;
   }) {
     super();
     this.pidfd = fields.pidfd;
     this.hostPid = fields.hostPid;
     this.pidInParent = fields.pidInParent;
     this.pid = fields.pidInParent;
+    this.inCrrPidNamespace = fields.inCrrPidNamespace;
     this.parent = fields.parent;
     this.spawned = fields.spawned ?? false;
     this.channelFd = fields.fd;
@@ -249,17 +253,20 @@ export class HelperChannel extends EventEmitter {
       if (fd >= 0) native.close(fd);
       throw error;
     }
+    // Its own PID needs no getpid round trip: without CLONE_NEWPID the child lives in this
+    // helper's PID namespace (its PID there is the one clone3 returned), with it it is that
+    // namespace's init. A child that died at start-up fails its first request instead. In crr's
+    // own namespace that PID is also the host's (no read of the pidfd's fdinfo, ~30 us a task).
+    const newPidNamespace = ((args.flags ?? 0) & CLONE_NEWPID) !== 0;
+    const inCrrPidNamespace = this.inCrrPidNamespace && !newPidNamespace;
     const child = new HelperChannel({
       fd,
       pidfd,
-      hostPid: hostPidOfPidfd(pidfd),
+      hostPid: inCrrPidNamespace ? made.pid : hostPidOfPidfd(pidfd),
       pidInParent: made.pid,
       parent: this,
+      inCrrPidNamespace,
     });
-    // Its own PID needs no getpid round trip: without CLONE_NEWPID the child lives in this
-    // helper's PID namespace (its PID there is the one clone3 returned), with it it is that
-    // namespace's init. A child that died at start-up fails its first request instead.
-    const newPidNamespace = ((args.flags ?? 0) & CLONE_NEWPID) !== 0;
     child.pid = newPidNamespace ? 1 : made.pid;
     // A child starts in its parent's group, which a fresh PID namespace cannot name.
     child.pgid = newPidNamespace ? undefined : this.pgid;
@@ -406,7 +413,7 @@ export async function spawnHelper(): Promise<HelperChannel> {
   let helper: HelperChannel;
   try {
     // Its PID cannot be reused before we reap it, so neither kill nor pidfd_open can miss.
-    helper = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid, spawned: true });
+    helper = new HelperChannel({ fd: mine, pidfd: native.pidfdOpen(pid), hostPid: pid, pidInParent: pid, spawned: true, inCrrPidNamespace: true });
   } catch (error) {
     process.kill(pid, SIGKILL);
     await native.reapChild(pid);
