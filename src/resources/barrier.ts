@@ -5,6 +5,8 @@
 // PTRACE_O_EXITKILL and interrupted. The memory kinds (src/resources/memory.ts and friends)
 // find the scratch address in `ctx.runtime.scratch` and the fds in `ctx.runtime.preopened`.
 import { readFileSync } from 'node:fs';
+import { HelperBatchError } from '../actors/helper-errors.js';
+import type { HelperChannel } from '../actors/helper.js';
 import { STUB_SCRATCH_SIZE, stubCode } from '../actors/stub.js';
 import type { Entry } from '../images/index.js';
 import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
@@ -49,6 +51,37 @@ export function findHole(taken: readonly Interval[], size: bigint, from = LOW): 
 
 /** A maps address: through a Number while exact (13 hex digits), which is cheaper than BigInt('0x..'). */
 const address = (hex: string): bigint => (hex.length <= 13 ? BigInt(parseInt(hex, 16)) : BigInt(`0x${hex}`));
+
+/**
+ * Runs a helper batch whose first op is map_scratch (its `addr` filled in here) at the lowest
+ * hole among the image's VMAs alone: the helper's own mappings (a PIE binary, libraries, stack:
+ * far above LOW) almost never lie there, and map_scratch refuses an address in use (EEXIST,
+ * MAP_FIXED_NOREPLACE; the batch stops there). Only then are the helper's maps read (~100 us a
+ * task) and the batch sent again at a hole that avoids them too.
+ */
+export async function batchWithScratch(
+  helper: Pick<HelperChannel, 'batch'>,
+  ops: Array<{ op: string } & Record<string, unknown>>,
+  imageVmas: readonly Interval[],
+  hostPid: number,
+): Promise<{ scratch: bigint; results: unknown[] }> {
+  const size = BigInt(ops[0]!['size'] as bigint | number);
+  const holeAvoiding = (taken: readonly Interval[]) => {
+    const hole = findHole(taken, size);
+    if (hole === undefined) throw new Error('no free address range for the stub scratch area');
+    return hole;
+  };
+  let scratch = holeAvoiding(imageVmas);
+  ops[0]!['addr'] = scratch;
+  try {
+    return { scratch, results: await helper.batch(ops) };
+  } catch (error) {
+    if (!(error instanceof HelperBatchError && error.index === 0 && error.code === 'EEXIST')) throw error;
+  }
+  scratch = holeAvoiding([...imageVmas, ...helperMappings(hostPid)]);
+  ops[0]!['addr'] = scratch;
+  return { scratch, results: await helper.batch(ops) };
+}
 
 /** The helper's own mappings right now (it must not lose them before the stub takes over). */
 function helperMappings(hostPid: number): Interval[] {
@@ -118,12 +151,7 @@ export const barrier: ResourceKind<RestoreCtx> = {
     const helper = helperOf(ctx);
     const hostPid = hostPidOf(ctx);
     const size = BigInt(STUB_SCRATCH_SIZE);
-    const taken: Interval[] = [
-      ...targetVmas(ctx.images.mm).map((v) => ({ start: BigInt(v['start'] as bigint), end: BigInt(v['end'] as bigint) })),
-      ...helperMappings(hostPid),
-    ];
-    const scratch = findHole(taken, size);
-    if (scratch === undefined) throw new Error('no free address range for the stub scratch area');
+    const imageVmas: Interval[] = targetVmas(ctx.images.mm).map((v) => ({ start: BigInt(v['start'] as bigint), end: BigInt(v['end'] as bigint) }));
 
     const pagesFile = pagesFileOf(ctx);
     const files = filesToOpen(ctx.images.mm);
@@ -134,7 +162,7 @@ export const barrier: ResourceKind<RestoreCtx> = {
     // One round trip for the whole barrier: map the scratch area, open the files, park (park
     // answers, then blocks; it must come last). Each helper request costs a wake-up of the
     // helper and of Node; per task in a 1,000-task tree they add up to seconds.
-    const ops: Array<{ op: string } & Record<string, unknown>> = [{ op: 'map_scratch', addr: scratch, size, code: stubCode() }];
+    const ops: Array<{ op: string } & Record<string, unknown>> = [{ op: 'map_scratch', size, code: stubCode() }];
     const keys: string[] = [];
     ops.push({ op: 'open', path: ctx.checkpoint.path(pagesFile), flags: O_RDONLY | O_CLOEXEC, fd: numbers[0] });
     keys.push('pages');
@@ -146,7 +174,8 @@ export const barrier: ResourceKind<RestoreCtx> = {
       keys.push(`file:${id}`);
     }
     ops.push({ op: 'park' });
-    const [, ...opened] = (await helper.batch(ops)) as number[];
+    const { scratch, results } = await batchWithScratch(helper, ops, imageVmas, hostPid);
+    const [, ...opened] = results as number[];
     ctx.runtime.scratch = scratch;
     keys.forEach((key, n) => ctx.runtime.preopened.set(key, opened[n]!));
     helper.parked = true;
