@@ -101,6 +101,7 @@ t.test('pidfd_open, pidfd_getfd of another process, pidfd_send_signal', async (t
   await new Promise((resolve) => child.once('spawn', resolve));
   const pidfd = native.pidfdOpen(child.pid!);
   t.match(readFdinfo(pidfd), new RegExp(`^Pid:\\s+${child.pid}$`, 'm'));
+  t.equal(native.pidfdPid(pidfd), child.pid, 'PIDFD_GET_INFO gives the PID fdinfo shows');
   const copy = native.pidfdGetfd(pidfd, 3);
   t.equal(readlinkSync(`/proc/self/fd/${copy}`), file, "a copy of the child's fd 3");
   t.equal(readFileSync(`/proc/self/fd/${copy}`, 'utf8'), 'held by the child');
@@ -109,6 +110,7 @@ t.test('pidfd_open, pidfd_getfd of another process, pidfd_send_signal', async (t
   native.pidfdSendSignal(pidfd, SIGKILL);
   t.equal(await exited, 'SIGKILL', 'the signal went through the pidfd');
   t.match(thrown(() => native.pidfdSendSignal(pidfd, SIGKILL)), { code: 'ESRCH', syscall: 'pidfd_send_signal' });
+  t.match(thrown(() => native.pidfdPid(pidfd)), { code: 'ESRCH', syscall: 'ioctl(PIDFD_GET_INFO)' }, 'reaped: no PID');
   native.close(pidfd);
   t.match(thrown(() => native.pidfdOpen(child.pid!)), { code: 'ESRCH', syscall: 'pidfd_open' }, 'reaped: gone');
   t.match(thrown(() => native.close(pidfd)), { code: 'EBADF', syscall: 'close' });

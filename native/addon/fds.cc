@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -81,6 +82,27 @@ Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
   long fd = syscall(SYS_pidfd_getfd, pidfd, target, 0);
   if (fd < 0) return ThrowErrno(info.Env(), "pidfd_getfd", errno);
   return Napi::Number::New(info.Env(), fd);
+}
+
+// The head of the kernel's struct pidfd_info (Linux 6.13+, PIDFD_INFO_SIZE_VER0 = 64 bytes).
+struct PidfdInfo {
+  uint64_t mask, cgroupid;
+  uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+  int32_t exitCode;
+};
+constexpr uint64_t kPidfdInfoPid = 1;
+constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
+
+// pidfdPid(pidfd) -> the process's PID in this process's PID namespace (ioctl PIDFD_GET_INFO),
+// what /proc/self/fdinfo/<pidfd> says as "Pid:" without opening and parsing it. ENOTTY on a
+// kernel before 6.13 (the caller reads fdinfo then); ESRCH once the process is gone.
+Napi::Value PidfdPid(const Napi::CallbackInfo& info) {
+  int pidfd;
+  if (!IntArg(info, 0, "pidfd", &pidfd)) return info.Env().Undefined();
+  PidfdInfo got = {};
+  got.mask = kPidfdInfoPid;
+  if (ioctl(pidfd, kPidfdGetInfo, &got) < 0) return ThrowErrno(info.Env(), "ioctl(PIDFD_GET_INFO)", errno);
+  return Napi::Number::New(info.Env(), got.pid);
 }
 
 Napi::Value PidfdSendSignal(const Napi::CallbackInfo& info) {
@@ -219,6 +241,7 @@ void InitFds(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
+  exports.Set("pidfdPid", Napi::Function::New(env, PidfdPid, "pidfdPid"));
   exports.Set("pidfdSendSignal", Napi::Function::New(env, PidfdSendSignal, "pidfdSendSignal"));
   exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));

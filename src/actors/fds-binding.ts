@@ -25,6 +25,8 @@ export interface FdsBinding {
   pidfdOpen(pid: number): number;
   /** pidfd_getfd: a close-on-exec copy of `targetFd` of the process behind `pidfd`. */
   pidfdGetfd(pidfd: number, targetFd: number): number;
+  /** The process's PID in crr's PID namespace (ioctl PIDFD_GET_INFO; ENOTTY before Linux 6.13, ESRCH once it is gone). */
+  pidfdPid(pidfd: number): number;
   pidfdSendSignal(pidfd: number, sig: number): void;
   /** One sendmsg with SCM_RIGHTS (at most 253 fds); sends one zero byte when `data` is empty. */
   sendFds(sock: number, fds: number[], data?: Buffer): number;

@@ -64,8 +64,15 @@ const MAX_REQUEST_BYTES = 200_000;
 const SIGKILL = 9;
 const CLONE_NEWPID = 0x20000000;
 const CLONE_FILES = 0x400;
+/** The PID in crr's namespace of the process a pidfd refers to, -1 once it is gone. */
 function hostPidOfPidfd(pidfd: number): number {
-  const match = /^Pid:\s+(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8'));
+  try {
+    return native.pidfdPid(pidfd); // one ioctl, not an open, read and parse of fdinfo (~40 us)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return -1;
+    if ((error as NodeJS.ErrnoException).code !== 'ENOTTY' && (error as NodeJS.ErrnoException).code !== 'EINVAL') throw error;
+  }
+  const match = /^Pid:\s+(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8')); // before Linux 6.13
   return match ? Number(match[1]) : -1;
 }
 
