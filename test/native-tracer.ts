@@ -140,6 +140,11 @@ t.test('50 tracees driven at once by the one tracer thread', async (t) => {
         if (!ok) bad.push(`tracee ${k} round ${round}`);
         const self = await tracer.runBatch(x.pid, { scratch: x.scratch, commands: [{ nr: SYS_getpid }] });
         if (self.results[0] !== BigInt(x.pid)) bad.push(`tracee ${k} getpid`);
+        // The batch's data goes in by the tracer thread before its commands run.
+        const mark = Buffer.from(`tracee ${k} round ${round}`);
+        const at = x.scratch + BigInt(STUB_DATA_OFFSET) + BigInt(round * 64);
+        await tracer.runBatch(x.pid, { scratch: x.scratch, commands: [{ nr: SYS_getpid }], data: { addr: at, bytes: mark } });
+        if (!tracer.processVmRead(x.pid, at, mark.length).equals(mark)) bad.push(`tracee ${k} round ${round} data`);
       }
     }),
   );

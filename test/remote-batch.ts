@@ -48,11 +48,8 @@ t.test('a batch splits into segments at the command limit and at the data capaci
 function fakeTracer(results: bigint[][], log: Array<{ data: number; commands: number }>): BatchTracer {
   let n = 0;
   return {
-    processVmWrite: (_pid, _addr, buf) => {
-      log.push({ data: buf.length, commands: -1 });
-      return buf.length;
-    },
     runBatch: async (_pid, batch) => {
+      if (batch.data) log.push({ data: batch.data.bytes.length, commands: -1 });
       log.push({ data: -1, commands: batch.commands.length });
       const r = results[n++]!;
       return { results: r, executed: r.length };

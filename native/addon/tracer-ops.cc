@@ -107,22 +107,26 @@ class KillOp : public Op {
 
 class RunBatchOp : public Op {
  public:
-  // list: crr_stub_cmd structs back to back, packed by the caller (src/actors/stub.ts)
-  RunBatchOp(int pid, uint64_t scratch, std::vector<uint8_t> list)
-      : Op(pid), scratch_(scratch), count_(list.size() / CRR_STUB_CMD_SIZE), list_(std::move(list)) {}
+  // list: crr_stub_cmd structs back to back, packed by the caller (src/actors/stub.ts); data:
+  // the commands' data area, written at dataAddr first (here, not by the main thread)
+  RunBatchOp(int pid, uint64_t scratch, std::vector<uint8_t> list, std::vector<uint8_t> data, uint64_t dataAddr)
+      : Op(pid), scratch_(scratch), count_(list.size() / CRR_STUB_CMD_SIZE), list_(std::move(list)),
+        data_(std::move(data)), dataAddr_(dataAddr) {}
 
   Step start(Tracer&) override {
     if (count_ > CRR_STUB_MAX_COMMANDS)
       return reject(errnoFailure(EINVAL, "runBatch", pid, "more than CRR_STUB_MAX_COMMANDS commands"));
     if (list_.size() % CRR_STUB_CMD_SIZE)
       return reject(errnoFailure(EINVAL, "runBatch", pid, "list is not a whole number of commands"));
+    Failure f;
+    if (!data_.empty() && !writeRemote(pid, dataAddr_, data_.data(), data_.size(), &f)) return reject(f);
+    std::vector<uint8_t>().swap(data_);
     // Header and list go in one write: they are contiguous in the scratch area.
     crr_stub_header hdr = {};
     hdr.count = count_;
     list_.insert(list_.begin(), (uint8_t*)&hdr, (uint8_t*)&hdr + sizeof hdr);
     auto* cmds = (crr_stub_cmd*)(list_.data() + CRR_STUB_HEADER_SIZE);
     for (size_t i = 0; i < count_; i++) cmds[i].result = -ENOSYS;  // "did not run"
-    Failure f;
     if (!writeRemote(pid, scratch_ + CRR_STUB_HEADER_OFFSET, list_.data(), list_.size(), &f)) return reject(f);
     user_regs_struct regs;
     if (!getRegs(pid, &regs, &f)) return reject(f);
@@ -164,6 +168,8 @@ class RunBatchOp : public Op {
   uint64_t scratch_;
   size_t count_;
   std::vector<uint8_t> list_;
+  std::vector<uint8_t> data_;
+  uint64_t dataAddr_;
 };
 
 Builder resultBuilder(int64_t result) {
@@ -284,8 +290,8 @@ class InjectSyscallOp : public Op {
 
 Op* makeWaitStop(int pid) { return new WaitStopOp(pid); }
 Op* makeKill(int pid) { return new KillOp(pid); }
-Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list) {
-  return new RunBatchOp(pid, scratch, std::move(list));
+Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list, std::vector<uint8_t> data, uint64_t dataAddr) {
+  return new RunBatchOp(pid, scratch, std::move(list), std::move(data), dataAddr);
 }
 Op* makeRunSyscall(int pid, uint64_t scratch, uint64_t nr, const uint64_t args[6], bool stopAtExit) {
   return new RunSyscallOp(pid, scratch, nr, args, stopAtExit);

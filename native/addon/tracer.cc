@@ -362,7 +362,16 @@ TRACER_FN(RunBatch) {
     if (!listValue.IsBuffer()) throwType(env, "list must be a Buffer of packed commands");
     auto list = listValue.As<Napi::Buffer<uint8_t>>();
     std::vector<uint8_t> bytes(list.Data(), list.Data() + list.Length());
-    Op* op = makeRunBatch(pid, scratch, std::move(bytes));
+    std::vector<uint8_t> data;
+    uint64_t dataAddr = 0;
+    Napi::Value dataValue = o.Get("data");
+    if (!dataValue.IsUndefined()) {
+      if (!dataValue.IsBuffer()) throwType(env, "data must be a Buffer");
+      auto buf = dataValue.As<Napi::Buffer<uint8_t>>();
+      data.assign(buf.Data(), buf.Data() + buf.Length());
+      dataAddr = toU64(env, o.Get("dataAddr"), "dataAddr");
+    }
+    Op* op = makeRunBatch(pid, scratch, std::move(bytes), std::move(data), dataAddr);
     setTimeout(op, o.Get("timeoutMs"));
     return tracerOf(info)->post(env, op);
   });

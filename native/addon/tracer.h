@@ -160,7 +160,7 @@ class Tracer {
 Op* makeWaitStop(int pid);
 Op* makeKill(int pid);
 
-Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list);
+Op* makeRunBatch(int pid, uint64_t scratch, std::vector<uint8_t> list, std::vector<uint8_t> data = {}, uint64_t dataAddr = 0);
 Op* makeRunSyscall(int pid, uint64_t scratch, uint64_t nr, const uint64_t args[6], bool stopAtExit);
 Op* makeInjectSyscall(int pid, uint64_t nr, const uint64_t args[6]);
 

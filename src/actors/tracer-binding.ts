@@ -69,7 +69,8 @@ export interface TracerBinding {
   peekSiginfo(pid: number, options: { shared?: boolean; offset?: Int; count?: number }): Promise<Buffer[]>;
   getRseqConfig(pid: number): Promise<RawRseqConfig>;
   /** list: packed crr_stub_cmd structs; results: executed little-endian i64s. */
-  runBatch(pid: number, batch: { scratch: Int; list: Buffer; timeoutMs?: number }): Promise<{ results: Buffer; executed: number }>;
+  /** `data`, when given, is written at `dataAddr` by the tracer thread before the list. */
+  runBatch(pid: number, batch: { scratch: Int; list: Buffer; timeoutMs?: number; data?: Buffer; dataAddr?: Int }): Promise<{ results: Buffer; executed: number }>;
   /** items: records {i32 tid, u32 unused, u64 list header address}. */
   runThreadLists(pid: number, lists: { scratch: Int; items: Buffer; timeoutMs?: number }): Promise<void>;
   /** Seizes and interrupts untraced threads; resolves with each one's rdi (u64 LE) at its stop. */

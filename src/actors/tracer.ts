@@ -82,12 +82,20 @@ export interface BatchResult {
  * one list would: results in order, stopping after the part where a command stopped the stub.
  * (A dumper's kcmp batch against every task seen so far passes 4,096 beyond ~1,000 tasks.)
  */
-async function runInParts(pid: number, batch: { scratch: bigint; commands: readonly StubCommand[]; timeoutMs?: number }): Promise<BatchResult> {
+interface BatchInput {
+  scratch: bigint;
+  commands: readonly StubCommand[];
+  timeoutMs?: number;
+  data?: { addr: bigint; bytes: Buffer };
+}
+
+async function runInParts(pid: number, batch: BatchInput): Promise<BatchResult> {
   const results: bigint[] = [];
   let executed = 0;
   for (let at = 0; at < batch.commands.length; at += STUB_MAX_COMMANDS) {
     const part = batch.commands.slice(at, at + STUB_MAX_COMMANDS);
-    const got = await tracer.runBatch(pid, { ...batch, commands: part });
+    const { data, ...rest } = batch;
+    const got = await tracer.runBatch(pid, { ...rest, commands: part, ...(at === 0 && data ? { data } : {}) });
     results.push(...got.results);
     executed += got.executed;
     if (got.executed < part.length) break;
@@ -120,16 +128,19 @@ export const tracer = {
   getRseqConfig: (pid: number) => call(pid, () => native.getRseqConfig(pid)),
   /**
    * Runs commands through the stub at `scratch` (its code must already be there) and waits for
-   * its int3. Saves and restores no registers: the task is left at the stub's trap.
+   * its int3. Saves and restores no registers: the task is left at the stub's trap. `data` (the
+   * commands' iovecs, paths, structs) is written first by the tracer thread, not this one.
    */
-  async runBatch(
-    pid: number,
-    batch: { scratch: bigint; commands: readonly StubCommand[]; timeoutMs?: number },
-  ): Promise<BatchResult> {
+  async runBatch(pid: number, batch: BatchInput): Promise<BatchResult> {
     if (batch.commands.length > STUB_MAX_COMMANDS) return runInParts(pid, batch);
     const list = packCommands(batch.commands);
     const raw = await call(pid, () =>
-      native.runBatch(pid, { scratch: batch.scratch, list, ...(batch.timeoutMs !== undefined ? { timeoutMs: batch.timeoutMs } : {}) }),
+      native.runBatch(pid, {
+        scratch: batch.scratch,
+        list,
+        ...(batch.timeoutMs !== undefined ? { timeoutMs: batch.timeoutMs } : {}),
+        ...(batch.data ? { data: batch.data.bytes, dataAddr: batch.data.addr } : {}),
+      }),
     );
     return { results: unpackResults(raw.results, raw.executed), executed: raw.executed };
   },

@@ -29,10 +29,15 @@ interface Segment {
 
 /** The slice of a tracer a batch needs (the real one is src/actors/tracer.ts). */
 export interface BatchTracer {
-  processVmWrite(pid: number, addr: bigint, buf: Buffer): number;
   runBatch(
     pid: number,
-    batch: { scratch: bigint; commands: ReadonlyArray<{ nr: number; args?: Int[]; flags?: number }>; timeoutMs?: number },
+    batch: {
+      scratch: bigint;
+      commands: ReadonlyArray<{ nr: number; args?: Int[]; flags?: number }>;
+      timeoutMs?: number;
+      /** Written by the tracer thread before the commands run. */
+      data?: { addr: bigint; bytes: Buffer };
+    },
   ): Promise<{ results: bigint[]; executed: number }>;
 }
 
@@ -105,11 +110,11 @@ export class RemoteBatch {
     for (const seg of this.segments) {
       if (seg.calls.length === 0) continue;
       const data = dataBuffer(seg);
-      if (data.length > 0) tracer.processVmWrite(hostPid, this.scratch + BigInt(STUB_DATA_OFFSET), data);
       const got = await tracer.runBatch(hostPid, {
         scratch: this.scratch,
         commands: seg.calls.map(toStub),
         ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+        ...(data.length > 0 ? { data: { addr: this.scratch + BigInt(STUB_DATA_OFFSET), bytes: data } } : {}),
       });
       checkResults(seg.calls, got.results, got.executed, pid);
       out.push(...got.results);
