@@ -2,7 +2,7 @@
 // the load step: right after loading only the main core is there, all are once threadCoresReady
 // resolves (threadCoreDecoded: one thread's), a corrupt thread core rejects it with an ImageError naming the file, and a program
 // with 100 threads restores and passes its own check (TIDs, TLS, ymm registers per thread).
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,39 +48,41 @@ t.test('100 threads: cores decoded after the load step, and the restore passes',
   t.ok(r.pass, `the restored program checks out: ${r.text.trim()}`);
 });
 
-t.test('a corrupt thread core: threadCoresReady rejects with its ImageError', async (t) => {
+/**
+ * A dumped 100-thread program's images, copied, with the core of a thread near the end damaged
+ * by `damage`, then loaded (the other threads' cores still to come).
+ */
+async function loadedWithDamagedCore(t: Test, damage: (file: string) => void) {
   const prog = await startProgram(t, 'threads', [String(THREADS)]);
   const dir = await dumpProgram(t, prog);
   const bad = mkdtempSync(join(tmpdir(), 'crr-deferred-bad-'));
   t.teardown(() => rmSync(bad, { recursive: true, force: true }));
   cpSync(dir, bad, { recursive: true });
   const pstree = readImage(join(bad, 'pstree.img')).all()[0] as { pid: number; threads: number[] };
-  const victim = Number(pstree.threads[THREADS - 3]);
-  const file = join(bad, `core-${victim}.img`);
-  const bytes = readFileSync(file);
-  bytes.fill(0xff, 12, bytes.length); // the entry length and message: garbage
-  writeFileSync(file, bytes);
+  const threads = pstree.threads.map(Number);
+  const victim = threads[THREADS - 3]!;
+  damage(join(bad, `core-${victim}.img`));
   const loaded = await loadCheckpoint(bad);
-  const images = loaded.images.get(Number(pstree.pid))!;
-  await t.rejects(threadCoreDecoded(images, Number(pstree.threads[THREADS]))!, ImageError, 'a thread after the bad core: rejects');
+  return { threads, victim, images: loaded.images.get(Number(pstree.pid))! };
+}
+
+t.test('a corrupt thread core: threadCoresReady rejects with its ImageError', async (t) => {
+  const { threads, victim, images } = await loadedWithDamagedCore(t, (file) => {
+    const bytes = readFileSync(file);
+    bytes.fill(0xff, 12, bytes.length); // the entry length and message: garbage
+    writeFileSync(file, bytes);
+  });
+  await t.rejects(threadCoreDecoded(images, threads[THREADS]!)!, ImageError, 'a thread after the bad core: rejects');
   await t.rejects(threadCoresReady(images), ImageError);
   await threadCoresReady(images).catch((e: Error) => t.match(e.message, `core-${victim}.img`, 'naming the file'));
 });
 
 t.test('a thread core that cannot be read whole (a directory in its place): its ImageError, not a crash', async (t) => {
-  const prog = await startProgram(t, 'threads', [String(THREADS)]);
-  const dir = await dumpProgram(t, prog);
-  const bad = mkdtempSync(join(tmpdir(), 'crr-deferred-dir-'));
-  t.teardown(() => rmSync(bad, { recursive: true, force: true }));
-  cpSync(dir, bad, { recursive: true });
-  const pstree = readImage(join(bad, 'pstree.img')).all()[0] as { pid: number; threads: number[] };
-  const victim = Number(pstree.threads[THREADS - 3]);
-  const file = join(bad, `core-${victim}.img`);
-  rmSync(file);
-  mkdirSync(file);
-  const loaded = await loadCheckpoint(bad);
-  const images = loaded.images.get(Number(pstree.pid))!;
+  const { threads, victim, images } = await loadedWithDamagedCore(t, (file) => {
+    rmSync(file);
+    mkdirSync(file);
+  });
   await t.rejects(threadCoresReady(images), ImageError);
   await threadCoresReady(images).catch((e: Error) => t.match(e.message, new RegExp(`core-${victim}\\.img.*not a regular file`), 'naming the file and why'));
-  t.ok(images.cores.has(Number(pstree.threads[THREADS - 4])), 'the cores before it were decoded');
+  t.ok(images.cores.has(threads[THREADS - 4]!), 'the cores before it were decoded');
 });
