@@ -92,9 +92,9 @@ interface BatchInput {
 async function runInParts(pid: number, batch: BatchInput): Promise<BatchResult> {
   const results: bigint[] = [];
   let executed = 0;
+  const { data, ...rest } = batch;
   for (let at = 0; at < batch.commands.length; at += STUB_MAX_COMMANDS) {
     const part = batch.commands.slice(at, at + STUB_MAX_COMMANDS);
-    const { data, ...rest } = batch;
     const got = await tracer.runBatch(pid, { ...rest, commands: part, ...(at === 0 && data ? { data } : {}) });
     results.push(...got.results);
     executed += got.executed;

@@ -156,8 +156,7 @@ export async function createThreads(
     let prepared = await prepare();
     while (prepared) {
       const { round, data, commands } = prepared;
-      tracer.processVmWrite(hostPid, scratch + BigInt(areaStart), data);
-      const batch = tracer.runBatch(hostPid, { scratch, commands, timeoutMs: 5000 + round.length });
+      const batch = tracer.runBatch(hostPid, { scratch, commands, timeoutMs: 5000 + round.length, data: { addr: scratch + BigInt(areaStart), bytes: data } });
       batch.catch(() => {}); // awaited below, after the next round is built
       // The next round is built in JS while the tracer runs this one's clone3s (10,000 threads:
       // ~5 rounds of 15-100 ms of JS each, and as long in the kernel); it is sent only once this
