@@ -41,19 +41,16 @@ const CLONE_ARGS_SIZE = 88;
 const CLONE_SLOT = CLONE_ARGS_SIZE + 8;
 
 /**
- * struct clone_args (88 bytes) for a thread with an exact TID; set_tid points at one pid_t.
- * A non-zero clearTid is the thread's clear_child_tid (CLONE_CHILD_CLEARTID sets it as
- * set_tid_address would, saving that call in the thread).
+ * struct clone_args (88 bytes) for a thread with an exact TID, written at `at` in `buf` (zeroed:
+ * pidfd, parent_tid, exit_signal (0: a thread), stack, stack_size and tls stay 0); set_tid points
+ * at one pid_t. A non-zero clearTid is the thread's clear_child_tid (CLONE_CHILD_CLEARTID sets it
+ * as set_tid_address would, saving that call in the thread).
  */
-export function cloneArgs(setTidAddr: bigint, clearTid = 0n, into?: { buf: Buffer; at: number }): Buffer {
-  const buf = into?.buf ?? Buffer.alloc(CLONE_ARGS_SIZE);
-  const at = into?.at ?? 0;
-  if (into) buf.fill(0, at, at + CLONE_ARGS_SIZE); // pidfd, parent_tid, exit_signal (0: a thread), stack, stack_size, tls stay 0
+function writeCloneArgs(buf: Buffer, at: number, setTidAddr: bigint, clearTid: bigint): void {
   buf.writeUInt32LE(CLONE_THREAD_FLAGS | (clearTid !== 0n ? CLONE_CHILD_CLEARTID : 0), at); // flags (all in the low half)
   writeU64(buf, clearTid, at + 16); // child_tid
   writeU64(buf, setTidAddr, at + 64); // set_tid
   buf.writeUInt32LE(1, at + 72); // set_tid_size: the innermost namespace only
-  return buf;
 }
 
 /** writeBigUInt64LE without its bigint temporaries (three per call, two calls per thread) for user addresses. */
@@ -145,7 +142,7 @@ export async function createThreads(
     const data = Buffer.alloc(end - areaStart);
     const commands = round.map(({ w, at, list }) => {
       const slot = scratch + BigInt(at);
-      cloneArgs(slot + BigInt(CLONE_ARGS_SIZE), w.clearTid, { buf: data, at: at - areaStart });
+      writeCloneArgs(data, at - areaStart, slot + BigInt(CLONE_ARGS_SIZE), w.clearTid);
       data.writeInt32LE(w.tid, at - areaStart + CLONE_ARGS_SIZE);
       list.packInto(data, at + CLONE_SLOT - areaStart, 0); // a child's failure must not reach the int3: checked below
       return { nr: SYS.clone3, args: [slot, CLONE_ARGS_SIZE, scratch + BigInt(at + CLONE_SLOT + list.headerOffset)], flags: STUB_STOP_ON_ERROR | STUB_CLONE_CHILD_LIST };
