@@ -69,8 +69,9 @@ function hostPidOfPidfd(pidfd: number): number {
   try {
     return native.pidfdPid(pidfd); // one ioctl, not an open, read and parse of fdinfo (~40 us)
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return -1;
-    if ((error as NodeJS.ErrnoException).code !== 'ENOTTY' && (error as NodeJS.ErrnoException).code !== 'EINVAL') throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ESRCH') return -1;
+    if (code !== 'ENOTTY' && code !== 'EINVAL') throw error;
   }
   const match = /^Pid:\s+(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8')); // before Linux 6.13
   return match ? Number(match[1]) : -1;
