@@ -36,6 +36,12 @@ t.test('identical sub-messages are one frozen Entry; different ones are not', as
   t.equal(a.thread_core.creds, b.thread_core.creds, 'same creds bytes: the same Entry');
   t.not(b.thread_core.creds, c.thread_core.creds, 'other creds: another Entry');
   t.equal(c.thread_core.creds.uid, 1000);
+  // Same length, only the last byte differs (groups [4, 5] vs [4, 6]): the short comparison reads it.
+  const d = core(0x7003_0000n, 0);
+  d.thread_core.creds.groups = [4, 6];
+  const lastByte = decode(d);
+  t.not(lastByte.thread_core.creds, b.thread_core.creds, 'a last byte apart: another Entry');
+  t.same(lastByte.thread_core.creds.groups, [4, 6]);
   t.equal(b.thread_info.gpregs.sp, 0x7001_0000n, 'each thread keeps its own registers');
   t.ok(Object.isFrozen(a.thread_info.fpregs) && Object.isFrozen(a.thread_info.fpregs.xmm_space), 'a shared Entry and its arrays are frozen');
   t.throws(() => {
