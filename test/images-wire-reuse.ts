@@ -25,6 +25,8 @@ function core(sp: bigint, uid: number): Rec {
   };
 }
 
+const tlsEntry = (entry_number: number): Rec => ({ entry_number, base_addr: 0, limit: 0, seg_32bit: false, contents_h: false, contents_l: false, read_exec_only: true, limit_in_pages: false, seg_not_present: true, usable: false });
+
 const decode = (entry: Rec) => decodePlain('core_entry', Buffer.from(encodeEntry('core_entry', entry)), messageFields) as Rec;
 
 t.test('identical sub-messages are one frozen Entry; different ones are not', async (t) => {
@@ -51,4 +53,16 @@ t.test('identical sub-messages are one frozen Entry; different ones are not', as
     const reference = decodeByProtobufjs('core_entry', Buffer.from(encodeEntry('core_entry', e)));
     t.same(JSON.stringify(entry, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v)), JSON.stringify(reference, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v)), 'equal to protobufjs');
   }
+});
+
+t.test('sub-messages that take turns within each core (its three tls entries) are reused too', async (t) => {
+  const withTls = (sp: bigint) => {
+    const c = core(sp, 0);
+    c.thread_info.tls = [tlsEntry(12), tlsEntry(13), tlsEntry(14)];
+    return c;
+  };
+  const a = decode(withTls(0x7100_0000n));
+  const b = decode(withTls(0x7101_0000n));
+  t.same(b.thread_info.tls.map((e: Rec) => e.entry_number), [12, 13, 14]);
+  for (let i = 0; i < 3; i++) t.equal(b.thread_info.tls[i], a.thread_info.tls[i], `tls entry ${i}: the same Entry in both cores`);
 });

@@ -186,19 +186,22 @@ function wireType(type: string, fieldsOf: (type: string) => readonly FieldMeta[]
 }
 
 /**
- * The last decoded sub-message of each type, by its bytes. Thread cores of one process repeat
- * most of theirs byte for byte (creds, tls, FPU state of idle threads, sigaltstack...): an
+ * The last few decoded sub-messages of each type, by their bytes. Thread cores of one process
+ * repeat most of theirs byte for byte (creds, tls, FPU state of idle threads, sigaltstack...): an
  * identical one is the same frozen Entry again, which saves 10,000 threads most of their decode
- * and garbage. Frozen, so a consumer that would modify one (and so every thread's) throws
- * instead. A type that seldom repeats (registers) is no longer kept: freezing costs too.
+ * and garbage. A few per type, not one: a core's three tls entries differ from each other and
+ * recur in every thread. Frozen, so a consumer that would modify one (and so every thread's)
+ * throws instead. A type that seldom repeats (registers) is no longer kept: freezing costs too.
  */
-interface LastSub {
-  bytes: Uint8Array;
-  entry: Entry;
+interface RecentSubs {
+  readonly recent: Array<{ bytes: Uint8Array; entry: Entry }>;
+  /** The oldest in `recent` once it is full: the next to be replaced. */
+  next: number;
   hits: number;
   misses: number;
 }
-const lastSub = new Map<string, LastSub>();
+const RECENT_PER_TYPE = 4;
+const recentSubs = new Map<string, RecentSubs>();
 
 /** Below this many bytes a JS loop beats Buffer#compare's per-call checks (3x at 40 bytes). */
 const SHORT_COMPARE = 128;
@@ -224,23 +227,27 @@ function freezeEntry(entry: Entry): Entry {
 function subMessage(type: string, c: Cursor, to: number): Entry {
   // Text decodes by whether the input is a Buffer (readString): only Buffers' are kept and reused.
   if (!Buffer.isBuffer(c.buf)) return decodeMessage(types.get(type)!, c, to);
-  const last = lastSub.get(type);
-  if (last) {
-    if (sameBytes(last.bytes, c.buf, c.pos, to)) {
-      last.hits++;
-      return last.entry;
+  let subs = recentSubs.get(type);
+  if (subs) {
+    for (const { bytes, entry } of subs.recent) {
+      if (sameBytes(bytes, c.buf, c.pos, to)) {
+        subs.hits++;
+        return entry;
+      }
     }
-    if (++last.misses > 32 && last.hits * 4 < last.misses) return decodeMessage(types.get(type)!, c, to);
-  }
-  const bytes = c.buf.subarray(c.pos, to);
-  const entry = freezeEntry(decodeMessage(types.get(type)!, c, to));
-  if (last) {
-    last.bytes = bytes;
-    last.entry = entry;
+    if (++subs.misses > 32 && subs.hits * 4 < subs.misses) return decodeMessage(types.get(type)!, c, to);
   } else {
-    lastSub.set(type, { bytes, entry, hits: 0, misses: 0 });
+    subs = { recent: [], next: 0, hits: 0, misses: 0 };
+    recentSubs.set(type, subs);
   }
-  return entry;
+  const sub = { bytes: c.buf.subarray(c.pos, to), entry: freezeEntry(decodeMessage(types.get(type)!, c, to)) };
+  if (subs.recent.length < RECENT_PER_TYPE) {
+    subs.recent.push(sub);
+  } else {
+    subs.recent[subs.next] = sub;
+    subs.next = (subs.next + 1) % RECENT_PER_TYPE;
+  }
+  return sub.entry;
 }
 
 function decodeMessage(type: WireType, c: Cursor, end: number): Entry {
