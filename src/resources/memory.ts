@@ -13,7 +13,7 @@ import { StageError } from '../errors.js';
 import { readPagemap } from '../images/index.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { RemoteBatch } from '../restore/remote.js';
+import { RemoteBatch, runOrHandOn } from '../restore/remote.js';
 import { ARCH_MAP_VDSO_64, RSEQ_FLAG_UNREGISTER, SIGTRAP, signed, SYS } from '../restore/remote-sys.js';
 import {
   addFill,
@@ -186,13 +186,14 @@ async function copyFromHere(
 }
 
 /**
- * Maps every VMA (after the teardown already in `batch`), fills the runs and puts the final
- * protections back: one batch for a small task, map / fill / protect batches for an `own` fill.
+ * Maps every VMA (after the teardown already in `batch`), fills the runs and adds the final
+ * protections: one batch for a small task, map / fill / protect batches for an `own` fill. The
+ * last batch (`last`) is not run here: the mm kind adds its commands to it.
  */
 async function mapAndFill(
   ctx: RestoreCtx,
   at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; pagesPath: string; own: boolean; start: number },
-): Promise<{ syscalls: number; bytes: number }> {
+): Promise<{ syscalls: number; bytes: number; last: RemoteBatch }> {
   const { hostPid, batch, mapped, runs, pagesFd, own } = at;
   const filled = vmasWithPages(mapped, runs);
   addMappings(batch, mapped, { fdOf: (v) => ctx.runtime.preopened.get(mappedObjectKey(v)), writable: (v) => filled.has(v) });
@@ -214,8 +215,7 @@ async function mapAndFill(
   }
   const last = own ? new RemoteBatch(batch.scratch) : fill;
   for (const v of mapped) addFinalProtection(last, v, filled.has(v) && (v.prot & 2) === 0);
-  if (last.size > 0) await last.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
-  return { syscalls: batch.size + (own ? fill.size + last.size : 0), bytes: reads.bytes };
+  return { syscalls: batch.size + (own ? fill.size + last.size : 0), bytes: reads.bytes, last };
 }
 
 export const memory: ResourceKind<RestoreCtx> = {
@@ -237,9 +237,14 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (pagesFd === undefined) fail(ctx, 'the barrier did not pre-open pages-N.img');
 
     const start = ctx.now();
-    // Both go to the tracer thread at once (one wake-up, not two). glibc's rseq would fault on the
-    // way back from munmap (kernel notes trap 3).
-    const [, rseq] = await Promise.all([ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP), ctx.tracer.getRseqConfig(hostPid)]);
+    // Both go to the tracer thread at once (one wake-up, not two), and the pagemap is read while
+    // they are out. glibc's rseq would fault on the way back from munmap (kernel notes trap 3).
+    const asked = Promise.all([ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP), ctx.tracer.getRseqConfig(hostPid)]);
+    asked.catch(() => undefined); // awaited below, after the pagemap is read
+    const mapped = vmas.filter((v) => !isKernelMade(v));
+    const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
+    const runs = presentRuns(pagemap.runs, mapped);
+    const [, rseq] = await asked;
     const batch = new RemoteBatch(scratch);
 
     // Teardown.
@@ -255,9 +260,6 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (vdso !== undefined) batch.call(SYS.arch_prctl, [ARCH_MAP_VDSO_64, vdso], { what: `map the vdso at ${hex(vdso)}` });
 
     // The new address space.
-    const mapped = vmas.filter((v) => !isKernelMade(v));
-    const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
-    const runs = presentRuns(pagemap.runs, mapped);
     // A large fill runs as its own batch so the trace shows the map and the fill apart; two
     // more tracer round trips (about 50 us) are nothing beside 16 MiB of copying. Its pages come
     // off the disk from here while the task maps and copies (src/restore/prefetch.ts).
@@ -265,7 +267,7 @@ export const memory: ResourceKind<RestoreCtx> = {
     const prefetchStart = ctx.now();
     const pagesPath = ctx.checkpoint.path(pagemap.pagesFile);
     const prefetch = own ? startPrefetch(pagesPath, Number(sourceLength(runs)), { now: () => ctx.now() }) : undefined;
-    let done: { syscalls: number; bytes: number };
+    let done: { syscalls: number; bytes: number; last: RemoteBatch };
     try {
       done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, start });
     } finally {
@@ -273,6 +275,9 @@ export const memory: ResourceKind<RestoreCtx> = {
       // Ends when the last read-ahead call returned: how far ahead of the fill the disk ran.
       if (ahead) ctx.record({ name: 'read ahead', start: prefetchStart, end: ahead.end, bytes: ahead.bytes });
     }
-    ctx.record({ name: 'address space', start, end: ctx.now(), ...done });
+    // The final protections (for a small task, the whole address space) go with mm's commands.
+    const handed = { batch: done.last, timeoutMs: 120_000, start, parts: ['address space'] };
+    await runOrHandOn(ctx, handed, 'mm', hostPid);
+    ctx.record({ name: 'address space', start, end: ctx.now(), syscalls: done.syscalls, bytes: done.bytes });
   },
 };

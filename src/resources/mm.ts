@@ -7,7 +7,7 @@
 import { readdirSync } from 'node:fs';
 import { StageError } from '../errors.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { RemoteBatch } from '../restore/remote.js';
+import { handedName, runOrHandOn, takeHanded } from '../restore/remote.js';
 import { auxvBytes, commBytes, encodePrctlMmMap } from '../restore/remote-mm.js';
 import { PR_SET_DUMPABLE, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_SET_THP_DISABLE, SYS } from '../restore/remote-sys.js';
 import { scratchOf } from './memory.js';
@@ -64,7 +64,10 @@ export const mm: ResourceKind<RestoreCtx> = {
       throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message: `the barrier did not pre-open the exe (file id ${exeId})` });
     }
     const start = ctx.now();
-    const batch = new RemoteBatch(scratchOf(ctx));
+    // After the memory kind's last commands (the helper's mappings are gone once they ran).
+    const handed = takeHanded(ctx, scratchOf(ctx), 'mm fields', start);
+    const { batch } = handed;
+    const before = batch.size;
     const auxv = auxvBytes((image['mm_saved_auxv'] as Array<number | bigint> | undefined) ?? []);
     batch.reserve(auxv.length + 128 + 16, 5);
     const auxvAt = auxv.length > 0 ? batch.put(auxv) : 0n;
@@ -83,7 +86,9 @@ export const mm: ResourceKind<RestoreCtx> = {
         batch.call(SYS.close_range, [first, last, 0], { what: `close the restorer fds in ${first}..${last === LAST_FD ? 'the end' : last}` });
       }
     }
-    await batch.run(ctx.tracer, hostPid, { pid: ctx.pid });
-    ctx.record({ name: 'mm fields', start, end: ctx.now(), syscalls: batch.size });
+    // sigact's rt_sigactions go in the same round trip.
+    const ran = await runOrHandOn(ctx, handed, 'sigact', hostPid);
+    if (ran) ctx.record({ name: handedName(handed), start: handed.start, end: ctx.now(), syscalls: batch.size });
+    else ctx.record({ name: 'mm fields', start, end: ctx.now(), syscalls: batch.size - before });
   },
 };

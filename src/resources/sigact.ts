@@ -3,7 +3,7 @@
 // without SIGKILL and SIGSTOP, whose actions cannot change. Runs in the task through the stub so
 // dispositions are set after the memory they point into, and the helper's own are overwritten.
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { RemoteBatch } from '../restore/remote.js';
+import { handedName, runHanded, takeHanded } from '../restore/remote.js';
 import { SIGKILL, SIGSTOP, SYS } from '../restore/remote-sys.js';
 import { scratchOf } from './memory.js';
 import type { ResourceKind } from './types.js';
@@ -39,19 +39,23 @@ export const sigact: ResourceKind<RestoreCtx> = {
   async restore(ctx) {
     const tc = ctx.images.core['tc'] as Record<string, unknown> | undefined;
     const entries = (tc?.['sigactions'] as Array<Record<string, unknown>> | undefined) ?? [];
-    if (entries.length === 0) return;
-    const batch = new RemoteBatch(scratchOf(ctx));
+    const start = ctx.now();
+    // After what memory and mm handed on (their commands run first, in this one round trip).
+    const handed = takeHanded(ctx, scratchOf(ctx), 'sigactions', start);
+    const { batch } = handed;
     // Every struct in one data block: one put per task, not one per signal (64 per task).
     const signals = entries.map((_, i) => signalOfIndex(i)).filter((sig) => sig <= 64);
-    const block = Buffer.alloc(signals.length * 32);
-    signals.forEach((_, i) => kernelSigaction(entries[i]!, block, i * 32));
-    batch.reserve(block.length, signals.length);
-    const base = batch.put(block);
-    signals.forEach((sig, i) => {
-      batch.call(SYS.rt_sigaction, [sig, base + BigInt(i * 32), 0, 8], { what: `set the action of signal ${sig}` });
-    });
-    const start = ctx.now();
-    await batch.run(ctx.tracer, hostPidOf(ctx), { pid: ctx.pid });
-    ctx.record({ name: 'sigactions', start, end: ctx.now(), syscalls: batch.size });
+    if (signals.length > 0) {
+      const block = Buffer.alloc(signals.length * 32);
+      signals.forEach((_, i) => kernelSigaction(entries[i]!, block, i * 32));
+      batch.reserve(block.length, signals.length);
+      const base = batch.put(block);
+      signals.forEach((sig, i) => {
+        batch.call(SYS.rt_sigaction, [sig, base + BigInt(i * 32), 0, 8], { what: `set the action of signal ${sig}` });
+      });
+    }
+    if (batch.size === 0) return;
+    await runHanded(ctx, handed, hostPidOf(ctx));
+    ctx.record({ name: handedName(handed), start: handed.start, end: ctx.now(), syscalls: batch.size });
   },
 };

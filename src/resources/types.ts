@@ -143,4 +143,6 @@ export interface RestorePlanView {
   readonly tasks: readonly TaskPlan[];
   readonly stages: ReadonlyArray<{ readonly stage: Stage; readonly resources: readonly string[] }>;
   readonly sharedObjects: readonly SharedObject[];
+  /** The kinds acting for each task, per stage, in order (a kind may hand work to the next). */
+  readonly perTask?: ReadonlyMap<number, ReadonlyMap<Stage, readonly string[]>>;
 }

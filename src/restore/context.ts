@@ -6,6 +6,7 @@ import type { HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
 import type { Checkpoint, Entry, FdinfoEntry, FsEntry, TaskIds } from '../images/index.js';
 import type { BaseTaskContext, TaskContext } from '../resources/types.js';
+import type { HandedBatch } from './remote.js';
 
 /** One task's decoded images (zombies have only a core). Plain data: a worker thread can build it. */
 export interface TaskImageSet {
@@ -62,6 +63,8 @@ export interface TaskRuntime {
   seized: boolean;
   /** Exited on purpose (a recreated zombie). */
   zombie: boolean;
+  /** A remote batch one kind filled for the next kind of the same stage to finish and run (runOrHandOn). */
+  handed?: HandedBatch;
 }
 
 /** Restore-wide state shared by every task's context. */
