@@ -237,20 +237,25 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (pagesFd === undefined) fail(ctx, 'the barrier did not pre-open pages-N.img');
 
     const start = ctx.now();
-    // Both go to the tracer thread at once (one wake-up, not two), and the pagemap is read while
-    // they are out. glibc's rseq would fault on the way back from munmap (kernel notes trap 3).
+    // Both go to the tracer thread at once (one wake-up, not two) while the batch is built.
     const asked = Promise.all([ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP), ctx.tracer.getRseqConfig(hostPid)]);
-    asked.catch(() => undefined); // awaited below, after the pagemap is read
+    asked.catch(() => undefined); // awaited by teardownReady, before any batch runs
+    // glibc's rseq would fault on the way back from munmap (kernel notes trap 3). Helpers run
+    // with it off (GLIBC_TUNABLES, or unregistered at start-up), so the query finds none; one
+    // registered after all is unregistered by a batch of its own before the teardown.
+    const teardownReady = async () => {
+      const [, rseq] = await asked;
+      if (rseq.rseqAbiPointer === 0n) return;
+      const unregister = new RemoteBatch(scratch);
+      unregister.call(SYS.rseq, [rseq.rseqAbiPointer, rseq.rseqAbiSize, RSEQ_FLAG_UNREGISTER, rseq.signature], { what: "unregister the helper's rseq" });
+      await unregister.run(ctx.tracer, hostPid, { pid: ctx.pid });
+    };
     const mapped = vmas.filter((v) => !isKernelMade(v));
     const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
     const runs = presentRuns(pagemap.runs, mapped);
-    const [, rseq] = await asked;
     const batch = new RemoteBatch(scratch);
 
     // Teardown.
-    if (rseq.rseqAbiPointer !== 0n) {
-      batch.call(SYS.rseq, [rseq.rseqAbiPointer, rseq.rseqAbiSize, RSEQ_FLAG_UNREGISTER, rseq.signature], { what: "unregister the helper's rseq" });
-    }
     const keep = { start: scratch, end: scratch + BigInt(STUB_SCRATCH_SIZE) };
     for (const r of helperRangesToUnmap(keep)) {
       batch.call(SYS.munmap, [r.start, r.end - r.start], { what: `unmap helper range ${hex(r.start)}-${hex(r.end)}`, ...(r.tolerate ? { tolerate: r.tolerate } : {}) });
@@ -269,7 +274,10 @@ export const memory: ResourceKind<RestoreCtx> = {
     const prefetch = own ? startPrefetch(pagesPath, Number(sourceLength(runs)), { now: () => ctx.now() }) : undefined;
     let done: { syscalls: number; bytes: number; last: RemoteBatch };
     try {
+      // An own fill runs its map batch at once; a small task's one batch only runs after mm and sigact add theirs.
+      if (own) await teardownReady();
       done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, start });
+      if (!own) await teardownReady();
     } finally {
       const ahead = await prefetch?.stop();
       // Ends when the last read-ahead call returned: how far ahead of the fill the disk ran.

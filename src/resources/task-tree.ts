@@ -6,6 +6,7 @@
 // runs every task at once, so a waiting member never starves its leader of a slot).
 import type { HelperChannel } from '../actors/helper.js';
 import { StageError } from '../errors.js';
+import { asStageError } from '../machines/errors.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import type { ResourceKind, TaskPlan } from './types.js';
 
@@ -74,6 +75,8 @@ export const taskTree: ResourceKind<RestoreCtx> = {
   async restore(ctx) {
     const { session, task } = ctx;
     const parentRuntime = session.runtimes.get(task.ppid);
+    // The root's parent is the launcher or its namespace init, whose set-up the plan step started.
+    if (!parentRuntime) await session.launcherReady;
     const parent = parentRuntime ? parentRuntime.helper : session.rootParent;
     if (!parent) throw new Error(`the parent of task ${task.pid} has no helper`);
     const flags = (sharesParentFs(ctx) ? CLONE_FS : 0) | (sharesParentFiles(ctx) ? CLONE_FILES : 0);
@@ -88,7 +91,15 @@ export const taskTree: ResourceKind<RestoreCtx> = {
       const { channelFd } = (await child.getpid()) as unknown as { channelFd?: number };
       if (channelFd !== undefined) ctx.runtime.preopened.set('channel', channelFd);
     }
-    if (sessionSource(task, ctx.plan.tasks, session.options.shellJob) === 'own') await child.setsid();
+    if (sessionSource(task, ctx.plan.tasks, session.options.shellJob) === 'own') {
+      // Not awaited: the fork stage ends one round trip earlier, and the child's start-up and
+      // this answer overlap the machine's next steps. process-groups waits for it.
+      const sessionSet = child.setsid().catch((err: unknown) => {
+        throw asStageError(err, { stage: 'fork', pid: task.pid, resource: 'task-tree' });
+      });
+      sessionSet.catch(() => undefined); // reported by process-groups, which awaits it
+      ctx.runtime.sessionSet = sessionSet;
+    }
   },
 };
 
@@ -115,6 +126,8 @@ export const processGroups: ResourceKind<RestoreCtx> = {
     const { task, shared } = ctx;
     const tasks = ctx.plan.tasks;
     const helper = helperOf(ctx);
+    // Its own session first (task-tree sent the setsid): the group is known only after it.
+    await ctx.runtime.sessionSet;
     const isRoot = !tasks.some((other) => other.pid === task.ppid);
     if (isRoot && ctx.session.options.shellJob && task.sid !== task.pid) {
       shared.publish(JOINED, String(task.pid), true);

@@ -63,6 +63,11 @@ export interface TaskRuntime {
   seized: boolean;
   /** Exited on purpose (a recreated zombie). */
   zombie: boolean;
+  /**
+   * The task's setsid, sent right after its fork and not awaited there (the helper serves its
+   * requests in order, so whatever is sent next runs after it): process-groups awaits it.
+   */
+  sessionSet?: Promise<unknown>;
   /** A remote batch one kind filled for the next kind of the same stage to finish and run (runOrHandOn). */
   handed?: HandedBatch;
 }
@@ -77,6 +82,11 @@ export interface RestoreSession {
   launcher?: HelperChannel;
   /** The helper that forks the root task: the launcher, or the init of a fresh PID namespace. */
   rootParent?: HelperChannel;
+  /**
+   * Resolves once the launcher's set-up is done and rootParent is set. The plan step starts it
+   * and does not wait: the root's fork does (task-tree), so the step changes overlap it.
+   */
+  launcherReady?: Promise<void>;
 }
 
 /** The context every real resource kind receives. */

@@ -110,7 +110,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const warnings: string[] = [];
   let earlyLauncher: ReturnType<typeof prestartLauncher> | undefined;
   // The launcher's set-up (subreaper, PID-namespace init, its /proc, time namespace: about ten
-  // round trips) runs while the images decode and the plan is built; the plan step awaits it.
+  // round trips) runs while the images decode and the plan is built; the root's fork awaits it.
   let launcherSetup: Promise<void> | undefined;
   const env: RestoreEnvironment<RestoreCtx> = {
     registry: kinds,
@@ -139,7 +139,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       if (options.dryRun) return;
       for (const task of plan.tasks) session!.runtimes.set(task.pid, { pid: task.pid, preopened: new Map(), seized: false, zombie: false });
-      await (launcherSetup ?? startLauncher(session!, tracer));
+      // Not awaited here: the root's fork (task-tree) awaits it, so the machine's move from the
+      // plan step to the fork step runs while the launcher's last round trips are out.
+      launcherSetup ??= startLauncher(session!, tracer);
+      launcherSetup.catch(() => undefined); // reported by the root's fork, which awaits it
+      session!.launcherReady = launcherSetup;
     },
     contextFor(base) {
       const runtime = session!.runtimes.get(base.pid)!;

@@ -66,7 +66,9 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   }
   // A parent of its own for the root: pid 1 of a fresh PID namespace (when it dies the kernel
   // kills every process inside), and/or the holder of the checkpoint's time namespace.
-  const parent = await launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID : 0 });
+  // Its own mount namespace comes with the fork (no unshare injected for it): the /proc mounted
+  // there below shows the new PID namespace.
+  const parent = await launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID | CLONE_NEWNS : 0 });
   session.rootParent = parent;
   await identity;
   await subreaper;
@@ -79,21 +81,19 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
 /**
  * The root's parent, seized once for both of its namespace jobs (the helper has no op for them,
  * so they are injected; it is a grandchild of Node, so it may be traced):
- * - with a PID namespace, a mount namespace with a /proc of the new PID namespace, set up before
- *   any task exists: with the host's /proc, a restored task reading /proc/<its own view of a pid>
- *   finds another process or none (the tree program's zombie check; anything parsing
- *   /proc/<getpid()>). Propagation is made private first so the mount never reaches the host;
+ * - with a PID namespace, a /proc of the new PID namespace in the mount namespace it was forked
+ *   with, set up before any task exists: with the host's /proc, a restored task reading
+ *   /proc/<its own view of a pid> finds another process or none (the tree program's zombie
+ *   check; anything parsing /proc/<getpid()>). Propagation is made private first so the mount
+ *   never reaches the host;
  * - with a time namespace in the checkpoint, unshare(CLONE_NEWTIME), then the offsets written
  *   through /proc before any task enters it: children forked afterwards see the dumped clocks.
- * Both unshares are one syscall.
  */
 async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, offsets: TimeOffsets | undefined): Promise<void> {
-  const flags = (ownProc ? CLONE_NEWNS : 0) | (offsets ? CLONE_NEWTIME : 0);
-  if (flags === 0) return;
+  if (!ownProc && !offsets) return;
   const host = parent.hostPid;
   // Seize, interrupt and wait for the stop in one tracer operation.
   await tracer.seizeThreads(host, [host], PTRACE_O_EXITKILL, 5000);
-  // Calls queued together run back to back on the tracer thread: one wake-up of JS, not two.
   // Not awaited: a failed detach was ignored anyway, and the init serves its next request (the
   // root's fork) only once it runs again, whenever that is.
   const detach = () => void tracer.detach(host).catch(() => undefined);
@@ -103,15 +103,12 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
       if (got < 0n && got > -4096n) throw new NativeError({ code: errnoName(Number(-got)), errno: Number(-got), syscall, pid: parent.pid, detail });
       return got;
     };
-    const names = [ownProc ? 'CLONE_NEWNS' : '', offsets ? 'CLONE_NEWTIME' : ''].filter(Boolean).join('|');
-    const regs = ownProc ? tracer.getRegs(host) : undefined;
-    regs?.catch(() => undefined); // the unshare's error comes first
-    await inject(SYS_UNSHARE, [flags], 'unshare', names);
+    if (offsets) await inject(SYS_UNSHARE, [CLONE_NEWTIME], 'unshare', 'CLONE_NEWTIME');
     if (ownProc) {
       // The mount paths go on the init's own stack, below its red zone: it is stopped in a
       // syscall and nothing runs on that stack until it returns (no mmap/munmap round trips).
       // "/" at 0, "proc" at 2, "/proc" at 7
-      const paths = ((await regs!).sp - STACK_SKIP) & ~15n;
+      const paths = ((await stackPointer(tracer, host)) - STACK_SKIP) & ~15n;
       tracer.processVmWrite(host, paths, Buffer.from('/\0proc\0/proc\0', 'latin1'));
       // One after the other: a proc mount while / still propagates to the host would appear there.
       await inject(SYS_MOUNT, [0, paths, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
@@ -121,6 +118,21 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
     detach();
   }
   if (offsets) writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
+}
+
+/**
+ * A stopped tracee's stack pointer: /proc/PID/syscall ends with "sp pc" for a task that is not
+ * running (one read here instead of a tracer round trip); PTRACE_GETREGS if that fails.
+ */
+async function stackPointer(tracer: Tracer, host: number): Promise<bigint> {
+  try {
+    const fields = readFileSync(`/proc/${host}/syscall`, 'latin1').trim().split(' ');
+    const sp = fields.length >= 3 ? fields[fields.length - 2]! : '';
+    if (/^0x[0-9a-f]+$/.test(sp) && sp !== '0x0') return BigInt(sp);
+  } catch {
+    // fall back to the registers
+  }
+  return (await tracer.getRegs(host)).sp;
 }
 
 interface TimeOffsets {
