@@ -111,19 +111,19 @@ const restoreSetup = setup({
         ),
     }),
     /** Move every task that may go now into its next stage of this phase. */
-    dispatch: enqueueActions(({ context, enqueue }, params: { phase: Phase }) => {
-      const limit = UNLIMITED_PHASES.has(params.phase) ? Infinity : context.concurrency;
-      for (const { pid, stage } of context.schedule.take(params.phase, limit)) {
-        if (stage === 'fork') context.started.push(pid);
-        enqueue.sendTo(context.refs[pid]!, { type: 'advance', stage });
-      }
-    }),
-    taskDone: enqueueActions(({ context, event, enqueue }) => {
+    dispatch: enqueueActions(({ context, enqueue }, params: { phase: Phase }) => dispatchInto(context, enqueue, params.phase)),
+    /**
+     * A task finished a stage: book it, then dispatch whoever may go now. One action, not two:
+     * this runs once per task per stage, and each enqueueActions resolution allocates its own
+     * builder (about a tenth of the machines' allocation in a 1,000-task tree).
+     */
+    taskDone: enqueueActions(({ context, event, enqueue }, params: { phase: Phase }) => {
       if (event.type !== 'task.done') return;
       const timing = { pid: event.pid, stage: event.stage, start: event.start, end: event.end };
       context.schedule.finish(event.pid, event.stage);
       context.timings.tasks.push(timing);
       enqueue.emit({ type: 'task.stage', ...timing });
+      dispatchInto(context, enqueue, params.phase);
     }),
     taskFailed: assign({ error: ({ event }) => (event.type === 'task.failed' ? event.error : undefined) }),
     fail: assign({ error: (_, params: { step: Step; error: unknown }) => asStageError(params.error, { stage: params.step }) }),
@@ -136,6 +136,16 @@ const restoreSetup = setup({
     }),
   },
 });
+
+type Enqueue = { sendTo(ref: TaskActorRef, event: { type: 'advance'; stage: Stage }): void };
+
+function dispatchInto(context: RestoreContext, enqueue: Enqueue, phase: Phase): void {
+  const limit = UNLIMITED_PHASES.has(phase) ? Infinity : context.concurrency;
+  for (const { pid, stage } of context.schedule.take(phase, limit)) {
+    if (stage === 'fork') context.started.push(pid);
+    enqueue.sendTo(context.refs[pid]!, { type: 'advance', stage });
+  }
+}
 
 /** The step an abort landed in: the latest one (its exit action has already closed it). */
 function currentStep(context: RestoreContext): Step {
@@ -161,7 +171,7 @@ function phaseState(phase: Phase, next: string) {
     description: PHASES[phase].map((stage) => `${stage}: ${describeDoc(STAGE_DOCS[stage])}`).join('\n'),
     entry: [{ type: 'beginStep' as const, params: { step: phase } }, { type: 'dispatch' as const, params: { phase } }],
     exit: { type: 'endStep' as const, params: { step: phase } },
-    on: { ...toRollback, 'task.done': { actions: ['taskDone' as const, { type: 'dispatch' as const, params: { phase } }] } },
+    on: { ...toRollback, 'task.done': { actions: { type: 'taskDone' as const, params: { phase } } } },
     always: { guard: { type: 'phaseComplete' as const, params: { phase } }, target: next },
   };
 }

@@ -42,10 +42,14 @@ export interface RunOptions {
   readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 
+/** A resource's own spans when nobody listens: one shared function, not a closure per resource per task. */
+const recordNothing: BaseTaskContext['record'] = () => undefined;
+
 export type RestoreResult = Required<Pick<RestoreOutput, 'plan' | 'tasks' | 'timings'>> & { readonly rootPid: number };
 
 export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnvironment<Ctx>, options: RunOptions = {}): Promise<RestoreResult> {
   const now = options.now ?? (() => performance.now());
+  const onSpan = options.onSpan;
   const internal = new AbortController();
   const inflight = new Set<Promise<unknown>>();
   const shared = new SharedObjects(internal.signal);
@@ -69,15 +73,18 @@ export async function runRestore<Ctx extends BaseTaskContext>(env: RestoreEnviro
         for (const name of plan.perTask.get(task.pid)?.get(stage) ?? []) {
           if (stageSignal.aborted) throw cancelledError(stage);
           const kind = byName.get(name)!;
-          const record: BaseTaskContext['record'] = (span) => options.onSpan?.({ pid: task.pid, stage, resource: name, ...span });
+          const record: BaseTaskContext['record'] = onSpan ? (span) => onSpan({ pid: task.pid, stage, resource: name, ...span }) : recordNothing;
           const base: BaseTaskContext = { pid: task.pid, task, stage, resource: name, plan, shared, signal: stageSignal, record, now };
-          const begun = now();
+          const begun = onSpan ? now() : 0;
           try {
-            await kind.restore(await env.contextFor(base));
+            // A context built synchronously is used as is: awaiting it anyway cost a promise and a
+            // microtask turn per resource per task (about 30,000 in a 1,000-task tree).
+            const made = env.contextFor(base);
+            await kind.restore(made instanceof Promise ? await made : made);
           } catch (err) {
             throw asStageError(err, { pid: task.pid, stage, resource: name });
           }
-          options.onSpan?.({ pid: task.pid, stage, resource: name, start: begun, end: now() });
+          onSpan?.({ pid: task.pid, stage, resource: name, start: begun, end: now() });
         }
         return { stage, start, end: now() };
       })(),
