@@ -226,6 +226,16 @@ t.test('many threads run their own stub lists at once; bulk cpu state and detach
   await tracer.setThreadsCpu({ tids, regs, masks: tids.map((_, k) => BigInt(k) << 32n), xstate: Buffer.concat(tids.map(() => xstate)) });
   t.equal((await tracer.getRegs(tids[7]!)).r15, 8n, 'registers of thread 7');
   t.equal(await tracer.getSigmask(tids[9]!), (9n << 32n) & ~((1n << 8n) | (1n << 18n)) , 'mask of thread 9 (SIGKILL/SIGSTOP never blocked)');
+  // An xstateOf of 0xffffffff leaves that thread's xstate as it is (a thread that inherited it).
+  const roundUp = Buffer.from(xstate);
+  roundUp.writeUInt32LE(0x1f80 | 0x4000, 24); // MXCSR: round towards +infinity
+  const kept = (await tracer.getRegset(tids[1]!, NT_X86_XSTATE)).readUInt32LE(24);
+  const xstateOf = Buffer.alloc(8);
+  xstateOf.writeUInt32LE(0xffffffff, 4);
+  await tracer.setThreadsCpu({ tids: tids.slice(0, 2), regs: regs.subarray(0, 2 * 216), masks: [0n, 0n], xstate: roundUp, xstateOf });
+  t.equal((await tracer.getRegset(tids[0]!, NT_X86_XSTATE)).readUInt32LE(24), 0x1f80 | 0x4000, 'thread 0 got its new MXCSR');
+  t.equal((await tracer.getRegset(tids[1]!, NT_X86_XSTATE)).readUInt32LE(24), kept, 'thread 1 (0xffffffff) kept its own');
+  t.not(kept, 0x1f80 | 0x4000);
   await t.rejects(tracer.setThreadsCpu({ tids: [1], regs: regs.subarray(0, 216), masks: [0n] }), { code: 'ESRCH', pid: 1 });
 });
 

@@ -2,7 +2,7 @@
 // distinct FPU Entry's buffer once and gives every thread the index of its own, whose bytes are
 // exactly xstateBuffer's; packFinalRegs gives finalRegs's words back to back.
 import t from 'tap';
-import { GPREG_FIELDS, finalRegs, packFinalRegs, xstateBuffer, xstateSets } from '../src/restore/remote-regs.js';
+import { GPREG_FIELDS, KEEP_XSTATE, finalRegs, packFinalRegs, xstateBuffer, xstateSets } from '../src/restore/remote-regs.js';
 
 function template(): Buffer {
   const buf = Buffer.alloc(1088);
@@ -30,6 +30,19 @@ t.test('xstateSets: one buffer per distinct Entry, each thread indexing its own'
   t.equal(buffers.length, tpl.length * 3);
   threads.forEach((fp, i) => t.same(buffers.subarray(picked[i]! * tpl.length, (picked[i]! + 1) * tpl.length), xstateBuffer(tpl, fp), `thread ${i}`));
   t.notOk(buffers.subarray(0, tpl.length).equals(buffers.subarray(tpl.length, 2 * tpl.length)), 'different FPU states differ');
+});
+
+t.test('xstateSets: threads with the inherited Entry keep theirs; the others index built buffers', async (t) => {
+  const inherited = fpu(5);
+  const other = fpu(9);
+  const tpl = template();
+  const { buffers, indexOf } = xstateSets(tpl, [inherited, other, inherited, fpu(5)], inherited);
+  const picked = [0, 1, 2, 3].map((i) => indexOf.readUInt32LE(4 * i));
+  t.same(picked, [KEEP_XSTATE, 0, KEEP_XSTATE, 1], 'only the very Entry is kept: an equal separate one is set');
+  t.equal(buffers.length, tpl.length * 2, 'no buffer for the inherited state');
+  t.same(buffers.subarray(0, tpl.length), xstateBuffer(tpl, other));
+  const all = xstateSets(tpl, [inherited, inherited], inherited);
+  t.equal(all.buffers.length, 0, 'every thread inherited: nothing to write');
 });
 
 t.test('xstateSets: no threads, no buffers', async (t) => {

@@ -215,9 +215,13 @@ Napi::Value SetOptions(const Napi::CallbackInfo& info) {
   });
 }
 
+// An xstateOf entry for a thread that has its xstate already (inherited from its creator).
+constexpr uint32_t kKeepXstate = 0xffffffff;
+
 // setThreadsCpu({tids: i32[], regs: user_regs_struct[], masks: u64[], xstate?: bytes[n * xstateSize]})
-// or, with xstateOf: u32[] (thread i's buffer is xstate's buffer number xstateOf[i]), xstate holds
-// only the distinct buffers (idle threads share one: 10,000 copies of it were 27 MB).
+// or, with xstateOf: u32[] (thread i's buffer is xstate's buffer number xstateOf[i], or
+// kKeepXstate: none is set), xstate holds only the distinct buffers (idle threads share one:
+// 10,000 copies of it were 27 MB).
 Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
   return guard(info, [&](Napi::Env env) {
     if (!info[0].IsObject()) throwType(env, "cpu must be an object");
@@ -238,7 +242,8 @@ Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
         if (xstateOf.size() != tids.size()) throwType(env, "xstateOf is not one index per thread");
       }
       size_t count = 0;
-      for (uint32_t k : xstateOf) count = std::max(count, (size_t)k + 1);
+      for (uint32_t k : xstateOf)
+        if (k != kKeepXstate) count = std::max(count, (size_t)k + 1);
       xsize = count ? xstate.size() / count : 0;
       if (xsize * count != xstate.size()) throwType(env, "xstate is not a whole number of buffers");
     }
@@ -251,7 +256,7 @@ Napi::Value SetThreadsCpu(const Napi::CallbackInfo& info) {
       for (size_t i = 0; i < tids.size(); i++) {
         int tid = tids[i];
         if (ptrace(PTRACE_SETREGS, tid, 0, &regs[i]) == -1) return self.reject(errnoFailure(errno, "ptrace(PTRACE_SETREGS)", tid));
-        if (xsize) {
+        if (xsize && xstateOf[i] != kKeepXstate) {
           struct iovec iov = {xstate.data() + xstateOf[i] * xsize, xsize};
           if (ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &iov) == -1)
             return self.reject(errnoFailure(errno, "ptrace(PTRACE_SETREGSET)", tid, "NT_X86_XSTATE"));

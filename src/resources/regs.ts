@@ -9,7 +9,7 @@ import { NativeError } from '../errors.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { finalRegs, packFinalRegs, xstateBuffer, xstateSets } from '../restore/remote-regs.js';
 import { errnoName, signed, SYS } from '../restore/remote-sys.js';
-import { restoredThreads } from '../restore/remote-threads.js';
+import { inheritedFpregs, restoredThreads } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import type { ResourceKind } from './types.js';
 
@@ -36,11 +36,13 @@ export async function setThreadCpu(tracer: Tracer, hostTid: number, core: Record
 /**
  * setThreadCpu for many stopped threads in one tracer operation. Every thread's xstate is built
  * over one template read from the first thread: the same kernel, so the same size and features.
+ * Threads whose FPU Entry is `inherited` have that state since they were made: none is set.
  */
 export async function setThreadsCpu(
   tracer: Tracer,
   threads: ReadonlyArray<{ tid: number; hostTid: number }>,
   coreOf: (tid: number) => Record<string, unknown>,
+  inherited?: Record<string, unknown>,
 ): Promise<void> {
   if (threads.length === 0) return;
   const cores = threads.map((t) => coreOf(t.tid));
@@ -50,7 +52,7 @@ export async function setThreadsCpu(
   let xstate: { buffers: Buffer; indexOf: Buffer } | undefined;
   if (withFpu) {
     const template = await tracer.getRegset(threads[0]!.hostTid, NT_X86_XSTATE);
-    xstate = xstateSets(template, infos.map((info) => info['fpregs'] as Record<string, unknown>));
+    xstate = xstateSets(template, infos.map((info) => info['fpregs'] as Record<string, unknown>), inherited);
   } else {
     for (let i = 0; i < threads.length; i++) if (infos[i]!['fpregs']) await setThreadCpu(tracer, threads[i]!.hostTid, cores[i]!);
   }
@@ -74,7 +76,7 @@ export const regs: ResourceKind<RestoreCtx> = {
     const scratch = scratchOf(ctx);
     const start = ctx.now();
     const threads = restoredThreads(ctx.runtime, hostPid);
-    await setThreadsCpu(ctx.tracer, threads.slice(1), (tid) => (ctx.images.cores.get(tid) ?? {}) as Record<string, unknown>);
+    await setThreadsCpu(ctx.tracer, threads.slice(1), (tid) => (ctx.images.cores.get(tid) ?? {}) as Record<string, unknown>, inheritedFpregs(ctx.runtime));
     const result = await ctx.tracer.runSyscall(hostPid, { scratch, nr: SYS.munmap, args: [scratch, STUB_SCRATCH_SIZE], stopAtExit: true });
     if (signed(result) !== 0n) {
       const errno = Number(-signed(result));

@@ -8,10 +8,16 @@ import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { threadCoreDecoded, threadCoresReady } from '../restore/load.js';
 import { RemoteBatch } from '../restore/remote.js';
 import type { ThreadBatch } from '../restore/remote-thread-lists.js';
-import { addThreadState, clearTidOf, createThreads, setRestoredThreads, threadPtraceOptions, type RestoredThread } from '../restore/remote-threads.js';
+import { addThreadState, clearTidOf, createThreads, setRestoredThreads, shareFpuState, threadPtraceOptions, type RestoredThread } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import { needsSeccompSuspend } from './seccomp.js';
 import type { ResourceKind } from './types.js';
+
+/**
+ * From this many other threads on, they are made with the first one's FPU state (shareFpuState):
+ * it costs the main thread two tracer round trips and saves a PTRACE_SETREGSET per thread alike.
+ */
+const SHARE_FPU_FROM = 8;
 
 export const threads: ResourceKind<RestoreCtx> = {
   name: 'threads',
@@ -57,6 +63,11 @@ export const threads: ResourceKind<RestoreCtx> = {
     // core say otherwise, every thread gets the option below, before any filter exists.
     const suspendSeccomp = needsSeccompSuspend(ctx.images);
     const imageReady = (index: number) => threadCoreDecoded(ctx.images, others[index]!);
+    if (others.length >= SHARE_FPU_FROM) {
+      await imageReady(0);
+      const fpregs = (coreOf(others[0]!)['thread_info'] as Record<string, unknown> | undefined)?.['fpregs'] as Record<string, unknown> | undefined;
+      if (fpregs) await shareFpuState(ctx.tracer, hostPid, ctx.runtime, fpregs);
+    }
     const created = await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp, imageReady }, record);
     const restored: RestoredThread[] = [{ tid: ctx.pid, hostTid: hostPid }, ...created];
     setRestoredThreads(ctx.runtime, restored);

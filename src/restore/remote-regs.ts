@@ -121,19 +121,28 @@ export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): 
   return buf;
 }
 
+/** An indexOf value: this thread has its xstate already (see xstateSets' `inherited`). */
+export const KEEP_XSTATE = 0xffffffff;
+
 /**
  * xstateBuffer of many threads over one template, each distinct FPU Entry's buffer built once
  * (the image decoder gives byte-identical ones the same object: idle threads of one process):
  * `buffers` back to back, `indexOf` (u32 per thread) says which is each thread's. The tracer
  * takes them so, not one copy per thread (10,000 threads: 27 MB written twice for one buffer).
+ * A thread whose FPU Entry is `inherited` gets KEEP_XSTATE: it holds that state since clone3
+ * (threads.ts gives it to the main thread before the threads are made).
  */
-export function xstateSets(template: Buffer, fpregsOfThreads: ReadonlyArray<Record<string, unknown>>): { buffers: Buffer; indexOf: Buffer } {
+export function xstateSets(
+  template: Buffer,
+  fpregsOfThreads: ReadonlyArray<Record<string, unknown>>,
+  inherited?: Record<string, unknown>,
+): { buffers: Buffer; indexOf: Buffer } {
   const size = template.length;
   const supported = bufferFeatures(template);
   const built = new Map<Record<string, unknown>, number>();
   const indexOf = Buffer.allocUnsafe(4 * fpregsOfThreads.length);
   fpregsOfThreads.forEach((fpregs, i) => {
-    let k = built.get(fpregs);
+    let k = fpregs === inherited ? KEEP_XSTATE : built.get(fpregs);
     if (k === undefined) built.set(fpregs, (k = built.size));
     indexOf.writeUInt32LE(k, 4 * i);
   });
