@@ -12,7 +12,7 @@ import { fdKinds, registry } from '../resources/registry.js';
 import type { ResourceKind, Span, TaskPlan } from '../resources/types.js';
 import { checkMachine, rlimitWarnings } from './checks.js';
 import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskImageSet, TaskRuntime } from './context.js';
-import { closeChannels, detachLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type RootExit } from './launcher.js';
+import { beginLauncher, closeChannels, detachLauncher, discardEarlyLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type EarlyLauncher, type RootExit } from './launcher.js';
 import { decodeCheckpoint } from './load.js';
 import { openCheckpoint } from '../images/index.js';
 import type { createTraceRecorder } from '../trace/recorder.js';
@@ -108,7 +108,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const kinds = options.kinds ?? registry;
   let session: RestoreSession | undefined;
   const warnings: string[] = [];
-  let earlyLauncher: ReturnType<typeof prestartLauncher> | undefined;
+  let earlyLauncher: Promise<EarlyLauncher> | undefined;
   // The launcher's set-up (subreaper, PID-namespace init, its /proc, time namespace: about ten
   // round trips) runs while the images decode and the plan is built; the root's fork awaits it.
   let launcherSetup: Promise<void> | undefined;
@@ -193,11 +193,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // One event-loop turn first: the decoding blocks the loop, and the helper's first round
     // trip (sent once Node has seen the spawn) must already be in flight to overlap it.
     if (options.dryRun && options.launcher) await discardLauncher(options.launcher);
-    earlyLauncher = options.dryRun ? undefined : (options.launcher ?? prestartLauncher());
+    earlyLauncher = options.dryRun ? undefined : beginLauncher(options.launcher ?? prestartLauncher(), options.pidNamespace ?? false);
+    earlyLauncher?.catch(() => undefined); // reported by the load step's startLauncher, or discarded
     if (earlyLauncher && !options.launcher) await new Promise((resolve) => setImmediate(resolve));
     result = await runRestore(env, recorder ? recorder.attach(runOptions) : runOptions);
   } catch (err) {
-    if (earlyLauncher) await discardLauncher(earlyLauncher);
+    if (earlyLauncher) await discardEarlyLauncher(earlyLauncher);
     if (recorder) writeRecordedTrace(recorder, options.trace!, session);
     throw err;
   }

@@ -46,35 +46,65 @@ export async function discardLauncher(early: Promise<HelperChannel>): Promise<vo
   if (launcher) await launcher.destroy();
 }
 
-export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<HelperChannel>): Promise<void> {
-  const launcher = await (early ?? spawnHelper());
+/** A spawned launcher whose first set-up requests are out (beginLauncher). */
+export interface EarlyLauncher {
+  readonly launcher: HelperChannel;
+  /** Its PR_SET_CHILD_SUBREAPER. */
+  readonly subreaper: Promise<unknown>;
+  /** The init of the fresh PID namespace, when the restore asks for one. */
+  readonly init?: Promise<HelperChannel>;
+}
+
+/**
+ * Sends the launcher's first set-up requests as soon as it is spawned, before the images are
+ * opened: the subreaper prctl and, for a PID namespace, the init's fork, whose flags the options
+ * alone decide. (From the load step they went out ~1 ms later, and the init's set-up is what
+ * the root's fork waits for.) The helper answers in order, so the launcher is a subreaper before
+ * anything it forks can be orphaned. Give one nobody takes to discardEarlyLauncher().
+ */
+export async function beginLauncher(spawned: Promise<HelperChannel>, pidNamespace: boolean): Promise<EarlyLauncher> {
+  const launcher = await spawned;
+  const subreaper = launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  subreaper.catch(() => undefined); // reported by startLauncher, after the fork is recorded for rollback
+  if (!pidNamespace) return { launcher, subreaper };
+  // pid 1 of a fresh PID namespace (when it dies the kernel kills every process inside), with
+  // its own mount namespace (no unshare injected for it): the /proc mounted there below shows
+  // the new PID namespace.
+  const init = launcher.fork({ flags: CLONE_NEWPID | CLONE_NEWNS });
+  init.catch(() => undefined); // reported by startLauncher
+  return { launcher, subreaper, init };
+}
+
+/** Lets a begun launcher go (and the init it forked) when the restore ends before the load step took it. */
+export async function discardEarlyLauncher(early: Promise<EarlyLauncher>): Promise<void> {
+  const begun = await early.catch(() => undefined);
+  if (!begun) return;
+  await begun.init?.catch(() => undefined); // so it is among the children destroy() kills and reaps
+  await begun.launcher.destroy();
+}
+
+export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<EarlyLauncher>): Promise<void> {
+  const { launcher, subreaper, init } = await (early ?? beginLauncher(spawnHelper(), session.options.pidNamespace));
   session.launcher = launcher;
   // Asked at spawn and awaited only below: the set-up's requests queue behind it at once, so
   // they are served while the images decode instead of one round trip later.
   const identity = launcher.identified;
-  // Sent together with the fork below, neither awaited first: the helper answers in order, so
-  // the launcher is a subreaper before anything it forks can be orphaned, and the whole set-up
-  // up to the fork is in flight before the images decode.
-  const subreaper = launcher.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-  subreaper.catch(() => undefined); // reported below, after the fork is recorded for rollback
   const offsets = timeOffsets(session.checkpoint);
-  if (!session.options.pidNamespace && !offsets) {
+  if (!init && !offsets) {
     session.rootParent = launcher;
     await identity;
     await subreaper;
     return;
   }
-  // A parent of its own for the root: pid 1 of a fresh PID namespace (when it dies the kernel
-  // kills every process inside), and/or the holder of the checkpoint's time namespace.
-  // Its own mount namespace comes with the fork (no unshare injected for it): the /proc mounted
-  // there below shows the new PID namespace.
-  const parent = await launcher.fork({ flags: session.options.pidNamespace ? CLONE_NEWPID | CLONE_NEWNS : 0 });
+  // A parent of its own for the root: the PID namespace's init, or else a plain holder of the
+  // checkpoint's time namespace.
+  const parent = await (init ?? launcher.fork({ flags: 0 }));
   session.rootParent = parent;
   await identity;
   await subreaper;
   // A PID namespace's init already gets every orphan inside it: only a plain parent (time
   // namespace alone) has to become a subreaper.
-  if (!session.options.pidNamespace) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
+  if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
   await enterNamespaces(parent, tracer, session.options.pidNamespace, offsets);
 }
 
