@@ -128,6 +128,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       const loaded = await decodeCheckpoint(options.imagesDir, checkpoint, { workersFrom: options.workersFrom ?? 0, signal });
       for (const [pid, set] of loaded.images) images.set(pid, set);
+      // One turn of the loop before the plan's synchronous work: the launcher's answers that came
+      // in during the decoding (the namespace init's fork) start its next round trips (seize,
+      // namespaces) now, beside the plan, instead of after it.
+      if (launcherSetup) await new Promise((resolve) => setImmediate(resolve));
       return loaded.tasks;
     },
     planSource: () => session && { checkpoint: session.checkpoint, images: session.images },
