@@ -92,6 +92,7 @@ function finishRow(row, r) {
   if (r.error) row.error = r.error;
   if (r.walls?.length && !r.error) row.restore = summary(r.walls);
   if (r.steps?.length) row.steps = stepMedians(r.steps);
+  if (r.cpus?.length && !r.error) row.mainCpu = summary(r.cpus);
   if (r.incomplete) row.incomplete = r.incomplete;
   if (r.cli) row.cli = r.cli; // the CLI with the environment as is, and node -e 0 (report.js cliNotes)
   if (row.restore && row.floor) {

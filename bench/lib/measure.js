@@ -58,19 +58,35 @@ export function checkRestored(rootHostPid, hostPids, expect) {
   return undefined;
 }
 
+/**
+ * CPU time this process's main thread has run (ms; schedstat's first field). A restore's share of
+ * it does not count the time the thread waited for the CPU, so unlike wall time it stays honest
+ * on a loaded machine: per task, it must not grow with the tree.
+ */
+export function mainThreadCpuMs() {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  } catch {
+    return undefined; // no schedstats in this kernel
+  }
+}
+
 const stepDurations = (timings) => timings.steps.filter((s) => s.end !== undefined).map((s) => [s.step, s.end - s.start]);
 
 /**
- * Restore `runs` times through the library. Resolves with wall times and step timings, or with
+ * Restore `runs` times through the library. Resolves with wall times, step timings and the main
+ * thread's CPU time of each restore (`cpus`, ms), or with
  * { error } at the first failing run (a restore crr cannot do yet is "not measured", not a crash).
  */
 export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}, beforeRun, timeoutMs = 300000, onRun } = {}) {
   const walls = [];
   const steps = [];
+  const cpus = [];
   let incomplete;
   for (let i = 0; i < runs; i++) {
     beforeRun?.();
     let result;
+    const cpu0 = mainThreadCpuMs();
     const t0 = performance.now();
     try {
       const signal = AbortSignal.timeout(timeoutMs);
@@ -80,6 +96,7 @@ export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}
       return { error: oneLine(err), walls, steps };
     }
     const wall = performance.now() - t0;
+    const cpu1 = mainThreadCpuMs();
     try {
       incomplete ??= checkRestored(result.rootHostPid, result.hostPids, expect);
     } finally {
@@ -89,9 +106,10 @@ export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}
     }
     walls.push(wall);
     steps.push(stepDurations(result.timings));
+    if (cpu0 !== undefined && cpu1 !== undefined) cpus.push(cpu1 - cpu0);
     onRun?.(wall);
   }
-  return { walls, steps, incomplete };
+  return { walls, steps, cpus, incomplete };
 }
 
 /**
