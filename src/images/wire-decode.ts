@@ -229,7 +229,8 @@ function subMessage(type: string, c: Cursor, to: number): Entry {
   if (!Buffer.isBuffer(c.buf)) return decodeMessage(types.get(type)!, c, to);
   let subs = recentSubs.get(type);
   if (subs) {
-    for (const { bytes, entry } of subs.recent) {
+    for (let k = 0; k < subs.recent.length; k++) {
+      const { bytes, entry } = subs.recent[k]!;
       if (sameBytes(bytes, c.buf, c.pos, to)) {
         subs.hits++;
         return entry;
@@ -252,7 +253,8 @@ function subMessage(type: string, c: Cursor, to: number): Entry {
 
 function decodeMessage(type: WireType, c: Cursor, end: number): Entry {
   const values: unknown[] = new Array(type.names.length);
-  for (const i of type.repeated) values[i] = [];
+  // Indexed loops: for-of's iterator results were ~1 KiB of garbage per thread core.
+  for (let k = 0; k < type.repeated.length; k++) values[type.repeated[k]!] = [];
   while (c.pos < end) {
     const tag = varint32(c, end) >>> 0;
     const field = type.byId[tag >>> 3];
@@ -284,7 +286,7 @@ function decodeMessage(type: WireType, c: Cursor, end: number): Entry {
       throw notPlain;
     }
   }
-  for (const i of type.required) if (values[i] === undefined) throw notPlain;
+  for (let k = 0; k < type.required.length; k++) if (values[type.required[k]!] === undefined) throw notPlain;
   return type.build(values);
 }
 
