@@ -126,3 +126,14 @@ t.test('runs without PRESENT take no room; compat_nr_pages is honoured', async (
   );
   t.equal(pagemap.presentBytes, 3 * PAGE_SIZE);
 });
+
+t.test('readPagemap reads a task once per open checkpoint and gives it frozen', async (t) => {
+  const fixtureDir = join(FIXTURES, dirs[0]!);
+  const checkpoint = openCheckpoint(fixtureDir);
+  const pid = checkpoint.tasks[0]!.pid;
+  const first = readPagemap(checkpoint, pid);
+  t.equal(readPagemap(checkpoint, pid), first, 'the same object again');
+  t.not(readPagemap(openCheckpoint(fixtureDir), pid), first, 'another open checkpoint reads its own');
+  t.ok(Object.isFrozen(first) && Object.isFrozen(first.runs));
+  t.throws(() => (first.runs as unknown[]).push(first.runs[0]), TypeError);
+});

@@ -4,6 +4,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { ImageError } from '../errors.js';
 import type { Entry } from './schema.js';
+import { perKey } from '../memo.js';
 import { Checkpoint, num, openCheckpoint } from './checkpoint.js';
 
 export const PAGE_SIZE = 4096;
@@ -57,9 +58,23 @@ function asCheckpoint(source: Checkpoint | string): Checkpoint {
   return typeof source === 'string' ? openCheckpoint(source, { validate: false }) : source;
 }
 
-/** Reads and checks a task's pagemap: aligned, non-overlapping runs whose pages fit in pages-N.img. */
+/** Each checkpoint's pagemaps read so far, by pid: the load step checks one, the memory stage uses it. */
+const pagemapsOf = perKey((_checkpoint: Checkpoint) => new Map<number, Pagemap>());
+
+/**
+ * Reads and checks a task's pagemap: aligned, non-overlapping runs whose pages fit in pages-N.img.
+ * Read once per open checkpoint (10,000 threads' stacks are ~20,000 runs); the result and its
+ * list of runs are frozen.
+ */
 export function readPagemap(source: Checkpoint | string, pid: number): Pagemap {
   const checkpoint = asCheckpoint(source);
+  const known = pagemapsOf(checkpoint);
+  let pagemap = known.get(pid);
+  if (!pagemap) known.set(pid, (pagemap = decodePagemap(checkpoint, pid)));
+  return pagemap;
+}
+
+function decodePagemap(checkpoint: Checkpoint, pid: number): Pagemap {
   const image = checkpoint.pagemapImage(pid);
   const file = image.path;
   const entries = [...image.entries()];
@@ -96,7 +111,7 @@ export function readPagemap(source: Checkpoint | string, pid: number): Pagemap {
       `they need ${offset} bytes, it holds ${pages}`,
     );
   }
-  return { pid, pagesId, pagemapFile: `pagemap-${pid}.img`, pagesFile, runs, presentBytes: offset };
+  return Object.freeze({ pid, pagesId, pagemapFile: `pagemap-${pid}.img`, pagesFile, runs: Object.freeze(runs) as PagemapRun[], presentBytes: offset });
 }
 
 function checkOverlaps(file: string, runs: PagemapRun[]): void {
