@@ -122,9 +122,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       if (earlyLauncher) {
         launcherSetup = startLauncher(live, tracer, earlyLauncher);
         earlyLauncher = undefined;
-        launcherSetup.catch(() => undefined); // reported by the plan step, which awaits it
-        // One turn of the loop, so the set-up's first request is sent before decoding blocks it.
-        await new Promise((resolve) => setImmediate(resolve));
+        launcherSetup.catch(() => undefined); // reported by the root's fork, which awaits it
+        // One turn of the loop, so the set-up's first request is sent before decoding blocks it
+        // (a PID namespace's init was asked for at spawn: nothing more goes out before its answer).
+        if (!live.options.pidNamespace) await new Promise((resolve) => setImmediate(resolve));
       }
       const loaded = await decodeCheckpoint(options.imagesDir, checkpoint, { workersFrom: options.workersFrom ?? 0, signal });
       for (const [pid, set] of loaded.images) images.set(pid, set);
