@@ -141,6 +141,10 @@ t.test('bench/run.js --quick reports every quick workload', { skip: existsSync(j
     t.ok(row.restore.min <= row.restore.median && row.restore.median <= row.restore.max, `${row.name}: min <= median <= max`);
     t.ok(row.floor && (row.floor.ms > 0 || row.floor.mbps > 0), `${row.name}: floor measured`);
     t.ok(row.ratio > 0, `${row.name}: ratio to the floor`);
+    // Library restores run in the runner's process, so its main thread's CPU time is theirs; the
+    // CLI row is another process and has none.
+    if (row.variant === 'cli') t.equal(row.mainCpu, undefined, `${row.name}: no main-thread CPU of its own`);
+    else t.ok(row.mainCpu.min > 0 && row.mainCpu.min <= row.mainCpu.median && row.mainCpu.median <= row.restore.max * 1.05, `${row.name}: main-thread CPU measured, within the wall time`);
   }
   const verdicts = new Set(['pass', 'MISS', 'not measured', 'incomplete']);
   t.ok(report.targets.length >= 3 && report.targets.every((x: { verdict: string }) => verdicts.has(x.verdict)), 'a verdict per target');
