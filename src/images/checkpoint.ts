@@ -8,6 +8,9 @@ import { ImageError } from '../errors.js';
 import { imageKindForFile, type Entry, type ImageKind } from './schema.js';
 import { onlyEntryOf, readImage, readOnlyEntry, type ImageFile } from './reader.js';
 
+/** A file name in the checkpoint directory itself: no separator, not '.' or '..'. */
+const PLAIN_NAME = /^(?!\.\.?$)[^/]+$/;
+
 /** One task of pstree.img. PIDs are as seen in the dumped tree's own PID namespace. */
 export interface PstreeTask {
   pid: number;
@@ -93,8 +96,9 @@ export class Checkpoint {
     this.unknownFiles = unknown;
   }
 
+  /** join(dir, name); a plain file name (every image's) by entryPath, without path.join's normalizing. */
   path(name: string): string {
-    return join(this.dir, name);
+    return PLAIN_NAME.test(name) ? this.entryPath(name) : join(this.dir, name);
   }
 
   /** join(dir, name) for a plain file name of the directory: the prefix join gives, made once (path.join per thread core was ~20 ms per 10,000). */
@@ -209,11 +213,12 @@ export class Checkpoint {
   ids(pid: number): TaskIds {
     const name = `ids-${pid}.img`;
     const e = this.image(name).only();
+    const file = this.path(name);
     const ids: Record<string, number> = {};
     for (const [key, value] of Object.entries(e)) {
-      if (typeof value === 'number' || typeof value === 'bigint') ids[key] = num(e, key, this.path(name));
+      if (typeof value === 'number' || typeof value === 'bigint') ids[key] = num(e, key, file);
     }
-    for (const key of ['vm_id', 'files_id', 'fs_id', 'sighand_id']) num(e, key, this.path(name));
+    for (const key of ['vm_id', 'files_id', 'fs_id', 'sighand_id']) num(e, key, file);
     return ids as TaskIds;
   }
 
