@@ -35,14 +35,15 @@ export async function setThreadCpu(tracer: Tracer, hostTid: number, core: Record
 
 /**
  * setThreadCpu for many stopped threads in one tracer operation. Every thread's xstate is built
- * over one template read from the first thread: the same kernel, so the same size and features.
- * Threads whose FPU Entry is `inherited` have that state since they were made: none is set.
+ * over one template, the task's current buffer (`template`, or the first thread's read here):
+ * the same kernel, so the same size and features. Threads whose FPU Entry is `inherited` have
+ * that state since they were made: none is set.
  */
 export async function setThreadsCpu(
   tracer: Tracer,
   threads: ReadonlyArray<{ tid: number; hostTid: number }>,
   coreOf: (tid: number) => Record<string, unknown>,
-  inherited?: Record<string, unknown>,
+  options: { template?: Promise<Buffer>; inherited?: Record<string, unknown> } = {},
 ): Promise<void> {
   if (threads.length === 0) return;
   const cores = threads.map((t) => coreOf(t.tid));
@@ -51,8 +52,8 @@ export async function setThreadsCpu(
   const withFpu = infos.every((info) => info['fpregs'] !== undefined);
   let xstate: { buffers: Buffer; indexOf: Buffer } | undefined;
   if (withFpu) {
-    const template = await tracer.getRegset(threads[0]!.hostTid, NT_X86_XSTATE);
-    xstate = xstateSets(template, infos.map((info) => info['fpregs'] as Record<string, unknown>), inherited);
+    const template = await (options.template ?? tracer.getRegset(threads[0]!.hostTid, NT_X86_XSTATE));
+    xstate = xstateSets(template, infos.map((info) => info['fpregs'] as Record<string, unknown>), options.inherited);
   } else {
     for (let i = 0; i < threads.length; i++) if (infos[i]!['fpregs']) await setThreadCpu(tracer, threads[i]!.hostTid, cores[i]!);
   }
@@ -76,14 +77,19 @@ export const regs: ResourceKind<RestoreCtx> = {
     const scratch = scratchOf(ctx);
     const start = ctx.now();
     const threads = restoredThreads(ctx.runtime, hostPid);
-    await setThreadsCpu(ctx.tracer, threads.slice(1), (tid) => (ctx.images.cores.get(tid) ?? {}) as Record<string, unknown>, inheritedFpregs(ctx.runtime));
-    const result = await ctx.tracer.runSyscall(hostPid, { scratch, nr: SYS.munmap, args: [scratch, STUB_SCRATCH_SIZE], stopAtExit: true });
+    // The tracer gets the template read, the other threads' state and the munmap at once: two
+    // round trips for the task in all, not one per step (a 1-thread task made five).
+    const template = ctx.tracer.getRegset(hostPid, NT_X86_XSTATE);
+    const coreOf = (tid: number) => (ctx.images.cores.get(tid) ?? {}) as Record<string, unknown>;
+    const others = setThreadsCpu(ctx.tracer, threads.slice(1), coreOf, { template, inherited: inheritedFpregs(ctx.runtime) });
+    const unmapped = ctx.tracer.runSyscall(hostPid, { scratch, nr: SYS.munmap, args: [scratch, STUB_SCRATCH_SIZE], stopAtExit: true });
+    const [result] = await Promise.all([unmapped, others, template]);
     if (signed(result) !== 0n) {
       const errno = Number(-signed(result));
       throw new NativeError({ code: errnoName(errno), errno, syscall: 'munmap', pid: ctx.pid, detail: 'unmapping the scratch area' });
     }
     ctx.runtime.scratch = undefined;
-    await setThreadCpu(ctx.tracer, hostPid, ctx.images.core as Record<string, unknown>);
+    await setThreadsCpu(ctx.tracer, [{ tid: ctx.pid, hostTid: hostPid }], () => ctx.images.core as Record<string, unknown>, { template });
     ctx.record({ name: 'registers', start, end: ctx.now(), syscalls: 1 });
   },
 };
