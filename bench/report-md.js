@@ -2,7 +2,7 @@
 // docs/PERFORMANCE.md: figures beside floors and ratios, targets, and per-step medians.
 // Usage: node bench/report-md.js FILE
 import { readFileSync } from 'node:fs';
-import { mainCpuNote } from './lib/report.js';
+import { mainCpuNote, warmupNote } from './lib/report.js';
 import { ms } from './lib/stats.js';
 
 const report = JSON.parse(readFileSync(process.argv[2], 'utf8'));
@@ -13,7 +13,7 @@ for (const r of report.rows) {
   const restore = r.error ? `not measured: ${r.error}` : `${ms(r.restore.median)} (${ms(r.restore.min)}..${ms(r.restore.max)})`;
   const floor = r.floor ? (r.floor.mbps !== undefined ? `${r.floor.label}: ${r.floor.mbps.toFixed(0)} MB/s` : `${r.floor.label}: ${ms(r.floor.ms)}`) : (r.floorError ?? '-');
   const ratio = r.ratio === undefined || r.error ? '-' : r.kind === 'memory' ? `${(r.ratio * 100).toFixed(0)}% of floor MB/s` : `${r.ratio.toFixed(1)}x`;
-  const notes = [r.incomplete && `INCOMPLETE: ${r.incomplete}`, r.memoryMbps !== undefined && `${r.memoryMbps.toFixed(0)} MB/s`, r.mainCpu && mainCpuNote(r), r.note].filter(Boolean).join('; ');
+  const notes = [r.incomplete && `INCOMPLETE: ${r.incomplete}`, r.memoryMbps !== undefined && `${r.memoryMbps.toFixed(0)} MB/s`, r.mainCpu && mainCpuNote(r), r.warmupMs !== undefined && warmupNote(r), r.note].filter(Boolean).join('; ');
   out.push(`| ${r.name} | ${restore} | ${r.dump ? ms(r.dump.ms) : '-'} | ${floor} | ${ratio} | ${notes} |`);
 }
 out.push('', '| target | verdict | value |', '|---|---|---|');

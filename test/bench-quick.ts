@@ -138,6 +138,9 @@ t.test('bench/run.js --quick reports every quick workload', { skip: existsSync(j
       continue;
     }
     t.equal(row.restore.runs, 3, `${row.name}: 3 runs`);
+    // Each workload's first library row follows one uncounted warm-up restore; variants follow it.
+    if (row.variant === undefined) t.ok(row.warmupMs > 0, `${row.name}: warm-up restore timed`);
+    else t.equal(row.warmupMs, undefined, `${row.name}: no warm-up of its own`);
     t.ok(row.restore.min <= row.restore.median && row.restore.median <= row.restore.max, `${row.name}: min <= median <= max`);
     t.ok(row.floor && (row.floor.ms > 0 || row.floor.mbps > 0), `${row.name}: floor measured`);
     t.ok(row.ratio > 0, `${row.name}: ratio to the floor`);

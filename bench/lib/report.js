@@ -95,6 +95,11 @@ export function mainCpuNote(r) {
   return `main-thread CPU ${ms(c.median)} (${ms(c.min)}..${ms(c.max)})${perTask}`;
 }
 
+/** The uncounted first restore of a workload (bench/run.js): how much colder it was. */
+export function warmupNote(r) {
+  return `first restore of this workload (warm-up, not counted): ${ms(r.warmupMs)}`;
+}
+
 export function printReport(rows, targets, { quick, log = console.log } = {}) {
   log('');
   log(`${pad('workload', 22)} ${pad('crr restore median (min..max)', 44)} ${pad('floor (native)', 34)} ratio`);
@@ -105,6 +110,7 @@ export function printReport(rows, targets, { quick, log = console.log } = {}) {
     if (r.memoryMbps !== undefined) log(`${' '.repeat(23)}restore ${r.memoryMbps.toFixed(0)} MB/s of pages (whole restore wall time)`);
     if (r.steps?.length) log(`${' '.repeat(23)}steps: ${r.steps.map(([s, v]) => `${s} ${ms(v)}`).join(', ')}`);
     if (r.mainCpu) log(`${' '.repeat(23)}${mainCpuNote(r)}`);
+    if (r.warmupMs !== undefined) log(`${' '.repeat(23)}${warmupNote(r)}`);
     if (r.note) log(`${' '.repeat(23)}${r.note}`);
     for (const line of cliNotes(r)) log(`${' '.repeat(23)}${line}`);
   }
