@@ -2,7 +2,7 @@
 // stop-on-error flags, and result checks that name the syscall, errno and task.
 import t from 'tap';
 import { NativeError } from '../src/errors.js';
-import { STUB_DATA_OFFSET, STUB_MAX_COMMANDS, STUB_STOP_ON_ERROR } from '../src/actors/stub.js';
+import { STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_MAX_COMMANDS, STUB_STOP_ON_ERROR } from '../src/actors/stub.js';
 import { DATA_CAPACITY, RemoteBatch, type BatchTracer } from '../src/restore/remote.js';
 import { SYS } from '../src/restore/remote-sys.js';
 
@@ -50,7 +50,7 @@ function fakeTracer(results: bigint[][], log: Array<{ data: number; commands: nu
   return {
     runBatch: async (_pid, batch) => {
       if (batch.data) log.push({ data: batch.data.bytes.length, commands: -1 });
-      log.push({ data: -1, commands: batch.commands.length });
+      log.push({ data: -1, commands: batch.list.length / STUB_CMD_SIZE });
       const r = results[n++]!;
       return { results: r, executed: r.length };
     },
@@ -91,4 +91,54 @@ t.test('run: a failed command is a NativeError with syscall, errno name, task an
   const tolerated = new RemoteBatch(SCRATCH);
   tolerated.call(SYS.rseq, [0, 0, 1, 0], { tolerate: [22] });
   t.same(await tolerated.run(fakeTracer([[-22n]], []), 1), [-22n], 'tolerated errno passes');
+});
+
+t.test('a purpose given as a function of the args is made only when its command fails', async (t) => {
+  let made = 0;
+  const what = (args: readonly (number | bigint)[]) => {
+    made += 1;
+    return `set the action of signal ${args[0]}`;
+  };
+  const shared = { what };
+  const b = new RemoteBatch(SCRATCH);
+  b.call(SYS.rt_sigaction, [1, 0, 0, 8], shared);
+  b.call(SYS.rt_sigaction, [10, 0, 0, 8], shared);
+  t.same(await b.run(fakeTracer([[0n, 0n]], []), 1), [0n, 0n]);
+  t.equal(made, 0, 'not made for commands that succeed');
+  const failing = new RemoteBatch(SCRATCH);
+  failing.call(SYS.rt_sigaction, [1, 0, 0, 8], shared);
+  failing.call(SYS.rt_sigaction, [10, 0, 0, 8], shared);
+  const err = await failing.run(fakeTracer([[0n, -22n]], []), 1, { pid: 5 }).catch((e) => e);
+  t.ok(err instanceof NativeError);
+  t.equal(err.code, 'EINVAL');
+  t.equal(err.syscall, 'rt_sigaction');
+  t.match(err.message, /set the action of signal 10/, 'the failed command\'s own args');
+  t.equal(made, 1);
+});
+
+t.test('an owner set on the batch names the failed command; the stub stopping early is EPROTO', async (t) => {
+  const b = new RemoteBatch(SCRATCH);
+  b.owner = 'mm';
+  b.call(SYS.prctl, [35, 1]);
+  b.owner = 'sigact';
+  b.call(SYS.rt_sigaction, [1, 0, 0, 8]);
+  await b.run(fakeTracer([[0n, -14n]], []), 1).catch(() => undefined);
+  t.equal(b.failedOwner, 'sigact');
+  const short = new RemoteBatch(SCRATCH);
+  short.call(SYS.getpid, []);
+  short.call(SYS.getpid, []);
+  const err = await short.run({ runBatch: async () => ({ results: [3n], executed: 1 }) }, 1).catch((e) => e);
+  t.equal(err.code, 'EPROTO');
+  t.match(err.message, /1 of 2 commands ran/);
+});
+
+t.test('packed arguments: numbers up to 2^53 and bigints (negative ones wrap) give the same bytes', async (t) => {
+  const b = new RemoteBatch(SCRATCH);
+  b.call(SYS.mmap, [0x7fff_1234_5000, 0x7fff_1234_5000n, -1, -1n, 0xffff_ffff_ffff_ffffn, 0]);
+  let list: Buffer | undefined;
+  await b.run({ runBatch: async (_pid, batch) => ((list = batch.list), { results: [0n], executed: 1 }) }, 1);
+  const words = Array.from({ length: 6 }, (_, i) => list!.readBigUInt64LE(8 + i * 8));
+  t.same(words, [0x7fff_1234_5000n, 0x7fff_1234_5000n, 0xffff_ffff_ffff_ffffn, 0xffff_ffff_ffff_ffffn, 0xffff_ffff_ffff_ffffn, 0n]);
+  t.equal(list!.readUInt32LE(0), SYS.mmap);
+  t.equal(list!.readUInt32LE(56), STUB_STOP_ON_ERROR);
 });

@@ -4,6 +4,7 @@
 // reported under the kind that added it.
 import t from 'tap';
 import { StageError } from '../src/errors.js';
+import { STUB_CMD_SIZE } from '../src/actors/stub.js';
 import type { RestoreCtx, TaskRuntime } from '../src/restore/context.js';
 import { runHanded, runOrHandOn, takeHanded, type BatchTracer } from '../src/restore/remote.js';
 import { SYS } from '../src/restore/remote-sys.js';
@@ -16,8 +17,9 @@ function fakeTracer(answer: (nr: number) => bigint = () => 0n) {
   const runs: number[][] = [];
   const tracer: BatchTracer = {
     async runBatch(_pid, batch) {
-      runs.push(batch.commands.map((c) => c.nr));
-      const results = batch.commands.map((c) => answer(c.nr));
+      const nrs = Array.from({ length: batch.list.length / STUB_CMD_SIZE }, (_, i) => batch.list.readUInt32LE(i * STUB_CMD_SIZE));
+      runs.push(nrs);
+      const results = nrs.map(answer);
       const failed = results.findIndex((r) => r < 0n);
       return { results: failed < 0 ? results : results.slice(0, failed + 1), executed: failed < 0 ? results.length : failed + 1 };
     },

@@ -53,25 +53,38 @@ export function packCommandsInto<C extends StubCommand>(buf: Buffer, at: number,
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   for (let i = 0; i < commands.length; i++) {
     const c = commands[i]!;
-    const base = at + i * STUB_CMD_SIZE;
-    const args = c.args ?? [];
-    if (args.length > 6) throw new RangeError(`command ${i}: at most 6 syscall arguments`);
-    view.setUint32(base, c.nr, true);
-    view.setUint32(base + 4, 0, true);
-    for (let a = 0; a < 6; a++) {
-      const v = a < args.length ? args[a]! : 0;
-      const to = base + 8 + a * 8;
-      // Small non-negative numbers skip BigInt conversion: the common case, and much cheaper.
-      if (typeof v === 'number' && v >= 0 && v <= 0xffffffff && Number.isInteger(v)) {
-        view.setUint32(to, v, true);
-        view.setUint32(to + 4, 0, true);
-      } else {
-        view.setBigInt64(to, BigInt(v), true); // wraps: an unsigned bigint above 2^63 keeps its bits
-      }
-    }
-    view.setUint32(base + 56, flagsOf ? flagsOf(c) : (c.flags ?? 0), true);
-    view.setUint32(base + 60, 0, true);
-    view.setBigInt64(base + 64, 0n, true);
+    packCommand(view, at + i * STUB_CMD_SIZE, c.nr, c.args ?? NO_ARGS, flagsOf ? flagsOf(c) : (c.flags ?? 0), i);
+  }
+}
+
+const NO_ARGS: readonly number[] = [];
+
+/**
+ * One crr_stub_cmd at byte `base` of `view` (result 0): for builders that keep their commands
+ * in their own form and pack them without making StubCommand objects (`index` is for errors).
+ */
+export function packCommand(view: DataView, base: number, nr: number, args: ReadonlyArray<number | bigint>, flags: number, index = 0): void {
+  if (args.length > 6) throw new RangeError(`command ${index}: at most 6 syscall arguments`);
+  view.setUint32(base, nr, true);
+  view.setUint32(base + 4, 0, true);
+  for (let a = 0; a < 6; a++) setU64(view, base + 8 + a * 8, a < args.length ? args[a]! : 0);
+  view.setUint32(base + 56, flags, true);
+  view.setUint32(base + 60, 0, true);
+  view.setUint32(base + 64, 0, true);
+  view.setUint32(base + 68, 0, true);
+}
+
+/**
+ * A u64 at byte `at` (little-endian). Non-negative integer numbers (addresses are below 2^53)
+ * are written as two u32 halves, with no BigInt made; a negative number or a bigint wraps to
+ * its 64-bit two's complement (an unsigned bigint above 2^63 keeps its bits).
+ */
+export function setU64(view: DataView, at: number, v: number | bigint): void {
+  if (typeof v === 'number' && v >= 0 && v <= Number.MAX_SAFE_INTEGER && Number.isInteger(v)) {
+    view.setUint32(at, v % 0x1_0000_0000, true);
+    view.setUint32(at + 4, Math.floor(v / 0x1_0000_0000), true);
+  } else {
+    view.setBigUint64(at, typeof v === 'bigint' ? v : BigInt(v), true);
   }
 }
 

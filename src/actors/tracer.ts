@@ -3,7 +3,7 @@
 // and stub batches packed here. See docs/ARCHITECTURE.md ("The tracer thread and the remote-syscall stub") for what each call does.
 import { NativeError } from '../errors.js';
 import { native } from './native.js';
-import { packCommands, STUB_MAX_COMMANDS, unpackResults, type StubCommand } from './stub.js';
+import { packCommands, STUB_CMD_SIZE, STUB_MAX_COMMANDS, unpackResults, type StubCommand } from './stub.js';
 import type { RawRegs, RawRseqConfig, RawSeizeOptions, RawStop, RawTraceeInfo } from './tracer-binding.js';
 
 export type Regs = RawRegs;
@@ -82,14 +82,16 @@ export interface BatchResult {
  * one list would: results in order, stopping after the part where a command stopped the stub.
  * (A dumper's kcmp batch against every task seen so far passes 4,096 beyond ~1,000 tasks.)
  */
-interface BatchInput {
+interface BatchOptions {
   scratch: bigint;
-  commands: readonly StubCommand[];
   timeoutMs?: number;
   data?: { addr: bigint; bytes: Buffer };
 }
 
-async function runInParts(pid: number, batch: BatchInput): Promise<BatchResult> {
+/** Commands as objects, or already packed as crr_stub_cmd structs (`list`, at most STUB_MAX_COMMANDS). */
+type BatchInput = BatchOptions & ({ commands: readonly StubCommand[]; list?: undefined } | { list: Buffer; commands?: undefined });
+
+async function runInParts(pid: number, batch: BatchOptions & { commands: readonly StubCommand[] }): Promise<BatchResult> {
   const results: bigint[] = [];
   let executed = 0;
   const { data, ...rest } = batch;
@@ -132,8 +134,14 @@ export const tracer = {
    * commands' iovecs, paths, structs) is written first by the tracer thread, not this one.
    */
   async runBatch(pid: number, batch: BatchInput): Promise<BatchResult> {
-    if (batch.commands.length > STUB_MAX_COMMANDS) return runInParts(pid, batch);
-    const list = packCommands(batch.commands);
+    let list: Buffer;
+    if (batch.list !== undefined) {
+      if (batch.list.length > STUB_MAX_COMMANDS * STUB_CMD_SIZE) throw new RangeError(`a packed batch holds at most ${STUB_MAX_COMMANDS} commands`);
+      list = batch.list;
+    } else {
+      if (batch.commands.length > STUB_MAX_COMMANDS) return runInParts(pid, batch);
+      list = packCommands(batch.commands);
+    }
     const raw = await call(pid, () =>
       native.runBatch(pid, {
         scratch: batch.scratch,

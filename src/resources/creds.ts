@@ -56,34 +56,40 @@ export function capsetBytes(creds: Creds): Buffer {
   return buf;
 }
 
+const TOLERATE_EINVAL = [EINVAL];
+
 /** The credential commands one thread runs for itself. */
 export function addCreds(batch: ThreadBatch, creds: Creds, tid: number): void {
   const n = (name: string) => Number(creds[name] ?? 0) >>> 0;
+  // Purposes are made only when a command fails (one thread's list is ~30-80 commands).
+  const of = (what: string) => ({ what: () => `${what} of thread ${tid}` });
   const groups = ((creds['groups'] as number[] | undefined) ?? []).map(Number);
   const list = Buffer.alloc(Math.max(4, groups.length * 4));
   groups.forEach((g, i) => list.writeUInt32LE(g >>> 0, i * 4));
   batch.reserve(list.length + 32 + 8, 12 + CAP_LAST_TRY);
-  batch.call(SYS.setgroups, [groups.length, batch.put(list)], { what: `set the groups of thread ${tid}` });
-  batch.call(SYS.setresgid, [n('gid'), n('egid'), n('sgid')], { what: `set the gids of thread ${tid}` });
+  batch.call(SYS.setgroups, [groups.length, batch.put(list)], of('set the groups'));
+  batch.call(SYS.setresgid, [n('gid'), n('egid'), n('sgid')], of('set the gids'));
   // setfsuid/setfsgid return the previous value, never an error: nothing to check.
-  batch.call(SYS.setfsgid, [n('fsgid')], { what: `set fsgid of thread ${tid}` });
+  batch.call(SYS.setfsgid, [n('fsgid')], of('set fsgid'));
   const secbits = n('secbits');
   const changesUid = [n('uid'), n('euid'), n('suid'), n('fsuid')].some((u) => u !== 0);
-  if (changesUid) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits | SECBIT_KEEP_CAPS, 0, 0, 0], { what: `keep caps across the uid change of thread ${tid}` });
-  batch.call(SYS.setresuid, [n('uid'), n('euid'), n('suid')], { what: `set the uids of thread ${tid}` });
-  batch.call(SYS.setfsuid, [n('fsuid')], { what: `set fsuid of thread ${tid}` });
+  if (changesUid) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits | SECBIT_KEEP_CAPS, 0, 0, 0], of('keep caps across the uid change'));
+  batch.call(SYS.setresuid, [n('uid'), n('euid'), n('suid')], of('set the uids'));
+  batch.call(SYS.setfsuid, [n('fsuid')], of('set fsuid'));
   const bnd = capWords(creds, 'cap_bnd');
   if (creds['cap_bnd'] !== undefined) {
+    const drop = { tolerate: TOLERATE_EINVAL, what: (args: readonly (number | bigint)[]) => `drop capability ${args[1]} from the bounding set of thread ${tid}` };
     for (let cap = 0; cap <= CAP_LAST_TRY; cap++) {
-      if (!hasCap(bnd, cap)) batch.call(SYS.prctl, [PR_CAPBSET_DROP, cap, 0, 0, 0], { tolerate: [EINVAL], what: `drop capability ${cap} from the bounding set of thread ${tid}` });
+      if (!hasCap(bnd, cap)) batch.call(SYS.prctl, [PR_CAPBSET_DROP, cap, 0, 0, 0], drop);
     }
   }
   const caps = capsetBytes(creds);
-  batch.call(SYS.capset, [batch.put(caps.subarray(0, 8)), batch.put(caps.subarray(8))], { what: `set the capabilities of thread ${tid}` });
-  if (changesUid || secbits !== 0) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits, 0, 0, 0], { what: `set the securebits of thread ${tid}` });
+  batch.call(SYS.capset, [batch.put(caps.subarray(0, 8)), batch.put(caps.subarray(8))], of('set the capabilities'));
+  if (changesUid || secbits !== 0) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits, 0, 0, 0], of('set the securebits'));
   const amb = capWords(creds, 'cap_amb');
+  const raise = { what: (args: readonly (number | bigint)[]) => `raise ambient capability ${args[2]} of thread ${tid}` };
   for (let cap = 0; cap < 64; cap++) {
-    if (hasCap(amb, cap)) batch.call(SYS.prctl, [PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0], { what: `raise ambient capability ${cap} of thread ${tid}` });
+    if (hasCap(amb, cap)) batch.call(SYS.prctl, [PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0], raise);
   }
 }
 

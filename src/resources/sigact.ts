@@ -6,6 +6,7 @@ import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { handedName, runHanded, takeHanded } from '../restore/remote.js';
 import { SIGKILL, SIGSTOP, SYS } from '../restore/remote-sys.js';
 import { scratchOf } from './memory.js';
+import { setU64 } from '../actors/stub.js';
 import type { ResourceKind } from './types.js';
 
 /** The signal number of the i-th sa_entry (SIGKILL and SIGSTOP are skipped, like CRIU). */
@@ -19,15 +20,27 @@ export function signalOfIndex(i: number): number {
   return sig;
 }
 
+/** The signals rt_sigaction can set (1..64), by sa_entry index. */
+const SIGNALS = Array.from({ length: 64 }, (_, i) => signalOfIndex(i)).filter((sig) => sig <= 64);
+
+const STRUCT_SIZE = 32;
+
 /** struct kernel_sigaction for rt_sigaction: handler, flags, restorer, mask (64 bits). */
-export function kernelSigaction(entry: Record<string, unknown>, into = Buffer.alloc(32), at = 0): Buffer {
-  const word = (name: string) => BigInt.asUintN(64, BigInt((entry[name] as bigint | number | undefined) ?? 0));
-  into.writeBigUInt64LE(word('sigaction'), at);
-  into.writeBigUInt64LE(word('flags'), at + 8);
-  into.writeBigUInt64LE(word('restorer'), at + 16);
-  into.writeBigUInt64LE(word('mask'), at + 24);
+export function kernelSigaction(entry: Record<string, unknown>, into = Buffer.alloc(STRUCT_SIZE), at = 0): Buffer {
+  writeSigaction(new DataView(into.buffer, into.byteOffset, into.byteLength), at, entry);
   return into;
 }
+
+function writeSigaction(view: DataView, at: number, entry: Record<string, unknown>): void {
+  const word = (name: string) => (entry[name] as bigint | number | undefined) ?? 0;
+  setU64(view, at, word('sigaction'));
+  setU64(view, at + 8, word('flags'));
+  setU64(view, at + 16, word('restorer'));
+  setU64(view, at + 24, word('mask'));
+}
+
+// Shared by every rt_sigaction command: its purpose is made from the signal only on failure.
+const SET_ACTION = { what: (args: readonly (number | bigint)[]) => `set the action of signal ${args[0]}` };
 
 export const sigact: ResourceKind<RestoreCtx> = {
   name: 'sigact',
@@ -44,15 +57,15 @@ export const sigact: ResourceKind<RestoreCtx> = {
     const handed = takeHanded(ctx, scratchOf(ctx), 'sigactions', start);
     const { batch } = handed;
     // Every struct in one data block: one put per task, not one per signal (64 per task).
-    const signals = entries.map((_, i) => signalOfIndex(i)).filter((sig) => sig <= 64);
-    if (signals.length > 0) {
-      const block = Buffer.alloc(signals.length * 32);
-      signals.forEach((_, i) => kernelSigaction(entries[i]!, block, i * 32));
-      batch.reserve(block.length, signals.length);
-      const base = batch.put(block);
-      signals.forEach((sig, i) => {
-        batch.call(SYS.rt_sigaction, [sig, base + BigInt(i * 32), 0, 8], { what: `set the action of signal ${sig}` });
-      });
+    const count = Math.min(entries.length, SIGNALS.length);
+    if (count > 0) {
+      const block = Buffer.alloc(count * STRUCT_SIZE);
+      const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
+      for (let i = 0; i < count; i++) writeSigaction(view, i * STRUCT_SIZE, entries[i]!);
+      batch.reserve(block.length, count);
+      // A number: scratch addresses are far below 2^53, and numbers pack without a BigInt.
+      const base = Number(batch.put(block));
+      for (let i = 0; i < count; i++) batch.call(SYS.rt_sigaction, [SIGNALS[i]!, base + i * STRUCT_SIZE, 0, 8], SET_ACTION);
     }
     if (batch.size === 0) return;
     await runHanded(ctx, handed, hostPidOf(ctx));

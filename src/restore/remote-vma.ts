@@ -5,6 +5,7 @@
 // and the final mprotect.
 import type { PagemapRun } from '../images/index.js';
 import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
+import { setU64 } from '../actors/stub.js';
 import { RemoteBatch } from './remote.js';
 import {
   MADV_POPULATE_WRITE,
@@ -187,6 +188,15 @@ export function vmasWithPages(vmas: readonly Vma[], runs: readonly PageRun[]): S
   return out;
 }
 
+// Commands' purposes, made from their args (start, length, ...) only when one fails.
+type Args = readonly (number | bigint)[];
+const rangeOf = (args: Args) => `${hex(BigInt(args[0]!))}-${hex(BigInt(args[0]!) + BigInt(args[1]!))}`;
+const MAP_VMA = (args: Args) => `map VMA ${rangeOf(args)}`;
+const PROTECT_AS_MAPPED = { what: (args: Args) => `protect VMA ${rangeOf(args)} as mapped` };
+const PROTECT = { what: (args: Args) => `protect VMA ${rangeOf(args)}` };
+const POPULATE = { what: (args: Args) => `populate ${rangeOf(args)}` };
+const ADVISE = { what: (args: Args) => `madvise(${args[2]}) on ${rangeOf(args)}` };
+
 /** mmap for one VMA: `fd` is the pre-opened file of a file-backed VMA. */
 export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; writable: boolean }): void {
   const prot = vma.prot | (options.writable ? PROT_WRITE : 0);
@@ -194,12 +204,11 @@ export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; wr
   const fileBacked = (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) !== 0 || ((vma.status & VMA_ANON_SHARED) !== 0 && options.fd !== undefined);
   let flags = (vma.flags & MAP_KEEP) | MAP_FIXED;
   if (vma.status & VMA_ANON_SHARED) flags = (flags & ~MAP_PRIVATE) | MAP_SHARED | MAP_ANONYMOUS;
-  const what = `map VMA ${hex(vma.start)}-${hex(vma.end)}`;
   if (fileBacked) {
-    if (options.fd === undefined) throw new Error(`${what}: no pre-opened fd for file id ${vma.shmid}`);
-    batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags & ~MAP_ANONYMOUS, options.fd, vma.pgoff], { what, expect: vma.start });
+    if (options.fd === undefined) throw new Error(`${MAP_VMA([vma.start, vma.end - vma.start])}: no pre-opened fd for file id ${vma.shmid}`);
+    batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags & ~MAP_ANONYMOUS, options.fd, vma.pgoff], { what: MAP_VMA, expect: vma.start });
   } else {
-    batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags | MAP_ANONYMOUS, -1, 0], { what, expect: vma.start });
+    batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags | MAP_ANONYMOUS, -1, 0], { what: MAP_VMA, expect: vma.start });
   }
 }
 
@@ -244,7 +253,7 @@ export function addMappings(batch: RemoteBatch, vmas: readonly Vma[], options: {
     for (let k = i + 1; k < j; k++) {
       const v = sorted[k]!;
       const own = mapProt(v, options.writable(v));
-      if (own !== prot) batch.call(SYS.mprotect, [v.start, v.end - v.start, own], { what: `protect VMA ${hex(v.start)}-${hex(v.end)} as mapped` });
+      if (own !== prot) batch.call(SYS.mprotect, [v.start, v.end - v.start, own], PROTECT_AS_MAPPED);
     }
     i = j;
   }
@@ -268,7 +277,7 @@ export function defaultFill(): FillMode {
 /** MADV_POPULATE_WRITE over every run, so the preadv that follows copies without faulting (kernel notes 14). */
 export function addPopulate(batch: RemoteBatch, runs: readonly PageRun[]): void {
   for (const r of mergeAdjacent(runs)) {
-    batch.call(SYS.madvise, [r.start, r.end - r.start, MADV_POPULATE_WRITE], { what: `populate ${hex(r.start)}-${hex(r.end)}` });
+    batch.call(SYS.madvise, [r.start, r.end - r.start, MADV_POPULATE_WRITE], POPULATE);
   }
 }
 
@@ -325,16 +334,18 @@ export function addPageReads(batch: RemoteBatch, runs: readonly PageRun[], pages
   for (const group of groups) {
     const iov = Buffer.alloc(group.length * 16);
     let total = 0n;
+    const view = new DataView(iov.buffer, iov.byteOffset, iov.byteLength);
     group.forEach((r, i) => {
-      iov.writeBigUInt64LE(r.start, i * 16);
-      iov.writeBigUInt64LE(r.end - r.start, i * 16 + 8);
-      total += r.end - r.start;
+      const len = r.end - r.start;
+      setU64(view, i * 16, r.start);
+      setU64(view, i * 16 + 8, len);
+      total += len;
     });
     batch.reserve(iov.length, 1);
     const at = batch.put(iov);
     const first = group[0]!;
     batch.call(SYS.preadv, [pagesFd, at, group.length, first.fileOffset, 0], {
-      what: `read ${total} bytes of pages at file offset ${first.fileOffset} into ${group.length} ranges from ${hex(first.start)}`,
+      what: () => `read ${total} bytes of pages at file offset ${first.fileOffset} into ${group.length} ranges from ${hex(first.start)}`,
       expect: total,
     });
     bytes += Number(total);
@@ -363,11 +374,11 @@ export function addAdvice(batch: RemoteBatch, vma: Vma): void {
   for (let advice = 0; advice < 64; advice++) {
     const word = advice < 32 ? low : high;
     if (!((word >>> (advice & 31)) & 1)) continue;
-    batch.call(SYS.madvise, [vma.start, len, BigInt(advice)], { what: `madvise(${advice}) on ${hex(vma.start)}-${hex(vma.end)}` });
+    batch.call(SYS.madvise, [vma.start, len, BigInt(advice)], ADVISE);
   }
 }
 
 /** mprotect back to the dumped protection where it was widened for the fill. */
 export function addFinalProtection(batch: RemoteBatch, vma: Vma, widened: boolean): void {
-  if (widened) batch.call(SYS.mprotect, [vma.start, vma.end - vma.start, vma.prot], { what: `protect VMA ${hex(vma.start)}-${hex(vma.end)}` });
+  if (widened) batch.call(SYS.mprotect, [vma.start, vma.end - vma.start, vma.prot], PROTECT);
 }

@@ -3,18 +3,27 @@
 // A batch larger than one stub list (4096 commands, ~732 KiB of data) is split into segments
 // that run one after another. Every command carries the name of its syscall and what it is
 // for, so a failed one becomes a NativeError naming syscall, errno name, task and purpose.
+// Commands are kept in flat per-segment arrays and packed straight into the stub's bytes, and
+// `what` may be a function of the command's args formatted only on failure: a tree-1000 restore
+// adds ~150,000 commands, and their per-command objects and strings were a large share of its
+// main thread's garbage.
 import { NativeError, StageError } from '../errors.js';
-import { STUB_DATA_OFFSET, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
+import { packCommand, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
 import { errnoName, isSyscallError, signed, SYSCALL_NAMES } from './remote-sys.js';
 import type { RestoreCtx } from './context.js';
 
 type Int = number | bigint;
 
-export interface RemoteCall {
-  readonly nr: number;
-  readonly args: readonly Int[];
-  /** What the command is for, for errors ("map VMA 0x7f..000-0x7f..000"). */
-  readonly what?: string;
+/**
+ * What a command is for, for errors ("map VMA 0x7f..000-0x7f..000"): a string, or a function
+ * of the command's args that makes it only when the command fails (a constant function per
+ * call site costs nothing per command).
+ */
+export type What = string | ((args: readonly Int[]) => string);
+
+/** A command's options. RemoteBatch keeps the object given (options may be shared constants). */
+export interface CallOptions {
+  readonly what?: What;
   /** Errnos that are not failures here (the command then does not stop the list). */
   readonly tolerate?: readonly number[];
   /** The exact result the command must return (a preadv's byte count); anything else fails. */
@@ -23,8 +32,17 @@ export interface RemoteCall {
   readonly owner?: string;
 }
 
+export interface RemoteCall extends CallOptions {
+  readonly nr: number;
+  readonly args: readonly Int[];
+}
+
 interface Segment {
-  readonly calls: RemoteCall[];
+  // One entry per command, by index (flat arrays: no object per command).
+  readonly nrs: number[];
+  readonly args: Array<readonly Int[]>;
+  readonly options: Array<CallOptions | undefined>;
+  readonly owners: Array<string | undefined>;
   /** Data chunks with their offsets inside the data area. */
   readonly data: Array<{ offset: number; bytes: Buffer }>;
   dataEnd: number;
@@ -36,7 +54,8 @@ export interface BatchTracer {
     pid: number,
     batch: {
       scratch: bigint;
-      commands: ReadonlyArray<{ nr: number; args?: Int[]; flags?: number }>;
+      /** The commands packed as crr_stub_cmd structs (see packCommand). */
+      list: Buffer;
       timeoutMs?: number;
       /** Written by the tracer thread before the commands run. */
       data?: { addr: bigint; bytes: Buffer };
@@ -53,6 +72,7 @@ export class RemoteBatch {
   /** The owner of the command that failed the last run, if it had one. */
   failedOwner: string | undefined;
   private readonly segments: Segment[] = [];
+  private count = 0;
 
   constructor(scratch: bigint) {
     this.scratch = scratch;
@@ -70,7 +90,7 @@ export class RemoteBatch {
   reserve(dataBytes: number, calls = 1): this {
     if (dataBytes > DATA_CAPACITY) throw new RangeError(`${dataBytes} bytes of batch data exceed the scratch data area (${DATA_CAPACITY})`);
     const seg = this.current;
-    if (align8(seg.dataEnd) + dataBytes > DATA_CAPACITY || seg.calls.length + calls > STUB_MAX_COMMANDS) {
+    if (align8(seg.dataEnd) + dataBytes > DATA_CAPACITY || seg.nrs.length + calls > STUB_MAX_COMMANDS) {
       this.segments.push(emptySegment());
     }
     return this;
@@ -91,20 +111,29 @@ export class RemoteBatch {
     return this.put(Buffer.from(`${text}\0`, 'utf8'));
   }
 
-  /** Adds a command; returns its index among all commands of the batch. */
-  call(nr: number, args: readonly Int[], options: Omit<RemoteCall, 'nr' | 'args'> = {}): number {
-    this.reserve(0, 1);
-    this.current.calls.push(this.owner === undefined ? { nr, args, ...options } : { nr, args, ...options, owner: this.owner });
-    return this.size - 1;
+  /**
+   * Adds a command; returns its index among all commands of the batch. `args` and `options` are
+   * kept, not copied: do not change them afterwards (constant ones may be shared by commands).
+   */
+  call(nr: number, args: readonly Int[], options?: CallOptions): number {
+    if (this.current.nrs.length >= STUB_MAX_COMMANDS) this.segments.push(emptySegment());
+    const seg = this.current;
+    seg.nrs.push(nr);
+    seg.args.push(args);
+    seg.options.push(options);
+    seg.owners.push(this.owner ?? options?.owner);
+    return this.count++;
   }
 
   get size(): number {
-    return this.segments.reduce((n, s) => n + s.calls.length, 0);
+    return this.count;
   }
 
-  /** The segments as the stub will see them: packed commands and one data buffer each (for tests). */
+  /** The segments as the stub will see them: their commands and one data buffer each (for tests). */
   layout(): Array<{ commands: Array<{ nr: number; args: Int[]; flags: number }>; data: Buffer }> {
-    return this.segments.filter((s) => s.calls.length > 0).map((s) => ({ commands: s.calls.map(toStub), data: dataBuffer(s) }));
+    return this.segments
+      .filter((s) => s.nrs.length > 0)
+      .map((s) => ({ commands: s.nrs.map((nr, i) => ({ nr, args: [...s.args[i]!], flags: flagsOf(s.options[i]) })), data: dataBuffer(s) }));
   }
 
   /**
@@ -113,38 +142,47 @@ export class RemoteBatch {
    */
   async run(tracer: BatchTracer, hostPid: number, options: { pid?: number; timeoutMs?: number } = {}): Promise<bigint[]> {
     const pid = options.pid ?? hostPid;
-    const out: bigint[] = [];
+    let out: bigint[] | undefined;
     for (const seg of this.segments) {
-      if (seg.calls.length === 0) continue;
+      if (seg.nrs.length === 0) continue;
       const data = dataBuffer(seg);
-      const got = await tracer.runBatch(hostPid, {
-        scratch: this.scratch,
-        commands: seg.calls.map(toStub),
-        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
-        ...(data.length > 0 ? { data: { addr: this.scratch + BigInt(STUB_DATA_OFFSET), bytes: data } } : {}),
-      });
-      const failed = firstFailure(seg.calls, got.results, got.executed, pid);
-      if (failed) {
-        this.failedOwner = seg.calls[failed.index]?.owner;
-        throw failed.error;
+      const batch: Parameters<BatchTracer['runBatch']>[1] = { scratch: this.scratch, list: packSegment(seg) };
+      if (options.timeoutMs !== undefined) batch.timeoutMs = options.timeoutMs;
+      if (data.length > 0) batch.data = { addr: this.scratch + BigInt(STUB_DATA_OFFSET), bytes: data };
+      const got = await tracer.runBatch(hostPid, batch);
+      const failed = firstFailureIn(seg.nrs.length, (i) => seg.options[i], got.results, got.executed);
+      if (failed !== undefined) {
+        this.failedOwner = seg.owners[failed];
+        const opts = seg.options[failed];
+        throw failureError({ ...opts, nr: seg.nrs[failed]!, args: seg.args[failed]! }, failed < got.executed ? got.results[failed]! : undefined, seg.nrs.length, got.executed, pid);
       }
-      out.push(...got.results);
+      // One segment (the usual case): its results are the batch's, without a copy.
+      if (out === undefined) out = got.results;
+      else for (const r of got.results) out.push(r);
     }
-    return out;
+    return out ?? [];
   }
 }
 
 function emptySegment(): Segment {
-  return { calls: [], data: [], dataEnd: 0 };
+  return { nrs: [], args: [], options: [], owners: [], data: [], dataEnd: 0 };
+}
+
+function flagsOf(options: CallOptions | undefined): number {
+  if (options === undefined) return STUB_STOP_ON_ERROR;
+  const stops = options.expect === undefined && !(options.tolerate && options.tolerate.length > 0);
+  return stops ? STUB_STOP_ON_ERROR : 0;
+}
+
+function packSegment(seg: Segment): Buffer {
+  const list = Buffer.allocUnsafe(seg.nrs.length * STUB_CMD_SIZE);
+  const view = new DataView(list.buffer, list.byteOffset, list.byteLength);
+  for (let i = 0; i < seg.nrs.length; i++) packCommand(view, i * STUB_CMD_SIZE, seg.nrs[i]!, seg.args[i]!, flagsOf(seg.options[i]), i);
+  return list;
 }
 
 function align8(n: number): number {
   return (n + 7) & ~7;
-}
-
-function toStub(c: RemoteCall): { nr: number; args: Int[]; flags: number } {
-  const stops = c.expect === undefined && !(c.tolerate && c.tolerate.length > 0);
-  return { nr: c.nr, args: [...c.args], flags: stops ? STUB_STOP_ON_ERROR : 0 };
 }
 
 function dataBuffer(seg: Segment): Buffer {
@@ -156,38 +194,49 @@ function dataBuffer(seg: Segment): Buffer {
 /** The failure of one command as a NativeError (exported for tests). */
 export function commandError(c: RemoteCall, result: bigint, pid: number): NativeError {
   const syscall = SYSCALL_NAMES.get(c.nr) ?? `syscall ${c.nr}`;
+  const what = typeof c.what === 'function' ? c.what(c.args) : c.what;
   const r = signed(result);
   if (isSyscallError(r)) {
     const errno = Number(-r);
-    return new NativeError({ code: errnoName(errno), errno, syscall, pid, ...(c.what ? { detail: c.what } : {}) });
+    return new NativeError({ code: errnoName(errno), errno, syscall, pid, ...(what ? { detail: what } : {}) });
   }
-  const detail = `returned ${r}, expected ${c.expect}${c.what ? `: ${c.what}` : ''}`;
+  const detail = `returned ${r}, expected ${c.expect}${what ? `: ${what}` : ''}`;
   return new NativeError({ code: 'EIO', errno: 5, syscall, pid, detail });
 }
 
 /** Throws for the first command whose result is a failure it does not tolerate. */
 export function checkResults(calls: readonly RemoteCall[], results: readonly bigint[], executed: number, pid: number): void {
-  const failed = firstFailure(calls, results, executed, pid);
-  if (failed) throw failed.error;
+  const failed = firstFailureIn(calls.length, (i) => calls[i], results, executed);
+  if (failed !== undefined) throw failureError(calls[failed]!, failed < executed ? results[failed]! : undefined, calls.length, executed, pid);
 }
 
-/** The first command whose result is a failure it does not tolerate, with its index. */
-function firstFailure(calls: readonly RemoteCall[], results: readonly bigint[], executed: number, pid: number): { index: number; error: NativeError } | undefined {
+/** A result as signed i64 (the tracer's already are: the common case makes no new bigint). */
+function asSigned(r: bigint): bigint {
+  return r >= -0x8000_0000_0000_0000n && r <= 0x7fff_ffff_ffff_ffffn ? r : signed(r);
+}
+
+/**
+ * The index of the first command whose result is a failure it does not tolerate, or of the
+ * first that did not run (`executed` short of `count`); undefined when all is well.
+ */
+function firstFailureIn(count: number, optionsAt: (i: number) => CallOptions | undefined, results: readonly bigint[], executed: number): number | undefined {
   for (let i = 0; i < executed; i++) {
-    const c = calls[i]!;
-    const r = signed(results[i]!);
-    if (c.expect !== undefined) {
-      if (r !== c.expect) return { index: i, error: commandError(c, r, pid) };
+    const c = optionsAt(i);
+    const r = asSigned(results[i]!);
+    if (c?.expect !== undefined) {
+      if (r !== c.expect) return i;
       continue;
     }
-    if (isSyscallError(r) && !(c.tolerate ?? []).includes(Number(-r))) return { index: i, error: commandError(c, r, pid) };
+    if (r < 0n && r >= -4095n && !(c?.tolerate ?? []).includes(Number(-r))) return i;
   }
-  if (executed < calls.length) {
-    // The stub stopped early without a failed command to show: it should never happen.
-    const error = new NativeError({ code: 'EPROTO', errno: 71, syscall: 'runBatch', pid, detail: `${executed} of ${calls.length} commands ran` });
-    return { index: executed, error };
-  }
-  return undefined;
+  return executed < count ? executed : undefined;
+}
+
+/** The error for firstFailureIn's index: the command's own, or the stub's early stop. */
+function failureError(c: RemoteCall, result: bigint | undefined, count: number, executed: number, pid: number): NativeError {
+  if (result !== undefined) return commandError(c, asSigned(result), pid);
+  // The stub stopped early without a failed command to show: it should never happen.
+  return new NativeError({ code: 'EPROTO', errno: 71, syscall: 'runBatch', pid, detail: `${executed} of ${count} commands ran` });
 }
 
 /** A batch one kind filled and handed on to the kind after it, which adds to it and runs it. */
