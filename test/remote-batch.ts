@@ -142,3 +142,21 @@ t.test('packed arguments: numbers up to 2^53 and bigints (negative ones wrap) gi
   t.equal(list!.readUInt32LE(0), SYS.mmap);
   t.equal(list!.readUInt32LE(56), STUB_STOP_ON_ERROR);
 });
+
+t.test('after the command list grows, a failed command is still found with its args and owner', async (t) => {
+  const b = new RemoteBatch(SCRATCH);
+  b.owner = 'memory';
+  for (let i = 0; i < 100; i++) b.call(SYS.munmap, [0x1000 * (i + 1), 0x1000]);
+  b.owner = 'sigact';
+  b.call(SYS.rt_sigaction, [12, 0, 0, 8], { what: (args) => `set the action of signal ${args[0]}` });
+  b.owner = 'mm';
+  b.call(SYS.prctl, [35, 1]);
+  const results = [...Array.from({ length: 100 }, () => 0n), -22n];
+  const err = await b.run(fakeTracer([results], []), 1).catch((e) => e);
+  t.equal(err.syscall, 'rt_sigaction');
+  t.match(err.message, /signal 12/);
+  t.equal(b.failedOwner, 'sigact');
+  const cmds = b.layout()[0]!.commands;
+  t.equal(cmds.length, 102);
+  t.same([cmds[99]!.nr, Number(cmds[99]!.args[0]), Number(cmds[99]!.args[1])], [SYS.munmap, 0x64000, 0x1000], 'packed commands kept across growth');
+});

@@ -32,11 +32,10 @@ export function kernelSigaction(entry: Record<string, unknown>, into = Buffer.al
 }
 
 function writeSigaction(view: DataView, at: number, entry: Record<string, unknown>): void {
-  const word = (name: string) => (entry[name] as bigint | number | undefined) ?? 0;
-  setU64(view, at, word('sigaction'));
-  setU64(view, at + 8, word('flags'));
-  setU64(view, at + 16, word('restorer'));
-  setU64(view, at + 24, word('mask'));
+  setU64(view, at, (entry['sigaction'] as bigint | number | undefined) ?? 0);
+  setU64(view, at + 8, (entry['flags'] as bigint | number | undefined) ?? 0);
+  setU64(view, at + 16, (entry['restorer'] as bigint | number | undefined) ?? 0);
+  setU64(view, at + 24, (entry['mask'] as bigint | number | undefined) ?? 0);
 }
 
 // Shared by every rt_sigaction command: its purpose is made from the signal only on failure.

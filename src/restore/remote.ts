@@ -3,10 +3,10 @@
 // A batch larger than one stub list (4096 commands, ~732 KiB of data) is split into segments
 // that run one after another. Every command carries the name of its syscall and what it is
 // for, so a failed one becomes a NativeError naming syscall, errno name, task and purpose.
-// Commands are kept in flat per-segment arrays and packed straight into the stub's bytes, and
-// `what` may be a function of the command's args formatted only on failure: a tree-1000 restore
-// adds ~150,000 commands, and their per-command objects and strings were a large share of its
-// main thread's garbage.
+// Commands are packed into the stub's bytes as they are added (a failed one's args are read
+// back from there), and `what` may be a function of the args formatted only on failure: a
+// tree-1000 restore adds ~150,000 commands, and per-command objects and strings kept until the
+// batch ran were a large share of its main thread's garbage and scavenge work.
 import { NativeError, StageError } from '../errors.js';
 import { packCommand, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
 import { errnoName, isSyscallError, signed, SYSCALL_NAMES } from './remote-sys.js';
@@ -38,11 +38,14 @@ export interface RemoteCall extends CallOptions {
 }
 
 interface Segment {
-  // One entry per command, by index (flat arrays: no object per command).
-  readonly nrs: number[];
-  readonly args: Array<readonly Int[]>;
+  /** The commands as crr_stub_cmd structs; grows by doubling. */
+  list: Buffer;
+  view: DataView;
+  count: number;
+  /** Each command's options, by index (often one shared constant object). */
   readonly options: Array<CallOptions | undefined>;
-  readonly owners: Array<string | undefined>;
+  /** The owner of the commands from index `from` on, for each change of owner. */
+  readonly owners: Array<{ readonly from: number; readonly owner: string | undefined }>;
   /** Data chunks with their offsets inside the data area. */
   readonly data: Array<{ offset: number; bytes: Buffer }>;
   dataEnd: number;
@@ -74,8 +77,12 @@ export class RemoteBatch {
   private readonly segments: Segment[] = [];
   private count = 0;
 
+  /** Where the data area starts in the task. */
+  private readonly dataAddr: bigint;
+
   constructor(scratch: bigint) {
     this.scratch = scratch;
+    this.dataAddr = scratch + BigInt(STUB_DATA_OFFSET);
     this.segments.push(emptySegment());
   }
 
@@ -90,7 +97,7 @@ export class RemoteBatch {
   reserve(dataBytes: number, calls = 1): this {
     if (dataBytes > DATA_CAPACITY) throw new RangeError(`${dataBytes} bytes of batch data exceed the scratch data area (${DATA_CAPACITY})`);
     const seg = this.current;
-    if (align8(seg.dataEnd) + dataBytes > DATA_CAPACITY || seg.nrs.length + calls > STUB_MAX_COMMANDS) {
+    if (align8(seg.dataEnd) + dataBytes > DATA_CAPACITY || seg.count + calls > STUB_MAX_COMMANDS) {
       this.segments.push(emptySegment());
     }
     return this;
@@ -103,7 +110,7 @@ export class RemoteBatch {
     const offset = align8(seg.dataEnd);
     seg.data.push({ offset, bytes });
     seg.dataEnd = offset + bytes.length;
-    return this.scratch + BigInt(STUB_DATA_OFFSET + offset);
+    return this.dataAddr + BigInt(offset);
   }
 
   /** A NUL-terminated string in the data area. */
@@ -116,12 +123,14 @@ export class RemoteBatch {
    * kept, not copied: do not change them afterwards (constant ones may be shared by commands).
    */
   call(nr: number, args: readonly Int[], options?: CallOptions): number {
-    if (this.current.nrs.length >= STUB_MAX_COMMANDS) this.segments.push(emptySegment());
+    if (this.current.count >= STUB_MAX_COMMANDS) this.segments.push(emptySegment());
     const seg = this.current;
-    seg.nrs.push(nr);
-    seg.args.push(args);
+    if ((seg.count + 1) * STUB_CMD_SIZE > seg.list.length) grow(seg);
+    packCommand(seg.view, seg.count * STUB_CMD_SIZE, nr, args, flagsOf(options), this.count);
     seg.options.push(options);
-    seg.owners.push(this.owner ?? options?.owner);
+    const owner = this.owner ?? options?.owner;
+    if (seg.owners[seg.owners.length - 1]?.owner !== owner) seg.owners.push({ from: seg.count, owner });
+    seg.count += 1;
     return this.count++;
   }
 
@@ -132,29 +141,34 @@ export class RemoteBatch {
   /** The segments as the stub will see them: their commands and one data buffer each (for tests). */
   layout(): Array<{ commands: Array<{ nr: number; args: Int[]; flags: number }>; data: Buffer }> {
     return this.segments
-      .filter((s) => s.nrs.length > 0)
-      .map((s) => ({ commands: s.nrs.map((nr, i) => ({ nr, args: [...s.args[i]!], flags: flagsOf(s.options[i]) })), data: dataBuffer(s) }));
+      .filter((s) => s.count > 0)
+      .map((s) => ({
+        commands: Array.from({ length: s.count }, (_, i) => ({ nr: nrAt(s, i), args: argsAt(s, i), flags: s.view.getUint32(i * STUB_CMD_SIZE + 56, true) })),
+        data: dataBuffer(s),
+      }));
   }
 
   /**
    * Runs every segment in the task `hostPid` (stopped, with the stub at `scratch`). Resolves with
    * every command's result; a failed command rejects with a NativeError naming it and `pid`.
    */
-  async run(tracer: BatchTracer, hostPid: number, options: { pid?: number; timeoutMs?: number } = {}): Promise<bigint[]> {
-    const pid = options.pid ?? hostPid;
+  async run(tracer: BatchTracer, hostPid: number, options?: { pid?: number; timeoutMs?: number }): Promise<bigint[]> {
+    const pid = options?.pid ?? hostPid;
     let out: bigint[] | undefined;
     for (const seg of this.segments) {
-      if (seg.nrs.length === 0) continue;
+      if (seg.count === 0) continue;
       const data = dataBuffer(seg);
-      const batch: Parameters<BatchTracer['runBatch']>[1] = { scratch: this.scratch, list: packSegment(seg) };
-      if (options.timeoutMs !== undefined) batch.timeoutMs = options.timeoutMs;
-      if (data.length > 0) batch.data = { addr: this.scratch + BigInt(STUB_DATA_OFFSET), bytes: data };
+      // The whole buffer when full (a copy is made by the addon either way).
+      const list = seg.count * STUB_CMD_SIZE === seg.list.length ? seg.list : seg.list.subarray(0, seg.count * STUB_CMD_SIZE);
+      const batch: Parameters<BatchTracer['runBatch']>[1] = { scratch: this.scratch, list };
+      if (options?.timeoutMs !== undefined) batch.timeoutMs = options.timeoutMs;
+      if (data.length > 0) batch.data = { addr: this.dataAddr, bytes: data };
       const got = await tracer.runBatch(hostPid, batch);
-      const failed = firstFailureIn(seg.nrs.length, (i) => seg.options[i], got.results, got.executed);
+      const failed = firstFailureIn(seg.count, seg.options, got.results, got.executed);
       if (failed !== undefined) {
-        this.failedOwner = seg.owners[failed];
-        const opts = seg.options[failed];
-        throw failureError({ ...opts, nr: seg.nrs[failed]!, args: seg.args[failed]! }, failed < got.executed ? got.results[failed]! : undefined, seg.nrs.length, got.executed, pid);
+        this.failedOwner = ownerAt(seg, failed);
+        const call = { ...seg.options[failed], nr: nrAt(seg, failed), args: argsAt(seg, failed) };
+        throw failureError(call, failed < got.executed ? got.results[failed]! : undefined, seg.count, got.executed, pid);
       }
       // One segment (the usual case): its results are the batch's, without a copy.
       if (out === undefined) out = got.results;
@@ -165,20 +179,39 @@ export class RemoteBatch {
 }
 
 function emptySegment(): Segment {
-  return { nrs: [], args: [], options: [], owners: [], data: [], dataEnd: 0 };
+  const list = Buffer.allocUnsafe(FIRST_COMMANDS * STUB_CMD_SIZE);
+  return { list, view: new DataView(list.buffer, list.byteOffset, list.byteLength), count: 0, options: [], owners: [], data: [], dataEnd: 0 };
+}
+
+/** Commands a segment has room for at first (most batches are a task's few dozen commands). */
+const FIRST_COMMANDS = 32;
+
+function grow(seg: Segment): void {
+  const list = Buffer.allocUnsafe(Math.min(seg.list.length * 2, STUB_MAX_COMMANDS * STUB_CMD_SIZE));
+  seg.list.copy(list, 0, 0, seg.count * STUB_CMD_SIZE);
+  seg.list = list;
+  seg.view = new DataView(list.buffer, list.byteOffset, list.byteLength);
+}
+
+function ownerAt(seg: Segment, i: number): string | undefined {
+  let owner: string | undefined;
+  for (const run of seg.owners) if (run.from <= i) owner = run.owner;
+  return owner;
+}
+
+function nrAt(seg: Segment, i: number): number {
+  return seg.view.getUint32(i * STUB_CMD_SIZE, true);
+}
+
+/** A packed command's six args, read back as signed 64-bit values (for errors and tests). */
+function argsAt(seg: Segment, i: number): bigint[] {
+  return Array.from({ length: 6 }, (_, a) => seg.view.getBigInt64(i * STUB_CMD_SIZE + 8 + a * 8, true));
 }
 
 function flagsOf(options: CallOptions | undefined): number {
   if (options === undefined) return STUB_STOP_ON_ERROR;
   const stops = options.expect === undefined && !(options.tolerate && options.tolerate.length > 0);
   return stops ? STUB_STOP_ON_ERROR : 0;
-}
-
-function packSegment(seg: Segment): Buffer {
-  const list = Buffer.allocUnsafe(seg.nrs.length * STUB_CMD_SIZE);
-  const view = new DataView(list.buffer, list.byteOffset, list.byteLength);
-  for (let i = 0; i < seg.nrs.length; i++) packCommand(view, i * STUB_CMD_SIZE, seg.nrs[i]!, seg.args[i]!, flagsOf(seg.options[i]), i);
-  return list;
 }
 
 function align8(n: number): number {
@@ -206,7 +239,7 @@ export function commandError(c: RemoteCall, result: bigint, pid: number): Native
 
 /** Throws for the first command whose result is a failure it does not tolerate. */
 export function checkResults(calls: readonly RemoteCall[], results: readonly bigint[], executed: number, pid: number): void {
-  const failed = firstFailureIn(calls.length, (i) => calls[i], results, executed);
+  const failed = firstFailureIn(calls.length, calls, results, executed);
   if (failed !== undefined) throw failureError(calls[failed]!, failed < executed ? results[failed]! : undefined, calls.length, executed, pid);
 }
 
@@ -219,9 +252,9 @@ function asSigned(r: bigint): bigint {
  * The index of the first command whose result is a failure it does not tolerate, or of the
  * first that did not run (`executed` short of `count`); undefined when all is well.
  */
-function firstFailureIn(count: number, optionsAt: (i: number) => CallOptions | undefined, results: readonly bigint[], executed: number): number | undefined {
+function firstFailureIn(count: number, options: ReadonlyArray<CallOptions | undefined>, results: readonly bigint[], executed: number): number | undefined {
   for (let i = 0; i < executed; i++) {
-    const c = optionsAt(i);
+    const c = options[i];
     const r = asSigned(results[i]!);
     if (c?.expect !== undefined) {
       if (r !== c.expect) return i;
