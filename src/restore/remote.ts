@@ -46,8 +46,8 @@ interface Segment {
   readonly options: Array<CallOptions | undefined>;
   /** The owner of the commands from index `from` on, for each change of owner. */
   readonly owners: Array<{ readonly from: number; readonly owner: string | undefined }>;
-  /** Data chunks with their offsets inside the data area. */
-  readonly data: Array<{ offset: number; bytes: Buffer }>;
+  /** The data area's bytes as far as used (`dataEnd`), copied in by put; grows by doubling. */
+  data: Buffer;
   dataEnd: number;
 }
 
@@ -103,13 +103,18 @@ export class RemoteBatch {
     return this;
   }
 
-  /** Copies bytes into the data area (8-byte aligned) and returns their address in the task. */
+  /**
+   * Copies bytes into the data area (8-byte aligned) now, and returns their address in the task
+   * (later changes to `bytes` do not reach the batch).
+   */
   put(bytes: Buffer): bigint {
     this.reserve(bytes.length, 0);
     const seg = this.current;
     const offset = align8(seg.dataEnd);
-    seg.data.push({ offset, bytes });
-    seg.dataEnd = offset + bytes.length;
+    const end = offset + bytes.length;
+    if (end > seg.data.length) growData(seg, end);
+    bytes.copy(seg.data, offset);
+    seg.dataEnd = end;
     return this.dataAddr + BigInt(offset);
   }
 
@@ -180,11 +185,20 @@ export class RemoteBatch {
 
 function emptySegment(): Segment {
   const list = Buffer.allocUnsafe(FIRST_COMMANDS * STUB_CMD_SIZE);
-  return { list, view: new DataView(list.buffer, list.byteOffset, list.byteLength), count: 0, options: [], owners: [], data: [], dataEnd: 0 };
+  return { list, view: new DataView(list.buffer, list.byteOffset, list.byteLength), count: 0, options: [], owners: [], data: NO_DATA, dataEnd: 0 };
 }
 
 /** Commands a segment has room for at first (most batches are a task's few dozen commands). */
 const FIRST_COMMANDS = 32;
+
+const NO_DATA = Buffer.alloc(0);
+
+/** Zero-filled, so the alignment gaps between chunks are zeros. */
+function growData(seg: Segment, atLeast: number): void {
+  const data = Buffer.alloc(Math.min(Math.max(atLeast, seg.data.length * 2, 4096), DATA_CAPACITY));
+  seg.data.copy(data, 0, 0, seg.dataEnd);
+  seg.data = data;
+}
 
 function grow(seg: Segment): void {
   const list = Buffer.allocUnsafe(Math.min(seg.list.length * 2, STUB_MAX_COMMANDS * STUB_CMD_SIZE));
@@ -218,10 +232,9 @@ function align8(n: number): number {
   return (n + 7) & ~7;
 }
 
+/** The segment's data as the stub will see it. */
 function dataBuffer(seg: Segment): Buffer {
-  const buf = Buffer.alloc(seg.dataEnd);
-  for (const chunk of seg.data) chunk.bytes.copy(buf, chunk.offset);
-  return buf;
+  return seg.dataEnd === seg.data.length ? seg.data : seg.data.subarray(0, seg.dataEnd);
 }
 
 /** The failure of one command as a NativeError (exported for tests). */
@@ -243,9 +256,15 @@ export function checkResults(calls: readonly RemoteCall[], results: readonly big
   if (failed !== undefined) throw failureError(calls[failed]!, failed < executed ? results[failed]! : undefined, calls.length, executed, pid);
 }
 
+// Constants, not expressions: a negated bigint literal is a new BigInt each time it is evaluated
+// (two per result checked were ~8 MB per tree-1000 restore).
+const I64_MIN = -0x8000_0000_0000_0000n;
+const I64_MAX = 0x7fff_ffff_ffff_ffffn;
+const LAST_ERRNO = -4095n;
+
 /** A result as signed i64 (the tracer's already are: the common case makes no new bigint). */
 function asSigned(r: bigint): bigint {
-  return r >= -0x8000_0000_0000_0000n && r <= 0x7fff_ffff_ffff_ffffn ? r : signed(r);
+  return r >= I64_MIN && r <= I64_MAX ? r : signed(r);
 }
 
 /**
@@ -260,7 +279,7 @@ function firstFailureIn(count: number, options: ReadonlyArray<CallOptions | unde
       if (r !== c.expect) return i;
       continue;
     }
-    if (r < 0n && r >= -4095n && !(c?.tolerate ?? []).includes(Number(-r))) return i;
+    if (r < 0n && r >= LAST_ERRNO && !(c?.tolerate ?? []).includes(Number(-r))) return i;
   }
   return executed < count ? executed : undefined;
 }
