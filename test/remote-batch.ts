@@ -160,3 +160,14 @@ t.test('after the command list grows, a failed command is still found with its a
   t.equal(cmds.length, 102);
   t.same([cmds[99]!.nr, Number(cmds[99]!.args[0]), Number(cmds[99]!.args[1])], [SYS.munmap, 0x64000, 0x1000], 'packed commands kept across growth');
 });
+
+t.test('args are packed when a command is added: one array may be reused for the next', async (t) => {
+  const b = new RemoteBatch(SCRATCH);
+  const args = [0, 0, 0, 8];
+  for (const sig of [1, 2, 3]) {
+    args[0] = sig;
+    args[1] = 0x7000_0004_9000 + sig * 32;
+    b.call(SYS.rt_sigaction, args);
+  }
+  t.same(b.layout()[0]!.commands.map((c) => [Number(c.args[0]), Number(c.args[1]), Number(c.args[3])]), [1, 2, 3].map((sig) => [sig, 0x7000_0004_9000 + sig * 32, 8]));
+});

@@ -142,14 +142,14 @@ export const tracer = {
       if (batch.commands.length > STUB_MAX_COMMANDS) return runInParts(pid, batch);
       list = packCommands(batch.commands);
     }
-    const raw = await call(pid, () =>
-      native.runBatch(pid, {
-        scratch: batch.scratch,
-        list,
-        ...(batch.timeoutMs !== undefined ? { timeoutMs: batch.timeoutMs } : {}),
-        ...(batch.data ? { data: batch.data.bytes, dataAddr: batch.data.addr } : {}),
-      }),
-    );
+    // Filled in place, not spread: a restore runs a few batches per task.
+    const request: Parameters<typeof native.runBatch>[1] = { scratch: batch.scratch, list };
+    if (batch.timeoutMs !== undefined) request.timeoutMs = batch.timeoutMs;
+    if (batch.data) {
+      request.data = batch.data.bytes;
+      request.dataAddr = batch.data.addr;
+    }
+    const raw = await call(pid, () => native.runBatch(pid, request));
     return { results: unpackResults(raw.results, raw.executed), executed: raw.executed };
   },
   /**

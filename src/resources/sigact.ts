@@ -64,7 +64,13 @@ export const sigact: ResourceKind<RestoreCtx> = {
       batch.reserve(block.length, count);
       // A number: scratch addresses are far below 2^53, and numbers pack without a BigInt.
       const base = Number(batch.put(block));
-      for (let i = 0; i < count; i++) batch.call(SYS.rt_sigaction, [SIGNALS[i]!, base + i * STRUCT_SIZE, 0, 8], SET_ACTION);
+      // One args array for all: RemoteBatch packs a command's args when it is added.
+      const args = [0, 0, 0, 8];
+      for (let i = 0; i < count; i++) {
+        args[0] = SIGNALS[i]!;
+        args[1] = base + i * STRUCT_SIZE;
+        batch.call(SYS.rt_sigaction, args, SET_ACTION);
+      }
     }
     if (batch.size === 0) return;
     await runHanded(ctx, handed, hostPidOf(ctx));

@@ -124,8 +124,9 @@ export class RemoteBatch {
   }
 
   /**
-   * Adds a command; returns its index among all commands of the batch. `args` and `options` are
-   * kept, not copied: do not change them afterwards (constant ones may be shared by commands).
+   * Adds a command; returns its index among all commands of the batch. `args` are packed at
+   * once (the array may be reused for the next command); `options` are kept, not copied: do not
+   * change them afterwards (constant ones may be shared by commands).
    */
   call(nr: number, args: readonly Int[], options?: CallOptions): number {
     if (this.current.count >= STUB_MAX_COMMANDS) this.segments.push(emptySegment());
