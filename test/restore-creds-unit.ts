@@ -2,7 +2,9 @@
 // time runs none. The comparison must say "different" for every field the list would change.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
-import { plainCreds, sameCreds, statusCreds } from '../src/resources/creds.js';
+import { addCreds, kernelLastCap, plainCreds, sameCreds, statusCreds } from '../src/resources/creds.js';
+import { RemoteBatch } from '../src/restore/remote.js';
+import { PR_CAPBSET_DROP, SYS } from '../src/restore/remote-sys.js';
 
 const STATUS = [
   'Name:\tthreads',
@@ -64,4 +66,20 @@ t.test("this process's own status parses", async (t) => {
   // Node's getgroups() adds the egid to the supplementary groups /proc lists.
   t.same(own.groups, [...new Set(process.getgroups!())].filter((g) => g !== process.getegid!() || own.groups.includes(g)).sort((a, b) => a - b), 'groups');
   t.equal(own.caps.length, 10);
+});
+
+t.test('addCreds drops bounding-set caps up to the kernel\'s last one only, and names the thread on failure', async (t) => {
+  const last = kernelLastCap();
+  t.equal(last, Math.min(63, Number(readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8'))), 'read from /proc');
+  const batch = new RemoteBatch(0x7000_0000_0000n);
+  // Bounding set: caps 0..3 only, so 4..last are dropped.
+  addCreds(batch, { ...rootImage(), cap_bnd: [0xf, 0] }, 77);
+  const drops = batch.layout()[0]!.commands.filter((c) => c.nr === SYS.prctl && Number(c.args[0]) === PR_CAPBSET_DROP).map((c) => Number(c.args[1]));
+  t.same(drops, Array.from({ length: last - 3 }, (_, i) => i + 4), 'every cap above the set, none above the kernel\'s last');
+  const failing = new RemoteBatch(0x7000_0000_0000n);
+  addCreds(failing, rootImage(), 77);
+  const n = failing.size;
+  const results = Array.from({ length: n }, (_, i) => (i === 1 ? -1n : 0n)); // setresgid fails with EPERM
+  const err = await failing.run({ runBatch: async () => ({ results: results.slice(0, 2), executed: 2 }) }, 1).catch((e: unknown) => e);
+  t.match(String((err as Error).message), /set the gids of thread 77/);
 });
