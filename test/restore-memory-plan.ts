@@ -3,7 +3,7 @@
 import t from 'tap';
 import { openCheckpoint, readPagemap, type PagemapRun } from '../src/images/index.js';
 import { RemoteBatch } from '../src/restore/remote.js';
-import { auxvBytes, commBytes, encodePrctlMmMap, PRCTL_MM_MAP_SIZE } from '../src/restore/remote-mm.js';
+import { AUXV_MAX_WORDS, auxvBytes, commBytes, encodePrctlMmMap, PRCTL_MM_MAP_SIZE } from '../src/restore/remote-mm.js';
 import { MAP_FIXED, MAP_GROWSDOWN, PROT_WRITE, SYS } from '../src/restore/remote-sys.js';
 import {
   addAdvice,
@@ -150,4 +150,13 @@ t.test('prctl_mm_map layout, auxv terminator, comm', async (t) => {
   t.equal(buf.readUInt32LE(100), 997, 'exe_fd');
   t.throws(() => encodePrctlMmMap({}, { addr: 0n, size: 0 }, 3), /mm_start_code/);
   t.equal(commBytes('a-very-long-command-name').length, 16);
+});
+
+t.test('auxvBytes: numbers and bigints as u64 words; AT_NULL added only when missing and room is left', async (t) => {
+  const words = (buf: Buffer) => Array.from({ length: buf.length / 8 }, (_, i) => buf.readBigUInt64LE(i * 8));
+  t.same(words(auxvBytes([6, 4096, 25, 0xffff_ffff_ffff_f000n, 9, -1n])), [6n, 4096n, 25n, 0xffff_ffff_ffff_f000n, 9n, 0xffff_ffff_ffff_ffffn, 0n, 0n]);
+  t.same(words(auxvBytes([6n, 4096n, 0n, 0n])), [6n, 4096n, 0n, 0n], 'already terminated');
+  t.same(words(auxvBytes([6, 4096, 7])), [6n, 4096n, 0n, 0n], 'an odd word left out');
+  const full = Array.from({ length: 60 }, (_, i) => i + 1);
+  t.equal(auxvBytes(full).length, AUXV_MAX_WORDS * 8, 'cut at the kernel size, no room for AT_NULL');
 });
