@@ -2,9 +2,9 @@
 // ThreadList a thread's list is built in (used by createThreads for new threads' start-up lists,
 // remote-threads.ts), and runThreadLists, which has many stopped threads run theirs at once
 // (creds), copying one list to every thread whose list differs only in where it sits.
-import { packCommandsInto, STUB_CMD_SIZE, STUB_HEADER_OFFSET, STUB_HEADER_SIZE, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
+import { packCommandsInto, STUB_CMD_SIZE, STUB_HEADER_OFFSET, STUB_HEADER_SIZE, STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import type { Tracer } from '../actors/tracer.js';
-import { checkResults, type RemoteCall } from './remote.js';
+import { checkResults, flagsOf, type RemoteCall } from './remote.js';
 
 /** The slice of RemoteBatch a per-thread list builder needs (both kinds of list have it). */
 export interface ThreadBatch {
@@ -51,8 +51,7 @@ export class ThreadList implements ThreadBatch {
   packInto(buf: Buffer, at: number, flags?: number): void {
     for (const c of this.chunks) c.bytes.copy(buf, at + c.offset);
     buf.writeUInt32LE(this.calls.length, at + this.headerOffset); // the header's u64 count (its high half is 0 in a zeroed buffer)
-    const stops = (c: RemoteCall) => c.expect === undefined && !(c.tolerate && c.tolerate.length > 0);
-    packCommandsInto(buf, at + this.headerOffset + STUB_HEADER_SIZE, this.calls, (c) => flags ?? (stops(c) ? STUB_STOP_ON_ERROR : 0));
+    packCommandsInto(buf, at + this.headerOffset + STUB_HEADER_SIZE, this.calls, (c) => flags ?? flagsOf(c));
   }
 }
 

@@ -8,7 +8,7 @@
 import { readdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NativeError } from '../errors.js';
-import { STUB_CLONE_CHILD_LIST, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_HEADER_SIZE, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
+import { setU64, STUB_CLONE_CHILD_LIST, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_HEADER_SIZE, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
 import { NT_X86_XSTATE, type Regs, type Tracer } from '../actors/tracer.js';
 import type { TaskRuntime } from './context.js';
 import { checkResults } from './remote.js';
@@ -61,28 +61,16 @@ const CLONE_ARGS_SIZE = 88;
 const CLONE_SLOT = CLONE_ARGS_SIZE + 8;
 
 /**
- * struct clone_args (88 bytes) for a thread with an exact TID, written at `at` in `buf` (zeroed:
+ * struct clone_args (88 bytes) for a thread with an exact TID, written at `at` in `view` (zeroed:
  * pidfd, parent_tid, exit_signal (0: a thread), stack, stack_size and tls stay 0); set_tid points
  * at one pid_t. A non-zero clearTid is the thread's clear_child_tid (CLONE_CHILD_CLEARTID sets it
  * as set_tid_address would, saving that call in the thread).
  */
-function writeCloneArgs(buf: Buffer, at: number, setTidAddr: bigint, clearTid: bigint): void {
-  buf.writeUInt32LE(CLONE_THREAD_FLAGS | (clearTid !== 0n ? CLONE_CHILD_CLEARTID : 0), at); // flags (all in the low half)
-  writeU64(buf, clearTid, at + 16); // child_tid
-  writeU64(buf, setTidAddr, at + 64); // set_tid
-  buf.writeUInt32LE(1, at + 72); // set_tid_size: the innermost namespace only
-}
-
-/** writeBigUInt64LE without its bigint temporaries (three per call, two calls per thread) for user addresses. */
-const MAX_SAFE_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
-function writeU64(buf: Buffer, value: bigint, at: number): void {
-  if (value < 0n || value > MAX_SAFE_BIGINT) {
-    buf.writeBigUInt64LE(value, at);
-    return;
-  }
-  const n = Number(value);
-  buf.writeUInt32LE(n >>> 0, at);
-  buf.writeUInt32LE(Math.floor(n / 0x1_0000_0000), at + 4);
+function writeCloneArgs(view: DataView, at: number, setTidAddr: bigint, clearTid: bigint): void {
+  view.setUint32(at, CLONE_THREAD_FLAGS | (clearTid !== 0n ? CLONE_CHILD_CLEARTID : 0), true); // flags (all in the low half)
+  setU64(view, at + 16, clearTid); // child_tid
+  setU64(view, at + 64, setTidAddr); // set_tid
+  view.setUint32(at + 72, 1, true); // set_tid_size: the innermost namespace only
 }
 
 /** The clear_child_tid address of a thread's core image (0 when none). */
@@ -160,9 +148,10 @@ export async function createThreads(
       next++;
     }
     const data = Buffer.alloc(end - areaStart);
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
     const commands = round.map(({ w, at, list }) => {
       const slot = scratch + BigInt(at);
-      writeCloneArgs(data, at - areaStart, slot + BigInt(CLONE_ARGS_SIZE), w.clearTid);
+      writeCloneArgs(view, at - areaStart, slot + BigInt(CLONE_ARGS_SIZE), w.clearTid);
       data.writeInt32LE(w.tid, at - areaStart + CLONE_ARGS_SIZE);
       list.packInto(data, at + CLONE_SLOT - areaStart, 0); // a child's failure must not reach the int3: checked below
       return { nr: SYS.clone3, args: [slot, CLONE_ARGS_SIZE, scratch + BigInt(at + CLONE_SLOT + list.headerOffset)], flags: STUB_STOP_ON_ERROR | STUB_CLONE_CHILD_LIST };

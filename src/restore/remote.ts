@@ -223,7 +223,8 @@ function argsAt(seg: Segment, i: number): bigint[] {
   return Array.from({ length: 6 }, (_, a) => seg.view.getBigInt64(i * STUB_CMD_SIZE + 8 + a * 8, true));
 }
 
-function flagsOf(options: CallOptions | undefined): number {
+/** A command's stub flags: it stops the list on an error unless it tolerates some or expects an exact result. */
+export function flagsOf(options: CallOptions | undefined): number {
   if (options === undefined) return STUB_STOP_ON_ERROR;
   const stops = options.expect === undefined && !(options.tolerate && options.tolerate.length > 0);
   return stops ? STUB_STOP_ON_ERROR : 0;
