@@ -29,10 +29,10 @@ const LONG_TYPES = new Set(['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64'])
 const UNKNOWNS = '$unknowns';
 
 // protobufjs's static code (1.2 MB, ~60 ms to load) is only needed to encode and for messages
-// the direct decoder leaves to it, so a restore usually never loads it: it is required (Node
-// >= 20.19 loads an ES module synchronously) at its first use. Older Nodes load it up front.
+// the direct decoder leaves to it, so a restore usually never loads it: it is required at its
+// first use (Node >= 20.19 requires an ES module synchronously; package.json's engines).
 type Generated = typeof import('./gen/images.js');
-let generated: Generated | undefined = process.features.require_module ? undefined : await import('./gen/images.js');
+let generated: Generated | undefined;
 
 function protobufRoot(): Record<string, unknown> {
   generated ??= createRequire(import.meta.url)('./gen/images.js') as Generated;

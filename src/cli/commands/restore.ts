@@ -6,6 +6,7 @@ import { appendFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { UsageError } from '../../errors.js';
 import { options } from '../args.js';
+import { saveCodeCache } from '../code-cache.js';
 import type { RestoreResult } from '../../restore/index.js';
 
 export interface RestoreArgs {
@@ -128,6 +129,8 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     const total = result.timings.steps.reduce((sum, s) => sum + ((s.end ?? s.start) - s.start), 0);
+    // Now, not at exit: crr may wait long for the tree, or be killed once it said "restored".
+    saveCodeCache();
     log(2, `restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}, in ${total.toFixed(1)} ms`);
     if (args.detached) return 0;
     process.removeListener('SIGINT', onSignal);
