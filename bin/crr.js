@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-// Entry point for `npx crr`. It runs dist-cjs/, the CommonJS copy of the compiled CLI that
-// `npm run build:ts` makes after dist/ (scripts/build-cjs.mjs; the library is dist/'s ES
-// modules): on Node 20 CommonJS loads about twice as fast and can use a V8 code cache
-// (src/cli/code-cache.ts), and loading the modules is most of a short command's time. When
-// dist/ was compiled after dist-cjs/ (tsc run by hand), the CLI runs dist/ as it is.
-import { statSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { setFlagsFromString } from 'node:v8';
+// Entry point for `npx crr`. A CommonJS script (bin/package.json), like dist-cjs/, the CommonJS
+// copy of the compiled CLI that it runs (`npm run build:ts` makes it after dist/, with
+// scripts/build-cjs.mjs; the library is dist/'s ES modules): on Node 20 CommonJS loads about
+// twice as fast and can use a V8 code cache (src/cli/code-cache.ts), and loading modules is most
+// of a short command's time. When dist/ was compiled after dist-cjs/ (tsc run by hand), the CLI
+// runs dist/ as it is.
+'use strict';
+const { statSync } = require('node:fs');
+const { join } = require('node:path');
+const { setFlagsFromString } = require('node:v8');
+
 // msgpackr's native string extractor (msgpackr-extract) costs ~25 ms to load and only pays off
 // on large strings; the helper channel carries small messages, so the CLI runs without it.
 process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED ??= 'true';
@@ -16,20 +19,18 @@ process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED ??= 'true';
 setFlagsFromString('--semi-space-growth-factor=16');
 
 function commonJsIsCurrent() {
-  const built = (path) => statSync(new URL(path, import.meta.url)).mtimeMs;
+  const built = (path) => statSync(join(__dirname, '..', path)).mtimeMs;
   try {
-    return built('../dist-cjs/package.json') >= built('../dist/index.js');
+    return built('dist-cjs/package.json') >= built('dist/index.js');
   } catch {
     return false;
   }
 }
 
-let main;
+const run = ({ main }) => main(process.argv.slice(2)).then((code) => (process.exitCode = code));
 if (commonJsIsCurrent()) {
-  const require = createRequire(import.meta.url);
   require('../dist-cjs/cli/code-cache.js').installCodeCache();
-  ({ main } = require('../dist-cjs/cli/main.js'));
+  run(require('../dist-cjs/cli/main.js'));
 } else {
-  ({ main } = await import('../dist/cli/main.js'));
+  import('../dist/cli/main.js').then(run);
 }
-process.exitCode = await main(process.argv.slice(2));

@@ -1,5 +1,5 @@
 // The CLI runs dist-cjs/ (the CommonJS copy of dist/) with a V8 code cache: the first command
-// writes it, later ones use it without rewriting it, a module whose source changed or a damaged
+// writes it, later ones use it without rewriting it, a module whose file changed or a damaged
 // file is compiled afresh and replaced, CRR_NO_CODE_CACHE=1 writes nothing, and `crr restore`
 // has saved it by the time it says "restored". Every restored process is killed and reaped by PID.
 import t from 'tap';
@@ -46,22 +46,22 @@ t.test('the first command writes the cache; the next uses it and leaves it as it
   t.same(readFileSync(file), bytes);
 });
 
-t.test('a module whose source changed since the cache was written is compiled afresh', async (t) => {
+t.test('a module whose file changed since the cache was written is compiled afresh', async (t) => {
   const env = cacheHome(t);
   const file = codeCacheFile(env);
   const first = show(env);
   t.equal(first.status, 0, first.stderr);
   const [name, entry] = entryFor(file, '/dist-cjs/cli/commands/show.js')!;
-  // The same data under another source's hash: as after an edit that kept the file's length,
+  // The same data under another size and time: as after an edit that kept the file's length,
   // which V8's own check would not notice.
   const entries = readCodeCache(file);
-  entries.set(name, { hash: 'not-this-source', data: entry.data });
+  entries.set(name, { stamp: '1:0', data: entry.data });
   writeFileSync(file, encodeCodeCache(entries));
 
   const second = show(env);
   t.equal(second.status, 0, second.stderr);
   t.equal(second.stdout, first.stdout);
-  t.equal(entryFor(file, '/dist-cjs/cli/commands/show.js')![1].hash, entry.hash, 'the entry is replaced by one for the source as it is');
+  t.equal(entryFor(file, '/dist-cjs/cli/commands/show.js')![1].stamp, entry.stamp, 'the entry is replaced by one for the file as it is');
 });
 
 t.test('a damaged cache file is ignored and replaced', async (t) => {

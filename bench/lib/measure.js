@@ -4,9 +4,9 @@
 // (comm, task and thread counts) before its time counts, then killed and reaped by PID.
 import { spawn, spawnSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { killPids } from './procs.js';
 
 /** Load crr from dist/; a missing or broken build becomes a "not measured" reason, not a crash. */
@@ -115,31 +115,46 @@ export async function libraryRestores(lib, imagesDir, runs, expect, { extra = {}
 /**
  * `crr restore --pid-namespace` from a fresh node: spawn until its "restored" line. The figure
  * (`walls`) is taken without NODE_EXTRA_CA_CERTS: when set (this VM sets it), Node 20 loads the
- * CA bundle at every start (100-170 ms here) though crr never uses TLS. Each run also measures,
- * interleaved so load swings hit all alike, the CLI with the environment as it is, and
- * `node -e 0` both ways: how much of the CLI figure is node and the environment, not crr.
+ * CA bundle at every start (100-170 ms here) though crr never uses TLS. The CLI's code cache
+ * (src/cli/code-cache.ts) lives in a folder of the bench's own: the first run, not counted, finds
+ * none and writes it (`firstRun`), as an installed crr's first command does. Each run also
+ * measures, interleaved so load swings hit all alike, the CLI without the code cache, with the
+ * environment as it is, and `node -e 0` both ways: how much of the CLI figure is node and the
+ * environment, not crr.
  */
 export async function cliRestores(root, imagesDir, runs, expect, timeoutMs = 120000, onRun) {
-  const bare = withoutExtraCaCerts(process.env);
+  const cacheHome = mkdtempSync(join(tmpdir(), 'crr-bench-code-cache-'));
+  const envAsIs = { ...process.env, XDG_CACHE_HOME: cacheHome };
+  const bare = withoutExtraCaCerts(envAsIs);
   const caCerts = process.env.NODE_EXTRA_CA_CERTS;
   const walls = [];
-  const cli = { extraCaCerts: caCerts ?? null, envAsIs: [], nodeBare: [], nodeEnvAsIs: [], importsBare: [] };
+  const cli = { extraCaCerts: caCerts ?? null, envAsIs: [], noCodeCache: [], nodeBare: [], nodeEnvAsIs: [], importsBare: [] };
   let incomplete;
-  for (let i = 0; i < runs; i++) {
-    const r = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, bare);
-    if (r.error) return { error: r.error, walls, cli };
-    walls.push(r.wall);
-    incomplete ??= r.incomplete;
-    onRun?.(r.wall);
-    cli.nodeBare.push(nodeStart(bare));
-    cli.importsBare.push(nodeStart(bare, restoreImports(root)));
-    if (caCerts === undefined) continue; // the environment is the bare one: nothing more to compare
-    const asIs = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, process.env);
-    if (asIs.error) return { error: `with NODE_EXTRA_CA_CERTS: ${asIs.error}`, walls, cli };
-    cli.envAsIs.push(asIs.wall);
-    cli.nodeEnvAsIs.push(nodeStart(process.env));
+  try {
+    const first = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, bare);
+    if (first.error) return { error: first.error, walls, cli };
+    cli.firstRun = first.wall;
+    for (let i = 0; i < runs; i++) {
+      const r = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, bare);
+      if (r.error) return { error: r.error, walls, cli };
+      walls.push(r.wall);
+      incomplete ??= r.incomplete;
+      onRun?.(r.wall);
+      const uncached = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, { ...bare, CRR_NO_CODE_CACHE: '1' });
+      if (uncached.error) return { error: `without the code cache: ${uncached.error}`, walls, cli };
+      cli.noCodeCache.push(uncached.wall);
+      cli.nodeBare.push(nodeStart(bare));
+      cli.importsBare.push(nodeStart(bare, restoreImports(root)));
+      if (caCerts === undefined) continue; // the environment is the bare one: nothing more to compare
+      const asIs = await cliRestoreOnce(root, imagesDir, expect, timeoutMs, envAsIs);
+      if (asIs.error) return { error: `with NODE_EXTRA_CA_CERTS: ${asIs.error}`, walls, cli };
+      cli.envAsIs.push(asIs.wall);
+      cli.nodeEnvAsIs.push(nodeStart(envAsIs));
+    }
+    return { walls, incomplete, cli };
+  } finally {
+    rmSync(cacheHome, { recursive: true, force: true });
   }
-  return { walls, incomplete, cli };
 }
 
 function withoutExtraCaCerts(env) {
@@ -148,12 +163,18 @@ function withoutExtraCaCerts(env) {
   return copy;
 }
 
-/** What `crr restore` imports before it restores (bin/crr.js's flag included). */
+/** What `crr restore` loads before it restores, as bin/crr.js loads it (with the code cache). */
 function restoreImports(root) {
-  const url = (path) => JSON.stringify(pathToFileURL(join(root, path)).href);
+  const path = (p) => JSON.stringify(join(root, p));
   return [
+    "import { createRequire } from 'node:module';",
+    "import { setFlagsFromString } from 'node:v8';",
     "process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED = 'true';",
-    ...['dist/cli/main.js', 'dist/cli/commands/restore.js', 'dist/restore/launcher.js', 'dist/restore/index.js'].map((p) => `await import(${url(p)});`),
+    // V8 takes cached code only when compiled under the same flags.
+    "setFlagsFromString('--semi-space-growth-factor=16');",
+    `const require = createRequire(${path('bin/crr.js')});`,
+    `require(${path('dist-cjs/cli/code-cache.js')}).installCodeCache();`,
+    ...['cli/main.js', 'cli/commands/restore.js', 'restore/launcher.js', 'restore/index.js'].map((p) => `require(${path(`dist-cjs/${p}`)});`),
   ].join(' ');
 }
 

@@ -54,9 +54,13 @@ export function cliNotes(row) {
     const s = summary(c.envAsIs);
     lines.push(`with NODE_EXTRA_CA_CERTS as this VM sets it: ${ms(s.median)} (${ms(s.min)}..${ms(s.max)}); node -e 0: ${ms(nodeBare)} without, ${ms(medianOf(c.nodeEnvAsIs))} with`);
   } else lines.push(`node -e 0: ${ms(nodeBare)} (NODE_EXTRA_CA_CERTS not set)`);
+  if (c.noCodeCache?.length) {
+    const s = summary(c.noCodeCache);
+    lines.push(`without the code cache (CRR_NO_CODE_CACHE=1): ${ms(s.median)} (${ms(s.min)}..${ms(s.max)}); the first run, which writes it: ${ms(c.firstRun)}`);
+  }
   const imports = medianOf(c.importsBare);
   if (row.restore && nodeBare !== undefined) {
-    const split = imports === undefined ? '' : ` = imports ${ms(imports - nodeBare)} (node with only the CLI's imports: ${ms(imports)}) + the first restore in a fresh process ${ms(row.restore.median - imports)}`;
+    const split = imports === undefined ? '' : ` = loading modules ${ms(imports - nodeBare)} (node with only the CLI's modules: ${ms(imports)}) + the first restore in a fresh process ${ms(row.restore.median - imports)}`;
     lines.push(`crr beyond node -e 0: ${ms(row.restore.median - nodeBare)}${split}`);
     lines.push('the target is judged without NODE_EXTRA_CA_CERTS: crr uses no TLS; the variable is this VM\'s');
   }

@@ -7,12 +7,12 @@
 // so it also holds the functions that work compiled.
 //
 // One file per Node version and architecture under $XDG_CACHE_HOME/crr (~/.cache/crr). Each
-// module's entry carries a hash of its source: V8 itself checks only the source's length.
+// module's entry carries its file's size and modification time: V8 itself checks only the
+// source's length, and hashing the sources would cost more than a stat.
 // CRR_NO_CODE_CACHE=1 turns the cache off; any failure to read or write it is silent (the cache
 // only ever saves time).
 import Module from 'node:module';
-import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Script, constants } from 'node:vm';
@@ -31,11 +31,12 @@ type ModuleStatics = typeof Module & {
 };
 
 interface Entry {
-  readonly hash: string;
+  /** The module file's size and modification time when its data was made. */
+  readonly stamp: string;
   readonly data: Buffer;
 }
 interface CompiledModule {
-  readonly hash: string;
+  readonly stamp: string;
   readonly script: Script;
 }
 
@@ -58,13 +59,13 @@ export function installCodeCache(env: NodeJS.ProcessEnv = process.env): void {
   const plainCompile = statics.prototype._compile;
   statics.prototype._compile = function compileWithCache(content, filename, format) {
     if (format === 'module') return plainCompile.call(this, content, filename, format);
-    const hash = createHash('sha1').update(content).digest('base64');
+    const stamp = stampOf(filename);
     const entry = cached.get(filename);
     let script: Script;
     try {
       script = new Script(Module.wrap(content), {
         filename,
-        cachedData: entry?.hash === hash ? entry.data : undefined,
+        cachedData: entry?.stamp === stamp ? entry.data : undefined,
         importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
       });
     } catch {
@@ -72,12 +73,17 @@ export function installCodeCache(env: NodeJS.ProcessEnv = process.env): void {
       // own compile step knows what to do with it.
       return plainCompile.call(this, content, filename, format);
     }
-    if (entry?.hash !== hash || script.cachedDataRejected) missed = true;
-    compiled.set(filename, { hash, script });
+    if (entry?.stamp !== stamp || script.cachedDataRejected) missed = true;
+    compiled.set(filename, { stamp, script });
     const wrapper = script.runInThisContext({ displayErrors: true }) as (...args: unknown[]) => unknown;
     return wrapper.call(this.exports, this.exports, requireFor(this, statics), this, filename, dirname(filename));
   };
   process.once('exit', saveCodeCache);
+}
+
+function stampOf(filename: string): string {
+  const { size, mtimeMs } = statSync(filename);
+  return `${size}:${mtimeMs}`;
 }
 
 /** What Node's loader gives a CommonJS module as `require`. */
@@ -101,7 +107,7 @@ export function saveCodeCache(): void {
   if (cacheFile === undefined || !missed) return;
   missed = false;
   const entries = new Map(cached);
-  for (const [filename, { hash, script }] of compiled) entries.set(filename, { hash, data: script.createCachedData() });
+  for (const [filename, { stamp, script }] of compiled) entries.set(filename, { stamp, data: script.createCachedData() });
   try {
     mkdirSync(dirname(cacheFile), { recursive: true });
     const partial = `${cacheFile}.${process.pid}`;
@@ -113,11 +119,11 @@ export function saveCodeCache(): void {
 }
 
 /**
- * The file: a 4-byte little-endian length, a JSON index [filename, hash, bytes][] of that
+ * The file: a 4-byte little-endian length, a JSON index [filename, stamp, bytes][] of that
  * length, then each entry's data in the index's order.
  */
 export function encodeCodeCache(entries: ReadonlyMap<string, Entry>): Buffer {
-  const index = [...entries].map(([filename, { hash, data }]) => [filename, hash, data.length]);
+  const index = [...entries].map(([filename, { stamp, data }]) => [filename, stamp, data.length]);
   const head = Buffer.from(JSON.stringify(index));
   const length = Buffer.alloc(4);
   length.writeUInt32LE(head.length);
@@ -131,9 +137,9 @@ export function readCodeCache(file: string): Map<string, Entry> {
     const bytes = readFileSync(file);
     const headLength = bytes.readUInt32LE(0);
     let at = 4 + headLength;
-    for (const [filename, hash, length] of JSON.parse(bytes.toString('utf8', 4, at)) as [string, string, number][]) {
+    for (const [filename, stamp, length] of JSON.parse(bytes.toString('utf8', 4, at)) as [string, string, number][]) {
       if (at + length > bytes.length) break;
-      entries.set(filename, { hash, data: bytes.subarray(at, at + length) });
+      entries.set(filename, { stamp, data: bytes.subarray(at, at + length) });
       at += length;
     }
   } catch {
