@@ -121,15 +121,23 @@ static void wait_in_futex(void)
 
 static void wait_in_waitpid(void)
 {
+	/* SIGUSR2 stays blocked in the child until its handler is in place: a check asked for
+	 * right after READY must not find it still with the default action (killed by SIGUSR2). */
+	sigset_t usr2, old;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &usr2, &old);
 	waited_child = fork();
 	if (waited_child < 0)
 		exit(3);
 	if (waited_child == 0) {
 		signal(SIGUSR1, SIG_IGN);
 		signal(SIGUSR2, child_exit_42);
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		for (;;)
 			pause();
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	install_check_handler(on_check_waitpid);
 	protocol_ready();
 	int status = 0;
