@@ -23,7 +23,7 @@ const cases: ProgramCase[] = [
       shared: /shared anonymous region differs/,
     },
   },
-  { name: 'threads', args: [], breaks: { ymm: /ymm registers/, tls: /TLS value/, tid: /thread 0 tid/ } },
+  { name: 'threads', args: [], breaks: { ymm: /ymm registers/, tls: /TLS value/, tid: /thread 0 tid/, sched: /thread 0 scheduling policy 0 priority 0 nice 6, expected 0 0 1/ } },
   { name: 'threads', args: ['16'], breaks: { ymm: /ymm registers/ } },
   { name: 'syscall-wait', args: ['read'], breaks: { result: /read returned/ } },
   { name: 'syscall-wait', args: ['nanosleep', '1'], breaks: { result: /nanosleep ended after/ } },

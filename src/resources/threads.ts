@@ -3,13 +3,15 @@
 // every other thread is created by a clone3 batch in the main thread (set_tid, and
 // clear_child_tid through CLONE_CHILD_CLEARTID) and runs its own short list as it starts
 // (threads start with no rseq: kernel notes trap 3; nor robust list, nor sigaltstack), then is
-// seized. Registers, FPU state and masks come last, in the regs kind (but for the FPU state the
+// seized; each thread's list also sets its scheduling policy and nice where they differ from
+// what it inherited. Registers, FPU state and masks come last, in the regs kind (but for the FPU state the
 // threads inherit from the main thread at clone3: shareFpuState).
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { threadCoreDecoded, threadCoresReady } from '../restore/load.js';
 import { RemoteBatch } from '../restore/remote.js';
 import type { ThreadBatch } from '../restore/remote-thread-lists.js';
-import { addThreadState, clearTidOf, createThreads, setRestoredThreads, shareFpuState, threadPtraceOptions, type RestoredThread } from '../restore/remote-threads.js';
+import { perKey } from '../memo.js';
+import { addThreadState, clearTidOf, createThreads, ownScheduling, schedulingOf, setRestoredThreads, shareFpuState, threadPtraceOptions, type RestoredThread } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import { needsSeccompSuspend } from './seccomp.js';
 import type { ResourceKind } from './types.js';
@@ -19,6 +21,9 @@ import type { ResourceKind } from './types.js';
  * it costs the main thread two tracer round trips and saves a PTRACE_SETREGSET per thread alike.
  */
 const SHARE_FPU_FROM = 8;
+
+/** crr's scheduling, read once per restore: the first helper inherited it, and every task from it. */
+const ownSchedulingFor = perKey((_session: object) => ownScheduling());
 
 export const threads: ResourceKind<RestoreCtx> = {
   name: 'threads',
@@ -34,10 +39,10 @@ export const threads: ResourceKind<RestoreCtx> = {
     const scratch = scratchOf(ctx);
     const start = ctx.now();
     const main = new RemoteBatch(scratch);
-    addThreadState(main, ctx.images.core as Record<string, unknown>, ctx.pid);
+    const mainCore = ctx.images.core as Record<string, unknown>;
+    addThreadState(main, mainCore, ctx.pid, { inheritedScheduling: ownSchedulingFor(ctx.session) });
     await main.run(ctx.tracer, hostPid, { pid: ctx.pid });
 
-    const mainCore = ctx.images.core as Record<string, unknown>;
     // New threads inherit the main thread's name, set by now (its own batch, or the mm step's).
     const commOf = (part: string) => (mainCore[part] as Record<string, unknown> | undefined)?.['comm'] as string | undefined;
     const mainComm = commOf('thread_core') || commOf('tc');
@@ -54,7 +59,8 @@ export const threads: ResourceKind<RestoreCtx> = {
       get clearTid() {
         return clearTidOf(coreOf(tid));
       },
-      build: (list: ThreadBatch) => addThreadState(list, coreOf(tid), tid, { clearTidSet: true, ...(mainComm ? { inheritedComm: mainComm } : {}) }),
+      build: (list: ThreadBatch) =>
+        addThreadState(list, coreOf(tid), tid, { clearTidSet: true, inheritedScheduling: schedulingOf(mainCore), ...(mainComm ? { inheritedComm: mainComm } : {}) }),
     }));
     ctx.signal.throwIfAborted();
     // Recorded as they come: rollback and later kinds must know every thread that exists.

@@ -24,6 +24,8 @@ export const SYS = {
   rt_sigqueueinfo: 129,
   sigaltstack: 131,
   personality: 135,
+  setpriority: 141,
+  sched_setscheduler: 144,
   prctl: 157,
   arch_prctl: 158,
   gettid: 186,
@@ -74,6 +76,8 @@ export const SECCOMP_MODE_STRICT = 1;
 export const SECCOMP_SET_MODE_FILTER = 1;
 
 export const RSEQ_FLAG_UNREGISTER = 1;
+
+export const PRIO_PROCESS = 0;
 
 export const CLONE_VM = 0x100;
 export const CLONE_FS = 0x200;

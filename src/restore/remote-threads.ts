@@ -5,7 +5,7 @@
 // set for itself) from its block of the scratch area and parks in pause(), then all are seized
 // at once. Also the list of a task's threads with their TIDs as the tracer sees them, kept for
 // the later stages.
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NativeError } from '../errors.js';
 import { setU64, STUB_CLONE_CHILD_LIST, STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_HEADER_SIZE, STUB_MAX_COMMANDS, STUB_SCRATCH_SIZE, STUB_STOP_ON_ERROR } from '../actors/stub.js';
@@ -15,7 +15,7 @@ import { checkResults } from './remote.js';
 import { align8, ThreadList, type ThreadBatch } from './remote-thread-lists.js';
 import { commBytes } from './remote-mm.js';
 import { GPREG_FIELDS, xstateBuffer } from './remote-regs.js';
-import { CLONE_THREAD_FLAGS, errnoName, isSyscallError, PR_SET_NAME, signed, SS_DISABLE, SYS } from './remote-sys.js';
+import { CLONE_THREAD_FLAGS, errnoName, isSyscallError, PR_SET_NAME, PRIO_PROCESS, signed, SS_DISABLE, SYS } from './remote-sys.js';
 
 export interface RestoredThread {
   /** TID in the restored task's PID namespace (as dumped). */
@@ -272,14 +272,51 @@ export function packRegs(regs: Regs): Buffer {
   return Buffer.from(words.buffer);
 }
 
+/** A thread's scheduling policy (SCHED_*), real-time priority and nice value: the kernel's numbers. */
+export interface Scheduling {
+  readonly policy: number;
+  readonly priority: number;
+  readonly nice: number;
+}
+
+/** What thread_core says (sched_policy, sched_prio, sched_nice; absent means SCHED_OTHER, 0, 0). */
+export function schedulingOf(core: Record<string, unknown>): Scheduling {
+  const tc = (core['thread_core'] as Record<string, unknown> | undefined) ?? {};
+  return { policy: Number(tc['sched_policy'] ?? 0), priority: Number(tc['sched_prio'] ?? 0), nice: Number(tc['sched_nice'] ?? 0) };
+}
+
+/** crr's own scheduling, which the first helper, and so every task's main thread, inherits. */
+export function ownScheduling(stat = readFileSync('/proc/thread-self/stat', 'utf8')): Scheduling {
+  // Fields after the command's closing parenthesis, from field 3 (state) on: nice is field 19,
+  // rt_priority 40, policy 41 (proc(5)).
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { policy: Number(fields[41 - 3]), priority: Number(fields[40 - 3]), nice: Number(fields[19 - 3]) };
+}
+
+/**
+ * Policy and priority, then nice, each only where it differs from what the thread inherits (at
+ * clone3, the main thread's; the main thread, crr's): most trees need no call at all. Both calls
+ * act on the calling thread, which is why they are in the thread's own list.
+ */
+function addScheduling(batch: ThreadBatch, wanted: Scheduling, tid: number, inherited: Scheduling): void {
+  if (wanted.policy !== inherited.policy || wanted.priority !== inherited.priority) {
+    const param = Buffer.alloc(8);
+    param.writeInt32LE(wanted.priority, 0);
+    batch.reserve(param.length, 1);
+    batch.call(SYS.sched_setscheduler, [0, wanted.policy, batch.put(param)], { what: `set the scheduling policy ${wanted.policy} (priority ${wanted.priority}) of thread ${tid}` });
+  }
+  if (wanted.nice !== inherited.nice) batch.call(SYS.setpriority, [PRIO_PROCESS, 0, wanted.nice], { what: `set nice ${wanted.nice} of thread ${tid}` });
+}
+
 /** The per-thread kernel state a thread sets for itself, from its core image's thread_core/thread_info. */
 export function addThreadState(
   batch: ThreadBatch,
   core: Record<string, unknown>,
   tid: number,
-  options: { clearTidSet?: boolean; inheritedComm?: string } = {},
+  options: { clearTidSet?: boolean; inheritedComm?: string; inheritedScheduling: Scheduling },
 ): void {
   const tc = (core['thread_core'] as Record<string, unknown> | undefined) ?? {};
+  addScheduling(batch, schedulingOf(core), tid, options.inheritedScheduling);
   const info = (core['thread_info'] as Record<string, unknown> | undefined) ?? {};
   const rseq = tc['rseq_entry'] as Record<string, unknown> | undefined;
   if (rseq && BigInt((rseq['rseq_abi_pointer'] as bigint | number | undefined) ?? 0) !== 0n) {

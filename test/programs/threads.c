@@ -1,11 +1,14 @@
 /* Self-checking threads program: N threads (default 8), each with its own __thread values and
  * four ymm registers loaded with per-thread values that stay live in the registers across the
  * wait (an asm loop that only sleeps through raw syscalls and compares them every round), and
- * its TID recorded before READY. After a restore each thread must still have its TID, its TLS
- * and its ymm values. Usage: threads RESULT_FILE [N] */
+ * its TID recorded before READY, and its own scheduling: nice 1 + i % 7, thread 1 SCHED_BATCH,
+ * thread 2 SCHED_RR priority 2; the main thread nice 3. After a restore each thread must still
+ * have its TID, its TLS, its ymm values and its scheduling. Usage: threads RESULT_FILE [N] */
 #include "common.h"
 #include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #define MAX_THREADS 256
@@ -18,6 +21,7 @@ struct thread_slot {
 	volatile int ymm_loaded;
 	int ymm_mismatch;
 	char tls_failure[128];
+	char sched_failure[128];
 };
 
 static struct thread_slot slots[MAX_THREADS];
@@ -84,6 +88,43 @@ static void hold_ymm(struct thread_slot *slot)
 	slot->ymm_mismatch = mismatch;
 }
 
+#define MAIN_NICE 3
+
+struct scheduling {
+	int policy, priority, nice;
+};
+
+static struct scheduling scheduling_of(int index)
+{
+	struct scheduling s = { SCHED_OTHER, 0, 1 + index % 7 };
+	if (index == 1)
+		s.policy = SCHED_BATCH;
+	if (index == 2)
+		s.policy = SCHED_RR, s.priority = 2;
+	return s;
+}
+
+/* Both calls act on the calling thread only (Linux: scheduling and nice are per thread). */
+static int set_own_scheduling(struct scheduling s)
+{
+	struct sched_param param = { .sched_priority = s.priority };
+	if (sched_setscheduler(0, s.policy, &param) != 0)
+		return -1;
+	return setpriority(PRIO_PROCESS, 0, s.nice);
+}
+
+static void check_own_scheduling(struct scheduling want, const char *who, char *failure, size_t size)
+{
+	struct sched_param param = { 0 };
+	int policy = sched_getscheduler(0);
+	sched_getparam(0, &param);
+	errno = 0;
+	int nice = getpriority(PRIO_PROCESS, 0);
+	if (policy != want.policy || param.sched_priority != want.priority || nice != want.nice)
+		snprintf(failure, size, "%s scheduling policy %d priority %d nice %d, expected %d %d %d", who,
+			 policy, param.sched_priority, nice, want.policy, want.priority, want.nice);
+}
+
 static void *thread_main(void *arg)
 {
 	struct thread_slot *slot = arg;
@@ -92,8 +133,14 @@ static void *thread_main(void *arg)
 	tls_value = tls_expected(slot->index);
 	snprintf(tls_name, sizeof(tls_name), "%s", expected_name);
 	slot->tid_before = (pid_t)syscall(SYS_gettid);
+	if (set_own_scheduling(scheduling_of(slot->index)) != 0)
+		snprintf(slot->sched_failure, sizeof(slot->sched_failure), "ERROR thread %d: %s", slot->index, strerror(errno));
 	hold_ymm(slot);
 	slot->tid_after = (pid_t)syscall(SYS_gettid);
+	char who[32];
+	snprintf(who, sizeof(who), "thread %d", slot->index);
+	if (!slot->sched_failure[0])
+		check_own_scheduling(scheduling_of(slot->index), who, slot->sched_failure, sizeof(slot->sched_failure));
 	if (breaking("tls") && slot->index == thread_count - 1)
 		tls_value ^= 1;
 	if (tls_value != tls_expected(slot->index) || strcmp(tls_name, expected_name) != 0)
@@ -116,7 +163,7 @@ static int task_count(void)
 
 int main(int argc, char **argv)
 {
-	static const char *const kinds[] = { "ymm", "tls", "tid", NULL };
+	static const char *const kinds[] = { "ymm", "tls", "tid", "sched", NULL };
 	protocol_start(argc, argv, kinds, 0);
 	if (argc > 2)
 		thread_count = atoi(argv[2]);
@@ -144,6 +191,15 @@ int main(int argc, char **argv)
 	for (int i = 0; i < thread_count; i++)
 		while (!slots[i].ymm_loaded)
 			usleep(1000);
+	for (int i = 0; i < thread_count; i++)
+		if (strncmp(slots[i].sched_failure, "ERROR ", 6) == 0) {
+			write_result("%s\n", slots[i].sched_failure);
+			return 2;
+		}
+	if (setpriority(PRIO_PROCESS, 0, MAIN_NICE) != 0) {
+		write_result("ERROR setpriority: %s\n", strerror(errno));
+		return 2;
+	}
 	pid_t main_tid = (pid_t)syscall(SYS_gettid);
 	protocol_ready();
 	wait_for_check();
@@ -153,6 +209,8 @@ int main(int argc, char **argv)
 	int tasks_now = task_count();
 	if (breaking("tid"))
 		slots[0].tid_before += 1;
+	if (breaking("sched"))
+		setpriority(PRIO_PROCESS, slots[0].tid_before, 6);
 	stop_holding = 1;
 	for (int i = 0; i < thread_count; i++)
 		pthread_join(handles[i], NULL);
@@ -168,6 +226,12 @@ int main(int argc, char **argv)
 			fail("thread %d ymm registers lost their values", i);
 		if (slots[i].tls_failure[0])
 			fail("%s", slots[i].tls_failure);
+		if (slots[i].sched_failure[0])
+			fail("%s", slots[i].sched_failure);
 	}
+	char main_failure[128] = "";
+	check_own_scheduling((struct scheduling){ SCHED_OTHER, 0, MAIN_NICE }, "main thread", main_failure, sizeof(main_failure));
+	if (main_failure[0])
+		fail("%s", main_failure);
 	return protocol_report();
 }
