@@ -2,7 +2,7 @@
 // docs/PERFORMANCE.md: figures beside floors and ratios, targets, and per-step medians.
 // Usage: node bench/report-md.js FILE
 import { readFileSync } from 'node:fs';
-import { mainCpuNote, warmupNote } from './lib/report.js';
+import { cliNotes, mainCpuNote, warmupNote } from './lib/report.js';
 import { ms } from './lib/stats.js';
 
 const report = JSON.parse(readFileSync(process.argv[2], 'utf8'));
@@ -15,6 +15,9 @@ for (const r of report.rows) {
   const ratio = r.ratio === undefined || r.error ? '-' : r.kind === 'memory' ? `${(r.ratio * 100).toFixed(0)}% of floor MB/s` : `${r.ratio.toFixed(1)}x`;
   const notes = [r.incomplete && `INCOMPLETE: ${r.incomplete}`, r.memoryMbps !== undefined && `${r.memoryMbps.toFixed(0)} MB/s`, r.mainCpu && mainCpuNote(r), r.warmupMs !== undefined && warmupNote(r), r.note].filter(Boolean).join('; ');
   out.push(`| ${r.name} | ${restore} | ${r.dump ? ms(r.dump.ms) : '-'} | ${floor} | ${ratio} | ${notes} |`);
+}
+for (const r of report.rows.filter((r) => r.cli)) {
+  out.push('', `${r.name}:`, '', ...cliNotes(r).map((line) => `- ${line}`));
 }
 out.push('', '| target | verdict | value |', '|---|---|---|');
 for (const t of report.targets) out.push(`| ${t.label} | ${t.verdict} | ${t.value ?? ''} |`);
