@@ -4,8 +4,8 @@
 // clear_child_tid through CLONE_CHILD_CLEARTID) and runs its own short list as it starts
 // (threads start with no rseq: kernel notes trap 3; nor robust list, nor sigaltstack), then is
 // seized; each thread's list also sets its scheduling policy and nice where they differ from
-// what it inherited. Registers, FPU state and masks come last, in the regs kind (but for the FPU state the
-// threads inherit from the main thread at clone3: shareFpuState).
+// what it inherited. Registers, FPU state and masks come last, in the regs kind (but for the
+// FPU state the threads inherit from the main thread at clone3: shareFpuState).
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { threadCoreDecoded, threadCoresReady } from '../restore/load.js';
 import { RemoteBatch } from '../restore/remote.js';

@@ -1,10 +1,10 @@
 // Threads of a restored process, made in bulk so 10,000 threads cost a few tracer round trips:
 // one stub batch of clone3 calls (set_tid = each dumped TID; kernel notes step 6) in the main
 // thread, untraced (a PTRACE_EVENT_CLONE stop per thread cost a tracer wake-up each); every new
-// thread runs its own short list (rseq, robust list, name, sigaltstack: state a thread can only
-// set for itself) from its block of the scratch area and parks in pause(), then all are seized
-// at once. Also the list of a task's threads with their TIDs as the tracer sees them, kept for
-// the later stages.
+// thread runs its own short list (rseq, robust list, name, sigaltstack, scheduling: state a
+// thread can only set for itself) from its block of the scratch area and parks in pause(), then
+// all are seized at once. Also the list of a task's threads with their TIDs as the tracer sees
+// them, kept for the later stages.
 import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NativeError } from '../errors.js';
