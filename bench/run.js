@@ -76,8 +76,9 @@ function floorFor(w, imagesDir, cold) {
   }
   const pages = largestPagesFile(imagesDir);
   if (!pages) throw new Error('the dump wrote no pages file');
-  const fill = runFloor(root, 'fill', cold ? [pages, 1, 'cold'] : [pages, 3]);
-  return { label: `${cold ? 'cold ' : ''}fill ${fill.fastest_fill}`, mbps: fill.fastest_fill_mbps, fill };
+  const fill = runFloor(root, 'fill', [pages, quick ? 1 : 3, ...(cold ? ['cold'] : [])]);
+  const median = fill.repeats > 1 ? ` (median of ${fill.repeats})` : '';
+  return { label: `${cold ? 'cold ' : ''}fill ${fill.fastest_fill}${median}`, mbps: fill.fastest_fill_mbps, fill };
 }
 
 function withFloor(row, w, imagesDir, cold) {

@@ -78,6 +78,9 @@ t.test('fill floor: MB/s per method as JSON', async (t) => {
   for (const m of methods) {
     t.ok(json.methods[m].best_ms > 0 && json.methods[m].median_ms >= json.methods[m].best_ms, `${m} times`);
     t.ok(json.methods[m].mbps > 0, `${m} MB/s`);
+    const ofMedian = json.bytes / 1e3 / json.methods[m].median_ms;
+    t.ok(Math.abs(json.methods[m].mbps - ofMedian) <= ofMedian * 0.01, `${m}: MB/s of the median run (${json.methods[m].mbps} ~ ${ofMedian.toFixed(1)})`);
+    t.ok(json.methods[m].best_mbps >= json.methods[m].mbps, `${m}: the best run's MB/s beside`);
   }
   const fills = methods.filter((m) => m !== 'read_reused');
   t.ok(fills.includes(json.fastest_fill), 'the fastest fill is a fill of fresh memory');
