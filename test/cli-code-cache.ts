@@ -64,6 +64,23 @@ t.test('a module whose file changed since the cache was written is compiled afre
   t.equal(entryFor(file, '/dist-cjs/cli/commands/show.js')![1].stamp, entry.stamp, 'the entry is replaced by one for the file as it is');
 });
 
+t.test('entries of files that are gone or changed are dropped when the cache is next written', async (t) => {
+  const env = cacheHome(t);
+  const file = codeCacheFile(env);
+  t.equal(show(env).status, 0);
+  const entries = readCodeCache(file);
+  const [, some] = [...entries][0]!;
+  entries.set('/nonexistent/checkout/dist-cjs/cli/main.js', some);
+  const [showJs, showEntry] = entryFor(file, '/dist-cjs/cli/commands/show.js')!;
+  entries.set(showJs, { stamp: '1:0', data: showEntry.data }); // makes this run write the file
+  writeFileSync(file, encodeCodeCache(entries));
+
+  t.equal(show(env).status, 0);
+  const names = [...readCodeCache(file).keys()];
+  t.notOk(names.includes('/nonexistent/checkout/dist-cjs/cli/main.js'), 'the entry of a file that is gone is dropped');
+  t.ok(names.includes(showJs), 'the rest stay');
+});
+
 t.test('a damaged cache file is ignored and replaced', async (t) => {
   const env = cacheHome(t);
   const file = codeCacheFile(env);

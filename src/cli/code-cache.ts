@@ -86,6 +86,14 @@ function stampOf(filename: string): string {
   return `${size}:${mtimeMs}`;
 }
 
+function stillStamped(filename: string, stamp: string): boolean {
+  try {
+    return stampOf(filename) === stamp;
+  } catch {
+    return false;
+  }
+}
+
 /** What Node's loader gives a CommonJS module as `require`. */
 function requireFor(module: LoadingModule, statics: ModuleStatics): NodeJS.Require {
   const require = ((id: string) => module.require(id)) as NodeJS.Require;
@@ -101,12 +109,15 @@ function requireFor(module: LoadingModule, statics: ModuleStatics): NodeJS.Requi
 /**
  * Writes the cache if a module of this run had no usable entry: the entries of every module
  * compiled so far (with the functions run so far), and the old entries of those not loaded this
- * time. Once per process: called when a command's work is done, and at exit.
+ * time whose files are still as they were (so the entries of a deleted checkout or an old build
+ * go, and the file does not grow without end). Once per process: called when a command's work
+ * is done, and at exit.
  */
 export function saveCodeCache(): void {
   if (cacheFile === undefined || !missed) return;
   missed = false;
-  const entries = new Map(cached);
+  const entries = new Map<string, Entry>();
+  for (const [filename, entry] of cached) if (!compiled.has(filename) && stillStamped(filename, entry.stamp)) entries.set(filename, entry);
   for (const [filename, { stamp, script }] of compiled) entries.set(filename, { stamp, data: script.createCachedData() });
   try {
     mkdirSync(dirname(cacheFile), { recursive: true });
