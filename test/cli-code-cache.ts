@@ -1,7 +1,8 @@
 // The CLI runs dist-cjs/ (the CommonJS copy of dist/) with a V8 code cache: the first command
 // writes it, later ones use it without rewriting it, a module whose file changed or a damaged
-// file is compiled afresh and replaced, CRR_NO_CODE_CACHE=1 writes nothing, and `crr restore`
-// has saved it by the time it says "restored". Every restored process is killed and reaped by PID.
+// file is compiled afresh and replaced, entries of files that are gone are dropped,
+// CRR_NO_CODE_CACHE=1 writes nothing, and `crr restore` has saved it by the time it says
+// "restored". Every restored process is killed and reaped by PID.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
