@@ -4,7 +4,7 @@ import t from 'tap';
 import { NativeError } from '../src/errors.js';
 import { STUB_CMD_SIZE, STUB_DATA_OFFSET, STUB_MAX_COMMANDS, STUB_STOP_ON_ERROR } from '../src/actors/stub.js';
 import { DATA_CAPACITY, RemoteBatch, type BatchTracer } from '../src/restore/remote.js';
-import { SYS } from '../src/restore/remote-sys.js';
+import { isSyscallError, signed, SYS } from '../src/restore/remote-sys.js';
 
 const SCRATCH = 0x7000_0000_0000n;
 
@@ -170,4 +170,16 @@ t.test('args are packed when a command is added: one array may be reused for the
     b.call(SYS.rt_sigaction, args);
   }
   t.same(b.layout()[0]!.commands.map((c) => [Number(c.args[0]), Number(c.args[1]), Number(c.args[3])]), [1, 2, 3].map((sig) => [sig, 0x7000_0004_9000 + sig * 32, 8]));
+});
+
+t.test('signed: a result in the signed range as it is, an unsigned register value as its two\'s complement', async (t) => {
+  t.equal(signed(-12n), -12n);
+  t.equal(signed(0x7fff_ffff_ffff_ffffn), 0x7fff_ffff_ffff_ffffn);
+  t.equal(signed(0xffff_ffff_ffff_fff4n), -12n);
+  t.equal(signed(0x8000_0000_0000_0000n), -0x8000_0000_0000_0000n);
+  t.equal(signed((1n << 64n) + 5n), 5n, 'bits above 64 are dropped');
+  t.ok(isSyscallError(0xffff_ffff_ffff_f001n), '-4095 unsigned');
+  t.ok(isSyscallError(-1n));
+  t.notOk(isSyscallError(-4096n), 'below -4095 is an address, not an errno');
+  t.notOk(isSyscallError(0n));
 });

@@ -100,14 +100,25 @@ export function errnoName(errno: number): string {
   return ERRNO_NAMES.get(errno) ?? `E${errno}`;
 }
 
+// Constants, not expressions: a bigint expression is a new BigInt each time it is evaluated, and
+// every result of every remote batch goes through these (~8 MB per tree-1000 restore when it did).
 const U64 = (1n << 64n) - 1n;
-/** A 64-bit register value read as signed: -4095..-1 means a failed syscall. */
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+const TWO_TO_64 = 1n << 64n;
+const LAST_ERRNO = -4095n;
+
+/**
+ * A 64-bit register value read as signed: -4095..-1 means a failed syscall. A value already in
+ * the signed range (the tracer's results are) is returned as it is, with no new bigint.
+ */
 export function signed(value: bigint): bigint {
+  if (value >= I64_MIN && value <= I64_MAX) return value;
   const v = value & U64;
-  return v >= 1n << 63n ? v - (1n << 64n) : v;
+  return v > I64_MAX ? v - TWO_TO_64 : v;
 }
 
 export function isSyscallError(result: bigint): boolean {
   const r = signed(result);
-  return r < 0n && r >= -4095n;
+  return r < 0n && r >= LAST_ERRNO;
 }

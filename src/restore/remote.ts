@@ -258,17 +258,6 @@ export function checkResults(calls: readonly RemoteCall[], results: readonly big
   if (failed !== undefined) throw failureError(calls[failed]!, failed < executed ? results[failed]! : undefined, calls.length, executed, pid);
 }
 
-// Constants, not expressions: a negated bigint literal is a new BigInt each time it is evaluated
-// (two per result checked were ~8 MB per tree-1000 restore).
-const I64_MIN = -0x8000_0000_0000_0000n;
-const I64_MAX = 0x7fff_ffff_ffff_ffffn;
-const LAST_ERRNO = -4095n;
-
-/** A result as signed i64 (the tracer's already are: the common case makes no new bigint). */
-function asSigned(r: bigint): bigint {
-  return r >= I64_MIN && r <= I64_MAX ? r : signed(r);
-}
-
 /**
  * The index of the first command whose result is a failure it does not tolerate, or of the
  * first that did not run (`executed` short of `count`); undefined when all is well.
@@ -276,19 +265,19 @@ function asSigned(r: bigint): bigint {
 function firstFailureIn(count: number, options: ReadonlyArray<CallOptions | undefined>, results: readonly bigint[], executed: number): number | undefined {
   for (let i = 0; i < executed; i++) {
     const c = options[i];
-    const r = asSigned(results[i]!);
+    const r = signed(results[i]!);
     if (c?.expect !== undefined) {
       if (r !== c.expect) return i;
       continue;
     }
-    if (r < 0n && r >= LAST_ERRNO && !(c?.tolerate ?? []).includes(Number(-r))) return i;
+    if (isSyscallError(r) && !(c?.tolerate ?? []).includes(Number(-r))) return i;
   }
   return executed < count ? executed : undefined;
 }
 
 /** The error for firstFailureIn's index: the command's own, or the stub's early stop. */
 function failureError(c: RemoteCall, result: bigint | undefined, count: number, executed: number, pid: number): NativeError {
-  if (result !== undefined) return commandError(c, asSigned(result), pid);
+  if (result !== undefined) return commandError(c, result, pid);
   // The stub stopped early without a failed command to show: it should never happen.
   return new NativeError({ code: 'EPROTO', errno: 71, syscall: 'runBatch', pid, detail: `${executed} of ${count} commands ran` });
 }
