@@ -10,7 +10,7 @@ import type { Tracer } from '../actors/tracer.js';
 import { NativeError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
 import type { RestoreSession, TaskRuntime } from './context.js';
-import { errnoName } from './remote-sys.js';
+import { errnoName, isSyscallError, signed } from './remote-sys.js';
 
 const PR_SET_CHILD_SUBREAPER = 36;
 const CLONE_NEWPID = 0x20000000;
@@ -129,8 +129,8 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
   const detach = () => void tracer.detach(host).catch(() => undefined);
   try {
     const inject = async (nr: number, args: Array<number | bigint>, syscall: string, detail: string): Promise<bigint> => {
-      const got = BigInt(await tracer.injectSyscall(host, nr, args));
-      if (got < 0n && got > -4096n) throw new NativeError({ code: errnoName(Number(-got)), errno: Number(-got), syscall, pid: parent.pid, detail });
+      const got = signed(BigInt(await tracer.injectSyscall(host, nr, args)));
+      if (isSyscallError(got)) throw new NativeError({ code: errnoName(Number(-got)), errno: Number(-got), syscall, pid: parent.pid, detail });
       return got;
     };
     if (offsets) await inject(SYS_UNSHARE, [CLONE_NEWTIME], 'unshare', 'CLONE_NEWTIME');
