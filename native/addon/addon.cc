@@ -5,6 +5,7 @@
 //   uffd.cc:   UFFDIO_COPY into a restored task's memory from crr's own threads
 //   spawn.cc:  the launcher helper started with posix_spawn and reaped off the main thread
 //   files.cc:  many small image files read whole off the main thread
+//   pagecache.cc: cachestat of a file range (is a pages file cold?)
 #include <napi.h>
 
 void InitTracer(Napi::Env env, Napi::Object exports);
@@ -13,6 +14,7 @@ void InitSockDiag(Napi::Env env, Napi::Object exports);
 void InitUffd(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
+void InitPageCache(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTracer(env, exports);
@@ -21,6 +23,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitUffd(env, exports);
   InitSpawn(env, exports);
   InitFiles(env, exports);
+  InitPageCache(env, exports);
   return exports;
 }
 

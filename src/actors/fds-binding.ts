@@ -54,4 +54,18 @@ export interface FdsBinding {
    * it holds `maxBytes` or more). Never rejects for a file; the caller reads a failed one itself.
    */
   readSmallFiles(paths: readonly string[], maxBytes: number): Promise<{ data: Buffer; sizes: Buffer }>;
+  /**
+   * cachestat(2) of [offset, offset + length) of `fd` (length 0: to the end), in pages
+   * (native/addon/pagecache.cc); throws the errno Error (ENOSYS before Linux 6.5).
+   */
+  cachestat(fd: number, offset: number, length: number): PageCacheStat;
+}
+
+/** What cachestat(2) counts over a file range, in pages. */
+export interface PageCacheStat {
+  cache: number;
+  dirty: number;
+  writeback: number;
+  evicted: number;
+  recentlyEvicted: number;
 }
