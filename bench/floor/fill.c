@@ -3,8 +3,11 @@
  * the task's new mappings), so the best fill method is the ceiling a restore can reach. Each
  * method's figure is the median of REPEATS runs (methods taking turns), like a restore's.
  * Usage: fill FILE [REPEATS] [cold]   -> one JSON object on stdout.
- * "cold" drops the page cache before every run (echo 3 > /proc/sys/vm/drop_caches). */
+ * "cold" drops the page cache before every run (echo 3 > /proc/sys/vm/drop_caches).
+ * direct_preadv reads with O_DIRECT (disk to memory, past the cache), as a restore does from a
+ * cold pages file: it wins cold and loses warm (it reads the disk even when the cache holds all). */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -19,7 +22,7 @@
 #define HUGE_2M (2UL << 20)
 #define MAX_CALL (1UL << 30) /* read(2) stops at about 2 GiB a call: stay well below */
 
-enum prep { PREP_NONE, PREP_POPULATE, PREP_HUGE, PREP_HUGE_POPULATE, PREP_REUSED };
+enum prep { PREP_NONE, PREP_POPULATE, PREP_HUGE, PREP_HUGE_POPULATE, PREP_REUSED, PREP_DIRECT };
 struct method { const char *name; enum prep prep; };
 static const struct method methods[] = {
 	{ "read_reused", PREP_REUSED }, /* cat pages-*.img > /dev/null: the read cost alone */
@@ -27,6 +30,7 @@ static const struct method methods[] = {
 	{ "populate_preadv", PREP_POPULATE },
 	{ "hugepage_preadv", PREP_HUGE },
 	{ "hugepage_populate_preadv", PREP_HUGE_POPULATE },
+	{ "direct_preadv", PREP_DIRECT },
 };
 #define NMETHODS (sizeof(methods) / sizeof(methods[0]))
 
@@ -62,6 +66,8 @@ static void read_reused(int fd, size_t size) {
 	}
 }
 
+static int fd_direct = -1; /* the pages file opened O_DIRECT, for direct_preadv */
+
 /* Fresh memory each run: the cost of first-touch page faults is the thing measured. */
 static double run_once(int fd, size_t size, enum prep prep) {
 	double t0 = now_ms();
@@ -76,7 +82,13 @@ static double run_once(int fd, size_t size, enum prep prep) {
 	if ((prep == PREP_HUGE || prep == PREP_HUGE_POPULATE) && madvise(mem, len, MADV_HUGEPAGE)) die("madvise(MADV_HUGEPAGE)");
 	if ((prep == PREP_POPULATE || prep == PREP_HUGE_POPULATE) && madvise(mem, len, MADV_POPULATE_WRITE))
 		die("madvise(MADV_POPULATE_WRITE)");
-	read_all(fd, mem, size);
+	if (prep == PREP_DIRECT) {
+		/* O_DIRECT wants whole logical blocks: the last partial one is read through the cache. */
+		size_t whole = size & ~(size_t)4095;
+		read_all(fd_direct, mem, whole);
+		if (whole < size && pread(fd, mem + whole, size - whole, whole) < 0) die("pread");
+	} else
+		read_all(fd, mem, size);
 	double ms = now_ms() - t0;
 	munmap(raw, len + HUGE_2M);
 	return ms;
@@ -97,6 +109,9 @@ int main(int argc, char **argv) {
 	if (repeats < 1 || repeats > 100) repeats = 3;
 	int fd = open(argv[1], O_RDONLY);
 	if (fd < 0) die("open");
+	fd_direct = open(argv[1], O_RDONLY | O_DIRECT);
+	if (fd_direct < 0 && errno != EINVAL) die("open(O_DIRECT)");
+	if (fd_direct < 0) fd_direct = fd; /* no O_DIRECT on this filesystem: crr reads buffered too */
 	struct stat st;
 	if (fstat(fd, &st)) die("fstat");
 	size_t size = st.st_size;

@@ -3,7 +3,8 @@
 // rseq unregistered, every helper mapping but the scratch area unmapped, the vdso mapped back at
 // the image's [vvar] address), then every VMA with MAP_FIXED (writable at first where pages
 // go) with its madvise flags, preadv or UFFDIO_COPY straight from pages-N.img (read ahead from
-// this process for a large fill), then the final protections.
+// this process for a large fill; a large fill from a file not in the page cache is one O_DIRECT
+// preadv instead, src/restore/page-cache.ts), then the final protections.
 // Acts after the barrier seized the task with the scratch area mapped.
 import { closeSync, openSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -32,6 +33,7 @@ import {
   type Vma,
 } from '../restore/remote-vma.js';
 import { startPrefetch } from '../restore/prefetch.js';
+import { directFill } from '../restore/page-cache.js';
 import {
   addUffdAbandon,
   addUffdCopies,
@@ -73,6 +75,11 @@ function copyThreads(): number {
   if (set !== undefined && /^\d+$/.test(set)) return Math.min(16, Number(set));
   return Math.min(4, availableParallelism());
 }
+
+const SYS_FCNTL = 72;
+const F_SETFL = 4;
+const O_DIRECT = 0o40000;
+const EINVAL = 22;
 
 const ALL_BUT_SIGTRAP = ((1n << 64n) - 1n) & ~(1n << BigInt(SIGTRAP - 1));
 
@@ -192,26 +199,38 @@ async function copyFromHere(
  */
 async function mapAndFill(
   ctx: RestoreCtx,
-  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; pagesPath: string; own: boolean; start: number },
+  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; pagesPath: string; own: boolean; direct: boolean; directRefused: () => void; start: number },
 ): Promise<{ syscalls: number; bytes: number; last: RemoteBatch }> {
   const { hostPid, batch, mapped, runs, pagesFd, own } = at;
   const filled = vmasWithPages(mapped, runs);
   addMappings(batch, mapped, { fdOf: (v) => ctx.runtime.preopened.get(mappedObjectKey(v)), writable: (v) => filled.has(v) });
   let fill = batch;
+  let direct = own && at.direct;
   if (own) {
-    await batch.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
+    // O_DIRECT set on the task's own pages fd with the map batch (no round trip of its own);
+    // EINVAL: this filesystem reads through the cache only, the fill goes today's way.
+    const setDirect = direct ? batch.call(SYS_FCNTL, [pagesFd, F_SETFL, O_DIRECT], { what: 'set O_DIRECT on pages-N.img', tolerate: [EINVAL] }) : -1;
+    const results = await batch.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
     ctx.record({ name: 'map', start: at.start, end: ctx.now(), syscalls: batch.size });
+    if (direct && signed(results[setDirect]!) < 0n) {
+      direct = false;
+      at.directRefused();
+    }
     fill = new RemoteBatch(batch.scratch);
   }
   const fillStart = ctx.now();
   const mode = defaultFill();
   let reads: { calls: number; bytes: number };
-  if (own && mode === 'uffd') {
+  if (direct) {
+    // One preadv per GiB straight into the task's pages, then the fd reads through the cache again.
+    reads = addFill(fill, runs, pagesFd);
+    fill.call(SYS_FCNTL, [pagesFd, F_SETFL, 0], { what: 'clear O_DIRECT on pages-N.img' });
+  } else if (own && mode === 'uffd') {
     reads = await fillByCopy(ctx, hostPid, fill, { runs, pagesFd, pagesPath: at.pagesPath, mapped });
   } else reads = addFill(fill, runs, pagesFd, mode === 'populate' ? 'populate' : 'fault');
   if (own) {
     await fill.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 600_000 });
-    ctx.record({ name: 'fill', start: fillStart, end: ctx.now(), syscalls: fill.size, bytes: reads.bytes });
+    ctx.record({ name: direct ? 'direct fill' : 'fill', start: fillStart, end: ctx.now(), syscalls: fill.size, bytes: reads.bytes });
   }
   const last = own ? new RemoteBatch(batch.scratch) : fill;
   for (const v of mapped) addFinalProtection(last, v, filled.has(v) && (v.prot & 2) === 0);
@@ -271,12 +290,19 @@ export const memory: ResourceKind<RestoreCtx> = {
     const own = runs.reduce((n, r) => n + Number(r.end - r.start), 0) >= SEPARATE_FILL_BYTES;
     const prefetchStart = ctx.now();
     const pagesPath = ctx.checkpoint.path(pagemap.pagesFile);
-    const prefetch = own ? startPrefetch(pagesPath, Number(sourceLength(runs)), { now: () => ctx.now() }) : undefined;
+    const length = Number(sourceLength(runs));
+    // A cold file is read direct, with no read-ahead (it would fill the cache O_DIRECT bypasses).
+    const direct = own && directFill(pagesPath, runs, length).direct;
+    let prefetch: ReturnType<typeof startPrefetch> | undefined;
+    const readAhead = () => {
+      prefetch = startPrefetch(pagesPath, length, { now: () => ctx.now() });
+    };
+    if (own && !direct) readAhead();
     let done: { syscalls: number; bytes: number; last: RemoteBatch };
     try {
       // An own fill runs its map batch at once; a small task's one batch only runs after mm and sigact add theirs.
       if (own) await teardownReady();
-      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, start });
+      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, direct, directRefused: readAhead, start });
       if (!own) await teardownReady();
     } finally {
       const ahead = await prefetch?.stop();

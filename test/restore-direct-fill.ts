@@ -1,0 +1,121 @@
+// The cold fill with O_DIRECT (src/restore/page-cache.ts, src/resources/memory.ts): the cold/warm
+// decision from an injected cachestat answer, the native cachestat on a real file, and mem-pattern
+// (64 MiB with holes, guards and read-only pieces) restored after dropping the page cache: its
+// pages come by one direct preadv (the 'direct fill' span), every byte checks; restored again
+// with its pages file in the cache, it goes the UFFDIO_COPY way. The images live under tmpdir(),
+// which must be on a disk (a tmpfs file is always cached: it would never go direct).
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { native } from '../src/actors/native.js';
+import { restore } from '../src/restore/index.js';
+import { decideDirect, directFill, logicalBlockSize, MAX_CACHED_SHARE, runsAligned } from '../src/restore/page-cache.js';
+import { dumpProgram } from './lib/program-roundtrip.js';
+import { requestCheck, startProgram } from './lib/programs.js';
+import type { Span } from '../src/resources/types.js';
+
+const stat = (cache: number, dirty = 0, writeback = 0) => ({ cache, dirty, writeback, evicted: 0, recentlyEvicted: 0 });
+const PAGES = 1000;
+
+t.test('cold only when almost nothing is cached and nothing is dirty', async (t) => {
+  t.match(decideDirect(undefined, PAGES), { direct: false, why: 'cachestat refused' });
+  t.equal(decideDirect(stat(0), PAGES).direct, true, 'nothing cached: direct');
+  t.equal(decideDirect(stat(Math.ceil(PAGES * MAX_CACHED_SHARE) - 1), PAGES).direct, true, 'just under the share: direct');
+  t.equal(decideDirect(stat(Math.ceil(PAGES * MAX_CACHED_SHARE)), PAGES).direct, false, 'at the share: warm');
+  t.equal(decideDirect(stat(PAGES), PAGES).direct, false, 'all cached: warm');
+  t.equal(decideDirect(stat(1, 1), PAGES).direct, false, 'a dirty page (a fresh dump): warm');
+  t.equal(decideDirect(stat(1, 0, 1), PAGES).direct, false, 'under writeback: warm');
+  t.equal(decideDirect(stat(0), 0).direct, false, 'an empty range: nothing to read direct');
+});
+
+t.test('directFill: injected cachestat and block size, refusals mean warm', async (t) => {
+  const file = join(t.testdir(), 'pages-1.img');
+  writeFileSync(file, Buffer.alloc(1 << 20, 3));
+  const runs = [{ start: 0x10000000n, end: 0x10100000n, fileOffset: 0 }];
+  const asked: Array<[number, number]> = [];
+  const cold = (_fd: number, offset: number, length: number) => {
+    asked.push([offset, length]);
+    return stat(0);
+  };
+  t.equal(directFill(file, runs, 1 << 20, { cachestat: cold, blockSize: () => 512 }).direct, true);
+  t.same(asked, [[0, 1 << 20]], 'asked about the needed range');
+  t.equal(directFill(file, runs, 1 << 20, { cachestat: () => stat(256), blockSize: () => 512 }).direct, false, 'a quarter cached: warm');
+  const enosys = () => {
+    throw Object.assign(new Error('cachestat failed: ENOSYS'), { code: 'ENOSYS', errno: 38, syscall: 'cachestat' });
+  };
+  t.match(directFill(file, runs, 1 << 20, { cachestat: enosys, blockSize: () => 512 }), { direct: false, why: 'cachestat refused' });
+  t.equal(directFill(file, runs, 1 << 20, { cachestat: cold, blockSize: () => undefined }).direct, false, 'no block device: warm');
+  t.equal(directFill(file, runs, 1 << 20, { cachestat: cold, blockSize: () => 8192 }).direct, false, 'blocks larger than a page: warm');
+  const odd = [{ start: 0x10000000n, end: 0x10001000n, fileOffset: 512 }];
+  t.equal(directFill(file, odd, 1 << 20, { cachestat: cold, blockSize: () => 4096 }).direct, false, 'a run off the block size: warm');
+  t.equal(directFill(join(t.testdir(), 'none.img'), runs, 1 << 20, { cachestat: cold, blockSize: () => 512 }).direct, false, 'no file: warm');
+  const before = process.env['CRR_DIRECT_FILL'];
+  process.env['CRR_DIRECT_FILL'] = 'off';
+  t.teardown(() => (before === undefined ? delete process.env['CRR_DIRECT_FILL'] : (process.env['CRR_DIRECT_FILL'] = before)));
+  t.equal(directFill(file, runs, 1 << 20, { cachestat: cold, blockSize: () => 512 }).direct, false, 'CRR_DIRECT_FILL=off');
+  t.ok(runsAligned(runs, 4096) && !runsAligned(odd, 4096) && runsAligned(odd, 512));
+});
+
+t.test('logicalBlockSize reads the disk or, for a partition, the disk above it', async (t) => {
+  const asked: string[] = [];
+  t.equal(logicalBlockSize(64768, (p) => (asked.push(p), '4096\n')), 4096);
+  t.equal(asked[0], '/sys/dev/block/253:0/queue/logical_block_size');
+  const partition = (p: string) => {
+    if (!p.includes('/../')) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });
+    return '512\n';
+  };
+  t.equal(logicalBlockSize(64769, partition), 512);
+  t.equal(logicalBlockSize(64769, () => { throw new Error('ENOENT'); }), undefined);
+});
+
+t.test('native cachestat: counts cached pages of a real file, errno on a bad fd', async (t) => {
+  const file = join(t.testdir(), 'cached.img');
+  writeFileSync(file, Buffer.alloc(256 << 10, 1));
+  const fd = openSync(file, 'r');
+  t.teardown(() => closeSync(fd));
+  const s = native.cachestat(fd, 0, 0);
+  t.equal(s.cache, 64, 'a file just written is all in the cache');
+  t.ok(s.dirty + s.writeback <= 64);
+  t.equal(native.cachestat(fd, 0, 4096).cache, 1, 'the range is honoured');
+  t.throws(() => native.cachestat(1 << 20, 0, 0), { code: 'EBADF', errno: 9, syscall: 'cachestat' });
+  t.throws(() => native.cachestat(fd, -1, 0), TypeError);
+});
+
+function pagesFileOf(imagesDir: string): string {
+  const name = readdirSync(imagesDir).filter((f) => /^pages-\d+\.img$/.test(f)).sort((a, b) => readFileSync(join(imagesDir, b)).length - readFileSync(join(imagesDir, a)).length)[0];
+  return join(imagesDir, name!);
+}
+
+t.test('mem-pattern restored from a cold pages file by O_DIRECT, from a warm one by UFFDIO_COPY', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const imagesDir = await dumpProgram(t, prog);
+  const pages = pagesFileOf(imagesDir);
+  execFileSync('sh', ['-c', 'sync && echo 3 > /proc/sys/vm/drop_caches']);
+  const fd = openSync(pages, 'r');
+  const cached = native.cachestat(fd, 0, 0).cache;
+  closeSync(fd);
+  t.ok(cached < 1024, `the pages file is out of the cache (${cached} pages left)`);
+
+  const spans: Span[] = [];
+  const cold = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => spans.push(s) });
+  t.teardown(() => cold.kill());
+  const direct = spans.find((s) => s.name === 'direct fill');
+  t.ok((direct?.bytes ?? 0) >= 60 << 20, `the 64 MiB region came by O_DIRECT (${direct?.bytes} bytes)`);
+  t.notOk(spans.some((s) => s.name === 'copy' || s.name === 'read ahead'), 'no UFFDIO_COPY and no read-ahead');
+  const taskFds = readdirSync(`/proc/${cold.rootHostPid}/fd`).map((n) => readlinkSync(`/proc/${cold.rootHostPid}/fd/${n}`));
+  t.notOk(taskFds.some((l) => l.includes('pages-')), "the task's pages fd is closed");
+  const check = await requestCheck(cold.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
+  t.equal(check.text, 'PASS', 'mem-pattern checks every byte and protection');
+  await cold.kill();
+
+  readFileSync(pages); // into the cache: warm now
+  const warmSpans: Span[] = [];
+  const warm = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => warmSpans.push(s) });
+  t.teardown(() => warm.kill());
+  t.notOk(warmSpans.some((s) => s.name === 'direct fill'), 'a cached pages file is not read direct');
+  t.ok(warmSpans.some((s) => s.name === 'copy'), "it is copied from the cache by crr's threads");
+  const again = await requestCheck(warm.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
+  t.equal(again.text, 'PASS', 'warm: mem-pattern checks every byte and protection');
+  await warm.kill();
+});
