@@ -1,9 +1,12 @@
 // The cold fill with O_DIRECT (src/restore/page-cache.ts, src/resources/memory.ts): the cold/warm
 // decision from an injected cachestat answer, the native cachestat on a real file, and mem-pattern
-// (64 MiB with holes, guards and read-only pieces) restored after dropping the page cache: its
-// pages come by one direct preadv (the 'direct fill' span), every byte checks; restored again
-// with its pages file in the cache, it goes the UFFDIO_COPY way. The images live under tmpdir(),
-// which must be on a disk (a tmpfs file is always cached: it would never go direct).
+// (64 MiB with holes, guards and read-only pieces) restored after its pages file was dropped from
+// the page cache: its pages come by one direct preadv (the 'direct fill' span), every byte
+// checks; restored again with its pages file in the cache, it goes the UFFDIO_COPY way. Only
+// that file is evicted (written back, then dd's POSIX_FADV_DONTNEED): a global drop_caches would
+// send the other memory tests running beside this one down the direct path between their dump
+// and their restore. The images live under tmpdir(), which must be on a disk (a tmpfs file is
+// always cached: it would never go direct).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
@@ -14,6 +17,13 @@ import { decideDirect, directFill, logicalBlockSize, MAX_CACHED_SHARE, runsAlign
 import { dumpProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
 import type { Span } from '../src/resources/types.js';
+
+// The path under test is the default one: an override in the caller's environment is set aside.
+const override = process.env['CRR_DIRECT_FILL'];
+delete process.env['CRR_DIRECT_FILL'];
+t.teardown(() => {
+  if (override !== undefined) process.env['CRR_DIRECT_FILL'] = override;
+});
 
 const stat = (cache: number, dirty = 0, writeback = 0) => ({ cache, dirty, writeback, evicted: 0, recentlyEvicted: 0 });
 const PAGES = 1000;
@@ -50,10 +60,9 @@ t.test('directFill: injected cachestat and block size, refusals mean warm', asyn
   const odd = [{ start: 0x10000000n, end: 0x10001000n, fileOffset: 512 }];
   t.equal(directFill(file, odd, 1 << 20, { cachestat: cold, blockSize: () => 4096 }).direct, false, 'a run off the block size: warm');
   t.equal(directFill(join(t.testdir(), 'none.img'), runs, 1 << 20, { cachestat: cold, blockSize: () => 512 }).direct, false, 'no file: warm');
-  const before = process.env['CRR_DIRECT_FILL'];
   process.env['CRR_DIRECT_FILL'] = 'off';
-  t.teardown(() => (before === undefined ? delete process.env['CRR_DIRECT_FILL'] : (process.env['CRR_DIRECT_FILL'] = before)));
   t.equal(directFill(file, runs, 1 << 20, { cachestat: cold, blockSize: () => 512 }).direct, false, 'CRR_DIRECT_FILL=off');
+  delete process.env['CRR_DIRECT_FILL'];
   t.ok(runsAligned(runs, 4096) && !runsAligned(odd, 4096) && runsAligned(odd, 512));
 });
 
@@ -91,7 +100,8 @@ t.test('mem-pattern restored from a cold pages file by O_DIRECT, from a warm one
   const prog = await startProgram(t, 'mem-pattern');
   const imagesDir = await dumpProgram(t, prog);
   const pages = pagesFileOf(imagesDir);
-  execFileSync('sh', ['-c', 'sync && echo 3 > /proc/sys/vm/drop_caches']);
+  execFileSync('sync', [pages]);
+  execFileSync('dd', [`if=${pages}`, 'iflag=nocache', 'count=0', 'status=none']);
   const fd = openSync(pages, 'r');
   const cached = native.cachestat(fd, 0, 0).cache;
   closeSync(fd);
