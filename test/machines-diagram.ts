@@ -9,7 +9,7 @@ import type { AnyStateMachine, AnyStateNode } from 'xstate';
 import { restoreMachine } from '../src/machines/restore.js';
 import { taskMachine } from '../src/machines/task.js';
 import { STAGES } from '../src/resources/types.js';
-import { TASK_STATE_OF } from '../src/machines/stages.js';
+import { READY_STATE_OF, TASK_STATE_OF } from '../src/machines/stages.js';
 import { describeMachine, renderMachines, type MachineDiagram } from '../src/trace/diagram.js';
 import { main } from '../src/cli/main.js';
 
@@ -51,7 +51,8 @@ t.test('the machines have the states the design names', async (t) => {
   const restoreStates = Object.keys(restoreMachine.root.states);
   t.same(restoreStates, ['load', 'plan', 'fork', 'namespaces', 'sharedFds', 'taskState', 'barrier', 'memory', 'resume', 'planned', 'done', 'rollback', 'failed']);
   const taskStates = Object.keys(taskMachine.root.states);
-  t.same(taskStates, ['idle', ...STAGES.map((stage) => TASK_STATE_OF[stage]), 'failed']);
+  t.same(taskStates, ['idle', ...STAGES.flatMap((stage) => [TASK_STATE_OF[stage], READY_STATE_OF[stage]]), 'failed']);
+  t.equal(READY_STATE_OF.resume, 'detached', 'the last stage ends in detached');
   for (const state of [...restoreStates.map((s) => restoreMachine.root.states[s]!), ...taskStates.map((s) => taskMachine.root.states[s]!)]) {
     t.ok(state.description && /Before: .* After: /s.test(state.description), `${state.id} documents why, before and after`);
   }
@@ -72,8 +73,8 @@ t.test('describeMachine finds every state and the transitions of the definition'
   t.ok(restore.transitions.some((x) => x.source === 'restore.barrier' && x.target === 'restore.memory' && x.guard === 'phaseComplete barrier'));
   t.ok(restore.transitions.some((x) => x.source === 'restore.rollback' && x.target === 'restore.failed' && x.event === 'done: rollback'));
   const task = describeMachine(taskMachine);
-  t.ok(task.transitions.some((x) => x.source === 'task.parked.ready' && x.target === 'task.memory' && x.event === 'advance'));
-  t.ok(task.transitions.some((x) => x.source === 'task.memory.running' && x.target === 'task.failed' && x.event === 'stage.failed'));
+  t.ok(task.transitions.some((x) => x.source === 'task.parkedReady' && x.target === 'task.memory' && x.event === 'advance'));
+  t.ok(task.transitions.some((x) => x.source === 'task.memory' && x.target === 'task.failed' && x.event === 'stage.failed'));
 });
 
 t.test('renderer: mermaid lists every state of both machines', async (t) => {

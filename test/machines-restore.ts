@@ -284,3 +284,22 @@ t.test('a resource stuck until killed does not hang rollback: kill after the bou
   await t.rejects(runRestore(world.env, { settleTimeoutMs: 50 }), { pid: 6, resource: 'bad-vma', stage: 'memory', syscall: 'mmap', errno: 12 });
   t.equal(world.rollbacks.length, 2, 'killed after the bound, and again after the stuck call returned');
 });
+
+t.test('finished stages reach the restore machine in batches: fewer events than reports, none lost', async (t) => {
+  const tasks: TaskPlan[] = Array.from({ length: 40 }, (_, i) => ({ pid: 10 + i, ppid: i === 0 ? 1 : 10, pgid: 10, sid: 10, threads: [10 + i] }));
+  // Kinds that finish at once: every task of a phase finishes in the same turn of the event loop.
+  const registry: ResourceKind<BaseTaskContext>[] = STAGES.map((stage) => ({ name: `now-${stage}`, stage, images: [], restore: async () => undefined }));
+  const batches: number[] = [];
+  const result = await runRestore(
+    { registry, loadTasks: async () => tasks, contextFor: (base) => base, rollback: async () => undefined },
+    {
+      inspect: (event) => {
+        if (event.type === '@xstate.event' && event.event.type === 'tasks.done') batches.push((event.event as { done: unknown[] }).done.length);
+      },
+    },
+  );
+  const reports = tasks.length * STAGES.length;
+  t.equal(result.timings.tasks.length, reports, 'one timing per task per stage');
+  t.equal(batches.reduce((a, b) => a + b, 0), reports, 'every finished stage arrived in some batch');
+  t.ok(batches.length < reports / 4, `${batches.length} tasks.done events for ${reports} finished stages`);
+});

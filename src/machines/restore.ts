@@ -11,7 +11,7 @@ import type { RestorePlan } from '../plan/plan.js';
 import { asStageError, cancelledError } from './errors.js';
 import { Schedule } from './schedule.js';
 import { PHASE_ORDER, RESTORE_STATE_DOCS, STAGE_DOCS, PHASES, UNLIMITED_PHASES, describeDoc, type Phase } from './stages.js';
-import { taskMachine, type StageRunner, type TaskActorRef, type TaskReport } from './task.js';
+import { taskMachine, type StageRunner, type TaskActorRef, type TaskDone, type TaskDoneSink, type TaskReport } from './task.js';
 
 export interface RestoreMachineInput {
   /** Most tasks running one stage at once (fork, namespaces, task-state, barrier, memory). */
@@ -101,28 +101,30 @@ const restoreSetup = setup({
      */
     spawnTasks: assign({
       schedule: ({ context }) => new Schedule(context.tasks),
-      refs: ({ context, self }) =>
-        Object.fromEntries(
+      refs: ({ context, self }) => {
+        const reports = new TaskDoneBatch(self);
+        return Object.fromEntries(
           context.tasks.map((task) => {
-            const input = { task, plan: context.plan!, runner: context.services };
+            const input = { task, plan: context.plan!, runner: context.services, reports };
             const ref = createActor(taskMachine, { id: `task-${task.pid}`, parent: self as AnyActorRef, input });
             return [task.pid, ref.start()];
           }),
-        ),
+        );
+      },
     }),
     /** Move every task that may go now into its next stage of this phase. */
     dispatch: enqueueActions(({ context, enqueue }, params: { phase: Phase }) => dispatchInto(context, enqueue, params.phase)),
     /**
-     * A task finished a stage: book it, then dispatch whoever may go now. One action, not two:
-     * this runs once per task per stage, and each enqueueActions resolution allocates its own
-     * builder (about a tenth of the machines' allocation in a 1,000-task tree).
+     * Tasks finished stages: book them, then dispatch whoever may go now. One action, not two:
+     * each enqueueActions resolution allocates its own builder.
      */
-    taskDone: enqueueActions(({ context, event, enqueue }, params: { phase: Phase }) => {
-      if (event.type !== 'task.done') return;
-      const timing = { pid: event.pid, stage: event.stage, start: event.start, end: event.end };
-      context.schedule.finish(event.pid, event.stage);
-      context.timings.tasks.push(timing);
-      enqueue.emit({ type: 'task.stage', ...timing });
+    tasksDone: enqueueActions(({ context, event, enqueue }, params: { phase: Phase }) => {
+      if (event.type !== 'tasks.done') return;
+      for (const timing of event.done) {
+        context.schedule.finish(timing.pid, timing.stage);
+        context.timings.tasks.push(timing);
+        enqueue.emit({ type: 'task.stage', ...timing });
+      }
       dispatchInto(context, enqueue, params.phase);
     }),
     taskFailed: assign({ error: ({ event }) => (event.type === 'task.failed' ? event.error : undefined) }),
@@ -136,6 +138,26 @@ const restoreSetup = setup({
     }),
   },
 });
+
+/**
+ * The task actors' finished stages, sent to the restore machine as one `tasks.done` per turn of the
+ * event loop (setImmediate: after every completion that arrived in the same poll) rather than one
+ * event per task per stage: each event is a macrostep of the restore machine, and a 1,000-task
+ * tree sent 9,000 of them. A failure is not batched (task.failed goes at once).
+ */
+class TaskDoneBatch implements TaskDoneSink {
+  private pending: TaskDone[] = [];
+  constructor(private readonly restore: { send(event: RestoreEvent): void }) {}
+  done(report: TaskDone): void {
+    if (this.pending.length === 0) setImmediate(this.flush);
+    this.pending.push(report);
+  }
+  private readonly flush = (): void => {
+    const done = this.pending;
+    this.pending = [];
+    this.restore.send({ type: 'tasks.done', done });
+  };
+}
 
 type Enqueue = { sendTo(ref: TaskActorRef, event: { type: 'advance'; stage: Stage }): void };
 
@@ -171,7 +193,7 @@ function phaseState(phase: Phase, next: string) {
     description: PHASES[phase].map((stage) => `${stage}: ${describeDoc(STAGE_DOCS[stage])}`).join('\n'),
     entry: [{ type: 'beginStep' as const, params: { step: phase } }, { type: 'dispatch' as const, params: { phase } }],
     exit: { type: 'endStep' as const, params: { step: phase } },
-    on: { ...toRollback, 'task.done': { actions: { type: 'taskDone' as const, params: { phase } } } },
+    on: { ...toRollback, 'tasks.done': { actions: { type: 'tasksDone' as const, params: { phase } } } },
     always: { guard: { type: 'phaseComplete' as const, params: { phase } }, target: next },
   };
 }

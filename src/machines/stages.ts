@@ -17,6 +17,27 @@ export const TASK_STATE_OF: Readonly<Record<Stage, string>> = {
   resume: 'resumed',
 };
 
+/**
+ * The task machine's state after each stage: waiting for the restore machine's next `advance`;
+ * after the last stage, `detached` (final). Flat states, not `running`/`ready` children of the
+ * stage's state: XState's cost per transition grows with the depth of the active states, and a
+ * 1,000-task tree makes ~17,000 of them.
+ */
+export const READY_STATE_OF: Readonly<Record<Stage, string>> = Object.fromEntries(
+  STAGES.map((stage, i) => [stage, i === STAGES.length - 1 ? 'detached' : `${TASK_STATE_OF[stage]}Ready`]),
+) as Record<Stage, string>;
+
+/** What a task machine state is: a stage running, the wait after it (or its final `detached`), or neither. */
+export function taskStatePart(state: string): { readonly stage: Stage; readonly part: 'running' | 'ready' | 'detached' } | undefined {
+  return TASK_STATE_PARTS.get(state);
+}
+const TASK_STATE_PARTS = new Map<string, { stage: Stage; part: 'running' | 'ready' | 'detached' }>(
+  STAGES.flatMap((stage) => [
+    [TASK_STATE_OF[stage], { stage, part: 'running' as const }],
+    [READY_STATE_OF[stage], { stage, part: READY_STATE_OF[stage] === 'detached' ? ('detached' as const) : ('ready' as const) }],
+  ]),
+);
+
 /** The restore machine's stage states and the task stages each one runs. */
 export const PHASES = {
   fork: ['fork'],
@@ -91,6 +112,18 @@ export const STAGE_DOCS: Readonly<Record<Stage, StateDoc>> = {
     after: 'The task runs its restored code.',
   },
 };
+
+/** The task machine's state after `stage`: waiting for the tree, or (after the last) detached. */
+export function readyDoc(stage: Stage): StateDoc {
+  if (READY_STATE_OF[stage] === 'detached') {
+    return { why: 'The last stage is done: the actor has nothing left to do.', before: `The task finished ${stage}.`, after: 'The task runs its restored code, untraced.' };
+  }
+  return {
+    why: 'A stage ends for one task before it ends for the tree: the task waits here until the restore machine moves it on.',
+    before: `The task finished ${stage}.`,
+    after: 'The restore machine told it to enter its next stage: once every task finished the phase, or, inside a phase of several stages, as soon as a slot is free.',
+  };
+}
 
 /** The restore machine's own states that are not stages. */
 export const RESTORE_STATE_DOCS: Readonly<Record<string, StateDoc>> = {

@@ -1,6 +1,6 @@
 // The task machine: one actor per restored task, whose state *is* the stage it has reached
-// (idle -> forked -> namespaces -> sharedFds -> taskState -> parked -> memory -> threads ->
-// finished -> resumed; any error -> failed). It enters a stage only when its parent (the restore
+// (idle -> forked -> forkedReady -> namespaces -> ... -> finishedReady -> resumed -> detached;
+// any error -> failed). It enters a stage only when its parent (the restore
 // machine) sends `advance` for exactly that stage, runs the stage's resources through the
 // runner it was given (src/machines/run.ts builds it per restore) and reports `task.done` or
 // `task.failed`. The machine is built once per process: everything per-restore arrives in input.
@@ -9,7 +9,7 @@ import type { StageError } from '../errors.js';
 import { STAGES, type Stage, type TaskPlan } from '../resources/types.js';
 import type { RestorePlan } from '../plan/plan.js';
 import { asStageError } from './errors.js';
-import { STAGE_DOCS, TASK_STATE_DOCS, TASK_STATE_OF, describeDoc } from './stages.js';
+import { READY_STATE_OF, STAGE_DOCS, TASK_STATE_DOCS, TASK_STATE_OF, describeDoc, readyDoc } from './stages.js';
 
 /** What the runner gets and returns: start/end on the restore's clock. */
 export interface StageRunInput {
@@ -33,6 +33,18 @@ export interface TaskMachineInput {
   readonly task: TaskPlan;
   readonly plan: RestorePlan;
   readonly runner: StageRunner;
+  /** Where the task's finished stages go (the restore machine gets them in batches). */
+  readonly reports: TaskDoneSink;
+}
+
+export interface TaskDone {
+  readonly pid: number;
+  readonly stage: Stage;
+  readonly start: number;
+  readonly end: number;
+}
+export interface TaskDoneSink {
+  done(report: TaskDone): void;
 }
 
 export interface TaskMachineContext extends TaskMachineInput {
@@ -43,10 +55,8 @@ export interface TaskMachineContext extends TaskMachineInput {
 export type TaskCommand = { type: 'advance'; stage: Stage };
 /** The task's own stage work -> the task (sent by the promise the stage's entry started). */
 export type StageOutcome = { type: 'stage.done'; run: StageRun } | { type: 'stage.failed'; stage: Stage; error: unknown };
-/** Task -> restore machine. */
-export type TaskReport =
-  | { type: 'task.done'; pid: number; stage: Stage; start: number; end: number }
-  | { type: 'task.failed'; pid: number; error: StageError };
+/** Task -> restore machine: finished stages come through the TaskDoneSink, a failure at once. */
+export type TaskReport = { type: 'tasks.done'; done: readonly TaskDone[] } | { type: 'task.failed'; pid: number; error: StageError };
 
 /** The plan's resources for this task in this stage: none means the stage is done on entry. */
 const hasWork = (context: TaskMachineContext, stage: Stage) => (context.plan.perTask.get(context.task.pid)?.get(stage)?.length ?? 0) > 0;
@@ -73,13 +83,8 @@ const taskSetup = setup({
         (error: unknown) => self.send({ type: 'stage.failed', stage: params.stage, error }),
       );
     },
-    reportDone: sendParent(({ context }, params: { run: StageRun }) => ({
-      type: 'task.done',
-      pid: context.task.pid,
-      stage: params.run.stage,
-      start: params.run.start,
-      end: params.run.end,
-    })),
+    reportDone: ({ context }, params: { run: StageRun }) =>
+      context.reports.done({ pid: context.task.pid, stage: params.run.stage, start: params.run.start, end: params.run.end }),
     recordError: assign({
       error: ({ context }, params: { stage: Stage; error: unknown }) =>
         asStageError(params.error, { stage: params.stage, pid: context.task.pid }),
@@ -98,9 +103,9 @@ const taskSetup = setup({
 /**
  * `advance` into `stage`, or fail loudly when the restore machine asks for another one. A stage
  * the plan gives this task no resource in is entered and finished in the same step (straight to
- * its `ready`), so it costs one transition, not a round of running.
+ * its ready state), so it costs one transition, not a round of running.
  */
-function advanceTo(stage: Stage, next: Stage | undefined) {
+function advanceTo(stage: Stage) {
   const state = TASK_STATE_OF[stage];
   const params = { stage };
   return {
@@ -108,7 +113,7 @@ function advanceTo(stage: Stage, next: Stage | undefined) {
       { guard: { type: 'withWork' as const, params }, target: `#task.${state}` },
       {
         guard: { type: 'nothingToDo' as const, params },
-        target: `#task.${state}.${next ? 'ready' : 'detached'}`,
+        target: `#task.${READY_STATE_OF[stage]}`,
         actions: { type: 'reportDone' as const, params: ({ context }: { context: TaskMachineContext }) => ({ run: emptyRun(context, stage) }) },
       },
       { target: '#task.failed', actions: { type: 'outOfOrder' as const, params: { expected: stage } } },
@@ -121,39 +126,34 @@ function emptyRun(context: TaskMachineContext, stage: Stage): StageRun {
   return { stage, start: time, end: time };
 }
 
-/** The state of one stage: run its resources, then wait (ready) for the next `advance`. */
-function stageState(stage: Stage, next: Stage | undefined, after: Stage | undefined) {
+/** The states of one stage: running its resources, then waiting (or, after the last, detached). */
+function stageStates(stage: Stage, next: Stage | undefined) {
   return {
-    description: describeDoc(STAGE_DOCS[stage]),
-    initial: 'running' as const,
-    states: {
-      running: {
-        entry: { type: 'startStage' as const, params: { stage } },
-        on: {
-          'stage.done': {
-            target: next ? 'ready' : 'detached',
-            actions: { type: 'reportDone' as const, params: ({ event }: { event: StageOutcome }) => ({ run: (event as { run: StageRun }).run }) },
-          },
-          'stage.failed': {
-            target: '#task.failed',
-            actions: { type: 'recordError' as const, params: ({ event }: { event: StageOutcome }) => ({ stage, error: (event as { error: unknown }).error }) },
-          },
+    [TASK_STATE_OF[stage]]: {
+      description: describeDoc(STAGE_DOCS[stage]),
+      entry: { type: 'startStage' as const, params: { stage } },
+      on: {
+        'stage.done': {
+          target: READY_STATE_OF[stage],
+          actions: { type: 'reportDone' as const, params: ({ event }: { event: StageOutcome }) => ({ run: (event as { run: StageRun }).run }) },
+        },
+        'stage.failed': {
+          target: 'failed',
+          actions: { type: 'recordError' as const, params: ({ event }: { event: StageOutcome }) => ({ stage, error: (event as { error: unknown }).error }) },
         },
       },
-      ...(next ? { ready: { on: advanceTo(next, after) } } : { detached: { type: 'final' as const } }),
     },
+    [READY_STATE_OF[stage]]: { description: describeDoc(readyDoc(stage)), ...(next ? { on: advanceTo(next) } : { type: 'final' as const }) },
   };
 }
-
-const stageStates = Object.fromEntries(STAGES.map((stage, i) => [TASK_STATE_OF[stage], stageState(stage, STAGES[i + 1], STAGES[i + 2])]));
 
 export const taskMachine = taskSetup.createMachine({
   id: 'task',
   context: ({ input }) => ({ ...input }),
   initial: 'idle',
   states: {
-    idle: { description: describeDoc(TASK_STATE_DOCS.idle!), on: advanceTo('fork', STAGES[1]) },
-    ...stageStates,
+    idle: { description: describeDoc(TASK_STATE_DOCS.idle!), on: advanceTo('fork') },
+    ...Object.assign({}, ...STAGES.map((stage, i) => stageStates(stage, STAGES[i + 1]))),
     failed: { description: describeDoc(TASK_STATE_DOCS.failed!), type: 'final', entry: 'reportFailed' },
   },
 });

@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import type { InspectionEvent } from 'xstate';
 import type { Span } from '../resources/types.js';
-import { TASK_STATE_OF } from '../machines/stages.js';
+import { TASK_STATE_OF, taskStatePart } from '../machines/stages.js';
 import { ORCHESTRATOR_PID, type ChromeTrace, type TraceEvent, type TraceMeta } from './format.js';
 
 /** A span may name the thread it ran on (threads stage); it lands on that thread's sub-track. */
@@ -37,7 +37,8 @@ interface OpenState {
   key: string;
   top: string;
   start: number;
-  sub?: { key: string; start: number };
+  /** The part of the stage it is in (running, ready, detached) and the machine's own state name. */
+  sub?: { key: string; start: number; state: string };
 }
 
 interface ActorTrack {
@@ -52,11 +53,14 @@ interface ActorTrack {
 
 const STAGE_OF_TASK_STATE = new Map(Object.entries(TASK_STATE_OF).map(([stage, state]) => [state, stage]));
 
-/** ['forked', 'running'] for `{ forked: 'running' }`; machines here have no parallel states. */
+/**
+ * ['forked', 'running'] for the task state `forked`, ['forked', 'ready'] for `forkedReady`: one
+ * stage span covers a stage's running and its wait. Other states (and the restore machine's) as is.
+ */
 function topAndSub(value: unknown): [string, string | undefined] {
-  if (typeof value === 'string') return [value, undefined];
-  const [top, inner] = Object.entries(value as Record<string, unknown>)[0] ?? ['?', undefined];
-  return [top, inner === undefined ? undefined : topAndSub(inner).filter(Boolean).join('.')];
+  const state = String(value); // both machines are flat
+  const part = taskStatePart(state);
+  return part ? [TASK_STATE_OF[part.stage], part.part] : [state, undefined];
 }
 
 type Inspect = ((event: InspectionEvent) => void) | { next?: (event: InspectionEvent) => void };
@@ -87,7 +91,7 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
   const closeSub = (track: ActorTrack, open: OpenState, time: number) => {
     if (!open.sub) return;
     // Only the wait between stages is drawn: the running part is what the resource spans fill.
-    if (open.sub.key === 'ready') span(track.pid, track.tid, 'waiting for tree', 'wait', open.sub.start, time, { state: `${open.top}.ready` });
+    if (open.sub.key === 'ready') span(track.pid, track.tid, 'waiting for tree', 'wait', open.sub.start, time, { state: open.sub.state });
     open.sub = undefined;
   };
   const closeTop = (track: ActorTrack, time: number) => {
@@ -164,8 +168,8 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
     if (!open || open.top !== top) {
       const time = timeOf(sessionId);
       closeTop(track, time);
-      track.open = { key: top, top, start: time, ...(sub ? { sub: { key: sub, start: time } } : {}) };
-      // A last stage with nothing to do for this task is entered straight into its final child.
+      track.open = { key: top, top, start: time, ...(sub ? { sub: { key: sub, start: time, state: String(snapshot.value) } } : {}) };
+      // A last stage with nothing to do for this task is entered straight into its final state.
       if (sub === 'detached') {
         closeTop(track, time);
         track.finished = true;
@@ -173,8 +177,8 @@ export function createTraceRecorder(options: { now?: () => number } = {}): Trace
     } else if (open.sub?.key !== sub) {
       const time = timeOf(sessionId);
       closeSub(track, open, time);
-      if (sub) open.sub = { key: sub, start: time };
-      // The last stage ends in a final child state: the task has nothing left to do.
+      if (sub) open.sub = { key: sub, start: time, state: String(snapshot.value) };
+      // The last stage ends in its final state: the task has nothing left to do.
       if (sub === 'detached') {
         closeTop(track, time);
         track.finished = true;
