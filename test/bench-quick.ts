@@ -73,7 +73,7 @@ t.test('fill floor: MB/s per method as JSON', async (t) => {
   t.equal(status, 0);
   t.equal(json.bytes, 4 << 20);
   t.equal(json.cold, false);
-  const methods = ['read_reused', 'preadv', 'populate_preadv', 'hugepage_preadv', 'hugepage_populate_preadv'];
+  const methods = ['read_reused', 'preadv', 'populate_preadv', 'hugepage_preadv', 'hugepage_populate_preadv', 'direct_preadv'];
   t.same(Object.keys(json.methods).sort(), [...methods].sort());
   for (const m of methods) {
     t.ok(json.methods[m].best_ms > 0 && json.methods[m].median_ms >= json.methods[m].best_ms, `${m} times`);
