@@ -139,3 +139,26 @@ t.test('buildPlan refuses a task list that is not one tree', async (t) => {
   t.throws(() => buildPlan([], [task(1, 0), task(2, 3), task(3, 2)]), { reason: 'task-tree' });
   t.doesNotThrow(() => buildPlan([], [task(10, 1), task(11, 10)]), 'a root whose parent is outside the tree is fine');
 });
+
+t.test('buildPlan: kinds of one fd type act only for tasks holding one, when the decoded images are there', async (t) => {
+  const { pipe } = await import('../src/resources/pipe.js');
+  const { eventfd } = await import('../src/resources/eventfd.js');
+  const { timers } = await import('../src/resources/timers.js');
+  const { holdsFdOfType } = await import('../src/resources/shared-fds.js');
+  const tasks = [task(1, 0), task(2, 1), task(3, 1, { zombie: true })];
+  const images = new Map<number, unknown>([
+    [1, { fds: [{ fd: 3, type: 2, id: 7, flags: 0 }], core: { tc: {} } }],
+    [2, { fds: [{ fd: 0, type: 1, id: 8, flags: 0 }], core: { tc: { timers: { real: { isec: 0, iusec: 0, vsec: 5, vusec: 0 } } } } }],
+  ]);
+  const source = { checkpoint: undefined, images };
+  const piped: ResourceKind = { name: 'piped', stage: 'shared-fds', images: [], appliesTo: holdsFdOfType(2), restore: async () => {} };
+  const plan = buildPlan([piped], tasks, source);
+  t.same([1, 2, 3].map((pid) => plan.perTask.get(pid)!.get('shared-fds')), [['piped'], [], []], 'the planner passes the images: only the holder gets it');
+  t.same(buildPlan([piped], tasks).perTask.get(2)!.get('shared-fds'), ['piped'], 'without images every live task gets it');
+  t.ok(pipe.appliesTo!(tasks[0]!, source), 'pipe: the task with a pipe fd');
+  t.notOk(pipe.appliesTo!(tasks[1]!, source), 'pipe: not the task without one');
+  t.notOk(eventfd.appliesTo!(tasks[0]!, source), 'eventfd: not a task holding only a pipe');
+  t.notOk(timers.appliesTo!(tasks[0]!, source), 'timers: not a task with no armed timer');
+  t.ok(timers.appliesTo!(tasks[1]!, source), 'timers: a task with an armed itimer');
+  t.ok(timers.appliesTo!(tasks[1]!) && pipe.appliesTo!(tasks[1]!), 'without images: every live task');
+});

@@ -52,7 +52,7 @@ export function buildPlan(kinds: readonly AnyKind[], tasks: readonly TaskPlan[],
     const stagesOfTask = new Map<Stage, string[]>();
     for (const { stage, kinds: acting } of kindsByStage) {
       const names: string[] = [];
-      for (const kind of acting) if (kind.appliesTo?.(task) ?? true) names.push(kind.name);
+      for (const kind of acting) if (kind.appliesTo?.(task, source) ?? true) names.push(kind.name);
       stagesOfTask.set(stage, names);
     }
     perTask.set(task.pid, stagesOfTask);

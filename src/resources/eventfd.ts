@@ -7,10 +7,10 @@
 import type { Entry, FdinfoEntry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
+import { FD_CLOEXEC, holdsFdOfType } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_EVENTFD = 6;
-const FD_CLOEXEC = 1;
 export const O_CLOEXEC = 0o2000000;
 export const O_NONBLOCK = 0o4000;
 /** Kept in bit 0 of eventfd_file_entry.flags (the file's O_RDWR never sets it); CRIU drops it. */
@@ -89,7 +89,7 @@ export const eventfd: ResourceKind<RestoreCtx> = {
   name: 'eventfd',
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*'],
-  appliesTo: (task) => !task.zombie,
+  appliesTo: holdsFdOfType(FD_TYPE_EVENTFD),
   describe: () => ['eventfds with their counters and flags'],
   async restore(ctx) {
     await restoreAnonFds(ctx, FD_TYPE_EVENTFD, async (first) => {

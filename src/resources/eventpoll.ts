@@ -5,6 +5,7 @@
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { O_CLOEXEC, restoreAnonFds } from './eventfd.js';
+import { holdsFdOfType } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_EVENTPOLL = 7;
@@ -15,7 +16,7 @@ export const eventpoll: ResourceKind<RestoreCtx> = {
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*'],
   after: ['regfile', 'chardev', 'pipe', 'eventfd', 'signalfd', 'timerfd', 'inotify'],
-  appliesTo: (task) => !task.zombie,
+  appliesTo: holdsFdOfType(FD_TYPE_EVENTPOLL),
   describe: () => ['epoll instances, then their registered fds with events and data'],
   async restore(ctx) {
     await restoreAnonFds(ctx, FD_TYPE_EVENTPOLL, async (first) => {

@@ -12,7 +12,7 @@ import type { Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { groupByPipe, heldPipes, pipeData, type PipeGroup } from './pipe.js';
-import { copyFromTask, dupOps, fillPipe, offer, O_CLOEXEC, receive, receiverCount, sharedRows, spareFds } from './shared-fds.js';
+import { copyFromTask, dupOps, fillPipe, holdsFdOfType, offer, O_CLOEXEC, receive, receiverCount, sharedRows, spareFds } from './shared-fds.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 export const FD_TYPE_FIFO = 3;
@@ -107,7 +107,7 @@ export const fifo: ResourceKind<RestoreCtx> = {
   name: 'fifo',
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*', 'fifo-data'],
-  appliesTo: (task: TaskPlan) => !task.zombie,
+  appliesTo: holdsFdOfType(FD_TYPE_FIFO),
   describe(task) {
     return task.zombie ? [] : ['open FIFOs by path (keeper O_RDWR first), queued bytes, share each description'];
   },

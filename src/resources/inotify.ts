@@ -7,6 +7,7 @@ import { StageError } from '../errors.js';
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { O_CLOEXEC, O_NONBLOCK, restoreAnonFds } from './eventfd.js';
+import { holdsFdOfType } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_INOTIFY = 8;
@@ -15,7 +16,7 @@ export const inotify: ResourceKind<RestoreCtx> = {
   name: 'inotify',
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*'],
-  appliesTo: (task) => !task.zombie,
+  appliesTo: holdsFdOfType(FD_TYPE_INOTIFY),
   describe: () => ['inotify instances and their watches (path, mask, watch descriptor)'],
   async restore(ctx) {
     await restoreAnonFds(ctx, FD_TYPE_INOTIFY, async (first) => {

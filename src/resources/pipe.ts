@@ -13,6 +13,7 @@ import {
   FD_CLOEXEC,
   fillPipe,
   holdersByFile,
+  holdsFdOfType,
   offer,
   O_CLOEXEC,
   receive,
@@ -166,7 +167,7 @@ export const pipe: ResourceKind<RestoreCtx> = {
   name: 'pipe',
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*', 'pipes-data'],
-  appliesTo: (task: TaskPlan) => !task.zombie,
+  appliesTo: holdsFdOfType(FD_TYPE_PIPE),
   async restore(ctx) {
     if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_PIPE)) return;
     const { held, wants } = heldPipes(ctx, groupsOf(ctx.session, ctx), FD_TYPE_PIPE, 'pipe');

@@ -12,7 +12,7 @@ import type { HelperChannel } from '../actors/helper.js';
 import { native } from '../actors/native.js';
 import type { FdinfoEntry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
-import type { SharedObject, TaskPlan } from './types.js';
+import type { PlanSource, SharedObject, TaskPlan } from './types.js';
 
 /** The fdinfo flags bit of a close-on-exec fd. */
 export const FD_CLOEXEC = 1;
@@ -50,6 +50,18 @@ export function holdersByFile(tasks: readonly TaskPlan[], tables: FdTables, type
     }
   }
   return out;
+}
+
+/**
+ * appliesTo of a kind that acts only on fds of `type`: a live task holding one (restore() would
+ * find nothing to do for the others), or every live task when the planner has no decoded images.
+ */
+export function holdsFdOfType(type: number): (task: TaskPlan, source?: PlanSource) => boolean {
+  return (task, source) => {
+    if (task.zombie) return false;
+    const fds = (source?.images.get(task.pid) as { fds?: readonly FdinfoEntry[] } | undefined)?.fds;
+    return fds === undefined || fds.some((fd) => fd.type === type);
+  };
 }
 
 /** SharedObject rows for `crr plan`: the creator and the other tasks of each holder list. */

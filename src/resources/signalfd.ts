@@ -3,6 +3,7 @@
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { O_CLOEXEC, O_NONBLOCK, restoreAnonFds } from './eventfd.js';
+import { holdsFdOfType } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_SIGNALFD = 9;
@@ -11,7 +12,7 @@ export const signalfd: ResourceKind<RestoreCtx> = {
   name: 'signalfd',
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*'],
-  appliesTo: (task) => !task.zombie,
+  appliesTo: holdsFdOfType(FD_TYPE_SIGNALFD),
   describe: () => ['signalfds with their masks'],
   async restore(ctx) {
     await restoreAnonFds(ctx, FD_TYPE_SIGNALFD, async (first) => {

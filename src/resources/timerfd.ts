@@ -5,6 +5,7 @@
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { O_CLOEXEC, O_NONBLOCK, restoreAnonFds } from './eventfd.js';
+import { holdsFdOfType } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_TIMERFD = 17;
@@ -15,7 +16,7 @@ export const timerfd: ResourceKind<RestoreCtx> = {
   name: 'timerfd',
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*'],
-  appliesTo: (task) => !task.zombie,
+  appliesTo: holdsFdOfType(FD_TYPE_TIMERFD),
   describe: () => ['timerfds with their clocks, remaining times, intervals and ticks'],
   async restore(ctx) {
     await restoreAnonFds(ctx, FD_TYPE_TIMERFD, async (first) => {

@@ -118,8 +118,13 @@ export interface ResourceKind<Ctx extends BaseTaskContext = TaskContext> {
   readonly images: readonly string[];
   /** Kinds that must have acted first: in the same stage or an earlier one, never a later one. */
   readonly after?: readonly string[];
-  /** Whether it acts for this task at all (default: every task). */
-  appliesTo?(task: TaskPlan): boolean;
+  /**
+   * Whether it acts for this task at all (default: every task). `source`, when the planner has the
+   * decoded checkpoint, lets a kind leave out a task with nothing of its kind (no fd of its type):
+   * a kind left out costs nothing, while one that only finds out in restore() costs a context
+   * and a promise per task (~15 such kinds per task in a large tree).
+   */
+  appliesTo?(task: TaskPlan, source?: PlanSource): boolean;
   /** Act for one task in its stage. Throw a NativeError/StageError; the task machine adds pid, stage, resource. */
   restore(ctx: Ctx): Promise<void>;
   /** Lines for `crr plan` and `crr restore --dry-run`. */
