@@ -75,7 +75,9 @@ export const threads: ResourceKind<RestoreCtx> = {
       const fpregs = (coreOf(others[0]!)['thread_info'] as Record<string, unknown> | undefined)?.['fpregs'] as Record<string, unknown> | undefined;
       if (fpregs) await shareFpuState(ctx.tracer, hostPid, ctx.runtime, fpregs);
     }
-    const created = await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp, imageReady }, record);
+    // A task of one thread keeps the barrier's ptrace options (createThreads' first step, a tracer
+    // round trip, only takes PTRACE_O_TRACECLONE off before any clone3).
+    const created = others.length === 0 ? [] : await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp, imageReady }, record);
     const restored: RestoredThread[] = [{ tid: ctx.pid, hostTid: hostPid }, ...created];
     setRestoredThreads(ctx.runtime, restored);
     // The kinds after this one (creds, signals, seccomp, regs) use every thread's core.
