@@ -8,6 +8,7 @@ import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import type { PageCacheStat } from '../actors/fds-binding.js';
 import { PAGE_SIZE } from '../images/index.js';
+import { majorMinor } from './prefetch.js';
 import type { PageRun } from './remote-vma.js';
 
 /**
@@ -41,9 +42,7 @@ export function decideDirect(stat: PageCacheStat | undefined, pages: number): Co
  * partition belongs to); undefined when the file is on no block device.
  */
 export function logicalBlockSize(dev: number, readSysfs: (path: string) => string = (p) => readFileSync(p, 'utf8')): number | undefined {
-  const d = BigInt(dev);
-  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & 0xfffff000n);
-  const minor = (d & 0xffn) | ((d >> 12n) & 0xffffff00n);
+  const { major, minor } = majorMinor(dev);
   for (const path of [`/sys/dev/block/${major}:${minor}/queue/logical_block_size`, `/sys/dev/block/${major}:${minor}/../queue/logical_block_size`]) {
     try {
       const size = Number.parseInt(readSysfs(path), 10);

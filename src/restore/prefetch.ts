@@ -30,16 +30,19 @@ export interface PagePrefetch {
  * of the range without a word, so larger steps would leave holes. `dev` is fstat's st_dev.
  */
 export function readAheadStep(dev: number, readSysfs: (path: string) => string = (p) => readFileSync(p, 'utf8')): number {
-  // glibc's major()/minor() split of a 64-bit dev_t
-  const d = BigInt(dev);
-  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & 0xfffff000n);
-  const minor = (d & 0xffn) | ((d >> 12n) & 0xffffff00n);
+  const { major, minor } = majorMinor(dev);
   try {
     const kib = Number.parseInt(readSysfs(`/sys/class/bdi/${major}:${minor}/read_ahead_kb`), 10);
     return Number.isFinite(kib) ? Math.min(MAX_STEP, Math.max(MIN_STEP, kib * 1024)) : MIN_STEP;
   } catch {
     return MIN_STEP; // no block device behind the file (tmpfs): the window is moot
   }
+}
+
+/** glibc's major()/minor() split of a 64-bit dev_t (fstat's st_dev), for sysfs paths. */
+export function majorMinor(dev: number): { major: bigint; minor: bigint } {
+  const d = BigInt(dev);
+  return { major: ((d >> 8n) & 0xfffn) | ((d >> 32n) & 0xfffff000n), minor: (d & 0xffn) | ((d >> 12n) & 0xffffff00n) };
 }
 
 /**
