@@ -9,6 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,8 @@ import { mbps, stepMedians, summary } from './lib/stats.js';
 import { evaluateTargets, printReport } from './lib/report.js';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
+// bin/crr.js's own test of which build it runs.
+const { commonJsIsCurrent } = createRequire(import.meta.url)('../bin/common-js-current.js');
 const argv = process.argv.slice(2);
 const flag = (name) => argv.includes(name);
 const option = (name) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
@@ -146,6 +149,8 @@ async function benchWorkload(crr, w) {
       if (variant === 'cli') {
         row.floor = first.floor;
         row.note = 'wall time from spawning node bin/crr.js to its "restored" line';
+        // bin/crr.js runs dist/ (ES modules, no code cache) when dist-cjs/ is older: not the CLI as built.
+        if (!commonJsIsCurrent()) row.note += '; WARNING: dist-cjs/ is older than dist/, so bin/crr.js ran dist/ (run npm run build:ts first)';
         rows.push(finishRow(row, await cliRestores(root, imagesDir, runs, expect, timeoutMs, onRun)));
       } else if (variant.startsWith('pool=')) {
         row.floor = first.floor;

@@ -6,9 +6,8 @@
 // of a short command's time. When dist/ was compiled after dist-cjs/ (tsc run by hand), the CLI
 // runs dist/ as it is.
 'use strict';
-const { statSync } = require('node:fs');
-const { join } = require('node:path');
 const { setFlagsFromString } = require('node:v8');
+const { commonJsIsCurrent } = require('./common-js-current.js');
 
 // msgpackr's native string extractor (msgpackr-extract) costs ~25 ms to load and only pays off
 // on large strings; the helper channel carries small messages, so the CLI runs without it.
@@ -17,15 +16,6 @@ process.env.MSGPACKR_NATIVE_ACCELERATION_DISABLED ??= 'true';
 // 1 MB, took 7 scavenges (11-16 ms of pauses) to get there; growing it 16-fold takes 3 (7.5 ms).
 // Its largest size (and so the memory a big restore keeps) is unchanged.
 setFlagsFromString('--semi-space-growth-factor=16');
-
-function commonJsIsCurrent() {
-  const built = (path) => statSync(join(__dirname, '..', path)).mtimeMs;
-  try {
-    return built('dist-cjs/package.json') >= built('dist/index.js');
-  } catch {
-    return false;
-  }
-}
 
 const run = ({ main }) => main(process.argv.slice(2)).then((code) => (process.exitCode = code));
 if (commonJsIsCurrent()) {
