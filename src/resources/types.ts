@@ -122,7 +122,7 @@ export interface ResourceKind<Ctx extends BaseTaskContext = TaskContext> {
    * Whether it acts for this task at all (default: every task). `source`, when the planner has the
    * decoded checkpoint, lets a kind leave out a task with nothing of its kind (no fd of its type):
    * a kind left out costs nothing, while one that only finds out in restore() costs a context
-   * and a promise per task (~15 such kinds per task in a large tree).
+   * and a promise per task (8 of them per task of a plain tree, before they said no here).
    */
   appliesTo?(task: TaskPlan, source?: PlanSource): boolean;
   /** Act for one task in its stage. Throw a NativeError/StageError; the task machine adds pid, stage, resource. */
