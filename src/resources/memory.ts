@@ -76,7 +76,6 @@ function copyThreads(): number {
   return Math.min(4, availableParallelism());
 }
 
-const SYS_FCNTL = 72;
 const F_SETFL = 4;
 const O_DIRECT = 0o40000;
 const EINVAL = 22;
@@ -209,7 +208,7 @@ async function mapAndFill(
   if (own) {
     // O_DIRECT set on the task's own pages fd with the map batch (no round trip of its own);
     // EINVAL: this filesystem reads through the cache only, the fill goes today's way.
-    const setDirect = direct ? batch.call(SYS_FCNTL, [pagesFd, F_SETFL, O_DIRECT], { what: 'set O_DIRECT on pages-N.img', tolerate: [EINVAL] }) : -1;
+    const setDirect = direct ? batch.call(SYS.fcntl, [pagesFd, F_SETFL, O_DIRECT], { what: 'set O_DIRECT on pages-N.img', tolerate: [EINVAL] }) : -1;
     const results = await batch.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 120_000 });
     ctx.record({ name: 'map', start: at.start, end: ctx.now(), syscalls: batch.size });
     if (direct && signed(results[setDirect]!) < 0n) {
@@ -224,7 +223,7 @@ async function mapAndFill(
   if (direct) {
     // One preadv per GiB straight into the task's pages, then the fd reads through the cache again.
     reads = addFill(fill, runs, pagesFd);
-    fill.call(SYS_FCNTL, [pagesFd, F_SETFL, 0], { what: 'clear O_DIRECT on pages-N.img' });
+    fill.call(SYS.fcntl, [pagesFd, F_SETFL, 0], { what: 'clear O_DIRECT on pages-N.img' });
   } else if (own && mode === 'uffd') {
     reads = await fillByCopy(ctx, hostPid, fill, { runs, pagesFd, pagesPath: at.pagesPath, mapped });
   } else reads = addFill(fill, runs, pagesFd, mode === 'populate' ? 'populate' : 'fault');

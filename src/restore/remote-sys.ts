@@ -15,6 +15,7 @@ export const SYS = {
   pause: 34,
   setitimer: 38,
   getpid: 39,
+  fcntl: 72,
   setgroups: 116,
   setresuid: 117,
   setresgid: 119,
