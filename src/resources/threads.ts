@@ -46,6 +46,8 @@ export const threads: ResourceKind<RestoreCtx> = {
     // New threads inherit the main thread's name, set by now (its own batch, or the mm step's).
     const commOf = (part: string) => (mainCore[part] as Record<string, unknown> | undefined)?.['comm'] as string | undefined;
     const mainComm = commOf('thread_core') || commOf('tc');
+    // What every new thread inherits at clone3: the main thread's scheduling, as just set.
+    const mainScheduling = schedulingOf(mainCore);
     // A task with many threads may still be decoding their cores (load.ts): each round of
     // createThreads waits only for its own threads' cores, read when it builds their lists.
     const others = ctx.task.threads.filter((tid) => tid !== ctx.pid);
@@ -60,7 +62,7 @@ export const threads: ResourceKind<RestoreCtx> = {
         return clearTidOf(coreOf(tid));
       },
       build: (list: ThreadBatch) =>
-        addThreadState(list, coreOf(tid), tid, { clearTidSet: true, inheritedScheduling: schedulingOf(mainCore), ...(mainComm ? { inheritedComm: mainComm } : {}) }),
+        addThreadState(list, coreOf(tid), tid, { clearTidSet: true, inheritedScheduling: mainScheduling, ...(mainComm ? { inheritedComm: mainComm } : {}) }),
     }));
     ctx.signal.throwIfAborted();
     // Recorded as they come: rollback and later kinds must know every thread that exists.
