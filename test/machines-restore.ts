@@ -303,3 +303,22 @@ t.test('finished stages reach the restore machine in batches: fewer events than 
   t.equal(batches.reduce((a, b) => a + b, 0), reports, 'every finished stage arrived in some batch');
   t.ok(batches.length < reports / 4, `${batches.length} tasks.done events for ${reports} finished stages`);
 });
+
+t.test('a task goes through the stages of one phase by itself: one advance per phase, not per stage', async (t) => {
+  const world = fakeWorld();
+  const advances = new Map<number, Stage[]>();
+  await runRestore(world.env, {
+    concurrency: 2,
+    inspect: (event) => {
+      if (event.type !== '@xstate.event' || event.event.type !== 'advance') return;
+      const pid = Number(String((event.actorRef as { id?: string }).id).replace('task-', ''));
+      advances.set(pid, [...(advances.get(pid) ?? []), (event.event as { stage: Stage }).stage]);
+    },
+  });
+  const firstStages = PHASE_ORDER.map((phase) => PHASES[phase][0]);
+  for (const task of TREE) t.same(advances.get(task.pid), firstStages, `task ${task.pid}: told to enter each phase's first stage only`);
+  for (const task of TREE) {
+    const mine = ended(world).filter((m) => m.pid === task.pid && phaseOf(m.stage) === 'memory').map((m) => m.stage);
+    t.same(mine, PHASES.memory, `task ${task.pid}: still ran memory, threads and finish, in order`);
+  }
+});

@@ -1,7 +1,7 @@
 // The restore machine's schedule book (src/machines/schedule.ts) on its own: parents fork before
-// children, the busy limit holds, a task half way through a multi-stage phase goes before fresh
-// ones, a phase is complete only when every task finished its last stage, and the cost per
-// task stays flat as the tree grows (it used to re-scan and copy everything per event).
+// children, the busy limit holds, a task keeps its slot through a phase of several stages (it
+// goes from stage to stage by itself), a phase is complete only when every task finished its
+// last stage, and the cost per task stays flat as the tree grows.
 import t from 'tap';
 import { Schedule } from '../src/machines/schedule.js';
 import type { TaskPlan } from '../src/resources/types.js';
@@ -24,7 +24,7 @@ t.test('fork: only roots first, each child once its parent has forked', async (t
   t.ok(s.complete('fork'));
 });
 
-t.test('the busy limit holds and continuing tasks go first', async (t) => {
+t.test('the busy limit holds and a task keeps its slot through a phase of several stages', async (t) => {
   const s = new Schedule(TREE);
   for (const stage of ['fork', 'namespaces', 'shared-fds', 'task-state', 'barrier'] as const) {
     const phase = ({ fork: 'fork', namespaces: 'namespaces', 'shared-fds': 'sharedFds', 'task-state': 'taskState', barrier: 'barrier' } as const)[stage];
@@ -33,9 +33,16 @@ t.test('the busy limit holds and continuing tasks go first', async (t) => {
   const first = s.take('memory', 2);
   t.same(first.map((x) => x.stage), ['memory', 'memory']);
   t.same(s.take('memory', 2), [], 'limit 2: nothing more while two are busy');
-  s.finish(first[0]!.pid, 'memory');
-  t.same(s.take('memory', 2), [{ pid: first[0]!.pid, stage: 'threads' }], 'the task half way through goes before fresh ones');
-  t.equal(s.stagesDone(first[0]!.pid), 6);
+  const pid = first[0]!.pid;
+  s.finish(pid, 'memory');
+  t.same(s.take('memory', 2), [], 'a task half way through the phase keeps its slot (it goes on by itself)');
+  t.equal(s.stagesDone(pid), 6);
+  s.finish(pid, 'threads');
+  t.same(s.take('memory', 2), [], 'still its slot after threads');
+  s.finish(pid, 'finish');
+  const next = s.take('memory', 2);
+  t.equal(next.length, 1, 'the phase finished: its slot goes to a fresh task');
+  t.equal(next[0]!.stage, 'memory', 'which enters the phase at its first stage');
   t.notOk(s.complete('memory'));
 });
 

@@ -1,5 +1,7 @@
-// Which tasks the restore machine may move into their next stage right now. The rules: stay
-// inside the current phase, parent before child in fork, at most `limit` tasks busy. Kept as a
+// Which tasks the restore machine may move into their next phase right now. The rules: stay
+// inside the current phase, parent before child in fork, at most `limit` tasks busy. A task
+// enters a phase at its first stage and goes through the phase's other stages by itself (the
+// task machine), keeping its slot until it finished the phase's last stage. Kept as a
 // small mutable book (queues and counters) rather than a progress record copied per event: the
 // machine asks it once per task per stage, so every question must cost O(1) per answer, or a
 // 4,000-task tree spends seconds re-scanning and re-copying (measured: 0.6 s of CPU per
@@ -19,11 +21,9 @@ export class Schedule {
   private readonly done = new Map<number, number>();
   /** Children of each task in task-list order: they may fork once it has. */
   private readonly children = new Map<number, number[]>();
-  /** Tasks that may enter their next stage of the current phase, front first. */
+  /** Tasks that may enter the current phase, front first. */
   private ready: number[] = [];
   private head = 0;
-  /** Tasks between two stages of one phase: they go first (at most `limit` of them). */
-  private continuing: number[] = [];
   private busy = 0;
   private phase: Phase | undefined;
   /** Tasks that finished the current phase's last stage. */
@@ -52,19 +52,14 @@ export class Schedule {
     this.finished = 0;
     this.ready = [...(phase === 'fork' ? this.order : this.all)];
     this.head = 0;
-    this.continuing = [];
   }
 
-  /**
-   * The tasks to advance now, each marked busy, and the stage each enters. A task that is half
-   * way through a phase of several stages goes before tasks that have not started it, so slots
-   * finish work rather than spread it.
-   */
+  /** The tasks to advance now, each marked busy, and the stage each enters (the phase's first). */
   take(phase: Phase, limit: number): StageStart[] {
     if (this.phase !== phase) this.enter(phase);
     const picked: StageStart[] = [];
-    while (this.busy < limit && (this.continuing.length > 0 || this.head < this.ready.length)) {
-      const pid = this.continuing.length > 0 ? this.continuing.shift()! : this.ready[this.head++]!;
+    while (this.busy < limit && this.head < this.ready.length) {
+      const pid = this.ready[this.head++]!;
       picked.push({ pid, stage: STAGES[this.done.get(pid)!]! });
       this.busy += 1;
     }
@@ -75,14 +70,14 @@ export class Schedule {
     return picked;
   }
 
-  /** `pid` finished `stage`: free its slot and queue what may follow it within the phase. */
+  /** `pid` finished `stage`: after the phase's last stage its slot is free (before it, the task goes on by itself). */
   finish(pid: number, stage: Stage): void {
     const index = stageIndex(stage);
     this.done.set(pid, index + 1);
-    this.busy -= 1;
-    const phase = this.phase!;
-    if (stage === lastStageOf(phase)) this.finished += 1;
-    else this.continuing.push(pid);
+    if (stage === lastStageOf(this.phase!)) {
+      this.busy -= 1;
+      this.finished += 1;
+    }
     if (index === FORK_INDEX) for (const child of this.children.get(pid) ?? []) this.ready.push(child);
   }
 

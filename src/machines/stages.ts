@@ -113,16 +113,30 @@ export const STAGE_DOCS: Readonly<Record<Stage, StateDoc>> = {
   },
 };
 
-/** The task machine's state after `stage`: waiting for the tree, or (after the last) detached. */
+/** The task machine's state after `stage`: waiting for the tree, passing on within a phase, or (after the last) detached. */
 export function readyDoc(stage: Stage): StateDoc {
   if (READY_STATE_OF[stage] === 'detached') {
     return { why: 'The last stage is done: the actor has nothing left to do.', before: `The task finished ${stage}.`, after: 'The task runs its restored code, untraced.' };
   }
+  const next = nextStageInPhase(stage);
+  if (next) {
+    return {
+      why: `Inside a phase of several stages the task goes on by itself, keeping its slot: no round trip through the restore machine between ${stage} and ${next}.`,
+      before: `The task finished ${stage}.`,
+      after: `The task entered ${next} (or passed it straight by, with no resource of its own there).`,
+    };
+  }
   return {
-    why: 'A stage ends for one task before it ends for the tree: the task waits here until the restore machine moves it on.',
+    why: 'A phase ends for one task before it ends for the tree: the task waits here until the restore machine moves it on.',
     before: `The task finished ${stage}.`,
-    after: 'The restore machine told it to enter its next stage: once every task finished the phase, or, inside a phase of several stages, as soon as a slot is free.',
+    after: 'Every task finished the phase, and the restore machine told this one to enter its next stage.',
   };
+}
+
+/** The stage after `stage` when both belong to one phase (the task then goes on by itself). */
+export function nextStageInPhase(stage: Stage): Stage | undefined {
+  const stages: readonly Stage[] = Object.values(PHASES).find((list: readonly Stage[]) => list.includes(stage))!;
+  return stages[stages.indexOf(stage) + 1];
 }
 
 /** The restore machine's own states that are not stages. */

@@ -1,15 +1,15 @@
 // The task machine: one actor per restored task, whose state *is* the stage it has reached
 // (idle -> forked -> forkedReady -> namespaces -> ... -> finishedReady -> resumed -> detached;
-// any error -> failed). It enters a stage only when its parent (the restore
-// machine) sends `advance` for exactly that stage, runs the stage's resources through the
-// runner it was given (src/machines/run.ts builds it per restore) and reports the finished stage
+// any error -> failed). It enters a phase's first stage only when its parent (the restore
+// machine) sends `advance` for exactly that stage, and the phase's other stages (memory ->
+// threads -> finish) by itself; it runs each stage's resources through the runner it was given (src/machines/run.ts builds it per restore) and reports the finished stage
 // (the restore machine gets them batched, as `tasks.done`) or `task.failed`. The machine is built once per process: everything per-restore arrives in input.
 import { assign, sendParent, setup, type ActorRefFrom } from 'xstate';
 import type { StageError } from '../errors.js';
 import { STAGES, type Stage, type TaskPlan } from '../resources/types.js';
 import type { RestorePlan } from '../plan/plan.js';
 import { asStageError } from './errors.js';
-import { READY_STATE_OF, STAGE_DOCS, TASK_STATE_DOCS, TASK_STATE_OF, describeDoc, readyDoc } from './stages.js';
+import { READY_STATE_OF, STAGE_DOCS, TASK_STATE_DOCS, TASK_STATE_OF, describeDoc, nextStageInPhase, readyDoc } from './stages.js';
 
 /** What the runner gets and returns: start/end on the restore's clock. */
 export interface StageRunInput {
@@ -69,6 +69,8 @@ const taskSetup = setup({
     withWork: ({ context, event }, params: { stage: Stage }) => isAdvance(event, params.stage) && hasWork(context, params.stage),
     /** `advance` into this stage, with no resource of this task in it. */
     nothingToDo: ({ context, event }, params: { stage: Stage }) => isAdvance(event, params.stage) && !hasWork(context, params.stage),
+    /** The plan gives this task resources in this stage (whatever the event). */
+    stageHasWork: ({ context }, params: { stage: Stage }) => hasWork(context, params.stage),
   },
   actions: {
     /**
@@ -121,9 +123,27 @@ function advanceTo(stage: Stage) {
   };
 }
 
+/** The next stage of the same phase, entered at once (or passed by when it has no work). */
+function passOn(stage: Stage) {
+  const params = { stage };
+  return [
+    { guard: { type: 'stageHasWork' as const, params }, target: `#task.${TASK_STATE_OF[stage]}` },
+    {
+      target: `#task.${READY_STATE_OF[stage]}`,
+      actions: { type: 'reportDone' as const, params: ({ context }: { context: TaskMachineContext }) => ({ run: emptyRun(context, stage) }) },
+    },
+  ];
+}
+
 function emptyRun(context: TaskMachineContext, stage: Stage): StageRun {
   const time = context.runner.now();
   return { stage, start: time, end: time };
+}
+
+/** What a task does once `stage` is done: wait for `advance`, go on within the phase, or (after the last) nothing. */
+function afterStage(stage: Stage, next: Stage | undefined) {
+  if (!next) return { type: 'final' as const };
+  return nextStageInPhase(stage) ? { always: passOn(next) } : { on: advanceTo(next) };
 }
 
 /** The states of one stage: running its resources, then waiting (or, after the last, detached). */
@@ -143,7 +163,7 @@ function stageStates(stage: Stage, next: Stage | undefined) {
         },
       },
     },
-    [READY_STATE_OF[stage]]: { description: describeDoc(readyDoc(stage)), ...(next ? { on: advanceTo(next) } : { type: 'final' as const }) },
+    [READY_STATE_OF[stage]]: { description: describeDoc(readyDoc(stage)), ...afterStage(stage, next) },
   };
 }
 
