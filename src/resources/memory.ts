@@ -299,7 +299,7 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (own && !direct) readAhead();
     let done: { syscalls: number; bytes: number; last: RemoteBatch };
     try {
-      // An own fill runs its map batch at once; a small task's one batch only runs after mm and sigact add theirs.
+      // An own fill runs its map batch at once; a small task's one batch only runs after the stage's other kinds add theirs.
       if (own) await teardownReady();
       done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, direct, directRefused: readAhead, start });
       if (!own) await teardownReady();

@@ -11,6 +11,7 @@ import { FD_TYPE_EVENTPOLL, eventpoll } from './eventpoll.js';
 import { FD_TYPE_FIFO, fifo } from './fifo.js';
 import { fs } from './fs.js';
 import { FD_TYPE_INOTIFY, inotify } from './inotify.js';
+import { mainThread } from './main-thread.js';
 import { memory } from './memory.js';
 import { mm } from './mm.js';
 import { FD_TYPE_PIPE, pipe } from './pipe.js';
@@ -56,6 +57,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   memory,
   mm,
   sigact,
+  mainThread,
   threads,
   creds,
   signals,

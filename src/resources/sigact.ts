@@ -3,7 +3,7 @@
 // without SIGKILL and SIGSTOP, whose actions cannot change. Runs in the task through the stub so
 // dispositions are set after the memory they point into, and the helper's own are overwritten.
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { handedName, runHanded, takeHanded } from '../restore/remote.js';
+import { handedName, runOrHandOn, takeHanded } from '../restore/remote.js';
 import { SIGKILL, SIGSTOP, SYS } from '../restore/remote-sys.js';
 import { scratchOf } from './memory.js';
 import { setU64 } from '../actors/stub.js';
@@ -73,7 +73,9 @@ export const sigact: ResourceKind<RestoreCtx> = {
       }
     }
     if (batch.size === 0) return;
-    await runHanded(ctx, handed, hostPidOf(ctx));
-    ctx.record({ name: handedName(handed), start: handed.start, end: ctx.now(), syscalls: batch.size });
+    // The main thread's state goes in the same round trip.
+    const ran = await runOrHandOn(ctx, handed, 'main-thread', hostPidOf(ctx));
+    if (ran) ctx.record({ name: handedName(handed), start: handed.start, end: ctx.now(), syscalls: batch.size });
+    else ctx.record({ name: 'sigactions', start, end: ctx.now(), syscalls: count });
   },
 };

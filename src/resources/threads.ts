@@ -1,17 +1,15 @@
-// Threads with their dumped TIDs, and the per-thread kernel state of every thread: the main
-// thread sets its rseq, clear_child_tid, robust list, name and sigaltstack in one batch; then
-// every other thread is created by a clone3 batch in the main thread (set_tid, and
-// clear_child_tid through CLONE_CHILD_CLEARTID) and runs its own short list as it starts
-// (threads start with no rseq: kernel notes trap 3; nor robust list, nor sigaltstack), then is
-// seized; each thread's list also sets its scheduling policy and nice where they differ from
-// what it inherited. Registers, FPU state and masks come last, in the regs kind (but for the
-// FPU state the threads inherit from the main thread at clone3: shareFpuState).
+// The threads of a task beyond its main one, with their dumped TIDs: each is created by a clone3
+// batch in the main thread (set_tid, and clear_child_tid through CLONE_CHILD_CLEARTID) and runs
+// its own short list as it starts (threads start with no rseq: kernel notes trap 3; nor robust
+// list, nor sigaltstack), then is seized; each thread's list also sets its scheduling policy and
+// nice where they differ from what it inherited. The main thread's own state was set at the end
+// of the memory stage (src/resources/main-thread.ts). Registers, FPU state and masks come last,
+// in the regs kind (but for the FPU state the threads inherit from the main thread at clone3:
+// shareFpuState).
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { threadCoreDecoded, threadCoresReady } from '../restore/load.js';
-import { RemoteBatch } from '../restore/remote.js';
 import type { ThreadBatch } from '../restore/remote-thread-lists.js';
-import { perKey } from '../memo.js';
-import { addThreadState, clearTidOf, createThreads, ownScheduling, schedulingOf, setRestoredThreads, shareFpuState, threadPtraceOptions, type RestoredThread } from '../restore/remote-threads.js';
+import { addThreadState, clearTidOf, createThreads, schedulingOf, setRestoredThreads, shareFpuState, threadPtraceOptions, type RestoredThread } from '../restore/remote-threads.js';
 import { scratchOf } from './memory.js';
 import { needsSeccompSuspend } from './seccomp.js';
 import type { ResourceKind } from './types.js';
@@ -22,28 +20,19 @@ import type { ResourceKind } from './types.js';
  */
 const SHARE_FPU_FROM = 8;
 
-/** crr's scheduling, read once per restore: the first helper inherited it, and every task from it. */
-const ownSchedulingFor = perKey((_session: object) => ownScheduling());
-
 export const threads: ResourceKind<RestoreCtx> = {
   name: 'threads',
   stage: 'threads',
   images: ['core-*'],
-  appliesTo: (task) => !task.zombie,
-  describe: (task) => [
-    task.threads.length > 1 ? `clone3 threads ${task.threads.slice(1).join(', ')} with their TIDs` : 'one thread',
-    'rseq, clear_child_tid, robust list, sigaltstack per thread',
-  ],
+  // A task of one thread has nothing here: its state was set with the memory stage's batch.
+  appliesTo: (task) => !task.zombie && task.threads.length > 1,
+  describe: (task) => [`clone3 threads ${task.threads.slice(1).join(', ')} with their TIDs`, 'rseq, clear_child_tid, robust list, sigaltstack per thread'],
   async restore(ctx) {
     const hostPid = hostPidOf(ctx);
     const scratch = scratchOf(ctx);
     const start = ctx.now();
-    const main = new RemoteBatch(scratch);
     const mainCore = ctx.images.core as Record<string, unknown>;
-    addThreadState(main, mainCore, ctx.pid, { inheritedScheduling: ownSchedulingFor(ctx.session) });
-    await main.run(ctx.tracer, hostPid, { pid: ctx.pid });
-
-    // New threads inherit the main thread's name, set by now (its own batch, or the mm step's).
+    // New threads inherit the main thread's name, set by now (the main-thread or the mm kind's commands).
     const commOf = (part: string) => (mainCore[part] as Record<string, unknown> | undefined)?.['comm'] as string | undefined;
     const mainComm = commOf('thread_core') || commOf('tc');
     // What every new thread inherits at clone3: the main thread's scheduling, as just set.
@@ -77,9 +66,7 @@ export const threads: ResourceKind<RestoreCtx> = {
       const fpregs = (coreOf(others[0]!)['thread_info'] as Record<string, unknown> | undefined)?.['fpregs'] as Record<string, unknown> | undefined;
       if (fpregs) await shareFpuState(ctx.tracer, hostPid, ctx.runtime, fpregs);
     }
-    // A task of one thread keeps the barrier's ptrace options (createThreads' first step, a tracer
-    // round trip, only takes PTRACE_O_TRACECLONE off before any clone3).
-    const created = others.length === 0 ? [] : await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp, imageReady }, record);
+    const created = await createThreads(ctx.tracer, hostPid, scratch, ctx.pid, wanted, { suspendSeccomp, imageReady }, record);
     const restored: RestoredThread[] = [{ tid: ctx.pid, hostTid: hostPid }, ...created];
     setRestoredThreads(ctx.runtime, restored);
     // The kinds after this one (creds, signals, seccomp, regs) use every thread's core.
