@@ -211,6 +211,8 @@ t.test('a parked helper does not answer: typed timeout; it sleeps, never stops',
   t.ok(Date.now() - started >= 290, 'waited for the timeout');
   const state = readFileSync(`/proc/${task.hostPid}/stat`, 'utf8').split(') ')[1]!.split(' ')[0];
   t.equal(state, 'S', 'blocked in pause(), not stopped');
+  const blocked = /^SigBlk:\s+([0-9a-f]+)$/m.exec(readFileSync(`/proc/${task.hostPid}/status`, 'utf8'))?.[1];
+  t.equal(blocked, 'fffffffffffbfeef', 'every signal blocked but SIGTRAP (and SIGKILL, SIGSTOP, which cannot be): the stub runs next (kernel notes trap 9)');
   task.kill();
   await task.exited;
   const gone = await task.getpid().catch((e: unknown) => e);

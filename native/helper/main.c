@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -161,6 +162,13 @@ static void handle(const msgpack_object *req) {
   msgpack_sbuffer_destroy(&values);
   if (helper.after == AFTER_EXIT) syscall(SYS_exit_group, helper.exit_status);
   if (helper.after == AFTER_PARK) {
+    /* The restorer's stub runs in this thread next. No signal may run a handler in between (the
+     * restored sigactions arrive halfway through), and SIGTRAP, the stub's int3, must stay
+     * unblocked (kernel notes, trap 9). Blocked here, not by the tracer: one ptrace round trip
+     * fewer per task. */
+    /* The raw syscall: glibc's sigprocmask would leave its own two signals (32, 33) unblocked. */
+    uint64_t all_but_trap = ~(1ULL << (SIGTRAP - 1));
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all_but_trap, NULL, sizeof all_but_trap);
     /* Blocked in a syscall until the tracer seizes us; never SIGSTOP (kernel notes, trap 2). */
     for (;;) pause();
   }

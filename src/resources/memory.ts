@@ -1,7 +1,7 @@
 // The address space: swaps the parked helper's memory for the dumped task's, in remote batches
-// through the stub (docs/RESTORER.md). Teardown (every signal blocked but SIGTRAP, the helper's
-// rseq unregistered, every helper mapping but the scratch area unmapped, the vdso mapped back at
-// the image's [vvar] address), then every VMA with MAP_FIXED (writable at first where pages
+// through the stub (docs/RESTORER.md). Teardown (every helper mapping but the scratch area
+// unmapped, the vdso mapped back at the image's [vvar] address; the helper parked with every
+// signal but SIGTRAP blocked and no rseq), then every VMA with MAP_FIXED (writable at first where pages
 // go) with its madvise flags, preadv or UFFDIO_COPY straight from pages-N.img (read ahead from
 // this process for a large fill; a large fill from a file not in the page cache is one O_DIRECT
 // preadv instead, src/restore/page-cache.ts), then the final protections.
@@ -15,7 +15,7 @@ import { readPagemap } from '../images/index.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch, runOrHandOn } from '../restore/remote.js';
-import { ARCH_MAP_VDSO_64, RSEQ_FLAG_UNREGISTER, SIGTRAP, signed, SYS } from '../restore/remote-sys.js';
+import { ARCH_MAP_VDSO_64, signed, SYS } from '../restore/remote-sys.js';
 import {
   addFill,
   defaultFill,
@@ -79,8 +79,6 @@ function copyThreads(): number {
 const F_SETFL = 4;
 const O_DIRECT = 0o40000;
 const EINVAL = 22;
-
-const ALL_BUT_SIGTRAP = ((1n << 64n) - 1n) & ~(1n << BigInt(SIGTRAP - 1));
 
 export function imageVmas(ctx: RestoreCtx): Vma[] {
   const vmas = (ctx.images.mm?.['vmas'] as Array<Record<string, unknown>> | undefined) ?? [];
@@ -255,19 +253,10 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (pagesFd === undefined) fail(ctx, 'the barrier did not pre-open pages-N.img');
 
     const start = ctx.now();
-    // Both go to the tracer thread at once (one wake-up, not two) while the batch is built.
-    const asked = Promise.all([ctx.tracer.setSigmask(hostPid, ALL_BUT_SIGTRAP), ctx.tracer.getRseqConfig(hostPid)]);
-    asked.catch(() => undefined); // awaited by teardownReady, before any batch runs
-    // glibc's rseq would fault on the way back from munmap (kernel notes trap 3). Helpers run
-    // with it off (GLIBC_TUNABLES, or unregistered at start-up), so the query finds none; one
-    // registered after all is unregistered by a batch of its own before the teardown.
-    const teardownReady = async () => {
-      const [, rseq] = await asked;
-      if (rseq.rseqAbiPointer === 0n) return;
-      const unregister = new RemoteBatch(scratch);
-      unregister.call(SYS.rseq, [rseq.rseqAbiPointer, rseq.rseqAbiSize, RSEQ_FLAG_UNREGISTER, rseq.signature], { what: "unregister the helper's rseq" });
-      await unregister.run(ctx.tracer, hostPid, { pid: ctx.pid });
-    };
+    // Nothing to set up before the teardown: the helper parked with every signal but SIGTRAP
+    // blocked, and without glibc's rseq, which would fault on the way back from munmap (kernel
+    // notes traps 9 and 3): it runs with rseq off or unregisters it at start-up, and exits if it
+    // cannot (native/helper/main.c).
     const mapped = vmas.filter((v) => !isKernelMade(v));
     const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
     const runs = presentRuns(pagemap.runs, mapped);
@@ -299,10 +288,7 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (own && !direct) readAhead();
     let done: { syscalls: number; bytes: number; last: RemoteBatch };
     try {
-      // An own fill runs its map batch at once; a small task's one batch only runs after the stage's other kinds add theirs.
-      if (own) await teardownReady();
       done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, direct, directRefused: readAhead, start });
-      if (!own) await teardownReady();
     } finally {
       const ahead = await prefetch?.stop();
       // Ends when the last read-ahead call returned: how far ahead of the fill the disk ran.

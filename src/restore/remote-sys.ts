@@ -76,8 +76,6 @@ export const PR_SET_SECCOMP = 22;
 export const SECCOMP_MODE_STRICT = 1;
 export const SECCOMP_SET_MODE_FILTER = 1;
 
-export const RSEQ_FLAG_UNREGISTER = 1;
-
 export const PRIO_PROCESS = 0;
 
 export const CLONE_VM = 0x100;
@@ -90,7 +88,6 @@ export const CLONE_SYSVSEM = 0x40000;
 export const CLONE_THREAD_FLAGS = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
 
 export const SIGKILL = 9;
-export const SIGTRAP = 5;
 export const SIGSTOP = 19;
 export const SS_DISABLE = 2;
 
