@@ -8,6 +8,8 @@ import { STUB_CMD_SIZE } from '../src/actors/stub.js';
 import type { RestoreCtx, TaskRuntime } from '../src/restore/context.js';
 import { runHanded, runOrHandOn, takeHanded, type BatchTracer } from '../src/restore/remote.js';
 import { SYS } from '../src/restore/remote-sys.js';
+import { sigact } from '../src/resources/sigact.js';
+import { mainThread } from '../src/resources/main-thread.js';
 
 const SCRATCH = 0x7000_0000_0000n;
 const PID = 42;
@@ -88,4 +90,27 @@ t.test('a failed command is reported under the kind that added it', async (t) =>
   t.equal((err as StageError).code, 'EINVAL');
   t.equal((err as StageError).syscall, 'prctl');
   t.match((err as StageError).message, /set the mm layout/);
+});
+
+t.test('sigact sets only the actions that are not the default, and hands on to main-thread: one batch', async (t) => {
+  const { tracer, runs } = fakeTracer();
+  const rt = { ...runtime(), hostPid: 4242, scratch: SCRATCH };
+  const kinds = ['sigact', 'main-thread'];
+  const dfl = { sigaction: 0n, flags: 0n, restorer: 0n, mask: 0n };
+  // Entry 0 is SIGHUP, 1 SIGINT, 8 SIGUSR1 (SIGKILL is not listed), 9 SIGSEGV.
+  const sigactions = Array.from({ length: 62 }, () => dfl);
+  sigactions[1] = { ...dfl, sigaction: 1n }; // SIG_IGN
+  sigactions[8] = { ...dfl, flags: 0x10000000n }; // SIG_DFL with SA_RESTART: not the default
+  const core = { tc: { sigactions }, thread_core: { futex_rla: 0x1000n, futex_rla_len: 24 }, thread_info: { clear_tid_addr: 0x2000n } };
+  const images = { core, cores: new Map([[PID, core]]) };
+  const spans: Array<{ name?: string }> = [];
+  const ctx = (resource: string) =>
+    ({ ...ctxFor(resource, kinds, rt, tracer), images, session: {}, now: () => 0, record: (span: { name?: string }) => spans.push(span) }) as unknown as RestoreCtx;
+  await sigact.restore(ctx('sigact'));
+  t.same(runs, [], 'sigact hands its commands on');
+  await mainThread.restore(ctx('main-thread'));
+  t.equal(runs.length, 1, 'one tracer round trip for both kinds');
+  t.same(runs[0]!.filter((nr) => nr === SYS.rt_sigaction).length, 2, 'an rt_sigaction only for SIGINT and SIGUSR1');
+  t.ok(runs[0]!.includes(SYS.set_robust_list) && runs[0]!.includes(SYS.set_tid_address), "then the main thread's own state");
+  t.same(spans.map((s) => s.name), ['sigactions', 'sigactions + main thread']);
 });

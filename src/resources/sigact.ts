@@ -1,7 +1,11 @@
-// Signal dispositions: one rt_sigaction per signal of the image (handler, flags, restorer and mask
-// are plain numbers: the handler code is back in memory by now). The image lists signals 1..64
-// without SIGKILL and SIGSTOP, whose actions cannot change. Runs in the task through the stub so
-// dispositions are set after the memory they point into, and the helper's own are overwritten.
+// Signal dispositions: one rt_sigaction per signal of the image whose action is not the default
+// (handler, flags, restorer and mask are plain numbers: the handler code is back in memory by
+// now). The image lists signals 1..64 without SIGKILL and SIGSTOP, whose actions cannot change.
+// Runs in the task through the stub so dispositions are set after the memory they point into.
+// A default action (all four fields 0) is what the helper has already: the first one is spawned
+// with every signal at SIG_DFL (native/addon/spawn.cc), never installs a handler, and every other
+// helper is forked from one before any task's sigactions are set; most of a task's 62 entries
+// are default.
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { handedName, runOrHandOn, takeHanded } from '../restore/remote.js';
 import { SIGKILL, SIGSTOP, SYS } from '../restore/remote-sys.js';
@@ -38,6 +42,11 @@ function writeSigaction(view: DataView, at: number, entry: Record<string, unknow
   setU64(view, at + 24, (entry['mask'] as bigint | number | undefined) ?? 0);
 }
 
+/** SIG_DFL with no flags, restorer or mask: the action every helper has for every signal. */
+export function isDefaultAction(entry: Record<string, unknown>): boolean {
+  return ['sigaction', 'flags', 'restorer', 'mask'].every((field) => BigInt((entry[field] as bigint | number | undefined) ?? 0) === 0n);
+}
+
 // Shared by every rt_sigaction command: its purpose is made from the signal only on failure.
 const SET_ACTION = { what: (args: readonly (number | bigint)[]) => `set the action of signal ${args[0]}` };
 
@@ -47,7 +56,7 @@ export const sigact: ResourceKind<RestoreCtx> = {
   images: ['core-*'],
   after: ['mm'],
   appliesTo: (task) => !task.zombie,
-  describe: () => ['rt_sigaction for every signal of the image'],
+  describe: () => ['rt_sigaction for every signal whose action in the image is not the default'],
   async restore(ctx) {
     const tc = ctx.images.core['tc'] as Record<string, unknown> | undefined;
     const entries = (tc?.['sigactions'] as Array<Record<string, unknown>> | undefined) ?? [];
@@ -55,22 +64,24 @@ export const sigact: ResourceKind<RestoreCtx> = {
     // After what memory and mm handed on (their commands run first, in this one round trip).
     const handed = takeHanded(ctx, scratchOf(ctx), 'sigactions', start);
     const { batch } = handed;
-    // Every struct in one data block: one put per task, not one per signal (64 per task).
-    const count = Math.min(entries.length, SIGNALS.length);
+    const changed: number[] = [];
+    for (let i = 0; i < Math.min(entries.length, SIGNALS.length); i++) if (!isDefaultAction(entries[i]!)) changed.push(i);
+    const count = changed.length;
     if (count > 0) {
+      // Every struct in one data block: one put per task, not one per signal.
       const block = Buffer.alloc(count * STRUCT_SIZE);
       const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
-      for (let i = 0; i < count; i++) writeSigaction(view, i * STRUCT_SIZE, entries[i]!);
+      changed.forEach((index, k) => writeSigaction(view, k * STRUCT_SIZE, entries[index]!));
       batch.reserve(block.length, count);
       // A number: scratch addresses are far below 2^53, and numbers pack without a BigInt.
       const base = Number(batch.put(block));
       // One args array for all: RemoteBatch packs a command's args when it is added.
       const args = [0, 0, 0, 8];
-      for (let i = 0; i < count; i++) {
-        args[0] = SIGNALS[i]!;
-        args[1] = base + i * STRUCT_SIZE;
+      changed.forEach((index, k) => {
+        args[0] = SIGNALS[index]!;
+        args[1] = base + k * STRUCT_SIZE;
         batch.call(SYS.rt_sigaction, args, SET_ACTION);
-      }
+      });
     }
     if (batch.size === 0) return;
     // The main thread's state goes in the same round trip.
