@@ -165,8 +165,8 @@ static void handle(const msgpack_object *req) {
     /* The restorer's stub runs in this thread next. No signal may run a handler in between (the
      * restored sigactions arrive halfway through), and SIGTRAP, the stub's int3, must stay
      * unblocked (kernel notes, trap 9). Blocked here, not by the tracer: one ptrace round trip
-     * fewer per task. */
-    /* The raw syscall: glibc's sigprocmask would leave its own two signals (32, 33) unblocked. */
+     * fewer per task. The raw syscall, as glibc's sigprocmask would leave its own two signals
+     * (32, 33) unblocked. */
     uint64_t all_but_trap = ~(1ULL << (SIGTRAP - 1));
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all_but_trap, NULL, sizeof all_but_trap);
     /* Blocked in a syscall until the tracer seizes us; never SIGSTOP (kernel notes, trap 2). */

@@ -2,8 +2,10 @@
 // (idle -> forked -> forkedReady -> namespaces -> ... -> finishedReady -> resumed -> detached;
 // any error -> failed). It enters a phase's first stage only when its parent (the restore
 // machine) sends `advance` for exactly that stage, and the phase's other stages (memory ->
-// threads -> finish) by itself; it runs each stage's resources through the runner it was given (src/machines/run.ts builds it per restore) and reports the finished stage
-// (the restore machine gets them batched, as `tasks.done`) or `task.failed`. The machine is built once per process: everything per-restore arrives in input.
+// threads -> finish) by itself. It runs each stage's resources through the runner it was given
+// (src/machines/run.ts builds it per restore) and reports the finished stage (the restore
+// machine gets them batched, as `tasks.done`) or `task.failed`. The machine is built once per
+// process: everything per-restore arrives in input.
 import { assign, sendParent, setup, type ActorRefFrom } from 'xstate';
 import type { StageError } from '../errors.js';
 import { STAGES, type Stage, type TaskPlan } from '../resources/types.js';

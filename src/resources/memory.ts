@@ -1,8 +1,8 @@
 // The address space: swaps the parked helper's memory for the dumped task's, in remote batches
 // through the stub (docs/RESTORER.md). Teardown (every helper mapping but the scratch area
 // unmapped, the vdso mapped back at the image's [vvar] address; the helper parked with every
-// signal but SIGTRAP blocked and no rseq), then every VMA with MAP_FIXED (writable at first where pages
-// go) with its madvise flags, preadv or UFFDIO_COPY straight from pages-N.img (read ahead from
+// signal but SIGTRAP blocked and no rseq), then every VMA with MAP_FIXED (writable at first where
+// pages go) with its madvise flags, preadv or UFFDIO_COPY straight from pages-N.img (read ahead from
 // this process for a large fill; a large fill from a file not in the page cache is one O_DIRECT
 // preadv instead, src/restore/page-cache.ts), then the final protections.
 // Acts after the barrier seized the task with the scratch area mapped.
