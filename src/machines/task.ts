@@ -115,11 +115,7 @@ function advanceTo(stage: Stage) {
   return {
     advance: [
       { guard: { type: 'withWork' as const, params }, target: `#task.${state}` },
-      {
-        guard: { type: 'nothingToDo' as const, params },
-        target: `#task.${READY_STATE_OF[stage]}`,
-        actions: { type: 'reportDone' as const, params: ({ context }: { context: TaskMachineContext }) => ({ run: emptyRun(context, stage) }) },
-      },
+      { guard: { type: 'nothingToDo' as const, params }, ...passBy(stage) },
       { target: '#task.failed', actions: { type: 'outOfOrder' as const, params: { expected: stage } } },
     ],
   };
@@ -127,14 +123,15 @@ function advanceTo(stage: Stage) {
 
 /** The next stage of the same phase, entered at once (or passed by when it has no work). */
 function passOn(stage: Stage) {
-  const params = { stage };
-  return [
-    { guard: { type: 'stageHasWork' as const, params }, target: `#task.${TASK_STATE_OF[stage]}` },
-    {
-      target: `#task.${READY_STATE_OF[stage]}`,
-      actions: { type: 'reportDone' as const, params: ({ context }: { context: TaskMachineContext }) => ({ run: emptyRun(context, stage) }) },
-    },
-  ];
+  return [{ guard: { type: 'stageHasWork' as const, params: { stage } }, target: `#task.${TASK_STATE_OF[stage]}` }, passBy(stage)];
+}
+
+/** A stage with no resource of this task: straight to its ready state, reported done in no time. */
+function passBy(stage: Stage) {
+  return {
+    target: `#task.${READY_STATE_OF[stage]}`,
+    actions: { type: 'reportDone' as const, params: ({ context }: { context: TaskMachineContext }) => ({ run: emptyRun(context, stage) }) },
+  };
 }
 
 function emptyRun(context: TaskMachineContext, stage: Stage): StageRun {
