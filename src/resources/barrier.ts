@@ -13,6 +13,7 @@ import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../restore/files.js';
 import { rlimitsOf } from './rlimits.js';
 import { needsSeccompSuspend } from './seccomp.js';
+import { O_CLOEXEC } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 const PAGE = 4096n;
@@ -28,7 +29,6 @@ const PTRACE_O_EXITKILL = 0x100000;
 const PTRACE_O_SUSPEND_SECCOMP = 0x200000;
 const O_RDONLY = 0;
 const O_RDWR = 2;
-const O_CLOEXEC = 0o2000000;
 /** Highest fd number the pre-opened files may take (the helper's channel sits at 1000 and up). */
 const PREOPEN_TOP = 999;
 

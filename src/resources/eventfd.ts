@@ -7,11 +7,10 @@
 import type { Entry, FdinfoEntry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
-import { FD_CLOEXEC, holdsFdOfType } from './shared-fds.js';
+import { FD_CLOEXEC, holdsFdOfType, O_CLOEXEC } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_EVENTFD = 6;
-export const O_CLOEXEC = 0o2000000;
 export const O_NONBLOCK = 0o4000;
 /** Kept in bit 0 of eventfd_file_entry.flags (the file's O_RDWR never sets it); CRIU drops it. */
 export const EFD_SEMAPHORE = 1;

@@ -4,8 +4,8 @@
 // fd the task has since closed cannot be found again: that is an epoll_ctl EBADF naming the fd.
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
-import { O_CLOEXEC, restoreAnonFds } from './eventfd.js';
-import { holdsFdOfType } from './shared-fds.js';
+import { restoreAnonFds } from './eventfd.js';
+import { holdsFdOfType, O_CLOEXEC } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_EVENTPOLL = 7;

@@ -6,8 +6,8 @@
 import { StageError } from '../errors.js';
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
-import { O_CLOEXEC, O_NONBLOCK, restoreAnonFds } from './eventfd.js';
-import { holdsFdOfType } from './shared-fds.js';
+import { O_NONBLOCK, restoreAnonFds } from './eventfd.js';
+import { holdsFdOfType, O_CLOEXEC } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_INOTIFY = 8;

@@ -13,7 +13,7 @@ import type { Checkpoint, Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type TaskImageSet } from '../restore/context.js';
 import { restoreAnonFds } from './eventfd.js';
-import { spareFds } from './shared-fds.js';
+import { O_CLOEXEC, spareFds } from './shared-fds.js';
 import { OBJECT_FDS_BELOW, VMA_AREA_MEMFD, fillFromShmemImage, holdersOfObjects, landObject, memfdKey, objectRows, sessionHolders } from './shmem.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
@@ -21,7 +21,6 @@ export const FD_TYPE_MEMFD = 18;
 const MFD_ALLOW_SEALING = 2;
 const F_ADD_SEALS = 1033;
 const F_SEAL_SEAL = 1;
-const O_CLOEXEC = 0o2000000;
 /** Below the shmem objects' fds, so the two kinds never pick the same numbers. */
 const MEMFD_FDS_BELOW = OBJECT_FDS_BELOW - 100;
 

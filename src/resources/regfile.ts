@@ -5,13 +5,11 @@
 import type { FdinfoEntry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { S_IFCHR, S_IFMT, regFile, type RegFile } from '../restore/files.js';
-import { FD_TYPE_REG } from './shared-fds.js';
+import { FD_CLOEXEC, FD_TYPE_REG, O_CLOEXEC } from './shared-fds.js';
 import { fdsSharedFilesPlaces } from './shared-files.js';
 import type { ResourceKind } from './types.js';
 
 export { FD_TYPE_REG };
-const FD_CLOEXEC = 1;
-const O_CLOEXEC = 0o2000000;
 // Flags that only mean something at creation: the file exists and must not be truncated again.
 const CREATION_FLAGS = 0o100 /* O_CREAT */ | 0o200 /* O_EXCL */ | 0o1000 /* O_TRUNC */ | 0o400; /* O_NOCTTY */
 

@@ -13,13 +13,12 @@ import type { Checkpoint, Entry } from '../images/index.js';
 import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
-import { copyFromTask, spareFds } from './shared-fds.js';
+import { copyFromTask, O_CLOEXEC, spareFds } from './shared-fds.js';
 import type { PlanSource, ResourceKind, SharedObject, TaskPlan } from './types.js';
 
 export const VMA_ANON_SHARED = 1 << 8;
 export const VMA_AREA_MEMFD = 1 << 14;
 const MFD_CLOEXEC = 1;
-const O_CLOEXEC = 0o2000000;
 /** Memory objects sit at spare fds from here down: clear of the barrier's pre-opened files (999 down) and shared-fds' temporaries (990 down). */
 export const OBJECT_FDS_BELOW = 900;
 const COPY_CHUNK = 8 << 20;

@@ -2,8 +2,8 @@
 // signalfd4 at the task's fd numbers (see eventfd.ts for how shared ones land).
 import type { Entry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
-import { O_CLOEXEC, O_NONBLOCK, restoreAnonFds } from './eventfd.js';
-import { holdsFdOfType } from './shared-fds.js';
+import { O_NONBLOCK, restoreAnonFds } from './eventfd.js';
+import { holdsFdOfType, O_CLOEXEC } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_SIGNALFD = 9;

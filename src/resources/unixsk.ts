@@ -9,7 +9,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import type { Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
-import { copyFromTask, FD_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
+import { copyFromTask, FD_CLOEXEC, O_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
 import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
@@ -20,7 +20,6 @@ const BOUND = 'unixsk-bound';
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
 const F_SETFL = 4;
 const SOL_SOCKET = 1;
 const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36 } as const;
