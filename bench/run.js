@@ -5,7 +5,7 @@
 // a pass/miss per target of issue 8.
 // Plain ESM importing crr from dist/ (npm run build first); bench/native.js and bench/dump.ts
 // run at the end as their own sections.
-// Options: --quick, --runs N, --only REGEX (workload names), --json FILE, --no-extras.
+// Options: see USAGE (--help).
 import { spawnSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { buildPrograms, dropCaches, killPids, runFloor, startWorkload } from './lib/procs.js';
 import { cliRestores, dumpWorkload, largestPagesFile, libraryRestores, loadCrr, oneLine, pagesBytes } from './lib/measure.js';
 import { mbps, stepMedians, summary } from './lib/stats.js';
@@ -21,12 +22,39 @@ import { evaluateTargets, printReport } from './lib/report.js';
 const root = fileURLToPath(new URL('../', import.meta.url));
 // bin/crr.js's own test of which build it runs.
 const { commonJsIsCurrent } = createRequire(import.meta.url)('../bin/common-js-current.js');
-const argv = process.argv.slice(2);
-const flag = (name) => argv.includes(name);
-const option = (name) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
-const quick = flag('--quick');
-const runs = Number(option('--runs') ?? (quick ? 3 : 5));
-const only = option('--only') ? new RegExp(option('--only')) : undefined;
+const USAGE = `usage: npm run bench -- [--quick] [--runs N] [--only REGEX] [--json FILE] [--no-extras]
+  --quick      small sizes, 3 runs (what CI runs: checks the bench works, not its speed)
+  --runs N     counted restores per workload (default 5, quick 3)
+  --only REGEX only the workloads whose names match
+  --json FILE  write every figure here (rewritten after each workload)
+  --no-extras  skip the native and dump sections at the end`;
+let args;
+try {
+  args = parseArgs({
+    options: {
+      quick: { type: 'boolean' },
+      runs: { type: 'string' },
+      only: { type: 'string' },
+      json: { type: 'string' },
+      'no-extras': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+} catch (err) {
+  console.error(`bench: ${err.message}\n${USAGE}`);
+  process.exit(2);
+}
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const quick = args.quick ?? false;
+const runs = Number(args.runs ?? (quick ? 3 : 5));
+if (!Number.isInteger(runs) || runs < 1) {
+  console.error(`bench: --runs takes a whole number of at least 1, not ${args.runs}\n${USAGE}`);
+  process.exit(2);
+}
+const only = args.only ? new RegExp(args.only) : undefined;
 const onRun = () => process.stdout.write('.');
 
 // Variants re-restore a workload's dump with other options: the worker pool on and off
@@ -185,10 +213,10 @@ function runExtra(label, args) {
 }
 
 function saveJson(extras) {
-  if (!option('--json')) return;
+  if (!args.json) return;
   const uname = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
   const targets = evaluateTargets(rows);
-  writeFileSync(option('--json'), JSON.stringify({ date: new Date().toISOString(), kernel: uname, quick, runs, rows, targets, extras }, null, 2));
+  writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), kernel: uname, quick, runs, rows, targets, extras }, null, 2));
 }
 
 const started = performance.now();
@@ -208,7 +236,7 @@ const targets = evaluateTargets(rows);
 saveJson([]);
 printReport(rows, targets, { quick });
 const extras = [];
-if (!flag('--no-extras')) {
+if (!args['no-extras']) {
   extras.push(runExtra('bench/native.js: tracer round trips and stub batches', ['bench/native.js']));
   const loader = './node_modules/@tapjs/typescript/dist/esm/import.mjs';
   extras.push(runExtra(`bench/dump.ts: dump of ${quick ? 64 : 1024} MiB vs process_vm_readv`, [`--import=${loader}`, 'bench/dump.ts', String(quick ? 64 : 1024)]));

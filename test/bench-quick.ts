@@ -125,6 +125,17 @@ t.test('workloads start what they promise and die by PID', async (t) => {
   t.same(pids.filter(present), [], 'every workload PID gone');
 });
 
+t.test('bench/run.js refuses an option it does not know, and says how it is used', async (t) => {
+  const bad = spawnSync(process.execPath, ['bench/run.js', '--quik'], { cwd: root, encoding: 'utf8', timeout: 30000 });
+  t.equal(bad.status, 2, 'exit 2');
+  t.match(bad.stderr, /Unknown option '--quik'/);
+  t.match(bad.stderr, /usage: npm run bench/);
+  t.equal(bad.stdout, '', 'no workload started');
+  const help = spawnSync(process.execPath, ['bench/run.js', '--help'], { cwd: root, encoding: 'utf8', timeout: 30000 });
+  t.equal(help.status, 0);
+  t.match(help.stdout, /--runs N/);
+});
+
 t.test('bench/run.js --quick reports every quick workload', { skip: existsSync(join(root, 'dist/index.js')) ? false : 'no build (npm run build)' }, async (t) => {
   const jsonFile = join(work, 'quick.json');
   t.teardown(() => killAndWait(benchProcesses()));
