@@ -14,7 +14,8 @@
         "native/addon/uffd.cc",
         "native/addon/spawn.cc",
         "native/addon/files.cc",
-        "native/addon/pagecache.cc"
+        "native/addon/pagecache.cc",
+        "native/addon/channel.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/stub"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

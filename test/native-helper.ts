@@ -198,6 +198,11 @@ t.test('errors carry errno names, batches stop at the first failure', async (t) 
   const bigAnswer = await task.batch(Array.from({ length: 2000 }, () => ({ op: 'getpid' }))).catch((e) => e);
   t.match(bigAnswer, { code: 'E2BIG', syscall: 'answer' }, 'an answer over the packet limit is an error');
   t.equal((await task.getpid()).pid, 500, 'the channel survives both');
+  // 40 requests of 100 KB each at once: far more than the channel holds (about 208 KiB), so most
+  // wait in crr until it drains; each umask answers the one before it, so order shows.
+  const masks = Array.from({ length: 40 }, (_, k) => (k * 7) & 0o777);
+  const answers = await Promise.all(masks.map((mask) => task.request('umask', { mask, pad: Buffer.alloc(100_000) })));
+  t.same(answers, [0o22, ...masks.slice(0, -1)], 'requests the full channel held back went later, in order');
 });
 
 t.test('a parked helper does not answer: typed timeout; it sleeps, never stops', async (t) => {

@@ -6,6 +6,7 @@
 //   spawn.cc:  the launcher helper started with posix_spawn and reaped off the main thread
 //   files.cc:  many small image files read whole off the main thread
 //   pagecache.cc: cachestat of a file range (is a pages file cold?)
+//   channel.cc: helper channels read and written without a net.Socket
 #include <napi.h>
 
 void InitTracer(Napi::Env env, Napi::Object exports);
@@ -15,6 +16,7 @@ void InitUffd(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
 void InitPageCache(Napi::Env env, Napi::Object exports);
+void InitChannel(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTracer(env, exports);
@@ -24,6 +26,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSpawn(env, exports);
   InitFiles(env, exports);
   InitPageCache(env, exports);
+  InitChannel(env, exports);
   return exports;
 }
 

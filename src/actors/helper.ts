@@ -4,11 +4,10 @@
 // and killing and reaping a helper tree by PID. Protocol: docs/ARCHITECTURE.md ("The per-task helper and its channel").
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import type net from 'node:net';
 import { NativeError } from '../errors.js';
 import { HelperBatchError, HelperGoneError, HelperTimeoutError } from './helper-errors.js';
-import { packr, socketOnSeqpacket, unpackr } from './helper-wire.js';
-import { native, nativePaths } from './native.js';
+import { packr, unpackr } from './helper-wire.js';
+import { native, nativePaths, type ChannelHandle } from './native.js';
 
 export interface RequestOptions {
   /** Default 10 000 ms. */
@@ -113,9 +112,13 @@ export class HelperChannel extends EventEmitter {
    * until it arrives; resolved at once for a forked helper (fork() knows both without asking).
    */
   identified: Promise<void> = Promise.resolve();
-  private readonly socket: net.Socket;
-  /** The channel's fd (libuv's handle reads and writes it; requestWithFds sends on it directly). */
+  /** The addon's poll of the channel fd (channel.cc), which reads each answer as one packet. */
+  private readonly channel: ChannelHandle;
+  /** The channel's fd (requestWithFds sends on it directly). */
   private readonly channelFd: number;
+  /** Requests the full channel refused, in order: sent as it drains (a rare case: answers come fast). */
+  private readonly unsent: Buffer[] = [];
+  private resolveExited!: () => void;
   private readonly pending = new Map<number, Pending>();
   /** Node's own child (spawnHelper): libuv does not know it, so crr reaps it (reaped()). */
   private readonly spawned: boolean;
@@ -150,11 +153,15 @@ export class HelperChannel extends EventEmitter {
     this.parent = fields.parent;
     this.spawned = fields.spawned ?? false;
     this.channelFd = fields.fd;
-    this.socket = socketOnSeqpacket(fields.fd);
-    this.socket.on('data', (chunk: Buffer) => this.onPacket(chunk));
-    this.socket.on('error', () => this.socket.destroy());
-    // A reset (ECONNRESET when a killed helper had unread requests) is just another way to close.
-    this.exited = new Promise<void>((resolve) => this.socket.once('close', () => resolve())).then(() => this.onClosed());
+    this.exited = new Promise<void>((resolve) => (this.resolveExited = resolve)).then(() => this.onClosed());
+    // The end of the channel (end of file, or ECONNRESET when a killed helper had unread
+    // requests) closes it as close() does.
+    this.channel = native.channelOpen(
+      fields.fd,
+      (packet) => this.onPacket(packet),
+      () => this.close(),
+      () => this.sendUnsent(),
+    );
   }
 
   /** Sends one op and resolves with its value; rejects with NativeError (code, errno, syscall). */
@@ -169,8 +176,8 @@ export class HelperChannel extends EventEmitter {
    * full, nothing sent) when the packet cannot go at once; the caller then takes the slow way.
    */
   requestWithFds<T = unknown>(op: string, args: Record<string, unknown>, fds: readonly number[], options: RequestOptions = {}): Promise<T> {
-    // A packet sent past libuv must not overtake writes libuv still has queued.
-    if (this.socket.writableLength > 0) throw new NativeError({ code: 'EAGAIN', errno: 11, syscall: 'sendmsg', pid: this.pid, detail: 'channel writes queued' });
+    // A packet sent past the channel must not overtake requests still waiting for it to drain.
+    if (this.unsent.length > 0) throw new NativeError({ code: 'EAGAIN', errno: 11, syscall: 'sendmsg', pid: this.pid, detail: 'channel writes queued' });
     return this.send<T>(op, args, options, fds);
   }
 
@@ -193,7 +200,7 @@ export class HelperChannel extends EventEmitter {
       return Promise.reject(new NativeError({ code: 'E2BIG', errno: 7, syscall: op, pid: this.pid, detail }));
     }
     if (fds) native.sendFds(this.channelFd, [...fds], packet); // throws before anything is queued
-    else this.socket.write(packet);
+    else if (!this.write(packet)) return Promise.reject(new HelperGoneError(op, this.pid));
     this.closeLater.splice(0, prefix);
     return new Promise<T>((resolve, reject) => {
       // Timers run before I/O in each turn of the event loop: after a long synchronous stretch
@@ -208,6 +215,26 @@ export class HelperChannel extends EventEmitter {
       }, timeoutMs);
       this.pending.set(id, { op, resolve: resolve as (v: unknown) => void, reject, timer, prefix, unwrap });
     });
+  }
+
+  /** Sends or queues one request packet; false when the channel failed (it is closed then). */
+  private write(packet: Buffer): boolean {
+    try {
+      if (this.unsent.length > 0 || !native.channelSend(this.channel, packet)) this.unsent.push(packet);
+      return true;
+    } catch {
+      this.close();
+      return false;
+    }
+  }
+
+  /** The channel drained: the queued requests go, in order, until it is full again. */
+  private sendUnsent(): void {
+    try {
+      while (this.unsent.length > 0 && native.channelSend(this.channel, this.unsent[0]!)) this.unsent.shift();
+    } catch {
+      this.close();
+    }
   }
 
   /** Several ops in one round trip, in order, stopping at the first failure (HelperBatchError). */
@@ -306,16 +333,20 @@ export class HelperChannel extends EventEmitter {
 
   /** Like a child process, an open channel keeps Node running; unref() lets Node exit anyway. */
   unref(): void {
-    this.socket.unref();
+    native.channelRef(this.channel, false);
   }
 
   ref(): void {
-    this.socket.ref();
+    native.channelRef(this.channel, true);
   }
 
   /** Closes the channel: a helper in its request loop exits on end of file. */
   close(): void {
-    this.socket.destroy();
+    if (this.closed) return;
+    this.closed = true;
+    native.channelClose(this.channel);
+    this.unsent.length = 0;
+    this.resolveExited();
   }
 
   /**
@@ -391,7 +422,6 @@ export class HelperChannel extends EventEmitter {
   }
 
   private onClosed(): void {
-    this.closed = true;
     for (const [id, pending] of this.pending) {
       this.settle(id);
       pending.reject(new HelperGoneError(pending.op, this.pid));

@@ -1,6 +1,6 @@
 // The one loader of the native addon (build/Release/crr_native.node). Its surface is typed in
 // tracer-binding.ts (ptrace, process_vm_*), fds-binding.ts (fd-level calls), sockdiag-binding.ts
-// and, below, spawn.cc's two functions.
+// and, below, spawn.cc's two functions and channel.cc's helper channels.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { TracerBinding } from './tracer-binding.js';
@@ -15,7 +15,25 @@ interface SpawnBinding {
   reapChild(pid: number): Promise<{ exitCode: number | null; signal: number | null }>;
 }
 
-export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding & SpawnBinding;
+/** channel.cc: a helper channel (SOCK_SEQPACKET) read and written by the addon, one packet each. */
+export interface ChannelHandle {
+  readonly __channel: unique symbol;
+}
+interface ChannelBinding {
+  /**
+   * Polls `fd` on Node's loop: onPacket per packet read, onEnd once when the peer closed or the
+   * channel failed, onWritable after a send that found it full. From then on the channel owns the fd.
+   */
+  channelOpen(fd: number, onPacket: (packet: Buffer) => void, onEnd: () => void, onWritable: () => void): ChannelHandle;
+  /** One packet; false: the channel is full, nothing sent, onWritable follows. Throws on other errors. */
+  channelSend(channel: ChannelHandle, packet: Buffer): boolean;
+  /** No callback after it; closes the fd. A second close does nothing. */
+  channelClose(channel: ChannelHandle): void;
+  /** Whether the open channel keeps Node running (it does at first). */
+  channelRef(channel: ChannelHandle, keepsNodeRunning: boolean): void;
+}
+
+export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding & SpawnBinding & ChannelBinding;
 
 const addonPath = fileURLToPath(new URL('../../build/Release/crr_native.node', import.meta.url));
 
