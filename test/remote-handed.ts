@@ -98,7 +98,9 @@ t.test('sigact sets only the actions that are not the default, and hands on to m
   const kinds = ['sigact', 'main-thread'];
   const dfl = { sigaction: 0n, flags: 0n, restorer: 0n, mask: 0n };
   // Entry 0 is SIGHUP, 1 SIGINT, 8 SIGUSR1 (SIGKILL is not listed), 9 SIGSEGV.
-  const sigactions = Array.from({ length: 62 }, () => dfl);
+  // Defaults in each form the decoder may give: bigint zeros, number zeros, fields left out.
+  const forms: Array<Record<string, bigint | number>> = [dfl, { sigaction: 0, flags: 0, restorer: 0, mask: 0 }, {}];
+  const sigactions = Array.from({ length: 62 }, (_, i) => forms[i % 3]!);
   sigactions[1] = { ...dfl, sigaction: 1n }; // SIG_IGN
   sigactions[8] = { ...dfl, flags: 0x10000000n }; // SIG_DFL with SA_RESTART: not the default
   const core = { tc: { sigactions }, thread_core: { futex_rla: 0x1000n, futex_rla_len: 24 }, thread_info: { clear_tid_addr: 0x2000n } };
