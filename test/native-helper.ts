@@ -222,6 +222,10 @@ t.test('a parked helper does not answer: typed timeout; it sleeps, never stops',
   await task.exited;
   const gone = await task.getpid().catch((e: unknown) => e);
   t.type(gone, HelperGoneError, 'requests after the helper died fail at once');
+  task.unref();
+  task.ref();
+  task.close();
+  t.type(await task.getpid().catch((e: unknown) => e), HelperGoneError, 'ref, unref and close of a closed channel change nothing');
   await root.request('waitpid', { pid: task.pidInParent });
 });
 

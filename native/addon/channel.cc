@@ -1,7 +1,8 @@
-// Helper channels (SOCK_SEQPACKET) read and written here instead of through a net.Socket: one
-// libuv poll handle per channel, each packet read handed to JavaScript as one Buffer, each
-// request sent with one send(2). A net.Socket cost about 45 us to make and destroy and about
-// 10 us of stream machinery per request, and a 1,000-task restore makes 1,000 channels.
+// Helper channels (SOCK_SEQPACKET) read and written here instead of through a net.Socket (which
+// refuses a SEQPACKET fd unless built on an internal pipe_wrap handle): one libuv poll handle per
+// channel on Node's loop, each packet read handed to JavaScript as one Buffer, each request sent
+// with one send(2). Cheaper too: such a net.Socket cost about 45 us to make and destroy, and a
+// 1,000-task restore makes 1,000 channels.
 #include <napi.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -21,7 +22,9 @@ struct Channel {
   napi_env env;
   int fd;
   int events = UV_READABLE;
-  bool closed = false;
+  bool closed = false;         // channelClose was called: no callback runs any more
+  bool handleClosed = false;   // libuv let go of the poll handle (and the fd is closed)
+  bool collected = false;      // JavaScript's handle to it was garbage-collected
   Napi::FunctionReference onPacket;    // (packet: Buffer)
   Napi::FunctionReference onEnd;       // () the peer closed, or the channel failed
   Napi::FunctionReference onWritable;  // () a send that found the channel full may go again
@@ -44,9 +47,18 @@ void End(Channel* ch) {
 
 void DeleteChannel(uv_handle_t* handle) { delete static_cast<Channel*>(handle->data); }
 
-void CloseAndDeleteChannel(uv_handle_t* handle) {
-  close(static_cast<Channel*>(handle->data)->fd);
-  DeleteChannel(handle);
+// The struct lives until both libuv and JavaScript are done with it: a call on a closed
+// channel must find it (and its `closed`), not freed memory.
+void OnHandleClosed(uv_handle_t* handle) {
+  auto* ch = static_cast<Channel*>(handle->data);
+  close(ch->fd);
+  ch->handleClosed = true;
+  if (ch->collected) delete ch;
+}
+
+void OnCollected(Napi::Env, Channel* ch) {
+  ch->collected = true;
+  if (ch->handleClosed) delete ch;
 }
 
 void OnEvent(uv_poll_t* handle, int status, int events) {
@@ -61,7 +73,7 @@ void OnEvent(uv_poll_t* handle, int status, int events) {
     Call(ch, ch->onWritable, {});
     if (ch->closed) return;
   }
-  if (!(events & (UV_READABLE | UV_DISCONNECT))) return;
+  if (!(events & UV_READABLE)) return;
   static char buffer[kMaxPacket];
   while (!ch->closed) {
     ssize_t n = recv(ch->fd, buffer, sizeof buffer, MSG_DONTWAIT);
@@ -109,7 +121,7 @@ Napi::Value ChannelOpen(const Napi::CallbackInfo& info) {
   ch->onPacket = Napi::Persistent(info[1].As<Napi::Function>());
   ch->onEnd = Napi::Persistent(info[2].As<Napi::Function>());
   ch->onWritable = Napi::Persistent(info[3].As<Napi::Function>());
-  return Napi::External<Channel>::New(env, ch);
+  return Napi::External<Channel>::New(env, ch, OnCollected);
 }
 
 // channelSend(channel, packet) -> true (sent) | false (the channel is full: onWritable follows)
@@ -137,7 +149,7 @@ Napi::Value ChannelClose(const Napi::CallbackInfo& info) {
   ch->onPacket.Reset();
   ch->onEnd.Reset();
   ch->onWritable.Reset();
-  uv_close(reinterpret_cast<uv_handle_t*>(&ch->poll), CloseAndDeleteChannel);
+  uv_close(reinterpret_cast<uv_handle_t*>(&ch->poll), OnHandleClosed);
   return info.Env().Undefined();
 }
 

@@ -124,6 +124,7 @@ export class HelperChannel extends EventEmitter {
   private readonly spawned: boolean;
   private reaping: Promise<unknown> | undefined;
   private nextId = 1;
+  /** close() was called, or the channel ended: nothing more is sent or read. */
   private closed = false;
   /**
    * This helper's fds of children it forked (their channel ends and pidfds) that crr has copied
@@ -156,12 +157,17 @@ export class HelperChannel extends EventEmitter {
     this.exited = new Promise<void>((resolve) => (this.resolveExited = resolve)).then(() => this.onClosed());
     // The end of the channel (end of file, or ECONNRESET when a killed helper had unread
     // requests) closes it as close() does.
-    this.channel = native.channelOpen(
-      fields.fd,
-      (packet) => this.onPacket(packet),
-      () => this.close(),
-      () => this.sendUnsent(),
-    );
+    try {
+      this.channel = native.channelOpen(
+        fields.fd,
+        (packet) => this.onPacket(packet),
+        () => this.close(),
+        () => this.sendUnsent(),
+      );
+    } catch (error) {
+      native.close(fields.fd); // the channel takes the fd only once open
+      throw error;
+    }
   }
 
   /** Sends one op and resolves with its value; rejects with NativeError (code, errno, syscall). */
