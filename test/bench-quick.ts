@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { copyFixture } from './lib/restore-images.js';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const floor = (name: string) => join(root, 'bench/floor/build', name);
@@ -134,6 +135,17 @@ t.test('bench/run.js refuses an option it does not know, and says how it is used
   const help = spawnSync(process.execPath, ['bench/run.js', '--help'], { cwd: root, encoding: 'utf8', timeout: 30000 });
   t.equal(help.status, 0);
   t.match(help.stdout, /--runs N/);
+});
+
+t.test('bench/ab.js restores a checkpoint with the variable set and unset, in turn, and prints both', { skip: existsSync(join(root, 'dist/index.js')) ? false : 'no build (npm run build)' }, async (t) => {
+  const dir = copyFixture(t, 'sleep');
+  const r = spawnSync(process.execPath, ['bench/ab.js', '-D', dir, '--var', 'CRR_FILL', '--value', 'fault', '--pairs', '2'], { cwd: root, encoding: 'utf8', timeout: 60000 });
+  t.equal(r.status, 0, `exit 0 ${r.stderr.slice(-300)}`);
+  t.match(r.stdout, /^CRR_FILL=fault +wall \d+ ms, machine CPU \d+ ms, main thread \d+ ms \(2 restores\)$/m);
+  t.match(r.stdout, /^CRR_FILL unset +wall \d+ ms, machine CPU \d+ ms, main thread \d+ ms \(2 restores\)$/m);
+  const bad = spawnSync(process.execPath, ['bench/ab.js', '-D', dir], { cwd: root, encoding: 'utf8', timeout: 30000 });
+  t.equal(bad.status, 2, 'no --var: exit 2');
+  t.match(bad.stderr, /usage: node bench\/ab.js/);
 });
 
 t.test('bench/run.js --quick reports every quick workload', { skip: existsSync(join(root, 'dist/index.js')) ? false : 'no build (npm run build)' }, async (t) => {
