@@ -153,6 +153,9 @@ async function benchWorkload(crr, w) {
       pids.forEach((p) => livePids.add(p));
       const dumped = await dumpWorkload(crr.lib, pids[0], imagesDir);
       base.dump = { ms: dumped.ms, pagesBytes: dumped.pagesBytes };
+      // The dump's pages are still dirty in the page cache; their writeback would start some 30 s
+      // later (vm.dirty_expire_centisecs) and take CPU from the restores being measured.
+      spawnSync('sync', [], { stdio: 'ignore' });
     } catch (err) {
       return [withFloor({ ...base, error: `dump: ${oneLine(err)}` }, w, imagesDir, false)];
     } finally {
