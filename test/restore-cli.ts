@@ -45,7 +45,10 @@ t.test('unsupported and missing options are usage errors naming them', async (t)
   t.match(r.stderr, /--inherit-fd is not supported/);
   r = await crr(['restore']);
   t.equal(r.code, 2);
-  t.match(r.stderr, /-D\/--images-dir DIR is required/);
+  t.equal(r.stderr.trim(), 'crr restore: -D/--images-dir DIR is required', 'the command is named once');
+  r = await crr(['restore', '-D', '/tmp', '-d', '--pid-namespace']);
+  t.equal(r.code, 2);
+  t.equal(r.stderr.trim(), 'crr restore: --pid-namespace cannot be combined with -d');
   r = await crr(['plan', '-D', '/tmp', '--format', 'svg']);
   t.equal(r.code, 2);
   t.match(r.stderr, /--format must be one of/);

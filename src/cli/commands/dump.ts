@@ -52,8 +52,8 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
   }
-  if (pid === undefined) throw new UsageError('crr dump: -t/--tree PID is required');
-  if (imagesDir === undefined) throw new UsageError('crr dump: -D/--images-dir DIR is required');
+  if (pid === undefined) throw new UsageError('-t/--tree PID is required');
+  if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
   return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}) };
 }
 

@@ -21,7 +21,7 @@ export function parsePlanArgs(argv: string[]): { imagesDir: string; format: Plan
     } else if (arg === '-h' || arg === '--help') throw new UsageError('usage: crr plan -D DIR [--format text|json|mermaid|dot]');
     else throw new UsageError(`unsupported option '${arg}'`);
   }
-  if (!imagesDir) throw new UsageError('crr plan: -D/--images-dir DIR is required');
+  if (!imagesDir) throw new UsageError('-D/--images-dir DIR is required');
   return { imagesDir, format };
 }
 

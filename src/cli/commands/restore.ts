@@ -61,9 +61,9 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '-h' || arg === '--help') throw new UsageError(RESTORE_USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
   }
-  if (args.imagesDir === undefined) throw new UsageError('crr restore: -D/--images-dir DIR is required');
-  if (!Number.isInteger(args.verbosity) || args.verbosity < 0) throw new UsageError('crr restore: --verbosity needs a number 0-4');
-  if (args.detached && args.pidNamespace) throw new UsageError('crr restore: --pid-namespace cannot be combined with -d');
+  if (args.imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
+  if (!Number.isInteger(args.verbosity) || args.verbosity < 0) throw new UsageError('--verbosity needs a number 0-4');
+  if (args.detached && args.pidNamespace) throw new UsageError('--pid-namespace cannot be combined with -d');
   return args as RestoreArgs;
 }
 

@@ -19,7 +19,7 @@ export async function run(argv: string[]): Promise<number> {
     const arg = argv[i]!;
     if (arg === '--html') {
       html = argv[++i];
-      if (html === undefined) throw new UsageError('crr trace: --html needs a file name');
+      if (html === undefined) throw new UsageError('--html needs a file name');
     } else if (arg.startsWith('--html=')) html = arg.slice('--html='.length);
     else if (arg === '--json') json = true;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
