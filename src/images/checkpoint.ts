@@ -71,11 +71,15 @@ export class Checkpoint {
   /** Files in the directory that are not CRIU images crr knows. */
   readonly unknownFiles: readonly string[];
   private readonly cache = new Map<string, ImageFile>();
-  private readonly coreCache = new Map<number, Entry>();
+  /** The entries of one-entry images (cores, mm, ids, fs), kept without their files. */
+  private readonly entryCache = new Map<string, Entry>();
   private tasksCache: PstreeTask[] | undefined;
   /** The tasks by PID: load asks for each task by PID, and a search of the list per task was quadratic. */
   private tasksByPid: Map<number, PstreeTask> | undefined;
   private filesCache: Map<number, Entry> | undefined;
+  /** ids and fdinfo decoded once: validation, the load and the fd-table check each ask per task. */
+  private readonly idsCache = new Map<number, TaskIds>();
+  private readonly fdinfoCache = new Map<number, readonly FdinfoEntry[]>();
 
   constructor(dir: string) {
     this.dir = dir;
@@ -170,13 +174,9 @@ export class Checkpoint {
     return task;
   }
 
-  /**
-   * core-TID.img's entry: the task core for a main thread, the thread's own state for others.
-   * Only the entry is kept, not the image file: 10,000 thread cores' buffers, framing and
-   * closures kept alive were most of the load's garbage-collection work.
-   */
+  /** core-TID.img's entry: the task core for a main thread, the thread's own state for others. */
   core(tid: number): Entry {
-    return this.coreCache.get(tid) ?? this.decodeCore(tid);
+    return this.onlyEntry(`core-${tid}.img`);
   }
 
   /** Where core(tid) reads from, for a caller that reads many cores its own way (see coreFrom). */
@@ -186,18 +186,25 @@ export class Checkpoint {
 
   /** core(tid) from the file's bytes, read by the caller from corePath(tid). */
   coreFrom(tid: number, bytes: Buffer): Entry {
-    return this.decodeCore(tid, bytes);
+    return this.onlyEntry(`core-${tid}.img`, bytes);
   }
 
-  private decodeCore(tid: number, bytes?: Buffer): Entry {
-    const name = `core-${tid}.img`;
+  /**
+   * The entry of an image that holds exactly one, decoded once. Only the entry is kept, not the
+   * image file: 10,000 thread cores' buffers, framing and closures kept alive were most of the
+   * load's garbage-collection work. `bytes`: the file, when the caller read it already.
+   */
+  private onlyEntry(name: string, bytes?: Buffer): Entry {
+    let entry = this.entryCache.get(name);
+    if (!entry) this.entryCache.set(name, (entry = this.decodeOnlyEntry(name, bytes)));
+    return entry;
+  }
+
+  private decodeOnlyEntry(name: string, bytes?: Buffer): Entry {
     const kind = this.imageFiles.get(name);
     const image = this.cache.get(name);
-    let entry: Entry;
-    if (image || !kind) entry = (image ?? this.readUncached(name)).only(); // readUncached words a missing one
-    else entry = bytes ? onlyEntryOf(this.entryPath(name), kind, bytes) : readOnlyEntry(this.entryPath(name), kind);
-    this.coreCache.set(tid, entry);
-    return entry;
+    if (image || !kind) return (image ?? this.readUncached(name)).only(); // readUncached words a missing one
+    return bytes ? onlyEntryOf(this.entryPath(name), kind, bytes) : readOnlyEntry(this.entryPath(name), kind);
   }
 
   /** True when the task was a zombie at dump time: it has only a core image. */
@@ -207,24 +214,29 @@ export class Checkpoint {
   }
 
   mm(pid: number): Entry {
-    return this.image(`mm-${pid}.img`).only();
+    return this.onlyEntry(`mm-${pid}.img`);
   }
 
   ids(pid: number): TaskIds {
+    return this.idsCache.get(pid) ?? this.decodeIds(pid);
+  }
+
+  private decodeIds(pid: number): TaskIds {
     const name = `ids-${pid}.img`;
-    const e = this.image(name).only();
+    const e = this.decodeOnlyEntry(name);
     const file = this.path(name);
     const ids: Record<string, number> = {};
     for (const [key, value] of Object.entries(e)) {
       if (typeof value === 'number' || typeof value === 'bigint') ids[key] = num(e, key, file);
     }
     for (const key of ['vm_id', 'files_id', 'fs_id', 'sighand_id']) num(e, key, file);
+    this.idsCache.set(pid, ids as TaskIds);
     return ids as TaskIds;
   }
 
   fs(pid: number): FsEntry {
     const name = `fs-${pid}.img`;
-    const e = this.image(name).only();
+    const e = this.onlyEntry(name);
     const file = this.path(name);
     return { cwd_id: num(e, 'cwd_id', file), root_id: num(e, 'root_id', file), umask: num(e, 'umask', file) };
   }
@@ -252,7 +264,11 @@ export class Checkpoint {
   }
 
   /** fdinfo-N.img (N = files_id from ids), each fd checked to point at an existing file. */
-  fdinfo(filesId: number): FdinfoEntry[] {
+  fdinfo(filesId: number): readonly FdinfoEntry[] {
+    return this.fdinfoCache.get(filesId) ?? this.decodeFdinfo(filesId);
+  }
+
+  private decodeFdinfo(filesId: number): readonly FdinfoEntry[] {
     const name = `fdinfo-${filesId}.img`;
     const image = this.image(name);
     const fds: FdinfoEntry[] = [];
@@ -270,11 +286,12 @@ export class Checkpoint {
       }
       fds.push(fd);
     }
+    this.fdinfoCache.set(filesId, fds);
     return fds;
   }
 
   /** The fds of a task (through its files_id). */
-  fds(pid: number): FdinfoEntry[] {
+  fds(pid: number): readonly FdinfoEntry[] {
     return this.fdinfo(this.ids(pid).files_id);
   }
 
@@ -289,7 +306,7 @@ export class Checkpoint {
     void this.inventory; // reading it checks img_version
     const pstree = this.path('pstree.img');
     for (const task of tasks) {
-      if (task.ppid !== 0 && !tasks.some((t) => t.pid === task.ppid)) {
+      if (task.ppid !== 0 && !this.tasksByPid!.has(task.ppid)) {
         throw new ImageError(pstree, 0, `the parent ${task.ppid} of task ${task.pid} in the tree`, 'no such task');
       }
       for (const tid of task.threads) this.require(`core-${tid}.img`, task.pid);

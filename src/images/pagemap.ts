@@ -1,7 +1,7 @@
 // A task's dumped memory: pagemap-PID.img's runs (which pages, where, stored or not) checked
 // against pages-N.img, and a reader for the page data in large slices or by fd + offset, so a
 // restorer can preadv straight from the file into the task.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { ImageError } from '../errors.js';
 import type { Entry } from './schema.js';
 import { perKey } from '../memo.js';
@@ -137,11 +137,13 @@ function pagesSize(checkpoint: Checkpoint, pagesFile: string): number {
   if (!checkpoint.has(pagesFile)) {
     throw new ImageError(checkpoint.path(pagesFile), 0, 'the pages image a pagemap names', 'missing from the checkpoint');
   }
-  const pages = openPagesFile(checkpoint.path(pagesFile));
+  // One stat, not open + fstat + close: a load checks every task's pages file. The restorer's
+  // own open of it words a file that cannot be read.
+  const path = checkpoint.path(pagesFile);
   try {
-    return pages.size;
-  } finally {
-    pages.close();
+    return statSync(path).size;
+  } catch (err) {
+    throw new ImageError(path, 0, 'a readable pages image', (err as NodeJS.ErrnoException).code);
   }
 }
 
