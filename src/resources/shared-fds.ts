@@ -12,13 +12,14 @@ import type { HelperChannel } from '../actors/helper.js';
 import { native } from '../actors/native.js';
 import type { FdinfoEntry } from '../images/index.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
+import { O_CLOEXEC } from '../restore/remote-sys.js';
 import type { PlanSource, SharedObject, TaskPlan } from './types.js';
 
 /** The fdinfo flags bit of a close-on-exec fd. */
 export const FD_CLOEXEC = 1;
 /** fdinfo type of regular files and devices (FD_TYPES__REG). */
 export const FD_TYPE_REG = 1;
-export const O_CLOEXEC = 0o2000000;
+export { O_CLOEXEC };
 const SOCK_SEQPACKET = 5;
 const SOCK_CLOEXEC = 0o2000000;
 /** SCM_RIGHTS carries at most 253 fds per message. */

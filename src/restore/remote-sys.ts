@@ -43,6 +43,9 @@ export const SYS = {
 /** Names by number, for error messages ("munmap failed: EINVAL"). */
 export const SYSCALL_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(SYS).map(([name, nr]) => [nr, name]));
 
+/** Also the close-on-exec flag of userfaultfd(2), pipe2(2), dup3(2) and the helper's open. */
+export const O_CLOEXEC = 0o2000000;
+
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const PROT_EXEC = 4;

@@ -8,12 +8,11 @@
 // this kernel, a VMA it will not register) leaves the caller to fall back to preadv.
 import { PAGE_SIZE } from '../images/index.js';
 import { RemoteBatch } from './remote.js';
-import { MAP_GROWSDOWN, MAP_PRIVATE, PROT_READ, SYS } from './remote-sys.js';
+import { MAP_GROWSDOWN, MAP_PRIVATE, O_CLOEXEC, PROT_READ, SYS } from './remote-sys.js';
 import { byStart, hex, VMA_ANON_PRIVATE, vmaHolding, type PageRun, type Vma } from './remote-vma.js';
 
 export const SYS_USERFAULTFD = 323;
 export const SYS_IOCTL = 16;
-const O_CLOEXEC = 0o2000000;
 /** Only faults from user mode go to the userfaultfd: allowed without privileges. */
 const UFFD_USER_MODE_ONLY = 1;
 export const UFFD_API = 0xaan;
