@@ -71,8 +71,8 @@ export class Checkpoint {
   /** Files in the directory that are not CRIU images crr knows. */
   readonly unknownFiles: readonly string[];
   private readonly cache = new Map<string, ImageFile>();
-  /** The entries of one-entry images (cores, mm, ids, fs), kept without their files. */
-  private readonly entryCache = new Map<string, Entry>();
+  /** Thread cores by tid, kept without their files (see decodeOnlyEntry). */
+  private readonly coreCache = new Map<number, Entry>();
   private tasksCache: PstreeTask[] | undefined;
   /** The tasks by PID: load asks for each task by PID, and a search of the list per task was quadratic. */
   private tasksByPid: Map<number, PstreeTask> | undefined;
@@ -176,7 +176,7 @@ export class Checkpoint {
 
   /** core-TID.img's entry: the task core for a main thread, the thread's own state for others. */
   core(tid: number): Entry {
-    return this.onlyEntry(`core-${tid}.img`);
+    return this.coreCache.get(tid) ?? this.decodeCore(tid);
   }
 
   /** Where core(tid) reads from, for a caller that reads many cores its own way (see coreFrom). */
@@ -186,20 +186,20 @@ export class Checkpoint {
 
   /** core(tid) from the file's bytes, read by the caller from corePath(tid). */
   coreFrom(tid: number, bytes: Buffer): Entry {
-    return this.onlyEntry(`core-${tid}.img`, bytes);
+    return this.decodeCore(tid, bytes);
   }
 
-  /**
-   * The entry of an image that holds exactly one, decoded once. Only the entry is kept, not the
-   * image file: 10,000 thread cores' buffers, framing and closures kept alive were most of the
-   * load's garbage-collection work. `bytes`: the file, when the caller read it already.
-   */
-  private onlyEntry(name: string, bytes?: Buffer): Entry {
-    let entry = this.entryCache.get(name);
-    if (!entry) this.entryCache.set(name, (entry = this.decodeOnlyEntry(name, bytes)));
+  private decodeCore(tid: number, bytes?: Buffer): Entry {
+    const entry = this.decodeOnlyEntry(`core-${tid}.img`, bytes);
+    this.coreCache.set(tid, entry);
     return entry;
   }
 
+  /**
+   * The entry of an image that holds exactly one, decoded without keeping the image file: 10,000
+   * thread cores' buffers, framing and closures kept alive were most of the load's
+   * garbage-collection work. `bytes`: the file, when the caller read it already.
+   */
   private decodeOnlyEntry(name: string, bytes?: Buffer): Entry {
     const kind = this.imageFiles.get(name);
     const image = this.cache.get(name);
@@ -214,7 +214,7 @@ export class Checkpoint {
   }
 
   mm(pid: number): Entry {
-    return this.onlyEntry(`mm-${pid}.img`);
+    return this.decodeOnlyEntry(`mm-${pid}.img`);
   }
 
   ids(pid: number): TaskIds {
@@ -236,7 +236,7 @@ export class Checkpoint {
 
   fs(pid: number): FsEntry {
     const name = `fs-${pid}.img`;
-    const e = this.onlyEntry(name);
+    const e = this.decodeOnlyEntry(name);
     const file = this.path(name);
     return { cwd_id: num(e, 'cwd_id', file), root_id: num(e, 'root_id', file), umask: num(e, 'umask', file) };
   }
