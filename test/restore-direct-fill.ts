@@ -6,10 +6,11 @@
 // that file is evicted (written back, then dd's POSIX_FADV_DONTNEED): a global drop_caches would
 // send the other memory tests running beside this one down the direct path between their dump
 // and their restore. The images live under tmpdir(), which must be on a disk (a tmpfs file is
-// always cached: it would never go direct).
+// always cached: it would never go direct). Last, CRR_DIRECT_FILL=force on ramfs, which refuses
+// O_DIRECT: the refusal (EINVAL) sends the fill the cached way.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../src/actors/native.js';
 import { restore } from '../src/restore/index.js';
@@ -62,6 +63,8 @@ t.test('directFill: injected cachestat and block size, refusals mean warm', asyn
   t.equal(directFill(join(t.testdir(), 'none.img'), runs, 1 << 20, { cachestat: cold, blockSize: () => 512 }).direct, false, 'no file: warm');
   process.env['CRR_DIRECT_FILL'] = 'off';
   t.equal(directFill(file, runs, 1 << 20, { cachestat: cold, blockSize: () => 512 }).direct, false, 'CRR_DIRECT_FILL=off');
+  process.env['CRR_DIRECT_FILL'] = 'force';
+  t.same(directFill(file, runs, 1 << 20, { cachestat: () => stat(256), blockSize: () => undefined }), { direct: true, why: 'CRR_DIRECT_FILL=force' }, 'CRR_DIRECT_FILL=force');
   delete process.env['CRR_DIRECT_FILL'];
   t.ok(runsAligned(runs, 4096) && !runsAligned(odd, 4096) && runsAligned(odd, 512));
 });
@@ -128,4 +131,30 @@ t.test('mem-pattern restored from a cold pages file by O_DIRECT, from a warm one
   const again = await requestCheck(warm.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
   t.equal(again.text, 'PASS', 'warm: mem-pattern checks every byte and protection');
   await warm.kill();
+});
+
+t.test('a filesystem that refuses O_DIRECT (ramfs: EINVAL) gets the cached fill', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const dumped = await dumpProgram(t, prog);
+  const ramfs = join(t.testdir(), 'ramfs');
+  mkdirSync(ramfs);
+  execFileSync('mount', ['-t', 'ramfs', 'ramfs', ramfs]);
+  t.teardown(() => execFileSync('umount', ['-l', ramfs]));
+  const imagesDir = join(ramfs, 'images');
+  cpSync(dumped, imagesDir, { recursive: true });
+
+  process.env['CRR_DIRECT_FILL'] = 'force';
+  const spans: Span[] = [];
+  let restored;
+  try {
+    restored = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => spans.push(s) });
+  } finally {
+    delete process.env['CRR_DIRECT_FILL'];
+  }
+  t.teardown(() => restored.kill());
+  t.notOk(spans.some((s) => s.name === 'direct fill'), 'no direct fill: F_SETFL O_DIRECT was refused');
+  t.ok(spans.some((s) => s.name === 'copy'), 'the pages came the cached way (UFFDIO_COPY)');
+  const check = await requestCheck(restored.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
+  t.equal(check.text, 'PASS', 'mem-pattern checks every byte and protection');
+  await restored.kill();
 });

@@ -62,7 +62,9 @@ export function runsAligned(runs: readonly PageRun[], block: number): boolean {
 
 /**
  * Should the runs of `path` (the file's first `length` bytes) be read with O_DIRECT?
- * CRR_DIRECT_FILL=off keeps the cached path whatever the cache holds (for measuring).
+ * For measuring and tests: CRR_DIRECT_FILL=off keeps the cached path whatever the cache holds;
+ * CRR_DIRECT_FILL=force tries O_DIRECT without asking the cache or the disk (a filesystem that
+ * refuses it, EINVAL, still gets the cached path).
  */
 export function directFill(
   path: string,
@@ -70,7 +72,8 @@ export function directFill(
   length: number,
   { cachestat = native.cachestat, blockSize = logicalBlockSize }: { cachestat?: CacheStat; blockSize?: (dev: number) => number | undefined } = {},
 ): ColdAnswer {
-  if (process.env['CRR_DIRECT_FILL'] === 'off') return { direct: false, why: 'CRR_DIRECT_FILL=off' };
+  const override = process.env['CRR_DIRECT_FILL'];
+  if (override === 'off' || override === 'force') return { direct: override === 'force', why: `CRR_DIRECT_FILL=${override}` };
   let fd: number;
   try {
     fd = openSync(path, 'r');
