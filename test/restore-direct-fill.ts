@@ -145,12 +145,7 @@ t.test('a filesystem that refuses O_DIRECT (ramfs: EINVAL) gets the cached fill'
 
   process.env['CRR_DIRECT_FILL'] = 'force';
   const spans: Span[] = [];
-  let restored;
-  try {
-    restored = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => spans.push(s) });
-  } finally {
-    delete process.env['CRR_DIRECT_FILL'];
-  }
+  const restored = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => spans.push(s) }).finally(() => delete process.env['CRR_DIRECT_FILL']);
   t.teardown(() => restored.kill());
   t.notOk(spans.some((s) => s.name === 'direct fill'), 'no direct fill: F_SETFL O_DIRECT was refused');
   t.ok(spans.some((s) => s.name === 'copy'), 'the pages came the cached way (UFFDIO_COPY)');
