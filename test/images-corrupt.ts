@@ -173,6 +173,14 @@ t.test('a checkpoint with a broken or missing image: ImageError, and exit 2 from
   writeFileSync(join(noFile, 'files.img'), files.subarray(0, firstTwo));
   t.throws(() => openCheckpoint(noFile), { name: 'ImageError', message: /fdinfo-\d\.img.*file id \d+ in files\.img/ });
 
+  const twice = fresh();
+  // fdinfo-3 with its entries written twice: every fd number appears again.
+  const fdinfo = readFileSync(join(src, 'fdinfo-3.img'));
+  const fdKind = kindForPath(join(src, 'fdinfo-3.img'));
+  const entriesAt = parseImage('fdinfo-3.img', fdKind, fdinfo).entriesOffset;
+  writeFileSync(join(twice, 'fdinfo-3.img'), Buffer.concat([fdinfo, fdinfo.subarray(entriesAt)]));
+  t.throws(() => openCheckpoint(twice), { name: 'ImageError', message: /fdinfo-3\.img.*unique fd numbers.*fd 0 appears twice/ });
+
   const badPages = fresh();
   writeFileSync(join(badPages, 'pages-2.img'), Buffer.alloc(4096));
   t.throws(() => readPagemap(badPages, 17448), { name: 'ImageError', message: /pagemap-17448\.img.*pages-2\.img/ });

@@ -1,6 +1,6 @@
 // A checkpoint directory as a whole: which images it holds, its inventory and task tree, typed
 // accessors for each task's images, and the cross-reference checks (every task has its core, mm,
-// ids and pagemap; every fd points at a file that exists) that make the rest of crr able to
+// ids and pagemap; each fd number once, pointing at a file that exists) that make the rest of crr able to
 // trust what it reads. Images are read on first use and kept.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -263,7 +263,7 @@ export class Checkpoint {
     return entry;
   }
 
-  /** fdinfo-N.img (N = files_id from ids), each fd checked to point at an existing file. */
+  /** fdinfo-N.img (N = files_id from ids), each fd number once, each pointing at an existing file. */
   fdinfo(filesId: number): readonly FdinfoEntry[] {
     return this.fdinfoCache.get(filesId) ?? this.decodeFdinfo(filesId);
   }
@@ -272,6 +272,7 @@ export class Checkpoint {
     const name = `fdinfo-${filesId}.img`;
     const image = this.image(name);
     const fds: FdinfoEntry[] = [];
+    const numbers = new Set<number>();
     for (const lazy of image.entries()) {
       const e = lazy.decode();
       const fd: FdinfoEntry = {
@@ -284,6 +285,8 @@ export class Checkpoint {
       if (!this.files().has(fd.id)) {
         throw new ImageError(image.path, lazy.offset, `fd ${fd.fd}'s file id ${fd.id} in files.img`, 'no such file');
       }
+      if (numbers.has(fd.fd)) throw new ImageError(image.path, lazy.offset, 'unique fd numbers', `fd ${fd.fd} appears twice`);
+      numbers.add(fd.fd);
       fds.push(fd);
     }
     this.fdinfoCache.set(filesId, fds);
