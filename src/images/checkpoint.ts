@@ -1,7 +1,7 @@
 // A checkpoint directory as a whole: which images it holds, its inventory and task tree, typed
 // accessors for each task's images, and the cross-reference checks (every task has its core, mm,
-// ids and pagemap; each fd number once, pointing at a file that exists) that make the rest of crr able to
-// trust what it reads. Images are read on first use and kept.
+// ids and pagemap; each fd number once, pointing at a file that exists) that make the rest of
+// crr able to trust what it reads. Images are read on first use and kept.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageError } from '../errors.js';
