@@ -13,10 +13,9 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, cpSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../src/actors/native.js';
-import { restore } from '../src/restore/index.js';
 import { decideDirect, directFill, logicalBlockSize, MAX_CACHED_SHARE, runsAligned } from '../src/restore/page-cache.js';
-import { dumpProgram } from './lib/program-roundtrip.js';
-import { requestCheck, startProgram } from './lib/programs.js';
+import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
+import { startProgram } from './lib/programs.js';
 import type { Span } from '../src/resources/types.js';
 
 // The path under test is the default one: an override in the caller's environment is set aside.
@@ -111,26 +110,23 @@ t.test('mem-pattern restored from a cold pages file by O_DIRECT, from a warm one
   t.ok(cached < 1024, `the pages file is out of the cache (${cached} pages left)`);
 
   const spans: Span[] = [];
-  const cold = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => spans.push(s) });
-  t.teardown(() => cold.kill());
+  const cold = await restoreProgram(t, prog, imagesDir, { onSpan: (s) => spans.push(s) });
   const direct = spans.find((s) => s.name === 'direct fill');
   t.ok((direct?.bytes ?? 0) >= 60 << 20, `the 64 MiB region came by O_DIRECT (${direct?.bytes} bytes)`);
   t.notOk(spans.some((s) => s.name === 'copy' || s.name === 'read ahead'), 'no UFFDIO_COPY and no read-ahead');
-  const taskFds = readdirSync(`/proc/${cold.rootHostPid}/fd`).map((n) => readlinkSync(`/proc/${cold.rootHostPid}/fd/${n}`));
+  const taskPid = cold.result.rootHostPid;
+  const taskFds = readdirSync(`/proc/${taskPid}/fd`).map((n) => readlinkSync(`/proc/${taskPid}/fd/${n}`));
   t.notOk(taskFds.some((l) => l.includes('pages-')), "the task's pages fd is closed");
-  const check = await requestCheck(cold.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
-  t.equal(check.text, 'PASS', 'mem-pattern checks every byte and protection');
-  await cold.kill();
+  t.equal((await cold.check()).text, 'PASS', 'mem-pattern checks every byte and protection');
+  await cold.result.kill();
 
   readFileSync(pages); // into the cache: warm now
   const warmSpans: Span[] = [];
-  const warm = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => warmSpans.push(s) });
-  t.teardown(() => warm.kill());
+  const warm = await restoreProgram(t, prog, imagesDir, { onSpan: (s) => warmSpans.push(s) });
   t.notOk(warmSpans.some((s) => s.name === 'direct fill'), 'a cached pages file is not read direct');
   t.ok(warmSpans.some((s) => s.name === 'copy'), "it is copied from the cache by crr's threads");
-  const again = await requestCheck(warm.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
-  t.equal(again.text, 'PASS', 'warm: mem-pattern checks every byte and protection');
-  await warm.kill();
+  t.equal((await warm.check()).text, 'PASS', 'warm: mem-pattern checks every byte and protection');
+  await warm.result.kill();
 });
 
 t.test('a filesystem that refuses O_DIRECT (ramfs: EINVAL) gets the cached fill', async (t) => {
@@ -145,11 +141,9 @@ t.test('a filesystem that refuses O_DIRECT (ramfs: EINVAL) gets the cached fill'
 
   process.env['CRR_DIRECT_FILL'] = 'force';
   const spans: Span[] = [];
-  const restored = await restore({ imagesDir, pidNamespace: true, onSpan: (s) => spans.push(s) }).finally(() => delete process.env['CRR_DIRECT_FILL']);
-  t.teardown(() => restored.kill());
+  const restored = await restoreProgram(t, prog, imagesDir, { onSpan: (s) => spans.push(s) }).finally(() => delete process.env['CRR_DIRECT_FILL']);
   t.notOk(spans.some((s) => s.name === 'direct fill'), 'no direct fill: F_SETFL O_DIRECT was refused');
   t.ok(spans.some((s) => s.name === 'copy'), 'the pages came the cached way (UFFDIO_COPY)');
-  const check = await requestCheck(restored.rootHostPid, prog.resultFile, 20_000).catch((e: Error) => ({ pass: false, text: e.message }));
-  t.equal(check.text, 'PASS', 'mem-pattern checks every byte and protection');
-  await restored.kill();
+  t.equal((await restored.check()).text, 'PASS', 'mem-pattern checks every byte and protection');
+  await restored.result.kill();
 });

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump } from '../../src/dump/index.js';
-import { restore, type RestoreResult } from '../../src/restore/index.js';
+import { restore, type RestoreOptions, type RestoreResult } from '../../src/restore/index.js';
 import { requestCheck, waitPidGone, type Running } from './programs.js';
 
 interface Host {
@@ -29,8 +29,9 @@ export async function dumpProgram(t: Host, prog: Running): Promise<string> {
   return imagesDir;
 }
 
-export async function restoreProgram(t: Host, prog: Running, imagesDir: string): Promise<RoundTrip> {
-  const result = await restore({ imagesDir, pidNamespace: true });
+/** `options`: more for restore() (onSpan, say) beside the images and the fresh PID namespace. */
+export async function restoreProgram(t: Host, prog: Running, imagesDir: string, options: Partial<RestoreOptions> = {}): Promise<RoundTrip> {
+  const result = await restore({ ...options, imagesDir, pidNamespace: true });
   t.teardown(() => result.kill());
   return { imagesDir, result, check: (ms) => requestCheck(result.rootHostPid, prog.resultFile, ms) };
 }
