@@ -56,6 +56,7 @@ const cases: ProgramCase[] = [
   },
   { name: 'tree', args: [], breaks: { pgid: /F1 \(pid \d+\)/, sid: /E4 \(pid \d+\)/, zombie: /zombie/ } },
   { name: 'counter', args: [], breaks: { memory: /counter in memory is/ } },
+  { name: 'hugepages', args: [], breaks: { content: /pattern differs/, advice: /no longer advised/ } },
 ];
 
 function parentOf(pid: number): number {

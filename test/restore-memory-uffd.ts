@@ -19,7 +19,7 @@ import {
   UFFDIO_UNREGISTER,
   uffdVmas,
 } from '../src/restore/remote-uffd.js';
-import { VMA_ANON_PRIVATE, VMA_FILE_PRIVATE, type Vma } from '../src/restore/remote-vma.js';
+import { hugePageVmas, VMA_ANON_PRIVATE, VMA_FILE_PRIVATE, type Vma } from '../src/restore/remote-vma.js';
 import { dumpProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
 import type { Span } from '../src/resources/types.js';
@@ -34,7 +34,12 @@ t.test('which VMAs and runs go by UFFDIO_COPY', async (t) => {
   const stack = vma(0xa00000n, 0xb00000n, { flags: 0x22 | MAP_GROWSDOWN });
   const huge = vma(0xc00000n, 0x1000000n, { madv: 1n << 14n });
   const file = vma(0x2000000n, 0x2001000n, { status: 1 | VMA_FILE_PRIVATE, flags: 0x2 });
-  t.same(uffdVmas([anon, stack, huge, file]), [anon], 'not stacks, not MADV_HUGEPAGE (THP by faults), not files');
+  t.same(uffdVmas([anon, stack, huge, file], 'madvise'), [anon], 'not stacks, not MADV_HUGEPAGE (THP by faults), not files');
+  t.same(uffdVmas([anon, stack, huge, file], 'never'), [anon, huge], 'with THP off, MADV_HUGEPAGE gives no huge pages: copied');
+  const noHuge = vma(0x1000000n, 0x1800000n, { madv: 1n << 15n });
+  t.same(uffdVmas([anon, huge, noHuge], 'always'), [noHuge], "with THP 'always', only MADV_NOHUGEPAGE memory is copied (4 KiB pages, as it had)");
+  t.same(hugePageVmas([anon, stack, huge, noHuge, file], 'always'), [anon, stack, huge], "THP 'always': every private anonymous VMA not advised otherwise");
+  t.same(hugePageVmas([anon, huge, noHuge, file], 'madvise'), [huge]);
   const runs = [
     { start: 0x100000n, end: 0x300000n, fileOffset: 0 },
     { start: 0x2000000n, end: 0x2001000n, fileOffset: 0x200000 },

@@ -59,6 +59,8 @@ export const MAP_NORESERVE = 0x4000;
 /** mmap flags a dumped VMA may carry that mean the same at restore. */
 export const MAP_KEEP = MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE;
 
+export const MADV_HUGEPAGE = 14;
+export const MADV_NOHUGEPAGE = 15;
 export const MADV_POPULATE_WRITE = 23;
 
 export const ARCH_MAP_VDSO_64 = 0x2003;

@@ -9,7 +9,7 @@
 import { PAGE_SIZE } from '../images/index.js';
 import { RemoteBatch } from './remote.js';
 import { MAP_GROWSDOWN, MAP_PRIVATE, O_CLOEXEC, PROT_READ, SYS } from './remote-sys.js';
-import { byStart, hex, VMA_ANON_PRIVATE, vmaHolding, type PageRun, type Vma } from './remote-vma.js';
+import { byStart, hex, hugePageVmas, thpMode, VMA_ANON_PRIVATE, vmaHolding, type PageRun, type ThpMode, type Vma } from './remote-vma.js';
 
 export const SYS_USERFAULTFD = 323;
 export const SYS_IOCTL = 16;
@@ -25,7 +25,6 @@ const UFFDIO_REGISTER_MODE_MISSING = 1n;
 const UFFDIO_COPY_MODE_DONTWAKE = 1n;
 /** The copy unit: 2 MiB measured faster than 64 MiB (the source stays in cache). */
 export const UFFD_COPY_CHUNK = 2 << 20;
-const MADV_HUGEPAGE = 14n;
 const ENOSYS = 38;
 const EPERM = 1;
 const EINVAL = 22;
@@ -33,10 +32,11 @@ const ENOMEM = 12;
 
 /**
  * The VMAs whose pages UFFDIO_COPY may fill: private anonymous, not a growsdown stack, and not
- * asking for huge pages (UFFDIO_COPY installs 4 KiB pages; preadv faults there give THP).
+ * getting transparent huge pages (UFFDIO_COPY installs 4 KiB pages; hugePageVmas).
  */
-export function uffdVmas(vmas: readonly Vma[]): Vma[] {
-  return vmas.filter((v) => v.status & VMA_ANON_PRIVATE && !(v.flags & MAP_GROWSDOWN) && !(v.madv & (1n << MADV_HUGEPAGE)));
+export function uffdVmas(vmas: readonly Vma[], thp: ThpMode = thpMode()): Vma[] {
+  const huge = new Set(hugePageVmas(vmas, thp));
+  return vmas.filter((v) => v.status & VMA_ANON_PRIVATE && !(v.flags & MAP_GROWSDOWN) && !huge.has(v));
 }
 
 /** Splits runs into those inside `vmas` (copied) and the rest (read with preadv). */

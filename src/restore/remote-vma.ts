@@ -2,12 +2,15 @@
 // mappings go, how each dumped VMA is mapped (flags, fd, the temporary PROT_WRITE of VMAs that
 // get pages, its madvise flags), which page runs fill them (preadv with up to IOV_MAX iovecs and
 // 1 GiB per call, consecutive runs of pages-N.img read by one call, optionally populated first)
-// and the final mprotect.
+// and the final mprotect. The one input read from the system: its transparent huge page mode.
+import { readFileSync } from 'node:fs';
 import type { PagemapRun } from '../images/index.js';
 import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
 import { setU64 } from '../actors/stub.js';
 import { RemoteBatch } from './remote.js';
 import {
+  MADV_HUGEPAGE,
+  MADV_NOHUGEPAGE,
   MADV_POPULATE_WRITE,
   MAP_ANONYMOUS,
   MAP_FIXED,
@@ -357,6 +360,36 @@ export function addPageReads(batch: RemoteBatch, runs: readonly PageRun[], pages
 export function addFill(batch: RemoteBatch, runs: readonly PageRun[], pagesFd: number, mode: Exclude<FillMode, 'uffd'> = 'fault'): { calls: number; bytes: number } {
   if (mode === 'populate') addPopulate(batch, runs);
   return addPageReads(batch, runs, pagesFd);
+}
+
+export type ThpMode = 'always' | 'madvise' | 'never';
+let thpModeRead: ThpMode | undefined;
+
+/** The system's transparent huge page mode, the bracketed word of its sysfs file (read once). */
+export function thpMode(): ThpMode {
+  if (thpModeRead === undefined) {
+    let chosen: string | undefined;
+    try {
+      chosen = /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1];
+    } catch {
+      chosen = undefined; // no THP in this kernel
+    }
+    thpModeRead = chosen === 'always' || chosen === 'madvise' ? chosen : 'never';
+  }
+  return thpModeRead;
+}
+
+/**
+ * The private anonymous VMAs whose faults get transparent huge pages: advised MADV_HUGEPAGE, or
+ * under THP 'always' not advised MADV_NOHUGEPAGE. Their runs are populated before the preadv
+ * (MADV_POPULATE_WRITE takes huge pages 2 MiB at a time; the preadv's own faults took them at
+ * a steady pace only some of the time, docs/PERFORMANCE.md "Thirteenth pass"), and UFFDIO_COPY,
+ * which installs 4 KiB pages, never fills them.
+ */
+export function hugePageVmas(vmas: readonly Vma[], mode: ThpMode = thpMode()): Vma[] {
+  if (mode === 'never') return [];
+  const advised = (v: Vma, advice: number) => ((v.madv >> BigInt(advice)) & 1n) === 1n;
+  return vmas.filter((v) => v.status & VMA_ANON_PRIVATE && (mode === 'always' ? !advised(v, MADV_NOHUGEPAGE) : advised(v, MADV_HUGEPAGE)));
 }
 
 /**
