@@ -78,8 +78,8 @@ t.test('a task not permitted (a kernel thread)', async (t) => {
   assertNoCheckpoint(t, dir);
 });
 
-t.test('an unsupported fd (a TCP socket) names pid, fd and kind; the task runs on untouched', async (t) => {
-  const pid = await startDetached(['/usr/bin/python3', '-c', 'import socket, time\ns = socket.socket()\ntime.sleep(1000)']);
+t.test('an unsupported fd (a netlink socket) names pid, fd and kind; the task runs on untouched', async (t) => {
+  const pid = await startDetached(['/usr/bin/python3', '-c', 'import socket, time\ns = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\ntime.sleep(1000)']);
   t.teardown(() => kill([pid]));
   const socketFd = () => readdirSync(`/proc/${pid}/fd`).map(Number).find((n) => spawnSync('readlink', [`/proc/${pid}/fd/${n}`], { encoding: 'utf8' }).stdout.startsWith('socket:'));
   for (let i = 0; i < 200 && socketFd() === undefined; i++) await sleep(20);
@@ -93,6 +93,25 @@ t.test('an unsupported fd (a TCP socket) names pid, fd and kind; the task runs o
   t.match(err.message, new RegExp(`pid ${pid}: fd ${fd} is a socket`));
   assertUntouched(t, pid);
   t.equal(safe(`/proc/${pid}/maps`), mapsBefore, 'scratch area removed, mappings as before');
+  assertNoCheckpoint(t, dir);
+});
+
+t.test('a TCP connection is refused: it needs TCP repair, which crr does not do', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const readyDir = mkdtempSync(join(tmpdir(), 'crr-dump-err-ready-'));
+  t.teardown(() => rmSync(readyDir, { recursive: true, force: true }));
+  const ready = join(readyDir, 'connected');
+  // The listener is closed once the connection is accepted: only the connection's two ends are left.
+  const script = 'import socket, sys, time\nl = socket.socket()\nl.bind(("127.0.0.1", 0))\nl.listen(1)\nc = socket.create_connection(l.getsockname())\na, _ = l.accept()\nl.close()\nopen(sys.argv[1], "w").close()\ntime.sleep(1000)';
+  const pid = await startDetached(['/usr/bin/python3', '-c', script, ready]);
+  t.teardown(() => kill([pid]));
+  for (let i = 0; i < 200 && !existsSync(ready); i++) await sleep(20);
+  t.ok(existsSync(ready), 'the program holds both ends of a connection');
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${pid}: fd \\d+ is inet socket \\d+: not supported: a TCP connection in state ESTABLISHED`));
+  assertUntouched(t, pid);
   assertNoCheckpoint(t, dir);
 });
 

@@ -1,8 +1,10 @@
-// Socket inspection for the dumper: the unix sock_diag netlink dump (every unix socket of the
-// dumper's network namespace with name, vfs inode, peer, pending connections, queue lengths,
-// memory and shutdown state), MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF
-// so nothing is consumed) and integer/struct getsockopt. The netlink answer goes back raw: TS
-// parses it (src/dump/fd-unixsk-diag.ts). Synchronous, stateless, errors carry code/errno/syscall.
+// Socket inspection for the dumper: the sock_diag netlink dumps of unix sockets (name, vfs inode,
+// peer, pending connections, queue lengths, memory and shutdown state) and of TCP and UDP sockets
+// (addresses, state, queues, a listener's backlog), both of the dumper's network namespace;
+// MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF so nothing is consumed) and
+// integer/struct getsockopt and getsockname. Netlink answers go back raw: TS parses them
+// (src/dump/fd-unixsk-diag.ts, src/dump/fd-inetsk.ts). Synchronous, stateless, errors carry
+// code/errno/syscall.
 #include <napi.h>
 
 #include "throw-errno.h"
@@ -10,6 +12,7 @@
 #include <errno.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
+#include <linux/inet_diag.h>
 #include <linux/unix_diag.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,28 +33,21 @@ bool IntArg(const Napi::CallbackInfo& info, size_t index, int* out) {
   return true;
 }
 
-// unixDiag(show) -> Buffer: every netlink message of the NLM_F_DUMP answer, concatenated.
-Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int show;
-  if (!IntArg(info, 0, &show)) return env.Undefined();
+// Sends one NLM_F_DUMP request of SOCK_DIAG_BY_FAMILY (`req`: the family's request struct) and
+// returns every netlink message of the answer, concatenated.
+Napi::Value SockDiagDump(Napi::Env env, const void* req, size_t reqLen) {
   int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (nl < 0) return ThrowErrno(env, "socket", errno);
-  struct {
-    struct nlmsghdr hdr;
-    struct unix_diag_req req;
-  } msg;
-  memset(&msg, 0, sizeof msg);
-  msg.hdr.nlmsg_len = sizeof msg;
-  msg.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  msg.hdr.nlmsg_seq = 1;
-  msg.req.sdiag_family = AF_UNIX;
-  msg.req.udiag_states = ~0u;
-  msg.req.udiag_show = static_cast<unsigned>(show);
+  std::vector<char> msg(NLMSG_HDRLEN + reqLen);
+  auto* hdr = reinterpret_cast<nlmsghdr*>(msg.data());
+  hdr->nlmsg_len = msg.size();
+  hdr->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  hdr->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  hdr->nlmsg_seq = 1;
+  memcpy(msg.data() + NLMSG_HDRLEN, req, reqLen);
   struct sockaddr_nl kernel = {};
   kernel.nl_family = AF_NETLINK;
-  if (sendto(nl, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+  if (sendto(nl, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
     int err = errno;
     close(nl);
     return ThrowErrno(env, "sendto", err);
@@ -83,6 +79,29 @@ Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
   }
   close(nl);
   return Napi::Buffer<char>::Copy(env, all.data(), all.size());
+}
+
+// unixDiag(show) -> Buffer: every unix socket of this network namespace (unix_diag_msg + attributes).
+Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
+  int show;
+  if (!IntArg(info, 0, &show)) return info.Env().Undefined();
+  struct unix_diag_req req = {};
+  req.sdiag_family = AF_UNIX;
+  req.udiag_states = ~0u;
+  req.udiag_show = static_cast<unsigned>(show);
+  return SockDiagDump(info.Env(), &req, sizeof req);
+}
+
+// inetDiag(family, protocol) -> Buffer: every socket of that family and protocol (AF_INET or
+// AF_INET6; IPPROTO_TCP or IPPROTO_UDP) of this network namespace, in every state (inet_diag_msg).
+Napi::Value InetDiag(const Napi::CallbackInfo& info) {
+  int family, protocol;
+  if (!IntArg(info, 0, &family) || !IntArg(info, 1, &protocol)) return info.Env().Undefined();
+  struct inet_diag_req_v2 req = {};
+  req.sdiag_family = static_cast<__u8>(family);
+  req.sdiag_protocol = static_cast<__u8>(protocol);
+  req.idiag_states = ~0u;
+  return SockDiagDump(info.Env(), &req, sizeof req);
 }
 
 // peekQueue(fd, maxPacket) -> {packets: Buffer[], rights: number}: the receive queue read with
@@ -152,10 +171,23 @@ Napi::Value GetsockoptBytes(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, buf.data(), len);
 }
 
+// getsockname(fd) -> Buffer: the socket's own address (sockaddr bytes as long as the kernel gave).
+Napi::Value Getsockname(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!IntArg(info, 0, &fd)) return env.Undefined();
+  struct sockaddr_storage sa;
+  socklen_t len = sizeof sa;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) < 0) return ThrowErrno(env, "getsockname", errno);
+  return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&sa), len);
+}
+
 }  // namespace
 
 void InitSockDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("unixDiag", Napi::Function::New(env, UnixDiag, "unixDiag"));
+  exports.Set("inetDiag", Napi::Function::New(env, InetDiag, "inetDiag"));
   exports.Set("peekQueue", Napi::Function::New(env, PeekQueue, "peekQueue"));
   exports.Set("getsockoptBytes", Napi::Function::New(env, GetsockoptBytes, "getsockoptBytes"));
+  exports.Set("getsockname", Napi::Function::New(env, Getsockname, "getsockname"));
 }

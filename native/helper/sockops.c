@@ -1,6 +1,7 @@
-/* Socket ops of the helper, for restoring unix sockets in the task that owns them: make a socket
- * at an exact fd, name it, connect it, listen, put queued data back, set options, shut it down.
- * Addresses travel as the raw sun_path bytes (an abstract name starts with a NUL byte). */
+/* Socket ops of the helper, for restoring sockets in the task that owns them: make a socket at an
+ * exact fd, name it, connect it, listen, put queued data back, set options, shut it down. A unix
+ * address travels as the raw sun_path bytes (`addr`: an abstract name starts with a NUL byte),
+ * any other as a whole sockaddr (`sockaddr`: sockaddr_in, sockaddr_in6). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
@@ -11,16 +12,25 @@
 
 #include "helper.h"
 
-/* Fills a sockaddr_un from the `addr` bytes; *len is the exact address length to pass on. */
-static bool unix_addr(const msgpack_object *req, struct sockaddr_un *sa, socklen_t *len,
-                      failure *f) {
+/* Fills `sa` from the request's `sockaddr` bytes, or from its `addr` as a sockaddr_un; *len is
+ * the exact address length to pass on. */
+static bool socket_addr(const msgpack_object *req, struct sockaddr_storage *sa, socklen_t *len,
+                        failure *f) {
   const char *data;
   size_t n;
-  if (!arg_bin(req, "addr", &data, &n, f)) return false;
-  if (n == 0 || n > sizeof sa->sun_path) return bad_arg(f, "addr length");
   memset(sa, 0, sizeof *sa);
-  sa->sun_family = AF_UNIX;
-  memcpy(sa->sun_path, data, n);
+  if (arg(req, "sockaddr")) {
+    if (!arg_bin(req, "sockaddr", &data, &n, f)) return false;
+    if (n < sizeof(sa_family_t) || n > sizeof *sa) return bad_arg(f, "sockaddr length");
+    memcpy(sa, data, n);
+    *len = (socklen_t)n;
+    return true;
+  }
+  struct sockaddr_un *un = (struct sockaddr_un *)sa;
+  if (!arg_bin(req, "addr", &data, &n, f)) return false;
+  if (n == 0 || n > sizeof un->sun_path) return bad_arg(f, "addr length");
+  un->sun_family = AF_UNIX;
+  memcpy(un->sun_path, data, n);
   *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
   return true;
 }
@@ -44,23 +54,23 @@ bool op_socket(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
-/* bind {fd, addr} -> 0 */
+/* bind {fd, addr | sockaddr} -> 0 */
 bool op_bind(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd;
-  struct sockaddr_un sa;
+  struct sockaddr_storage sa;
   socklen_t len;
-  if (!arg_int(req, "fd", true, 0, &fd, f) || !unix_addr(req, &sa, &len, f)) return false;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !socket_addr(req, &sa, &len, f)) return false;
   if (bind(fd, (struct sockaddr *)&sa, len) < 0) return fail(f, errno, "bind");
   msgpack_pack_int(pk, 0);
   return true;
 }
 
-/* connect {fd, addr} -> 0 */
+/* connect {fd, addr | sockaddr} -> 0 */
 bool op_connect(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd;
-  struct sockaddr_un sa;
+  struct sockaddr_storage sa;
   socklen_t len;
-  if (!arg_int(req, "fd", true, 0, &fd, f) || !unix_addr(req, &sa, &len, f)) return false;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !socket_addr(req, &sa, &len, f)) return false;
   if (connect(fd, (struct sockaddr *)&sa, len) < 0) return fail(f, errno, "connect");
   msgpack_pack_int(pk, 0);
   return true;
@@ -76,16 +86,16 @@ bool op_listen(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
-/* send {fd, data, addr?} -> bytes sent. One packet for dgram/seqpacket; a stream sends it all
+/* send {fd, data, addr? | sockaddr?} -> bytes sent. One packet for dgram/seqpacket; a stream sends it all
  * (a short send is retried until the bytes are in, or fails). */
 bool op_send(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd;
   const char *data;
   size_t len, done = 0;
-  struct sockaddr_un sa;
+  struct sockaddr_storage sa;
   socklen_t salen = 0;
   if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_bin(req, "data", &data, &len, f)) return false;
-  if (arg(req, "addr") && !unix_addr(req, &sa, &salen, f)) return false;
+  if ((arg(req, "addr") || arg(req, "sockaddr")) && !socket_addr(req, &sa, &salen, f)) return false;
   do {
     ssize_t n = sendto(fd, data + done, len - done, MSG_DONTWAIT | MSG_NOSIGNAL,
                        salen ? (struct sockaddr *)&sa : NULL, salen);

@@ -11,8 +11,12 @@ export interface PeekedQueue {
 export interface SockDiagBinding {
   /** One NETLINK_SOCK_DIAG dump of every AF_UNIX socket with `show` (UDIAG_SHOW_* bits): raw nlmsgs. */
   unixDiag(show: number): Buffer;
+  /** One NETLINK_SOCK_DIAG dump of every socket of `family` (AF_INET/AF_INET6) and `protocol` (TCP/UDP), every state: raw nlmsgs. */
+  inetDiag(family: number, protocol: number): Buffer;
   /** MSG_PEEK the receive queue of a socket (an fd of this process) without consuming it. */
   peekQueue(fd: number, maxPacket: number): PeekedQueue;
   /** getsockopt into a buffer of `size` bytes; returns what the kernel filled. */
   getsockoptBytes(fd: number, level: number, name: number, size: number): Buffer;
+  /** The socket's own address: sockaddr bytes as long as the kernel gave. */
+  getsockname(fd: number): Buffer;
 }

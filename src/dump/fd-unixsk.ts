@@ -97,15 +97,21 @@ export async function dumpUnixFd(
   return { id, flags: fdFlags, type: FD_TYPE.UNIXSK, fd };
 }
 
-function grab(pid: number, fd: number, ino: number): number {
-  let pidfd = -1;
+/** A copy of the task's fd in this process (pidfd_getfd): the caller closes it. */
+export function copyOfTaskFd(pid: number, fd: number): number {
+  const pidfd = native.pidfdOpen(pid);
   try {
-    pidfd = native.pidfdOpen(pid);
     return native.pidfdGetfd(pidfd, fd);
+  } finally {
+    native.close(pidfd);
+  }
+}
+
+function grab(pid: number, fd: number, ino: number): number {
+  try {
+    return copyOfTaskFd(pid, fd);
   } catch (e) {
     throw new UnixSocketError(pid, fd, ino, `cannot take a copy of it (${(e as Error).message})`);
-  } finally {
-    if (pidfd >= 0) native.close(pidfd);
   }
 }
 
@@ -133,6 +139,16 @@ function unixEntry(id: number, d: UnixDiag, s: UnixDumpState, flags: number, opt
 
 function intOpt(fd: number, name: number): number {
   return native.getsockoptBytes(fd, SOL_SOCKET, name, 4).readInt32LE(0);
+}
+
+/** A boolean option; false where this socket's family does not have it (SO_PASSCRED and SO_PASSSEC are unix and netlink only from Linux 6.16). */
+function flagOpt(fd: number, name: number): boolean {
+  try {
+    return intOpt(fd, name) !== 0;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'EOPNOTSUPP') return false;
+    throw e;
+  }
 }
 
 function timeout(fd: number, name: number): { sec: bigint; usec: bigint } {
@@ -164,7 +180,7 @@ export function socketOptions(fd: number): Entry {
     ['so_broadcast', SO.BROADCAST],
     ['so_keepalive', SO.KEEPALIVE],
   ];
-  for (const [field, name] of flags) if (intOpt(fd, name)) opts[field] = true;
+  for (const [field, name] of flags) if (flagOpt(fd, name)) opts[field] = true;
   return opts;
 }
 

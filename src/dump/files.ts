@@ -13,6 +13,7 @@ import { eventpollDumper } from './fd-eventpoll.js';
 import { inotifyDumper } from './fd-inotify.js';
 import { signalfdDumper } from './fd-signalfd.js';
 import { timerfdDumper } from './fd-timerfd.js';
+import { dumpInetFd } from './fd-inetsk.js';
 import { dumpUnixFd } from './fd-unixsk.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
@@ -126,7 +127,8 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     }
     const sock = /^socket:\[(\d+)\]$/.exec(link);
     if (sock) {
-      const entry = await dumpUnixFd(pid, fd, Number(sock[1]), fileFlags, fdflags, ids, open, probe.order);
+      const ino = Number(sock[1]);
+      const entry = (await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order)) ?? (await dumpInetFd({ pid, fd, ino, fileFlags, fdFlags: fdflags }, ids, open, probe.order));
       if (entry) {
         out.push(entry);
         continue;

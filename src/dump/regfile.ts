@@ -5,7 +5,7 @@ import type { Stats } from 'node:fs';
 import { readBuildId } from '../images/build-id.js';
 import type { Entry } from './ids.js';
 
-export const FD_TYPE = { REG: 1, PIPE: 2, UNIXSK: 5 } as const;
+export const FD_TYPE = { REG: 1, PIPE: 2, INETSK: 4, UNIXSK: 5 } as const;
 export const O_CLOEXEC = 0o2000000;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;

@@ -10,6 +10,7 @@ import { FD_TYPE_EVENTFD, eventfd } from './eventfd.js';
 import { FD_TYPE_EVENTPOLL, eventpoll } from './eventpoll.js';
 import { FD_TYPE_FIFO, fifo } from './fifo.js';
 import { fs } from './fs.js';
+import { FD_TYPE_INETSK, inetsk } from './inetsk.js';
 import { FD_TYPE_INOTIFY, inotify } from './inotify.js';
 import { mainThread } from './main-thread.js';
 import { memory } from './memory.js';
@@ -42,6 +43,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   pipe,
   fifo,
   unixsk,
+  inetsk,
   sharedFiles,
   shmem,
   memfd,
@@ -74,6 +76,7 @@ export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_PIPE, 'pipe'],
   [FD_TYPE_FIFO, 'fifo'],
   [FD_TYPE_UNIXSK, 'unixsk'],
+  [FD_TYPE_INETSK, 'inetsk'],
   [FD_TYPE_EVENTFD, 'eventfd'],
   [FD_TYPE_SIGNALFD, 'signalfd'],
   [FD_TYPE_TIMERFD, 'timerfd'],

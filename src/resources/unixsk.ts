@@ -11,6 +11,7 @@ import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { copyFromTask, FD_CLOEXEC, O_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
 import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
+import { optionOps, type Op } from './socket-options.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 export { FD_TYPE_UNIXSK } from './unixsk-plan.js';
@@ -21,9 +22,6 @@ const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_SETFL = 4;
-const SOL_SOCKET = 1;
-const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36 } as const;
-type Op = { op: string } & Record<string, unknown>;
 
 const planOf = perKey((session: RestoreSession, ctx: RestoreCtx) => planUnixSockets(ctx.checkpoint.files(), ctx.plan.tasks, session.images));
 
@@ -49,29 +47,6 @@ function clearStalePath(name: Buffer): void {
   } catch {
     // nothing there
   }
-}
-
-function optionOps(fd: number, opts: Entry): Op[] {
-  const ops: Op[] = [];
-  const set = (name: number, value: number) => ops.push({ op: 'setsockopt', fd, level: SOL_SOCKET, name, value });
-  // getsockopt reported the doubled size the kernel keeps; setting doubles again.
-  if (opts['so_sndbuf']) set(SO.SNDBUFFORCE, Math.floor(Number(opts['so_sndbuf']) / 2));
-  if (opts['so_rcvbuf']) set(SO.RCVBUFFORCE, Math.floor(Number(opts['so_rcvbuf']) / 2));
-  const flags: Array<[string, number]> = [['reuseaddr', SO.REUSEADDR], ['so_passcred', SO.PASSCRED], ['so_passsec', SO.PASSSEC], ['so_dontroute', SO.DONTROUTE], ['so_no_check', SO.NO_CHECK], ['so_broadcast', SO.BROADCAST], ['so_keepalive', SO.KEEPALIVE]];
-  for (const [field, name] of flags) if (opts[field]) set(name, 1);
-  if (Number(opts['so_priority'] ?? 0)) set(SO.PRIORITY, Number(opts['so_priority']));
-  if (Number(opts['so_rcvlowat'] ?? 1) > 1) set(SO.RCVLOWAT, Number(opts['so_rcvlowat']));
-  if (Number(opts['so_mark'] ?? 0)) set(SO.MARK, Number(opts['so_mark']));
-  for (const [dir, name] of [['snd', SO.SNDTIMEO_OLD], ['rcv', SO.RCVTIMEO_OLD]] as const) {
-    const sec = BigInt((opts[`so_${dir}_tmo_sec`] as bigint | number | undefined) ?? 0);
-    const usec = BigInt((opts[`so_${dir}_tmo_usec`] as bigint | number | undefined) ?? 0);
-    if (!sec && !usec) continue;
-    const tv = Buffer.alloc(16);
-    tv.writeBigInt64LE(sec, 0);
-    tv.writeBigInt64LE(usec, 8);
-    ops.push({ op: 'setsockopt', fd, level: SOL_SOCKET, name, bytes: tv });
-  }
-  return ops;
 }
 
 /** Makes, fills and lands the sockets this task makes; offers them to the other holders. */

@@ -1,0 +1,173 @@
+// Inet sockets at dump time: TCP and UDP over IPv4 and IPv6, one files.img entry (type INETSK,
+// `isk`) per socket as CRIU writes it. The kernel's view (state, addresses, queues, a listener's
+// backlog) comes from sock_diag (native inetDiag, the dumper's network namespace); options from a
+// pidfd_getfd copy of the task's fd. What a restore could not bring back is refused here: a TCP
+// connection (it needs TCP repair), a listener holding connections not yet accepted, datagrams
+// queued in a UDP socket.
+import { readlinkSync } from 'node:fs';
+import { native } from '../actors/native.js';
+import { CrrError } from '../errors.js';
+import { copyOfTaskFd, socketOptions } from './fd-unixsk.js';
+import { FD_TYPE, zeroFown } from './regfile.js';
+import type { DumpIds, Entry } from './ids.js';
+import type { FileOrder, OpenFiles } from './files.js';
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+const TCP_ESTABLISHED = 1;
+const TCP_CLOSE = 7;
+const TCP_LISTEN = 10;
+const IPPROTO_IPV6 = 41;
+const IPV6_V6ONLY = 26;
+const NLMSG_HDRLEN = 16;
+const SOL_SOCKET = 1;
+const SO_DOMAIN = 39;
+const SO_PROTOCOL = 38;
+const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
+
+/** An inet socket the dump cannot describe, or whose state a restore could not bring back. */
+export class InetSocketError extends CrrError {
+  constructor(readonly pid: number, readonly fd: number, readonly ino: number, detail: string) {
+    super(`pid ${pid}: fd ${fd} is inet socket ${ino}: not supported: ${detail}`, 1);
+  }
+}
+
+export interface InetDiag {
+  family: number;
+  protocol: number;
+  state: number;
+  srcPort: number;
+  dstPort: number;
+  /** Address words as the kernel keeps them (network byte order read little-endian), CRIU's layout: 1 for IPv4, 4 for IPv6. */
+  src: number[];
+  dst: number[];
+  /** A listener's pending connections; otherwise bytes in the receive queue. */
+  rqueue: number;
+  /** A listener's backlog; otherwise bytes in the send queue. */
+  wqueue: number;
+  ino: number;
+}
+
+/** Parses concatenated netlink messages of inet_diag_msg (linux/inet_diag.h). */
+export function parseInetDiag(buf: Buffer, protocol: number): InetDiag[] {
+  const out: InetDiag[] = [];
+  for (let off = 0; off + NLMSG_HDRLEN <= buf.length; ) {
+    const len = buf.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN) break;
+    const m = off + NLMSG_HDRLEN;
+    const family = buf.readUInt8(m);
+    const words = family === AF_INET6 ? 4 : 1;
+    const addr = (at: number) => Array.from({ length: words }, (_, i) => buf.readUInt32LE(at + 4 * i));
+    out.push({
+      family,
+      protocol,
+      state: buf.readUInt8(m + 1),
+      srcPort: buf.readUInt16BE(m + 4),
+      dstPort: buf.readUInt16BE(m + 6),
+      src: addr(m + 8),
+      dst: addr(m + 24),
+      rqueue: buf.readUInt32LE(m + 56),
+      wqueue: buf.readUInt32LE(m + 60),
+      ino: buf.readUInt32LE(m + 68),
+    });
+    off += (len + 3) & ~3;
+  }
+  return out;
+}
+
+/** Every TCP and UDP socket over IPv4 and IPv6 of the dumper's network namespace, by inode. */
+function inetSockets(): Map<number, InetDiag> {
+  const out = new Map<number, InetDiag>();
+  for (const family of [AF_INET, AF_INET6]) {
+    for (const protocol of [IPPROTO_TCP, IPPROTO_UDP]) {
+      for (const d of parseInetDiag(native.inetDiag(family, protocol), protocol)) out.set(d.ino, d);
+    }
+  }
+  return out;
+}
+
+const snapshots = new WeakMap<OpenFiles, Map<number, InetDiag>>();
+
+/** Why a restore could not bring this socket back, or undefined. */
+export function unsupportedInet(d: InetDiag): string | undefined {
+  const state = TCP_STATES[d.state] ?? String(d.state);
+  if (d.protocol === IPPROTO_TCP) {
+    if (d.state === TCP_LISTEN) return d.rqueue > 0 ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted` : undefined;
+    if (d.state !== TCP_CLOSE) return `a TCP connection in state ${state} (restoring connections needs TCP repair)`;
+    return undefined;
+  }
+  if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a UDP socket in state ${state}`;
+  return d.rqueue > 0 ? `a UDP socket with ${d.rqueue} bytes of datagrams queued` : undefined;
+}
+
+/**
+ * Adds the files.img entry of an inet socket fd; returns the fdinfo entry, or undefined when the
+ * fd is not a TCP or UDP socket.
+ */
+export async function dumpInetFd(
+  at: { pid: number; fd: number; ino: number; fileFlags: number; fdFlags: number },
+  ids: DumpIds,
+  open: OpenFiles,
+  order: FileOrder | undefined,
+): Promise<Entry | undefined> {
+  const { pid, fd, ino } = at;
+  let snapshot = snapshots.get(open);
+  if (!snapshot) snapshots.set(open, (snapshot = inetSockets()));
+  const listed = snapshot.get(ino);
+  const copy = copyOfTaskFd(pid, fd);
+  try {
+    const d = listed ?? unlisted(copy, ino);
+    if (!d) return undefined;
+    if (readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync('/proc/self/ns/net')) {
+      throw new InetSocketError(pid, fd, ino, 'it belongs to another network namespace than crr\'s (network namespaces are not restored)');
+    }
+    const why = unsupportedInet(d);
+    if (why) throw new InetSocketError(pid, fd, ino, why);
+    const id = await open.idFor(`inetsk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
+      const entry = inetEntry(id, d, at.fileFlags, socketOptions(copy));
+      if (d.family === AF_INET6) entry['v6only'] = native.getsockoptBytes(copy, IPPROTO_IPV6, IPV6_V6ONLY, 4).readInt32LE(0) !== 0;
+      ids.addFile({ type: FD_TYPE.INETSK, id, isk: entry });
+    }, ids);
+    return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
+  } finally {
+    native.close(copy);
+  }
+}
+
+/**
+ * A TCP or UDP socket sock_diag does not list (never bound, or a TCP socket bound that never
+ * listened), from the socket itself: closed, at the address getsockname gives. Undefined for
+ * other sockets.
+ */
+function unlisted(copy: number, ino: number): InetDiag | undefined {
+  const int = (name: number) => native.getsockoptBytes(copy, SOL_SOCKET, name, 4).readInt32LE(0);
+  const family = int(SO_DOMAIN);
+  const protocol = int(SO_PROTOCOL);
+  if ((family !== AF_INET && family !== AF_INET6) || (protocol !== IPPROTO_TCP && protocol !== IPPROTO_UDP)) return undefined;
+  // sockaddr_in: family, port, address; sockaddr_in6: family, port, flow info, address, scope.
+  const sa = native.getsockname(copy);
+  const words = (at: number, n: number) => Array.from({ length: n }, (_, i) => sa.readUInt32LE(at + 4 * i));
+  const src = family === AF_INET6 ? words(8, 4) : words(4, 1);
+  return { family, protocol, state: TCP_CLOSE, srcPort: sa.readUInt16BE(2), dstPort: 0, src, dst: src.map(() => 0), rqueue: 0, wqueue: 0, ino };
+}
+
+function inetEntry(id: number, d: InetDiag, flags: number, opts: Entry): Entry {
+  return {
+    id,
+    ino: d.ino,
+    family: d.family,
+    type: d.protocol === IPPROTO_TCP ? 1 : 2,
+    proto: d.protocol,
+    state: d.state,
+    src_port: d.srcPort,
+    dst_port: d.dstPort,
+    flags,
+    backlog: d.state === TCP_LISTEN ? d.wqueue : 0,
+    src_addr: d.src,
+    dst_addr: d.dst,
+    fown: zeroFown(),
+    opts,
+  };
+}

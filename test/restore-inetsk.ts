@@ -1,0 +1,96 @@
+// TCP and UDP sockets over IPv4 and IPv6 (src/dump/fd-inetsk.ts, src/resources/inetsk.ts): the
+// sock_diag parser against the kernel's own answer, the helper ops a socket is made with, and the
+// inetsk program (listeners, bound, unbound and connected UDP, an unbound TCP socket) dumped and
+// restored: same fds, addresses, ports and options, and the listeners accept, the UDP sockets talk;
+// last, a prefork server's shape: one listener held by a parent and its child.
+import t from 'tap';
+import { createServer, type AddressInfo } from 'node:net';
+import { native } from '../src/actors/native.js';
+import { AF_INET, IPPROTO_TCP, parseInetDiag, unsupportedInet } from '../src/dump/fd-inetsk.js';
+import { inetOps, sockaddrOf, unsupportedInetImage } from '../src/resources/inetsk.js';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startDetached } from './lib/detached.js';
+import { dumpProgram, restoreProgram, roundTrip } from './lib/program-roundtrip.js';
+import { killTree, processTree, startProgram, type Running } from './lib/programs.js';
+
+t.test('parseInetDiag reads the kernel answer: a listener of this process with its port and backlog', async (t) => {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0, backlog: 9 }, resolve));
+  t.teardown(() => server.close());
+  const port = (server.address() as AddressInfo).port;
+  const found = parseInetDiag(native.inetDiag(AF_INET, IPPROTO_TCP), IPPROTO_TCP).find((d) => d.srcPort === port);
+  t.ok(found, `port ${port} listed`);
+  t.match(found, { family: AF_INET, state: 10, wqueue: 9, rqueue: 0, src: [0x0100007f] });
+  t.ok(found!.ino > 0, 'with its inode');
+  t.equal(unsupportedInet(found!), undefined, 'an idle listener can be dumped');
+  t.match(unsupportedInet({ ...found!, rqueue: 2 }), /2 connection\(s\) not yet accepted/);
+  t.match(unsupportedInet({ ...found!, state: 1 }), /TCP connection in state ESTABLISHED/);
+});
+
+t.test('sockaddrOf and the ops a socket is made with', async (t) => {
+  t.same([...sockaddrOf(2, 8080, [0x0100007f])], [2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], 'sockaddr_in, port in network order');
+  const v6 = sockaddrOf(10, 443, [0, 0, 0, 0x01000000]);
+  t.equal(v6.length, 28);
+  t.same([...v6.subarray(8, 24)], [...Buffer.alloc(15), 1], '::1');
+  const listener = { family: 10, type: 1, proto: 6, state: 10, src_port: 443, src_addr: [0, 0, 0, 0x01000000], backlog: 5, flags: 0o4002, v6only: true, opts: { reuseaddr: true } };
+  const ops = inetOps(listener, 21, false);
+  t.same(ops.map((o) => o.op), ['socket', 'setsockopt', 'setsockopt', 'bind', 'listen', 'fcntl'], 'v6only and options before bind, listen after');
+  t.match(ops[0], { domain: 10, type: 1, protocol: 6, fd: 21 });
+  t.match(ops[1], { level: 41, name: 26, value: 1 });
+  t.match(ops[5], { arg: 0o4000 }, 'O_NONBLOCK kept, the access mode is not an F_SETFL flag');
+  const connected = { family: 2, type: 2, proto: 17, state: 1, src_port: 5000, src_addr: [0x0100007f], dst_port: 6000, dst_addr: [0x0100007f], flags: 2 };
+  t.same(inetOps(connected, 24, true).map((o) => o.op), ['socket', 'bind', 'connect', 'fcntl']);
+  t.equal(inetOps(connected, 24, true)[0]!['type'], 2 | 0o2000000, 'SOCK_CLOEXEC for a close-on-exec fd');
+  const unbound = { family: 2, type: 1, proto: 6, state: 7, src_port: 0, src_addr: [0], flags: 2 };
+  t.same(inetOps(unbound, 25, false).map((o) => o.op), ['socket', 'fcntl'], 'never bound: not bound now');
+  t.match(unsupportedInetImage({ ...listener, state: 1 }), /TCP connection/);
+  t.equal(unsupportedInetImage(connected), undefined);
+});
+
+t.test('the inetsk program round trip: same sockets at the same fds, and they work', async (t) => {
+  const prog = await startProgram(t, 'inetsk');
+  const rt = await roundTrip(t, prog);
+  t.same(await rt.check(), { pass: true, text: 'PASS' });
+});
+
+t.test('a listener shared by a parent and its forked child comes back as one socket in both', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const portFile = join(dir, 'port');
+  const script = [
+    'import os, socket, sys, time',
+    'l = socket.socket()',
+    'l.bind(("127.0.0.1", 0))',
+    'l.listen(4)',
+    'os.dup2(l.fileno(), 40)',
+    'if os.fork() == 0:',
+    '    time.sleep(1000)',
+    'open(sys.argv[1], "w").write(str(l.getsockname()[1]))',
+    'time.sleep(1000)',
+  ].join('\n');
+  const root = await startDetached(['/usr/bin/python3', '-c', script, portFile]);
+  for (let i = 0; i < 250 && !(existsSync(portFile) && readFileSync(portFile, 'utf8')); i++) await sleep(20);
+  const pids = processTree(root);
+  t.teardown(() => killTree(pids));
+  t.equal(pids.length, 2, 'a parent and its child');
+  const port = Number(readFileSync(portFile, 'utf8'));
+  const prog: Running = { pid: root, resultFile: join(dir, 'none'), dir, tree: () => pids };
+  const rt = await restoreProgram(t, prog, await dumpProgram(t, prog));
+  const hostPids = [...rt.result.hostPids.values()];
+  t.equal(hostPids.length, 2);
+  const links = hostPids.map((p) => readlinkSync(`/proc/${p}/fd/40`));
+  t.match(links[0], /^socket:\[\d+\]$/);
+  t.equal(links[1], links[0], 'fd 40 of both tasks is the same socket');
+  await new Promise<void>((resolve, reject) => {
+    const c = connect({ host: '127.0.0.1', port }, () => {
+      c.destroy();
+      resolve();
+    });
+    c.on('error', reject);
+  });
+  t.pass(`127.0.0.1:${port} accepts connections again`);
+});
