@@ -26,15 +26,26 @@ static inline void fail(const char *what) {
 	exit(1);
 }
 
-/* Every page different, so no page is shared or zero: the dump stores them all. */
-static inline char *dirty_memory(size_t bytes, unsigned seed) {
-	char *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+/* Every page different, so no page is shared or zero: the dump stores them all. `huge`: the
+ * memory is 2 MiB aligned and advised MADV_HUGEPAGE before it is written (transparent huge pages
+ * where THP is on). */
+static inline char *dirty_memory_huge(size_t bytes, unsigned seed, int huge) {
+	const size_t align = huge ? 2UL << 20 : 0;
+	char *mem = mmap(NULL, bytes + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED) fail("mmap");
+	if (huge) {
+		mem = (char *)(((unsigned long)mem + align - 1) & ~(align - 1));
+		if (madvise(mem, bytes, MADV_HUGEPAGE)) fail("madvise(MADV_HUGEPAGE)");
+	}
 	for (size_t off = 0; off < bytes; off += 4096) {
 		memset(mem + off, (int)((off >> 12) + seed) | 1, 4096);
 		*(unsigned long *)(mem + off) = off ^ seed;
 	}
 	return mem;
+}
+
+static inline char *dirty_memory(size_t bytes, unsigned seed) {
+	return dirty_memory_huge(bytes, seed, 0);
 }
 
 static inline void write_ready(const char *path, const int *pids, long count) {
