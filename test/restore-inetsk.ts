@@ -7,7 +7,10 @@ import t from 'tap';
 import { createServer, type AddressInfo } from 'node:net';
 import { native } from '../src/actors/native.js';
 import { AF_INET, IPPROTO_TCP, parseInetDiag, unsupportedInet } from '../src/dump/fd-inetsk.js';
-import { inetOps, sockaddrOf, unsupportedInetImage } from '../src/resources/inetsk.js';
+import { dump } from '../src/dump/index.js';
+import { StageError } from '../src/errors.js';
+import { restore } from '../src/restore/index.js';
+import { inetOps, sockaddrOf, socketText, unsupportedInetImage } from '../src/resources/inetsk.js';
 import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,7 +18,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDetached } from './lib/detached.js';
 import { dumpProgram, restoreProgram, roundTrip } from './lib/program-roundtrip.js';
-import { killTree, processTree, startProgram, type Running } from './lib/programs.js';
+import { killTree, processTree, requestCheck, startProgram, type Running } from './lib/programs.js';
 
 t.test('parseInetDiag reads the kernel answer: a listener of this process with its port and backlog', async (t) => {
   const server = createServer();
@@ -49,6 +52,25 @@ t.test('sockaddrOf and the ops a socket is made with', async (t) => {
   t.same(inetOps(unbound, 25, false).map((o) => o.op), ['socket', 'fcntl'], 'never bound: not bound now');
   t.match(unsupportedInetImage({ ...listener, state: 1 }), /TCP connection/);
   t.equal(unsupportedInetImage(connected), undefined);
+  t.equal(socketText(listener), 'TCP [::1]:443 (LISTEN)');
+  t.equal(socketText(connected), 'UDP 127.0.0.1:5000 -> 127.0.0.1:6000');
+});
+
+t.test('an address still in use: the restore fails naming the socket and its address; the original runs on', async (t) => {
+  const prog = await startProgram(t, 'inetsk');
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, leaveRunning: true });
+  const err = await restore({ imagesDir, pidNamespace: true }).then(
+    async (r) => {
+      await r.kill();
+      return undefined;
+    },
+    (e: unknown) => e,
+  );
+  t.type(err, StageError);
+  t.match((err as Error).message, /resource inetsk, syscall bind \(EADDRINUSE\).*fd 20, TCP 127\.0\.0\.1:\d+ \(LISTEN\)/);
+  t.same(await requestCheck(prog.pid, prog.resultFile), { pass: true, text: 'PASS' }, 'the original, left running, still holds its sockets');
 });
 
 t.test('the inetsk program round trip: same sockets at the same fds, and they work', async (t) => {

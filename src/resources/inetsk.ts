@@ -5,6 +5,8 @@
 // pidfd_getfd copy (restoreAnonFds). A TCP connection (it would need TCP repair) is refused.
 // Restored into crr's own network namespace: the addresses must be free there.
 import type { Entry } from '../images/index.js';
+import { HelperBatchError } from '../actors/helper-errors.js';
+import { NativeError } from '../errors.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { restoreAnonFds } from './eventfd.js';
 import { holdsFdOfType } from './shared-fds.js';
@@ -36,6 +38,26 @@ export function sockaddrOf(family: number, port: number, words: readonly number[
   sa.writeUInt16BE(port, 2);
   words.slice(0, v6 ? 4 : 1).forEach((w, i) => sa.writeUInt32LE(w >>> 0, (v6 ? 8 : 4) + 4 * i));
   return sa;
+}
+
+/** "TCP 127.0.0.1:8080 (LISTEN)", "UDP [::1]:53 -> [::1]:9000": the socket as a user knows it. */
+export function socketText(isk: Entry): string {
+  const family = Number(isk['family']);
+  const state = Number(isk['state']);
+  const at = (port: unknown, words: unknown) => {
+    const sa = sockaddrOf(family, Number(port ?? 0), (words as number[] | undefined) ?? []);
+    const host = family === AF_INET6 ? ipv6Text(sa.subarray(8, 24)) : [...sa.subarray(4, 8)].join('.');
+    return `${host}:${sa.readUInt16BE(2)}`;
+  };
+  const proto = Number(isk['proto']) === IPPROTO_TCP ? 'TCP' : 'UDP';
+  const peer = state === TCP_ESTABLISHED ? ` -> ${at(isk['dst_port'], isk['dst_addr'])}` : '';
+  return `${proto} ${at(isk['src_port'], isk['src_addr'])}${peer}${state === TCP_LISTEN ? ' (LISTEN)' : ''}`;
+}
+
+/** The IPv6 address in its short form (the URL parser writes it so), in brackets. */
+function ipv6Text(bytes: Buffer): string {
+  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(2 * i).toString(16));
+  return new URL(`http://[${groups.join(':')}]/`).hostname;
 }
 
 /** Why this image's socket cannot be restored, or undefined. */
@@ -78,7 +100,13 @@ export const inetsk: ResourceKind<RestoreCtx> = {
       const isk = (first.file['isk'] as Entry | undefined) ?? {};
       const why = unsupportedInetImage(isk);
       if (why) throw new Error(`not supported: fd ${first.fd} is ${why}`);
-      await helperOf(ctx).batch(inetOps(isk, first.fd, first.cloexec));
+      try {
+        await helperOf(ctx).batch(inetOps(isk, first.fd, first.cloexec));
+      } catch (e) {
+        if (!(e instanceof HelperBatchError)) throw e;
+        // "bind failed: EADDRINUSE" alone leaves the user to find which socket and address.
+        throw new NativeError({ code: e.code, errno: e.errno, syscall: e.syscall, ...(e.pid !== undefined ? { pid: e.pid } : {}), detail: `fd ${first.fd}, ${socketText(isk)}` });
+      }
     });
   },
 };
