@@ -2,7 +2,8 @@
 // sock_diag parser against the kernel's own answer, the helper ops a socket is made with, and the
 // inetsk program (listeners, bound, unbound and connected UDP, an unbound TCP socket) dumped and
 // restored: same fds, addresses, ports and options, and the listeners accept, the UDP sockets talk;
-// last, a prefork server's shape: one listener held by a parent and its child.
+// then a prefork server's shape (one listener held by a parent and its child) and an epoll server
+// blocked in epoll_wait on its listener, which must answer a client after the restore.
 import t from 'tap';
 import { createServer, type AddressInfo } from 'node:net';
 import { native } from '../src/actors/native.js';
@@ -115,4 +116,41 @@ t.test('a listener shared by a parent and its forked child comes back as one soc
     c.on('error', reject);
   });
   t.pass(`127.0.0.1:${port} accepts connections again`);
+});
+
+t.test('an epoll server blocked in epoll_wait on its listener answers a new client after the restore', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const portFile = join(dir, 'port');
+  const script = [
+    'import select, socket, sys',
+    'l = socket.socket()',
+    'l.bind(("127.0.0.1", 0))',
+    'l.listen(4)',
+    'l.setblocking(False)',
+    'ep = select.epoll()',
+    'ep.register(l.fileno(), select.EPOLLIN)',
+    'open(sys.argv[1], "w").write(str(l.getsockname()[1]))',
+    'while True:',
+    '    for fd, events in ep.poll():',
+    '        c, _ = l.accept()',
+    '        c.sendall(b"hello from the restored server")',
+    '        c.close()',
+  ].join('\n');
+  const root = await startDetached(['/usr/bin/python3', '-c', script, portFile]);
+  t.teardown(() => killTree([root]));
+  for (let i = 0; i < 250 && !(existsSync(portFile) && readFileSync(portFile, 'utf8')); i++) await sleep(20);
+  const port = Number(readFileSync(portFile, 'utf8'));
+  const prog: Running = { pid: root, resultFile: join(dir, 'none'), dir, tree: () => [root] };
+  await restoreProgram(t, prog, await dumpProgram(t, prog));
+  const answer = await new Promise<string>((resolve, reject) => {
+    let got = '';
+    const c = connect({ host: '127.0.0.1', port });
+    c.setEncoding('utf8');
+    c.on('data', (d) => (got += d));
+    c.on('end', () => resolve(got));
+    c.on('error', reject);
+    c.setTimeout(10_000, () => reject(new Error('no answer in 10 s')));
+  });
+  t.equal(answer, 'hello from the restored server');
 });
