@@ -25,6 +25,11 @@ const NLMSG_HDRLEN = 16;
 const SOL_SOCKET = 1;
 const SO_DOMAIN = 39;
 const SO_PROTOCOL = 38;
+const SO_REUSEPORT = 15;
+const TCP = { KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6 } as const;
+const SOL_IP = 0;
+const IP_PKTINFO = 8;
+const IP_FREEBIND = 15;
 const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
 
 /** An inet socket the dump cannot describe, or whose state a restore could not bring back. */
@@ -126,8 +131,10 @@ export async function dumpInetFd(
     const why = unsupportedInet(d);
     if (why) throw new InetSocketError(pid, fd, ino, why);
     const id = await open.idFor(`inetsk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
-      const entry = inetEntry(id, d, at.fileFlags, socketOptions(copy));
-      if (d.family === AF_INET6) entry['v6only'] = native.getsockoptBytes(copy, IPPROTO_IPV6, IPV6_V6ONLY, 4).readInt32LE(0) !== 0;
+      const entry = inetEntry(id, d, at.fileFlags, inetOptions(copy, d));
+      if (d.family === AF_INET6) entry['v6only'] = intOpt(copy, IPPROTO_IPV6, IPV6_V6ONLY) !== 0;
+      const ip = ipOptions(copy, d);
+      if (Object.keys(ip).length) entry['ip_opts'] = ip;
       ids.addFile({ type: FD_TYPE.INETSK, id, isk: entry });
     }, ids);
     return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
@@ -151,6 +158,30 @@ function unlisted(copy: number, ino: number): InetDiag | undefined {
   const words = (at: number, n: number) => Array.from({ length: n }, (_, i) => sa.readUInt32LE(at + 4 * i));
   const src = family === AF_INET6 ? words(8, 4) : words(4, 1);
   return { family, protocol, state: TCP_CLOSE, srcPort: sa.readUInt16BE(2), dstPort: 0, src, dst: src.map(() => 0), rqueue: 0, wqueue: 0, ino };
+}
+
+function intOpt(fd: number, level: number, name: number): number {
+  return native.getsockoptBytes(fd, level, name, 4).readInt32LE(0);
+}
+
+/** sk_opts_entry: the SOL_SOCKET options of every socket, SO_REUSEPORT, and TCP's keepalive timing when keepalive is on. */
+function inetOptions(fd: number, d: InetDiag): Entry {
+  const opts = socketOptions(fd);
+  if (intOpt(fd, SOL_SOCKET, SO_REUSEPORT)) opts['so_reuseport'] = true;
+  if (d.protocol === IPPROTO_TCP && opts['so_keepalive']) {
+    opts['tcp_keepcnt'] = intOpt(fd, IPPROTO_TCP, TCP.KEEPCNT);
+    opts['tcp_keepidle'] = intOpt(fd, IPPROTO_TCP, TCP.KEEPIDLE);
+    opts['tcp_keepintvl'] = intOpt(fd, IPPROTO_TCP, TCP.KEEPINTVL);
+  }
+  return opts;
+}
+
+/** ip_opts_entry: IP_FREEBIND (a bind to an address not yet up), and IP_PKTINFO of an IPv4 socket; only what is on. */
+function ipOptions(fd: number, d: InetDiag): Entry {
+  const ip: Entry = {};
+  if (intOpt(fd, SOL_IP, IP_FREEBIND)) ip['freebind'] = true;
+  if (d.family === AF_INET && intOpt(fd, SOL_IP, IP_PKTINFO)) ip['pktinfo'] = true;
+  return ip;
 }
 
 function inetEntry(id: number, d: InetDiag, flags: number, opts: Entry): Entry {

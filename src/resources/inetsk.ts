@@ -1,9 +1,10 @@
 // Inet sockets, TCP and UDP over IPv4 and IPv6: each comes back as the same socket at its fds,
-// with its SOL_SOCKET options and IPV6_V6ONLY, bound to its address and port, a TCP listener
-// listening with its backlog, a connected UDP socket connected to its peer, and O_NONBLOCK. The
-// first holder (tree order) makes it with helper ops at its first fd; other holders take a
-// pidfd_getfd copy (restoreAnonFds). A TCP connection (it would need TCP repair) is refused.
-// Restored into crr's own network namespace: the addresses must be free there.
+// with its SOL_SOCKET options (SO_REUSEPORT among them), TCP keepalive timing, IPV6_V6ONLY,
+// IP_FREEBIND and IP_PKTINFO, bound to its address and port, a TCP listener listening with its
+// backlog, a connected UDP socket connected to its peer, and O_NONBLOCK. The first holder (tree
+// order) makes it with helper ops at its first fd; other holders take a pidfd_getfd copy
+// (restoreAnonFds). A TCP connection (it would need TCP repair) is refused. Restored into crr's
+// own network namespace: the addresses must be free there.
 import type { Entry } from '../images/index.js';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import { NativeError } from '../errors.js';
@@ -20,6 +21,12 @@ const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
+const SOL_IP = 0;
+const IP_PKTINFO = 8;
+const IP_FREEBIND = 15;
+const TCP_KEEPIDLE = 4;
+const TCP_KEEPINTVL = 5;
+const TCP_KEEPCNT = 6;
 const TCP_ESTABLISHED = 1;
 const TCP_CLOSE = 7;
 const TCP_LISTEN = 10;
@@ -79,9 +86,17 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean): Op[] {
   const dst = (isk['dst_addr'] as number[] | undefined) ?? [];
   const srcPort = Number(isk['src_port'] ?? 0);
   const ops: Op[] = [{ op: 'socket', domain: family, type: Number(isk['type']) | (cloexec ? SOCK_CLOEXEC : 0), protocol: Number(isk['proto']), fd }];
-  // Before bind: both change what bind accepts (a v6-only socket leaves the IPv4 port free; SO_REUSEADDR).
+  // Before bind: they change what bind accepts (IPV6_V6ONLY leaves the IPv4 port free; SO_REUSEADDR,
+  // SO_REUSEPORT, IP_FREEBIND).
   if (family === AF_INET6 && isk['v6only'] !== undefined) ops.push({ op: 'setsockopt', fd, level: IPPROTO_IPV6, name: IPV6_V6ONLY, value: isk['v6only'] ? 1 : 0 });
-  ops.push(...optionOps(fd, (isk['opts'] as Entry | undefined) ?? {}));
+  const opts = (isk['opts'] as Entry | undefined) ?? {};
+  ops.push(...optionOps(fd, opts));
+  for (const [field, name] of [['tcp_keepidle', TCP_KEEPIDLE], ['tcp_keepintvl', TCP_KEEPINTVL], ['tcp_keepcnt', TCP_KEEPCNT]] as const) {
+    if (opts[field] !== undefined) ops.push({ op: 'setsockopt', fd, level: IPPROTO_TCP, name, value: Number(opts[field]) });
+  }
+  const ip = (isk['ip_opts'] as Entry | undefined) ?? {};
+  if (ip['freebind']) ops.push({ op: 'setsockopt', fd, level: SOL_IP, name: IP_FREEBIND, value: 1 });
+  if (ip['pktinfo']) ops.push({ op: 'setsockopt', fd, level: SOL_IP, name: IP_PKTINFO, value: 1 });
   if (srcPort !== 0 || src.some((w) => w !== 0)) ops.push({ op: 'bind', fd, sockaddr: sockaddrOf(family, srcPort, src) });
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
   if (state === TCP_ESTABLISHED) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });

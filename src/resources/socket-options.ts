@@ -5,7 +5,7 @@ import type { Entry } from '../images/index.js';
 export type Op = { op: string } & Record<string, unknown>;
 
 const SOL_SOCKET = 1;
-const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36 } as const;
+const SO = { REUSEADDR: 2, REUSEPORT: 15, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36 } as const;
 
 export function optionOps(fd: number, opts: Entry): Op[] {
   const ops: Op[] = [];
@@ -13,7 +13,7 @@ export function optionOps(fd: number, opts: Entry): Op[] {
   // getsockopt reported the doubled size the kernel keeps; setting doubles again.
   if (opts['so_sndbuf']) set(SO.SNDBUFFORCE, Math.floor(Number(opts['so_sndbuf']) / 2));
   if (opts['so_rcvbuf']) set(SO.RCVBUFFORCE, Math.floor(Number(opts['so_rcvbuf']) / 2));
-  const flags: Array<[string, number]> = [['reuseaddr', SO.REUSEADDR], ['so_passcred', SO.PASSCRED], ['so_passsec', SO.PASSSEC], ['so_dontroute', SO.DONTROUTE], ['so_no_check', SO.NO_CHECK], ['so_broadcast', SO.BROADCAST], ['so_keepalive', SO.KEEPALIVE]];
+  const flags: Array<[string, number]> = [['reuseaddr', SO.REUSEADDR], ['so_passcred', SO.PASSCRED], ['so_passsec', SO.PASSSEC], ['so_dontroute', SO.DONTROUTE], ['so_no_check', SO.NO_CHECK], ['so_broadcast', SO.BROADCAST], ['so_keepalive', SO.KEEPALIVE], ['so_reuseport', SO.REUSEPORT]];
   for (const [field, name] of flags) if (opts[field]) set(name, 1);
   if (Number(opts['so_priority'] ?? 0)) set(SO.PRIORITY, Number(opts['so_priority']));
   if (Number(opts['so_rcvlowat'] ?? 1) > 1) set(SO.RCVLOWAT, Number(opts['so_rcvlowat']));

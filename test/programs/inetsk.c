@@ -5,19 +5,22 @@
  *   23 UU  UDP/IPv4, never bound
  *   24 UC  UDP/IPv4 connected to U4 (so implicitly bound to 127.0.0.1:<ephemeral>)
  *   25 TC  TCP/IPv4, never bound, not listening
- * Recorded right after setup: SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_REUSEADDR, SO_ACCEPTCONN,
- * O_NONBLOCK, FD_CLOEXEC, the getsockname bytes; IPV6_V6ONLY of T6, SO_RCVBUF of U4, the
- * getpeername bytes of UC. Check: all of it unchanged; then the sockets work: a new client
+ *   26 R1, 27 R2  UDP/IPv4 on one port of 127.0.0.1, both SO_REUSEPORT; R1 also IP_FREEBIND
+ * Recorded right after setup: SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_REUSEADDR, SO_REUSEPORT,
+ * SO_KEEPALIVE, SO_ACCEPTCONN, O_NONBLOCK, FD_CLOEXEC, the getsockname bytes; TCP_KEEPIDLE of T4
+ * (keepalive on, 77 s), IPV6_V6ONLY of T6, SO_RCVBUF of U4, IP_FREEBIND of R1, the getpeername
+ * bytes of UC. Check: all of it unchanged; then the sockets work: a new client
  * connects to T4 and to T6, the listener accepts and 3 bytes cross; UC sends "ping", U4
  * receives it from UC's address. Breaks: port (fd 20 replaced by a listener on another port),
  * option (SO_REUSEADDR turned off on fd 20). Usage: inetsk RESULT_FILE */
 #include "common.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
-enum { P_DOMAIN, P_TYPE, P_PROTOCOL, P_REUSEADDR, P_ACCEPTCONN, P_V6ONLY, P_RCVBUF, P_NONBLOCK, P_CLOEXEC, NPROPS };
+enum { P_DOMAIN, P_TYPE, P_PROTOCOL, P_REUSEADDR, P_REUSEPORT, P_KEEPALIVE, P_ACCEPTCONN, P_V6ONLY, P_RCVBUF, P_KEEPIDLE, P_FREEBIND, P_NONBLOCK, P_CLOEXEC, NPROPS };
 #define PEER (1u << NPROPS)
 static const struct {
 	const char *name;
@@ -25,8 +28,10 @@ static const struct {
 } props[NPROPS] = {
 	{ "SO_DOMAIN", SOL_SOCKET, SO_DOMAIN },	      { "SO_TYPE", SOL_SOCKET, SO_TYPE },
 	{ "SO_PROTOCOL", SOL_SOCKET, SO_PROTOCOL },   { "SO_REUSEADDR", SOL_SOCKET, SO_REUSEADDR },
+	{ "SO_REUSEPORT", SOL_SOCKET, SO_REUSEPORT }, { "SO_KEEPALIVE", SOL_SOCKET, SO_KEEPALIVE },
 	{ "SO_ACCEPTCONN", SOL_SOCKET, SO_ACCEPTCONN }, { "IPV6_V6ONLY", IPPROTO_IPV6, IPV6_V6ONLY },
-	{ "SO_RCVBUF", SOL_SOCKET, SO_RCVBUF },	      { "O_NONBLOCK", 0, 0 },
+	{ "SO_RCVBUF", SOL_SOCKET, SO_RCVBUF },	      { "TCP_KEEPIDLE", IPPROTO_TCP, TCP_KEEPIDLE },
+	{ "IP_FREEBIND", IPPROTO_IP, IP_FREEBIND },   { "O_NONBLOCK", 0, 0 },
 	{ "FD_CLOEXEC", 0, 0 },
 };
 
@@ -41,8 +46,9 @@ static struct sk {
 	unsigned extra; /* the optional properties this socket records */
 	struct state rec;
 } sks[] = {
-	{ 20, "T4", 0, {} }, { 21, "T6", 1u << P_V6ONLY, {} }, { 22, "U4", 1u << P_RCVBUF, {} },
-	{ 23, "UU", 0, {} }, { 24, "UC", PEER, {} },	       { 25, "TC", 0, {} },
+	{ 20, "T4", 1u << P_KEEPIDLE, {} }, { 21, "T6", 1u << P_V6ONLY, {} }, { 22, "U4", 1u << P_RCVBUF, {} },
+	{ 23, "UU", 0, {} }, { 24, "UC", PEER, {} }, { 25, "TC", 0, {} }, { 26, "R1", 1u << P_FREEBIND, {} },
+	{ 27, "R2", 0, {} },
 };
 #define NSKS (int)(sizeof(sks) / sizeof(sks[0]))
 static const char *const breaks[] = { "port", "option", NULL };
@@ -75,7 +81,7 @@ static int prop(int fd, int i)
 
 static int applies(const struct sk *s, int i)
 {
-	return (i != P_V6ONLY && i != P_RCVBUF) || (s->extra & 1u << i);
+	return (i != P_V6ONLY && i != P_RCVBUF && i != P_KEEPIDLE && i != P_FREEBIND) || (s->extra & 1u << i);
 }
 
 static void snapshot(const struct sk *s, struct state *st)
@@ -175,7 +181,9 @@ int main(int argc, char **argv)
 	int one = 1, rcvbuf = 65536;
 
 	make(AF_INET, SOCK_STREAM, 20, 0);
-	need(!setsockopt(20, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) &&
+	int idle = 77;
+	need(!setsockopt(20, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) && !setsockopt(20, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) &&
+		     !setsockopt(20, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) &&
 		     !bind(20, (struct sockaddr *)&lo4, sizeof(lo4)) && !listen(20, 7), "T4");
 	make(AF_INET6, SOCK_STREAM, 21, 0);
 	need(!setsockopt(21, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) &&
@@ -187,6 +195,14 @@ int main(int argc, char **argv)
 	make(AF_INET, SOCK_DGRAM, 24, 0);
 	need(!connect(24, (struct sockaddr *)&u4, u4len), "UC");
 	make(AF_INET, SOCK_STREAM, 25, 0);
+	/* Two UDP sockets on one port, as a server with a socket per worker has (SO_REUSEPORT). */
+	struct sockaddr_storage r1;
+	socklen_t r1len = sizeof(r1);
+	make(AF_INET, SOCK_DGRAM, 26, 0);
+	make(AF_INET, SOCK_DGRAM, 27, 0);
+	need(!setsockopt(26, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) && !setsockopt(26, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) &&
+		     !bind(26, (struct sockaddr *)&lo4, sizeof(lo4)) && !getsockname(26, (struct sockaddr *)&r1, &r1len) &&
+		     !setsockopt(27, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) && !bind(27, (struct sockaddr *)&r1, r1len), "R1, R2");
 	for (int i = 0; i < NSKS; i++)
 		snapshot(&sks[i], &sks[i].rec);
 	protocol_ready();
