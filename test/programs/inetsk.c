@@ -211,7 +211,9 @@ int main(int argc, char **argv)
 	if (breaking("port")) {
 		/* like T4 but bound while T4 still holds its port, so only the port differs */
 		int s = socket(AF_INET, SOCK_STREAM, 0);
-		need(s >= 0 && !setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) && !bind(s, (struct sockaddr *)&lo4, sizeof(lo4)) && !listen(s, 7) &&
+		need(s >= 0 && !setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) &&
+			     !setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) && !setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) &&
+			     !bind(s, (struct sockaddr *)&lo4, sizeof(lo4)) && !listen(s, 7) &&
 			     dup2(s, 20) == 20 && !close(s), "break port");
 	}
 	if (breaking("option")) {
