@@ -96,7 +96,7 @@ t.test('an unsupported fd (a netlink socket) names pid, fd and kind; the task ru
   assertNoCheckpoint(t, dir);
 });
 
-t.test('a TCP connection is refused: it needs TCP repair, which crr does not do', async (t) => {
+t.test('a TCP connection is refused without --tcp-established', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const readyDir = mkdtempSync(join(tmpdir(), 'crr-dump-err-ready-'));
@@ -110,7 +110,7 @@ t.test('a TCP connection is refused: it needs TCP repair, which crr does not do'
   t.ok(existsSync(ready), 'the program holds both ends of a connection');
   const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
   t.type(err, CrrError);
-  t.match(err.message, new RegExp(`pid ${pid}: fd \\d+ is inet socket \\d+: not supported: a TCP connection in state ESTABLISHED`));
+  t.match(err.message, new RegExp(`pid ${pid}: fd \\d+ is inet socket \\d+: not supported: a TCP connection in state ESTABLISHED \\(dump with --tcp-established`));
   assertUntouched(t, pid);
   assertNoCheckpoint(t, dir);
 });
@@ -120,7 +120,8 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.same([a.pid, a.imagesDir, a.leaveRunning, a.verbosity, a.logFile], [42, '/x', true, 5, 'log']);
   t.same(parseDumpArgs(['--tree=7', '--images-dir=/y', '--verbosity=4', '--timeout', '5']), { pid: 7, imagesDir: '/y', leaveRunning: false, verbosity: 4, logFile: undefined, timeoutSec: 5 });
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
-  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']), new UsageError("unsupported option '--tcp-established'"));
+  t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']).tcpEstablished, true);
+  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-close']), new UsageError("unsupported option '--tcp-close'"));
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
   t.throws(() => parseDumpArgs(['-t', 'abc', '-D', 'd']), /'abc' is not a process id/);
 });

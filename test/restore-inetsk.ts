@@ -11,8 +11,8 @@ import { AF_INET, IPPROTO_TCP, parseInetDiag, unsupportedInet } from '../src/dum
 import { dump } from '../src/dump/index.js';
 import { StageError } from '../src/errors.js';
 import { restore } from '../src/restore/index.js';
-import { inetOps, sockaddrOf, socketText, unsupportedInetImage } from '../src/resources/inetsk.js';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { inetOps, repairOffOps, sockaddrOf, socketText, unsupportedInetImage } from '../src/resources/inetsk.js';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,10 +51,31 @@ t.test('sockaddrOf and the ops a socket is made with', async (t) => {
   t.equal(inetOps(connected, 24, true)[0]!['type'], 2 | 0o2000000, 'SOCK_CLOEXEC for a close-on-exec fd');
   const unbound = { family: 2, type: 1, proto: 6, state: 7, src_port: 0, src_addr: [0], flags: 2 };
   t.same(inetOps(unbound, 25, false).map((o) => o.op), ['socket', 'fcntl'], 'never bound: not bound now');
-  t.match(unsupportedInetImage({ ...listener, state: 1 }), /TCP connection/);
+  t.match(unsupportedInetImage({ ...listener, state: 8 }), /TCP socket in state 8/, 'CLOSE_WAIT is not restored');
+  t.equal(unsupportedInetImage({ ...listener, state: 1 }), undefined, 'an established connection is, from its tcp-stream image');
+  t.throws(() => inetOps({ ...listener, state: 1 }, 4, false), /no tcp-stream image/);
   t.equal(unsupportedInetImage(connected), undefined);
   t.equal(socketText(listener), 'TCP [::1]:443 (LISTEN)');
   t.equal(socketText(connected), 'UDP 127.0.0.1:5000 -> 127.0.0.1:6000');
+});
+
+t.test('an established connection is made in repair mode, its queues filled, repair left on', async (t) => {
+  const conn = { family: 2, type: 1, proto: 6, state: 1, src_port: 5000, src_addr: [0x0100007f], dst_port: 6000, dst_addr: [0x0100007f], flags: 2 };
+  const entry = { inq_len: 3, inq_seq: 1003, outq_len: 5, outq_seq: 0xfffffffe, unsq_len: 2, opt_mask: 7, snd_wscale: 7, rcv_wscale: 9, mss_clamp: 65495, timestamp: 0x90000000, snd_wl1: 1, snd_wnd: 2, max_window: 3, rcv_wnd: 4, rcv_wup: 5, nodelay: true };
+  const stream = { entry, payload: Buffer.from('abcdefgh') };
+  const ops = inetOps(conn, 4, false, stream);
+  const names = ops.map((o) => (o.op === 'setsockopt' ? `tcp${String(o['name'])}` : o.op));
+  t.same(names, ['socket', 'tcp19', 'bind', 'tcp20', 'tcp21', 'tcp20', 'tcp21', 'connect', 'tcp22', 'tcp24', 'tcp20', 'send', 'tcp20', 'send', 'tcp29', 'fcntl'],
+    'repair on, bind, queue sequences, connect, options, timestamp, receive queue, sent part of the send queue, windows');
+  t.same(ops[4]!['value'], 1000, 'the receive queue starts at inq_seq - inq_len');
+  t.same([...(ops[6]!['bytes'] as Buffer)], [0xf9, 0xff, 0xff, 0xff], 'u32 sequence numbers wrap and go as bytes');
+  t.same([...(ops[8]!['bytes'] as Buffer)], [2, 0, 0, 0, 0xd7, 0xff, 0, 0, 3, 0, 0, 0, 7, 0, 9, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0], 'MSS, window scales, SACK, timestamps');
+  t.equal(String(ops[11]!['data']), 'abc');
+  t.equal(String(ops[13]!['data']), 'def', 'the sent, unacknowledged part');
+  const off = repairOffOps(4, stream);
+  t.same(off.map((o) => o.op), ['setsockopt', 'send', 'setsockopt'], 'repair off, the unsent bytes, TCP_NODELAY');
+  t.same(off[0], { op: 'setsockopt', fd: 4, level: 6, name: 19, value: 0 });
+  t.equal(String(off[1]!['data']), 'gh');
 });
 
 t.test('an address still in use: the restore fails naming the socket and its address; the original runs on', async (t) => {
@@ -153,4 +174,71 @@ t.test('an epoll server blocked in epoll_wait on its listener answers a new clie
     c.setTimeout(10_000, () => reject(new Error('no answer in 10 s')));
   });
   t.equal(answer, 'hello from the restored server');
+});
+
+/** A python program holding both ends of a TCP connection, each with unread bytes from the other. */
+async function startConnected(t: Tap.Test): Promise<{ prog: Running; go: string; result: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [go, result, ready] = ['go', 'result', 'ready'].map((f) => join(dir, f)) as [string, string, string];
+  const script = [
+    'import os, socket, sys, time',
+    'go, result, ready = sys.argv[1:4]',
+    'l = socket.socket()',
+    'l.bind(("127.0.0.1", 0))',
+    'l.listen(1)',
+    'c = socket.create_connection(l.getsockname())',
+    's, _ = l.accept()',
+    'l.close()',
+    'c.sendall(b"from client, unread")',
+    's.sendall(b"from server, unread")',
+    'open(ready, "w").close()',
+    'while not os.path.exists(go):',
+    '    time.sleep(0.02)',
+    'def read(sock, n):',
+    '    sock.settimeout(5)',
+    '    data = b""',
+    '    while len(data) < n:',
+    '        data += sock.recv(n - len(data))',
+    '    return data',
+    'got = [read(s, 19), read(c, 19)]',
+    'c.sendall(b"after the restore")',
+    'got.append(read(s, 17))',
+    's.sendall(b"and back")',
+    'got.append(read(c, 8))',
+    'open(result, "w").write(repr(got))',
+    'time.sleep(1000)',
+  ].join('\n');
+  const root = await startDetached(['/usr/bin/python3', '-c', script, go, result, ready]);
+  t.teardown(() => killTree([root]));
+  for (let i = 0; i < 250 && !existsSync(ready); i++) await sleep(20);
+  t.ok(existsSync(ready), 'connected, with bytes queued both ways');
+  return { prog: { pid: root, resultFile: result, dir, tree: () => [root] }, go, result };
+}
+
+async function resultOf(path: string): Promise<string> {
+  for (let i = 0; i < 500 && !(existsSync(path) && readFileSync(path, 'utf8')); i++) await sleep(20);
+  return existsSync(path) ? readFileSync(path, 'utf8') : 'no result in 10 s';
+}
+
+const EXCHANGED = "[b'from client, unread', b'from server, unread', b'after the restore', b'and back']";
+
+t.test('an established TCP connection (--tcp-established) comes back with its queued bytes and carries on', async (t) => {
+  const { prog, go, result } = await startConnected(t);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  t.equal(readdirSync(imagesDir).filter((f) => f.startsWith('tcp-stream-')).length, 2, 'a tcp-stream image for each end');
+  await restoreProgram(t, prog, imagesDir);
+  writeFileSync(go, '');
+  t.equal(await resultOf(result), EXCHANGED);
+});
+
+t.test('dumped with --leave-running, the connection goes on in the original (repair mode is switched off)', async (t) => {
+  const { prog, go, result } = await startConnected(t);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true, leaveRunning: true });
+  writeFileSync(go, '');
+  t.equal(await resultOf(result), EXCHANGED);
 });

@@ -2,7 +2,8 @@
 // peer, pending connections, queue lengths, memory and shutdown state) and of TCP and UDP sockets
 // (addresses, state, queues, a listener's backlog), both of the dumper's network namespace;
 // MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF so nothing is consumed) and
-// integer/struct getsockopt and getsockname. Netlink answers go back raw: TS parses them
+// integer/struct getsockopt, getsockname, and what reading a TCP connection in repair mode
+// needs (an int setsockopt, queue-length ioctls, a plain peek). Netlink answers go back raw: TS parses them
 // (src/dump/fd-unixsk-diag.ts, src/dump/fd-inetsk.ts). Synchronous, stateless, errors carry
 // code/errno/syscall.
 #include <napi.h>
@@ -15,6 +16,7 @@
 #include <linux/inet_diag.h>
 #include <linux/unix_diag.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -182,6 +184,41 @@ Napi::Value Getsockname(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&sa), len);
 }
 
+// setsockoptInt(fd, level, name, value) -> undefined.
+Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd, level, name, value;
+  if (!IntArg(info, 0, &fd) || !IntArg(info, 1, &level) || !IntArg(info, 2, &name) ||
+      !IntArg(info, 3, &value))
+    return env.Undefined();
+  if (setsockopt(fd, level, name, &value, sizeof value) < 0) return ThrowErrno(env, "setsockopt", errno);
+  return env.Undefined();
+}
+
+// ioctlInt(fd, request) -> number: an ioctl that answers one int (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD).
+Napi::Value IoctlInt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd, request;
+  if (!IntArg(info, 0, &fd) || !IntArg(info, 1, &request)) return env.Undefined();
+  int value = 0;
+  if (ioctl(fd, static_cast<unsigned long>(request), &value) < 0) return ThrowErrno(env, "ioctl", errno);
+  return Napi::Number::New(env, value);
+}
+
+// peekBytes(fd, length) -> Buffer: one recv(MSG_PEEK | MSG_DONTWAIT) of up to `length` bytes (a TCP
+// socket in repair mode peeks the queue TCP_REPAIR_QUEUE chose, its send queue included).
+Napi::Value PeekBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd, length;
+  if (!IntArg(info, 0, &fd) || !IntArg(info, 1, &length)) return env.Undefined();
+  std::vector<char> buf(static_cast<size_t>(length > 0 ? length : 1));
+  ssize_t got;
+  do got = recv(fd, buf.data(), static_cast<size_t>(length), MSG_PEEK | MSG_DONTWAIT);
+  while (got < 0 && errno == EINTR);
+  if (got < 0) return ThrowErrno(env, "recv", errno);
+  return Napi::Buffer<char>::Copy(env, buf.data(), static_cast<size_t>(got));
+}
+
 }  // namespace
 
 void InitSockDiag(Napi::Env env, Napi::Object exports) {
@@ -190,4 +227,7 @@ void InitSockDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("peekQueue", Napi::Function::New(env, PeekQueue, "peekQueue"));
   exports.Set("getsockoptBytes", Napi::Function::New(env, GetsockoptBytes, "getsockoptBytes"));
   exports.Set("getsockname", Napi::Function::New(env, Getsockname, "getsockname"));
+  exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
+  exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
+  exports.Set("peekBytes", Napi::Function::New(env, PeekBytes, "peekBytes"));
 }

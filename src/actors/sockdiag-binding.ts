@@ -19,4 +19,9 @@ export interface SockDiagBinding {
   getsockoptBytes(fd: number, level: number, name: number, size: number): Buffer;
   /** The socket's own address: sockaddr bytes as long as the kernel gave. */
   getsockname(fd: number): Buffer;
+  setsockoptInt(fd: number, level: number, name: number, value: number): void;
+  /** An ioctl answering one int: SIOCINQ, SIOCOUTQ, SIOCOUTQNSD. */
+  ioctlInt(fd: number, request: number): number;
+  /** One recv(MSG_PEEK | MSG_DONTWAIT) of up to `length` bytes. */
+  peekBytes(fd: number, length: number): Buffer;
 }

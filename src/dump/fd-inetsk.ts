@@ -1,9 +1,12 @@
 // Inet sockets at dump time: TCP and UDP over IPv4 and IPv6, one files.img entry (type INETSK,
 // `isk`) per socket as CRIU writes it. The kernel's view (state, addresses, queues, a listener's
 // backlog) comes from sock_diag (native inetDiag, the dumper's network namespace); options from a
-// pidfd_getfd copy of the task's fd. What a restore could not bring back is refused here: a TCP
-// connection (it needs TCP repair), a listener holding connections not yet accepted, datagrams
-// queued in a UDP socket.
+// pidfd_getfd copy of the task's fd. An established TCP connection is read in repair mode
+// (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into tcp-stream-<ino>.img:
+// sequence numbers, both queues, options and windows; the socket stays in repair mode until the
+// dump ends, so the task's death closes it without a FIN or RST (finishTcpRepair). What a restore
+// could not bring back is refused: a TCP connection in any other state, or without the option, a
+// listener holding connections not yet accepted, datagrams queued in a UDP socket.
 import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
@@ -96,11 +99,12 @@ function inetSockets(): Map<number, InetDiag> {
 const snapshots = new WeakMap<OpenFiles, Map<number, InetDiag>>();
 
 /** Why a restore could not bring this socket back, or undefined. */
-export function unsupportedInet(d: InetDiag): string | undefined {
+export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | undefined {
   const state = TCP_STATES[d.state] ?? String(d.state);
   if (d.protocol === IPPROTO_TCP) {
     if (d.state === TCP_LISTEN) return d.rqueue > 0 ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted` : undefined;
-    if (d.state !== TCP_CLOSE) return `a TCP connection in state ${state} (restoring connections needs TCP repair)`;
+    if (d.state === TCP_ESTABLISHED && !tcpEstablished) return 'a TCP connection in state ESTABLISHED (dump with --tcp-established to save it in repair mode)';
+    if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a TCP connection in state ${state} (only established connections can be saved)`;
     return undefined;
   }
   if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a UDP socket in state ${state}`;
@@ -128,7 +132,7 @@ export async function dumpInetFd(
     if (readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync('/proc/self/ns/net')) {
       throw new InetSocketError(pid, fd, ino, 'it belongs to another network namespace than crr\'s (network namespaces are not restored)');
     }
-    const why = unsupportedInet(d);
+    const why = unsupportedInet(d, open.tcpEstablished);
     if (why) throw new InetSocketError(pid, fd, ino, why);
     const id = await open.idFor(`inetsk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
       const entry = inetEntry(id, d, at.fileFlags, inetOptions(copy, d));
@@ -136,10 +140,14 @@ export async function dumpInetFd(
       const ip = ipOptions(copy, d);
       if (Object.keys(ip).length) entry['ip_opts'] = ip;
       ids.addFile({ type: FD_TYPE.INETSK, id, isk: entry });
+      if (d.protocol === IPPROTO_TCP && d.state === TCP_ESTABLISHED) {
+        open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open) });
+      }
     }, ids);
     return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
   } finally {
-    native.close(copy);
+    // A connection read in repair mode keeps its copy until the dump ends (finishTcpRepair).
+    if (!open.tcpRepair.includes(copy)) native.close(copy);
   }
 }
 
@@ -158,6 +166,81 @@ function unlisted(copy: number, ino: number): InetDiag | undefined {
   const words = (at: number, n: number) => Array.from({ length: n }, (_, i) => sa.readUInt32LE(at + 4 * i));
   const src = family === AF_INET6 ? words(8, 4) : words(4, 1);
   return { family, protocol, state: TCP_CLOSE, srcPort: sa.readUInt16BE(2), dstPort: 0, src, dst: src.map(() => 0), rqueue: 0, wqueue: 0, ino };
+}
+
+const TCP_REPAIR = 19;
+const TCP_REPAIR_QUEUE = 20;
+const TCP_QUEUE_SEQ = 21;
+const TCP_INFO = 11;
+const TCP_MAXSEG = 2;
+const TCP_NODELAY = 1;
+const TCP_CORK = 3;
+const TCP_TIMESTAMP = 24;
+const TCP_REPAIR_WINDOW = 29;
+const TCP_RECV_QUEUE = 1;
+const TCP_SEND_QUEUE = 2;
+const SIOCINQ = 0x541b;
+const SIOCOUTQ = 0x5411;
+const SIOCOUTQNSD = 0x894b;
+
+/**
+ * Switches the connection to repair mode (kept: `fd`, a copy of the task's socket, is closed by
+ * finishTcpRepair) and reads what a restore needs: each queue's sequence number and bytes, the
+ * options negotiated, the windows. tcp_stream_entry, its payload the receive then the send queue.
+ */
+function readInRepair(fd: number, open: OpenFiles): { entry: Entry; payload: Uint8Array } {
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR, 1);
+  open.tcpRepair.push(fd);
+  const queue = (which: number, lengthIoctl: number) => {
+    native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, which);
+    const seq = native.getsockoptBytes(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, 4).readUInt32LE(0);
+    const length = native.ioctlInt(fd, lengthIoctl);
+    const data = length > 0 ? native.peekBytes(fd, length) : Buffer.alloc(0);
+    if (data.length !== length) throw new CrrError(`TCP repair: read ${data.length} of ${length} queued bytes`, 1);
+    return { seq, data };
+  };
+  const inq = queue(TCP_RECV_QUEUE, SIOCINQ);
+  const outq = queue(TCP_SEND_QUEUE, SIOCOUTQ);
+  const unsent = native.ioctlInt(fd, SIOCOUTQNSD);
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, 0);
+  // struct tcp_info: tcpi_options at byte 5, then snd_wscale (low nibble) and rcv_wscale.
+  const info = native.getsockoptBytes(fd, IPPROTO_TCP, TCP_INFO, 8);
+  const window = native.getsockoptBytes(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, 20);
+  const entry: Entry = {
+    inq_len: inq.data.length,
+    inq_seq: inq.seq,
+    outq_len: outq.data.length,
+    outq_seq: outq.seq,
+    opt_mask: info.readUInt8(5),
+    snd_wscale: info.readUInt8(6) & 0xf,
+    mss_clamp: intOpt(fd, IPPROTO_TCP, TCP_MAXSEG),
+    rcv_wscale: info.readUInt8(6) >> 4,
+    timestamp: native.getsockoptBytes(fd, IPPROTO_TCP, TCP_TIMESTAMP, 4).readUInt32LE(0),
+    nodelay: intOpt(fd, IPPROTO_TCP, TCP_NODELAY) !== 0,
+    cork: intOpt(fd, IPPROTO_TCP, TCP_CORK) !== 0,
+    unsq_len: unsent,
+    snd_wl1: window.readUInt32LE(0),
+    snd_wnd: window.readUInt32LE(4),
+    max_window: window.readUInt32LE(8),
+    rcv_wnd: window.readUInt32LE(12),
+    rcv_wup: window.readUInt32LE(16),
+  };
+  return { entry, payload: Buffer.concat([inq.data, outq.data]) };
+}
+
+/**
+ * Ends repair mode on every connection the dump read: `live` (the tasks run on, or the dump
+ * failed) switches it off first, so the connection carries on; otherwise the tasks were killed
+ * and closing the last copy, still in repair mode, ends the connection without a FIN or RST.
+ */
+export function finishTcpRepair(open: OpenFiles, live: boolean): void {
+  for (const fd of open.tcpRepair.splice(0)) {
+    try {
+      if (live) native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR, 0);
+    } finally {
+      native.close(fd);
+    }
+  }
 }
 
 function intOpt(fd: number, level: number, name: number): number {

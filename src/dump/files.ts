@@ -54,6 +54,11 @@ export class OpenFiles {
   /** Pipe inodes whose data is already in pipes-data.img. */
   readonly pipesWithData = new Set<number>();
   readonly pipeData: Array<{ entry: Entry; payload: Uint8Array }> = [];
+  /** Dump established TCP connections in repair mode (criu's --tcp-established). */
+  tcpEstablished = false;
+  /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
+  readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
+  readonly tcpRepair: number[] = [];
 
   async idFor(key: string, pid: number, fd: number, order: FileOrder | undefined, make: (id: number) => void, ids: DumpIds): Promise<number> {
     let group = this.groups.get(key);

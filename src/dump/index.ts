@@ -9,6 +9,7 @@ import { kcmpCodes } from './kcmp-order.js';
 import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
+import { finishTcpRepair } from './fd-inetsk.js';
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { fifoData, fifoFds } from './fd-fifo.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
@@ -41,6 +42,12 @@ export interface DumpOptions {
   imagesDir: string;
   /** Resume the tree untouched instead of killing it. */
   leaveRunning?: boolean;
+  /**
+   * Save established TCP connections (criu's --tcp-established) in repair mode; without it they
+   * are refused. crr does not lock the network: a peer outside the tree that sends while the
+   * connection is not restored gets a reset.
+   */
+  tcpEstablished?: boolean;
   signal?: AbortSignal;
   onEvent?: (e: DumpEvent) => void;
   /** For tests: a tracer stand-in. */
@@ -80,6 +87,8 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const regs = new Map<number, Regs>();
   let scratch: Scratch | undefined;
   let pagesBytes = 0;
+  const open = new OpenFiles();
+  open.tcpEstablished = opts.tcpEstablished ?? false;
   try {
     emit({ type: 'stage', stage: 'freeze' });
     const frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
@@ -90,7 +99,6 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     aborted();
 
     emit({ type: 'stage', stage: 'collect' });
-    const open = new OpenFiles();
     const shmem = new SharedMemory();
     const seccomp = new SeccompFilters();
     const locks = new FileLocks();
@@ -130,6 +138,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (fifoData(open).length) out.write('fifo-data.img', fifoData(open));
     checkUnixPeers(open);
     if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
+    for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
     out.write('timens-0.img', [timensEntry()]);
@@ -137,10 +146,12 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
 
     emit({ type: 'stage', stage: 'finish' });
     if (opts.leaveRunning) {
+      finishTcpRepair(open, true);
       await thaw(ctl, seized, regs);
     } else {
       // Zombies go with their parents (their reaper collects them).
       for (const t of [...live].reverse()) await ctl.kill(t.pid);
+      finishTcpRepair(open, false);
     }
     stats.thawed();
     out.write('stats-dump', [statsEntry(stats)]);
@@ -150,6 +161,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes, stats };
   } catch (err) {
     if (scratch) await scratch.close(regs.get(scratch.pid)).catch(() => undefined);
+    finishTcpRepair(open, true);
     await thaw(ctl, seized, regs);
     await out.abandon();
     throw err;

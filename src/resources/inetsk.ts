@@ -3,12 +3,14 @@
 // IP_FREEBIND and IP_PKTINFO, bound to its address and port, a TCP listener listening with its
 // backlog, a connected UDP socket connected to its peer, and O_NONBLOCK. The first holder (tree
 // order) makes it with helper ops at its first fd; other holders take a pidfd_getfd copy
-// (restoreAnonFds). A TCP connection (it would need TCP repair) is refused. Restored into crr's
-// own network namespace: the addresses must be free there.
+// (restoreAnonFds). An established TCP connection is rebuilt in repair mode from its
+// tcp-stream image: sequence numbers, options, windows and both queues. Restored into crr's own
+// network namespace: the addresses must be free there.
 import type { Entry } from '../images/index.js';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import { NativeError } from '../errors.js';
-import { helperOf, type RestoreCtx } from '../restore/context.js';
+import { perKey } from '../memo.js';
+import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import { restoreAnonFds } from './eventfd.js';
 import { holdsFdOfType } from './shared-fds.js';
 import { optionOps, type Op } from './socket-options.js';
@@ -73,19 +75,30 @@ export function unsupportedInetImage(isk: Entry): string | undefined {
   const proto = Number(isk['proto']);
   const state = Number(isk['state']);
   if (family !== AF_INET && family !== AF_INET6) return `address family ${family}`;
-  if (proto === IPPROTO_TCP) return state === TCP_LISTEN || state === TCP_CLOSE ? undefined : `a TCP connection (state ${state}; restoring connections needs TCP repair)`;
+  if (proto === IPPROTO_TCP) return state === TCP_LISTEN || state === TCP_CLOSE || state === TCP_ESTABLISHED ? undefined : `a TCP socket in state ${state} (only listening, closed and established ones are restored)`;
   if (proto === IPPROTO_UDP) return state === TCP_CLOSE || state === TCP_ESTABLISHED ? undefined : `a UDP socket in state ${state}`;
   return `protocol ${proto}`;
 }
 
-/** The helper ops that make the socket of `isk` at `fd`, in order. */
-export function inetOps(isk: Entry, fd: number, cloexec: boolean): Op[] {
+/** A tcp-stream image's entry and its payload: the receive queue's bytes, then the send queue's. */
+export interface TcpStream {
+  entry: Entry;
+  payload: Uint8Array;
+}
+
+/** The helper ops that make the socket of `isk` at `fd`, in order; an established TCP connection needs its `stream`. */
+export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpStream): Op[] {
   const family = Number(isk['family']);
   const state = Number(isk['state']);
   const src = (isk['src_addr'] as number[] | undefined) ?? [];
   const dst = (isk['dst_addr'] as number[] | undefined) ?? [];
   const srcPort = Number(isk['src_port'] ?? 0);
   const ops: Op[] = [{ op: 'socket', domain: family, type: Number(isk['type']) | (cloexec ? SOCK_CLOEXEC : 0), protocol: Number(isk['proto']), fd }];
+  const repair = Number(isk['proto']) === IPPROTO_TCP && state === TCP_ESTABLISHED;
+  if (repair && !stream) throw new Error(`fd ${fd}: the TCP connection has no tcp-stream image`);
+  // In repair mode the bind may share the listener's port (the kernel forces the reuse) and the
+  // connect makes the connection established without a packet.
+  if (repair) ops.push(tcpOpt(fd, TCP_REPAIR, 1));
   // Before bind: they change what bind accepts (IPV6_V6ONLY leaves the IPv4 port free; SO_REUSEADDR,
   // SO_REUSEPORT, IP_FREEBIND).
   if (family === AF_INET6 && isk['v6only'] !== undefined) ops.push({ op: 'setsockopt', fd, level: IPPROTO_IPV6, name: IPV6_V6ONLY, value: isk['v6only'] ? 1 : 0 });
@@ -99,15 +112,113 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean): Op[] {
   if (ip['pktinfo']) ops.push({ op: 'setsockopt', fd, level: SOL_IP, name: IP_PKTINFO, value: 1 });
   if (srcPort !== 0 || src.some((w) => w !== 0)) ops.push({ op: 'bind', fd, sockaddr: sockaddrOf(family, srcPort, src) });
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
+  if (repair) ops.push(...queueSeqOps(fd, stream!.entry));
   if (state === TCP_ESTABLISHED) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
+  if (repair) ops.push(...repairedConnectionOps(fd, stream!));
   ops.push({ op: 'fcntl', fd, cmd: F_SETFL, arg: Number(isk['flags'] ?? 0) & O_NONBLOCK });
   return ops;
+}
+
+const TCP_NODELAY = 1;
+const TCP_CORK = 3;
+const TCP_REPAIR = 19;
+const TCP_REPAIR_QUEUE = 20;
+const TCP_QUEUE_SEQ = 21;
+const TCP_REPAIR_OPTIONS = 22;
+const TCP_TIMESTAMP = 24;
+const TCP_REPAIR_WINDOW = 29;
+const TCP_RECV_QUEUE = 1;
+const TCP_SEND_QUEUE = 2;
+const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
+const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
+
+/** A TCP-level setsockopt; u32 values go as bytes (the helper's `value` is a signed int). */
+function tcpOpt(fd: number, name: number, value: number | Buffer): Op {
+  if (typeof value !== 'number' || value > 0x7fffffff) {
+    const bytes = typeof value === 'number' ? u32s([value]) : value;
+    return { op: 'setsockopt', fd, level: IPPROTO_TCP, name, bytes };
+  }
+  return { op: 'setsockopt', fd, level: IPPROTO_TCP, name, value };
+}
+
+function u32s(values: readonly number[]): Buffer {
+  const b = Buffer.alloc(4 * values.length);
+  values.forEach((v, i) => b.writeUInt32LE(v >>> 0, 4 * i));
+  return b;
+}
+
+/** Before the connect: where each queue's sequence numbers start (the first queued byte's). */
+function queueSeqOps(fd: number, e: Entry): Op[] {
+  const start = (seq: string, len: string) => (Number(e[seq]) - Number(e[len] ?? 0)) >>> 0;
+  return [
+    tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE),
+    tcpOpt(fd, TCP_QUEUE_SEQ, start('inq_seq', 'inq_len')),
+    tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE),
+    tcpOpt(fd, TCP_QUEUE_SEQ, start('outq_seq', 'outq_len')),
+  ];
+}
+
+/**
+ * After the connect, still in repair mode: the options negotiated at the handshake, the timestamp
+ * clock, the queued bytes (received ones into the receive queue, sent but unacknowledged ones
+ * into the send queue), the windows.
+ */
+function repairedConnectionOps(fd: number, stream: TcpStream): Op[] {
+  const e = stream.entry;
+  const mask = Number(e['opt_mask'] ?? 0);
+  const options = [TCPOPT.MSS, Number(e['mss_clamp'] ?? 0)];
+  if (mask & TCPI_OPT.WSCALE) options.push(TCPOPT.WINDOW, Number(e['snd_wscale'] ?? 0) | (Number(e['rcv_wscale'] ?? 0) << 16));
+  if (mask & TCPI_OPT.SACK) options.push(TCPOPT.SACK_PERM, 0);
+  if (mask & TCPI_OPT.TIMESTAMPS) options.push(TCPOPT.TIMESTAMP, 0);
+  const ops: Op[] = [tcpOpt(fd, TCP_REPAIR_OPTIONS, u32s(options))];
+  if (mask & TCPI_OPT.TIMESTAMPS && e['timestamp'] !== undefined) ops.push(tcpOpt(fd, TCP_TIMESTAMP, u32s([Number(e['timestamp'])])));
+  const inq = Number(e['inq_len'] ?? 0);
+  const outq = Number(e['outq_len'] ?? 0);
+  const unsent = Math.min(Number(e['unsq_len'] ?? 0), outq);
+  const data = Buffer.from(stream.payload);
+  if (data.length !== inq + outq) throw new Error(`fd ${fd}: the tcp-stream image holds ${data.length} bytes, its entry says ${inq + outq}`);
+  if (inq) ops.push(tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE), { op: 'send', fd, data: data.subarray(0, inq) });
+  if (outq - unsent) ops.push(tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE), { op: 'send', fd, data: data.subarray(inq, inq + outq - unsent) });
+  // After the queues: the kernel checks the windows against the receive sequence the queued bytes moved.
+  if (e['snd_wl1'] !== undefined) {
+    const window = ['snd_wl1', 'snd_wnd', 'max_window', 'rcv_wnd', 'rcv_wup'].map((k) => Number(e[k] ?? 0));
+    ops.push(tcpOpt(fd, TCP_REPAIR_WINDOW, u32s(window)));
+  }
+  return ops;
+}
+
+/**
+ * Repair mode off (the kernel sends a window probe to the peer, which must exist by then), the
+ * bytes the task wrote that were never sent (they go out as new data), TCP_NODELAY and TCP_CORK.
+ */
+export function repairOffOps(fd: number, stream: TcpStream): Op[] {
+  const e = stream.entry;
+  const inq = Number(e['inq_len'] ?? 0);
+  const outq = Number(e['outq_len'] ?? 0);
+  const unsent = Math.min(Number(e['unsq_len'] ?? 0), outq);
+  const ops: Op[] = [tcpOpt(fd, TCP_REPAIR, 0)];
+  if (unsent) ops.push({ op: 'send', fd, data: Buffer.from(stream.payload).subarray(inq + outq - unsent, inq + outq) });
+  if (e['nodelay']) ops.push(tcpOpt(fd, TCP_NODELAY, 1));
+  if (e['cork']) ops.push(tcpOpt(fd, TCP_CORK, 1));
+  return ops;
+}
+
+/** Connections made in repair mode, by the task that made them: repair goes off in task-state. */
+const inRepair = perKey((_: RestoreSession) => new Map<number, Array<{ fd: number; stream: TcpStream }>>());
+
+/** The tcp-stream image of an established connection, by its socket's inode. */
+function tcpStreamOf(ctx: RestoreCtx, isk: Entry): TcpStream | undefined {
+  if (Number(isk['proto']) !== IPPROTO_TCP || Number(isk['state']) !== TCP_ESTABLISHED) return undefined;
+  const name = `tcp-stream-${Number(isk['ino']).toString(16)}.img`;
+  if (!ctx.checkpoint.has(name)) return undefined;
+  const [lazy] = ctx.checkpoint.image(name).entries();
+  return lazy ? { entry: lazy.decode(), payload: lazy.payload ?? new Uint8Array() } : undefined;
 }
 
 export const inetsk: ResourceKind<RestoreCtx> = {
   name: 'inetsk',
   stage: 'shared-fds',
-  images: ['files', 'fdinfo-*'],
+  images: ['files', 'fdinfo-*', 'tcp-stream-*'],
   appliesTo: holdsFdOfType(FD_TYPE_INETSK),
   describe: () => ['TCP and UDP sockets: made by their first holder, bound, listening or connected as dumped'],
   async restore(ctx) {
@@ -115,13 +226,38 @@ export const inetsk: ResourceKind<RestoreCtx> = {
       const isk = (first.file['isk'] as Entry | undefined) ?? {};
       const why = unsupportedInetImage(isk);
       if (why) throw new Error(`not supported: fd ${first.fd} is ${why}`);
+      const stream = tcpStreamOf(ctx, isk);
+      const ops = inetOps(isk, first.fd, first.cloexec, stream);
       try {
-        await helperOf(ctx).batch(inetOps(isk, first.fd, first.cloexec));
+        await helperOf(ctx).batch(ops);
       } catch (e) {
         if (!(e instanceof HelperBatchError)) throw e;
         // "bind failed: EADDRINUSE" alone leaves the user to find which socket and address.
-        throw new NativeError({ code: e.code, errno: e.errno, syscall: e.syscall, ...(e.pid !== undefined ? { pid: e.pid } : {}), detail: `fd ${first.fd}, ${socketText(isk)}` });
+        const op = ops[e.index];
+        const which = op?.op === 'setsockopt' ? `, option ${String(op['level'])}/${String(op['name'])}` : '';
+        throw new NativeError({ code: e.code, errno: e.errno, syscall: e.syscall, ...(e.pid !== undefined ? { pid: e.pid } : {}), detail: `fd ${first.fd}, ${socketText(isk)}${which}` });
+      }
+      if (stream) {
+        const mine = inRepair(ctx.session);
+        mine.set(ctx.pid, [...(mine.get(ctx.pid) ?? []), { fd: first.fd, stream }]);
       }
     });
+  },
+};
+
+/**
+ * Established connections leave repair mode only when every socket of the tree exists (the
+ * task-state phase starts after every task's shared-fds): a connection switched on before its
+ * peer was made would send its window probe to no socket and be reset.
+ */
+export const tcpRepairOff: ResourceKind<RestoreCtx> = {
+  name: 'tcp-repair-off',
+  stage: 'task-state',
+  images: ['files', 'fdinfo-*', 'tcp-stream-*'],
+  appliesTo: holdsFdOfType(FD_TYPE_INETSK),
+  describe: () => ['established TCP connections out of repair mode, their unsent bytes sent'],
+  async restore(ctx) {
+    const mine = inRepair(ctx.session).get(ctx.pid);
+    if (mine?.length) await helperOf(ctx).batch(mine.flatMap((c) => repairOffOps(c.fd, c.stream)));
   },
 };

@@ -10,7 +10,7 @@ import { FD_TYPE_EVENTFD, eventfd } from './eventfd.js';
 import { FD_TYPE_EVENTPOLL, eventpoll } from './eventpoll.js';
 import { FD_TYPE_FIFO, fifo } from './fifo.js';
 import { fs } from './fs.js';
-import { FD_TYPE_INETSK, inetsk } from './inetsk.js';
+import { FD_TYPE_INETSK, inetsk, tcpRepairOff } from './inetsk.js';
 import { FD_TYPE_INOTIFY, inotify } from './inotify.js';
 import { mainThread } from './main-thread.js';
 import { memory } from './memory.js';
@@ -44,6 +44,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   fifo,
   unixsk,
   inetsk,
+  tcpRepairOff,
   sharedFiles,
   shmem,
   memfd,

@@ -18,6 +18,8 @@ export interface DumpArgs {
   json?: boolean;
   /** Write a Chrome trace of the dump here (`crr trace FILE` reads it). */
   trace?: string;
+  /** Save established TCP connections in repair mode (criu's --tcp-established). */
+  tcpEstablished?: boolean;
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
@@ -32,6 +34,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let timeoutSec: number | undefined;
   let json = false;
   let trace: string | undefined;
+  let tcpEstablished = false;
   for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
       const v = value();
@@ -48,17 +51,18 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (/^-v\d$/.test(arg)) verbosity = Number(arg.slice(2));
     else if (arg === '--json') json = true;
     else if (arg === '--trace') trace = value();
+    else if (arg === '--tcp-established') tcpEstablished = true;
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}) };
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -107,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
     pid: args.pid,
     imagesDir: args.imagesDir,
     leaveRunning: args.leaveRunning,
+    ...(args.tcpEstablished ? { tcpEstablished: true } : {}),
     signal,
     trace: args.trace,
     onEvent: (e) => {

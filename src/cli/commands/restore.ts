@@ -26,11 +26,12 @@ export interface RestoreArgs {
 }
 
 /** Accepted and ignored: crr reads no config files. */
-const ACCEPTED_NOOPS = new Set(['--no-default-config']);
+// --tcp-established: criu asks for it on restore too; here the images say which connections there are.
+const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--trace FILE] [--json] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
