@@ -49,6 +49,9 @@ t.test('sockaddrOf and the ops a socket is made with', async (t) => {
   const connected = { family: 2, type: 2, proto: 17, state: 1, src_port: 5000, src_addr: [0x0100007f], dst_port: 6000, dst_addr: [0x0100007f], flags: 2 };
   t.same(inetOps(connected, 24, true).map((o) => o.op), ['socket', 'bind', 'connect', 'fcntl']);
   t.equal(inetOps(connected, 24, true)[0]!['type'], 2 | 0o2000000, 'SOCK_CLOEXEC for a close-on-exec fd');
+  const plain = { family: 2, type: 1, proto: 6, state: 10, src_port: 80, src_addr: [0], backlog: 1, flags: 2 };
+  t.same(inetOps(plain, 30, false).map((o) => (o.op === 'setsockopt' ? `reuseaddr=${String(o['value'])}` : o.op)), ['socket', 'reuseaddr=1', 'bind', 'listen', 'reuseaddr=0', 'fcntl'],
+    'a listener without SO_REUSEADDR borrows it for its bind (its accepted connections may hold the port already)');
   const unbound = { family: 2, type: 1, proto: 6, state: 7, src_port: 0, src_addr: [0], flags: 2 };
   t.same(inetOps(unbound, 25, false).map((o) => o.op), ['socket', 'fcntl'], 'never bound: not bound now');
   t.match(unsupportedInetImage({ ...listener, state: 8 }), /TCP socket in state 8/, 'CLOSE_WAIT is not restored');
@@ -176,7 +179,7 @@ t.test('an epoll server blocked in epoll_wait on its listener answers a new clie
   t.equal(answer, 'hello from the restored server');
 });
 
-/** A python program holding both ends of a TCP connection, each with unread bytes from the other. */
+/** A python program holding both ends of a TCP connection, each with unread bytes from the other, and the listener (at fd 30). */
 async function startConnected(t: Tap.Test): Promise<{ prog: Running; go: string; result: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -189,6 +192,8 @@ async function startConnected(t: Tap.Test): Promise<{ prog: Running; go: string;
     'l.listen(1)',
     'c = socket.create_connection(l.getsockname())',
     's, _ = l.accept()',
+    // The listener stays, above both ends: restored after the accepted end that shares its port.
+    'os.dup2(l.fileno(), 30)',
     'l.close()',
     'c.sendall(b"from client, unread")',
     's.sendall(b"from server, unread")',

@@ -24,6 +24,8 @@ const IPPROTO_UDP = 17;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const SOL_IP = 0;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
 const IP_PKTINFO = 8;
 const IP_FREEBIND = 15;
 const TCP_KEEPIDLE = 4;
@@ -110,8 +112,15 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   const ip = (isk['ip_opts'] as Entry | undefined) ?? {};
   if (ip['freebind']) ops.push({ op: 'setsockopt', fd, level: SOL_IP, name: IP_FREEBIND, value: 1 });
   if (ip['pktinfo']) ops.push({ op: 'setsockopt', fd, level: SOL_IP, name: IP_PKTINFO, value: 1 });
-  if (srcPort !== 0 || src.some((w) => w !== 0)) ops.push({ op: 'bind', fd, sockaddr: sockaddrOf(family, srcPort, src) });
+  // An accepted connection shares its listener's port, and may be made first (in repair mode the
+  // kernel lets it bind): a listener without SO_REUSEADDR borrows it for its bind.
+  const bound = srcPort !== 0 || src.some((w) => w !== 0);
+  const borrowReuse = bound && state === TCP_LISTEN && !opts['reuseaddr'];
+  const reuse = (value: number): Op => ({ op: 'setsockopt', fd, level: SOL_SOCKET, name: SO_REUSEADDR, value });
+  if (borrowReuse) ops.push(reuse(1));
+  if (bound) ops.push({ op: 'bind', fd, sockaddr: sockaddrOf(family, srcPort, src) });
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
+  if (borrowReuse) ops.push(reuse(0));
   if (repair) ops.push(...queueSeqOps(fd, stream!.entry));
   if (state === TCP_ESTABLISHED) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
   if (repair) ops.push(...repairedConnectionOps(fd, stream!));
