@@ -1,9 +1,9 @@
 // Socket inspection for the dumper: the sock_diag netlink dumps of unix sockets (name, vfs inode,
 // peer, pending connections, queue lengths, memory and shutdown state) and of TCP and UDP sockets
 // (addresses, state, queues, a listener's backlog), both of the dumper's network namespace;
-// MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF so nothing is consumed) and
-// integer/struct getsockopt, getsockname, and what reading a TCP connection in repair mode
-// needs (an int setsockopt, queue-length ioctls, a plain peek). Netlink answers go back raw: TS parses them
+// MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF so nothing is consumed);
+// getsockopt, getsockname, and what reading a TCP connection in repair mode needs (an int
+// setsockopt, queue-length ioctls, a plain peek). Netlink answers go back raw: TS parses them
 // (src/dump/fd-unixsk-diag.ts, src/dump/fd-inetsk.ts). Synchronous, stateless, errors carry
 // code/errno/syscall.
 #include <napi.h>
