@@ -28,9 +28,21 @@ const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const IP_PKTINFO = 8;
 const IP_FREEBIND = 15;
+const TCP_NODELAY = 1;
+const TCP_CORK = 3;
 const TCP_KEEPIDLE = 4;
 const TCP_KEEPINTVL = 5;
 const TCP_KEEPCNT = 6;
+const TCP_REPAIR = 19;
+const TCP_REPAIR_QUEUE = 20;
+const TCP_QUEUE_SEQ = 21;
+const TCP_REPAIR_OPTIONS = 22;
+const TCP_TIMESTAMP = 24;
+const TCP_REPAIR_WINDOW = 29;
+const TCP_RECV_QUEUE = 1;
+const TCP_SEND_QUEUE = 2;
+const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
+const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
 const TCP_ESTABLISHED = 1;
 const TCP_CLOSE = 7;
 const TCP_LISTEN = 10;
@@ -128,18 +140,11 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   return ops;
 }
 
-const TCP_NODELAY = 1;
-const TCP_CORK = 3;
-const TCP_REPAIR = 19;
-const TCP_REPAIR_QUEUE = 20;
-const TCP_QUEUE_SEQ = 21;
-const TCP_REPAIR_OPTIONS = 22;
-const TCP_TIMESTAMP = 24;
-const TCP_REPAIR_WINDOW = 29;
-const TCP_RECV_QUEUE = 1;
-const TCP_SEND_QUEUE = 2;
-const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
-const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
+/** Bytes in each queue of the payload, and how many at the send queue's end were never sent. */
+function queueLengths(e: Entry): { inq: number; outq: number; unsent: number } {
+  const outq = Number(e['outq_len'] ?? 0);
+  return { inq: Number(e['inq_len'] ?? 0), outq, unsent: Math.min(Number(e['unsq_len'] ?? 0), outq) };
+}
 
 /** A TCP-level setsockopt; u32 values go as bytes (the helper's `value` is a signed int). */
 function tcpOpt(fd: number, name: number, value: number | Buffer): Op {
@@ -181,9 +186,7 @@ function repairedConnectionOps(fd: number, stream: TcpStream): Op[] {
   if (mask & TCPI_OPT.TIMESTAMPS) options.push(TCPOPT.TIMESTAMP, 0);
   const ops: Op[] = [tcpOpt(fd, TCP_REPAIR_OPTIONS, u32s(options))];
   if (mask & TCPI_OPT.TIMESTAMPS && e['timestamp'] !== undefined) ops.push(tcpOpt(fd, TCP_TIMESTAMP, u32s([Number(e['timestamp'])])));
-  const inq = Number(e['inq_len'] ?? 0);
-  const outq = Number(e['outq_len'] ?? 0);
-  const unsent = Math.min(Number(e['unsq_len'] ?? 0), outq);
+  const { inq, outq, unsent } = queueLengths(e);
   const data = Buffer.from(stream.payload);
   if (data.length !== inq + outq) throw new Error(`fd ${fd}: the tcp-stream image holds ${data.length} bytes, its entry says ${inq + outq}`);
   if (inq) ops.push(tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE), { op: 'send', fd, data: data.subarray(0, inq) });
@@ -202,9 +205,7 @@ function repairedConnectionOps(fd: number, stream: TcpStream): Op[] {
  */
 export function repairOffOps(fd: number, stream: TcpStream): Op[] {
   const e = stream.entry;
-  const inq = Number(e['inq_len'] ?? 0);
-  const outq = Number(e['outq_len'] ?? 0);
-  const unsent = Math.min(Number(e['unsq_len'] ?? 0), outq);
+  const { inq, outq, unsent } = queueLengths(e);
   const ops: Op[] = [tcpOpt(fd, TCP_REPAIR, 0)];
   if (unsent) ops.push({ op: 'send', fd, data: Buffer.from(stream.payload).subarray(inq + outq - unsent, inq + outq) });
   if (e['nodelay']) ops.push(tcpOpt(fd, TCP_NODELAY, 1));
