@@ -141,7 +141,7 @@ export async function dumpInetFd(
       if (Object.keys(ip).length) entry['ip_opts'] = ip;
       ids.addFile({ type: FD_TYPE.INETSK, id, isk: entry });
       if (d.protocol === IPPROTO_TCP && d.state === TCP_ESTABLISHED) {
-        open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open) });
+        open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open, at) });
       }
     }, ids);
     return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
@@ -188,7 +188,7 @@ const SIOCOUTQNSD = 0x894b;
  * finishTcpRepair) and reads what a restore needs: each queue's sequence number and bytes, the
  * options negotiated, the windows. tcp_stream_entry, its payload the receive then the send queue.
  */
-function readInRepair(fd: number, open: OpenFiles): { entry: Entry; payload: Uint8Array } {
+function readInRepair(fd: number, open: OpenFiles, of: { pid: number; fd: number; ino: number }): { entry: Entry; payload: Uint8Array } {
   native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR, 1);
   open.tcpRepair.push(fd);
   const queue = (which: number, lengthIoctl: number) => {
@@ -196,7 +196,7 @@ function readInRepair(fd: number, open: OpenFiles): { entry: Entry; payload: Uin
     const seq = native.getsockoptBytes(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, 4).readUInt32LE(0);
     const length = native.ioctlInt(fd, lengthIoctl);
     const data = length > 0 ? native.peekBytes(fd, length) : Buffer.alloc(0);
-    if (data.length !== length) throw new CrrError(`TCP repair: read ${data.length} of ${length} queued bytes`, 1);
+    if (data.length !== length) throw new InetSocketError(of.pid, of.fd, of.ino, `in repair mode, ${data.length} of ${length} queued bytes could be read`);
     return { seq, data };
   };
   const inq = queue(TCP_RECV_QUEUE, SIOCINQ);
