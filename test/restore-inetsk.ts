@@ -247,3 +247,43 @@ t.test('dumped with --leave-running, the connection goes on in the original (rep
   writeFileSync(go, '');
   t.equal(await resultOf(result), EXCHANGED);
 });
+
+t.test('a connection to a client outside the tree survives the dump (closed without FIN or RST) and the restore', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
+  t.teardown(() => server.close());
+  // The program in the tree is the client here; this test process is the peer outside the tree.
+  const accepted = new Promise<import('node:net').Socket>((resolve) => server.once('connection', resolve));
+  const script = [
+    'import socket, sys',
+    'c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))',
+    'while True:',
+    '    data = c.recv(100)',
+    '    if not data:',
+    '        break',
+    '    c.sendall(b"echo: " + data)',
+  ].join('\n');
+  const root = await startDetached(['/usr/bin/python3', '-c', script, String((server.address() as AddressInfo).port)]);
+  t.teardown(() => killTree([root]));
+  const peer = await accepted;
+  t.teardown(() => peer.destroy());
+  let ended = false;
+  peer.on('end', () => (ended = true));
+  const echo = (text: string) =>
+    new Promise<string>((resolve, reject) => {
+      peer.once('data', (d) => resolve(String(d)));
+      peer.once('error', reject);
+      peer.write(text);
+    });
+  t.equal(await echo('one'), 'echo: one', 'the program echoes before the dump');
+  const prog: Running = { pid: root, resultFile: join(dir, 'none'), dir, tree: () => [root] };
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  await sleep(100);
+  t.equal(ended, false, 'the killed program sent no FIN');
+  await restoreProgram(t, prog, imagesDir);
+  t.equal(await echo('two'), 'echo: two', 'the restored program echoes on the same connection');
+});
