@@ -32,7 +32,11 @@ t.test('parseInetDiag reads the kernel answer: a listener of this process with i
   t.ok(found!.ino > 0, 'with its inode');
   t.equal(unsupportedInet(found!), undefined, 'an idle listener can be dumped');
   t.match(unsupportedInet({ ...found!, rqueue: 2 }), /2 connection\(s\) not yet accepted/);
-  t.match(unsupportedInet({ ...found!, state: 1 }), /TCP connection in state ESTABLISHED/);
+  t.match(unsupportedInet({ ...found!, state: 1 }), /TCP connection in state ESTABLISHED \(dump with --tcp-established/);
+  t.equal(unsupportedInet({ ...found!, state: 1, rqueue: 0 }, true), undefined, 'saved with --tcp-established');
+  t.match(unsupportedInet({ ...found!, state: 8 }, true), /state CLOSE_WAIT/);
+  t.match(unsupportedInet({ ...found!, family: 10, src: [0x000080fe, 0, 0, 0x01000000] }), /link-local IPv6/);
+  t.equal(unsupportedInet({ ...found!, family: 10, src: [0, 0, 0, 0x01000000] }), undefined, '::1 is fine');
 });
 
 t.test('sockaddrOf and the ops a socket is made with', async (t) => {

@@ -101,6 +101,10 @@ const snapshots = new WeakMap<OpenFiles, Map<number, InetDiag>>();
 /** Why a restore could not bring this socket back, or undefined. */
 export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | undefined {
   const state = TCP_STATES[d.state] ?? String(d.state);
+  // fe80::/10 (the first two bytes, read little-endian in the first word): an address that needs
+  // its interface's scope id, which crr does not record.
+  const linkLocal = (words: readonly number[]) => d.family === AF_INET6 && ((words[0] ?? 0) & 0xc0ff) === 0x80fe;
+  if (linkLocal(d.src) || linkLocal(d.dst)) return 'bound or connected to a link-local IPv6 address (its scope id is not saved)';
   if (d.protocol === IPPROTO_TCP) {
     if (d.state === TCP_LISTEN) return d.rqueue > 0 ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted` : undefined;
     if (d.state === TCP_ESTABLISHED && !tcpEstablished) return 'a TCP connection in state ESTABLISHED (dump with --tcp-established to save it in repair mode)';
