@@ -11,7 +11,9 @@ import { AF_INET, IPPROTO_TCP, parseInetDiag, unsupportedInet } from '../src/dum
 import { dump } from '../src/dump/index.js';
 import { StageError } from '../src/errors.js';
 import { restore } from '../src/restore/index.js';
-import { inetOps, repairOffOps, sockaddrOf, socketText, unsupportedInetImage } from '../src/resources/inetsk.js';
+import { describeFile } from '../src/cli/commands/show.js';
+import { sockaddrOf, socketText } from '../src/images/inet-address.js';
+import { inetOps, repairOffOps, unsupportedInetImage } from '../src/resources/inetsk.js';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -63,6 +65,7 @@ t.test('sockaddrOf and the ops a socket is made with', async (t) => {
   t.throws(() => inetOps({ ...listener, state: 1 }, 4, false), /no tcp-stream image/);
   t.equal(unsupportedInetImage(connected), undefined);
   t.equal(socketText(listener), 'TCP [::1]:443 (LISTEN)');
+  t.equal(describeFile('INETSK', { id: 1, type: 'INETSK', isk: { ...listener, ino: 77 } }), 'socket:[77] TCP [::1]:443 (LISTEN)', 'crr show DIR names it so');
   t.equal(socketText(connected), 'UDP 127.0.0.1:5000 -> 127.0.0.1:6000');
 });
 

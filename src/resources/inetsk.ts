@@ -7,6 +7,7 @@
 // tcp-stream image: sequence numbers, options, windows and both queues. Restored into crr's own
 // network namespace: the addresses must be free there.
 import type { Entry } from '../images/index.js';
+import { sockaddrOf, socketText } from '../images/inet-address.js';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import { NativeError } from '../errors.js';
 import { perKey } from '../memo.js';
@@ -49,39 +50,6 @@ const TCP_LISTEN = 10;
 const SOCK_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_SETFL = 4;
-
-/**
- * sockaddr_in or sockaddr_in6 bytes for a port and CRIU's address words (the kernel's network
- * order bytes read little-endian: 1 word for IPv4, 4 for IPv6).
- */
-export function sockaddrOf(family: number, port: number, words: readonly number[]): Buffer {
-  const v6 = family === AF_INET6;
-  const sa = Buffer.alloc(v6 ? 28 : 16);
-  sa.writeUInt16LE(family, 0);
-  sa.writeUInt16BE(port, 2);
-  words.slice(0, v6 ? 4 : 1).forEach((w, i) => sa.writeUInt32LE(w >>> 0, (v6 ? 8 : 4) + 4 * i));
-  return sa;
-}
-
-/** "TCP 127.0.0.1:8080 (LISTEN)", "UDP [::1]:53 -> [::1]:9000": the socket as a user knows it. */
-export function socketText(isk: Entry): string {
-  const family = Number(isk['family']);
-  const state = Number(isk['state']);
-  const at = (port: unknown, words: unknown) => {
-    const sa = sockaddrOf(family, Number(port ?? 0), (words as number[] | undefined) ?? []);
-    const host = family === AF_INET6 ? ipv6Text(sa.subarray(8, 24)) : [...sa.subarray(4, 8)].join('.');
-    return `${host}:${sa.readUInt16BE(2)}`;
-  };
-  const proto = Number(isk['proto']) === IPPROTO_TCP ? 'TCP' : 'UDP';
-  const peer = state === TCP_ESTABLISHED ? ` -> ${at(isk['dst_port'], isk['dst_addr'])}` : '';
-  return `${proto} ${at(isk['src_port'], isk['src_addr'])}${peer}${state === TCP_LISTEN ? ' (LISTEN)' : ''}`;
-}
-
-/** The IPv6 address in its short form (the URL parser writes it so), in brackets. */
-function ipv6Text(bytes: Buffer): string {
-  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(2 * i).toString(16));
-  return new URL(`http://[${groups.join(':')}]/`).hostname;
-}
 
 /** Why this image's socket cannot be restored, or undefined. */
 export function unsupportedInetImage(isk: Entry): string | undefined {

@@ -4,6 +4,7 @@
 import { statSync } from 'node:fs';
 import { ImageError, UsageError } from '../../errors.js';
 import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
+import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
 import { FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
 import { readPagemap, PE_PRESENT } from '../../images/pagemap.js';
@@ -89,6 +90,7 @@ export function describeFile(type: string, file: Entry): string {
       return `socket:[${text(sub['ino'])}] unix${name}`;
     }
     case 'INETSK':
+      return `socket:[${text(sub['ino'])}] ${socketText(sub)}`;
     case 'PACKETSK':
     case 'NETLINKSK':
       return `socket:[${text(sub['ino'])}] ${type.replace(/SK$/, '').toLowerCase()}`;
