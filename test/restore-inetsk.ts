@@ -187,7 +187,7 @@ t.test('an epoll server blocked in epoll_wait on its listener answers a new clie
 });
 
 /** A python program holding both ends of a TCP connection, each with unread bytes from the other, and the listener (at fd 30). */
-async function startConnected(t: Tap.Test): Promise<{ prog: Running; go: string; result: string }> {
+async function startConnected(t: Tap.Test, extra: string[] = []): Promise<{ prog: Running; go: string; result: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const [go, result, ready] = ['go', 'result', 'ready'].map((f) => join(dir, f)) as [string, string, string];
@@ -204,6 +204,7 @@ async function startConnected(t: Tap.Test): Promise<{ prog: Running; go: string;
     'l.close()',
     'c.sendall(b"from client, unread")',
     's.sendall(b"from server, unread")',
+    ...extra,
     'open(ready, "w").close()',
     'while not os.path.exists(go):',
     '    time.sleep(0.02)',
@@ -293,4 +294,15 @@ t.test('a connection to a client outside the tree survives the dump (closed with
   t.equal(ended, false, 'the killed program sent no FIN');
   await restoreProgram(t, prog, imagesDir);
   t.equal(await echo('two'), 'echo: two', 'the restored program echoes on the same connection');
+});
+
+t.test('a dump that fails after reading a connection in repair mode switches repair off: the connection goes on', async (t) => {
+  // A netlink socket above the connection's fds: refused after the connection was read.
+  const { prog, go, result } = await startConnected(t, ['n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)', 'os.dup2(n.fileno(), 60)', 'n.close()']);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  const err = await dump({ pid: prog.pid, imagesDir, tcpEstablished: true }).catch((e: Error) => e);
+  t.match(String(err), /fd 60 is a socket/, 'the dump failed on the netlink socket');
+  writeFileSync(go, '');
+  t.equal(await resultOf(result), EXCHANGED);
 });
