@@ -1,6 +1,7 @@
 // Socket inspection for the dumper: the sock_diag netlink dumps of unix sockets (name, vfs inode,
-// peer, pending connections, queue lengths, memory and shutdown state) and of TCP and UDP sockets
-// (addresses, state, queues, a listener's backlog), both of the dumper's network namespace;
+// peer, pending connections, queue lengths, memory and shutdown state), of TCP and UDP sockets
+// (addresses, state, queues, a listener's backlog) and of netlink sockets (port ids, groups,
+// memory), all of the dumper's network namespace;
 // MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF so nothing is consumed);
 // getsockopt, getsockname, and what reading a TCP connection in repair mode needs (an int
 // setsockopt, queue-length ioctls, a plain peek). Netlink answers go back raw: TS parses them
@@ -14,6 +15,7 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/inet_diag.h>
+#include <linux/netlink_diag.h>
 #include <linux/unix_diag.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -184,6 +186,16 @@ Napi::Value Getsockname(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&sa), len);
 }
 
+// netlinkDiag() -> Buffer: every netlink socket of this network namespace, with its groups and
+// memory (netlink_diag_msg + attributes).
+Napi::Value NetlinkDiag(const Napi::CallbackInfo& info) {
+  struct netlink_diag_req req = {};
+  req.sdiag_family = AF_NETLINK;
+  req.sdiag_protocol = NDIAG_PROTO_ALL;
+  req.ndiag_show = NDIAG_SHOW_GROUPS | NDIAG_SHOW_MEMINFO;
+  return SockDiagDump(info.Env(), &req, sizeof req);
+}
+
 // setsockoptInt(fd, level, name, value) -> undefined.
 Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -224,6 +236,7 @@ Napi::Value PeekBytes(const Napi::CallbackInfo& info) {
 void InitSockDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("unixDiag", Napi::Function::New(env, UnixDiag, "unixDiag"));
   exports.Set("inetDiag", Napi::Function::New(env, InetDiag, "inetDiag"));
+  exports.Set("netlinkDiag", Napi::Function::New(env, NetlinkDiag, "netlinkDiag"));
   exports.Set("peekQueue", Napi::Function::New(env, PeekQueue, "peekQueue"));
   exports.Set("getsockoptBytes", Napi::Function::New(env, GetsockoptBytes, "getsockoptBytes"));
   exports.Set("getsockname", Napi::Function::New(env, Getsockname, "getsockname"));

@@ -13,6 +13,8 @@ export interface SockDiagBinding {
   unixDiag(show: number): Buffer;
   /** One NETLINK_SOCK_DIAG dump of every socket of `family` (AF_INET/AF_INET6) and `protocol` (TCP/UDP), every state: raw nlmsgs. */
   inetDiag(family: number, protocol: number): Buffer;
+  /** One NETLINK_SOCK_DIAG dump of every netlink socket, with groups and memory: raw nlmsgs. */
+  netlinkDiag(): Buffer;
   /** MSG_PEEK the receive queue of a socket (an fd of this process) without consuming it. */
   peekQueue(fd: number, maxPacket: number): PeekedQueue;
   /** getsockopt into a buffer of `size` bytes; returns what the kernel filled. */

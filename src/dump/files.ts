@@ -14,6 +14,7 @@ import { inotifyDumper } from './fd-inotify.js';
 import { signalfdDumper } from './fd-signalfd.js';
 import { timerfdDumper } from './fd-timerfd.js';
 import { dumpInetFd } from './fd-inetsk.js';
+import { dumpNetlinkFd } from './fd-netlinksk.js';
 import { dumpUnixFd } from './fd-unixsk.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
@@ -133,7 +134,11 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     const sock = /^socket:\[(\d+)\]$/.exec(link);
     if (sock) {
       const ino = Number(sock[1]);
-      const entry = (await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order)) ?? (await dumpInetFd({ pid, fd, ino, fileFlags, fdFlags: fdflags }, ids, open, probe.order));
+      const at = { pid, fd, ino, fileFlags, fdFlags: fdflags };
+      const entry =
+        (await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order)) ??
+        (await dumpInetFd(at, ids, open, probe.order)) ??
+        (await dumpNetlinkFd(at, ids, open, probe.order));
       if (entry) {
         out.push(entry);
         continue;

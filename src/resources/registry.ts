@@ -23,6 +23,7 @@ import { seccomp } from './seccomp.js';
 import { sharedFiles } from './shared-files.js';
 import { shmem } from './shmem.js';
 import { FD_TYPE_MEMFD, memfd } from './memfd.js';
+import { FD_TYPE_NETLINKSK, netlinksk } from './netlinksk.js';
 import { sigact } from './sigact.js';
 import { FD_TYPE_SIGNALFD, signalfd } from './signalfd.js';
 import { signals } from './signals.js';
@@ -45,6 +46,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   unixsk,
   inetsk,
   tcpRepairOff,
+  netlinksk,
   sharedFiles,
   shmem,
   memfd,
@@ -78,6 +80,7 @@ export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_FIFO, 'fifo'],
   [FD_TYPE_UNIXSK, 'unixsk'],
   [FD_TYPE_INETSK, 'inetsk'],
+  [FD_TYPE_NETLINKSK, 'netlinksk'],
   [FD_TYPE_EVENTFD, 'eventfd'],
   [FD_TYPE_SIGNALFD, 'signalfd'],
   [FD_TYPE_TIMERFD, 'timerfd'],

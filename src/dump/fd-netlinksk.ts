@@ -1,0 +1,114 @@
+// Netlink sockets at dump time: one files.img entry (type NETLINKSK, `nlsk`) per socket as CRIU
+// writes it: protocol, port id, multicast groups, the peer it is connected to, SOL_SOCKET options.
+// The kernel's view comes from sock_diag (native netlinkDiag, the dumper's network namespace).
+// A socket with messages waiting to be read is refused: they are not saved.
+import { native } from '../actors/native.js';
+import { CrrError } from '../errors.js';
+import { copyOfTaskFd, socketOptions } from './fd-unixsk.js';
+import { zeroFown } from './regfile.js';
+import type { DumpIds, Entry } from './ids.js';
+import type { FileOrder, OpenFiles } from './files.js';
+
+export const FD_TYPE_NETLINKSK = 13;
+const NLMSG_HDRLEN = 16;
+const NETLINK_DIAG_MSG_LEN = 28;
+const ATTR = { MEMINFO: 0, GROUPS: 1 } as const;
+
+export interface NetlinkDiag {
+  ino: number;
+  protocol: number;
+  state: number;
+  portid: number;
+  dstPortid: number;
+  dstGroup: number;
+  /** Multicast group bitmap, 32 groups a word. */
+  groups: number[];
+  /** Bytes of messages waiting in the receive queue (SK_MEMINFO_RMEM_ALLOC). */
+  rmem: number;
+}
+
+/** A netlink socket whose state a restore could not bring back. */
+export class NetlinkSocketError extends CrrError {
+  constructor(readonly pid: number, readonly fd: number, readonly ino: number, detail: string) {
+    super(`pid ${pid}: fd ${fd} is netlink socket ${ino}: not supported: ${detail}`, 1);
+  }
+}
+
+/** Parses concatenated netlink messages of netlink_diag_msg + attributes (linux/netlink_diag.h). */
+export function parseNetlinkDiag(buf: Buffer): NetlinkDiag[] {
+  const out: NetlinkDiag[] = [];
+  for (let off = 0; off + NLMSG_HDRLEN <= buf.length; ) {
+    const len = buf.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN) break;
+    const m = off + NLMSG_HDRLEN;
+    const d: NetlinkDiag = {
+      protocol: buf.readUInt8(m + 2),
+      state: buf.readUInt8(m + 3),
+      portid: buf.readUInt32LE(m + 4),
+      dstPortid: buf.readUInt32LE(m + 8),
+      dstGroup: buf.readUInt32LE(m + 12),
+      ino: buf.readUInt32LE(m + 16),
+      groups: [],
+      rmem: 0,
+    };
+    for (let a = m + NETLINK_DIAG_MSG_LEN; a + 4 <= off + len; ) {
+      const alen = buf.readUInt16LE(a);
+      if (alen < 4) break;
+      const type = buf.readUInt16LE(a + 2) & 0x3fff;
+      const data = buf.subarray(a + 4, a + alen);
+      if (type === ATTR.GROUPS) for (let i = 0; i + 4 <= data.length; i += 4) d.groups.push(data.readUInt32LE(i));
+      else if (type === ATTR.MEMINFO && data.length >= 4) d.rmem = data.readUInt32LE(0);
+      a += (alen + 3) & ~3;
+    }
+    // The kernel sends the whole bitmap; trailing empty words say nothing.
+    while (d.groups.length && d.groups[d.groups.length - 1] === 0) d.groups.pop();
+    out.push(d);
+    off += (len + 3) & ~3;
+  }
+  return out;
+}
+
+const snapshots = new WeakMap<OpenFiles, Map<number, NetlinkDiag>>();
+
+/**
+ * Adds the files.img entry of a netlink socket fd; returns the fdinfo entry, or undefined when
+ * `ino` is not a netlink socket of this network namespace.
+ */
+export async function dumpNetlinkFd(
+  at: { pid: number; fd: number; ino: number; fileFlags: number; fdFlags: number },
+  ids: DumpIds,
+  open: OpenFiles,
+  order: FileOrder | undefined,
+): Promise<Entry | undefined> {
+  const { pid, fd, ino } = at;
+  let snapshot = snapshots.get(open);
+  if (!snapshot) snapshots.set(open, (snapshot = new Map(parseNetlinkDiag(native.netlinkDiag()).map((d) => [d.ino, d]))));
+  const d = snapshot.get(ino);
+  if (!d) return undefined;
+  if (d.rmem > 0) throw new NetlinkSocketError(pid, fd, ino, `${d.rmem} bytes of messages not yet read`);
+  const id = await open.idFor(`netlinksk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
+    const copy = copyOfTaskFd(pid, fd);
+    try {
+      ids.addFile({ type: FD_TYPE_NETLINKSK, id, nlsk: netlinkEntry(id, d, at.fileFlags, socketOptions(copy)) });
+    } finally {
+      native.close(copy);
+    }
+  }, ids);
+  return { id, flags: at.fdFlags, type: FD_TYPE_NETLINKSK, fd };
+}
+
+function netlinkEntry(id: number, d: NetlinkDiag, flags: number, opts: Entry): Entry {
+  return {
+    id,
+    ino: d.ino,
+    protocol: d.protocol,
+    state: d.state,
+    flags,
+    portid: d.portid,
+    groups: d.groups,
+    dst_portid: d.dstPortid,
+    dst_group: d.dstGroup,
+    fown: zeroFown(),
+    opts,
+  };
+}
