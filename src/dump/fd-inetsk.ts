@@ -10,7 +10,7 @@
 import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, socketOptions } from './fd-unixsk.js';
+import { copyOfTaskFd, socketOptions } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';

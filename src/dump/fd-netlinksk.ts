@@ -4,7 +4,7 @@
 // A socket with messages waiting to be read is refused: they are not saved.
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, socketOptions } from './fd-unixsk.js';
+import { copyOfTaskFd, socketOptions } from './socket-common.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';

@@ -5,12 +5,11 @@
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
+import { copyOfTaskFd, socketOptions } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { OpenFiles, FileOrder } from './files.js';
 
-const SOL_SOCKET = 1;
-const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36 } as const;
 const TCP_LISTEN = 10;
 /** The largest packet a unix socket can hold (SO_SNDBUF is capped well below this). */
 const MAX_PACKET = 8 << 20;
@@ -97,16 +96,6 @@ export async function dumpUnixFd(
   return { id, flags: fdFlags, type: FD_TYPE.UNIXSK, fd };
 }
 
-/** A copy of the task's fd in this process (pidfd_getfd): the caller closes it. */
-export function copyOfTaskFd(pid: number, fd: number): number {
-  const pidfd = native.pidfdOpen(pid);
-  try {
-    return native.pidfdGetfd(pidfd, fd);
-  } finally {
-    native.close(pidfd);
-  }
-}
-
 function grab(pid: number, fd: number, ino: number): number {
   try {
     return copyOfTaskFd(pid, fd);
@@ -135,53 +124,6 @@ function unixEntry(id: number, d: UnixDiag, s: UnixDumpState, flags: number, opt
   };
   if (d.shutdown) entry['shutdown'] = d.shutdown;
   return entry;
-}
-
-function intOpt(fd: number, name: number): number {
-  return native.getsockoptBytes(fd, SOL_SOCKET, name, 4).readInt32LE(0);
-}
-
-/** A boolean option; false where this socket's family does not have it (SO_PASSCRED and SO_PASSSEC are unix and netlink only from Linux 6.16). */
-function flagOpt(fd: number, name: number): boolean {
-  try {
-    return intOpt(fd, name) !== 0;
-  } catch (e) {
-    if ((e as { code?: string }).code === 'EOPNOTSUPP') return false;
-    throw e;
-  }
-}
-
-function timeout(fd: number, name: number): { sec: bigint; usec: bigint } {
-  const tv = native.getsockoptBytes(fd, SOL_SOCKET, name, 16);
-  return { sec: tv.readBigInt64LE(0), usec: tv.readBigInt64LE(8) };
-}
-
-/** sk_opts_entry: the SOL_SOCKET options CRIU records (buffer sizes as getsockopt reports them). */
-export function socketOptions(fd: number): Entry {
-  const snd = timeout(fd, SO.SNDTIMEO_OLD);
-  const rcv = timeout(fd, SO.RCVTIMEO_OLD);
-  const opts: Entry = {
-    so_sndbuf: intOpt(fd, SO.SNDBUF),
-    so_rcvbuf: intOpt(fd, SO.RCVBUF),
-    so_snd_tmo_sec: snd.sec,
-    so_snd_tmo_usec: snd.usec,
-    so_rcv_tmo_sec: rcv.sec,
-    so_rcv_tmo_usec: rcv.usec,
-    reuseaddr: intOpt(fd, SO.REUSEADDR) !== 0,
-    so_priority: intOpt(fd, SO.PRIORITY),
-    so_rcvlowat: intOpt(fd, SO.RCVLOWAT),
-    so_mark: intOpt(fd, SO.MARK),
-  };
-  const flags: Array<[string, number]> = [
-    ['so_passcred', SO.PASSCRED],
-    ['so_passsec', SO.PASSSEC],
-    ['so_dontroute', SO.DONTROUTE],
-    ['so_no_check', SO.NO_CHECK],
-    ['so_broadcast', SO.BROADCAST],
-    ['so_keepalive', SO.KEEPALIVE],
-  ];
-  for (const [field, name] of flags) if (flagOpt(fd, name)) opts[field] = true;
-  return opts;
 }
 
 function queuePackets(pid: number, fd: number, copy: number, id: number, d: UnixDiag, s: UnixDumpState): void {

@@ -1,5 +1,5 @@
 // The SOL_SOCKET options of a socket's sk_opts_entry as helper setsockopt ops, shared by the
-// socket kinds (unixsk, inetsk).
+// socket kinds (unixsk, inetsk, netlinksk).
 import type { Entry } from '../images/index.js';
 
 export type Op = { op: string } & Record<string, unknown>;
