@@ -10,7 +10,7 @@
 import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, socketOptions } from './socket-common.js';
+import { copyOfTaskFd, perDump, socketOptions, type SocketFd } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
@@ -120,15 +120,13 @@ export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | u
  * fd is not a TCP or UDP socket.
  */
 export async function dumpInetFd(
-  at: { pid: number; fd: number; ino: number; fileFlags: number; fdFlags: number },
+  at: SocketFd,
   ids: DumpIds,
   open: OpenFiles,
   order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  let snapshot = snapshots.get(open);
-  if (!snapshot) snapshots.set(open, (snapshot = inetSockets()));
-  const listed = snapshot.get(ino);
+  const listed = perDump(snapshots, open, inetSockets).get(ino);
   const copy = copyOfTaskFd(pid, fd);
   try {
     const d = listed ?? unlisted(copy, ino);
@@ -192,7 +190,7 @@ const SIOCOUTQNSD = 0x894b;
  * finishTcpRepair) and reads what a restore needs: each queue's sequence number and bytes, the
  * options negotiated, the windows. tcp_stream_entry, its payload the receive then the send queue.
  */
-function readInRepair(fd: number, open: OpenFiles, of: { pid: number; fd: number; ino: number }): { entry: Entry; payload: Uint8Array } {
+function readInRepair(fd: number, open: OpenFiles, of: SocketFd): { entry: Entry; payload: Uint8Array } {
   native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR, 1);
   open.tcpRepair.push(fd);
   const queue = (which: number, lengthIoctl: number) => {

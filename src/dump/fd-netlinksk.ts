@@ -4,7 +4,7 @@
 // A socket with messages waiting to be read is refused: they are not saved.
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, socketOptions } from './socket-common.js';
+import { copyOfTaskFd, perDump, socketOptions, type SocketFd } from './socket-common.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
@@ -75,15 +75,13 @@ const snapshots = new WeakMap<OpenFiles, Map<number, NetlinkDiag>>();
  * `ino` is not a netlink socket of this network namespace.
  */
 export async function dumpNetlinkFd(
-  at: { pid: number; fd: number; ino: number; fileFlags: number; fdFlags: number },
+  at: SocketFd,
   ids: DumpIds,
   open: OpenFiles,
   order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  let snapshot = snapshots.get(open);
-  if (!snapshot) snapshots.set(open, (snapshot = new Map(parseNetlinkDiag(native.netlinkDiag()).map((d) => [d.ino, d]))));
-  const d = snapshot.get(ino);
+  const d = perDump(snapshots, open, () => new Map(parseNetlinkDiag(native.netlinkDiag()).map((n) => [n.ino, n]))).get(ino);
   if (!d) return undefined;
   if (d.rmem > 0) throw new NetlinkSocketError(pid, fd, ino, `${d.rmem} bytes of messages not yet read`);
   const id = await open.idFor(`netlinksk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {

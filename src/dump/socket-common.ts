@@ -2,9 +2,26 @@
 // answers getsockopt on as it would the task, and the SOL_SOCKET options of sk_opts_entry.
 import { native } from '../actors/native.js';
 import type { Entry } from './ids.js';
+import type { OpenFiles } from './files.js';
 
 const SOL_SOCKET = 1;
 const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36 } as const;
+
+/** A socket fd being dumped: its task, number, inode and flags. */
+export interface SocketFd {
+  pid: number;
+  fd: number;
+  ino: number;
+  fileFlags: number;
+  fdFlags: number;
+}
+
+/** The kernel's view of one socket family, asked once per dump (`make`) and kept by inode. */
+export function perDump<T>(cache: WeakMap<OpenFiles, Map<number, T>>, open: OpenFiles, make: () => Map<number, T>): Map<number, T> {
+  let byIno = cache.get(open);
+  if (!byIno) cache.set(open, (byIno = make()));
+  return byIno;
+}
 
 /** A copy of the task's fd in this process (pidfd_getfd): the caller closes it. */
 export function copyOfTaskFd(pid: number, fd: number): number {

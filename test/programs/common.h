@@ -140,6 +140,20 @@ static UNUSED void result_dir(char *out, size_t size)
 		snprintf(out, size, ".");
 }
 
+/* The whole of a /proc file into buf (NUL-terminated; cut at size - 1 bytes): raw open/read,
+ * since stdio would malloc, which moves the heap some programs check. */
+static UNUSED char *read_proc_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t total = 0, n;
+	while (fd >= 0 && (n = read(fd, buf + total, size - 1 - total)) > 0)
+		total += n;
+	if (fd >= 0)
+		close(fd);
+	buf[total] = 0;
+	return buf;
+}
+
 /* xorshift64: a cheap, reproducible pattern generator for memory contents. */
 static UNUSED uint64_t next_pattern(uint64_t *state)
 {

@@ -23,13 +23,7 @@ static uint64_t word_at(uint64_t i)
 static void smaps_of_region(int *advised, long *huge_kb)
 {
 	static char raw[1 << 20];
-	int fd = open("/proc/self/smaps", O_RDONLY);
-	ssize_t total = 0, n;
-	while (fd >= 0 && (n = read(fd, raw + total, sizeof(raw) - 1 - total)) > 0)
-		total += n;
-	if (fd >= 0)
-		close(fd);
-	raw[total] = 0;
+	read_proc_file("/proc/self/smaps", raw, sizeof(raw));
 	*advised = 0;
 	*huge_kb = -1;
 	char head[32];

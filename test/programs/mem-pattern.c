@@ -88,13 +88,7 @@ static int clip(unsigned long *start, unsigned long *end, const void *region, un
 static void snapshot_maps(char *out, size_t size)
 {
 	static char raw[262144];
-	int fd = open("/proc/self/maps", O_RDONLY);
-	ssize_t total = 0, n;
-	while (fd >= 0 && (n = read(fd, raw + total, sizeof(raw) - 1 - total)) > 0)
-		total += n;
-	if (fd >= 0)
-		close(fd);
-	raw[total] = 0;
+	read_proc_file("/proc/self/maps", raw, sizeof(raw));
 	out[0] = 0;
 	size_t used = 0;
 	for (char *line = strtok(raw, "\n"); line; line = strtok(NULL, "\n")) {

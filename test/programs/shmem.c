@@ -43,13 +43,7 @@ static long first_bad(const unsigned char *p, unsigned long from, unsigned long 
 static int maps_line(const void *addr, char perms[8], unsigned long *offset)
 {
 	static char raw[262144];
-	int fd = open("/proc/self/maps", O_RDONLY);
-	ssize_t total = 0, n;
-	while (fd >= 0 && (n = read(fd, raw + total, sizeof(raw) - 1 - total)) > 0)
-		total += n;
-	if (fd >= 0)
-		close(fd);
-	raw[total] = 0;
+	read_proc_file("/proc/self/maps", raw, sizeof(raw));
 	for (char *line = strtok(raw, "\n"); line; line = strtok(NULL, "\n")) {
 		unsigned long start;
 		if (sscanf(line, "%lx-%*x %7s %lx", &start, perms, offset) == 3 && start == (unsigned long)addr)
