@@ -86,8 +86,8 @@ export async function startTarget(): Promise<Target> {
     await waitGone(pid);
     sh.kill('SIGKILL');
     await shExited;
-    // A zombie sh left behind is reaped by whoever inherits it, a moment later; until then the pid
-    // answers ptrace with EPERM, not the ESRCH of a pid that is free.
+    // The killed target stays a zombie until whoever inherits it from sh reaps it, a moment later;
+    // until then its pid answers ptrace with EPERM, not the ESRCH of a pid that is free.
     for (let i = 0; i < 500 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
   };
   return { pid, scratch: BigInt(`0x${addrText}`), sh, nextLine, stop };
