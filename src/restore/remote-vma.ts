@@ -381,10 +381,9 @@ export function thpMode(): ThpMode {
 
 /**
  * The private anonymous VMAs whose faults get transparent huge pages: advised MADV_HUGEPAGE, or
- * under THP 'always' not advised MADV_NOHUGEPAGE. Their runs are populated before the preadv
- * (MADV_POPULATE_WRITE takes huge pages 2 MiB at a time; the preadv's own faults took them at
- * a steady pace only some of the time, docs/PERFORMANCE.md "Thirteenth pass"), and UFFDIO_COPY,
- * which installs 4 KiB pages, never fills them.
+ * under THP 'always' not advised MADV_NOHUGEPAGE. UFFDIO_COPY, which installs 4 KiB pages,
+ * never fills them: the preadv's faults after the advice take huge pages (populating them first
+ * was slower, docs/PERFORMANCE.md "Thirteenth pass").
  */
 export function hugePageVmas(vmas: readonly Vma[], mode: ThpMode = thpMode()): Vma[] {
   if (mode === 'never') return [];
