@@ -30,6 +30,8 @@ const SO_REUSEADDR = 2;
 const IP_PKTINFO = 8;
 const IP_FREEBIND = 15;
 const TCP_NODELAY = 1;
+const TCP_MAXSEG = 2;
+const MAX_USER_MSS = 32767;
 const TCP_CORK = 3;
 const TCP_KEEPIDLE = 4;
 const TCP_KEEPINTVL = 5;
@@ -102,6 +104,9 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
   if (borrowReuse) ops.push(reuse(0));
   if (repair) ops.push(...queueSeqOps(fd, stream!.entry));
+  // The kernel sizes segments at the connect, from a clamp TCP_REPAIR_OPTIONS can set only after
+  // it: TCP_MAXSEG (at most 32767) stands in for the dumped one, or segments would be 524 bytes.
+  if (repair && Number(stream!.entry['mss_clamp'] ?? 0) > 0) ops.push(tcpOpt(fd, TCP_MAXSEG, Math.min(MAX_USER_MSS, Number(stream!.entry['mss_clamp']))));
   if (state === TCP_ESTABLISHED) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
   if (repair) ops.push(...repairedConnectionOps(fd, stream!));
   ops.push({ op: 'fcntl', fd, cmd: F_SETFL, arg: Number(isk['flags'] ?? 0) & O_NONBLOCK });
