@@ -7,12 +7,12 @@
 import t from 'tap';
 import { createServer, type AddressInfo } from 'node:net';
 import { native } from '../src/actors/native.js';
-import { AF_INET, IPPROTO_TCP, parseInetDiag, unsupportedInet } from '../src/dump/fd-inetsk.js';
+import { parseInetDiag, unsupportedInet } from '../src/dump/fd-inetsk.js';
 import { dump } from '../src/dump/index.js';
 import { StageError } from '../src/errors.js';
 import { restore } from '../src/restore/index.js';
 import { describeFile } from '../src/cli/commands/show.js';
-import { sockaddrOf, socketText } from '../src/images/inet-address.js';
+import { AF_INET, IPPROTO_TCP, sockaddrOf, socketText } from '../src/images/inet-address.js';
 import { inetOps, repairOffOps, unsupportedInetImage } from '../src/resources/inetsk.js';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';

@@ -9,19 +9,13 @@
 // listener holding connections not yet accepted, datagrams queued in a UDP socket.
 import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, perDump, socketOptions, type SocketFd } from './socket-common.js';
+import { copyOfTaskFd, intOpt, perDump, socketOptions, type SocketFd } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
 
-export const AF_INET = 2;
-export const AF_INET6 = 10;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
-const TCP_ESTABLISHED = 1;
-const TCP_CLOSE = 7;
-const TCP_LISTEN = 10;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const NLMSG_HDRLEN = 16;
@@ -29,7 +23,12 @@ const SOL_SOCKET = 1;
 const SO_DOMAIN = 39;
 const SO_PROTOCOL = 38;
 const SO_REUSEPORT = 15;
-const TCP = { KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6 } as const;
+const TCP = { NODELAY: 1, MAXSEG: 2, CORK: 3, KEEPIDLE: 4, KEEPINTVL: 5, KEEPCNT: 6, INFO: 11, REPAIR: 19, REPAIR_QUEUE: 20, QUEUE_SEQ: 21, TIMESTAMP: 24, REPAIR_WINDOW: 29 } as const;
+const TCP_RECV_QUEUE = 1;
+const TCP_SEND_QUEUE = 2;
+const SIOCINQ = 0x541b;
+const SIOCOUTQ = 0x5411;
+const SIOCOUTQNSD = 0x894b;
 const SOL_IP = 0;
 const IP_PKTINFO = 8;
 const IP_FREEBIND = 15;
@@ -126,17 +125,18 @@ export async function dumpInetFd(
   order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  const listed = perDump(snapshots, open, inetSockets).get(ino);
-  const copy = copyOfTaskFd(pid, fd);
-  try {
-    const d = listed ?? unlisted(copy, ino);
-    if (!d) return undefined;
-    if (readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync('/proc/self/ns/net')) {
-      throw new InetSocketError(pid, fd, ino, 'it belongs to another network namespace than crr\'s (network namespaces are not restored)');
-    }
-    const why = unsupportedInet(d, open.tcpEstablished);
-    if (why) throw new InetSocketError(pid, fd, ino, why);
-    const id = await open.idFor(`inetsk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
+  const d = perDump(snapshots, open, inetSockets).get(ino) ?? unlisted(pid, fd, ino);
+  if (!d) return undefined;
+  if (readlinkSync(`/proc/${pid}/ns/net`) !== ownNetNs()) {
+    throw new InetSocketError(pid, fd, ino, 'it belongs to another network namespace than crr\'s (network namespaces are not restored)');
+  }
+  const why = unsupportedInet(d, open.tcpEstablished);
+  if (why) throw new InetSocketError(pid, fd, ino, why);
+  // Options come from a copy of the socket, taken once per socket (a description several fds
+  // share is made once).
+  const id = await open.idFor(`inetsk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
+    const copy = copyOfTaskFd(pid, fd);
+    try {
       const entry = inetEntry(id, d, at.fileFlags, inetOptions(copy, d));
       if (d.family === AF_INET6) entry['v6only'] = intOpt(copy, IPPROTO_IPV6, IPV6_V6ONLY) !== 0;
       const ip = ipOptions(copy, d);
@@ -145,12 +145,17 @@ export async function dumpInetFd(
       if (d.protocol === IPPROTO_TCP && d.state === TCP_ESTABLISHED) {
         open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open, at) });
       }
-    }, ids);
-    return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
-  } finally {
-    // A connection read in repair mode keeps its copy until the dump ends (finishTcpRepair).
-    if (!open.tcpRepair.includes(copy)) native.close(copy);
-  }
+    } finally {
+      // A connection switched to repair mode keeps its copy until the dump ends (finishTcpRepair).
+      if (!open.tcpRepair.includes(copy)) native.close(copy);
+    }
+  }, ids);
+  return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
+}
+
+let ownNetNsLink: string | undefined;
+function ownNetNs(): string {
+  return (ownNetNsLink ??= readlinkSync('/proc/self/ns/net'));
 }
 
 /**
@@ -158,32 +163,21 @@ export async function dumpInetFd(
  * listened), from the socket itself: closed, at the address getsockname gives. Undefined for
  * other sockets.
  */
-function unlisted(copy: number, ino: number): InetDiag | undefined {
-  const int = (name: number) => native.getsockoptBytes(copy, SOL_SOCKET, name, 4).readInt32LE(0);
-  const family = int(SO_DOMAIN);
-  const protocol = int(SO_PROTOCOL);
-  if ((family !== AF_INET && family !== AF_INET6) || (protocol !== IPPROTO_TCP && protocol !== IPPROTO_UDP)) return undefined;
-  // sockaddr_in: family, port, address; sockaddr_in6: family, port, flow info, address, scope.
-  const sa = native.getsockname(copy);
-  const words = (at: number, n: number) => Array.from({ length: n }, (_, i) => sa.readUInt32LE(at + 4 * i));
-  const src = family === AF_INET6 ? words(8, 4) : words(4, 1);
-  return { family, protocol, state: TCP_CLOSE, srcPort: sa.readUInt16BE(2), dstPort: 0, src, dst: src.map(() => 0), rqueue: 0, wqueue: 0, ino };
+function unlisted(pid: number, fd: number, ino: number): InetDiag | undefined {
+  const copy = copyOfTaskFd(pid, fd);
+  try {
+    const family = intOpt(copy, SOL_SOCKET, SO_DOMAIN);
+    const protocol = intOpt(copy, SOL_SOCKET, SO_PROTOCOL);
+    if ((family !== AF_INET && family !== AF_INET6) || (protocol !== IPPROTO_TCP && protocol !== IPPROTO_UDP)) return undefined;
+    // sockaddr_in: family, port, address; sockaddr_in6: family, port, flow info, address, scope.
+    const sa = native.getsockname(copy);
+    const words = (at: number, n: number) => Array.from({ length: n }, (_, i) => sa.readUInt32LE(at + 4 * i));
+    const src = family === AF_INET6 ? words(8, 4) : words(4, 1);
+    return { family, protocol, state: TCP_CLOSE, srcPort: sa.readUInt16BE(2), dstPort: 0, src, dst: src.map(() => 0), rqueue: 0, wqueue: 0, ino };
+  } finally {
+    native.close(copy);
+  }
 }
-
-const TCP_REPAIR = 19;
-const TCP_REPAIR_QUEUE = 20;
-const TCP_QUEUE_SEQ = 21;
-const TCP_INFO = 11;
-const TCP_MAXSEG = 2;
-const TCP_NODELAY = 1;
-const TCP_CORK = 3;
-const TCP_TIMESTAMP = 24;
-const TCP_REPAIR_WINDOW = 29;
-const TCP_RECV_QUEUE = 1;
-const TCP_SEND_QUEUE = 2;
-const SIOCINQ = 0x541b;
-const SIOCOUTQ = 0x5411;
-const SIOCOUTQNSD = 0x894b;
 
 /**
  * Switches the connection to repair mode (kept: `fd`, a copy of the task's socket, is closed by
@@ -191,11 +185,11 @@ const SIOCOUTQNSD = 0x894b;
  * options negotiated, the windows. tcp_stream_entry, its payload the receive then the send queue.
  */
 function readInRepair(fd: number, open: OpenFiles, of: SocketFd): { entry: Entry; payload: Uint8Array } {
-  native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR, 1);
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP.REPAIR, 1);
   open.tcpRepair.push(fd);
   const queue = (which: number, lengthIoctl: number) => {
-    native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, which);
-    const seq = native.getsockoptBytes(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, 4).readUInt32LE(0);
+    native.setsockoptInt(fd, IPPROTO_TCP, TCP.REPAIR_QUEUE, which);
+    const seq = intOpt(fd, IPPROTO_TCP, TCP.QUEUE_SEQ) >>> 0;
     const length = native.ioctlInt(fd, lengthIoctl);
     const data = length > 0 ? native.peekBytes(fd, length) : Buffer.alloc(0);
     if (data.length !== length) throw new InetSocketError(of.pid, of.fd, of.ino, `in repair mode, ${data.length} of ${length} queued bytes could be read`);
@@ -204,10 +198,10 @@ function readInRepair(fd: number, open: OpenFiles, of: SocketFd): { entry: Entry
   const inq = queue(TCP_RECV_QUEUE, SIOCINQ);
   const outq = queue(TCP_SEND_QUEUE, SIOCOUTQ);
   const unsent = native.ioctlInt(fd, SIOCOUTQNSD);
-  native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, 0);
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP.REPAIR_QUEUE, 0);
   // struct tcp_info: tcpi_options at byte 5, then snd_wscale (low nibble) and rcv_wscale.
-  const info = native.getsockoptBytes(fd, IPPROTO_TCP, TCP_INFO, 8);
-  const window = native.getsockoptBytes(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, 20);
+  const info = native.getsockoptBytes(fd, IPPROTO_TCP, TCP.INFO, 8);
+  const window = native.getsockoptBytes(fd, IPPROTO_TCP, TCP.REPAIR_WINDOW, 20);
   const entry: Entry = {
     inq_len: inq.data.length,
     inq_seq: inq.seq,
@@ -215,11 +209,11 @@ function readInRepair(fd: number, open: OpenFiles, of: SocketFd): { entry: Entry
     outq_seq: outq.seq,
     opt_mask: info.readUInt8(5),
     snd_wscale: info.readUInt8(6) & 0xf,
-    mss_clamp: intOpt(fd, IPPROTO_TCP, TCP_MAXSEG),
+    mss_clamp: intOpt(fd, IPPROTO_TCP, TCP.MAXSEG),
     rcv_wscale: info.readUInt8(6) >> 4,
-    timestamp: native.getsockoptBytes(fd, IPPROTO_TCP, TCP_TIMESTAMP, 4).readUInt32LE(0),
-    nodelay: intOpt(fd, IPPROTO_TCP, TCP_NODELAY) !== 0,
-    cork: intOpt(fd, IPPROTO_TCP, TCP_CORK) !== 0,
+    timestamp: intOpt(fd, IPPROTO_TCP, TCP.TIMESTAMP) >>> 0,
+    nodelay: intOpt(fd, IPPROTO_TCP, TCP.NODELAY) !== 0,
+    cork: intOpt(fd, IPPROTO_TCP, TCP.CORK) !== 0,
     unsq_len: unsent,
     snd_wl1: window.readUInt32LE(0),
     snd_wnd: window.readUInt32LE(4),
@@ -238,15 +232,11 @@ function readInRepair(fd: number, open: OpenFiles, of: SocketFd): { entry: Entry
 export function finishTcpRepair(open: OpenFiles, live: boolean): void {
   for (const fd of open.tcpRepair.splice(0)) {
     try {
-      if (live) native.setsockoptInt(fd, IPPROTO_TCP, TCP_REPAIR, 0);
+      if (live) native.setsockoptInt(fd, IPPROTO_TCP, TCP.REPAIR, 0);
     } finally {
       native.close(fd);
     }
   }
-}
-
-function intOpt(fd: number, level: number, name: number): number {
-  return native.getsockoptBytes(fd, level, name, 4).readInt32LE(0);
 }
 
 /** sk_opts_entry: the SOL_SOCKET options of every socket, SO_REUSEPORT, and TCP's keepalive timing when keepalive is on. */

@@ -33,14 +33,15 @@ export function copyOfTaskFd(pid: number, fd: number): number {
   }
 }
 
-function intOpt(fd: number, name: number): number {
-  return native.getsockoptBytes(fd, SOL_SOCKET, name, 4).readInt32LE(0);
+/** An int getsockopt of a socket (a copy in this process, see copyOfTaskFd). */
+export function intOpt(fd: number, level: number, name: number): number {
+  return native.getsockoptBytes(fd, level, name, 4).readInt32LE(0);
 }
 
 /** A boolean option; false where this socket's family does not have it (SO_PASSCRED and SO_PASSSEC are unix and netlink only from Linux 6.16). */
 function flagOpt(fd: number, name: number): boolean {
   try {
-    return intOpt(fd, name) !== 0;
+    return intOpt(fd, SOL_SOCKET, name) !== 0;
   } catch (e) {
     if ((e as { code?: string }).code === 'EOPNOTSUPP') return false;
     throw e;
@@ -57,16 +58,16 @@ export function socketOptions(fd: number): Entry {
   const snd = timeout(fd, SO.SNDTIMEO_OLD);
   const rcv = timeout(fd, SO.RCVTIMEO_OLD);
   const opts: Entry = {
-    so_sndbuf: intOpt(fd, SO.SNDBUF),
-    so_rcvbuf: intOpt(fd, SO.RCVBUF),
+    so_sndbuf: intOpt(fd, SOL_SOCKET, SO.SNDBUF),
+    so_rcvbuf: intOpt(fd, SOL_SOCKET, SO.RCVBUF),
     so_snd_tmo_sec: snd.sec,
     so_snd_tmo_usec: snd.usec,
     so_rcv_tmo_sec: rcv.sec,
     so_rcv_tmo_usec: rcv.usec,
-    reuseaddr: intOpt(fd, SO.REUSEADDR) !== 0,
-    so_priority: intOpt(fd, SO.PRIORITY),
-    so_rcvlowat: intOpt(fd, SO.RCVLOWAT),
-    so_mark: intOpt(fd, SO.MARK),
+    reuseaddr: intOpt(fd, SOL_SOCKET, SO.REUSEADDR) !== 0,
+    so_priority: intOpt(fd, SOL_SOCKET, SO.PRIORITY),
+    so_rcvlowat: intOpt(fd, SOL_SOCKET, SO.RCVLOWAT),
+    so_mark: intOpt(fd, SOL_SOCKET, SO.MARK),
   };
   const flags: Array<[string, number]> = [
     ['so_passcred', SO.PASSCRED],

@@ -1,12 +1,17 @@
 // Inet socket addresses as CRIU's images keep them (inet_sk_entry's src_addr / dst_addr: the
 // kernel's network-order address bytes read as little-endian 32-bit words, 1 for IPv4, 4 for
-// IPv6), turned into a sockaddr for bind and connect, and into words a user knows.
+// IPv6), turned into a sockaddr for bind and connect, and into words a user knows; and the values
+// its family, proto and state fields take.
 import type { Entry } from './codec.js';
 
-const AF_INET6 = 10;
-const IPPROTO_TCP = 6;
-const TCP_ESTABLISHED = 1;
-const TCP_LISTEN = 10;
+/** inet_sk_entry's family, proto and state values (the kernel's numbers, kept as they are). */
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const TCP_ESTABLISHED = 1;
+export const TCP_CLOSE = 7;
+export const TCP_LISTEN = 10;
 
 /**
  * sockaddr_in or sockaddr_in6 bytes for a port and CRIU's address words (the kernel's network

@@ -7,7 +7,7 @@
 // tcp-stream image: sequence numbers, options, windows and both queues. Restored into crr's own
 // network namespace: the addresses must be free there.
 import type { Entry } from '../images/index.js';
-import { sockaddrOf, socketText } from '../images/inet-address.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import { NativeError } from '../errors.js';
 import { perKey } from '../memo.js';
@@ -18,10 +18,6 @@ import { optionOps, type Op } from './socket-options.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_INETSK = 4;
-const AF_INET = 2;
-const AF_INET6 = 10;
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const SOL_IP = 0;
@@ -46,9 +42,6 @@ const TCP_RECV_QUEUE = 1;
 const TCP_SEND_QUEUE = 2;
 const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
 const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
-const TCP_ESTABLISHED = 1;
-const TCP_CLOSE = 7;
-const TCP_LISTEN = 10;
 const SOCK_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_SETFL = 4;
