@@ -11,14 +11,13 @@ import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, intOpt, perDump, socketOptions, type SocketFd } from './socket-common.js';
+import { copyOfTaskFd, diagMessages, intOpt, perDump, socketOptions, type SocketFd } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
 
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
-const NLMSG_HDRLEN = 16;
 const SOL_SOCKET = 1;
 const SO_DOMAIN = 39;
 const SO_PROTOCOL = 38;
@@ -60,10 +59,7 @@ export interface InetDiag {
 /** Parses concatenated netlink messages of inet_diag_msg (linux/inet_diag.h). */
 export function parseInetDiag(buf: Buffer, protocol: number): InetDiag[] {
   const out: InetDiag[] = [];
-  for (let off = 0; off + NLMSG_HDRLEN <= buf.length; ) {
-    const len = buf.readUInt32LE(off);
-    if (len < NLMSG_HDRLEN) break;
-    const m = off + NLMSG_HDRLEN;
+  for (const { at: m } of diagMessages(buf)) {
     const family = buf.readUInt8(m);
     const words = family === AF_INET6 ? 4 : 1;
     const addr = (at: number) => Array.from({ length: words }, (_, i) => buf.readUInt32LE(at + 4 * i));
@@ -79,7 +75,6 @@ export function parseInetDiag(buf: Buffer, protocol: number): InetDiag[] {
       wqueue: buf.readUInt32LE(m + 60),
       ino: buf.readUInt32LE(m + 68),
     });
-    off += (len + 3) & ~3;
   }
   return out;
 }

@@ -4,13 +4,12 @@
 // A socket with messages waiting to be read is refused: they are not saved.
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, perDump, socketOptions, type SocketFd } from './socket-common.js';
+import { copyOfTaskFd, diagAttributes, diagMessages, perDump, socketOptions, type SocketFd } from './socket-common.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
 
 export const FD_TYPE_NETLINKSK = 13;
-const NLMSG_HDRLEN = 16;
 const NETLINK_DIAG_MSG_LEN = 28;
 const ATTR = { MEMINFO: 0, GROUPS: 1 } as const;
 
@@ -37,10 +36,7 @@ export class NetlinkSocketError extends CrrError {
 /** Parses concatenated netlink messages of netlink_diag_msg + attributes (linux/netlink_diag.h). */
 export function parseNetlinkDiag(buf: Buffer): NetlinkDiag[] {
   const out: NetlinkDiag[] = [];
-  for (let off = 0; off + NLMSG_HDRLEN <= buf.length; ) {
-    const len = buf.readUInt32LE(off);
-    if (len < NLMSG_HDRLEN) break;
-    const m = off + NLMSG_HDRLEN;
+  for (const { at: m, end } of diagMessages(buf)) {
     const d: NetlinkDiag = {
       protocol: buf.readUInt8(m + 2),
       state: buf.readUInt8(m + 3),
@@ -51,19 +47,13 @@ export function parseNetlinkDiag(buf: Buffer): NetlinkDiag[] {
       groups: [],
       rmem: 0,
     };
-    for (let a = m + NETLINK_DIAG_MSG_LEN; a + 4 <= off + len; ) {
-      const alen = buf.readUInt16LE(a);
-      if (alen < 4) break;
-      const type = buf.readUInt16LE(a + 2) & 0x3fff;
-      const data = buf.subarray(a + 4, a + alen);
+    for (const { type, data } of diagAttributes(buf, m + NETLINK_DIAG_MSG_LEN, end)) {
       if (type === ATTR.GROUPS) for (let i = 0; i + 4 <= data.length; i += 4) d.groups.push(data.readUInt32LE(i));
       else if (type === ATTR.MEMINFO && data.length >= 4) d.rmem = data.readUInt32LE(0);
-      a += (alen + 3) & ~3;
     }
     // The kernel sends the whole bitmap; trailing empty words say nothing.
     while (d.groups.length && d.groups[d.groups.length - 1] === 0) d.groups.pop();
     out.push(d);
-    off += (len + 3) & ~3;
   }
   return out;
 }

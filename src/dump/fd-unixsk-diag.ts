@@ -3,10 +3,10 @@
 // connections of a listener, queue lengths, shutdown bits). The netlink call is native
 // (native/addon/sockdiag.cc); the layout facts are linux/unix_diag.h's.
 import { native } from '../actors/native.js';
+import { diagAttributes, diagMessages } from './socket-common.js';
 
 export const UDIAG_SHOW = { NAME: 0x1, VFS: 0x2, PEER: 0x4, ICONS: 0x8, RQLEN: 0x10, MEMINFO: 0x20 } as const;
 const ATTR = { NAME: 0, VFS: 1, PEER: 2, ICONS: 3, RQLEN: 4, MEMINFO: 5, SHUTDOWN: 6 } as const;
-const NLMSG_HDRLEN = 16;
 const UNIX_DIAG_MSG_LEN = 16;
 
 export interface UnixDiag {
@@ -29,15 +29,10 @@ export interface UnixDiag {
   shutdown: number;
 }
 
-const align4 = (n: number) => (n + 3) & ~3;
-
 /** Parses concatenated netlink messages of unix_diag_msg + attributes. */
 export function parseUnixDiag(buf: Buffer): UnixDiag[] {
   const out: UnixDiag[] = [];
-  for (let off = 0; off + NLMSG_HDRLEN <= buf.length; ) {
-    const len = buf.readUInt32LE(off);
-    if (len < NLMSG_HDRLEN) break;
-    const msg = off + NLMSG_HDRLEN;
+  for (const { at: msg, end } of diagMessages(buf)) {
     const d: UnixDiag = {
       type: buf.readUInt8(msg + 1),
       state: buf.readUInt8(msg + 2),
@@ -49,23 +44,17 @@ export function parseUnixDiag(buf: Buffer): UnixDiag[] {
       wqueue: 0,
       shutdown: 0,
     };
-    for (let a = msg + UNIX_DIAG_MSG_LEN; a + 4 <= off + len; ) {
-      const alen = buf.readUInt16LE(a);
-      const atype = buf.readUInt16LE(a + 2) & 0x3fff;
-      if (alen < 4) break;
-      const data = buf.subarray(a + 4, a + alen);
-      if (atype === ATTR.NAME) d.name = Buffer.from(data);
-      else if (atype === ATTR.VFS) d.vfs = { ino: data.readUInt32LE(0), dev: data.readUInt32LE(4) };
-      else if (atype === ATTR.PEER) d.peer = data.readUInt32LE(0);
-      else if (atype === ATTR.ICONS) for (let i = 0; i + 4 <= data.length; i += 4) d.icons.push(data.readUInt32LE(i));
-      else if (atype === ATTR.RQLEN) {
+    for (const { type, data } of diagAttributes(buf, msg + UNIX_DIAG_MSG_LEN, end)) {
+      if (type === ATTR.NAME) d.name = Buffer.from(data);
+      else if (type === ATTR.VFS) d.vfs = { ino: data.readUInt32LE(0), dev: data.readUInt32LE(4) };
+      else if (type === ATTR.PEER) d.peer = data.readUInt32LE(0);
+      else if (type === ATTR.ICONS) for (let i = 0; i + 4 <= data.length; i += 4) d.icons.push(data.readUInt32LE(i));
+      else if (type === ATTR.RQLEN) {
         d.rqueue = data.readUInt32LE(0);
         d.wqueue = data.readUInt32LE(4);
-      } else if (atype === ATTR.SHUTDOWN) d.shutdown = data.readUInt8(0);
-      a += align4(alen);
+      } else if (type === ATTR.SHUTDOWN) d.shutdown = data.readUInt8(0);
     }
     out.push(d);
-    off += align4(len);
   }
   return out;
 }

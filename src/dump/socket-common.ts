@@ -1,5 +1,6 @@
 // What the socket dumpers share: a copy of a task's socket in crr (pidfd_getfd), which the kernel
-// answers getsockopt on as it would the task, and the SOL_SOCKET options of sk_opts_entry.
+// answers getsockopt on as it would the task, the SOL_SOCKET options of sk_opts_entry, and the
+// walk through a sock_diag answer (netlink messages, each with its attributes).
 import { native } from '../actors/native.js';
 import type { Entry } from './ids.js';
 import type { OpenFiles } from './files.js';
@@ -79,4 +80,27 @@ export function socketOptions(fd: number): Entry {
   ];
   for (const [field, name] of flags) if (flagOpt(fd, name)) opts[field] = true;
   return opts;
+}
+
+const NLMSG_HDRLEN = 16;
+const align4 = (n: number) => (n + 3) & ~3;
+
+/** The messages of a sock_diag answer: where each one's payload starts and where it ends. */
+export function* diagMessages(buf: Buffer): Generator<{ at: number; end: number }> {
+  for (let off = 0; off + NLMSG_HDRLEN <= buf.length; ) {
+    const len = buf.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN) return;
+    yield { at: off + NLMSG_HDRLEN, end: off + len };
+    off += align4(len);
+  }
+}
+
+/** The attributes of a message between `from` and `end`: each one's type and data. */
+export function* diagAttributes(buf: Buffer, from: number, end: number): Generator<{ type: number; data: Buffer }> {
+  for (let a = from; a + 4 <= end; ) {
+    const len = buf.readUInt16LE(a);
+    if (len < 4) return;
+    yield { type: buf.readUInt16LE(a + 2) & 0x3fff, data: buf.subarray(a + 4, a + len) };
+    a += align4(len);
+  }
 }
