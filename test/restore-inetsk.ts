@@ -14,7 +14,7 @@ import { restore } from '../src/restore/index.js';
 import { describeFile } from '../src/cli/commands/show.js';
 import { AF_INET, IPPROTO_TCP, sockaddrOf, socketText } from '../src/images/inet-address.js';
 import { inetOps, repairOffOps, unsupportedInetImage } from '../src/resources/inetsk.js';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startDetached } from './lib/detached.js';
 import { dumpProgram, restoreProgram, roundTrip } from './lib/program-roundtrip.js';
 import { killTree, processTree, requestCheck, startProgram, type Running } from './lib/programs.js';
+import { startPython, type PythonProgram } from './lib/python-program.js';
 
 t.test('parseInetDiag reads the kernel answer: a listener of this process with its port and backlog', async (t) => {
   const server = createServer();
@@ -188,13 +189,8 @@ t.test('an epoll server blocked in epoll_wait on its listener answers a new clie
 });
 
 /** A python program holding both ends of a TCP connection, each with unread bytes from the other, and the listener (at fd 30). */
-async function startConnected(t: Tap.Test, extra: string[] = []): Promise<{ prog: Running; go: string; result: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'crr-inetsk-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const [go, result, ready] = ['go', 'result', 'ready'].map((f) => join(dir, f)) as [string, string, string];
-  const script = [
-    'import os, socket, sys, time',
-    'go, result, ready = sys.argv[1:4]',
+function startConnected(t: Tap.Test, extra: string[] = []): Promise<PythonProgram> {
+  const setUp = [
     'l = socket.socket()',
     'l.bind(("127.0.0.1", 0))',
     'l.listen(1)',
@@ -206,9 +202,8 @@ async function startConnected(t: Tap.Test, extra: string[] = []): Promise<{ prog
     'c.sendall(b"from client, unread")',
     's.sendall(b"from server, unread")',
     ...extra,
-    'open(ready, "w").close()',
-    'while not os.path.exists(go):',
-    '    time.sleep(0.02)',
+  ];
+  const check = [
     'def read(sock, n):',
     '    sock.settimeout(5)',
     '    data = b""',
@@ -223,18 +218,8 @@ async function startConnected(t: Tap.Test, extra: string[] = []): Promise<{ prog
     // Segments as large as before the dump: a restored connection that sized them at 524 bytes is slow.
     'got.append(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) > 1000)',
     'open(result, "w").write(repr(got))',
-    'time.sleep(1000)',
-  ].join('\n');
-  const root = await startDetached(['/usr/bin/python3', '-c', script, go, result, ready]);
-  t.teardown(() => killTree([root]));
-  for (let i = 0; i < 250 && !existsSync(ready); i++) await sleep(20);
-  t.ok(existsSync(ready), 'connected, with bytes queued both ways');
-  return { prog: { pid: root, resultFile: result, dir, tree: () => [root] }, go, result };
-}
-
-async function resultOf(path: string): Promise<string> {
-  for (let i = 0; i < 500 && !(existsSync(path) && readFileSync(path, 'utf8')); i++) await sleep(20);
-  return existsSync(path) ? readFileSync(path, 'utf8') : 'no result in 10 s';
+  ];
+  return startPython(t, ['socket'], setUp, check, 'connected, with bytes queued both ways');
 }
 
 const EXCHANGED = "[b'from client, unread', b'from server, unread', b'after the restore', b'and back', True]";
@@ -246,8 +231,8 @@ t.test('an established TCP connection (--tcp-established) comes back with its qu
   await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
   t.equal(readdirSync(imagesDir).filter((f) => f.startsWith('tcp-stream-')).length, 2, 'a tcp-stream image for each end');
   await restoreProgram(t, prog, imagesDir);
-  writeFileSync(go, '');
-  t.equal(await resultOf(result), EXCHANGED);
+  go();
+  t.equal(await result(), EXCHANGED);
 });
 
 t.test('dumped with --leave-running, the connection goes on in the original (repair mode is switched off)', async (t) => {
@@ -255,8 +240,8 @@ t.test('dumped with --leave-running, the connection goes on in the original (rep
   const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
   t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
   await dump({ pid: prog.pid, imagesDir, tcpEstablished: true, leaveRunning: true });
-  writeFileSync(go, '');
-  t.equal(await resultOf(result), EXCHANGED);
+  go();
+  t.equal(await result(), EXCHANGED);
 });
 
 t.test('a connection to a client outside the tree survives the dump (closed without FIN or RST) and the restore', async (t) => {
@@ -306,6 +291,6 @@ t.test('a dump that fails after reading a connection in repair mode switches rep
   t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
   const err = await dump({ pid: prog.pid, imagesDir, tcpEstablished: true }).catch((e: Error) => e);
   t.match(String(err), /fd 60 is a socket/, 'the dump failed on the packet socket');
-  writeFileSync(go, '');
-  t.equal(await resultOf(result), EXCHANGED);
+  go();
+  t.equal(await result(), EXCHANGED);
 });

@@ -3,16 +3,11 @@
 // NETLINK_ROUTE socket in the traffic-control group, dumped and restored: same port id and groups,
 // and a link dump asked over it is answered.
 import t from 'tap';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../src/actors/native.js';
 import { parseNetlinkDiag } from '../src/dump/fd-netlinksk.js';
 import { netlinkOps, sockaddrNl } from '../src/resources/netlinksk.js';
-import { startDetached } from './lib/detached.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
-import { killTree, type Running } from './lib/programs.js';
+import { startPython } from './lib/python-program.js';
 
 t.test('parseNetlinkDiag reads the kernel answer', async (t) => {
   const all = parseNetlinkDiag(native.netlinkDiag());
@@ -31,12 +26,7 @@ t.test('the ops a netlink socket is made with', async (t) => {
 });
 
 t.test('a NETLINK_ROUTE socket in a multicast group comes back with its port id and groups and answers a link dump', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'crr-netlinksk-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const [go, result, ready] = ['go', 'result', 'ready'].map((f) => join(dir, f)) as [string, string, string];
-  const script = [
-    'import os, socket, struct, sys',
-    'go, result, ready = sys.argv[1:4]',
+  const setUp = [
     'n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)',
     // RTMGRP_TC: traffic-control changes, which nothing here makes (a link event would queue a
     // message, and the dump refuses a socket with unread messages).
@@ -45,25 +35,17 @@ t.test('a NETLINK_ROUTE socket in a multicast group comes back with its port id 
     'n.close()',
     'n = socket.socket(fileno=50)',
     'before = n.getsockname()',
-    'open(ready, "w").close()',
-    'import time',
-    'while not os.path.exists(go):',
-    '    time.sleep(0.02)',
+  ];
+  const check = [
     'now = n.getsockname()',
     '# RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, an ifinfomsg of AF_UNSPEC',
     'n.send(struct.pack("=IHHII", 32, 18, 0x301, 1, 0) + bytes(16))',
     'reply = n.recv(65536)',
     'kind = struct.unpack("=IH", reply[:6])[1]',
     'open(result, "w").write("PASS" if now == before and kind == 16 else "FAIL %r %r %d" % (before, now, kind))',
-    'time.sleep(1000)',
-  ].join('\n');
-  const root = await startDetached(['/usr/bin/python3', '-c', script, go, result, ready]);
-  t.teardown(() => killTree([root]));
-  for (let i = 0; i < 250 && !existsSync(ready); i++) await sleep(20);
-  t.ok(existsSync(ready), 'bound');
-  const prog: Running = { pid: root, resultFile: result, dir, tree: () => [root] };
-  await restoreProgram(t, prog, await dumpProgram(t, prog));
-  writeFileSync(go, '');
-  for (let i = 0; i < 500 && !(existsSync(result) && readFileSync(result, 'utf8')); i++) await sleep(20);
-  t.equal(existsSync(result) ? readFileSync(result, 'utf8') : 'no result in 10 s', 'PASS');
+  ];
+  const p = await startPython(t, ['socket', 'struct'], setUp, check, 'bound');
+  await restoreProgram(t, p.prog, await dumpProgram(t, p.prog));
+  p.go();
+  t.equal(await p.result(), 'PASS');
 });
