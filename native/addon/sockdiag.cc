@@ -1,12 +1,11 @@
 // Socket inspection for the dumper: the sock_diag netlink dumps of unix sockets (name, vfs inode,
 // peer, pending connections, queue lengths, memory and shutdown state), of TCP and UDP sockets
 // (addresses, state, queues, a listener's backlog) and of netlink sockets (port ids, groups,
-// memory), all of the dumper's network namespace;
-// MSG_PEEK of a socket's receive queue packet by packet (SO_PEEK_OFF so nothing is consumed);
-// getsockopt, getsockname, and what reading a TCP connection in repair mode needs (an int
-// setsockopt, queue-length ioctls, a plain peek). Netlink answers go back raw: TS parses them
-// (src/dump/fd-unixsk-diag.ts, src/dump/fd-inetsk.ts). Synchronous, stateless, errors carry
-// code/errno/syscall.
+// memory), all of the dumper's network namespace; MSG_PEEK of a socket's receive queue packet by
+// packet (SO_PEEK_OFF so nothing is consumed); getsockopt, getsockname, and what reading a TCP
+// connection in repair mode needs (an int setsockopt, queue-length ioctls, a plain peek). Netlink
+// answers go back raw: TS parses them (src/dump/fd-unixsk-diag.ts, fd-inetsk.ts,
+// fd-netlinksk.ts). Synchronous, stateless, errors carry code/errno/syscall.
 #include <napi.h>
 
 #include "throw-errno.h"

@@ -78,24 +78,23 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   if (repair) ops.push(tcpOpt(fd, TCP_REPAIR, 1));
   // Before bind: they change what bind accepts (IPV6_V6ONLY leaves the IPv4 port free; SO_REUSEADDR,
   // SO_REUSEPORT, IP_FREEBIND).
-  if (family === AF_INET6 && isk['v6only'] !== undefined) ops.push({ op: 'setsockopt', fd, level: IPPROTO_IPV6, name: IPV6_V6ONLY, value: isk['v6only'] ? 1 : 0 });
+  if (family === AF_INET6 && isk['v6only'] !== undefined) ops.push(setOpt(fd, IPPROTO_IPV6, IPV6_V6ONLY, isk['v6only'] ? 1 : 0));
   const opts = (isk['opts'] as Entry | undefined) ?? {};
   ops.push(...optionOps(fd, opts));
   for (const [field, name] of [['tcp_keepidle', TCP_KEEPIDLE], ['tcp_keepintvl', TCP_KEEPINTVL], ['tcp_keepcnt', TCP_KEEPCNT]] as const) {
-    if (opts[field] !== undefined) ops.push({ op: 'setsockopt', fd, level: IPPROTO_TCP, name, value: Number(opts[field]) });
+    if (opts[field] !== undefined) ops.push(tcpOpt(fd, name, Number(opts[field])));
   }
   const ip = (isk['ip_opts'] as Entry | undefined) ?? {};
-  if (ip['freebind']) ops.push({ op: 'setsockopt', fd, level: SOL_IP, name: IP_FREEBIND, value: 1 });
-  if (ip['pktinfo']) ops.push({ op: 'setsockopt', fd, level: SOL_IP, name: IP_PKTINFO, value: 1 });
+  if (ip['freebind']) ops.push(setOpt(fd, SOL_IP, IP_FREEBIND, 1));
+  if (ip['pktinfo']) ops.push(setOpt(fd, SOL_IP, IP_PKTINFO, 1));
   // An accepted connection shares its listener's port, and may be made first (in repair mode the
   // kernel lets it bind): a listener without SO_REUSEADDR borrows it for its bind.
   const bound = srcPort !== 0 || src.some((w) => w !== 0);
   const borrowReuse = bound && state === TCP_LISTEN && !opts['reuseaddr'];
-  const reuse = (value: number): Op => ({ op: 'setsockopt', fd, level: SOL_SOCKET, name: SO_REUSEADDR, value });
-  if (borrowReuse) ops.push(reuse(1));
+  if (borrowReuse) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 1));
   if (bound) ops.push({ op: 'bind', fd, sockaddr: sockaddrOf(family, srcPort, src) });
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
-  if (borrowReuse) ops.push(reuse(0));
+  if (borrowReuse) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 0));
   if (repair) ops.push(...queueSeqOps(fd, stream!.entry));
   // The kernel sizes segments at the connect, from a clamp TCP_REPAIR_OPTIONS can set only after
   // it: TCP_MAXSEG (at most 32767) stands in for the dumped one, or segments would be 524 bytes.
@@ -112,14 +111,16 @@ function queueLengths(e: Entry): { inq: number; outq: number; unsent: number } {
   return { inq: Number(e['inq_len'] ?? 0), outq, unsent: Math.min(Number(e['unsq_len'] ?? 0), outq) };
 }
 
-/** A TCP-level setsockopt; u32 values go as bytes (the helper's `value` is a signed int). */
-function tcpOpt(fd: number, name: number, value: number | Buffer): Op {
+/** A setsockopt op; u32 values go as bytes (the helper's `value` is a signed int). */
+function setOpt(fd: number, level: number, name: number, value: number | Buffer): Op {
   if (typeof value !== 'number' || value > 0x7fffffff) {
     const bytes = typeof value === 'number' ? u32s([value]) : value;
-    return { op: 'setsockopt', fd, level: IPPROTO_TCP, name, bytes };
+    return { op: 'setsockopt', fd, level, name, bytes };
   }
-  return { op: 'setsockopt', fd, level: IPPROTO_TCP, name, value };
+  return { op: 'setsockopt', fd, level, name, value };
 }
+
+const tcpOpt = (fd: number, name: number, value: number | Buffer): Op => setOpt(fd, IPPROTO_TCP, name, value);
 
 function u32s(values: readonly number[]): Buffer {
   const b = Buffer.alloc(4 * values.length);
