@@ -15,7 +15,8 @@
         "native/addon/spawn.cc",
         "native/addon/files.cc",
         "native/addon/pagecache.cc",
-        "native/addon/channel.cc"
+        "native/addon/channel.cc",
+        "native/addon/namespaces.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/stub"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

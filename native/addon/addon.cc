@@ -7,6 +7,7 @@
 //   files.cc:  many small image files read whole off the main thread
 //   pagecache.cc: cachestat of a file range (is a pages file cold?)
 //   channel.cc: helper channels read and written without a net.Socket
+//   namespaces.cc: files read or written from inside another task's namespace
 #include <napi.h>
 
 void InitTracer(Napi::Env env, Napi::Object exports);
@@ -17,6 +18,7 @@ void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitFiles(Napi::Env env, Napi::Object exports);
 void InitPageCache(Napi::Env env, Napi::Object exports);
 void InitChannel(Napi::Env env, Napi::Object exports);
+void InitNamespaces(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTracer(env, exports);
@@ -27,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFiles(env, exports);
   InitPageCache(env, exports);
   InitChannel(env, exports);
+  InitNamespaces(env, exports);
   return exports;
 }
 

@@ -1,6 +1,6 @@
 // The one loader of the native addon (build/Release/crr_native.node). Its surface is typed in
 // tracer-binding.ts (ptrace, process_vm_*), fds-binding.ts (fd-level calls), sockdiag-binding.ts
-// and, below, spawn.cc's two functions and channel.cc's helper channels.
+// and, below, spawn.cc's two functions, channel.cc's helper channels and namespaces.cc.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { TracerBinding } from './tracer-binding.js';
@@ -33,7 +33,19 @@ interface ChannelBinding {
   channelRef(channel: ChannelHandle, keepsNodeRunning: boolean): void;
 }
 
-export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding & SpawnBinding & ChannelBinding;
+/**
+ * namespaces.cc: files read or written by a thread of its own that entered the namespace at
+ * `nsPath` (/proc/PID/ns/KIND; `nstype` its CLONE_NEW* flag) first. Both throw the errno Error
+ * of the first failure (`syscall` setns, open, read or write), with `path`.
+ */
+interface NamespacesBinding {
+  /** Each file read whole, as text. */
+  readInNamespace(nsPath: string, nstype: number, paths: readonly string[]): string[];
+  /** Each text written to its path in one write, in order. */
+  writeInNamespace(nsPath: string, nstype: number, writes: ReadonlyArray<readonly [string, string]>): void;
+}
+
+export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding & SpawnBinding & ChannelBinding & NamespacesBinding;
 
 const addonPath = fileURLToPath(new URL('../../build/Release/crr_native.node', import.meta.url));
 

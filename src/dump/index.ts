@@ -2,7 +2,6 @@
 // the tree (default, like criu) or resume it untouched. Any failure before the end resumes the
 // tree with its registers as they were and removes the partial image directory.
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
@@ -23,6 +22,7 @@ import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
 import { FileLocks } from './file-locks.js';
+import { rootNamespaceImages } from './namespaces.js';
 import { tracerControl } from './tracer-control.js';
 import type { TaskControl } from './control.js';
 import type { Regs } from './regs.js';
@@ -95,6 +95,8 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     seized = frozen.seized;
     stats.frozen();
     const live = frozen.tasks.filter((t) => !t.zombie);
+    const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
+    const namespaceImages = rootNamespaceImages(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>);
     for (const t of live) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
     aborted();
 
@@ -112,7 +114,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
       }
       try {
         scratch = await Scratch.open(ctl, task.pid);
-        pagesBytes += await dumpTask(task, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks);
+        pagesBytes += await dumpTask(task, namespaces.get(task.pid)!, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks);
         await scratch.close(regs.get(task.pid));
         scratch = undefined;
       } catch (err) {
@@ -141,7 +143,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
-    out.write('timens-0.img', [timensEntry()]);
+    for (const [name, entry] of namespaceImages) out.write(name, [entry]);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
 
     emit({ type: 'stage', stage: 'finish' });
@@ -170,6 +172,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
 
 async function dumpTask(
   task: FrozenTask,
+  namespaces: Record<string, number>,
   ctl: TaskControl,
   scratch: Scratch,
   ids: DumpIds,
@@ -190,7 +193,7 @@ async function dumpTask(
   const { shared, ...objectIds } = await ids.taskObjects(pid, async (queries) =>
     kcmpCodes(await scratch.run(pid, queries.map((q) => ({ nr: NR.kcmp, args: [q.pid, pid, q.type, 0, 0, 0] }))), pid),
   );
-  const taskIds = { ...objectIds, ...ids.namespaceIds(pid) };
+  const taskIds = { ...objectIds, ...namespaces };
 
   // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.
   const vmas = collectVmas(pid, ids).filter((v) => v.start !== scratch.base);
@@ -281,14 +284,4 @@ function inventoryEntry(rootIds: Entry): Entry {
     plugins_entry: {},
     dump_criu_run_id: randomUUID(),
   };
-}
-
-/** timens-0.img: the clocks at dump time (CLOCK_MONOTONIC and CLOCK_BOOTTIME). */
-function timensEntry(): Entry {
-  const mono = process.hrtime.bigint();
-  const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e9;
-  // /proc/uptime is CLOCK_BOOTTIME in centiseconds: take monotonic's precision unless they differ (suspend).
-  const boot = Math.abs(uptime - Number(mono)) < 2e7 ? mono : BigInt(Math.round(uptime));
-  const ts = (ns: bigint) => ({ tv_sec: ns / 1_000_000_000n, tv_nsec: ns % 1_000_000_000n });
-  return { monotonic: ts(mono), boottime: ts(boot) };
 }

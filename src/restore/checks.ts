@@ -1,6 +1,7 @@
 // Machine checks after planning, before anything is touched: the tree's PIDs and TIDs are free
 // (unless it goes into a fresh PID namespace), sessions can be made, every fd is of a kind crr
-// restores, the files match, no hard rlimit needs raising, and the kernel has clone3 set_tid.
+// restores, the files match, no hard rlimit needs raising, the kernel has clone3 set_tid, and
+// crr can make the namespaces the checkpoint asks for.
 // Each failure is a StageError in stage 'plan' naming the task and what is wrong.
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
@@ -11,6 +12,7 @@ import { RLIMIT_NAMES, ownHardLimits, rlimitsOf } from '../resources/rlimits.js'
 import { sessionSource } from '../resources/task-tree.js';
 import type { RestoreSession } from './context.js';
 import { checkFiles } from './files.js';
+import { checkpointNamespaces } from './namespaces.js';
 
 const INFINITY = (1n << 64n) - 1n;
 const FD_TYPE_NAMES = Object.fromEntries(Object.entries(FD_TYPES).map(([name, n]) => [n, name]));
@@ -91,6 +93,7 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   checkKernel();
   for (const task of plan.tasks) sessionSource(task, plan.tasks, session.options.shellJob);
   if (!session.options.pidNamespace) checkPidsFree(plan);
+  checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
   checkFdKinds(session, supportedFdTypes);
   checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch);
 }

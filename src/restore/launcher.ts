@@ -8,13 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnHelper, type HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
 import { NativeError } from '../errors.js';
-import type { Checkpoint } from '../images/index.js';
 import type { RestoreSession, TaskRuntime } from './context.js';
+import { checkpointNamespaces, fillNamespaces, type CheckpointNamespaces } from './namespaces.js';
 import { errnoName, isSyscallError, signed } from './remote-sys.js';
 
 const PR_SET_CHILD_SUBREAPER = 36;
 const CLONE_NEWPID = 0x20000000;
-const CLONE_NEWTIME = 0x80;
 const SYS_UNSHARE = 272;
 const SYS_MOUNT = 165;
 const CLONE_NEWNS = 0x20000;
@@ -84,28 +83,35 @@ export async function discardEarlyLauncher(early: Promise<EarlyLauncher>): Promi
 }
 
 export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<EarlyLauncher>): Promise<void> {
+  let namespaces: CheckpointNamespaces;
+  try {
+    namespaces = checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
+  } catch (err) {
+    // Refused (the plan step says why): nothing of the launcher's may be left behind.
+    if (early) await discardEarlyLauncher(early);
+    throw err;
+  }
   const { launcher, subreaper, init } = await (early ?? beginLauncher(spawnHelper(), session.options.pidNamespace));
   session.launcher = launcher;
   // Asked at spawn and awaited only below: the set-up's requests queue behind it at once, so
   // they are served while the images decode instead of one round trip later.
   const identity = launcher.identified;
-  const offsets = timeOffsets(session.checkpoint);
-  if (!init && !offsets) {
+  if (!init && !namespaces.unshare) {
     session.rootParent = launcher;
     await identity;
     await subreaper;
     return;
   }
   // A parent of its own for the root: the PID namespace's init, or else a plain holder of the
-  // checkpoint's time namespace.
+  // checkpoint's UTS, IPC and time namespaces.
   const parent = await (init ?? launcher.fork({ flags: 0 }));
   session.rootParent = parent;
   await identity;
   await subreaper;
   // A PID namespace's init already gets every orphan inside it: only a plain parent (time
-  // namespace alone) has to become a subreaper.
+  // namespaces alone) has to become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-  await enterNamespaces(parent, tracer, session.options.pidNamespace, offsets);
+  await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces);
 }
 
 /**
@@ -116,11 +122,12 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
  *   /proc/<its own view of a pid> finds another process or none (the tree program's zombie
  *   check; anything parsing /proc/<getpid()>). Propagation is made private first so the mount
  *   never reaches the host;
- * - with a time namespace in the checkpoint, unshare(CLONE_NEWTIME), then the offsets written
- *   through /proc before any task enters it: children forked afterwards see the dumped clocks.
+ * - with UTS, IPC or time namespaces in the checkpoint, one unshare of them all, then their
+ *   contents set before any task enters them (fillNamespaces; the clock offsets through /proc):
+ *   children forked afterwards see the dumped host name, IPC limits and clocks.
  */
-async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, offsets: TimeOffsets | undefined): Promise<void> {
-  if (!ownProc && !offsets) return;
+async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, namespaces: CheckpointNamespaces): Promise<void> {
+  if (!ownProc && !namespaces.unshare) return;
   const host = parent.hostPid;
   // Seize, interrupt and wait for the stop in one tracer operation.
   await tracer.seizeThreads(host, [host], PTRACE_O_EXITKILL, 5000);
@@ -133,7 +140,7 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
       if (isSyscallError(got)) throw new NativeError({ code: errnoName(Number(-got)), errno: Number(-got), syscall, pid: parent.pid, detail });
       return got;
     };
-    if (offsets) await inject(SYS_UNSHARE, [CLONE_NEWTIME], 'unshare', 'CLONE_NEWTIME');
+    if (namespaces.unshare) await inject(SYS_UNSHARE, [namespaces.unshare], 'unshare', `flags 0x${namespaces.unshare.toString(16)}`);
     if (ownProc) {
       // The mount paths go on the init's own stack, below its red zone: it is stopped in a
       // syscall and nothing runs on that stack until it returns (no mmap/munmap round trips).
@@ -147,6 +154,8 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
   } finally {
     detach();
   }
+  fillNamespaces(host, namespaces);
+  const offsets = namespaces.time;
   if (offsets) writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
 }
 
@@ -163,29 +172,6 @@ async function stackPointer(tracer: Tracer, host: number): Promise<bigint> {
     // fall back to the registers
   }
   return (await tracer.getRegs(host)).sp;
-}
-
-interface TimeOffsets {
-  readonly monotonic: bigint;
-  readonly boottime: bigint;
-}
-
-/**
- * The clock offsets that make CLOCK_MONOTONIC and CLOCK_BOOTTIME go on from their values at dump
- * time (timens-0.img), as CRIU does: programs that sleep until an absolute monotonic deadline
- * (python's time.sleep) would otherwise sleep for the uptime difference between the machines.
- */
-function timeOffsets(checkpoint: Checkpoint): TimeOffsets | undefined {
-  if (!checkpoint.has('timens-0.img')) return undefined;
-  const entry = checkpoint.image('timens-0.img').only();
-  const ns = (ts: unknown) => {
-    const t = (ts ?? {}) as Record<string, unknown>;
-    return BigInt(Number(t['tv_sec'] ?? 0)) * 1_000_000_000n + BigInt(Number(t['tv_nsec'] ?? 0));
-  };
-  const uptime = readFileSync('/proc/uptime', 'utf8').split(' ')[0]!;
-  const [secs, frac = '0'] = uptime.split('.');
-  const boottimeNow = BigInt(secs!) * 1_000_000_000n + BigInt(frac.padEnd(9, '0').slice(0, 9));
-  return { monotonic: ns(entry['monotonic']) - process.hrtime.bigint(), boottime: ns(entry['boottime']) - boottimeNow };
 }
 
 function offsetLine(name: string, offset: bigint): string {

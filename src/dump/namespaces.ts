@@ -1,0 +1,156 @@
+// The tree's namespaces at dump. Like CRIU, a tree has one namespace of each kind: the root's.
+// Where it is crr's own, nothing is written; where it is not, crr writes what restores it (UTS:
+// utsns-ID.img; IPC: ipcns-var-ID.img; time: the root's clocks in timens-0.img) or refuses the
+// dump, naming the kind. A task in a namespace other than its parent's is refused too.
+import { readFileSync } from 'node:fs';
+import { native } from '../actors/native.js';
+import { NS_KINDS, type Entry } from './ids.js';
+import { TaskRefusedError } from './tree.js';
+
+const CLONE_NEWIPC = 0x08000000;
+const CLONE_NEWUTS = 0x04000000;
+
+type NsField = (typeof NS_KINDS)[number][1];
+type NsKind = (typeof NS_KINDS)[number][0];
+
+/** The kinds whose namespace of the root crr writes images for (time: its clocks, always written). */
+const RESTORED: ReadonlySet<NsKind> = new Set(['uts', 'ipc', 'time']);
+
+export interface NamespacedTask {
+  readonly pid: number;
+  readonly ppid: number;
+  /** ids-PID.img's namespace fields. */
+  readonly ids: Readonly<Record<string, number>>;
+}
+
+/**
+ * The images of the root's namespaces ([name, entry]; timens-0.img always), read right after the
+ * freeze so a refusal comes before the long part of the dump. Throws TaskRefusedError for a
+ * namespace crr cannot restore (checkNamespaces).
+ */
+export function rootNamespaceImages(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): Array<[string, Entry]> {
+  const kinds = checkNamespaces(tasks, own);
+  const root = tasks[0]!;
+  const images: Array<[string, Entry]> = [];
+  if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, utsnsEntry(root.pid)]);
+  if (kinds.has('ipc')) images.push([`ipcns-var-${root.ids['ipc_ns_id']}.img`, ipcVarEntry(root.pid)]);
+  images.push(['timens-0.img', timensEntry(root.pid)]);
+  return images;
+}
+
+/**
+ * Throws TaskRefusedError for a namespace crr cannot restore: the root's, of a kind other than
+ * uts, ipc and time, where it is not crr's own; any task's, where it is not its parent's.
+ * Returns the kinds whose root namespace is not crr's.
+ */
+export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): Set<NsKind> {
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  const root = tasks[0]!;
+  const differ = (a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>, field: NsField) => a[field] !== undefined && a[field] !== b[field];
+  const rootKinds = new Set<NsKind>();
+  for (const [kind, field] of NS_KINDS) {
+    if (!differ(root.ids, own, field)) continue;
+    if (!RESTORED.has(kind)) {
+      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores uts, ipc and time namespaces only: dump from inside that namespace, or run the program in crr's`);
+    }
+    rootKinds.add(kind);
+  }
+  for (const task of tasks.slice(1)) {
+    const parent = byPid.get(task.ppid);
+    if (!parent) continue;
+    for (const [kind, field] of NS_KINDS) {
+      if (differ(task.ids, parent.ids, field)) {
+        throw new TaskRefusedError(task.pid, `it is in a ${kind} namespace other than its parent's (pid ${parent.pid}); crr restores one namespace of each kind per tree, the root's`);
+      }
+    }
+  }
+  return rootKinds;
+}
+
+function nsLink(pid: number, kind: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/ns/${kind}`, 'latin1');
+  } catch {
+    return `/proc/${pid}/ns/${kind}`;
+  }
+}
+
+/** utsns-ID.img's entry: the host and domain names in the task's UTS namespace. */
+export function utsnsEntry(pid: number): Entry {
+  const [nodename, domainname] = native.readInNamespace(`/proc/${pid}/ns/uts`, CLONE_NEWUTS, ['/proc/sys/kernel/hostname', '/proc/sys/kernel/domainname']);
+  return { nodename: nodename!.trimEnd(), domainname: domainname!.trimEnd() };
+}
+
+/** ipc_var_entry's fields and the sysctl each one is read from, in the task's IPC namespace. */
+export const IPC_SYSCTLS = [
+  ['msg_ctlmax', 'kernel/msgmax'],
+  ['msg_ctlmnb', 'kernel/msgmnb'],
+  ['msg_ctlmni', 'kernel/msgmni'],
+  ['auto_msgmni', 'kernel/auto_msgmni'],
+  ['shm_ctlmax', 'kernel/shmmax'],
+  ['shm_ctlall', 'kernel/shmall'],
+  ['shm_ctlmni', 'kernel/shmmni'],
+  ['shm_rmid_forced', 'kernel/shm_rmid_forced'],
+  ['mq_queues_max', 'fs/mqueue/queues_max'],
+  ['mq_msg_max', 'fs/mqueue/msg_max'],
+  ['mq_msgsize_max', 'fs/mqueue/msgsize_max'],
+  ['mq_msg_default', 'fs/mqueue/msg_default'],
+  ['mq_msgsize_default', 'fs/mqueue/msgsize_default'],
+  ['msg_next_id', 'kernel/msg_next_id'],
+  ['sem_next_id', 'kernel/sem_next_id'],
+  ['shm_next_id', 'kernel/shm_next_id'],
+] as const;
+
+const SYSV_OBJECTS = ['shm', 'msg', 'sem'] as const;
+
+/**
+ * ipcns-var-ID.img's entry: the IPC namespace's sysctls (the *_next_id ones, -1 when unset, as
+ * the unsigned 32-bit value CRIU writes). A namespace holding SysV objects is refused: crr does
+ * not dump them yet.
+ */
+export function ipcVarEntry(pid: number): Entry {
+  const ns = `/proc/${pid}/ns/ipc`;
+  const texts = native.readInNamespace(ns, CLONE_NEWIPC, ['/proc/sys/kernel/sem', ...IPC_SYSCTLS.map(([, f]) => `/proc/sys/${f}`), ...SYSV_OBJECTS.map((k) => `/proc/sysvipc/${k}`)]);
+  const objects = texts.slice(1 + IPC_SYSCTLS.length);
+  for (const [i, kind] of SYSV_OBJECTS.entries()) {
+    const count = objects[i]!.trim().split('\n').length - 1; // a header line, then one per object
+    if (count > 0) throw new TaskRefusedError(pid, `its IPC namespace holds ${count} SysV ${kind} object${count > 1 ? 's' : ''} (/proc/sysvipc/${kind}); crr does not dump SysV IPC objects`);
+  }
+  const entry: Entry = { sem_ctls: texts[0]!.trim().split(/\s+/).map(Number) };
+  for (const [i, [field]] of IPC_SYSCTLS.entries()) {
+    const value = BigInt(texts[1 + i]!.trim());
+    entry[field] = field === 'shm_ctlmax' || field === 'shm_ctlall' ? value : Number(BigInt.asUintN(32, value));
+  }
+  return entry;
+}
+
+/**
+ * timens-0.img's entry: CLOCK_MONOTONIC and CLOCK_BOOTTIME as the root task sees them, that is
+ * crr's clocks plus the offsets of the root's time namespace (a tree restored by crr lives in
+ * one, so its clocks keep going from where they were at its first dump).
+ */
+export function timensEntry(rootPid: number): Entry {
+  const mono = process.hrtime.bigint();
+  const uptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e9;
+  // /proc/uptime is CLOCK_BOOTTIME in centiseconds: take monotonic's precision unless they differ (suspend).
+  const boot = Math.abs(uptime - Number(mono)) < 2e7 ? mono : BigInt(Math.round(uptime));
+  const offsets = timeOffsetsOf(rootPid);
+  const ts = (ns: bigint) => ({ tv_sec: ns / 1_000_000_000n, tv_nsec: ns % 1_000_000_000n });
+  return { monotonic: ts(mono + offsets.monotonic), boottime: ts(boot + offsets.boottime) };
+}
+
+/** /proc/PID/timens_offsets: "monotonic SECS NANOS" and "boottime SECS NANOS" lines. */
+function timeOffsetsOf(pid: number): { monotonic: bigint; boottime: bigint } {
+  const out = { monotonic: 0n, boottime: 0n };
+  let text = '';
+  try {
+    text = readFileSync(`/proc/${pid}/timens_offsets`, 'latin1');
+  } catch {
+    return out; // no time namespaces in this kernel
+  }
+  for (const line of text.split('\n')) {
+    const [name, secs, nanos] = line.trim().split(/\s+/);
+    if (name === 'monotonic' || name === 'boottime') out[name] = BigInt(secs!) * 1_000_000_000n + BigInt(nanos!);
+  }
+  return out;
+}

@@ -1,0 +1,165 @@
+// The namespaces a checkpoint asks for, by CRIU's rule: a namespace kind is restored where the
+// root task's id differs from the dumper's own (the inventory's root_ids), and every other task
+// shares its parent's. crr makes the root's parent (launcher.ts) unshare the UTS, IPC and time
+// namespaces before it forks the root, and fills them in from here: host and domain names, IPC
+// sysctls, clock offsets. A PID namespace needs --pid-namespace; other kinds are refused.
+import { readFileSync } from 'node:fs';
+import { native } from '../actors/native.js';
+import { NativeError, StageError } from '../errors.js';
+import type { Checkpoint } from '../images/index.js';
+
+export const CLONE_NEWTIME = 0x80;
+const CLONE_NEWUTS = 0x04000000;
+const CLONE_NEWIPC = 0x08000000;
+
+const NS_FIELDS = ['pid_ns_id', 'net_ns_id', 'ipc_ns_id', 'uts_ns_id', 'time_ns_id', 'mnt_ns_id', 'user_ns_id', 'cgroup_ns_id'] as const;
+const kindOf = (field: string) => field.replace(/_ns_id$/, '');
+
+export interface TimeOffsets {
+  readonly monotonic: bigint;
+  readonly boottime: bigint;
+}
+
+export interface CheckpointNamespaces {
+  /** CLONE_NEWUTS, CLONE_NEWIPC and CLONE_NEWTIME as asked for: what the root's parent unshares. */
+  readonly unshare: number;
+  readonly uts?: { readonly nodename: string; readonly domainname: string };
+  /** ipc_var_entry of ipcns-var-ID.img. */
+  readonly ipc?: Readonly<Record<string, unknown>>;
+  readonly time?: TimeOffsets;
+}
+
+function refuse(message: string, pid?: number): never {
+  throw new StageError({ stage: 'plan', resource: 'namespaces', ...(pid !== undefined ? { pid } : {}), message });
+}
+
+/**
+ * What the checkpoint's namespaces need (see the head of this file). Throws a plan StageError for
+ * a task in another namespace than its parent's, a root namespace of a kind crr does not restore,
+ * a PID namespace without `pidNamespace`, and an IPC namespace holding SysV objects.
+ */
+export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boolean): CheckpointNamespaces {
+  const own = (checkpoint.inventory['root_ids'] ?? {}) as Record<string, unknown>;
+  const live = checkpoint.tasks.filter((t) => !checkpoint.isZombie(t.pid));
+  const root = live.find((t) => t.ppid === 0);
+  if (!root) return { unshare: 0 };
+  const idsOf = (pid: number) => checkpoint.ids(pid) as Record<string, number | undefined>;
+  for (const task of live) {
+    if (task === root) continue;
+    const ids = idsOf(task.pid);
+    const parent = idsOf(task.ppid);
+    for (const field of NS_FIELDS) {
+      if (ids[field] !== undefined && parent[field] !== undefined && ids[field] !== parent[field]) {
+        refuse(`task ${task.pid} is in a ${kindOf(field)} namespace other than its parent's (${task.ppid}); crr restores one namespace of each kind per tree, the root's`, task.pid);
+      }
+    }
+  }
+  const rootIds = idsOf(root.pid);
+  const differs = (field: (typeof NS_FIELDS)[number]) => rootIds[field] !== undefined && own[field] !== undefined && Number(own[field]) !== rootIds[field];
+  for (const field of ['net_ns_id', 'mnt_ns_id', 'user_ns_id', 'cgroup_ns_id'] as const) {
+    if (differs(field)) refuse(`the tree was dumped in a ${kindOf(field)} namespace of its own; crr restores uts, ipc, time and pid namespaces only`, root.pid);
+  }
+  if (differs('pid_ns_id') && !pidNamespace) refuse('the tree was dumped in a PID namespace of its own: restore it into a fresh one (--pid-namespace)', root.pid);
+  let unshare = 0;
+  let uts: CheckpointNamespaces['uts'];
+  let ipc: CheckpointNamespaces['ipc'];
+  if (differs('uts_ns_id')) {
+    const e = namespaceImage(checkpoint, `utsns-${rootIds['uts_ns_id']}.img`, root.pid);
+    uts = { nodename: String(e['nodename'] ?? ''), domainname: String(e['domainname'] ?? '') };
+    unshare |= CLONE_NEWUTS;
+  }
+  if (differs('ipc_ns_id')) {
+    const id = rootIds['ipc_ns_id'];
+    for (const kind of ['shm', 'msg', 'sem']) {
+      const name = `ipcns-${kind}-${id}.img`;
+      if (checkpoint.has(name) && [...checkpoint.image(name).entries()].length > 0) refuse(`its IPC namespace holds SysV ${kind} objects (${name}); crr does not restore SysV IPC objects`, root.pid);
+    }
+    ipc = namespaceImage(checkpoint, `ipcns-var-${id}.img`, root.pid);
+    unshare |= CLONE_NEWIPC;
+  }
+  const time = timeOffsets(checkpoint);
+  if (time) unshare |= CLONE_NEWTIME;
+  return { unshare, ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(time ? { time } : {}) };
+}
+
+function namespaceImage(checkpoint: Checkpoint, name: string, pid: number): Record<string, unknown> {
+  if (!checkpoint.has(name)) refuse(`the root's namespace image ${name} is missing from the checkpoint`, pid);
+  return checkpoint.image(name).only();
+}
+
+/**
+ * The IPC sysctls of ipc_var_entry, by field. A *_next_id of -1 (unset; CRIU's unsigned
+ * 4294967295) is not written: a new namespace has it already and the kernel takes only 0 and up.
+ * auto_msgmni is not written either: the kernel ignores it.
+ */
+const IPC_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
+  ['msg_ctlmax', 'kernel/msgmax'],
+  ['msg_ctlmnb', 'kernel/msgmnb'],
+  ['msg_ctlmni', 'kernel/msgmni'],
+  ['shm_ctlmax', 'kernel/shmmax'],
+  ['shm_ctlall', 'kernel/shmall'],
+  ['shm_ctlmni', 'kernel/shmmni'],
+  ['shm_rmid_forced', 'kernel/shm_rmid_forced'],
+  ['mq_queues_max', 'fs/mqueue/queues_max'],
+  ['mq_msg_max', 'fs/mqueue/msg_max'],
+  ['mq_msgsize_max', 'fs/mqueue/msgsize_max'],
+  ['mq_msg_default', 'fs/mqueue/msg_default'],
+  ['mq_msgsize_default', 'fs/mqueue/msgsize_default'],
+  ['msg_next_id', 'kernel/msg_next_id'],
+  ['sem_next_id', 'kernel/sem_next_id'],
+  ['shm_next_id', 'kernel/shm_next_id'],
+];
+
+/**
+ * Fills the namespaces `parentPid` unshared: host and domain names, IPC sysctls (time offsets go
+ * through /proc/PID/timens_offsets, see the launcher). Each write is made by a thread of crr's
+ * that entered the namespace (native writeInNamespace).
+ */
+export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): void {
+  const write = (kind: string, nstype: number, writes: Array<[string, string]>) => {
+    try {
+      native.writeInNamespace(`/proc/${parentPid}/ns/${kind}`, nstype, writes);
+    } catch (err) {
+      const e = err as { code: string; errno: number; syscall: string; path?: string };
+      throw new NativeError({ code: e.code, errno: e.errno, syscall: e.syscall, pid: parentPid, detail: `restoring the ${kind} namespace: ${e.path ?? ''}` });
+    }
+  };
+  if (ns.uts) {
+    write('uts', CLONE_NEWUTS, [
+      ['/proc/sys/kernel/hostname', ns.uts.nodename],
+      ['/proc/sys/kernel/domainname', ns.uts.domainname],
+    ]);
+  }
+  if (ns.ipc) {
+    const vars = ns.ipc;
+    const writes: Array<[string, string]> = [];
+    const sem = vars['sem_ctls'];
+    if (Array.isArray(sem) && sem.length === 4) writes.push(['/proc/sys/kernel/sem', sem.map(String).join(' ')]);
+    for (const [field, sysctl] of IPC_SYSCTLS) {
+      const value = vars[field];
+      if (value === undefined || value === null) continue;
+      const n = BigInt(value as number | bigint);
+      if (field.endsWith('_next_id') && BigInt.asIntN(32, n) === -1n) continue;
+      writes.push([`/proc/sys/${sysctl}`, String(n)]);
+    }
+    write('ipc', CLONE_NEWIPC, writes);
+  }
+}
+
+/**
+ * The clock offsets that make CLOCK_MONOTONIC and CLOCK_BOOTTIME go on from their values at dump
+ * time (timens-0.img), as CRIU does: programs that sleep until an absolute monotonic deadline
+ * (python's time.sleep) would otherwise sleep for the uptime difference between the machines.
+ */
+export function timeOffsets(checkpoint: Checkpoint): TimeOffsets | undefined {
+  if (!checkpoint.has('timens-0.img')) return undefined;
+  const entry = checkpoint.image('timens-0.img').only();
+  const ns = (ts: unknown) => {
+    const t = (ts ?? {}) as Record<string, unknown>;
+    return BigInt(Number(t['tv_sec'] ?? 0)) * 1_000_000_000n + BigInt(Number(t['tv_nsec'] ?? 0));
+  };
+  const uptime = readFileSync('/proc/uptime', 'utf8').split(' ')[0]!;
+  const [secs, frac = '0'] = uptime.split('.');
+  const boottimeNow = BigInt(secs!) * 1_000_000_000n + BigInt(frac.padEnd(9, '0').slice(0, 9));
+  return { monotonic: ns(entry['monotonic']) - process.hrtime.bigint(), boottime: ns(entry['boottime']) - boottimeNow };
+}

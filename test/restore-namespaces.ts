@@ -1,0 +1,104 @@
+// UTS and IPC namespaces across a dump and restore (program namespaces: a parent in namespaces
+// of its own with a host name, a domain name and IPC limits, and a child sharing them), the
+// dump's refusals (a nested namespace, a network namespace, SysV objects) and the restore's
+// (a checkpoint whose tree had a mount namespace of its own, nested namespaces).
+import t from 'tap';
+import { dump } from '../src/dump/index.js';
+import { openCheckpoint } from '../src/images/index.js';
+import { restore } from '../src/restore/index.js';
+import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
+import { requestCheck, startProgram } from './lib/programs.js';
+import { copyFixture, rewriteImage } from './lib/restore-images.js';
+import { mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const hostName = () => readFileSync('/proc/sys/kernel/hostname', 'utf8').trim();
+const hostMsgmax = () => readFileSync('/proc/sys/kernel/msgmax', 'utf8').trim();
+
+t.test('the self-check notices a renamed host and a changed IPC limit', async (t) => {
+  for (const kind of ['hostname', 'msgmax']) {
+    const prog = await startProgram(t, 'namespaces', [], { env: { CRR_SELFTEST_BREAK: kind } });
+    const r = await requestCheck(prog.pid, prog.resultFile);
+    t.notOk(r.pass, `break ${kind}: ${r.text}`);
+  }
+});
+
+t.test('a tree in UTS and IPC namespaces of its own comes back in new ones with their names and limits', async (t) => {
+  const before = { host: hostName(), msgmax: hostMsgmax() };
+  const prog = await startProgram(t, 'namespaces');
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const ids = checkpoint.ids(checkpoint.tasks[0]!.pid);
+  t.same(checkpoint.image(`utsns-${ids['uts_ns_id']}.img`).only(), { nodename: 'crr-ns-host', domainname: 'crr-ns.example' }, 'utsns image');
+  const vars = checkpoint.image(`ipcns-var-${ids['ipc_ns_id']}.img`).only();
+  t.same([vars['msg_ctlmax'], vars['sem_ctls'], vars['mq_msg_max']], [12345, [300, 64000, 50, 210], 42], 'ipcns-var image');
+  const rt = await restoreProgram(t, prog, imagesDir);
+  for (const kind of ['uts', 'ipc']) {
+    t.not(readlinkSync(`/proc/${rt.result.rootHostPid}/ns/${kind}`), readlinkSync(`/proc/self/ns/${kind}`), `the restored root is not in crr's ${kind} namespace`);
+  }
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'names, limits and the shared namespaces are back');
+  t.same({ host: hostName(), msgmax: hostMsgmax() }, before, "crr's own host name and limits are untouched");
+});
+
+t.test('the dump refuses namespaces it cannot restore, naming the task and the kind', async (t) => {
+  const cases = [
+    ['nested', /pid (\d+): it is in a uts namespace other than its parent's/],
+    ['net', /the tree is in a net namespace other than crr's/],
+    ['sysv', /its IPC namespace holds 1 SysV msg object/],
+  ] as const;
+  for (const [setup, message] of cases) {
+    const prog = await startProgram(t, 'namespaces', [setup]);
+    const imagesDir = mkdtempSync(join(tmpdir(), 'crr-ns-refused-'));
+    t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+    await t.rejects(dump({ pid: prog.pid, imagesDir }), { message }, `${setup}: refused`);
+    // A refused dump leaves the tree running.
+    t.ok((await requestCheck(prog.pid, prog.resultFile)).pass, `${setup}: the tree still runs and passes its check`);
+  }
+});
+
+t.test("the restore refuses a checkpoint whose namespaces crr does not make, before touching anything", async (t) => {
+  const mountNs = copyFixture(t, 'sleep');
+  rewriteImage(mountNs, 'ids-17288.img', ([ids]) => [{ ...ids!, mnt_ns_id: 99 }]);
+  await t.rejects(restore({ imagesDir: mountNs, pidNamespace: true }), { stage: 'plan', resource: 'namespaces', message: /dumped in a mnt namespace of its own/ });
+
+  const pidNs = copyFixture(t, 'sleep');
+  rewriteImage(pidNs, 'ids-17288.img', ([ids]) => [{ ...ids!, pid_ns_id: 99 }]);
+  await t.rejects(restore({ imagesDir: pidNs, dryRun: true }), { message: /restore it into a fresh one \(--pid-namespace\)/ });
+
+  const noUtsImage = copyFixture(t, 'sleep');
+  rewriteImage(noUtsImage, 'ids-17288.img', ([ids]) => [{ ...ids!, uts_ns_id: 99 }]);
+  await t.rejects(restore({ imagesDir: noUtsImage, pidNamespace: true }), { message: /utsns-99\.img is missing/ });
+
+  const nested = copyFixture(t, 'pipe');
+  const child = openCheckpoint(nested).tasks[1]!.pid;
+  rewriteImage(nested, `ids-${child}.img`, ([ids]) => [{ ...ids!, ipc_ns_id: 99 }]);
+  await t.rejects(restore({ imagesDir: nested, pidNamespace: true }), { pid: child, message: /in a ipc namespace other than its parent's/ });
+});
+
+t.test('a restored tree dumps again with its namespaces and its clocks, and comes back once more', async (t) => {
+  const prog = await startProgram(t, 'namespaces');
+  const first = await dumpProgram(t, prog);
+  // Clocks 1,000 s ahead of the host's at the first dump: the restored tree lives in a time
+  // namespace with that offset, and its next dump must keep it.
+  const AHEAD = 1000n * 1_000_000_000n;
+  const shift = (ts: unknown) => {
+    const { tv_sec, tv_nsec } = ts as { tv_sec: bigint; tv_nsec: bigint };
+    return { tv_sec: BigInt(tv_sec) + AHEAD / 1_000_000_000n, tv_nsec };
+  };
+  rewriteImage(first, 'timens-0.img', ([e]) => [{ monotonic: shift(e!['monotonic']), boottime: shift(e!['boottime']) }]);
+  const restored = await restore({ imagesDir: first });
+  t.teardown(() => restored.kill());
+  const second = mkdtempSync(join(tmpdir(), 'crr-ns-second-'));
+  t.teardown(() => rmSync(second, { recursive: true, force: true }));
+  const before = process.hrtime.bigint();
+  await dump({ pid: restored.rootHostPid, imagesDir: second });
+  const after = process.hrtime.bigint();
+  const clocks = openCheckpoint(second).image('timens-0.img').only() as { monotonic: { tv_sec: bigint; tv_nsec: bigint } };
+  const monotonic = BigInt(clocks.monotonic.tv_sec) * 1_000_000_000n + BigInt(clocks.monotonic.tv_nsec);
+  t.ok(monotonic >= before + AHEAD - 2_000_000_000n && monotonic <= after + AHEAD, `the second dump's CLOCK_MONOTONIC is the tree's, ~1,000 s ahead of crr's (${(monotonic - before) / 1_000_000n} ms)`);
+  await restored.kill();
+  const again = await restore({ imagesDir: second });
+  t.teardown(() => again.kill());
+  t.same(await requestCheck(again.rootHostPid, prog.resultFile), { pass: true, text: 'PASS' }, 'the second restore passes the check');
+});
