@@ -18,6 +18,7 @@ import { dumpNetlinkFd } from './fd-netlinksk.js';
 import { dumpUnixFd } from './fd-unixsk.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
+import { dumpTtyFd, terminalKind } from './fd-tty.js';
 import { KcmpSearch, KcmpSorted, runSearches } from './kcmp-order.js';
 
 /** Anon-inode fd kinds (issue 6), each in its own src/dump/fd-<kind>.ts. */
@@ -57,6 +58,8 @@ export class OpenFiles {
   readonly pipeData: Array<{ entry: Entry; payload: Uint8Array }> = [];
   /** Dump established TCP connections in repair mode (criu's --tcp-established). */
   tcpEstablished = false;
+  /** Dump a terminal whose master is not in the tree (criu's --shell-job). */
+  shellJob = false;
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];
@@ -161,6 +164,10 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     if (link.endsWith(' (deleted)')) throw new UnsupportedFdError(pid, fd, `a deleted file (${link})`);
     const st = statSync(`/proc/${pid}/fd/${fd}`);
     const kind = st.mode & C.S_IFMT;
+    if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
+      out.push(await dumpTtyFd({ pid, fd, link, st, fileFlags, fdflags }, ids, open, probe.order));
+      continue;
+    }
     if (kind === C.S_IFCHR && Math.floor(st.rdev / 256) !== MEM_MAJOR) {
       throw new UnsupportedFdError(pid, fd, `a character device other than /dev/null-like ones (${link}, ${Math.floor(st.rdev / 256)}:${st.rdev % 256})`);
     }

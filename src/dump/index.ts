@@ -9,6 +9,7 @@ import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type FrozenTask } f
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { finishTcpRepair } from './fd-inetsk.js';
+import { ttyInfosOf } from './fd-tty.js';
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { fifoData, fifoFds } from './fd-fifo.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
@@ -48,6 +49,11 @@ export interface DumpOptions {
    * connection is not restored gets a reset.
    */
   tcpEstablished?: boolean;
+  /**
+   * Take a terminal whose master is not in the tree (criu's --shell-job): the tree runs on a
+   * shell's terminal. Without it such a terminal is refused; its restore needs the option too.
+   */
+  shellJob?: boolean;
   signal?: AbortSignal;
   onEvent?: (e: DumpEvent) => void;
   /** For tests: a tracer stand-in. */
@@ -89,6 +95,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   let pagesBytes = 0;
   const open = new OpenFiles();
   open.tcpEstablished = opts.tcpEstablished ?? false;
+  open.shellJob = opts.shellJob ?? false;
   try {
     emit({ type: 'stage', stage: 'freeze' });
     const frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
@@ -143,6 +150,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
+    if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
     for (const [name, entry] of namespaceImages) out.write(name, [entry]);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
 

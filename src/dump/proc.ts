@@ -75,6 +75,9 @@ export interface ProcStat {
   ppid: number;
   pgid: number;
   sid: number;
+  /** The controlling terminal's device number (0: none), and its foreground process group. */
+  ttyNr: number;
+  tpgid: number;
   flags: number;
   nice: number;
   numThreads: number;
@@ -108,6 +111,8 @@ export function parseStat(text: string): ProcStat {
     ppid: n(4),
     pgid: n(5),
     sid: n(6),
+    ttyNr: n(7),
+    tpgid: n(8),
     flags: n(9),
     nice: n(19),
     numThreads: n(20),

@@ -32,6 +32,7 @@ import { threads } from './threads.js';
 import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
+import { FD_TYPE_TTY, tty } from './tty.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
 
@@ -41,6 +42,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   processGroups,
   regfile,
   chardev,
+  tty,
   pipe,
   fifo,
   unixsk,
@@ -87,6 +89,7 @@ export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_INOTIFY, 'inotify'],
   [FD_TYPE_EVENTPOLL, 'eventpoll'],
   [FD_TYPE_MEMFD, 'memfd'],
+  [FD_TYPE_TTY, 'tty'],
 ]);
 
 /** Look a kind up by name; the planner has already checked that names are unique. */

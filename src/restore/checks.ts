@@ -10,6 +10,7 @@ import { FD_TYPES } from '../images/index.js';
 import type { RestorePlan } from '../plan/plan.js';
 import { RLIMIT_NAMES, ownHardLimits, rlimitsOf } from '../resources/rlimits.js';
 import { sessionSource } from '../resources/task-tree.js';
+import { checkTerminals } from '../resources/tty.js';
 import type { RestoreSession } from './context.js';
 import { checkFiles } from './files.js';
 import { checkpointNamespaces } from './namespaces.js';
@@ -95,5 +96,6 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   if (!session.options.pidNamespace) checkPidsFree(plan);
   checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
   checkFdKinds(session, supportedFdTypes);
+  checkTerminals(session);
   checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch);
 }

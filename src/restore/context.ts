@@ -41,6 +41,8 @@ export interface RestoreSessionOptions {
   readonly allowFileMismatch: boolean;
   /** The root task stays in crr's own session and group (criu --shell-job). */
   readonly shellJob: boolean;
+  /** With shellJob: crr's fd of the terminal the tree's terminal fds become. */
+  readonly terminalFd: number;
   /** Fork the root inside a fresh PID namespace (tests; the tree's PIDs are free there). */
   readonly pidNamespace: boolean;
 }

@@ -34,8 +34,13 @@ export interface RestoreOptions {
   readonly trace?: string;
   /** Accept files whose size, mode or build-id differ from the images. */
   readonly allowFileMismatch?: boolean;
-  /** The root stays in crr's own session and process group (criu --shell-job). */
+  /**
+   * The root stays in crr's own session and process group, and a terminal in the images (the
+   * shell's, at dump) becomes `terminalFd` (criu --shell-job).
+   */
   readonly shellJob?: boolean;
+  /** With shellJob: crr's fd of the terminal the restored tree gets (default 0, crr's stdin). */
+  readonly terminalFd?: number;
   /** Fork the root inside a fresh PID namespace (not with `detached`). */
   readonly pidNamespace?: boolean;
   /** Most tasks in one stage at once. */
@@ -86,6 +91,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
   return {
     allowFileMismatch: options.allowFileMismatch ?? false,
     shellJob: options.shellJob ?? false,
+    terminalFd: options.terminalFd ?? 0,
     pidNamespace: options.pidNamespace ?? false,
   };
 }

@@ -20,10 +20,12 @@ export interface DumpArgs {
   trace?: string;
   /** Save established TCP connections in repair mode (criu's --tcp-established). */
   tcpEstablished?: boolean;
+  /** Take the shell's terminal the tree runs on (criu's --shell-job). */
+  shellJob?: boolean;
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
-const ACCEPTED_NOOPS = new Set(['--shell-job', '-j', '--no-default-config']);
+const ACCEPTED_NOOPS = new Set(['--no-default-config']);
 
 export function parseDumpArgs(argv: string[]): DumpArgs {
   let pid: number | undefined;
@@ -35,6 +37,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let json = false;
   let trace: string | undefined;
   let tcpEstablished = false;
+  let shellJob = false;
   for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
       const v = value();
@@ -52,13 +55,14 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--json') json = true;
     else if (arg === '--trace') trace = value();
     else if (arg === '--tcp-established') tcpEstablished = true;
+    else if (arg === '--shell-job' || arg === '-j') shellJob = true;
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(shellJob ? { shellJob } : {}) };
 }
 
 const USAGE =
@@ -112,6 +116,7 @@ export async function run(argv: string[]): Promise<number> {
     imagesDir: args.imagesDir,
     leaveRunning: args.leaveRunning,
     ...(args.tcpEstablished ? { tcpEstablished: true } : {}),
+    ...(args.shellJob ? { shellJob: true } : {}),
     signal,
     trace: args.trace,
     onEvent: (e) => {

@@ -1,0 +1,79 @@
+// A shell job's terminal (--shell-job): the terminal program runs on pty A (its master held
+// here), is dumped, and comes back on pty B, the terminal handed to the restore, with the
+// non-canonical, no-echo mode it had set; a byte written on B's master reaches it and its
+// answer comes out there. Without --shell-job both the dump and the restore refuse.
+import t from 'tap';
+import { closeSync, constants as C, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { native } from '../src/actors/native.js';
+import { dump } from '../src/dump/index.js';
+import { openCheckpoint } from '../src/images/index.js';
+import { restore } from '../src/restore/index.js';
+import { restoreProgram } from './lib/program-roundtrip.js';
+import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
+
+const TIOCSPTLCK = 0x40045431;
+const TIOCGPTN = 0x80045430;
+const ECHO = 0o10;
+const ICANON = 0o2;
+
+/** A new pty: its master (non-blocking, held here) and its slave's path. */
+function openPty(t: { teardown(fn: () => unknown): void }): { master: number; path: string } {
+  const master = openSync('/dev/ptmx', C.O_RDWR | C.O_NOCTTY | C.O_NONBLOCK);
+  t.teardown(() => closeSync(master));
+  native.ioctlWrite(master, TIOCSPTLCK, Buffer.alloc(4)); // unlock the slave
+  return { master, path: `/dev/pts/${native.ioctlRead(master, TIOCGPTN, 4).readInt32LE(0)}` };
+}
+
+/** What the master has to read within `ms` (the slave's output). */
+async function readMaster(master: number, ms = 5000): Promise<string> {
+  const buf = Buffer.alloc(4096);
+  let out = '';
+  for (const end = Date.now() + ms; Date.now() < end && !out.includes('\n'); ) {
+    try {
+      out += buf.toString('latin1', 0, readSync(master, buf));
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EAGAIN') throw err;
+      await sleep(20);
+    }
+  }
+  return out;
+}
+
+t.test('the self-check notices a terminal that echoes again', async (t) => {
+  const pty = openPty(t);
+  const prog = await startProgram(t, 'terminal', [pty.path], { env: { CRR_SELFTEST_BREAK: 'echo' } });
+  writeSync(pty.master, 'x');
+  const r = await requestCheck(prog.pid, prog.resultFile);
+  t.notOk(r.pass, r.text);
+});
+
+t.test("a shell job's terminal comes back as the restorer's terminal, in the program's mode", async (t) => {
+  const original = openPty(t);
+  const prog = await startProgram(t, 'terminal', [original.path]);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-tty-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+
+  await t.rejects(dump({ pid: prog.pid, imagesDir }), { message: new RegExp(`fd 0 .*a terminal \\(${original.path}\\) whose master is not in the tree: dump with --shell-job`) }, 'refused without --shell-job');
+  const pids = prog.tree();
+  await dump({ pid: prog.pid, imagesDir, shellJob: true });
+  for (const pid of pids) await waitPidGone(pid);
+
+  const checkpoint = openCheckpoint(imagesDir);
+  const [info] = [...checkpoint.image('tty-info.img').entries()].map((e) => e.decode());
+  const termios = info!['termios'] as Record<string, number>;
+  t.equal(Number((info!['pty'] as Record<string, number>)['index']), Number(original.path.split('/').pop()), 'tty-info: the pty index');
+  t.equal(termios['c_lflag']! & (ECHO | ICANON), 0, 'tty-info: the termios the program set (no ECHO, no ICANON)');
+  t.equal(new Set(checkpoint.fdinfo(checkpoint.ids(prog.pid).files_id).map((f) => f.id)).size, 1, 'fds 0-2: one description');
+
+  await t.rejects(restore({ imagesDir, pidNamespace: true }), { stage: 'plan', resource: 'tty', message: /restore it as a shell job \(--shell-job\)/ }, 'the restore refuses without --shell-job');
+  const replacement = openPty(t);
+  const slave = openSync(replacement.path, C.O_RDWR | C.O_NOCTTY);
+  t.teardown(() => closeSync(slave));
+  const rt = await restoreProgram(t, prog, imagesDir, { shellJob: true, terminalFd: slave });
+  writeSync(replacement.master, 'x');
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, "fds 0-2 are the restorer's terminal, in the program's mode, and read what its master wrote");
+  t.match(await readMaster(replacement.master), /pong/, "the program's answer comes out on the restorer's terminal");
+});
