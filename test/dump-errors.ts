@@ -117,7 +117,7 @@ t.test('a TCP connection is refused without --tcp-established', async (t) => {
 
 t.test('CLI options: criu names accepted, unsupported ones named', async (t) => {
   const a = parseDumpArgs(['-t', '42', '-D', '/x', '--leave-running', '-vvv', '--shell-job', '--no-default-config', '-o', 'log']);
-  t.same([a.pid, a.imagesDir, a.leaveRunning, a.verbosity, a.logFile], [42, '/x', true, 5, 'log']);
+  t.same([a.pid, a.imagesDir, a.leaveRunning, a.verbosity, a.logFile, a.shellJob], [42, '/x', true, 5, 'log', true]);
   t.same(parseDumpArgs(['--tree=7', '--images-dir=/y', '--verbosity=4', '--timeout', '5']), { pid: 7, imagesDir: '/y', leaveRunning: false, verbosity: 4, logFile: undefined, timeoutSec: 5 });
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']).tcpEstablished, true);
@@ -127,7 +127,7 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
 });
 
 for (const [what, py, pattern, link] of [
-  ['a pty', 'import os, time\nm, s = os.openpty()\ntime.sleep(1000)', 'a character device other than', /^\/dev\/(pts\/|ptmx)/],
+  ['a pty pair', 'import os, time\nm, s = os.openpty()\ntime.sleep(1000)', 'a pseudo-terminal master', /^\/dev\/(pts\/|ptmx)/],
   ['a FIFO', 'import os, time, tempfile\np = tempfile.mktemp()\nos.mkfifo(p)\nfd = os.open(p, os.O_RDWR)\nos.unlink(p)\ntime.sleep(1000)', '(a FIFO|a deleted file)', /\/tmp\//],
 ] as const) {
   t.test(`unsupported: ${what} is named, the task runs on untouched`, async (t) => {
