@@ -16,7 +16,8 @@
         "native/addon/files.cc",
         "native/addon/pagecache.cc",
         "native/addon/channel.cc",
-        "native/addon/namespaces.cc"
+        "native/addon/namespaces.cc",
+        "native/addon/sysvipc.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/stub"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

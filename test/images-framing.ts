@@ -163,6 +163,28 @@ t.test('payloads after entries (pipes-data) are framed and checked', async (t) =
   t.throws(() => encodeImage(pipes, [{ entry: { pipe_id: 7, bytes: 9, size: 1 }, payload: data }]), ImageError, 'payload must match the count');
 });
 
+t.test('a SysV message queue entry carries its messages: each a length, an ipc_msg and its bytes padded to 8', async (t) => {
+  const msgs = kind('IPCNS_MSG');
+  const record = (mtype: number, text: string) => {
+    const head = encodeEntry('ipc_msg', { mtype: BigInt(mtype), msize: text.length });
+    const data = Buffer.alloc(Math.ceil(text.length / 8) * 8);
+    data.write(text);
+    return Buffer.concat([u32(head.length), head, data]);
+  };
+  const messages = Buffer.concat([record(5, 'first'), record(9, 'second one')]);
+  const desc = { key: 1, uid: 0, gid: 0, cuid: 0, cgid: 0, mode: 0o600, id: 32768 };
+  const bytes = encodeImage(msgs, [
+    { entry: { desc, qbytes: 16384, qnum: 2 }, payload: messages },
+    { entry: { desc: { ...desc, id: 32769 }, qbytes: 16384, qnum: 0 } },
+  ]);
+  const image = parseImage('ipcns-msg-3.img', msgs, bytes);
+  t.equal(image.count, 2, 'the messages are the first entry\'s payload, not entries');
+  t.same(Buffer.from(image.entry(0).payload!), messages);
+  t.equal(image.entry(1).decode()['qnum'], 0);
+  expectImageError(t, () => parseImage('x.img', msgs, bytes.subarray(0, image.entry(0).offset + 4 + image.entry(0).length + 20)), image.entry(0).offset + 4 + image.entry(0).length, /the payload entry 0 describes.*only 20 bytes/);
+  t.throws(() => encodeImage(msgs, [{ entry: { desc, qbytes: 16384, qnum: 3 }, payload: messages }]), ImageError, 'qnum must match the records');
+});
+
 t.test('files: writeImage/readImage, the streaming writer, unknown names, raw images', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-framing-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

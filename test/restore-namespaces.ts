@@ -1,6 +1,6 @@
 // UTS and IPC namespaces across a dump and restore (program namespaces: a parent in namespaces
-// of its own with a host name, a domain name and IPC limits, and a child sharing them), the
-// dump's refusals (a nested namespace, a network namespace, SysV objects) and the restore's
+// of its own with a host name, a domain name, IPC limits and SysV objects, and a child sharing
+// them), the dump's refusals (a nested namespace, a network namespace) and the restore's
 // (a checkpoint whose tree had a mount namespace of its own, nested namespaces).
 import t from 'tap';
 import { dump } from '../src/dump/index.js';
@@ -41,11 +41,24 @@ t.test('a tree in UTS and IPC namespaces of its own comes back in new ones with 
   t.same({ host: hostName(), msgmax: hostMsgmax() }, before, "crr's own host name and limits are untouched");
 });
 
+t.test('SysV objects of the IPC namespace come back with their ids, messages, values and bytes', async (t) => {
+  const prog = await startProgram(t, 'namespaces', ['sysv']);
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const id = checkpoint.ids(checkpoint.tasks[0]!.pid)['ipc_ns_id'];
+  const only = (kind: string) => [...checkpoint.image(`ipcns-${kind}-${id}.img`).entries()].map((e) => e.decode());
+  t.match(only('msg'), [{ desc: { key: 0x4352 }, qnum: 2 }], 'ipcns-msg: the queue, two messages');
+  t.ok(Number((only('msg')[0]!['desc'] as Record<string, number>)['id']) > 0, 'an id the kernel would not give a first object');
+  t.match(only('sem'), [{ desc: { key: 0x4353 }, nsems: 3 }], 'ipcns-sem: the set of three');
+  t.match(only('shm'), [{ desc: { key: 0x4354 }, size: 10000n }], 'ipcns-shm: the segment');
+  const rt = await restoreProgram(t, prog, imagesDir);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'every object is back at its id with its contents');
+});
+
 t.test('the dump refuses namespaces it cannot restore, naming the task and the kind', async (t) => {
   const cases = [
     ['nested', /pid (\d+): it is in a uts namespace other than its parent's/],
     ['net', /the tree is in a net namespace other than crr's/],
-    ['sysv', /its IPC namespace holds 1 SysV msg object/],
   ] as const;
   for (const [setup, message] of cases) {
     const prog = await startProgram(t, 'namespaces', [setup]);

@@ -8,6 +8,7 @@
 //   pagecache.cc: cachestat of a file range (is a pages file cold?)
 //   channel.cc: helper channels read and written without a net.Socket
 //   namespaces.cc: files read or written from inside another task's namespace
+//   sysvipc.cc: SysV IPC objects of another task's IPC namespace, read and made again
 #include <napi.h>
 
 void InitTracer(Napi::Env env, Napi::Object exports);
@@ -19,6 +20,7 @@ void InitFiles(Napi::Env env, Napi::Object exports);
 void InitPageCache(Napi::Env env, Napi::Object exports);
 void InitChannel(Napi::Env env, Napi::Object exports);
 void InitNamespaces(Napi::Env env, Napi::Object exports);
+void InitSysvIpc(Napi::Env env, Napi::Object exports);
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTracer(env, exports);
@@ -30,6 +32,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitPageCache(env, exports);
   InitChannel(env, exports);
   InitNamespaces(env, exports);
+  InitSysvIpc(env, exports);
   return exports;
 }
 

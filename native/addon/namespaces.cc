@@ -5,6 +5,7 @@
 // must never be left inside another namespace.
 #include <napi.h>
 
+#include "in-namespace.h"
 #include "throw-errno.h"
 
 #include <errno.h>
@@ -17,15 +18,7 @@
 #include <utility>
 #include <vector>
 
-namespace {
-
-struct Failure {
-  const char* syscall = nullptr;
-  int err = 0;
-  std::string path;
-};
-
-bool EnterNamespace(const std::string& nsPath, int nstype, Failure& failure) {
+bool EnterNamespace(const std::string& nsPath, int nstype, NsFailure& failure) {
   int fd = open(nsPath.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     failure = {"open", errno, nsPath};
@@ -38,7 +31,17 @@ bool EnterNamespace(const std::string& nsPath, int nstype, Failure& failure) {
   return rc == 0;
 }
 
-bool ReadWhole(const std::string& path, std::string& out, Failure& failure) {
+Napi::Value ThrowNsFailure(Napi::Env env, const NsFailure& failure) {
+  Napi::Error error = ErrnoError(env, failure.syscall, failure.err);
+  error.Set("path", Napi::String::New(env, failure.what));
+  error.Set("message", Napi::String::New(env, error.Message() + " (" + failure.what + ")"));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+namespace {
+
+bool ReadWhole(const std::string& path, std::string& out, NsFailure& failure) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     failure = {"open", errno, path};
@@ -60,7 +63,7 @@ bool ReadWhole(const std::string& path, std::string& out, Failure& failure) {
   return true;
 }
 
-bool WriteWhole(const std::string& path, const std::string& data, Failure& failure) {
+bool WriteWhole(const std::string& path, const std::string& data, NsFailure& failure) {
   int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
     failure = {"open", errno, path};
@@ -73,14 +76,6 @@ bool WriteWhole(const std::string& path, const std::string& data, Failure& failu
   if (n < 0) failure = {"write", err, path};
   else if ((size_t)n != data.size()) failure = {"write", EIO, path};
   return failure.syscall == nullptr;
-}
-
-Napi::Value ThrowFailure(Napi::Env env, const Failure& failure) {
-  Napi::Error error = ErrnoError(env, failure.syscall, failure.err);
-  error.Set("path", Napi::String::New(env, failure.path));
-  error.Set("message", Napi::String::New(env, error.Message() + " (" + failure.path + ")"));
-  error.ThrowAsJavaScriptException();
-  return env.Undefined();
 }
 
 bool NamespaceArgs(const Napi::CallbackInfo& info, const char* usage) {
@@ -103,13 +98,13 @@ Napi::Value ReadInNamespace(const Napi::CallbackInfo& info) {
   std::vector<std::string> paths;
   for (uint32_t i = 0; i < list.Length(); i++) paths.push_back(list.Get(i).As<Napi::String>());
   std::vector<std::string> contents(paths.size());
-  Failure failure;
+  NsFailure failure;
   std::thread([&] {
     if (!EnterNamespace(nsPath, nstype, failure)) return;
     for (size_t i = 0; i < paths.size(); i++)
       if (!ReadWhole(paths[i], contents[i], failure)) return;
   }).join();
-  if (failure.syscall) return ThrowFailure(env, failure);
+  if (failure.syscall) return ThrowNsFailure(env, failure);
   Napi::Array out = Napi::Array::New(env, contents.size());
   for (size_t i = 0; i < contents.size(); i++) out.Set(i, Napi::String::New(env, contents[i]));
   return out;
@@ -128,13 +123,13 @@ Napi::Value WriteInNamespace(const Napi::CallbackInfo& info) {
     Napi::Array pair = list.Get(i).As<Napi::Array>();
     writes.emplace_back(pair.Get(0u).As<Napi::String>(), pair.Get(1u).As<Napi::String>());
   }
-  Failure failure;
+  NsFailure failure;
   std::thread([&] {
     if (!EnterNamespace(nsPath, nstype, failure)) return;
     for (const auto& [path, text] : writes)
       if (!WriteWhole(path, text, failure)) return;
   }).join();
-  if (failure.syscall) return ThrowFailure(env, failure);
+  if (failure.syscall) return ThrowNsFailure(env, failure);
   return env.Undefined();
 }
 

@@ -1,6 +1,6 @@
 // The one loader of the native addon (build/Release/crr_native.node). Its surface is typed in
 // tracer-binding.ts (ptrace, process_vm_*), fds-binding.ts (fd-level calls), sockdiag-binding.ts
-// and, below, spawn.cc's two functions, channel.cc's helper channels and namespaces.cc.
+// and, below, spawn.cc's two functions, channel.cc's helper channels, namespaces.cc and sysvipc.cc.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { TracerBinding } from './tracer-binding.js';
@@ -38,11 +38,37 @@ interface ChannelBinding {
  * `nsPath` (/proc/PID/ns/KIND; `nstype` its CLONE_NEW* flag) first. Both throw the errno Error
  * of the first failure (`syscall` setns, open, read or write), with `path`.
  */
+/** A SysV IPC object as sysvipc.cc reads and makes it (`key` as the kernel's signed key_t). */
+export interface SysvDesc {
+  key: number;
+  id: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+}
+export interface SysvObjects {
+  shm: Array<SysvDesc & { size: number; data: Buffer }>;
+  msg: Array<SysvDesc & { qbytes: number; messages: Array<{ mtype: bigint; data: Buffer }> }>;
+  sem: Array<SysvDesc & { values: number[] }>;
+}
+
 interface NamespacesBinding {
   /** Each file read whole, as text. */
   readInNamespace(nsPath: string, nstype: number, paths: readonly string[]): string[];
   /** Each text written to its path in one write, in order. */
   writeInNamespace(nsPath: string, nstype: number, writes: ReadonlyArray<readonly [string, string]>): void;
+  /**
+   * sysvipc.cc: every SysV object of the IPC namespace at `nsPath`, with its contents (messages
+   * copied, not taken). Needs Linux 4.17+ (*_STAT_ANY).
+   */
+  sysvIpcRead(nsPath: string): SysvObjects;
+  /**
+   * Makes each object in the IPC namespace at `nsPath` with its id (its kind's *_next_id set
+   * first; EEXIST when another id came back), fills it and sets its owner and mode.
+   */
+  sysvIpcCreate(nsPath: string, objects: SysvObjects): void;
 }
 
 export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding & SpawnBinding & ChannelBinding & NamespacesBinding;

@@ -151,7 +151,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
-    for (const [name, entry] of namespaceImages) out.write(name, [entry]);
+    for (const [name, entries] of namespaceImages) out.write(name, entries);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
 
     emit({ type: 'stage', stage: 'finish' });

@@ -1,9 +1,11 @@
 // The tree's namespaces at dump. Like CRIU, a tree has one namespace of each kind: the root's.
 // Where it is crr's own, nothing is written; where it is not, crr writes what restores it (UTS:
-// utsns-ID.img; IPC: ipcns-var-ID.img; time: the root's clocks in timens-0.img) or refuses the
-// dump, naming the kind. A task in a namespace other than its parent's is refused too.
+// utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img; time:
+// the root's clocks in timens-0.img) or refuses the dump, naming the kind. A task in a namespace
+// other than its parent's is refused too.
 import { readFileSync } from 'node:fs';
-import { native } from '../actors/native.js';
+import { native, type SysvDesc } from '../actors/native.js';
+import { encodeEntry } from '../images/codec.js';
 import { NS_KINDS, type Entry } from './ids.js';
 import { TaskRefusedError } from './tree.js';
 
@@ -23,18 +25,25 @@ export interface NamespacedTask {
   readonly ids: Readonly<Record<string, number>>;
 }
 
+type ImageItem = Entry | { entry: Entry; payload: Uint8Array };
+
 /**
- * The images of the root's namespaces ([name, entry]; timens-0.img always), read right after the
- * freeze so a refusal comes before the long part of the dump. Throws TaskRefusedError for a
+ * The images of the root's namespaces ([name, entries]; timens-0.img always), read right after
+ * the freeze so a refusal comes before the long part of the dump. Throws TaskRefusedError for a
  * namespace crr cannot restore (checkNamespaces).
  */
-export function rootNamespaceImages(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): Array<[string, Entry]> {
+export function rootNamespaceImages(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): Array<[string, ImageItem[]]> {
   const kinds = checkNamespaces(tasks, own);
   const root = tasks[0]!;
-  const images: Array<[string, Entry]> = [];
-  if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, utsnsEntry(root.pid)]);
-  if (kinds.has('ipc')) images.push([`ipcns-var-${root.ids['ipc_ns_id']}.img`, ipcVarEntry(root.pid)]);
-  images.push(['timens-0.img', timensEntry(root.pid)]);
+  const images: Array<[string, ImageItem[]]> = [];
+  if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, [utsnsEntry(root.pid)]]);
+  if (kinds.has('ipc')) {
+    const id = root.ids['ipc_ns_id'];
+    images.push([`ipcns-var-${id}.img`, [ipcVarEntry(root.pid)]]);
+    const objects = sysvObjects(root.pid);
+    images.push([`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
+  }
+  images.push(['timens-0.img', [timensEntry(root.pid)]]);
   return images;
 }
 
@@ -101,27 +110,44 @@ export const IPC_SYSCTLS = [
   ['shm_next_id', 'kernel/shm_next_id'],
 ] as const;
 
-const SYSV_OBJECTS = ['shm', 'msg', 'sem'] as const;
-
-/**
- * ipcns-var-ID.img's entry: the IPC namespace's sysctls (the *_next_id ones, -1 when unset, as
- * the unsigned 32-bit value CRIU writes). A namespace holding SysV objects is refused: crr does
- * not dump them yet.
- */
+/** ipcns-var-ID.img's entry: the IPC namespace's sysctls (a *_next_id of -1, unset, as CRIU's unsigned 4294967295). */
 export function ipcVarEntry(pid: number): Entry {
-  const ns = `/proc/${pid}/ns/ipc`;
-  const texts = native.readInNamespace(ns, CLONE_NEWIPC, ['/proc/sys/kernel/sem', ...IPC_SYSCTLS.map(([, f]) => `/proc/sys/${f}`), ...SYSV_OBJECTS.map((k) => `/proc/sysvipc/${k}`)]);
-  const objects = texts.slice(1 + IPC_SYSCTLS.length);
-  for (const [i, kind] of SYSV_OBJECTS.entries()) {
-    const count = objects[i]!.trim().split('\n').length - 1; // a header line, then one per object
-    if (count > 0) throw new TaskRefusedError(pid, `its IPC namespace holds ${count} SysV ${kind} object${count > 1 ? 's' : ''} (/proc/sysvipc/${kind}); crr does not dump SysV IPC objects`);
-  }
+  const texts = native.readInNamespace(`/proc/${pid}/ns/ipc`, CLONE_NEWIPC, ['/proc/sys/kernel/sem', ...IPC_SYSCTLS.map(([, f]) => `/proc/sys/${f}`)]);
   const entry: Entry = { sem_ctls: texts[0]!.trim().split(/\s+/).map(Number) };
   for (const [i, [field]] of IPC_SYSCTLS.entries()) {
     const value = BigInt(texts[1 + i]!.trim());
     entry[field] = field === 'shm_ctlmax' || field === 'shm_ctlall' ? value : Number(BigInt.asUintN(32, value));
   }
   return entry;
+}
+
+const padded = (bytes: Uint8Array, to: number) => Buffer.concat([bytes, Buffer.alloc((to - (bytes.length % to)) % to)]);
+
+/**
+ * The SysV objects of the task's IPC namespace as ipcns-shm/msg/sem entries with their payloads,
+ * as CRIU lays them out: a segment's bytes inline (in_pagemaps false), padded to 4; each queue's
+ * messages (u32 length, ipc_msg, bytes padded to 8); a set's u16 values padded to 8.
+ */
+function sysvObjects(pid: number): { shm: ImageItem[]; msg: ImageItem[]; sem: ImageItem[] } {
+  const read = native.sysvIpcRead(`/proc/${pid}/ns/ipc`);
+  const desc = (o: SysvDesc) => ({ key: o.key >>> 0, uid: o.uid, gid: o.gid, cuid: o.cuid, cgid: o.cgid, mode: o.mode, id: o.id });
+  return {
+    shm: read.shm.map((o) => ({ entry: { desc: desc(o), size: BigInt(o.size), in_pagemaps: false }, payload: padded(o.data, 4) })),
+    msg: read.msg.map((o) => ({
+      entry: { desc: desc(o), qbytes: o.qbytes, qnum: o.messages.length },
+      payload: Buffer.concat(o.messages.flatMap((m) => {
+        const head = encodeEntry('ipc_msg', { mtype: m.mtype, msize: m.data.length });
+        const length = Buffer.alloc(4);
+        length.writeUInt32LE(head.length);
+        return [length, head, padded(m.data, 8)];
+      })),
+    })),
+    sem: read.sem.map((o) => {
+      const values = Buffer.alloc(o.values.length * 2);
+      o.values.forEach((v, i) => values.writeUInt16LE(v, i * 2));
+      return { entry: { desc: desc(o), nsems: o.values.length }, payload: padded(values, 8) };
+    }),
+  };
 }
 
 /**

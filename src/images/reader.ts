@@ -187,10 +187,11 @@ function frameEntries(path: string, kind: ImageKind, buf: Uint8Array, start: num
     const entry = makeEntry(path, index, at, type, buf.subarray(at + 4, at + 4 + length));
     at += 4 + length;
     if (kind.payloadBytes) {
-      const want = kind.payloadBytes(entry.decode());
+      const want = kind.payloadBytes(entry.decode(), buf.subarray(at));
       const room = buf.length - at;
       if (!Number.isSafeInteger(want) || want < 0 || want > room) {
-        throw new ImageError(path, at, `${want} payload bytes after entry ${index}`, `only ${room} bytes left in the file`);
+        const what = Number.isSafeInteger(want) ? `${want} payload bytes after entry ${index}` : `the payload entry ${index} describes`;
+        throw new ImageError(path, at, what, `only ${room} bytes left in the file`);
       }
       (entry as { payload?: Uint8Array }).payload = buf.subarray(at, at + want);
       at += want;

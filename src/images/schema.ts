@@ -1,7 +1,7 @@
 // The table of CRIU image kinds: file name pattern, head magic, the image's own magic
 // (CRIU's magic.h), the protobuf message of its entries and any raw payload that
 // follows an entry. Readers and writers look kinds up here; nothing else hard-codes them.
-import type { Entry } from './codec.js';
+import { decodeEntry, type Entry } from './codec.js';
 
 export type { Entry } from './codec.js';
 
@@ -17,7 +17,8 @@ export interface ImageKind {
   head: HeadKind;
   message: string;
   firstMessage?: string;
-  payloadBytes?(entry: Entry): number;
+  /** Raw bytes that follow `entry` (`following`: the rest of the file, or the payload given to a writer). */
+  payloadBytes?(entry: Entry, following: Uint8Array): number;
   filePattern: RegExp;
   /** Set for kinds crr recognises but cannot decode (raw tool dumps, tarballs). */
   unsupported?: string;
@@ -25,6 +26,27 @@ export interface ImageKind {
 
 function num(v: unknown): number {
   return typeof v === 'bigint' ? Number(v) : typeof v === 'number' ? v : 0;
+}
+
+/**
+ * An ipc_msg_entry is followed by its qnum messages, each a u32 length, an ipc_msg of that length
+ * and msize bytes padded to 8: their bytes in all, or NaN where `following` is too short.
+ */
+function queuedMessagesBytes(qnum: number, following: Uint8Array): number {
+  let at = 0;
+  for (let i = 0; i < qnum; i++) {
+    if (following.length - at < 4) return NaN;
+    const length = following[at]! | (following[at + 1]! << 8) | (following[at + 2]! << 16) | (following[at + 3]! << 24);
+    if (length < 0 || length > following.length - at - 4) return NaN;
+    let msize: number;
+    try {
+      msize = num(decodeEntry('ipc_msg', following.subarray(at + 4, at + 4 + length))['msize']);
+    } catch {
+      return NaN;
+    }
+    at += 4 + length + roundUp(msize, 8);
+  }
+  return at;
 }
 
 function roundUp(n: number, to: number): number {
@@ -97,9 +119,7 @@ export const IMAGE_KINDS: readonly ImageKind[] = Object.freeze([
   kind('UTSNS', 0x54473203, 'utsns_entry', `utsns-${ID}.img`),
   kind('IPC_VAR', 0x53115007, 'ipc_var_entry', `ipcns-var-${ID}.img`),
   kind('IPCNS_SHM', 0x46283044, 'ipc_shm_entry', `ipcns-shm-${ID}.img`, { payloadBytes: (e) => roundUp(num(e.size), 4) }),
-  // each entry is followed by qnum (u32 length + ipc_msg + data padded to 8) records;
-  // payloadBytes cannot express that, so readers see the records as the next entries.
-  kind('IPCNS_MSG', 0x55453737, 'ipc_msg_entry', `ipcns-msg-${ID}.img`),
+  kind('IPCNS_MSG', 0x55453737, 'ipc_msg_entry', `ipcns-msg-${ID}.img`, { payloadBytes: (e, following) => queuedMessagesBytes(num(e.qnum), following) }),
   kind('IPCNS_SEM', 0x59573019, 'ipc_sem_entry', `ipcns-sem-${ID}.img`, { payloadBytes: (e) => roundUp(num(e.nsems) * 2, 8) }),
   kind('REMAP_FPATH', 0x59133954, 'remap_file_path_entry', 'remap-fpath.img'),
   kind('GHOST_FILE', 0x52583605, 'ghost_chunk_entry', `ghost-file-${HEX}.img`, {

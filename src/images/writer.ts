@@ -36,7 +36,7 @@ function frameEntry(name: string, kind: ImageKind, index: number, item: EntryToW
   length.writeUInt32LE(message.length, 0);
   const parts = [length, Buffer.from(message.buffer, message.byteOffset, message.byteLength)];
   const payload = item.payload ?? new Uint8Array(0);
-  const want = kind.payloadBytes ? kind.payloadBytes(item.entry) : 0;
+  const want = kind.payloadBytes ? kind.payloadBytes(item.entry, payload) : 0;
   if (payload.length !== want) {
     throw new ImageError(name, index, `${want} payload bytes after entry #${index}`, `given ${payload.length}`);
   }

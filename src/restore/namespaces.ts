@@ -2,9 +2,10 @@
 // root task's id differs from the dumper's own (the inventory's root_ids), and every other task
 // shares its parent's. crr makes the root's parent (launcher.ts) unshare the UTS, IPC and time
 // namespaces before it forks the root, and fills them in from here: host and domain names, IPC
-// sysctls, clock offsets. A PID namespace needs --pid-namespace; other kinds are refused.
+// sysctls and SysV objects, clock offsets. A PID namespace needs --pid-namespace; other kinds are refused.
 import { readFileSync } from 'node:fs';
-import { native } from '../actors/native.js';
+import { native, type SysvObjects } from '../actors/native.js';
+import { decodeEntry } from '../images/codec.js';
 import { NativeError, StageError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
 
@@ -26,6 +27,8 @@ export interface CheckpointNamespaces {
   readonly uts?: { readonly nodename: string; readonly domainname: string };
   /** ipc_var_entry of ipcns-var-ID.img. */
   readonly ipc?: Readonly<Record<string, unknown>>;
+  /** The IPC namespace's SysV objects. */
+  readonly sysv?: SysvObjects;
   readonly time?: TimeOffsets;
 }
 
@@ -36,7 +39,7 @@ function refuse(message: string, pid?: number): never {
 /**
  * What the checkpoint's namespaces need (see the head of this file). Throws a plan StageError for
  * a task in another namespace than its parent's, a root namespace of a kind crr does not restore,
- * a PID namespace without `pidNamespace`, and an IPC namespace holding SysV objects.
+ * a PID namespace without `pidNamespace`, and SysV shm contents kept in pagemap images.
  */
 export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boolean): CheckpointNamespaces {
   const own = (checkpoint.inventory['root_ids'] ?? {}) as Record<string, unknown>;
@@ -68,18 +71,49 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
     uts = { nodename: String(e['nodename'] ?? ''), domainname: String(e['domainname'] ?? '') };
     unshare |= CLONE_NEWUTS;
   }
+  let sysv: SysvObjects | undefined;
   if (differs('ipc_ns_id')) {
-    const id = rootIds['ipc_ns_id'];
-    for (const kind of ['shm', 'msg', 'sem']) {
-      const name = `ipcns-${kind}-${id}.img`;
-      if (checkpoint.has(name) && [...checkpoint.image(name).entries()].length > 0) refuse(`its IPC namespace holds SysV ${kind} objects (${name}); crr does not restore SysV IPC objects`, root.pid);
-    }
+    const id = rootIds['ipc_ns_id']!;
     ipc = namespaceImage(checkpoint, `ipcns-var-${id}.img`, root.pid);
+    sysv = sysvObjects(checkpoint, id, root.pid);
     unshare |= CLONE_NEWIPC;
   }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;
-  return { unshare, ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(time ? { time } : {}) };
+  return { unshare, ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(time ? { time } : {}) };
+}
+
+/** The SysV objects of ipcns-shm/msg/sem-ID.img (a missing image holds none), as sysvipc.cc makes them. */
+function sysvObjects(checkpoint: Checkpoint, id: number, pid: number): SysvObjects {
+  const entriesOf = (kind: string) => {
+    const name = `ipcns-${kind}-${id}.img`;
+    return checkpoint.has(name) ? [...checkpoint.image(name).entries()].map((lazy) => ({ e: lazy.decode(), payload: Buffer.from(lazy.payload ?? new Uint8Array()) })) : [];
+  };
+  const desc = (e: Record<string, unknown>) => {
+    const d = (e['desc'] ?? {}) as Record<string, number>;
+    return { key: d['key']! | 0, id: d['id']!, mode: d['mode']!, uid: d['uid']!, gid: d['gid']!, cuid: d['cuid']!, cgid: d['cgid']! };
+  };
+  const shm = entriesOf('shm').map(({ e, payload }) => {
+    if (e['in_pagemaps']) refuse(`SysV shm ${desc(e).id} keeps its contents in pagemap images (CRIU's newer layout): not supported yet`, pid);
+    const size = Number(e['size']);
+    return { ...desc(e), size, data: payload.subarray(0, size) };
+  });
+  const msg = entriesOf('msg').map(({ e, payload }) => {
+    const messages: Array<{ mtype: bigint; data: Buffer }> = [];
+    for (let at = 0, i = 0; i < Number(e['qnum']); i++) {
+      const length = payload.readUInt32LE(at);
+      const head = decodeEntry('ipc_msg', payload.subarray(at + 4, at + 4 + length));
+      const msize = Number(head['msize']);
+      messages.push({ mtype: BigInt(head['mtype'] as bigint | number), data: payload.subarray(at + 4 + length, at + 4 + length + msize) });
+      at += 4 + length + Math.ceil(msize / 8) * 8;
+    }
+    return { ...desc(e), qbytes: Number(e['qbytes']), messages };
+  });
+  const sem = entriesOf('sem').map(({ e, payload }) => {
+    const values = Array.from({ length: Number(e['nsems']) }, (_, i) => payload.readUInt16LE(i * 2));
+    return { ...desc(e), values };
+  });
+  return { shm, msg, sem };
 }
 
 function namespaceImage(checkpoint: Checkpoint, name: string, pid: number): Record<string, unknown> {
@@ -116,14 +150,15 @@ const IPC_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
  * that entered the namespace (native writeInNamespace).
  */
 export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): void {
-  const write = (kind: string, nstype: number, writes: Array<[string, string]>) => {
+  const inNamespace = (kind: string, call: (nsPath: string) => void) => {
     try {
-      native.writeInNamespace(`/proc/${parentPid}/ns/${kind}`, nstype, writes);
+      call(`/proc/${parentPid}/ns/${kind}`);
     } catch (err) {
       const e = err as { code: string; errno: number; syscall: string; path?: string };
       throw new NativeError({ code: e.code, errno: e.errno, syscall: e.syscall, pid: parentPid, detail: `restoring the ${kind} namespace: ${e.path ?? ''}` });
     }
   };
+  const write = (kind: string, nstype: number, writes: Array<[string, string]>) => inNamespace(kind, (ns) => native.writeInNamespace(ns, nstype, writes));
   if (ns.uts) {
     write('uts', CLONE_NEWUTS, [
       ['/proc/sys/kernel/hostname', ns.uts.nodename],
@@ -131,18 +166,24 @@ export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): voi
     ]);
   }
   if (ns.ipc) {
+    // The limits first (the objects must fit them), the objects, then the next ids (each object
+    // was made by setting its kind's next id).
     const vars = ns.ipc;
-    const writes: Array<[string, string]> = [];
+    const limits: Array<[string, string]> = [];
+    const nextIds: Array<[string, string]> = [];
     const sem = vars['sem_ctls'];
-    if (Array.isArray(sem) && sem.length === 4) writes.push(['/proc/sys/kernel/sem', sem.map(String).join(' ')]);
+    if (Array.isArray(sem) && sem.length === 4) limits.push(['/proc/sys/kernel/sem', sem.map(String).join(' ')]);
     for (const [field, sysctl] of IPC_SYSCTLS) {
       const value = vars[field];
       if (value === undefined || value === null) continue;
       const n = BigInt(value as number | bigint);
-      if (field.endsWith('_next_id') && BigInt.asIntN(32, n) === -1n) continue;
-      writes.push([`/proc/sys/${sysctl}`, String(n)]);
+      if (!field.endsWith('_next_id')) limits.push([`/proc/sys/${sysctl}`, String(n)]);
+      else if (BigInt.asIntN(32, n) !== -1n) nextIds.push([`/proc/sys/${sysctl}`, String(n)]);
     }
-    write('ipc', CLONE_NEWIPC, writes);
+    write('ipc', CLONE_NEWIPC, limits);
+    const sysv = ns.sysv;
+    if (sysv) inNamespace('ipc', (path) => native.sysvIpcCreate(path, sysv));
+    write('ipc', CLONE_NEWIPC, nextIds);
   }
 }
 

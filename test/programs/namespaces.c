@@ -3,14 +3,18 @@
  * 210", fs.mqueue.msg_max 42), then forks a child C that sleeps (C shares P's namespaces).
  * Check (P on SIGUSR1): uname's node and domain names, the three sysctls, and C in P's UTS and
  * IPC namespaces (same /proc/PID/ns links).
- * Setups (argv[2], for the dump's refusals): plain; nested (C unshares a UTS namespace of its
- * own); net (P unshares a network namespace too); sysv (P makes a SysV message queue).
+ * Setups (argv[2]): plain; sysv (P also makes SysV objects in its IPC namespace: a message queue
+ * with two messages, a set of three semaphores, a 10,000-byte segment, detached; the check
+ * finds each by key at the id it had, with its contents); for the dump's refusals: nested (C
+ * unshares a UTS namespace of its own), net (P unshares a network namespace too).
  * Breaks: hostname (P renames its host before checking), msgmax (P changes kernel.msgmax). */
 #include "common.h"
 #include <sched.h>
 #include <signal.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
@@ -21,6 +25,75 @@ static const char *const breaks[] = { "hostname", "msgmax", NULL };
 #define MSGMAX "12345"
 #define SEM "300\t64000\t50\t210"
 #define MQ_MSG_MAX "42"
+
+#define MSG_KEY 0x4352
+#define SEM_KEY 0x4353
+#define SHM_KEY 0x4354
+#define SHM_BYTES 10000
+static int msg_id, sem_id, shm_id;
+
+struct text_message {
+	long mtype;
+	char text[16];
+};
+
+static unsigned char shm_byte(int i)
+{
+	return (unsigned char)(i * 7 + 3);
+}
+
+static int make_sysv(void)
+{
+	/* One object of each kind made and removed first: the real ones get ids other than 0. */
+	if (msgctl(msgget(IPC_PRIVATE, 0600), IPC_RMID, NULL) || semctl(semget(IPC_PRIVATE, 1, 0600), 0, IPC_RMID) ||
+	    shmctl(shmget(IPC_PRIVATE, 4096, 0600), IPC_RMID, NULL))
+		return -1;
+	msg_id = msgget(MSG_KEY, IPC_CREAT | 0640);
+	struct text_message first = { 5, "first" }, second = { 9, "second one" };
+	if (msg_id < 0 || msgsnd(msg_id, &first, 6, 0) || msgsnd(msg_id, &second, 11, 0))
+		return -1;
+	sem_id = semget(SEM_KEY, 3, IPC_CREAT | 0600);
+	unsigned short values[3] = { 4, 0, 32767 };
+	if (sem_id < 0 || semctl(sem_id, 0, SETALL, values))
+		return -1;
+	shm_id = shmget(SHM_KEY, SHM_BYTES, IPC_CREAT | 0600);
+	unsigned char *at = shm_id < 0 ? (void *)-1 : shmat(shm_id, NULL, 0);
+	if (at == (void *)-1)
+		return -1;
+	for (int i = 0; i < SHM_BYTES; i++)
+		at[i] = shm_byte(i);
+	return shmdt(at);
+}
+
+static void check_sysv(void)
+{
+	if (msgget(MSG_KEY, 0) != msg_id || semget(SEM_KEY, 0, 0) != sem_id || shmget(SHM_KEY, 0, 0) != shm_id) {
+		fail("SysV ids by key: msg %d sem %d shm %d, not %d %d %d", msgget(MSG_KEY, 0), semget(SEM_KEY, 0, 0),
+		     shmget(SHM_KEY, 0, 0), msg_id, sem_id, shm_id);
+		return;
+	}
+	struct text_message m;
+	ssize_t n = msgrcv(msg_id, &m, sizeof(m.text), 0, IPC_NOWAIT);
+	if (n != 6 || m.mtype != 5 || strcmp(m.text, "first"))
+		fail("the first message is not (5, \"first\")");
+	n = msgrcv(msg_id, &m, sizeof(m.text), 0, IPC_NOWAIT);
+	if (n != 11 || m.mtype != 9 || strcmp(m.text, "second one"))
+		fail("the second message is not (9, \"second one\")");
+	unsigned short values[3] = { 0 };
+	if (semctl(sem_id, 0, GETALL, values) || values[0] != 4 || values[1] != 0 || values[2] != 32767)
+		fail("the semaphores are %u %u %u, not 4 0 32767", values[0], values[1], values[2]);
+	unsigned char *at = shmat(shm_id, NULL, SHM_RDONLY);
+	if (at == (void *)-1) {
+		fail("shmat: %s", strerror(errno));
+		return;
+	}
+	for (int i = 0; i < SHM_BYTES; i++)
+		if (at[i] != shm_byte(i)) {
+			fail("the segment differs at byte %d", i);
+			break;
+		}
+	shmdt(at);
+}
 
 static int write_file(const char *path, const char *text)
 {
@@ -66,7 +139,7 @@ int main(int argc, char **argv)
 	if (write_file("/proc/sys/kernel/msgmax", MSGMAX) || write_file("/proc/sys/kernel/sem", "300 64000 50 210") ||
 	    write_file("/proc/sys/fs/mqueue/msg_max", MQ_MSG_MAX))
 		return 5;
-	if (!strcmp(setup, "sysv") && msgget(IPC_PRIVATE, 0600) < 0)
+	if (!strcmp(setup, "sysv") && make_sysv())
 		return 6;
 	pid_t child = fork();
 	if (child < 0)
@@ -95,6 +168,8 @@ int main(int argc, char **argv)
 	if (strcmp(setup, "nested"))
 		check_same_ns(child, "uts");
 	check_same_ns(child, "ipc");
+	if (!strcmp(setup, "sysv"))
+		check_sysv();
 	int rc = protocol_report();
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
