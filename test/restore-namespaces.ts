@@ -1,10 +1,11 @@
-// UTS and IPC namespaces across a dump and restore (program namespaces: a parent in namespaces
+// UTS, IPC and network namespaces across a dump and restore (program namespaces: a parent in namespaces
 // of its own with a host name, a domain name, IPC limits and SysV objects, and a child sharing
 // them), the dump's refusals (a nested namespace, a network namespace) and the restore's
 // (a checkpoint whose tree had a mount namespace of its own, nested namespaces).
 import t from 'tap';
 import { dump } from '../src/dump/index.js';
-import { openCheckpoint } from '../src/images/index.js';
+import { imageKindForFile, openCheckpoint } from '../src/images/index.js';
+import { writeImage } from '../src/images/writer.js';
 import { restore } from '../src/restore/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
@@ -55,10 +56,21 @@ t.test('SysV objects of the IPC namespace come back with their ids, messages, va
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'every object is back at its id with its contents');
 });
 
+t.test('a loopback-only network namespace comes back with lo up and its sockets in it', async (t) => {
+  const prog = await startProgram(t, 'namespaces', ['net']);
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const id = checkpoint.ids(checkpoint.tasks[0]!.pid)['net_ns_id'];
+  t.match(checkpoint.image(`netdev-${id}.img`).only(), { name: 'lo', type: 1, ifindex: 1, mtu: 65536 }, 'netdev: lo');
+  const rt = await restoreProgram(t, prog, imagesDir);
+  t.not(readlinkSync(`/proc/${rt.result.rootHostPid}/ns/net`), readlinkSync('/proc/self/ns/net'), "the restored root is not in crr's network namespace");
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'lo is up, the child shares the namespace, the listener on 127.0.0.1:4242 accepts');
+});
+
 t.test('the dump refuses namespaces it cannot restore, naming the task and the kind', async (t) => {
   const cases = [
     ['nested', /pid (\d+): it is in a uts namespace other than its parent's/],
-    ['net', /the tree is in a net namespace other than crr's/],
+    ['netdev', /its network namespace has devices other than lo \(crr-v[01], crr-v[01]\)/],
   ] as const;
   for (const [setup, message] of cases) {
     const prog = await startProgram(t, 'namespaces', [setup]);
@@ -82,6 +94,14 @@ t.test("the restore refuses a checkpoint whose namespaces crr does not make, bef
   const noUtsImage = copyFixture(t, 'sleep');
   rewriteImage(noUtsImage, 'ids-17288.img', ([ids]) => [{ ...ids!, uts_ns_id: 99 }]);
   await t.rejects(restore({ imagesDir: noUtsImage, pidNamespace: true }), { message: /utsns-99\.img is missing/ });
+
+  const veth = copyFixture(t, 'sleep');
+  rewriteImage(veth, 'ids-17288.img', ([ids]) => [{ ...ids!, net_ns_id: 99 }]);
+  writeImage(join(veth, 'netdev-99.img'), imageKindForFile('netdev-99.img')!, [
+    { entry: { type: 1, ifindex: 1, mtu: 65536, flags: 0x49, name: 'lo' } },
+    { entry: { type: 2, ifindex: 2, mtu: 1500, flags: 0x1003, name: 'eth0' } },
+  ]);
+  await t.rejects(restore({ imagesDir: veth, pidNamespace: true }), { message: /had devices other than lo \(eth0\)/ });
 
   const nested = copyFixture(t, 'pipe');
   const child = openCheckpoint(nested).tasks[1]!.pid;

@@ -23,8 +23,8 @@ const ICANON = 0o2;
 function openPty(t: { teardown(fn: () => unknown): void }): { master: number; path: string } {
   const master = openSync('/dev/ptmx', C.O_RDWR | C.O_NOCTTY | C.O_NONBLOCK);
   t.teardown(() => closeSync(master));
-  native.ioctlWrite(master, TIOCSPTLCK, Buffer.alloc(4)); // unlock the slave
-  return { master, path: `/dev/pts/${native.ioctlRead(master, TIOCGPTN, 4).readInt32LE(0)}` };
+  native.ioctlBuffer(master, TIOCSPTLCK, Buffer.alloc(4)); // unlock the slave
+  return { master, path: `/dev/pts/${native.ioctlBuffer(master, TIOCGPTN, Buffer.alloc(4)).readInt32LE(0)}` };
 }
 
 /** What the master has to read within `ms` (the slave's output). */

@@ -2,7 +2,7 @@
 // fd passing with SCM_RIGHTS. Every function is synchronous, one syscall-level job, keeps no
 // state (safe from worker threads) and throws a JS Error carrying code, errno and syscall; but
 // readAhead, which runs on a libuv worker so the disk reads ahead while the caller goes on; and
-// ioctlRead / ioctlWrite, the struct-argument ioctls of terminals.
+// ioctlBuffer, the struct-argument ioctls (terminals, network devices).
 #include <napi.h>
 
 #include "throw-errno.h"
@@ -235,30 +235,19 @@ Napi::Value ReadAhead(const Napi::CallbackInfo& info) {
   return (new ReadAheadWorker(env, fd, offset, length, step))->Start();
 }
 
-// ioctlRead(fd, request, size) -> Buffer: an ioctl whose argument is a `size`-byte struct the
-// kernel fills in (TCGETS2, TIOCGWINSZ, TIOCGPTN...).
-Napi::Value IoctlRead(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd, size;
-  if (!IntArg(info, 0, "fd", &fd) || !IntArg(info, 2, "size", &size)) return env.Undefined();
-  if (info.Length() < 2 || !info[1].IsNumber()) return ThrowType(env, "request must be a number");
-  unsigned long request = static_cast<unsigned long>(info[1].As<Napi::Number>().Int64Value());
-  std::vector<uint8_t> buf(size > 0 ? size : 1);
-  if (ioctl(fd, request, buf.data()) < 0) return ThrowErrno(env, "ioctl", errno);
-  return Napi::Buffer<uint8_t>::Copy(env, buf.data(), size > 0 ? size : 0);
-}
-
-// ioctlWrite(fd, request, data): an ioctl whose argument points at `data` (TCSETS2, TIOCSPTLCK...).
-Napi::Value IoctlWrite(const Napi::CallbackInfo& info) {
+// ioctlBuffer(fd, request, data) -> Buffer: an ioctl whose argument points at a copy of `data`
+// (a struct the kernel reads, fills in, or both: termios, winsize, ifreq); the copy after the call.
+Napi::Value IoctlBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!IntArg(info, 0, "fd", &fd)) return env.Undefined();
-  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsBuffer()) return ThrowType(env, "ioctlWrite(fd, request: number, data: Buffer)");
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsBuffer()) return ThrowType(env, "ioctlBuffer(fd, request: number, data: Buffer)");
   unsigned long request = static_cast<unsigned long>(info[1].As<Napi::Number>().Int64Value());
   Napi::Buffer<uint8_t> data = info[2].As<Napi::Buffer<uint8_t>>();
   std::vector<uint8_t> copy(data.Data(), data.Data() + data.Length());
+  copy.resize(copy.size() + 64);  // slack: a short struct never lets the kernel write past it
   if (ioctl(fd, request, copy.data()) < 0) return ThrowErrno(env, "ioctl", errno);
-  return env.Undefined();
+  return Napi::Buffer<uint8_t>::Copy(env, copy.data(), data.Length());
 }
 
 }  // namespace
@@ -273,6 +262,5 @@ void InitFds(Napi::Env env, Napi::Object exports) {
   exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
   exports.Set("readAhead", Napi::Function::New(env, ReadAhead, "readAhead"));
-  exports.Set("ioctlRead", Napi::Function::New(env, IoctlRead, "ioctlRead"));
-  exports.Set("ioctlWrite", Napi::Function::New(env, IoctlWrite, "ioctlWrite"));
+  exports.Set("ioctlBuffer", Napi::Function::New(env, IoctlBuffer, "ioctlBuffer"));
 }

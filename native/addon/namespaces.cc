@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
@@ -133,9 +134,34 @@ Napi::Value WriteInNamespace(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// socketInNamespace(nsPath, family, type, protocol) -> fd: a close-on-exec socket made by a
+// thread inside the network namespace at nsPath; it stays of that namespace (sock_diag answers
+// for it, SIOCSIFFLAGS acts on its devices) whichever thread uses it.
+Napi::Value SocketInNamespace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    Napi::TypeError::New(env, "socketInNamespace(nsPath: string, family: number, type: number, protocol: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string nsPath = info[0].As<Napi::String>();
+  int family = info[1].As<Napi::Number>().Int32Value();
+  int type = info[2].As<Napi::Number>().Int32Value();
+  int protocol = info[3].As<Napi::Number>().Int32Value();
+  int fd = -1;
+  NsFailure failure;
+  std::thread([&] {
+    if (!EnterNamespace(nsPath, CLONE_NEWNET, failure)) return;
+    fd = socket(family, type | SOCK_CLOEXEC, protocol);
+    if (fd < 0) failure = {"socket", errno, nsPath};
+  }).join();
+  if (failure.syscall) return ThrowNsFailure(env, failure);
+  return Napi::Number::New(env, fd);
+}
+
 }  // namespace
 
 void InitNamespaces(Napi::Env env, Napi::Object exports) {
+  exports.Set("socketInNamespace", Napi::Function::New(env, SocketInNamespace));
   exports.Set("readInNamespace", Napi::Function::New(env, ReadInNamespace));
   exports.Set("writeInNamespace", Napi::Function::New(env, WriteInNamespace));
 }

@@ -37,10 +37,12 @@ bool IntArg(const Napi::CallbackInfo& info, size_t index, int* out) {
 }
 
 // Sends one NLM_F_DUMP request of SOCK_DIAG_BY_FAMILY (`req`: the family's request struct) and
-// returns every netlink message of the answer, concatenated.
-Napi::Value SockDiagDump(Napi::Env env, const void* req, size_t reqLen) {
-  int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (nl < 0) return ThrowErrno(env, "socket", errno);
+// returns every netlink message of the answer, concatenated. The answer is of the network
+// namespace of the NETLINK_SOCK_DIAG socket: a copy of `given` (one made in another namespace,
+// see socketInNamespace), or a new one of this process's when `given` is -1.
+Napi::Value SockDiagDump(Napi::Env env, const void* req, size_t reqLen, int given) {
+  int nl = given >= 0 ? dup(given) : socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return ThrowErrno(env, given >= 0 ? "dup" : "socket", errno);
   std::vector<char> msg(NLMSG_HDRLEN + reqLen);
   auto* hdr = reinterpret_cast<nlmsghdr*>(msg.data());
   hdr->nlmsg_len = msg.size();
@@ -84,27 +86,33 @@ Napi::Value SockDiagDump(Napi::Env env, const void* req, size_t reqLen) {
   return Napi::Buffer<char>::Copy(env, all.data(), all.size());
 }
 
-// unixDiag(show) -> Buffer: every unix socket of this network namespace (unix_diag_msg + attributes).
+// The optional diag socket argument at `index` (-1 when absent: a socket of crr's namespace).
+bool DiagSocketArg(const Napi::CallbackInfo& info, size_t index, int* out) {
+  *out = -1;
+  return info.Length() <= index || info[index].IsUndefined() || IntArg(info, index, out);
+}
+
+// unixDiag(show, diagSocket?) -> Buffer: every unix socket of the network namespace (unix_diag_msg + attributes).
 Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
-  int show;
-  if (!IntArg(info, 0, &show)) return info.Env().Undefined();
+  int show, given;
+  if (!IntArg(info, 0, &show) || !DiagSocketArg(info, 1, &given)) return info.Env().Undefined();
   struct unix_diag_req req = {};
   req.sdiag_family = AF_UNIX;
   req.udiag_states = ~0u;
   req.udiag_show = static_cast<unsigned>(show);
-  return SockDiagDump(info.Env(), &req, sizeof req);
+  return SockDiagDump(info.Env(), &req, sizeof req, given);
 }
 
-// inetDiag(family, protocol) -> Buffer: every socket of that family and protocol (AF_INET or
-// AF_INET6; IPPROTO_TCP or IPPROTO_UDP) of this network namespace, in every state (inet_diag_msg).
+// inetDiag(family, protocol, diagSocket?) -> Buffer: every socket of that family and protocol
+// (AF_INET or AF_INET6; IPPROTO_TCP or IPPROTO_UDP) of the network namespace, in every state.
 Napi::Value InetDiag(const Napi::CallbackInfo& info) {
-  int family, protocol;
-  if (!IntArg(info, 0, &family) || !IntArg(info, 1, &protocol)) return info.Env().Undefined();
+  int family, protocol, given;
+  if (!IntArg(info, 0, &family) || !IntArg(info, 1, &protocol) || !DiagSocketArg(info, 2, &given)) return info.Env().Undefined();
   struct inet_diag_req_v2 req = {};
   req.sdiag_family = static_cast<__u8>(family);
   req.sdiag_protocol = static_cast<__u8>(protocol);
   req.idiag_states = ~0u;
-  return SockDiagDump(info.Env(), &req, sizeof req);
+  return SockDiagDump(info.Env(), &req, sizeof req, given);
 }
 
 // peekQueue(fd, maxPacket) -> {packets: Buffer[], rights: number}: the receive queue read with
@@ -185,14 +193,16 @@ Napi::Value Getsockname(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&sa), len);
 }
 
-// netlinkDiag() -> Buffer: every netlink socket of this network namespace, with its groups and
-// memory (netlink_diag_msg + attributes).
+// netlinkDiag(diagSocket?) -> Buffer: every netlink socket of the network namespace, with its
+// groups and memory (netlink_diag_msg + attributes).
 Napi::Value NetlinkDiag(const Napi::CallbackInfo& info) {
+  int given;
+  if (!DiagSocketArg(info, 0, &given)) return info.Env().Undefined();
   struct netlink_diag_req req = {};
   req.sdiag_family = AF_NETLINK;
   req.sdiag_protocol = NDIAG_PROTO_ALL;
   req.ndiag_show = NDIAG_SHOW_GROUPS | NDIAG_SHOW_MEMINFO;
-  return SockDiagDump(info.Env(), &req, sizeof req);
+  return SockDiagDump(info.Env(), &req, sizeof req, given);
 }
 
 // setsockoptInt(fd, level, name, value) -> undefined.

@@ -40,10 +40,11 @@ export interface FdsBinding {
    * the two asynchronous calls here); rejects with the same Error shape as the others.
    */
   readAhead(fd: number, offset: number, length: number, step: number): Promise<void>;
-  /** An ioctl whose argument is a `size`-byte struct the kernel fills in: its bytes. */
-  ioctlRead(fd: number, request: number, size: number): Buffer;
-  /** An ioctl whose argument points at a copy of `data`. */
-  ioctlWrite(fd: number, request: number, data: Buffer): void;
+  /**
+   * An ioctl whose argument points at a copy of `data` (a struct the kernel reads, fills in, or
+   * both); returns the copy after the call.
+   */
+  ioctlBuffer(fd: number, request: number, data: Buffer): Buffer;
   /**
    * UFFDIO_COPY of each (dst, fileOffset, len) triple of `pieces` into the mm `uffd` (a task's
    * userfaultfd, taken with pidfdGetfd) was made for, from `srcFd` mapped read-only in this

@@ -59,6 +59,8 @@ interface NamespacesBinding {
   readInNamespace(nsPath: string, nstype: number, paths: readonly string[]): string[];
   /** Each text written to its path in one write, in order. */
   writeInNamespace(nsPath: string, nstype: number, writes: ReadonlyArray<readonly [string, string]>): void;
+  /** A close-on-exec socket of the network namespace at `nsPath` (made there by such a thread). */
+  socketInNamespace(nsPath: string, family: number, type: number, protocol: number): number;
   /**
    * sysvipc.cc: every SysV object of the IPC namespace at `nsPath`, with its contents (messages
    * copied, not taken). Needs Linux 4.17+ (*_STAT_ANY).

@@ -9,12 +9,14 @@ export interface PeekedQueue {
 }
 
 export interface SockDiagBinding {
+  // Each dump answers for the network namespace of `diagSocket` (a NETLINK_SOCK_DIAG socket made
+  // in another one with socketInNamespace), or for crr's own without it.
   /** One NETLINK_SOCK_DIAG dump of every AF_UNIX socket with `show` (UDIAG_SHOW_* bits): raw nlmsgs. */
-  unixDiag(show: number): Buffer;
+  unixDiag(show: number, diagSocket?: number): Buffer;
   /** One NETLINK_SOCK_DIAG dump of every socket of `family` (AF_INET/AF_INET6) and `protocol` (TCP/UDP), every state: raw nlmsgs. */
-  inetDiag(family: number, protocol: number): Buffer;
+  inetDiag(family: number, protocol: number, diagSocket?: number): Buffer;
   /** One NETLINK_SOCK_DIAG dump of every netlink socket, with groups and memory: raw nlmsgs. */
-  netlinkDiag(): Buffer;
+  netlinkDiag(diagSocket?: number): Buffer;
   /** MSG_PEEK the receive queue of a socket (an fd of this process) without consuming it. */
   peekQueue(fd: number, maxPacket: number): PeekedQueue;
   /** getsockopt into a buffer of `size` bytes; returns what the kernel filled. */

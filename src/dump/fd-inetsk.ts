@@ -1,13 +1,12 @@
 // Inet sockets at dump time: TCP and UDP over IPv4 and IPv6, one files.img entry (type INETSK,
 // `isk`) per socket as CRIU writes it. The kernel's view (state, addresses, queues, a listener's
-// backlog) comes from sock_diag (native inetDiag, the dumper's network namespace); options from a
+// backlog) comes from sock_diag (native inetDiag, in the tree's network namespace); options from a
 // pidfd_getfd copy of the task's fd. An established TCP connection is read in repair mode
 // (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into tcp-stream-<ino>.img:
 // sequence numbers, both queues, options and windows; the socket stays in repair mode until the
 // dump ends, so the task's death closes it without a FIN or RST (finishTcpRepair). What a restore
 // could not bring back is refused: a TCP connection in any other state, or without the option, a
 // listener holding connections not yet accepted, datagrams queued in a UDP socket.
-import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
@@ -79,12 +78,12 @@ export function parseInetDiag(buf: Buffer, protocol: number): InetDiag[] {
   return out;
 }
 
-/** Every TCP and UDP socket over IPv4 and IPv6 of the dumper's network namespace, by inode. */
-function inetSockets(): Map<number, InetDiag> {
+/** Every TCP and UDP socket over IPv4 and IPv6 of the network namespace of `diagSocket` (crr's without it), by inode. */
+function inetSockets(diagSocket?: number): Map<number, InetDiag> {
   const out = new Map<number, InetDiag>();
   for (const family of [AF_INET, AF_INET6]) {
     for (const protocol of [IPPROTO_TCP, IPPROTO_UDP]) {
-      for (const d of parseInetDiag(native.inetDiag(family, protocol), protocol)) out.set(d.ino, d);
+      for (const d of parseInetDiag(native.inetDiag(family, protocol, diagSocket), protocol)) out.set(d.ino, d);
     }
   }
   return out;
@@ -120,11 +119,8 @@ export async function dumpInetFd(
   order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  const d = perDump(snapshots, open, inetSockets).get(ino) ?? unlisted(pid, fd, ino);
+  const d = perDump(snapshots, open, () => inetSockets(open.diagSocket)).get(ino) ?? unlisted(pid, fd, ino);
   if (!d) return undefined;
-  if (readlinkSync(`/proc/${pid}/ns/net`) !== ownNetNs()) {
-    throw new InetSocketError(pid, fd, ino, 'it belongs to another network namespace than crr\'s (network namespaces are not restored)');
-  }
   const why = unsupportedInet(d, open.tcpEstablished);
   if (why) throw new InetSocketError(pid, fd, ino, why);
   // Options come from a copy of the socket, taken once per socket (a description several fds
@@ -146,11 +142,6 @@ export async function dumpInetFd(
     }
   }, ids);
   return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
-}
-
-let ownNetNsLink: string | undefined;
-function ownNetNs(): string {
-  return (ownNetNsLink ??= readlinkSync('/proc/self/ns/net'));
 }
 
 /**

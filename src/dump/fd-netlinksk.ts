@@ -1,6 +1,6 @@
 // Netlink sockets at dump time: one files.img entry (type NETLINKSK, `nlsk`) per socket as CRIU
 // writes it: protocol, port id, multicast groups, the peer it is connected to, SOL_SOCKET options.
-// The kernel's view comes from sock_diag (native netlinkDiag, the dumper's network namespace).
+// The kernel's view comes from sock_diag (native netlinkDiag, in the tree's network namespace).
 // A socket with messages waiting to be read is refused: they are not saved.
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
@@ -71,7 +71,7 @@ export async function dumpNetlinkFd(
   order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  const d = perDump(snapshots, open, () => new Map(parseNetlinkDiag(native.netlinkDiag()).map((n) => [n.ino, n]))).get(ino);
+  const d = perDump(snapshots, open, () => new Map(parseNetlinkDiag(native.netlinkDiag(open.diagSocket)).map((n) => [n.ino, n]))).get(ino);
   if (!d) return undefined;
   if (d.rmem > 0) throw new NetlinkSocketError(pid, fd, ino, `${d.rmem} bytes of messages not yet read`);
   const id = await open.idFor(`netlinksk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {

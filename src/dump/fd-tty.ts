@@ -96,7 +96,7 @@ export async function dumpTtyFd(
 function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st: Stats): Entry {
   const copy = copyOfTaskFd(pid, fd);
   try {
-    const winsize = native.ioctlRead(copy, TIOCGWINSZ, 8);
+    const winsize = native.ioctlBuffer(copy, TIOCGWINSZ, Buffer.alloc(8));
     // The session and foreground group the task's stat gives, where this is its controlling terminal.
     const stat = parseStat(readProc(pid, 'stat'));
     const controlling = stat.ttyNr === st.rdev;
@@ -104,13 +104,13 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st
       id: infoId,
       type: TTY_TYPE_PTY,
       locked: false,
-      exclusive: native.ioctlRead(copy, TIOCGEXCL, 4).readInt32LE(0) !== 0,
+      exclusive: native.ioctlBuffer(copy, TIOCGEXCL, Buffer.alloc(4)).readInt32LE(0) !== 0,
       packet_mode: false,
       sid: controlling ? stat.sid : 0,
       pgrp: controlling && stat.tpgid > 0 ? stat.tpgid : 0,
       rdev: st.rdev,
-      termios: termiosEntry(native.ioctlRead(copy, TCGETS2, TERMIOS2_BYTES)),
-      termios_locked: termiosEntry(native.ioctlRead(copy, TIOCGLCKTRMIOS, TERMIOS_BYTES)),
+      termios: termiosEntry(native.ioctlBuffer(copy, TCGETS2, Buffer.alloc(TERMIOS2_BYTES))),
+      termios_locked: termiosEntry(native.ioctlBuffer(copy, TIOCGLCKTRMIOS, Buffer.alloc(TERMIOS_BYTES))),
       winsize: { ws_row: winsize.readUInt16LE(0), ws_col: winsize.readUInt16LE(2), ws_xpixel: winsize.readUInt16LE(4), ws_ypixel: winsize.readUInt16LE(6) },
       pty: { index },
       dev: st.dev,

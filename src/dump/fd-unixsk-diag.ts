@@ -59,9 +59,9 @@ export function parseUnixDiag(buf: Buffer): UnixDiag[] {
   return out;
 }
 
-/** Every unix socket of the dumper's network namespace, by inode. */
-export function unixSockets(): Map<number, UnixDiag> {
+/** Every unix socket of the network namespace of `diagSocket` (crr's without it), by inode. */
+export function unixSockets(diagSocket?: number): Map<number, UnixDiag> {
   const show = UDIAG_SHOW.NAME | UDIAG_SHOW.VFS | UDIAG_SHOW.PEER | UDIAG_SHOW.ICONS | UDIAG_SHOW.RQLEN;
-  const list = parseUnixDiag(native.unixDiag(show));
+  const list = parseUnixDiag(native.unixDiag(show, diagSocket));
   return new Map(list.map((d) => [d.ino, d]));
 }

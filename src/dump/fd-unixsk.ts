@@ -36,7 +36,7 @@ const states = new WeakMap<OpenFiles, UnixDumpState>();
 function stateOf(open: OpenFiles): UnixDumpState {
   let s = states.get(open);
   if (!s) {
-    const diag = unixSockets();
+    const diag = unixSockets(open.diagSocket);
     const iconOf = new Map<number, number>();
     for (const d of diag.values()) for (const icon of d.icons) iconOf.set(icon, d.ino);
     s = { diag, iconOf, queues: [], dumped: new Map() };

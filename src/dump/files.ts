@@ -60,6 +60,8 @@ export class OpenFiles {
   tcpEstablished = false;
   /** Dump a terminal whose master is not in the tree (criu's --shell-job). */
   shellJob = false;
+  /** A NETLINK_SOCK_DIAG socket of the tree's network namespace when it is not crr's (closed by the dump). */
+  diagSocket: number | undefined;
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];

@@ -23,7 +23,9 @@ import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
 import { FileLocks } from './file-locks.js';
-import { rootNamespaceImages } from './namespaces.js';
+import { rootNamespaces } from './namespaces.js';
+import { native } from '../actors/native.js';
+import { AF_NETLINK, NETLINK_SOCK_DIAG, SOCK_RAW } from './socket-common.js';
 import { tracerControl } from './tracer-control.js';
 import type { TaskControl } from './control.js';
 import type { Regs } from './regs.js';
@@ -103,7 +105,9 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     stats.frozen();
     const live = frozen.tasks.filter((t) => !t.zombie);
     const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
-    const namespaceImages = rootNamespaceImages(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>);
+    const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>);
+    // The tree's sockets are asked of sock_diag in its own network namespace.
+    if (rootNs.kinds.has('net')) open.diagSocket = native.socketInNamespace(`/proc/${opts.pid}/ns/net`, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
     for (const t of live) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
     aborted();
 
@@ -151,7 +155,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
-    for (const [name, entries] of namespaceImages) out.write(name, entries);
+    for (const [name, entries] of rootNs.images) out.write(name, entries);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
 
     emit({ type: 'stage', stage: 'finish' });
@@ -175,6 +179,8 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     await thaw(ctl, seized, regs);
     await out.abandon();
     throw err;
+  } finally {
+    if (open.diagSocket !== undefined) native.close(open.diagSocket);
   }
 }
 

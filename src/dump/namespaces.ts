@@ -1,7 +1,8 @@
 // The tree's namespaces at dump. Like CRIU, a tree has one namespace of each kind: the root's.
 // Where it is crr's own, nothing is written; where it is not, crr writes what restores it (UTS:
-// utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img; time:
-// the root's clocks in timens-0.img) or refuses the dump, naming the kind. A task in a namespace
+// utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img; network:
+// netdev-ID.img, lo only; time: the root's clocks in timens-0.img) or refuses the dump, naming
+// the kind. A task in a namespace
 // other than its parent's is refused too.
 import { readFileSync } from 'node:fs';
 import { native, type SysvDesc } from '../actors/native.js';
@@ -16,7 +17,7 @@ type NsField = (typeof NS_KINDS)[number][1];
 type NsKind = (typeof NS_KINDS)[number][0];
 
 /** The kinds whose namespace of the root crr writes images for (time: its clocks, always written). */
-const RESTORED: ReadonlySet<NsKind> = new Set(['uts', 'ipc', 'time']);
+const RESTORED: ReadonlySet<NsKind> = new Set(['uts', 'ipc', 'net', 'time']);
 
 export interface NamespacedTask {
   readonly pid: number;
@@ -28,14 +29,16 @@ export interface NamespacedTask {
 type ImageItem = Entry | { entry: Entry; payload: Uint8Array };
 
 /**
- * The images of the root's namespaces ([name, entries]; timens-0.img always), read right after
- * the freeze so a refusal comes before the long part of the dump. Throws TaskRefusedError for a
- * namespace crr cannot restore (checkNamespaces).
+ * The root's namespaces crr restores (`kinds`: those that are not crr's) and their images
+ * ([name, entries]; timens-0.img always), read right after the freeze so a refusal comes before
+ * the long part of the dump. Throws TaskRefusedError for a namespace crr cannot restore
+ * (checkNamespaces, a network namespace with devices other than lo).
  */
-export function rootNamespaceImages(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): Array<[string, ImageItem[]]> {
+export function rootNamespaces(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]> } {
   const kinds = checkNamespaces(tasks, own);
   const root = tasks[0]!;
   const images: Array<[string, ImageItem[]]> = [];
+  if (kinds.has('net')) images.push([`netdev-${root.ids['net_ns_id']}.img`, netdevEntries(root.pid)]);
   if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, [utsnsEntry(root.pid)]]);
   if (kinds.has('ipc')) {
     const id = root.ids['ipc_ns_id'];
@@ -44,7 +47,7 @@ export function rootNamespaceImages(tasks: readonly NamespacedTask[], own: Reado
     images.push([`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
   }
   images.push(['timens-0.img', [timensEntry(root.pid)]]);
-  return images;
+  return { kinds, images };
 }
 
 /**
@@ -60,7 +63,7 @@ export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<
   for (const [kind, field] of NS_KINDS) {
     if (!differ(root.ids, own, field)) continue;
     if (!RESTORED.has(kind)) {
-      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores uts, ipc and time namespaces only: dump from inside that namespace, or run the program in crr's`);
+      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
     }
     rootKinds.add(kind);
   }
@@ -109,6 +112,42 @@ export const IPC_SYSCTLS = [
   ['sem_next_id', 'kernel/sem_next_id'],
   ['shm_next_id', 'kernel/shm_next_id'],
 ] as const;
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SIOCGIFFLAGS = 0x8913;
+const SIOCGIFMTU = 0x8921;
+/** struct ifreq: the name, then a union (flags, mtu) at byte 16. */
+export const IFREQ_BYTES = 40;
+export const ND_TYPE_LOOPBACK = 1;
+/** The loopback device's index in every network namespace. */
+const LOOPBACK_IFINDEX = 1;
+
+/** struct ifreq naming `device`, its union zeroed. */
+export function ifreq(device: string): Buffer {
+  const req = Buffer.alloc(IFREQ_BYTES);
+  req.write(device, 0, 15, 'latin1');
+  return req;
+}
+
+/**
+ * netdev-ID.img's entries of the task's network namespace: lo with its flags (up or down) and
+ * mtu. Any other device is refused: crr restores a loopback-only network namespace (a sandboxed
+ * job's) and makes no links.
+ */
+function netdevEntries(pid: number): Entry[] {
+  const devices = readFileSync(`/proc/${pid}/net/dev`, 'latin1').split('\n').slice(2).map((line) => line.split(':')[0]!.trim()).filter(Boolean);
+  const others = devices.filter((d) => d !== 'lo');
+  if (others.length) throw new TaskRefusedError(pid, `its network namespace has devices other than lo (${others.join(', ')}); crr restores a loopback-only network namespace`);
+  const sock = native.socketInNamespace(`/proc/${pid}/ns/net`, AF_INET, SOCK_DGRAM, 0);
+  try {
+    const flags = native.ioctlBuffer(sock, SIOCGIFFLAGS, ifreq('lo')).readUInt16LE(16);
+    const mtu = native.ioctlBuffer(sock, SIOCGIFMTU, ifreq('lo')).readInt32LE(16);
+    return [{ type: ND_TYPE_LOOPBACK, ifindex: LOOPBACK_IFINDEX, mtu, flags, name: 'lo' }];
+  } finally {
+    native.close(sock);
+  }
+}
 
 /** ipcns-var-ID.img's entry: the IPC namespace's sysctls (a *_next_id of -1, unset, as CRIU's unsigned 4294967295). */
 export function ipcVarEntry(pid: number): Entry {

@@ -17,6 +17,10 @@ export interface SocketFd {
   fdFlags: number;
 }
 
+export const AF_NETLINK = 16;
+export const SOCK_RAW = 3;
+export const NETLINK_SOCK_DIAG = 4;
+
 /** The kernel's view of one socket family, asked once per dump (`make`) and kept by inode. */
 export function perDump<T>(cache: WeakMap<OpenFiles, Map<number, T>>, open: OpenFiles, make: () => Map<number, T>): Map<number, T> {
   let byIno = cache.get(open);

@@ -78,7 +78,7 @@ export const tty: ResourceKind<RestoreCtx> = {
       const flags = (Number(file['flags'] ?? 0) & ~C.O_CREAT & ~C.O_TRUNC) | C.O_NOCTTY;
       const fd = openSync(`/proc/self/fd/${ctx.session.options.terminalFd}`, flags);
       try {
-        if (info['termios']) native.ioctlWrite(fd, TCSETS2, termios2(info['termios'] as Entry));
+        if (info['termios']) native.ioctlBuffer(fd, TCSETS2, termios2(info['termios'] as Entry));
       } catch (err) {
         closeSync(fd);
         throw err;

@@ -1,8 +1,9 @@
 // The namespaces a checkpoint asks for, by CRIU's rule: a namespace kind is restored where the
 // root task's id differs from the dumper's own (the inventory's root_ids), and every other task
-// shares its parent's. crr makes the root's parent (launcher.ts) unshare the UTS, IPC and time
-// namespaces before it forks the root, and fills them in from here: host and domain names, IPC
-// sysctls and SysV objects, clock offsets. A PID namespace needs --pid-namespace; other kinds are refused.
+// shares its parent's. crr makes the root's parent (launcher.ts) unshare the UTS, IPC, network
+// and time namespaces before it forks the root, and fills them in from here: host and domain
+// names, IPC sysctls and SysV objects, the loopback device (up, its mtu), clock offsets. A PID
+// namespace needs --pid-namespace; other kinds are refused.
 import { readFileSync } from 'node:fs';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
@@ -12,6 +13,14 @@ import type { Checkpoint } from '../images/index.js';
 export const CLONE_NEWTIME = 0x80;
 const CLONE_NEWUTS = 0x04000000;
 const CLONE_NEWIPC = 0x08000000;
+const CLONE_NEWNET = 0x40000000;
+const ND_TYPE_LOOPBACK = 1;
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SIOCSIFFLAGS = 0x8914;
+const SIOCSIFMTU = 0x8922;
+/** struct ifreq: the device's name, then a union (flags as u16, mtu as i32) at byte 16. */
+const IFREQ_BYTES = 40;
 
 const NS_FIELDS = ['pid_ns_id', 'net_ns_id', 'ipc_ns_id', 'uts_ns_id', 'time_ns_id', 'mnt_ns_id', 'user_ns_id', 'cgroup_ns_id'] as const;
 const kindOf = (field: string) => field.replace(/_ns_id$/, '');
@@ -22,13 +31,15 @@ export interface TimeOffsets {
 }
 
 export interface CheckpointNamespaces {
-  /** CLONE_NEWUTS, CLONE_NEWIPC and CLONE_NEWTIME as asked for: what the root's parent unshares. */
+  /** CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET and CLONE_NEWTIME as asked for: what the root's parent unshares. */
   readonly unshare: number;
   readonly uts?: { readonly nodename: string; readonly domainname: string };
   /** ipc_var_entry of ipcns-var-ID.img. */
   readonly ipc?: Readonly<Record<string, unknown>>;
   /** The IPC namespace's SysV objects. */
   readonly sysv?: SysvObjects;
+  /** The network namespace's loopback device (its only one). */
+  readonly net?: { readonly flags: number; readonly mtu: number };
   readonly time?: TimeOffsets;
 }
 
@@ -59,8 +70,8 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const rootIds = idsOf(root.pid);
   const differs = (field: (typeof NS_FIELDS)[number]) => rootIds[field] !== undefined && own[field] !== undefined && Number(own[field]) !== rootIds[field];
-  for (const field of ['net_ns_id', 'mnt_ns_id', 'user_ns_id', 'cgroup_ns_id'] as const) {
-    if (differs(field)) refuse(`the tree was dumped in a ${kindOf(field)} namespace of its own; crr restores uts, ipc, time and pid namespaces only`, root.pid);
+  for (const field of ['mnt_ns_id', 'user_ns_id', 'cgroup_ns_id'] as const) {
+    if (differs(field)) refuse(`the tree was dumped in a ${kindOf(field)} namespace of its own; crr restores uts, ipc, net, time and pid namespaces only`, root.pid);
   }
   if (differs('pid_ns_id') && !pidNamespace) refuse('the tree was dumped in a PID namespace of its own: restore it into a fresh one (--pid-namespace)', root.pid);
   let unshare = 0;
@@ -71,6 +82,11 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
     uts = { nodename: String(e['nodename'] ?? ''), domainname: String(e['domainname'] ?? '') };
     unshare |= CLONE_NEWUTS;
   }
+  let net: CheckpointNamespaces['net'];
+  if (differs('net_ns_id')) {
+    net = loopbackOf(checkpoint, rootIds['net_ns_id']!, root.pid);
+    unshare |= CLONE_NEWNET;
+  }
   let sysv: SysvObjects | undefined;
   if (differs('ipc_ns_id')) {
     const id = rootIds['ipc_ns_id']!;
@@ -80,7 +96,18 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;
-  return { unshare, ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(time ? { time } : {}) };
+  return { unshare, ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
+}
+
+/** lo's flags and mtu from netdev-ID.img; any other device is refused (crr makes no links). */
+function loopbackOf(checkpoint: Checkpoint, id: number, pid: number): { flags: number; mtu: number } {
+  const name = `netdev-${id}.img`;
+  if (!checkpoint.has(name)) refuse(`the root's network namespace image ${name} is missing from the checkpoint`, pid);
+  const devices = [...checkpoint.image(name).entries()].map((lazy) => lazy.decode());
+  const others = devices.filter((d) => Number(d['type']) !== ND_TYPE_LOOPBACK).map((d) => String(d['name']));
+  if (others.length) refuse(`its network namespace had devices other than lo (${others.join(', ')}); crr restores a loopback-only network namespace`, pid);
+  const lo = devices[0];
+  return { flags: Number(lo?.['flags'] ?? 0), mtu: Number(lo?.['mtu'] ?? 0) };
 }
 
 /** The SysV objects of ipcns-shm/msg/sem-ID.img (a missing image holds none), as sysvipc.cc makes them. */
@@ -159,6 +186,25 @@ export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): voi
     }
   };
   const write = (kind: string, nstype: number, writes: Array<[string, string]>) => inNamespace(kind, (ns) => native.writeInNamespace(ns, nstype, writes));
+  if (ns.net) {
+    const { flags, mtu } = ns.net;
+    inNamespace('net', (path) => {
+      const sock = native.socketInNamespace(path, AF_INET, SOCK_DGRAM, 0);
+      try {
+        const req = Buffer.alloc(IFREQ_BYTES);
+        req.write('lo', 0, 'latin1');
+        if (mtu > 0) {
+          req.writeInt32LE(mtu, 16);
+          native.ioctlBuffer(sock, SIOCSIFMTU, req);
+        }
+        req.fill(0, 16);
+        req.writeUInt16LE(flags, 16);
+        native.ioctlBuffer(sock, SIOCSIFFLAGS, req);
+      } finally {
+        native.close(sock);
+      }
+    });
+  }
   if (ns.uts) {
     write('uts', CLONE_NEWUTS, [
       ['/proc/sys/kernel/hostname', ns.uts.nodename],

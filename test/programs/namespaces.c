@@ -5,8 +5,10 @@
  * IPC namespaces (same /proc/PID/ns links).
  * Setups (argv[2]): plain; sysv (P also makes SysV objects in its IPC namespace: a message queue
  * with two messages, a set of three semaphores, a 10,000-byte segment, detached; the check
- * finds each by key at the id it had, with its contents); for the dump's refusals: nested (C
- * unshares a UTS namespace of its own), net (P unshares a network namespace too).
+ * finds each by key at the id it had, with its contents); net (P also unshares a network
+ * namespace, brings lo up and listens on 127.0.0.1:4242; the check finds lo up, C in P's network
+ * namespace, and connects to the listener and gets a byte across); for the dump's refusals:
+ * nested (C unshares a UTS namespace of its own), netdev (net, plus a veth pair made by ip).
  * Breaks: hostname (P renames its host before checking), msgmax (P changes kernel.msgmax). */
 #include "common.h"
 #include <sched.h>
@@ -15,6 +17,11 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
@@ -95,6 +102,56 @@ static void check_sysv(void)
 	shmdt(at);
 }
 
+static void check_same_ns(pid_t child, const char *kind);
+
+#define PORT 4242
+static int listener = -1;
+
+static short lo_flags(int request, short set)
+{
+	struct ifreq req;
+	memset(&req, 0, sizeof(req));
+	strcpy(req.ifr_name, "lo");
+	req.ifr_flags = set;
+	int sock = socket(AF_INET, SOCK_DGRAM, 0);
+	int rc = sock < 0 ? -1 : ioctl(sock, request, &req);
+	if (sock >= 0)
+		close(sock);
+	return rc < 0 ? -1 : req.ifr_flags;
+}
+
+static int listen_on_loopback(void)
+{
+	if (lo_flags(SIOCSIFFLAGS, IFF_UP) < 0)
+		return -1;
+	struct sockaddr_in at = { .sin_family = AF_INET, .sin_port = htons(PORT), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	listener = socket(AF_INET, SOCK_STREAM, 0);
+	if (listener < 0 || bind(listener, (struct sockaddr *)&at, sizeof(at)) || listen(listener, 4))
+		return -1;
+	return 0;
+}
+
+static void check_network(pid_t child)
+{
+	short flags = lo_flags(SIOCGIFFLAGS, 0);
+	if (flags < 0 || !(flags & IFF_UP))
+		fail("lo is not up (flags %#x)", flags);
+	check_same_ns(child, "net");
+	struct sockaddr_in at = { .sin_family = AF_INET, .sin_port = htons(PORT), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int client = socket(AF_INET, SOCK_STREAM, 0);
+	if (client < 0 || connect(client, (struct sockaddr *)&at, sizeof(at))) {
+		fail("connecting to 127.0.0.1:%d: %s", PORT, strerror(errno));
+		return;
+	}
+	int served = accept(listener, NULL, NULL);
+	char byte = 0;
+	if (served < 0 || write(client, "n", 1) != 1 || read(served, &byte, 1) != 1 || byte != 'n')
+		fail("no byte across the loopback connection");
+	close(client);
+	if (served >= 0)
+		close(served);
+}
+
 static int write_file(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY);
@@ -131,7 +188,8 @@ int main(int argc, char **argv)
 {
 	protocol_start(argc, argv, breaks, 0);
 	const char *setup = argc > 2 ? argv[2] : "plain";
-	int flags = CLONE_NEWUTS | CLONE_NEWIPC | (strcmp(setup, "net") ? 0 : CLONE_NEWNET);
+	int networked = !strcmp(setup, "net") || !strcmp(setup, "netdev");
+	int flags = CLONE_NEWUTS | CLONE_NEWIPC | (networked ? CLONE_NEWNET : 0);
 	if (unshare(flags))
 		return 3;
 	if (sethostname(HOST, strlen(HOST)) || setdomainname(DOMAIN, strlen(DOMAIN)))
@@ -141,6 +199,10 @@ int main(int argc, char **argv)
 		return 5;
 	if (!strcmp(setup, "sysv") && make_sysv())
 		return 6;
+	if (networked && listen_on_loopback())
+		return 9;
+	if (!strcmp(setup, "netdev") && system("ip link add crr-v0 type veth peer name crr-v1"))
+		return 10;
 	pid_t child = fork();
 	if (child < 0)
 		return 7;
@@ -170,6 +232,8 @@ int main(int argc, char **argv)
 	check_same_ns(child, "ipc");
 	if (!strcmp(setup, "sysv"))
 		check_sysv();
+	if (networked)
+		check_network(child);
 	int rc = protocol_report();
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
