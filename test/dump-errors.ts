@@ -96,6 +96,30 @@ t.test('an unsupported fd (a packet socket) names pid, fd and kind; the task run
   assertNoCheckpoint(t, dir);
 });
 
+t.test("SysV shared memory of crr's own IPC namespace is refused, naming the mapping", async (t) => {
+  const py = [
+    'import ctypes, time',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'libc.shmat.restype = ctypes.c_void_p',
+    'segment = libc.shmget(0, 8192, 0o1600)',
+    'libc.shmat(segment, None, 0)',
+    'libc.shmctl(segment, 0, None)', // IPC_RMID: it goes with the program
+    'time.sleep(1000)',
+  ].join('\n');
+  const pid = await startDetached(['/usr/bin/python3', '-c', py]);
+  t.teardown(() => kill([pid]));
+  const attached = () => safe(`/proc/${pid}/maps`).includes('/SYSV');
+  for (let i = 0; i < 200 && !attached(); i++) await sleep(20);
+  t.ok(attached(), 'the program has a SysV segment attached');
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${pid}: mapping [0-9a-f]+-[0-9a-f]+ /SYSV0+ \\(deleted\\): SysV shared memory of crr's own IPC namespace`));
+  assertUntouched(t, pid);
+  assertNoCheckpoint(t, dir);
+});
+
 t.test('a TCP connection is refused without --tcp-established', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,6 +5,7 @@
 //     messages copied with MSG_COPY (they stay queued), segments attached read-only and copied.
 //   sysvIpcCreate(nsPath, { shm, msg, sem }): each object made with its id (the namespace's
 //     *_next_id sysctl set first, and the id checked), filled, then given its owner and mode.
+//   sysvShmRemove(nsPath, ids): segments marked removed again once their tasks attached them.
 // An object is { key, id, mode, uid, gid, cuid, cgid } plus: shm { size, data: Buffer };
 // msg { qbytes, messages: [{ mtype: bigint, data: Buffer }] }; sem { values: number[] }.
 #include <napi.h>
@@ -400,9 +401,35 @@ Napi::Value SysvIpcCreate(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sysvShmRemove(nsPath, ids): IPC_RMID of each segment in the IPC namespace at nsPath (it goes
+// once its last attachment does: a segment removed while attached, restored).
+Napi::Value SysvShmRemove(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) {
+    Napi::TypeError::New(env, "sysvShmRemove(nsPath: string, ids: number[])").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string nsPath = info[0].As<Napi::String>();
+  Napi::Array list = info[1].As<Napi::Array>();
+  std::vector<int> ids;
+  for (uint32_t i = 0; i < list.Length(); i++) ids.push_back(list.Get(i).As<Napi::Number>().Int32Value());
+  NsFailure failure;
+  std::thread([&] {
+    if (!EnterNamespace(nsPath, CLONE_NEWIPC, failure)) return;
+    for (int id : ids)
+      if (shmctl(id, IPC_RMID, nullptr) < 0) {
+        failure = {"shmctl", errno, Named("shm", id) + " IPC_RMID"};
+        return;
+      }
+  }).join();
+  if (failure.syscall) return ThrowNsFailure(env, failure);
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitSysvIpc(Napi::Env env, Napi::Object exports) {
+  exports.Set("sysvShmRemove", Napi::Function::New(env, SysvShmRemove));
   exports.Set("sysvIpcRead", Napi::Function::New(env, SysvIpcRead));
   exports.Set("sysvIpcCreate", Napi::Function::New(env, SysvIpcCreate));
 }

@@ -71,6 +71,8 @@ interface NamespacesBinding {
    * first; EEXIST when another id came back), fills it and sets its owner and mode.
    */
   sysvIpcCreate(nsPath: string, objects: SysvObjects): void;
+  /** IPC_RMID of each segment of `ids` in the IPC namespace at `nsPath`. */
+  sysvShmRemove(nsPath: string, ids: readonly number[]): void;
 }
 
 export type NativeBinding = TracerBinding & FdsBinding & SockDiagBinding & SpawnBinding & ChannelBinding & NamespacesBinding;

@@ -1,7 +1,8 @@
 // The mm image of one process: VMAs from /proc/PID/maps + smaps VmFlags, classified with the
 // status bits CRIU gives them, the mm boundaries from /proc/PID/stat, auxv and the exe file.
 // Values only the task itself knows (brk, dumpable, THP) come in from the injected-syscall part.
-import { statSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
+import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
 import { parseMaps, parseSmapsVmFlags, parseAuxv, readProc, readProcBytes, readProcLink, type MapsLine, type ProcStat } from './proc.js';
 import { regFileEntry } from './regfile.js';
@@ -70,6 +71,7 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
   const lines = parseMaps(mapsText ?? readProc(pid, 'maps'));
   const vmFlags = parseSmapsVmFlags(smapsText ?? readProc(pid, 'smaps'));
   const out: DumpVma[] = [];
+  let segments: Map<number, bigint> | undefined;
   for (const line of lines) {
     const vf = vmFlags.get(line.start) ?? [];
     // The kernel shows the vdso's data pages as [vvar] then [vvar_vclock]: CRIU keeps them as one VVAR VMA.
@@ -101,9 +103,15 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
       status |= VMA.ANON_PRIVATE;
       if (line.path === '[heap]') status |= VMA.HEAP;
     } else {
-      // Shared anonymous memory shows as "/dev/zero (deleted)" (a shmem inode): check it first.
-      if (line.path.startsWith('/SYSV')) throw new UnsupportedVmaError(pid, line, 'SysV shared memory');
-      if (isMemfdLink(line.path)) {
+      // SysV shm and shared anonymous memory ("/dev/zero (deleted)") are shmem inodes too: first.
+      if (line.path.startsWith('/SYSV')) {
+        // The inode is the segment's id; its bytes go into ipcns-shm with the tree's IPC namespace.
+        const why = sysvMappingRefusal(pid, line, (segments ??= sysvSegmentSizes(pid)));
+        if (why) throw new UnsupportedVmaError(pid, line, why);
+        status |= VMA.SYSVIPC;
+        flags = MAP_SHARED;
+        shmid = BigInt(line.inode);
+      } else if (isMemfdLink(line.path)) {
         // A memfd mapping names the files.img entry of its inode (src/dump/fd-memfd.ts).
         status |= VMA.MEMFD | (line.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE);
         shmid = BigInt(memfdMappingId(pid, ids, `/proc/${pid}/map_files/${hex(line.start)}-${hex(line.end)}`, line.path, line.shared, line.write));
@@ -143,6 +151,32 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     out.push({ entry, start: line.start, end: line.end, status, flags, path: line.path, offset: line.offset });
   }
   return out;
+}
+
+const CLONE_NEWIPC = 0x08000000;
+
+/** Each SysV segment's size by id, in the task's IPC namespace (/proc/sysvipc/shm as it sees it). */
+function sysvSegmentSizes(pid: number): Map<number, bigint> {
+  const [text] = native.readInNamespace(`/proc/${pid}/ns/ipc`, CLONE_NEWIPC, ['/proc/sysvipc/shm']);
+  const sizes = new Map<number, bigint>();
+  for (const line of text!.split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/); // key shmid perms size ...
+    if (cols.length > 3) sizes.set(Number(cols[1]), BigInt(cols[3]!));
+  }
+  return sizes;
+}
+
+/**
+ * Why a SysV shm mapping cannot be dumped, or undefined: its segment must be dumped with the
+ * tree's own IPC namespace, and the mapping must be the whole segment, as shmat makes it.
+ */
+function sysvMappingRefusal(pid: number, line: MapsLine, segments: Map<number, bigint>): string | undefined {
+  if (readProcLink(pid, 'ns/ipc') === readlinkSync('/proc/self/ns/ipc')) return "SysV shared memory of crr's own IPC namespace (segments are dumped with an IPC namespace of the tree's own)";
+  const size = segments.get(line.inode);
+  if (size === undefined) return `SysV shared memory whose segment ${line.inode} is not in the task's IPC namespace`;
+  const whole = (size + 4095n) & ~4095n;
+  if (line.offset !== 0n || line.end - line.start !== whole) return `a part of SysV shared memory segment ${line.inode} (${size} bytes)`;
+  return undefined;
 }
 
 /** The files.img id of a mapped file, one per (dev, inode) for the whole dump. */

@@ -33,6 +33,7 @@ import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
 import { FD_TYPE_TTY, tty } from './tty.js';
+import { sysvShmRemoved } from './sysv-shm.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
 
@@ -72,6 +73,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   fileLocks,
   seccomp,
   regs,
+  sysvShmRemoved,
   detach,
 ];
 

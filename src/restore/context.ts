@@ -4,6 +4,7 @@
 // src/resources/ are typed against RestoreCtx; src/restore/index.ts builds one per call.
 import type { HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
+import type { CheckpointNamespaces } from './namespaces.js';
 import type { Checkpoint, Entry, FdinfoEntry, FsEntry, TaskIds } from '../images/index.js';
 import type { BaseTaskContext, TaskContext } from '../resources/types.js';
 import type { HandedBatch } from './remote.js';
@@ -89,6 +90,8 @@ export interface RestoreSession {
    * and does not wait: the root's fork does (task-tree), so the step changes overlap it.
    */
   launcherReady?: Promise<void>;
+  /** What the checkpoint's namespaces need (set by the launcher's set-up). */
+  namespaces?: CheckpointNamespaces;
 }
 
 /** The context every real resource kind receives. */

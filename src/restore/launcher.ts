@@ -91,6 +91,7 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
     if (early) await discardEarlyLauncher(early);
     throw err;
   }
+  session.namespaces = namespaces;
   const { launcher, subreaper, init } = await (early ?? beginLauncher(spawnHelper(), session.options.pidNamespace));
   session.launcher = launcher;
   // Asked at spawn and awaited only below: the set-up's requests queue behind it at once, so

@@ -12,6 +12,7 @@ export const SYS = {
   rt_sigaction: 13,
   rt_sigprocmask: 14,
   madvise: 28,
+  shmat: 30,
   pause: 34,
   setitimer: 38,
   getpid: 39,

@@ -81,7 +81,6 @@ export function isKernelMade(vma: Vma): boolean {
 /** Kinds of VMA this restorer does not map yet: a clear refusal beats a wrong address space. */
 export function unsupportedReason(vma: Vma): string | undefined {
   if (vma.status & VMA_UNSUPP) return 'marked unsupported by the dumper';
-  if (vma.status & VMA_AREA_SYSVIPC) return 'a SysV shared memory segment';
   if (vma.status & VMA_AREA_SOCKET) return 'a packet socket ring';
   if (vma.status & VMA_AREA_AIORING) return 'an AIO ring';
   return undefined;
@@ -200,9 +199,22 @@ const PROTECT = { what: (args: Args) => `protect VMA ${rangeOf(args)}` };
 const POPULATE = { what: (args: Args) => `populate ${rangeOf(args)}` };
 const ADVISE = { what: (args: Args) => `madvise(${args[2]}) on ${rangeOf(args)}` };
 
-/** mmap for one VMA: `fd` is the pre-opened file of a file-backed VMA. */
+const SHM_RDONLY = 0o10000;
+const SHM_REMAP = 0o40000;
+const SHM_EXEC = 0o100000;
+const PROT_EXEC = 4;
+
+/**
+ * mmap for one VMA: `fd` is the pre-opened file of a file-backed VMA. A SysV shm VMA is its
+ * segment (`shmid`, restored with the tree's IPC namespace) attached whole at its address.
+ */
 export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; writable: boolean }): void {
   const prot = vma.prot | (options.writable ? PROT_WRITE : 0);
+  if (vma.status & VMA_AREA_SYSVIPC) {
+    const shmflg = SHM_REMAP | (prot & PROT_WRITE ? 0 : SHM_RDONLY) | (prot & PROT_EXEC ? SHM_EXEC : 0);
+    batch.call(SYS.shmat, [vma.shmid, vma.start, shmflg], { what: () => `attach SysV shm ${vma.shmid} at ${hex(vma.start)}`, expect: vma.start });
+    return;
+  }
   // Shared anonymous memory comes as the fd of its restored object (src/resources/shmem.ts).
   const fileBacked = (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) !== 0 || ((vma.status & VMA_ANON_SHARED) !== 0 && options.fd !== undefined);
   let flags = (vma.flags & MAP_KEEP) | MAP_FIXED;
@@ -222,7 +234,7 @@ function mapProt(vma: Vma, writable: boolean): number {
 
 /** Private anonymous, not a stack: one mmap may make several such VMAs (see addMappings). */
 function plainAnonymous(vma: Vma, fd: number | undefined): boolean {
-  return fd === undefined && (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED | VMA_ANON_SHARED)) === 0 && (vma.flags & MAP_GROWSDOWN) === 0;
+  return fd === undefined && (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED | VMA_ANON_SHARED | VMA_AREA_SYSVIPC)) === 0 && (vma.flags & MAP_GROWSDOWN) === 0;
 }
 
 /**

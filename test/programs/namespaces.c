@@ -4,8 +4,10 @@
  * Check (P on SIGUSR1): uname's node and domain names, the three sysctls, and C in P's UTS and
  * IPC namespaces (same /proc/PID/ns links).
  * Setups (argv[2]): plain; sysv (P also makes SysV objects in its IPC namespace: a message queue
- * with two messages, a set of three semaphores, a 10,000-byte segment, detached; the check
- * finds each by key at the id it had, with its contents); net (P also unshares a network
+ * with two messages, a set of three semaphores, a 10,000-byte segment, detached, and a
+ * 3-page one it keeps attached (C inherits the attachment) and removes (IPC_RMID); the check
+ * finds each by key at the id it had, with its contents, and the attached one still attached by
+ * both and marked SHM_DEST); net (P also unshares a network
  * namespace, brings lo up and listens on 127.0.0.1:4242; the check finds lo up, C in P's network
  * namespace, and connects to the listener and gets a byte across); for the dump's refusals:
  * nested (C unshares a UTS namespace of its own), netdev (net, plus a veth pair made by ip).
@@ -37,7 +39,9 @@ static const char *const breaks[] = { "hostname", "msgmax", NULL };
 #define SEM_KEY 0x4353
 #define SHM_KEY 0x4354
 #define SHM_BYTES 10000
-static int msg_id, sem_id, shm_id;
+#define KEPT_BYTES (3 * 4096)
+static int msg_id, sem_id, shm_id, kept_id;
+static unsigned char *kept; /* a segment P keeps attached, removed (IPC_RMID) while attached */
 
 struct text_message {
 	long mtype;
@@ -69,7 +73,15 @@ static int make_sysv(void)
 		return -1;
 	for (int i = 0; i < SHM_BYTES; i++)
 		at[i] = shm_byte(i);
-	return shmdt(at);
+	if (shmdt(at))
+		return -1;
+	kept_id = shmget(IPC_PRIVATE, KEPT_BYTES, IPC_CREAT | 0600);
+	kept = kept_id < 0 ? (void *)-1 : shmat(kept_id, NULL, 0);
+	if (kept == (void *)-1)
+		return -1;
+	for (int i = 0; i < KEPT_BYTES; i++)
+		kept[i] = shm_byte(i + 1);
+	return shmctl(kept_id, IPC_RMID, NULL);
 }
 
 static void check_sysv(void)
@@ -100,6 +112,17 @@ static void check_sysv(void)
 			break;
 		}
 	shmdt(at);
+	for (int i = 0; i < KEPT_BYTES; i++)
+		if (kept[i] != shm_byte(i + 1)) {
+			fail("the attached segment differs at byte %d", i);
+			break;
+		}
+	struct shmid_ds ds;
+	if (shmctl(kept_id, IPC_STAT, &ds))
+		fail("the attached segment %d: %s", kept_id, strerror(errno));
+	else if (ds.shm_nattch != 2 || !(ds.shm_perm.mode & SHM_DEST))
+		fail("the attached segment has %lu attachments, mode %#o (want 2, P's and C's, and SHM_DEST)", (unsigned long)ds.shm_nattch,
+		     ds.shm_perm.mode);
 }
 
 static void check_same_ns(pid_t child, const char *kind);
