@@ -1,7 +1,9 @@
-// A shell job's terminal (--shell-job): the terminal program runs on pty A (its master held
-// here), is dumped, and comes back on pty B, the terminal handed to the restore, with the
-// non-canonical, no-echo mode it had set; a byte written on B's master reaches it and its
-// answer comes out there. Without --shell-job both the dump and the restore refuse.
+// Pseudo-terminals across a dump and restore. A shell job's terminal (--shell-job): the terminal
+// program runs on pty A (its master held here), is dumped, and comes back on pty B, the terminal
+// handed to the restore, with the non-canonical, no-echo mode it had set; a byte written on B's
+// master reaches it and its answer comes out there; without --shell-job both the dump and the
+// restore refuse. A pair in the tree (program ptypair): back at its index, the child's
+// controlling terminal with its foreground group, answering a line without echo.
 import t from 'tap';
 import { closeSync, constants as C, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +13,7 @@ import { native } from '../src/actors/native.js';
 import { dump } from '../src/dump/index.js';
 import { openCheckpoint } from '../src/images/index.js';
 import { restore } from '../src/restore/index.js';
-import { restoreProgram } from './lib/program-roundtrip.js';
+import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
 
 const TIOCSPTLCK = 0x40045431;
@@ -76,4 +78,24 @@ t.test("a shell job's terminal comes back as the restorer's terminal, in the pro
   writeSync(replacement.master, 'x');
   t.same(await rt.check(), { pass: true, text: 'PASS' }, "fds 0-2 are the restorer's terminal, in the program's mode, and read what its master wrote");
   t.match(await readMaster(replacement.master), /pong/, "the program's answer comes out on the restorer's terminal");
+});
+
+t.test('the self-check notices a pseudo-terminal that echoes', async (t) => {
+  const prog = await startProgram(t, 'ptypair', [], { env: { CRR_SELFTEST_BREAK: 'echo' } });
+  const r = await requestCheck(prog.pid, prog.resultFile);
+  t.notOk(r.pass, r.text);
+});
+
+t.test('a pseudo-terminal with both ends in the tree comes back at its index, with its session and mode', async (t) => {
+  const prog = await startProgram(t, 'ptypair');
+  const child = prog.tree().find((pid) => pid !== prog.pid);
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const infos = [...checkpoint.image('tty-info.img').entries()].map((e) => e.decode());
+  const slave = infos.find((i) => Number(i['id']) % 2 === 0)!;
+  const master = infos.find((i) => Number(i['id']) % 2 === 1)!;
+  t.equal(Number(master['id']), Number(slave['id']) + 1, 'tty-info: a master and its slave (ids 2N+1 and 2N)');
+  t.same([Number(slave['sid']), Number(slave['pgrp'])], [child, child], "tty-info: the slave controls the child's session, the child's group in the foreground");
+  const rt = await restoreProgram(t, prog, imagesDir);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'same index, the child\'s controlling terminal and foreground group, a line answered without echo');
 });

@@ -84,6 +84,8 @@ bool op_getpid(const msgpack_object *, msgpack_packer *, failure *);
 bool op_fork(const msgpack_object *, msgpack_packer *, failure *);
 bool op_setsid(const msgpack_object *, msgpack_packer *, failure *);
 bool op_setpgid(const msgpack_object *, msgpack_packer *, failure *);
+bool op_set_ctty(const msgpack_object *, msgpack_packer *, failure *);
+bool op_set_fg_pgrp(const msgpack_object *, msgpack_packer *, failure *);
 bool op_exit(const msgpack_object *, msgpack_packer *, failure *);
 bool op_waitpid(const msgpack_object *, msgpack_packer *, failure *);
 bool op_kill(const msgpack_object *, msgpack_packer *, failure *);

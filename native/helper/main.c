@@ -25,6 +25,7 @@ static const struct {
 } op_table[] = {
     {"getpid", op_getpid},       {"fork", op_fork},
     {"setsid", op_setsid},       {"setpgid", op_setpgid},
+    {"set_ctty", op_set_ctty},   {"set_fg_pgrp", op_set_fg_pgrp},
     {"exit", op_exit},           {"waitpid", op_waitpid},
     {"kill", op_kill},           {"park", op_park},
     {"open", op_open},           {"dup2", op_dup2},

@@ -7,6 +7,7 @@
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -192,6 +193,24 @@ bool op_setpgid(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   if (!arg_int(req, "pid", false, 0, &pid, f) || !arg_int(req, "pgid", false, 0, &pgid, f))
     return false;
   if (setpgid(pid, pgid) < 0) return fail(f, errno, "setpgid");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
+/* set_ctty {fd}: the terminal at fd becomes the controlling terminal of this session leader. */
+bool op_set_ctty(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd;
+  if (!arg_int(req, "fd", true, 0, &fd, f)) return false;
+  if (ioctl(fd, TIOCSCTTY, 0) < 0) return fail(f, errno, "ioctl TIOCSCTTY");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
+/* set_fg_pgrp {fd, pgrp}: the foreground process group of this task's controlling terminal. */
+bool op_set_fg_pgrp(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd, pgrp;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_int(req, "pgrp", true, 0, &pgrp, f)) return false;
+  if (ioctl(fd, TIOCSPGRP, &pgrp) < 0) return fail(f, errno, "ioctl TIOCSPGRP");
   msgpack_pack_int(pk, 0);
   return true;
 }

@@ -1,17 +1,19 @@
-// Terminals at dump. What crr takes is a shell job's terminal: a pty slave (/dev/pts/N) whose
-// master is not in the tree, with --shell-job (CRIU's rule: without it such a slave is refused,
-// since the restore can only hand it the terminal crr itself runs on). It is written like CRIU
-// writes it: a TTY files.img entry, a REG entry with its /dev/pts path (regf_id), and a
-// tty-info.img entry (termios, locked termios, window size, index, the session and foreground
-// group it is the controlling terminal of). pty masters, /dev/tty, consoles, virtual and
-// serial terminals are refused.
+// Terminals at dump: pseudo-terminals, written like CRIU writes them: a TTY files.img entry per
+// description with a REG entry of its path (regf_id), and a tty-info.img entry per terminal end
+// (id = index * 2, + 1 for the master: termios, locked termios, window size, lock and packet
+// mode of a master, exclusive mode; on a slave, the session and foreground group it controls).
+// - A master (/dev/ptmx) and its slaves in the tree: the pair comes back; nothing may be queued
+//   in it (a restore cannot put bytes back into a terminal's queues).
+// - A slave whose master is not in the tree: a shell job's terminal, taken with --shell-job only
+//   (CRIU's rule), since the restore can only hand it the terminal crr itself runs on.
+// /dev/tty, consoles, virtual and serial terminals are refused.
 import { statSync, type Stats } from 'node:fs';
 import { native } from '../actors/native.js';
 import type { DumpIds, Entry } from './ids.js';
 import { UnsupportedFdError, type FileOrder, type OpenFiles } from './files.js';
 import { parseStat, readProc } from './proc.js';
 import { regFileEntry, zeroFown } from './regfile.js';
-import { copyOfTaskFd, perDump } from './socket-common.js';
+import { copyOfTaskFd } from './socket-common.js';
 
 export const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
@@ -58,16 +60,43 @@ export function termiosEntry(raw: Buffer): Entry {
   };
 }
 
-const ttyInfos = new WeakMap<OpenFiles, Map<number, Entry>>();
-
-/** tty-info.img entries by tty_info_id, once per terminal of the dump. */
-export function ttyInfosOf(open: OpenFiles): Map<number, Entry> {
-  return perDump(ttyInfos, open, () => new Map());
+/** One end of a pseudo-terminal as some task holds it. */
+interface TtyEnd {
+  readonly pid: number;
+  readonly fd: number;
+  readonly link: string;
 }
+
+/** The dump's terminals: tty-info entries by id, and each pty's ends by index. */
+interface Terminals {
+  readonly infos: Map<number, Entry>;
+  readonly ends: Map<number, { master?: TtyEnd; slave?: TtyEnd }>;
+}
+
+const terminals = new WeakMap<OpenFiles, Terminals>();
+
+function terminalsOf(open: OpenFiles): Terminals {
+  let t = terminals.get(open);
+  if (!t) terminals.set(open, (t = { infos: new Map(), ends: new Map() }));
+  return t;
+}
+
+/** tty-info.img entries, once per terminal end of the dump. */
+export function ttyInfosOf(open: OpenFiles): Map<number, Entry> {
+  return terminalsOf(open).infos;
+}
+
+const TIOCGPTN = 0x80045430;
+const TIOCGPTLCK = 0x80045439;
+const TIOCGPKT = 0x80045438;
+const TIOCGSID = 0x5429;
+const TIOCGPGRP = 0x540f;
+const FIONREAD = 0x541b;
 
 /**
  * The fdinfo entry of fd `fd` of `pid`, a terminal (`st` its stat): its files.img entries are
- * made once per description. Throws UnsupportedFdError for a terminal crr does not dump.
+ * made once per description. Throws UnsupportedFdError for a terminal crr does not dump; a slave
+ * without its master is checked once every fd is seen (finishTerminals).
  */
 export async function dumpTtyFd(
   at: { pid: number; fd: number; link: string; st: Stats; fileFlags: number; fdflags: number },
@@ -77,35 +106,54 @@ export async function dumpTtyFd(
 ): Promise<Entry> {
   const { pid, fd, link, st } = at;
   const kind = terminalKind(st.rdev);
-  if (kind === 'pty-master') throw new UnsupportedFdError(pid, fd, `a pseudo-terminal master (${link}); crr restores a shell job's terminal only`);
-  if (kind !== 'pty-slave') throw new UnsupportedFdError(pid, fd, `a terminal other than a pseudo-terminal (${link})`);
-  if (!open.shellJob) throw new UnsupportedFdError(pid, fd, `a terminal (${link}) whose master is not in the tree: dump with --shell-job, and the restore gives the tree crr's own terminal`);
-  const index = minorOf(st.rdev) + (majorOf(st.rdev) - UNIX98_PTY_SLAVE_MAJOR) * 256;
-  const infoId = index << 1; // CRIU's numbering: index * 2, + 1 for a master
-  const infos = ttyInfosOf(open);
-  if (!infos.has(infoId)) infos.set(infoId, ttyInfoEntry(pid, fd, infoId, index, st));
-  const id = await open.idFor(`tty:${st.rdev}:${at.fileFlags}`, pid, fd, order, (id) => {
+  if (kind !== 'pty-slave' && kind !== 'pty-master') throw new UnsupportedFdError(pid, fd, `a terminal other than a pseudo-terminal (${link})`);
+  const master = kind === 'pty-master';
+  const index = master ? ptyIndexOf(pid, fd) : minorOf(st.rdev) + (majorOf(st.rdev) - UNIX98_PTY_SLAVE_MAJOR) * 256;
+  const infoId = index * 2 + (master ? 1 : 0); // CRIU's numbering
+  const { infos, ends } = terminalsOf(open);
+  const pair = ends.get(index) ?? {};
+  ends.set(index, pair);
+  if (master) pair.master ??= { pid, fd, link };
+  else pair.slave ??= { pid, fd, link };
+  if (!infos.has(infoId)) infos.set(infoId, ttyInfoEntry(pid, fd, infoId, index, st, master));
+  const id = await open.idFor(`tty:${st.rdev}:${index}:${at.fileFlags}`, pid, fd, order, (id) => {
     const regfId = ids.newFileId();
-    ids.addFile(regFileEntry(regfId, link, statSync(link), at.fileFlags, 0n));
+    ids.addFile(regFileEntry(regfId, link, statSync(`/proc/${pid}/fd/${fd}`), at.fileFlags, 0n));
     ids.addFile({ type: FD_TYPE_TTY, id, tty: { id, tty_info_id: infoId, flags: at.fileFlags, fown: zeroFown(), regf_id: regfId } });
   }, ids);
   return { id, flags: at.fdflags, type: FD_TYPE_TTY, fd };
 }
 
-/** The terminal's state, read through a copy of the task's fd (ioctls need no session of ours). */
-function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st: Stats): Entry {
+/** A pty master's index (TIOCGPTN), through a copy of the task's fd. */
+function ptyIndexOf(pid: number, fd: number): number {
+  return withCopy(pid, fd, (copy) => native.ioctlBuffer(copy, TIOCGPTN, Buffer.alloc(4)).readInt32LE(0));
+}
+
+function withCopy<T>(pid: number, fd: number, use: (copy: number) => T): T {
   const copy = copyOfTaskFd(pid, fd);
   try {
+    return use(copy);
+  } finally {
+    native.close(copy);
+  }
+}
+
+const readInt = (fd: number, request: number) => native.ioctlBuffer(fd, request, Buffer.alloc(4)).readInt32LE(0);
+
+/** The terminal end's state, read through a copy of the task's fd. */
+function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st: Stats, master: boolean): Entry {
+  return withCopy(pid, fd, (copy) => {
     const winsize = native.ioctlBuffer(copy, TIOCGWINSZ, Buffer.alloc(8));
-    // The session and foreground group the task's stat gives, where this is its controlling terminal.
-    const stat = parseStat(readProc(pid, 'stat'));
-    const controlling = stat.ttyNr === st.rdev;
+    // A shell job's terminal: the session and group the holder's stat gives, where it is its
+    // controlling terminal (a pair's slave gets them from its master, in finishTerminals).
+    const stat = master ? undefined : parseStat(readProc(pid, 'stat'));
+    const controlling = stat !== undefined && stat.ttyNr === st.rdev;
     return {
       id: infoId,
       type: TTY_TYPE_PTY,
-      locked: false,
-      exclusive: native.ioctlBuffer(copy, TIOCGEXCL, Buffer.alloc(4)).readInt32LE(0) !== 0,
-      packet_mode: false,
+      locked: master && readInt(copy, TIOCGPTLCK) !== 0,
+      exclusive: readInt(copy, TIOCGEXCL) !== 0,
+      packet_mode: master && readInt(copy, TIOCGPKT) !== 0,
       sid: controlling ? stat.sid : 0,
       pgrp: controlling && stat.tpgid > 0 ? stat.tpgid : 0,
       rdev: st.rdev,
@@ -117,8 +165,40 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st
       uid: st.uid,
       gid: st.gid,
     };
-  } finally {
-    native.close(copy);
+  });
+}
+
+/**
+ * Once every fd is seen: a slave without its master needs --shell-job; a pair has nothing queued
+ * either way, and its slave's info gets the session and foreground group the master reports
+ * (TIOCGSID and TIOCGPGRP on a master answer for its slave, whoever asks).
+ */
+export function finishTerminals(open: OpenFiles): void {
+  const { infos, ends } = terminalsOf(open);
+  for (const [index, { master, slave }] of ends) {
+    if (!master) {
+      if (!open.shellJob) throw new UnsupportedFdError(slave!.pid, slave!.fd, `a terminal (${slave!.link}) whose master is not in the tree: dump with --shell-job, and the restore gives the tree crr's own terminal`);
+      continue;
+    }
+    const queued = (end: TtyEnd) => withCopy(end.pid, end.fd, (copy) => readInt(copy, FIONREAD));
+    for (const end of slave ? [master, slave] : [master]) {
+      const bytes = queued(end);
+      if (bytes > 0) throw new UnsupportedFdError(end.pid, end.fd, `a pseudo-terminal (index ${index}) with ${bytes} bytes not yet read on this side; crr cannot put them back`);
+    }
+    const info = infos.get(index * 2);
+    if (!info) continue; // no slave open in the tree
+    withCopy(master.pid, master.fd, (copy) => {
+      info['sid'] = ioctlOrZero(copy, TIOCGSID);
+      info['pgrp'] = info['sid'] ? ioctlOrZero(copy, TIOCGPGRP) : 0;
+    });
   }
 }
 
+/** An int ioctl's answer, or 0 where the terminal has none (ENOTTY: no session). */
+function ioctlOrZero(fd: number, request: number): number {
+  try {
+    return readInt(fd, request);
+  } catch {
+    return 0;
+  }
+}

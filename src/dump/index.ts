@@ -9,7 +9,7 @@ import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type FrozenTask } f
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { finishTcpRepair } from './fd-inetsk.js';
-import { ttyInfosOf } from './fd-tty.js';
+import { finishTerminals, ttyInfosOf } from './fd-tty.js';
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { fifoData, fifoFds } from './fd-fifo.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
@@ -154,6 +154,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
+    finishTerminals(open);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
     for (const [name, entries] of rootNs.images) out.write(name, entries);
     out.write('inventory.img', [inventoryEntry(rootIds)]);

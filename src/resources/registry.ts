@@ -32,7 +32,7 @@ import { threads } from './threads.js';
 import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
-import { FD_TYPE_TTY, tty } from './tty.js';
+import { ctty, FD_TYPE_TTY, tty } from './tty.js';
 import { sysvShmRemoved } from './sysv-shm.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
@@ -44,6 +44,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   regfile,
   chardev,
   tty,
+  ctty,
   pipe,
   fifo,
   unixsk,

@@ -1,66 +1,204 @@
-// A shell job's terminal (--shell-job): a pty slave whose master was not in the dumped tree. As
-// with CRIU, the restored tree gets the terminal crr runs on (`terminalFd`, crr's stdin unless
-// the caller names another): crr reopens it through /proc/self/fd with the dumped file flags,
-// sets the dumped termios on it (the program's line discipline: raw mode, echo), and the first
-// holder of each description receives it; every other holder takes a copy from that one. The
-// window size and locked termios stay the terminal's own.
+// Pseudo-terminals at restore. crr opens every terminal description of the tree itself, once,
+// when the first task holding one gets here, and each holder receives its descriptions at their
+// fd numbers (offer / receive, src/resources/shared-fds.ts):
+// - a pair (its master in the tree): /dev/ptmx opened until the kernel gives the dumped index
+//   (CRIU's way: the lowest free index comes first), unlocked, packet mode, then each slave
+//   description by its /dev/pts path; termios and window size on each end; locked again if it
+//   was;
+// - a shell job's terminal (a slave without its master; --shell-job): crr's own terminal
+//   (`terminalFd`, its stdin by default) reopened through /proc/self/fd, with the program's
+//   termios; its window size and locked termios stay the terminal's own.
+// Every description is opened with O_NOCTTY; a session leader's controlling terminal is set by
+// the ctty kind afterwards (TIOCSCTTY, then its foreground process group).
 import { closeSync, constants as C, openSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { native } from '../actors/native.js';
 import { StageError } from '../errors.js';
-import type { Entry } from '../images/index.js';
+import type { Entry, FdinfoEntry } from '../images/index.js';
 import { perKey } from '../memo.js';
-import type { RestoreCtx, RestoreSession } from '../restore/context.js';
-import { restoreAnonFds } from './eventfd.js';
-import { holdsFdOfType, offer, receive } from './shared-fds.js';
+import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
+import { FD_CLOEXEC, holdsFdOfType, offer, receive } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
 const TCSETS2 = 0x402c542b;
+const TIOCSLCKTRMIOS = 0x5457;
+const TIOCSWINSZ = 0x5414;
+const TIOCGPTN = 0x80045430;
+const TIOCSPTLCK = 0x40045431;
+const TIOCPKT = 0x5420;
 const TERMIOS2_BYTES = 44;
+const TERMIOS_BYTES = 36;
 const NCCS = 19;
+/** Opens of /dev/ptmx a pair's index may take (each one holds an index until the right one comes). */
+const MAX_PTMX_OPENS = 64;
 
-/** Each tty-info.img entry by id, decoded once per restore. */
-const ttyInfos = perKey((session: RestoreSession): Map<number, Entry> => {
-  const checkpoint = session.checkpoint;
-  if (!checkpoint.has('tty-info.img')) return new Map();
-  return new Map([...checkpoint.image('tty-info.img').entries()].map((lazy) => lazy.decode()).map((e) => [Number(e['id']), e]));
-});
-
-/**
- * Plan-time checks for a checkpoint holding terminals: each is a pty slave (what crr's dump
- * writes), the restore is a shell job, and the terminal given to the tree is one.
- */
-export function checkTerminals(session: RestoreSession): void {
-  const infos = ttyInfos(session);
-  for (const [pid, set] of session.images) {
-    const fd = set.fds.find((f) => f.type === FD_TYPE_TTY);
-    if (!fd) continue;
-    const fail = (message: string) => {
-      throw new StageError({ stage: 'plan', pid, resource: 'tty', message: `fd ${fd.fd} is a terminal: ${message}` });
-    };
-    const tty = session.checkpoint.file(fd.id, `task ${pid} fd ${fd.fd}`)['tty'] as Entry | undefined;
-    const info = infos.get(Number(tty?.['tty_info_id']));
-    if (!info) fail(`its tty-info entry ${String(tty?.['tty_info_id'])} is missing`);
-    if (Number(info!['type']) !== TTY_TYPE_PTY || Number(info!['id']) % 2 !== 0) fail('crr restores a pseudo-terminal slave (a shell job\'s terminal) only');
-    if (!session.options.shellJob) fail('restore it as a shell job (--shell-job): the tree then gets crr\'s own terminal');
-    const own = session.options.terminalFd;
-    if (!isatty(own)) fail(`crr's fd ${own}, the terminal it would hand over, is not a terminal`);
-  }
+/** One tty description of the checkpoint, with its end's info and its holders. */
+interface TtyFile {
+  readonly id: number;
+  readonly flags: number;
+  readonly info: Entry;
+  readonly index: number;
+  readonly master: boolean;
+  /** Holding tasks, each once. */
+  readonly holders: number[];
 }
 
-/** The kernel's struct termios2 from a termios_entry. */
-function termios2(entry: Entry): Buffer {
-  const raw = Buffer.alloc(TERMIOS2_BYTES);
+/** Every tty description the tree holds, by files.img id, decoded once per restore. */
+const ttyFiles = perKey((session: RestoreSession): Map<number, TtyFile> => {
+  const checkpoint = session.checkpoint;
+  const infos = new Map<number, Entry>();
+  if (checkpoint.has('tty-info.img')) for (const lazy of checkpoint.image('tty-info.img').entries()) infos.set(Number(lazy.decode()['id']), lazy.decode());
+  const files = new Map<number, TtyFile>();
+  for (const [pid, set] of session.images) {
+    for (const fd of set.fds) {
+      if (fd.type !== FD_TYPE_TTY) continue;
+      let file = files.get(fd.id);
+      if (!file) {
+        const tty = (checkpoint.file(fd.id, `task ${pid} fd ${fd.fd}`)['tty'] ?? {}) as Entry;
+        const infoId = Number(tty['tty_info_id']);
+        const info = infos.get(infoId);
+        if (!info) refuse(pid, fd, `its tty-info entry ${infoId} is missing`);
+        const index = Number((info['pty'] as Entry | undefined)?.['index'] ?? -1);
+        if (Number(info['type']) !== TTY_TYPE_PTY || index < 0) refuse(pid, fd, 'crr restores pseudo-terminals only');
+        files.set(fd.id, (file = { id: fd.id, flags: Number(tty['flags'] ?? 0), info, index, master: infoId % 2 === 1, holders: [] }));
+      }
+      if (!file.holders.includes(pid)) file.holders.push(pid);
+    }
+  }
+  return files;
+});
+
+function refuse(pid: number, fd: Pick<FdinfoEntry, 'fd'>, message: string): never {
+  throw new StageError({ stage: 'plan', pid, resource: 'tty', message: `fd ${fd.fd} is a terminal: ${message}` });
+}
+
+/** Whether the checkpoint has the master of pty `index`. */
+function hasMaster(files: Map<number, TtyFile>, index: number): boolean {
+  return [...files.values()].some((f) => f.master && f.index === index);
+}
+
+/**
+ * Plan-time checks: every terminal is a pseudo-terminal end; a pair has one master description;
+ * a slave without its master needs a shell-job restore and a terminal to hand over; a session
+ * leader whose controlling terminal is a pair's slave holds an fd of it.
+ */
+export function checkTerminals(session: RestoreSession): void {
+  const files = ttyFiles(session);
+  for (const file of files.values()) {
+    const pid = file.holders[0]!;
+    const fd = session.images.get(pid)!.fds.find((f) => f.id === file.id)!;
+    if (file.master && [...files.values()].some((f) => f.master && f.index === file.index && f.id !== file.id)) refuse(pid, fd, `pty ${file.index} has several master descriptions`);
+    if (file.master || hasMaster(files, file.index)) continue;
+    if (!session.options.shellJob) refuse(pid, fd, "its master was not in the tree: restore it as a shell job (--shell-job), and the tree gets crr's own terminal");
+    if (!isatty(session.options.terminalFd)) refuse(pid, fd, `crr's fd ${session.options.terminalFd}, the terminal it would hand over, is not a terminal`);
+  }
+  for (const { pid, fd } of controllingTerminals(session)) if (fd === undefined) throw new StageError({ stage: 'plan', pid, resource: 'ctty', message: 'the session leader holds no fd of its controlling terminal (a pseudo-terminal of the tree): crr sets it through one' });
+}
+
+/** Each session leader whose controlling terminal is a pair's slave, with its fd of it (if any) and the foreground group. */
+function controllingTerminals(session: RestoreSession): Array<{ pid: number; fd: number | undefined; pgrp: number }> {
+  const files = ttyFiles(session);
+  const out: Array<{ pid: number; fd: number | undefined; pgrp: number }> = [];
+  const seen = new Set<number>();
+  for (const file of files.values()) {
+    const sid = Number(file.info['sid'] ?? 0);
+    if (file.master || !sid || seen.has(sid) || !hasMaster(files, file.index) || !session.images.has(sid)) continue;
+    seen.add(sid);
+    const slaveIds = new Set([...files.values()].filter((f) => !f.master && f.index === file.index).map((f) => f.id));
+    const fd = session.images.get(sid)!.fds.find((f) => slaveIds.has(f.id))?.fd;
+    out.push({ pid: sid, fd, pgrp: Number(file.info['pgrp'] ?? 0) });
+  }
+  return out;
+}
+
+/** The kernel's struct termios2 (or, `bytes` 36, termios) from a termios_entry. */
+function termios(entry: Entry, bytes = TERMIOS2_BYTES): Buffer {
+  const raw = Buffer.alloc(bytes);
   raw.writeUInt32LE(Number(entry['c_iflag'] ?? 0), 0);
   raw.writeUInt32LE(Number(entry['c_oflag'] ?? 0), 4);
   raw.writeUInt32LE(Number(entry['c_cflag'] ?? 0), 8);
   raw.writeUInt32LE(Number(entry['c_lflag'] ?? 0), 12);
   raw[16] = Number(entry['c_line'] ?? 0);
   ((entry['c_cc'] ?? []) as number[]).slice(0, NCCS).forEach((c, i) => (raw[17 + i] = Number(c)));
-  raw.writeUInt32LE(Number(entry['c_ispeed'] ?? 0), 36);
-  raw.writeUInt32LE(Number(entry['c_ospeed'] ?? 0), 40);
+  if (bytes >= TERMIOS2_BYTES) {
+    raw.writeUInt32LE(Number(entry['c_ispeed'] ?? 0), 36);
+    raw.writeUInt32LE(Number(entry['c_ospeed'] ?? 0), 40);
+  }
+  return raw;
+}
+
+/** Termios (and, for an end of a pair, locked termios and window size) from the end's info. */
+function setParameters(fd: number, info: Entry, own: boolean): void {
+  if (own && info['termios_locked']) native.ioctlBuffer(fd, TIOCSLCKTRMIOS, termios(info['termios_locked'] as Entry, TERMIOS_BYTES));
+  if (info['termios']) native.ioctlBuffer(fd, TCSETS2, termios(info['termios'] as Entry));
+  const ws = info['winsize'] as Record<string, number> | undefined;
+  if (own && ws) {
+    const raw = Buffer.alloc(8);
+    [ws['ws_row'], ws['ws_col'], ws['ws_xpixel'], ws['ws_ypixel']].forEach((v, i) => raw.writeUInt16LE(Number(v ?? 0), i * 2));
+    native.ioctlBuffer(fd, TIOCSWINSZ, raw);
+  }
+}
+
+const openFlags = (file: TtyFile) => (file.flags & ~(C.O_CREAT | C.O_TRUNC | C.O_EXCL)) | C.O_NOCTTY;
+
+/** /dev/ptmx opened until the kernel gives `index`; the other opens are closed again. */
+function openPtmx(index: number, flags: number): number {
+  const held: number[] = [];
+  try {
+    for (let i = 0; i < MAX_PTMX_OPENS; i++) {
+      const fd = openSync('/dev/ptmx', flags);
+      const got = native.ioctlBuffer(fd, TIOCGPTN, Buffer.alloc(4)).readInt32LE(0);
+      if (got === index) return fd;
+      held.push(fd);
+      if (got > index) break; // the index is someone else's: no later open gives it
+    }
+    throw new Error(`pty index ${index} is in use on this machine (/dev/pts/${index})`);
+  } finally {
+    for (const fd of held) closeSync(fd);
+  }
+}
+
+/**
+ * Opens every terminal description (masters, then their slaves, then shell-job terminals) and
+ * offers each to its holders. Once per restore: the first task to get here does it.
+ */
+const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise<void> => {
+  const files = [...ttyFiles(session).values()];
+  const opened: Array<{ file: TtyFile; fd: number }> = [];
+  try {
+    for (const master of files.filter((f) => f.master)) {
+      const fd = openPtmx(master.index, openFlags(master));
+      opened.push({ file: master, fd });
+      native.ioctlBuffer(fd, TIOCSPTLCK, Buffer.alloc(4)); // unlocked, so its slaves can open
+      setParameters(fd, master.info, true);
+      if (master.info['packet_mode']) native.ioctlBuffer(fd, TIOCPKT, int32(1));
+      const slaves = files.filter((f) => !f.master && f.index === master.index);
+      slaves.forEach((slave, i) => {
+        const sfd = openSync(`/dev/pts/${slave.index}`, openFlags(slave));
+        opened.push({ file: slave, fd: sfd });
+        if (i === 0) setParameters(sfd, slave.info, true);
+      });
+      if (master.info['locked']) native.ioctlBuffer(fd, TIOCSPTLCK, int32(1));
+    }
+    for (const shellJob of files.filter((f) => !f.master && !files.some((m) => m.master && m.index === f.index))) {
+      const fd = openSync(`/proc/self/fd/${session.options.terminalFd}`, openFlags(shellJob));
+      opened.push({ file: shellJob, fd });
+      setParameters(fd, shellJob.info, false);
+    }
+  } catch (err) {
+    for (const { fd } of opened) closeSync(fd);
+    const e = err as { code?: string; errno?: number; syscall?: string; message: string };
+    return Promise.reject(new StageError({ stage: ctx.stage, pid: ctx.pid, resource: 'tty', message: `opening the tree's terminals: ${e.message}`, ...(e.code ? { code: e.code } : {}), ...(e.errno !== undefined ? { errno: Math.abs(e.errno) } : {}), ...(e.syscall ? { syscall: e.syscall } : {}) }));
+  }
+  for (const { file, fd } of opened) offer(ctx, 'tty', String(file.id), fd, file.holders.length);
+  return Promise.resolve();
+});
+
+function int32(value: number): Buffer {
+  const raw = Buffer.alloc(4);
+  raw.writeInt32LE(value);
   return raw;
 }
 
@@ -69,22 +207,27 @@ export const tty: ResourceKind<RestoreCtx> = {
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*', 'tty-info'],
   appliesTo: holdsFdOfType(FD_TYPE_TTY),
-  describe: () => ["a shell job's terminal: crr's own, reopened with the dumped flags and termios"],
+  describe: () => ['pseudo-terminals: pairs opened by index with their termios; a shell job\'s terminal is crr\'s own'],
   async restore(ctx) {
-    await restoreAnonFds(ctx, FD_TYPE_TTY, async (first) => {
-      const file = first.file['tty'] as Entry;
-      const info = ttyInfos(ctx.session).get(Number(file['tty_info_id']))!;
-      // O_NOCTTY: a session leader opening it must not take it as its controlling terminal here.
-      const flags = (Number(file['flags'] ?? 0) & ~C.O_CREAT & ~C.O_TRUNC) | C.O_NOCTTY;
-      const fd = openSync(`/proc/self/fd/${ctx.session.options.terminalFd}`, flags);
-      try {
-        if (info['termios']) native.ioctlBuffer(fd, TCSETS2, termios2(info['termios'] as Entry));
-      } catch (err) {
-        closeSync(fd);
-        throw err;
-      }
-      offer(ctx, 'tty', String(first.id), fd, 1);
-      await receive(ctx, [{ kind: 'tty', id: String(first.id), fd: first.fd, cloexec: first.cloexec }]);
-    });
+    const fds = ctx.images.fds.filter((fd) => fd.type === FD_TYPE_TTY);
+    if (!fds.length) return;
+    await openTerminals(ctx.session, ctx);
+    await receive(ctx, fds.map((fd) => ({ kind: 'tty', id: String(fd.id), fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) })));
+  },
+};
+
+/** A session leader's controlling terminal (a pty slave of the tree) and its foreground group. */
+export const ctty: ResourceKind<RestoreCtx> = {
+  name: 'ctty',
+  stage: 'task-state',
+  images: ['tty-info'],
+  appliesTo: (task) => !task.zombie && task.sid === task.pid,
+  describe: () => ['the controlling terminal of a session leader (TIOCSCTTY) and its foreground process group'],
+  async restore(ctx) {
+    const mine = controllingTerminals(ctx.session).find((c) => c.pid === ctx.pid);
+    if (!mine || mine.fd === undefined) return;
+    const helper = helperOf(ctx);
+    await helper.request('set_ctty', { fd: mine.fd });
+    if (mine.pgrp) await helper.request('set_fg_pgrp', { fd: mine.fd, pgrp: mine.pgrp });
   },
 };
