@@ -73,7 +73,7 @@ function signalQueue(infos: Uint8Array[]): Entry {
   return infos.length ? { signals: infos.map((siginfo) => ({ siginfo })) } : {};
 }
 
-function threadCore(t: ThreadState, isMain: boolean): Entry {
+function threadCore(t: ThreadState, isMain: boolean, cgSet: number): Entry {
   const e: Entry = {
     futex_rla: t.robustList.head,
     futex_rla_len: t.robustList.len,
@@ -88,8 +88,7 @@ function threadCore(t: ThreadState, isMain: boolean): Entry {
   e.creds = credsEntry(t.status, t.secbits);
   e.comm = t.comm;
   if (t.rseq) e.rseq_entry = { rseq_abi_pointer: t.rseq.ptr, rseq_abi_size: t.rseq.len, signature: t.rseq.sig };
-  // One cgroup set for the whole dump (crr does not dump cgroups): the root's, id 1.
-  e.cg_set = 1;
+  e.cg_set = cgSet;
   return e;
 }
 
@@ -124,7 +123,8 @@ function taskCore(main: ThreadState, task: TaskState, seccompMode: number): Entr
 }
 
 /** The core entry of one thread; `task` is given for the main thread only. */
-export function coreEntry(t: ThreadState, task: TaskState | undefined, seccompMode = 0): Entry {
+/** A thread's core; `cgSet` its cgroup set (cgroup.img; 1 is crr's own). */
+export function coreEntry(t: ThreadState, task: TaskState | undefined, seccompMode = 0, cgSet = 1): Entry {
   const e: Entry = {
     mtype: MARCH_X86_64,
     thread_info: {
@@ -134,8 +134,8 @@ export function coreEntry(t: ThreadState, task: TaskState | undefined, seccompMo
       tls: t.tls.map(tlsEntry),
     },
   };
-  if (task) e.tc = taskCore(t, task, seccompMode);
-  e.thread_core = threadCore(t, task !== undefined);
+  if (task) e.tc = { ...taskCore(t, task, seccompMode), cg_set: cgSet };
+  e.thread_core = threadCore(t, task !== undefined, cgSet);
   return e;
 }
 

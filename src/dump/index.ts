@@ -24,6 +24,7 @@ import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
 import { FileLocks } from './file-locks.js';
 import { rootNamespaces } from './namespaces.js';
+import { CgroupSets } from './cgroups.js';
 import { native } from '../actors/native.js';
 import { AF_NETLINK, NETLINK_SOCK_DIAG, SOCK_RAW } from './socket-common.js';
 import { tracerControl } from './tracer-control.js';
@@ -115,6 +116,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const shmem = new SharedMemory();
     const seccomp = new SeccompFilters();
     const locks = new FileLocks();
+    const cgroups = new CgroupSets();
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
@@ -125,7 +127,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
       }
       try {
         scratch = await Scratch.open(ctl, task.pid);
-        pagesBytes += await dumpTask(task, namespaces.get(task.pid)!, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks);
+        pagesBytes += await dumpTask(task, namespaces.get(task.pid)!, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks, cgroups);
         await scratch.close(regs.get(task.pid));
         scratch = undefined;
       } catch (err) {
@@ -154,6 +156,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
+    out.write('cgroup.img', [cgroups.image()]);
     finishTerminals(open);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
     for (const [name, entries] of rootNs.images) out.write(name, entries);
@@ -200,6 +203,7 @@ async function dumpTask(
   emit: (e: DumpEvent) => void,
   seccomp: SeccompFilters,
   locks: FileLocks,
+  cgroups: CgroupSets,
 ): Promise<number> {
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
@@ -263,7 +267,8 @@ async function dumpTask(
   const readFilter = ctl.seccompFilter?.bind(ctl) ?? (() => Promise.reject(new CrrError(`pid ${pid}: this task control cannot read seccomp filters`)));
   for (const [i, t] of threads.entries()) {
     const sc = await seccomp.collect(t.tid, readFilter, t.status.seccomp);
-    out.write(`core-${t.tid}.img`, [withSeccomp(coreEntry(t, i === 0 ? procState : undefined, status.seccomp), sc)]);
+    const cgSet = cgroups.idOf(`/proc/${pid}/task/${t.tid}`);
+    out.write(`core-${t.tid}.img`, [withSeccomp(coreEntry(t, i === 0 ? procState : undefined, status.seccomp, cgSet), sc)]);
   }
   emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo?.length ?? 0 });
   return bytes;

@@ -34,12 +34,14 @@ import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
 import { ctty, FD_TYPE_TTY, tty } from './tty.js';
 import { sysvShmRemoved } from './sysv-shm.js';
+import { cgroups } from './cgroups.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
 
 export const registry: readonly ResourceKind<RestoreCtx>[] = [
   // before the barrier: the helper does it natively (src/restore/ owner)
   taskTree,
+  cgroups,
   processGroups,
   regfile,
   chardev,

@@ -1,0 +1,99 @@
+// Cgroup membership at restore (cgroup.img; CRIU's "soft" mode). Each task goes into the cgroups
+// of its set (its core's cg_set) right after it is forked, before anything else is restored, so
+// its memory and the threads it makes are charged there. A path that is crr's own already is
+// left alone; a missing directory is made, and the limits the dump recorded for it (cpuset cpus
+// and mems first, then memory, cpu, pids) are set on the directories crr made; directories that
+// exist keep their own. The moves are writes of the task's host PID to cgroup.procs.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cgroupMounts, parseCgroupFile, type CgroupMember as Member } from '../cgroup-fs.js';
+import { StageError } from '../errors.js';
+import type { Entry } from '../images/index.js';
+import { perKey } from '../memo.js';
+import { hostPidOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
+import type { ResourceKind } from './types.js';
+
+interface CgroupImage {
+  readonly sets: ReadonlyMap<number, readonly Member[]>;
+  /** The recorded properties of each directory, by "controllers:path". */
+  readonly properties: ReadonlyMap<string, ReadonlyArray<{ name: string; value: string }>>;
+  /** Where each hierarchy is mounted here, by controllers ("" for v2). */
+  readonly mounts: ReadonlyMap<string, string>;
+  /** crr's own membership: paths already right. */
+  readonly own: readonly Member[];
+  /** Directories this restore made (their properties are set once). */
+  readonly made: Set<string>;
+}
+
+const cgroupImage = perKey((session: RestoreSession): CgroupImage | undefined => {
+  if (!session.checkpoint.has('cgroup.img')) return undefined;
+  const e = session.checkpoint.image('cgroup.img').only();
+  const sets = new Map<number, Member[]>();
+  for (const set of (e['sets'] ?? []) as Entry[]) {
+    sets.set(Number(set['id']), ((set['ctls'] ?? []) as Entry[]).map((m) => ({ name: String(m['name'] ?? ''), path: String(m['path'] ?? '/') })));
+  }
+  const properties = new Map<string, Array<{ name: string; value: string }>>();
+  for (const controller of (e['controllers'] ?? []) as Entry[]) {
+    const name = ((controller['cnames'] ?? []) as string[]).join(',');
+    for (const dir of (controller['dirs'] ?? []) as Entry[]) {
+      const props = ((dir['properties'] ?? []) as Entry[]).map((p) => ({ name: String(p['name']), value: String(p['value']) }));
+      properties.set(`${name}:/${String(dir['dir_name'] ?? '')}`, props);
+    }
+  }
+  return { sets, properties, mounts: cgroupMounts(), own: parseCgroupFile(readFileSync('/proc/self/cgroup', 'latin1')), made: new Set() };
+});
+
+/** The properties a made directory gets first: a v1 cpuset takes no task without cpus and mems. */
+const FIRST = ['cpuset.cpus', 'cpuset.mems'];
+
+/**
+ * Makes `path` of a hierarchy mounted at `mount` where it is missing, component by component:
+ * a made cpuset directory copies its parent's cpus and mems, then the leaf gets its recorded
+ * properties.
+ */
+function ensureDirectory(image: CgroupImage, member: Member, mount: string): void {
+  const parts = member.path.split('/').filter(Boolean);
+  for (let i = 1; i <= parts.length; i++) {
+    const dir = `${mount}/${parts.slice(0, i).join('/')}`;
+    if (existsSync(dir)) continue;
+    mkdirSync(dir);
+    image.made.add(dir);
+    for (const name of FIRST) {
+      const parent = `${mount}/${parts.slice(0, i - 1).join('/')}/${name}`;
+      if (existsSync(`${dir}/${name}`) && existsSync(parent)) writeFileSync(`${dir}/${name}`, readFileSync(parent, 'latin1').trim() || '\n');
+    }
+    if (i === parts.length) {
+      const props = [...(image.properties.get(`${member.name}:${member.path}`) ?? [])].sort((a, b) => Number(FIRST.includes(b.name)) - Number(FIRST.includes(a.name)));
+      for (const p of props) if (p.value !== '') writeFileSync(`${dir}/${p.name}`, p.value);
+    }
+  }
+}
+
+export const cgroups: ResourceKind<RestoreCtx> = {
+  name: 'cgroups',
+  stage: 'namespaces',
+  images: ['cgroup', 'core-*'],
+  appliesTo: (task) => !task.zombie,
+  describe: () => ['into the cgroups of its set (cgroup.img), making missing directories with their recorded limits'],
+  async restore(ctx) {
+    const image = cgroupImage(ctx.session);
+    const setId = Number((ctx.images.core['tc'] as Entry | undefined)?.['cg_set'] ?? 0);
+    const set = image?.sets.get(setId);
+    if (!image || !set) return;
+    const hostPid = hostPidOf(ctx);
+    for (const member of set) {
+      if (image.own.some((o) => o.name === member.name && o.path === member.path)) continue;
+      const mount = image.mounts.get(member.name);
+      const fail = (message: string, err?: NodeJS.ErrnoException): never => {
+        throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message, ...(err?.code ? { code: err.code, errno: Math.abs(err.errno ?? 0), syscall: err.syscall ?? 'write' } : {}) });
+      };
+      if (mount === undefined) fail(`cgroup ${member.name || '(v2)'}:${member.path}: that hierarchy is not mounted here`);
+      try {
+        ensureDirectory(image, member, mount!);
+        writeFileSync(`${mount}${member.path}/cgroup.procs`, String(hostPid));
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        fail(`moving into cgroup ${member.name || '(v2)'}:${member.path} (${mount}${member.path}): ${e.message}`, e);
+      }
+    }
+  },
+};
