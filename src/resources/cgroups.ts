@@ -1,13 +1,13 @@
 // Cgroup membership at restore (cgroup.img; CRIU's "soft" mode). Each task goes into the cgroups
 // of its set (its core's cg_set) right after it is forked, before anything else is restored, so
-// its memory and the threads it makes are charged there. A path that is crr's own already is
-// left alone; a missing directory is made, and the limits the dump recorded for it (cpuset cpus
+// its memory and the threads it makes are charged there. A task of the dumper's own set (the
+// inventory's root_cg_set) stays in crr's cgroups, as does a path that is crr's own already; a missing directory is made, and the limits the dump recorded for it (cpuset cpus
 // and mems first, then memory, cpu, pids) are set on the directories crr made; directories that
 // exist keep their own. The moves are writes of the task's host PID to cgroup.procs.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cgroupMounts, parseCgroupFile, type CgroupMember as Member } from '../cgroup-fs.js';
 import { StageError } from '../errors.js';
-import type { Entry } from '../images/index.js';
+import type { Checkpoint, Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { hostPidOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import type { ResourceKind } from './types.js';
@@ -68,16 +68,26 @@ function ensureDirectory(image: CgroupImage, member: Member, mount: string): voi
   }
 }
 
+/** The task's cgroup set, when it is not the dumper's own (undefined: nothing to do). */
+function setToRestore(checkpoint: Checkpoint, core: Entry): number | undefined {
+  const id = Number((core['tc'] as Entry | undefined)?.['cg_set'] ?? 0);
+  return id && id !== Number(checkpoint.inventory['root_cg_set'] ?? 0) ? id : undefined;
+}
+
 export const cgroups: ResourceKind<RestoreCtx> = {
   name: 'cgroups',
   stage: 'namespaces',
   images: ['cgroup', 'core-*'],
-  appliesTo: (task) => !task.zombie,
+  appliesTo: (task, source) => {
+    if (task.zombie) return false;
+    const core = (source?.images.get(task.pid) as { core?: Entry } | undefined)?.core;
+    return !source || !core || setToRestore(source.checkpoint as Checkpoint, core) !== undefined;
+  },
   describe: () => ['into the cgroups of its set (cgroup.img), making missing directories with their recorded limits'],
   async restore(ctx) {
     const image = cgroupImage(ctx.session);
-    const setId = Number((ctx.images.core['tc'] as Entry | undefined)?.['cg_set'] ?? 0);
-    const set = image?.sets.get(setId);
+    const setId = setToRestore(ctx.checkpoint, ctx.images.core);
+    const set = setId === undefined ? undefined : image?.sets.get(setId);
     if (!image || !set) return;
     const hostPid = hostPidOf(ctx);
     for (const member of set) {
