@@ -3,6 +3,7 @@
 // them), the dump's refusals (a nested namespace, a network namespace) and the restore's
 // (a checkpoint whose tree had a mount namespace of its own, nested namespaces).
 import t from 'tap';
+import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { dump } from '../src/dump/index.js';
 import { imageKindForFile, openCheckpoint } from '../src/images/index.js';
 import { writeImage } from '../src/images/writer.js';
@@ -34,6 +35,7 @@ t.test('a tree in UTS and IPC namespaces of its own comes back in new ones with 
   t.same(checkpoint.image(`utsns-${ids['uts_ns_id']}.img`).only(), { nodename: 'crr-ns-host', domainname: 'crr-ns.example' }, 'utsns image');
   const vars = checkpoint.image(`ipcns-var-${ids['ipc_ns_id']}.img`).only();
   t.same([vars['msg_ctlmax'], vars['sem_ctls'], vars['mq_msg_max']], [12345, [300, 64000, 50, 210], 42], 'ipcns-var image');
+  t.same(summariseCheckpoint(imagesDir).namespaces, ['ipc: SysV 0 shm, 0 msg, 0 sem', 'uts: host crr-ns-host, domain crr-ns.example'], 'crr show DIR names them');
   const rt = await restoreProgram(t, prog, imagesDir);
   for (const kind of ['uts', 'ipc']) {
     t.not(readlinkSync(`/proc/${rt.result.rootHostPid}/ns/${kind}`), readlinkSync(`/proc/self/ns/${kind}`), `the restored root is not in crr's ${kind} namespace`);
@@ -62,6 +64,7 @@ t.test('a loopback-only network namespace comes back with lo up and its sockets 
   const checkpoint = openCheckpoint(imagesDir);
   const id = checkpoint.ids(checkpoint.tasks[0]!.pid)['net_ns_id'];
   t.match(checkpoint.image(`netdev-${id}.img`).only(), { name: 'lo', type: 1, ifindex: 1, mtu: 65536 }, 'netdev: lo');
+  t.ok(summariseCheckpoint(imagesDir).namespaces.includes('net: lo up'), 'crr show DIR: net, lo up');
   const rt = await restoreProgram(t, prog, imagesDir);
   t.not(readlinkSync(`/proc/${rt.result.rootHostPid}/ns/net`), readlinkSync('/proc/self/ns/net'), "the restored root is not in crr's network namespace");
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'lo is up, the child shares the namespace, the listener on 127.0.0.1:4242 accepts');

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../src/actors/native.js';
+import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { dump } from '../src/dump/index.js';
 import { openCheckpoint } from '../src/images/index.js';
 import { restore } from '../src/restore/index.js';
@@ -95,6 +96,8 @@ t.test('a pseudo-terminal with both ends in the tree comes back at its index, wi
   const slave = infos.find((i) => Number(i['id']) % 2 === 0)!;
   const master = infos.find((i) => Number(i['id']) % 2 === 1)!;
   t.equal(Number(master['id']), Number(slave['id']) + 1, 'tty-info: a master and its slave (ids 2N+1 and 2N)');
+  const shown = summariseCheckpoint(imagesDir).tasks.flatMap((task) => task.fds.filter((fd) => fd.type === 'TTY').map((fd) => fd.what));
+  t.ok(shown.includes(`pty ${Number(slave['id']) / 2} master`) && shown.includes(`pty ${Number(slave['id']) / 2} slave`), `crr show DIR: ${shown.join(', ')}`);
   t.same([Number(slave['sid']), Number(slave['pgrp'])], [child, child], "tty-info: the slave controls the child's session, the child's group in the foreground");
   const rt = await restoreProgram(t, prog, imagesDir);
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'same index, the child\'s controlling terminal and foreground group, a line answered without echo');

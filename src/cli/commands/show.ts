@@ -55,6 +55,8 @@ export interface CheckpointSummary {
   dir: string;
   imgVersion: number;
   images: number;
+  /** The tree's own namespaces (where the root's differs from the dumper's), each described. */
+  namespaces: string[];
   tasks: TaskSummary[];
 }
 
@@ -94,8 +96,10 @@ export function describeFile(type: string, file: Entry): string {
     case 'PACKETSK':
     case 'NETLINKSK':
       return `socket:[${text(sub['ino'])}] ${type.replace(/SK$/, '').toLowerCase()}`;
-    case 'TTY':
-      return `tty (index ${text(sub['tty_info_id'])})`;
+    case 'TTY': {
+      const info = Number(sub['tty_info_id']);
+      return `pty ${info >> 1} ${info % 2 ? 'master' : 'slave'}`;
+    }
     case 'MEMFD':
       return `memfd (inode id ${text(sub['inode_id'])})`;
     default:
@@ -133,12 +137,39 @@ function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]
   return summary;
 }
 
+/** The root's namespaces that are not the dumper's (inventory root_ids), with what their images hold. */
+function namespacesOf(checkpoint: Checkpoint): string[] {
+  const root = checkpoint.tasks.find((t) => t.ppid === 0 && !checkpoint.isZombie(t.pid));
+  if (!root) return [];
+  const own = (checkpoint.inventory['root_ids'] ?? {}) as Entry;
+  const ids = checkpoint.ids(root.pid) as Record<string, number | undefined>;
+  const entries = (name: string) => (checkpoint.has(name) ? [...checkpoint.image(name).entries()].map((e) => e.decode()) : []);
+  const out: string[] = [];
+  for (const kind of ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user', 'cgroup']) {
+    const id = ids[`${kind}_ns_id`];
+    if (id === undefined || own[`${kind}_ns_id`] === undefined || Number(own[`${kind}_ns_id`]) === id) continue;
+    let what = '';
+    if (kind === 'uts') {
+      const [uts] = entries(`utsns-${id}.img`);
+      what = uts ? `: host ${text(uts['nodename'])}, domain ${text(uts['domainname'])}` : '';
+    } else if (kind === 'ipc') {
+      const count = (['shm', 'msg', 'sem'] as const).map((k) => `${entries(`ipcns-${k}-${id}.img`).length} ${k}`);
+      what = `: SysV ${count.join(', ')}`;
+    } else if (kind === 'net') {
+      what = `: ${entries(`netdev-${id}.img`).map((d) => `${text(d['name'])} ${Number(d['flags']) & 1 ? 'up' : 'down'}`).join(', ')}`;
+    }
+    out.push(`${kind}${what}`);
+  }
+  return out;
+}
+
 export function summariseCheckpoint(dir: string): CheckpointSummary {
   const checkpoint = openCheckpoint(dir);
   return {
     dir,
     imgVersion: Number(checkpoint.inventory['img_version']),
     images: checkpoint.imageFiles.size,
+    namespaces: namespacesOf(checkpoint),
     tasks: checkpoint.tasks.map((task) => summariseTask(checkpoint, task)),
   };
 }
@@ -162,7 +193,9 @@ function depths(tasks: TaskSummary[]): Map<number, number> {
 }
 
 export function formatSummary(summary: CheckpointSummary): string {
-  const lines = [`checkpoint ${summary.dir}: img_version ${summary.imgVersion}, ${summary.images} images, ${summary.tasks.length} tasks`, ''];
+  const lines = [`checkpoint ${summary.dir}: img_version ${summary.imgVersion}, ${summary.images} images, ${summary.tasks.length} tasks`];
+  if (summary.namespaces.length) lines.push(`namespaces of its own: ${summary.namespaces.join('; ')}`);
+  lines.push('');
   const header = ['PID', 'PPID', 'PGID', 'SID', 'THREADS', 'VMAS', 'MEMORY', 'COMM'];
   const depth = depths(summary.tasks);
   const rows = summary.tasks.map((t) => [
