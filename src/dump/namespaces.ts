@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { native, type SysvDesc } from '../actors/native.js';
 import { encodeEntry } from '../images/codec.js';
+import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
 import { NS_KINDS, type Entry } from './ids.js';
 import { TaskRefusedError } from './tree.js';
 
@@ -93,25 +94,6 @@ export function utsnsEntry(pid: number): Entry {
   return { nodename: nodename!.trimEnd(), domainname: domainname!.trimEnd() };
 }
 
-/** ipc_var_entry's fields and the sysctl each one is read from, in the task's IPC namespace. */
-export const IPC_SYSCTLS = [
-  ['msg_ctlmax', 'kernel/msgmax'],
-  ['msg_ctlmnb', 'kernel/msgmnb'],
-  ['msg_ctlmni', 'kernel/msgmni'],
-  ['auto_msgmni', 'kernel/auto_msgmni'],
-  ['shm_ctlmax', 'kernel/shmmax'],
-  ['shm_ctlall', 'kernel/shmall'],
-  ['shm_ctlmni', 'kernel/shmmni'],
-  ['shm_rmid_forced', 'kernel/shm_rmid_forced'],
-  ['mq_queues_max', 'fs/mqueue/queues_max'],
-  ['mq_msg_max', 'fs/mqueue/msg_max'],
-  ['mq_msgsize_max', 'fs/mqueue/msgsize_max'],
-  ['mq_msg_default', 'fs/mqueue/msg_default'],
-  ['mq_msgsize_default', 'fs/mqueue/msgsize_default'],
-  ['msg_next_id', 'kernel/msg_next_id'],
-  ['sem_next_id', 'kernel/sem_next_id'],
-  ['shm_next_id', 'kernel/shm_next_id'],
-] as const;
 
 const AF_INET = 2;
 const SOCK_DGRAM = 2;

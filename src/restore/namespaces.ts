@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
+import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
 import { NativeError, StageError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
 
@@ -148,28 +149,6 @@ function namespaceImage(checkpoint: Checkpoint, name: string, pid: number): Reco
   return checkpoint.image(name).only();
 }
 
-/**
- * The IPC sysctls of ipc_var_entry, by field. A *_next_id of -1 (unset; CRIU's unsigned
- * 4294967295) is not written: a new namespace has it already and the kernel takes only 0 and up.
- * auto_msgmni is not written either: the kernel ignores it.
- */
-const IPC_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
-  ['msg_ctlmax', 'kernel/msgmax'],
-  ['msg_ctlmnb', 'kernel/msgmnb'],
-  ['msg_ctlmni', 'kernel/msgmni'],
-  ['shm_ctlmax', 'kernel/shmmax'],
-  ['shm_ctlall', 'kernel/shmall'],
-  ['shm_ctlmni', 'kernel/shmmni'],
-  ['shm_rmid_forced', 'kernel/shm_rmid_forced'],
-  ['mq_queues_max', 'fs/mqueue/queues_max'],
-  ['mq_msg_max', 'fs/mqueue/msg_max'],
-  ['mq_msgsize_max', 'fs/mqueue/msgsize_max'],
-  ['mq_msg_default', 'fs/mqueue/msg_default'],
-  ['mq_msgsize_default', 'fs/mqueue/msgsize_default'],
-  ['msg_next_id', 'kernel/msg_next_id'],
-  ['sem_next_id', 'kernel/sem_next_id'],
-  ['shm_next_id', 'kernel/shm_next_id'],
-];
 
 /**
  * Fills the namespaces `parentPid` unshared: host and domain names, IPC sysctls (time offsets go
@@ -221,7 +200,9 @@ export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): voi
     if (Array.isArray(sem) && sem.length === 4) limits.push(['/proc/sys/kernel/sem', sem.map(String).join(' ')]);
     for (const [field, sysctl] of IPC_SYSCTLS) {
       const value = vars[field];
-      if (value === undefined || value === null) continue;
+      // auto_msgmni is not written: the kernel ignores it. A *_next_id of -1 (unset; CRIU's
+      // unsigned 4294967295) is not either: a new namespace has it, and the kernel takes 0 and up.
+      if (value === undefined || value === null || field === 'auto_msgmni') continue;
       const n = BigInt(value as number | bigint);
       if (!field.endsWith('_next_id')) limits.push([`/proc/sys/${sysctl}`, String(n)]);
       else if (BigInt.asIntN(32, n) !== -1n) nextIds.push([`/proc/sys/${sysctl}`, String(n)]);
