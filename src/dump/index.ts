@@ -117,6 +117,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const seccomp = new SeccompFilters();
     const locks = new FileLocks();
     const cgroups = new CgroupSets();
+    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups };
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
@@ -127,7 +128,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
       }
       try {
         scratch = await Scratch.open(ctl, task.pid);
-        pagesBytes += await dumpTask(task, namespaces.get(task.pid)!, ctl, scratch, ids, open, shmem, out, ++pagesId, regs, stats, emit, seccomp, locks, cgroups);
+        pagesBytes += await dumpTask(task, namespaces.get(task.pid)!, scratch, ++pagesId, tree);
         await scratch.close(regs.get(task.pid));
         scratch = undefined;
       } catch (err) {
@@ -188,23 +189,23 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   }
 }
 
-async function dumpTask(
-  task: FrozenTask,
-  namespaces: Record<string, number>,
-  ctl: TaskControl,
-  scratch: Scratch,
-  ids: DumpIds,
-  open: OpenFiles,
-  shmem: SharedMemory,
-  out: DumpOutput,
-  pagesId: number,
-  regs: Map<number, Regs>,
-  stats: DumpStats,
-  emit: (e: DumpEvent) => void,
-  seccomp: SeccompFilters,
-  locks: FileLocks,
-  cgroups: CgroupSets,
-): Promise<number> {
+/** What every task's dump adds to: the dump's id tables, collectors and output. */
+interface TreeDump {
+  readonly ctl: TaskControl;
+  readonly ids: DumpIds;
+  readonly open: OpenFiles;
+  readonly shmem: SharedMemory;
+  readonly out: DumpOutput;
+  readonly regs: Map<number, Regs>;
+  readonly stats: DumpStats;
+  readonly emit: (e: DumpEvent) => void;
+  readonly seccomp: SeccompFilters;
+  readonly locks: FileLocks;
+  readonly cgroups: CgroupSets;
+}
+
+async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, scratch: Scratch, pagesId: number, tree: TreeDump): Promise<number> {
+  const { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups } = tree;
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
