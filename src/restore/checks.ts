@@ -94,7 +94,8 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   checkKernel();
   for (const task of plan.tasks) sessionSource(task, plan.tasks, session.options.shellJob);
   if (!session.options.pidNamespace) checkPidsFree(plan);
-  checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
+  // Asked already by the launcher's set-up, unless it refused (then this says why) or there is none (a dry run).
+  session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
   checkFdKinds(session, supportedFdTypes);
   checkTerminals(session);
   checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch);

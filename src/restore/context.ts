@@ -90,7 +90,7 @@ export interface RestoreSession {
    * and does not wait: the root's fork does (task-tree), so the step changes overlap it.
    */
   launcherReady?: Promise<void>;
-  /** What the checkpoint's namespaces need (set by the launcher's set-up). */
+  /** What the checkpoint's namespaces need: asked once, by the launcher's set-up or the plan's checks, whichever comes first. */
   namespaces?: CheckpointNamespaces;
 }
 

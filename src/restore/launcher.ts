@@ -85,13 +85,12 @@ export async function discardEarlyLauncher(early: Promise<EarlyLauncher>): Promi
 export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<EarlyLauncher>): Promise<void> {
   let namespaces: CheckpointNamespaces;
   try {
-    namespaces = checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
+    namespaces = session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
   } catch (err) {
     // Refused (the plan step says why): nothing of the launcher's may be left behind.
     if (early) await discardEarlyLauncher(early);
     throw err;
   }
-  session.namespaces = namespaces;
   const { launcher, subreaper, init } = await (early ?? beginLauncher(spawnHelper(), session.options.pidNamespace));
   session.launcher = launcher;
   // Asked at spawn and awaited only below: the set-up's requests queue behind it at once, so
@@ -104,13 +103,13 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
     return;
   }
   // A parent of its own for the root: the PID namespace's init, or else a plain holder of the
-  // checkpoint's UTS, IPC and time namespaces.
+  // checkpoint's UTS, IPC, network and time namespaces.
   const parent = await (init ?? launcher.fork({ flags: 0 }));
   session.rootParent = parent;
   await identity;
   await subreaper;
-  // A PID namespace's init already gets every orphan inside it: only a plain parent (time
-  // namespaces alone) has to become a subreaper.
+  // A PID namespace's init already gets every orphan inside it: only a plain holder has to
+  // become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
   await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces);
 }
@@ -123,9 +122,10 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
  *   /proc/<its own view of a pid> finds another process or none (the tree program's zombie
  *   check; anything parsing /proc/<getpid()>). Propagation is made private first so the mount
  *   never reaches the host;
- * - with UTS, IPC or time namespaces in the checkpoint, one unshare of them all, then their
- *   contents set before any task enters them (fillNamespaces; the clock offsets through /proc):
- *   children forked afterwards see the dumped host name, IPC limits and clocks.
+ * - with UTS, IPC, network or time namespaces in the checkpoint, one unshare of them all, then
+ *   their contents set before any task enters them (fillNamespaces; the clock offsets through
+ *   /proc): children forked afterwards see the dumped host name, IPC limits and objects,
+ *   loopback device and clocks.
  */
 async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, namespaces: CheckpointNamespaces): Promise<void> {
   if (!ownProc && !namespaces.unshare) return;
