@@ -70,6 +70,22 @@ t.test('a loopback-only network namespace comes back with lo up and its sockets 
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'lo is up, the child shares the namespace, the listener on 127.0.0.1:4242 accepts');
 });
 
+t.test('a user namespace comes back with its id maps, the credentials as it sees them, and the namespaces it owns', async (t) => {
+  const prog = await startProgram(t, 'namespaces', ['user']);
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const root = checkpoint.tasks[0]!.pid;
+  const extents = [{ first: 0, lower_first: 100000, count: 65536 }];
+  t.same(checkpoint.image(`userns-${checkpoint.ids(root)['user_ns_id']}.img`).only(), { uid_map: extents, gid_map: extents }, 'userns image');
+  const creds = (checkpoint.core(root)['thread_core'] as { creds: Record<string, number> }).creds;
+  t.same([creds['uid'], creds['euid'], creds['gid']], [0, 0, 0], 'credentials as the user namespace sees them (crr sees 100000)');
+  await t.rejects(restore({ imagesDir }), { stage: 'plan', resource: 'namespaces', message: /user namespace of its own: restore it into a fresh PID namespace/ }, 'refused without a fresh PID namespace');
+  const rt = await restoreProgram(t, prog, imagesDir);
+  const status = readFileSync(`/proc/${rt.result.rootHostPid}/status`, 'latin1');
+  t.match(status, /\nUid:\t100000\t100000\t100000\t100000\n/, 'crr sees uid 100000 again');
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'root in the user namespace with its maps; names, limits and the child in the owned namespaces');
+});
+
 t.test('the dump refuses namespaces it cannot restore, naming the task and the kind', async (t) => {
   const cases = [
     ['nested', /pid (\d+): it is in a uts namespace other than its parent's/],

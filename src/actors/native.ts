@@ -57,8 +57,8 @@ export interface SysvObjects {
 interface NamespacesBinding {
   /** Each file read whole, as text. */
   readInNamespace(nsPath: string, nstype: number, paths: readonly string[]): string[];
-  /** Each text written to its path in one write, in order. */
-  writeInNamespace(nsPath: string, nstype: number, writes: ReadonlyArray<readonly [string, string]>): void;
+  /** Each text written to its path in one write, in order; with `euid`, by a thread with that effective uid. */
+  writeInNamespace(nsPath: string, nstype: number, writes: ReadonlyArray<readonly [string, string]>, euid?: number): void;
   /** A close-on-exec socket of the network namespace at `nsPath` (made there by such a thread). */
   socketInNamespace(nsPath: string, family: number, type: number, protocol: number): number;
   /**

@@ -23,7 +23,7 @@ import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
 import { FileLocks } from './file-locks.js';
-import { rootNamespaces } from './namespaces.js';
+import { rootNamespaces, type IdMaps } from './namespaces.js';
 import { CgroupSets } from './cgroups.js';
 import { native } from '../actors/native.js';
 import { AF_NETLINK, NETLINK_SOCK_DIAG, SOCK_RAW } from './socket-common.js';
@@ -117,7 +117,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const seccomp = new SeccompFilters();
     const locks = new FileLocks();
     const cgroups = new CgroupSets();
-    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups };
+    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids };
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
@@ -202,10 +202,12 @@ interface TreeDump {
   readonly seccomp: SeccompFilters;
   readonly locks: FileLocks;
   readonly cgroups: CgroupSets;
+  /** The tree's user namespace's id maps, when it has one of its own. */
+  readonly userIds: IdMaps | undefined;
 }
 
 async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, scratch: Scratch, pagesId: number, tree: TreeDump): Promise<number> {
-  const { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups } = tree;
+  const { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds } = tree;
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
@@ -269,7 +271,9 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   for (const [i, t] of threads.entries()) {
     const sc = await seccomp.collect(t.tid, readFilter, t.status.seccomp);
     const cgSet = cgroups.idOf(`/proc/${pid}/task/${t.tid}`);
-    out.write(`core-${t.tid}.img`, [withSeccomp(coreEntry(t, i === 0 ? procState : undefined, status.seccomp, cgSet), sc)]);
+    const core = coreEntry(t, i === 0 ? procState : undefined, status.seccomp, cgSet);
+    if (userIds) (core['thread_core'] as Entry)['creds'] = userIds.creds((core['thread_core'] as Entry)['creds'] as Entry, t.tid);
+    out.write(`core-${t.tid}.img`, [withSeccomp(core, sc)]);
   }
   emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo?.length ?? 0 });
   return bytes;

@@ -1,6 +1,6 @@
 // The tree's namespaces at dump. Like CRIU, a tree has one namespace of each kind: the root's.
-// Where it is crr's own, nothing is written; where it is not, crr writes what restores it (UTS:
-// utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img; network:
+// Where it is crr's own, nothing is written; where it is not, crr writes what restores it (user:
+// userns-ID.img, and every task's credentials as that namespace sees them; UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img; network:
 // netdev-ID.img, lo only; time: the root's clocks in timens-0.img) or refuses the dump, naming
 // the kind. A task in a namespace
 // other than its parent's is refused too.
@@ -18,7 +18,7 @@ type NsField = (typeof NS_KINDS)[number][1];
 type NsKind = (typeof NS_KINDS)[number][0];
 
 /** The kinds whose namespace of the root crr writes images for (time: its clocks, always written). */
-const RESTORED: ReadonlySet<NsKind> = new Set(['uts', 'ipc', 'net', 'time']);
+const RESTORED: ReadonlySet<NsKind> = new Set(['user', 'uts', 'ipc', 'net', 'time']);
 
 export interface NamespacedTask {
   readonly pid: number;
@@ -35,20 +35,82 @@ type ImageItem = Entry | { entry: Entry; payload: Uint8Array };
  * the long part of the dump. Throws TaskRefusedError for a namespace crr cannot restore
  * (checkNamespaces, a network namespace with devices other than lo).
  */
-export function rootNamespaces(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]> } {
+export function rootNamespaces(
+  tasks: readonly NamespacedTask[],
+  own: Readonly<Record<string, number>>,
+): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; ids?: IdMaps } {
   const kinds = checkNamespaces(tasks, own);
   const root = tasks[0]!;
   const images: Array<[string, ImageItem[]]> = [];
+  let ids: IdMaps | undefined;
+  if (kinds.has('user')) {
+    ids = new IdMaps(root.pid);
+    images.push([`userns-${root.ids['user_ns_id']}.img`, [{ uid_map: ids.uids, gid_map: ids.gids }]]);
+  }
   if (kinds.has('net')) images.push([`netdev-${root.ids['net_ns_id']}.img`, netdevEntries(root.pid)]);
   if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, [utsnsEntry(root.pid)]]);
   if (kinds.has('ipc')) {
     const id = root.ids['ipc_ns_id'];
     images.push([`ipcns-var-${id}.img`, [ipcVarEntry(root.pid)]]);
-    const objects = sysvObjects(root.pid);
+    const objects = sysvObjects(root.pid, ids);
     images.push([`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
   }
   images.push(['timens-0.img', [timensEntry(root.pid)]]);
-  return { kinds, images };
+  return { kinds, images, ...(ids ? { ids } : {}) };
+}
+
+/** One line of /proc/PID/uid_map or gid_map, as userns_entry keeps it. */
+interface IdExtent {
+  first: number;
+  lower_first: number;
+  count: number;
+}
+
+/**
+ * The id maps of a task's user namespace (read from crr's, its parent: lower ids are crr's),
+ * and the way from crr's ids to the namespace's: /proc shows a task's uids and gids as crr's
+ * namespace sees them, while the images hold them as the task sees them (as CRIU's do).
+ */
+export class IdMaps {
+  readonly uids: IdExtent[];
+  readonly gids: IdExtent[];
+
+  constructor(readonly pid: number) {
+    this.uids = parseIdMap(readFileSync(`/proc/${pid}/uid_map`, 'latin1'));
+    this.gids = parseIdMap(readFileSync(`/proc/${pid}/gid_map`, 'latin1'));
+  }
+
+  uid(id: number, what: string): number {
+    return inner(this.uids, id, () => new TaskRefusedError(this.pid, `${what}: uid ${id} is not mapped into the tree's user namespace`));
+  }
+
+  gid(id: number, what: string): number {
+    return inner(this.gids, id, () => new TaskRefusedError(this.pid, `${what}: gid ${id} is not mapped into the tree's user namespace`));
+  }
+
+  /** A creds_entry with its ids as the namespace sees them. */
+  creds(creds: Entry, pid: number): Entry {
+    const what = `pid ${pid}'s credentials`;
+    const out: Entry = { ...creds };
+    for (const f of ['uid', 'euid', 'suid', 'fsuid']) out[f] = this.uid(Number(creds[f]), what);
+    for (const f of ['gid', 'egid', 'sgid', 'fsgid']) out[f] = this.gid(Number(creds[f]), what);
+    if (Array.isArray(creds['groups'])) out['groups'] = (creds['groups'] as number[]).map((g) => this.gid(Number(g), what));
+    return out;
+  }
+}
+
+function parseIdMap(text: string): IdExtent[] {
+  return text
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/).map(Number))
+    .filter((f) => f.length === 3 && f.every(Number.isFinite))
+    .map(([first, lower, count]) => ({ first: first!, lower_first: lower!, count: count! }));
+}
+
+function inner(extents: readonly IdExtent[], id: number, unmapped: () => Error): number {
+  const e = extents.find((x) => id >= x.lower_first && id < x.lower_first + x.count);
+  if (!e) throw unmapped();
+  return e.first + (id - e.lower_first);
 }
 
 /**
@@ -64,7 +126,7 @@ export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<
   for (const [kind, field] of NS_KINDS) {
     if (!differ(root.ids, own, field)) continue;
     if (!RESTORED.has(kind)) {
-      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
+      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores user, uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
     }
     rootKinds.add(kind);
   }
@@ -149,9 +211,12 @@ const padded = (bytes: Uint8Array, to: number) => Buffer.concat([bytes, Buffer.a
  * as CRIU lays them out: a segment's bytes inline (in_pagemaps false), padded to 4; each queue's
  * messages (u32 length, ipc_msg, bytes padded to 8); a set's u16 values padded to 8.
  */
-function sysvObjects(pid: number): { shm: ImageItem[]; msg: ImageItem[]; sem: ImageItem[] } {
+function sysvObjects(pid: number, ids: IdMaps | undefined): { shm: ImageItem[]; msg: ImageItem[]; sem: ImageItem[] } {
   const read = native.sysvIpcRead(`/proc/${pid}/ns/ipc`);
-  const desc = (o: SysvDesc) => ({ key: o.key >>> 0, uid: o.uid, gid: o.gid, cuid: o.cuid, cgid: o.cgid, mode: o.mode, id: o.id });
+  // Owners as the tree's user namespace sees them (the reading thread is in crr's).
+  const uid = (id: number) => (ids ? ids.uid(id, 'a SysV object\'s owner') : id);
+  const gid = (id: number) => (ids ? ids.gid(id, 'a SysV object\'s group') : id);
+  const desc = (o: SysvDesc) => ({ key: o.key >>> 0, uid: uid(o.uid), gid: gid(o.gid), cuid: uid(o.cuid), cgid: gid(o.cgid), mode: o.mode, id: o.id });
   return {
     shm: read.shm.map((o) => ({ entry: { desc: desc(o), size: BigInt(o.size), in_pagemaps: false }, payload: padded(o.data, 4) })),
     msg: read.msg.map((o) => ({

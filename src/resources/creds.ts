@@ -15,6 +15,7 @@ import {
   PR_CAP_AMBIENT,
   PR_CAP_AMBIENT_RAISE,
   PR_CAPBSET_DROP,
+  PR_SET_DUMPABLE,
   PR_SET_PDEATHSIG,
   PR_SET_SECUREBITS,
   SYS,
@@ -218,6 +219,10 @@ export const creds: ResourceKind<RestoreCtx> = {
         const tc = (ctx.images.core['tc'] as Record<string, unknown> | undefined) ?? {};
         batch.call(SYS.personality, [Number(tc['personality'] ?? 0) >>> 0], { what: 'set the personality' });
         batch.call(SYS.prctl, [PR_SET_PDEATHSIG, Number(threadCore['pdeath_sig'] ?? 0), 0, 0, 0], { what: 'set the parent-death signal' });
+        // A uid change makes the process undumpable (the kernel's suid_dumpable): the mm kind's
+        // setting goes again, after the ids.
+        const dumpable = ctx.images.mm?.['dumpable'];
+        if (image && dumpable !== undefined) batch.call(SYS.prctl, [PR_SET_DUMPABLE, Number(dumpable), 0, 0, 0], { what: 'set dumpable again after the ids' });
       }
       if (batch.size === 0) continue;
       syscalls += batch.size;

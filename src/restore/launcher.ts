@@ -17,6 +17,7 @@ const CLONE_NEWPID = 0x20000000;
 const SYS_UNSHARE = 272;
 const SYS_MOUNT = 165;
 const CLONE_NEWNS = 0x20000;
+const CLONE_NEWUSER = 0x10000000;
 // Below the x86-64 red zone (128 bytes) the stopped init's stack is free scratch.
 const STACK_SKIP = 512n;
 const MS_NOSUID = 2;
@@ -104,7 +105,7 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   }
   // A parent of its own for the root: the PID namespace's init, or else a plain holder of the
   // checkpoint's UTS, IPC, network and time namespaces.
-  const parent = await (init ?? launcher.fork({ flags: 0 }));
+  const parent = namespaces.user ? await initInUserNamespace(launcher, init, namespaces.user) : await (init ?? launcher.fork({ flags: 0 }));
   session.rootParent = parent;
   await identity;
   await subreaper;
@@ -112,6 +113,31 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
   await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces);
+}
+
+/**
+ * The init of a PID namespace made inside a new user namespace (one clone with CLONE_NEWUSER,
+ * so the PID namespace is the user namespace's and its tasks may choose their PIDs there), with
+ * the tree's id maps written before it does anything. The early init, whose PID namespace is
+ * crr's user namespace's, is killed and reaped first.
+ */
+async function initInUserNamespace(launcher: HelperChannel, early: Promise<HelperChannel> | undefined, maps: { uidMap: string; gidMap: string }): Promise<HelperChannel> {
+  const unused = await early;
+  if (unused) {
+    unused.kill(SIGKILL);
+    await launcher.request('waitpid', { pid: unused.pidInParent });
+  }
+  const init = await launcher.fork({ flags: CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS });
+  try {
+    writeFileSync(`/proc/${init.hostPid}/uid_map`, maps.uidMap);
+    writeFileSync(`/proc/${init.hostPid}/gid_map`, maps.gidMap);
+  } catch (err) {
+    init.kill(SIGKILL);
+    await launcher.request('waitpid', { pid: init.pidInParent }).catch(() => undefined);
+    const e = err as NodeJS.ErrnoException;
+    throw new NativeError({ code: e.code ?? 'EIO', errno: Math.abs(e.errno ?? 5), syscall: 'write', pid: init.pid, detail: `the user namespace's id maps (${e.message})` });
+  }
+  return init;
 }
 
 /**

@@ -1,9 +1,11 @@
 // The namespaces a checkpoint asks for, by CRIU's rule: a namespace kind is restored where the
 // root task's id differs from the dumper's own (the inventory's root_ids), and every other task
-// shares its parent's. crr makes the root's parent (launcher.ts) unshare the UTS, IPC, network
-// and time namespaces before it forks the root, and fills them in from here: host and domain
-// names, IPC sysctls and SysV objects, the loopback device (up, its mtu), clock offsets. A PID
-// namespace needs --pid-namespace; other kinds are refused.
+// shares its parent's. A user namespace comes first: the PID namespace's init is forked into it
+// (launcher.ts) and its id maps written. Then the root's parent unshares the UTS, IPC, network
+// and time namespaces (owned by that user namespace) before it forks the root, and crr fills
+// them in from here: host and domain names, IPC sysctls and SysV objects, the loopback device
+// (up, its mtu), clock offsets. A PID or user namespace needs --pid-namespace; mount and cgroup
+// namespaces are refused.
 import { readFileSync } from 'node:fs';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
@@ -32,6 +34,11 @@ export interface TimeOffsets {
 }
 
 export interface CheckpointNamespaces {
+  /**
+   * The tree's user namespace: the PID namespace's init is forked into a new one (clone with
+   * CLONE_NEWUSER) and these maps written for it before anything else.
+   */
+  readonly user?: { readonly uidMap: string; readonly gidMap: string };
   /** CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET and CLONE_NEWTIME as asked for: what the root's parent unshares. */
   readonly unshare: number;
   readonly uts?: { readonly nodename: string; readonly domainname: string };
@@ -71,10 +78,18 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const rootIds = idsOf(root.pid);
   const differs = (field: (typeof NS_FIELDS)[number]) => rootIds[field] !== undefined && own[field] !== undefined && Number(own[field]) !== rootIds[field];
-  for (const field of ['mnt_ns_id', 'user_ns_id', 'cgroup_ns_id'] as const) {
-    if (differs(field)) refuse(`the tree was dumped in a ${kindOf(field)} namespace of its own; crr restores uts, ipc, net, time and pid namespaces only`, root.pid);
+  for (const field of ['mnt_ns_id', 'cgroup_ns_id'] as const) {
+    if (differs(field)) refuse(`the tree was dumped in a ${kindOf(field)} namespace of its own; crr restores user, uts, ipc, net, time and pid namespaces only`, root.pid);
   }
   if (differs('pid_ns_id') && !pidNamespace) refuse('the tree was dumped in a PID namespace of its own: restore it into a fresh one (--pid-namespace)', root.pid);
+  let user: CheckpointNamespaces['user'];
+  if (differs('user_ns_id')) {
+    // clone3's set_tid needs privilege over the PID namespace, and a task of a new user
+    // namespace has it only over one made inside that namespace: the PID namespace's init is.
+    if (!pidNamespace) refuse('the tree was dumped in a user namespace of its own: restore it into a fresh PID namespace (--pid-namespace), which crr makes inside the restored user namespace', root.pid);
+    const e = namespaceImage(checkpoint, `userns-${rootIds['user_ns_id']}.img`, root.pid);
+    user = { uidMap: idMapText(e['uid_map']), gidMap: idMapText(e['gid_map']) };
+  }
   let unshare = 0;
   let uts: CheckpointNamespaces['uts'];
   let ipc: CheckpointNamespaces['ipc'];
@@ -97,7 +112,28 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;
-  return { unshare, ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
+  return { unshare, ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
+}
+
+/** The id in crr's user namespace of an id of the tree's, by uid_map / gid_map text. */
+function hostIdOf(map: string): (id: number) => number {
+  const extents = map.split('\n').filter(Boolean).map((line) => line.split(' ').map(Number) as [number, number, number]);
+  return (id) => {
+    const e = extents.find(([first, , count]) => id >= first && id < first + count);
+    if (!e) throw new StageError({ stage: 'plan', resource: 'namespaces', message: `id ${id} is not in the tree's user namespace maps (${map.trim()})` });
+    return e[1] + (id - e[0]);
+  };
+}
+
+/** SysV objects with their owners as crr's namespace names them (IPC_SET takes the caller's ids). */
+function ownedByHostIds(objects: SysvObjects, ids: { uid: (id: number) => number; gid: (id: number) => number }): SysvObjects {
+  const own = <T extends { uid: number; gid: number; cuid: number; cgid: number }>(o: T): T => ({ ...o, uid: ids.uid(o.uid), gid: ids.gid(o.gid), cuid: ids.uid(o.cuid), cgid: ids.gid(o.cgid) });
+  return { shm: objects.shm.map(own), msg: objects.msg.map(own), sem: objects.sem.map(own) };
+}
+
+/** uid_map / gid_map text ("first lower count" lines) from userns_entry's extents. */
+function idMapText(extents: unknown): string {
+  return ((extents ?? []) as Array<Record<string, unknown>>).map((x) => `${Number(x['first'])} ${Number(x['lower_first'])} ${Number(x['count'])}\n`).join('');
 }
 
 /** lo's flags and mtu from netdev-ID.img; any other device is refused (crr makes no links). */
@@ -164,7 +200,10 @@ export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): voi
       throw new NativeError({ code: e.code, errno: e.errno, syscall: e.syscall, pid: parentPid, detail: `restoring the ${kind} namespace: ${e.path ?? ''}` });
     }
   };
-  const write = (kind: string, nstype: number, writes: Array<[string, string]>) => inNamespace(kind, (ns) => native.writeInNamespace(ns, nstype, writes));
+  const write = (kind: string, nstype: number, writes: Array<[string, string]>, euid?: number) => inNamespace(kind, (ns) => native.writeInNamespace(ns, nstype, writes, euid));
+  // In a user namespace of the tree's, crr's ids are its parent's: the IPC limits are writable
+  // by the namespace's root alone, and SysV owners are given as crr's ids.
+  const toHost = ns.user ? { uid: hostIdOf(ns.user.uidMap), gid: hostIdOf(ns.user.gidMap) } : undefined;
   if (ns.net) {
     const { flags, mtu } = ns.net;
     inNamespace('net', (path) => {
@@ -207,8 +246,8 @@ export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): voi
       if (!field.endsWith('_next_id')) limits.push([`/proc/sys/${sysctl}`, String(n)]);
       else if (BigInt.asIntN(32, n) !== -1n) nextIds.push([`/proc/sys/${sysctl}`, String(n)]);
     }
-    write('ipc', CLONE_NEWIPC, limits);
-    const sysv = ns.sysv;
+    write('ipc', CLONE_NEWIPC, limits, toHost?.uid(0));
+    const sysv = ns.sysv && toHost ? ownedByHostIds(ns.sysv, toHost) : ns.sysv;
     if (sysv) inNamespace('ipc', (path) => native.sysvIpcCreate(path, sysv));
     write('ipc', CLONE_NEWIPC, nextIds);
   }

@@ -9,8 +9,11 @@
  * finds each by key at the id it had, with its contents, and the attached one still attached by
  * both and marked SHM_DEST); net (P also unshares a network
  * namespace, brings lo up and listens on 127.0.0.1:4242; the check finds lo up, C in P's network
- * namespace, and connects to the listener and gets a byte across); for the dump's refusals:
- * nested (C unshares a UTS namespace of its own), netdev (net, plus a veth pair made by ip).
+ * namespace, and connects to the listener and gets a byte across);
+ * user (P also unshares a user namespace first: a child of its, still in crr's, writes the maps
+ * "0 100000 65536" for uids and gids and exits; the check finds P root in it with those maps);
+ * for the dump's refusals: nested (C unshares a UTS namespace of its own), netdev (net, plus a
+ * veth pair made by ip).
  * Breaks: hostname (P renames its host before checking), msgmax (P changes kernel.msgmax). */
 #include "common.h"
 #include <sched.h>
@@ -24,6 +27,8 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
@@ -175,6 +180,51 @@ static void check_network(pid_t child)
 		close(served);
 }
 
+static int write_file(const char *path, const char *text);
+
+/* A user namespace for P, mapped by a child still in crr's (P cannot map more than itself). */
+static int enter_user_namespace(int more_flags)
+{
+	char dir[4096];
+	result_dir(dir, sizeof(dir));
+	if (chmod(dir, 0777)) /* P writes its result file as uid 100000 from now on */
+		return -1;
+	int go[2];
+	if (pipe(go))
+		return -1;
+	pid_t mapper = fork();
+	if (mapper == 0) {
+		char byte, path[64];
+		if (read(go[0], &byte, 1) != 1)
+			_exit(1);
+		snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)getppid());
+		int bad = write_file(path, "0 100000 65536");
+		snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)getppid());
+		_exit(bad || write_file(path, "0 100000 65536"));
+	}
+	int status = -1;
+	if (mapper < 0 || unshare(CLONE_NEWUSER | more_flags) || write(go[1], "m", 1) != 1 || waitpid(mapper, &status, 0) != mapper)
+		return -1;
+	close(go[0]);
+	close(go[1]);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || setresgid(0, 0, 0) || setresuid(0, 0, 0))
+		return -1;
+	/* The id change made P undumpable: its /proc/PID/ns links (and C's) would be root's. */
+	return prctl(PR_SET_DUMPABLE, 1);
+}
+
+static void check_user_namespace(void)
+{
+	char map[256];
+	read_proc_file("/proc/self/uid_map", map, sizeof(map));
+	unsigned long first = 1, lower = 0, count = 0;
+	sscanf(map, "%lu %lu %lu", &first, &lower, &count);
+	if (first != 0 || lower != 100000 || count != 65536)
+		fail("uid_map is '%lu %lu %lu', not '0 100000 65536'", first, lower, count);
+	if (getuid() != 0 || getgid() != 0 || geteuid() != 0)
+		fail("P is uid %d gid %d in its user namespace, not root", (int)getuid(), (int)getgid());
+}
+
 static int write_file(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY);
@@ -213,7 +263,8 @@ int main(int argc, char **argv)
 	const char *setup = argc > 2 ? argv[2] : "plain";
 	int networked = !strcmp(setup, "net") || !strcmp(setup, "netdev");
 	int flags = CLONE_NEWUTS | CLONE_NEWIPC | (networked ? CLONE_NEWNET : 0);
-	if (unshare(flags))
+	int user = !strcmp(setup, "user");
+	if (user ? enter_user_namespace(flags) : unshare(flags))
 		return 3;
 	if (sethostname(HOST, strlen(HOST)) || setdomainname(DOMAIN, strlen(DOMAIN)))
 		return 4;
@@ -257,6 +308,10 @@ int main(int argc, char **argv)
 		check_sysv();
 	if (networked)
 		check_network(child);
+	if (user) {
+		check_user_namespace();
+		check_same_ns(child, "user");
+	}
 	int rc = protocol_report();
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
