@@ -1,5 +1,6 @@
 // All or nothing: failures injected at every stage (a resource that throws, a busy PID, a helper
-// killed at the barrier, a missing mapped file, a corrupt pages file, an abort) must end in one
+// killed at the barrier, a missing mapped file, a corrupt pages file, an abort, a cgroup that
+// cannot be entered) must end in one
 // StageError naming task, resource, stage, syscall and errno, with no process of that restore
 // left: every host PID the restore made is checked gone, and Node has no helper child left.
 import t from 'tap';
@@ -10,6 +11,9 @@ import type { RestoreCtx } from '../src/restore/context.js';
 import { registry } from '../src/resources/registry.js';
 import { STAGES, type ResourceKind, type Stage } from '../src/resources/types.js';
 import { alive, copyFixture, rewriteImage } from './lib/restore-images.js';
+import { imageKindForFile } from '../src/images/index.js';
+import { writeImage } from '../src/images/writer.js';
+import { join } from 'node:path';
 
 /** Host PIDs seen by the injected kinds: tasks, the launcher and the root's parent. */
 function tracker() {
@@ -187,4 +191,29 @@ t.test('an fd of a kind crr does not restore is refused at plan time, naming tas
     code: 'ENOTSUP',
     message: /not supported: fd 251 is a BPFMAP .*crr restores REG, PIPE/,
   });
+});
+
+t.test('a task whose cgroup cannot be entered fails the namespaces stage and rolls back', async (t) => {
+  const dir = copyFixture(t, 'sh-loop');
+  writeImage(join(dir, 'cgroup.img'), imageKindForFile('cgroup.img')!, [
+    { entry: { sets: [{ id: 1, ctls: [] }, { id: 2, ctls: [{ name: 'no-such-controller', path: '/crr-test' }] }], controllers: [] } },
+  ]);
+  rewriteImage(dir, 'core-17393.img', ([core]) => [{ ...core!, tc: { ...(core!['tc'] as Record<string, unknown>), cg_set: 2 } }]);
+  const { seen, note } = tracker();
+  const noter: ResourceKind<RestoreCtx> = {
+    name: 'note-pids',
+    stage: 'fork',
+    images: [],
+    after: ['task-tree'],
+    async restore(ctx) {
+      note(ctx);
+    },
+  };
+  await t.rejects(restore({ imagesDir: dir, pidNamespace: true, kinds: [...registry, noter] }), {
+    stage: 'namespaces',
+    pid: 17393,
+    resource: 'cgroups',
+    message: /cgroup no-such-controller:\/crr-test: that hierarchy is not mounted here/,
+  });
+  checkNothingLeft(t, seen);
 });
