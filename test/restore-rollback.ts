@@ -1,8 +1,8 @@
 // All or nothing: failures injected at every stage (a resource that throws, a busy PID, a helper
 // killed at the barrier, a missing mapped file, a corrupt pages file, an abort, a cgroup that
-// cannot be entered) must end in one
-// StageError naming task, resource, stage, syscall and errno, with no process of that restore
-// left: every host PID the restore made is checked gone, and Node has no helper child left.
+// cannot be entered) must end in one StageError naming task, resource, stage, syscall and errno,
+// with no process of that restore left: every host PID the restore made is checked gone, and
+// Node has no helper child left.
 import t from 'tap';
 import { readdirSync, readFileSync, truncateSync } from 'node:fs';
 import { NativeError, StageError } from '../src/errors.js';
