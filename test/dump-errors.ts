@@ -145,6 +145,9 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.same(parseDumpArgs(['--tree=7', '--images-dir=/y', '--verbosity=4', '--timeout', '5']), { pid: 7, imagesDir: '/y', leaveRunning: false, verbosity: 4, logFile: undefined, timeoutSec: 5 });
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']).tcpEstablished, true);
+  t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit', '4M']).ghostLimit, 4 << 20);
+  t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit=100']).ghostLimit, 100);
+  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit', 'lots']), /--ghost-limit: 'lots' is not a size/);
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-close']), new UsageError("unsupported option '--tcp-close'"));
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
   t.throws(() => parseDumpArgs(['-t', 'abc', '-D', 'd']), /'abc' is not a process id/);

@@ -19,6 +19,7 @@ import { dumpUnixFd } from './fd-unixsk.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
 import { dumpTtyFd, terminalKind } from './fd-tty.js';
+import { DELETED, ghostRefusal } from './ghost-files.js';
 import { KcmpSearch, KcmpSorted, runSearches } from './kcmp-order.js';
 
 /** Anon-inode fd kinds (issue 6), each in its own src/dump/fd-<kind>.ts. */
@@ -163,8 +164,18 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       out.push(await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe));
       continue;
     }
-    if (link.endsWith(' (deleted)')) throw new UnsupportedFdError(pid, fd, `a deleted file (${link})`);
     const st = statSync(`/proc/${pid}/fd/${fd}`);
+    if (link.endsWith(DELETED)) {
+      const why = ghostRefusal(st, ids.ghosts.limit);
+      if (why) throw new UnsupportedFdError(pid, fd, `${why} (${link})`);
+      const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
+      const id = await open.idFor(key, pid, fd, probe.order, (id) => {
+        ids.addFile(regFileEntry(id, link.slice(0, -DELETED.length), st, fileFlags, info.pos));
+        ids.ghosts.remap(id, st, `/proc/${pid}/fd/${fd}`, () => ids.newFileId(), `pid ${pid} fd ${fd}`);
+      }, ids);
+      out.push({ id, flags: fdflags, type: FD_TYPE.REG, fd });
+      continue;
+    }
     const kind = st.mode & C.S_IFMT;
     if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
       out.push(await dumpTtyFd({ pid, fd, link, st, fileFlags, fdflags }, ids, open, probe.order));

@@ -4,6 +4,7 @@
 // dumped task gets 2; namespaces are numbered in CRIU's order pid, net, ipc, uts, time, mnt,
 // user, cgroup as first seen, starting with the dumper's own.
 import { statSync } from 'node:fs';
+import { GhostFiles } from './ghost-files.js';
 import { KcmpSearch, KcmpSorted, runSearches } from './kcmp-order.js';
 
 export type Entry = Record<string, unknown>;
@@ -39,6 +40,13 @@ type KnownObject = { pid: number; id: number };
 
 export class DumpIds {
   private nextFile = 1;
+  /** Deleted files kept in the checkpoint (ghost-file and remap-fpath images). */
+  readonly ghosts: GhostFiles;
+
+  constructor(ghostLimit?: number) {
+    this.ghosts = new GhostFiles(ghostLimit);
+  }
+
   /** Per kind: the next id and the tasks that hold a known object (one each), in kcmp order. */
   private objects = new Map<string, { next: number; known: KcmpSorted<KnownObject> }>();
   private nsIds = new Map<string, number>(); // "kind:inode" -> id

@@ -52,6 +52,8 @@ export interface DumpOptions {
    * connection is not restored gets a reset.
    */
   tcpEstablished?: boolean;
+  /** Largest deleted file kept in the checkpoint, in bytes (criu's --ghost-limit; 1 MiB). */
+  ghostLimit?: number;
   /**
    * Take a terminal whose master is not in the tree (criu's --shell-job): the tree runs on a
    * shell's terminal. Without it such a terminal is refused; its restore needs the option too.
@@ -89,7 +91,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (opts.signal?.aborted) throw new CrrError('dump aborted', 1, { cause: opts.signal.reason });
   };
   const out = new DumpOutput(opts.imagesDir);
-  const ids = new DumpIds();
+  const ids = new DumpIds(opts.ghostLimit);
   const rootIds = await ids.rootIds();
   const stats = new DumpStats();
   let seized: number[] = [];
@@ -157,6 +159,8 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
+    for (const ghost of ids.ghosts.images) out.write(ghost.name, [{ entry: ghost.entry, payload: ghost.payload }]);
+    if (ids.ghosts.remaps.length) out.write('remap-fpath.img', ids.ghosts.remaps);
     out.write('cgroup.img', [cgroups.image()]);
     finishTerminals(open);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);

@@ -6,6 +6,7 @@ import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
 import { parseMaps, parseSmapsVmFlags, parseAuxv, readProc, readProcBytes, readProcLink, type MapsLine, type ProcStat } from './proc.js';
 import { regFileEntry } from './regfile.js';
+import { DELETED, ghostRefusal } from './ghost-files.js';
 import { isMemfdLink, memfdMappingId } from './fd-memfd.js';
 import type { DumpIds, Entry } from './ids.js';
 
@@ -126,8 +127,6 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
         } else {
           status |= VMA.ANON_PRIVATE;
         }
-      } else if (line.path.endsWith(' (deleted)')) {
-        throw new UnsupportedVmaError(pid, line, 'a mapping of a deleted file');
       } else {
         status |= line.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
         shmid = BigInt(mappedFileId(pid, ids, line));
@@ -182,18 +181,25 @@ function sysvMappingRefusal(pid: number, line: MapsLine, segments: Map<number, b
 /** The files.img id of a mapped file, one per (dev, inode) for the whole dump. */
 function mappedFileId(pid: number, ids: DumpIds, line: MapsLine): number {
   const viaMapFiles = `/proc/${pid}/map_files/${hex(line.start)}-${hex(line.end)}`;
+  const deleted = line.path.endsWith(DELETED);
   let st;
   try {
     st = statSync(viaMapFiles);
-  } catch {
+  } catch (err) {
+    if (deleted) throw new UnsupportedVmaError(pid, line, `a mapping of a deleted file crr cannot read (${(err as Error).message})`);
     st = statSync(line.path);
   }
   const key = `${st.dev}:${st.ino}`;
   const known = ids.mappedFiles.get(key);
   if (known !== undefined) return known;
+  if (deleted) {
+    const why = ghostRefusal(st, ids.ghosts.limit);
+    if (why) throw new UnsupportedVmaError(pid, line, why);
+  }
   const id = ids.newFileId();
   ids.mappedFiles.set(key, id);
-  ids.addFile(regFileEntry(id, line.path, st, 0, 0n, viaMapFiles));
+  ids.addFile(regFileEntry(id, deleted ? line.path.slice(0, -DELETED.length) : line.path, st, 0, 0n, deleted ? undefined : viaMapFiles));
+  if (deleted) ids.ghosts.remap(id, st, viaMapFiles, () => ids.newFileId(), `pid ${pid} mapping ${hex(line.start)}-${hex(line.end)}`);
   return id;
 }
 

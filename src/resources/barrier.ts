@@ -10,7 +10,7 @@ import type { HelperChannel } from '../actors/helper.js';
 import { STUB_SCRATCH_SIZE, stubCode } from '../actors/stub.js';
 import type { Entry } from '../images/index.js';
 import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
-import { VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../restore/files.js';
+import { regFile, VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../restore/files.js';
 import { rlimitsOf } from './rlimits.js';
 import { needsSeccompSuspend } from './seccomp.js';
 import { O_CLOEXEC } from './shared-fds.js';
@@ -168,9 +168,8 @@ export const barrier: ResourceKind<RestoreCtx> = {
     keys.push('pages');
     let i = 1;
     for (const [id, writable] of files) {
-      const reg = ctx.checkpoint.file(id, `mm-${ctx.pid}.img`)['reg'] as Entry | undefined;
-      if (!reg) throw new Error(`mapped file id ${id} is not a regular file`);
-      ops.push({ op: 'open', path: String(reg['name']), flags: (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, fd: numbers[i++] });
+      const file = regFile(ctx.checkpoint, id, `mm-${ctx.pid}.img`);
+      ops.push({ op: 'open', path: file.name, flags: (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, fd: numbers[i++] });
       keys.push(`file:${id}`);
     }
     ops.push({ op: 'park' });

@@ -35,12 +35,14 @@ import { timers } from './timers.js';
 import { ctty, FD_TYPE_TTY, tty } from './tty.js';
 import { sysvShmRemoved } from './sysv-shm.js';
 import { cgroups } from './cgroups.js';
+import { ghostFiles, ghostFilesRemoved } from './ghost-files.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
 
 export const registry: readonly ResourceKind<RestoreCtx>[] = [
   // before the barrier: the helper does it natively (src/restore/ owner)
   taskTree,
+  ghostFiles,
   cgroups,
   processGroups,
   regfile,
@@ -77,6 +79,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   seccomp,
   regs,
   sysvShmRemoved,
+  ghostFilesRemoved,
   detach,
 ];
 

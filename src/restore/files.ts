@@ -25,6 +25,37 @@ export interface RegFile {
   readonly mode?: number;
   readonly size?: bigint;
   readonly buildId?: readonly number[];
+  /** A deleted file the restore makes from ghost-file-ID.img (this id), at `name`, and unlinks again. */
+  readonly ghost?: number;
+}
+
+const REMAP_GHOST = 1;
+const ghostTables = new WeakMap<Checkpoint, Map<number, number>>();
+
+/**
+ * Each files.img id whose file was deleted at dump (remap-fpath.img, remap type GHOST), with its
+ * ghost's id. Other remap types (a file renamed or linked elsewhere) are refused.
+ */
+export function ghostsOf(checkpoint: Checkpoint): Map<number, number> {
+  let table = ghostTables.get(checkpoint);
+  if (table) return table;
+  table = new Map();
+  if (checkpoint.has('remap-fpath.img')) {
+    for (const lazy of checkpoint.image('remap-fpath.img').entries()) {
+      const e = lazy.decode();
+      const type = Number(e['remap_type'] ?? 0);
+      if (type !== REMAP_GHOST) throw new StageError({ stage: 'plan', resource: 'regfile', message: `file id ${Number(e['orig_id'])} is remapped by type ${type}; crr restores deleted files (ghosts) only` });
+      table.set(Number(e['orig_id']), Number(e['remap_id']));
+    }
+  }
+  ghostTables.set(checkpoint, table);
+  return table;
+}
+
+/** Where the restore makes ghost `ghost` of the deleted file once at `original`: beside it, hidden. */
+export function ghostPath(original: string, ghost: number): string {
+  const slash = original.lastIndexOf('/');
+  return `${original.slice(0, slash + 1)}.crr-ghost-${process.pid}-${ghost.toString(16)}-${original.slice(slash + 1)}`;
 }
 
 export function regFile(checkpoint: Checkpoint, id: number, from: string): RegFile {
@@ -32,9 +63,11 @@ export function regFile(checkpoint: Checkpoint, id: number, from: string): RegFi
   const reg = entry['reg'] as Entry | undefined;
   if (!reg) throw new StageError({ stage: 'plan', resource: 'regfile', message: `file id ${id} (${from}) is not a regular file or device` });
   const big = (v: unknown) => (typeof v === 'bigint' ? v : typeof v === 'number' ? BigInt(v) : undefined);
+  const ghost = ghostsOf(checkpoint).get(id);
   return {
     id,
-    name: String(reg['name']),
+    name: ghost !== undefined ? ghostPath(String(reg['name']), ghost) : String(reg['name']),
+    ...(ghost !== undefined ? { ghost } : {}),
     flags: Number(reg['flags'] ?? 0),
     pos: big(reg['pos']) ?? 0n,
     mode: typeof reg['mode'] === 'number' ? reg['mode'] : undefined,
@@ -125,12 +158,23 @@ export function fileMismatch(file: RegFile): { missing: boolean; detail: string 
   return undefined;
 }
 
+function missingDirectory(path: string): { missing: boolean; detail: string } | undefined {
+  const dir = path.slice(0, path.lastIndexOf('/')) || '/';
+  try {
+    if (statSync(dir).isDirectory()) return undefined;
+  } catch {
+    // reported below
+  }
+  return { missing: true, detail: `(a deleted file the checkpoint holds) cannot be made: its directory ${dir} is gone` };
+}
+
 /** Plan-time check of every file the tree uses; the first problem is a StageError naming task and use. */
 export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet>, allowMismatch: boolean): void {
   for (const [id, uses] of filesInUse(images)) {
     const use = uses[0]!;
     const file = regFile(checkpoint, id, `task ${use.pid} ${use.how}`);
-    const wrong = fileMismatch(file);
+    // A ghost is made by the restore: only its directory must be there.
+    const wrong = file.ghost !== undefined ? missingDirectory(file.name) : fileMismatch(file);
     if (!wrong || (!wrong.missing && allowMismatch)) continue;
     const hint = wrong.missing ? '' : ' (--allow-file-mismatch accepts it)';
     throw new StageError({

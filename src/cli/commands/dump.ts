@@ -22,6 +22,8 @@ export interface DumpArgs {
   tcpEstablished?: boolean;
   /** Take the shell's terminal the tree runs on (criu's --shell-job). */
   shellJob?: boolean;
+  /** Largest deleted file kept, in bytes (criu's --ghost-limit). */
+  ghostLimit?: number;
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
@@ -38,6 +40,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let trace: string | undefined;
   let tcpEstablished = false;
   let shellJob = false;
+  let ghostLimit: number | undefined;
   for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
       const v = value();
@@ -56,17 +59,25 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--trace') trace = value();
     else if (arg === '--tcp-established') tcpEstablished = true;
     else if (arg === '--shell-job' || arg === '-j') shellJob = true;
+    else if (arg === '--ghost-limit') ghostLimit = byteSize(value(), '--ghost-limit');
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(shellJob ? { shellJob } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}) };
+}
+
+/** A size as criu takes one: bytes, or a number with K, M or G. */
+function byteSize(text: string, option: string): number {
+  const m = /^(\d+)([KMG]?)$/i.exec(text);
+  if (!m) throw new UsageError(`${option}: '${text}' is not a size (bytes, or a number with K, M or G)`);
+  return Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -117,6 +128,7 @@ export async function run(argv: string[]): Promise<number> {
     leaveRunning: args.leaveRunning,
     ...(args.tcpEstablished ? { tcpEstablished: true } : {}),
     ...(args.shellJob ? { shellJob: true } : {}),
+    ...(args.ghostLimit !== undefined ? { ghostLimit: args.ghostLimit } : {}),
     signal,
     trace: args.trace,
     onEvent: (e) => {

@@ -1,0 +1,85 @@
+// Deleted files the tree had open or mapped (ghosts: ghost-file-ID.img, remap-fpath.img). Before
+// any task opens a file, the root's ghost-files kind makes each ghost beside the path it had
+// (a hidden name, src/restore/files.ts ghostPath) with its bytes, mode, owner and times; every
+// fd and mapping of it opens that path (regFile gives it). Once every task holds what it needs,
+// at resume, ghost-files-removed unlinks them, and the tree's files are deleted ones again; a
+// failed restore unlinks them too.
+import { chownSync, linkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { StageError } from '../errors.js';
+import type { Entry } from '../images/index.js';
+import { perKey } from '../memo.js';
+import type { RestoreCtx, RestoreSession } from '../restore/context.js';
+import { ghostsOf, regFile } from '../restore/files.js';
+import type { ResourceKind } from './types.js';
+
+/** The paths this restore made, to unlink at resume or on failure. */
+const madePaths = perKey((_: RestoreSession) => [] as string[]);
+
+function unlinkMade(session: RestoreSession): void {
+  const paths = madePaths(session);
+  for (const path of paths.splice(0)) {
+    try {
+      unlinkSync(path);
+    } catch {
+      // gone already
+    }
+  }
+}
+
+const isRoot = (task: { ppid: number; zombie?: boolean }) => task.ppid === 0 && !task.zombie;
+
+export const ghostFiles: ResourceKind<RestoreCtx> = {
+  name: 'ghost-files',
+  stage: 'fork',
+  after: ['task-tree'],
+  images: ['remap-fpath', 'ghost-file-*'],
+  appliesTo: isRoot,
+  describe: () => ['deleted files the tree holds, made again (hidden, beside their old paths) until every task has opened them'],
+  async restore(ctx) {
+    const ghosts = ghostsOf(ctx.checkpoint);
+    if (!ghosts.size) return;
+    ctx.signal.addEventListener('abort', () => unlinkMade(ctx.session), { once: true });
+    const made = madePaths(ctx.session);
+    const firstPath = new Map<number, string>();
+    for (const [fileId, ghost] of ghosts) {
+      const path = regFile(ctx.checkpoint, fileId, 'remap-fpath.img').name;
+      const first = firstPath.get(ghost);
+      if (first === path) continue;
+      try {
+        if (first !== undefined) linkSync(first, path);
+        else writeGhost(ctx.checkpoint, ghost, path);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message: `making deleted file ${path} (ghost ${ghost.toString(16)}): ${e.message}`, ...(e.code ? { code: e.code, errno: Math.abs(e.errno ?? 0), syscall: e.syscall ?? 'open' } : {}) });
+      }
+      made.push(path);
+      if (first === undefined) firstPath.set(ghost, path);
+    }
+  },
+};
+
+/** The ghost's bytes, mode, owner and times at `path`, a file that must not exist yet. */
+function writeGhost(checkpoint: RestoreCtx['checkpoint'], ghost: number, path: string): void {
+  const [head] = [...checkpoint.image(`ghost-file-${ghost.toString(16)}.img`).entries()];
+  const e = head?.decode() as Entry | undefined;
+  if (!head || !e || e['chunks']) throw new Error('its image holds no whole contents (chunked ghosts are not supported)');
+  const mode = Number(e['mode'] ?? 0o600) & 0o7777;
+  writeFileSync(path, head.payload ?? new Uint8Array(), { mode, flag: 'wx' });
+  chownSync(path, Number(e['uid'] ?? 0), Number(e['gid'] ?? 0));
+  const seconds = (t: unknown) => {
+    const tv = (t ?? {}) as Record<string, unknown>;
+    return Number(tv['tv_sec'] ?? 0) + Number(tv['tv_usec'] ?? 0) / 1e6;
+  };
+  if (e['mtim']) utimesSync(path, seconds(e['atim'] ?? e['mtim']), seconds(e['mtim']));
+}
+
+export const ghostFilesRemoved: ResourceKind<RestoreCtx> = {
+  name: 'ghost-files-removed',
+  stage: 'resume',
+  images: ['remap-fpath'],
+  appliesTo: isRoot,
+  describe: () => ['the deleted files made for the restore, unlinked again'],
+  async restore(ctx) {
+    unlinkMade(ctx.session);
+  },
+};

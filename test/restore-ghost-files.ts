@@ -1,0 +1,51 @@
+// Deleted files (ghosts): the ghost program holds a deleted file open at an offset and another
+// mapped. The dump keeps both in ghost-file images (remap-fpath sends their files.img entries
+// there); the restore makes them beside their old paths, every fd and mapping opens them, and
+// they are unlinked again before the tree runs. A deleted file over the ghost limit is refused.
+import t from 'tap';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dump } from '../src/dump/index.js';
+import { openCheckpoint } from '../src/images/index.js';
+import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
+import { requestCheck, startProgram } from './lib/programs.js';
+
+t.test('the self-check notices a changed deleted file', async (t) => {
+  const prog = await startProgram(t, 'ghost', [], { env: { CRR_SELFTEST_BREAK: 'content' } });
+  const r = await requestCheck(prog.pid, prog.resultFile);
+  t.notOk(r.pass, r.text);
+});
+
+t.test('a deleted file held open and one held mapped come back deleted, with their bytes and offset', async (t) => {
+  const prog = await startProgram(t, 'ghost');
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const remaps = [...checkpoint.image('remap-fpath.img').entries()].map((e) => e.decode());
+  t.equal(remaps.length, 2, 'remap-fpath: the open file and the mapped one');
+  const ghosts = [...checkpoint.imageFiles.keys()].filter((name) => name.startsWith('ghost-file-'));
+  t.equal(ghosts.length, 2, `ghost images: ${ghosts.join(', ')}`);
+  const sizes = ghosts.map((g) => Number(checkpoint.image(g).entries().next().value!.decode()['size'])).sort((a, b) => a - b);
+  t.same(sizes, [8192, 10000], 'each ghost holds the whole file');
+  const rt = await restoreProgram(t, prog, imagesDir);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'fd 20 deleted, at its offset, bytes and mapping intact');
+  t.same(readdirSync(prog.dir).filter((f) => f.includes('crr-ghost')), [], 'the made files are unlinked again');
+});
+
+t.test('a deleted file over the ghost limit is refused, naming pid and fd', async (t) => {
+  const prog = await startProgram(t, 'ghost', ['big']);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-ghost-big-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await t.rejects(dump({ pid: prog.pid, imagesDir }), { message: new RegExp(`pid ${prog.pid}: fd 20 is a deleted file of 2097152 bytes, over the ghost limit of 1048576 \\(--ghost-limit\\)`) });
+  t.notOk(existsSync(join(imagesDir, 'inventory.img')), 'no checkpoint');
+  t.ok((await requestCheck(prog.pid, prog.resultFile)).pass, 'the program runs on');
+});
+
+t.test('a larger ghost limit takes it', async (t) => {
+  const prog = await startProgram(t, 'ghost', ['big']);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-ghost-big-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  const pids = prog.tree();
+  await dump({ pid: prog.pid, imagesDir, ghostLimit: 4 << 20 });
+  t.ok(pids.length > 0 && existsSync(join(imagesDir, 'remap-fpath.img')), 'dumped with its ghosts');
+});
