@@ -6,6 +6,7 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { dump } from '../src/dump/index.js';
 import { openCheckpoint } from '../src/images/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
@@ -27,6 +28,8 @@ t.test('a deleted file held open and one held mapped come back deleted, with the
   t.equal(ghosts.length, 2, `ghost images: ${ghosts.join(', ')}`);
   const sizes = ghosts.map((g) => Number(checkpoint.image(g).entries().next().value!.decode()['size'])).sort((a, b) => a - b);
   t.same(sizes, [8192, 10000], 'each ghost holds the whole file');
+  const fd20 = summariseCheckpoint(imagesDir).tasks[0]!.fds.find((fd) => fd.fd === 20);
+  t.match(fd20?.what, /\/ghost-data \(deleted\)$/, 'crr show DIR: fd 20 is the deleted ghost-data');
   const rt = await restoreProgram(t, prog, imagesDir);
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'fd 20 deleted, at its offset, bytes and mapping intact');
   t.same(readdirSync(prog.dir).filter((f) => f.includes('crr-ghost')), [], 'the made files are unlinked again');

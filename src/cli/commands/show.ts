@@ -4,6 +4,7 @@
 import { statSync } from 'node:fs';
 import { ImageError, UsageError } from '../../errors.js';
 import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
+import { ghostsOf } from '../../restore/files.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
 import { FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
@@ -131,7 +132,8 @@ function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]
   for (const fd of checkpoint.fdinfo(filesId)) {
     const file = checkpoint.file(fd.id, `fdinfo-${filesId}.img`);
     const type = FD_TYPE_NAMES[fd.type] ?? String(fd.type);
-    summary.fds.push({ fd: fd.fd, type, fileId: fd.id, what: describeFile(type, file) });
+    const deleted = ghostsOf(checkpoint).has(fd.id) ? ' (deleted)' : '';
+    summary.fds.push({ fd: fd.fd, type, fileId: fd.id, what: describeFile(type, file) + deleted });
   }
   summary.fds.sort((a, b) => a.fd - b.fd);
   return summary;
