@@ -96,6 +96,20 @@ t.test('an unsupported fd (a packet socket) names pid, fd and kind; the task run
   assertNoCheckpoint(t, dir);
 });
 
+t.test('a deleted working directory is refused, naming the task', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-gone-cwd-'));
+  const pid = await startDetached(['/bin/sh', '-c', `cd ${dir} && rmdir ${dir} && exec sleep 1000`]);
+  t.teardown(() => kill([pid]));
+  for (let i = 0; i < 200 && !spawnSync('readlink', [`/proc/${pid}/cwd`], { encoding: 'utf8' }).stdout.includes('(deleted)'); i++) await sleep(20);
+  const images = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(images, { recursive: true, force: true }));
+  const err = await dump({ pid, imagesDir: images }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${pid}: its cwd ${dir} \\(deleted\\) was deleted; crr cannot make a deleted directory again`));
+  assertUntouched(t, pid);
+  assertNoCheckpoint(t, images);
+});
+
 t.test("SysV shared memory of crr's own IPC namespace is refused, naming the mapping", async (t) => {
   const py = [
     'import ctypes, time',

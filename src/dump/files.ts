@@ -245,7 +245,9 @@ export function fsEntry(pid: number, ids: DumpIds, umask: number): Entry {
   const dir = (what: 'cwd' | 'root') => {
     const id = ids.newFileId();
     const st = statSync(`/proc/${pid}/${what}`);
-    ids.addFile(regFileEntry(id, readProcLink(pid, what), st, 0, 0n));
+    const path = readProcLink(pid, what);
+    if (path.endsWith(DELETED)) throw new CrrError(`pid ${pid}: its ${what} ${path} was deleted; crr cannot make a deleted directory again`);
+    ids.addFile(regFileEntry(id, path, st, 0, 0n));
     return id;
   };
   const cwd_id = dir('cwd');
