@@ -19,11 +19,12 @@ import { dumpUnixFd } from './fd-unixsk.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
 import { dumpTtyFd, terminalKind } from './fd-tty.js';
+import { pidfdDumper } from './fd-pidfd.js';
 import { DELETED, ghostRefusal } from './ghost-files.js';
 import { KcmpSearch, KcmpSorted, runSearches } from './kcmp-order.js';
 
 /** Anon-inode fd kinds (issue 6), each in its own src/dump/fd-<kind>.ts. */
-const ANON_FD_DUMPERS: readonly AnonFdDumper[] = [eventfdDumper, signalfdDumper, timerfdDumper, eventpollDumper, inotifyDumper];
+const ANON_FD_DUMPERS: readonly AnonFdDumper[] = [eventfdDumper, signalfdDumper, timerfdDumper, eventpollDumper, inotifyDumper, pidfdDumper];
 
 /** An fd crr cannot dump yet: the message names pid, fd and the kind of file. */
 export class UnsupportedFdError extends CrrError {

@@ -15,7 +15,7 @@ export const eventpoll: ResourceKind<RestoreCtx> = {
   name: 'eventpoll',
   stage: 'shared-fds',
   images: ['files', 'fdinfo-*'],
-  after: ['regfile', 'chardev', 'pipe', 'unixsk', 'inetsk', 'netlinksk', 'eventfd', 'signalfd', 'timerfd', 'inotify'],
+  after: ['regfile', 'chardev', 'pipe', 'fifo', 'unixsk', 'inetsk', 'netlinksk', 'eventfd', 'signalfd', 'timerfd', 'inotify', 'memfd', 'tty', 'pidfd'],
   appliesTo: holdsFdOfType(FD_TYPE_EVENTPOLL),
   describe: () => ['epoll instances, then their registered fds with events and data'],
   async restore(ctx) {

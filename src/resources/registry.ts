@@ -36,6 +36,7 @@ import { ctty, FD_TYPE_TTY, tty } from './tty.js';
 import { sysvShmRemoved } from './sysv-shm.js';
 import { cgroups } from './cgroups.js';
 import { ghostFiles, ghostFilesRemoved } from './ghost-files.js';
+import { FD_TYPE_PIDFD, pidfd } from './pidfd.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
 
@@ -63,6 +64,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   timerfd,
   inotify,
   eventpoll,
+  pidfd,
   fs,
   rlimits,
   barrier,
@@ -98,6 +100,7 @@ export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_EVENTPOLL, 'eventpoll'],
   [FD_TYPE_MEMFD, 'memfd'],
   [FD_TYPE_TTY, 'tty'],
+  [FD_TYPE_PIDFD, 'pidfd'],
 ]);
 
 /** Look a kind up by name; the planner has already checked that names are unique. */

@@ -11,6 +11,7 @@ import type { RestorePlan } from '../plan/plan.js';
 import { RLIMIT_NAMES, ownHardLimits, rlimitsOf } from '../resources/rlimits.js';
 import { sessionSource } from '../resources/task-tree.js';
 import { checkTerminals } from '../resources/tty.js';
+import { checkPidfds } from '../resources/pidfd.js';
 import type { RestoreSession } from './context.js';
 import { checkFiles } from './files.js';
 import { checkpointNamespaces } from './namespaces.js';
@@ -98,5 +99,6 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
   checkFdKinds(session, supportedFdTypes);
   checkTerminals(session);
+  checkPidfds(session);
   checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch);
 }
