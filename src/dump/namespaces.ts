@@ -1,9 +1,10 @@
 // The tree's namespaces at dump. Like CRIU, a tree has one namespace of each kind: the root's.
-// Where it is crr's own, nothing is written; where it is not, crr writes what restores it (user:
-// userns-ID.img, and every task's credentials as that namespace sees them; UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img; network:
-// netdev-ID.img, lo only; time: the root's clocks in timens-0.img) or refuses the dump, naming
-// the kind. A task in a namespace
-// other than its parent's is refused too.
+// Where it is crr's own, nothing is written; where it is not, crr writes what restores it or
+// refuses the dump, naming the kind:
+// - user: userns-ID.img, and every task's credentials as that namespace sees them;
+// - UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img;
+// - network: netdev-ID.img, lo only; time: the root's clocks in timens-0.img.
+// A task in a namespace other than its parent's is refused too.
 import { readFileSync } from 'node:fs';
 import { native, type SysvDesc } from '../actors/native.js';
 import { encodeEntry } from '../images/codec.js';
