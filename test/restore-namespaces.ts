@@ -3,6 +3,8 @@
 // them), the dump's refusals (a nested namespace, a network namespace) and the restore's
 // (a checkpoint whose tree had a mount namespace of its own, nested namespaces).
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { dump } from '../src/dump/index.js';
 import { imageKindForFile, openCheckpoint } from '../src/images/index.js';
@@ -15,6 +17,7 @@ import { mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+const crr = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
 const hostName = () => readFileSync('/proc/sys/kernel/hostname', 'utf8').trim();
 const hostMsgmax = () => readFileSync('/proc/sys/kernel/msgmax', 'utf8').trim();
 
@@ -36,6 +39,8 @@ t.test('a tree in UTS and IPC namespaces of its own comes back in new ones with 
   const vars = checkpoint.image(`ipcns-var-${ids['ipc_ns_id']}.img`).only();
   t.same([vars['msg_ctlmax'], vars['sem_ctls'], vars['mq_msg_max']], [12345, [300, 64000, 50, 210], 42], 'ipcns-var image');
   t.same(summariseCheckpoint(imagesDir).namespaces, ['ipc: SysV 0 shm, 0 msg, 0 sem', 'uts: host crr-ns-host, domain crr-ns.example'], 'crr show DIR names them');
+  const plan = spawnSync(process.execPath, [crr, 'plan', '-D', imagesDir], { encoding: 'utf8' });
+  t.match(plan.stdout, /namespaces the root's parent makes before the fork: ipc: SysV 0 shm, 0 msg, 0 sem; uts: host crr-ns-host/, 'crr plan names them');
   const rt = await restoreProgram(t, prog, imagesDir);
   for (const kind of ['uts', 'ipc']) {
     t.not(readlinkSync(`/proc/${rt.result.rootHostPid}/ns/${kind}`), readlinkSync(`/proc/self/ns/${kind}`), `the restored root is not in crr's ${kind} namespace`);

@@ -6,11 +6,11 @@
 // failed restore unlinks them too.
 import { chownSync, linkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { StageError } from '../errors.js';
-import type { Entry } from '../images/index.js';
+import type { Checkpoint, Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import type { RestoreCtx, RestoreSession } from '../restore/context.js';
 import { ghostsOf, regFile } from '../restore/files.js';
-import type { ResourceKind } from './types.js';
+import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 /** The paths this restore made, to unlink at resume or on failure. */
 const madePaths = perKey((_: RestoreSession) => [] as string[]);
@@ -26,14 +26,15 @@ function unlinkMade(session: RestoreSession): void {
   }
 }
 
-const isRoot = (task: { ppid: number; zombie?: boolean }) => task.ppid === 0 && !task.zombie;
+/** The root, when the checkpoint has ghosts (or the planner has no images to tell). */
+const rootWithGhosts = (task: TaskPlan, source?: PlanSource) => task.ppid === 0 && !task.zombie && (!source || (source.checkpoint as Checkpoint).has('remap-fpath.img'));
 
 export const ghostFiles: ResourceKind<RestoreCtx> = {
   name: 'ghost-files',
   stage: 'fork',
   after: ['task-tree'],
   images: ['remap-fpath', 'ghost-file-*'],
-  appliesTo: isRoot,
+  appliesTo: rootWithGhosts,
   describe: () => ['deleted files the tree holds, made again (hidden, beside their old paths) until every task has opened them'],
   async restore(ctx) {
     const ghosts = ghostsOf(ctx.checkpoint);
@@ -77,7 +78,7 @@ export const ghostFilesRemoved: ResourceKind<RestoreCtx> = {
   name: 'ghost-files-removed',
   stage: 'resume',
   images: ['remap-fpath'],
-  appliesTo: isRoot,
+  appliesTo: rootWithGhosts,
   describe: () => ['the deleted files made for the restore, unlinked again'],
   async restore(ctx) {
     unlinkMade(ctx.session);

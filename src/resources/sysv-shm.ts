@@ -6,6 +6,7 @@
 // goes with its last attachment as before.
 import { native } from '../actors/native.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import type { Checkpoint } from '../images/index.js';
 import type { ResourceKind } from './types.js';
 
 /** ipc_perm.mode's bit for a segment marked removed. */
@@ -19,7 +20,7 @@ export const sysvShmRemoved: ResourceKind<RestoreCtx> = {
   name: 'sysv-shm-removed',
   stage: 'resume',
   images: ['ipcns-shm-*'],
-  appliesTo: (task) => task.ppid === 0 && !task.zombie,
+  appliesTo: (task, source) => task.ppid === 0 && !task.zombie && (!source || [...(source.checkpoint as Checkpoint).imageFiles.keys()].some((name) => name.startsWith('ipcns-shm-'))),
   describe: () => ['SysV segments removed while attached: marked removed again once every task attached them'],
   async restore(ctx) {
     const ids = removedSegments(ctx);

@@ -221,7 +221,7 @@ export const ctty: ResourceKind<RestoreCtx> = {
   name: 'ctty',
   stage: 'task-state',
   images: ['tty-info'],
-  appliesTo: (task) => !task.zombie && task.sid === task.pid,
+  appliesTo: (task, source) => !task.zombie && task.sid === task.pid && (!source || (source.checkpoint as { has(name: string): boolean }).has('tty-info.img')),
   describe: () => ['the controlling terminal of a session leader (TIOCSCTTY) and its foreground process group'],
   async restore(ctx) {
     const mine = controllingTerminals(ctx.session).find((c) => c.pid === ctx.pid);

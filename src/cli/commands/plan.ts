@@ -1,6 +1,7 @@
 // `crr plan -D DIR [--format text|json|mermaid|dot]`: the restore plan of a checkpoint (stage
 // order of resource kinds, who creates and who receives each shared object), without restoring
 // and without the machine checks a restore makes (the checkpoint may come from another machine).
+import { summariseCheckpoint } from './show.js';
 import { UsageError } from '../../errors.js';
 import { options } from '../args.js';
 import { buildPlan } from '../../plan/plan.js';
@@ -30,6 +31,10 @@ export async function run(argv: string[]): Promise<number> {
   const { tasks, checkpoint, images } = await loadCheckpoint(imagesDir);
   const plan = buildPlan(registry, tasks, { checkpoint, images });
   process.stdout.write(renderPlan(plan, format));
-  if (format === 'text') process.stdout.write(await describeTasks(imagesDir));
+  if (format === 'text') {
+    const namespaces = summariseCheckpoint(imagesDir).namespaces;
+    if (namespaces.length) process.stdout.write(`\nnamespaces the root's parent makes before the fork: ${namespaces.join('; ')}\n`);
+    process.stdout.write(await describeTasks(imagesDir));
+  }
   return 0;
 }
