@@ -109,7 +109,11 @@ t.test('the dump refuses namespaces it cannot restore, naming the task and the k
 t.test("the restore refuses a checkpoint whose namespaces crr does not make, before touching anything", async (t) => {
   const mountNs = copyFixture(t, 'sleep');
   rewriteImage(mountNs, 'ids-17288.img', ([ids]) => [{ ...ids!, mnt_ns_id: 99 }]);
-  await t.rejects(restore({ imagesDir: mountNs, pidNamespace: true }), { stage: 'plan', resource: 'namespaces', message: /dumped in a mnt namespace of its own/ });
+  await t.rejects(restore({ imagesDir: mountNs, pidNamespace: true }), { stage: 'plan', resource: 'namespaces', message: /mountpoints-99\.img is missing/ });
+
+  const cgroupNs = copyFixture(t, 'sleep');
+  rewriteImage(cgroupNs, 'ids-17288.img', ([ids]) => [{ ...ids!, cgroup_ns_id: 99 }]);
+  await t.rejects(restore({ imagesDir: cgroupNs, pidNamespace: true }), { stage: 'plan', resource: 'namespaces', message: /dumped in a cgroup namespace of its own/ });
 
   const pidNs = copyFixture(t, 'sleep');
   rewriteImage(pidNs, 'ids-17288.img', ([ids]) => [{ ...ids!, pid_ns_id: 99 }]);

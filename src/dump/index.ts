@@ -2,6 +2,7 @@
 // the tree (default, like criu) or resume it untouched. Any failure before the end resumes the
 // tree with its registers as they were and removes the partial image directory.
 import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
@@ -165,6 +166,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     finishTerminals(open);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
     for (const [name, entries] of rootNs.images) out.write(name, entries);
+    for (const [name, bytes] of rootNs.archives) writeFileSync(out.rawPath(name), bytes);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
 
     emit({ type: 'stage', stage: 'finish' });

@@ -3,6 +3,7 @@
 // refuses the dump, naming the kind:
 // - user: userns-ID.img, and every task's credentials as that namespace sees them;
 // - UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img;
+// - mount: mountpoints-ID.img and tmpfs contents (src/dump/mounts.ts);
 // - network: netdev-ID.img, lo only; time: the root's clocks in timens-0.img.
 // A task in a namespace other than its parent's is refused too.
 import { readFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { native, type SysvDesc } from '../actors/native.js';
 import { encodeEntry } from '../images/codec.js';
 import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
 import { NS_KINDS, type Entry } from './ids.js';
+import { mountImages } from './mounts.js';
 import { TaskRefusedError } from './tree.js';
 
 const CLONE_NEWIPC = 0x08000000;
@@ -19,7 +21,7 @@ type NsField = (typeof NS_KINDS)[number][1];
 type NsKind = (typeof NS_KINDS)[number][0];
 
 /** The kinds whose namespace of the root crr writes images for (time: its clocks, always written). */
-const RESTORED: ReadonlySet<NsKind> = new Set(['user', 'uts', 'ipc', 'net', 'time']);
+const RESTORED: ReadonlySet<NsKind> = new Set(['user', 'mnt', 'uts', 'ipc', 'net', 'time']);
 
 export interface NamespacedTask {
   readonly pid: number;
@@ -39,7 +41,7 @@ type ImageItem = Entry | { entry: Entry; payload: Uint8Array };
 export function rootNamespaces(
   tasks: readonly NamespacedTask[],
   own: Readonly<Record<string, number>>,
-): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; ids?: IdMaps } {
+): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; archives: Array<[string, Buffer]>; ids?: IdMaps } {
   const kinds = checkNamespaces(tasks, own);
   const root = tasks[0]!;
   const images: Array<[string, ImageItem[]]> = [];
@@ -47,6 +49,12 @@ export function rootNamespaces(
   if (kinds.has('user')) {
     ids = new IdMaps(root.pid);
     images.push([`userns-${root.ids['user_ns_id']}.img`, [{ uid_map: ids.uids, gid_map: ids.gids }]]);
+  }
+  let archives: Array<[string, Buffer]> = [];
+  if (kinds.has('mnt')) {
+    const made = mountImages(root.pid);
+    images.push([`mountpoints-${root.ids['mnt_ns_id']}.img`, made.mounts]);
+    archives = made.archives;
   }
   if (kinds.has('net')) images.push([`netdev-${root.ids['net_ns_id']}.img`, netdevEntries(root.pid)]);
   if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, [utsnsEntry(root.pid)]]);
@@ -57,7 +65,7 @@ export function rootNamespaces(
     images.push([`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
   }
   images.push(['timens-0.img', [timensEntry(root.pid)]]);
-  return { kinds, images, ...(ids ? { ids } : {}) };
+  return { kinds, images, archives, ...(ids ? { ids } : {}) };
 }
 
 /** One line of /proc/PID/uid_map or gid_map, as userns_entry keeps it. */
@@ -127,7 +135,7 @@ export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<
   for (const [kind, field] of NS_KINDS) {
     if (!differ(root.ids, own, field)) continue;
     if (!RESTORED.has(kind)) {
-      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores user, uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
+      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores user, mount, uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
     }
     rootKinds.add(kind);
   }

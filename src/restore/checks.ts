@@ -15,6 +15,8 @@ import { checkPidfds } from '../resources/pidfd.js';
 import type { RestoreSession } from './context.js';
 import { checkFiles } from './files.js';
 import { checkpointNamespaces } from './namespaces.js';
+import { ownMountPoints } from './mounts.js';
+import { parseMountinfo } from '../mountinfo.js';
 
 const INFINITY = (1n << 64n) - 1n;
 const FD_TYPE_NAMES = Object.fromEntries(Object.entries(FD_TYPES).map(([name, n]) => [n, name]));
@@ -100,5 +102,7 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   checkFdKinds(session, supportedFdTypes);
   checkTerminals(session);
   checkPidfds(session);
-  checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch);
+  const mnt = session.namespaces?.mnt;
+  const madeUnder = mnt ? ownMountPoints(mnt, parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'))) : [];
+  checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch, madeUnder);
 }

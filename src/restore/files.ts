@@ -5,6 +5,7 @@
 import { statSync, type Stats } from 'node:fs';
 import { readBuildId } from '../images/build-id.js';
 import { StageError } from '../errors.js';
+import { isWithin } from '../mountinfo.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import type { TaskImageSet } from './context.js';
 
@@ -168,11 +169,16 @@ function missingDirectory(path: string): { missing: boolean; detail: string } | 
   return { missing: true, detail: `(a deleted file the checkpoint holds) cannot be made: its directory ${dir} is gone` };
 }
 
-/** Plan-time check of every file the tree uses; the first problem is a StageError naming task and use. */
-export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet>, allowMismatch: boolean): void {
+/**
+ * Plan-time check of every file the tree uses; the first problem is a StageError naming task and
+ * use. Files below `madeUnder` (mount points of the tree's own mounts) are left to the restore.
+ */
+export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet>, allowMismatch: boolean, madeUnder: readonly string[] = []): void {
   for (const [id, uses] of filesInUse(images)) {
     const use = uses[0]!;
     const file = regFile(checkpoint, id, `task ${use.pid} ${use.how}`);
+    // Below a mount the restore makes (the tree's tmpfs, a bind mount): not there to check yet.
+    if (madeUnder.some((dir) => isWithin(file.name, dir))) continue;
     // A ghost is made by the restore: only its directory must be there.
     const wrong = file.ghost !== undefined ? missingDirectory(file.name) : fileMismatch(file);
     if (!wrong || (!wrong.missing && allowMismatch)) continue;

@@ -9,6 +9,7 @@ import { spawnHelper, type HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
 import { NativeError } from '../errors.js';
 import type { RestoreSession, TaskRuntime } from './context.js';
+import { makeMounts } from './mounts.js';
 import { checkpointNamespaces, fillNamespaces, type CheckpointNamespaces } from './namespaces.js';
 import { errnoName, isSyscallError, signed } from './remote-sys.js';
 
@@ -148,13 +149,14 @@ async function initInUserNamespace(launcher: HelperChannel, early: Promise<Helpe
  *   /proc/<its own view of a pid> finds another process or none (the tree program's zombie
  *   check; anything parsing /proc/<getpid()>). Propagation is made private first so the mount
  *   never reaches the host;
+ * - with the tree's mount namespace, its mounts (makeMounts: src/restore/mounts.ts);
  * - with UTS, IPC, network or time namespaces in the checkpoint, one unshare of them all, then
  *   their contents set before any task enters them (fillNamespaces; the clock offsets through
  *   /proc): children forked afterwards see the dumped host name, IPC limits and objects,
  *   loopback device and clocks.
  */
 async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, namespaces: CheckpointNamespaces): Promise<void> {
-  if (!ownProc && !namespaces.unshare) return;
+  if (!ownProc && !namespaces.unshare && !namespaces.mnt) return;
   const host = parent.hostPid;
   // Seize, interrupt and wait for the stop in one tracer operation.
   await tracer.seizeThreads(host, [host], PTRACE_O_EXITKILL, 5000);
@@ -168,15 +170,25 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
       return got;
     };
     if (namespaces.unshare) await inject(SYS_UNSHARE, [namespaces.unshare], 'unshare', `flags 0x${namespaces.unshare.toString(16)}`);
+    // Strings for the syscalls go on the holder's own stack, below its red zone: it is stopped
+    // in a syscall and nothing runs on that stack until it returns (no mmap/munmap round trips).
+    const below = ((await stackPointer(tracer, host)) - STACK_SKIP) & ~15n;
+    const strings = (...list: string[]): bigint[] => {
+      const bytes = list.map((text) => Buffer.from(`${text}\0`, 'utf8'));
+      const base = (below - BigInt(bytes.reduce((n, b) => n + b.length, 0))) & ~15n;
+      tracer.processVmWrite(host, base, Buffer.concat(bytes));
+      let at = base;
+      return bytes.map((b) => (at += BigInt(b.length)) - BigInt(b.length));
+    };
     if (ownProc) {
-      // The mount paths go on the init's own stack, below its red zone: it is stopped in a
-      // syscall and nothing runs on that stack until it returns (no mmap/munmap round trips).
-      // "/" at 0, "proc" at 2, "/proc" at 7
-      const paths = ((await stackPointer(tracer, host)) - STACK_SKIP) & ~15n;
-      tracer.processVmWrite(host, paths, Buffer.from('/\0proc\0/proc\0', 'latin1'));
+      const [root = 0n, proc = 0n, target = 0n] = strings('/', 'proc', '/proc');
       // One after the other: a proc mount while / still propagates to the host would appear there.
-      await inject(SYS_MOUNT, [0, paths, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
-      await inject(SYS_MOUNT, [paths + 2n, paths + 7n, paths + 2n, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
+      await inject(SYS_MOUNT, [0, root, 0, MS_REC | MS_PRIVATE, 0], 'mount', 'make / private');
+      await inject(SYS_MOUNT, [proc, target, proc, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
+    }
+    if (namespaces.mnt) {
+      const ops = { pid: host, inject, strings, mountinfo: () => readFileSync(`/proc/${host}/mountinfo`, 'latin1') };
+      await makeMounts(ops, namespaces.mnt, ownProc);
     }
   } finally {
     detach();

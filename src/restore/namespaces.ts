@@ -4,12 +4,14 @@
 // (launcher.ts) and its id maps written. Then the root's parent unshares the UTS, IPC, network
 // and time namespaces (owned by that user namespace) before it forks the root, and crr fills
 // them in from here: host and domain names, IPC sysctls and SysV objects, the loopback device
-// (up, its mtu), clock offsets. A PID or user namespace needs --pid-namespace; mount and cgroup
-// namespaces are refused.
+// (up, its mtu), clock offsets; its mounts are made there too (src/restore/mounts.ts). A PID or
+// user namespace needs --pid-namespace; a cgroup namespace is refused.
 import { readFileSync } from 'node:fs';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
 import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
+import { howToMake, parseMountinfo } from '../mountinfo.js';
+import { treeMounts, type TreeMounts } from './mounts.js';
 import { NativeError, StageError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
 
@@ -17,6 +19,7 @@ export const CLONE_NEWTIME = 0x80;
 const CLONE_NEWUTS = 0x04000000;
 const CLONE_NEWIPC = 0x08000000;
 const CLONE_NEWNET = 0x40000000;
+const CLONE_NEWNS = 0x20000;
 const ND_TYPE_LOOPBACK = 1;
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
@@ -34,6 +37,8 @@ export interface TimeOffsets {
 }
 
 export interface CheckpointNamespaces {
+  /** The tree's mounts, made in the root's parent's mount namespace (src/restore/mounts.ts). */
+  readonly mnt?: TreeMounts;
   /**
    * The tree's user namespace: the PID namespace's init is forked into a new one (clone with
    * CLONE_NEWUSER) and these maps written for it before anything else.
@@ -78,8 +83,15 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const rootIds = idsOf(root.pid);
   const differs = (field: (typeof NS_FIELDS)[number]) => rootIds[field] !== undefined && own[field] !== undefined && Number(own[field]) !== rootIds[field];
-  for (const field of ['mnt_ns_id', 'cgroup_ns_id'] as const) {
-    if (differs(field)) refuse(`the tree was dumped in a ${kindOf(field)} namespace of its own; crr restores user, uts, ipc, net, time and pid namespaces only`, root.pid);
+  if (differs('cgroup_ns_id')) refuse('the tree was dumped in a cgroup namespace of its own; crr restores user, mount, uts, ipc, net, time and pid namespaces only', root.pid);
+  let mnt: TreeMounts | undefined;
+  if (differs('mnt_ns_id')) {
+    requireImage(checkpoint, `mountpoints-${rootIds['mnt_ns_id']}.img`, root.pid);
+    mnt = treeMounts(checkpoint, rootIds['mnt_ns_id']!);
+    const own = parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'));
+    for (const m of mnt.mounts) {
+      if (howToMake(m, own).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
+    }
   }
   if (differs('pid_ns_id') && !pidNamespace) refuse('the tree was dumped in a PID namespace of its own: restore it into a fresh one (--pid-namespace)', root.pid);
   let user: CheckpointNamespaces['user'];
@@ -90,7 +102,8 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
     const e = namespaceImage(checkpoint, `userns-${rootIds['user_ns_id']}.img`, root.pid);
     user = { uidMap: idMapText(e['uid_map']), gidMap: idMapText(e['gid_map']) };
   }
-  let unshare = 0;
+  // The PID namespace's init was forked with a mount namespace of its own already.
+  let unshare = mnt && !pidNamespace ? CLONE_NEWNS : 0;
   let uts: CheckpointNamespaces['uts'];
   let ipc: CheckpointNamespaces['ipc'];
   if (differs('uts_ns_id')) {
@@ -112,7 +125,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;
-  return { unshare, ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
+  return { unshare, ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
 }
 
 /** The id in crr's user namespace of an id of the tree's, by uid_map / gid_map text. */
@@ -181,8 +194,12 @@ function sysvObjects(checkpoint: Checkpoint, id: number, pid: number): SysvObjec
 }
 
 function namespaceImage(checkpoint: Checkpoint, name: string, pid: number): Record<string, unknown> {
-  if (!checkpoint.has(name)) refuse(`the root's namespace image ${name} is missing from the checkpoint`, pid);
+  requireImage(checkpoint, name, pid);
   return checkpoint.image(name).only();
+}
+
+function requireImage(checkpoint: Checkpoint, name: string, pid: number): void {
+  if (!checkpoint.has(name)) refuse(`the root's namespace image ${name} is missing from the checkpoint`, pid);
 }
 
 

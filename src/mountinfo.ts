@@ -1,0 +1,84 @@
+// /proc/PID/mountinfo, for the dump (a tree's mount namespace, against crr's) and the restore
+// (the holder's namespace, to make the tree's again), and the mount flags its options mean.
+
+export interface MountLine {
+  readonly id: number;
+  readonly parent: number;
+  /** "major:minor" of the filesystem. */
+  readonly dev: string;
+  /** The path inside its filesystem this mount shows (a bind mount's source). */
+  readonly root: string;
+  readonly mountPoint: string;
+  /** Per-mount options (ro, nosuid, nodev, noexec, relatime...). */
+  readonly options: string;
+  readonly fstype: string;
+  readonly source: string;
+  /** Superblock options (tmpfs size and mode, ...). */
+  readonly superOptions: string;
+}
+
+/** mountinfo escapes space, tab, newline and backslash as \ooo. */
+const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+export function parseMountinfo(text: string): MountLine[] {
+  const out: MountLine[] = [];
+  for (const line of text.split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (!left || !right) continue;
+    const f = left.split(' ');
+    const [fstype = '', source = '', superOptions = ''] = right.split(' ');
+    out.push({ id: Number(f[0]), parent: Number(f[1]), dev: f[2]!, root: unescape(f[3]!), mountPoint: unescape(f[4]!), options: f[5]!, fstype, source: unescape(source), superOptions });
+  }
+  return out;
+}
+
+export const MS_RDONLY = 0x1;
+export const MS_NOSUID = 0x2;
+export const MS_NODEV = 0x4;
+export const MS_NOEXEC = 0x8;
+export const MS_NOATIME = 0x400;
+export const MS_NODIRATIME = 0x800;
+export const MS_RELATIME = 0x200000;
+export const MS_STRICTATIME = 0x1000000;
+
+const FLAG_OF_OPTION: Readonly<Record<string, number>> = {
+  ro: MS_RDONLY,
+  nosuid: MS_NOSUID,
+  nodev: MS_NODEV,
+  noexec: MS_NOEXEC,
+  noatime: MS_NOATIME,
+  nodiratime: MS_NODIRATIME,
+  relatime: MS_RELATIME,
+};
+
+/** The MS_* flags of per-mount options ("ro,nosuid,relatime"). */
+export function mountFlags(options: string): number {
+  return options.split(',').reduce((flags, o) => flags | (FLAG_OF_OPTION[o] ?? 0), 0);
+}
+
+/** Whether `path` is `dir` or inside it. */
+export function isWithin(path: string, dir: string): boolean {
+  return dir === '/' || path === dir || path.startsWith(`${dir}/`);
+}
+
+/** Filesystems a mount of which is made fresh (no contents to carry): their instance is the namespace's. */
+const FRESH = new Set(['proc', 'sysfs', 'mqueue', 'cgroup2']);
+
+/** How a mount of a tree's namespace comes back in a namespace that starts as a copy of `own`. */
+export type MountMaking =
+  | { readonly how: 'inherited'; readonly own: MountLine }
+  | { readonly how: 'tmpfs' }
+  | { readonly how: 'fresh' }
+  | { readonly how: 'bind'; readonly source: string }
+  | { readonly how: 'unsupported' };
+
+export function howToMake(m: MountLine, own: readonly MountLine[]): MountMaking {
+  const same = own.find((o) => o.mountPoint === m.mountPoint && o.fstype === m.fstype && (FRESH.has(m.fstype) || (o.dev === m.dev && o.root === m.root)));
+  if (same) return { how: 'inherited', own: same };
+  if (m.fstype === 'tmpfs') return { how: 'tmpfs' };
+  if (FRESH.has(m.fstype)) return { how: 'fresh' };
+  // A bind mount of a directory crr sees: a mount of the same filesystem whose root holds it.
+  const holder = own.find((o) => o.dev === m.dev && isWithin(m.root, o.root));
+  if (holder) return { how: 'bind', source: `${holder.mountPoint.replace(/\/$/, '')}${m.root.slice(holder.root === '/' ? 0 : holder.root.length)}` || '/' };
+  return { how: 'unsupported' };
+}

@@ -1,0 +1,124 @@
+// The tree's mount namespace at restore (mountpoints-ID.img). The root's parent holds a copy of
+// crr's mount namespace (unshared, or the PID namespace's init's), made private first so nothing
+// reaches crr's. It becomes the tree's: mounts the tree did not have are detached (deepest
+// first); each mount it had and the copy lacks is made, parents first (howToMake: a tmpfs
+// with its files, tmpfs-dev-MNTID.tar.gz, put in by crr through /proc/PID/root; a fresh proc,
+// sysfs, mqueue or cgroup2; a bind mount of what crr sees); per-mount flags (ro, nosuid, ...)
+// follow. The mount syscalls are the holder's, injected; their strings go on its stack.
+import { chmodSync, lchownSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { StageError } from '../errors.js';
+import type { Checkpoint, Entry } from '../images/index.js';
+import { readTarGz } from '../images/tar.js';
+import { howToMake, mountFlags, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
+
+const FSTYPE_NAMES: Readonly<Record<number, string>> = { 1: 'proc', 2: 'sysfs', 3: 'devtmpfs', 5: 'tmpfs', 6: 'devpts', 14: 'mqueue', 23: 'cgroup2' };
+const SYS_MOUNT = 165;
+const SYS_UMOUNT2 = 166;
+const MNT_DETACH = 2;
+const MS_BIND = 0x1000;
+const MS_REMOUNT = 0x20;
+const MS_REC = 0x4000;
+const MS_PRIVATE = 1 << 18;
+/** The per-mount flags a remount of a bind mount may set. */
+const PER_MOUNT = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME;
+
+export interface TreeMounts {
+  readonly mounts: readonly MountLine[];
+  /** Per-mount flags by mount point. */
+  readonly flags: ReadonlyMap<string, number>;
+  /** tmpfs-dev archives' paths by mount id. */
+  readonly archives: ReadonlyMap<number, string>;
+}
+
+/** The tree's mounts from mountpoints-ID.img (mount points as absolute paths). */
+export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
+  const mounts: MountLine[] = [];
+  const flags = new Map<string, number>();
+  const archives = new Map<number, string>();
+  for (const lazy of checkpoint.image(`mountpoints-${id}.img`).entries()) {
+    const e = lazy.decode() as Entry;
+    const rootDev = Number(e['root_dev'] ?? 0);
+    const mountPoint = String(e['mountpoint'] ?? '/').replace(/^\.(?=\/|$)/, '') || '/';
+    const fstype = FSTYPE_NAMES[Number(e['fstype'])] ?? String(e['fsname'] ?? '');
+    const mntId = Number(e['mnt_id']);
+    mounts.push({ id: mntId, parent: Number(e['parent_mnt_id'] ?? 0), dev: `${rootDev >>> 20}:${rootDev & 0xfffff}`, root: String(e['root'] ?? '/'), mountPoint, options: '', fstype, source: String(e['source'] ?? ''), superOptions: String(e['options'] ?? '') });
+    flags.set(mountPoint, Number(e['flags'] ?? 0));
+    const archive = `tmpfs-dev-${mntId}.tar.gz`;
+    if (checkpoint.has(archive)) archives.set(mntId, checkpoint.path(archive));
+  }
+  return { mounts, flags, archives };
+}
+
+/** Mount points of the tree's own mounts (not copies of crr's): files below them exist only once they are made. */
+export function ownMountPoints(tree: TreeMounts, own: readonly MountLine[]): string[] {
+  return tree.mounts.filter((m) => howToMake(m, own).how !== 'inherited').map((m) => m.mountPoint);
+}
+
+/** What makeMounts needs of the stopped holder. */
+export interface HolderOps {
+  readonly pid: number;
+  /** Injects a syscall; throws its errno as a NativeError. */
+  inject(nr: number, args: Array<number | bigint>, syscall: string, detail: string): Promise<bigint>;
+  /** Writes NUL-terminated strings to the holder's stack; their addresses. */
+  strings(...list: string[]): bigint[];
+  /** Its mount namespace's mountinfo now. */
+  mountinfo(): string;
+}
+
+/** tmpfs superblock options that are its own (size, mode, uid, gid, nr_inodes...), without rw/ro and seclabel. */
+function tmpfsData(superOptions: string): string {
+  return superOptions.split(',').filter((o) => o && o !== 'rw' && o !== 'ro' && o !== 'seclabel').join(',');
+}
+
+export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlready: boolean): Promise<void> {
+  const mount = async (source: string | undefined, target: string, fstype: string | undefined, flags: number, data: string | undefined, what: string) => {
+    const [s = 0n, t = 0n, f = 0n, d = 0n] = holder.strings(source ?? '', target, fstype ?? '', data ?? '');
+    await holder.inject(SYS_MOUNT, [source === undefined ? 0 : s, t, fstype === undefined ? 0 : f, flags, data === undefined ? 0 : d], 'mount', what);
+  };
+  if (!privateAlready) await mount(undefined, '/', undefined, MS_REC | MS_PRIVATE, undefined, 'make / private');
+  const copy = parseMountinfo(holder.mountinfo());
+  const wanted = new Set(tree.mounts.map((m) => m.mountPoint));
+  const extra = copy.filter((m) => !wanted.has(m.mountPoint)).sort((a, b) => b.mountPoint.length - a.mountPoint.length);
+  for (const m of extra) {
+    const [target = 0n] = holder.strings(m.mountPoint);
+    await holder.inject(SYS_UMOUNT2, [target, MNT_DETACH], 'umount2', `detach ${m.mountPoint}, not in the tree's namespace`);
+  }
+  const root = `/proc/${holder.pid}/root`;
+  for (const m of tree.mounts) {
+    const making = howToMake(m, copy);
+    const flags = (tree.flags.get(m.mountPoint) ?? 0) & PER_MOUNT;
+    const where = `${m.fstype} at ${m.mountPoint}`;
+    if (making.how === 'unsupported') throw new StageError({ stage: 'plan', resource: 'namespaces', message: `the tree's ${where} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}${m.root}) in crr's namespace` });
+    if (making.how === 'inherited') {
+      if ((mountFlags(making.own.options) & PER_MOUNT) !== flags) await mount(undefined, m.mountPoint, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `remount ${m.mountPoint} with its flags`);
+      continue;
+    }
+    mkdirSync(`${root}${m.mountPoint}`, { recursive: true });
+    if (making.how === 'tmpfs') {
+      await mount('tmpfs', m.mountPoint, 'tmpfs', flags & ~MS_RDONLY, tmpfsData(m.superOptions), `tmpfs at ${m.mountPoint}`);
+      const archive = tree.archives.get(m.id);
+      if (archive) fillTmpfs(`${root}${m.mountPoint === '/' ? '' : m.mountPoint}`, archive);
+      if (flags & MS_RDONLY) await mount(undefined, m.mountPoint, undefined, MS_REMOUNT | flags, tmpfsData(m.superOptions), `make the tmpfs at ${m.mountPoint} read-only`);
+    } else if (making.how === 'fresh') {
+      await mount(m.fstype, m.mountPoint, m.fstype, flags, undefined, where);
+    } else {
+      await mount(making.source, m.mountPoint, undefined, MS_BIND, undefined, `bind ${making.source} at ${m.mountPoint}`);
+      if (flags) await mount(undefined, m.mountPoint, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `the flags of ${m.mountPoint}`);
+    }
+  }
+}
+
+/** The files of a tmpfs archive put in below `dir` (crr's path to the mount), owners and times kept. */
+function fillTmpfs(dir: string, archive: string): void {
+  const entries = readTarGz(readFileSync(archive), archive);
+  for (const e of entries) {
+    const path = `${dir}/${e.path}`;
+    if (e.type === 'dir') mkdirSync(path, { recursive: true });
+    else if (e.type === 'symlink') symlinkSync(e.target ?? '', path);
+    else writeFileSync(path, e.data ?? new Uint8Array());
+    lchownSync(path, e.uid, e.gid);
+    if (e.type !== 'symlink') chmodSync(path, e.mode & 0o7777);
+  }
+  // Times last: adding entries to a directory moves its mtime.
+  for (const e of [...entries].reverse()) if (e.type !== 'symlink') utimesSync(`${dir}/${e.path}`, e.mtime, e.mtime);
+}
