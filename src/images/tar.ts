@@ -90,8 +90,11 @@ export function readTarGz(bytes: Uint8Array, path: string): TarEntry[] {
     const type = flag === '5' ? 'dir' : flag === '2' ? 'symlink' : flag === '0' || flag === '\0' ? 'file' : undefined;
     if (!type || !Number.isSafeInteger(size) || at + BLOCK + size > tar.length) throw new ImageError(path, at, 'a tar header of a file, directory or symlink', `type '${flag}', size ${size}`);
     const data = tar.subarray(at + BLOCK, at + BLOCK + size);
+    const relative = name.replace(/^\.?\/+/, '').replace(/\/$/, '');
+    // Every entry stays below the archive's root.
+    if (!relative || relative.split('/').some((part) => part === '..' || part === '')) throw new ImageError(path, at, 'a relative name without ".." in a tar header', JSON.stringify(name));
     out.push({
-      path: name.replace(/^\.?\/+/, '').replace(/\/$/, ''),
+      path: relative,
       type,
       mode: num(at + 100, 8),
       uid: num(at + 108, 8),

@@ -6,7 +6,7 @@
 // sysfs, mqueue or cgroup2; a bind mount of what crr sees); per-mount flags (ro, nosuid, ...)
 // follow. The mount syscalls are the holder's, injected; their strings go on its stack.
 import { chmodSync, lchownSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { StageError } from '../errors.js';
+import { ImageError, StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { readTarGz } from '../images/tar.js';
 import { howToMake, mountFlags, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
@@ -111,7 +111,12 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
 /** The files of a tmpfs archive put in below `dir` (crr's path to the mount), owners and times kept. */
 function fillTmpfs(dir: string, archive: string): void {
   const entries = readTarGz(readFileSync(archive), archive);
+  const links = new Set<string>();
   for (const e of entries) {
+    // Nothing is written through a symlink the archive made (it could point anywhere).
+    const parts = e.path.split('/');
+    if (parts.some((_p, i) => i < parts.length - 1 && links.has(parts.slice(0, i + 1).join('/')))) throw new ImageError(archive, 0, 'no entry below a symlink of the archive', e.path);
+    if (e.type === 'symlink') links.add(e.path);
     const path = `${dir}/${e.path}`;
     if (e.type === 'dir') mkdirSync(path, { recursive: true });
     else if (e.type === 'symlink') symlinkSync(e.target ?? '', path);

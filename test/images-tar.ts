@@ -1,0 +1,34 @@
+// The tmpfs archives (src/images/tar.ts): what is written reads back the same, GNU tar reads it
+// too, and a name leaving the archive's root or a corrupt archive is a clear ImageError.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ImageError } from '../src/errors.js';
+import { readTarGz, writeTarGz, type TarEntry } from '../src/images/tar.js';
+
+const entries: TarEntry[] = [
+  { path: 'sub', type: 'dir', mode: 0o750, uid: 1, gid: 2, mtime: 1_700_000_000 },
+  { path: 'sub/a.txt', type: 'file', mode: 0o640, uid: 1000, gid: 1000, mtime: 1_700_000_001, data: Buffer.from('hello\n') },
+  { path: 'link', type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 1_700_000_002, target: 'sub/a.txt' },
+  { path: `${'d'.repeat(90)}/${'f'.repeat(90)}`, type: 'file', mode: 0o600, uid: 0, gid: 0, mtime: 3, data: Buffer.alloc(1000, 7) },
+];
+
+t.test('an archive reads back entry for entry, and GNU tar lists it', async (t) => {
+  const bytes = writeTarGz(entries);
+  t.same(readTarGz(bytes, 'x').map((e) => ({ ...e, ...(e.data ? { data: Buffer.from(e.data) } : {}) })), entries);
+  const dir = mkdtempSync(join(tmpdir(), 'crr-tar-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'a.tar.gz'), bytes);
+  const listed = spawnSync('tar', ['tzf', join(dir, 'a.tar.gz')], { encoding: 'utf8' });
+  t.equal(listed.status, 0, listed.stderr);
+  t.same(listed.stdout.trim().split('\n'), ['sub/', 'sub/a.txt', 'link', entries[3]!.path]);
+});
+
+t.test('names leaving the root and broken archives are ImageErrors', async (t) => {
+  t.throws(() => readTarGz(writeTarGz([{ ...entries[1]!, path: '../escape' }]), 'x'), ImageError);
+  t.throws(() => readTarGz(writeTarGz([{ ...entries[1]!, path: 'sub/../../escape' }]), 'x'), ImageError);
+  t.throws(() => readTarGz(Buffer.from('not gzip'), 'x'), ImageError);
+  t.throws(() => writeTarGz([{ ...entries[1]!, path: 'n'.repeat(120) }]), /too long for a tar archive/);
+});
