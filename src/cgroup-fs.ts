@@ -1,6 +1,7 @@
 // The cgroup filesystem as this machine shows it, for the dump (which cgroups a task is in) and
 // the restore (where to put it back): /proc/PID/cgroup lines and the hierarchies' mount points.
 import { readFileSync } from 'node:fs';
+import { parseMountinfo } from './mountinfo.js';
 
 /** One line of /proc/PID/cgroup: the hierarchy's controllers (comma-separated; "" for v2) and the path in it. */
 export interface CgroupMember {
@@ -29,13 +30,9 @@ const GENERIC_OPTIONS = new Set(['rw', 'ro', 'noprefix', 'xattr', 'nsdelegate', 
  */
 export function cgroupMounts(mountinfo = readFileSync('/proc/self/mountinfo', 'latin1')): Map<string, string> {
   const out = new Map<string, string>();
-  for (const line of mountinfo.split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (!left || !right) continue;
-    const [fstype, , superOptions = ''] = right.split(' ');
-    const mountPoint = left.split(' ')[4]!;
-    const key = fstype === 'cgroup2' ? '' : fstype === 'cgroup' ? superOptions.split(',').filter((o) => !GENERIC_OPTIONS.has(o) && !o.startsWith('release_agent')).join(',') : undefined;
-    if (key !== undefined && !out.has(key)) out.set(key, mountPoint);
+  for (const m of parseMountinfo(mountinfo)) {
+    const key = m.fstype === 'cgroup2' ? '' : m.fstype === 'cgroup' ? m.superOptions.split(',').filter((o) => !GENERIC_OPTIONS.has(o) && !o.startsWith('release_agent')).join(',') : undefined;
+    if (key !== undefined && !out.has(key)) out.set(key, m.mountPoint);
   }
   return out;
 }
