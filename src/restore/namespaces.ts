@@ -15,7 +15,7 @@ import { treeMounts, type TreeMounts } from './mounts.js';
 import { NativeError, StageError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
 
-export const CLONE_NEWTIME = 0x80;
+const CLONE_NEWTIME = 0x80;
 const CLONE_NEWUTS = 0x04000000;
 const CLONE_NEWIPC = 0x08000000;
 const CLONE_NEWNET = 0x40000000;
@@ -44,7 +44,7 @@ export interface CheckpointNamespaces {
    * CLONE_NEWUSER) and these maps written for it before anything else.
    */
   readonly user?: { readonly uidMap: string; readonly gidMap: string };
-  /** CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET and CLONE_NEWTIME as asked for: what the root's parent unshares. */
+  /** The CLONE_NEW* flags the root's parent unshares (UTS, IPC, network, time; mount without a PID namespace). */
   readonly unshare: number;
   readonly uts?: { readonly nodename: string; readonly domainname: string };
   /** ipc_var_entry of ipcns-var-ID.img. */
