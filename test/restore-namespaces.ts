@@ -13,7 +13,8 @@ import { restore } from '../src/restore/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
 import { copyFixture, rewriteImage } from './lib/restore-images.js';
-import { mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync, rmSync } from 'node:fs';
+import { cgroupMounts, parseCgroupFile } from '../src/cgroup-fs.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -91,6 +92,33 @@ t.test('a user namespace comes back with its id maps, the credentials as it sees
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'root in the user namespace with its maps; names, limits and the child in the owned namespaces');
 });
 
+t.test('a cgroup namespace comes back rooted where it was', async (t) => {
+  const mounts = cgroupMounts();
+  const hierarchy = mounts.has('pids') ? 'pids' : '';
+  const base = parseCgroupFile(readFileSync('/proc/self/cgroup', 'latin1')).find((m) => m.name === hierarchy)!.path.replace(/\/$/, '');
+  const path = `${base}/crr-cgns-${process.pid}`;
+  const dir = `${mounts.get(hierarchy)}${path}`;
+  mkdirSync(dir);
+  t.teardown(async () => {
+    for (let i = 0; i < 200; i++) {
+      try {
+        return rmdirSync(dir);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+  });
+  const prog = await startProgram(t, 'namespaces', ['cgroup', dir]);
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const setId = (checkpoint.core(prog.pid)['tc'] as { cg_set: number }).cg_set;
+  const set = (checkpoint.image('cgroup.img').only()['sets'] as Array<{ id: number; ctls: Array<{ name: string; path: string; cgns_prefix?: number }> }>).find((x) => x.id === setId)!;
+  t.match(set.ctls.find((m) => m.name === hierarchy), { path, cgns_prefix: path.length }, "cgroup.img: the namespace's root as cgns_prefix");
+  const rt = await restoreProgram(t, prog, imagesDir);
+  t.ok(parseCgroupFile(readFileSync(`/proc/${rt.result.rootHostPid}/cgroup`, 'latin1')).some((m) => m.name === hierarchy && m.path === path), `crr sees the root in ${path}`);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'inside, every hierarchy is at the namespace root, the child too');
+});
+
 t.test('the dump refuses namespaces it cannot restore, naming the task and the kind', async (t) => {
   const cases = [
     ['nested', /pid (\d+): it is in a uts namespace other than its parent's/],
@@ -113,7 +141,7 @@ t.test("the restore refuses a checkpoint whose namespaces crr does not make, bef
 
   const cgroupNs = copyFixture(t, 'sleep');
   rewriteImage(cgroupNs, 'ids-17288.img', ([ids]) => [{ ...ids!, cgroup_ns_id: 99 }]);
-  await t.rejects(restore({ imagesDir: cgroupNs, pidNamespace: true }), { stage: 'plan', resource: 'namespaces', message: /dumped in a cgroup namespace of its own/ });
+  await t.rejects(restore({ imagesDir: cgroupNs, pidNamespace: true }), { stage: 'plan', resource: 'namespaces', message: /cgroup\.img is missing/ });
 
   const pidNs = copyFixture(t, 'sleep');
   rewriteImage(pidNs, 'ids-17288.img', ([ids]) => [{ ...ids!, pid_ns_id: 99 }]);

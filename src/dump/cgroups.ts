@@ -43,8 +43,12 @@ export class CgroupSets {
     return id;
   }
 
-  /** cgroup.img's entry: every set, and per hierarchy the directories of paths that are not crr's. */
-  image(): Entry {
+  /**
+   * cgroup.img's entry: every set, and per hierarchy the directories of paths that are not crr's.
+   * `nsRoots`: the tree's cgroup namespace's root per hierarchy, when it has one of its own: each
+   * member under it gets cgns_prefix, the root's length in its path (CRIU's field).
+   */
+  image(nsRoots?: ReadonlyMap<string, string>): Entry {
     const dirs = new Map<string, Map<string, Entry>>();
     for (const { members } of this.sets.slice(1)) {
       for (const m of members) {
@@ -55,7 +59,13 @@ export class CgroupSets {
       }
     }
     return {
-      sets: this.sets.map((s) => ({ id: s.id, ctls: s.members.map((m) => ({ name: m.name, path: m.path })) })),
+      sets: this.sets.map((s) => ({
+        id: s.id,
+        ctls: s.members.map((m) => {
+          const root = nsRoots?.get(m.name);
+          return { name: m.name, path: m.path, ...(root !== undefined ? { cgns_prefix: root === '/' ? 0 : root.length } : {}) };
+        }),
+      })),
       controllers: [...dirs].map(([name, byPath]) => ({ cnames: name.split(','), dirs: [...byPath.values()] })),
     };
   }

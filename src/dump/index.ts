@@ -162,7 +162,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (locks.entries.length) out.write('filelocks.img', locks.entries);
     for (const ghost of ids.ghosts.images) out.write(ghost.name, [{ entry: ghost.entry, payload: ghost.payload }]);
     if (ids.ghosts.remaps.length) out.write('remap-fpath.img', ids.ghosts.remaps);
-    out.write('cgroup.img', [cgroups.image()]);
+    out.write('cgroup.img', [cgroups.image(rootNs.cgroupRoots)]);
     finishTerminals(open);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
     for (const [name, entries] of rootNs.images) out.write(name, entries);

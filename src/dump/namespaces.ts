@@ -3,7 +3,8 @@
 // refuses the dump, naming the kind:
 // - user: userns-ID.img, and every task's credentials as that namespace sees them;
 // - UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img;
-// - mount: mountpoints-ID.img and tmpfs contents (src/dump/mounts.ts);
+// - mount: mountpoints-ID.img and tmpfs contents (src/dump/mounts.ts); cgroup: its root in each
+//   hierarchy, cgns_prefix in cgroup.img;
 // - network: netdev-ID.img, lo only; time: the root's clocks in timens-0.img.
 // A task in a namespace other than its parent's is refused too.
 import { readFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import { native, type SysvDesc } from '../actors/native.js';
 import { encodeEntry } from '../images/codec.js';
 import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
 import { NS_KINDS, type Entry } from './ids.js';
+import { parseCgroupFile } from '../cgroup-fs.js';
 import { mountImages } from './mounts.js';
 import { TaskRefusedError } from './tree.js';
 
@@ -21,7 +23,7 @@ type NsField = (typeof NS_KINDS)[number][1];
 type NsKind = (typeof NS_KINDS)[number][0];
 
 /** The kinds whose namespace of the root crr writes images for (time: its clocks, always written). */
-const RESTORED: ReadonlySet<NsKind> = new Set(['user', 'mnt', 'uts', 'ipc', 'net', 'time']);
+const RESTORED: ReadonlySet<NsKind> = new Set(['user', 'mnt', 'cgroup', 'uts', 'ipc', 'net', 'time']);
 
 export interface NamespacedTask {
   readonly pid: number;
@@ -41,7 +43,7 @@ type ImageItem = Entry | { entry: Entry; payload: Uint8Array };
 export function rootNamespaces(
   tasks: readonly NamespacedTask[],
   own: Readonly<Record<string, number>>,
-): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; archives: Array<[string, Buffer]>; ids?: IdMaps } {
+): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; archives: Array<[string, Buffer]>; ids?: IdMaps; cgroupRoots?: Map<string, string> } {
   const kinds = checkNamespaces(tasks, own);
   const root = tasks[0]!;
   const images: Array<[string, ImageItem[]]> = [];
@@ -65,7 +67,30 @@ export function rootNamespaces(
     images.push([`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
   }
   images.push(['timens-0.img', [timensEntry(root.pid)]]);
-  return { kinds, images, archives, ...(ids ? { ids } : {}) };
+  const cgroupRoots = kinds.has('cgroup') ? cgroupNamespaceRoots(root.pid) : undefined;
+  return { kinds, images, archives, ...(ids ? { ids } : {}), ...(cgroupRoots ? { cgroupRoots } : {}) };
+}
+
+const CLONE_NEWCGROUP = 0x02000000;
+
+/**
+ * The root of the task's cgroup namespace in each hierarchy: its cgroup path as crr sees it less
+ * the path as a thread inside that namespace sees it (/proc/PID/cgroup shows paths relative to
+ * the reader's cgroup namespace).
+ */
+function cgroupNamespaceRoots(pid: number): Map<string, string> {
+  const outside = parseCgroupFile(readFileSync(`/proc/${pid}/cgroup`, 'latin1'));
+  const [text] = native.readInNamespace(`/proc/${pid}/ns/cgroup`, CLONE_NEWCGROUP, [`/proc/${pid}/cgroup`]);
+  const inside = new Map(parseCgroupFile(text!).map((m) => [m.name, m.path]));
+  const roots = new Map<string, string>();
+  for (const m of outside) {
+    const relative = inside.get(m.name);
+    if (relative === undefined) continue;
+    const root = relative === '/' ? m.path : m.path.endsWith(relative) ? m.path.slice(0, -relative.length) || '/' : undefined;
+    if (root === undefined) throw new TaskRefusedError(pid, `its cgroup ${m.name || '(v2)'}:${m.path} is outside its cgroup namespace (${relative} there)`);
+    roots.set(m.name, root);
+  }
+  return roots;
 }
 
 /** One line of /proc/PID/uid_map or gid_map, as userns_entry keeps it. */
@@ -135,7 +160,7 @@ export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<
   for (const [kind, field] of NS_KINDS) {
     if (!differ(root.ids, own, field)) continue;
     if (!RESTORED.has(kind)) {
-      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores user, mount, uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
+      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores user, mount, cgroup, uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
     }
     rootKinds.add(kind);
   }

@@ -1,8 +1,9 @@
 // Cgroup membership at restore (cgroup.img; CRIU's "soft" mode). Each task goes into the cgroups
 // of its set (its core's cg_set) right after it is forked, before anything else is restored, so
 // its memory and the threads it makes are charged there. A task of the dumper's own set (the
-// inventory's root_cg_set) stays in crr's cgroups, as does a path that is crr's own already; a missing directory is made, and the limits the dump recorded for it (cpuset cpus
-// and mems first, then memory, cpu, pids) are set on the directories crr made; directories that
+// inventory's root_cg_set) stays in crr's cgroups, as does a path that is crr's own already; a
+// missing directory is made, and the limits the dump recorded for it (cpuset cpus and mems
+// first, then memory, cpu, pids) are set on the directories crr made; directories that
 // exist keep their own. The moves are writes of the task's host PID to cgroup.procs.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cgroupMounts, parseCgroupFile, type CgroupMember as Member } from '../cgroup-fs.js';
@@ -20,8 +21,6 @@ interface CgroupImage {
   readonly mounts: ReadonlyMap<string, string>;
   /** crr's own membership: paths already right. */
   readonly own: readonly Member[];
-  /** Directories this restore made (their properties are set once). */
-  readonly made: Set<string>;
 }
 
 const cgroupImage = perKey((session: RestoreSession): CgroupImage | undefined => {
@@ -39,33 +38,38 @@ const cgroupImage = perKey((session: RestoreSession): CgroupImage | undefined =>
       properties.set(`${name}:/${String(dir['dir_name'] ?? '')}`, props);
     }
   }
-  return { sets, properties, mounts: cgroupMounts(), own: parseCgroupFile(readFileSync('/proc/self/cgroup', 'latin1')), made: new Set() };
+  return { sets, properties, mounts: cgroupMounts(), own: parseCgroupFile(readFileSync('/proc/self/cgroup', 'latin1')) };
 });
 
 /** The properties a made directory gets first: a v1 cpuset takes no task without cpus and mems. */
 const FIRST = ['cpuset.cpus', 'cpuset.mems'];
 
 /**
- * Makes `path` of a hierarchy mounted at `mount` where it is missing, component by component:
- * a made cpuset directory copies its parent's cpus and mems, then the leaf gets its recorded
- * properties.
+ * Makes `path` of a hierarchy mounted at `mount` where it is missing, component by component: a
+ * made cpuset directory copies its parent's cpus and mems first (a v1 cpuset takes no task
+ * without them); `made` hears of each directory made.
  */
-function ensureDirectory(image: CgroupImage, member: Member, mount: string): void {
-  const parts = member.path.split('/').filter(Boolean);
+export function makeCgroupPath(mount: string, path: string, made?: (dir: string, leaf: boolean) => void): void {
+  const parts = path.split('/').filter(Boolean);
   for (let i = 1; i <= parts.length; i++) {
     const dir = `${mount}/${parts.slice(0, i).join('/')}`;
     if (existsSync(dir)) continue;
     mkdirSync(dir);
-    image.made.add(dir);
     for (const name of FIRST) {
       const parent = `${mount}/${parts.slice(0, i - 1).join('/')}/${name}`;
       if (existsSync(`${dir}/${name}`) && existsSync(parent)) writeFileSync(`${dir}/${name}`, readFileSync(parent, 'latin1').trim() || '\n');
     }
-    if (i === parts.length) {
-      const props = [...(image.properties.get(`${member.name}:${member.path}`) ?? [])].sort((a, b) => Number(FIRST.includes(b.name)) - Number(FIRST.includes(a.name)));
-      for (const p of props) if (p.value !== '') writeFileSync(`${dir}/${p.name}`, p.value);
-    }
+    made?.(dir, i === parts.length);
   }
+}
+
+/** A member's path made where missing; a leaf crr made gets the limits the dump recorded for it. */
+function ensureDirectory(image: CgroupImage, member: Member, mount: string): void {
+  makeCgroupPath(mount, member.path, (dir, leaf) => {
+    if (!leaf) return;
+    const props = [...(image.properties.get(`${member.name}:${member.path}`) ?? [])].sort((a, b) => Number(FIRST.includes(b.name)) - Number(FIRST.includes(a.name)));
+    for (const p of props) if (p.value !== '') writeFileSync(`${dir}/${p.name}`, p.value);
+  });
 }
 
 /** The task's cgroup set, when it is not the dumper's own (undefined: nothing to do). */

@@ -7,7 +7,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnHelper, type HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
-import { NativeError } from '../errors.js';
+import { NativeError, StageError } from '../errors.js';
+import { cgroupMounts, type CgroupMember } from '../cgroup-fs.js';
+import { makeCgroupPath } from '../resources/cgroups.js';
 import type { RestoreSession, TaskRuntime } from './context.js';
 import { makeMounts } from './mounts.js';
 import { checkpointNamespaces, fillNamespaces, type CheckpointNamespaces } from './namespaces.js';
@@ -116,6 +118,22 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces);
 }
 
+/** The holder moved into `cgroups` (made where missing), as crr's namespace names them. */
+function enterCgroups(holder: HelperChannel, cgroups: readonly CgroupMember[]): void {
+  const mounts = cgroupMounts();
+  for (const { name, path } of cgroups) {
+    const mount = mounts.get(name);
+    try {
+      if (mount === undefined) throw new Error('that hierarchy is not mounted here');
+      makeCgroupPath(mount, path);
+      writeFileSync(`${mount}${path === '/' ? '' : path}/cgroup.procs`, String(holder.hostPid));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new StageError({ stage: 'fork', pid: holder.pid, resource: 'namespaces', message: `entering cgroup ${name || '(v2)'}:${path}, the root of the tree's cgroup namespace: ${e.message}`, ...(e.code ? { code: e.code, errno: Math.abs(e.errno ?? 0), syscall: e.syscall ?? 'write' } : {}) });
+    }
+  }
+}
+
 /**
  * The init of a PID namespace made inside a new user namespace (one clone with CLONE_NEWUSER,
  * so the PID namespace is the user namespace's and its tasks may choose their PIDs there), with
@@ -149,6 +167,7 @@ async function initInUserNamespace(launcher: HelperChannel, early: Promise<Helpe
  *   /proc/<its own view of a pid> finds another process or none (the tree program's zombie
  *   check; anything parsing /proc/<getpid()>). Propagation is made private first so the mount
  *   never reaches the host;
+ * - with a cgroup namespace, the cgroups that were its root entered before the unshare below;
  * - with the tree's mount namespace, its mounts (makeMounts: src/restore/mounts.ts);
  * - with UTS, IPC, network or time namespaces in the checkpoint, one unshare of them all, then
  *   their contents set before any task enters them (fillNamespaces; the clock offsets through
@@ -169,6 +188,8 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
       if (isSyscallError(got)) throw new NativeError({ code: errnoName(Number(-got)), errno: Number(-got), syscall, pid: parent.pid, detail });
       return got;
     };
+    // A cgroup namespace's root is the cgroups of whoever unshares it.
+    if (namespaces.cgroupRoots) enterCgroups(parent, namespaces.cgroupRoots);
     if (namespaces.unshare) await inject(SYS_UNSHARE, [namespaces.unshare], 'unshare', `flags 0x${namespaces.unshare.toString(16)}`);
     // Strings for the syscalls go on the holder's own stack, below its red zone: it is stopped
     // in a syscall and nothing runs on that stack until it returns (no mmap/munmap round trips).

@@ -4,8 +4,9 @@
 // (launcher.ts) and its id maps written. Then the root's parent unshares the UTS, IPC, network
 // and time namespaces (owned by that user namespace) before it forks the root, and crr fills
 // them in from here: host and domain names, IPC sysctls and SysV objects, the loopback device
-// (up, its mtu), clock offsets; its mounts are made there too (src/restore/mounts.ts). A PID or
-// user namespace needs --pid-namespace; a cgroup namespace is refused.
+// (up, its mtu), clock offsets; its mounts are made there too (src/restore/mounts.ts). For a
+// cgroup namespace the root's parent first enters the cgroups that were its root, then unshares
+// it. A PID or user namespace needs --pid-namespace.
 import { readFileSync } from 'node:fs';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
@@ -14,12 +15,14 @@ import { howToMake, parseMountinfo } from '../mountinfo.js';
 import { treeMounts, type TreeMounts } from './mounts.js';
 import { NativeError, StageError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
+import type { CgroupMember } from '../cgroup-fs.js';
 
 const CLONE_NEWTIME = 0x80;
 const CLONE_NEWUTS = 0x04000000;
 const CLONE_NEWIPC = 0x08000000;
 const CLONE_NEWNET = 0x40000000;
 const CLONE_NEWNS = 0x20000;
+const CLONE_NEWCGROUP = 0x02000000;
 const ND_TYPE_LOOPBACK = 1;
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
@@ -37,6 +40,8 @@ export interface TimeOffsets {
 }
 
 export interface CheckpointNamespaces {
+  /** The tree's cgroup namespace's root per hierarchy: the root's parent enters these cgroups, then unshares one. */
+  readonly cgroupRoots?: readonly CgroupMember[];
   /** The tree's mounts, made in the root's parent's mount namespace (src/restore/mounts.ts). */
   readonly mnt?: TreeMounts;
   /**
@@ -44,7 +49,7 @@ export interface CheckpointNamespaces {
    * CLONE_NEWUSER) and these maps written for it before anything else.
    */
   readonly user?: { readonly uidMap: string; readonly gidMap: string };
-  /** The CLONE_NEW* flags the root's parent unshares (UTS, IPC, network, time; mount without a PID namespace). */
+  /** The CLONE_NEW* flags the root's parent unshares (UTS, IPC, network, cgroup, time; mount without a PID namespace). */
   readonly unshare: number;
   readonly uts?: { readonly nodename: string; readonly domainname: string };
   /** ipc_var_entry of ipcns-var-ID.img. */
@@ -83,7 +88,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const rootIds = idsOf(root.pid);
   const differs = (field: (typeof NS_FIELDS)[number]) => rootIds[field] !== undefined && own[field] !== undefined && Number(own[field]) !== rootIds[field];
-  if (differs('cgroup_ns_id')) refuse('the tree was dumped in a cgroup namespace of its own; crr restores user, mount, uts, ipc, net, time and pid namespaces only', root.pid);
+  const cgroupRoots = differs('cgroup_ns_id') ? cgroupNamespaceRoots(checkpoint, root.pid) : undefined;
   let mnt: TreeMounts | undefined;
   if (differs('mnt_ns_id')) {
     requireImage(checkpoint, `mountpoints-${rootIds['mnt_ns_id']}.img`, root.pid);
@@ -103,7 +108,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
     user = { uidMap: idMapText(e['uid_map']), gidMap: idMapText(e['gid_map']) };
   }
   // The PID namespace's init was forked with a mount namespace of its own already.
-  let unshare = mnt && !pidNamespace ? CLONE_NEWNS : 0;
+  let unshare = (mnt && !pidNamespace ? CLONE_NEWNS : 0) | (cgroupRoots ? CLONE_NEWCGROUP : 0);
   let uts: CheckpointNamespaces['uts'];
   let ipc: CheckpointNamespaces['ipc'];
   if (differs('uts_ns_id')) {
@@ -125,7 +130,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
   }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;
-  return { unshare, ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
+  return { unshare, ...(cgroupRoots ? { cgroupRoots } : {}), ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
 }
 
 /** The id in crr's user namespace of an id of the tree's, by uid_map / gid_map text. */
@@ -147,6 +152,19 @@ function ownedByHostIds(objects: SysvObjects, ids: { uid: (id: number) => number
 /** uid_map / gid_map text ("first lower count" lines) from userns_entry's extents. */
 function idMapText(extents: unknown): string {
   return ((extents ?? []) as Array<Record<string, unknown>>).map((x) => `${Number(x['first'])} ${Number(x['lower_first'])} ${Number(x['count'])}\n`).join('');
+}
+
+/**
+ * The root of the tree's cgroup namespace in each hierarchy: the root task's cgroup paths in
+ * cgroup.img cut at their cgns_prefix. Refused where cgroup.img has none.
+ */
+function cgroupNamespaceRoots(checkpoint: Checkpoint, pid: number): CgroupMember[] {
+  requireImage(checkpoint, 'cgroup.img', pid);
+  const setId = Number((checkpoint.core(pid)['tc'] as Record<string, unknown> | undefined)?.['cg_set'] ?? 0);
+  const sets = (checkpoint.image('cgroup.img').only()['sets'] ?? []) as Array<Record<string, unknown>>;
+  const members = ((sets.find((s) => Number(s['id']) === setId)?.['ctls'] ?? []) as Array<Record<string, unknown>>).filter((m) => m['cgns_prefix'] !== undefined);
+  if (!members.length) refuse('the tree was dumped in a cgroup namespace of its own, and cgroup.img does not say where its root was (cgns_prefix)', pid);
+  return members.map((m) => ({ name: String(m['name'] ?? ''), path: String(m['path'] ?? '/').slice(0, Number(m['cgns_prefix'])) || '/' }));
 }
 
 /** lo's flags and mtu from netdev-ID.img; any other device is refused (crr makes no links). */

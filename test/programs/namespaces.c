@@ -12,6 +12,8 @@
  * namespace, and connects to the listener and gets a byte across);
  * user (P also unshares a user namespace first: a child of its, still in crr's, writes the maps
  * "0 100000 65536" for uids and gids and exits; the check finds P root in it with those maps);
+ * cgroup (P first enters the cgroup directory argv[3] then also unshares a cgroup namespace; the
+ * check finds P at the root of every hierarchy of it, C too);
  * for the dump's refusals: nested (C unshares a UTS namespace of its own), netdev (net, plus a
  * veth pair made by ip).
  * Breaks: hostname (P renames its host before checking), msgmax (P changes kernel.msgmax). */
@@ -213,6 +215,19 @@ static int enter_user_namespace(int more_flags)
 	return prctl(PR_SET_DUMPABLE, 1);
 }
 
+/* In a cgroup namespace entered where it was made, every hierarchy's path is its root. */
+static void check_cgroup_root(const char *who)
+{
+	char path[64], text[2048];
+	snprintf(path, sizeof(path), "/proc/%s/cgroup", who);
+	read_proc_file(path, text, sizeof(text));
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		char *colon = strrchr(line, ':');
+		if (!colon || strcmp(colon, ":/"))
+			fail("%s: cgroup line '%s' is not at the namespace's root", path, line);
+	}
+}
+
 static void check_user_namespace(void)
 {
 	char map[256];
@@ -264,6 +279,15 @@ int main(int argc, char **argv)
 	int networked = !strcmp(setup, "net") || !strcmp(setup, "netdev");
 	int flags = CLONE_NEWUTS | CLONE_NEWIPC | (networked ? CLONE_NEWNET : 0);
 	int user = !strcmp(setup, "user");
+	int cgroup = !strcmp(setup, "cgroup");
+	if (cgroup) {
+		char procs[4200], pid[32];
+		snprintf(procs, sizeof(procs), "%s/cgroup.procs", argc > 3 ? argv[3] : "/nonexistent");
+		snprintf(pid, sizeof(pid), "%d", (int)getpid());
+		if (write_file(procs, pid))
+			return 11;
+		flags |= CLONE_NEWCGROUP;
+	}
 	if (user ? enter_user_namespace(flags) : unshare(flags))
 		return 3;
 	if (sethostname(HOST, strlen(HOST)) || setdomainname(DOMAIN, strlen(DOMAIN)))
@@ -308,6 +332,13 @@ int main(int argc, char **argv)
 		check_sysv();
 	if (networked)
 		check_network(child);
+	if (cgroup) {
+		check_cgroup_root("self");
+		char child_dir[32];
+		snprintf(child_dir, sizeof(child_dir), "%d", (int)child);
+		check_cgroup_root(child_dir);
+		check_same_ns(child, "cgroup");
+	}
 	if (user) {
 		check_user_namespace();
 		check_same_ns(child, "user");
