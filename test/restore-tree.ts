@@ -4,7 +4,7 @@
 // long ago, a grandchild chain and a zombie with its exit status. Every PID, parent, group and
 // session is read back from /proc; then the whole tree is killed and reaped by PID.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { restore } from '../src/restore/index.js';
 import { alive, copyFixture, procIds, synthTree, type SynthTask } from './lib/restore-images.js';
 
@@ -95,4 +95,23 @@ t.test('a root outside its own session needs --shell-job', async (t) => {
   t.teardown(() => result.kill());
   t.equal(procIds(result.rootHostPid).pid, 300, 'restored with shellJob');
   await result.kill();
+});
+
+t.test("a tree whose root was its PID namespace's pid 1 comes back as the fresh namespace's init", async (t) => {
+  const dir = synthTree(t, [
+    { pid: 1, ppid: 0, pgid: 1, sid: 1 },
+    { pid: 2, ppid: 1, pgid: 1, sid: 1 },
+  ]);
+  const result = await restore({ imagesDir: dir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  const nspid = (host: number) => readFileSync(`/proc/${host}/status`, 'utf8').match(/^NSpid:\s+(.*)$/m)![1]!.trim().split(/\s+/).map(Number);
+  const root = result.hostPids.get(1)!;
+  const child = result.hostPids.get(2)!;
+  t.equal(nspid(root).at(-1), 1, 'the root is pid 1 of its namespace');
+  t.equal(nspid(child).at(-1), 2, 'its child is pid 2 there');
+  t.equal(Number(readFileSync(`/proc/${child}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]), root, "the child's parent is the root");
+  t.equal(readFileSync(`/proc/${root}/comm`, 'utf8').trim(), 'sleep', 'the init runs the restored program');
+  const timeNs = (host: number) => readlinkSync(`/proc/${host}/ns/time`);
+  t.equal(timeNs(root), timeNs(child), "the root entered its children's time namespace (it unshared it itself)");
+  t.not(timeNs(root), readlinkSync('/proc/self/ns/time'), "not crr's");
 });

@@ -80,10 +80,12 @@ export const taskTree: ResourceKind<RestoreCtx> = {
     const parent = parentRuntime ? parentRuntime.helper : session.rootParent;
     if (!parent) throw new Error(`the parent of task ${task.pid} has no helper`);
     const flags = (sharesParentFs(ctx) ? CLONE_FS : 0) | (sharesParentFiles(ctx) ? CLONE_FILES : 0);
-    const child = await parent.fork({ pid: task.pid, flags });
+    // A root that was its PID namespace's pid 1 is the fresh namespace's init (launcher.ts).
+    const adopted = !parentRuntime ? session.rootInit : undefined;
+    const child = adopted ?? (await parent.fork({ pid: task.pid, flags }));
     ctx.runtime.helper = child;
     ctx.runtime.hostPid = child.hostPid;
-    if (child.pid !== task.pid) {
+    if (!adopted && child.pid !== task.pid) {
       throw new StageError({ stage: 'fork', pid: task.pid, resource: 'task-tree', message: `clone3 gave pid ${child.pid}` });
     }
     if (ctx.images.fdTable) {

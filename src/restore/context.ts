@@ -86,6 +86,11 @@ export interface RestoreSession {
   /** The helper that forks the root task: the launcher, or the init of a fresh PID namespace. */
   rootParent?: HelperChannel;
   /**
+   * The fresh PID namespace's init when the root task is that namespace's pid 1 (a checkpoint of
+   * a PID namespace from its init down): it becomes the root instead of forking it.
+   */
+  rootInit?: HelperChannel;
+  /**
    * Resolves once the launcher's set-up is done and rootParent is set. The plan step starts it
    * and does not wait: the root's fork does (task-tree), so the step changes overlap it.
    */

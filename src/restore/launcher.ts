@@ -21,6 +21,13 @@ const SYS_UNSHARE = 272;
 const SYS_MOUNT = 165;
 const CLONE_NEWNS = 0x20000;
 const CLONE_NEWUSER = 0x10000000;
+const CLONE_NEWTIME = 0x80;
+const SYS_OPENAT = 257;
+const SYS_SETNS = 308;
+const SYS_CLOSE = 3;
+const AT_FDCWD = -100;
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
 // Below the x86-64 red zone (128 bytes) the stopped init's stack is free scratch.
 const STACK_SKIP = 512n;
 const MS_NOSUID = 2;
@@ -107,15 +114,23 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
     return;
   }
   // A parent of its own for the root: the PID namespace's init, or else a plain holder of the
-  // checkpoint's UTS, IPC, network and time namespaces.
+  // checkpoint's UTS, IPC, network and time namespaces. A root that was its PID namespace's
+  // pid 1 is that init itself, and the launcher its parent.
   const parent = namespaces.user ? await initInUserNamespace(launcher, init, namespaces.user) : await (init ?? launcher.fork({ flags: 0 }));
-  session.rootParent = parent;
+  const rootIsInit = init !== undefined && rootTaskPid(session) === 1;
+  session.rootParent = rootIsInit ? launcher : parent;
+  if (rootIsInit) session.rootInit = parent;
   await identity;
   await subreaper;
   // A PID namespace's init already gets every orphan inside it: only a plain holder has to
   // become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-  await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces);
+  await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces, rootIsInit);
+}
+
+/** The checkpoint's root task's PID (as its own PID namespace numbers it). */
+function rootTaskPid(session: RestoreSession): number | undefined {
+  return session.checkpoint.tasks.find((t) => t.ppid === 0)?.pid;
 }
 
 /** The holder moved into `cgroups` (made where missing), as crr's namespace names them. */
@@ -174,7 +189,7 @@ async function initInUserNamespace(launcher: HelperChannel, early: Promise<Helpe
  *   /proc): children forked afterwards see the dumped host name, IPC limits and objects,
  *   loopback device and clocks.
  */
-async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, namespaces: CheckpointNamespaces): Promise<void> {
+async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, namespaces: CheckpointNamespaces, parentIsRoot = false): Promise<void> {
   if (!ownProc && !namespaces.unshare && !namespaces.mnt) return;
   const host = parent.hostPid;
   // Seize, interrupt and wait for the stop in one tracer operation.
@@ -211,12 +226,21 @@ async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: b
       const ops = { pid: host, inject, strings, mountinfo: () => readFileSync(`/proc/${host}/mountinfo`, 'latin1') };
       await makeMounts(ops, namespaces.mnt, ownProc);
     }
+    fillNamespaces(host, namespaces);
+    const offsets = namespaces.time;
+    if (offsets) {
+      writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
+      // unshare(CLONE_NEWTIME) is for the children: a root that is this helper enters it itself.
+      if (parentIsRoot) {
+        const [path = 0n] = strings('/proc/self/ns/time_for_children');
+        const fd = await inject(SYS_OPENAT, [AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0], 'openat', 'its time namespace for children');
+        await inject(SYS_SETNS, [fd, CLONE_NEWTIME], 'setns', 'enter the time namespace');
+        await inject(SYS_CLOSE, [fd], 'close', 'the time namespace fd');
+      }
+    }
   } finally {
     detach();
   }
-  fillNamespaces(host, namespaces);
-  const offsets = namespaces.time;
-  if (offsets) writeFileSync(`/proc/${host}/timens_offsets`, offsetLine('monotonic', offsets.monotonic) + offsetLine('boottime', offsets.boottime));
 }
 
 /**
@@ -305,6 +329,7 @@ export async function killAll(session: RestoreSession, tracer: Tracer, order: re
   const hostPids = runtimes.map((r) => r.hostPid).filter((p): p is number => p !== undefined);
   for (const runtime of [...runtimes].reverse()) await killTask(runtime, tracer);
   if (session.rootParent && session.rootParent !== session.launcher) session.rootParent.kill(SIGKILL);
+  session.rootInit?.kill(SIGKILL); // gone already when the root task's kill reached it
   for (const runtime of runtimes) runtime.helper?.close();
   const launcher = session.launcher;
   if (launcher) {
