@@ -24,7 +24,7 @@ import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
 import { FileLocks } from './file-locks.js';
-import { rootNamespaces, type IdMaps } from './namespaces.js';
+import { namespacePids, rootNamespaces, type IdMaps } from './namespaces.js';
 import { CgroupSets } from './cgroups.js';
 import { native } from '../actors/native.js';
 import { AF_NETLINK, NETLINK_SOCK_DIAG, SOCK_RAW } from './socket-common.js';
@@ -110,6 +110,10 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const live = frozen.tasks.filter((t) => !t.zombie);
     const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
     const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>);
+    // Images number tasks as the tree's PID namespace does (crr's own: as they are).
+    const v = rootNs.kinds.has('pid') ? namespacePids(opts.pid, frozen.tasks.flatMap((t) => (t.zombie ? [t.pid] : t.tids))) : (pid: number) => pid;
+    // A session or group from outside the namespace is refused now, not after the long part.
+    for (const t of frozen.tasks) for (const pid of [t.pgid, t.sid]) v(pid);
     // The tree's sockets are asked of sock_diag in its own network namespace.
     if (rootNs.kinds.has('net')) open.diagSocket = native.socketInNamespace(`/proc/${opts.pid}/ns/net`, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
     for (const t of live) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
@@ -120,13 +124,13 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const seccomp = new SeccompFilters();
     const locks = new FileLocks();
     const cgroups = new CgroupSets();
-    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids };
+    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids, v };
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
       if (task.zombie) {
         // criu writes only a core (state DEAD, exit code) for a zombie: no mm, files, fs or ids.
-        out.write(`core-${task.pid}.img`, [zombieCoreEntry(task.zombie.exitCode, task.zombie.comm)]);
+        out.write(`core-${v(task.pid)}.img`, [zombieCoreEntry(task.zombie.exitCode, task.zombie.comm)]);
         continue;
       }
       try {
@@ -151,7 +155,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (memfdInodes.length) out.write('memfd.img', memfdInodes);
 
     emit({ type: 'stage', stage: 'write' });
-    out.write('pstree.img', pstreeEntries(frozen.tasks));
+    out.write('pstree.img', pstreeEntries(frozen.tasks, v));
     out.write('files.img', ids.files);
     if (open.pipeData.length) out.write('pipes-data.img', open.pipeData);
     if (fifoData(open).length) out.write('fifo-data.img', fifoData(open));
@@ -159,12 +163,12 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
-    if (locks.entries.length) out.write('filelocks.img', locks.entries);
+    if (locks.entries.length) out.write('filelocks.img', locks.entries.map((e) => ({ ...e, pid: v(Number(e['pid'])) })));
     for (const ghost of ids.ghosts.images) out.write(ghost.name, [{ entry: ghost.entry, payload: ghost.payload }]);
     if (ids.ghosts.remaps.length) out.write('remap-fpath.img', ids.ghosts.remaps);
     out.write('cgroup.img', [cgroups.image(rootNs.cgroupRoots)]);
     finishTerminals(open);
-    if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()]);
+    if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()].map((e) => ({ ...e, sid: v(Number(e['sid'])), pgrp: v(Number(e['pgrp'])) })));
     for (const [name, entries] of rootNs.images) out.write(name, entries);
     for (const [name, bytes] of rootNs.archives) writeFileSync(out.rawPath(name), bytes);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
@@ -210,16 +214,19 @@ interface TreeDump {
   readonly cgroups: CgroupSets;
   /** The tree's user namespace's id maps, when it has one of its own. */
   readonly userIds: IdMaps | undefined;
+  /** A PID as the tree's PID namespace numbers it (the images' numbers). */
+  readonly v: (hostPid: number) => number;
 }
 
 async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, scratch: Scratch, pagesId: number, tree: TreeDump): Promise<number> {
-  const { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds } = tree;
+  const { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds, v } = tree;
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
   // task against the known objects, a few batches whatever their number.
   const { shared, ...objectIds } = await ids.taskObjects(pid, async (queries) =>
-    kcmpCodes(await scratch.run(pid, queries.map((q) => ({ nr: NR.kcmp, args: [q.pid, pid, q.type, 0, 0, 0] }))), pid),
+    // kcmp runs in the task: PIDs as its namespace numbers them.
+    kcmpCodes(await scratch.run(pid, queries.map((q) => ({ nr: NR.kcmp, args: [v(q.pid), v(pid), q.type, 0, 0, 0] }))), pid),
   );
   const taskIds = { ...objectIds, ...namespaces };
 
@@ -237,7 +244,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
     ? undefined
     : await collectFds(pid, ids, open, {
         pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
-        order: async (pairs) => kcmpCodes(await scratch.run(pid, pairs.map(({ a, b }) => ({ nr: NR.kcmp, args: [a.pid, b.pid, KCMP.FILE, a.fd, b.fd, 0] }))), pid),
+        order: async (pairs) => kcmpCodes(await scratch.run(pid, pairs.map(({ a, b }) => ({ nr: NR.kcmp, args: [v(a.pid), v(b.pid), KCMP.FILE, a.fd, b.fd, 0] }))), pid),
         seals: async (fd) => Number(await ctl.inject(pid, NR.fcntl, [fd, GET_SEALS, 0])),
       });
   if (fdinfo) locks.collect(pid, fdinfo.map((f) => ({ fd: Number(f.fd), id: Number(f.id) })), (fd) => readProc(pid, `fdinfo/${fd}`));
@@ -268,18 +275,21 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   emit({ type: 'pages', pid, pages: bytes / 4096, bytes, ms: performance.now() - t0 });
 
   const procState = proc.task;
-  out.write(`ids-${pid}.img`, [taskIds]);
-  out.write(`mm-${pid}.img`, [mmEntry(pid, threads[0]!.stat, vmas, exeId, proc.mm)]);
-  out.write(`pagemap-${pid}.img`, pagemapEntries(pagesId, runs));
+  out.write(`ids-${v(pid)}.img`, [taskIds]);
+  out.write(`mm-${v(pid)}.img`, [mmEntry(pid, threads[0]!.stat, vmas, exeId, proc.mm)]);
+  out.write(`pagemap-${v(pid)}.img`, pagemapEntries(pagesId, runs));
   if (fdinfo) out.write(`fdinfo-${taskIds.files_id}.img`, fdinfo);
-  out.write(`fs-${pid}.img`, [fs]);
+  out.write(`fs-${v(pid)}.img`, [fs]);
   const readFilter = ctl.seccompFilter?.bind(ctl) ?? (() => Promise.reject(new CrrError(`pid ${pid}: this task control cannot read seccomp filters`)));
   for (const [i, t] of threads.entries()) {
     const sc = await seccomp.collect(t.tid, readFilter, t.status.seccomp);
     const cgSet = cgroups.idOf(`/proc/${pid}/task/${t.tid}`);
     const core = coreEntry(t, i === 0 ? procState : undefined, status.seccomp, cgSet);
     if (userIds) (core['thread_core'] as Entry)['creds'] = userIds.creds((core['thread_core'] as Entry)['creds'] as Entry, t.tid);
-    out.write(`core-${t.tid}.img`, [withSeccomp(core, sc)]);
+    for (const timer of (((core['tc'] as Entry | undefined)?.['timers'] as Entry | undefined)?.['posix'] ?? []) as Entry[]) {
+      if (timer['notify_thread_id'] !== undefined) timer['notify_thread_id'] = v(Number(timer['notify_thread_id']));
+    }
+    out.write(`core-${v(t.tid)}.img`, [withSeccomp(core, sc)]);
   }
   emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo?.length ?? 0 });
   return bytes;

@@ -5,7 +5,8 @@
 // - UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img;
 // - mount: mountpoints-ID.img and tmpfs contents (src/dump/mounts.ts); cgroup: its root in each
 //   hierarchy, cgns_prefix in cgroup.img;
-// - network: netdev-ID.img, lo only; time: the root's clocks in timens-0.img.
+// - network: netdev-ID.img, lo only; time: the root's clocks in timens-0.img;
+// - PID: every PID in the images as that namespace numbers it (namespacePids).
 // A task in a namespace other than its parent's is refused too.
 import { readFileSync } from 'node:fs';
 import { native, type SysvDesc } from '../actors/native.js';
@@ -23,7 +24,7 @@ type NsField = (typeof NS_KINDS)[number][1];
 type NsKind = (typeof NS_KINDS)[number][0];
 
 /** The kinds whose namespace of the root crr writes images for (time: its clocks, always written). */
-const RESTORED: ReadonlySet<NsKind> = new Set(['user', 'mnt', 'cgroup', 'uts', 'ipc', 'net', 'time']);
+const RESTORED: ReadonlySet<NsKind> = new Set(['pid', 'user', 'mnt', 'cgroup', 'uts', 'ipc', 'net', 'time']);
 
 export interface NamespacedTask {
   readonly pid: number;
@@ -160,7 +161,7 @@ export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<
   for (const [kind, field] of NS_KINDS) {
     if (!differ(root.ids, own, field)) continue;
     if (!RESTORED.has(kind)) {
-      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores user, mount, cgroup, uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
+      throw new TaskRefusedError(root.pid, `the tree is in a ${kind} namespace other than crr's (${nsLink(root.pid, kind)}); crr restores pid, user, mount, cgroup, uts, ipc, net and time namespaces only: dump from inside that namespace, or run the program in crr's`);
     }
     rootKinds.add(kind);
   }
@@ -299,4 +300,38 @@ function timeOffsetsOf(pid: number): { monotonic: bigint; boottime: bigint } {
     if (name === 'monotonic' || name === 'boottime') out[name] = BigInt(secs!) * 1_000_000_000n + BigInt(nanos!);
   }
   return out;
+}
+
+/** The PIDs a task's /proc/PID/status lists for it, outermost (crr's) first. */
+function nsPids(hostPid: number): number[] | undefined {
+  try {
+    const line = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${hostPid}/status`, 'latin1'))?.[1];
+    return line?.trim().split(/\s+/).map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The way from crr's PIDs to those of the tree's PID namespace (the root's), for a tree that has
+ * one of its own: what pstree, the image names, locks, timers and terminals hold. A PID with no
+ * number there (a session or group of a process outside the namespace) throws TaskRefusedError.
+ */
+export function namespacePids(rootPid: number, tids: readonly number[]): (hostPid: number) => number {
+  const depth = nsPids(rootPid)?.length ?? 1;
+  const known = new Map<number, number>();
+  for (const tid of tids) {
+    const list = nsPids(tid);
+    if (list?.length === depth) known.set(tid, list[depth - 1]!);
+  }
+  return (hostPid) => {
+    if (hostPid === 0) return 0;
+    let pid = known.get(hostPid);
+    if (pid === undefined) {
+      const list = nsPids(hostPid);
+      if (list?.length !== depth) throw new TaskRefusedError(rootPid, `PID ${hostPid} (a session, group or owner the tree refers to) has no number in the tree's PID namespace`);
+      known.set(hostPid, (pid = list[depth - 1]!));
+    }
+    return pid;
+  };
 }

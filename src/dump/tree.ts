@@ -192,6 +192,7 @@ export async function thaw(ctl: TaskControl, tids: number[], regs?: Map<number, 
 }
 
 /** pstree.img entries. */
-export function pstreeEntries(tasks: FrozenTask[]): Array<Record<string, unknown>> {
-  return tasks.map((t) => ({ pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads: t.tids }));
+/** pstree.img's entries; `v` numbers PIDs as the images do (the tree's PID namespace's). */
+export function pstreeEntries(tasks: FrozenTask[], v: (pid: number) => number = (pid) => pid): Array<Record<string, unknown>> {
+  return tasks.map((t) => ({ pid: v(t.pid), ppid: v(t.ppid), pgid: v(t.pgid), sid: v(t.sid), threads: t.tids.map(v) }));
 }

@@ -1,0 +1,85 @@
+// A tree in a PID namespace of its own, from the namespace's init down (`unshare --pid --fork
+// --mount-proc setsid counter`): the dump numbers every task as that namespace does (the root is
+// pid 1 in pstree.img and its image names), and the restore makes the root the fresh
+// namespace's init again; the counter carries on and passes its own check.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dump } from '../src/dump/index.js';
+import { openCheckpoint } from '../src/images/index.js';
+import { restore } from '../src/restore/index.js';
+import { buildPrograms, killTree, programPath, requestCheck, waitPidGone } from './lib/programs.js';
+
+/** Starts `argv` as the init of a new PID namespace (unshare --fork --mount-proc, then setsid); its host PID once `resultFile` says READY. */
+async function startInPidNamespace(t: { teardown(fn: () => unknown): void }, argv: string[], resultFile: string): Promise<number> {
+  buildPrograms();
+  const unshare = spawn('unshare', ['--pid', '--fork', '--mount-proc', 'setsid', ...argv], { stdio: 'ignore', detached: true });
+  unshare.unref();
+  const tree = (): number[] => {
+    try {
+      const pids = readFileSync(`/proc/${unshare.pid}/task/${unshare.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      return pids.flatMap((p) => [p, ...readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)]);
+    } catch {
+      return [];
+    }
+  };
+  const seen = new Set<number>();
+  t.teardown(() => killTree([...seen, ...tree(), unshare.pid!]));
+  for (let i = 0; i < 500 && !(existsSync(resultFile) && readFileSync(resultFile, 'utf8').startsWith('READY')); i++) await sleep(10);
+  for (const pid of tree()) seen.add(pid);
+  return tree()[0]!;
+}
+
+t.test("a PID namespace's tree is dumped with the namespace's PIDs and comes back with its root as pid 1", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-pidns-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const resultFile = join(dir, 'result');
+  const root = await startInPidNamespace(t, [programPath('counter'), resultFile], resultFile);
+  t.match(readFileSync(`/proc/${root}/status`, 'utf8'), /^NSpid:\s+\d+\s+1$/m, 'the counter is pid 1 of its namespace');
+
+  const imagesDir = join(dir, 'images');
+  await dump({ pid: root, imagesDir });
+  await waitPidGone(root);
+  const checkpoint = openCheckpoint(imagesDir);
+  t.same(checkpoint.tasks.map((task) => [task.pid, task.ppid, task.sid]), [[1, 0, 1]], 'pstree: pid 1, its own session');
+  t.ok(checkpoint.has('core-1.img') && checkpoint.has('mm-1.img'), 'images named by the namespace PID');
+
+  const result = await restore({ imagesDir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  t.match(readFileSync(`/proc/${result.rootHostPid}/status`, 'utf8'), /^NSpid:\s+\d+\s+1$/m, 'restored as pid 1 of a fresh namespace');
+  t.same(await requestCheck(result.rootHostPid, resultFile), { pass: true, text: 'PASS' }, 'the counter carries on from where it was');
+});
+
+t.test('a shell as the namespace init with the counter as its child', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-pidns-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const resultFile = join(dir, 'result');
+  const root = await startInPidNamespace(t, ['/bin/sh', '-c', `${programPath('counter')} ${resultFile} & wait`], resultFile);
+  const imagesDir = join(dir, 'images');
+  await dump({ pid: root, imagesDir });
+  await waitPidGone(root);
+  const tasks = openCheckpoint(imagesDir).tasks.map((task) => [task.pid, task.ppid, task.pgid, task.sid]);
+  t.same(tasks, [[1, 0, 1, 1], [2, 1, 1, 1]], 'pstree: the shell 1 and the counter 2, one session and group');
+  const result = await restore({ imagesDir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  const counter = result.hostPids.get(2)!;
+  t.match(readFileSync(`/proc/${counter}/status`, 'utf8'), /^NSpid:\s+\d+\s+2$/m, 'the counter is pid 2 again');
+  t.same(await requestCheck(counter, resultFile), { pass: true, text: 'PASS' }, 'and carries on');
+});
+
+t.test("a namespace init still in a session from outside the namespace is refused, naming the PID", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-pidns-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const resultFile = join(dir, 'result');
+  buildPrograms();
+  const unshare = spawn('unshare', ['--pid', '--fork', '--mount-proc', programPath('counter'), resultFile], { stdio: 'ignore', detached: true });
+  unshare.unref();
+  for (let i = 0; i < 500 && !(existsSync(resultFile) && readFileSync(resultFile, 'utf8').startsWith('READY')); i++) await sleep(10);
+  const root = Number(readFileSync(`/proc/${unshare.pid}/task/${unshare.pid}/children`, 'utf8').trim());
+  t.teardown(() => killTree([root, unshare.pid!]));
+  await t.rejects(dump({ pid: root, imagesDir: join(dir, 'images') }), { message: /has no number in the tree's PID namespace/ });
+  t.ok((await requestCheck(root, resultFile)).pass, 'the tree runs on');
+});
