@@ -4,7 +4,7 @@
 // namespace's init again; the counter carries on and passes its own check.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,9 +14,9 @@ import { restore } from '../src/restore/index.js';
 import { buildPrograms, killTree, programPath, requestCheck, waitPidGone } from './lib/programs.js';
 
 /** Starts `argv` as the init of a new PID namespace (unshare --fork --mount-proc, then setsid); its host PID once `resultFile` says READY. */
-async function startInPidNamespace(t: { teardown(fn: () => unknown): void }, argv: string[], resultFile: string): Promise<number> {
+async function startInPidNamespace(t: { teardown(fn: () => unknown): void }, argv: string[], resultFile: string, more: string[] = []): Promise<number> {
   buildPrograms();
-  const unshare = spawn('unshare', ['--pid', '--fork', '--mount-proc', 'setsid', ...argv], { stdio: 'ignore', detached: true });
+  const unshare = spawn('unshare', ['--pid', '--fork', '--mount-proc', ...more, 'setsid', ...argv], { stdio: 'ignore', detached: true });
   unshare.unref();
   const tree = (): number[] => {
     try {
@@ -82,4 +82,23 @@ t.test("a namespace init still in a session from outside the namespace is refuse
   t.teardown(() => killTree([root, unshare.pid!]));
   await t.rejects(dump({ pid: root, imagesDir: join(dir, 'images') }), { message: /has no number in the tree's PID namespace/ });
   t.ok((await requestCheck(root, resultFile)).pass, 'the tree runs on');
+});
+
+t.test('a tree in all the namespaces a container has (user, PID, mount, network, IPC, UTS, cgroup) comes back in new ones', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-pidns-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  chmodSync(dir, 0o777);
+  const resultFile = join(dir, 'result');
+  const root = await startInPidNamespace(t, [programPath('counter'), resultFile], resultFile, ['--user', '--map-root-user', '--net', '--ipc', '--uts', '--cgroup']);
+  const own = (host: number, kind: string) => readlinkSync(`/proc/${host}/ns/${kind}`);
+  const kinds = ['user', 'pid', 'mnt', 'net', 'ipc', 'uts', 'cgroup'];
+  t.ok(kinds.every((kind) => own(root, kind) !== own(process.pid, kind)), 'the counter has a namespace of every kind of its own');
+  const imagesDir = join(dir, 'images');
+  await dump({ pid: root, imagesDir });
+  await waitPidGone(root);
+  const result = await restore({ imagesDir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  t.same(kinds.filter((kind) => own(result.rootHostPid, kind) === own(process.pid, kind)), [], "none of the restored root's namespaces is crr's");
+  t.match(readFileSync(`/proc/${result.rootHostPid}/status`, 'utf8'), /^NSpid:\s+\d+\s+1$/m, 'pid 1 of its namespace');
+  t.same(await requestCheck(result.rootHostPid, resultFile), { pass: true, text: 'PASS' }, 'the counter carries on');
 });
