@@ -50,6 +50,9 @@ t.test('a mount namespace comes back with its tmpfs files, its read-only bind mo
   const bound = mounts.find((m) => m['mountpoint'] === join(prog.dir, 'b'))!;
   rewriteImage(imagesDir, `mountpoints-${id}.img`, (entries) => entries.map((e) => (e['mnt_id'] === bound['mnt_id'] ? { ...e, root_dev: (999 << 20) >>> 0 } : e)));
   await t.rejects(restore({ imagesDir, pidNamespace: true, dryRun: true }), { stage: 'plan', resource: 'namespaces', message: /cannot be made here: no mount of its filesystem \(999:0/ }, 'a bind mount of a filesystem crr does not see is refused at plan time');
+
+  rewriteImage(imagesDir, `mountpoints-${id}.img`, (entries) => entries.map((e) => (e['mountpoint'] === '/' ? { ...e, fstype: 5 } : e)));
+  await t.rejects(restore({ imagesDir, pidNamespace: true, dryRun: true }), { stage: 'plan', resource: 'namespaces', message: /the tree's root \(tmpfs .*\) is not crr's/ }, 'a root of its own (a container\'s) is refused at plan time');
 });
 
 t.test("without a PID namespace the root's parent unshares the mount namespace itself", async (t) => {

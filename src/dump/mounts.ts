@@ -35,6 +35,8 @@ export function mountImages(pid: number): { mounts: Entry[]; archives: Array<[st
     // Mounts stacked on one mount point come back only as copies of crr's own.
     if (points.has(m.mountPoint) && making.how !== 'inherited') throw new TaskRefusedError(pid, `its mount namespace has two mounts on ${m.mountPoint}, one its own; crr makes one mount per mount point`);
     points.add(m.mountPoint);
+    // The tree's tasks keep the root they have; a root of the tree's own would need pivot_root.
+    if (m.mountPoint === '/' && making.how !== 'inherited') throw new TaskRefusedError(pid, `its mount namespace has a root (${m.fstype} ${m.source}) other than crr's, as a container's has; crr restores a namespace on crr's root only`);
     if (making.how === 'unsupported') throw new TaskRefusedError(pid, `its mount namespace has ${m.fstype} ${m.source} mounted at ${m.mountPoint}, which crr cannot make again (it makes tmpfs, proc, sysfs, mqueue, cgroup2 and bind mounts of what crr sees)`);
     if (making.how === 'tmpfs') {
       const entries = tmpfsFiles(pid, m, tree);

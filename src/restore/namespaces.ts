@@ -95,6 +95,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
     mnt = treeMounts(checkpoint, rootIds['mnt_ns_id']!);
     const own = parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'));
     for (const m of mnt.mounts) {
+      if (m.mountPoint === '/' && howToMake(m, own).how !== 'inherited') refuse(`the tree's root (${m.fstype} ${m.source}) is not crr's, as a container's is not; crr restores a mount namespace on crr's root only`, root.pid);
       if (howToMake(m, own).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
     }
   }
