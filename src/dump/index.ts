@@ -111,7 +111,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
     const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>);
     // Images number tasks as the tree's PID namespace does (crr's own: as they are).
-    const v = rootNs.kinds.has('pid') ? namespacePids(opts.pid, frozen.tasks.flatMap((t) => (t.zombie ? [t.pid] : t.tids))) : (pid: number) => pid;
+    const v = rootNs.kinds.has('pid') ? namespacePids(opts.pid, frozen.tasks.flatMap((t) => t.tids)) : (pid: number) => pid;
     // A session or group from outside the namespace is refused now, not after the long part.
     for (const t of frozen.tasks) for (const pid of [t.pgid, t.sid]) v(pid);
     // The tree's sockets are asked of sock_diag in its own network namespace.
