@@ -3,7 +3,8 @@
 // inetsk program (listeners, bound, unbound and connected UDP, an unbound TCP socket) dumped and
 // restored: same fds, addresses, ports and options, and the listeners accept, the UDP sockets talk;
 // then a prefork server's shape (one listener held by a parent and its child) and an epoll server
-// blocked in epoll_wait on its listener, which must answer a client after the restore.
+// blocked in epoll_wait on its listener, which must answer a client after the restore; connections
+// (--tcp-established), and datagrams queued in UDP sockets.
 import t from 'tap';
 import { createServer, type AddressInfo } from 'node:net';
 import { native } from '../src/actors/native.js';
@@ -293,4 +294,46 @@ t.test('a dump that fails after reading a connection in repair mode switches rep
   t.match(String(err), /fd 60 is a socket/, 'the dump failed on the packet socket');
   go();
   t.equal(await result(), EXCHANGED);
+});
+
+t.test('datagrams queued in UDP sockets come back in order, empty ones too, each from its sender', async (t) => {
+  const setUp = [
+    'def udp(addr, fd):',
+    '    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+    '    s.bind(addr)',
+    '    os.dup2(s.fileno(), fd)',
+    '    return socket.socket(fileno=fd)',
+    'a = udp(("127.0.0.1", 0), 20)',
+    'w = udp(("0.0.0.0", 0), 21)',
+    'b = udp(("127.0.0.1", 0), 22)',
+    'c = udp(("127.0.0.1", 0), 23)',
+    'c.connect(b.getsockname())',
+    'for m in [b"one", b"", b"three"]: b.sendto(m, a.getsockname())',
+    'c.send(b"from the connected one")',
+    'b.sendto(b"to the wildcard", ("127.0.0.1", w.getsockname()[1]))',
+    'b.sendto(b"to the connected one", c.getsockname())',
+  ];
+  const check = [
+    'def take(s):',
+    '    s.settimeout(5)',
+    '    data, frm = s.recvfrom(100)',
+    '    return (data, "b" if frm == b.getsockname() else "c" if frm == c.getsockname() else frm)',
+    'got = [take(a) for _ in range(3)] + [take(b), take(w), take(c)]',
+    'a.setblocking(False)',
+    'try:',
+    '    got.append(a.recv(100))',
+    'except BlockingIOError:',
+    '    got.append("nothing more")',
+    'b.sendto(b"after", a.getsockname())',
+    'got.append(take(a))',
+    'open(result, "w").write(repr(got))',
+  ];
+  const { prog, go, result } = await startPython(t, ['socket'], setUp, check, 'UDP sockets with datagrams queued');
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir });
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(),
+    "[(b'one', 'b'), (b'', 'b'), (b'three', 'b'), (b'from the connected one', 'c'), (b'to the wildcard', 'b'), (b'to the connected one', 'b'), 'nothing more', (b'after', 'b')]");
 });

@@ -115,24 +115,31 @@ Napi::Value InetDiag(const Napi::CallbackInfo& info) {
   return SockDiagDump(info.Env(), &req, sizeof req, given);
 }
 
-// peekQueue(fd, maxPacket) -> {packets: Buffer[], rights: number}: the receive queue read with
-// MSG_PEEK from offset 0 (SO_PEEK_OFF moves past each packet), peek offset switched off again.
+// peekQueue(fd, maxPacket, udp?) -> {packets: Buffer[], senders: Buffer[], rights: number}: the receive
+// queue read with MSG_PEEK from offset 0 (SO_PEEK_OFF moves past each packet), peek offset switched
+// off again. A read of 0 bytes ends it, except on a UDP socket (`udp`), whose peek offset moves past
+// an empty datagram to the next (measured); a unix socket's stays on it.
 // `rights` counts fds in flight (SCM_RIGHTS); peeking them installs copies here, closed at once.
 Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd, max;
   if (!IntArg(info, 0, &fd) || !IntArg(info, 1, &max)) return env.Undefined();
+  bool udp = info.Length() > 2 && info[2].ToBoolean().Value();
   int off = 0;
   if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off) < 0)
     return ThrowErrno(env, "setsockopt", errno);
   Napi::Array packets = Napi::Array::New(env);
+  Napi::Array senders = Napi::Array::New(env);
   int rights = 0;
   std::vector<char> data(static_cast<size_t>(max > 0 ? max : 1));
   int err = 0;
   for (;;) {
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(64)];
     iovec iov = {data.data(), data.size()};
+    sockaddr_storage from = {};
     msghdr m = {};
+    m.msg_name = &from;
+    m.msg_namelen = sizeof from;
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
     m.msg_control = control;
@@ -153,8 +160,9 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
       }
     }
     if (m.msg_flags & MSG_CTRUNC) rights++;
-    if (got == 0) break;  // a stream at end of data, or an empty datagram: no way to tell apart
+    if (got == 0 && !udp) break;  // a stream at end of data, or an empty datagram: no way to tell apart
     packets.Set(packets.Length(), Napi::Buffer<char>::Copy(env, data.data(), static_cast<size_t>(got)));
+    senders.Set(senders.Length(), Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&from), m.msg_namelen));
     if (m.msg_flags & MSG_TRUNC) {
       err = EMSGSIZE;
       break;
@@ -165,6 +173,7 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
   if (err) return ThrowErrno(env, "recvmsg", err);
   Napi::Object out = Napi::Object::New(env);
   out.Set("packets", packets);
+  out.Set("senders", senders);
   out.Set("rights", Napi::Number::New(env, rights));
   return out;
 }

@@ -4,6 +4,8 @@
 export interface PeekedQueue {
   /** The receive queue, one Buffer per packet (a stream's whole queue may come in several). */
   packets: Buffer[];
+  /** Each packet's source address (a sockaddr; empty where the protocol gives none). */
+  senders: Buffer[];
   /** Fds in flight (SCM_RIGHTS not yet received) seen while peeking: the dump must refuse them. */
   rights: number;
 }
@@ -17,8 +19,8 @@ export interface SockDiagBinding {
   inetDiag(family: number, protocol: number, diagSocket?: number): Buffer;
   /** One NETLINK_SOCK_DIAG dump of every netlink socket, with groups and memory: raw nlmsgs. */
   netlinkDiag(diagSocket?: number): Buffer;
-  /** MSG_PEEK the receive queue of a socket (an fd of this process) without consuming it. */
-  peekQueue(fd: number, maxPacket: number): PeekedQueue;
+  /** MSG_PEEK the receive queue of a socket (an fd of this process) without consuming it; `udp`: empty datagrams do not end it. */
+  peekQueue(fd: number, maxPacket: number, udp?: boolean): PeekedQueue;
   /** getsockopt into a buffer of `size` bytes; returns what the kernel filled. */
   getsockoptBytes(fd: number, level: number, name: number, size: number): Buffer;
   /** The socket's own address: sockaddr bytes as long as the kernel gave. */

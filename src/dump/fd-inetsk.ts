@@ -4,9 +4,10 @@
 // pidfd_getfd copy of the task's fd. An established TCP connection is read in repair mode
 // (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into tcp-stream-<ino>.img:
 // sequence numbers, both queues, options and windows; the socket stays in repair mode until the
-// dump ends, so the task's death closes it without a FIN or RST (finishTcpRepair). What a restore
-// could not bring back is refused: a TCP connection in any other state, or without the option, a
-// listener holding connections not yet accepted, datagrams queued in a UDP socket.
+// dump ends, so the task's death closes it without a FIN or RST (finishTcpRepair). Datagrams
+// queued in an IPv4 UDP socket go into sk-queues.img with their senders. What a restore could not
+// bring back is refused: a TCP connection in any other state, or without the option, a listener
+// holding connections not yet accepted, datagrams queued in an IPv6 UDP socket.
 import { native } from '../actors/native.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
@@ -105,7 +106,8 @@ export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | u
     return undefined;
   }
   if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a UDP socket in state ${state}`;
-  return d.rqueue > 0 ? `a UDP socket with ${d.rqueue} bytes of datagrams queued` : undefined;
+  // Queued IPv4 datagrams are kept (sk-queues, with their senders); IPv6 ones cannot be put back.
+  return d.rqueue > 0 && d.family === AF_INET6 ? `an IPv6 UDP socket with ${d.rqueue} bytes of datagrams queued` : undefined;
 }
 
 /**
@@ -136,12 +138,25 @@ export async function dumpInetFd(
       if (d.protocol === IPPROTO_TCP && d.state === TCP_ESTABLISHED) {
         open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open, at) });
       }
+      if (d.protocol === IPPROTO_UDP && d.rqueue > 0) open.inetQueues.push(...queuedDatagrams(copy, id));
     } finally {
       // A connection switched to repair mode keeps its copy until the dump ends (finishTcpRepair).
       if (!open.tcpRepair.includes(copy)) native.close(copy);
     }
   }, ids);
   return { id, flags: at.fdFlags, type: FD_TYPE.INETSK, fd };
+}
+
+/** The largest UDP datagram. */
+const MAX_DATAGRAM = 65536;
+
+/**
+ * sk-queues.img entries of the datagrams queued in a UDP socket (a copy of the task's), peeked,
+ * not taken, each with its sender's address in `addr` (the field CRIU reserves for it).
+ */
+function queuedDatagrams(copy: number, id: number): Array<{ entry: Entry; payload: Uint8Array }> {
+  const { packets, senders } = native.peekQueue(copy, MAX_DATAGRAM, true);
+  return packets.map((data, i) => ({ entry: { id_for: id, length: data.length, addr: new Uint8Array(senders[i] ?? []) }, payload: data }));
 }
 
 /**

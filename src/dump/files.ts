@@ -62,6 +62,8 @@ export class OpenFiles {
   tcpEstablished = false;
   /** Dump a terminal whose master is not in the tree (criu's --shell-job). */
   shellJob = false;
+  /** sk-queues.img entries of UDP sockets' queued datagrams (with the unix sockets' queues). */
+  readonly inetQueues: Array<{ entry: Entry; payload: Uint8Array }> = [];
   /** A NETLINK_SOCK_DIAG socket of the tree's network namespace when it is not crr's (closed by the dump). */
   diagSocket: number | undefined;
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */

@@ -160,7 +160,8 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (open.pipeData.length) out.write('pipes-data.img', open.pipeData);
     if (fifoData(open).length) out.write('fifo-data.img', fifoData(open));
     checkUnixPeers(open);
-    if (unixQueues(open).length) out.write('sk-queues.img', unixQueues(open));
+    const queues = [...unixQueues(open), ...open.inetQueues];
+    if (queues.length) out.write('sk-queues.img', queues);
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);
     out.write('seccomp.img', [seccomp.image()]);
     if (locks.entries.length) out.write('filelocks.img', locks.entries.map((e) => ({ ...e, pid: v(Number(e['pid'])) })));
