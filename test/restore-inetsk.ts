@@ -13,8 +13,9 @@ import { dump } from '../src/dump/index.js';
 import { StageError } from '../src/errors.js';
 import { restore } from '../src/restore/index.js';
 import { describeFile } from '../src/cli/commands/show.js';
-import { AF_INET, IPPROTO_TCP, sockaddrOf, socketText } from '../src/images/inet-address.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, sockaddrOf, socketText } from '../src/images/inet-address.js';
 import { inetOps, repairOffOps, unsupportedInetImage } from '../src/resources/inetsk.js';
+import { destinationFor, endpointOf, udpPacket } from '../src/resources/udp-packets.js';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -296,10 +297,10 @@ t.test('a dump that fails after reading a connection in repair mode switches rep
   t.equal(await result(), EXCHANGED);
 });
 
-t.test('datagrams queued in UDP sockets come back in order, empty ones too, each from its sender', async (t) => {
+t.test('datagrams queued in UDP sockets (IPv4, IPv6, dual-stack) come back in order, empty ones too, each from its sender', async (t) => {
   const setUp = [
-    'def udp(addr, fd):',
-    '    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+    'def udp(addr, fd, family=socket.AF_INET):',
+    '    s = socket.socket(family, socket.SOCK_DGRAM)',
     '    s.bind(addr)',
     '    os.dup2(s.fileno(), fd)',
     '    return socket.socket(fileno=fd)',
@@ -307,18 +308,30 @@ t.test('datagrams queued in UDP sockets come back in order, empty ones too, each
     'w = udp(("0.0.0.0", 0), 21)',
     'b = udp(("127.0.0.1", 0), 22)',
     'c = udp(("127.0.0.1", 0), 23)',
+    'a6 = udp(("::1", 0), 24, socket.AF_INET6)',
+    'b6 = udp(("::1", 0), 25, socket.AF_INET6)',
+    'd = udp(("::", 0), 26, socket.AF_INET6)',
     'c.connect(b.getsockname())',
     'for m in [b"one", b"", b"three"]: b.sendto(m, a.getsockname())',
     'c.send(b"from the connected one")',
     'b.sendto(b"to the wildcard", ("127.0.0.1", w.getsockname()[1]))',
     'b.sendto(b"to the connected one", c.getsockname())',
+    'for m in [b"six", b""]: b6.sendto(m, a6.getsockname())',
+    'b.sendto(b"over IPv4", ("127.0.0.1", d.getsockname()[1]))',
+    'b6.sendto(b"over IPv6", ("::1", d.getsockname()[1]))',
   ];
   const check = [
+    'def name(frm):',
+    '    for n, s in (("b", b), ("c", c), ("b6", b6)):',
+    '        host, port = s.getsockname()[:2]',
+    '        if frm[1] == port and frm[0] in (host, "::ffff:" + host):',
+    '            return n',
+    '    return frm',
     'def take(s):',
     '    s.settimeout(5)',
     '    data, frm = s.recvfrom(100)',
-    '    return (data, "b" if frm == b.getsockname() else "c" if frm == c.getsockname() else frm)',
-    'got = [take(a) for _ in range(3)] + [take(b), take(w), take(c)]',
+    '    return (data, name(frm))',
+    'got = [take(a) for _ in range(3)] + [take(b), take(w), take(c), take(a6), take(a6), take(d), take(d)]',
     'a.setblocking(False)',
     'try:',
     '    got.append(a.recv(100))',
@@ -334,6 +347,32 @@ t.test('datagrams queued in UDP sockets come back in order, empty ones too, each
   await dump({ pid: prog.pid, imagesDir });
   await restoreProgram(t, prog, imagesDir);
   go();
-  t.equal(await result(),
-    "[(b'one', 'b'), (b'', 'b'), (b'three', 'b'), (b'from the connected one', 'c'), (b'to the wildcard', 'b'), (b'to the connected one', 'b'), 'nothing more', (b'after', 'b')]");
+  const expected = [
+    "(b'one', 'b')", "(b'', 'b')", "(b'three', 'b')", "(b'from the connected one', 'c')", "(b'to the wildcard', 'b')", "(b'to the connected one', 'b')",
+    "(b'six', 'b6')", "(b'', 'b6')", "(b'over IPv4', 'b')", "(b'over IPv6', 'b6')", "'nothing more'", "(b'after', 'b')",
+  ];
+  t.equal(await result(), `[${expected.join(', ')}]`);
+});
+
+t.test('the raw packets that queue a datagram again: IPv4 without a checksum, IPv6 with one, IPv4-mapped senders as IPv4', async (t) => {
+  const sender4 = endpointOf(sockaddrOf(AF_INET, 4000, [0x0100007f]));
+  t.same(sender4, { family: AF_INET, addr: Buffer.from([127, 0, 0, 1]), port: 4000 });
+  const mapped = Buffer.alloc(28);
+  mapped.writeUInt16LE(AF_INET6, 0);
+  mapped.writeUInt16BE(4001, 2);
+  Buffer.from([0xff, 0xff, 10, 0, 0, 7]).copy(mapped, 18);
+  t.same(endpointOf(mapped), { family: AF_INET, addr: Buffer.from([10, 0, 0, 7]), port: 4001 }, 'a dual-stack socket\'s IPv4 peer travels as IPv4');
+  const wildcard6 = endpointOf(sockaddrOf(AF_INET6, 5000, [0, 0, 0, 0]));
+  t.same(destinationFor(wildcard6, AF_INET), { family: AF_INET, addr: Buffer.from([127, 0, 0, 1]), port: 5000 }, 'a wildcard socket gets it on loopback');
+  const v4 = udpPacket(sender4, destinationFor(endpointOf(sockaddrOf(AF_INET, 5000, [0x0200007f])), AF_INET), Buffer.from('hi'));
+  t.same([...v4], [0x45, 0, 0, 30, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 2, 0x0f, 0xa0, 0x13, 0x88, 0, 10, 0, 0, 0x68, 0x69]);
+  const loop6 = endpointOf(sockaddrOf(AF_INET6, 5000, [0, 0, 0, 0x01000000]));
+  const v6 = udpPacket({ ...loop6, port: 4000 }, loop6, Buffer.from('hi'));
+  t.equal(v6.length, 40 + 8 + 2);
+  t.same([...v6.subarray(0, 8)], [0x60, 0, 0, 0, 0, 10, 17, 64], 'version, payload length, next header, hop limit');
+  // The one's-complement sum over pseudo-header and datagram, the checksum included, is 0xffff.
+  let sum = 2 * 1 + 10 + 17;
+  for (let i = 40; i < v6.length; i += 2) sum += v6.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  t.equal(sum, 0xffff, 'the IPv6 checksum verifies');
 });

@@ -5,9 +5,9 @@
 // (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into tcp-stream-<ino>.img:
 // sequence numbers, both queues, options and windows; the socket stays in repair mode until the
 // dump ends, so the task's death closes it without a FIN or RST (finishTcpRepair). Datagrams
-// queued in an IPv4 UDP socket go into sk-queues.img with their senders. What a restore could not
+// queued in a UDP socket go into sk-queues.img with their senders. What a restore could not
 // bring back is refused: a TCP connection in any other state, or without the option, a listener
-// holding connections not yet accepted, datagrams queued in an IPv6 UDP socket.
+// holding connections not yet accepted.
 import { native } from '../actors/native.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
@@ -106,8 +106,7 @@ export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | u
     return undefined;
   }
   if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a UDP socket in state ${state}`;
-  // Queued IPv4 datagrams are kept (sk-queues, with their senders); IPv6 ones cannot be put back.
-  return d.rqueue > 0 && d.family === AF_INET6 ? `an IPv6 UDP socket with ${d.rqueue} bytes of datagrams queued` : undefined;
+  return undefined;
 }
 
 /**

@@ -4,9 +4,9 @@
 // backlog, a connected UDP socket connected to its peer, and O_NONBLOCK. The first holder (tree
 // order) makes it with helper ops at its first fd; other holders take a pidfd_getfd copy
 // (restoreAnonFds). An established TCP connection is rebuilt in repair mode from its
-// tcp-stream image: sequence numbers, options, windows and both queues. Datagrams queued in an
-// IPv4 UDP socket (sk-queues.img, with their senders) are sent to it again through a raw socket,
-// each from its own sender's address and port. Restored into crr's own network namespace (or
+// tcp-stream image: sequence numbers, options, windows and both queues. Datagrams queued in a
+// UDP socket (sk-queues.img, with their senders) are sent to it again through a raw socket,
+// each from its own sender's address and port (udp-packets.ts). Restored into crr's own network namespace (or
 // the tree's, loopback only): the addresses must be free there.
 import type { Entry } from '../images/index.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
@@ -17,6 +17,7 @@ import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/conte
 import { restoreAnonFds } from './eventfd.js';
 import { holdsFdOfType, spareFds } from './shared-fds.js';
 import { optionOps, type Op } from './socket-options.js';
+import { destinationFor, endpointOf, rawSockaddr, udpPacket } from './udp-packets.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_INETSK = 4;
@@ -217,10 +218,7 @@ export const inetsk: ResourceKind<RestoreCtx> = {
         throw new NativeError({ code: e.code, errno: e.errno, syscall: e.syscall, ...(e.pid !== undefined ? { pid: e.pid } : {}), detail: `fd ${first.fd}, ${socketText(isk)}${which}` });
       }
       const datagrams = queuedDatagrams(ctx.session, ctx).get(first.id);
-      if (datagrams?.length) {
-        if (Number(isk['family']) !== AF_INET) throw new Error(`not supported: fd ${first.fd} is ${socketText(isk)} with datagrams queued (only IPv4 ones are put back)`);
-        await helperOf(ctx).batch(datagramOps(isk, datagrams, spareFds(ctx, 1)[0]!));
-      }
+      if (datagrams?.length) await helperOf(ctx).batch(datagramOps(isk, datagrams, spareFds(ctx, 2)));
       if (stream) {
         const mine = inRepair(ctx.session);
         mine.set(ctx.pid, [...(mine.get(ctx.pid) ?? []), { fd: first.fd, stream }]);
@@ -251,36 +249,28 @@ const queuedDatagrams = perKey((_: RestoreSession, ctx: RestoreCtx) => {
 
 const IPPROTO_RAW = 255;
 const SOCK_RAW = 3;
-const IPV4_HEADER = 20;
-const UDP_HEADER = 8;
-const INADDR_LOOPBACK = [0x0100007f];
 
 /**
- * Ops that queue `datagrams` in the UDP socket of `isk` again: a raw socket (IPPROTO_RAW, whose
- * packets carry their own IP header) at `spare` sends each as its sender sent it, to the
- * socket's address (loopback for a wildcard one), so recvfrom reports the same sender.
+ * Ops that queue `datagrams` in the UDP socket of `isk` again: raw sockets (IPPROTO_RAW, whose
+ * packets carry their own IP header), one per family the senders use, at `spares`, send each
+ * datagram as its sender sent it to the socket's address, so recvfrom reports the same sender.
  */
-function datagramOps(isk: Entry, datagrams: readonly Datagram[], spare: number): Op[] {
-  const port = Number(isk['src_port'] ?? 0);
-  const bound = (isk['src_addr'] as number[] | undefined) ?? [];
-  const to = sockaddrOf(AF_INET, port, Number(bound[0] ?? 0) === 0 ? INADDR_LOOPBACK : bound);
-  const ops: Op[] = [{ op: 'socket', domain: AF_INET, type: SOCK_RAW | SOCK_CLOEXEC, protocol: IPPROTO_RAW, fd: spare }];
+function datagramOps(isk: Entry, datagrams: readonly Datagram[], spares: readonly number[]): Op[] {
+  const family = Number(isk['family']);
+  const bound = endpointOf(sockaddrOf(family, Number(isk['src_port'] ?? 0), (isk['src_addr'] as number[] | undefined) ?? []));
+  const rawFds = new Map<number, number>();
+  const ops: Op[] = [];
   for (const { sender, data } of datagrams) {
-    const packet = Buffer.alloc(IPV4_HEADER + UDP_HEADER + data.length);
-    packet.writeUInt8(0x45, 0); // version 4, 5 words of header
-    packet.writeUInt16BE(packet.length, 2);
-    packet.writeUInt16BE(0x4000, 6); // don't fragment
-    packet.writeUInt8(64, 8); // ttl
-    packet.writeUInt8(IPPROTO_UDP, 9);
-    sender.copy(packet, 12, 4, 8); // source address
-    to.copy(packet, 16, 4, 8); // destination address
-    sender.copy(packet, IPV4_HEADER, 2, 4); // source port
-    to.copy(packet, IPV4_HEADER + 2, 2, 4); // destination port
-    packet.writeUInt16BE(UDP_HEADER + data.length, IPV4_HEADER + 4); // checksum 0: none
-    packet.set(data, IPV4_HEADER + UDP_HEADER);
-    ops.push({ op: 'send', fd: spare, data: packet, sockaddr: to });
+    const from = endpointOf(sender);
+    const to = destinationFor(bound, from.family);
+    let fd = rawFds.get(from.family);
+    if (fd === undefined) {
+      rawFds.set(from.family, (fd = spares[rawFds.size]!));
+      ops.push({ op: 'socket', domain: from.family, type: SOCK_RAW | SOCK_CLOEXEC, protocol: IPPROTO_RAW, fd });
+    }
+    ops.push({ op: 'send', fd, data: udpPacket(from, to, data), sockaddr: rawSockaddr(to) });
   }
-  ops.push({ op: 'close', fd: spare });
+  for (const fd of rawFds.values()) ops.push({ op: 'close', fd });
   return ops;
 }
 
