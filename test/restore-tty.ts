@@ -3,7 +3,8 @@
 // handed to the restore, with the non-canonical, no-echo mode it had set; a byte written on B's
 // master reaches it and its answer comes out there; without --shell-job both the dump and the
 // restore refuse. A pair in the tree (program ptypair): back at its index, the child's
-// controlling terminal with its foreground group, answering a line without echo.
+// controlling terminal with its foreground group, answering a line without echo. Bytes queued in
+// a pair either way: back once, after a restore and after a dump that leaves the tree running.
 import t from 'tap';
 import { closeSync, constants as C, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,7 @@ import { openCheckpoint } from '../src/images/index.js';
 import { restore } from '../src/restore/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
+import { startPython, type PythonProgram } from './lib/python-program.js';
 
 const TIOCSPTLCK = 0x40045431;
 const TIOCGPTN = 0x80045430;
@@ -101,4 +103,50 @@ t.test('a pseudo-terminal with both ends in the tree comes back at its index, wi
   t.same([Number(slave['sid']), Number(slave['pgrp'])], [child, child], "tty-info: the slave controls the child's session, the child's group in the foreground");
   const rt = await restoreProgram(t, prog, imagesDir);
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'same index, the child\'s controlling terminal and foreground group, a line answered without echo');
+});
+
+/** A python program holding a pty pair (master fd 30, slave fd 31, echo on) with a line typed at the master and output written at the slave, none of it read. */
+function startQueuedPty(t: Tap.Test): Promise<PythonProgram> {
+  const setUp = [
+    'm, s = os.openpty()',
+    'os.dup2(m, 30)',
+    'os.dup2(s, 31)',
+    'os.write(30, b"typed line\\n")', // the slave's echo puts "typed line\r\n" at the master
+    'time.sleep(0.3)',
+    'os.write(31, b"output\\n")', // output processing: "output\r\n"
+    'time.sleep(0.3)',
+  ];
+  const check = [
+    'def read(fd, n):',
+    '    data = b""',
+    '    while len(data) < n and select.select([fd], [], [], 5)[0]:',
+    '        data += os.read(fd, n - len(data))',
+    '    return data',
+    'got = [os.read(31, 100) if select.select([31], [], [], 5)[0] else b"", read(30, 20)]',
+    'got.append(select.select([30, 31], [], [], 0.3)[0])', // nothing more either way
+    'open(result, "w").write(repr(got))',
+  ];
+  return startPython(t, ['select'], setUp, check, 'a pty with bytes queued both ways');
+}
+
+const QUEUED_PTY = String.raw`[b'typed line\n', b'typed line\r\noutput\r\n', []]`;
+
+t.test('bytes queued in a pseudo-terminal either way come back once (tty-data.img): no second echo, no second output processing', async (t) => {
+  const { prog, go, result } = await startQueuedPty(t);
+  const imagesDir = await dumpProgram(t, prog);
+  const data = [...openCheckpoint(imagesDir).image('tty-data.img').entries()].map((e) => e.decode());
+  t.same(data.map((d) => [Number(d['tty_id']) % 2, Buffer.from(d['data'] as Uint8Array).toString('latin1')]).sort(),
+    [[0, 'typed line\n'], [1, 'typed line\r\noutput\r\n']], "tty-data: the slave's line (even id) and the master's bytes (odd id)");
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), QUEUED_PTY);
+});
+
+t.test('dumped with --leave-running, the bytes read out of a pseudo-terminal are put back', async (t) => {
+  const { prog, go, result } = await startQueuedPty(t);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-tty-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, leaveRunning: true });
+  go();
+  t.equal(await result(), QUEUED_PTY);
 });

@@ -2,18 +2,19 @@
 // description with a REG entry of its path (regf_id), and a tty-info.img entry per terminal end
 // (id = index * 2, + 1 for the master: termios, locked termios, window size, lock and packet
 // mode of a master, exclusive mode; on a slave, the session and foreground group it controls).
-// - A master (/dev/ptmx) and its slaves in the tree: the pair comes back; nothing may be queued
-//   in it (a restore cannot put bytes back into a terminal's queues).
+// - A master (/dev/ptmx) and its slaves in the tree: the pair comes back, with the bytes queued
+//   in it either way (tty-data.img; read out, and put back if the tree runs on).
 // - A slave whose master is not in the tree: a shell job's terminal, taken with --shell-job only
 //   (CRIU's rule), since the restore can only hand it the terminal crr itself runs on.
 // /dev/tty, consoles, virtual and serial terminals are refused.
-import { statSync, type Stats } from 'node:fs';
+import { closeSync, constants as C, openSync, statSync, type Stats } from 'node:fs';
 import { native } from '../actors/native.js';
 import type { DumpIds, Entry } from './ids.js';
 import { UnsupportedFdError, type FileOrder, type OpenFiles } from './files.js';
 import { parseStat, readProc } from './proc.js';
 import { regFileEntry, zeroFown } from './regfile.js';
 import { copyOfTaskFd } from './socket-common.js';
+import { drainPty, ptyQueued, requeuePty } from '../pty-queues.js';
 
 export const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
@@ -67,17 +68,26 @@ interface TtyEnd {
   readonly link: string;
 }
 
-/** The dump's terminals: tty-info entries by id, and each pty's ends by index. */
+/** Bytes read out of a pair, and its slave (open until the dump ends) to put them back through. */
+interface PtyQueue {
+  readonly index: number;
+  readonly slaveFd: number;
+  forMaster: Buffer;
+  forSlave: Buffer;
+}
+
+/** The dump's terminals: tty-info entries by id, each pty's ends by index, the bytes read out of them. */
 interface Terminals {
   readonly infos: Map<number, Entry>;
   readonly ends: Map<number, { master?: TtyEnd; slave?: TtyEnd }>;
+  readonly queues: PtyQueue[];
 }
 
 const terminals = new WeakMap<OpenFiles, Terminals>();
 
 function terminalsOf(open: OpenFiles): Terminals {
   let t = terminals.get(open);
-  if (!t) terminals.set(open, (t = { infos: new Map(), ends: new Map() }));
+  if (!t) terminals.set(open, (t = { infos: new Map(), ends: new Map(), queues: [] }));
   return t;
 }
 
@@ -91,7 +101,6 @@ const TIOCGPTLCK = 0x80045439;
 const TIOCGPKT = 0x80045438;
 const TIOCGSID = 0x5429;
 const TIOCGPGRP = 0x540f;
-const FIONREAD = 0x541b;
 
 /**
  * The fdinfo entry of fd `fd` of `pid`, a terminal (`st` its stat): its files.img entries are
@@ -169,28 +178,60 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st
 }
 
 /**
- * Once every fd is seen: a slave without its master needs --shell-job; a pair has nothing queued
- * either way, and its slave's info gets the session and foreground group the master reports
- * (TIOCGSID and TIOCGPGRP on a master answer for its slave, whoever asks).
+ * Once every fd is seen: a slave without its master needs --shell-job; a pair's slave info gets
+ * the session and foreground group the master reports (TIOCGSID and TIOCGPGRP on a master answer
+ * for its slave, whoever asks); and the bytes queued in a pair are read out for tty-data.img
+ * (CRIU's: tty_id the end that reads them), its slave kept open to put them back through
+ * (finishTerminalQueues). Reading them is the dump's last step that changes the tree.
  */
 export function finishTerminals(open: OpenFiles): void {
-  const { infos, ends } = terminalsOf(open);
-  for (const [index, { master, slave }] of ends) {
-    if (!master) {
-      if (!open.shellJob) throw new UnsupportedFdError(slave!.pid, slave!.fd, `a terminal (${slave!.link}) whose master is not in the tree: dump with --shell-job, and the restore gives the tree crr's own terminal`);
-      continue;
-    }
-    const queued = (end: TtyEnd) => withCopy(end.pid, end.fd, (copy) => readInt(copy, FIONREAD));
-    for (const end of slave ? [master, slave] : [master]) {
-      const bytes = queued(end);
-      if (bytes > 0) throw new UnsupportedFdError(end.pid, end.fd, `a pseudo-terminal (index ${index}) with ${bytes} bytes not yet read on this side; crr cannot put them back`);
-    }
+  const { infos, ends, queues } = terminalsOf(open);
+  const pairs = [...ends].filter(([, end]) => end.master);
+  for (const { master, slave } of ends.values()) {
+    if (!master && !open.shellJob) throw new UnsupportedFdError(slave!.pid, slave!.fd, `a terminal (${slave!.link}) whose master is not in the tree: dump with --shell-job, and the restore gives the tree crr's own terminal`);
+  }
+  for (const [index, { master, slave }] of pairs) {
+    const forMaster = withCopy(master!.pid, master!.fd, ptyQueued);
+    if (forMaster > 0 && !slave) throw new UnsupportedFdError(master!.pid, master!.fd, `a pseudo-terminal master (index ${index}) with ${forMaster} bytes not yet read and no slave of it in the tree (crr puts them back through a slave)`);
     const info = infos.get(index * 2);
     if (!info) continue; // no slave open in the tree
-    withCopy(master.pid, master.fd, (copy) => {
+    withCopy(master!.pid, master!.fd, (copy) => {
       info['sid'] = ioctlOrZero(copy, TIOCGSID);
       info['pgrp'] = info['sid'] ? ioctlOrZero(copy, TIOCGPGRP) : 0;
     });
+  }
+  for (const [index, { master, slave }] of pairs) {
+    if (!slave) continue;
+    // The slave opened again (through the task's fd: its devpts, whatever crr's mount namespace),
+    // read-write: the task's own description may be read-only, and putting back writes.
+    const slaveFd = openSync(`/proc/${slave.pid}/fd/${slave.fd}`, C.O_RDWR | C.O_NOCTTY);
+    const queue: PtyQueue = { index, slaveFd, forMaster: Buffer.alloc(0), forSlave: Buffer.alloc(0) };
+    queues.push(queue); // from here on, a failed dump puts back what was read
+    const packetMode = Boolean(infos.get(index * 2 + 1)?.['packet_mode']);
+    queue.forMaster = withCopy(master!.pid, master!.fd, (copy) => drainPty(copy, packetMode));
+    queue.forSlave = drainPty(queue.slaveFd, false);
+  }
+}
+
+/** tty-data.img entries: the bytes each end of a pair was to read, by its tty-info id. */
+export function ttyDataOf(open: OpenFiles): Entry[] {
+  return terminalsOf(open).queues.flatMap((q) => [
+    ...(q.forSlave.length ? [{ tty_id: q.index * 2, data: q.forSlave }] : []),
+    ...(q.forMaster.length ? [{ tty_id: q.index * 2 + 1, data: q.forMaster }] : []),
+  ]);
+}
+
+/**
+ * Ends the dump's hold on the ptys' queued bytes: `live` (the tree runs on, or the dump failed)
+ * puts them back first, so the tree reads what it would have read.
+ */
+export function finishTerminalQueues(open: OpenFiles, live: boolean): void {
+  for (const q of terminalsOf(open).queues.splice(0)) {
+    try {
+      if (live) requeuePty(q.slaveFd, q.forSlave, q.forMaster);
+    } finally {
+      closeSync(q.slaveFd);
+    }
   }
 }
 

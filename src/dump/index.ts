@@ -10,7 +10,7 @@ import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type FrozenTask } f
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { finishTcpRepair } from './fd-inetsk.js';
-import { finishTerminals, ttyInfosOf } from './fd-tty.js';
+import { finishTerminalQueues, finishTerminals, ttyDataOf, ttyInfosOf } from './fd-tty.js';
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { fifoData, fifoFds } from './fd-fifo.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
@@ -170,6 +170,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     out.write('cgroup.img', [cgroups.image(rootNs.cgroupRoots)]);
     finishTerminals(open);
     if (ttyInfosOf(open).size) out.write('tty-info.img', [...ttyInfosOf(open).values()].map((e) => ({ ...e, sid: v(Number(e['sid'])), pgrp: v(Number(e['pgrp'])) })));
+    if (ttyDataOf(open).length) out.write('tty-data.img', ttyDataOf(open));
     for (const [name, entries] of rootNs.images) out.write(name, entries);
     for (const [name, bytes] of rootNs.archives) writeFileSync(out.rawPath(name), bytes);
     out.write('inventory.img', [inventoryEntry(rootIds)]);
@@ -177,11 +178,13 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     emit({ type: 'stage', stage: 'finish' });
     if (opts.leaveRunning) {
       finishTcpRepair(open, true);
+      finishTerminalQueues(open, true);
       await thaw(ctl, seized, regs);
     } else {
       // Zombies go with their parents (their reaper collects them).
       for (const t of [...live].reverse()) await ctl.kill(t.pid);
       finishTcpRepair(open, false);
+      finishTerminalQueues(open, false);
     }
     stats.thawed();
     out.write('stats-dump', [statsEntry(stats)]);
@@ -191,7 +194,13 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes, stats };
   } catch (err) {
     if (scratch) await scratch.close(regs.get(scratch.pid)).catch(() => undefined);
-    finishTcpRepair(open, true);
+    for (const undo of [() => finishTcpRepair(open, true), () => finishTerminalQueues(open, true)]) {
+      try {
+        undo();
+      } catch {
+        // The dump's own error is the one to report; the tree must still be thawed.
+      }
+    }
     await thaw(ctl, seized, regs);
     await out.abandon();
     throw err;

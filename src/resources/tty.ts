@@ -3,8 +3,8 @@
 // fd numbers (offer / receive, src/resources/shared-fds.ts):
 // - a pair (its master in the tree): /dev/ptmx opened until the kernel gives the dumped index
 //   (CRIU's way: the lowest free index comes first), unlocked, packet mode, then each slave
-//   description by its /dev/pts path; termios and window size on each end; locked again if it
-//   was;
+//   description by its /dev/pts path; termios and window size on each end; the bytes queued
+//   either way (tty-data.img, src/pty-queues.ts); locked again if it was;
 // - a shell job's terminal (a slave without its master; --shell-job): crr's own terminal
 //   (`terminalFd`, its stdin by default) reopened through /proc/self/fd, with the program's
 //   termios; its window size and locked termios stay the terminal's own.
@@ -17,6 +17,7 @@ import { StageError } from '../errors.js';
 import type { Entry, FdinfoEntry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
+import { requeuePty } from '../pty-queues.js';
 import { FD_CLOEXEC, holdsFdOfType, offer, receive } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
@@ -180,6 +181,7 @@ const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise
         opened.push({ file: slave, fd: sfd });
         if (i === 0) setParameters(sfd, slave.info, true);
       });
+      requeue(session, master.index);
       if (master.info['locked']) native.ioctlBuffer(fd, TIOCSPTLCK, int32(1));
     }
     for (const shellJob of files.filter((f) => !f.master && !files.some((m) => m.master && m.index === f.index))) {
@@ -196,6 +198,33 @@ const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise
   return Promise.resolve();
 });
 
+/** tty-data.img: the bytes each pty end was to read, by its tty-info id. */
+const queuedBytes = perKey((session: RestoreSession): Map<number, Uint8Array> => {
+  const out = new Map<number, Uint8Array>();
+  if (!session.checkpoint.has('tty-data.img')) return out;
+  for (const lazy of session.checkpoint.image('tty-data.img').entries()) {
+    const e = lazy.decode();
+    out.set(Number(e['tty_id']), e['data'] as Uint8Array);
+  }
+  return out;
+});
+
+/**
+ * Queues pty `index`'s dumped bytes again, through a slave opened for it (read-write; the tree's
+ * own slave descriptions may be read-only, or there may be none).
+ */
+function requeue(session: RestoreSession, index: number): void {
+  const forSlave = queuedBytes(session).get(index * 2) ?? new Uint8Array();
+  const forMaster = queuedBytes(session).get(index * 2 + 1) ?? new Uint8Array();
+  if (!forSlave.length && !forMaster.length) return;
+  const slave = openSync(`/dev/pts/${index}`, C.O_RDWR | C.O_NOCTTY);
+  try {
+    requeuePty(slave, forSlave, forMaster);
+  } finally {
+    closeSync(slave);
+  }
+}
+
 function int32(value: number): Buffer {
   const raw = Buffer.alloc(4);
   raw.writeInt32LE(value);
@@ -205,7 +234,7 @@ function int32(value: number): Buffer {
 export const tty: ResourceKind<RestoreCtx> = {
   name: 'tty',
   stage: 'shared-fds',
-  images: ['files', 'fdinfo-*', 'tty-info'],
+  images: ['files', 'fdinfo-*', 'tty-info', 'tty-data'],
   appliesTo: holdsFdOfType(FD_TYPE_TTY),
   describe: () => ['pseudo-terminals: pairs opened by index with their termios; a shell job\'s terminal is crr\'s own'],
   async restore(ctx) {
