@@ -186,30 +186,31 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st
  */
 export function finishTerminals(open: OpenFiles): void {
   const { infos, ends, queues } = terminalsOf(open);
-  const pairs = [...ends].filter(([, end]) => end.master);
   for (const { master, slave } of ends.values()) {
     if (!master && !open.shellJob) throw new UnsupportedFdError(slave!.pid, slave!.fd, `a terminal (${slave!.link}) whose master is not in the tree: dump with --shell-job, and the restore gives the tree crr's own terminal`);
   }
-  for (const [index, { master, slave }] of pairs) {
-    const forMaster = withCopy(master!.pid, master!.fd, ptyQueued);
-    if (forMaster > 0 && !slave) throw new UnsupportedFdError(master!.pid, master!.fd, `a pseudo-terminal master (index ${index}) with ${forMaster} bytes not yet read and no slave of it in the tree (crr puts them back through a slave)`);
+  const pairs = [...ends].flatMap(([index, { master, slave }]) => (master ? [{ index, master, slave }] : []));
+  const queued = (end: TtyEnd) => withCopy(end.pid, end.fd, ptyQueued);
+  for (const { index, master, slave } of pairs) {
+    const forMaster = queued(master);
+    if (forMaster > 0 && !slave) throw new UnsupportedFdError(master.pid, master.fd, `a pseudo-terminal master (index ${index}) with ${forMaster} bytes not yet read and no slave of it in the tree (crr puts them back through a slave)`);
     const info = infos.get(index * 2);
     if (!info) continue; // no slave open in the tree
-    withCopy(master!.pid, master!.fd, (copy) => {
+    withCopy(master.pid, master.fd, (copy) => {
       info['sid'] = ioctlOrZero(copy, TIOCGSID);
       info['pgrp'] = info['sid'] ? ioctlOrZero(copy, TIOCGPGRP) : 0;
     });
   }
-  for (const [index, { master, slave }] of pairs) {
-    if (!slave) continue;
+  for (const { index, master, slave } of pairs) {
+    if (!slave || (!queued(master) && !queued(slave))) continue;
     // The slave opened again (through the task's fd: its devpts, whatever crr's mount namespace),
     // read-write: the task's own description may be read-only, and putting back writes.
     const slaveFd = openSync(`/proc/${slave.pid}/fd/${slave.fd}`, C.O_RDWR | C.O_NOCTTY);
     const queue: PtyQueue = { index, slaveFd, forMaster: Buffer.alloc(0), forSlave: Buffer.alloc(0) };
     queues.push(queue); // from here on, a failed dump puts back what was read
     const packetMode = Boolean(infos.get(index * 2 + 1)?.['packet_mode']);
-    queue.forMaster = withCopy(master!.pid, master!.fd, (copy) => drainPty(copy, packetMode));
-    queue.forSlave = drainPty(queue.slaveFd, false);
+    queue.forMaster = withCopy(master.pid, master.fd, (copy) => drainPty(copy, packetMode));
+    queue.forSlave = drainPty(slaveFd, false);
   }
 }
 

@@ -6,8 +6,8 @@
 // (restoreAnonFds). An established TCP connection is rebuilt in repair mode from its
 // tcp-stream image: sequence numbers, options, windows and both queues. Datagrams queued in a
 // UDP socket (sk-queues.img, with their senders) are sent to it again through a raw socket,
-// each from its own sender's address and port (udp-packets.ts). Restored into crr's own network namespace (or
-// the tree's, loopback only): the addresses must be free there.
+// each from its own sender's address and port (udp-packets.ts). Restored into crr's own
+// network namespace (or the tree's, loopback only): the addresses must be free there.
 import type { Entry } from '../images/index.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
 import { HelperBatchError } from '../actors/helper-errors.js';
