@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
 import { parseDumpArgs } from '../src/cli/commands/dump.js';
+import { parseExternal } from '../src/dump/namespaces.js';
 import { safe, startDetached } from './lib/detached.js';
 import { CrrError, UsageError } from '../src/errors.js';
 
@@ -164,6 +165,10 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit', 'lots']), /--ghost-limit: 'lots' is not a size/);
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-close']), new UsageError("unsupported option '--tcp-close'"));
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
+  t.same(parseDumpArgs(['-t', '1', '-D', 'd', '--external', 'net[4026532177]:extnet']).external, ['net[4026532177]:extnet']);
+  t.throws(() => parseExternal(['mnt[/x]:m']), /--external 'mnt\[\/x\]:m': crr takes net\[INODE\]:KEY only/);
+  t.throws(() => parseExternal(['net[1]:a', 'net[2]:b']), /one network namespace only/);
+  t.same(parseExternal(['net[42]:k']), { inode: 42, key: 'k' });
   t.throws(() => parseDumpArgs(['-t', 'abc', '-D', 'd']), /'abc' is not a process id/);
 });
 

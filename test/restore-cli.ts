@@ -34,15 +34,16 @@ t.test('criu option names parse', async (t) => {
   t.match(args, { imagesDir: '/x', detached: true, pidfile: 'p', logFile: 'log', verbosity: 5, shellJob: true, workDir: '/w' });
   t.match(parseRestoreArgs(['--images-dir=/y', '--restore-detached', '--verbosity=4']), { imagesDir: '/y', detached: true, verbosity: 4 });
   t.equal(parseRestoreArgs(['-D', '/z', '-v1']).verbosity, 1);
+  t.same(parseRestoreArgs(['-D', '/z', '--inherit-fd', 'fd[3]:extnet']).externalNamespaces, { extnet: `/proc/${process.pid}/fd/3` }, "--inherit-fd: crr's fd, which the joining helper opens through /proc");
 });
 
 t.test('unsupported and missing options are usage errors naming them', async (t) => {
   let r = await crr(['restore', '-D', '/tmp', '--tcp-close']);
   t.equal(r.code, 2);
   t.match(r.stderr, /unsupported option '--tcp-close'/);
-  r = await crr(['restore', '-D', '/tmp', '--inherit-fd', 'fd[3]:pipe:[123]']);
+  r = await crr(['restore', '-D', '/tmp', '--inherit-fd', 'fd3:pipe']);
   t.equal(r.code, 2);
-  t.match(r.stderr, /--inherit-fd is not supported/);
+  t.match(r.stderr, /--inherit-fd 'fd3:pipe': expected fd\[N\]:KEY/);
   r = await crr(['restore']);
   t.equal(r.code, 2);
   t.equal(r.stderr.trim(), 'crr restore: -D/--images-dir DIR is required', 'the command is named once');
@@ -52,6 +53,13 @@ t.test('unsupported and missing options are usage errors naming them', async (t)
   r = await crr(['plan', '-D', '/tmp', '--format', 'svg']);
   t.equal(r.code, 2);
   t.match(r.stderr, /--format must be one of/);
+});
+
+t.test('--inherit-fd for anything but a network namespace the dump left out is refused, naming the key', async (t) => {
+  const dir = copyFixture(t, 'sh-loop');
+  const r = await crr(['restore', '-D', dir, '--dry-run', '--pid-namespace', '--inherit-fd', 'fd[0]:pipe:[123]']);
+  t.not(r.code, 0);
+  t.match(r.stderr, /'pipe:\[123\]' names no namespace the dump left out \(crr takes external network namespaces only\)/);
 });
 
 t.test('--dry-run prints a readable plan and touches nothing', async (t) => {

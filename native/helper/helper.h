@@ -112,6 +112,7 @@ bool op_recv_fds(const msgpack_object *, msgpack_packer *, failure *);
 bool op_chdir(const msgpack_object *, msgpack_packer *, failure *);
 bool op_fchdir(const msgpack_object *, msgpack_packer *, failure *);
 bool op_chroot(const msgpack_object *, msgpack_packer *, failure *);
+bool op_setns(const msgpack_object *, msgpack_packer *, failure *);
 bool op_umask(const msgpack_object *, msgpack_packer *, failure *);
 bool op_setrlimit(const msgpack_object *, msgpack_packer *, failure *);
 bool op_prlimit(const msgpack_object *, msgpack_packer *, failure *);

@@ -33,6 +33,7 @@ static const struct {
     {"fcntl", op_fcntl},         {"pipe", op_pipe},
     {"socketpair", op_socketpair}, {"chdir", op_chdir},
     {"fchdir", op_fchdir},       {"chroot", op_chroot},
+    {"setns", op_setns},
     {"umask", op_umask},         {"setrlimit", op_setrlimit},
     {"prlimit", op_prlimit},     {"prctl", op_prctl},
     {"rt_sigaction", op_rt_sigaction}, {"sigprocmask", op_sigprocmask},

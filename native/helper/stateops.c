@@ -1,10 +1,12 @@
-/* Task-state ops of the helper: directories, umask, rlimits, prctl, signal dispositions and
- * mask, and the scratch mapping the remote-syscall stub runs from. Values are passed through
+/* Task-state ops of the helper: directories, a namespace to join, umask, rlimits, prctl, signal
+ * dispositions and mask, and the scratch mapping the remote-syscall stub runs from. Values are passed through
  * as numbers: a handler address is installed as given, it is only meaningful once the task's
  * memory is back. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -45,6 +47,22 @@ bool op_fchdir(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd;
   if (!arg_int(req, "fd", true, 0, &fd, f)) return false;
   if (fchdir(fd) < 0) return fail(f, errno, "fchdir");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
+/* setns {path, nstype} -> 0: joins the namespace a file names (/proc/PID/ns/net, a bind
+ * mount of one such as /run/netns/NAME); the helper and what it forks afterwards are in it. */
+bool op_setns(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  char path[PATH_MAX];
+  int nstype;
+  if (!arg_str(req, "path", path, sizeof path, f) || !arg_int(req, "nstype", true, 0, &nstype, f)) return false;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(f, errno, "open");
+  int rc = setns(fd, nstype);
+  int err = errno;
+  close(fd);
+  if (rc < 0) return fail(f, err, "setns");
   msgpack_pack_int(pk, 0);
   return true;
 }

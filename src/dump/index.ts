@@ -24,7 +24,7 @@ import { DumpStats, statsEntry } from './stats.js';
 import { DumpOutput } from './output.js';
 import { SeccompFilters, withSeccomp } from './seccomp.js';
 import { FileLocks } from './file-locks.js';
-import { namespacePids, rootNamespaces, type IdMaps } from './namespaces.js';
+import { namespacePids, parseExternal, rootNamespaces, type IdMaps } from './namespaces.js';
 import { CgroupSets } from './cgroups.js';
 import { native } from '../actors/native.js';
 import { AF_NETLINK, NETLINK_SOCK_DIAG, SOCK_RAW } from './socket-common.js';
@@ -60,6 +60,13 @@ export interface DumpOptions {
    * shell's terminal. Without it such a terminal is refused; its restore needs the option too.
    */
   shellJob?: boolean;
+  /**
+   * Resources outside the tree (criu's --external). `net[INODE]:KEY`: the tree's network
+   * namespace (inode INODE, as `ls -L -i /proc/PID/ns/net` shows it), a container's, is left out
+   * of the dump: not its devices, addresses or routes, which its runtime sets up; the restore is
+   * given one for KEY (`externalNamespaces`, or criu's --inherit-fd fd[N]:KEY).
+   */
+  external?: readonly string[];
   signal?: AbortSignal;
   onEvent?: (e: DumpEvent) => void;
   /** For tests: a tracer stand-in. */
@@ -91,6 +98,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const aborted = () => {
     if (opts.signal?.aborted) throw new CrrError('dump aborted', 1, { cause: opts.signal.reason });
   };
+  const externalNet = parseExternal(opts.external ?? []);
   const out = new DumpOutput(opts.imagesDir);
   const ids = new DumpIds(opts.ghostLimit);
   const rootIds = await ids.rootIds();
@@ -109,7 +117,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     stats.frozen();
     const live = frozen.tasks.filter((t) => !t.zombie);
     const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
-    const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>);
+    const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>, externalNet);
     // Images number tasks as the tree's PID namespace does (crr's own: as they are).
     const v = rootNs.kinds.has('pid') ? namespacePids(opts.pid, frozen.tasks.flatMap((t) => t.tids)) : (pid: number) => pid;
     // A session or group from outside the namespace is refused now, not after the long part.

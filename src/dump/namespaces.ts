@@ -5,10 +5,12 @@
 // - UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img;
 // - mount: mountpoints-ID.img and tmpfs contents (src/dump/mounts.ts); cgroup: its root in each
 //   hierarchy, cgns_prefix in cgroup.img;
-// - network: netdev-ID.img, lo only; time: the root's clocks in timens-0.img;
+// - network: netdev-ID.img, lo only; or, named external (criu's --external net[INODE]:KEY: a
+//   container's, which its runtime sets up again), netns-ID.img with only that key;
+// - time: the root's clocks in timens-0.img;
 // - PID: every PID in the images as that namespace numbers it (namespacePids).
 // A task in a namespace other than its parent's is refused too.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { native, type SysvDesc } from '../actors/native.js';
 import { encodeEntry } from '../images/codec.js';
 import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
@@ -16,6 +18,7 @@ import { NS_KINDS, type Entry } from './ids.js';
 import { parseCgroupFile } from '../cgroup-fs.js';
 import { mountImages } from './mounts.js';
 import { TaskRefusedError } from './tree.js';
+import { UsageError } from '../errors.js';
 
 const CLONE_NEWIPC = 0x08000000;
 const CLONE_NEWUTS = 0x04000000;
@@ -35,15 +38,34 @@ export interface NamespacedTask {
 
 type ImageItem = Entry | { entry: Entry; payload: Uint8Array };
 
+/** A network namespace the dump leaves out (criu's --external net[INODE]:KEY): the restore is given one for KEY. */
+export interface ExternalNet {
+  readonly inode: number;
+  readonly key: string;
+}
+
+/** criu's --external values: `net[INODE]:KEY` is the one kind crr takes. */
+export function parseExternal(specs: readonly string[]): ExternalNet | undefined {
+  let net: ExternalNet | undefined;
+  for (const spec of specs) {
+    const m = /^net\[(\d+)\]:(.+)$/.exec(spec);
+    if (!m) throw new UsageError(`--external '${spec}': crr takes net[INODE]:KEY only (the tree's network namespace, left out of the dump)`);
+    if (net) throw new UsageError(`--external '${spec}': one network namespace only, the tree's (net[${net.inode}]:${net.key} already)`);
+    net = { inode: Number(m[1]), key: m[2]! };
+  }
+  return net;
+}
+
 /**
  * The root's namespaces crr restores (`kinds`: those that are not crr's) and their images
  * ([name, entries]; timens-0.img always), read right after the freeze so a refusal comes before
  * the long part of the dump. Throws TaskRefusedError for a namespace crr cannot restore
- * (checkNamespaces, a network namespace with devices other than lo).
+ * (checkNamespaces, a network namespace with devices other than lo unless it is `externalNet`).
  */
 export function rootNamespaces(
   tasks: readonly NamespacedTask[],
   own: Readonly<Record<string, number>>,
+  externalNet?: ExternalNet,
 ): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; archives: Array<[string, Buffer]>; ids?: IdMaps; cgroupRoots?: Map<string, string> } {
   const kinds = checkNamespaces(tasks, own);
   const root = tasks[0]!;
@@ -59,7 +81,14 @@ export function rootNamespaces(
     images.push([`mountpoints-${root.ids['mnt_ns_id']}.img`, made.mounts]);
     archives = made.archives;
   }
-  if (kinds.has('net')) images.push([`netdev-${root.ids['net_ns_id']}.img`, netdevEntries(root.pid)]);
+  if (externalNet) {
+    const inode = statSync(`/proc/${root.pid}/ns/net`).ino;
+    if (inode !== externalNet.inode) throw new UsageError(`--external net[${externalNet.inode}]:${externalNet.key}: the tree's network namespace is net:[${inode}]`);
+  }
+  if (kinds.has('net')) {
+    const id = root.ids['net_ns_id'];
+    images.push(externalNet ? [`netns-${id}.img`, [{ ext_key: externalNet.key }]] : [`netdev-${id}.img`, netdevEntries(root.pid)]);
+  }
   if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, [utsnsEntry(root.pid)]]);
   if (kinds.has('ipc')) {
     const id = root.ids['ipc_ns_id'];

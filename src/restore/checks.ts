@@ -98,7 +98,7 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   for (const task of plan.tasks) sessionSource(task, plan.tasks, session.options.shellJob);
   if (!session.options.pidNamespace) checkPidsFree(plan);
   // Asked already by the launcher's set-up, unless it refused (then this says why) or there is none (a dry run).
-  session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
+  session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options);
   checkFdKinds(session, supportedFdTypes);
   checkTerminals(session);
   checkPidfds(session);

@@ -46,6 +46,8 @@ export interface RestoreSessionOptions {
   readonly terminalFd: number;
   /** Fork the root inside a fresh PID namespace (tests; the tree's PIDs are free there). */
   readonly pidNamespace: boolean;
+  /** Namespaces the dump left out (criu's --external), by key: the path of the one to restore into. */
+  readonly externalNamespaces: Readonly<Record<string, string>>;
 }
 
 /** What the restore knows about one task while it runs: filled in as stages go by. */

@@ -43,6 +43,11 @@ export interface RestoreOptions {
   readonly terminalFd?: number;
   /** Fork the root inside a fresh PID namespace (not with `detached`). */
   readonly pidNamespace?: boolean;
+  /**
+   * Namespaces the dump left out (criu's --external net[INODE]:KEY), by KEY: the path of the
+   * namespace file to restore the tree into (/run/netns/NAME, /proc/PID/ns/net, /proc/self/fd/N).
+   */
+  readonly externalNamespaces?: Readonly<Record<string, string>>;
   /** Most tasks in one stage at once. */
   readonly concurrency?: number;
   /**
@@ -93,6 +98,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     shellJob: options.shellJob ?? false,
     terminalFd: options.terminalFd ?? 0,
     pidNamespace: options.pidNamespace ?? false,
+    externalNamespaces: options.externalNamespaces ?? {},
   };
 }
 

@@ -22,6 +22,7 @@ const SYS_MOUNT = 165;
 const CLONE_NEWNS = 0x20000;
 const CLONE_NEWUSER = 0x10000000;
 const CLONE_NEWTIME = 0x80;
+const CLONE_NEWNET = 0x40000000;
 const SYS_OPENAT = 257;
 const SYS_SETNS = 308;
 const SYS_CLOSE = 3;
@@ -96,7 +97,7 @@ export async function discardEarlyLauncher(early: Promise<EarlyLauncher>): Promi
 export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<EarlyLauncher>): Promise<void> {
   let namespaces: CheckpointNamespaces;
   try {
-    namespaces = session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options.pidNamespace);
+    namespaces = session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options);
   } catch (err) {
     // Refused (the plan step says why): nothing of the launcher's may be left behind.
     if (early) await discardEarlyLauncher(early);
@@ -107,6 +108,11 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // Asked at spawn and awaited only below: the set-up's requests queue behind it at once, so
   // they are served while the images decode instead of one round trip later.
   const identity = launcher.identified;
+  const joinNet = namespaces.joinNet;
+  // The launcher joins a network namespace given for the tree before it forks the root or its
+  // parent, which inherit it; an init forked already joins it itself, unless a new user
+  // namespace is to be made (its init would have no privilege over the namespace to join).
+  if (joinNet && (namespaces.user || !init)) await joinNetwork(launcher, joinNet);
   if (!init && !namespaces.unshare) {
     session.rootParent = launcher;
     await identity;
@@ -117,6 +123,7 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // checkpoint's UTS, IPC, network and time namespaces. A root that was its PID namespace's
   // pid 1 is that init itself, and the launcher its parent.
   const parent = namespaces.user ? await initInUserNamespace(launcher, init, namespaces.user) : await (init ?? launcher.fork({ flags: 0 }));
+  if (joinNet && init && !namespaces.user) await joinNetwork(parent, joinNet);
   const rootIsInit = init !== undefined && rootTaskPid(session) === 1;
   session.rootParent = rootIsInit ? launcher : parent;
   if (rootIsInit) session.rootInit = parent;
@@ -126,6 +133,16 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
   await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces, rootIsInit);
+}
+
+/** The helper moved into the network namespace whose file is `path` (a failure names it). */
+async function joinNetwork(helper: HelperChannel, path: string): Promise<void> {
+  try {
+    await helper.request('setns', { path, nstype: CLONE_NEWNET });
+  } catch (err) {
+    const e = err as { code?: string; errno?: number; syscall?: string; message: string };
+    throw new StageError({ stage: 'fork', pid: helper.pid, resource: 'namespaces', message: `joining the network namespace given for the tree (${path}): ${e.message}`, ...(e.code ? { code: e.code } : {}), ...(e.errno !== undefined ? { errno: Math.abs(e.errno) } : {}), ...(e.syscall ? { syscall: e.syscall } : {}) });
+  }
 }
 
 /** The checkpoint's root task's PID (as its own PID namespace numbers it). */

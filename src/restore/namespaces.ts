@@ -6,7 +6,9 @@
 // them in from here: host and domain names, IPC sysctls and SysV objects, the loopback device
 // (up, its mtu), clock offsets; its mounts are made there too (src/restore/mounts.ts). For a
 // cgroup namespace the root's parent first enters the cgroups that were its root, then unshares
-// it. A PID or user namespace needs --pid-namespace.
+// it. A PID or user namespace needs --pid-namespace. A network namespace the dump left out
+// (netns-ID.img with an ext_key: criu's --external) is not made: the root's parent joins the one
+// the caller names for that key (a container's, which its runtime set up again).
 import { readFileSync } from 'node:fs';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
@@ -16,6 +18,7 @@ import { treeMounts, type TreeMounts } from './mounts.js';
 import { NativeError, StageError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
 import type { CgroupMember } from '../cgroup-fs.js';
+import type { RestoreSessionOptions } from './context.js';
 
 const CLONE_NEWTIME = 0x80;
 const CLONE_NEWUTS = 0x04000000;
@@ -58,6 +61,8 @@ export interface CheckpointNamespaces {
   readonly sysv?: SysvObjects;
   /** The network namespace's loopback device (its only one). */
   readonly net?: { readonly flags: number; readonly mtu: number };
+  /** A network namespace to join instead (its file's path): the checkpoint's was external. */
+  readonly joinNet?: string;
   readonly time?: TimeOffsets;
 }
 
@@ -70,7 +75,8 @@ function refuse(message: string, pid?: number): never {
  * a task in another namespace than its parent's, a root namespace of a kind crr does not restore,
  * a PID namespace without `pidNamespace`, and SysV shm contents kept in pagemap images.
  */
-export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boolean): CheckpointNamespaces {
+export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<RestoreSessionOptions, 'pidNamespace' | 'externalNamespaces'>): CheckpointNamespaces {
+  const { pidNamespace } = options;
   const own = (checkpoint.inventory['root_ids'] ?? {}) as Record<string, unknown>;
   const live = checkpoint.tasks.filter((t) => !checkpoint.isZombie(t.pid));
   const root = live.find((t) => t.ppid === 0);
@@ -118,9 +124,16 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
     unshare |= CLONE_NEWUTS;
   }
   let net: CheckpointNamespaces['net'];
+  let joinNet: string | undefined;
   if (differs('net_ns_id')) {
-    net = loopbackOf(checkpoint, rootIds['net_ns_id']!, root.pid);
-    unshare |= CLONE_NEWNET;
+    const key = externalKey(checkpoint, rootIds['net_ns_id']!);
+    if (key !== undefined) {
+      joinNet = options.externalNamespaces[key];
+      if (joinNet === undefined) refuse(`the tree's network namespace was left out of the dump as external '${key}': name the one to restore into (criu's --inherit-fd fd[N]:${key}, an fd of it; the library's externalNamespaces)`, root.pid);
+    } else {
+      net = loopbackOf(checkpoint, rootIds['net_ns_id']!, root.pid);
+      unshare |= CLONE_NEWNET;
+    }
   }
   let sysv: SysvObjects | undefined;
   if (differs('ipc_ns_id')) {
@@ -129,9 +142,20 @@ export function checkpointNamespaces(checkpoint: Checkpoint, pidNamespace: boole
     sysv = sysvObjects(checkpoint, id, root.pid);
     unshare |= CLONE_NEWIPC;
   }
+  for (const key of Object.keys(options.externalNamespaces)) {
+    if (joinNet === undefined || options.externalNamespaces[key] !== joinNet) refuse(`'${key}' names no namespace the dump left out (crr takes external network namespaces only)`);
+  }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;
-  return { unshare, ...(cgroupRoots ? { cgroupRoots } : {}), ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(time ? { time } : {}) };
+  return { unshare, ...(cgroupRoots ? { cgroupRoots } : {}), ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(joinNet ? { joinNet } : {}), ...(time ? { time } : {}) };
+}
+
+/** netns-ID.img's ext_key: the dump left this network namespace out (criu's --external net[...]:KEY). */
+function externalKey(checkpoint: Checkpoint, id: number): string | undefined {
+  const name = `netns-${id}.img`;
+  if (!checkpoint.has(name)) return undefined;
+  const key = checkpoint.image(name).only()['ext_key'];
+  return key === undefined || key === '' ? undefined : String(key);
 }
 
 /** The id in crr's user namespace of an id of the tree's, by uid_map / gid_map text. */

@@ -24,6 +24,8 @@ export interface DumpArgs {
   shellJob?: boolean;
   /** Largest deleted file kept, in bytes (criu's --ghost-limit). */
   ghostLimit?: number;
+  /** criu's --external values (net[INODE]:KEY). */
+  external?: string[];
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
@@ -41,6 +43,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let tcpEstablished = false;
   let shellJob = false;
   let ghostLimit: number | undefined;
+  const external: string[] = [];
   for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
       const v = value();
@@ -60,13 +63,14 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--tcp-established') tcpEstablished = true;
     else if (arg === '--shell-job' || arg === '-j') shellJob = true;
     else if (arg === '--ghost-limit') ghostLimit = byteSize(value(), '--ghost-limit');
+    else if (arg === '--external') external.push(value());
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(external.length ? { external } : {}) };
 }
 
 /** A size as criu takes one: bytes, or a number with K, M or G. */
@@ -77,7 +81,7 @@ function byteSize(text: string, option: string): number {
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--external net[INODE]:KEY] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -129,6 +133,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(args.tcpEstablished ? { tcpEstablished: true } : {}),
     ...(args.shellJob ? { shellJob: true } : {}),
     ...(args.ghostLimit !== undefined ? { ghostLimit: args.ghostLimit } : {}),
+    ...(args.external ? { external: args.external } : {}),
     signal,
     trace: args.trace,
     onEvent: (e) => {

@@ -21,6 +21,8 @@ export interface RestoreArgs {
   shellJob: boolean;
   allowFileMismatch: boolean;
   pidNamespace: boolean;
+  /** criu's --inherit-fd fd[N]:KEY: crr's fd N is the namespace the dump left out as KEY. */
+  externalNamespaces?: Record<string, string>;
   /** Print the result (rootPid, tasks, timings) as JSON on stdout; no progress line. */
   json?: boolean;
 }
@@ -31,7 +33,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -54,7 +56,13 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '-j' || arg === '--shell-job') args.shellJob = true;
     else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
     else if (arg === '--pid-namespace') args.pidNamespace = true;
-    else if (arg === '--inherit-fd') throw new UsageError(`--inherit-fd is not supported yet (${value()})`);
+    else if (arg === '--inherit-fd') {
+      const spec = value();
+      const m = /^fd\[(\d+)\]:(.+)$/.exec(spec);
+      if (!m) throw new UsageError(`--inherit-fd '${spec}': expected fd[N]:KEY`);
+      // The helper that joins it opens crr's fd through /proc.
+      args.externalNamespaces = { ...args.externalNamespaces, [m[2]!]: `/proc/${process.pid}/fd/${m[1]}` };
+    }
     else if (arg === '--verbosity') args.verbosity = Number(value());
     else if (/^-v+$/.test(arg)) args.verbosity = 2 + (arg.length - 1);
     else if (/^-v\d$/.test(arg)) args.verbosity = Number(arg.slice(2));
@@ -110,6 +118,7 @@ export async function run(argv: string[]): Promise<number> {
       shellJob: args.shellJob,
       allowFileMismatch: args.allowFileMismatch,
       pidNamespace: args.pidNamespace,
+      ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
       signal: controller.signal,
       onWarning: (message) => log(1, `warning: ${message}`),
       onSpan: progress?.hooks.onSpan,
