@@ -15,28 +15,10 @@ import { CrrError, StageError } from '../src/errors.js';
 import { openCheckpoint } from '../src/images/index.js';
 import { restore } from '../src/restore/index.js';
 import { startDetached } from './lib/detached.js';
+import { makeNetns } from './lib/netns.js';
 import { killTree, waitPidGone } from './lib/programs.js';
 
 const ADDRESS = '10.231.0.1';
-
-function ip(...args: string[]): void {
-  const r = spawnSync('/usr/sbin/ip', args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
-}
-
-/** A network namespace of the test's own (/run/netns/NAME) with lo up and a veth pair, eth0 at ADDRESS (a container's shape). */
-function makeNetns(t: Tap.Test): { name: string; path: string; inode: number } {
-  const name = `crr-ext-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
-  ip('netns', 'add', name);
-  t.teardown(() => ip('netns', 'del', name));
-  ip('-n', name, 'link', 'set', 'lo', 'up');
-  ip('-n', name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1');
-  ip('-n', name, 'addr', 'add', `${ADDRESS}/24`, 'dev', 'eth0');
-  ip('-n', name, 'link', 'set', 'eth0', 'up');
-  ip('-n', name, 'link', 'set', 'eth1', 'up');
-  const path = `/run/netns/${name}`;
-  return { name, path, inode: statSync(path).ino };
-}
 
 /** What a client inside the namespace gets from ADDRESS:port. */
 function ask(netns: string, port: number): string {
@@ -46,7 +28,7 @@ function ask(netns: string, port: number): string {
 }
 
 t.test("a server in a container's network namespace comes back into it, the namespace left out of the dump", async (t) => {
-  const netns = makeNetns(t);
+  const netns = makeNetns(t, ADDRESS);
   const dir = mkdtempSync(join(tmpdir(), 'crr-netns-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const portFile = join(dir, 'port');

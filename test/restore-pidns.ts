@@ -1,22 +1,30 @@
 // A tree in a PID namespace of its own, from the namespace's init down (`unshare --pid --fork
 // --mount-proc setsid counter`): the dump numbers every task as that namespace does (the root is
 // pid 1 in pstree.img and its image names), and the restore makes the root the fresh
-// namespace's init again; the counter carries on and passes its own check.
+// namespace's init again; the counter carries on and passes its own check. Also as a container:
+// in user, mount, IPC, UTS and cgroup namespaces of its own too, and with the network namespace
+// either its own (made again) or its runtime's (left out of the dump, joined at restore).
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
 import { openCheckpoint } from '../src/images/index.js';
 import { restore } from '../src/restore/index.js';
+import { makeNetns } from './lib/netns.js';
 import { buildPrograms, killTree, programPath, requestCheck, waitPidGone } from './lib/programs.js';
 
-/** Starts `argv` as the init of a new PID namespace (unshare --fork --mount-proc, then setsid); its host PID once `resultFile` says READY. */
-async function startInPidNamespace(t: { teardown(fn: () => unknown): void }, argv: string[], resultFile: string, more: string[] = []): Promise<number> {
+/**
+ * Starts `argv` as the init of a new PID namespace (unshare --fork --mount-proc, then setsid;
+ * `more` unshare options; `via` a command that execs unshare, such as nsenter); its host PID
+ * once `resultFile` says READY.
+ */
+async function startInPidNamespace(t: { teardown(fn: () => unknown): void }, argv: string[], resultFile: string, more: string[] = [], via: string[] = []): Promise<number> {
   buildPrograms();
-  const unshare = spawn('unshare', ['--pid', '--fork', '--mount-proc', ...more, 'setsid', ...argv], { stdio: 'ignore', detached: true });
+  const [command, ...args] = [...via, 'unshare', '--pid', '--fork', '--mount-proc', ...more, 'setsid', ...argv] as [string, ...string[]];
+  const unshare = spawn(command, args, { stdio: 'ignore', detached: true });
   unshare.unref();
   const tree = (): number[] => {
     try {
@@ -100,5 +108,24 @@ t.test('a tree in all the namespaces a container has (user, PID, mount, network,
   t.teardown(() => result.kill());
   t.same(kinds.filter((kind) => own(result.rootHostPid, kind) === own(process.pid, kind)), [], "none of the restored root's namespaces is crr's");
   t.match(readFileSync(`/proc/${result.rootHostPid}/status`, 'utf8'), /^NSpid:\s+\d+\s+1$/m, 'pid 1 of its namespace');
+  t.same(await requestCheck(result.rootHostPid, resultFile), { pass: true, text: 'PASS' }, 'the counter carries on');
+});
+
+t.test("a container whose network namespace its runtime made (a veth's) comes back into it: user, PID, mount, IPC, UTS, cgroup made, network given", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-pidns-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  chmodSync(dir, 0o777);
+  const netns = makeNetns(t, '10.233.0.1');
+  const resultFile = join(dir, 'result');
+  // nsenter execs unshare: the namespace is the container's from its first instruction on.
+  const root = await startInPidNamespace(t, [programPath('counter'), resultFile], resultFile, ['--user', '--map-root-user', '--ipc', '--uts', '--cgroup'], ['nsenter', `--net=${netns.path}`]);
+  t.equal(statSync(`/proc/${root}/ns/net`).ino, netns.inode, "the counter runs in the runtime's network namespace");
+  const imagesDir = join(dir, 'images');
+  await dump({ pid: root, imagesDir, external: [`net[${netns.inode}]:container-net`] });
+  await waitPidGone(root);
+  const result = await restore({ imagesDir, pidNamespace: true, externalNamespaces: { 'container-net': netns.path } });
+  t.teardown(() => result.kill());
+  t.equal(statSync(`/proc/${result.rootHostPid}/ns/net`).ino, netns.inode, 'restored into it (joined before the new user namespace was made)');
+  t.not(readlinkSync(`/proc/${result.rootHostPid}/ns/user`), readlinkSync(`/proc/${process.pid}/ns/user`), 'in a user namespace of its own');
   t.same(await requestCheck(result.rootHostPid, resultFile), { pass: true, text: 'PASS' }, 'the counter carries on');
 });
