@@ -15,7 +15,7 @@ import { restore } from '../src/restore/index.js';
 import { describeFile } from '../src/cli/commands/show.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, sockaddrOf, socketText } from '../src/images/inet-address.js';
 import { inetOps, repairOffOps, unsupportedInetImage } from '../src/resources/inetsk.js';
-import { destinationFor, endpointOf, udpPacket } from '../src/resources/udp-packets.js';
+import { destinationFor, endpointOf, tcpPacket, TCP_FLAGS, udpPacket } from '../src/resources/raw-packets.js';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -354,7 +354,19 @@ t.test('datagrams queued in UDP sockets (IPv4, IPv6, dual-stack) come back in or
   t.equal(await result(), `[${expected.join(', ')}]`);
 });
 
-t.test('the raw packets that queue a datagram again: IPv4 without a checksum, IPv6 with one, IPv4-mapped senders as IPv4', async (t) => {
+/** The one's-complement sum over an IP packet's pseudo-header and segment, its checksum included: 0xffff when the checksum is right. */
+function checksumSum(packet: Buffer): number {
+  const v6 = packet[0]! >> 4 === 6;
+  const header = v6 ? 40 : 20;
+  const addresses = v6 ? packet.subarray(8, 40) : packet.subarray(12, 20);
+  const segment = packet.subarray(header);
+  let sum = (v6 ? packet[6]! : packet[9]!) + segment.length;
+  for (const part of [addresses, segment]) for (let i = 0; i < part.length; i += 2) sum += (part[i]! << 8) | (part[i + 1] ?? 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+t.test('the raw packets a peer seems to send: UDP datagrams and TCP segments, IPv4 and IPv6, IPv4-mapped senders as IPv4', async (t) => {
   const sender4 = endpointOf(sockaddrOf(AF_INET, 4000, [0x0100007f]));
   t.same(sender4, { family: AF_INET, addr: Buffer.from([127, 0, 0, 1]), port: 4000 });
   const mapped = Buffer.alloc(28);
@@ -365,14 +377,15 @@ t.test('the raw packets that queue a datagram again: IPv4 without a checksum, IP
   const wildcard6 = endpointOf(sockaddrOf(AF_INET6, 5000, [0, 0, 0, 0]));
   t.same(destinationFor(wildcard6, AF_INET), { family: AF_INET, addr: Buffer.from([127, 0, 0, 1]), port: 5000 }, 'a wildcard socket gets it on loopback');
   const v4 = udpPacket(sender4, destinationFor(endpointOf(sockaddrOf(AF_INET, 5000, [0x0200007f])), AF_INET), Buffer.from('hi'));
-  t.same([...v4], [0x45, 0, 0, 30, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 2, 0x0f, 0xa0, 0x13, 0x88, 0, 10, 0, 0, 0x68, 0x69]);
+  t.same([...v4.subarray(0, 26), ...v4.subarray(28)], [0x45, 0, 0, 30, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 2, 0x0f, 0xa0, 0x13, 0x88, 0, 10, 0x68, 0x69], 'IPv4 and UDP headers');
+  t.equal(checksumSum(v4), 0xffff, 'the UDP checksum verifies');
   const loop6 = endpointOf(sockaddrOf(AF_INET6, 5000, [0, 0, 0, 0x01000000]));
   const v6 = udpPacket({ ...loop6, port: 4000 }, loop6, Buffer.from('hi'));
   t.equal(v6.length, 40 + 8 + 2);
   t.same([...v6.subarray(0, 8)], [0x60, 0, 0, 0, 0, 10, 17, 64], 'version, payload length, next header, hop limit');
-  // The one's-complement sum over pseudo-header and datagram, the checksum included, is 0xffff.
-  let sum = 2 * 1 + 10 + 17;
-  for (let i = 40; i < v6.length; i += 2) sum += v6.readUInt16BE(i);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  t.equal(sum, 0xffff, 'the IPv6 checksum verifies');
+  t.equal(checksumSum(v6), 0xffff, 'the IPv6 UDP checksum verifies');
+  const fin = tcpPacket(sender4, { ...sender4, port: 5000 }, { seq: 0xfffffffe, ack: 7, flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, window: 70000 });
+  t.same([...fin.subarray(20, 36)], [0x0f, 0xa0, 0x13, 0x88, 0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 7, 0x50, 0x11, 0xff, 0xff], 'ports, sequence, ack, header length, FIN|ACK, the window as far as 16 bits go');
+  t.equal(checksumSum(fin), 0xffff, 'the TCP checksum verifies');
+  t.equal(checksumSum(tcpPacket({ ...loop6, port: 1 }, loop6, { seq: 1, ack: 2, flags: TCP_FLAGS.ACK, window: 3 })), 0xffff, 'over IPv6 too');
 });

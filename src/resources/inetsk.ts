@@ -6,7 +6,7 @@
 // (restoreAnonFds). An established TCP connection is rebuilt in repair mode from its
 // tcp-stream image: sequence numbers, options, windows and both queues. Datagrams queued in a
 // UDP socket (sk-queues.img, with their senders) are sent to it again through a raw socket,
-// each from its own sender's address and port (udp-packets.ts). Restored into crr's own
+// each from its own sender's address and port (raw-packets.ts). Restored into crr's own
 // network namespace (or the tree's, loopback only): the addresses must be free there.
 import type { Entry } from '../images/index.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
@@ -17,7 +17,7 @@ import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/conte
 import { restoreAnonFds } from './eventfd.js';
 import { holdsFdOfType, spareFds } from './shared-fds.js';
 import { optionOps, type Op } from './socket-options.js';
-import { destinationFor, endpointOf, rawSockaddr, udpPacket } from './udp-packets.js';
+import { destinationFor, endpointOf, rawSockaddr, udpPacket } from './raw-packets.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_INETSK = 4;
