@@ -13,6 +13,7 @@ import { dump } from '../src/dump/index.js';
 import { StageError } from '../src/errors.js';
 import { restore } from '../src/restore/index.js';
 import { describeFile } from '../src/cli/commands/show.js';
+import { openCheckpoint } from '../src/images/index.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, sockaddrOf, socketText } from '../src/images/inet-address.js';
 import { inetOps, repairOffOps, unsupportedInetImage } from '../src/resources/inetsk.js';
 import { destinationFor, endpointOf, tcpPacket, TCP_FLAGS, udpPacket } from '../src/resources/raw-packets.js';
@@ -39,7 +40,9 @@ t.test('parseInetDiag reads the kernel answer: a listener of this process with i
   t.match(unsupportedInet({ ...found!, rqueue: 2 }), /2 connection\(s\) not yet accepted/);
   t.match(unsupportedInet({ ...found!, state: 1 }), /TCP connection in state ESTABLISHED \(dump with --tcp-established/);
   t.equal(unsupportedInet({ ...found!, state: 1, rqueue: 0 }, true), undefined, 'saved with --tcp-established');
-  t.match(unsupportedInet({ ...found!, state: 8 }, true), /state CLOSE_WAIT/);
+  t.match(unsupportedInet({ ...found!, state: 2 }, true), /a TCP connection in state SYN_SENT \(only established and half-closed connections can be saved\)/);
+  t.equal(unsupportedInet({ ...found!, state: 8, rqueue: 0 }, true), undefined, 'CLOSE_WAIT (half-closed) is saved with --tcp-established');
+  t.match(unsupportedInet({ ...found!, state: 5, rqueue: 0 }), /state FIN_WAIT2 \(dump with --tcp-established/, 'and needs it');
   t.match(unsupportedInet({ ...found!, family: 10, src: [0x000080fe, 0, 0, 0x01000000] }), /link-local IPv6/);
   t.equal(unsupportedInet({ ...found!, family: 10, src: [0, 0, 0, 0x01000000] }), undefined, '::1 is fine');
 });
@@ -63,7 +66,8 @@ t.test('sockaddrOf and the ops a socket is made with', async (t) => {
     'a listener without SO_REUSEADDR borrows it for its bind (its accepted connections may hold the port already)');
   const unbound = { family: 2, type: 1, proto: 6, state: 7, src_port: 0, src_addr: [0], flags: 2 };
   t.same(inetOps(unbound, 25, false).map((o) => o.op), ['socket', 'fcntl'], 'never bound: not bound now');
-  t.match(unsupportedInetImage({ ...listener, state: 8 }), /TCP socket in state 8/, 'CLOSE_WAIT is not restored');
+  t.match(unsupportedInetImage({ ...listener, state: 2 }), /TCP socket in state 2/, 'SYN_SENT is not restored');
+  t.equal(unsupportedInetImage({ ...listener, state: 8 }), undefined, 'CLOSE_WAIT is, from its tcp-stream image');
   t.equal(unsupportedInetImage({ ...listener, state: 1 }), undefined, 'an established connection is, from its tcp-stream image');
   t.throws(() => inetOps({ ...listener, state: 1 }, 4, false), /no tcp-stream image/);
   t.equal(unsupportedInetImage(connected), undefined);
@@ -86,10 +90,31 @@ t.test('an established connection is made in repair mode, its queues filled, rep
   t.same([...(ops[9]!['bytes'] as Buffer)], [2, 0, 0, 0, 0xd7, 0xff, 0, 0, 3, 0, 0, 0, 7, 0, 9, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0], 'MSS, window scales, SACK, timestamps');
   t.equal(String(ops[12]!['data']), 'abc');
   t.equal(String(ops[14]!['data']), 'def', 'the sent, unacknowledged part');
-  const off = repairOffOps(4, stream);
+  const off = repairOffOps({ fd: 4, isk: conn, stream }, 40);
   t.same(off.map((o) => o.op), ['setsockopt', 'send', 'setsockopt'], 'repair off, the unsent bytes, TCP_NODELAY');
   t.same(off[0], { op: 'setsockopt', fd: 4, level: 6, name: 19, value: 0 });
   t.equal(String(off[1]!['data']), 'gh');
+});
+
+t.test('a half-closed connection: sequences without the FINs, which come back as a FIN segment from the peer and a shutdown', async (t) => {
+  const conn = { family: 2, type: 1, proto: 6, src_port: 5000, src_addr: [0x0100007f], dst_port: 6000, dst_addr: [0x0200007f], flags: 2 };
+  const entry = { inq_len: 2, inq_seq: 1003, outq_len: 0, outq_seq: 2001, unsq_len: 0, opt_mask: 0, mss_clamp: 65495, snd_wl1: 1, snd_wnd: 4096, max_window: 3, rcv_wnd: 40, rcv_wup: 1000, snd_wscale: 2 };
+  const stream = { entry, payload: Buffer.from('ab') };
+  const ops = (state: number) => inetOps({ ...conn, state }, 4, false, stream);
+  const seqs = (state: number) => ops(state).filter((o) => o['name'] === 21).map((o) => o['value']);
+  t.same(seqs(1), [1001, 2001], 'established: inq_seq - inq_len, outq_seq - outq_len');
+  t.same(seqs(8), [1000, 2001], "CLOSE_WAIT: the peer's FIN left out of inq_seq");
+  t.same(seqs(5), [1001, 2000], 'FIN_WAIT2: ours left out of outq_seq');
+  t.same(seqs(9), [1000, 2000], 'LAST_ACK: both');
+  t.same([...(ops(8).find((o) => o['name'] === 29)!['bytes'] as Buffer)], [...Buffer.from(new Uint32Array([1, 4096, 3, 41, 999]).buffer)], "CLOSE_WAIT's window reaches back over the FIN to come");
+  const closeWait = repairOffOps({ fd: 4, isk: { ...conn, state: 8 }, stream }, 40);
+  t.same(closeWait.map((o) => o.op), ['socket', 'send', 'close', 'setsockopt'], "CLOSE_WAIT: the peer's FIN while repair is on, then repair off");
+  t.match(closeWait[0], { domain: 2, protocol: 255, fd: 40 });
+  const fin = closeWait[1]!['data'] as Buffer;
+  t.same([...fin.subarray(12, 20)], [127, 0, 0, 2, 127, 0, 0, 1], 'from the peer to us');
+  t.same([fin.readUInt16BE(20), fin.readUInt16BE(22), fin.readUInt32BE(24), fin.readUInt32BE(28), fin[33], fin.readUInt16BE(34)], [6000, 5000, 1002, 2001, 0x11, 1024], "ports, seq at our receive end, ack of all we sent, FIN|ACK, the peer's window unscaled");
+  t.same(repairOffOps({ fd: 4, isk: { ...conn, state: 5 }, stream }, 40).map((o) => o.op), ['setsockopt', 'shutdown'], 'FIN_WAIT2: repair off, then our FIN by shutdown');
+  t.same(repairOffOps({ fd: 4, isk: { ...conn, state: 9 }, stream }, 40).map((o) => o.op), ['socket', 'send', 'close', 'setsockopt', 'shutdown'], 'LAST_ACK: both');
 });
 
 t.test('an address still in use: the restore fails naming the socket and its address; the original runs on', async (t) => {
@@ -388,4 +413,80 @@ t.test('the raw packets a peer seems to send: UDP datagrams and TCP segments, IP
   t.same([...fin.subarray(20, 36)], [0x0f, 0xa0, 0x13, 0x88, 0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 7, 0x50, 0x11, 0xff, 0xff], 'ports, sequence, ack, header length, FIN|ACK, the window as far as 16 bits go');
   t.equal(checksumSum(fin), 0xffff, 'the TCP checksum verifies');
   t.equal(checksumSum(tcpPacket({ ...loop6, port: 1 }, loop6, { seq: 1, ack: 2, flags: TCP_FLAGS.ACK, window: 3 })), 0xffff, 'over IPv6 too');
+});
+
+t.test('a half-closed connection (--tcp-established) comes back half-closed: FIN_WAIT2 and CLOSE_WAIT ends, their bytes, the EOF', async (t) => {
+  const setUp = [
+    'l = socket.socket()',
+    'l.bind(("127.0.0.1", 0))',
+    'l.listen(1)',
+    'c = socket.create_connection(l.getsockname())',
+    's, _ = l.accept()',
+    'os.dup2(l.fileno(), 30)',
+    'l.close()',
+    'c.sendall(b"to server")',
+    'c.shutdown(socket.SHUT_WR)', // c: FIN_WAIT2 once s acknowledges; s: CLOSE_WAIT, with the bytes and the FIN unread
+    's.sendall(b"to client")',
+    'time.sleep(0.2)',
+    'state = lambda k: k.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]',
+    'before = [state(c), state(s)]',
+  ];
+  const check = [
+    'def read(sock, n):',
+    '    sock.settimeout(5)',
+    '    data = b""',
+    '    while len(data) < n:',
+    '        got = sock.recv(n - len(data))',
+    '        if not got:',
+    '            break',
+    '        data += got',
+    '    return data',
+    'got = [before, [state(c), state(s)], read(s, 9), s.recv(10), read(c, 9)]',
+    'try:',
+    '    c.send(b"x")',
+    '    got.append("sent after shutdown")',
+    'except BrokenPipeError:',
+    '    got.append("EPIPE")',
+    's.sendall(b"more")',
+    'got.append(read(c, 4))',
+    's.close()',
+    'got.append(c.recv(10))',
+    'open(result, "w").write(repr(got))',
+  ];
+  const { prog, go, result } = await startPython(t, ['socket'], setUp, check, 'a connection half-closed by the client');
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  const states = [...openCheckpoint(imagesDir).files().values()].filter((f) => f['isk']).map((f) => Number((f['isk'] as Record<string, unknown>)['state'])).sort((a, b) => a - b);
+  t.same(states, [5, 8, 10], 'dumped: FIN_WAIT2, CLOSE_WAIT and the listener');
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), "[[5, 8], [5, 8], b'to server', b'', b'to client', 'EPIPE', b'more', b'']", 'same states, the bytes, EOF at the server, EPIPE at the client, then the server closes');
+});
+
+t.test("a connection whose peer outside the tree had closed its side comes back with that FIN: the program reads EOF and can still answer", async (t) => {
+  const server = createServer({ allowHalfOpen: true });
+  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
+  t.teardown(() => server.close());
+  const accepted = new Promise<import('node:net').Socket>((resolve) => server.once('connection', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const setUp = [`c = socket.create_connection(("127.0.0.1", ${port}))`, 'c.settimeout(5)'];
+  const check = ['got = [c.recv(100)]', 'c.sendall(b"bye after EOF")', 'c.close()', 'open(result, "w").write(repr(got))'];
+  const { prog, go, result } = await startPython(t, ['socket'], setUp, check, 'connected to this test process');
+  const peer = await accepted;
+  t.teardown(() => peer.destroy());
+  let heard = '';
+  peer.on('data', (d) => (heard += String(d)));
+  const ended = new Promise<void>((resolve) => peer.once('end', resolve));
+  peer.end(); // our FIN: the program's side goes to CLOSE_WAIT, the EOF not yet read
+  await sleep(200);
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  t.ok([...openCheckpoint(imagesDir).files().values()].some((f) => Number((f['isk'] as Record<string, unknown> | undefined)?.['state']) === 8), 'dumped in CLOSE_WAIT');
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), "[b'']", 'the restored program reads the EOF (a FIN nobody sends again: crr made it)');
+  await Promise.race([ended, sleep(5000)]);
+  t.equal(heard, 'bye after EOF', 'and its answer reaches the peer, then its FIN');
 });

@@ -1,15 +1,15 @@
 // Inet sockets at dump time: TCP and UDP over IPv4 and IPv6, one files.img entry (type INETSK,
 // `isk`) per socket as CRIU writes it. The kernel's view (state, addresses, queues, a listener's
 // backlog) comes from sock_diag (native inetDiag, in the tree's network namespace); options from a
-// pidfd_getfd copy of the task's fd. An established TCP connection is read in repair mode
-// (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into tcp-stream-<ino>.img:
+// pidfd_getfd copy of the task's fd. An established or half-closed TCP connection is read in
+// repair mode (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into tcp-stream-<ino>.img:
 // sequence numbers, both queues, options and windows; the socket stays in repair mode until the
 // dump ends, so the task's death closes it without a FIN or RST (finishTcpRepair). Datagrams
 // queued in a UDP socket go into sk-queues.img with their senders. What a restore could not
-// bring back is refused: a TCP connection in any other state, or without the option, a listener
+// bring back is refused: a TCP connection still connecting, or without the option, a listener
 // holding connections not yet accepted.
 import { native } from '../actors/native.js';
-import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_CONNECTION_STATES, TCP_ESTABLISHED, TCP_FIN_SENT, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
 import { copyOfTaskFd, diagMessages, intOpt, perDump, socketOptions, type SocketFd } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
@@ -101,8 +101,8 @@ export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | u
   if (linkLocal(d.src) || linkLocal(d.dst)) return 'bound or connected to a link-local IPv6 address (its scope id is not saved)';
   if (d.protocol === IPPROTO_TCP) {
     if (d.state === TCP_LISTEN) return d.rqueue > 0 ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted` : undefined;
-    if (d.state === TCP_ESTABLISHED && !tcpEstablished) return 'a TCP connection in state ESTABLISHED (dump with --tcp-established to save it in repair mode)';
-    if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a TCP connection in state ${state} (only established connections can be saved)`;
+    if (TCP_CONNECTION_STATES.has(d.state)) return tcpEstablished ? undefined : `a TCP connection in state ${state} (dump with --tcp-established to save it in repair mode)`;
+    if (d.state !== TCP_CLOSE) return `a TCP connection in state ${state} (only established and half-closed connections can be saved)`;
     return undefined;
   }
   if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a UDP socket in state ${state}`;
@@ -134,8 +134,8 @@ export async function dumpInetFd(
       const ip = ipOptions(copy, d);
       if (Object.keys(ip).length) entry['ip_opts'] = ip;
       ids.addFile({ type: FD_TYPE.INETSK, id, isk: entry });
-      if (d.protocol === IPPROTO_TCP && d.state === TCP_ESTABLISHED) {
-        open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open, at) });
+      if (d.protocol === IPPROTO_TCP && TCP_CONNECTION_STATES.has(d.state)) {
+        open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open, at, d.state) });
       }
       if (d.protocol === IPPROTO_UDP && d.rqueue > 0) open.inetQueues.push(...queuedDatagrams(copy, id));
     } finally {
@@ -184,20 +184,22 @@ function unlisted(pid: number, fd: number, ino: number): InetDiag | undefined {
  * finishTcpRepair) and reads what a restore needs: each queue's sequence number and bytes, the
  * options negotiated, the windows. tcp_stream_entry, its payload the receive then the send queue.
  */
-function readInRepair(fd: number, open: OpenFiles, of: SocketFd): { entry: Entry; payload: Uint8Array } {
+function readInRepair(fd: number, open: OpenFiles, of: SocketFd, state: number): { entry: Entry; payload: Uint8Array } {
   native.setsockoptInt(fd, IPPROTO_TCP, TCP.REPAIR, 1);
   open.tcpRepair.push(fd);
-  const queue = (which: number, lengthIoctl: number) => {
+  // Our FIN, queued, is no byte of data: like CRIU, the lengths leave it out (outq_seq counts it).
+  const fin = TCP_FIN_SENT.has(state) ? 1 : 0;
+  const queue = (which: number, lengthIoctl: number, less = 0) => {
     native.setsockoptInt(fd, IPPROTO_TCP, TCP.REPAIR_QUEUE, which);
     const seq = intOpt(fd, IPPROTO_TCP, TCP.QUEUE_SEQ) >>> 0;
-    const length = native.ioctlInt(fd, lengthIoctl);
+    const length = Math.max(0, native.ioctlInt(fd, lengthIoctl) - less);
     const data = length > 0 ? native.peekBytes(fd, length) : Buffer.alloc(0);
     if (data.length !== length) throw new InetSocketError(of.pid, of.fd, of.ino, `in repair mode, ${data.length} of ${length} queued bytes could be read`);
     return { seq, data };
   };
   const inq = queue(TCP_RECV_QUEUE, SIOCINQ);
-  const outq = queue(TCP_SEND_QUEUE, SIOCOUTQ);
-  const unsent = native.ioctlInt(fd, SIOCOUTQNSD);
+  const outq = queue(TCP_SEND_QUEUE, SIOCOUTQ, fin);
+  const unsent = Math.max(0, native.ioctlInt(fd, SIOCOUTQNSD) - fin);
   native.setsockoptInt(fd, IPPROTO_TCP, TCP.REPAIR_QUEUE, 0);
   // struct tcp_info: tcpi_options at byte 5, then snd_wscale (low nibble) and rcv_wscale.
   const info = native.getsockoptBytes(fd, IPPROTO_TCP, TCP.INFO, 8);

@@ -1,7 +1,7 @@
 // Inet socket addresses as CRIU's images keep them (inet_sk_entry's src_addr / dst_addr: the
 // kernel's network-order address bytes read as little-endian 32-bit words, 1 for IPv4, 4 for
 // IPv6), turned into a sockaddr for bind and connect, and into words a user knows; and the values
-// its family, proto and state fields take.
+// its family, proto and state fields take, and which TCP states hold a FIN either way.
 import type { Entry } from './codec.js';
 
 /** inet_sk_entry's family, proto and state values (the kernel's numbers, kept as they are). */
@@ -12,6 +12,21 @@ export const IPPROTO_UDP = 17;
 export const TCP_ESTABLISHED = 1;
 export const TCP_CLOSE = 7;
 export const TCP_LISTEN = 10;
+const TCP_FIN_WAIT1 = 4;
+const TCP_FIN_WAIT2 = 5;
+const TCP_CLOSE_WAIT = 8;
+const TCP_LAST_ACK = 9;
+const TCP_CLOSING = 11;
+
+/**
+ * The states of a connection a tcp-stream image restores: established, and half-closed (our FIN
+ * sent, the peer's received, or both), as CRIU restores them.
+ */
+export const TCP_CONNECTION_STATES: ReadonlySet<number> = new Set([TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING]);
+/** Connection states with our FIN queued: write_seq (the image's outq_seq) counts it, and SIOCOUTQ while it is unacknowledged. */
+export const TCP_FIN_SENT: ReadonlySet<number> = new Set([TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING]);
+/** Connection states with the peer's FIN received: rcv_nxt (the image's inq_seq) counts it. */
+export const TCP_FIN_RECEIVED: ReadonlySet<number> = new Set([TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING]);
 
 /**
  * sockaddr_in or sockaddr_in6 bytes for a port and CRIU's address words (the kernel's network

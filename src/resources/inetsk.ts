@@ -3,13 +3,14 @@
 // IP_FREEBIND and IP_PKTINFO, bound to its address and port, a TCP listener listening with its
 // backlog, a connected UDP socket connected to its peer, and O_NONBLOCK. The first holder (tree
 // order) makes it with helper ops at its first fd; other holders take a pidfd_getfd copy
-// (restoreAnonFds). An established TCP connection is rebuilt in repair mode from its
-// tcp-stream image: sequence numbers, options, windows and both queues. Datagrams queued in a
+// (restoreAnonFds). An established or half-closed TCP connection is rebuilt in repair mode from
+// its tcp-stream image: sequence numbers, options, windows and both queues, then its FINs
+// (repairOffOps). Datagrams queued in a
 // UDP socket (sk-queues.img, with their senders) are sent to it again through a raw socket,
 // each from its own sender's address and port (raw-packets.ts). Restored into crr's own
 // network namespace (or the tree's, loopback only): the addresses must be free there.
 import type { Entry } from '../images/index.js';
-import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN } from '../images/inet-address.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_CONNECTION_STATES, TCP_ESTABLISHED, TCP_FIN_RECEIVED, TCP_FIN_SENT, TCP_LISTEN } from '../images/inet-address.js';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import { NativeError } from '../errors.js';
 import { perKey } from '../memo.js';
@@ -17,7 +18,7 @@ import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/conte
 import { restoreAnonFds } from './eventfd.js';
 import { holdsFdOfType, spareFds } from './shared-fds.js';
 import { optionOps, type Op } from './socket-options.js';
-import { destinationFor, endpointOf, rawSockaddr, udpPacket } from './raw-packets.js';
+import { destinationFor, endpointOf, rawSockaddr, tcpPacket, TCP_FLAGS, udpPacket, type Endpoint } from './raw-packets.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_INETSK = 4;
@@ -41,6 +42,7 @@ const TCP_QUEUE_SEQ = 21;
 const TCP_REPAIR_OPTIONS = 22;
 const TCP_TIMESTAMP = 24;
 const TCP_REPAIR_WINDOW = 29;
+const SHUT_WR = 1;
 const TCP_RECV_QUEUE = 1;
 const TCP_SEND_QUEUE = 2;
 const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
@@ -55,7 +57,7 @@ export function unsupportedInetImage(isk: Entry): string | undefined {
   const proto = Number(isk['proto']);
   const state = Number(isk['state']);
   if (family !== AF_INET && family !== AF_INET6) return `address family ${family}`;
-  if (proto === IPPROTO_TCP) return state === TCP_LISTEN || state === TCP_CLOSE || state === TCP_ESTABLISHED ? undefined : `a TCP socket in state ${state} (only listening, closed and established ones are restored)`;
+  if (proto === IPPROTO_TCP) return state === TCP_LISTEN || state === TCP_CLOSE || TCP_CONNECTION_STATES.has(state) ? undefined : `a TCP socket in state ${state} (only listening, closed, established and half-closed ones are restored)`;
   if (proto === IPPROTO_UDP) return state === TCP_CLOSE || state === TCP_ESTABLISHED ? undefined : `a UDP socket in state ${state}`;
   return `protocol ${proto}`;
 }
@@ -74,7 +76,7 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   const dst = (isk['dst_addr'] as number[] | undefined) ?? [];
   const srcPort = Number(isk['src_port'] ?? 0);
   const ops: Op[] = [{ op: 'socket', domain: family, type: Number(isk['type']) | (cloexec ? SOCK_CLOEXEC : 0), protocol: Number(isk['proto']), fd }];
-  const repair = Number(isk['proto']) === IPPROTO_TCP && state === TCP_ESTABLISHED;
+  const repair = Number(isk['proto']) === IPPROTO_TCP && TCP_CONNECTION_STATES.has(state);
   if (repair && !stream) throw new Error(`fd ${fd}: the TCP connection has no tcp-stream image`);
   // In repair mode the bind may share the listener's port (the kernel forces the reuse) and the
   // connect makes the connection established without a packet.
@@ -98,12 +100,12 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   if (bound) ops.push({ op: 'bind', fd, sockaddr: sockaddrOf(family, srcPort, src) });
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
   if (borrowReuse) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 0));
-  if (repair) ops.push(...queueSeqOps(fd, stream!.entry));
+  if (repair) ops.push(...queueSeqOps(fd, stream!.entry, state));
   // The kernel sizes segments at the connect, from a clamp TCP_REPAIR_OPTIONS can set only after
   // it: TCP_MAXSEG (at most 32767) stands in for the dumped one, or segments would be 524 bytes.
   if (repair && Number(stream!.entry['mss_clamp'] ?? 0) > 0) ops.push(tcpOpt(fd, TCP_MAXSEG, Math.min(MAX_USER_MSS, Number(stream!.entry['mss_clamp']))));
-  if (state === TCP_ESTABLISHED) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
-  if (repair) ops.push(...repairedConnectionOps(fd, stream!));
+  if (state === TCP_ESTABLISHED || repair) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
+  if (repair) ops.push(...repairedConnectionOps(fd, stream!, state));
   ops.push({ op: 'fcntl', fd, cmd: F_SETFL, arg: Number(isk['flags'] ?? 0) & O_NONBLOCK });
   return ops;
 }
@@ -131,14 +133,26 @@ function u32s(values: readonly number[]): Buffer {
   return b;
 }
 
+/**
+ * The sequence numbers right after the last byte of data each way: the image's inq_seq and
+ * outq_seq less a FIN they count (it is made again: the peer's by a segment from it, ours by a
+ * shutdown), as CRIU restores them.
+ */
+function dataEnds(e: Entry, state: number): { rcvNxt: number; writeSeq: number } {
+  return {
+    rcvNxt: (Number(e['inq_seq']) - (TCP_FIN_RECEIVED.has(state) ? 1 : 0)) >>> 0,
+    writeSeq: (Number(e['outq_seq']) - (TCP_FIN_SENT.has(state) ? 1 : 0)) >>> 0,
+  };
+}
+
 /** Before the connect: where each queue's sequence numbers start (the first queued byte's). */
-function queueSeqOps(fd: number, e: Entry): Op[] {
-  const start = (seq: string, len: string) => (Number(e[seq]) - Number(e[len] ?? 0)) >>> 0;
+function queueSeqOps(fd: number, e: Entry, state: number): Op[] {
+  const { rcvNxt, writeSeq } = dataEnds(e, state);
   return [
     tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE),
-    tcpOpt(fd, TCP_QUEUE_SEQ, start('inq_seq', 'inq_len')),
+    tcpOpt(fd, TCP_QUEUE_SEQ, (rcvNxt - Number(e['inq_len'] ?? 0)) >>> 0),
     tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE),
-    tcpOpt(fd, TCP_QUEUE_SEQ, start('outq_seq', 'outq_len')),
+    tcpOpt(fd, TCP_QUEUE_SEQ, (writeSeq - Number(e['outq_len'] ?? 0)) >>> 0),
   ];
 }
 
@@ -147,7 +161,7 @@ function queueSeqOps(fd: number, e: Entry): Op[] {
  * clock, the queued bytes (received ones into the receive queue, sent but unacknowledged ones
  * into the send queue), the windows.
  */
-function repairedConnectionOps(fd: number, stream: TcpStream): Op[] {
+function repairedConnectionOps(fd: number, stream: TcpStream, state: number): Op[] {
   const e = stream.entry;
   const mask = Number(e['opt_mask'] ?? 0);
   const options = [TCPOPT.MSS, Number(e['mss_clamp'] ?? 0)];
@@ -163,32 +177,64 @@ function repairedConnectionOps(fd: number, stream: TcpStream): Op[] {
   if (outq - unsent) ops.push(tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE), { op: 'send', fd, data: data.subarray(inq, inq + outq - unsent) });
   // After the queues: the kernel checks the windows against the receive sequence the queued bytes moved.
   if (e['snd_wl1'] !== undefined) {
-    const window = ['snd_wl1', 'snd_wnd', 'max_window', 'rcv_wnd', 'rcv_wup'].map((k) => Number(e[k] ?? 0));
-    ops.push(tcpOpt(fd, TCP_REPAIR_WINDOW, u32s(window)));
+    const [wl1, sndWnd, maxWindow, rcvWnd, rcvWup] = ['snd_wl1', 'snd_wnd', 'max_window', 'rcv_wnd', 'rcv_wup'].map((k) => Number(e[k] ?? 0)) as [number, number, number, number, number];
+    // The peer's FIN is still to come: the window reaches one sequence number further back, where it goes.
+    const fin = TCP_FIN_RECEIVED.has(state) ? 1 : 0;
+    ops.push(tcpOpt(fd, TCP_REPAIR_WINDOW, u32s([wl1, sndWnd, maxWindow, rcvWnd + fin, rcvWup - fin])));
   }
   return ops;
+}
+
+/** A connection made in repair mode: its fd, socket image and tcp-stream image. */
+export interface RepairedConnection {
+  readonly fd: number;
+  readonly isk: Entry;
+  readonly stream: TcpStream;
 }
 
 /**
  * Repair mode off (the kernel sends a window probe to the peer, which must exist by then), the
  * bytes the task wrote that were never sent (they go out as new data), TCP_NODELAY and TCP_CORK.
+ * A half-closed connection gets its FINs back, as CRIU's restore makes them: the peer's as a
+ * FIN segment from the peer's address (a raw socket at `spare`), sent while repair mode is still
+ * on; ours by a shutdown after the unsent bytes (the peer acknowledges it again).
  */
-export function repairOffOps(fd: number, stream: TcpStream): Op[] {
+export function repairOffOps(c: RepairedConnection, spare: number): Op[] {
+  const { fd, isk, stream } = c;
   const e = stream.entry;
+  const state = Number(isk['state']);
   const { inq, outq, unsent } = queueLengths(e);
-  const ops: Op[] = [tcpOpt(fd, TCP_REPAIR, 0)];
+  const ops: Op[] = [];
+  if (TCP_FIN_RECEIVED.has(state)) ops.push(...peerFinOps(isk, e, spare));
+  ops.push(tcpOpt(fd, TCP_REPAIR, 0));
   if (unsent) ops.push({ op: 'send', fd, data: Buffer.from(stream.payload).subarray(inq + outq - unsent, inq + outq) });
+  if (TCP_FIN_SENT.has(state)) ops.push({ op: 'shutdown', fd, how: SHUT_WR });
   if (e['nodelay']) ops.push(tcpOpt(fd, TCP_NODELAY, 1));
   if (e['cork']) ops.push(tcpOpt(fd, TCP_CORK, 1));
   return ops;
 }
 
-/** Connections made in repair mode, by the task that made them: repair goes off in task-state. */
-const inRepair = perKey((_: RestoreSession) => new Map<number, Array<{ fd: number; stream: TcpStream }>>());
+/** The peer's FIN, acknowledging what it had of ours, with its window: sent at the connection from the peer's address. */
+function peerFinOps(isk: Entry, e: Entry, spare: number): Op[] {
+  const family = Number(isk['family']);
+  const at = (port: unknown, words: unknown): Endpoint => endpointOf(sockaddrOf(family, Number(port ?? 0), (words as number[] | undefined) ?? []));
+  const ours = at(isk['src_port'], isk['src_addr']);
+  const peer = at(isk['dst_port'], isk['dst_addr']);
+  const { rcvNxt, writeSeq } = dataEnds(e, Number(isk['state']));
+  const segment = { seq: rcvNxt, ack: writeSeq - Number(e['outq_len'] ?? 0), flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, window: Number(e['snd_wnd'] ?? 0) >>> Number(e['snd_wscale'] ?? 0) };
+  return [
+    { op: 'socket', domain: peer.family, type: SOCK_RAW | SOCK_CLOEXEC, protocol: IPPROTO_RAW, fd: spare },
+    { op: 'send', fd: spare, data: tcpPacket(peer, ours, segment), sockaddr: rawSockaddr(ours) },
+    { op: 'close', fd: spare },
+  ];
+}
 
-/** The tcp-stream image of an established connection, by its socket's inode. */
+/** Connections made in repair mode, by the task that made them: repair goes off in task-state. */
+const inRepair = perKey((_: RestoreSession) => new Map<number, RepairedConnection[]>());
+
+/** The tcp-stream image of an established or half-closed connection, by its socket's inode. */
 function tcpStreamOf(ctx: RestoreCtx, isk: Entry): TcpStream | undefined {
-  if (Number(isk['proto']) !== IPPROTO_TCP || Number(isk['state']) !== TCP_ESTABLISHED) return undefined;
+  if (Number(isk['proto']) !== IPPROTO_TCP || !TCP_CONNECTION_STATES.has(Number(isk['state']))) return undefined;
   const name = `tcp-stream-${Number(isk['ino']).toString(16)}.img`;
   if (!ctx.checkpoint.has(name)) return undefined;
   const [lazy] = ctx.checkpoint.image(name).entries();
@@ -221,7 +267,7 @@ export const inetsk: ResourceKind<RestoreCtx> = {
       if (datagrams?.length) await helperOf(ctx).batch(datagramOps(isk, datagrams, spareFds(ctx, 2)));
       if (stream) {
         const mine = inRepair(ctx.session);
-        mine.set(ctx.pid, [...(mine.get(ctx.pid) ?? []), { fd: first.fd, stream }]);
+        mine.set(ctx.pid, [...(mine.get(ctx.pid) ?? []), { fd: first.fd, isk, stream }]);
       }
     });
   },
@@ -287,6 +333,8 @@ export const tcpRepairOff: ResourceKind<RestoreCtx> = {
   describe: () => ['established TCP connections out of repair mode, their unsent bytes sent'],
   async restore(ctx) {
     const mine = inRepair(ctx.session).get(ctx.pid);
-    if (mine?.length) await helperOf(ctx).batch(mine.flatMap((c) => repairOffOps(c.fd, c.stream)));
+    if (!mine?.length) return;
+    const [spare] = spareFds(ctx, 1);
+    await helperOf(ctx).batch(mine.flatMap((c) => repairOffOps(c, spare!)));
   },
 };
