@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
 import { CrrError, StageError } from '../src/errors.js';
 import { openCheckpoint } from '../src/images/index.js';
+import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { restore } from '../src/restore/index.js';
 import { startDetached } from './lib/detached.js';
 import { makeNetns } from './lib/netns.js';
@@ -67,6 +68,7 @@ t.test("a server in a container's network namespace comes back into it, the name
   t.ok(netnsImage, 'a netns image');
   t.equal(checkpoint.image(netnsImage!).only()['ext_key'], 'extnet', 'holding the key');
   t.notOk(readdirSync(imagesDir).some((f) => f.startsWith('netdev-')), 'and no devices');
+  t.match(summariseCheckpoint(imagesDir).namespaces, [/^net: external 'extnet'/], 'crr show and plan name it');
 
   const missing = await restore({ imagesDir, pidNamespace: true }).catch((e: unknown) => e);
   t.type(missing, StageError);

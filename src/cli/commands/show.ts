@@ -158,7 +158,9 @@ function namespacesOf(checkpoint: Checkpoint): string[] {
       const count = (['shm', 'msg', 'sem'] as const).map((k) => `${entries(`ipcns-${k}-${id}.img`).length} ${k}`);
       what = `: SysV ${count.join(', ')}`;
     } else if (kind === 'net') {
-      what = `: ${entries(`netdev-${id}.img`).map((d) => `${text(d['name'])} ${Number(d['flags']) & 1 ? 'up' : 'down'}`).join(', ')}`;
+      const [netns] = entries(`netns-${id}.img`);
+      const external = netns?.['ext_key'] ? text(netns['ext_key']) : '';
+      what = external ? `: external '${external}' (left out of the dump; the restore joins the one given for it)` : `: ${entries(`netdev-${id}.img`).map((d) => `${text(d['name'])} ${Number(d['flags']) & 1 ? 'up' : 'down'}`).join(', ')}`;
     }
     out.push(`${kind}${what}`);
   }
