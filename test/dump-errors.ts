@@ -135,6 +135,22 @@ t.test("SysV shared memory of crr's own IPC namespace is refused, naming the map
   assertNoCheckpoint(t, dir);
 });
 
+t.test('an AIO ring is refused, naming the mapping', async (t) => {
+  const py = ['import ctypes, time', 'ctx = ctypes.c_ulong(0)', 'ctypes.CDLL(None).syscall(206, 16, ctypes.byref(ctx))', 'time.sleep(1000)'].join('\n'); // io_setup
+  const pid = await startDetached(['/usr/bin/python3', '-c', py]);
+  t.teardown(() => kill([pid]));
+  const ring = () => safe(`/proc/${pid}/maps`).includes('/[aio]');
+  for (let i = 0; i < 200 && !ring(); i++) await sleep(20);
+  t.ok(ring(), 'the program has an AIO ring mapped');
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${pid}: mapping [0-9a-f]+-[0-9a-f]+ /\\[aio\\] \\(deleted\\): an AIO ring \\(io_setup\\): crr does not restore AIO contexts`));
+  assertUntouched(t, pid);
+  assertNoCheckpoint(t, dir);
+});
+
 t.test('a TCP connection is refused without --tcp-established', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -105,7 +105,9 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
       if (line.path === '[heap]') status |= VMA.HEAP;
     } else {
       // SysV shm and shared anonymous memory ("/dev/zero (deleted)") are shmem inodes too: first.
-      if (line.path.startsWith('/SYSV')) {
+      if (line.path === '/[aio] (deleted)') {
+        throw new UnsupportedVmaError(pid, line, 'an AIO ring (io_setup): crr does not restore AIO contexts');
+      } else if (line.path.startsWith('/SYSV')) {
         // The inode is the segment's id; its bytes go into ipcns-shm with the tree's IPC namespace.
         const why = sysvMappingRefusal(pid, line, (segments ??= sysvSegmentSizes(pid)));
         if (why) throw new UnsupportedVmaError(pid, line, why);
