@@ -1,7 +1,7 @@
 // Machine checks after planning, before anything is touched: the tree's PIDs and TIDs are free
 // (unless it goes into a fresh PID namespace), sessions can be made, every fd is of a kind crr
-// restores, the files match, no hard rlimit needs raising, the kernel has clone3 set_tid, and
-// crr can make the namespaces the checkpoint asks for.
+// restores, every VMA is of a kind crr maps, the files match, no hard rlimit needs raising, the
+// kernel has clone3 set_tid, and crr can make the namespaces the checkpoint asks for.
 // Each failure is a StageError in stage 'plan' naming the task and what is wrong.
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
@@ -17,6 +17,7 @@ import { checkFiles } from './files.js';
 import { checkpointNamespaces } from './namespaces.js';
 import { ownMountPoints } from './mounts.js';
 import { parseMountinfo } from '../mountinfo.js';
+import { unsupportedReason, vmaOf } from './remote-vma.js';
 
 const INFINITY = (1n << 64n) - 1n;
 const FD_TYPE_NAMES = Object.fromEntries(Object.entries(FD_TYPES).map(([name, n]) => [n, name]));
@@ -63,6 +64,17 @@ export function checkFdKinds(session: RestoreSession, supported: ReadonlySet<num
   }
 }
 
+/** A VMA crr does not map (an AIO ring, a packet socket's ring) fails the plan, before any task exists. */
+export function checkVmaKinds(session: RestoreSession): void {
+  for (const [pid, set] of session.images) {
+    for (const e of (set.mm?.['vmas'] as Array<Record<string, unknown>> | undefined) ?? []) {
+      const v = vmaOf(e);
+      const why = unsupportedReason(v);
+      if (why) throw new StageError({ stage: 'plan', pid, resource: 'memory', code: 'ENOTSUP', errno: 95, message: `not supported: VMA ${v.start.toString(16)}-${v.end.toString(16)} is ${why}` });
+    }
+  }
+}
+
 /**
  * Hard limits above crr's own cannot be raised here (no CAP_SYS_RESOURCE); the rlimits kind
  * clamps them to crr's and these warnings say which, so the user knows what changed.
@@ -100,6 +112,7 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   // Asked already by the launcher's set-up, unless it refused (then this says why) or there is none (a dry run).
   session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options);
   checkFdKinds(session, supportedFdTypes);
+  checkVmaKinds(session);
   checkTerminals(session);
   checkPidfds(session);
   const mnt = session.namespaces?.mnt;
