@@ -26,6 +26,8 @@ import { startDetached } from './lib/detached.js';
 import { dumpProgram, restoreProgram, roundTrip } from './lib/program-roundtrip.js';
 import { killTree, processTree, requestCheck, startProgram, type Running } from './lib/programs.js';
 import { startPython, type PythonProgram } from './lib/python-program.js';
+import { makeNetns } from './lib/netns.js';
+import { spawnSync } from 'node:child_process';
 
 t.test('parseInetDiag reads the kernel answer: a listener of this process with its port and backlog', async (t) => {
   const server = createServer();
@@ -40,7 +42,8 @@ t.test('parseInetDiag reads the kernel answer: a listener of this process with i
   t.match(unsupportedInet({ ...found!, rqueue: 2 }), /2 connection\(s\) not yet accepted/);
   t.match(unsupportedInet({ ...found!, state: 1 }), /TCP connection in state ESTABLISHED \(dump with --tcp-established/);
   t.equal(unsupportedInet({ ...found!, state: 1, rqueue: 0 }, true), undefined, 'saved with --tcp-established');
-  t.match(unsupportedInet({ ...found!, state: 2 }, true), /a TCP connection in state SYN_SENT \(only established and half-closed connections can be saved\)/);
+  t.match(unsupportedInet({ ...found!, state: 3 }, true), /a TCP connection in state SYN_RECV \(only connecting, established and half-closed connections can be saved\)/);
+  t.equal(unsupportedInet({ ...found!, state: 2, rqueue: 0 }, true), undefined, 'SYN_SENT (connecting) is saved with --tcp-established');
   t.equal(unsupportedInet({ ...found!, state: 8, rqueue: 0 }, true), undefined, 'CLOSE_WAIT (half-closed) is saved with --tcp-established');
   t.match(unsupportedInet({ ...found!, state: 5, rqueue: 0 }), /state FIN_WAIT2 \(dump with --tcp-established/, 'and needs it');
   t.match(unsupportedInet({ ...found!, family: 10, src: [0x000080fe, 0, 0, 0x01000000] }), /link-local IPv6/);
@@ -66,7 +69,7 @@ t.test('sockaddrOf and the ops a socket is made with', async (t) => {
     'a listener without SO_REUSEADDR borrows it for its bind (its accepted connections may hold the port already)');
   const unbound = { family: 2, type: 1, proto: 6, state: 7, src_port: 0, src_addr: [0], flags: 2 };
   t.same(inetOps(unbound, 25, false).map((o) => o.op), ['socket', 'fcntl'], 'never bound: not bound now');
-  t.match(unsupportedInetImage({ ...listener, state: 2 }), /TCP socket in state 2/, 'SYN_SENT is not restored');
+  t.match(unsupportedInetImage({ ...listener, state: 3 }), /TCP socket in state 3/, 'SYN_RECV is not restored');
   t.equal(unsupportedInetImage({ ...listener, state: 8 }), undefined, 'CLOSE_WAIT is, from its tcp-stream image');
   t.equal(unsupportedInetImage({ ...listener, state: 1 }), undefined, 'an established connection is, from its tcp-stream image');
   t.throws(() => inetOps({ ...listener, state: 1 }, 4, false), /no tcp-stream image/);
@@ -106,6 +109,11 @@ t.test('a half-closed connection: sequences without the FINs, which come back as
   t.same(seqs(8), [1000, 2001], "CLOSE_WAIT: the peer's FIN left out of inq_seq");
   t.same(seqs(5), [1001, 2000], 'FIN_WAIT2: ours left out of outq_seq');
   t.same(seqs(9), [1000, 2000], 'LAST_ACK: both');
+  t.same(seqs(2), [1001, 2000], 'SYN_SENT: the send queue starts at its SYN, the initial sequence number');
+  t.notOk(ops(2).some((o) => o.op === 'connect'), 'SYN_SENT: no connect while the tree is made');
+  const synSent = repairOffOps({ fd: 4, isk: { ...conn, state: 2 }, stream }, 40);
+  t.same(synSent.map((o) => o.op), ['setsockopt', 'fcntl', 'connect', 'fcntl'], 'SYN_SENT: repair off, a non-blocking connect, its own flags back');
+  t.match(synSent[2], { in_progress: 1 });
   t.same([...(ops(8).find((o) => o['name'] === 29)!['bytes'] as Buffer)], [...Buffer.from(new Uint32Array([1, 4096, 3, 41, 999]).buffer)], "CLOSE_WAIT's window reaches back over the FIN to come");
   const closeWait = repairOffOps({ fd: 4, isk: { ...conn, state: 8 }, stream }, 40);
   t.same(closeWait.map((o) => o.op), ['socket', 'send', 'close', 'setsockopt'], "CLOSE_WAIT: the peer's FIN while repair is on, then repair off");
@@ -489,4 +497,42 @@ t.test("a connection whose peer outside the tree had closed its side comes back 
   t.equal(await result(), "[b'']", 'the restored program reads the EOF (a FIN nobody sends again: crr made it)');
   await Promise.race([ended, sleep(5000)]);
   t.equal(heard, 'bye after EOF', 'and its answer reaches the peer, then its FIN');
+});
+
+t.test('a connection still connecting (SYN_SENT) comes back connecting and completes once its peer answers', async (t) => {
+  const netns = makeNetns(t, '10.234.0.1');
+  // 10.234.0.2 answers no ARP yet: the connect stays in SYN_SENT. The namespace is the test's:
+  // the program is dumped with it as external and restored into it.
+  const setUp = [
+    `ns = os.open("${netns.path}", os.O_RDONLY)`,
+    'ctypes.CDLL(None).setns(ns, 0x40000000)',
+    'os.close(ns)',
+    'c = socket.socket()',
+    'c.setblocking(False)',
+    'try:',
+    '    c.connect(("10.234.0.2", 7000))',
+    'except BlockingIOError:',
+    '    pass',
+    'before = [c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0], c.getsockname()]',
+  ];
+  const check = [
+    'select.select([], [c], [], 10)',
+    'error = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)',
+    'c.setblocking(True)',
+    'c.settimeout(5)',
+    'open(result, "w").write(repr([before[0], c.getsockname() == before[1], error, c.recv(100)]))',
+  ];
+  const { prog, go, result } = await startPython(t, ['ctypes', 'select', 'socket'], setUp, check, 'connecting to an address that does not answer');
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true, external: [`net[${netns.inode}]:net`] });
+  // Now the address is there, with a server on it (this test's, outside the tree).
+  spawnSync('/usr/sbin/ip', ['-n', netns.name, 'addr', 'add', '10.234.0.2/32', 'dev', 'eth1']);
+  const server = ['import socket', 'l = socket.socket()', 'l.bind(("10.234.0.2", 7000))', 'l.listen(1)', 'print("ready", flush=True)', 'c, _ = l.accept()', 'c.sendall(b"accepted")', 'c.recv(1)'].join('\n');
+  const serverPid = await startDetached(['/usr/bin/nsenter', `--net=${netns.path}`, '/usr/bin/python3', '-c', server]);
+  t.teardown(() => killTree([serverPid]));
+  await sleep(300);
+  await restoreProgram(t, prog, imagesDir, { externalNamespaces: { net: netns.path } });
+  go();
+  t.equal(await result(), "[2, True, 0, b'accepted']", 'dumped in SYN_SENT; the same local port, connected without error, the server heard');
 });

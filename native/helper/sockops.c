@@ -65,13 +65,20 @@ bool op_bind(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
-/* connect {fd, addr | sockaddr} -> 0 */
+/* connect {fd, addr | sockaddr, in_progress?} -> 0, or 1 when a non-blocking connect is under
+ * way (EINPROGRESS, an error unless `in_progress` says it is expected) */
 bool op_connect(const msgpack_object *req, msgpack_packer *pk, failure *f) {
-  int fd;
+  int fd, in_progress;
   struct sockaddr_storage sa;
   socklen_t len;
-  if (!arg_int(req, "fd", true, 0, &fd, f) || !socket_addr(req, &sa, &len, f)) return false;
-  if (connect(fd, (struct sockaddr *)&sa, len) < 0) return fail(f, errno, "connect");
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !socket_addr(req, &sa, &len, f) ||
+      !arg_int(req, "in_progress", false, 0, &in_progress, f))
+    return false;
+  if (connect(fd, (struct sockaddr *)&sa, len) < 0) {
+    if (errno != EINPROGRESS || !in_progress) return fail(f, errno, "connect");
+    msgpack_pack_int(pk, 1);
+    return true;
+  }
   msgpack_pack_int(pk, 0);
   return true;
 }

@@ -1,13 +1,13 @@
 // Inet sockets at dump time: TCP and UDP over IPv4 and IPv6, one files.img entry (type INETSK,
 // `isk`) per socket as CRIU writes it. The kernel's view (state, addresses, queues, a listener's
 // backlog) comes from sock_diag (native inetDiag, in the tree's network namespace); options from a
-// pidfd_getfd copy of the task's fd. An established or half-closed TCP connection is read in
-// repair mode (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into tcp-stream-<ino>.img:
-// sequence numbers, both queues, options and windows; the socket stays in repair mode until the
-// dump ends, so the task's death closes it without a FIN or RST (finishTcpRepair). Datagrams
-// queued in a UDP socket go into sk-queues.img with their senders. What a restore could not
-// bring back is refused: a TCP connection still connecting, or without the option, a listener
-// holding connections not yet accepted.
+// pidfd_getfd copy of the task's fd. A connecting, established or half-closed TCP connection is
+// read in repair mode (TCP_REPAIR, when the dump is asked to: criu's --tcp-established) into
+// tcp-stream-<ino>.img: sequence numbers, both queues, options and windows; the socket stays in
+// repair mode until the dump ends, so the task's death closes it without a FIN or RST
+// (finishTcpRepair). Datagrams queued in a UDP socket go into sk-queues.img with their senders.
+// What a restore could not bring back is refused: a TCP connection without the option, or
+// half-accepted (SYN_RECV), a listener holding connections not yet accepted.
 import { native } from '../actors/native.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_CONNECTION_STATES, TCP_ESTABLISHED, TCP_FIN_SENT, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
@@ -102,7 +102,7 @@ export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | u
   if (d.protocol === IPPROTO_TCP) {
     if (d.state === TCP_LISTEN) return d.rqueue > 0 ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted` : undefined;
     if (TCP_CONNECTION_STATES.has(d.state)) return tcpEstablished ? undefined : `a TCP connection in state ${state} (dump with --tcp-established to save it in repair mode)`;
-    if (d.state !== TCP_CLOSE) return `a TCP connection in state ${state} (only established and half-closed connections can be saved)`;
+    if (d.state !== TCP_CLOSE) return `a TCP connection in state ${state} (only connecting, established and half-closed connections can be saved)`;
     return undefined;
   }
   if (d.state !== TCP_CLOSE && d.state !== TCP_ESTABLISHED) return `a UDP socket in state ${state}`;

@@ -2,7 +2,7 @@
 // One files.img entry per open file description: fds that share one (dup, inherited) get the
 // same id, found with kcmp(KCMP_FILE) run by the caller. Anything not supported yet is an
 // error naming pid, fd and what it is, before anything is written.
-import { readdirSync, statSync, openSync, closeSync, constants as C } from 'node:fs';
+import { readdirSync, statSync, statfsSync, openSync, closeSync, constants as C } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { drainNonblocking, writeAll } from './queue-io.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
@@ -47,6 +47,11 @@ interface OpenFileSeen {
 
 /** Character devices CRIU dumps as plain files by path (major 1: mem, null, zero, full, random...). */
 const MEM_MAJOR = 1;
+/** statfs f_type of the namespace filesystem (nsfs). */
+const NSFS_MAGIC = 0x6e736673;
+/** An fd's link when it is a namespace opened through /proc/PID/ns ("net:[4026531840]"). */
+const NAMESPACE_LINK = /^(cgroup|ipc|mnt|net|pid|time|user|uts):\[\d+\]$/;
+const NAMESPACE_FD = (link: string) => `a namespace file (${link}); crr does not dump namespace fds`;
 
 /** Dump-wide table of open file descriptions, so tasks sharing one get one id. */
 export class OpenFiles {
@@ -162,6 +167,7 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       continue;
     }
     if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
+    if (NAMESPACE_LINK.test(link)) throw new UnsupportedFdError(pid, fd, NAMESPACE_FD(link));
     if (!link.startsWith('/')) throw new UnsupportedFdError(pid, fd, `'${link}'`);
     if (isMemfdLink(link)) {
       out.push(await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe));
@@ -195,6 +201,9 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     if (kind !== C.S_IFREG && kind !== C.S_IFDIR && kind !== C.S_IFCHR) {
       throw new UnsupportedFdError(pid, fd, `a ${kind === C.S_IFIFO ? 'FIFO' : 'special file'} (${link})`);
     }
+    // A namespace file (from /proc/PID/ns, or a bind mount of one such as /run/netns/NAME) looks
+    // like an empty regular file; reading it fails with EINVAL.
+    if (kind === C.S_IFREG && st.size === 0 && statfsSync(`/proc/${pid}/fd/${fd}`).type === NSFS_MAGIC) throw new UnsupportedFdError(pid, fd, NAMESPACE_FD(link));
     const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
     const id = await open.idFor(key, pid, fd, probe.order, (id) => {
       ids.addFile(regFileEntry(id, link, st, fileFlags, info.pos, kind === C.S_IFREG ? `/proc/${pid}/fd/${fd}` : undefined));

@@ -12,6 +12,7 @@ export const IPPROTO_UDP = 17;
 export const TCP_ESTABLISHED = 1;
 export const TCP_CLOSE = 7;
 export const TCP_LISTEN = 10;
+export const TCP_SYN_SENT = 2;
 const TCP_FIN_WAIT1 = 4;
 const TCP_FIN_WAIT2 = 5;
 const TCP_CLOSE_WAIT = 8;
@@ -19,10 +20,11 @@ const TCP_LAST_ACK = 9;
 const TCP_CLOSING = 11;
 
 /**
- * The states of a connection a tcp-stream image restores: established, and half-closed (our FIN
- * sent, the peer's received, or both), as CRIU restores them.
+ * The states of a connection a tcp-stream image restores, as CRIU restores them: established,
+ * half-closed (our FIN sent, the peer's received, or both), and connecting (SYN_SENT: its SYN is
+ * sent again with the same initial sequence number).
  */
-export const TCP_CONNECTION_STATES: ReadonlySet<number> = new Set([TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING]);
+export const TCP_CONNECTION_STATES: ReadonlySet<number> = new Set([TCP_SYN_SENT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING]);
 /** Connection states with our FIN queued: write_seq (the image's outq_seq) counts it, and SIOCOUTQ while it is unacknowledged. */
 export const TCP_FIN_SENT: ReadonlySet<number> = new Set([TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING]);
 /** Connection states with the peer's FIN received: rcv_nxt (the image's inq_seq) counts it. */

@@ -5,12 +5,12 @@
 // order) makes it with helper ops at its first fd; other holders take a pidfd_getfd copy
 // (restoreAnonFds). An established or half-closed TCP connection is rebuilt in repair mode from
 // its tcp-stream image: sequence numbers, options, windows and both queues, then its FINs
-// (repairOffOps). Datagrams queued in a
+// (repairOffOps); one still connecting sends its SYN again. Datagrams queued in a
 // UDP socket (sk-queues.img, with their senders) are sent to it again through a raw socket,
 // each from its own sender's address and port (raw-packets.ts). Restored into crr's own
 // network namespace (or the tree's, loopback only): the addresses must be free there.
 import type { Entry } from '../images/index.js';
-import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_CONNECTION_STATES, TCP_ESTABLISHED, TCP_FIN_RECEIVED, TCP_FIN_SENT, TCP_LISTEN } from '../images/inet-address.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, sockaddrOf, socketText, TCP_CLOSE, TCP_CONNECTION_STATES, TCP_ESTABLISHED, TCP_FIN_RECEIVED, TCP_FIN_SENT, TCP_LISTEN, TCP_SYN_SENT } from '../images/inet-address.js';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import { NativeError } from '../errors.js';
 import { perKey } from '../memo.js';
@@ -57,7 +57,7 @@ export function unsupportedInetImage(isk: Entry): string | undefined {
   const proto = Number(isk['proto']);
   const state = Number(isk['state']);
   if (family !== AF_INET && family !== AF_INET6) return `address family ${family}`;
-  if (proto === IPPROTO_TCP) return state === TCP_LISTEN || state === TCP_CLOSE || TCP_CONNECTION_STATES.has(state) ? undefined : `a TCP socket in state ${state} (only listening, closed, established and half-closed ones are restored)`;
+  if (proto === IPPROTO_TCP) return state === TCP_LISTEN || state === TCP_CLOSE || TCP_CONNECTION_STATES.has(state) ? undefined : `a TCP socket in state ${state} (only listening, closed, connecting, established and half-closed ones are restored)`;
   if (proto === IPPROTO_UDP) return state === TCP_CLOSE || state === TCP_ESTABLISHED ? undefined : `a UDP socket in state ${state}`;
   return `protocol ${proto}`;
 }
@@ -101,11 +101,13 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
   if (borrowReuse) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 0));
   if (repair) ops.push(...queueSeqOps(fd, stream!.entry, state));
+  // A connection still connecting sends its SYN again once every socket exists (repairOffOps).
+  const connected = repair && state !== TCP_SYN_SENT;
   // The kernel sizes segments at the connect, from a clamp TCP_REPAIR_OPTIONS can set only after
   // it: TCP_MAXSEG (at most 32767) stands in for the dumped one, or segments would be 524 bytes.
-  if (repair && Number(stream!.entry['mss_clamp'] ?? 0) > 0) ops.push(tcpOpt(fd, TCP_MAXSEG, Math.min(MAX_USER_MSS, Number(stream!.entry['mss_clamp']))));
-  if (state === TCP_ESTABLISHED || repair) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
-  if (repair) ops.push(...repairedConnectionOps(fd, stream!, state));
+  if (connected && Number(stream!.entry['mss_clamp'] ?? 0) > 0) ops.push(tcpOpt(fd, TCP_MAXSEG, Math.min(MAX_USER_MSS, Number(stream!.entry['mss_clamp']))));
+  if (state === TCP_ESTABLISHED || connected) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
+  if (connected) ops.push(...repairedConnectionOps(fd, stream!, state));
   ops.push({ op: 'fcntl', fd, cmd: F_SETFL, arg: Number(isk['flags'] ?? 0) & O_NONBLOCK });
   return ops;
 }
@@ -145,14 +147,18 @@ function dataEnds(e: Entry, state: number): { rcvNxt: number; writeSeq: number }
   };
 }
 
-/** Before the connect: where each queue's sequence numbers start (the first queued byte's). */
+/**
+ * Before the connect: where each queue's sequence numbers start (the first queued byte's; for a
+ * connection still connecting, its SYN's: the connect sends it with that initial number).
+ */
 function queueSeqOps(fd: number, e: Entry, state: number): Op[] {
   const { rcvNxt, writeSeq } = dataEnds(e, state);
+  const syn = state === TCP_SYN_SENT ? 1 : 0;
   return [
     tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE),
     tcpOpt(fd, TCP_QUEUE_SEQ, (rcvNxt - Number(e['inq_len'] ?? 0)) >>> 0),
     tcpOpt(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE),
-    tcpOpt(fd, TCP_QUEUE_SEQ, (writeSeq - Number(e['outq_len'] ?? 0)) >>> 0),
+    tcpOpt(fd, TCP_QUEUE_SEQ, (writeSeq - Number(e['outq_len'] ?? 0) - syn) >>> 0),
   ];
 }
 
@@ -203,6 +209,7 @@ export function repairOffOps(c: RepairedConnection, spare: number): Op[] {
   const { fd, isk, stream } = c;
   const e = stream.entry;
   const state = Number(isk['state']);
+  if (state === TCP_SYN_SENT) return synSentOps(fd, isk);
   const { inq, outq, unsent } = queueLengths(e);
   const ops: Op[] = [];
   if (TCP_FIN_RECEIVED.has(state)) ops.push(...peerFinOps(isk, e, spare));
@@ -212,6 +219,20 @@ export function repairOffOps(c: RepairedConnection, spare: number): Op[] {
   if (e['nodelay']) ops.push(tcpOpt(fd, TCP_NODELAY, 1));
   if (e['cork']) ops.push(tcpOpt(fd, TCP_CORK, 1));
   return ops;
+}
+
+/**
+ * A connection still connecting: out of repair mode, connected again without blocking (its SYN
+ * goes out with the dumped initial sequence number; a task blocked in connect waits on), its
+ * own O_NONBLOCK back after.
+ */
+function synSentOps(fd: number, isk: Entry): Op[] {
+  return [
+    tcpOpt(fd, TCP_REPAIR, 0),
+    { op: 'fcntl', fd, cmd: F_SETFL, arg: O_NONBLOCK },
+    { op: 'connect', fd, sockaddr: sockaddrOf(Number(isk['family']), Number(isk['dst_port'] ?? 0), (isk['dst_addr'] as number[] | undefined) ?? []), in_progress: 1 },
+    { op: 'fcntl', fd, cmd: F_SETFL, arg: Number(isk['flags'] ?? 0) & O_NONBLOCK },
+  ];
 }
 
 /** The peer's FIN, acknowledging what it had of ours, with its window: sent at the connection from the peer's address. */
