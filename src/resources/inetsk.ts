@@ -237,23 +237,30 @@ function synSentOps(fd: number, isk: Entry): Op[] {
 
 /** The peer's FIN, acknowledging what it had of ours, with its window: sent at the connection from the peer's address. */
 function peerFinOps(isk: Entry, e: Entry, spare: number): Op[] {
-  const family = Number(isk['family']);
-  const at = (port: unknown, words: unknown): Endpoint => endpointOf(sockaddrOf(family, Number(port ?? 0), (words as number[] | undefined) ?? []));
-  const ours = at(isk['src_port'], isk['src_addr']);
-  const peer = at(isk['dst_port'], isk['dst_addr']);
+  const ours = endpointOfSocket(isk, 'src');
+  const peer = endpointOfSocket(isk, 'dst');
   const { rcvNxt, writeSeq } = dataEnds(e, Number(isk['state']));
   const segment = { seq: rcvNxt, ack: writeSeq - Number(e['outq_len'] ?? 0), flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, window: Number(e['snd_wnd'] ?? 0) >>> Number(e['snd_wscale'] ?? 0) };
-  return [
-    { op: 'socket', domain: peer.family, type: SOCK_RAW | SOCK_CLOEXEC, protocol: IPPROTO_RAW, fd: spare },
-    { op: 'send', fd: spare, data: tcpPacket(peer, ours, segment), sockaddr: rawSockaddr(ours) },
-    { op: 'close', fd: spare },
-  ];
+  return [rawSocketOp(peer.family, spare), { op: 'send', fd: spare, data: tcpPacket(peer, ours, segment), sockaddr: rawSockaddr(ours) }, { op: 'close', fd: spare }];
+}
+
+/** The socket's own address and port (`src`) or its peer's (`dst`), as they travel. */
+function endpointOfSocket(isk: Entry, side: 'src' | 'dst'): Endpoint {
+  return endpointOf(sockaddrOf(Number(isk['family']), Number(isk[`${side}_port`] ?? 0), (isk[`${side}_addr`] as number[] | undefined) ?? []));
+}
+
+const IPPROTO_RAW = 255;
+const SOCK_RAW = 3;
+
+/** A raw socket at `fd` whose packets carry their own IP header (IPPROTO_RAW): what a peer seems to send goes out of it. */
+function rawSocketOp(family: number, fd: number): Op {
+  return { op: 'socket', domain: family, type: SOCK_RAW | SOCK_CLOEXEC, protocol: IPPROTO_RAW, fd };
 }
 
 /** Connections made in repair mode, by the task that made them: repair goes off in task-state. */
 const inRepair = perKey((_: RestoreSession) => new Map<number, RepairedConnection[]>());
 
-/** The tcp-stream image of an established or half-closed connection, by its socket's inode. */
+/** The tcp-stream image of a connection (connecting, established or half-closed), by its socket's inode. */
 function tcpStreamOf(ctx: RestoreCtx, isk: Entry): TcpStream | undefined {
   if (Number(isk['proto']) !== IPPROTO_TCP || !TCP_CONNECTION_STATES.has(Number(isk['state']))) return undefined;
   const name = `tcp-stream-${Number(isk['ino']).toString(16)}.img`;
@@ -314,17 +321,13 @@ const queuedDatagrams = perKey((_: RestoreSession, ctx: RestoreCtx) => {
   return out;
 });
 
-const IPPROTO_RAW = 255;
-const SOCK_RAW = 3;
-
 /**
- * Ops that queue `datagrams` in the UDP socket of `isk` again: raw sockets (IPPROTO_RAW, whose
- * packets carry their own IP header), one per family the senders use, at `spares`, send each
- * datagram as its sender sent it to the socket's address, so recvfrom reports the same sender.
+ * Ops that queue `datagrams` in the UDP socket of `isk` again: raw sockets, one per family the
+ * senders use, at `spares`, send each datagram as its sender sent it to the socket's address, so
+ * recvfrom reports the same sender.
  */
 function datagramOps(isk: Entry, datagrams: readonly Datagram[], spares: readonly number[]): Op[] {
-  const family = Number(isk['family']);
-  const bound = endpointOf(sockaddrOf(family, Number(isk['src_port'] ?? 0), (isk['src_addr'] as number[] | undefined) ?? []));
+  const bound = endpointOfSocket(isk, 'src');
   const rawFds = new Map<number, number>();
   const ops: Op[] = [];
   for (const { sender, data } of datagrams) {
@@ -333,7 +336,7 @@ function datagramOps(isk: Entry, datagrams: readonly Datagram[], spares: readonl
     let fd = rawFds.get(from.family);
     if (fd === undefined) {
       rawFds.set(from.family, (fd = spares[rawFds.size]!));
-      ops.push({ op: 'socket', domain: from.family, type: SOCK_RAW | SOCK_CLOEXEC, protocol: IPPROTO_RAW, fd });
+      ops.push(rawSocketOp(from.family, fd));
     }
     ops.push({ op: 'send', fd, data: udpPacket(from, to, data), sockaddr: rawSockaddr(to) });
   }
