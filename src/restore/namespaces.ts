@@ -7,8 +7,9 @@
 // (up, its mtu), clock offsets; its mounts are made there too (src/restore/mounts.ts). For a
 // cgroup namespace the root's parent first enters the cgroups that were its root, then unshares
 // it. A PID or user namespace needs --pid-namespace. A network namespace the dump left out
-// (netns-ID.img with an ext_key: criu's --external) is not made: the root's parent joins the one
-// the caller names for that key (a container's, which its runtime set up again).
+// (netns-ID.img with an ext_key: criu's --external) is not made: the launcher, or the PID
+// namespace's init, joins the one the caller names for that key (a container's, which its
+// runtime set up again) before the root is forked (launcher.ts).
 import { readFileSync } from 'node:fs';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
