@@ -2,13 +2,15 @@
 // mapped. The dump keeps both in ghost-file images (remap-fpath sends their files.img entries
 // there); the restore makes them beside their old paths, every fd and mapping opens them, and
 // they are unlinked again before the tree runs. A deleted file over the ghost limit is refused.
+// A ghost image in CRIU's chunked layout restores too.
 import t from 'tap';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { dump } from '../src/dump/index.js';
-import { openCheckpoint } from '../src/images/index.js';
+import { imageKindForFile, openCheckpoint } from '../src/images/index.js';
+import { writeImage } from '../src/images/writer.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
 
@@ -51,4 +53,22 @@ t.test('a larger ghost limit takes it', async (t) => {
   const pids = prog.tree();
   await dump({ pid: prog.pid, imagesDir, ghostLimit: 4 << 20 });
   t.ok(pids.length > 0 && existsSync(join(imagesDir, 'remap-fpath.img')), 'dumped with its ghosts');
+});
+
+t.test("a ghost in CRIU's chunked layout (offset and length per chunk) comes back with the same bytes", async (t) => {
+  const prog = await startProgram(t, 'ghost');
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const name = [...checkpoint.imageFiles.keys()].find((n) => n.startsWith('ghost-file-') && Number(checkpoint.image(n).entries().next().value!.decode()['size']) === 10000)!;
+  const [head] = [...checkpoint.image(name).entries()];
+  const bytes = Buffer.from(head!.payload!);
+  // The second half first: each chunk lands at its own offset.
+  writeImage(join(imagesDir, name), imageKindForFile(name)!, [
+    { entry: { ...head!.decode(), chunks: true } },
+    { entry: { len: 5000, off: 5000 }, payload: bytes.subarray(5000) },
+    { entry: { len: 5000, off: 0 }, payload: bytes.subarray(0, 5000) },
+  ]);
+  t.equal(openCheckpoint(imagesDir).image(name).entries().next().value!.decode()['chunks'], true, 'the image is chunked now');
+  const rt = await restoreProgram(t, prog, imagesDir);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'the program reads every byte of it as before');
 });

@@ -4,7 +4,7 @@
 // fd and mapping of it opens that path (regFile gives it). Once every task holds what it needs,
 // at resume, ghost-files-removed unlinks them, and the tree's files are deleted ones again; a
 // failed restore unlinks them too.
-import { chownSync, linkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chownSync, closeSync, fchmodSync, ftruncateSync, linkSync, openSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
@@ -59,13 +59,29 @@ export const ghostFiles: ResourceKind<RestoreCtx> = {
   },
 };
 
-/** The ghost's bytes, mode, owner and times at `path`, a file that must not exist yet. */
+/**
+ * The ghost's bytes, mode, owner and times at `path`, a file that must not exist yet. The bytes
+ * follow the head whole, or (`chunks`, as CRIU writes a sparse file) in chunks, each an offset
+ * and a length: the file gets its size first, and what no chunk covers stays a hole.
+ */
 function writeGhost(checkpoint: RestoreCtx['checkpoint'], ghost: number, path: string): void {
-  const [head] = [...checkpoint.image(`ghost-file-${ghost.toString(16)}.img`).entries()];
+  const [head, ...chunks] = [...checkpoint.image(`ghost-file-${ghost.toString(16)}.img`).entries()];
   const e = head?.decode() as Entry | undefined;
-  if (!head || !e || e['chunks']) throw new Error('its image holds no whole contents (chunked ghosts are not supported)');
+  if (!head || !e) throw new Error('its image is empty');
   const mode = Number(e['mode'] ?? 0o600) & 0o7777;
-  writeFileSync(path, head.payload ?? new Uint8Array(), { mode, flag: 'wx' });
+  const fd = openSync(path, 'wx', mode);
+  try {
+    fchmodSync(fd, mode); // the open's mode went through the umask
+    const put = (data: Uint8Array, at: number) => {
+      for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, at + done);
+    };
+    if (e['chunks']) {
+      ftruncateSync(fd, Number(e['size'] ?? 0));
+      for (const chunk of chunks) put(chunk.payload ?? new Uint8Array(), Number(chunk.decode()['off']));
+    } else put(head.payload ?? new Uint8Array(), 0);
+  } finally {
+    closeSync(fd);
+  }
   chownSync(path, Number(e['uid'] ?? 0), Number(e['gid'] ?? 0));
   const seconds = (t: unknown) => {
     const tv = (t ?? {}) as Record<string, unknown>;
