@@ -528,10 +528,11 @@ t.test('a connection still connecting (SYN_SENT) comes back connecting and compl
   await dump({ pid: prog.pid, imagesDir, tcpEstablished: true, external: [`net[${netns.inode}]:net`] });
   // Now the address is there, with a server on it (this test's, outside the tree).
   spawnSync('/usr/sbin/ip', ['-n', netns.name, 'addr', 'add', '10.234.0.2/32', 'dev', 'eth1']);
-  const server = ['import socket', 'l = socket.socket()', 'l.bind(("10.234.0.2", 7000))', 'l.listen(1)', 'print("ready", flush=True)', 'c, _ = l.accept()', 'c.sendall(b"accepted")', 'c.recv(1)'].join('\n');
-  const serverPid = await startDetached(['/usr/bin/nsenter', `--net=${netns.path}`, '/usr/bin/python3', '-c', server]);
+  const listening = join(prog.dir, 'listening');
+  const server = ['import socket, sys', 'l = socket.socket()', 'l.bind(("10.234.0.2", 7000))', 'l.listen(1)', 'open(sys.argv[1], "w").close()', 'c, _ = l.accept()', 'c.sendall(b"accepted")', 'c.recv(1)'].join('\n');
+  const serverPid = await startDetached(['/usr/bin/nsenter', `--net=${netns.path}`, '/usr/bin/python3', '-c', server, listening]);
   t.teardown(() => killTree([serverPid]));
-  await sleep(300);
+  for (let i = 0; i < 250 && !existsSync(listening); i++) await sleep(20);
   await restoreProgram(t, prog, imagesDir, { externalNamespaces: { net: netns.path } });
   go();
   t.equal(await result(), "[2, True, 0, b'accepted']", 'dumped in SYN_SENT; the same local port, connected without error, the server heard');
