@@ -189,7 +189,6 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
 });
 
 for (const [what, py, pattern, link] of [
-  ['bytes queued at a pty master whose slave is not in the tree', 'import os, time\nm, s = os.openpty()\nos.write(s, b"written")\nos.close(s)\ntime.sleep(1000)', 'a pseudo-terminal master \\(index \\d+\\) with 7 bytes not yet read and no slave of it in the tree', /^\/dev\/ptmx/],
   ['a pidfd of a process that has exited', 'import os, time\np = os.fork()\nif p == 0:\n  os._exit(0)\nfd = os.pidfd_open(p)\nos.waitpid(p, 0)\ntime.sleep(1000)', 'a pidfd of a process that has exited', /^anon_inode:\[pidfd\]|^pidfd:/],
   ['/dev/tty', 'import os, time\nm, s = os.openpty()\ntry:\n  os.setsid()\nexcept OSError:\n  pass\nos.close(os.open(os.ttyname(s), os.O_RDWR))\nfd = os.open("/dev/tty", os.O_RDWR)\ntime.sleep(1000)', 'a terminal other than a pseudo-terminal', /^\/dev\/tty\s*$/],
   ['a namespace file', 'import os, time\nfd = os.open("/proc/self/ns/net", os.O_RDONLY)\ntime.sleep(1000)', 'a namespace file \\(net:\\[\\d+\\]\\); crr does not dump namespace fds', /^net:\[\d+\]\s*$/],

@@ -150,3 +150,14 @@ t.test('dumped with --leave-running, the bytes read out of a pseudo-terminal are
   go();
   t.equal(await result(), QUEUED_PTY);
 });
+
+t.test('bytes queued at a master whose slave is closed come back: crr opens the slave to put them back', async (t) => {
+  const setUp = ['m, s = os.openpty()', 'os.dup2(m, 30)', 'os.write(s, b"written before the dump\\n")', 'os.close(s)', 'time.sleep(0.2)'];
+  const check = ['open(result, "w").write(repr(os.read(30, 100) if select.select([30], [], [], 5)[0] else b"nothing"))'];
+  const { prog, go, result } = await startPython(t, ['select'], setUp, check, 'a pty master with output queued, no slave open');
+  const imagesDir = await dumpProgram(t, prog);
+  t.same([...openCheckpoint(imagesDir).image('tty-data.img').entries()].map((e) => Number(e.decode()['tty_id']) % 2), [1], "tty-data: the master's bytes");
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), String.raw`b'written before the dump\r\n'`);
+});

@@ -191,9 +191,7 @@ export function finishTerminals(open: OpenFiles): void {
   }
   const pairs = [...ends].flatMap(([index, { master, slave }]) => (master ? [{ index, master, slave }] : []));
   const queued = (end: TtyEnd) => withCopy(end.pid, end.fd, ptyQueued);
-  for (const { index, master, slave } of pairs) {
-    const forMaster = queued(master);
-    if (forMaster > 0 && !slave) throw new UnsupportedFdError(master.pid, master.fd, `a pseudo-terminal master (index ${index}) with ${forMaster} bytes not yet read and no slave of it in the tree (crr puts them back through a slave)`);
+  for (const { index, master } of pairs) {
     const info = infos.get(index * 2);
     if (!info) continue; // no slave open in the tree
     withCopy(master.pid, master.fd, (copy) => {
@@ -202,10 +200,17 @@ export function finishTerminals(open: OpenFiles): void {
     });
   }
   for (const { index, master, slave } of pairs) {
-    if (!slave || (!queued(master) && !queued(slave))) continue;
-    // The slave opened again (through the task's fd: its devpts, whatever crr's mount namespace),
-    // read-write: the task's own description may be read-only, and putting back writes.
-    const slaveFd = openSync(`/proc/${slave.pid}/fd/${slave.fd}`, C.O_RDWR | C.O_NOCTTY);
+    if (!queued(master) && !(slave && queued(slave))) continue;
+    // The slave opened again, read-write (the task's own description may be read-only, and
+    // putting back writes), in the tree's devpts: through a slave fd of the tree, or else by its
+    // path under the master holder's root.
+    const slavePath = slave ? `/proc/${slave.pid}/fd/${slave.fd}` : `/proc/${master.pid}/root/dev/pts/${index}`;
+    let slaveFd: number;
+    try {
+      slaveFd = openSync(slavePath, C.O_RDWR | C.O_NOCTTY);
+    } catch (err) {
+      throw new UnsupportedFdError(master.pid, master.fd, `a pseudo-terminal (index ${index}) with bytes queued, whose slave crr cannot open to put them back (${(err as Error).message})`);
+    }
     const queue: PtyQueue = { index, slaveFd, forMaster: Buffer.alloc(0), forSlave: Buffer.alloc(0) };
     queues.push(queue); // from here on, a failed dump puts back what was read
     const packetMode = Boolean(infos.get(index * 2 + 1)?.['packet_mode']);
