@@ -2,9 +2,10 @@
 // mapped. The dump keeps both in ghost-file images (remap-fpath sends their files.img entries
 // there); the restore makes them beside their old paths, every fd and mapping opens them, and
 // they are unlinked again before the tree runs. A deleted file over the ghost limit is refused.
-// A ghost image in CRIU's chunked layout restores too.
+// A ghost image in CRIU's chunked layout restores too, and a deleted working directory. The
+// restored fds and cwd name them by their old paths.
 import t from 'tap';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { summariseCheckpoint } from '../src/cli/commands/show.js';
@@ -13,6 +14,7 @@ import { imageKindForFile, openCheckpoint } from '../src/images/index.js';
 import { writeImage } from '../src/images/writer.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
+import { startPython } from './lib/python-program.js';
 
 t.test('the self-check notices a changed deleted file', async (t) => {
   const prog = await startProgram(t, 'ghost', [], { env: { CRR_SELFTEST_BREAK: 'content' } });
@@ -33,6 +35,7 @@ t.test('a deleted file held open and one held mapped come back deleted, with the
   const fd20 = summariseCheckpoint(imagesDir).tasks[0]!.fds.find((fd) => fd.fd === 20);
   t.match(fd20?.what, /\/ghost-data \(deleted\)$/, 'crr show DIR: fd 20 is the deleted ghost-data');
   const rt = await restoreProgram(t, prog, imagesDir);
+  t.equal(readlinkSync(`/proc/${rt.result.rootHostPid}/fd/20`), `${join(prog.dir, 'ghost-data')} (deleted)`, 'fd 20 names the file by its old path, as before the dump');
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'fd 20 deleted, at its offset, bytes and mapping intact');
   t.same(readdirSync(prog.dir).filter((f) => f.includes('crr-ghost')), [], 'the made files are unlinked again');
 });
@@ -71,4 +74,19 @@ t.test("a ghost in CRIU's chunked layout (offset and length per chunk) comes bac
   t.equal(openCheckpoint(imagesDir).image(name).entries().next().value!.decode()['chunks'], true, 'the image is chunked now');
   const rt = await restoreProgram(t, prog, imagesDir);
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'the program reads every byte of it as before');
+});
+
+t.test('a deleted working directory comes back deleted, by its old name, with its mode', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'crr-ghost-cwd-'));
+  t.teardown(() => rmSync(base, { recursive: true, force: true }));
+  const gone = join(base, 'gone');
+  const setUp = [`os.mkdir(${JSON.stringify(gone)}, 0o750)`, `os.chmod(${JSON.stringify(gone)}, 0o750)`, `os.chdir(${JSON.stringify(gone)})`, `os.rmdir(${JSON.stringify(gone)})`];
+  const check = ['st = os.stat(".")', 'open(result, "w").write(repr([os.readlink("/proc/self/cwd"), st.st_nlink, oct(st.st_mode & 0o7777)]))'];
+  const { prog, go, result } = await startPython(t, [], setUp, check, 'a program whose cwd was removed');
+  const imagesDir = await dumpProgram(t, prog);
+  t.ok(readdirSync(imagesDir).some((f) => f.startsWith('ghost-file-')), 'the directory is a ghost');
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), `['${gone} (deleted)', 0, '0o750']`, 'its cwd is the removed directory again');
+  t.same(readdirSync(base), [], 'nothing made is left behind');
 });

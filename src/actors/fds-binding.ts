@@ -59,6 +59,8 @@ export interface FdsBinding {
    * it holds `maxBytes` or more). Never rejects for a file; the caller reads a failed one itself.
    */
   readSmallFiles(paths: readonly string[], maxBytes: number): Promise<{ data: Buffer; sizes: Buffer }>;
+  /** rename(2) that fails with EEXIST instead of replacing what is at `to` (renameat2 RENAME_NOREPLACE). */
+  renameNoReplace(from: string, to: string): void;
   /**
    * cachestat(2) of [offset, offset + length) of `fd` (length 0: to the end), in pages
    * (native/addon/pagecache.cc); throws the errno Error (ENOSYS before Linux 6.5).

@@ -252,14 +252,20 @@ function describeSocket(pid: number, link: string): string {
   return `socket ${ino}`;
 }
 
-/** fs-PID.img: cwd and root as new REG entries of directories (CRIU does not share these), umask. */
+/**
+ * fs-PID.img: cwd and root as new REG entries of directories (CRIU does not share these), umask.
+ * A deleted cwd is a ghost directory (made again, entered, removed again at restore); a deleted
+ * root is refused.
+ */
 export function fsEntry(pid: number, ids: DumpIds, umask: number): Entry {
   const dir = (what: 'cwd' | 'root') => {
     const id = ids.newFileId();
     const st = statSync(`/proc/${pid}/${what}`);
     const path = readProcLink(pid, what);
-    if (path.endsWith(DELETED)) throw new CrrError(`pid ${pid}: its ${what} ${path} was deleted; crr cannot make a deleted directory again`);
-    ids.addFile(regFileEntry(id, path, st, 0, 0n));
+    const deleted = path.endsWith(DELETED);
+    if (deleted && what === 'root') throw new CrrError(`pid ${pid}: its root ${path} was deleted; crr cannot make a deleted root again`);
+    ids.addFile(regFileEntry(id, deleted ? path.slice(0, -DELETED.length) : path, st, 0, 0n));
+    if (deleted) ids.ghosts.remap(id, st, `/proc/${pid}/${what}`, () => ids.newFileId(), `pid ${pid}: its ${what}`);
     return id;
   };
   const cwd_id = dir('cwd');

@@ -2,15 +2,14 @@
 // from files.img by id; the cwd is entered before the root changes so that a cwd outside a
 // chroot (legal, if odd) comes back too.
 import { readFileSync, readlinkSync } from 'node:fs';
-import type { Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
+import { regFile } from '../restore/files.js';
 import type { ResourceKind } from './types.js';
 
 function pathOf(ctx: RestoreCtx, id: number, what: string): string {
-  const reg = ctx.checkpoint.file(id, `fs-${ctx.pid}.img ${what}`)['reg'] as Entry | undefined;
-  if (!reg) throw new Error(`${what} (file id ${id}) is not a path`);
-  return String(reg['name']);
+  // A deleted cwd is a ghost directory: regFile names where the restore made it.
+  return regFile(ctx.checkpoint, id, `fs-${ctx.pid}.img ${what}`).name;
 }
 
 /** cwd, root and umask every helper has inherited from the launcher (read once per restore). */
