@@ -134,6 +134,19 @@ t.test('the dump refuses namespaces it cannot restore, naming the task and the k
   }
 });
 
+t.test("a task CRIU dumped stopped (task_state Stopped) comes back stopped", async (t) => {
+  const dir = copyFixture(t, 'sleep');
+  rewriteImage(dir, 'core-17288.img', ([core]) => [{ ...core!, tc: { ...(core!['tc'] as Record<string, unknown>), task_state: 3 } }]);
+  const result = await restore({ imagesDir: dir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  const state = () => readFileSync(`/proc/${result.rootHostPid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[0];
+  for (let i = 0; i < 100 && state() !== 'T'; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(state(), 'T', 'stopped, as when it was dumped');
+  process.kill(result.rootHostPid, 'SIGCONT');
+  for (let i = 0; i < 100 && state() !== 'S'; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(state(), 'S', 'and sleeps on when continued');
+});
+
 t.test('a VMA crr does not map (an AIO ring) fails the plan, naming the task and the range', async (t) => {
   const dir = copyFixture(t, 'sleep');
   rewriteImage(dir, 'mm-17288.img', ([mm]) => {

@@ -151,6 +151,9 @@ export function checkTaskUsable(pid: number): void {
     throw err;
   }
   if (state === 'Z' || state === 'X') throw new TaskRefusedError(pid, 'is a zombie (it has exited and waits to be reaped); crr dump cannot dump it', 1);
+  // A stopped task cannot run the dump's injected syscalls (a ptrace restart puts it straight back
+  // into its group stop), and continuing it would tell its parent.
+  if (state === 'T') throw new TaskRefusedError(pid, 'is stopped (by a stop signal); crr dump does not dump stopped tasks yet: continue it first (SIGCONT)', 1);
 }
 
 /** Whether pid is a zombie now (a task that vanished is not: checkTaskUsable says so). */

@@ -46,6 +46,8 @@ export interface FsEntry {
 
 /** task_state of a zombie in the task core (TASK_DEAD); zombies have no mm, ids or memory. */
 const TASK_DEAD = 2;
+/** task_state of a task a stop signal had stopped. */
+const TASK_STOPPED = 3;
 
 /** Reads a field that must be a number (uint32/int32, or a 64-bit value that fits). */
 export function num(entry: Entry, field: string, file: string): number {
@@ -211,6 +213,12 @@ export class Checkpoint {
   isZombie(pid: number): boolean {
     const tc = this.core(pid)['tc'] as Entry | undefined;
     return enumNumber(tc?.['task_state'], { Dead: TASK_DEAD, TASK_DEAD }) === TASK_DEAD;
+  }
+
+  /** True when the task was stopped by a stop signal at dump time (CRIU's TASK_STOPPED). */
+  isStopped(pid: number): boolean {
+    const tc = this.core(pid)['tc'] as Entry | undefined;
+    return enumNumber(tc?.['task_state'], { Stopped: TASK_STOPPED, TASK_STOPPED }) === TASK_STOPPED;
   }
 
   mm(pid: number): Entry {

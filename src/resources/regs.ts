@@ -99,10 +99,12 @@ export const detach: ResourceKind<RestoreCtx> = {
   stage: 'resume',
   images: [],
   appliesTo: (task) => !task.zombie,
-  describe: () => ['detach every thread: the task runs'],
+  describe: () => ['detach every thread: the task runs (or, stopped when dumped, stops again)'],
   async restore(ctx) {
     const hostPid = hostPidOf(ctx);
     const threads = restoredThreads(ctx.runtime, hostPid);
+    // Queued while every thread is still in a ptrace stop: the task stops before it runs a thing.
+    if (ctx.checkpoint.isStopped(ctx.pid)) process.kill(hostPid, 'SIGSTOP');
     await ctx.tracer.detachAll([...threads.slice(1), threads[0]!].map((t) => t.hostTid));
     ctx.runtime.seized = false;
   },
