@@ -37,6 +37,7 @@ import { sysvShmRemoved } from './sysv-shm.js';
 import { cgroups } from './cgroups.js';
 import { ghostFiles, ghostFilesRemoved } from './ghost-files.js';
 import { FD_TYPE_PIDFD, pidfd } from './pidfd.js';
+import { procAttrs } from './proc-attrs.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
 
@@ -67,6 +68,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   pidfd,
   fs,
   rlimits,
+  procAttrs,
   barrier,
   // after the barrier: the tracer and the stub do it (address-space kinds)
   memory,

@@ -14,6 +14,7 @@ import { checkMachine, rlimitWarnings } from './checks.js';
 import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskImageSet, TaskRuntime } from './context.js';
 import { beginLauncher, closeChannels, detachLauncher, discardEarlyLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type EarlyLauncher, type RootExit } from './launcher.js';
 import { decodeCheckpoint } from './load.js';
+import { oomWarnings } from '../resources/proc-attrs.js';
 import { openCheckpoint } from '../images/index.js';
 import type { createTraceRecorder } from '../trace/recorder.js';
 import type { HelperChannel } from '../actors/helper.js';
@@ -150,7 +151,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     planSource: () => session && { checkpoint: session.checkpoint, images: session.images },
     async checkPlan(plan) {
       checkMachine(plan, session!, supportedFdTypes);
-      for (const warning of rlimitWarnings(session!)) {
+      for (const warning of [...rlimitWarnings(session!), ...oomWarnings(session!)]) {
         warnings.push(warning);
         options.onWarning?.(warning);
       }

@@ -1,0 +1,42 @@
+// The child subreaper flag and oom_score_adj (src/resources/proc-attrs.ts): a program that set
+// both comes back with both, and an orphan below it is reparented to it, not to init; a task
+// whose value is below crr's own is kept at crr's, with a warning.
+import t from 'tap';
+import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
+import { startPython } from './lib/python-program.js';
+import { oomWarnings } from '../src/resources/proc-attrs.js';
+import type { RestoreSession } from '../src/restore/context.js';
+
+t.test('a supervisor that is a child subreaper, with an oom_score_adj of its own, comes back with both', async (t) => {
+  const setUp = [
+    'libc = ctypes.CDLL(None)',
+    'libc.prctl(36, 1, 0, 0, 0)', // PR_SET_CHILD_SUBREAPER
+    'open("/proc/self/oom_score_adj", "w").write("500")',
+  ];
+  const check = [
+    'flag = ctypes.c_int(0)',
+    'libc.prctl(37, ctypes.byref(flag), 0, 0, 0)', // PR_GET_CHILD_SUBREAPER
+    // An orphan: a child forks a grandchild and exits; the grandchild reports its new parent.
+    'r, w = os.pipe()',
+    'if os.fork() == 0:',
+    '    if os.fork() == 0:',
+    '        time.sleep(0.3)',
+    '        os.write(w, str(os.getppid()).encode())',
+    '        os._exit(0)',
+    '    os._exit(0)',
+    'os.wait()',
+    'adopter = int(os.read(r, 20))',
+    'os.wait()',
+    'open(result, "w").write(repr([flag.value, open("/proc/self/oom_score_adj").read().strip(), adopter == os.getpid()]))',
+  ];
+  const { prog, go, result } = await startPython(t, ['ctypes'], setUp, check, 'a subreaper with oom_score_adj 500');
+  const imagesDir = await dumpProgram(t, prog);
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), "[1, '500', True]", 'PR_GET_CHILD_SUBREAPER 1, oom_score_adj 500, the orphan came to it');
+});
+
+t.test('an oom_score_adj below crr\'s own is named in a warning', async (t) => {
+  const session = { images: new Map([[7, { core: { tc: { oom_score_adj: -1000 } } }], [8, { core: { tc: { oom_score_adj: 100 } } }]]) } as unknown as RestoreSession;
+  t.match(oomWarnings(session), [/^task 7: oom_score_adj -1000 is below crr's own \(-?\d+\); lowering it needs CAP_SYS_RESOURCE/], 'only the one below');
+});
