@@ -76,17 +76,21 @@ t.test("a ghost in CRIU's chunked layout (offset and length per chunk) comes bac
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'the program reads every byte of it as before');
 });
 
-t.test('a deleted working directory comes back deleted, by its old name, with its mode', async (t) => {
+t.test('a deleted working directory and a deleted directory held open come back deleted, by their old names', async (t) => {
   const base = mkdtempSync(join(tmpdir(), 'crr-ghost-cwd-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
   const gone = join(base, 'gone');
-  const setUp = [`os.mkdir(${JSON.stringify(gone)}, 0o750)`, `os.chmod(${JSON.stringify(gone)}, 0o750)`, `os.chdir(${JSON.stringify(gone)})`, `os.rmdir(${JSON.stringify(gone)})`];
-  const check = ['st = os.stat(".")', 'open(result, "w").write(repr([os.readlink("/proc/self/cwd"), st.st_nlink, oct(st.st_mode & 0o7777)]))'];
+  const held = join(base, 'held');
+  const setUp = [
+    `os.mkdir(${JSON.stringify(gone)}, 0o750)`, `os.chmod(${JSON.stringify(gone)}, 0o750)`, `os.chdir(${JSON.stringify(gone)})`, `os.rmdir(${JSON.stringify(gone)})`,
+    `os.mkdir(${JSON.stringify(held)})`, `os.dup2(os.open(${JSON.stringify(held)}, os.O_RDONLY), 40)`, `os.rmdir(${JSON.stringify(held)})`,
+  ];
+  const check = ['st = os.stat(".")', 'open(result, "w").write(repr([os.readlink("/proc/self/cwd"), st.st_nlink, oct(st.st_mode & 0o7777), os.readlink("/proc/self/fd/40")]))'];
   const { prog, go, result } = await startPython(t, [], setUp, check, 'a program whose cwd was removed');
   const imagesDir = await dumpProgram(t, prog);
   t.ok(readdirSync(imagesDir).some((f) => f.startsWith('ghost-file-')), 'the directory is a ghost');
   await restoreProgram(t, prog, imagesDir);
   go();
-  t.equal(await result(), `['${gone} (deleted)', 0, '0o750']`, 'its cwd is the removed directory again');
+  t.equal(await result(), `['${gone} (deleted)', 0, '0o750', '${held} (deleted)']`, 'its cwd and fd 40 are the removed directories again');
   t.same(readdirSync(base), [], 'nothing made is left behind');
 });
