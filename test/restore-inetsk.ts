@@ -261,9 +261,7 @@ const EXCHANGED = "[b'from client, unread', b'from server, unread', b'after the 
 
 t.test('an established TCP connection (--tcp-established) comes back with its queued bytes and carries on', async (t) => {
   const { prog, go, result } = await startConnected(t);
-  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
-  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
-  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  const imagesDir = await dumpProgram(t, prog, { tcpEstablished: true });
   t.equal(readdirSync(imagesDir).filter((f) => f.startsWith('tcp-stream-')).length, 2, 'a tcp-stream image for each end');
   await restoreProgram(t, prog, imagesDir);
   go();
@@ -310,9 +308,7 @@ t.test('a connection to a client outside the tree survives the dump (closed with
     });
   t.equal(await echo('one'), 'echo: one', 'the program echoes before the dump');
   const prog: Running = { pid: root, resultFile: join(dir, 'none'), dir, tree: () => [root] };
-  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
-  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
-  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  const imagesDir = await dumpProgram(t, prog, { tcpEstablished: true });
   await sleep(100);
   t.equal(ended, false, 'the killed program sent no FIN');
   await restoreProgram(t, prog, imagesDir);
@@ -375,9 +371,7 @@ t.test('datagrams queued in UDP sockets (IPv4, IPv6, dual-stack) come back in or
     'open(result, "w").write(repr(got))',
   ];
   const { prog, go, result } = await startPython(t, ['socket'], setUp, check, 'UDP sockets with datagrams queued');
-  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
-  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
-  await dump({ pid: prog.pid, imagesDir });
+  const imagesDir = await dumpProgram(t, prog);
   await restoreProgram(t, prog, imagesDir);
   go();
   const expected = [
@@ -462,9 +456,7 @@ t.test('a half-closed connection (--tcp-established) comes back half-closed: FIN
     'open(result, "w").write(repr(got))',
   ];
   const { prog, go, result } = await startPython(t, ['socket'], setUp, check, 'a connection half-closed by the client');
-  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
-  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
-  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  const imagesDir = await dumpProgram(t, prog, { tcpEstablished: true });
   const states = [...openCheckpoint(imagesDir).files().values()].filter((f) => f['isk']).map((f) => Number((f['isk'] as Record<string, unknown>)['state'])).sort((a, b) => a - b);
   t.same(states, [5, 8, 10], 'dumped: FIN_WAIT2, CLOSE_WAIT and the listener');
   await restoreProgram(t, prog, imagesDir);
@@ -488,9 +480,7 @@ t.test("a connection whose peer outside the tree had closed its side comes back 
   const ended = new Promise<void>((resolve) => peer.once('end', resolve));
   peer.end(); // our FIN: the program's side goes to CLOSE_WAIT, the EOF not yet read
   await sleep(200);
-  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
-  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
-  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true });
+  const imagesDir = await dumpProgram(t, prog, { tcpEstablished: true });
   t.ok([...openCheckpoint(imagesDir).files().values()].some((f) => Number((f['isk'] as Record<string, unknown> | undefined)?.['state']) === 8), 'dumped in CLOSE_WAIT');
   await restoreProgram(t, prog, imagesDir);
   go();
@@ -523,9 +513,7 @@ t.test('a connection still connecting (SYN_SENT) comes back connecting and compl
     'open(result, "w").write(repr([before[0], c.getsockname() == before[1], error, c.recv(100)]))',
   ];
   const { prog, go, result } = await startPython(t, ['ctypes', 'select', 'socket'], setUp, check, 'connecting to an address that does not answer');
-  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
-  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
-  await dump({ pid: prog.pid, imagesDir, tcpEstablished: true, external: [`net[${netns.inode}]:net`] });
+  const imagesDir = await dumpProgram(t, prog, { tcpEstablished: true, external: [`net[${netns.inode}]:net`] });
   // Now the address is there, with a server on it (this test's, outside the tree).
   spawnSync('/usr/sbin/ip', ['-n', netns.name, 'addr', 'add', '10.234.0.2/32', 'dev', 'eth1']);
   const listening = join(prog.dir, 'listening');

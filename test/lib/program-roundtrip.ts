@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dump } from '../../src/dump/index.js';
+import { dump, type DumpOptions } from '../../src/dump/index.js';
 import { restore, type RestoreOptions, type RestoreResult } from '../../src/restore/index.js';
 import { requestCheck, waitPidGone, type Running } from './programs.js';
 
@@ -19,12 +19,15 @@ export interface RoundTrip {
   check(timeoutMs?: number): Promise<{ pass: boolean; text: string }>;
 }
 
-/** Dumps `prog` into a temp dir (kept until the test ends); `inspect` may read the images before the restore. */
-export async function dumpProgram(t: Host, prog: Running): Promise<string> {
+/**
+ * Dumps `prog` (killing it; `options` more for dump(), such as tcpEstablished) into a temp dir
+ * kept until the test ends, and waits until its PIDs are free.
+ */
+export async function dumpProgram(t: Host, prog: Running, options: Partial<Omit<DumpOptions, 'pid' | 'imagesDir' | 'leaveRunning'>> = {}): Promise<string> {
   const imagesDir = mkdtempSync(join(tmpdir(), 'crr-roundtrip-'));
   t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
   const pids = prog.tree();
-  await dump({ pid: prog.pid, imagesDir });
+  await dump({ ...options, pid: prog.pid, imagesDir });
   for (const pid of pids) await waitPidGone(pid);
   return imagesDir;
 }
