@@ -223,28 +223,41 @@ t.test('an epoll server blocked in epoll_wait on its listener answers a new clie
   t.equal(answer, 'hello from the restored server');
 });
 
+/** Python lines: a listener and a connection to it, client end `c`, server end `s`. */
+const CONNECTION = [
+  'l = socket.socket()',
+  'l.bind(("127.0.0.1", 0))',
+  'l.listen(1)',
+  'c = socket.create_connection(l.getsockname())',
+  's, _ = l.accept()',
+  // The listener stays, above both ends: restored after the accepted end that shares its port.
+  'os.dup2(l.fileno(), 30)',
+  'l.close()',
+];
+
+/** Python lines: read(sock, n), n bytes or what comes before the end of the stream, 5 s at most. */
+const READ = [
+  'def read(sock, n):',
+  '    sock.settimeout(5)',
+  '    data = b""',
+  '    while len(data) < n:',
+  '        got = sock.recv(n - len(data))',
+  '        if not got:',
+  '            break',
+  '        data += got',
+  '    return data',
+];
+
 /** A python program holding both ends of a TCP connection, each with unread bytes from the other, and the listener (at fd 30). */
 function startConnected(t: Tap.Test, extra: string[] = []): Promise<PythonProgram> {
   const setUp = [
-    'l = socket.socket()',
-    'l.bind(("127.0.0.1", 0))',
-    'l.listen(1)',
-    'c = socket.create_connection(l.getsockname())',
-    's, _ = l.accept()',
-    // The listener stays, above both ends: restored after the accepted end that shares its port.
-    'os.dup2(l.fileno(), 30)',
-    'l.close()',
+    ...CONNECTION,
     'c.sendall(b"from client, unread")',
     's.sendall(b"from server, unread")',
     ...extra,
   ];
   const check = [
-    'def read(sock, n):',
-    '    sock.settimeout(5)',
-    '    data = b""',
-    '    while len(data) < n:',
-    '        data += sock.recv(n - len(data))',
-    '    return data',
+    ...READ,
     'got = [read(s, 19), read(c, 19)]',
     'c.sendall(b"after the restore")',
     'got.append(read(s, 17))',
@@ -419,13 +432,7 @@ t.test('the raw packets a peer seems to send: UDP datagrams and TCP segments, IP
 
 t.test('a half-closed connection (--tcp-established) comes back half-closed: FIN_WAIT2 and CLOSE_WAIT ends, their bytes, the EOF', async (t) => {
   const setUp = [
-    'l = socket.socket()',
-    'l.bind(("127.0.0.1", 0))',
-    'l.listen(1)',
-    'c = socket.create_connection(l.getsockname())',
-    's, _ = l.accept()',
-    'os.dup2(l.fileno(), 30)',
-    'l.close()',
+    ...CONNECTION,
     'c.sendall(b"to server")',
     'c.shutdown(socket.SHUT_WR)', // c: FIN_WAIT2 once s acknowledges; s: CLOSE_WAIT, with the bytes and the FIN unread
     's.sendall(b"to client")',
@@ -434,15 +441,7 @@ t.test('a half-closed connection (--tcp-established) comes back half-closed: FIN
     'before = [state(c), state(s)]',
   ];
   const check = [
-    'def read(sock, n):',
-    '    sock.settimeout(5)',
-    '    data = b""',
-    '    while len(data) < n:',
-    '        got = sock.recv(n - len(data))',
-    '        if not got:',
-    '            break',
-    '        data += got',
-    '    return data',
+    ...READ,
     'got = [before, [state(c), state(s)], read(s, 9), s.recv(10), read(c, 9)]',
     'try:',
     '    c.send(b"x")',
