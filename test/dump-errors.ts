@@ -97,22 +97,6 @@ t.test('an unsupported fd (a packet socket) names pid, fd and kind; the task run
   assertNoCheckpoint(t, dir);
 });
 
-t.test('a stopped task is refused, naming it, and left stopped and untraced', async (t) => {
-  const pid = await startDetached(['/usr/bin/sleep', '1000']);
-  t.teardown(() => kill([pid]));
-  process.kill(pid, 'SIGSTOP');
-  const state = () => safe(`/proc/${pid}/stat`).replace(/^.*\) /, '').split(' ')[0];
-  for (let i = 0; i < 100 && state() !== 'T'; i++) await sleep(10);
-  const images = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
-  t.teardown(() => rmSync(images, { recursive: true, force: true }));
-  const err = await dump({ pid, imagesDir: images }).catch((e) => e);
-  t.type(err, CrrError);
-  t.match(err.message, new RegExp(`pid ${pid}: is stopped \\(by a stop signal\\); crr dump does not dump stopped tasks yet`));
-  t.equal(state(), 'T', 'still stopped');
-  t.match(safe(`/proc/${pid}/status`), /TracerPid:\s+0\n/, 'not traced');
-  assertNoCheckpoint(t, images);
-});
-
 t.test('a deleted root directory is refused, naming the task', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-gone-root-'));
   // chroot into the directory, then remove it through an fd of its parent.

@@ -11,11 +11,15 @@ export interface BatchCommand {
 export interface TaskControl {
   seize(tid: number): Promise<void>;
   interrupt(tid: number): Promise<void>;
-  waitStop(tid: number, timeoutMs?: number): Promise<void>;
+  /** The thread's next stop: `group-stop` (with its stop signal), `signal`, `event`... */
+  waitStop(tid: number, timeoutMs?: number): Promise<{ kind: string; signal?: number }>;
+  /** PTRACE_CONT, delivering `signal` when given. */
+  cont(tid: number, signal?: number): Promise<void>;
   getRegs(tid: number): Promise<Regs>;
   setRegs(tid: number, regs: Regs): Promise<void>;
   getXstate(tid: number): Promise<Buffer>;
   getSigmask(tid: number): Promise<bigint>;
+  setSigmask(tid: number, mask: bigint): Promise<void>;
   peekSiginfo(tid: number, shared: boolean): Promise<Uint8Array[]>;
   getRseq(tid: number): Promise<{ ptr: bigint; len: number; sig: number } | undefined>;
   /** One syscall run by the stopped thread (through `syscall; int3` at its ip); returns rax. */

@@ -9,6 +9,7 @@ import { fixSyscallRestart, fpregsEntry, gpregsEntry, tlsEntry, type Regs } from
 export const MARCH_X86_64 = 1;
 export const TASK_ALIVE = 1;
 export const TASK_DEAD = 2;
+export const TASK_STOPPED = 3;
 
 /** What was read from inside one thread (injected syscalls and ptrace). */
 export interface ThreadState {
@@ -40,6 +41,8 @@ export interface TaskState {
   oomScoreAdj: number;
   childSubreaper: boolean;
   posixTimers: Entry[];
+  /** The stop signal of a task stopped when dumped. */
+  stopSignal?: number;
 }
 
 /** Capability sets are stored as two u32 words, low first. */
@@ -97,7 +100,7 @@ function taskCore(main: ThreadState, task: TaskState, seccompMode: number): Entr
   const timers: Entry = {};
   task.itimers.forEach((t, i) => (timers[names[i]!] = t));
   const e: Entry = {
-    task_state: TASK_ALIVE,
+    task_state: task.stopSignal ? TASK_STOPPED : TASK_ALIVE,
     exit_code: 0,
     personality: task.personality,
     flags: main.stat.flags,
@@ -117,6 +120,7 @@ function taskCore(main: ThreadState, task: TaskState, seccompMode: number): Entr
     })),
     child_subreaper: task.childSubreaper,
   };
+  if (task.stopSignal) e.stop_signo = task.stopSignal;
   if (seccompMode) e.seccomp_mode = seccompMode;
   if (task.posixTimers.length) e.timers = { ...timers, posix: task.posixTimers };
   return e;

@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
-import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type FrozenTask } from './tree.js';
+import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type Frozen, type FrozenTask, type Seized } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { finishTcpRepair } from './fd-inetsk.js';
@@ -103,7 +103,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const ids = new DumpIds(opts.ghostLimit);
   const rootIds = await ids.rootIds();
   const stats = new DumpStats();
-  let seized: number[] = [];
+  let frozen: Frozen = { tasks: [], seized: [], masks: new Map(), stopSignals: new Map(), takenSigstops: new Set() };
   const regs = new Map<number, Regs>();
   let scratch: Scratch | undefined;
   let pagesBytes = 0;
@@ -112,8 +112,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   open.shellJob = opts.shellJob ?? false;
   try {
     emit({ type: 'stage', stage: 'freeze' });
-    const frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
-    seized = frozen.seized;
+    frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
     stats.frozen();
     const live = frozen.tasks.filter((t) => !t.zombie);
     const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
@@ -132,7 +131,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const seccomp = new SeccompFilters();
     const locks = new FileLocks();
     const cgroups = new CgroupSets();
-    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids, v };
+    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids, v };
     let pagesId = 0;
     for (const task of frozen.tasks) {
       aborted();
@@ -187,7 +186,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (opts.leaveRunning) {
       finishTcpRepair(open, true);
       finishTerminalQueues(open, true);
-      await thaw(ctl, seized, regs);
+      await thaw(ctl, frozen, regs);
     } else {
       // Zombies go with their parents (their reaper collects them).
       for (const t of [...live].reverse()) await ctl.kill(t.pid);
@@ -209,7 +208,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
         // The dump's own error is the one to report; the tree must still be thawed.
       }
     }
-    await thaw(ctl, seized, regs);
+    await thaw(ctl, frozen, regs);
     await out.abandon();
     throw err;
   } finally {
@@ -225,6 +224,7 @@ interface TreeDump {
   readonly shmem: SharedMemory;
   readonly out: DumpOutput;
   readonly regs: Map<number, Regs>;
+  readonly frozen: Seized;
   readonly stats: DumpStats;
   readonly emit: (e: DumpEvent) => void;
   readonly seccomp: SeccompFilters;
@@ -237,7 +237,7 @@ interface TreeDump {
 }
 
 async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, scratch: Scratch, pagesId: number, tree: TreeDump): Promise<number> {
-  const { ctl, ids, open, shmem, out, regs, stats, emit, seccomp, locks, cgroups, userIds, v } = tree;
+  const { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds, v } = tree;
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
@@ -268,7 +268,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   if (fdinfo) locks.collect(pid, fdinfo.map((f) => ({ fd: Number(f.fd), id: Number(f.id) })), (fd) => readProc(pid, `fdinfo/${fd}`));
   const fs = fsEntry(pid, ids, status.umask);
 
-  const threads = await probeThreads(ctl, scratch, pid, task.tids, regs);
+  const threads = await probeThreads(ctl, scratch, pid, task.tids, regs, frozen.masks);
 
   // Pages: the zero page's PFN first (read the never-written probe page, then its pagemap word).
   const tScan = performance.now();
@@ -302,7 +302,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   for (const [i, t] of threads.entries()) {
     const sc = await seccomp.collect(t.tid, readFilter, t.status.seccomp);
     const cgSet = cgroups.idOf(`/proc/${pid}/task/${t.tid}`);
-    const core = coreEntry(t, i === 0 ? procState : undefined, status.seccomp, cgSet);
+    const core = coreEntry(t, i === 0 ? { ...procState, stopSignal: frozen.stopSignals.get(pid) } : undefined, status.seccomp, cgSet);
     if (userIds) (core['thread_core'] as Entry)['creds'] = userIds.creds((core['thread_core'] as Entry)['creds'] as Entry, t.tid);
     for (const timer of (((core['tc'] as Entry | undefined)?.['timers'] as Entry | undefined)?.['posix'] ?? []) as Entry[]) {
       if (timer['notify_thread_id'] !== undefined) timer['notify_thread_id'] = v(Number(timer['notify_thread_id']));

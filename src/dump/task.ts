@@ -111,12 +111,11 @@ async function probeInjected(ctl: TaskControl, scratch: Scratch, pid: number, ti
  * The per-thread part of every thread of a task: its probe list (probeInjected), ptrace reads
  * (all posted at once) and /proc (status and stat; comm is stat's).
  */
-export async function probeThreads(ctl: TaskControl, scratch: Scratch, pid: number, tids: number[], regs: Map<number, Regs>): Promise<ThreadState[]> {
+export async function probeThreads(ctl: TaskControl, scratch: Scratch, pid: number, tids: number[], regs: Map<number, Regs>, masks: Map<number, bigint>): Promise<ThreadState[]> {
   scratch.reset();
   const injected = await probeInjected(ctl, scratch, pid, tids);
-  const [xsaves, masks, pendings, rseqs] = await Promise.all([
+  const [xsaves, pendings, rseqs] = await Promise.all([
     Promise.all(tids.map((tid) => ctl.getXstate(tid))),
-    Promise.all(tids.map((tid) => ctl.getSigmask(tid))),
     Promise.all(tids.map((tid) => ctl.peekSiginfo(tid, false))),
     Promise.all(tids.map((tid) => ctl.getRseq(tid))),
   ]);
@@ -127,7 +126,7 @@ export async function probeThreads(ctl: TaskControl, scratch: Scratch, pid: numb
       regs: regs.get(tid)!,
       xsave: xsaves[i]!,
       ...injected.get(tid)!,
-      blocked: masks[i]!,
+      blocked: masks.get(tid)!,
       pending: pendings[i]!,
       rseq: rseqs[i],
       comm: stat.comm,

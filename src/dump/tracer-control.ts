@@ -25,8 +25,9 @@ export async function tracerControl(): Promise<TaskControl> {
     interrupt: async (tid) => {
       await tracer.interrupt(tid);
     },
-    waitStop: async (tid, ms) => {
-      await tracer.waitStop(tid, ms);
+    waitStop: (tid, ms) => tracer.waitStop(tid, ms),
+    cont: async (tid, signal) => {
+      await tracer.cont(tid, signal);
     },
     getRegs: async (tid) => (await tracer.getRegs(tid)) as unknown as Regs,
     setRegs: async (tid, regs) => {
@@ -34,6 +35,9 @@ export async function tracerControl(): Promise<TaskControl> {
     },
     getXstate: (tid) => tracer.getRegset(tid, NT_X86_XSTATE),
     getSigmask: (tid) => tracer.getSigmask(tid),
+    setSigmask: async (tid, mask) => {
+      await tracer.setSigmask(tid, mask);
+    },
     peekSiginfo: async (tid, shared) => {
       const out: Uint8Array[] = [];
       for (;;) {

@@ -19,6 +19,21 @@ export interface FrozenTask {
   zombie?: { exitCode: number; comm: string };
 }
 
+/** What a thaw gives back: every thread seized (in order), its own signal mask, the stops. */
+export interface Seized {
+  seized: number[];
+  /** While frozen every thread blocks every signal: one arriving meanwhile stays queued. */
+  masks: Map<number, bigint>;
+  /** Tasks a stop signal had stopped (its group stop, or a SIGSTOP not yet taken): pid -> signal. */
+  stopSignals: Map<number, number>;
+  /** Tasks whose queued SIGSTOP the freeze took: it is sent again at the thaw. */
+  takenSigstops: Set<number>;
+}
+
+export interface Frozen extends Seized {
+  tasks: FrozenTask[];
+}
+
 /** A task the dump cannot take: gone, a zombie, or not ours to trace. */
 export class TaskRefusedError extends CrrError {
   constructor(readonly pid: number, readonly reason: string, exitCode = 1) {
@@ -32,9 +47,12 @@ const MAX_PASSES = 50;
  * Seizes the whole tree. On any failure every thread seized so far is detached again (their
  * registers were not changed yet) and the error is rethrown.
  */
-export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid: number) => void): Promise<{ tasks: FrozenTask[]; seized: number[] }> {
+export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid: number) => void): Promise<Frozen> {
   const seized = new Set<number>();
   const order: number[] = [];
+  const masks = new Map<number, bigint>();
+  const stopSignals = new Map<number, number>();
+  const takenSigstops = new Set<number>();
   try {
     checkTaskUsable(root);
     for (let pass = 0; ; pass++) {
@@ -57,6 +75,10 @@ export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid
             failure ??= r;
             return;
           }
+          if (!r.value) return; // a thread that was exiting
+          masks.set(tids[i]!, r.value.mask);
+          if (r.value.stopSignal) stopSignals.set(pid, r.value.stopSignal);
+          if (r.value.tookSigstop) takenSigstops.add(pid);
           seized.add(tids[i]!);
           order.push(tids[i]!);
           onSeized?.(tids[i]!);
@@ -67,14 +89,24 @@ export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid
       }
       if (fresh === 0) break;
     }
-    return { tasks: describeTree(root), seized: order };
+    return { tasks: describeTree(root), seized: order, masks, stopSignals, takenSigstops };
   } catch (err) {
-    await thaw(ctl, order);
+    await thaw(ctl, { seized: order, masks, stopSignals, takenSigstops });
     throw err;
   }
 }
 
-async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<void> {
+const SIGSTOP = 19;
+const EVERY_SIGNAL = (1n << 64n) - 1n;
+
+/**
+ * Seizes and stops one thread; undefined when it was exiting. Its own mask is returned and every
+ * signal blocked, so that none is taken while the dump runs code in it. A thread in the group stop
+ * of a stop signal, or with a SIGSTOP queued, traps once more for each when next resumed (the
+ * interrupt's trap stays behind the group stop's report): those traps are taken here, as CRIU
+ * does, and then the thread runs the dump's code like any other.
+ */
+async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ mask: bigint; stopSignal?: number; tookSigstop: boolean } | undefined> {
   try {
     await ctl.seize(tid);
   } catch (err) {
@@ -82,19 +114,47 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<voi
     if (code === 'EPERM') throw new TaskRefusedError(pid, `not permitted to trace thread ${tid} (EPERM${whyNotTraceable(tid)})`, 1);
     if (code === 'ESRCH') {
       checkTaskUsable(pid); // gone or zombie: a clear error; otherwise it was a dying thread
-      return;
+      return undefined;
     }
     throw err;
   }
   try {
     await ctl.interrupt(tid);
-    await ctl.waitStop(tid, 5000);
+    let stop = await ctl.waitStop(tid, 5000);
+    // A signal that came before the interrupt: the thread takes it (its handler runs, or a stop
+    // signal stops it), then reports the interrupt. Resumed without it, it would be lost.
+    for (let taken = 0; stop.kind === 'signal' && taken < 64; taken++) {
+      await ctl.cont(tid, stop.signal);
+      stop = await ctl.waitStop(tid, 5000);
+    }
+    const mask = await ctl.getSigmask(tid);
+    await ctl.setSigmask(tid, EVERY_SIGNAL);
+    const queuedStops = queuedSigstops(pid, tid);
+    const traps = (stop.kind === 'group-stop' ? 1 : 0) + queuedStops;
+    for (let i = 0; i < traps; i++) {
+      await ctl.cont(tid);
+      await ctl.waitStop(tid, 5000);
+    }
+    const stopSignal = stop.kind === 'group-stop' ? stop.signal : queuedStops ? SIGSTOP : undefined;
+    return { mask, tookSigstop: queuedStops > 0, ...(stopSignal ? { stopSignal } : {}) };
   } catch (err) {
     // Seized but not recorded as seized: let it go here, or it stays traced by this process and
     // the next dump of it (same process, e.g. a retry or a test) fails with EPERM.
     await ctl.detach(tid).catch(() => undefined);
     throw err;
   }
+}
+
+/** SIGSTOPs queued for the thread: its own, and for the main thread its process's. */
+function queuedSigstops(pid: number, tid: number): number {
+  let status: string;
+  try {
+    status = readProc(pid, `task/${tid}/status`);
+  } catch {
+    return 0;
+  }
+  const has = (field: string) => (BigInt(`0x${new RegExp(`^${field}:\\s*([0-9a-f]+)`, 'm').exec(status)?.[1] ?? '0'}`) >> BigInt(SIGSTOP - 1)) & 1n;
+  return Number(has('SigPnd') + (tid === pid ? has('ShdPnd') : 0n));
 }
 
 /** Why PTRACE_SEIZE said EPERM, from /proc: a zombie, or traced already (by whom). */
@@ -151,9 +211,6 @@ export function checkTaskUsable(pid: number): void {
     throw err;
   }
   if (state === 'Z' || state === 'X') throw new TaskRefusedError(pid, 'is a zombie (it has exited and waits to be reaped); crr dump cannot dump it', 1);
-  // A stopped task cannot run the dump's injected syscalls (a ptrace restart puts it straight back
-  // into its group stop), and continuing it would tell its parent.
-  if (state === 'T') throw new TaskRefusedError(pid, 'is stopped (by a stop signal); crr dump does not dump stopped tasks yet: continue it first (SIGCONT)', 1);
 }
 
 /** Whether pid is a zombie now (a task that vanished is not: checkTaskUsable says so). */
@@ -183,10 +240,24 @@ export function describeTree(root: number): FrozenTask[] {
   return out;
 }
 
-/** Detaches every thread given (best effort: a thread that vanished is not an error here). */
-export async function thaw(ctl: TaskControl, tids: number[], regs?: Map<number, unknown>): Promise<void> {
-  for (const tid of tids) {
+/**
+ * Detaches every thread seized with its own mask back (best effort: a thread that vanished is not
+ * an error here). A task in a group stop goes back into it at the detach (the kernel keeps the
+ * group stopped); a SIGSTOP the freeze took from a queue is queued again first, while every
+ * thread is still held.
+ */
+export async function thaw(ctl: TaskControl, frozen: Seized, regs?: Map<number, unknown>): Promise<void> {
+  for (const pid of frozen.takenSigstops) {
     try {
+      process.kill(pid, 'SIGSTOP');
+    } catch {
+      // already gone
+    }
+  }
+  for (const tid of frozen.seized) {
+    try {
+      const mask = frozen.masks.get(tid);
+      if (mask !== undefined) await ctl.setSigmask(tid, mask);
       await ctl.detach(tid, regs?.get(tid));
     } catch {
       // already gone

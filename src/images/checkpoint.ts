@@ -48,6 +48,9 @@ export interface FsEntry {
 const TASK_DEAD = 2;
 /** task_state of a task a stop signal had stopped. */
 const TASK_STOPPED = 3;
+const SIGSTOP = 19;
+/** SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU. */
+const STOP_SIGNALS = [19, 20, 21, 22];
 
 /** Reads a field that must be a number (uint32/int32, or a 64-bit value that fits). */
 export function num(entry: Entry, field: string, file: string): number {
@@ -215,10 +218,15 @@ export class Checkpoint {
     return enumNumber(tc?.['task_state'], { Dead: TASK_DEAD, TASK_DEAD }) === TASK_DEAD;
   }
 
-  /** True when the task was stopped by a stop signal at dump time (CRIU's TASK_STOPPED). */
-  isStopped(pid: number): boolean {
+  /**
+   * The stop signal of a task stopped by one at dump time (CRIU's TASK_STOPPED): its stop_signo
+   * when that is a stop signal, else SIGSTOP (images older than stop_signo); undefined otherwise.
+   */
+  stopSignal(pid: number): number | undefined {
     const tc = this.core(pid)['tc'] as Entry | undefined;
-    return enumNumber(tc?.['task_state'], { Stopped: TASK_STOPPED, TASK_STOPPED }) === TASK_STOPPED;
+    if (enumNumber(tc?.['task_state'], { Stopped: TASK_STOPPED, TASK_STOPPED }) !== TASK_STOPPED) return undefined;
+    const signo = Number(tc?.['stop_signo'] ?? 0);
+    return STOP_SIGNALS.includes(signo) ? signo : SIGSTOP;
   }
 
   mm(pid: number): Entry {

@@ -3,6 +3,7 @@
 // `syscall; int3` under PTRACE_SYSCALL and, stopped at that syscall's exit (no stub code left to
 // return to), gets its own. `detach` (the resume stage, entered only when every task is done)
 // then lets every thread of every task go.
+import { readdirSync, readFileSync } from 'node:fs';
 import { NT_X86_XSTATE, type Tracer } from '../actors/tracer.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import { NativeError } from '../errors.js';
@@ -103,9 +104,67 @@ export const detach: ResourceKind<RestoreCtx> = {
   async restore(ctx) {
     const hostPid = hostPidOf(ctx);
     const threads = restoredThreads(ctx.runtime, hostPid);
-    // Queued while every thread is still in a ptrace stop: the task stops before it runs a thing.
-    if (ctx.checkpoint.isStopped(ctx.pid)) process.kill(hostPid, 'SIGSTOP');
+    const stopSignal = ctx.checkpoint.stopSignal(ctx.pid);
+    if (stopSignal) {
+      const masks = threads.map((t) => ({ hostTid: t.hostTid, mask: blockedMask((ctx.images.cores.get(t.tid) ?? {}) as Record<string, unknown>) }));
+      await enterGroupStop(ctx.tracer, hostPid, masks, stopSignal);
+    }
     await ctx.tracer.detachAll([...threads.slice(1), threads[0]!].map((t) => t.hostTid));
     ctx.runtime.seized = false;
   },
 };
+
+const EVERY_SIGNAL = (1n << 64n) - 1n;
+const SIGSTOP = 19;
+
+/**
+ * Puts a task that was stopped when dumped into the group stop of its stop signal before it runs
+ * a thing, its threads still traced: each blocks every other signal, so the stop is the one signal
+ * taken (a signal restored as queued stays queued until the task is continued, as it was), and
+ * gets its own mask back in the group stop. The detach leaves the group stopped. A terminal stop
+ * signal stops no orphaned process group (the kernel drops it): there it is SIGSTOP.
+ */
+async function enterGroupStop(tracer: Tracer, hostPid: number, threads: ReadonlyArray<{ hostTid: number; mask: bigint }>, stopSignal: number): Promise<void> {
+  const signal = stopSignal !== SIGSTOP && processGroupOrphaned(hostPid) ? SIGSTOP : stopSignal;
+  const onlyStop = EVERY_SIGNAL & ~(1n << BigInt(signal - 1));
+  for (const t of threads) await tracer.setSigmask(t.hostTid, onlyStop);
+  process.kill(hostPid, signal);
+  for (const t of threads) await tracer.cont(t.hostTid);
+  for (const t of threads) {
+    let stop = await tracer.waitStop(t.hostTid, 5000);
+    // The thread that takes the signal reports it first; the others join the group stop.
+    if (stop.kind === 'signal' && stop.signal === signal) {
+      await tracer.cont(t.hostTid, signal);
+      stop = await tracer.waitStop(t.hostTid, 5000);
+    }
+    if (stop.kind !== 'group-stop') {
+      throw new NativeError({ code: 'EPROTO', errno: 71, syscall: 'ptrace(PTRACE_CONT)', pid: t.hostTid, detail: `entering the group stop of signal ${signal}: stopped by ${stop.kind} ${stop.signal ?? ''} instead` });
+    }
+  }
+  for (const t of threads) await tracer.setSigmask(t.hostTid, t.mask);
+}
+
+/**
+ * Whether a process's group is orphaned: no member has a parent in another group of the same
+ * session (what the kernel checks before a terminal stop signal stops it).
+ */
+function processGroupOrphaned(hostPid: number): boolean {
+  const own = procStat(hostPid);
+  if (!own) return false;
+  for (const name of readdirSync('/proc')) {
+    const member = /^\d+$/.test(name) ? procStat(Number(name)) : undefined;
+    if (member?.pgrp !== own.pgrp) continue;
+    const parent = procStat(member.ppid);
+    if (parent && parent.pgrp !== own.pgrp && parent.session === own.session) return false;
+  }
+  return true;
+}
+
+function procStat(pid: number): { ppid: number; pgrp: number; session: number } | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return { ppid: Number(fields[1]), pgrp: Number(fields[2]), session: Number(fields[3]) };
+  } catch {
+    return undefined;
+  }
+}

@@ -2,6 +2,7 @@
 // scripts written for crit keep working); `crr show DIR` summarises a whole checkpoint: the task
 // tree, each task's memory and fds. `--json` gives the summary in a form a machine reads.
 import { statSync } from 'node:fs';
+import { constants } from 'node:os';
 import { ImageError, UsageError } from '../../errors.js';
 import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
 import { ghostsOf } from '../../restore/files.js';
@@ -45,6 +46,8 @@ export interface TaskSummary {
   threads: number[];
   comm: string;
   zombie: boolean;
+  /** The stop signal of a task stopped when dumped (SIGSTOP, SIGTSTP...). */
+  stopped?: string;
   vmas: number;
   /** Bytes of page data stored for this task (PRESENT runs). */
   dumpedBytes: number;
@@ -108,6 +111,10 @@ export function describeFile(type: string, file: Entry): string {
   }
 }
 
+function signalName(signal: number): string {
+  return Object.entries(constants.signals).find(([, n]) => n === signal)?.[0] ?? `signal ${signal}`;
+}
+
 function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]): TaskSummary {
   const core = checkpoint.core(task.pid);
   const tc = (core['tc'] ?? {}) as Entry;
@@ -122,6 +129,8 @@ function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]
     fds: [],
   };
   if (zombie) return summary;
+  const stopSignal = checkpoint.stopSignal(task.pid);
+  if (stopSignal) summary.stopped = signalName(stopSignal);
   const vmas = checkpoint.mm(task.pid)['vmas'];
   summary.vmas = Array.isArray(vmas) ? vmas.length : 0;
   const pagemap = readPagemap(checkpoint, task.pid);
@@ -210,7 +219,7 @@ export function formatSummary(summary: CheckpointSummary): string {
     t.threads.join(','),
     String(t.vmas),
     size(t.dumpedBytes),
-    `${'  '.repeat(depth.get(t.pid) ?? 0)}${t.comm}${t.zombie ? ' <zombie>' : ''}`,
+    `${'  '.repeat(depth.get(t.pid) ?? 0)}${t.comm}${t.zombie ? ' <zombie>' : ''}${t.stopped ? ` <stopped by ${t.stopped}>` : ''}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const row of [header, ...rows]) lines.push(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
