@@ -6,7 +6,7 @@
 // controlling terminal with its foreground group, answering a line without echo. Bytes queued in
 // a pair either way: back once, after a restore and after a dump that leaves the tree running.
 import t from 'tap';
-import { closeSync, constants as C, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants as C, cpSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,6 +18,7 @@ import { restore } from '../src/restore/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
 import { startPython, type PythonProgram } from './lib/python-program.js';
+import { rewriteImage } from './lib/restore-images.js';
 
 const TIOCSPTLCK = 0x40045431;
 const TIOCGPTN = 0x80045430;
@@ -160,4 +161,61 @@ t.test('bytes queued at a master whose slave is closed come back: crr opens the 
   await restoreProgram(t, prog, imagesDir);
   go();
   t.equal(await result(), String.raw`b'written before the dump\r\n'`);
+});
+
+t.test('/dev/tty held at an fd comes back leading to the controlling terminal, the pair of the tree', async (t) => {
+  // A session leader (the program starts in a session of its own) takes a pty of its own as its
+  // controlling terminal and opens /dev/tty at fd 40 (dup'ed at 41); what it writes there comes
+  // out at the master.
+  const setUp = [
+    'm, s = os.openpty()',
+    'fcntl.ioctl(s, termios.TIOCSCTTY, 0)',
+    'fd = os.open("/dev/tty", os.O_RDWR | os.O_NONBLOCK)',
+    'os.dup2(fd, 40)',
+    'os.dup2(40, 41, inheritable=False)',
+    'os.close(fd)',
+  ];
+  const check = [
+    'os.write(41, b"through /dev/tty\\n")',
+    'out = os.read(m, 100) if select.select([m], [], [], 5)[0] else b"nothing"',
+    'fl = fcntl.fcntl(40, fcntl.F_GETFL)',
+    'open(result, "w").write(repr([os.readlink("/proc/self/fd/40"), os.readlink("/proc/self/fd/41"), bool(fl & os.O_NONBLOCK), os.get_inheritable(40), os.get_inheritable(41), out]))',
+  ];
+  const { prog, go, result } = await startPython(t, ['fcntl', 'select', 'termios'], setUp, check, 'a session leader holding /dev/tty');
+  const imagesDir = await dumpProgram(t, prog);
+  const fds = summariseCheckpoint(imagesDir).tasks[0]!.fds;
+  t.same(fds.filter((fd) => fd.fd === 40 || fd.fd === 41).map((fd) => fd.what), ['/dev/tty', '/dev/tty'], 'crr show: fds 40 and 41 are /dev/tty');
+  t.equal(fds.filter((fd) => fd.what === '/dev/tty').length, 2, 'no other /dev/tty fd');
+  t.equal(fds.find((fd) => fd.fd === 40)!.fileId, fds.find((fd) => fd.fd === 41)!.fileId, 'one description');
+  const info = [...openCheckpoint(imagesDir).image('tty-info.img').entries()].map((e) => e.decode()).find((e) => Number(e['id']) === 2012);
+  t.match(info, { type: 4, sid: 0, pgrp: 0 }, "tty-info: CRIU's CTTY entry");
+  // The same images with the pty's session taken off its slave: no controlling terminal for
+  // the session, so nothing for /dev/tty to lead to.
+  const noSession = mkdtempSync(join(tmpdir(), 'crr-dev-tty-'));
+  t.teardown(() => rmSync(noSession, { recursive: true, force: true }));
+  cpSync(imagesDir, noSession, { recursive: true });
+  rewriteImage(noSession, 'tty-info.img', (entries) => entries.map((e) => (Number(e['id']) % 2 === 0 && Number(e['id']) !== 2012 ? { ...e, sid: 0, pgrp: 0 } : e)));
+  await t.rejects(restore({ imagesDir: noSession, dryRun: true, pidNamespace: true }), { stage: 'plan', pid: prog.pid, resource: 'tty', message: /fd 40 is a terminal: it is \/dev\/tty, and the task's session gets no controlling terminal/ }, 'a session without its terminal: refused at plan time');
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), String.raw`['/dev/tty', '/dev/tty', True, True, False, b'through /dev/tty\r\n']`);
+});
+
+t.test('/dev/tty of a task whose terminal was given up is refused at dump, naming the fd', async (t) => {
+  // The leader gives its terminal up (TIOCNOTTY) after it opened /dev/tty: no terminal is the
+  // session's any more, and nothing is left for /dev/tty to lead to at a restore.
+  const setUp = [
+    'm, s = os.openpty()',
+    'fcntl.ioctl(s, termios.TIOCSCTTY, 0)',
+    'fd = os.open("/dev/tty", os.O_RDWR)',
+    'os.dup2(fd, 40)',
+    'os.close(fd)',
+    'signal.signal(signal.SIGHUP, signal.SIG_IGN)',
+    'signal.signal(signal.SIGCONT, signal.SIG_IGN)',
+    'fcntl.ioctl(s, termios.TIOCNOTTY)',
+  ];
+  const { prog } = await startPython(t, ['fcntl', 'signal', 'termios'], setUp, [], 'a session leader that gave its terminal up, holding /dev/tty');
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-dev-tty-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await t.rejects(dump({ pid: prog.pid, imagesDir }), { message: new RegExp(`pid ${prog.pid}: fd 40 is /dev/tty, but the task has no controlling terminal now`) }, 'the dump names the fd');
 });

@@ -6,7 +6,10 @@
 //   in it either way (tty-data.img; read out, and put back if the tree runs on).
 // - A slave whose master is not in the tree: a shell job's terminal, taken with --shell-job only
 //   (CRIU's rule), since the restore can only hand it the terminal crr itself runs on.
-// /dev/tty, consoles, virtual and serial terminals are refused.
+// - /dev/tty (the holder's controlling terminal, whichever it is): a TTY entry of CRIU's CTTY
+//   kind (tty-info id 2012, CTTY_INDEX 1006 * 2) with a REG entry of /dev/tty; the terminal it
+//   leads to is the session's, restored as such.
+// Consoles, virtual and serial terminals are refused.
 import { closeSync, constants as C, openSync, statSync, type Stats } from 'node:fs';
 import { native } from '../actors/native.js';
 import type { DumpIds, Entry } from './ids.js';
@@ -18,6 +21,9 @@ import { drainPty, ptyQueued, requeuePty } from '../pty-queues.js';
 
 export const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
+const TTY_TYPE_CTTY = 4;
+/** CRIU's tty-info id of /dev/tty: its CTTY_INDEX, 1006, numbered as a slave end (index * 2). */
+export const CTTY_INFO_ID = 2012;
 const UNIX98_PTY_SLAVE_MAJOR = 136;
 const UNIX98_PTY_MAJOR_COUNT = 8;
 const UNIX98_PTY_MASTER_MAJOR = 128;
@@ -38,8 +44,9 @@ const majorOf = (rdev: number) => ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 
 const minorOf = (rdev: number) => (rdev & 0xff) | ((rdev >>> 12) & ~0xff);
 
 /** What a character device of `rdev` is, when it is a terminal crr knows of. */
-export function terminalKind(rdev: number): 'pty-slave' | 'pty-master' | 'tty' | undefined {
+export function terminalKind(rdev: number): 'pty-slave' | 'pty-master' | 'dev-tty' | 'tty' | undefined {
   const major = majorOf(rdev);
+  if (major === TTYAUX_MAJOR && minorOf(rdev) === 0) return 'dev-tty';
   if (major >= UNIX98_PTY_SLAVE_MAJOR && major < UNIX98_PTY_SLAVE_MAJOR + UNIX98_PTY_MAJOR_COUNT) return 'pty-slave';
   if ((major >= UNIX98_PTY_MASTER_MAJOR && major < UNIX98_PTY_MASTER_MAJOR + UNIX98_PTY_MAJOR_COUNT) || (major === TTYAUX_MAJOR && minorOf(rdev) === 2)) return 'pty-master';
   if (major === TTYAUX_MAJOR || major === TTY_MAJOR) return 'tty';
@@ -115,7 +122,8 @@ export async function dumpTtyFd(
 ): Promise<Entry> {
   const { pid, fd, link, st } = at;
   const kind = terminalKind(st.rdev);
-  if (kind !== 'pty-slave' && kind !== 'pty-master') throw new UnsupportedFdError(pid, fd, `a terminal other than a pseudo-terminal (${link})`);
+  if (kind === 'dev-tty') return dumpDevTty(at, ids, open, order);
+  if (kind !== 'pty-slave' && kind !== 'pty-master') throw new UnsupportedFdError(pid, fd, `a terminal other than a pseudo-terminal or /dev/tty (${link})`);
   const master = kind === 'pty-master';
   const index = master ? ptyIndexOf(pid, fd) : minorOf(st.rdev) + (majorOf(st.rdev) - UNIX98_PTY_SLAVE_MAJOR) * 256;
   const infoId = index * 2 + (master ? 1 : 0); // CRIU's numbering
@@ -129,6 +137,28 @@ export async function dumpTtyFd(
     const regfId = ids.newFileId();
     ids.addFile(regFileEntry(regfId, link, statSync(`/proc/${pid}/fd/${fd}`), at.fileFlags, 0n));
     ids.addFile({ type: FD_TYPE_TTY, id, tty: { id, tty_info_id: infoId, flags: at.fileFlags, fown: zeroFown(), regf_id: regfId } });
+  }, ids);
+  return { id, flags: at.fdflags, type: FD_TYPE_TTY, fd };
+}
+
+/**
+ * /dev/tty: one files.img entry per description, all on the one CTTY tty-info entry (its termios
+ * and window size are those of the terminal it leads to, as CRIU records them).
+ */
+async function dumpDevTty(
+  at: { pid: number; fd: number; link: string; st: Stats; fileFlags: number; fdflags: number },
+  ids: DumpIds,
+  open: OpenFiles,
+  order: FileOrder | undefined,
+): Promise<Entry> {
+  const { pid, fd, link, st } = at;
+  if (!parseStat(readProc(pid, 'stat')).ttyNr) throw new UnsupportedFdError(pid, fd, '/dev/tty, but the task has no controlling terminal now (hung up)');
+  const { infos } = terminalsOf(open);
+  if (!infos.has(CTTY_INFO_ID)) infos.set(CTTY_INFO_ID, ttyInfoEntry(pid, fd, CTTY_INFO_ID, undefined, st, false));
+  const id = await open.idFor(`tty:${st.rdev}:ctty:${at.fileFlags}`, pid, fd, order, (id) => {
+    const regfId = ids.newFileId();
+    ids.addFile(regFileEntry(regfId, link, statSync(`/proc/${pid}/fd/${fd}`), at.fileFlags, 0n));
+    ids.addFile({ type: FD_TYPE_TTY, id, tty: { id, tty_info_id: CTTY_INFO_ID, flags: at.fileFlags, fown: zeroFown(), regf_id: regfId } });
   }, ids);
   return { id, flags: at.fdflags, type: FD_TYPE_TTY, fd };
 }
@@ -149,8 +179,8 @@ function withCopy<T>(pid: number, fd: number, use: (copy: number) => T): T {
 
 const readInt = (fd: number, request: number) => native.ioctlBuffer(fd, request, Buffer.alloc(4)).readInt32LE(0);
 
-/** The terminal end's state, read through a copy of the task's fd. */
-function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st: Stats, master: boolean): Entry {
+/** The terminal end's state, read through a copy of the task's fd; `index` undefined for /dev/tty. */
+function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number | undefined, st: Stats, master: boolean): Entry {
   return withCopy(pid, fd, (copy) => {
     const winsize = native.ioctlBuffer(copy, TIOCGWINSZ, Buffer.alloc(8));
     // A shell job's terminal: the session and group the holder's stat gives, where it is its
@@ -159,7 +189,7 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st
     const controlling = stat !== undefined && stat.ttyNr === st.rdev;
     return {
       id: infoId,
-      type: TTY_TYPE_PTY,
+      type: index === undefined ? TTY_TYPE_CTTY : TTY_TYPE_PTY,
       locked: master && readInt(copy, TIOCGPTLCK) !== 0,
       exclusive: readInt(copy, TIOCGEXCL) !== 0,
       packet_mode: master && readInt(copy, TIOCGPKT) !== 0,
@@ -169,7 +199,7 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number, st
       termios: termiosEntry(native.ioctlBuffer(copy, TCGETS2, Buffer.alloc(TERMIOS2_BYTES))),
       termios_locked: termiosEntry(native.ioctlBuffer(copy, TIOCGLCKTRMIOS, Buffer.alloc(TERMIOS_BYTES))),
       winsize: { ws_row: winsize.readUInt16LE(0), ws_col: winsize.readUInt16LE(2), ws_xpixel: winsize.readUInt16LE(4), ws_ypixel: winsize.readUInt16LE(6) },
-      pty: { index },
+      ...(index === undefined ? {} : { pty: { index } }),
       dev: st.dev,
       uid: st.uid,
       gid: st.gid,

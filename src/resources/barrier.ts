@@ -145,6 +145,7 @@ export const barrier: ResourceKind<RestoreCtx> = {
   name: 'barrier',
   stage: 'barrier',
   images: ['mm-*', 'pagemap-*', 'files'],
+  after: ['dev-tty'],
   appliesTo: (task) => !task.zombie,
   describe: () => ['map the stub scratch area, pre-open pages and mapped files, park, seize'],
   async restore(ctx) {

@@ -32,7 +32,7 @@ import { threads } from './threads.js';
 import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
-import { ctty, FD_TYPE_TTY, tty } from './tty.js';
+import { ctty, devTty, FD_TYPE_TTY, tty } from './tty.js';
 import { sysvShmRemoved } from './sysv-shm.js';
 import { cgroups } from './cgroups.js';
 import { ghostFiles, ghostFilesRemoved } from './ghost-files.js';
@@ -51,6 +51,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   chardev,
   tty,
   ctty,
+  devTty,
   pipe,
   fifo,
   unixsk,

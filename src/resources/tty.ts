@@ -9,7 +9,9 @@
 //   (`terminalFd`, its stdin by default) reopened through /proc/self/fd, with the program's
 //   termios; its window size and locked termios stay the terminal's own.
 // Every description is opened with O_NOCTTY; a session leader's controlling terminal is set by
-// the ctty kind afterwards (TIOCSCTTY, then its foreground process group).
+// the ctty kind afterwards (TIOCSCTTY, then its foreground process group). /dev/tty (CRIU's CTTY
+// kind) leads to the session's controlling terminal, so each holder opens it itself once every
+// session has its own: the dev-tty kind, at the barrier.
 import { closeSync, constants as C, openSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { native } from '../actors/native.js';
@@ -18,11 +20,12 @@ import type { Entry, FdinfoEntry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import { requeuePty } from '../pty-queues.js';
-import { FD_CLOEXEC, holdsFdOfType, offer, receive } from './shared-fds.js';
+import { FD_CLOEXEC, holdsFdOfType, O_CLOEXEC, offer, receive } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
+const TTY_TYPE_CTTY = 4;
 const TCSETS2 = 0x402c542b;
 const TIOCSLCKTRMIOS = 0x5457;
 const TIOCSWINSZ = 0x5414;
@@ -42,6 +45,8 @@ interface TtyFile {
   readonly info: Entry;
   readonly index: number;
   readonly master: boolean;
+  /** /dev/tty: not a terminal of its own, the holder's controlling one. */
+  readonly devTty: boolean;
   /** Holding tasks, each once. */
   readonly holders: number[];
 }
@@ -62,8 +67,9 @@ const ttyFiles = perKey((session: RestoreSession): Map<number, TtyFile> => {
         const info = infos.get(infoId);
         if (!info) refuse(pid, fd, `its tty-info entry ${infoId} is missing`);
         const index = Number((info['pty'] as Entry | undefined)?.['index'] ?? -1);
-        if (Number(info['type']) !== TTY_TYPE_PTY || index < 0) refuse(pid, fd, 'crr restores pseudo-terminals only');
-        files.set(fd.id, (file = { id: fd.id, flags: Number(tty['flags'] ?? 0), info, index, master: infoId % 2 === 1, holders: [] }));
+        const devTty = Number(info['type']) === TTY_TYPE_CTTY;
+        if (!devTty && (Number(info['type']) !== TTY_TYPE_PTY || index < 0)) refuse(pid, fd, 'crr restores pseudo-terminals and /dev/tty only');
+        files.set(fd.id, (file = { id: fd.id, flags: Number(tty['flags'] ?? 0), info, index, master: !devTty && infoId % 2 === 1, devTty, holders: [] }));
       }
       if (!file.holders.includes(pid)) file.holders.push(pid);
     }
@@ -87,9 +93,15 @@ function hasMaster(files: Map<number, TtyFile>, index: number): boolean {
  */
 export function checkTerminals(session: RestoreSession): void {
   const files = ttyFiles(session);
+  const leaders = new Set(controllingTerminals(session).map((c) => c.pid));
   for (const file of files.values()) {
     const pid = file.holders[0]!;
     const fd = session.images.get(pid)!.fds.find((f) => f.id === file.id)!;
+    if (file.devTty) {
+      const homeless = file.holders.find((holder) => !leaders.has(session.checkpoint.task(holder).sid));
+      if (homeless !== undefined && !session.options.shellJob) refuse(homeless, fd, "it is /dev/tty, and the task's session gets no controlling terminal (a pseudo-terminal of the tree held by its leader, or with --shell-job crr's own)");
+      continue;
+    }
     if (file.master && [...files.values()].some((f) => f.master && f.index === file.index && f.id !== file.id)) refuse(pid, fd, `pty ${file.index} has several master descriptions`);
     if (file.master || hasMaster(files, file.index)) continue;
     if (!session.options.shellJob) refuse(pid, fd, "its master was not in the tree: restore it as a shell job (--shell-job), and the tree gets crr's own terminal");
@@ -184,7 +196,7 @@ const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise
       requeue(session, master.index);
       if (master.info['locked']) native.ioctlBuffer(fd, TIOCSPTLCK, int32(1));
     }
-    for (const shellJob of files.filter((f) => !f.master && !files.some((m) => m.master && m.index === f.index))) {
+    for (const shellJob of files.filter((f) => !f.master && !f.devTty && !files.some((m) => m.master && m.index === f.index))) {
       const fd = openSync(`/proc/self/fd/${session.options.terminalFd}`, openFlags(shellJob));
       opened.push({ file: shellJob, fd });
       setParameters(fd, shellJob.info, false);
@@ -238,7 +250,8 @@ export const tty: ResourceKind<RestoreCtx> = {
   appliesTo: holdsFdOfType(FD_TYPE_TTY),
   describe: () => ['pseudo-terminals: pairs opened by index with their termios; a shell job\'s terminal is crr\'s own'],
   async restore(ctx) {
-    const fds = ctx.images.fds.filter((fd) => fd.type === FD_TYPE_TTY);
+    const files = ttyFiles(ctx.session);
+    const fds = ctx.images.fds.filter((fd) => fd.type === FD_TYPE_TTY && !files.get(fd.id)!.devTty);
     if (!fds.length) return;
     await openTerminals(ctx.session, ctx);
     await receive(ctx, fds.map((fd) => ({ kind: 'tty', id: String(fd.id), fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) })));
@@ -258,5 +271,34 @@ export const ctty: ResourceKind<RestoreCtx> = {
     const helper = helperOf(ctx);
     await helper.request('set_ctty', { fd: mine.fd });
     if (mine.pgrp) await helper.request('set_fg_pgrp', { fd: mine.fd, pgrp: mine.pgrp });
+  },
+};
+
+/**
+ * /dev/tty fds, opened by the task itself (each description once, dup'ed to its other fds) when
+ * every session of the tree has its controlling terminal: the barrier is the first stage after
+ * the ctty kind ran in every task. Descriptions shared between tasks come back as one each.
+ */
+export const devTty: ResourceKind<RestoreCtx> = {
+  name: 'dev-tty',
+  stage: 'barrier',
+  images: ['files', 'fdinfo-*', 'tty-info'],
+  appliesTo: holdsFdOfType(FD_TYPE_TTY),
+  describe: () => ["/dev/tty fds, opened in the task once its session has its controlling terminal"],
+  async restore(ctx) {
+    const files = ttyFiles(ctx.session);
+    const fds = ctx.images.fds.filter((fd) => fd.type === FD_TYPE_TTY && files.get(fd.id)!.devTty);
+    const helper = helperOf(ctx);
+    const openedAt = new Map<number, number>();
+    for (const fd of fds) {
+      const cloexec = fd.flags & FD_CLOEXEC ? O_CLOEXEC : 0;
+      const first = openedAt.get(fd.id);
+      if (first === undefined) {
+        await helper.request('open', { path: '/dev/tty', flags: openFlags(files.get(fd.id)!) | cloexec, fd: fd.fd });
+        openedAt.set(fd.id, fd.fd);
+      } else {
+        await helper.request('dup2', { oldfd: first, newfd: fd.fd, flags: cloexec });
+      }
+    }
   },
 };

@@ -102,6 +102,7 @@ export function describeFile(type: string, file: Entry): string {
       return `socket:[${text(sub['ino'])}] ${type.replace(/SK$/, '').toLowerCase()}`;
     case 'TTY': {
       const info = Number(sub['tty_info_id']);
+      if (info === CTTY_INFO_ID) return '/dev/tty';
       return `pty ${info >> 1} ${info % 2 ? 'master' : 'slave'}`;
     }
     case 'MEMFD':
@@ -110,6 +111,9 @@ export function describeFile(type: string, file: Entry): string {
       return `anon_inode:${type.toLowerCase()}`;
   }
 }
+
+/** CRIU's tty-info id of /dev/tty (its CTTY_INDEX 1006, times two). */
+const CTTY_INFO_ID = 2012;
 
 function signalName(signal: number): string {
   return Object.entries(constants.signals).find(([, n]) => n === signal)?.[0] ?? `signal ${signal}`;
