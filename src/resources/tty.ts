@@ -98,8 +98,11 @@ export function checkTerminals(session: RestoreSession): void {
     const pid = file.holders[0]!;
     const fd = session.images.get(pid)!.fds.find((f) => f.id === file.id)!;
     if (file.devTty) {
-      const homeless = file.holders.find((holder) => !leaders.has(session.checkpoint.task(holder).sid));
-      if (homeless !== undefined && !session.options.shellJob) refuse(homeless, fd, "it is /dev/tty, and the task's session gets no controlling terminal (a pseudo-terminal of the tree held by its leader, or with --shell-job crr's own)");
+      // A session of the tree has a terminal if its leader gets a pty of the tree; a session from
+      // outside the tree is crr's own with --shell-job, and so is its terminal.
+      const hasTerminal = (sid: number) => leaders.has(sid) || (session.options.shellJob && !session.images.has(sid));
+      const homeless = file.holders.find((holder) => !hasTerminal(session.checkpoint.task(holder).sid));
+      if (homeless !== undefined) refuse(homeless, fd, "it is /dev/tty, and the task's session gets no controlling terminal (a pseudo-terminal of the tree held by its leader, or with --shell-job crr's own)");
       continue;
     }
     if (file.master && [...files.values()].some((f) => f.master && f.index === file.index && f.id !== file.id)) refuse(pid, fd, `pty ${file.index} has several master descriptions`);
