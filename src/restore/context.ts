@@ -93,6 +93,12 @@ export interface RestoreSession {
    */
   rootInit?: HelperChannel;
   /**
+   * The tracer's detach of the root's parent after its namespace set-up, which is not awaited
+   * there. A kill before it lands leaves a traced zombie its parent cannot reap until the tracer
+   * does (a rollback right after a plan failure waited 7 s for it).
+   */
+  rootParentDetached?: Promise<unknown>;
+  /**
    * Resolves once the launcher's set-up is done and rootParent is set. The plan step starts it
    * and does not wait: the root's fork does (task-tree), so the step changes overlap it.
    */

@@ -132,7 +132,7 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // A PID namespace's init already gets every orphan inside it: only a plain holder has to
   // become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-  await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces, rootIsInit);
+  await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces, rootIsInit, (detached) => (session.rootParentDetached = detached));
 }
 
 /** The helper moved into the network namespace whose file is `path` (a failure names it). */
@@ -206,14 +206,21 @@ async function initInUserNamespace(launcher: HelperChannel, early: Promise<Helpe
  *   /proc): children forked afterwards see the dumped host name, IPC limits and objects,
  *   loopback device and clocks.
  */
-async function enterNamespaces(parent: HelperChannel, tracer: Tracer, ownProc: boolean, namespaces: CheckpointNamespaces, parentIsRoot = false): Promise<void> {
+async function enterNamespaces(
+  parent: HelperChannel,
+  tracer: Tracer,
+  ownProc: boolean,
+  namespaces: CheckpointNamespaces,
+  parentIsRoot: boolean,
+  onDetach: (detached: Promise<unknown>) => void,
+): Promise<void> {
   if (!ownProc && !namespaces.unshare && !namespaces.mnt) return;
   const host = parent.hostPid;
   // Seize, interrupt and wait for the stop in one tracer operation.
   await tracer.seizeThreads(host, [host], PTRACE_O_EXITKILL, 5000);
-  // Not awaited: a failed detach was ignored anyway, and the init serves its next request (the
-  // root's fork) only once it runs again, whenever that is.
-  const detach = () => void tracer.detach(host).catch(() => undefined);
+  // Not awaited here: a failed detach was ignored anyway, and the init serves its next request
+  // (the root's fork) only once it runs again, whenever that is. A rollback awaits it (killAll).
+  const detach = () => onDetach(tracer.detach(host).catch(() => undefined));
   try {
     const inject = async (nr: number, args: Array<number | bigint>, syscall: string, detail: string): Promise<bigint> => {
       const got = signed(BigInt(await tracer.injectSyscall(host, nr, args)));
@@ -345,6 +352,7 @@ export async function killAll(session: RestoreSession, tracer: Tracer, order: re
   const runtimes = order.map((pid) => session.runtimes.get(pid)).filter((r): r is TaskRuntime => r !== undefined);
   const hostPids = runtimes.map((r) => r.hostPid).filter((p): p is number => p !== undefined);
   for (const runtime of [...runtimes].reverse()) await killTask(runtime, tracer);
+  await session.rootParentDetached;
   if (session.rootParent && session.rootParent !== session.launcher) session.rootParent.kill(SIGKILL);
   session.rootInit?.kill(SIGKILL); // gone already when the root task's kill reached it
   for (const runtime of runtimes) runtime.helper?.close();
