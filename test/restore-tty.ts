@@ -6,7 +6,9 @@
 // controlling terminal with its foreground group, answering a line without echo. Bytes queued in
 // a pair either way: back once, after a restore and after a dump that leaves the tree running.
 import t from 'tap';
-import { closeSync, constants as C, cpSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, constants as C, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,7 +18,8 @@ import { dump } from '../src/dump/index.js';
 import { openCheckpoint } from '../src/images/index.js';
 import { restore } from '../src/restore/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
-import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
+import { killTree, requestCheck, startProgram, waitFor, waitPidGone } from './lib/programs.js';
+import { safe } from './lib/detached.js';
 import { startPython, type PythonProgram } from './lib/python-program.js';
 import { rewriteImage } from './lib/restore-images.js';
 
@@ -219,3 +222,52 @@ t.test('/dev/tty of a task whose terminal was given up is refused at dump, namin
   t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
   await t.rejects(dump({ pid: prog.pid, imagesDir }), { message: new RegExp(`pid ${prog.pid}: fd 40 is /dev/tty, but the task has no controlling terminal now`) }, 'the dump names the fd');
 });
+
+t.test("a shell job holding /dev/tty comes back with it leading to the restorer's terminal (crr restore --shell-job run on a terminal)", async (t) => {
+  // The job: python started in the background by a shell whose controlling terminal is pty A,
+  // so it is in the shell's session and /dev/tty is A. The restore: the CLI, run as a session
+  // leader on pty B (its controlling terminal), keeps the job in its own session, where /dev/tty
+  // is B.
+  const dir = mkdtempSync(join(tmpdir(), 'crr-tty-job-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [jobPid, crrPid, go, result] = ['job.pid', 'crr.pid', 'go', 'result'].map((f) => join(dir, f)) as [string, string, string, string];
+  const py = [
+    'import os, sys, time',
+    'fd = os.open("/dev/tty", os.O_RDWR)',
+    'os.dup2(fd, 40)',
+    'os.close(fd)',
+    'while not os.path.exists(sys.argv[1]):',
+    '    time.sleep(0.02)',
+    'os.write(40, b"through /dev/tty\\n")',
+    'open(sys.argv[2], "w").write(os.readlink("/proc/self/fd/40"))',
+    'time.sleep(1000)',
+  ].join('\n');
+  const a = openPty(t);
+  spawnSync('setsid', ['-f', 'sh', '-c', 'exec <"$0" >"$0" 2>&1; python3 -c "$1" "$2" "$3" & echo $! > "$4"; wait', a.path, py, go, result, jobPid]);
+  const pid = await waitFor('the job to start', () => Number(safe(jobPid).trim()) || undefined, 5000);
+  const shell = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1]);
+  t.teardown(() => killTree([pid, shell]));
+  await waitFor('/dev/tty open at fd 40', () => (readlinkOr(`/proc/${pid}/fd/40`) === '/dev/tty' ? true : undefined), 5000);
+  const imagesDir = join(dir, 'images');
+  mkdirSync(imagesDir);
+  await dump({ pid, imagesDir, shellJob: true });
+  await waitPidGone(pid);
+
+  const b = openPty(t);
+  const crr = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
+  spawnSync('setsid', ['-f', 'sh', '-c', 'echo $$ > "$0"; exec <"$1" >"$2" 2>&1; exec "$3" "$4" restore --shell-job -D "$5"', crrPid, b.path, join(dir, 'crr.log'), process.execPath, crr, imagesDir]);
+  const cli = await waitFor('crr restore to start', () => Number(safe(crrPid).trim()) || undefined, 5000);
+  t.teardown(() => killTree([pid, cli]));
+  await waitFor('the job restored', () => (readlinkOr(`/proc/${pid}/fd/40`) === '/dev/tty' ? true : undefined), 20_000);
+  writeFileSync(go, '');
+  t.equal(await waitFor('the result', () => safe(result) || undefined, 10_000), '/dev/tty', 'fd 40 is /dev/tty');
+  t.match(await readMaster(b.master), /through \/dev\/tty/, "what it wrote to /dev/tty came out on the restorer's terminal");
+});
+
+function readlinkOr(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
