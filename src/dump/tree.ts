@@ -118,6 +118,7 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
     }
     throw err;
   }
+  let mask: bigint | undefined;
   try {
     await ctl.interrupt(tid);
     let stop = await ctl.waitStop(tid, 5000);
@@ -127,7 +128,7 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
       await ctl.cont(tid, stop.signal);
       stop = await ctl.waitStop(tid, 5000);
     }
-    const mask = await ctl.getSigmask(tid);
+    mask = await ctl.getSigmask(tid);
     await ctl.setSigmask(tid, EVERY_SIGNAL);
     const queuedStops = queuedSigstops(pid, tid);
     const traps = (stop.kind === 'group-stop' ? 1 : 0) + queuedStops;
@@ -138,8 +139,9 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
     const stopSignal = stop.kind === 'group-stop' ? stop.signal : queuedStops ? SIGSTOP : undefined;
     return { mask, tookSigstop: queuedStops > 0, ...(stopSignal ? { stopSignal } : {}) };
   } catch (err) {
-    // Seized but not recorded as seized: let it go here, or it stays traced by this process and
-    // the next dump of it (same process, e.g. a retry or a test) fails with EPERM.
+    // Seized but not recorded as seized: let it go here (with its own mask), or it stays traced
+    // by this process and the next dump of it (same process, e.g. a retry or a test) fails with EPERM.
+    if (mask !== undefined) await ctl.setSigmask(tid, mask).catch(() => undefined);
     await ctl.detach(tid).catch(() => undefined);
     throw err;
   }

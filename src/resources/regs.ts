@@ -119,21 +119,23 @@ const SIGSTOP = 19;
 
 /**
  * Puts a task that was stopped when dumped into the group stop of its stop signal before it runs
- * a thing, its threads still traced: each blocks every other signal, so the stop is the one signal
- * taken (a signal restored as queued stays queued until the task is continued, as it was), and
- * gets its own mask back in the group stop. The detach leaves the group stopped. A terminal stop
- * signal stops no orphaned process group (the kernel drops it): there it is SIGSTOP.
+ * a thing, its threads still traced (`threads[0]` the main one): each blocks every other signal,
+ * so the stop is the one signal taken (a signal restored as queued stays queued until the task
+ * is continued, as it was). The main thread is resumed with the signal (ptrace sends it to that
+ * thread) and takes it; the group stop it starts holds every other thread as it is resumed, so
+ * none runs restored code. Each gets its own mask back in the group stop, which the detach
+ * keeps. A terminal stop signal stops no orphaned process group (the kernel drops it): there it
+ * is SIGSTOP.
  */
 async function enterGroupStop(tracer: Tracer, hostPid: number, threads: ReadonlyArray<{ hostTid: number; mask: bigint }>, stopSignal: number): Promise<void> {
   const signal = stopSignal !== SIGSTOP && processGroupOrphaned(hostPid) ? SIGSTOP : stopSignal;
   const onlyStop = EVERY_SIGNAL & ~(1n << BigInt(signal - 1));
   for (const t of threads) await tracer.setSigmask(t.hostTid, onlyStop);
-  process.kill(hostPid, signal);
-  for (const t of threads) await tracer.cont(t.hostTid);
-  for (const t of threads) {
+  for (const [i, t] of threads.entries()) {
+    await tracer.cont(t.hostTid, i === 0 ? signal : 0);
     let stop = await tracer.waitStop(t.hostTid, 5000);
-    // The thread that takes the signal reports it first; the others join the group stop.
-    if (stop.kind === 'signal' && stop.signal === signal) {
+    // Sent at a syscall stop, the signal is queued and then taken: reported as it is delivered.
+    if (i === 0 && stop.kind === 'signal' && stop.signal === signal) {
       await tracer.cont(t.hostTid, signal);
       stop = await tracer.waitStop(t.hostTid, 5000);
     }
