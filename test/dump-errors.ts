@@ -97,6 +97,24 @@ t.test('an unsupported fd (a packet socket) names pid, fd and kind; the task run
   assertNoCheckpoint(t, dir);
 });
 
+t.test('a vfork parent waiting for its child is refused, naming why, and left untraced', async (t) => {
+  // The child sleeps before it would exec, so the parent stays in the kernel's vfork wait, where
+  // no PTRACE_INTERRUPT stops it (and a tracee that never stopped cannot be detached).
+  const py = ['import ctypes, time', 'libc = ctypes.CDLL(None)', 'if libc.vfork() == 0:', '    libc.sleep(1000)', '    libc._exit(0)', 'time.sleep(1000)'].join('\n');
+  const pid = await startDetached(['/usr/bin/python3', '-c', py]);
+  const child = () => Number(safe(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)[0] ?? 0);
+  t.teardown(() => kill([child(), pid].filter(Boolean)));
+  for (let i = 0; i < 250 && !child(); i++) await sleep(20);
+  t.ok(child(), 'the vfork child exists');
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${pid}: thread ${pid} is a vfork parent waiting for its child to exec or exit \\(state D in \\S+\\): dump once it has`));
+  t.match(safe(`/proc/${pid}/status`), /TracerPid:\s+0\n/, 'not left traced');
+  assertNoCheckpoint(t, dir);
+});
+
 t.test('a deleted root directory is refused, naming the task', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-gone-root-'));
   // chroot into the directory, then remove it through an fd of its parent.

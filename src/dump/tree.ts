@@ -107,6 +107,10 @@ const EVERY_SIGNAL = (1n << 64n) - 1n;
  * does, and then the thread runs the dump's code like any other.
  */
 async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ mask: bigint; stopSignal?: number; tookSigstop: boolean } | undefined> {
+  // Seized, it would not stop until the wait ends, and a tracee that never stopped cannot be
+  // detached: refused before the seize.
+  const vfork = vforkWait(pid, tid);
+  if (vfork) throw new TaskRefusedError(pid, `thread ${tid} is ${vfork}`, 1);
   try {
     await ctl.seize(tid);
   } catch (err) {
@@ -143,7 +147,30 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
     // by this process and the next dump of it (same process, e.g. a retry or a test) fails with EPERM.
     if (mask !== undefined) await ctl.setSigmask(tid, mask).catch(() => undefined);
     await ctl.detach(tid).catch(() => undefined);
+    if ((err as { code?: string }).code === 'ETIMEDOUT') throw new TaskRefusedError(pid, `thread ${tid} did not stop within 5 s of its PTRACE_INTERRUPT (${whyNotStopping(pid, tid)})`, 1);
     throw err;
+  }
+}
+
+/** What a thread that does not stop for the tracer is doing, from /proc. */
+function whyNotStopping(pid: number, tid: number): string {
+  const { state, wchan } = threadWait(pid, tid) ?? { state: 'gone', wchan: '' };
+  return `state ${state}${wchan && wchan !== '0' ? ` in ${wchan}` : ''}: it stops only when the kernel lets it go; it may stay traced by this process until then`;
+}
+
+/** Set when the thread is a vfork parent waiting for its child: says so. */
+function vforkWait(pid: number, tid: number): string | undefined {
+  const wait = threadWait(pid, tid);
+  // A vfork parent sleeps in wait_for_vfork_done, which /proc names by its caller.
+  if (wait?.state !== 'D' || !(wait.wchan.includes('vfork') || wait.wchan === 'kernel_clone')) return undefined;
+  return `a vfork parent waiting for its child to exec or exit (state D in ${wait.wchan}): dump once it has`;
+}
+
+function threadWait(pid: number, tid: number): { state: string; wchan: string } | undefined {
+  try {
+    return { state: parseStat(readProc(pid, `task/${tid}/stat`)).state, wchan: readProc(pid, `task/${tid}/wchan`).trim() };
+  } catch {
+    return undefined;
   }
 }
 
