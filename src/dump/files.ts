@@ -7,6 +7,7 @@ import { CrrError } from '../errors.js';
 import { drainNonblocking, writeAll } from './queue-io.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
 import { regFileEntry, zeroFown, FD_TYPE, O_CLOEXEC } from './regfile.js';
+import { dumpNsFd } from './fd-nsfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import { eventfdDumper, type AnonFdDumper } from './fd-eventfd.js';
 import { eventpollDumper } from './fd-eventpoll.js';
@@ -50,8 +51,7 @@ const MEM_MAJOR = 1;
 /** statfs f_type of the namespace filesystem (nsfs). */
 const NSFS_MAGIC = 0x6e736673;
 /** An fd's link when it is a namespace opened through /proc/PID/ns ("net:[4026531840]"). */
-const NAMESPACE_LINK = /^(cgroup|ipc|mnt|net|pid|time|user|uts):\[\d+\]$/;
-const NAMESPACE_FD = (link: string) => `a namespace file (${link}); crr does not dump namespace fds`;
+const NAMESPACE_LINK = /^(?:cgroup|ipc|mnt|net|pid|time|user|uts):\[(\d+)\]$/;
 
 /** Dump-wide table of open file descriptions, so tasks sharing one get one id. */
 export class OpenFiles {
@@ -167,7 +167,11 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       continue;
     }
     if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
-    if (NAMESPACE_LINK.test(link)) throw new UnsupportedFdError(pid, fd, NAMESPACE_FD(link));
+    const nsLink = NAMESPACE_LINK.exec(link);
+    if (nsLink) {
+      out.push(await dumpNsFd({ pid, fd, link, ino: Number(nsLink[1]), fileFlags, fdflags }, ids, open, probe.order));
+      continue;
+    }
     if (!link.startsWith('/')) throw new UnsupportedFdError(pid, fd, `'${link}'`);
     if (isMemfdLink(link)) {
       out.push(await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe));
@@ -203,7 +207,10 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     }
     // A namespace file (from /proc/PID/ns, or a bind mount of one such as /run/netns/NAME) looks
     // like an empty regular file; reading it fails with EINVAL.
-    if (kind === C.S_IFREG && st.size === 0 && statfsSync(`/proc/${pid}/fd/${fd}`).type === NSFS_MAGIC) throw new UnsupportedFdError(pid, fd, NAMESPACE_FD(link));
+    if (kind === C.S_IFREG && st.size === 0 && statfsSync(`/proc/${pid}/fd/${fd}`).type === NSFS_MAGIC) {
+      out.push(await dumpNsFd({ pid, fd, link, ino: st.ino, fileFlags, fdflags }, ids, open, probe.order));
+      continue;
+    }
     const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
     const id = await open.idFor(key, pid, fd, probe.order, (id) => {
       ids.addFile(regFileEntry(id, link, st, fileFlags, info.pos, kind === C.S_IFREG ? `/proc/${pid}/fd/${fd}` : undefined));

@@ -118,6 +118,15 @@ export class DumpIds {
     return out;
   }
 
+  /** The kind and id of a namespace numbered so far (the dumper's, the tree's tasks'), by its nsfs inode. */
+  namespaceOfInode(ino: number): { kind: string; id: number } | undefined {
+    for (const [key, id] of this.nsIds) {
+      const [kind, at] = key.split(':');
+      if (Number(at) === ino) return { kind: kind!, id };
+    }
+    return undefined;
+  }
+
   /** The dumper's own ids: taken first so they are 1, like CRIU's. */
   async rootIds(): Promise<Entry> {
     const { shared: _shared, ...own } = await this.taskObjects(process.pid);

@@ -37,6 +37,7 @@ import { sysvShmRemoved } from './sysv-shm.js';
 import { cgroups } from './cgroups.js';
 import { ghostFiles, ghostFilesRemoved } from './ghost-files.js';
 import { FD_TYPE_PIDFD, pidfd } from './pidfd.js';
+import { FD_TYPE_NS, nsfile } from './nsfile.js';
 import { procAttrs } from './proc-attrs.js';
 import { fileLocks } from './file-locks.js';
 import type { ResourceKind } from './types.js';
@@ -67,6 +68,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   inotify,
   eventpoll,
   pidfd,
+  nsfile,
   fs,
   rlimits,
   procAttrs,
@@ -104,6 +106,7 @@ export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_MEMFD, 'memfd'],
   [FD_TYPE_TTY, 'tty'],
   [FD_TYPE_PIDFD, 'pidfd'],
+  [FD_TYPE_NS, 'nsfile'],
 ]);
 
 /** Look a kind up by name; the planner has already checked that names are unique. */

@@ -12,6 +12,7 @@ import { RLIMIT_NAMES, ownHardLimits, rlimitsOf } from '../resources/rlimits.js'
 import { sessionSource } from '../resources/task-tree.js';
 import { checkTerminals } from '../resources/tty.js';
 import { checkPidfds } from '../resources/pidfd.js';
+import { checkNamespaceFds } from '../resources/nsfile.js';
 import type { RestoreSession } from './context.js';
 import { checkFiles } from './files.js';
 import { checkpointNamespaces } from './namespaces.js';
@@ -115,6 +116,7 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   checkVmaKinds(session);
   checkTerminals(session);
   checkPidfds(session);
+  checkNamespaceFds(session);
   const mnt = session.namespaces?.mnt;
   const madeUnder = mnt ? ownMountPoints(mnt, parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'))) : [];
   checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch, madeUnder);

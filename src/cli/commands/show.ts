@@ -107,6 +107,8 @@ export function describeFile(type: string, file: Entry): string {
     }
     case 'MEMFD':
       return `memfd (inode id ${text(sub['inode_id'])})`;
+    case 'NS':
+      return `namespace (id ${text(sub['ns_id'])}, CLONE_NEW* 0x${Number(sub['ns_cflag'] ?? 0).toString(16)})`;
     default:
       return `anon_inode:${type.toLowerCase()}`;
   }
