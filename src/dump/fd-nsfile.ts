@@ -8,7 +8,7 @@ import { UnsupportedFdError, type FileOrder, type OpenFiles } from './files.js';
 export const FD_TYPE_NS = 14;
 
 /** The CLONE_NEW* flag of each namespace kind (ns_cflag). */
-export const NS_CLONE_FLAGS: Readonly<Record<string, number>> = {
+const NS_CLONE_FLAGS: Readonly<Record<string, number>> = {
   mnt: 0x00020000,
   cgroup: 0x02000000,
   uts: 0x04000000,

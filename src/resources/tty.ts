@@ -102,7 +102,7 @@ export function checkTerminals(session: RestoreSession): void {
       // outside the tree is crr's own with --shell-job, and so is its terminal.
       const hasTerminal = (sid: number) => leaders.has(sid) || (session.options.shellJob && !session.images.has(sid));
       const homeless = file.holders.find((holder) => !hasTerminal(session.checkpoint.task(holder).sid));
-      if (homeless !== undefined) refuse(homeless, fd, "it is /dev/tty, and the task's session gets no controlling terminal (a pseudo-terminal of the tree held by its leader, or with --shell-job crr's own)");
+      if (homeless !== undefined) refuse(homeless, session.images.get(homeless)!.fds.find((f) => f.id === file.id)!, "it is /dev/tty, and the task's session gets no controlling terminal (a pseudo-terminal of the tree held by its leader, or with --shell-job crr's own)");
       continue;
     }
     if (file.master && [...files.values()].some((f) => f.master && f.index === file.index && f.id !== file.id)) refuse(pid, fd, `pty ${file.index} has several master descriptions`);
