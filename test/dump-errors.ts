@@ -79,8 +79,8 @@ t.test('a task not permitted (a kernel thread)', async (t) => {
   assertNoCheckpoint(t, dir);
 });
 
-t.test('an unsupported fd (a packet socket) names pid, fd and kind; the task runs on untouched', async (t) => {
-  const pid = await startDetached(['/usr/bin/python3', '-c', 'import socket, time\ns = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)\ntime.sleep(1000)']);
+t.test('an unsupported fd (a vsock socket) names pid, fd and kind; the task runs on untouched', async (t) => {
+  const pid = await startDetached(['/usr/bin/python3', '-c', 'import socket, time\ns = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM, 0)\ntime.sleep(1000)']);
   t.teardown(() => kill([pid]));
   const socketFd = () => readdirSync(`/proc/${pid}/fd`).map(Number).find((n) => spawnSync('readlink', [`/proc/${pid}/fd/${n}`], { encoding: 'utf8' }).stdout.startsWith('socket:'));
   for (let i = 0; i < 200 && socketFd() === undefined; i++) await sleep(20);

@@ -15,6 +15,7 @@
 #include <linux/sock_diag.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink_diag.h>
+#include <linux/packet_diag.h>
 #include <linux/unix_diag.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -214,6 +215,17 @@ Napi::Value NetlinkDiag(const Napi::CallbackInfo& info) {
   return SockDiagDump(info.Env(), &req, sizeof req, given);
 }
 
+// packetDiag(diagSocket?) -> Buffer: every packet socket of the network namespace, with its
+// options, memberships, rings, fanout and memory (packet_diag_msg + attributes).
+Napi::Value PacketDiag(const Napi::CallbackInfo& info) {
+  int given;
+  if (!DiagSocketArg(info, 0, &given)) return info.Env().Undefined();
+  struct packet_diag_req req = {};
+  req.sdiag_family = AF_PACKET;
+  req.pdiag_show = PACKET_SHOW_INFO | PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG | PACKET_SHOW_FANOUT | PACKET_SHOW_MEMINFO;
+  return SockDiagDump(info.Env(), &req, sizeof req, given);
+}
+
 // setsockoptInt(fd, level, name, value) -> undefined.
 Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -255,6 +267,7 @@ void InitSockDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("unixDiag", Napi::Function::New(env, UnixDiag, "unixDiag"));
   exports.Set("inetDiag", Napi::Function::New(env, InetDiag, "inetDiag"));
   exports.Set("netlinkDiag", Napi::Function::New(env, NetlinkDiag, "netlinkDiag"));
+  exports.Set("packetDiag", Napi::Function::New(env, PacketDiag, "packetDiag"));
   exports.Set("peekQueue", Napi::Function::New(env, PeekQueue, "peekQueue"));
   exports.Set("getsockoptBytes", Napi::Function::New(env, GetsockoptBytes, "getsockoptBytes"));
   exports.Set("getsockname", Napi::Function::New(env, Getsockname, "getsockname"));

@@ -19,6 +19,8 @@ export interface SockDiagBinding {
   inetDiag(family: number, protocol: number, diagSocket?: number): Buffer;
   /** One NETLINK_SOCK_DIAG dump of every netlink socket, with groups and memory: raw nlmsgs. */
   netlinkDiag(diagSocket?: number): Buffer;
+  /** Every packet socket of the network namespace: packet_diag_msg + attributes (info, memberships, rings, fanout, memory). */
+  packetDiag(diagSocket?: number): Buffer;
   /** MSG_PEEK the receive queue of a socket (an fd of this process) without consuming it; `udp`: empty datagrams do not end it. */
   peekQueue(fd: number, maxPacket: number, udp?: boolean): PeekedQueue;
   /** getsockopt into a buffer of `size` bytes; returns what the kernel filled. */

@@ -8,6 +8,7 @@ import { drainNonblocking, writeAll } from './queue-io.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
 import { regFileEntry, zeroFown, FD_TYPE, O_CLOEXEC } from './regfile.js';
 import { dumpNsFd } from './fd-nsfile.js';
+import { dumpPacketFd } from './fd-packetsk.js';
 import type { DumpIds, Entry } from './ids.js';
 import { eventfdDumper, type AnonFdDumper } from './fd-eventfd.js';
 import { eventpollDumper } from './fd-eventpoll.js';
@@ -152,7 +153,8 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       const entry =
         (await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order)) ??
         (await dumpInetFd(at, ids, open, probe.order)) ??
-        (await dumpNetlinkFd(at, ids, open, probe.order));
+        (await dumpNetlinkFd(at, ids, open, probe.order)) ??
+        (await dumpPacketFd(at, ids, open, probe.order));
       if (entry) {
         out.push(entry);
         continue;

@@ -24,6 +24,7 @@ import { sharedFiles } from './shared-files.js';
 import { shmem } from './shmem.js';
 import { FD_TYPE_MEMFD, memfd } from './memfd.js';
 import { FD_TYPE_NETLINKSK, netlinksk } from './netlinksk.js';
+import { FD_TYPE_PACKETSK, packetsk } from './packetsk.js';
 import { sigact } from './sigact.js';
 import { FD_TYPE_SIGNALFD, signalfd } from './signalfd.js';
 import { signals } from './signals.js';
@@ -59,6 +60,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   inetsk,
   tcpRepairOff,
   netlinksk,
+  packetsk,
   sharedFiles,
   shmem,
   memfd,
@@ -98,6 +100,7 @@ export const fdKinds: ReadonlyMap<number, string> = new Map([
   [FD_TYPE_UNIXSK, 'unixsk'],
   [FD_TYPE_INETSK, 'inetsk'],
   [FD_TYPE_NETLINKSK, 'netlinksk'],
+  [FD_TYPE_PACKETSK, 'packetsk'],
   [FD_TYPE_EVENTFD, 'eventfd'],
   [FD_TYPE_SIGNALFD, 'signalfd'],
   [FD_TYPE_TIMERFD, 'timerfd'],
