@@ -1,5 +1,5 @@
 // Packet sockets (src/dump/fd-packetsk.ts, src/resources/packetsk.ts): a raw one bound to lo for
-// IPv4 with PACKET_AUXDATA, and a datagram one for every protocol, unbound, non-blocking and
+// IPv4 with PACKET_AUXDATA, TPACKET_V2 and fanout group 77, and a datagram one for every protocol, unbound, non-blocking and
 // shared by a dup. After a restore each has its type, protocol, binding and options back, and the
 // bound one sees a UDP datagram sent on lo. A membership (promiscuous mode) is refused at dump.
 import t from 'tap';
@@ -16,6 +16,8 @@ t.test('packet sockets come back with their type, protocol, interface and option
     'raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))',
     'raw.bind(("lo", 0x0800))',
     'raw.setsockopt(263, 8, 1)', // PACKET_AUXDATA
+    'raw.setsockopt(263, 10, 1)', // PACKET_VERSION: TPACKET_V2
+    'raw.setsockopt(263, 18, 77)', // PACKET_FANOUT: group 77, by hash
     'os.dup2(raw.fileno(), 40)',
     'raw.close()',
     'dgram = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003))',
@@ -27,7 +29,7 @@ t.test('packet sockets come back with their type, protocol, interface and option
   const check = [
     'raw = socket.socket(fileno=40)',
     'dgram = socket.socket(fileno=41)',
-    'state = [raw.type == socket.SOCK_RAW, raw.getsockname()[:2], raw.getsockopt(263, 8), dgram.type == socket.SOCK_DGRAM, dgram.getsockname()[1], os.get_blocking(41), os.get_blocking(42)]',
+    'state = [raw.type == socket.SOCK_RAW, raw.getsockname()[:2], raw.getsockopt(263, 8), raw.getsockopt(263, 10), raw.getsockopt(263, 18), dgram.type == socket.SOCK_DGRAM, dgram.getsockname()[1], os.get_blocking(41), os.get_blocking(42)]',
     'while select.select([raw], [], [], 0)[0]:',
     '    raw.recv(65536)',
     'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
@@ -45,10 +47,10 @@ t.test('packet sockets come back with their type, protocol, interface and option
   const fds = checkpoint.fdinfo(checkpoint.ids(prog.pid).files_id).filter((f) => f.fd >= 40 && f.fd <= 42);
   t.same(fds.map((f) => f.type), [10, 10, 10], 'fdinfo: PACKETSK entries');
   t.equal(fds[1]!.id, fds[2]!.id, 'fds 41 and 42: one description');
-  t.match(checkpoint.file(fds[0]!.id)['psk'], { type: 3, protocol: 0x800, aux_data: true }, 'psk: raw, IPv4, auxdata');
+  t.match(checkpoint.file(fds[0]!.id)['psk'], { type: 3, protocol: 0x800, aux_data: true, version: 1, fanout: 77 }, 'psk: raw, IPv4, auxdata, TPACKET_V2, fanout group 77');
   await restoreProgram(t, prog, imagesDir);
   go();
-  t.equal(await result(), "[True, ('lo', 2048), 1, True, 3, False, False, True]", 'types, protocols, binding, options, non-blocking; the raw socket sees a datagram on lo');
+  t.equal(await result(), "[True, ('lo', 2048), 1, 1, 77, True, 3, False, False, True]", 'types, protocols, binding, auxdata, version, fanout group, non-blocking; the raw socket sees a datagram on lo');
 });
 
 t.test('a packet socket with a membership (promiscuous mode) is refused at dump, naming it', async (t) => {
