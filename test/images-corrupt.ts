@@ -13,20 +13,10 @@ import { kindForPath, parseImage } from '../src/images/reader.js';
 import { openCheckpoint } from '../src/images/checkpoint.js';
 import { readPagemap } from '../src/images/pagemap.js';
 import { SHARED } from './lib/shared-dir.js';
+import { prng } from './lib/prng.js';
 
 const FIXTURES = SHARED + 'fixtures/criu-4.2';
 const crr = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
-
-/** A small deterministic PRNG so a failing case can be found again. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
-}
 
 interface Case {
   what: string;

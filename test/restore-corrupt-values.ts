@@ -15,18 +15,9 @@ import { writeImage } from '../src/images/writer.js';
 import { restore } from '../src/restore/index.js';
 import { CrrError } from '../src/errors.js';
 import { SHARED } from './lib/shared-dir.js';
+import { prng } from './lib/prng.js';
 
 const FIXTURES = join(SHARED, 'fixtures/criu-4.2');
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
-}
 
 const NUMBERS = [0, -1, 1, 7, 0xffffffff, 2 ** 31, 4096, 123456789];
 const BIGINTS = [0n, -1n, 1n << 63n, 0xffffffffffffffffn];

@@ -122,18 +122,11 @@ export async function dumpTtyFd(
 ): Promise<Entry> {
   const { pid, fd, link, st } = at;
   const kind = terminalKind(st.rdev);
-  if (kind === 'dev-tty') return dumpDevTty(at, ids, open, order);
-  if (kind !== 'pty-slave' && kind !== 'pty-master') throw new UnsupportedFdError(pid, fd, `a terminal other than a pseudo-terminal or /dev/tty (${link})`);
-  const master = kind === 'pty-master';
-  const index = master ? ptyIndexOf(pid, fd) : minorOf(st.rdev) + (majorOf(st.rdev) - UNIX98_PTY_SLAVE_MAJOR) * 256;
-  const infoId = index * 2 + (master ? 1 : 0); // CRIU's numbering
-  const { infos, ends } = terminalsOf(open);
-  const pair = ends.get(index) ?? {};
-  ends.set(index, pair);
-  if (master) pair.master ??= { pid, fd, link };
-  else pair.slave ??= { pid, fd, link };
-  if (!infos.has(infoId)) infos.set(infoId, ttyInfoEntry(pid, fd, infoId, index, st, master));
-  const id = await open.idFor(`tty:${st.rdev}:${index}:${at.fileFlags}`, pid, fd, order, (id) => {
+  let infoId: number;
+  if (kind === 'dev-tty') infoId = devTtyInfo(at, open);
+  else if (kind === 'pty-slave' || kind === 'pty-master') infoId = ptyEndInfo(at, open, kind === 'pty-master');
+  else throw new UnsupportedFdError(pid, fd, `a terminal other than a pseudo-terminal or /dev/tty (${link})`);
+  const id = await open.idFor(`tty:${st.rdev}:${infoId}:${at.fileFlags}`, pid, fd, order, (id) => {
     const regfId = ids.newFileId();
     ids.addFile(regFileEntry(regfId, link, statSync(`/proc/${pid}/fd/${fd}`), at.fileFlags, 0n));
     ids.addFile({ type: FD_TYPE_TTY, id, tty: { id, tty_info_id: infoId, flags: at.fileFlags, fown: zeroFown(), regf_id: regfId } });
@@ -141,26 +134,30 @@ export async function dumpTtyFd(
   return { id, flags: at.fdflags, type: FD_TYPE_TTY, fd };
 }
 
-/**
- * /dev/tty: one files.img entry per description, all on the one CTTY tty-info entry (its termios
- * and window size are those of the terminal it leads to, as CRIU records them).
- */
-async function dumpDevTty(
-  at: { pid: number; fd: number; link: string; st: Stats; fileFlags: number; fdflags: number },
-  ids: DumpIds,
-  open: OpenFiles,
-  order: FileOrder | undefined,
-): Promise<Entry> {
+/** A pty end: its tty-info id (CRIU's numbering: index * 2, + 1 for the master), its entry made once. */
+function ptyEndInfo(at: { pid: number; fd: number; link: string; st: Stats }, open: OpenFiles, master: boolean): number {
   const { pid, fd, link, st } = at;
+  const index = master ? ptyIndexOf(pid, fd) : minorOf(st.rdev) + (majorOf(st.rdev) - UNIX98_PTY_SLAVE_MAJOR) * 256;
+  const infoId = index * 2 + (master ? 1 : 0);
+  const { infos, ends } = terminalsOf(open);
+  const pair = ends.get(index) ?? {};
+  ends.set(index, pair);
+  if (master) pair.master ??= { pid, fd, link };
+  else pair.slave ??= { pid, fd, link };
+  if (!infos.has(infoId)) infos.set(infoId, ttyInfoEntry(pid, fd, infoId, index, st, master));
+  return infoId;
+}
+
+/**
+ * /dev/tty: every description on the one CTTY tty-info entry (its termios and window size are
+ * those of the terminal it leads to, as CRIU records them).
+ */
+function devTtyInfo(at: { pid: number; fd: number; st: Stats }, open: OpenFiles): number {
+  const { pid, fd, st } = at;
   if (!parseStat(readProc(pid, 'stat')).ttyNr) throw new UnsupportedFdError(pid, fd, '/dev/tty, but the task has no controlling terminal now (hung up)');
   const { infos } = terminalsOf(open);
   if (!infos.has(CTTY_INFO_ID)) infos.set(CTTY_INFO_ID, ttyInfoEntry(pid, fd, CTTY_INFO_ID, undefined, st, false));
-  const id = await open.idFor(`tty:${st.rdev}:ctty:${at.fileFlags}`, pid, fd, order, (id) => {
-    const regfId = ids.newFileId();
-    ids.addFile(regFileEntry(regfId, link, statSync(`/proc/${pid}/fd/${fd}`), at.fileFlags, 0n));
-    ids.addFile({ type: FD_TYPE_TTY, id, tty: { id, tty_info_id: CTTY_INFO_ID, flags: at.fileFlags, fown: zeroFown(), regf_id: regfId } });
-  }, ids);
-  return { id, flags: at.fdflags, type: FD_TYPE_TTY, fd };
+  return CTTY_INFO_ID;
 }
 
 /** A pty master's index (TIOCGPTN), through a copy of the task's fd. */
