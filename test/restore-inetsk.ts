@@ -329,12 +329,12 @@ t.test('a connection to a client outside the tree survives the dump (closed with
 });
 
 t.test('a dump that fails after reading a connection in repair mode switches repair off: the connection goes on', async (t) => {
-  // A packet socket above the connection's fds: refused after the connection was read.
-  const { prog, go, result } = await startConnected(t, ['n = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)', 'os.dup2(n.fileno(), 60)', 'n.close()']);
+  // A vsock socket above the connection's fds: refused after the connection was read.
+  const { prog, go, result } = await startConnected(t, ['n = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM, 0)', 'os.dup2(n.fileno(), 60)', 'n.close()']);
   const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
   t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
   const err = await dump({ pid: prog.pid, imagesDir, tcpEstablished: true }).catch((e: Error) => e);
-  t.match(String(err), /fd 60 is a socket/, 'the dump failed on the packet socket');
+  t.match(String(err), /fd 60 is a socket/, 'the dump failed on the vsock socket');
   go();
   t.equal(await result(), EXCHANGED);
 });
