@@ -10,9 +10,10 @@
 import { readSync, writeSync } from 'node:fs';
 import { native } from './actors/native.js';
 
-const TCGETS2 = 0x802c542a;
-const TCSETS2 = 0x402c542b;
-const TERMIOS2_BYTES = 44;
+/** The kernel's termios2 ioctls (speeds after c_cc) and its size: for the dump's and restore's terminals too. */
+export const TCGETS2 = 0x802c542a;
+export const TCSETS2 = 0x402c542b;
+export const TERMIOS2_BYTES = 44;
 const FIONREAD = 0x541b;
 const TIOCSTI = 0x5412;
 const IFLAG_OFF = 0o40 /* ISTRIP */ | 0o100 /* INLCR */ | 0o200 /* IGNCR */ | 0o400 /* ICRNL */ | 0o1000 /* IUCLC */ | 0o2000; /* IXON */

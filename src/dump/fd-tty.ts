@@ -17,7 +17,7 @@ import { UnsupportedFdError, type FileOrder, type OpenFiles } from './files.js';
 import { parseStat, readProc } from './proc.js';
 import { regFileEntry, zeroFown } from './regfile.js';
 import { copyOfTaskFd } from './socket-common.js';
-import { drainPty, ptyQueued, requeuePty } from '../pty-queues.js';
+import { drainPty, ptyQueued, requeuePty, TCGETS2, TERMIOS2_BYTES } from '../pty-queues.js';
 
 export const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
@@ -30,8 +30,6 @@ const UNIX98_PTY_MASTER_MAJOR = 128;
 const TTYAUX_MAJOR = 5;
 const TTY_MAJOR = 4;
 
-export const TCGETS2 = 0x802c542a;
-export const TERMIOS2_BYTES = 44;
 const TIOCGLCKTRMIOS = 0x5456;
 const TERMIOS_BYTES = 36;
 const TIOCGWINSZ = 0x5413;

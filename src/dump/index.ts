@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
-import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type Frozen, type FrozenTask, type Seized } from './tree.js';
+import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type Frozen, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { finishTcpRepair } from './fd-inetsk.js';
@@ -224,7 +224,7 @@ interface TreeDump {
   readonly shmem: SharedMemory;
   readonly out: DumpOutput;
   readonly regs: Map<number, Regs>;
-  readonly frozen: Seized;
+  readonly frozen: Frozen;
   readonly stats: DumpStats;
   readonly emit: (e: DumpEvent) => void;
   readonly seccomp: SeccompFilters;

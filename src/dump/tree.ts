@@ -19,19 +19,19 @@ export interface FrozenTask {
   zombie?: { exitCode: number; comm: string };
 }
 
-/** What a thaw gives back: every thread seized (in order), its own signal mask, the stops. */
+/** What a thaw gives back: every thread seized (in order), its own signal mask, a taken SIGSTOP. */
 export interface Seized {
   seized: number[];
   /** While frozen every thread blocks every signal: one arriving meanwhile stays queued. */
   masks: Map<number, bigint>;
-  /** Tasks a stop signal had stopped (its group stop, or a SIGSTOP not yet taken): pid -> signal. */
-  stopSignals: Map<number, number>;
   /** Tasks whose queued SIGSTOP the freeze took: it is sent again at the thaw. */
   takenSigstops: Set<number>;
 }
 
 export interface Frozen extends Seized {
   tasks: FrozenTask[];
+  /** Tasks a stop signal had stopped (its group stop, or a SIGSTOP not yet taken): pid -> signal. */
+  stopSignals: Map<number, number>;
 }
 
 /** A task the dump cannot take: gone, a zombie, or not ours to trace. */
@@ -91,7 +91,7 @@ export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid
     }
     return { tasks: describeTree(root), seized: order, masks, stopSignals, takenSigstops };
   } catch (err) {
-    await thaw(ctl, { seized: order, masks, stopSignals, takenSigstops });
+    await thaw(ctl, { seized: order, masks, takenSigstops });
     throw err;
   }
 }

@@ -172,6 +172,13 @@ export class Checkpoint {
     return tasks;
   }
 
+  /** The root task (ppid 0; the checkpoint's validation allows exactly one). */
+  get root(): PstreeTask {
+    const root = this.tasks.find((t) => t.ppid === 0);
+    if (!root) throw new ImageError(this.path('pstree.img'), 0, 'a root task (ppid 0)', 'none');
+    return root;
+  }
+
   task(pid: number): PstreeTask {
     if (!this.tasksByPid) void this.tasks; // reading pstree builds the index
     const task = this.tasksByPid!.get(pid);

@@ -30,9 +30,8 @@ function namespaceOf(session: RestoreSession, file: Entry): { kind: string; whos
   const kind = KIND_OF_FLAG[Number(nsf['ns_cflag'] ?? 0)];
   if (!kind) return `ns_cflag 0x${Number(nsf['ns_cflag'] ?? 0).toString(16)} is no namespace kind`;
   const nsId = Number(nsf['ns_id'] ?? 0);
-  const root = session.checkpoint.tasks.find((t) => t.ppid === 0)!;
   const field = `${kind}_ns_id`;
-  if (Number((session.checkpoint.ids(root.pid) as unknown as Record<string, unknown>)[field]) === nsId) return { kind, whose: 'root' };
+  if (Number((session.checkpoint.ids(session.checkpoint.root.pid) as unknown as Record<string, unknown>)[field]) === nsId) return { kind, whose: 'root' };
   if (Number(((session.checkpoint.inventory['root_ids'] ?? {}) as Entry)[field]) === nsId) return { kind, whose: 'crr' };
   return `its ${kind} namespace (id ${nsId}) is neither the tree's nor the dumper's; crr restores namespace fds of those only`;
 }
@@ -56,8 +55,7 @@ export const nsfile: ResourceKind<RestoreCtx> = {
   async restore(ctx) {
     await restoreAnonFds(ctx, FD_TYPE_NS, async (first) => {
       const ns = namespaceOf(ctx.session, first.file) as { kind: string; whose: 'root' | 'crr' };
-      const root = ctx.session.checkpoint.tasks.find((t) => t.ppid === 0)!;
-      const owner = ns.whose === 'crr' ? 'self' : ctx.session.runtimes.get(root.pid)?.hostPid;
+      const owner = ns.whose === 'crr' ? 'self' : ctx.session.runtimes.get(ctx.checkpoint.root.pid)?.hostPid;
       if (owner === undefined) throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message: `fd ${first.fd}: the root task was not restored` });
       offer(ctx, 'nsfile', String(first.id), openSync(`/proc/${owner}/ns/${ns.kind}`, C.O_RDONLY), 1);
       await receive(ctx, [{ kind: 'nsfile', id: String(first.id), fd: first.fd, cloexec: first.cloexec }]);

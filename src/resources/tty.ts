@@ -19,20 +19,18 @@ import { StageError } from '../errors.js';
 import type { Entry, FdinfoEntry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
-import { requeuePty } from '../pty-queues.js';
+import { requeuePty, TCSETS2, TERMIOS2_BYTES } from '../pty-queues.js';
 import { FD_CLOEXEC, holdsFdOfType, O_CLOEXEC, offer, receive } from './shared-fds.js';
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
 const TTY_TYPE_CTTY = 4;
-const TCSETS2 = 0x402c542b;
 const TIOCSLCKTRMIOS = 0x5457;
 const TIOCSWINSZ = 0x5414;
 const TIOCGPTN = 0x80045430;
 const TIOCSPTLCK = 0x40045431;
 const TIOCPKT = 0x5420;
-const TERMIOS2_BYTES = 44;
 const TERMIOS_BYTES = 36;
 const NCCS = 19;
 /** Opens of /dev/ptmx a pair's index may take (each one holds an index until the right one comes). */

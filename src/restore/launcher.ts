@@ -124,7 +124,7 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // pid 1 is that init itself, and the launcher its parent.
   const parent = namespaces.user ? await initInUserNamespace(launcher, init, namespaces.user) : await (init ?? launcher.fork({ flags: 0 }));
   if (joinNet && init && !namespaces.user) await joinNetwork(parent, joinNet);
-  const rootIsInit = init !== undefined && rootTaskPid(session) === 1;
+  const rootIsInit = init !== undefined && session.checkpoint.root.pid === 1;
   session.rootParent = rootIsInit ? launcher : parent;
   if (rootIsInit) session.rootInit = parent;
   await identity;
@@ -143,11 +143,6 @@ async function joinNetwork(helper: HelperChannel, path: string): Promise<void> {
     const e = err as { code?: string; errno?: number; syscall?: string; message: string };
     throw new StageError({ stage: 'fork', pid: helper.pid, resource: 'namespaces', message: `joining the network namespace given for the tree (${path}): ${e.message}`, ...(e.code ? { code: e.code } : {}), ...(e.errno !== undefined ? { errno: Math.abs(e.errno) } : {}), ...(e.syscall ? { syscall: e.syscall } : {}) });
   }
-}
-
-/** The checkpoint's root task's PID (as its own PID namespace numbers it). */
-function rootTaskPid(session: RestoreSession): number | undefined {
-  return session.checkpoint.tasks.find((t) => t.ppid === 0)?.pid;
 }
 
 /** The holder moved into `cgroups` (made where missing), as crr's namespace names them. */
