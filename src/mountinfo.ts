@@ -62,7 +62,7 @@ export function isWithin(path: string, dir: string): boolean {
 }
 
 /** Filesystems a mount of which is made fresh (no contents to carry): their instance is the namespace's. */
-const FRESH = new Set(['proc', 'sysfs', 'mqueue', 'cgroup2']);
+export const FRESH_FILESYSTEMS: ReadonlySet<string> = new Set(['proc', 'sysfs', 'mqueue', 'cgroup2']);
 
 /** How a mount of a tree's namespace comes back in a namespace that starts as a copy of `own`. */
 export type MountMaking =
@@ -73,12 +73,13 @@ export type MountMaking =
   | { readonly how: 'unsupported' };
 
 export function howToMake(m: MountLine, own: readonly MountLine[]): MountMaking {
-  const same = own.find((o) => o.mountPoint === m.mountPoint && o.fstype === m.fstype && (FRESH.has(m.fstype) || (o.dev === m.dev && o.root === m.root)));
+  const same = own.find((o) => o.mountPoint === m.mountPoint && o.fstype === m.fstype && (FRESH_FILESYSTEMS.has(m.fstype) || (o.dev === m.dev && o.root === m.root)));
   if (same) return { how: 'inherited', own: same };
   if (m.fstype === 'tmpfs') return { how: 'tmpfs' };
-  if (FRESH.has(m.fstype)) return { how: 'fresh' };
+  if (FRESH_FILESYSTEMS.has(m.fstype)) return { how: 'fresh' };
   // A bind mount of a directory crr sees: a mount of the same filesystem whose root holds it.
-  const holder = own.find((o) => o.dev === m.dev && isWithin(m.root, o.root));
+  // (An unmounted filesystem's anonymous device number goes to the next one mounted.)
+  const holder = own.find((o) => o.dev === m.dev && o.fstype === m.fstype && isWithin(m.root, o.root));
   if (holder) return { how: 'bind', source: `${holder.mountPoint.replace(/\/$/, '')}${m.root.slice(holder.root === '/' ? 0 : holder.root.length)}` || '/' };
   return { how: 'unsupported' };
 }

@@ -34,6 +34,8 @@ t.test('criu option names parse', async (t) => {
   t.match(args, { imagesDir: '/x', detached: true, pidfile: 'p', logFile: 'log', verbosity: 5, shellJob: true, workDir: '/w' });
   t.match(parseRestoreArgs(['--images-dir=/y', '--restore-detached', '--verbosity=4']), { imagesDir: '/y', detached: true, verbosity: 4 });
   t.equal(parseRestoreArgs(['-D', '/z', '-v1']).verbosity, 1);
+  t.equal(parseRestoreArgs(['-D', '/z', '--root', '/ctr']).rootDir, '/ctr', "--root: criu's option for a container's rootfs");
+  t.equal(parseRestoreArgs(['-D', '/z', '-r', '/ctr']).rootDir, '/ctr', '-r, its short form');
   t.same(parseRestoreArgs(['-D', '/z', '--inherit-fd', 'fd[3]:extnet']).externalNamespaces, { extnet: `/proc/${process.pid}/fd/3` }, "--inherit-fd: crr's fd, which the joining helper opens through /proc");
 });
 

@@ -4,9 +4,10 @@
 // tmpfs, whose files go into tmpfs-dev-MNTID.tar.gz, a fresh proc, sysfs, mqueue or cgroup2,
 // and a bind mount of a directory crr's namespace shows; any other mount, or one stacked on
 // another mount point of the tree, is refused. The tmpfs files are read through /proc/PID/root while the tree is frozen.
+// A root other than crr's is described, not carried (see below).
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { writeTarGz, type TarEntry } from '../images/tar.js';
-import { howToMake, isWithin, mountFlags, parseMountinfo, type MountLine } from '../mountinfo.js';
+import { howToMake, isWithin, mountFlags, parseMountinfo, type MountLine, type MountMaking } from '../mountinfo.js';
 import type { Entry } from './ids.js';
 import { TaskRefusedError } from './tree.js';
 
@@ -35,8 +36,12 @@ export function mountImages(pid: number): { mounts: Entry[]; archives: Array<[st
     // Mounts stacked on one mount point come back only as copies of crr's own.
     if (points.has(m.mountPoint) && making.how !== 'inherited') throw new TaskRefusedError(pid, `its mount namespace has two mounts on ${m.mountPoint}, one its own; crr makes one mount per mount point`);
     points.add(m.mountPoint);
-    // The tree's tasks keep the root they have; a root of the tree's own would need pivot_root.
-    if (m.mountPoint === '/' && making.how !== 'inherited') throw new TaskRefusedError(pid, `its mount namespace has a root (${m.fstype} ${m.source}) other than crr's, as a container's has; crr restores a namespace on crr's root only`);
+    // A root of the tree's own (a container's rootfs) is only described: the restore is given
+    // it (criu --root) or finds it where crr's namespace shows it, as CRIU's restore is given it.
+    if (m.mountPoint === '/' && making.how !== 'inherited') {
+      mounts.push(mountEntry(m, making));
+      continue;
+    }
     if (making.how === 'unsupported') throw new TaskRefusedError(pid, `its mount namespace has ${m.fstype} ${m.source} mounted at ${m.mountPoint}, which crr cannot make again (it makes tmpfs, proc, sysfs, mqueue, cgroup2 and bind mounts of what crr sees)`);
     if (making.how === 'tmpfs') {
       const entries = tmpfsFiles(pid, m, tree);
@@ -44,21 +49,25 @@ export function mountImages(pid: number): { mounts: Entry[]; archives: Array<[st
       if (bytes > TMPFS_LIMIT) throw new TaskRefusedError(pid, `its tmpfs mounts hold over ${TMPFS_LIMIT} bytes of files (at ${m.mountPoint})`);
       archives.push([`tmpfs-dev-${m.id}.tar.gz`, writeTarGz(entries)]);
     }
-    mounts.push({
-      fstype: FSTYPE[m.fstype] ?? FSTYPE_AUTO,
-      ...(FSTYPE[m.fstype] === undefined ? { fsname: m.fstype } : {}),
-      mnt_id: m.id,
-      root_dev: kdev(m.dev),
-      parent_mnt_id: m.parent,
-      flags: mountFlags(m.options),
-      root: m.root,
-      mountpoint: m.mountPoint,
-      source: m.source,
-      options: m.superOptions,
-      ...(making.how === 'inherited' ? { ext_mount: true, ext_key: m.mountPoint } : {}),
-    });
+    mounts.push(mountEntry(m, making));
   }
   return { mounts, archives };
+}
+
+function mountEntry(m: MountLine, making: MountMaking): Entry {
+  return {
+    fstype: FSTYPE[m.fstype] ?? FSTYPE_AUTO,
+    ...(FSTYPE[m.fstype] === undefined ? { fsname: m.fstype } : {}),
+    mnt_id: m.id,
+    root_dev: kdev(m.dev),
+    parent_mnt_id: m.parent,
+    flags: mountFlags(m.options),
+    root: m.root,
+    mountpoint: m.mountPoint,
+    source: m.source,
+    options: m.superOptions,
+    ...(making.how === 'inherited' ? { ext_mount: true, ext_key: m.mountPoint } : {}),
+  };
 }
 
 /** The files of tmpfs mount `m` as the task sees them, without those of mounts below it. */

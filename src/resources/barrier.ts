@@ -4,7 +4,7 @@
 // the task does not use, park (blocked in pause()), and be seized by the tracer with
 // PTRACE_O_EXITKILL and interrupted. The memory kinds (src/resources/memory.ts and friends)
 // find the scratch address in `ctx.runtime.scratch` and the fds in `ctx.runtime.preopened`.
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import type { HelperChannel } from '../actors/helper.js';
 import { STUB_SCRATCH_SIZE, stubCode } from '../actors/stub.js';
@@ -165,7 +165,11 @@ export const barrier: ResourceKind<RestoreCtx> = {
     // helper and of Node; per task in a 1,000-task tree they add up to seconds.
     const ops: Array<{ op: string } & Record<string, unknown>> = [{ op: 'map_scratch', size, code: stubCode() }];
     const keys: string[] = [];
-    ops.push({ op: 'open', path: ctx.checkpoint.path(pagesFile), flags: O_RDONLY | O_CLOEXEC, fd: numbers[0] });
+    // Under a root of the tree's own (a container's) the helper no longer sees the images
+    // directory: crr opens the pages file and it rides on the batch's packet.
+    const pagesFd = ctx.session.namespaces?.mnt?.newRoot ? openSync(ctx.checkpoint.path(pagesFile), O_RDONLY | O_CLOEXEC) : undefined;
+    if (pagesFd === undefined) ops.push({ op: 'open', path: ctx.checkpoint.path(pagesFile), flags: O_RDONLY | O_CLOEXEC, fd: numbers[0] });
+    else ops.push({ op: 'recv_fds', fds: [numbers[0]], cloexec: [1] });
     keys.push('pages');
     let i = 1;
     for (const [id, writable] of files) {
@@ -174,8 +178,10 @@ export const barrier: ResourceKind<RestoreCtx> = {
       keys.push(`file:${id}`);
     }
     ops.push({ op: 'park' });
-    const { scratch, results } = await batchWithScratch(helper, ops, imageVmas, hostPid);
+    const sender = pagesFd === undefined ? helper : { batch: (list: typeof ops) => helper.requestWithFds<unknown[]>('batch', { ops: list }, [pagesFd]) };
+    const { scratch, results } = await batchWithScratch(sender, ops, imageVmas, hostPid).finally(() => pagesFd !== undefined && closeSync(pagesFd));
     const [, ...opened] = results as number[];
+    if (pagesFd !== undefined) opened[0] = numbers[0]!; // recv_fds answers a count
     ctx.runtime.scratch = scratch;
     keys.forEach((key, n) => ctx.runtime.preopened.set(key, opened[n]!));
     helper.parked = true;

@@ -12,6 +12,7 @@ import type { Checkpoint, Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import type { RestoreCtx, RestoreSession } from '../restore/context.js';
 import { ghostsOf, regFile } from '../restore/files.js';
+import { crrPathOf } from '../restore/mounts.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 const S_IFMT = 0o170000;
@@ -61,9 +62,11 @@ export const ghostFiles: ResourceKind<RestoreCtx> = {
     ctx.signal.addEventListener('abort', () => removeMade(ctx.session, false), { once: true });
     const made = madePaths(ctx.session);
     const firstPath = new Map<number, string>();
+    // The tasks' paths; crr's, below a root of the tree's own, differ.
+    const crrPath = (path: string) => crrPathOf(ctx.session.namespaces?.mnt, path);
     for (const [fileId, ghost] of ghosts) {
-      const path = regFile(ctx.checkpoint, fileId, 'remap-fpath.img').name;
-      const original = String((ctx.checkpoint.file(fileId, 'remap-fpath.img')['reg'] as Entry)['name']);
+      const path = crrPath(regFile(ctx.checkpoint, fileId, 'remap-fpath.img').name);
+      const original = crrPath(String((ctx.checkpoint.file(fileId, 'remap-fpath.img')['reg'] as Entry)['name']));
       const first = firstPath.get(ghost);
       if (first === path) continue;
       try {

@@ -119,5 +119,5 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   checkNamespaceFds(session);
   const mnt = session.namespaces?.mnt;
   const madeUnder = mnt ? ownMountPoints(mnt, parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'))) : [];
-  checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch, madeUnder);
+  checkFiles(session.checkpoint, [...session.images.values()].filter((set) => set.mm), session.options.allowFileMismatch, madeUnder, mnt);
 }

@@ -48,6 +48,8 @@ export interface RestoreSessionOptions {
   readonly pidNamespace: boolean;
   /** Namespaces the dump left out (criu's --external), by key: the path of the one to restore into. */
   readonly externalNamespaces: Readonly<Record<string, string>>;
+  /** A directory of crr's that becomes the root of a tree whose mount namespace had a root of its own (criu --root). */
+  readonly rootDir?: string;
 }
 
 /** What the restore knows about one task while it runs: filled in as stages go by. */

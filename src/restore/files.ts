@@ -8,6 +8,7 @@ import { StageError } from '../errors.js';
 import { isWithin } from '../mountinfo.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import type { TaskImageSet } from './context.js';
+import { crrPathOf, type TreeMounts } from './mounts.js';
 
 export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
@@ -134,10 +135,10 @@ function buildIdOf(path: string, st: Stats): number[] | undefined {
 }
 
 /** What is wrong with one file on this machine, or undefined when it matches. */
-export function fileMismatch(file: RegFile): { missing: boolean; detail: string } | undefined {
+export function fileMismatch(file: RegFile, path = file.name): { missing: boolean; detail: string } | undefined {
   let st: Stats;
   try {
-    st = statSync(file.name);
+    st = statSync(path);
   } catch (err) {
     return { missing: true, detail: `missing (${(err as NodeJS.ErrnoException).code})` };
   }
@@ -153,7 +154,7 @@ export function fileMismatch(file: RegFile): { missing: boolean; detail: string 
     return { missing: false, detail: `has size ${st.size}, was ${file.size}` };
   }
   if (file.buildId) {
-    const now = buildIdOf(file.name, st);
+    const now = buildIdOf(path, st);
     if (!now || now.join() !== file.buildId.join()) return { missing: false, detail: 'has a different build-id (another build of the program)' };
   }
   return undefined;
@@ -171,16 +172,18 @@ function missingDirectory(path: string): { missing: boolean; detail: string } | 
 
 /**
  * Plan-time check of every file the tree uses; the first problem is a StageError naming task and
- * use. Files below `madeUnder` (mount points of the tree's own mounts) are left to the restore.
+ * use. Files below `madeUnder` (mount points of the tree's own mounts) are left to the restore;
+ * under a root of the tree's own (`mnt.newRoot`) the others are looked for there.
  */
-export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet>, allowMismatch: boolean, madeUnder: readonly string[] = []): void {
+export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet>, allowMismatch: boolean, madeUnder: readonly string[] = [], mnt?: TreeMounts): void {
   for (const [id, uses] of filesInUse(images)) {
     const use = uses[0]!;
     const file = regFile(checkpoint, id, `task ${use.pid} ${use.how}`);
     // Below a mount the restore makes (the tree's tmpfs, a bind mount): not there to check yet.
     if (madeUnder.some((dir) => isWithin(file.name, dir))) continue;
     // A ghost is made by the restore: only its directory must be there.
-    const wrong = file.ghost !== undefined ? missingDirectory(file.name) : fileMismatch(file);
+    const path = crrPathOf(mnt, file.name);
+    const wrong = file.ghost !== undefined ? missingDirectory(path) : fileMismatch(file, path);
     if (!wrong || (!wrong.missing && allowMismatch)) continue;
     const hint = wrong.missing ? '' : ' (--allow-file-mismatch accepts it)';
     throw new StageError({

@@ -49,6 +49,13 @@ export interface RestoreOptions {
    * namespace file to restore the tree into (/run/netns/NAME, /proc/PID/ns/net, /proc/self/fd/N).
    */
   readonly externalNamespaces?: Readonly<Record<string, string>>;
+  /**
+   * The directory that becomes the tree's root when its mount namespace had a root of its own, a
+   * container's rootfs (criu --root): the caller keeps that filesystem, crr does not carry its
+   * files. Without it, the rootfs where crr's mount namespace shows it; refused for a tree on
+   * crr's own root.
+   */
+  readonly rootDir?: string;
   /** Most tasks in one stage at once. */
   readonly concurrency?: number;
   /**
@@ -100,6 +107,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     terminalFd: options.terminalFd ?? 0,
     pidNamespace: options.pidNamespace ?? false,
     externalNamespaces: options.externalNamespaces ?? {},
+    ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
   };
 }
 

@@ -9,11 +9,13 @@ import { chmodSync, lchownSync, mkdirSync, readFileSync, symlinkSync, utimesSync
 import { ImageError, StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { readTarGz } from '../images/tar.js';
-import { howToMake, mountFlags, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
+import { FRESH_FILESYSTEMS, howToMake, mountFlags, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
 
 const FSTYPE_NAMES: Readonly<Record<number, string>> = { 1: 'proc', 2: 'sysfs', 3: 'devtmpfs', 5: 'tmpfs', 6: 'devpts', 14: 'mqueue', 23: 'cgroup2' };
 const SYS_MOUNT = 165;
 const SYS_UMOUNT2 = 166;
+const SYS_CHDIR = 80;
+const SYS_PIVOT_ROOT = 155;
 const MNT_DETACH = 2;
 const MS_BIND = 0x1000;
 const MS_REMOUNT = 0x20;
@@ -28,6 +30,8 @@ export interface TreeMounts {
   readonly flags: ReadonlyMap<string, number>;
   /** tmpfs-dev archives' paths by mount id. */
   readonly archives: ReadonlyMap<number, string>;
+  /** A root of the tree's own (a container's): the directory of crr's that becomes it. */
+  readonly newRoot?: string;
 }
 
 /** The tree's mounts from mountpoints-ID.img (mount points as absolute paths). */
@@ -49,9 +53,19 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
   return { mounts, flags, archives };
 }
 
-/** Mount points of the tree's own mounts (not copies of crr's): files below them exist only once they are made. */
+/**
+ * Mount points of the tree's own mounts (not copies of crr's): files below them exist only once
+ * they are made. Under a root of the tree's own, every mount but the root (its files are in
+ * newRoot already).
+ */
 export function ownMountPoints(tree: TreeMounts, own: readonly MountLine[]): string[] {
-  return tree.mounts.filter((m) => howToMake(m, own).how !== 'inherited').map((m) => m.mountPoint);
+  const made = tree.newRoot ? tree.mounts.filter((m) => m.mountPoint !== '/') : tree.mounts.filter((m) => howToMake(m, own).how !== 'inherited');
+  return made.map((m) => m.mountPoint);
+}
+
+/** Where crr finds the file a restored task knows as `path`: below the tree's root of its own, if it has one. */
+export function crrPathOf(tree: TreeMounts | undefined, path: string): string {
+  return tree?.newRoot ? `${tree.newRoot.replace(/\/$/, '')}${path}` : path;
 }
 
 /** What makeMounts needs of the stopped holder. */
@@ -75,37 +89,59 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
     const [s = 0n, t = 0n, f = 0n, d = 0n] = holder.strings(source ?? '', target, fstype ?? '', data ?? '');
     await holder.inject(SYS_MOUNT, [source === undefined ? 0 : s, t, fstype === undefined ? 0 : f, flags, data === undefined ? 0 : d], 'mount', what);
   };
+  const path = async (nr: number, args: Array<number | bigint>, name: string, text: string, what: string) => {
+    const [p = 0n] = holder.strings(text);
+    await holder.inject(nr, [p, ...args], name, what);
+  };
   if (!privateAlready) await mount(undefined, '/', undefined, MS_REC | MS_PRIVATE, undefined, 'make / private');
+  const base = tree.newRoot?.replace(/\/$/, '') ?? '';
+  // pivot_root needs the new root to be a mount point: a bind mount of it on itself.
+  if (tree.newRoot) await mount(tree.newRoot, tree.newRoot, undefined, MS_BIND, undefined, `bind ${tree.newRoot}, the tree's root`);
   const copy = parseMountinfo(holder.mountinfo());
-  const wanted = new Set(tree.mounts.map((m) => m.mountPoint));
-  const extra = copy.filter((m) => !wanted.has(m.mountPoint)).sort((a, b) => b.mountPoint.length - a.mountPoint.length);
-  for (const m of extra) {
-    const [target = 0n] = holder.strings(m.mountPoint);
-    await holder.inject(SYS_UMOUNT2, [target, MNT_DETACH], 'umount2', `detach ${m.mountPoint}, not in the tree's namespace`);
+  if (!tree.newRoot) {
+    const wanted = new Set(tree.mounts.map((m) => m.mountPoint));
+    const extra = copy.filter((m) => !wanted.has(m.mountPoint)).sort((a, b) => b.mountPoint.length - a.mountPoint.length);
+    for (const m of extra) await path(SYS_UMOUNT2, [MNT_DETACH], 'umount2', m.mountPoint, `detach ${m.mountPoint}, not in the tree's namespace`);
   }
   const root = `/proc/${holder.pid}/root`;
   for (const m of tree.mounts) {
-    const making = howToMake(m, copy);
+    if (tree.newRoot && m.mountPoint === '/') continue;
+    let making = howToMake(m, copy);
     const flags = (tree.flags.get(m.mountPoint) ?? 0) & PER_MOUNT;
     const where = `${m.fstype} at ${m.mountPoint}`;
     if (making.how === 'unsupported') throw new StageError({ stage: 'plan', resource: 'namespaces', message: `the tree's ${where} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}${m.root}) in crr's namespace` });
     if (making.how === 'inherited') {
-      if ((mountFlags(making.own.options) & PER_MOUNT) !== flags) await mount(undefined, m.mountPoint, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `remount ${m.mountPoint} with its flags`);
-      continue;
+      if (!tree.newRoot) {
+        if ((mountFlags(making.own.options) & PER_MOUNT) !== flags) await mount(undefined, m.mountPoint, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `remount ${m.mountPoint} with its flags`);
+        continue;
+      }
+      // Under a new root a mount crr has too is made again there: a copy of crr's.
+      making = FRESH_FILESYSTEMS.has(m.fstype) ? { how: 'fresh' } : { how: 'bind', source: making.own.mountPoint };
     }
-    mkdirSync(`${root}${m.mountPoint}`, { recursive: true });
+    const target = `${base}${m.mountPoint}`;
+    mkdirSync(`${root}${target}`, { recursive: true });
     if (making.how === 'tmpfs') {
-      await mount('tmpfs', m.mountPoint, 'tmpfs', flags & ~MS_RDONLY, tmpfsData(m.superOptions), `tmpfs at ${m.mountPoint}`);
+      await mount('tmpfs', target, 'tmpfs', flags & ~MS_RDONLY, tmpfsData(m.superOptions), `tmpfs at ${m.mountPoint}`);
       const archive = tree.archives.get(m.id);
-      if (archive) fillTmpfs(`${root}${m.mountPoint === '/' ? '' : m.mountPoint}`, archive);
-      if (flags & MS_RDONLY) await mount(undefined, m.mountPoint, undefined, MS_REMOUNT | flags, tmpfsData(m.superOptions), `make the tmpfs at ${m.mountPoint} read-only`);
+      if (archive) fillTmpfs(`${root}${target === '/' ? '' : target}`, archive);
+      if (flags & MS_RDONLY) await mount(undefined, target, undefined, MS_REMOUNT | flags, tmpfsData(m.superOptions), `make the tmpfs at ${m.mountPoint} read-only`);
     } else if (making.how === 'fresh') {
-      await mount(m.fstype, m.mountPoint, m.fstype, flags, undefined, where);
+      await mount(m.fstype, target, m.fstype, flags, undefined, where);
     } else {
-      await mount(making.source, m.mountPoint, undefined, MS_BIND, undefined, `bind ${making.source} at ${m.mountPoint}`);
-      if (flags) await mount(undefined, m.mountPoint, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `the flags of ${m.mountPoint}`);
+      await mount(making.source, target, undefined, MS_BIND, undefined, `bind ${making.source} at ${m.mountPoint}`);
+      if (flags) await mount(undefined, target, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `the flags of ${m.mountPoint}`);
     }
   }
+  if (!tree.newRoot) return;
+  // pivot_root(".", "."): the old root ends up stacked on the new one, and the detach takes it
+  // and every mount of crr's below it away.
+  await path(SYS_CHDIR, [], 'chdir', tree.newRoot, `enter ${tree.newRoot}, the tree's root`);
+  const [dot = 0n] = holder.strings('.');
+  await holder.inject(SYS_PIVOT_ROOT, [dot, dot], 'pivot_root', `make ${tree.newRoot} the root`);
+  await holder.inject(SYS_UMOUNT2, [dot, MNT_DETACH], 'umount2', "detach crr's root");
+  await path(SYS_CHDIR, [], 'chdir', '/', 'enter the new root');
+  const rootFlags = (tree.flags.get('/') ?? 0) & PER_MOUNT;
+  if (rootFlags) await mount(undefined, '/', undefined, MS_REMOUNT | MS_BIND | rootFlags, undefined, 'the flags of /');
 }
 
 /** The files of a tmpfs archive put in below `dir` (crr's path to the mount), owners and times kept. */

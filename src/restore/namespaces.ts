@@ -9,12 +9,15 @@
 // it. A PID or user namespace needs --pid-namespace. A network namespace the dump left out
 // (netns-ID.img with an ext_key: criu's --external) is not made: the launcher, or the PID
 // namespace's init, joins the one the caller names for that key (a container's, which its
-// runtime set up again) before the root is forked (launcher.ts).
-import { readFileSync } from 'node:fs';
+// runtime set up again) before the root is forked (launcher.ts). A mount namespace whose root is
+// not crr's (a container's rootfs) gets a directory of crr's as its root: criu's --root, or the
+// rootfs where crr's namespace shows it; the restore does not carry the rootfs's files.
+import { readFileSync, statSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { native, type SysvObjects } from '../actors/native.js';
 import { decodeEntry } from '../images/codec.js';
 import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
-import { howToMake, parseMountinfo } from '../mountinfo.js';
+import { howToMake, parseMountinfo, type MountLine } from '../mountinfo.js';
 import { treeMounts, type TreeMounts } from './mounts.js';
 import { NativeError, StageError } from '../errors.js';
 import type { Checkpoint } from '../images/index.js';
@@ -67,6 +70,30 @@ export interface CheckpointNamespaces {
   readonly time?: TimeOffsets;
 }
 
+/**
+ * The directory of crr's that becomes the tree's root (pivot_root), for a tree whose mount
+ * namespace has a root other than crr's (a container's): `rootDir` (criu --root) when given, else
+ * the root's filesystem where crr's namespace shows it (a container runtime's rootfs mount); none
+ * when the tree's root is crr's own.
+ */
+function rootOf(mnt: TreeMounts, own: readonly MountLine[], rootDir: string | undefined, pid: number): string | undefined {
+  const treeRoot = mnt.mounts.find((m) => m.mountPoint === '/');
+  const making = treeRoot ? howToMake(treeRoot, own) : undefined;
+  if (!treeRoot || making?.how === 'inherited') return undefined;
+  if (rootDir !== undefined) {
+    let st;
+    try {
+      st = statSync(rootDir);
+    } catch (err) {
+      refuse(`--root ${rootDir}: ${(err as Error).message}`, pid);
+    }
+    if (!st.isDirectory() || !isAbsolute(rootDir)) refuse(`--root ${rootDir}: not an absolute path of a directory`, pid);
+    return rootDir.replace(/(.)\/+$/, '$1');
+  }
+  if (making?.how === 'bind') return making.source;
+  return refuse(`the tree's root is its own (${treeRoot.fstype} ${treeRoot.source}, as a container's), and crr's namespace shows no mount of it: give the directory that holds it with --root DIR`, pid);
+}
+
 function refuse(message: string, pid?: number): never {
   throw new StageError({ stage: 'plan', resource: 'namespaces', ...(pid !== undefined ? { pid } : {}), message });
 }
@@ -76,8 +103,8 @@ function refuse(message: string, pid?: number): never {
  * a task in another namespace than its parent's, a root namespace of a kind crr does not restore,
  * a PID namespace without `pidNamespace`, and SysV shm contents kept in pagemap images.
  */
-export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<RestoreSessionOptions, 'pidNamespace' | 'externalNamespaces'>): CheckpointNamespaces {
-  const { pidNamespace } = options;
+export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<RestoreSessionOptions, 'pidNamespace' | 'externalNamespaces' | 'rootDir'>): CheckpointNamespaces {
+  const { pidNamespace, rootDir } = options;
   const own = (checkpoint.inventory['root_ids'] ?? {}) as Record<string, unknown>;
   const live = checkpoint.tasks.filter((t) => !checkpoint.isZombie(t.pid));
   const root = live.find((t) => t.ppid === 0);
@@ -101,11 +128,13 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
     requireImage(checkpoint, `mountpoints-${rootIds['mnt_ns_id']}.img`, root.pid);
     mnt = treeMounts(checkpoint, rootIds['mnt_ns_id']!);
     const own = parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'));
+    const newRoot = rootOf(mnt, own, rootDir, root.pid);
+    if (newRoot) mnt = { ...mnt, newRoot };
     for (const m of mnt.mounts) {
-      if (m.mountPoint === '/' && howToMake(m, own).how !== 'inherited') refuse(`the tree's root (${m.fstype} ${m.source}) is not crr's, as a container's is not; crr restores a mount namespace on crr's root only`, root.pid);
-      if (howToMake(m, own).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
+      if (m.mountPoint !== '/' && howToMake(m, own).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
     }
   }
+  if (rootDir !== undefined && !mnt?.newRoot) refuse(`--root ${rootDir}: the tree's root is crr's own (no mount namespace of its own with another root); --root is for a container's`, root.pid);
   if (differs('pid_ns_id') && !pidNamespace) refuse('the tree was dumped in a PID namespace of its own: restore it into a fresh one (--pid-namespace)', root.pid);
   let user: CheckpointNamespaces['user'];
   if (differs('user_ns_id')) {

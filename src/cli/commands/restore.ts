@@ -23,6 +23,8 @@ export interface RestoreArgs {
   pidNamespace: boolean;
   /** criu's --inherit-fd fd[N]:KEY: crr's fd N is the namespace the dump left out as KEY. */
   externalNamespaces?: Record<string, string>;
+  /** criu's --root: the directory that becomes a container tree's root. */
+  rootDir?: string;
   /** Print the result (rootPid, tasks, timings) as JSON on stdout; no progress line. */
   json?: boolean;
 }
@@ -33,7 +35,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -56,6 +58,7 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '-j' || arg === '--shell-job') args.shellJob = true;
     else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
     else if (arg === '--pid-namespace') args.pidNamespace = true;
+    else if (arg === '-r' || arg === '--root') args.rootDir = value();
     else if (arg === '--inherit-fd') {
       const spec = value();
       const m = /^fd\[(\d+)\]:(.+)$/.exec(spec);
@@ -119,6 +122,7 @@ export async function run(argv: string[]): Promise<number> {
       allowFileMismatch: args.allowFileMismatch,
       pidNamespace: args.pidNamespace,
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
+      ...(args.rootDir !== undefined ? { rootDir: args.rootDir } : {}),
       signal: controller.signal,
       onWarning: (message) => log(1, `warning: ${message}`),
       onSpan: progress?.hooks.onSpan,
