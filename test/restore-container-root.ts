@@ -30,7 +30,7 @@ function mountOverlay(t: { teardown(fn: () => unknown): void }, merged: string, 
 }
 
 /** The container: its init is the counter, pid 1 of its PID namespace, its output at /ctr-out. */
-async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string): Promise<number> {
+async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, stdioInside = true): Promise<number> {
   buildPrograms();
   const script = [
     'export PATH=/usr/sbin:/usr/bin:/sbin:/bin',
@@ -42,7 +42,7 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     'mount -t proc proc /proc',
     'umount -l /.old',
     'rmdir /.old',
-    'exec </ctr-out >/ctr-log 2>&1',
+    ...(stdioInside ? ['exec </ctr-out >/ctr-log 2>&1'] : []),
     `exec setsid ${programPath('counter')} /ctr-result /ctr-out`,
   ].join(' && ');
   const unshare = spawn('unshare', ['--mount', '--pid', '--fork', 'sh', '-c', `touch ${merged}/ctr-out && ${script}`], { stdio: 'ignore', detached: true });
@@ -121,6 +121,21 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
     t.ok(sameOutput(result.rootHostPid, join(merged2, 'ctr-out')), '/ctr-out is the file in the new overlay');
     t.same(await requestCheck(result.rootHostPid, join(merged2, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on from the kept layer');
   });
+});
+
+t.test("a container holding an fd from outside its root (the runtime's /dev/null) is refused at dump", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-container-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const rw = join(dir, 'rw');
+  mkdirSync(rw);
+  run('mount', '-t', 'tmpfs', 'tmpfs', rw);
+  t.teardown(() => spawnSync('umount', ['-l', rw]));
+  mkdirSync(join(rw, 'upper'));
+  const merged = join(dir, 'merged');
+  mountOverlay(t, merged, join(rw, 'upper'), join(rw, 'work'));
+  const root = await startContainer(t, merged, false);
+  await t.rejects(dump({ pid: root, imagesDir: join(dir, 'images') }), { message: /fd 0 is \/dev\/null on mount \d+, outside its mount namespace, whose root is its own/ });
+  t.ok(existsSync(`/proc/${root}`), 'the container runs on');
 });
 
 t.test('rootDir for a tree on crr\'s own root is refused', async (t) => {

@@ -2,7 +2,8 @@
 // One files.img entry per open file description: fds that share one (dup, inherited) get the
 // same id, found with kcmp(KCMP_FILE) run by the caller. Anything not supported yet is an
 // error naming pid, fd and what it is, before anything is written.
-import { readdirSync, statSync, statfsSync, openSync, closeSync, constants as C } from 'node:fs';
+import { readdirSync, readFileSync, statSync, statfsSync, openSync, closeSync, constants as C } from 'node:fs';
+import { howToMake, parseMountinfo } from '../mountinfo.js';
 import { CrrError } from '../errors.js';
 import { drainNonblocking, writeAll } from './queue-io.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
@@ -75,6 +76,26 @@ export class OpenFiles {
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];
+  /** By mount namespace inode: its mount ids when its root is not crr's (a container's), else null. */
+  private readonly ownRootMounts = new Map<number, ReadonlySet<number> | null>();
+
+  /**
+   * Whether the task's fd is on a mount its own mount namespace lacks while that namespace has a
+   * root of its own (an fd its runtime passed in from outside): its path is crr's, and the
+   * restore opens paths inside the tree's root, where it names another file or none.
+   */
+  outsideOwnRoot(pid: number, mntId: number): boolean {
+    const ns = statSync(`/proc/${pid}/ns/mnt`).ino;
+    let mounts = this.ownRootMounts.get(ns);
+    if (mounts === undefined) {
+      const tree = parseMountinfo(readProc(pid, 'mountinfo'));
+      const root = tree.find((m) => m.mountPoint === '/');
+      const own = parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'));
+      mounts = root && howToMake(root, own).how !== 'inherited' ? new Set(tree.map((m) => m.id)) : null;
+      this.ownRootMounts.set(ns, mounts);
+    }
+    return mounts !== null && mntId >= 0 && !mounts.has(mntId);
+  }
 
   async idFor(key: string, pid: number, fd: number, order: FileOrder | undefined, make: (id: number) => void, ids: DumpIds): Promise<number> {
     let group = this.groups.get(key);
@@ -179,6 +200,7 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       out.push(await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe));
       continue;
     }
+    if (open.outsideOwnRoot(pid, info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
     const st = statSync(`/proc/${pid}/fd/${fd}`);
     if (link.endsWith(DELETED)) {
       const why = ghostRefusal(st, ids.ghosts.limit);
