@@ -61,7 +61,7 @@ export function isWithin(path: string, dir: string): boolean {
   return dir === '/' || path === dir || path.startsWith(`${dir}/`);
 }
 
-/** Filesystems a mount of which is made fresh (no contents to carry): their instance is the namespace's. */
+/** Filesystems a mount of which is made fresh (no contents to carry): their instance is the namespace's. (devpts: see howToMake.) */
 export const FRESH_FILESYSTEMS: ReadonlySet<string> = new Set(['proc', 'sysfs', 'mqueue', 'cgroup2']);
 
 /** How a mount of a tree's namespace comes back in a namespace that starts as a copy of `own`. */
@@ -81,5 +81,7 @@ export function howToMake(m: MountLine, own: readonly MountLine[]): MountMaking 
   // (An unmounted filesystem's anonymous device number goes to the next one mounted.)
   const holder = own.find((o) => o.dev === m.dev && o.fstype === m.fstype && isWithin(m.root, o.root));
   if (holder) return { how: 'bind', source: `${holder.mountPoint.replace(/\/$/, '')}${m.root.slice(holder.root === '/' ? 0 : holder.root.length)}` || '/' };
+  // A devpts instance of the tree's own (a container's /dev/pts): a new instance, its options kept.
+  if (m.fstype === 'devpts' && m.root === '/') return { how: 'fresh' };
   return { how: 'unsupported' };
 }

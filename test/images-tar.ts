@@ -1,5 +1,5 @@
-// The tmpfs archives (src/images/tar.ts): what is written reads back the same, GNU tar reads it
-// too, and a name leaving the archive's root or a corrupt archive is a clear ImageError.
+// The tmpfs archives (src/images/tar.ts): what is written (device nodes too) reads back the
+// same, GNU tar reads it too, and a name leaving the archive's root or a corrupt archive is a clear ImageError.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,6 +13,8 @@ const entries: TarEntry[] = [
   { path: 'sub/a.txt', type: 'file', mode: 0o640, uid: 1000, gid: 1000, mtime: 1_700_000_001, data: Buffer.from('hello\n') },
   { path: 'link', type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 1_700_000_002, target: 'sub/a.txt' },
   { path: `${'d'.repeat(90)}/${'f'.repeat(90)}`, type: 'file', mode: 0o600, uid: 0, gid: 0, mtime: 3, data: Buffer.alloc(1000, 7) },
+  { path: 'null', type: 'chardev', mode: 0o666, uid: 0, gid: 0, mtime: 4, major: 1, minor: 3 },
+  { path: 'loop9', type: 'blockdev', mode: 0o660, uid: 0, gid: 6, mtime: 5, major: 7, minor: 9 },
 ];
 
 t.test('an archive reads back entry for entry, and GNU tar lists it', async (t) => {
@@ -23,7 +25,10 @@ t.test('an archive reads back entry for entry, and GNU tar lists it', async (t) 
   writeFileSync(join(dir, 'a.tar.gz'), bytes);
   const listed = spawnSync('tar', ['tzf', join(dir, 'a.tar.gz')], { encoding: 'utf8' });
   t.equal(listed.status, 0, listed.stderr);
-  t.same(listed.stdout.trim().split('\n'), ['sub/', 'sub/a.txt', 'link', entries[3]!.path]);
+  t.same(listed.stdout.trim().split('\n'), ['sub/', 'sub/a.txt', 'link', entries[3]!.path, 'null', 'loop9']);
+  const verbose = spawnSync('tar', ['tvzf', join(dir, 'a.tar.gz')], { encoding: 'utf8' }).stdout;
+  t.match(verbose, /^crw-rw-rw- .* 1,3 .* null$/m, 'GNU tar reads the device numbers');
+  t.match(verbose, /^brw-rw---- .* 7,9 .* loop9$/m);
 });
 
 t.test('names leaving the root and broken archives are ImageErrors', async (t) => {

@@ -1,6 +1,6 @@
 // A container's tree: a PID and mount namespace of its own whose root is an overlay (lower: this
-// machine's /, upper on a tmpfs), entered by pivot_root, with /proc mounted inside, as a runtime
-// starts one. The dump describes the overlay root and carries none of its files; the restore
+// machine's /, upper on a tmpfs), entered by pivot_root, with /proc, and /dev as a runtime makes
+// it (a tmpfs with device nodes, a host device bind-mounted, devpts of its own). The dump describes the overlay root and carries none of its files; the restore
 // makes the overlay where crr sees it the tree's root, or with rootDir (criu --root) a new
 // overlay on a copy of the upper layer, as a platform that kept the container's rootfs has it.
 // The counter's output file lives in the container: it carries on from the dumped line.
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
 import { openCheckpoint, type Entry } from '../src/images/index.js';
+import { readTarGz } from '../src/images/tar.js';
 import { restore } from '../src/restore/index.js';
 import { buildPrograms, killTree, programPath, requestCheck, waitPidGone } from './lib/programs.js';
 import { copyFixture } from './lib/restore-images.js';
@@ -30,11 +31,20 @@ function mountOverlay(t: { teardown(fn: () => unknown): void }, merged: string, 
 }
 
 /** The container: its init is the counter, pid 1 of its PID namespace, its output at /ctr-out. */
-async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, stdioInside = true): Promise<number> {
+async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, fds = 'exec </dev/null >/dev/null 2>/ctr-log'): Promise<number> {
   buildPrograms();
+  // As a runtime makes /dev: a tmpfs with device nodes, a host device bind-mounted on a file,
+  // a devpts instance of its own.
   const script = [
     'export PATH=/usr/sbin:/usr/bin:/sbin:/bin',
     `mount --bind ${merged} ${merged}`,
+    `mount -t tmpfs -o mode=755,size=64k tmpfs ${merged}/dev`,
+    `mknod -m 666 ${merged}/dev/null c 1 3`,
+    `mknod -m 640 ${merged}/dev/zero c 1 5`,
+    `touch ${merged}/dev/urandom`,
+    `mount --bind /dev/urandom ${merged}/dev/urandom`,
+    `mkdir ${merged}/dev/pts`,
+    `mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts ${merged}/dev/pts`,
     `cd ${merged}`,
     'mkdir -p .old',
     'pivot_root . .old',
@@ -42,7 +52,7 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     'mount -t proc proc /proc',
     'umount -l /.old',
     'rmdir /.old',
-    ...(stdioInside ? ['exec </ctr-out >/ctr-log 2>&1'] : []),
+    ...(fds ? [fds] : []),
     `exec setsid ${programPath('counter')} /ctr-result /ctr-out`,
   ].join(' && ');
   const unshare = spawn('unshare', ['--mount', '--pid', '--fork', 'sh', '-c', `touch ${merged}/ctr-out && ${script}`], { stdio: 'ignore', detached: true });
@@ -55,13 +65,16 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     }
   };
   let root: number | undefined;
-  t.teardown(() => killTree([...(root ? [root] : []), unshare.pid!]));
+  t.teardown(() => killTree([...new Set([root, child()].filter((p): p is number => p !== undefined)), unshare.pid!]));
   const result = join(merged, 'ctr-result');
   for (let i = 0; i < 500 && !(existsSync(result) && readFileSync(result, 'utf8').startsWith('READY')); i++) await sleep(10);
   root = child();
   if (!root) throw new Error(`the container did not start (${existsSync(result) ? readFileSync(result, 'utf8') : 'no result file'})`);
   return root;
 }
+
+/** The container's mounts as its mountinfo lists them: mount point and fstype (mnt_entry's number, or fsname). */
+const MOUNTS = [['/', 'overlay'], ['/dev', 5], ['/dev/urandom', 3], ['/dev/pts', 6], ['/proc', 1]];
 
 /** The restored counter's fd of /ctr-out and the file at `path` are one file. */
 function sameOutput(hostPid: number, path: string): boolean {
@@ -93,8 +106,11 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
   const checkpoint = openCheckpoint(imagesDir);
   const mountsImage = readdirSync(imagesDir).find((n) => n.startsWith('mountpoints-'))!;
   const mounts = [...checkpoint.image(mountsImage).entries()].map((e) => e.decode() as Entry);
-  t.same(mounts.map((m) => [m['mountpoint'], m['fsname'] ?? m['fstype']]), [['/', 'overlay'], ['/proc', 1]], 'mountpoints: the overlay root and its /proc');
-  t.notOk(readdirSync(imagesDir).some((n) => n.startsWith('tmpfs-dev-')), "the rootfs's files are not in the checkpoint");
+  t.same(mounts.map((m) => [m['mountpoint'], m['fsname'] ?? m['fstype']]), MOUNTS, 'mountpoints: the overlay root, /dev with its device and devpts, /proc');
+  const devArchive = readdirSync(imagesDir).filter((n) => n.startsWith('tmpfs-dev-'));
+  t.equal(devArchive.length, 1, "one tmpfs archive, /dev's: the rootfs's files are not in the checkpoint");
+  const nodes = readTarGz(readFileSync(join(imagesDir, devArchive[0]!)), 'dev').map((e) => [e.path, e.type, e.major, e.minor, e.mode & 0o777]);
+  t.same(nodes.filter(([path]) => path !== 'pts'), [['null', 'chardev', 1, 3, 0o666], ['urandom', 'chardev', 1, 9, 0o666], ['zero', 'chardev', 1, 5, 0o640]], '/dev: its device nodes with their numbers and modes');
   // The platform keeps the container's rootfs: here a copy of its upper layer as dumped.
   cpSync(join(rw, 'upper'), join(rw, 'kept'), { recursive: true });
 
@@ -104,8 +120,14 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
     const host = result.rootHostPid;
     const lines = readFileSync(`/proc/${host}/mountinfo`, 'utf8').trim().split('\n');
     t.match(lines[0], / \/ \/ .* - overlay overlay /, "the restored tree's root is the overlay");
-    t.same(lines.map((l) => l.split(' ')[4]), ['/', '/proc'], 'and its mounts are the dumped ones, nothing of crr\'s');
+    t.same(lines.map((l) => l.split(' ')[4]), MOUNTS.map(([point]) => point), "and its mounts are the dumped ones, nothing of crr's");
     t.ok(sameOutput(host, join(merged, 'ctr-out')), '/ctr-out is the file in the overlay');
+    t.equal(readlinkSync(`/proc/${host}/fd/0`), '/dev/null', 'stdin is /dev/null of the container');
+    t.equal(statSync(`/proc/${host}/fd/0`).rdev, (1 << 8) | 3, 'a device node 1:3');
+    const zero = statSync(`/proc/${host}/root/dev/zero`);
+    t.ok(zero.isCharacterDevice() && zero.rdev === ((1 << 8) | 5) && (zero.mode & 0o777) === 0o640, '/dev/zero made again with its mode');
+    t.not(statSync(`/proc/${host}/root/dev/pts`).dev, statSync('/dev/pts').dev, 'its /dev/pts a devpts instance of its own');
+    t.ok(existsSync(`/proc/${host}/root/dev/pts/ptmx`), 'with its ptmx');
     t.same(await requestCheck(host, join(merged, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on in its file');
   });
 
@@ -123,19 +145,27 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
   });
 });
 
-t.test("a container holding an fd from outside its root (the runtime's /dev/null) is refused at dump", async (t) => {
+t.test("a container holding the runtime's /dev/null, or a terminal of its own devpts, is refused at dump", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-container-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const rw = join(dir, 'rw');
   mkdirSync(rw);
   run('mount', '-t', 'tmpfs', 'tmpfs', rw);
   t.teardown(() => spawnSync('umount', ['-l', rw]));
-  mkdirSync(join(rw, 'upper'));
-  const merged = join(dir, 'merged');
-  mountOverlay(t, merged, join(rw, 'upper'), join(rw, 'work'));
-  const root = await startContainer(t, merged, false);
-  await t.rejects(dump({ pid: root, imagesDir: join(dir, 'images') }), { message: /fd 0 is \/dev\/null on mount \d+, outside its mount namespace, whose root is its own/ });
-  t.ok(existsSync(`/proc/${root}`), 'the container runs on');
+  const cases: Array<[string, string, RegExp]> = [
+    ['outside', '', /fd 0 is \/dev\/null on mount \d+, outside its mount namespace, whose root is its own/],
+    ['terminal', 'exec </dev/null >/dev/null 2>/ctr-log 5<>/dev/pts/ptmx', /fd 5 is a terminal \(\/dev\/pts\/ptmx\) of a mount namespace with a devpts instance of its own/],
+  ];
+  for (const [name, fds, refusal] of cases) {
+    const merged = join(dir, name);
+    mkdirSync(join(rw, `upper-${name}`));
+    mountOverlay(t, merged, join(rw, `upper-${name}`), join(rw, `work-${name}`));
+    const root = await startContainer(t, merged, fds);
+    await t.rejects(dump({ pid: root, imagesDir: join(dir, `images-${name}`) }), { message: refusal }, name);
+    t.ok(existsSync(`/proc/${root}`), 'the container runs on');
+    await killTree([root]);
+    spawnSync('umount', ['-l', merged]);
+  }
 });
 
 t.test('rootDir for a tree on crr\'s own root is refused', async (t) => {

@@ -1,6 +1,7 @@
 // readSmallFiles: many small files (a core image per thread) read whole on a libuv worker, so
 // their open/read/close syscalls (~12 us a file here) run beside the main thread, not on it.
 // renameNoReplace: rename(2) that fails with EEXIST rather than replace what is at the target.
+// mknod: a device node (Node has no mknod), for the device files of a container's tmpfs /dev.
 #include <napi.h>
 
 #include "throw-errno.h"
@@ -9,6 +10,8 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <string>
@@ -112,7 +115,22 @@ Napi::Value RenameNoReplace(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// mknod(path, mode, major, minor): mode holds the file type (S_IFCHR or S_IFBLK) and permissions.
+Napi::Value Mknod(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    Napi::TypeError::New(env, "mknod(path, mode, major, minor)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>();
+  mode_t mode = info[1].As<Napi::Number>().Uint32Value();
+  dev_t dev = makedev(info[2].As<Napi::Number>().Uint32Value(), info[3].As<Napi::Number>().Uint32Value());
+  if (mknod(path.c_str(), mode, dev) < 0) return ThrowErrno(env, "mknod", errno);
+  return env.Undefined();
+}
+
 void InitFiles(Napi::Env env, Napi::Object exports) {
+  exports.Set("mknod", Napi::Function::New(env, Mknod, "mknod"));
   exports.Set("renameNoReplace", Napi::Function::New(env, RenameNoReplace, "renameNoReplace"));
   exports.Set("readSmallFiles", Napi::Function::New(env, ReadSmallFiles, "readSmallFiles"));
 }

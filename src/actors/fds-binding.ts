@@ -61,6 +61,8 @@ export interface FdsBinding {
   readSmallFiles(paths: readonly string[], maxBytes: number): Promise<{ data: Buffer; sizes: Buffer }>;
   /** rename(2) that fails with EEXIST instead of replacing what is at `to` (renameat2 RENAME_NOREPLACE). */
   renameNoReplace(from: string, to: string): void;
+  /** mknod(2) of a character or block device (`mode` with S_IFCHR or S_IFBLK); throws with errno. */
+  mknod(path: string, mode: number, major: number, minor: number): void;
   /**
    * cachestat(2) of [offset, offset + length) of `fd` (length 0: to the end), in pages
    * (native/addon/pagecache.cc); throws the errno Error (ENOSYS before Linux 6.5).

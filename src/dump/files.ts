@@ -76,25 +76,27 @@ export class OpenFiles {
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];
-  /** By mount namespace inode: its mount ids when its root is not crr's (a container's), else null. */
-  private readonly ownRootMounts = new Map<number, ReadonlySet<number> | null>();
+  /** What crr cannot reach by path in each mount namespace of the tree, by its inode. */
+  private readonly namespaceMounts = new Map<number, { ownRoot: ReadonlySet<number> | null; ownDevpts: boolean }>();
 
   /**
-   * Whether the task's fd is on a mount its own mount namespace lacks while that namespace has a
-   * root of its own (an fd its runtime passed in from outside): its path is crr's, and the
-   * restore opens paths inside the tree's root, where it names another file or none.
+   * Of the task's mount namespace: its mount ids when its root is its own (a container's), else
+   * null; and whether it has a devpts instance of its own (a restore makes a new one there).
    */
-  outsideOwnRoot(pid: number, mntId: number): boolean {
+  mountsOf(pid: number): { ownRoot: ReadonlySet<number> | null; ownDevpts: boolean } {
     const ns = statSync(`/proc/${pid}/ns/mnt`).ino;
-    let mounts = this.ownRootMounts.get(ns);
-    if (mounts === undefined) {
+    let seen = this.namespaceMounts.get(ns);
+    if (!seen) {
       const tree = parseMountinfo(readProc(pid, 'mountinfo'));
-      const root = tree.find((m) => m.mountPoint === '/');
       const own = parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'));
-      mounts = root && howToMake(root, own).how !== 'inherited' ? new Set(tree.map((m) => m.id)) : null;
-      this.ownRootMounts.set(ns, mounts);
+      const root = tree.find((m) => m.mountPoint === '/');
+      seen = {
+        ownRoot: root && howToMake(root, own).how !== 'inherited' ? new Set(tree.map((m) => m.id)) : null,
+        ownDevpts: tree.some((m) => m.fstype === 'devpts' && howToMake(m, own).how === 'fresh'),
+      };
+      this.namespaceMounts.set(ns, seen);
     }
-    return mounts !== null && mntId >= 0 && !mounts.has(mntId);
+    return seen;
   }
 
   async idFor(key: string, pid: number, fd: number, order: FileOrder | undefined, make: (id: number) => void, ids: DumpIds): Promise<number> {
@@ -200,7 +202,10 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
       out.push(await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe));
       continue;
     }
-    if (open.outsideOwnRoot(pid, info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
+    // Inside a root of the tree's own the restore opens paths there: an fd the runtime passed in
+    // from outside (a mount the namespace lacks) would come back as another file or none.
+    const { ownRoot, ownDevpts } = open.mountsOf(pid);
+    if (ownRoot && info.mntId >= 0 && !ownRoot.has(info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
     const st = statSync(`/proc/${pid}/fd/${fd}`);
     if (link.endsWith(DELETED)) {
       const why = ghostRefusal(st, ids.ghosts.limit);
@@ -215,6 +220,7 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     }
     const kind = st.mode & C.S_IFMT;
     if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
+      if (ownDevpts) throw new UnsupportedFdError(pid, fd, `a terminal (${link}) of a mount namespace with a devpts instance of its own: crr restores terminals on its own /dev/pts only`);
       out.push(await dumpTtyFd({ pid, fd, link, st, fileFlags, fdflags }, ids, open, probe.order));
       continue;
     }

@@ -88,8 +88,13 @@ function tmpfsFiles(pid: number, m: MountLine, tree: readonly MountLine[]): TarE
         out.push({ ...common, type: 'symlink', target: readlinkSync(`${base}/${path}`) });
       } else if (st.isFile()) {
         out.push({ ...common, type: 'file', data: readFileSync(`${base}/${path}`) });
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        // Linux's dev_t: minor in bits 0-7 and 20-31, major in bits 8-19 (and 32 up).
+        const major = Math.floor(st.rdev / 256) & 0xfff;
+        const minor = (st.rdev & 0xff) | (Math.floor(st.rdev / 4096) & ~0xff);
+        out.push({ ...common, type: st.isCharacterDevice() ? 'chardev' : 'blockdev', major, minor });
       } else {
-        throw new TaskRefusedError(pid, `its tmpfs at ${m.mountPoint} holds ${path}, neither a file, a directory nor a symlink`);
+        throw new TaskRefusedError(pid, `its tmpfs at ${m.mountPoint} holds ${path}, neither a file, a directory, a symlink nor a device node`);
       }
     }
   };

@@ -1,13 +1,14 @@
 // The tar archives of tmpfs contents (tmpfs-dev-ID.tar.gz): ustar, gzipped, the archive CRIU
-// writes for a tmpfs mount of a mount namespace it restores. Directories, regular files and
-// symlinks, with mode, owner and modification time; names up to 255 bytes (prefix + name).
+// writes for a tmpfs mount of a mount namespace it restores. Directories, regular files,
+// symlinks and device nodes (a container's /dev), with mode, owner and modification time; names
+// up to 255 bytes (prefix + name).
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { ImageError } from '../errors.js';
 
 export interface TarEntry {
   /** Relative to the archive's root, without a leading "./" or "/". */
   readonly path: string;
-  readonly type: 'file' | 'dir' | 'symlink';
+  readonly type: 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev';
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
@@ -15,10 +16,14 @@ export interface TarEntry {
   readonly mtime: number;
   readonly data?: Uint8Array;
   readonly target?: string;
+  /** A device node's numbers. */
+  readonly major?: number;
+  readonly minor?: number;
 }
 
 const BLOCK = 512;
-const TYPE_FLAG = { file: '0', dir: '5', symlink: '2' } as const;
+const TYPE_FLAG = { file: '0', dir: '5', symlink: '2', chardev: '3', blockdev: '4' } as const;
+const TYPE_OF_FLAG: Readonly<Record<string, TarEntry['type']>> = { '0': 'file', '\0': 'file', '5': 'dir', '2': 'symlink', '3': 'chardev', '4': 'blockdev' };
 
 function octal(header: Buffer, at: number, width: number, value: number): void {
   header.write(`${value.toString(8).padStart(width - 1, '0')}\0`, at, width, 'latin1');
@@ -45,6 +50,8 @@ function header(e: TarEntry): Buffer {
   if (e.target) h.write(e.target, 157, 100, 'utf8');
   h.write('ustar\0', 257, 6, 'latin1');
   h.write('00', 263, 2, 'latin1');
+  if (e.major !== undefined) octal(h, 329, 8, e.major);
+  if (e.minor !== undefined) octal(h, 337, 8, e.minor);
   h.write(prefix, 345, 155, 'utf8');
   h.fill(' ', 148, 156);
   let sum = 0;
@@ -87,8 +94,8 @@ export function readTarGz(bytes: Uint8Array, path: string): TarEntry[] {
     const flag = String.fromCharCode(tar[at + 156]!);
     const prefix = text(at + 345, 155);
     const name = (prefix ? `${prefix}/` : '') + text(at, 100);
-    const type = flag === '5' ? 'dir' : flag === '2' ? 'symlink' : flag === '0' || flag === '\0' ? 'file' : undefined;
-    if (!type || !Number.isSafeInteger(size) || at + BLOCK + size > tar.length) throw new ImageError(path, at, 'a tar header of a file, directory or symlink', `type '${flag}', size ${size}`);
+    const type = TYPE_OF_FLAG[flag];
+    if (!type || !Number.isSafeInteger(size) || at + BLOCK + size > tar.length) throw new ImageError(path, at, 'a tar header of a file, directory, symlink or device node', `type '${flag}', size ${size}`);
     const data = tar.subarray(at + BLOCK, at + BLOCK + size);
     const relative = name.replace(/^\.?\/+/, '').replace(/\/$/, '');
     // Every entry stays below the archive's root.
@@ -102,6 +109,7 @@ export function readTarGz(bytes: Uint8Array, path: string): TarEntry[] {
       mtime: num(at + 136, 12),
       ...(type === 'file' ? { data } : {}),
       ...(type === 'symlink' ? { target: text(at + 157, 100) } : {}),
+      ...(type === 'chardev' || type === 'blockdev' ? { major: num(at + 329, 8), minor: num(at + 337, 8) } : {}),
     });
     at += BLOCK + Math.ceil(size / BLOCK) * BLOCK;
   }

@@ -5,7 +5,9 @@
 // with its files, tmpfs-dev-MNTID.tar.gz, put in by crr through /proc/PID/root; a fresh proc,
 // sysfs, mqueue or cgroup2; a bind mount of what crr sees); per-mount flags (ro, nosuid, ...)
 // follow. The mount syscalls are the holder's, injected; their strings go on its stack.
-import { chmodSync, lchownSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lchownSync, mkdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { native } from '../actors/native.js';
 import { ImageError, StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { readTarGz } from '../images/tar.js';
@@ -15,6 +17,8 @@ const FSTYPE_NAMES: Readonly<Record<number, string>> = { 1: 'proc', 2: 'sysfs', 
 const SYS_MOUNT = 165;
 const SYS_UMOUNT2 = 166;
 const SYS_CHDIR = 80;
+const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
 const SYS_PIVOT_ROOT = 155;
 const MNT_DETACH = 2;
 const MS_BIND = 0x1000;
@@ -79,8 +83,8 @@ export interface HolderOps {
   mountinfo(): string;
 }
 
-/** tmpfs superblock options that are its own (size, mode, uid, gid, nr_inodes...), without rw/ro and seclabel. */
-function tmpfsData(superOptions: string): string {
+/** Superblock options that are the filesystem's own (tmpfs: size, mode, uid, gid, nr_inodes...; devpts: mode, ptmxmode, gid), without rw/ro and seclabel. */
+function ownOptions(superOptions: string): string {
   return superOptions.split(',').filter((o) => o && o !== 'rw' && o !== 'ro' && o !== 'seclabel').join(',');
 }
 
@@ -119,14 +123,15 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
       making = FRESH_FILESYSTEMS.has(m.fstype) ? { how: 'fresh' } : { how: 'bind', source: making.own.mountPoint };
     }
     const target = `${base}${m.mountPoint}`;
-    mkdirSync(`${root}${target}`, { recursive: true });
+    makeMountPoint(`${root}${target}`, making.how === 'bind' && !statSync(making.source).isDirectory());
     if (making.how === 'tmpfs') {
-      await mount('tmpfs', target, 'tmpfs', flags & ~MS_RDONLY, tmpfsData(m.superOptions), `tmpfs at ${m.mountPoint}`);
+      await mount('tmpfs', target, 'tmpfs', flags & ~MS_RDONLY, ownOptions(m.superOptions), `tmpfs at ${m.mountPoint}`);
       const archive = tree.archives.get(m.id);
       if (archive) fillTmpfs(`${root}${target === '/' ? '' : target}`, archive);
-      if (flags & MS_RDONLY) await mount(undefined, target, undefined, MS_REMOUNT | flags, tmpfsData(m.superOptions), `make the tmpfs at ${m.mountPoint} read-only`);
+      if (flags & MS_RDONLY) await mount(undefined, target, undefined, MS_REMOUNT | flags, ownOptions(m.superOptions), `make the tmpfs at ${m.mountPoint} read-only`);
     } else if (making.how === 'fresh') {
-      await mount(m.fstype, target, m.fstype, flags, undefined, where);
+      // devpts's own options (mode, ptmxmode, gid) make its ptmx usable; the others take none here.
+      await mount(m.fstype, target, m.fstype, flags, m.fstype === 'devpts' ? ownOptions(m.superOptions) : undefined, where);
     } else {
       await mount(making.source, target, undefined, MS_BIND, undefined, `bind ${making.source} at ${m.mountPoint}`);
       if (flags) await mount(undefined, target, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `the flags of ${m.mountPoint}`);
@@ -144,6 +149,13 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
   if (rootFlags) await mount(undefined, '/', undefined, MS_REMOUNT | MS_BIND | rootFlags, undefined, 'the flags of /');
 }
 
+/** A missing mount point made: a directory, or an empty file for a file's bind mount (a device's on a container's /dev). */
+function makeMountPoint(path: string, forFile: boolean): void {
+  if (existsSync(path)) return;
+  mkdirSync(forFile ? dirname(path) : path, { recursive: true });
+  if (forFile) writeFileSync(path, '', { flag: 'wx' });
+}
+
 /** The files of a tmpfs archive put in below `dir` (crr's path to the mount), owners and times kept. */
 function fillTmpfs(dir: string, archive: string): void {
   const entries = readTarGz(readFileSync(archive), archive);
@@ -156,6 +168,7 @@ function fillTmpfs(dir: string, archive: string): void {
     const path = `${dir}/${e.path}`;
     if (e.type === 'dir') mkdirSync(path, { recursive: true });
     else if (e.type === 'symlink') symlinkSync(e.target ?? '', path);
+    else if (e.type === 'chardev' || e.type === 'blockdev') native.mknod(path, (e.type === 'chardev' ? S_IFCHR : S_IFBLK) | (e.mode & 0o7777), e.major ?? 0, e.minor ?? 0);
     else writeFileSync(path, e.data ?? new Uint8Array());
     lchownSync(path, e.uid, e.gid);
     if (e.type !== 'symlink') chmodSync(path, e.mode & 0o7777);
