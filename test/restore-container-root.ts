@@ -31,7 +31,7 @@ function mountOverlay(t: { teardown(fn: () => unknown): void }, merged: string, 
 }
 
 /** The container: its init is the counter, pid 1 of its PID namespace, its output at /ctr-out. */
-async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, fds = 'exec </dev/null >/dev/null 2>/ctr-log'): Promise<number> {
+async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, fds = 'exec </dev/null >/dev/null 2>/ctr-log', userns = false): Promise<number> {
   buildPrograms();
   // As a runtime makes /dev: a tmpfs with device nodes, a host device bind-mounted on a file,
   // a devpts instance of its own.
@@ -39,8 +39,10 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     'export PATH=/usr/sbin:/usr/bin:/sbin:/bin',
     `mount --bind ${merged} ${merged}`,
     `mount -t tmpfs -o mode=755,size=64k tmpfs ${merged}/dev`,
-    `mknod -m 666 ${merged}/dev/null c 1 3`,
-    `mknod -m 640 ${merged}/dev/zero c 1 5`,
+    // In a user namespace of its own no mknod: the host's nodes are bind-mounted instead.
+    ...(userns
+      ? ['null', 'zero'].map((n) => `touch ${merged}/dev/${n} && mount --bind /dev/${n} ${merged}/dev/${n}`)
+      : [`mknod -m 666 ${merged}/dev/null c 1 3`, `mknod -m 640 ${merged}/dev/zero c 1 5`]),
     `touch ${merged}/dev/urandom`,
     `mount --bind /dev/urandom ${merged}/dev/urandom`,
     `mkdir ${merged}/dev/pts`,
@@ -55,7 +57,7 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     ...(fds ? [fds] : []),
     `exec setsid ${programPath('counter')} /ctr-result /ctr-out`,
   ].join(' && ');
-  const unshare = spawn('unshare', ['--mount', '--pid', '--fork', 'sh', '-c', `touch ${merged}/ctr-out && ${script}`], { stdio: 'ignore', detached: true });
+  const unshare = spawn('unshare', [...(userns ? ['--user', '--map-root-user'] : []), '--mount', '--pid', '--fork', 'sh', '-c', `touch ${merged}/ctr-out && ${script}`], { stdio: 'ignore', detached: true });
   unshare.unref();
   const child = (): number | undefined => {
     try {
@@ -143,6 +145,30 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
     t.ok(sameOutput(result.rootHostPid, join(merged2, 'ctr-out')), '/ctr-out is the file in the new overlay');
     t.same(await requestCheck(result.rootHostPid, join(merged2, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on from the kept layer');
   });
+});
+
+t.test('a container in a user namespace of its own, its device nodes bind-mounted', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-container-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const rw = join(dir, 'rw');
+  mkdirSync(rw);
+  run('mount', '-t', 'tmpfs', 'tmpfs', rw);
+  t.teardown(() => spawnSync('umount', ['-l', rw]));
+  mkdirSync(join(rw, 'upper'));
+  const merged = join(dir, 'merged');
+  mountOverlay(t, merged, join(rw, 'upper'), join(rw, 'work'));
+  const root = await startContainer(t, merged, undefined, true);
+  t.match(readFileSync(`/proc/${root}/uid_map`, 'utf8'), /^\s*0\s+0\s+1\s*$/, 'root in its user namespace, mapped to root');
+  const imagesDir = join(dir, 'images');
+  await dump({ pid: root, imagesDir });
+  await waitPidGone(root);
+  const result = await restore({ imagesDir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  const host = result.rootHostPid;
+  t.not(readlinkSync(`/proc/${host}/ns/user`), readlinkSync('/proc/self/ns/user'), 'restored in a user namespace of its own');
+  t.same(readFileSync(`/proc/${host}/mountinfo`, 'utf8').trim().split('\n').map((l) => l.split(' ')[4]), ['/', '/dev', '/dev/null', '/dev/zero', '/dev/urandom', '/dev/pts', '/proc'], 'its mounts, on the overlay');
+  t.equal(statSync(`/proc/${host}/fd/0`).rdev, (1 << 8) | 3, 'stdin the bind-mounted /dev/null');
+  t.same(await requestCheck(host, join(merged, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on');
 });
 
 t.test("a container holding the runtime's /dev/null, or a terminal of its own devpts, is refused at dump", async (t) => {
