@@ -70,17 +70,29 @@ export type MountMaking =
   | { readonly how: 'tmpfs' }
   | { readonly how: 'fresh' }
   | { readonly how: 'bind'; readonly source: string }
+  /** A bind mount of a mount the tree has before it (a container's read-only /proc/sys, its /dev/null over /proc/kcore): `path` as the tree sees it. */
+  | { readonly how: 'bind-tree'; readonly path: string }
   | { readonly how: 'unsupported' };
 
-export function howToMake(m: MountLine, own: readonly MountLine[]): MountMaking {
+/** The path of `root` (a path inside the filesystem) below mount `holder` of the same filesystem. */
+function pathBelow(holder: MountLine, root: string): string {
+  return `${holder.mountPoint.replace(/\/$/, '')}${root.slice(holder.root === '/' ? 0 : holder.root.length)}` || '/';
+}
+
+/** `tree`: the tree's mounts in mountinfo order; those before `m` may be its bind source. */
+export function howToMake(m: MountLine, own: readonly MountLine[], tree: readonly MountLine[] = []): MountMaking {
   const same = own.find((o) => o.mountPoint === m.mountPoint && o.fstype === m.fstype && (FRESH_FILESYSTEMS.has(m.fstype) || (o.dev === m.dev && o.root === m.root)));
   if (same) return { how: 'inherited', own: same };
+  const at = tree.indexOf(m);
+  const earlier = at > 0 ? tree.slice(0, at) : [];
+  const source = earlier.find((o) => o.dev === m.dev && o.fstype === m.fstype && o.mountPoint !== m.mountPoint && isWithin(m.root, o.root));
+  if (source) return { how: 'bind-tree', path: pathBelow(source, m.root) };
   if (m.fstype === 'tmpfs') return { how: 'tmpfs' };
   if (FRESH_FILESYSTEMS.has(m.fstype)) return { how: 'fresh' };
   // A bind mount of a directory crr sees: a mount of the same filesystem whose root holds it.
   // (An unmounted filesystem's anonymous device number goes to the next one mounted.)
   const holder = own.find((o) => o.dev === m.dev && o.fstype === m.fstype && isWithin(m.root, o.root));
-  if (holder) return { how: 'bind', source: `${holder.mountPoint.replace(/\/$/, '')}${m.root.slice(holder.root === '/' ? 0 : holder.root.length)}` || '/' };
+  if (holder) return { how: 'bind', source: pathBelow(holder, m.root) };
   // A devpts instance of the tree's own (a container's /dev/pts): a new instance, its options kept.
   if (m.fstype === 'devpts' && m.root === '/') return { how: 'fresh' };
   return { how: 'unsupported' };

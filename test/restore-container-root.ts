@@ -52,6 +52,10 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     'pivot_root . .old',
     'cd /',
     'mount -t proc proc /proc',
+    // runc's masked and read-only paths: bind mounts of the container's own mounts.
+    'mount --bind /proc/sys /proc/sys',
+    'mount -o remount,bind,ro /proc/sys',
+    'mount --bind /dev/null /proc/timer_list',
     'umount -l /.old',
     'rmdir /.old',
     ...(fds ? [fds] : []),
@@ -76,7 +80,7 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
 }
 
 /** The container's mounts as its mountinfo lists them: mount point and fstype (mnt_entry's number, or fsname). */
-const MOUNTS = [['/', 'overlay'], ['/dev', 5], ['/dev/urandom', 3], ['/dev/pts', 6], ['/proc', 1]];
+const MOUNTS = [['/', 'overlay'], ['/dev', 5], ['/dev/urandom', 3], ['/dev/pts', 6], ['/proc', 1], ['/proc/sys', 1], ['/proc/timer_list', 5]];
 
 /** The restored counter's fd of /ctr-out and the file at `path` are one file. */
 function sameOutput(hostPid: number, path: string): boolean {
@@ -130,6 +134,8 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
     t.ok(zero.isCharacterDevice() && zero.rdev === ((1 << 8) | 5) && (zero.mode & 0o777) === 0o640, '/dev/zero made again with its mode');
     t.not(statSync(`/proc/${host}/root/dev/pts`).dev, statSync('/dev/pts').dev, 'its /dev/pts a devpts instance of its own');
     t.ok(existsSync(`/proc/${host}/root/dev/pts/ptmx`), 'with its ptmx');
+    t.match(lines.find((l) => l.split(' ')[4] === '/proc/sys'), /^\S+ \S+ \S+ \/sys \/proc\/sys ro,/, "/proc/sys: its /proc's own, read-only");
+    t.equal(statSync(`/proc/${host}/root/proc/timer_list`).rdev, (1 << 8) | 3, '/proc/timer_list masked by its /dev/null');
     t.same(await requestCheck(host, join(merged, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on in its file');
   });
 
@@ -166,7 +172,7 @@ t.test('a container in a user namespace of its own, its device nodes bind-mounte
   t.teardown(() => result.kill());
   const host = result.rootHostPid;
   t.not(readlinkSync(`/proc/${host}/ns/user`), readlinkSync('/proc/self/ns/user'), 'restored in a user namespace of its own');
-  t.same(readFileSync(`/proc/${host}/mountinfo`, 'utf8').trim().split('\n').map((l) => l.split(' ')[4]), ['/', '/dev', '/dev/null', '/dev/zero', '/dev/urandom', '/dev/pts', '/proc'], 'its mounts, on the overlay');
+  t.same(readFileSync(`/proc/${host}/mountinfo`, 'utf8').trim().split('\n').map((l) => l.split(' ')[4]), ['/', '/dev', '/dev/null', '/dev/zero', '/dev/urandom', '/dev/pts', '/proc', '/proc/sys', '/proc/timer_list'], 'its mounts, on the overlay');
   t.equal(statSync(`/proc/${host}/fd/0`).rdev, (1 << 8) | 3, 'stdin the bind-mounted /dev/null');
   t.same(await requestCheck(host, join(merged, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on');
 });

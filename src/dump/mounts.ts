@@ -32,7 +32,7 @@ export function mountImages(pid: number): { mounts: Entry[]; archives: Array<[st
   const mounts: Entry[] = [];
   let bytes = 0;
   for (const m of tree) {
-    const making = howToMake(m, own);
+    const making = howToMake(m, own, tree);
     // Mounts stacked on one mount point come back only as copies of crr's own.
     if (points.has(m.mountPoint) && making.how !== 'inherited') throw new TaskRefusedError(pid, `its mount namespace has two mounts on ${m.mountPoint}, one its own; crr makes one mount per mount point`);
     points.add(m.mountPoint);

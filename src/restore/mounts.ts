@@ -63,7 +63,7 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
  * newRoot already).
  */
 export function ownMountPoints(tree: TreeMounts, own: readonly MountLine[]): string[] {
-  const made = tree.newRoot ? tree.mounts.filter((m) => m.mountPoint !== '/') : tree.mounts.filter((m) => howToMake(m, own).how !== 'inherited');
+  const made = tree.newRoot ? tree.mounts.filter((m) => m.mountPoint !== '/') : tree.mounts.filter((m) => howToMake(m, own, tree.mounts).how !== 'inherited');
   return made.map((m) => m.mountPoint);
 }
 
@@ -110,7 +110,7 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
   const root = `/proc/${holder.pid}/root`;
   for (const m of tree.mounts) {
     if (tree.newRoot && m.mountPoint === '/') continue;
-    let making = howToMake(m, copy);
+    let making = howToMake(m, copy, tree.mounts);
     const flags = (tree.flags.get(m.mountPoint) ?? 0) & PER_MOUNT;
     const where = `${m.fstype} at ${m.mountPoint}`;
     if (making.how === 'unsupported') throw new StageError({ stage: 'plan', resource: 'namespaces', message: `the tree's ${where} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}${m.root}) in crr's namespace` });
@@ -123,7 +123,9 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
       making = FRESH_FILESYSTEMS.has(m.fstype) ? { how: 'fresh' } : { how: 'bind', source: making.own.mountPoint };
     }
     const target = `${base}${m.mountPoint}`;
-    makeMountPoint(`${root}${target}`, making.how === 'bind' && !statSync(making.source).isDirectory());
+    // Sources as the holder sees them: crr's paths, or the tree's below the new root.
+    const source = making.how === 'bind' ? making.source : making.how === 'bind-tree' ? `${base}${making.path}` : undefined;
+    makeMountPoint(`${root}${target}`, source !== undefined && !statSync(`${root}${source}`).isDirectory());
     if (making.how === 'tmpfs') {
       await mount('tmpfs', target, 'tmpfs', flags & ~MS_RDONLY, ownOptions(m.superOptions), `tmpfs at ${m.mountPoint}`);
       const archive = tree.archives.get(m.id);
@@ -133,7 +135,7 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
       // devpts's own options (mode, ptmxmode, gid) make its ptmx usable; the others take none here.
       await mount(m.fstype, target, m.fstype, flags, m.fstype === 'devpts' ? ownOptions(m.superOptions) : undefined, where);
     } else {
-      await mount(making.source, target, undefined, MS_BIND, undefined, `bind ${making.source} at ${m.mountPoint}`);
+      await mount(source, target, undefined, MS_BIND, undefined, `bind ${source} at ${m.mountPoint}`);
       if (flags) await mount(undefined, target, undefined, MS_REMOUNT | MS_BIND | flags, undefined, `the flags of ${m.mountPoint}`);
     }
   }

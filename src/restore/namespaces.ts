@@ -131,7 +131,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
     const newRoot = rootOf(mnt, own, rootDir, root.pid);
     if (newRoot) mnt = { ...mnt, newRoot };
     for (const m of mnt.mounts) {
-      if (m.mountPoint !== '/' && howToMake(m, own).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
+      if (m.mountPoint !== '/' && howToMake(m, own, mnt.mounts).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
     }
   }
   if (rootDir !== undefined && !mnt?.newRoot) refuse(`--root ${rootDir}: the tree's root is crr's own (no mount namespace of its own with another root); --root is for a container's`, root.pid);
