@@ -30,6 +30,25 @@ function mountOverlay(t: { teardown(fn: () => unknown): void }, merged: string, 
   t.teardown(() => spawnSync('umount', ['-l', merged]));
 }
 
+/** A directory for the test, and a tmpfs `rw` in it for the overlays' upper layers. */
+function scratch(t: { teardown(fn: () => unknown): void }): { dir: string; rw: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-container-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const rw = join(dir, 'rw');
+  mkdirSync(rw);
+  run('mount', '-t', 'tmpfs', 'tmpfs', rw);
+  t.teardown(() => spawnSync('umount', ['-l', rw]));
+  return { dir, rw };
+}
+
+/** A fresh overlay of / at DIR/merged`suffix`, its layers upper`suffix` and work`suffix` in `rw`. */
+function overlay(t: { teardown(fn: () => unknown): void }, dir: string, rw: string, suffix: string): string {
+  const merged = join(dir, `merged${suffix}`);
+  mkdirSync(join(rw, `upper${suffix}`));
+  mountOverlay(t, merged, join(rw, `upper${suffix}`), join(rw, `work${suffix}`));
+  return merged;
+}
+
 /** The container: its init is the counter, pid 1 of its PID namespace, its output at /ctr-out. */
 async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, fds = 'exec </dev/null >/dev/null 2>/ctr-log', userns = false): Promise<number> {
   buildPrograms();
@@ -92,15 +111,8 @@ function sameOutput(hostPid: number, path: string): boolean {
 }
 
 t.test('a container on an overlay root is restored on that rootfs, found or given with rootDir', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'crr-container-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const rw = join(dir, 'rw');
-  mkdirSync(rw);
-  run('mount', '-t', 'tmpfs', 'tmpfs', rw);
-  t.teardown(() => spawnSync('umount', ['-l', rw]));
-  mkdirSync(join(rw, 'upper'));
-  const merged = join(dir, 'merged');
-  mountOverlay(t, merged, join(rw, 'upper'), join(rw, 'work'));
+  const { dir, rw } = scratch(t);
+  const merged = overlay(t, dir, rw, '');
 
   const root = await startContainer(t, merged);
   t.match(readFileSync(`/proc/${root}/mountinfo`, 'utf8'), /^\d+ \d+ \S+ \/ \/ \S+ .*- overlay /, "the container's root is the overlay");
@@ -154,15 +166,8 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
 });
 
 t.test('a container in a user namespace of its own, its device nodes bind-mounted', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'crr-container-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const rw = join(dir, 'rw');
-  mkdirSync(rw);
-  run('mount', '-t', 'tmpfs', 'tmpfs', rw);
-  t.teardown(() => spawnSync('umount', ['-l', rw]));
-  mkdirSync(join(rw, 'upper'));
-  const merged = join(dir, 'merged');
-  mountOverlay(t, merged, join(rw, 'upper'), join(rw, 'work'));
+  const { dir, rw } = scratch(t);
+  const merged = overlay(t, dir, rw, '');
   const root = await startContainer(t, merged, undefined, true);
   t.match(readFileSync(`/proc/${root}/uid_map`, 'utf8'), /^\s*0\s+0\s+1\s*$/, 'root in its user namespace, mapped to root');
   const imagesDir = join(dir, 'images');
@@ -178,20 +183,13 @@ t.test('a container in a user namespace of its own, its device nodes bind-mounte
 });
 
 t.test("a container holding the runtime's /dev/null, or a terminal of its own devpts, is refused at dump", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'crr-container-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const rw = join(dir, 'rw');
-  mkdirSync(rw);
-  run('mount', '-t', 'tmpfs', 'tmpfs', rw);
-  t.teardown(() => spawnSync('umount', ['-l', rw]));
+  const { dir, rw } = scratch(t);
   const cases: Array<[string, string, RegExp]> = [
     ['outside', '', /fd 0 is \/dev\/null on mount \d+, outside its mount namespace, whose root is its own/],
     ['terminal', 'exec </dev/null >/dev/null 2>/ctr-log 5<>/dev/pts/ptmx', /fd 5 is a terminal \(\/dev\/pts\/ptmx\) of a mount namespace with a devpts instance of its own/],
   ];
   for (const [name, fds, refusal] of cases) {
-    const merged = join(dir, name);
-    mkdirSync(join(rw, `upper-${name}`));
-    mountOverlay(t, merged, join(rw, `upper-${name}`), join(rw, `work-${name}`));
+    const merged = overlay(t, dir, rw, `-${name}`);
     const root = await startContainer(t, merged, fds);
     await t.rejects(dump({ pid: root, imagesDir: join(dir, `images-${name}`) }), { message: refusal }, name);
     t.ok(existsSync(`/proc/${root}`), 'the container runs on');
