@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dump } from '../src/dump/index.js';
 import { openCheckpoint, type Entry } from '../src/images/index.js';
 import { readTarGz } from '../src/images/tar.js';
+import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { restore } from '../src/restore/index.js';
 import { buildPrograms, killTree, programPath, requestCheck, waitPidGone } from './lib/programs.js';
 import { copyFixture } from './lib/restore-images.js';
@@ -129,6 +130,7 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
   t.equal(devArchive.length, 1, "one tmpfs archive, /dev's: the rootfs's files are not in the checkpoint");
   const nodes = readTarGz(readFileSync(join(imagesDir, devArchive[0]!)), 'dev').map((e) => [e.path, e.type, e.major, e.minor, e.mode & 0o777]);
   t.same(nodes.filter(([path]) => path !== 'pts'), [['null', 'chardev', 1, 3, 0o666], ['urandom', 'chardev', 1, 9, 0o666], ['zero', 'chardev', 1, 5, 0o640]], '/dev: its device nodes with their numbers and modes');
+  t.match(summariseCheckpoint(imagesDir).namespaces, [/^pid$/, /^mnt: 7 mounts, a root of its own \(overlay overlay: not in the checkpoint; the restore takes --root DIR/], '`crr show` names the root of its own');
   // The platform keeps the container's rootfs: here a copy of its upper layer as dumped.
   cpSync(join(rw, 'upper'), join(rw, 'kept'), { recursive: true });
 

@@ -6,6 +6,7 @@ import { constants } from 'node:os';
 import { ImageError, UsageError } from '../../errors.js';
 import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
 import { ghostsOf } from '../../restore/files.js';
+import { treeMounts } from '../../restore/mounts.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
 import { FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
@@ -176,6 +177,11 @@ function namespacesOf(checkpoint: Checkpoint): string[] {
       const [netns] = entries(`netns-${id}.img`);
       const external = netns?.['ext_key'] ? text(netns['ext_key']) : '';
       what = external ? `: external '${external}' (left out of the dump; the restore joins the one given for it)` : `: ${entries(`netdev-${id}.img`).map((d) => `${text(d['name'])} ${Number(d['flags']) & 1 ? 'up' : 'down'}`).join(', ')}`;
+    } else if (kind === 'mnt' && checkpoint.has(`mountpoints-${id}.img`)) {
+      const { mounts } = treeMounts(checkpoint, id);
+      const root = mounts.find((m) => m.mountPoint === '/');
+      const ownRoot = root && !entries(`mountpoints-${id}.img`).find((e) => e['mnt_id'] === root.id)?.['ext_mount'];
+      what = `: ${mounts.length} mounts${ownRoot ? `, a root of its own (${root.fstype} ${root.source}: not in the checkpoint; the restore takes --root DIR, or finds it where crr sees it)` : ''}`;
     }
     out.push(`${kind}${what}`);
   }
