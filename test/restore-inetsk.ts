@@ -39,12 +39,13 @@ t.test('parseInetDiag reads the kernel answer: a listener of this process with i
   t.match(found, { family: AF_INET, state: 10, wqueue: 9, rqueue: 0, src: [0x0100007f] });
   t.ok(found!.ino > 0, 'with its inode');
   t.equal(unsupportedInet(found!), undefined, 'an idle listener can be dumped');
-  t.match(unsupportedInet({ ...found!, rqueue: 2 }), /2 connection\(s\) not yet accepted/);
+  t.match(unsupportedInet({ ...found!, rqueue: 2 }), /2 connection\(s\) not yet accepted \(dump with --skip-in-flight/);
+  t.equal(unsupportedInet({ ...found!, rqueue: 2 }, { skipInFlight: true }), undefined, 'dumped without them with --skip-in-flight');
   t.match(unsupportedInet({ ...found!, state: 1 }), /TCP connection in state ESTABLISHED \(dump with --tcp-established/);
-  t.equal(unsupportedInet({ ...found!, state: 1, rqueue: 0 }, true), undefined, 'saved with --tcp-established');
-  t.match(unsupportedInet({ ...found!, state: 3 }, true), /a TCP connection in state SYN_RECV \(only connecting, established and half-closed connections can be saved\)/);
-  t.equal(unsupportedInet({ ...found!, state: 2, rqueue: 0 }, true), undefined, 'SYN_SENT (connecting) is saved with --tcp-established');
-  t.equal(unsupportedInet({ ...found!, state: 8, rqueue: 0 }, true), undefined, 'CLOSE_WAIT (half-closed) is saved with --tcp-established');
+  t.equal(unsupportedInet({ ...found!, state: 1, rqueue: 0 }, { tcpEstablished: true }), undefined, 'saved with --tcp-established');
+  t.match(unsupportedInet({ ...found!, state: 3 }, { tcpEstablished: true }), /a TCP connection in state SYN_RECV \(only connecting, established and half-closed connections can be saved\)/);
+  t.equal(unsupportedInet({ ...found!, state: 2, rqueue: 0 }, { tcpEstablished: true }), undefined, 'SYN_SENT (connecting) is saved with --tcp-established');
+  t.equal(unsupportedInet({ ...found!, state: 8, rqueue: 0 }, { tcpEstablished: true }), undefined, 'CLOSE_WAIT (half-closed) is saved with --tcp-established');
   t.match(unsupportedInet({ ...found!, state: 5, rqueue: 0 }), /state FIN_WAIT2 \(dump with --tcp-established/, 'and needs it');
   t.match(unsupportedInet({ ...found!, family: 10, src: [0x000080fe, 0, 0, 0x01000000] }), /link-local IPv6/);
   t.equal(unsupportedInet({ ...found!, family: 10, src: [0, 0, 0, 0x01000000] }), undefined, '::1 is fine');
@@ -326,6 +327,38 @@ t.test('a connection to a client outside the tree survives the dump (closed with
   t.equal(ended, false, 'the killed program sent no FIN');
   await restoreProgram(t, prog, imagesDir);
   t.equal(await echo('two'), 'echo: two', 'the restored program echoes on the same connection');
+});
+
+t.test('a listener with a connection not yet accepted: refused, or dumped without it with skipInFlight (criu --skip-in-flight)', async (t) => {
+  const setUp = [
+    'l = socket.socket()',
+    'l.bind(("127.0.0.1", 0))',
+    'l.listen(4)',
+    'open(result + ".port", "w").write(str(l.getsockname()[1]))',
+  ];
+  const check = ['c, _ = l.accept()', 'c.sendall(b"accepted")', 'open(result, "w").write("accepted")'];
+  const { prog, go, result } = await startPython(t, ['socket'], setUp, check, 'listening');
+  const port = Number(readFileSync(`${prog.resultFile}.port`, 'utf8'));
+  const pending = connect(port, '127.0.0.1');
+  t.teardown(() => pending.destroy());
+  const reset = new Promise<string>((resolve) => {
+    pending.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    pending.on('close', () => resolve('closed'));
+  });
+  await new Promise((resolve) => pending.once('connect', resolve));
+  const imagesDir = mkdtempSync(join(tmpdir(), 'crr-inetsk-img-'));
+  t.teardown(() => rmSync(imagesDir, { recursive: true, force: true }));
+  await t.rejects(dump({ pid: prog.pid, imagesDir }), { message: /a TCP listener with 1 connection\(s\) not yet accepted \(dump with --skip-in-flight/ }, 'refused without the option');
+  t.ok(existsSync(`/proc/${prog.pid}`), 'the program runs on');
+  const dumped = await dumpProgram(t, prog, { skipInFlight: true });
+  t.equal(await reset, 'ECONNRESET', 'the pending client is reset when the dumped tree goes');
+  await restoreProgram(t, prog, dumped);
+  const client = connect(port, '127.0.0.1');
+  t.teardown(() => client.destroy());
+  const greeting = new Promise<string>((resolve) => client.once('data', (d) => resolve(String(d))));
+  go();
+  t.equal(await greeting, 'accepted', 'the restored listener accepts a new connection');
+  t.equal(await result(), 'accepted');
 });
 
 t.test('a dump that fails after reading a connection in repair mode switches repair off: the connection goes on', async (t) => {

@@ -7,7 +7,8 @@
 // repair mode until the dump ends, so the task's death closes it without a FIN or RST
 // (finishTcpRepair). Datagrams queued in a UDP socket go into sk-queues.img with their senders.
 // What a restore could not bring back is refused: a TCP connection without the option, or
-// half-accepted (SYN_RECV), a listener holding connections not yet accepted.
+// half-accepted (SYN_RECV), a listener holding connections not yet accepted (unless
+// --skip-in-flight leaves them out, as criu's does).
 import { native } from '../actors/native.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_CONNECTION_STATES, TCP_ESTABLISHED, TCP_FIN_SENT, TCP_LISTEN } from '../images/inet-address.js';
 import { CrrError } from '../errors.js';
@@ -93,14 +94,16 @@ function inetSockets(diagSocket?: number): Map<number, InetDiag> {
 const snapshots = new WeakMap<OpenFiles, Map<number, InetDiag>>();
 
 /** Why a restore could not bring this socket back, or undefined. */
-export function unsupportedInet(d: InetDiag, tcpEstablished = false): string | undefined {
+export function unsupportedInet(d: InetDiag, options: { tcpEstablished?: boolean; skipInFlight?: boolean } = {}): string | undefined {
+  const { tcpEstablished = false, skipInFlight = false } = options;
   const state = TCP_STATES[d.state] ?? String(d.state);
   // fe80::/10 (the first two bytes, read little-endian in the first word): an address that needs
   // its interface's scope id, which crr does not record.
   const linkLocal = (words: readonly number[]) => d.family === AF_INET6 && ((words[0] ?? 0) & 0xc0ff) === 0x80fe;
   if (linkLocal(d.src) || linkLocal(d.dst)) return 'bound or connected to a link-local IPv6 address (its scope id is not saved)';
   if (d.protocol === IPPROTO_TCP) {
-    if (d.state === TCP_LISTEN) return d.rqueue > 0 ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted` : undefined;
+    // Connections in the accept queue cannot be put back into one (criu: --skip-in-flight).
+    if (d.state === TCP_LISTEN) return d.rqueue > 0 && !skipInFlight ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted (dump with --skip-in-flight to leave them out: their clients are reset)` : undefined;
     if (TCP_CONNECTION_STATES.has(d.state)) return tcpEstablished ? undefined : `a TCP connection in state ${state} (dump with --tcp-established to save it in repair mode)`;
     if (d.state !== TCP_CLOSE) return `a TCP connection in state ${state} (only connecting, established and half-closed connections can be saved)`;
     return undefined;
@@ -122,7 +125,7 @@ export async function dumpInetFd(
   const { pid, fd, ino } = at;
   const d = perDump(snapshots, open, () => inetSockets(open.diagSocket)).get(ino) ?? unlisted(pid, fd, ino);
   if (!d) return undefined;
-  const why = unsupportedInet(d, open.tcpEstablished);
+  const why = unsupportedInet(d, open);
   if (why) throw new InetSocketError(pid, fd, ino, why);
   // Options come from a copy of the socket, taken once per socket (a description several fds
   // share is made once).

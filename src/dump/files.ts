@@ -67,6 +67,8 @@ export class OpenFiles {
   readonly pipeData: Array<{ entry: Entry; payload: Uint8Array }> = [];
   /** Dump established TCP connections in repair mode (criu's --tcp-established). */
   tcpEstablished = false;
+  /** Dump a listener without the connections not yet accepted (criu's --skip-in-flight). */
+  skipInFlight = false;
   /** Dump a terminal whose master is not in the tree (criu's --shell-job). */
   shellJob = false;
   /** sk-queues.img entries of UDP sockets' queued datagrams (with the unix sockets' queues). */

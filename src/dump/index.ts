@@ -53,6 +53,12 @@ export interface DumpOptions {
    * connection is not restored gets a reset.
    */
   tcpEstablished?: boolean;
+  /**
+   * Dump TCP listeners holding connections not yet accepted, without them (criu's
+   * --skip-in-flight); without it they are refused. Their clients see a reset once the tree is
+   * killed; a restored listener starts with an empty accept queue.
+   */
+  skipInFlight?: boolean;
   /** Largest deleted file kept in the checkpoint, in bytes (criu's --ghost-limit; 1 MiB). */
   ghostLimit?: number;
   /**
@@ -109,6 +115,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   let pagesBytes = 0;
   const open = new OpenFiles();
   open.tcpEstablished = opts.tcpEstablished ?? false;
+  open.skipInFlight = opts.skipInFlight ?? false;
   open.shellJob = opts.shellJob ?? false;
   try {
     emit({ type: 'stage', stage: 'freeze' });

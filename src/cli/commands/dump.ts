@@ -20,6 +20,7 @@ export interface DumpArgs {
   trace?: string;
   /** Save established TCP connections in repair mode (criu's --tcp-established). */
   tcpEstablished?: boolean;
+  skipInFlight?: boolean;
   /** Take the shell's terminal the tree runs on (criu's --shell-job). */
   shellJob?: boolean;
   /** Largest deleted file kept, in bytes (criu's --ghost-limit). */
@@ -41,6 +42,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let json = false;
   let trace: string | undefined;
   let tcpEstablished = false;
+  let skipInFlight = false;
   let shellJob = false;
   let ghostLimit: number | undefined;
   const external: string[] = [];
@@ -61,6 +63,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--json') json = true;
     else if (arg === '--trace') trace = value();
     else if (arg === '--tcp-established') tcpEstablished = true;
+    else if (arg === '--skip-in-flight') skipInFlight = true;
     else if (arg === '--shell-job' || arg === '-j') shellJob = true;
     else if (arg === '--ghost-limit') ghostLimit = byteSize(value(), '--ghost-limit');
     else if (arg === '--external') external.push(value());
@@ -70,7 +73,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(external.length ? { external } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(external.length ? { external } : {}) };
 }
 
 /** A size as criu takes one: bytes, or a number with K, M or G. */
@@ -81,7 +84,7 @@ function byteSize(text: string, option: string): number {
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--external net[INODE]:KEY] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--skip-in-flight] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--external net[INODE]:KEY] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -131,6 +134,7 @@ export async function run(argv: string[]): Promise<number> {
     imagesDir: args.imagesDir,
     leaveRunning: args.leaveRunning,
     ...(args.tcpEstablished ? { tcpEstablished: true } : {}),
+    ...(args.skipInFlight ? { skipInFlight: true } : {}),
     ...(args.shellJob ? { shellJob: true } : {}),
     ...(args.ghostLimit !== undefined ? { ghostLimit: args.ghostLimit } : {}),
     ...(args.external ? { external: args.external } : {}),
