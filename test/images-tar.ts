@@ -2,7 +2,7 @@
 // same, GNU tar reads it too, and a name leaving the archive's root or a corrupt archive is a clear ImageError.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageError } from '../src/errors.js';
@@ -29,6 +29,19 @@ t.test('an archive reads back entry for entry, and GNU tar lists it', async (t) 
   const verbose = spawnSync('tar', ['tvzf', join(dir, 'a.tar.gz')], { encoding: 'utf8' }).stdout;
   t.match(verbose, /^crw-rw-rw- .* 1,3 .* null$/m, 'GNU tar reads the device numbers');
   t.match(verbose, /^brw-rw---- .* 7,9 .* loop9$/m);
+});
+
+t.test("GNU tar's archive of a directory (`-C DIR .`, as CRIU writes a tmpfs) reads, its root entry left out", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-tar-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const tree = join(dir, 'tree');
+  mkdirSync(join(tree, 'sub'), { recursive: true });
+  writeFileSync(join(tree, 'sub', 'a.txt'), 'hello\n');
+  symlinkSync('sub/a.txt', join(tree, 'link'));
+  const made = spawnSync('tar', ['--create', '--gzip', '--numeric-owner', '-C', tree, '-f', join(dir, 'gnu.tar.gz'), '.'], { encoding: 'utf8' });
+  t.equal(made.status, 0, made.stderr);
+  const read = readTarGz(readFileSync(join(dir, 'gnu.tar.gz')), 'gnu').map((e) => [e.path, e.type, e.data ? String(e.data) : e.target]);
+  t.same(read.sort(), [['link', 'symlink', 'sub/a.txt'], ['sub', 'dir', undefined], ['sub/a.txt', 'file', 'hello\n']]);
 });
 
 t.test('names leaving the root and broken archives are ImageErrors', async (t) => {

@@ -40,7 +40,7 @@ t.test('a mount namespace comes back with its tmpfs files, its read-only bind mo
   const mounts = [...checkpoint.image(`mountpoints-${id}.img`).entries()].map((e) => e.decode());
   const tmpfs = mounts.find((m) => m['mountpoint'] === join(prog.dir, 't'));
   t.match(tmpfs, { fstype: 5, options: /size=4096k,mode=750/ }, 'mountpoints: the tmpfs with its options');
-  t.ok(checkpoint.has(`tmpfs-dev-${String(tmpfs?.['mnt_id'])}.tar.gz`), 'its files in a tar archive');
+  t.ok(checkpoint.has(`tmpfs-dev-${String(tmpfs?.['root_dev'])}.tar.gz.img`), "its files in a tar archive named by its device, as CRIU names it");
   t.notOk(mounts.some((m) => m['mountpoint'] === gone), 'the detached mount is not in the list');
   const rt = await restoreProgram(t, prog, imagesDir);
   t.not(readlinkSync(`/proc/${rt.result.rootHostPid}/ns/mnt`), readlinkSync('/proc/self/ns/mnt'), "the restored root is not in crr's mount namespace");

@@ -1,7 +1,7 @@
 // The tree's mount namespace at dump, when it is not crr's. Every mount of it goes into
 // mountpoints-ID.img (CRIU's mnt_entry), those also in crr's namespace marked external
 // (ext_mount: the restore finds them in its own copy of crr's). Of the others crr makes again a
-// tmpfs, whose files go into tmpfs-dev-MNTID.tar.gz, a fresh proc, sysfs, mqueue or cgroup2,
+// tmpfs, whose files go into tmpfs-dev-DEV.tar.gz.img (its device, as CRIU names it), a fresh proc, sysfs, mqueue or cgroup2,
 // and a bind mount of a directory crr's namespace shows; any other mount, or one stacked on
 // another mount point of the tree, is refused. The tmpfs files are read through /proc/PID/root while the tree is frozen.
 // A root other than crr's is described, not carried (see below).
@@ -47,7 +47,7 @@ export function mountImages(pid: number): { mounts: Entry[]; archives: Array<[st
       const entries = tmpfsFiles(pid, m, tree);
       bytes += entries.reduce((n, e) => n + (e.data?.length ?? 0), 0);
       if (bytes > TMPFS_LIMIT) throw new TaskRefusedError(pid, `its tmpfs mounts hold over ${TMPFS_LIMIT} bytes of files (at ${m.mountPoint})`);
-      archives.push([`tmpfs-dev-${m.id}.tar.gz`, writeTarGz(entries)]);
+      archives.push([`tmpfs-dev-${kdev(m.dev)}.tar.gz.img`, writeTarGz(entries)]);
     }
     mounts.push(mountEntry(m, making));
   }

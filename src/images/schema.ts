@@ -160,8 +160,8 @@ export const IMAGE_KINDS: readonly ImageKind[] = Object.freeze([
   raw('NFTABLES', `nftables-${ID}.img`, 'nft ruleset output'),
   raw('NETNF_CT', `netns-ct-${ID}.img`, 'conntrack dump'),
   raw('NETNF_EXP', `netns-exp-${ID}.img`, 'conntrack expectations dump'),
-  raw('TMPFS_IMG', `tmpfs-${ID}.tar.gz`, 'a tar archive'),
-  raw('TMPFS_DEV', `tmpfs-dev-${ID}.tar.gz`, 'a tar archive'),
+  raw('TMPFS_IMG', `tmpfs-${ID}.tar.gz.img`, 'a tar archive'),
+  raw('TMPFS_DEV', `tmpfs-dev-${ID}.tar.gz.img`, 'a tar archive'),
 ]);
 
 const byName = new Map(IMAGE_KINDS.map((k) => [k.magicName, k]));

@@ -1,4 +1,4 @@
-// The tar archives of tmpfs contents (tmpfs-dev-ID.tar.gz): ustar, gzipped, the archive CRIU
+// The tar archives of tmpfs contents (tmpfs-dev-DEV.tar.gz.img, DEV the tmpfs's device number as mnt_entry's root_dev holds it): ustar, gzipped, the archive CRIU
 // writes for a tmpfs mount of a mount namespace it restores. Directories, regular files,
 // symlinks and device nodes (a container's /dev), with mode, owner and modification time; names
 // up to 255 bytes (prefix + name).
@@ -98,6 +98,11 @@ export function readTarGz(bytes: Uint8Array, path: string): TarEntry[] {
     if (!type || !Number.isSafeInteger(size) || at + BLOCK + size > tar.length) throw new ImageError(path, at, 'a tar header of a file, directory, symlink or device node', `type '${flag}', size ${size}`);
     const data = tar.subarray(at + BLOCK, at + BLOCK + size);
     const relative = name.replace(/^\.?\/+/, '').replace(/\/$/, '');
+    // The archive's own root ("./", as GNU tar writes `-C DIR .`, CRIU's way): the mount itself.
+    if (type === 'dir' && (relative === '' || relative === '.')) {
+      at += BLOCK;
+      continue;
+    }
     // Every entry stays below the archive's root.
     if (!relative || relative.split('/').some((part) => part === '..' || part === '')) throw new ImageError(path, at, 'a relative name without ".." in a tar header', JSON.stringify(name));
     out.push({

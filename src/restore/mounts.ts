@@ -2,7 +2,7 @@
 // crr's mount namespace (unshared, or the PID namespace's init's), made private first so nothing
 // reaches crr's. It becomes the tree's: mounts the tree did not have are detached (deepest
 // first); each mount it had and the copy lacks is made, parents first (howToMake: a tmpfs
-// with its files, tmpfs-dev-MNTID.tar.gz, put in by crr through /proc/PID/root; a fresh proc,
+// with its files, tmpfs-dev-DEV.tar.gz.img, put in by crr through /proc/PID/root; a fresh proc,
 // sysfs, mqueue or cgroup2; a bind mount of what crr sees); per-mount flags (ro, nosuid, ...)
 // follow. The mount syscalls are the holder's, injected; their strings go on its stack.
 import { chmodSync, existsSync, lchownSync, mkdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
@@ -51,7 +51,7 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
     const mntId = Number(e['mnt_id']);
     mounts.push({ id: mntId, parent: Number(e['parent_mnt_id'] ?? 0), dev: `${rootDev >>> 20}:${rootDev & 0xfffff}`, root: String(e['root'] ?? '/'), mountPoint, options: '', fstype, source: String(e['source'] ?? ''), superOptions: String(e['options'] ?? '') });
     flags.set(mountPoint, Number(e['flags'] ?? 0));
-    const archive = `tmpfs-dev-${mntId}.tar.gz`;
+    const archive = `tmpfs-dev-${rootDev}.tar.gz.img`;
     if (checkpoint.has(archive)) archives.set(mntId, checkpoint.path(archive));
   }
   return { mounts, flags, archives };
