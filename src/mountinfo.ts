@@ -61,6 +61,16 @@ export function isWithin(path: string, dir: string): boolean {
   return dir === '/' || path === dir || path.startsWith(`${dir}/`);
 }
 
+/**
+ * mnt_entry's fstype codes (proto/namespaces.proto) by the kernel's filesystem name; any other
+ * filesystem is AUTO (16) with its name in fsname.
+ */
+export const MNT_FSTYPES: Readonly<Record<string, number>> = {
+  proc: 1, sysfs: 2, devtmpfs: 3, binfmt_misc: 4, tmpfs: 5, devpts: 6, simfs: 7, pstore: 8, securityfs: 9, fusectl: 10,
+  debugfs: 11, cgroup: 12, aufs: 13, mqueue: 14, fuse: 15, overlay: 17, autofs: 18, tracefs: 19, cgroup2: 23,
+};
+export const MNT_FSTYPE_AUTO = 16;
+
 /** Filesystems a mount of which is made fresh (no contents to carry): their instance is the namespace's. (devpts: see howToMake.) */
 export const FRESH_FILESYSTEMS: ReadonlySet<string> = new Set(['proc', 'sysfs', 'mqueue', 'cgroup2']);
 

@@ -7,13 +7,10 @@
 // A root other than crr's is described, not carried (see below).
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { writeTarGz, type TarEntry } from '../images/tar.js';
-import { howToMake, isWithin, mountFlags, parseMountinfo, type MountLine, type MountMaking } from '../mountinfo.js';
+import { howToMake, isWithin, MNT_FSTYPE_AUTO, MNT_FSTYPES, mountFlags, parseMountinfo, type MountLine, type MountMaking } from '../mountinfo.js';
 import type { Entry } from './ids.js';
 import { TaskRefusedError } from './tree.js';
 
-/** fstype enum values of mnt_entry; others are AUTO with their name in fsname. */
-const FSTYPE: Readonly<Record<string, number>> = { proc: 1, sysfs: 2, devtmpfs: 3, tmpfs: 5, devpts: 6, mqueue: 14, cgroup2: 23 };
-const FSTYPE_AUTO = 16;
 /** Most bytes of tmpfs files one dump keeps. */
 export const TMPFS_LIMIT = 64 << 20;
 
@@ -56,8 +53,8 @@ export function mountImages(pid: number): { mounts: Entry[]; archives: Array<[st
 
 function mountEntry(m: MountLine, making: MountMaking): Entry {
   return {
-    fstype: FSTYPE[m.fstype] ?? FSTYPE_AUTO,
-    ...(FSTYPE[m.fstype] === undefined ? { fsname: m.fstype } : {}),
+    fstype: MNT_FSTYPES[m.fstype] ?? MNT_FSTYPE_AUTO,
+    ...(MNT_FSTYPES[m.fstype] === undefined ? { fsname: m.fstype } : {}),
     mnt_id: m.id,
     root_dev: kdev(m.dev),
     parent_mnt_id: m.parent,

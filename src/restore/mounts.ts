@@ -11,9 +11,9 @@ import { native } from '../actors/native.js';
 import { ImageError, StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { readTarGz } from '../images/tar.js';
-import { FRESH_FILESYSTEMS, howToMake, mountFlags, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
+import { FRESH_FILESYSTEMS, howToMake, MNT_FSTYPES, mountFlags, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
 
-const FSTYPE_NAMES: Readonly<Record<number, string>> = { 1: 'proc', 2: 'sysfs', 3: 'devtmpfs', 5: 'tmpfs', 6: 'devpts', 14: 'mqueue', 23: 'cgroup2' };
+const FSTYPE_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(MNT_FSTYPES).map(([name, code]) => [code, name]));
 const SYS_MOUNT = 165;
 const SYS_UMOUNT2 = 166;
 const SYS_CHDIR = 80;
@@ -47,7 +47,7 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
     const e = lazy.decode() as Entry;
     const rootDev = Number(e['root_dev'] ?? 0);
     const mountPoint = String(e['mountpoint'] ?? '/').replace(/^\.(?=\/|$)/, '') || '/';
-    const fstype = FSTYPE_NAMES[Number(e['fstype'])] ?? String(e['fsname'] ?? '');
+    const fstype = FSTYPE_NAMES.get(Number(e['fstype'])) ?? String(e['fsname'] ?? '');
     const mntId = Number(e['mnt_id']);
     mounts.push({ id: mntId, parent: Number(e['parent_mnt_id'] ?? 0), dev: `${rootDev >>> 20}:${rootDev & 0xfffff}`, root: String(e['root'] ?? '/'), mountPoint, options: '', fstype, source: String(e['source'] ?? ''), superOptions: String(e['options'] ?? '') });
     flags.set(mountPoint, Number(e['flags'] ?? 0));
