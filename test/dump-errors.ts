@@ -195,6 +195,7 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.same([a.pid, a.imagesDir, a.leaveRunning, a.verbosity, a.logFile, a.shellJob], [42, '/x', true, 5, 'log', true]);
   t.same(parseDumpArgs(['--tree=7', '--images-dir=/y', '--verbosity=4', '--timeout', '5']), { pid: 7, imagesDir: '/y', leaveRunning: false, verbosity: 4, logFile: undefined, timeoutSec: 5 });
   t.match(parseDumpArgs(['-t', '7', '-D', '/y', '--skip-in-flight', '--tcp-established']), { skipInFlight: true, tcpEstablished: true }, '--skip-in-flight');
+  t.same(parseDumpArgs(['-t', '7', '-D', '/y', '--ext-mount-map', '/vol:data', '--external', 'mnt[/logs]:logs']).external, ['mnt[/vol]:data', 'mnt[/logs]:logs'], '--ext-mount-map, the older spelling of --external mnt[...]');
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']).tcpEstablished, true);
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit', '4M']).ghostLimit, 4 << 20);
@@ -203,9 +204,9 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-close']), new UsageError("unsupported option '--tcp-close'"));
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
   t.same(parseDumpArgs(['-t', '1', '-D', 'd', '--external', 'net[4026532177]:extnet']).external, ['net[4026532177]:extnet']);
-  t.throws(() => parseExternal(['mnt[/x]:m']), /--external 'mnt\[\/x\]:m': crr takes net\[INODE\]:KEY only/);
+  t.throws(() => parseExternal(['dev[/x]:m']), /--external 'dev\[\/x\]:m': crr takes net\[INODE\]:KEY \(the tree's network namespace\) and mnt\[MOUNTPOINT\]:KEY/);
   t.throws(() => parseExternal(['net[1]:a', 'net[2]:b']), /one network namespace only/);
-  t.same(parseExternal(['net[42]:k']), { inode: 42, key: 'k' });
+  t.same(parseExternal(['net[42]:k', 'mnt[/vol/]:v']), { net: { inode: 42, key: 'k' }, mounts: new Map([['/vol', 'v']]) });
   t.throws(() => parseDumpArgs(['-t', 'abc', '-D', 'd']), /'abc' is not a process id/);
 });
 

@@ -36,6 +36,8 @@ t.test('criu option names parse', async (t) => {
   t.equal(parseRestoreArgs(['-D', '/z', '-v1']).verbosity, 1);
   t.equal(parseRestoreArgs(['-D', '/z', '--root', '/ctr']).rootDir, '/ctr', "--root: criu's option for a container's rootfs");
   t.equal(parseRestoreArgs(['-D', '/z', '-r', '/ctr']).rootDir, '/ctr', '-r, its short form');
+  t.same(parseRestoreArgs(['-D', '/z', '--external', 'mnt[data]:/v1', '--ext-mount-map', 'logs:/v2']).externalMounts, { data: '/v1', logs: '/v2' }, "external mounts: criu's two spellings");
+  t.throws(() => parseRestoreArgs(['-D', '/z', '--external', 'net[1]:k']), /expected mnt\[KEY\]:PATH/);
   t.same(parseRestoreArgs(['-D', '/z', '--inherit-fd', 'fd[3]:extnet']).externalNamespaces, { extnet: `/proc/${process.pid}/fd/3` }, "--inherit-fd: crr's fd, which the joining helper opens through /proc");
 });
 

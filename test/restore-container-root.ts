@@ -6,7 +6,7 @@
 // The counter's output file lives in the container: it carries on from the dumped line.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -51,7 +51,7 @@ function overlay(t: { teardown(fn: () => unknown): void }, dir: string, rw: stri
 }
 
 /** The container: its init is the counter, pid 1 of its PID namespace, its output at /ctr-out. */
-async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, fds = 'exec </dev/null >/dev/null 2>/ctr-log', userns = false): Promise<number> {
+async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, fds = 'exec </dev/null >/dev/null 2>/ctr-log', userns = false, volumes: string[] = []): Promise<number> {
   buildPrograms();
   // As a runtime makes /dev: a tmpfs with device nodes, a host device bind-mounted on a file,
   // a devpts instance of its own.
@@ -67,6 +67,7 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     `mount --bind /dev/urandom ${merged}/dev/urandom`,
     `mkdir ${merged}/dev/pts`,
     `mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts ${merged}/dev/pts`,
+    ...volumes.map((v) => `mkdir -p ${merged}/vol && mount --bind ${v} ${merged}/vol`),
     `cd ${merged}`,
     'mkdir -p .old',
     'pivot_root . .old',
@@ -182,6 +183,34 @@ t.test('a container in a user namespace of its own, its device nodes bind-mounte
   t.same(readFileSync(`/proc/${host}/mountinfo`, 'utf8').trim().split('\n').map((l) => l.split(' ')[4]), ['/', '/dev', '/dev/null', '/dev/zero', '/dev/urandom', '/dev/pts', '/proc', '/proc/sys', '/proc/timer_list'], 'its mounts, on the overlay');
   t.equal(statSync(`/proc/${host}/fd/0`).rdev, (1 << 8) | 3, 'stdin the bind-mounted /dev/null');
   t.same(await requestCheck(host, join(merged, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on');
+});
+
+t.test('a volume left out of the dump (criu --external mnt[/vol]:KEY) is bound from the path given for KEY, or found', async (t) => {
+  const { dir, rw } = scratch(t);
+  const merged = overlay(t, dir, rw, '');
+  const [volA, volB] = ['vol-a', 'vol-b'].map((name) => {
+    const path = join(dir, name);
+    mkdirSync(path);
+    writeFileSync(join(path, name), name);
+    return path;
+  }) as [string, string];
+  const root = await startContainer(t, merged, undefined, false, [volA]);
+  const imagesDir = join(dir, 'images');
+  await t.rejects(dump({ pid: root, imagesDir, external: ['mnt[/nope]:x'] }), { message: /--external mnt\[\/nope\]: its mount namespace has no mount at \/nope/ }, 'a mount point it lacks: refused');
+  await dump({ pid: root, imagesDir, external: ['mnt[/vol]:data'] });
+  await waitPidGone(root);
+  const mountsImage = readdirSync(imagesDir).find((n) => n.startsWith('mountpoints-'))!;
+  const vol = [...openCheckpoint(imagesDir).image(mountsImage).entries()].map((e) => e.decode() as Entry).find((m) => m['mountpoint'] === '/vol');
+  t.match(vol, { ext_mount: true, ext_key: 'data' }, 'its mnt_entry carries the key');
+
+  await t.rejects(restore({ imagesDir, pidNamespace: true, externalMounts: { other: volB } }), { stage: 'plan', message: /--external mnt\[other\]: no mount of the checkpoint has that key \(its keys: .*data/ }, 'an unknown key: refused');
+  const given = await restore({ imagesDir, pidNamespace: true, externalMounts: { data: volB } });
+  t.ok(existsSync(`/proc/${given.rootHostPid}/root/vol/vol-b`) && !existsSync(`/proc/${given.rootHostPid}/root/vol/vol-a`), 'given: /vol is vol-b');
+  await given.kill();
+  // The first restore's counter wrote on in /ctr-out: its size is not the dumped one now.
+  const found = await restore({ imagesDir, pidNamespace: true, allowFileMismatch: true });
+  t.teardown(() => found.kill());
+  t.ok(existsSync(`/proc/${found.rootHostPid}/root/vol/vol-a`), 'not given: the volume where crr sees it');
 });
 
 t.test("a container holding the runtime's /dev/null, or a terminal of its own devpts, is refused at dump", async (t) => {

@@ -71,6 +71,9 @@ export interface DumpOptions {
    * namespace (inode INODE, as `ls -L -i /proc/PID/ns/net` shows it), a container's, is left out
    * of the dump: not its devices, addresses or routes, which its runtime sets up; the restore is
    * given one for KEY (`externalNamespaces`, or criu's --inherit-fd fd[N]:KEY).
+   * `mnt[MOUNTPOINT]:KEY`: a mount of the tree's own mount namespace (a container's volume) is
+   * described with KEY and not made from the images: the restore binds what it is given for KEY
+   * (`externalMounts`, criu's --external mnt[KEY]:PATH), else finds it where crr sees it.
    */
   external?: readonly string[];
   signal?: AbortSignal;
@@ -104,7 +107,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const aborted = () => {
     if (opts.signal?.aborted) throw new CrrError('dump aborted', 1, { cause: opts.signal.reason });
   };
-  const externalNet = parseExternal(opts.external ?? []);
+  const external = parseExternal(opts.external ?? []);
   const out = new DumpOutput(opts.imagesDir);
   const ids = new DumpIds(opts.ghostLimit);
   const rootIds = await ids.rootIds();
@@ -123,7 +126,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     stats.frozen();
     const live = frozen.tasks.filter((t) => !t.zombie);
     const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
-    const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>, externalNet);
+    const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>, external);
     // Images number tasks as the tree's PID namespace does (crr's own: as they are).
     const v = rootNs.kinds.has('pid') ? namespacePids(opts.pid, frozen.tasks.flatMap((t) => t.tids)) : (pid: number) => pid;
     // A session or group from outside the namespace is refused now, not after the long part.

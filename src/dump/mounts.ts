@@ -21,14 +21,23 @@ function kdev(dev: string): number {
 }
 
 /** mountpoints-ID.img's entries and the tmpfs archives ([name, bytes]) of the task's mount namespace. */
-export function mountImages(pid: number): { mounts: Entry[]; archives: Array<[string, Buffer]> } {
+export function mountImages(pid: number, external: ReadonlyMap<string, string> = new Map()): { mounts: Entry[]; archives: Array<[string, Buffer]> } {
   const tree = parseMountinfo(readFileSync(`/proc/${pid}/mountinfo`, 'latin1'));
   const own = parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'));
   const points = new Set<string>();
   const archives: Array<[string, Buffer]> = [];
   const mounts: Entry[] = [];
   let bytes = 0;
+  for (const point of external.keys()) {
+    if (!tree.some((m) => m.mountPoint === point)) throw new TaskRefusedError(pid, `--external mnt[${point}]: its mount namespace has no mount at ${point}`);
+  }
   for (const m of tree) {
+    const key = external.get(m.mountPoint);
+    if (key !== undefined) {
+      points.add(m.mountPoint);
+      mounts.push({ ...mountEntry(m, { how: 'unsupported' }), ext_mount: true, ext_key: key });
+      continue;
+    }
     const making = howToMake(m, own, tree);
     // Mounts stacked on one mount point come back only as copies of crr's own.
     if (points.has(m.mountPoint) && making.how !== 'inherited') throw new TaskRefusedError(pid, `its mount namespace has two mounts on ${m.mountPoint}, one its own; crr makes one mount per mount point`);

@@ -44,28 +44,40 @@ export interface ExternalNet {
   readonly key: string;
 }
 
-/** criu's --external values: `net[INODE]:KEY` is the one kind crr takes. */
-export function parseExternal(specs: readonly string[]): ExternalNet | undefined {
+/** What the dump leaves out (criu's --external): the tree's network namespace, and mounts by mount point (the key of each). */
+export interface Externals {
+  readonly net?: ExternalNet;
+  readonly mounts: ReadonlyMap<string, string>;
+}
+
+/** criu's --external values: `net[INODE]:KEY` and `mnt[MOUNTPOINT]:KEY` are the kinds crr takes. */
+export function parseExternal(specs: readonly string[]): Externals {
   let net: ExternalNet | undefined;
+  const mounts = new Map<string, string>();
   for (const spec of specs) {
+    const mnt = /^mnt\[(\/[^\]]*)\]:(.+)$/.exec(spec);
+    if (mnt) {
+      mounts.set(mnt[1]!.replace(/(.)\/+$/, '$1'), mnt[2]!);
+      continue;
+    }
     const m = /^net\[(\d+)\]:(.+)$/.exec(spec);
-    if (!m) throw new UsageError(`--external '${spec}': crr takes net[INODE]:KEY only (the tree's network namespace, left out of the dump)`);
+    if (!m) throw new UsageError(`--external '${spec}': crr takes net[INODE]:KEY (the tree's network namespace) and mnt[MOUNTPOINT]:KEY (a mount of its namespace), left out of the dump`);
     if (net) throw new UsageError(`--external '${spec}': one network namespace only, the tree's (net[${net.inode}]:${net.key} already)`);
     net = { inode: Number(m[1]), key: m[2]! };
   }
-  return net;
+  return { ...(net ? { net } : {}), mounts };
 }
 
 /**
  * The root's namespaces crr restores (`kinds`: those that are not crr's) and their images
  * ([name, entries]; timens-0.img always), read right after the freeze so a refusal comes before
  * the long part of the dump. Throws TaskRefusedError for a namespace crr cannot restore
- * (checkNamespaces, a network namespace with devices other than lo unless it is `externalNet`).
+ * (checkNamespaces, a network namespace with devices other than lo unless it is external).
  */
 export function rootNamespaces(
   tasks: readonly NamespacedTask[],
   own: Readonly<Record<string, number>>,
-  externalNet?: ExternalNet,
+  external: Externals = { mounts: new Map() },
 ): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; archives: Array<[string, Buffer]>; ids?: IdMaps; cgroupRoots?: Map<string, string> } {
   const kinds = checkNamespaces(tasks, own);
   const root = tasks[0]!;
@@ -77,10 +89,12 @@ export function rootNamespaces(
   }
   let archives: Array<[string, Buffer]> = [];
   if (kinds.has('mnt')) {
-    const made = mountImages(root.pid);
+    const made = mountImages(root.pid, external.mounts);
     images.push([`mountpoints-${root.ids['mnt_ns_id']}.img`, made.mounts]);
     archives = made.archives;
   }
+  const externalNet = external.net;
+  if (external.mounts.size && !kinds.has('mnt')) throw new UsageError(`--external mnt[${[...external.mounts.keys()][0]}]: the tree's mount namespace is crr's own; only a mount of a namespace of its own can be external`);
   if (externalNet) {
     const inode = statSync(`/proc/${root.pid}/ns/net`).ino;
     if (inode !== externalNet.inode) throw new UsageError(`--external net[${externalNet.inode}]:${externalNet.key}: the tree's network namespace is net:[${inode}]`);

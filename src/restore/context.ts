@@ -50,6 +50,8 @@ export interface RestoreSessionOptions {
   readonly externalNamespaces: Readonly<Record<string, string>>;
   /** A directory of crr's that becomes the root of a tree whose mount namespace had a root of its own (criu --root). */
   readonly rootDir?: string;
+  /** Mounts the dump left out, by ext_key: the path of crr's each is bound from (criu --external mnt[KEY]:PATH). */
+  readonly externalMounts?: Readonly<Record<string, string>>;
 }
 
 /** What the restore knows about one task while it runs: filled in as stages go by. */

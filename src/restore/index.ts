@@ -56,6 +56,12 @@ export interface RestoreOptions {
    * crr's own root.
    */
   readonly rootDir?: string;
+  /**
+   * Mounts the dump left out (criu's --external mnt[MOUNTPOINT]:KEY, a container's volumes), by
+   * KEY: the path of crr's to bind at each (criu's --external mnt[KEY]:PATH at restore). A key
+   * not given is looked for in crr's mount namespace, else refused at plan time.
+   */
+  readonly externalMounts?: Readonly<Record<string, string>>;
   /** Most tasks in one stage at once. */
   readonly concurrency?: number;
   /**
@@ -108,6 +114,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     pidNamespace: options.pidNamespace ?? false,
     externalNamespaces: options.externalNamespaces ?? {},
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
+    ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
   };
 }
 

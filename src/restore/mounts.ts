@@ -11,7 +11,7 @@ import { native } from '../actors/native.js';
 import { ImageError, StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { readTarGz } from '../images/tar.js';
-import { FRESH_FILESYSTEMS, howToMake, MNT_FSTYPES, mountFlags, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
+import { FRESH_FILESYSTEMS, howToMake, MNT_FSTYPES, mountFlags, type MountMaking, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
 
 const FSTYPE_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(MNT_FSTYPES).map(([name, code]) => [code, name]));
 const SYS_MOUNT = 165;
@@ -34,8 +34,12 @@ export interface TreeMounts {
   readonly flags: ReadonlyMap<string, number>;
   /** tmpfs-dev archives' paths by mount id. */
   readonly archives: ReadonlyMap<number, string>;
+  /** ext_key by mount id: mounts the dump left out (criu's --external mnt[...]). */
+  readonly extKeys: ReadonlyMap<number, string>;
   /** A root of the tree's own (a container's): the directory of crr's that becomes it. */
   readonly newRoot?: string;
+  /** By mount id: the path of crr's an external mount is bound from (criu's --external mnt[KEY]:PATH at restore). */
+  readonly externalSources?: ReadonlyMap<number, string>;
 }
 
 /** The tree's mounts from mountpoints-ID.img (mount points as absolute paths). */
@@ -43,6 +47,7 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
   const mounts: MountLine[] = [];
   const flags = new Map<string, number>();
   const archives = new Map<number, string>();
+  const extKeys = new Map<number, string>();
   for (const lazy of checkpoint.image(`mountpoints-${id}.img`).entries()) {
     const e = lazy.decode() as Entry;
     const rootDev = Number(e['root_dev'] ?? 0);
@@ -53,8 +58,9 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
     flags.set(mountPoint, Number(e['flags'] ?? 0));
     const archive = `tmpfs-dev-${rootDev}.tar.gz.img`;
     if (checkpoint.has(archive)) archives.set(mntId, checkpoint.path(archive));
+    if (e['ext_key'] !== undefined && e['ext_key'] !== '') extKeys.set(mntId, String(e['ext_key']));
   }
-  return { mounts, flags, archives };
+  return { mounts, flags, archives, extKeys };
 }
 
 /**
@@ -110,7 +116,8 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
   const root = `/proc/${holder.pid}/root`;
   for (const m of tree.mounts) {
     if (tree.newRoot && m.mountPoint === '/') continue;
-    let making = howToMake(m, copy, tree.mounts);
+    const given = tree.externalSources?.get(m.id);
+    let making: MountMaking = given !== undefined ? { how: 'bind', source: given } : howToMake(m, copy, tree.mounts);
     const flags = (tree.flags.get(m.mountPoint) ?? 0) & PER_MOUNT;
     const where = `${m.fstype} at ${m.mountPoint}`;
     if (making.how === 'unsupported') throw new StageError({ stage: 'plan', resource: 'namespaces', message: `the tree's ${where} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}${m.root}) in crr's namespace` });

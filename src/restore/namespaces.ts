@@ -80,18 +80,47 @@ function rootOf(mnt: TreeMounts, own: readonly MountLine[], rootDir: string | un
   const treeRoot = mnt.mounts.find((m) => m.mountPoint === '/');
   const making = treeRoot ? howToMake(treeRoot, own) : undefined;
   if (!treeRoot || making?.how === 'inherited') return undefined;
-  if (rootDir !== undefined) {
-    let st;
-    try {
-      st = statSync(rootDir);
-    } catch (err) {
-      refuse(`--root ${rootDir}: ${(err as Error).message}`, pid);
-    }
-    if (!st.isDirectory() || !isAbsolute(rootDir)) refuse(`--root ${rootDir}: not an absolute path of a directory`, pid);
-    return rootDir.replace(/(.)\/+$/, '$1');
-  }
+  if (rootDir !== undefined) return givenPath(rootDir, '--root', true, pid);
+  const external = mnt.externalSources?.get(treeRoot.id);
+  if (external !== undefined) return external;
   if (making?.how === 'bind') return making.source;
   return refuse(`the tree's root is its own (${treeRoot.fstype} ${treeRoot.source}, as a container's), and crr's namespace shows no mount of it: give the directory that holds it with --root DIR`, pid);
+}
+
+/** A path of crr's an option names: absolute, there (a directory when `directory`), without a trailing slash. */
+function givenPath(path: string, option: string, directory: boolean, pid: number): string {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    refuse(`${option} ${path}: ${(err as Error).message}`, pid);
+  }
+  if (!isAbsolute(path) || (directory && !st.isDirectory())) refuse(`${option} ${path}: not an absolute path${directory ? ' of a directory' : ''}`, pid);
+  return path.replace(/(.)\/+$/, '$1');
+}
+
+/**
+ * Where each mount the dump left out (ext_key) comes from: the path given for its key (criu's
+ * --external mnt[KEY]:PATH), else the mount found in crr's namespace (a copy of crr's, or a bind
+ * mount of what crr sees); refused otherwise, naming the key.
+ */
+function externalSources(mnt: TreeMounts, own: readonly MountLine[], given: Readonly<Record<string, string>>, pid: number): Map<number, string> {
+  const sources = new Map<number, string>();
+  const keys = new Set(mnt.extKeys.values());
+  for (const key of Object.keys(given)) if (!keys.has(key)) refuse(`--external mnt[${key}]: no mount of the checkpoint has that key (its keys: ${[...keys].join(', ') || 'none'})`, pid);
+  for (const m of mnt.mounts) {
+    const key = mnt.extKeys.get(m.id);
+    if (key === undefined) continue;
+    const path = given[key];
+    if (path !== undefined) {
+      sources.set(m.id, givenPath(path, `--external mnt[${key}]:`, false, pid));
+      continue;
+    }
+    // The root's own refusal (rootOf) names --root.
+    const how = howToMake(m, own, mnt.mounts).how;
+    if (m.mountPoint !== '/' && how !== 'inherited' && how !== 'bind') refuse(`the tree's mount at ${m.mountPoint} was left out of the dump (external, key ${key}) and crr's namespace shows no mount of its filesystem: give it with --external mnt[${key}]:PATH`, pid);
+  }
+  return sources;
 }
 
 function refuse(message: string, pid?: number): never {
@@ -103,7 +132,7 @@ function refuse(message: string, pid?: number): never {
  * a task in another namespace than its parent's, a root namespace of a kind crr does not restore,
  * a PID namespace without `pidNamespace`, and SysV shm contents kept in pagemap images.
  */
-export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<RestoreSessionOptions, 'pidNamespace' | 'externalNamespaces' | 'rootDir'>): CheckpointNamespaces {
+export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<RestoreSessionOptions, 'pidNamespace' | 'externalNamespaces' | 'rootDir' | 'externalMounts'>): CheckpointNamespaces {
   const { pidNamespace, rootDir } = options;
   const own = (checkpoint.inventory['root_ids'] ?? {}) as Record<string, unknown>;
   const live = checkpoint.tasks.filter((t) => !checkpoint.isZombie(t.pid));
@@ -128,12 +157,16 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
     requireImage(checkpoint, `mountpoints-${rootIds['mnt_ns_id']}.img`, root.pid);
     mnt = treeMounts(checkpoint, rootIds['mnt_ns_id']!);
     const own = parseMountinfo(readFileSync('/proc/self/mountinfo', 'latin1'));
+    const sources = externalSources(mnt, own, options.externalMounts ?? {}, root.pid);
+    mnt = { ...mnt, externalSources: sources };
     const newRoot = rootOf(mnt, own, rootDir, root.pid);
     if (newRoot) mnt = { ...mnt, newRoot };
     for (const m of mnt.mounts) {
-      if (m.mountPoint !== '/' && howToMake(m, own, mnt.mounts).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
+      if (m.mountPoint !== '/' && !sources.has(m.id) && !mnt.extKeys.has(m.id) && howToMake(m, own, mnt.mounts).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
     }
   }
+  const [mountKey] = Object.keys(options.externalMounts ?? {});
+  if (mountKey !== undefined && !mnt) refuse(`--external mnt[${mountKey}]: the tree has no mount namespace of its own, so no external mounts`, root.pid);
   if (rootDir !== undefined && !mnt?.newRoot) refuse(`--root ${rootDir}: the tree's root is crr's own (no mount namespace of its own with another root); --root is for a container's`, root.pid);
   if (differs('pid_ns_id') && !pidNamespace) refuse('the tree was dumped in a PID namespace of its own: restore it into a fresh one (--pid-namespace)', root.pid);
   let user: CheckpointNamespaces['user'];

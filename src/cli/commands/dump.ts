@@ -67,6 +67,13 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--shell-job' || arg === '-j') shellJob = true;
     else if (arg === '--ghost-limit') ghostLimit = byteSize(value(), '--ghost-limit');
     else if (arg === '--external') external.push(value());
+    else if (arg === '--ext-mount-map') {
+      // criu's older spelling of --external mnt[MOUNTPOINT]:KEY.
+      const spec = value();
+      const m = /^([^:]+):(.+)$/.exec(spec);
+      if (!m) throw new UsageError(`--ext-mount-map '${spec}': expected MOUNTPOINT:KEY`);
+      external.push(`mnt[${m[1]}]:${m[2]}`);
+    }
     else if (ACCEPTED_NOOPS.has(arg)) continue;
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
@@ -84,7 +91,7 @@ function byteSize(text: string, option: string): number {
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--skip-in-flight] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--external net[INODE]:KEY] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--skip-in-flight] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {

@@ -25,6 +25,8 @@ export interface RestoreArgs {
   externalNamespaces?: Record<string, string>;
   /** criu's --root: the directory that becomes a container tree's root. */
   rootDir?: string;
+  /** criu's --external mnt[KEY]:PATH (or --ext-mount-map KEY:PATH): the path bound for an external mount. */
+  externalMounts?: Record<string, string>;
   /** Print the result (rootPid, tasks, timings) as JSON on stdout; no progress line. */
   json?: boolean;
 }
@@ -35,7 +37,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -59,6 +61,12 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
     else if (arg === '--pid-namespace') args.pidNamespace = true;
     else if (arg === '-r' || arg === '--root') args.rootDir = value();
+    else if (arg === '--external' || arg === '--ext-mount-map') {
+      const spec = value();
+      const m = arg === '--external' ? /^mnt\[([^\]]+)\]:(.+)$/.exec(spec) : /^([^:]+):(.+)$/.exec(spec);
+      if (!m) throw new UsageError(`${arg} '${spec}': expected ${arg === '--external' ? 'mnt[KEY]:PATH' : 'KEY:PATH'}`);
+      args.externalMounts = { ...args.externalMounts, [m[1]!]: m[2]! };
+    }
     else if (arg === '--inherit-fd') {
       const spec = value();
       const m = /^fd\[(\d+)\]:(.+)$/.exec(spec);
@@ -123,6 +131,7 @@ export async function run(argv: string[]): Promise<number> {
       pidNamespace: args.pidNamespace,
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
       ...(args.rootDir !== undefined ? { rootDir: args.rootDir } : {}),
+      ...(args.externalMounts ? { externalMounts: args.externalMounts } : {}),
       signal: controller.signal,
       onWarning: (message) => log(1, `warning: ${message}`),
       onSpan: progress?.hooks.onSpan,
