@@ -1,7 +1,8 @@
-// The child subreaper flag and oom_score_adj (src/resources/proc-attrs.ts): a program that set
-// both comes back with both, and an orphan below it is reparented to it, not to init; a task
-// whose value is below crr's own is kept at crr's, with a warning.
+// The child subreaper flag, oom_score_adj and the audit loginuid (src/resources/proc-attrs.ts):
+// a program that set them comes back with them, and an orphan below it is reparented to it, not
+// to init; a task whose oom_score_adj is below crr's own is kept at crr's, with a warning.
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { startPython } from './lib/python-program.js';
 import { oomWarnings } from '../src/resources/proc-attrs.js';
@@ -34,6 +35,19 @@ t.test('a supervisor that is a child subreaper, with an oom_score_adj of its own
   await restoreProgram(t, prog, imagesDir);
   go();
   t.equal(await result(), "[1, '500', True]", 'PR_GET_CHILD_SUBREAPER 1, oom_score_adj 500, the orphan came to it');
+});
+
+t.test("a job of a login session (its loginuid set) keeps its loginuid, which crr's helpers do not have", async (t) => {
+  const own = readFileSync('/proc/self/loginuid', 'latin1').trim();
+  t.not(own, '1234', "crr's own loginuid (every helper's) is another: the restored task's is the restore's doing");
+  // A task may set its own loginuid once while it is unset.
+  const setUp = ['open("/proc/self/loginuid", "w").write("1234")'];
+  const check = ['open(result, "w").write(open("/proc/self/loginuid").read().strip())'];
+  const { prog, go, result } = await startPython(t, [], setUp, check, 'a task of login session 1234');
+  const imagesDir = await dumpProgram(t, prog);
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), '1234', 'loginuid 1234 after the restore');
 });
 
 t.test('an oom_score_adj below crr\'s own is named in a warning', async (t) => {

@@ -95,6 +95,23 @@ bool op_close(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
+/* write_file {path, data} -> bytes written: one write to a file the helper opens for it and closes
+ * (a /proc/self file only the task itself may write, such as loginuid). */
+bool op_write_file(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  char path[PATH_MAX];
+  const char *data;
+  size_t len;
+  if (!arg_str(req, "path", path, sizeof path, f) || !arg_bin(req, "data", &data, &len, f)) return false;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return fail(f, errno, "open");
+  ssize_t n = write(fd, data, len);
+  int err = errno;
+  close(fd);
+  if (n < 0) return fail(f, err, "write");
+  msgpack_pack_int64(pk, n);
+  return true;
+}
+
 /* lseek {fd, offset, whence = SEEK_SET} -> offset */
 bool op_lseek(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd, whence;

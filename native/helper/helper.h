@@ -94,6 +94,7 @@ bool op_park(const msgpack_object *, msgpack_packer *, failure *);
 bool op_open(const msgpack_object *, msgpack_packer *, failure *);
 bool op_dup2(const msgpack_object *, msgpack_packer *, failure *);
 bool op_close(const msgpack_object *, msgpack_packer *, failure *);
+bool op_write_file(const msgpack_object *, msgpack_packer *, failure *);
 bool op_lseek(const msgpack_object *, msgpack_packer *, failure *);
 bool op_fcntl(const msgpack_object *, msgpack_packer *, failure *);
 bool op_pipe(const msgpack_object *, msgpack_packer *, failure *);

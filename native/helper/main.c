@@ -30,6 +30,7 @@ static const struct {
     {"kill", op_kill},           {"park", op_park},
     {"open", op_open},           {"dup2", op_dup2},
     {"close", op_close},         {"lseek", op_lseek},
+    {"write_file", op_write_file},
     {"fcntl", op_fcntl},         {"pipe", op_pipe},
     {"socketpair", op_socketpair}, {"chdir", op_chdir},
     {"fchdir", op_fchdir},       {"chroot", op_chroot},
