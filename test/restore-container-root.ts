@@ -16,7 +16,7 @@ import { readTarGz } from '../src/images/tar.js';
 import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { restore } from '../src/restore/index.js';
 import { buildPrograms, killTree, programPath, requestCheck, waitPidGone } from './lib/programs.js';
-import { copyFixture } from './lib/restore-images.js';
+import { copyFixture, rewriteImage } from './lib/restore-images.js';
 
 function run(command: string, ...args: string[]): void {
   const got = spawnSync(command, args, { encoding: 'utf8' });
@@ -132,6 +132,10 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
   const nodes = readTarGz(readFileSync(join(imagesDir, devArchive[0]!)), 'dev').map((e) => [e.path, e.type, e.major, e.minor, e.mode & 0o777]);
   t.same(nodes.filter(([path]) => path !== 'pts'), [['null', 'chardev', 1, 3, 0o666], ['urandom', 'chardev', 1, 9, 0o666], ['zero', 'chardev', 1, 5, 0o640]], '/dev: its device nodes with their numbers and modes');
   t.match(summariseCheckpoint(imagesDir).namespaces, [/^pid$/, /^mnt: 7 mounts, a root of its own \(overlay overlay: not in the checkpoint; the restore takes --root DIR/], '`crr show` names the root of its own');
+  const escaping = join(dir, 'escaping');
+  cpSync(imagesDir, escaping, { recursive: true });
+  rewriteImage(escaping, mountsImage, (entries) => entries.map((e) => (e['mountpoint'] === '/proc' ? { ...e, mountpoint: '/../proc' } : e)));
+  await t.rejects(restore({ imagesDir: escaping, pidNamespace: true, dryRun: true }), { message: /an absolute mountpoint without "\." or "\.\."/ }, 'a mount point reaching out of the root: refused as a bad image');
   // The platform keeps the container's rootfs: here a copy of its upper layer as dumped.
   cpSync(join(rw, 'upper'), join(rw, 'kept'), { recursive: true });
 

@@ -54,6 +54,10 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
     const mountPoint = String(e['mountpoint'] ?? '/').replace(/^\.(?=\/|$)/, '') || '/';
     const fstype = FSTYPE_NAMES.get(Number(e['fstype'])) ?? String(e['fsname'] ?? '');
     const mntId = Number(e['mnt_id']);
+    // mountinfo's paths are absolute and canonical; a ".." would reach out of the tree's root.
+    for (const [field, path] of [['mountpoint', mountPoint], ['root', String(e['root'] ?? '/')]] as const) {
+      if (!path.startsWith('/') || path.split('/').some((part) => part === '.' || part === '..')) throw new ImageError(checkpoint.path(`mountpoints-${id}.img`), 0, `an absolute ${field} without "." or ".." (mount ${mntId})`, JSON.stringify(path));
+    }
     mounts.push({ id: mntId, parent: Number(e['parent_mnt_id'] ?? 0), dev: `${rootDev >>> 20}:${rootDev & 0xfffff}`, root: String(e['root'] ?? '/'), mountPoint, options: '', fstype, source: String(e['source'] ?? ''), superOptions: String(e['options'] ?? '') });
     flags.set(mountPoint, Number(e['flags'] ?? 0));
     const archive = `tmpfs-dev-${rootDev}.tar.gz.img`;
