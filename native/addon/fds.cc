@@ -115,6 +115,25 @@ Napi::Value PidfdSendSignal(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// kcmp(list) -> Int32Array: list holds [pid1, pid2, type, idx1, idx2] per comparison, PIDs as
+// crr sees them; each result is kcmp's 0/1/2/3, or -errno for a comparison that failed. crr
+// asks itself (it may ptrace both) instead of running kcmp inside a task, where each batch cost
+// a tracer round trip.
+Napi::Value Kcmp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    return ThrowType(env, "kcmp(list): an Int32Array of [pid1, pid2, type, idx1, idx2] quintuples");
+  Napi::Int32Array list = info[0].As<Napi::Int32Array>();
+  size_t count = list.ElementLength() / 5;
+  Napi::Int32Array out = Napi::Int32Array::New(env, count);
+  for (size_t i = 0; i < count; i++) {
+    const int32_t* q = list.Data() + i * 5;
+    long r = syscall(SYS_kcmp, q[0], q[1], q[2], (unsigned long)(uint32_t)q[3], (unsigned long)(uint32_t)q[4]);
+    out[i] = r < 0 ? -errno : (int32_t)r;
+  }
+  return out;
+}
+
 // sendFds(sock, fds, data?) -> bytes sent. One message; a byte of payload is always sent because
 // a stream socket drops ancillary data that rides on an empty message.
 Napi::Value SendFds(const Napi::CallbackInfo& info) {
@@ -260,6 +279,7 @@ void InitFds(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdPid", Napi::Function::New(env, PidfdPid, "pidfdPid"));
   exports.Set("pidfdSendSignal", Napi::Function::New(env, PidfdSendSignal, "pidfdSendSignal"));
   exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
+  exports.Set("kcmp", Napi::Function::New(env, Kcmp, "kcmp"));
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
   exports.Set("readAhead", Napi::Function::New(env, ReadAhead, "readAhead"));
   exports.Set("ioctlBuffer", Napi::Function::New(env, IoctlBuffer, "ioctlBuffer"));

@@ -25,6 +25,8 @@ export interface FdsBinding {
   pidfdOpen(pid: number): number;
   /** pidfd_getfd: a close-on-exec copy of `targetFd` of the process behind `pidfd`. */
   pidfdGetfd(pidfd: number, targetFd: number): number;
+  /** kcmp(2) for each [pid1, pid2, type, idx1, idx2] of `list` (PIDs as crr sees them): 0-3, or -errno. */
+  kcmp(list: Int32Array): Int32Array;
   /** The process's PID in crr's PID namespace (ioctl PIDFD_GET_INFO; ENOTTY before Linux 6.13, ESRCH once it is gone). */
   pidfdPid(pidfd: number): number;
   pidfdSendSignal(pidfd: number, sig: number): void;

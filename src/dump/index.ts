@@ -252,10 +252,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   const status = decodeStatus(readProc(pid, 'status'));
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
   // task against the known objects, a few batches whatever their number.
-  const { shared, ...objectIds } = await ids.taskObjects(pid, async (queries) =>
-    // kcmp runs in the task: PIDs as its namespace numbers them.
-    kcmpCodes(await scratch.run(pid, queries.map((q) => ({ nr: NR.kcmp, args: [v(q.pid), v(pid), q.type, 0, 0, 0] }))), pid),
-  );
+  const { shared, ...objectIds } = await ids.taskObjects(pid, async (queries) => kcmpCodes(queries.map((q) => [q.pid, pid, q.type, 0, 0]), pid));
   const taskIds = { ...objectIds, ...namespaces };
 
   // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.
@@ -272,7 +269,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
     ? undefined
     : await collectFds(pid, ids, open, {
         pipeSize: async (fd) => proc.pipeSizes.get(fd) ?? 65536,
-        order: async (pairs) => kcmpCodes(await scratch.run(pid, pairs.map(({ a, b }) => ({ nr: NR.kcmp, args: [v(a.pid), v(b.pid), KCMP.FILE, a.fd, b.fd, 0] }))), pid),
+        order: async (pairs) => kcmpCodes(pairs.map(({ a, b }) => [a.pid, b.pid, KCMP.FILE, a.fd, b.fd]), pid),
         seals: async (fd) => Number(await ctl.inject(pid, NR.fcntl, [fd, GET_SEALS, 0])),
       });
   if (fdinfo) locks.collect(pid, fdinfo.map((f) => ({ fd: Number(f.fd), id: Number(f.id) })), (fd) => readProc(pid, `fdinfo/${fd}`));

@@ -1,13 +1,17 @@
 // Finding which known kernel object (mm, fd table, fs, sighand, open file description) a task's
-// object is, in a few kcmp rounds instead of one kcmp per known object. kcmp(2) orders objects
-// (0 same, 1 first lower, 2 first higher) by a fixed bijection of their addresses, so the known
-// objects are kept sorted by that order and each round compares with up to PIVOTS evenly spaced
-// members of the interval still open: 4,000 objects take two rounds. Comparing with every known
-// object made a tree dump O(tasks^2) (tree-4000: 4,000 kcmp per kind for the last task).
+// object is, by a search instead of one kcmp per known object. kcmp(2) orders objects (0 same, 1
+// first lower, 2 first higher) by a fixed bijection of their addresses, so the known objects are
+// kept sorted by that order and each round compares with PIVOTS evenly spaced members of the
+// interval still open. Comparing with every known object made a tree dump O(tasks^2) (tree-4000:
+// 4,000 kcmp per kind for the last task). crr runs kcmp itself (native kcmp: a syscall, no
+// round trip), so rounds are cheap and few pivots pay: 3 a round, 18 kcmp for 4,096 objects
+// where 64 a round (when each round was a batch injected into the task) took ~80. More than one
+// pivot lets a round catch an inconsistent order (a later pivot answering against an earlier).
+import { native } from '../actors/native.js';
 import { StageError } from '../errors.js';
 
-/** Members compared per search and round: 64 narrows 4,096 members to one in two rounds. */
-export const PIVOTS = 64;
+/** Members compared per search and round: 3 narrow the interval to a quarter. */
+export const PIVOTS = 3;
 
 /** kcmp(2) results: the member's object is the new one, lower than it, or higher. */
 const SAME = 0;
@@ -69,7 +73,7 @@ export class KcmpSearch<M> {
 
 /**
  * Runs searches to their end: each round asks `compare` for every pending search's pivots at
- * once (one remote batch), answering kcmp codes in the same order.
+ * once, answering kcmp codes in the same order.
  */
 export async function runSearches<M>(searches: Array<KcmpSearch<M>>, compare: (pairs: Array<{ search: number; member: M }>) => Promise<number[]>, describe: (search: number) => string): Promise<void> {
   for (;;) {
@@ -86,11 +90,14 @@ export async function runSearches<M>(searches: Array<KcmpSearch<M>>, compare: (p
   }
 }
 
-/** A remote batch's kcmp results as codes; a failed kcmp (negative errno) is an error naming it. */
-export function kcmpCodes(results: bigint[], pid: number): number[] {
-  return results.map((r) => {
-    const v = BigInt.asIntN(64, r);
-    if (v < 0n) throw new StageError({ stage: 'dump', pid, syscall: 'kcmp', errno: Number(-v), message: 'cannot compare kernel objects with kcmp' });
-    return Number(v);
+/**
+ * kcmp(2) of each [pid1, pid2, type, idx1, idx2] (PIDs as crr sees them), run by crr itself: codes
+ * 0-3; a failed kcmp is an error naming the task `pid` it was for.
+ */
+export function kcmpCodes(comparisons: ReadonlyArray<readonly [number, number, number, number, number]>, pid: number): number[] {
+  const results = native.kcmp(Int32Array.from(comparisons.flat()));
+  return Array.from(results, (r) => {
+    if (r < 0) throw new StageError({ stage: 'dump', pid, syscall: 'kcmp', errno: -r, message: 'cannot compare kernel objects with kcmp' });
+    return r;
   });
 }
