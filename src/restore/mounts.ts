@@ -54,11 +54,12 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
     const mountPoint = String(e['mountpoint'] ?? '/').replace(/^\.(?=\/|$)/, '') || '/';
     const fstype = FSTYPE_NAMES.get(Number(e['fstype'])) ?? String(e['fsname'] ?? '');
     const mntId = Number(e['mnt_id']);
-    // mountinfo's paths are absolute and canonical; a ".." would reach out of the tree's root.
-    for (const [field, path] of [['mountpoint', mountPoint], ['root', String(e['root'] ?? '/')]] as const) {
-      if (!path.startsWith('/') || path.split('/').some((part) => part === '.' || part === '..')) throw new ImageError(checkpoint.path(`mountpoints-${id}.img`), 0, `an absolute ${field} without "." or ".." (mount ${mntId})`, JSON.stringify(path));
-    }
-    mounts.push({ id: mntId, parent: Number(e['parent_mnt_id'] ?? 0), dev: `${rootDev >>> 20}:${rootDev & 0xfffff}`, root: String(e['root'] ?? '/'), mountPoint, options: '', fstype, source: String(e['source'] ?? ''), superOptions: String(e['options'] ?? '') });
+    // mountinfo's mount points are absolute and canonical, and a root (a path in the filesystem,
+    // or a namespace file's "net:[INODE]") has no ".." either: one would reach out of the tree's root.
+    const root = String(e['root'] ?? '/');
+    if (!mountPoint.startsWith('/') || mountPoint.split('/').some((part) => part === '.' || part === '..')) throw new ImageError(checkpoint.path(`mountpoints-${id}.img`), 0, `an absolute mountpoint without "." or ".." (mount ${mntId})`, JSON.stringify(mountPoint));
+    if (root.split('/').includes('..')) throw new ImageError(checkpoint.path(`mountpoints-${id}.img`), 0, `a root without ".." (mount ${mntId})`, JSON.stringify(root));
+    mounts.push({ id: mntId, parent: Number(e['parent_mnt_id'] ?? 0), dev: `${rootDev >>> 20}:${rootDev & 0xfffff}`, root, mountPoint, options: '', fstype, source: String(e['source'] ?? ''), superOptions: String(e['options'] ?? '') });
     flags.set(mountPoint, Number(e['flags'] ?? 0));
     const archive = `tmpfs-dev-${rootDev}.tar.gz.img`;
     if (checkpoint.has(archive)) archives.set(mntId, checkpoint.path(archive));
