@@ -68,6 +68,13 @@ int main(int argc, char **argv)
 		write_result("ERROR mkdir: %s\n", strerror(errno));
 		return 2;
 	}
+	/* The child says when it is past its unshare: READY before that, and a check that came
+	 * quickly (a loaded machine) changed the shared object before the unshare copied it. */
+	int started[2];
+	if (pipe(started)) {
+		write_result("ERROR pipe: %s\n", strerror(errno));
+		return 2;
+	}
 	/* Raw clone with no new stack: the child runs on a copy of this stack, like fork. */
 	long child = syscall(SYS_clone, (files_mode ? CLONE_FILES : CLONE_FS) | SIGCHLD, 0, 0, 0, 0);
 	if (child < 0) {
@@ -78,9 +85,22 @@ int main(int argc, char **argv)
 		/* Before anything changes: an unshare after the parent's change would copy it. */
 		if (breaking("unshare") && unshare(files_mode ? CLONE_FILES : CLONE_FS))
 			_exit(9);
+		if (write(started[1], "s", 1) != 1)
+			_exit(9);
+		if (!files_mode) { /* its own fd table: the parent's close does not reach these */
+			close(started[0]);
+			close(started[1]);
+		}
 		wait_for_check();
 		_exit(child_check());
 	}
+	char byte;
+	if (read(started[0], &byte, 1) != 1) {
+		write_result("ERROR the child did not start\n");
+		return 2;
+	}
+	close(started[0]);
+	close(started[1]);
 	protocol_ready();
 	wait_for_check();
 
