@@ -17,7 +17,7 @@ import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThreads, saveRegs } from './task.js';
 import { coreEntry, zombieCoreEntry } from './core.js';
-import { buildRuns, pagemapEntries, pagemapReader, readerInto, writePages, vmaIsDumped, PAGE_SIZE } from './pages.js';
+import { buildRuns, pagemapEntries, pagemapReader, readerInto, startPagesWrite, vmaIsDumped, PAGE_SIZE } from './pages.js';
 import { SharedMemory, shmemPagemapEntries } from './shmem.js';
 import { GET_SEALS, memfdsOf } from './fd-memfd.js';
 import { DumpStats, statsEntry } from './stats.js';
@@ -31,6 +31,9 @@ import { AF_NETLINK, NETLINK_SOCK_DIAG, SOCK_RAW } from './socket-common.js';
 import { tracerControl } from './tracer-control.js';
 import type { TaskControl } from './control.js';
 import type { Regs } from './regs.js';
+
+/** Pages files written at once while the dump goes on: 2 keep the disk busy without queueing much. */
+const PAGES_WRITES_IN_FLIGHT = 2;
 
 export type DumpStage = 'freeze' | 'collect' | 'pages' | 'write' | 'finish';
 
@@ -116,6 +119,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const regs = new Map<number, Regs>();
   let scratch: Scratch | undefined;
   let pagesBytes = 0;
+  const pagesWrites = new Set<Promise<void>>();
   const open = new OpenFiles();
   open.tcpEstablished = opts.tcpEstablished ?? false;
   open.skipInFlight = opts.skipInFlight ?? false;
@@ -143,8 +147,19 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const cgroups = new CgroupSets();
     const tree: TreeDump = { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids, v };
     let pagesId = 0;
+    // Pages files still being written (a task's pages go on while the next tasks are dumped):
+    // at most PAGES_WRITES_IN_FLIGHT; the first failure fails the dump.
+    let pagesFailure: unknown;
+    const track = (written: Promise<number>) => {
+      const p: Promise<void> = written.then(
+        (bytes) => void (pagesBytes += bytes),
+        (err: unknown) => void (pagesFailure ??= err),
+      ).finally(() => pagesWrites.delete(p));
+      pagesWrites.add(p);
+    };
     for (const task of frozen.tasks) {
       aborted();
+      if (pagesFailure) throw pagesFailure;
       if (task.zombie) {
         // criu writes only a core (state DEAD, exit code) for a zombie: no mm, files, fs or ids.
         out.write(`core-${v(task.pid)}.img`, [zombieCoreEntry(task.zombie.exitCode, task.zombie.comm)]);
@@ -152,13 +167,17 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
       }
       try {
         scratch = await Scratch.open(ctl, task.pid);
-        pagesBytes += await dumpTask(task, namespaces.get(task.pid)!, scratch, ++pagesId, tree);
+        const { written } = await dumpTask(task, namespaces.get(task.pid)!, scratch, ++pagesId, tree);
+        track(written);
         await scratch.close(regs.get(task.pid));
         scratch = undefined;
+        while (pagesWrites.size >= PAGES_WRITES_IN_FLIGHT) await Promise.race(pagesWrites);
       } catch (err) {
         throw (await killedWhileFrozen(task.pid, err)) ?? err;
       }
     }
+    while (pagesWrites.size) await Promise.race(pagesWrites);
+    if (pagesFailure) throw pagesFailure;
     const tShm = performance.now();
     for (const m of memfdsOf(ids).objects()) shmem.addObject(m);
     for (const s of shmem.dumpAll(() => ++pagesId, (id) => out.rawPath(`pages-${id}.img`))) {
@@ -211,6 +230,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     return { pids: frozen.tasks.map((t) => t.pid), images, ms, pagesBytes, stats };
   } catch (err) {
     if (scratch) await scratch.close(regs.get(scratch.pid)).catch(() => undefined);
+    await Promise.allSettled([...pagesWrites]);
     for (const undo of [() => finishTcpRepair(open, true), () => finishTerminalQueues(open, true)]) {
       try {
         undo();
@@ -246,7 +266,8 @@ interface TreeDump {
   readonly v: (hostPid: number) => number;
 }
 
-async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, scratch: Scratch, pagesId: number, tree: TreeDump): Promise<number> {
+/** Dumps one task; `written` is its pages file's write, which may still be going on (its byte count). */
+async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, scratch: Scratch, pagesId: number, tree: TreeDump): Promise<{ written: Promise<number> }> {
   const { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds, v } = tree;
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
@@ -291,13 +312,21 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   const scanned = vmas.filter(vmaIsDumped).reduce((n, v) => n + Number((v.end - v.start) / BigInt(PAGE_SIZE)), 0);
   stats.memdump(performance.now() - tScan);
   const unreadable = vmas.filter((v) => vmaIsDumped(v) && !((v.entry.prot as number) & 1) && hasRunIn(runs, v.start, v.end));
+  // Every page is read here (injected code patches and puts back bytes of the task's memory
+  // later, and a task sharing this memory may get some), but the last chunks' writes go on while
+  // the dump goes on with the next tasks.
   await setProt(scratch, pid, unreadable, true);
   const t0 = performance.now();
-  const bytes = await writePages(out.rawPath(`pages-${pagesId}.img`), runs, { into: readerInto(pid) });
+  const { bytes, flushed } = await startPagesWrite(out.rawPath(`pages-${pagesId}.img`), runs, { into: readerInto(pid) });
   await setProt(scratch, pid, unreadable, false);
-  stats.memwrite(performance.now() - t0);
-  stats.pages(scanned, bytes / PAGE_SIZE);
-  emit({ type: 'pages', pid, pages: bytes / 4096, bytes, ms: performance.now() - t0 });
+  const written = flushed.then(() => {
+    stats.memwrite(performance.now() - t0);
+    stats.pages(scanned, bytes / PAGE_SIZE);
+    emit({ type: 'pages', pid, pages: bytes / 4096, bytes, ms: performance.now() - t0 });
+    return bytes;
+  });
+  // Handled here too: if this task fails further on, the dump fails without waiting for it.
+  written.catch(() => undefined);
 
   const procState = proc.task;
   out.write(`ids-${v(pid)}.img`, [taskIds]);
@@ -317,7 +346,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
     out.write(`core-${v(t.tid)}.img`, [withSeccomp(core, sc)]);
   }
   emit({ type: 'task', pid, threads: threads.length, vmas: vmas.length, fds: fdinfo?.length ?? 0 });
-  return bytes;
+  return { written };
 }
 
 /** Whether a run starts in [start, end): runs are sorted by address (binary search, not a scan per VMA). */

@@ -183,20 +183,26 @@ const sparePages: Buffer[] = [];
  * earlier chunks are being written by libuv's threads at their own file positions (a positional
  * write needs no ordering). With `{ into }` the chunks are read into `depth + 1` buffers used
  * in turn and kept for the next call, so 1 GiB costs no allocation, zero-fill or GC per chunk.
- * Returns the bytes written.
+ * Resolves once every chunk has been read (the task's memory is not needed any more) with the
+ * byte count and `flushed`, which settles when the last write and the close have.
  */
-export async function writePages(
+export async function startPagesWrite(
   path: string,
   runs: PageRun[],
   read: MemoryReader | { into: MemoryReaderInto },
   chunkBytes = DEFAULT_CHUNK,
   depth = DEFAULT_DEPTH,
-): Promise<number> {
+): Promise<{ bytes: number; flushed: Promise<void> }> {
   const fh = await open(path, 'w');
   let written = 0;
   const inFlight = new Set<Promise<unknown>>();
   const free: Buffer[] = [];
   let allocated = 0;
+  const finish = async () => {
+    await Promise.allSettled(inFlight);
+    await fh.close();
+    sparePages.push(...free.splice(0, DEFAULT_DEPTH + 1 - sparePages.length));
+  };
   try {
     for (const chunk of chunkRuns(runs, chunkBytes)) {
       let data: Buffer;
@@ -226,13 +232,28 @@ export async function writePages(
       inFlight.add(p);
       written += data.length;
     }
-    await Promise.all(inFlight);
-  } finally {
-    await Promise.allSettled(inFlight);
-    await fh.close();
-    sparePages.push(...free.splice(0, DEFAULT_DEPTH + 1 - sparePages.length));
+  } catch (err) {
+    await finish();
+    throw err;
   }
-  return written;
+  const flushed = Promise.all(inFlight).then(finish, async (err: unknown) => {
+    await finish();
+    throw err;
+  });
+  return { bytes: written, flushed };
+}
+
+/** startPagesWrite to its end: the bytes written. */
+export async function writePages(
+  path: string,
+  runs: PageRun[],
+  read: MemoryReader | { into: MemoryReaderInto },
+  chunkBytes = DEFAULT_CHUNK,
+  depth = DEFAULT_DEPTH,
+): Promise<number> {
+  const { bytes, flushed } = await startPagesWrite(path, runs, read, chunkBytes, depth);
+  await flushed;
+  return bytes;
 }
 
 export const DEFAULT_CHUNK = Number(process.env.CRR_DUMP_CHUNK ?? 4 << 20);
