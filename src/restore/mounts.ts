@@ -14,12 +14,12 @@ import { readTarGz } from '../images/tar.js';
 import { FRESH_FILESYSTEMS, howToMake, MNT_FSTYPES, mountFlags, type MountMaking, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, parseMountinfo, type MountLine } from '../mountinfo.js';
 
 const FSTYPE_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(MNT_FSTYPES).map(([name, code]) => [code, name]));
+const SYS_CHDIR = 80;
+const SYS_PIVOT_ROOT = 155;
 const SYS_MOUNT = 165;
 const SYS_UMOUNT2 = 166;
-const SYS_CHDIR = 80;
 const S_IFCHR = 0o020000;
 const S_IFBLK = 0o060000;
-const SYS_PIVOT_ROOT = 155;
 const MNT_DETACH = 2;
 const MS_BIND = 0x1000;
 const MS_REMOUNT = 0x20;
