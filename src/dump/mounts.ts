@@ -1,10 +1,12 @@
 // The tree's mount namespace at dump, when it is not crr's. Every mount of it goes into
 // mountpoints-ID.img (CRIU's mnt_entry), those also in crr's namespace marked external
-// (ext_mount: the restore finds them in its own copy of crr's). Of the others crr makes again a
-// tmpfs, whose files go into tmpfs-dev-DEV.tar.gz.img (its device, as CRIU names it), a fresh proc, sysfs, mqueue or cgroup2,
-// and a bind mount of a directory crr's namespace shows; any other mount, or one stacked on
-// another mount point of the tree, is refused. The tmpfs files are read through /proc/PID/root while the tree is frozen.
-// A root other than crr's is described, not carried (see below).
+// (ext_mount: the restore finds them in its own copy of crr's), and those named with
+// --external mnt[MOUNTPOINT]:KEY with that key. Of the others crr makes again a tmpfs, whose files
+// go into tmpfs-dev-DEV.tar.gz.img (DEV its device, as CRIU names it), a fresh proc, sysfs,
+// mqueue, cgroup2 or devpts, a bind mount of a directory or file crr's namespace shows, or of
+// another mount of the tree; any other mount, or one stacked on another mount point of the tree,
+// is refused. A root other than crr's (a container's rootfs) is described, not carried. The tmpfs
+// files are read through /proc/PID/root while the tree is frozen.
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { writeTarGz, type TarEntry } from '../images/tar.js';
 import { howToMake, isWithin, MNT_FSTYPE_AUTO, MNT_FSTYPES, mountFlags, parseMountinfo, type MountLine, type MountMaking } from '../mountinfo.js';
