@@ -9,7 +9,7 @@
 // files are read through /proc/PID/root while the tree is frozen.
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { writeTarGz, type TarEntry } from '../images/tar.js';
-import { howToMake, isWithin, MNT_FSTYPE_AUTO, MNT_FSTYPES, mountFlags, parseMountinfo, type MountLine, type MountMaking } from '../mountinfo.js';
+import { FRESH_FILESYSTEMS, howToMake, isWithin, MNT_FSTYPE_AUTO, MNT_FSTYPES, mountFlags, parseMountinfo, type MountLine, type MountMaking } from '../mountinfo.js';
 import type { Entry } from './ids.js';
 import { TaskRefusedError } from './tree.js';
 
@@ -74,7 +74,9 @@ function mountEntry(m: MountLine, making: MountMaking): Entry {
     mountpoint: m.mountPoint,
     source: m.source,
     options: m.superOptions,
-    ...(making.how === 'inherited' ? { ext_mount: true, ext_key: m.mountPoint } : {}),
+    // A proc, sysfs, mqueue or cgroup2 is made fresh by either restore (crr's, CRIU's), not
+    // external: CRIU's would want every external key named.
+    ...(making.how === 'inherited' && !FRESH_FILESYSTEMS.has(m.fstype) ? { ext_mount: true, ext_key: m.mountPoint } : {}),
   };
 }
 
