@@ -162,7 +162,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
     const newRoot = rootOf(mnt, own, rootDir, root.pid);
     if (newRoot) mnt = { ...mnt, newRoot };
     for (const m of mnt.mounts) {
-      if (m.mountPoint !== '/' && !sources.has(m.id) && !mnt.extKeys.has(m.id) && howToMake(m, own, mnt.mounts).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
+      if (m.mountPoint !== '/' && !mnt.extKeys.has(m.id) && howToMake(m, own, mnt.mounts).how === 'unsupported') refuse(`the tree's ${m.fstype} at ${m.mountPoint} (${m.source}) cannot be made here: no mount of its filesystem (${m.dev}, ${m.root}) in crr's namespace`, root.pid);
     }
   }
   const [mountKey] = Object.keys(options.externalMounts ?? {});
