@@ -50,8 +50,20 @@ function overlay(t: { teardown(fn: () => unknown): void }, dir: string, rw: stri
   return merged;
 }
 
+interface ContainerOptions {
+  /** The shell redirections its init starts with (stdio on the container's /dev/null by default). */
+  fds?: string;
+  /** A user namespace of its own (root mapped to root), its device nodes bind-mounted. */
+  userns?: boolean;
+  /** Host directories bind-mounted at /vol. */
+  volumes?: string[];
+  /** The test program its init runs (result file /ctr-result), the counter by default. */
+  program?: string[];
+}
+
 /** The container: its init is the counter, pid 1 of its PID namespace, its output at /ctr-out. */
-async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, fds = 'exec </dev/null >/dev/null 2>/ctr-log', userns = false, volumes: string[] = []): Promise<number> {
+async function startContainer(t: { teardown(fn: () => unknown): void }, merged: string, options: ContainerOptions = {}): Promise<number> {
+  const { fds = 'exec </dev/null >/dev/null 2>/ctr-log', userns = false, volumes = [], program = [programPath('counter'), '/ctr-result', '/ctr-out'] } = options;
   buildPrograms();
   // As a runtime makes /dev: a tmpfs with device nodes, a host device bind-mounted on a file,
   // a devpts instance of its own.
@@ -80,7 +92,7 @@ async function startContainer(t: { teardown(fn: () => unknown): void }, merged: 
     'umount -l /.old',
     'rmdir /.old',
     ...(fds ? [fds] : []),
-    `exec setsid ${programPath('counter')} /ctr-result /ctr-out`,
+    `exec setsid ${program.join(' ')}`,
   ].join(' && ');
   const unshare = spawn('unshare', [...(userns ? ['--user', '--map-root-user'] : []), '--mount', '--pid', '--fork', 'sh', '-c', `touch ${merged}/ctr-out && ${script}`], { stdio: 'ignore', detached: true });
   unshare.unref();
@@ -175,7 +187,7 @@ t.test('a container on an overlay root is restored on that rootfs, found or give
 t.test('a container in a user namespace of its own, its device nodes bind-mounted', async (t) => {
   const { dir, rw } = scratch(t);
   const merged = overlay(t, dir, rw, '');
-  const root = await startContainer(t, merged, undefined, true);
+  const root = await startContainer(t, merged, { userns: true });
   t.match(readFileSync(`/proc/${root}/uid_map`, 'utf8'), /^\s*0\s+0\s+1\s*$/, 'root in its user namespace, mapped to root');
   const imagesDir = join(dir, 'images');
   await dump({ pid: root, imagesDir });
@@ -189,6 +201,22 @@ t.test('a container in a user namespace of its own, its device nodes bind-mounte
   t.same(await requestCheck(host, join(merged, 'ctr-result')), { pass: true, text: 'PASS' }, 'the counter carries on');
 });
 
+t.test('a deleted file the container holds is made again below its root, and gone again after', async (t) => {
+  const { dir, rw } = scratch(t);
+  const merged = overlay(t, dir, rw, '');
+  const root = await startContainer(t, merged, { program: [programPath('ghost'), '/ctr-result'] });
+  const imagesDir = join(dir, 'images');
+  await dump({ pid: root, imagesDir });
+  await waitPidGone(root);
+  t.ok(readdirSync(imagesDir).some((n) => n.startsWith('ghost-file-')), 'its deleted files are in the checkpoint');
+  const result = await restore({ imagesDir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  t.equal(readlinkSync(`/proc/${result.rootHostPid}/fd/20`), '/ghost-data (deleted)', 'fd 20 names the deleted file by its path in the container');
+  t.same(readdirSync(merged).filter((n) => n.includes('ghost')), [], 'nothing of it left in the container root');
+  t.notOk(existsSync('/ghost-data'), "nor in crr's own root");
+  t.same(await requestCheck(result.rootHostPid, join(merged, 'ctr-result')), { pass: true, text: 'PASS' }, 'its offset, bytes and mapping');
+});
+
 t.test('a volume left out of the dump (criu --external mnt[/vol]:KEY) is bound from the path given for KEY, or found', async (t) => {
   const { dir, rw } = scratch(t);
   const merged = overlay(t, dir, rw, '');
@@ -198,7 +226,7 @@ t.test('a volume left out of the dump (criu --external mnt[/vol]:KEY) is bound f
     writeFileSync(join(path, name), name);
     return path;
   }) as [string, string];
-  const root = await startContainer(t, merged, undefined, false, [volA]);
+  const root = await startContainer(t, merged, { volumes: [volA] });
   const imagesDir = join(dir, 'images');
   await t.rejects(dump({ pid: root, imagesDir, external: ['mnt[/nope]:x'] }), { message: /--external mnt\[\/nope\]: its mount namespace has no mount at \/nope/ }, 'a mount point it lacks: refused');
   await dump({ pid: root, imagesDir, external: ['mnt[/vol]:data'] });
@@ -227,7 +255,7 @@ t.test("a container holding the runtime's /dev/null, or a terminal of its own de
   ];
   for (const [name, fds, refusal] of cases) {
     const merged = overlay(t, dir, rw, `-${name}`);
-    const root = await startContainer(t, merged, fds);
+    const root = await startContainer(t, merged, { fds });
     await t.rejects(dump({ pid: root, imagesDir: join(dir, `images-${name}`) }), { message: refusal }, name);
     t.ok(existsSync(`/proc/${root}`), 'the container runs on');
     await killTree([root]);
