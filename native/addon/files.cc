@@ -1,5 +1,7 @@
 // readSmallFiles: many small files (a core image per thread) read whole on a libuv worker, so
 // their open/read/close syscalls (~12 us a file here) run beside the main thread, not on it.
+// writeSmallFiles: the same for a dump's image files, created and written in one worker job (a
+// promise write per file cost the main thread ~0.2 ms in its three libuv round trips).
 // renameNoReplace: rename(2) that fails with EEXIST rather than replace what is at the target.
 // mknod: a device node (Node has no mknod), for the device files of a container's tmpfs /dev.
 #include <napi.h>
@@ -72,6 +74,78 @@ class ReadSmallFilesWorker : public PromiseWorker {
   std::vector<int32_t> sizes_;
 };
 
+class WriteSmallFilesWorker : public PromiseWorker {
+ public:
+  WriteSmallFilesWorker(Napi::Env env, std::vector<std::string> paths, std::vector<Napi::ObjectReference> keep,
+                        std::vector<std::pair<const uint8_t*, size_t>> bytes, int mode)
+      : PromiseWorker(env), paths_(std::move(paths)), keep_(std::move(keep)), bytes_(std::move(bytes)), mode_(mode) {}
+
+  void Execute() override {
+    for (size_t i = 0; i < paths_.size() && failedAt_ < 0; i++) {
+      if (!writeOne(paths_[i], bytes_[i].first, bytes_[i].second)) failedAt_ = (int64_t)i;
+    }
+  }
+
+ private:
+  bool writeOne(const std::string& path, const uint8_t* data, size_t len) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_);
+    if (fd < 0) return Fail("open", errno), false;
+    size_t done = 0;
+    while (done < len) {
+      ssize_t n = write(fd, data + done, len - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        Fail("write", errno);
+        close(fd);
+        return false;
+      }
+      done += n;
+    }
+    if (close(fd) < 0) return Fail("close", errno), false;
+    return true;
+  }
+
+  void AddDetails(Napi::Error& error) override {
+    if (failedAt_ >= 0) error.Set("path", Napi::String::New(Env(), paths_[failedAt_]));
+  }
+
+  std::vector<std::string> paths_;
+  std::vector<Napi::ObjectReference> keep_;  // the Buffers stay alive (and unmoved) until settled
+  std::vector<std::pair<const uint8_t*, size_t>> bytes_;
+  int mode_;
+  int64_t failedAt_ = -1;
+};
+
+// writeSmallFiles(paths, buffers, mode) -> Promise<void>: each buffer written to its path
+// (created or truncated with `mode`) in order on a libuv worker; the first failure rejects with
+// its errno, syscall and `path`, and the files after it are not written.
+Napi::Value WriteSmallFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsNumber() ||
+      info[0].As<Napi::Array>().Length() != info[1].As<Napi::Array>().Length()) {
+    Napi::TypeError::New(env, "writeSmallFiles(paths: string[], buffers: Uint8Array[] (one per path), mode: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array paths = info[0].As<Napi::Array>();
+  Napi::Array buffers = info[1].As<Napi::Array>();
+  std::vector<std::string> names;
+  std::vector<Napi::ObjectReference> keep;
+  std::vector<std::pair<const uint8_t*, size_t>> bytes;
+  for (uint32_t i = 0; i < paths.Length(); i++) {
+    Napi::Value path = paths.Get(i);
+    Napi::Value buffer = buffers.Get(i);
+    if (!path.IsString() || !buffer.IsTypedArray() || buffer.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      Napi::TypeError::New(env, "writeSmallFiles: a string path and a Uint8Array for each file").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Uint8Array array = buffer.As<Napi::Uint8Array>();
+    names.push_back(path.As<Napi::String>().Utf8Value());
+    bytes.emplace_back(array.Data(), array.ByteLength());
+    keep.push_back(Napi::Persistent(buffer.As<Napi::Object>()));
+  }
+  return (new WriteSmallFilesWorker(env, std::move(names), std::move(keep), std::move(bytes), info[2].As<Napi::Number>().Int32Value()))->Start();
+}
+
 // readSmallFiles(paths, maxBytes) -> Promise<{ data: Buffer, sizes: Buffer }>: the files' bytes
 // back to back in `data`; `sizes` holds an int32 per file: its length, or -errno when it could not
 // be read whole (-EFBIG when it holds maxBytes or more).
@@ -133,4 +207,5 @@ void InitFiles(Napi::Env env, Napi::Object exports) {
   exports.Set("mknod", Napi::Function::New(env, Mknod, "mknod"));
   exports.Set("renameNoReplace", Napi::Function::New(env, RenameNoReplace, "renameNoReplace"));
   exports.Set("readSmallFiles", Napi::Function::New(env, ReadSmallFiles, "readSmallFiles"));
+  exports.Set("writeSmallFiles", Napi::Function::New(env, WriteSmallFiles, "writeSmallFiles"));
 }

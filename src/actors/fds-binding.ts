@@ -61,6 +61,11 @@ export interface FdsBinding {
    * it holds `maxBytes` or more). Never rejects for a file; the caller reads a failed one itself.
    */
   readSmallFiles(paths: readonly string[], maxBytes: number): Promise<{ data: Buffer; sizes: Buffer }>;
+  /**
+   * Writes each buffer to its path (created or truncated with `mode`), in order, on a libuv
+   * worker; rejects with the first failure's errno Error, its `path` set.
+   */
+  writeSmallFiles(paths: readonly string[], buffers: readonly Uint8Array[], mode: number): Promise<void>;
   /** rename(2) that fails with EEXIST instead of replacing what is at `to` (renameat2 RENAME_NOREPLACE). */
   renameNoReplace(from: string, to: string): void;
   /** mknod(2) of a character or block device (`mode` with S_IFCHR or S_IFBLK); throws with errno. */

@@ -1,21 +1,27 @@
 // Where a dump's images go: written into DIR/.crr-partial first and moved into DIR only when the
 // whole dump succeeded, inventory.img last, so a failed dump never leaves a directory that looks
 // like a complete checkpoint. Removing the partial directory is the failure path. Images are
-// encoded at once but written by libuv's threads while the dump goes on with the next task
-// (creating a file cost 1-1.5 ms here under load: tree-1000 spent 8 s in them, in line).
+// encoded at once but written on libuv's threads while the dump goes on with the next task
+// (creating a file costs 0.3-0.7 ms here while the dump's pages are written back), several to
+// one job (native writeSmallFiles): a promise write per file cost the main thread ~0.2 ms.
 import { mkdirSync, readdirSync, renameSync, rmSync, existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { join, basename } from 'node:path';
+import { native } from '../actors/native.js';
 import { CrrError, ImageError } from '../errors.js';
 import { imageKindForFile } from '../images/schema.js';
 import { encodeImage } from '../images/writer.js';
 import type { Entry } from './ids.js';
+
+/** Images written by one worker job: about a task's (core, mm, pagemap, fdinfo, ids, fs). */
+const FILES_PER_JOB = 8;
 
 export class DumpOutput {
   readonly partial: string;
   private written: string[] = [];
   private pending = new Set<Promise<void>>();
   private failure: ImageError | undefined;
+  /** Encoded images not handed to a worker yet. */
+  private queued: { paths: string[]; bytes: Uint8Array[] } = { paths: [], bytes: [] };
 
   constructor(readonly dir: string) {
     this.partial = join(dir, '.crr-partial');
@@ -40,18 +46,29 @@ export class DumpOutput {
     // Encoded whole, then one write: a thread's core is one small file, and 10,000 threads made
     // the per-part writes of an appending writer (head, length, message) count.
     const bytes = encodeImage(kind, items);
-    const path = join(this.partial, name);
-    const p: Promise<void> = writeFile(path, bytes, { mode: 0o600 })
-      .catch((err: NodeJS.ErrnoException) => {
-        this.failure ??= new ImageError(path, 0, 'a writable image file', err.code);
+    this.queued.paths.push(join(this.partial, name));
+    this.queued.bytes.push(bytes);
+    this.written.push(name);
+    if (this.queued.paths.length >= FILES_PER_JOB) this.flush();
+  }
+
+  /** Hands the queued images to a libuv worker. */
+  private flush(): void {
+    if (!this.queued.paths.length) return;
+    const { paths } = this.queued;
+    const p: Promise<void> = native
+      .writeSmallFiles(paths, this.queued.bytes, 0o600)
+      .catch((err: NodeJS.ErrnoException & { path?: string }) => {
+        this.failure ??= new ImageError(err.path ?? paths[0]!, 0, 'a writable image file', err.code);
       })
       .finally(() => this.pending.delete(p));
     this.pending.add(p);
-    this.written.push(name);
+    this.queued = { paths: [], bytes: [] };
   }
 
   /** Waits for every image write started; the first one that failed is thrown. */
   private async settle(): Promise<void> {
+    this.flush();
     while (this.pending.size) await Promise.all([...this.pending]);
     if (this.failure) throw this.failure;
   }
@@ -66,6 +83,7 @@ export class DumpOutput {
   }
 
   async abandon(): Promise<void> {
+    this.queued = { paths: [], bytes: [] };
     await this.settle().catch(() => undefined);
     rmSync(this.partial, { recursive: true, force: true });
   }
