@@ -4,7 +4,7 @@
 // A socket with messages waiting to be read is refused: they are not saved.
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, diagAttributes, diagMessages, perDump, socketOptions, type SocketFd } from './socket-common.js';
+import { diagAttributes, diagMessages, perDump, socketDescriptionId, type SocketFd } from './socket-common.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
@@ -74,14 +74,7 @@ export async function dumpNetlinkFd(
   const d = perDump(snapshots, open, () => new Map(parseNetlinkDiag(native.netlinkDiag(open.diagSocket)).map((n) => [n.ino, n]))).get(ino);
   if (!d) return undefined;
   if (d.rmem > 0) throw new NetlinkSocketError(pid, fd, ino, `${d.rmem} bytes of messages not yet read`);
-  const id = await open.idFor(`netlinksk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
-    const copy = copyOfTaskFd(pid, fd);
-    try {
-      ids.addFile({ type: FD_TYPE_NETLINKSK, id, nlsk: netlinkEntry(id, d, at.fileFlags, socketOptions(copy)) });
-    } finally {
-      native.close(copy);
-    }
-  }, ids);
+  const id = await socketDescriptionId('netlinksk', at, ids, open, order, (id, opts) => ({ type: FD_TYPE_NETLINKSK, id, nlsk: netlinkEntry(id, d, at.fileFlags, opts) }));
   return { id, flags: at.fdFlags, type: FD_TYPE_NETLINKSK, fd };
 }
 

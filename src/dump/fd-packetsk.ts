@@ -7,7 +7,7 @@
 // mapped rings are refused.
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { copyOfTaskFd, diagAttributes, diagMessages, perDump, socketOptions, type SocketFd } from './socket-common.js';
+import { diagAttributes, diagMessages, perDump, socketDescriptionId, type SocketFd } from './socket-common.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
@@ -75,14 +75,7 @@ export async function dumpPacketFd(at: SocketFd, ids: DumpIds, open: OpenFiles, 
   if (!d) return undefined;
   if (d.rings.length) throw new PacketSocketError(pid, fd, ino, `a mapped ring (${d.rings.join(', ')})`);
   if (d.memberships) throw new PacketSocketError(pid, fd, ino, `${d.memberships} membership(s) added with PACKET_ADD_MEMBERSHIP (multicast or promiscuous mode)`);
-  const id = await open.idFor(`packetsk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
-    const copy = copyOfTaskFd(pid, fd);
-    try {
-      ids.addFile({ type: FD_TYPE_PACKETSK, id, psk: packetEntry(id, d, at.fileFlags, socketOptions(copy)) });
-    } finally {
-      native.close(copy);
-    }
-  }, ids);
+  const id = await socketDescriptionId('packetsk', at, ids, open, order, (id, opts) => ({ type: FD_TYPE_PACKETSK, id, psk: packetEntry(id, d, at.fileFlags, opts) }));
   return { id, flags: at.fdFlags, type: FD_TYPE_PACKETSK, fd };
 }
 

@@ -12,6 +12,7 @@
 // Consoles, virtual and serial terminals are refused.
 import { closeSync, constants as C, openSync, statSync, type Stats } from 'node:fs';
 import { native } from '../actors/native.js';
+import { CTTY_INFO_ID, TTY_TYPE } from '../images/index.js';
 import type { DumpIds, Entry } from './ids.js';
 import { UnsupportedFdError, type FileOrder, type OpenFiles } from './files.js';
 import { parseStat, readProc } from './proc.js';
@@ -20,10 +21,6 @@ import { copyOfTaskFd } from './socket-common.js';
 import { drainPty, ptyQueued, requeuePty, TCGETS2, TERMIOS2_BYTES } from '../pty-queues.js';
 
 export const FD_TYPE_TTY = 11;
-const TTY_TYPE_PTY = 1;
-const TTY_TYPE_CTTY = 4;
-/** CRIU's tty-info id of /dev/tty: its CTTY_INDEX, 1006, numbered as a slave end (index * 2). */
-export const CTTY_INFO_ID = 2012;
 const UNIX98_PTY_SLAVE_MAJOR = 136;
 const UNIX98_PTY_MAJOR_COUNT = 8;
 const UNIX98_PTY_MASTER_MAJOR = 128;
@@ -184,7 +181,7 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number | u
     const controlling = stat !== undefined && stat.ttyNr === st.rdev;
     return {
       id: infoId,
-      type: index === undefined ? TTY_TYPE_CTTY : TTY_TYPE_PTY,
+      type: index === undefined ? TTY_TYPE.CTTY : TTY_TYPE.PTY,
       locked: master && readInt(copy, TIOCGPTLCK) !== 0,
       exclusive: readInt(copy, TIOCGEXCL) !== 0,
       packet_mode: master && readInt(copy, TIOCGPKT) !== 0,

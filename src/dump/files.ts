@@ -37,7 +37,7 @@ export class UnsupportedFdError extends CrrError {
 }
 
 /**
- * kcmp(a.pid, b.pid, KCMP_FILE, a.fd, b.fd) for each pair, in order (one remote batch): 0 one
+ * kcmp(a.pid, b.pid, KCMP_FILE, a.fd, b.fd) for each pair, in order (one round of a search): 0 one
  * open file description, 1 a's is lower, 2 a's is higher.
  */
 export type FileOrder = (pairs: Array<{ a: { pid: number; fd: number }; b: { pid: number; fd: number } }>) => Promise<number[]>;
@@ -59,7 +59,7 @@ const NAMESPACE_LINK = /^(?:cgroup|ipc|mnt|net|pid|time|user|uts):\[(\d+)\]$/;
 export class OpenFiles {
   /**
    * Descriptions by what any two of one description agree on (kind, inode, flags, ...), each
-   * group in kcmp order: an fd is compared only with its group, a few batches whatever its size.
+   * group in kcmp order: an fd is compared only with its group, in log(size) rounds.
    */
   private groups = new Map<string, KcmpSorted<OpenFileSeen>>();
   /** Pipe inodes whose data is already in pipes-data.img. */

@@ -32,7 +32,7 @@ export type TaskObjectIds = { vm_id: number; files_id: number; fs_id: number; si
 
 /**
  * Answers kcmp(q.pid, task, q.type) for each query, in order, for the task being dumped (one
- * remote batch): 0 the same object, 1 q's is lower, 2 q's is higher.
+ * round of a search): 0 the same object, 1 q's is lower, 2 q's is higher.
  */
 export type ObjectOrder = (queries: Array<{ pid: number; type: number }>) => Promise<number[]>;
 

@@ -2,8 +2,8 @@
 // answers getsockopt on as it would the task, the SOL_SOCKET options of sk_opts_entry, and the
 // walk through a sock_diag answer (netlink messages, each with its attributes).
 import { native } from '../actors/native.js';
-import type { Entry } from './ids.js';
-import type { OpenFiles } from './files.js';
+import type { DumpIds, Entry } from './ids.js';
+import type { FileOrder, OpenFiles } from './files.js';
 
 const SOL_SOCKET = 1;
 const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36 } as const;
@@ -36,6 +36,21 @@ export function copyOfTaskFd(pid: number, fd: number): number {
   } finally {
     native.close(pidfd);
   }
+}
+
+/**
+ * The files.img id of a socket fd's description (`kind`: its key's prefix, packetsk, netlinksk):
+ * the first fd of it adds `fileEntry`, built from the SOL_SOCKET options of a copy of the socket.
+ */
+export function socketDescriptionId(kind: string, at: SocketFd, ids: DumpIds, open: OpenFiles, order: FileOrder | undefined, fileEntry: (id: number, opts: Entry) => Entry): Promise<number> {
+  return open.idFor(`${kind}:${at.ino}:${at.fileFlags}`, at.pid, at.fd, order, (id) => {
+    const copy = copyOfTaskFd(at.pid, at.fd);
+    try {
+      ids.addFile(fileEntry(id, socketOptions(copy)));
+    } finally {
+      native.close(copy);
+    }
+  }, ids);
 }
 
 /** An int getsockopt of a socket (a copy in this process, see copyOfTaskFd). */

@@ -358,6 +358,11 @@ export const FD_TYPES: Record<string, number> = {
   BPFMAP: 19, PIDFD: 20,
 };
 
+/** tty_info_entry types crr writes and reads (TtyType). */
+export const TTY_TYPE = { PTY: 1, CTTY: 4 } as const;
+/** CRIU's tty-info id of /dev/tty: its CTTY_INDEX, 1006, numbered as a slave end (index * 2). */
+export const CTTY_INFO_ID = 2012;
+
 /** Opens a checkpoint directory and checks its cross-references. */
 export function openCheckpoint(dir: string, options: { validate?: boolean } = {}): Checkpoint {
   const checkpoint = new Checkpoint(dir);

@@ -21,6 +21,8 @@ export {
   Checkpoint,
   openCheckpoint,
   FD_TYPES,
+  CTTY_INFO_ID,
+  TTY_TYPE,
   type PstreeTask,
   type TaskIds,
   type FdinfoEntry,

@@ -16,7 +16,7 @@ import { closeSync, constants as C, openSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { native } from '../actors/native.js';
 import { StageError } from '../errors.js';
-import type { Entry, FdinfoEntry } from '../images/index.js';
+import { TTY_TYPE, type Entry, type FdinfoEntry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import { requeuePty, TCSETS2, TERMIOS2_BYTES } from '../pty-queues.js';
@@ -24,8 +24,6 @@ import { FD_CLOEXEC, holdsFdOfType, O_CLOEXEC, offer, receive } from './shared-f
 import type { ResourceKind } from './types.js';
 
 export const FD_TYPE_TTY = 11;
-const TTY_TYPE_PTY = 1;
-const TTY_TYPE_CTTY = 4;
 const TIOCSLCKTRMIOS = 0x5457;
 const TIOCSWINSZ = 0x5414;
 const TIOCGPTN = 0x80045430;
@@ -65,8 +63,8 @@ const ttyFiles = perKey((session: RestoreSession): Map<number, TtyFile> => {
         const info = infos.get(infoId);
         if (!info) refuse(pid, fd, `its tty-info entry ${infoId} is missing`);
         const index = Number((info['pty'] as Entry | undefined)?.['index'] ?? -1);
-        const devTty = Number(info['type']) === TTY_TYPE_CTTY;
-        if (!devTty && (Number(info['type']) !== TTY_TYPE_PTY || index < 0)) refuse(pid, fd, 'crr restores pseudo-terminals and /dev/tty only');
+        const devTty = Number(info['type']) === TTY_TYPE.CTTY;
+        if (!devTty && (Number(info['type']) !== TTY_TYPE.PTY || index < 0)) refuse(pid, fd, 'crr restores pseudo-terminals and /dev/tty only');
         files.set(fd.id, (file = { id: fd.id, flags: Number(tty['flags'] ?? 0), info, index, master: !devTty && infoId % 2 === 1, devTty, holders: [] }));
       }
       if (!file.holders.includes(pid)) file.holders.push(pid);

@@ -9,7 +9,7 @@ import { ghostsOf } from '../../restore/files.js';
 import { treeMounts } from '../../restore/mounts.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
-import { FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
+import { CTTY_INFO_ID, FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
 import { readPagemap, PE_PRESENT } from '../../images/pagemap.js';
 import type { Entry } from '../../images/schema.js';
 
@@ -114,9 +114,6 @@ export function describeFile(type: string, file: Entry): string {
       return `anon_inode:${type.toLowerCase()}`;
   }
 }
-
-/** CRIU's tty-info id of /dev/tty (its CTTY_INDEX 1006, times two). */
-const CTTY_INFO_ID = 2012;
 
 function signalName(signal: number): string {
   return Object.entries(constants.signals).find(([, n]) => n === signal)?.[0] ?? `signal ${signal}`;
