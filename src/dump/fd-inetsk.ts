@@ -11,8 +11,7 @@
 // --skip-in-flight leaves them out, as criu's does).
 import { native } from '../actors/native.js';
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_CONNECTION_STATES, TCP_ESTABLISHED, TCP_FIN_SENT, TCP_LISTEN } from '../images/inet-address.js';
-import { CrrError } from '../errors.js';
-import { copyOfTaskFd, diagMessages, intOpt, perDump, socketOptions, type SocketFd } from './socket-common.js';
+import { copyOfTaskFd, diagMessages, intOpt, perDump, socketOptions, type SocketFd, SocketRefusedError } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
@@ -34,12 +33,6 @@ const IP_PKTINFO = 8;
 const IP_FREEBIND = 15;
 const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
 
-/** An inet socket the dump cannot describe, or whose state a restore could not bring back. */
-export class InetSocketError extends CrrError {
-  constructor(readonly pid: number, readonly fd: number, readonly ino: number, detail: string) {
-    super(`pid ${pid}: fd ${fd} is inet socket ${ino}: not supported: ${detail}`, 1);
-  }
-}
 
 export interface InetDiag {
   family: number;
@@ -126,7 +119,7 @@ export async function dumpInetFd(
   const d = perDump(snapshots, open, () => inetSockets(open.diagSocket)).get(ino) ?? unlisted(pid, fd, ino);
   if (!d) return undefined;
   const why = unsupportedInet(d, open);
-  if (why) throw new InetSocketError(pid, fd, ino, why);
+  if (why) throw new SocketRefusedError('inet', pid, fd, ino, why);
   // Options come from a copy of the socket, taken once per socket (a description several fds
   // share is made once).
   const id = await open.idFor(`inetsk:${ino}:${at.fileFlags}`, pid, fd, order, (id) => {
@@ -197,7 +190,7 @@ function readInRepair(fd: number, open: OpenFiles, of: SocketFd, state: number):
     const seq = intOpt(fd, IPPROTO_TCP, TCP.QUEUE_SEQ) >>> 0;
     const length = Math.max(0, native.ioctlInt(fd, lengthIoctl) - less);
     const data = length > 0 ? native.peekBytes(fd, length) : Buffer.alloc(0);
-    if (data.length !== length) throw new InetSocketError(of.pid, of.fd, of.ino, `in repair mode, ${data.length} of ${length} queued bytes could be read`);
+    if (data.length !== length) throw new SocketRefusedError('inet', of.pid, of.fd, of.ino, `in repair mode, ${data.length} of ${length} queued bytes could be read`);
     return { seq, data };
   };
   const inq = queue(TCP_RECV_QUEUE, SIOCINQ);

@@ -3,8 +3,7 @@
 // The kernel's view comes from sock_diag (native netlinkDiag, in the tree's network namespace).
 // A socket with messages waiting to be read is refused: they are not saved.
 import { native } from '../actors/native.js';
-import { CrrError } from '../errors.js';
-import { diagAttributes, diagMessages, perDump, socketDescriptionId, type SocketFd } from './socket-common.js';
+import { diagAttributes, diagMessages, perDump, socketDescriptionId, type SocketFd, SocketRefusedError } from './socket-common.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
@@ -26,12 +25,6 @@ export interface NetlinkDiag {
   rmem: number;
 }
 
-/** A netlink socket whose state a restore could not bring back. */
-export class NetlinkSocketError extends CrrError {
-  constructor(readonly pid: number, readonly fd: number, readonly ino: number, detail: string) {
-    super(`pid ${pid}: fd ${fd} is netlink socket ${ino}: not supported: ${detail}`, 1);
-  }
-}
 
 /** Parses concatenated netlink messages of netlink_diag_msg + attributes (linux/netlink_diag.h). */
 export function parseNetlinkDiag(buf: Buffer): NetlinkDiag[] {
@@ -73,7 +66,7 @@ export async function dumpNetlinkFd(
   const { pid, fd, ino } = at;
   const d = perDump(snapshots, open, () => new Map(parseNetlinkDiag(native.netlinkDiag(open.diagSocket)).map((n) => [n.ino, n]))).get(ino);
   if (!d) return undefined;
-  if (d.rmem > 0) throw new NetlinkSocketError(pid, fd, ino, `${d.rmem} bytes of messages not yet read`);
+  if (d.rmem > 0) throw new SocketRefusedError('netlink', pid, fd, ino, `${d.rmem} bytes of messages not yet read`);
   const id = await socketDescriptionId('netlinksk', at, ids, open, order, (id, opts) => ({ type: FD_TYPE_NETLINKSK, id, nlsk: netlinkEntry(id, d, at.fileFlags, opts) }));
   return { id, flags: at.fdFlags, type: FD_TYPE_NETLINKSK, fd };
 }

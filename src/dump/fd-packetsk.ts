@@ -6,8 +6,7 @@
 // socket may lose packets. Memberships (PACKET_ADD_MEMBERSHIP: multicast, promiscuous) and
 // mapped rings are refused.
 import { native } from '../actors/native.js';
-import { CrrError } from '../errors.js';
-import { diagAttributes, diagMessages, perDump, socketDescriptionId, type SocketFd } from './socket-common.js';
+import { diagAttributes, diagMessages, perDump, socketDescriptionId, type SocketFd, SocketRefusedError } from './socket-common.js';
 import { zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
@@ -33,12 +32,6 @@ export interface PacketDiag {
   fanout?: number;
 }
 
-/** A packet socket whose state a restore could not bring back. */
-export class PacketSocketError extends CrrError {
-  constructor(readonly pid: number, readonly fd: number, readonly ino: number, detail: string) {
-    super(`pid ${pid}: fd ${fd} is packet socket ${ino}: not supported: ${detail}`, 1);
-  }
-}
 
 /** Parses concatenated netlink messages of packet_diag_msg + attributes (linux/packet_diag.h). */
 export function parsePacketDiag(buf: Buffer): PacketDiag[] {
@@ -73,8 +66,8 @@ export async function dumpPacketFd(at: SocketFd, ids: DumpIds, open: OpenFiles, 
   const { pid, fd, ino } = at;
   const d = perDump(snapshots, open, () => new Map(parsePacketDiag(native.packetDiag(open.diagSocket)).map((p) => [p.ino, p]))).get(ino);
   if (!d) return undefined;
-  if (d.rings.length) throw new PacketSocketError(pid, fd, ino, `a mapped ring (${d.rings.join(', ')})`);
-  if (d.memberships) throw new PacketSocketError(pid, fd, ino, `${d.memberships} membership(s) added with PACKET_ADD_MEMBERSHIP (multicast or promiscuous mode)`);
+  if (d.rings.length) throw new SocketRefusedError('packet', pid, fd, ino, `a mapped ring (${d.rings.join(', ')})`);
+  if (d.memberships) throw new SocketRefusedError('packet', pid, fd, ino, `${d.memberships} membership(s) added with PACKET_ADD_MEMBERSHIP (multicast or promiscuous mode)`);
   const id = await socketDescriptionId('packetsk', at, ids, open, order, (id, opts) => ({ type: FD_TYPE_PACKETSK, id, psk: packetEntry(id, d, at.fileFlags, opts) }));
   return { id, flags: at.fdFlags, type: FD_TYPE_PACKETSK, fd };
 }

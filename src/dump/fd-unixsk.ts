@@ -3,9 +3,8 @@
 // shutdown) comes from sock_diag (fd-unixsk-diag.ts); options and queued bytes come from a copy of
 // the task's fd taken with pidfd_getfd and read with MSG_PEEK, so the task loses nothing.
 import { native } from '../actors/native.js';
-import { CrrError } from '../errors.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
-import { copyOfTaskFd, socketOptions } from './socket-common.js';
+import { copyOfTaskFd, socketOptions, SocketRefusedError } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { OpenFiles, FileOrder } from './files.js';
@@ -14,12 +13,6 @@ const TCP_LISTEN = 10;
 /** The largest packet a unix socket can hold (SO_SNDBUF is capped well below this). */
 const MAX_PACKET = 8 << 20;
 
-/** A unix socket the dump cannot describe (an fd in flight, an external peer, ...). */
-export class UnixSocketError extends CrrError {
-  constructor(readonly pid: number, readonly fd: number, readonly ino: number, detail: string) {
-    super(`pid ${pid}: fd ${fd} is unix socket ${ino}: not supported: ${detail}`, 1);
-  }
-}
 
 /** Dump-wide unix socket state: one diag snapshot, queued packets for sk-queues.img. */
 interface UnixDumpState {
@@ -60,7 +53,7 @@ export function checkUnixPeers(open: OpenFiles): void {
   for (const [ino, at] of s.dumped) {
     const d = s.diag.get(ino)!;
     if (!d.peer || s.dumped.has(d.peer) || s.iconOf.has(d.peer)) continue;
-    throw new UnixSocketError(at.pid, at.fd, ino, `its peer ${d.peer} is outside the dumped tree (external unix socket)`);
+    throw new SocketRefusedError('unix', at.pid, at.fd, ino, `its peer ${d.peer} is outside the dumped tree (external unix socket)`);
   }
 }
 
@@ -92,7 +85,7 @@ export async function dumpUnixFd(
     s.dumped.set(ino, { id, pid, fd });
   }, ids);
   // Bytes a pending client sent sit in the embryo socket only accept() would give: no fd reaches them.
-  if (s.iconOf.has(ino) && d.wqueue > 0) throw new UnixSocketError(pid, fd, ino, `${d.wqueue} bytes sent on a connection not yet accepted`);
+  if (s.iconOf.has(ino) && d.wqueue > 0) throw new SocketRefusedError('unix', pid, fd, ino, `${d.wqueue} bytes sent on a connection not yet accepted`);
   return { id, flags: fdFlags, type: FD_TYPE.UNIXSK, fd };
 }
 
@@ -100,7 +93,7 @@ function grab(pid: number, fd: number, ino: number): number {
   try {
     return copyOfTaskFd(pid, fd);
   } catch (e) {
-    throw new UnixSocketError(pid, fd, ino, `cannot take a copy of it (${(e as Error).message})`);
+    throw new SocketRefusedError('unix', pid, fd, ino, `cannot take a copy of it (${(e as Error).message})`);
   }
 }
 
@@ -128,7 +121,7 @@ function unixEntry(id: number, d: UnixDiag, s: UnixDumpState, flags: number, opt
 
 function queuePackets(pid: number, fd: number, copy: number, id: number, d: UnixDiag, s: UnixDumpState): void {
   const peeked = native.peekQueue(copy, MAX_PACKET);
-  if (peeked.rights > 0) throw new UnixSocketError(pid, fd, d.ino, `${peeked.rights} fd(s) in flight (SCM_RIGHTS not yet received)`);
+  if (peeked.rights > 0) throw new SocketRefusedError('unix', pid, fd, d.ino, `${peeked.rights} fd(s) in flight (SCM_RIGHTS not yet received)`);
   // A stream's queue can come back in several pieces: one sk-queues entry per piece keeps the bytes in order.
   for (const packet of peeked.packets) s.queues.push({ entry: { id_for: id, length: packet.length }, payload: packet });
 }

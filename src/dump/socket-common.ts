@@ -2,11 +2,19 @@
 // answers getsockopt on as it would the task, the SOL_SOCKET options of sk_opts_entry, and the
 // walk through a sock_diag answer (netlink messages, each with its attributes).
 import { native } from '../actors/native.js';
+import { CrrError } from '../errors.js';
 import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
 
 const SOL_SOCKET = 1;
 const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36 } as const;
+
+/** A socket the dump cannot describe, or whose state a restore could not bring back (`family`: inet, unix, netlink, packet). */
+export class SocketRefusedError extends CrrError {
+  constructor(readonly family: string, readonly pid: number, readonly fd: number, readonly ino: number, detail: string) {
+    super(`pid ${pid}: fd ${fd} is ${family} socket ${ino}: not supported: ${detail}`, 1);
+  }
+}
 
 /** A socket fd being dumped: its task, number, inode and flags. */
 export interface SocketFd {
