@@ -151,6 +151,7 @@ export interface FdProbe {
 /** Collects one task's fds into files.img (via ids) and returns its fdinfo entries. */
 export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, probe: FdProbe = {}): Promise<Entry[]> {
   const out: Entry[] = [];
+  let mounts: ReturnType<OpenFiles['mountsOf']> | undefined;
   for (const { fd, link } of listFds(pid)) {
     const info = parseFdinfo(readProc(pid, `fdinfo/${fd}`));
     const fdflags = info.flags & O_CLOEXEC ? 1 : 0;
@@ -206,7 +207,7 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
     }
     // Inside a root of the tree's own the restore opens paths there: an fd the runtime passed in
     // from outside (a mount the namespace lacks) would come back as another file or none.
-    const { ownRoot, ownDevpts } = open.mountsOf(pid);
+    const { ownRoot, ownDevpts } = (mounts ??= open.mountsOf(pid));
     if (ownRoot && info.mntId >= 0 && !ownRoot.has(info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
     const st = statSync(`/proc/${pid}/fd/${fd}`);
     if (link.endsWith(DELETED)) {
