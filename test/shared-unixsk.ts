@@ -3,7 +3,7 @@
 // fail (break kinds), the images say what /proc and the program set up (types, names, peers,
 // queued bytes), and after dump -> kill -> restore in a fresh PID namespace the program passes.
 import t from 'tap';
-import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump } from '../src/dump/index.js';
@@ -79,9 +79,43 @@ for (const variant of VARIANTS) {
   });
 }
 
-t.test('an fd in flight (SCM_RIGHTS not yet received) is refused at dump; the program runs on', async (t) => {
+t.test('fds in flight (SCM_RIGHTS not yet received): the program notices them taken', async (t) => {
+  const p = await startProgram(t, 'unixsk', ['inflight'], { env: { ...process.env, CRR_SELFTEST_BREAK: 'inflight' } });
+  const r = await requestCheck(p.pid, p.resultFile);
+  t.equal(r.pass, false, r.text);
+});
+
+t.test('fds in flight: dumped as files with their packets (scm entries), the program untouched', async (t) => {
+  const p = await startProgram(t, 'unixsk', ['inflight']);
+  const out = tmpOut(t, 'inflight-images');
+  const fdsBefore = readdirSync('/proc/self/fd').length;
+  await dump({ pid: p.pid, imagesDir: out, leaveRunning: true });
+  const files = img(out, 'files.img');
+  const fdinfo = img(out, 'fdinfo-2.img');
+  const idAt = (fd: number) => fdinfo.find((e) => e.fd === fd)!.id;
+  const packets = [...readImage(join(out, 'sk-queues.img')).entries()]
+    .map((e) => ({ ...e.decode(), text: Buffer.from(e.payload!).toString() }))
+    .filter((e: any) => e.id_for === idAt(81) || e.id_for === idAt(83)) as any[];
+  t.same(packets.map((e) => e.text), ['file', 'plain,pipe', 'sock'], 'the packets as a receiver reads them');
+  const rights = packets.map((e) => (e.scm ?? []).flatMap((m: any) => (m.type === 1 ? m.rights : [])));
+  const fileOf = (id: number) => files.find((f) => f.id === id)!;
+  t.equal(rights[0].length, 1, 'one fd with "file"');
+  t.match(fileOf(rights[0][0]).reg, { name: join(p.dir, 'inflight-file'), pos: 3 }, 'the file in flight, at its offset');
+  t.same(rights[1].map((id: number) => fileOf(id).type), [2, 2], 'two pipe ends with "pipe"');
+  t.equal(fileOf(rights[1][1]).id, idAt(84), 'the write end in flight is the description kept at 84');
+  t.equal(fileOf(rights[2][0]).usk.peer, fileOf(idAt(85)).usk.ino, 'the socket in flight is the peer of 85');
+  t.equal(readdirSync('/proc/self/fd').length, fdsBefore, 'crr closed its copies of the fds in flight');
+  t.same(await requestCheck(p.pid, p.resultFile), { pass: true, text: 'PASS' }, 'nothing received: the program still passes');
+});
+
+t.test('fds in flight: round trip, each received with its message after the restore', async (t) => {
   const p = await startProgram(t, 'unixsk', ['inflight']);
   const out = tmpOut(t, 'inflight');
-  await t.rejects(dump({ pid: p.pid, imagesDir: join(out, 'img') }), { message: new RegExp(`pid ${p.pid}: fd 81 is unix socket \\d+: not supported: 1 fd\\(s\\) in flight`) });
-  t.same(await requestCheck(p.pid, p.resultFile), { pass: true, text: 'PASS' }, 'the failed dump left the program running');
+  await dump({ pid: p.pid, imagesDir: out });
+  await waitPidGone(p.pid);
+  const result = await restore({ imagesDir: out, pidNamespace: true });
+  t.teardown(() => result.kill());
+  t.same(readdirSync(`/proc/${result.rootHostPid}/fd`).map(Number).filter((fd) => fd > 99), [], 'the fds the restore used for them are closed');
+  t.same(await requestCheck(result.rootHostPid, p.resultFile), { pass: true, text: 'PASS' });
+  await result.kill();
 });

@@ -203,7 +203,20 @@ Napi::Value Mknod(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// fcntlInt(fd, cmd) -> the int fcntl returns for a query without argument (F_GETPIPE_SZ, F_GET_SEALS).
+Napi::Value FcntlInt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "fcntlInt(fd, cmd)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int got = fcntl(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value());
+  if (got < 0) return ThrowErrno(env, "fcntl", errno);
+  return Napi::Number::New(env, got);
+}
+
 void InitFiles(Napi::Env env, Napi::Object exports) {
+  exports.Set("fcntlInt", Napi::Function::New(env, FcntlInt, "fcntlInt"));
   exports.Set("mknod", Napi::Function::New(env, Mknod, "mknod"));
   exports.Set("renameNoReplace", Napi::Function::New(env, RenameNoReplace, "renameNoReplace"));
   exports.Set("readSmallFiles", Napi::Function::New(env, ReadSmallFiles, "readSmallFiles"));

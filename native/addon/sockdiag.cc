@@ -116,11 +116,12 @@ Napi::Value InetDiag(const Napi::CallbackInfo& info) {
   return SockDiagDump(info.Env(), &req, sizeof req, given);
 }
 
-// peekQueue(fd, maxPacket, udp?) -> {packets: Buffer[], senders: Buffer[], rights: number}: the receive
-// queue read with MSG_PEEK from offset 0 (SO_PEEK_OFF moves past each packet), peek offset switched
-// off again. A read of 0 bytes ends it, except on a UDP socket (`udp`), whose peek offset moves past
-// an empty datagram to the next (measured); a unix socket's stays on it.
-// `rights` counts fds in flight (SCM_RIGHTS); peeking them installs copies here, closed at once.
+// peekQueue(fd, maxPacket, udp?) -> {packets: Buffer[], senders: Buffer[], passed: number[][],
+// truncated: boolean}: the receive queue read with MSG_PEEK from offset 0 (SO_PEEK_OFF moves past
+// each packet), peek offset switched off again. A read of 0 bytes ends it, except on a UDP socket
+// (`udp`), whose peek offset moves past an empty datagram to the next (measured); a unix socket's
+// stays on it. Fds in flight (SCM_RIGHTS) come with their packet: peeking installs copies of them
+// here (close-on-exec), in `passed`, which the caller closes; `truncated` when some did not fit.
 Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd, max;
@@ -131,7 +132,8 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
     return ThrowErrno(env, "setsockopt", errno);
   Napi::Array packets = Napi::Array::New(env);
   Napi::Array senders = Napi::Array::New(env);
-  int rights = 0;
+  Napi::Array passed = Napi::Array::New(env);
+  bool truncated = false;
   std::vector<char> data(static_cast<size_t>(max > 0 ? max : 1));
   int err = 0;
   for (;;) {
@@ -150,32 +152,44 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
       if (errno != EAGAIN) err = errno;
       break;
     }
+    Napi::Array fds = Napi::Array::New(env);
     for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       for (size_t i = 0; i < count; i++) {
-        int passed;
-        memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        close(passed);
-        rights++;
+        int fd_passed;
+        memcpy(&fd_passed, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        fds.Set(fds.Length(), Napi::Number::New(env, fd_passed));
       }
     }
-    if (m.msg_flags & MSG_CTRUNC) rights++;
-    if (got == 0 && !udp) break;  // a stream at end of data, or an empty datagram: no way to tell apart
+    if (m.msg_flags & MSG_CTRUNC) truncated = true;
+    // A stream at end of data, or an empty datagram (no way to tell apart): the peek offset
+    // stays, so the walk ends here, with the fds an empty datagram carried.
+    bool last = got == 0 && !udp;
+    if (last && fds.Length() == 0) break;
     packets.Set(packets.Length(), Napi::Buffer<char>::Copy(env, data.data(), static_cast<size_t>(got)));
+    passed.Set(passed.Length(), fds);
     senders.Set(senders.Length(), Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&from), m.msg_namelen));
     if (m.msg_flags & MSG_TRUNC) {
       err = EMSGSIZE;
       break;
     }
+    if (last) break;
   }
   off = -1;
   setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off);
-  if (err) return ThrowErrno(env, "recvmsg", err);
+  if (err) {
+    for (uint32_t i = 0; i < passed.Length(); i++) {
+      Napi::Array fds = passed.Get(i).As<Napi::Array>();
+      for (uint32_t j = 0; j < fds.Length(); j++) close(fds.Get(j).As<Napi::Number>().Int32Value());
+    }
+    return ThrowErrno(env, "recvmsg", err);
+  }
   Napi::Object out = Napi::Object::New(env);
   out.Set("packets", packets);
   out.Set("senders", senders);
-  out.Set("rights", Napi::Number::New(env, rights));
+  out.Set("passed", passed);
+  out.Set("truncated", Napi::Boolean::New(env, truncated));
   return out;
 }
 

@@ -93,22 +93,43 @@ bool op_listen(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
-/* send {fd, data, addr? | sockaddr?} -> bytes sent. One packet for dgram/seqpacket; a stream sends it all
- * (a short send is retried until the bytes are in, or fails). */
+/* send {fd, data, addr? | sockaddr?, fds?} -> bytes sent. One packet for dgram/seqpacket; a stream
+ * sends it all (a short send is retried until the bytes are in, or fails). `fds` (up to 253, fds
+ * of this task) go with the first bytes as SCM_RIGHTS: a message with fds in flight. */
 bool op_send(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd;
   const char *data;
-  size_t len, done = 0;
+  size_t len, done = 0, nfds;
   struct sockaddr_storage sa;
   socklen_t salen = 0;
-  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_bin(req, "data", &data, &len, f)) return false;
+  int64_t passed[253];
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_bin(req, "data", &data, &len, f) ||
+      !arg_int_array(req, "fds", passed, 253, &nfds, f))
+    return false;
   if ((arg(req, "addr") || arg(req, "sockaddr")) && !socket_addr(req, &sa, &salen, f)) return false;
+  union {
+    struct cmsghdr align;
+    char bytes[CMSG_SPACE(sizeof(int) * 253)];
+  } control;
   do {
-    ssize_t n = sendto(fd, data + done, len - done, MSG_DONTWAIT | MSG_NOSIGNAL,
-                       salen ? (struct sockaddr *)&sa : NULL, salen);
+    struct iovec iov = {(char *)data + done, len - done};
+    struct msghdr m = {.msg_name = salen ? &sa : NULL, .msg_namelen = salen, .msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds && done == 0) {
+      m.msg_control = control.bytes;
+      m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+      struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+      for (size_t i = 0; i < nfds; i++) {
+        int one = (int)passed[i];
+        memcpy(CMSG_DATA(c) + i * sizeof(int), &one, sizeof one);
+      }
+    }
+    ssize_t n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail(f, errno, "sendto");
+      return fail(f, errno, "sendmsg");
     }
     done += (size_t)n;
   } while (done < len);

@@ -6,8 +6,13 @@ export interface PeekedQueue {
   packets: Buffer[];
   /** Each packet's source address (a sockaddr; empty where the protocol gives none). */
   senders: Buffer[];
-  /** Fds in flight (SCM_RIGHTS not yet received) seen while peeking: the dump must refuse them. */
-  rights: number;
+  /**
+   * Each packet's fds in flight (SCM_RIGHTS not yet received): copies installed in this process
+   * by the peek, close-on-exec, which the caller must close.
+   */
+  passed: number[][];
+  /** Some fds in flight did not fit the peek's control buffer (more than 253 in one packet). */
+  truncated: boolean;
 }
 
 export interface SockDiagBinding {

@@ -2,14 +2,18 @@
 // and its receive queue in sk-queues.img. The kernel's view (peer, backlog, queue lengths,
 // shutdown) comes from sock_diag (fd-unixsk-diag.ts); options and queued bytes come from a copy of
 // the task's fd taken with pidfd_getfd and read with MSG_PEEK, so the task loses nothing.
+import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
 import { copyOfTaskFd, socketOptions, SocketRefusedError } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
-import type { OpenFiles, FileOrder } from './files.js';
+import { dumpFd, type FdProbe, type OpenFiles, type FileOrder } from './files.js';
+import { GET_SEALS } from './fd-memfd.js';
+import type { PeekedQueue } from '../actors/sockdiag-binding.js';
 
 const TCP_LISTEN = 10;
+const SCM_RIGHTS = 1;
 /** The largest packet a unix socket can hold (SO_SNDBUF is capped well below this). */
 const MAX_PACKET = 8 << 20;
 
@@ -74,16 +78,18 @@ export async function dumpUnixFd(
   const s = stateOf(open);
   const d = s.diag.get(ino);
   if (!d) return undefined;
+  let peeked: PeekedQueue | undefined;
   const id = await open.idFor(`unixsk:${ino}:${fileFlags}`, pid, fd, order, (id) => {
     const copy = grab(pid, fd, ino);
     try {
       ids.addFile({ type: FD_TYPE.UNIXSK, id, usk: unixEntry(id, d, s, fileFlags, socketOptions(copy)) });
-      if (d.state !== TCP_LISTEN && d.rqueue > 0) queuePackets(pid, fd, copy, id, d, s);
+      if (d.state !== TCP_LISTEN && d.rqueue > 0) peeked = peek(pid, fd, copy, d, open);
     } finally {
       native.close(copy);
     }
     s.dumped.set(ino, { id, pid, fd });
   }, ids);
+  if (peeked) await queuePackets(id, peeked, s, ids, open, order);
   // Bytes a pending client sent sit in the embryo socket only accept() would give: no fd reaches them.
   if (s.iconOf.has(ino) && d.wqueue > 0) throw new SocketRefusedError('unix', pid, fd, ino, `${d.wqueue} bytes sent on a connection not yet accepted`);
   return { id, flags: fdFlags, type: FD_TYPE.UNIXSK, fd };
@@ -119,9 +125,53 @@ function unixEntry(id: number, d: UnixDiag, s: UnixDumpState, flags: number, opt
   return entry;
 }
 
-function queuePackets(pid: number, fd: number, copy: number, id: number, d: UnixDiag, s: UnixDumpState): void {
+/** The socket's receive queue; fds in flight in it stay open in crr (OpenFiles.inFlight) until the dump ends. */
+function peek(pid: number, fd: number, copy: number, d: UnixDiag, open: OpenFiles): PeekedQueue {
   const peeked = native.peekQueue(copy, MAX_PACKET);
-  if (peeked.rights > 0) throw new SocketRefusedError('unix', pid, fd, d.ino, `${peeked.rights} fd(s) in flight (SCM_RIGHTS not yet received)`);
-  // A stream's queue can come back in several pieces: one sk-queues entry per piece keeps the bytes in order.
-  for (const packet of peeked.packets) s.queues.push({ entry: { id_for: id, length: packet.length }, payload: packet });
+  open.inFlight.push(...peeked.passed.flat());
+  if (peeked.truncated) throw new SocketRefusedError('unix', pid, fd, d.ino, 'more fds in flight in one message than SCM_RIGHTS carries (253)');
+  for (const passed of peeked.passed) {
+    for (const copyOfPassed of passed) {
+      const link = readlinkSync(`/proc/self/fd/${copyOfPassed}`);
+      const why = inFlightRefusal(link);
+      if (why) throw new SocketRefusedError('unix', pid, fd, d.ino, `an fd in flight (SCM_RIGHTS not yet received) is ${why}`);
+    }
+  }
+  return peeked;
+}
+
+/** Kinds whose dump reads the holder's fd table or session: crr cannot dump them from a copy of its own. */
+function inFlightRefusal(link: string): string | undefined {
+  if (link === 'anon_inode:[eventpoll]') return 'an epoll instance (its targets are fds of the task that made it)';
+  if (/^\/dev\/(pts\/|tty|ptmx|console)/.test(link)) return `a terminal (${link})`;
+  return undefined;
+}
+
+const F_GETPIPE_SZ = 1032;
+
+/**
+ * One sk-queues entry per packet, in queue order (a stream's queue can come back in several
+ * pieces: one entry each keeps the bytes in order). The fds a packet carries are dumped as files
+ * of crr's own copies (same descriptions) and named in its scm entry by their files.img ids.
+ */
+async function queuePackets(id: number, peeked: PeekedQueue, s: UnixDumpState, ids: DumpIds, open: OpenFiles, order: FileOrder | undefined): Promise<void> {
+  const self = process.pid;
+  const probe: FdProbe = {
+    ...(order ? { order } : {}),
+    pipeSize: async (fd) => native.fcntlInt(fd, F_GETPIPE_SZ),
+    seals: async (fd) => native.fcntlInt(fd, GET_SEALS),
+  };
+  const entries: Array<{ entry: Entry; payload: Uint8Array }> = [];
+  for (const [i, packet] of peeked.packets.entries()) {
+    const entry: Entry = { id_for: id, length: packet.length };
+    const passed = peeked.passed[i] ?? [];
+    if (passed.length) {
+      const rights: number[] = [];
+      for (const fd of passed) rights.push(Number((await dumpFd(self, fd, readlinkSync(`/proc/self/fd/${fd}`), ids, open, probe))['id']));
+      entry['scm'] = [{ type: SCM_RIGHTS, rights }];
+    }
+    entries.push({ entry, payload: packet });
+  }
+  // Pushed together: an in-flight socket's own queue, dumped above, must not land inside this one's.
+  s.queues.push(...entries);
 }

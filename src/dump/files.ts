@@ -78,14 +78,20 @@ export class OpenFiles {
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];
+  /** crr's copies of fds in flight in the tree's unix sockets: open until the dump ends (kcmp compares them). */
+  readonly inFlight: number[] = [];
   /** What crr cannot reach by path in each mount namespace of the tree, by its inode. */
   private readonly namespaceMounts = new Map<number, { ownRoot: ReadonlySet<number> | null; ownDevpts: boolean }>();
+  /** The same by task: a task's namespace is looked up once, not once per path fd. */
+  private readonly mountsByPid = new Map<number, { ownRoot: ReadonlySet<number> | null; ownDevpts: boolean }>();
 
   /**
    * Of the task's mount namespace: its mount ids when its root is its own (a container's), else
    * null; and whether it has a devpts instance of its own (a restore makes a new one there).
    */
   mountsOf(pid: number): { ownRoot: ReadonlySet<number> | null; ownDevpts: boolean } {
+    const known = this.mountsByPid.get(pid);
+    if (known) return known;
     const ns = statSync(`/proc/${pid}/ns/mnt`).ino;
     let seen = this.namespaceMounts.get(ns);
     if (!seen) {
@@ -98,6 +104,7 @@ export class OpenFiles {
       };
       this.namespaceMounts.set(ns, seen);
     }
+    this.mountsByPid.set(pid, seen);
     return seen;
   }
 
@@ -151,106 +158,104 @@ export interface FdProbe {
 /** Collects one task's fds into files.img (via ids) and returns its fdinfo entries. */
 export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, probe: FdProbe = {}): Promise<Entry[]> {
   const out: Entry[] = [];
-  let mounts: ReturnType<OpenFiles['mountsOf']> | undefined;
-  for (const { fd, link } of listFds(pid)) {
-    const info = parseFdinfo(readProc(pid, `fdinfo/${fd}`));
-    const fdflags = info.flags & O_CLOEXEC ? 1 : 0;
-    const fileFlags = info.flags & ~O_CLOEXEC;
-    const pipe = /^pipe:\[(\d+)\]$/.exec(link);
-    if (pipe) {
-      const pipeIno = Number(pipe[1]);
-      const id = await open.idFor(`pipe:${pipeIno}:${fileFlags}`, pid, fd, probe.order, (id) => {
-        ids.addFile({ type: FD_TYPE.PIPE, id, pipe: { id, pipe_id: pipeIno, flags: fileFlags, fown: zeroFown() } });
-      }, ids);
-      // Queued data is saved once per pipe, from an end open for reading (as CRIU does).
-      if ((fileFlags & 3) === C.O_RDONLY && !open.pipesWithData.has(pipeIno)) {
-        open.pipesWithData.add(pipeIno);
-        const size = probe.pipeSize ? await probe.pipeSize(fd) : 65536;
-        const data = peekPipe(pid, fd);
-        open.pipeData.push({ entry: { pipe_id: pipeIno, bytes: data.length, size }, payload: data });
-      }
-      out.push({ id, flags: fdflags, type: FD_TYPE.PIPE, fd });
-      continue;
-    }
-    const sock = /^socket:\[(\d+)\]$/.exec(link);
-    if (sock) {
-      const ino = Number(sock[1]);
-      const at = { pid, fd, ino, fileFlags, fdFlags: fdflags };
-      const entry =
-        (await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order)) ??
-        (await dumpInetFd(at, ids, open, probe.order)) ??
-        (await dumpNetlinkFd(at, ids, open, probe.order)) ??
-        (await dumpPacketFd(at, ids, open, probe.order));
-      if (entry) {
-        out.push(entry);
-        continue;
-      }
-    }
-    if (link.startsWith('socket:')) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)})`);
-    const anon = ANON_FD_DUMPERS.find((kind) => kind.matches(link));
-    if (anon) {
-      const text = readProc(pid, `fdinfo/${fd}`);
-      const id = await open.idFor(`anon:${link}`, pid, fd, probe.order, (id) => ids.addFile(anon.entry(id, fileFlags, text, { pid, fd })), ids);
-      out.push({ id, flags: fdflags, type: anon.type, fd });
-      continue;
-    }
-    if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
-    const nsLink = NAMESPACE_LINK.exec(link);
-    if (nsLink) {
-      out.push(await dumpNsFd({ pid, fd, link, ino: Number(nsLink[1]), fileFlags, fdflags }, ids, open, probe.order));
-      continue;
-    }
-    if (!link.startsWith('/')) throw new UnsupportedFdError(pid, fd, `'${link}'`);
-    if (isMemfdLink(link)) {
-      out.push(await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe));
-      continue;
-    }
-    // Inside a root of the tree's own the restore opens paths there: an fd the runtime passed in
-    // from outside (a mount the namespace lacks) would come back as another file or none.
-    const { ownRoot, ownDevpts } = (mounts ??= open.mountsOf(pid));
-    if (ownRoot && info.mntId >= 0 && !ownRoot.has(info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
-    const st = statSync(`/proc/${pid}/fd/${fd}`);
-    if (link.endsWith(DELETED)) {
-      const why = ghostRefusal(st, ids.ghosts.limit);
-      if (why) throw new UnsupportedFdError(pid, fd, `${why} (${link})`);
-      const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
-      const id = await open.idFor(key, pid, fd, probe.order, (id) => {
-        ids.addFile(regFileEntry(id, link.slice(0, -DELETED.length), st, fileFlags, info.pos));
-        ids.ghosts.remap(id, st, `/proc/${pid}/fd/${fd}`, () => ids.newFileId(), `pid ${pid} fd ${fd}`);
-      }, ids);
-      out.push({ id, flags: fdflags, type: FD_TYPE.REG, fd });
-      continue;
-    }
-    const kind = st.mode & C.S_IFMT;
-    if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
-      if (ownDevpts) throw new UnsupportedFdError(pid, fd, `a terminal (${link}) of a mount namespace with a devpts instance of its own: crr restores terminals on its own /dev/pts only`);
-      out.push(await dumpTtyFd({ pid, fd, link, st, fileFlags, fdflags }, ids, open, probe.order));
-      continue;
-    }
-    if (kind === C.S_IFCHR && Math.floor(st.rdev / 256) !== MEM_MAJOR) {
-      throw new UnsupportedFdError(pid, fd, `a character device other than /dev/null-like ones (${link}, ${Math.floor(st.rdev / 256)}:${st.rdev % 256})`);
-    }
-    if (kind === C.S_IFIFO) {
+  for (const { fd, link } of listFds(pid)) out.push(await dumpFd(pid, fd, link, ids, open, probe));
+  return out;
+}
+
+/**
+ * Adds the files.img entry of fd `fd` of process `pid` (once per description) and returns its
+ * fdinfo entry. `pid` is a task of the tree, or crr itself for an fd in flight that a peek of a
+ * unix socket's queue installed here.
+ */
+export async function dumpFd(pid: number, fd: number, link: string, ids: DumpIds, open: OpenFiles, probe: FdProbe): Promise<Entry> {
+  const info = parseFdinfo(readProc(pid, `fdinfo/${fd}`));
+  const fdflags = info.flags & O_CLOEXEC ? 1 : 0;
+  const fileFlags = info.flags & ~O_CLOEXEC;
+  const pipe = /^pipe:\[(\d+)\]$/.exec(link);
+  if (pipe) {
+    const pipeIno = Number(pipe[1]);
+    const id = await open.idFor(`pipe:${pipeIno}:${fileFlags}`, pid, fd, probe.order, (id) => {
+      ids.addFile({ type: FD_TYPE.PIPE, id, pipe: { id, pipe_id: pipeIno, flags: fileFlags, fown: zeroFown() } });
+    }, ids);
+    // Queued data is saved once per pipe, from an end open for reading (as CRIU does).
+    if ((fileFlags & 3) === C.O_RDONLY && !open.pipesWithData.has(pipeIno)) {
+      open.pipesWithData.add(pipeIno);
       const size = probe.pipeSize ? await probe.pipeSize(fd) : 65536;
-      out.push(await dumpFifoFd({ pid, fd, link, st, fileFlags, fdflags, pos: info.pos }, ids, open, probe.order, size));
-      continue;
+      const data = peekPipe(pid, fd);
+      open.pipeData.push({ entry: { pipe_id: pipeIno, bytes: data.length, size }, payload: data });
     }
-    if (kind !== C.S_IFREG && kind !== C.S_IFDIR && kind !== C.S_IFCHR) {
-      throw new UnsupportedFdError(pid, fd, `a ${kind === C.S_IFIFO ? 'FIFO' : 'special file'} (${link})`);
+    return { id, flags: fdflags, type: FD_TYPE.PIPE, fd };
+  }
+  const sock = /^socket:\[(\d+)\]$/.exec(link);
+  if (sock) {
+    const ino = Number(sock[1]);
+    const at = { pid, fd, ino, fileFlags, fdFlags: fdflags };
+    const entry =
+      (await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order)) ??
+      (await dumpInetFd(at, ids, open, probe.order)) ??
+      (await dumpNetlinkFd(at, ids, open, probe.order)) ??
+      (await dumpPacketFd(at, ids, open, probe.order));
+    if (entry) {
+      return entry;
     }
-    // A namespace file (from /proc/PID/ns, or a bind mount of one such as /run/netns/NAME) looks
-    // like an empty regular file; reading it fails with EINVAL.
-    if (kind === C.S_IFREG && st.size === 0 && statfsSync(`/proc/${pid}/fd/${fd}`).type === NSFS_MAGIC) {
-      out.push(await dumpNsFd({ pid, fd, link, ino: st.ino, fileFlags, fdflags }, ids, open, probe.order));
-      continue;
-    }
+  }
+  if (link.startsWith('socket:')) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)})`);
+  const anon = ANON_FD_DUMPERS.find((kind) => kind.matches(link));
+  if (anon) {
+    const text = readProc(pid, `fdinfo/${fd}`);
+    const id = await open.idFor(`anon:${link}`, pid, fd, probe.order, (id) => ids.addFile(anon.entry(id, fileFlags, text, { pid, fd })), ids);
+    return { id, flags: fdflags, type: anon.type, fd };
+  }
+  if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);
+  const nsLink = NAMESPACE_LINK.exec(link);
+  if (nsLink) {
+    return await dumpNsFd({ pid, fd, link, ino: Number(nsLink[1]), fileFlags, fdflags }, ids, open, probe.order);
+  }
+  if (!link.startsWith('/')) throw new UnsupportedFdError(pid, fd, `'${link}'`);
+  if (isMemfdLink(link)) {
+    return await dumpMemfdFd({ pid, fd, link, fileFlags, fdflags, pos: BigInt(info.pos) }, ids, open, probe);
+  }
+  // Inside a root of the tree's own the restore opens paths there: an fd the runtime passed in
+  // from outside (a mount the namespace lacks) would come back as another file or none.
+  const { ownRoot, ownDevpts } = open.mountsOf(pid);
+  if (ownRoot && info.mntId >= 0 && !ownRoot.has(info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
+  const st = statSync(`/proc/${pid}/fd/${fd}`);
+  if (link.endsWith(DELETED)) {
+    const why = ghostRefusal(st, ids.ghosts.limit);
+    if (why) throw new UnsupportedFdError(pid, fd, `${why} (${link})`);
     const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
     const id = await open.idFor(key, pid, fd, probe.order, (id) => {
-      ids.addFile(regFileEntry(id, link, st, fileFlags, info.pos, kind === C.S_IFREG ? `/proc/${pid}/fd/${fd}` : undefined));
+      ids.addFile(regFileEntry(id, link.slice(0, -DELETED.length), st, fileFlags, info.pos));
+      ids.ghosts.remap(id, st, `/proc/${pid}/fd/${fd}`, () => ids.newFileId(), `pid ${pid} fd ${fd}`);
     }, ids);
-    out.push({ id, flags: fdflags, type: FD_TYPE.REG, fd });
+    return { id, flags: fdflags, type: FD_TYPE.REG, fd };
   }
-  return out;
+  const kind = st.mode & C.S_IFMT;
+  if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
+    if (ownDevpts) throw new UnsupportedFdError(pid, fd, `a terminal (${link}) of a mount namespace with a devpts instance of its own: crr restores terminals on its own /dev/pts only`);
+    return await dumpTtyFd({ pid, fd, link, st, fileFlags, fdflags }, ids, open, probe.order);
+  }
+  if (kind === C.S_IFCHR && Math.floor(st.rdev / 256) !== MEM_MAJOR) {
+    throw new UnsupportedFdError(pid, fd, `a character device other than /dev/null-like ones (${link}, ${Math.floor(st.rdev / 256)}:${st.rdev % 256})`);
+  }
+  if (kind === C.S_IFIFO) {
+    const size = probe.pipeSize ? await probe.pipeSize(fd) : 65536;
+    return await dumpFifoFd({ pid, fd, link, st, fileFlags, fdflags, pos: info.pos }, ids, open, probe.order, size);
+  }
+  if (kind !== C.S_IFREG && kind !== C.S_IFDIR && kind !== C.S_IFCHR) {
+    throw new UnsupportedFdError(pid, fd, `a ${kind === C.S_IFIFO ? 'FIFO' : 'special file'} (${link})`);
+  }
+  // A namespace file (from /proc/PID/ns, or a bind mount of one such as /run/netns/NAME) looks
+  // like an empty regular file; reading it fails with EINVAL.
+  if (kind === C.S_IFREG && st.size === 0 && statfsSync(`/proc/${pid}/fd/${fd}`).type === NSFS_MAGIC) {
+    return await dumpNsFd({ pid, fd, link, ino: st.ino, fileFlags, fdflags }, ids, open, probe.order);
+  }
+  const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
+  const id = await open.idFor(key, pid, fd, probe.order, (id) => {
+    ids.addFile(regFileEntry(id, link, st, fileFlags, info.pos, kind === C.S_IFREG ? `/proc/${pid}/fd/${fd}` : undefined));
+  }, ids);
+  return { id, flags: fdflags, type: FD_TYPE.REG, fd };
+
 }
 
 /**

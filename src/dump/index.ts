@@ -243,6 +243,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     throw err;
   } finally {
     if (open.diagSocket !== undefined) native.close(open.diagSocket);
+    for (const fd of open.inFlight) native.close(fd);
   }
 }
 

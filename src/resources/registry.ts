@@ -30,7 +30,7 @@ import { FD_TYPE_SIGNALFD, signalfd } from './signalfd.js';
 import { signals } from './signals.js';
 import { processGroups, taskTree } from './task-tree.js';
 import { threads } from './threads.js';
-import { FD_TYPE_UNIXSK, unixsk } from './unixsk.js';
+import { FD_TYPE_UNIXSK, unixsk, unixskScm } from './unixsk.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
 import { ctty, devTty, FD_TYPE_TTY, tty } from './tty.js';
@@ -57,6 +57,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   pipe,
   fifo,
   unixsk,
+  unixskScm,
   inetsk,
   tcpRepairOff,
   netlinksk,

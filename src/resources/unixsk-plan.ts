@@ -10,6 +10,7 @@ import type { TaskPlan } from './types.js';
 
 export const FD_TYPE_UNIXSK = 5;
 export const TCP_LISTEN = 10;
+export const SOCK_DGRAM = 2;
 
 export interface UnixSocket {
   readonly id: number;

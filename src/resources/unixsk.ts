@@ -10,7 +10,7 @@ import type { Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
 import { copyFromTask, FD_CLOEXEC, O_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
-import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
+import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, SOCK_DGRAM, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
 import { optionOps, type Op } from './socket-options.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
@@ -18,25 +18,36 @@ export { FD_TYPE_UNIXSK } from './unixsk-plan.js';
 
 const KIND = 'unixsk';
 const BOUND = 'unixsk-bound';
-const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const F_SETFL = 4;
 
 const planOf = perKey((session: RestoreSession, ctx: RestoreCtx) => planUnixSockets(ctx.checkpoint.files(), ctx.plan.tasks, session.images));
 
+interface QueuedPacket {
+  readonly data: Uint8Array;
+  /** files.img ids of the fds in flight that came with it (SCM_RIGHTS), empty when none. */
+  readonly rights: readonly number[];
+}
+
 /** sk-queues.img packets by the id of the socket that was to receive them, in queue order. */
-function queues(ctx: RestoreCtx): Map<number, Uint8Array[]> {
-  const out = new Map<number, Uint8Array[]>();
-  if (!ctx.checkpoint.has('sk-queues.img')) return out;
-  for (const lazy of ctx.checkpoint.image('sk-queues.img').entries()) {
-    const id = Number(lazy.decode()['id_for']);
+const queuesOf = perKey((session: RestoreSession): Map<number, QueuedPacket[]> => {
+  const out = new Map<number, QueuedPacket[]>();
+  const checkpoint = session.checkpoint;
+  if (!checkpoint.has('sk-queues.img')) return out;
+  for (const lazy of checkpoint.image('sk-queues.img').entries()) {
+    const entry = lazy.decode();
+    const id = Number(entry['id_for']);
+    const scm = (entry['scm'] as Array<{ rights?: number[] }> | undefined) ?? [];
     const list = out.get(id) ?? [];
-    list.push(lazy.payload ?? new Uint8Array());
+    list.push({ data: lazy.payload ?? new Uint8Array(), rights: scm.flatMap((m) => (m.rights ?? []).map(Number)) });
     out.set(id, list);
   }
   return out;
-}
+});
+
+/** Sockets whose queue carries fds in flight: their whole queue goes back in task-state (unixsk-scm). */
+const withFdsInFlight = (queue: readonly QueuedPacket[] | undefined) => Boolean(queue?.some((p) => p.rights.length));
 
 /** A path a dead socket left behind would make bind fail with EADDRINUSE: only a socket file is removed. */
 function clearStalePath(name: Buffer): void {
@@ -47,6 +58,24 @@ function clearStalePath(name: Buffer): void {
   } catch {
     // nothing there
   }
+}
+
+/** Datagrams for a named socket whose sender crr does not make: sent from a socket of its own, by name. */
+async function sendFromUnnamed(ctx: RestoreCtx, s: UnixSocket, packets: readonly QueuedPacket[]): Promise<void> {
+  const helper = helperOf(ctx);
+  const [tmp] = spareFds(ctx, 1, 790);
+  await helper.request('socket', { type: SOCK_DGRAM | SOCK_CLOEXEC, fd: tmp });
+  try {
+    for (const p of packets) await helper.request('send', { fd: tmp, data: Buffer.from(p.data), addr: bindName(s.name), ...fdsOf(ctx, p) });
+  } finally {
+    await helper.request('close', { fd: tmp });
+  }
+}
+
+/** The `fds` of a send carrying a packet's fds in flight, at the numbers the load gave them in this task. */
+function fdsOf(ctx: RestoreCtx, packet: QueuedPacket): { fds?: number[] } {
+  if (!packet.rights.length) return {};
+  return { fds: packet.rights.map((id) => ctx.images.inFlight!.fds.get(id)!) };
 }
 
 /** Makes, fills and lands the sockets this task makes; offers them to the other holders. */
@@ -84,21 +113,16 @@ async function makeSockets(ctx: RestoreCtx, plan: UnixPlan, mine: UnixSocket[]):
   }
 
   await helper.batch(mine.flatMap((s) => optionOps(fdOf(s), (s.usk['opts'] as Entry | undefined) ?? {})));
-  const queued = queues(ctx);
+  const queued = queuesOf(ctx.session);
   for (const s of mine) {
     const packets = queued.get(s.id);
-    if (!packets?.length) continue;
+    // The fds in flight are in place only once every fd kind has acted: sent in task-state.
+    if (!packets?.length || withFdsInFlight(packets)) continue;
     const sender = s.pairedWith !== undefined ? plan.byIno.get(s.pairedWith)! : undefined;
     if (sender) {
-      for (const data of packets) await helper.request('send', { fd: fdOf(sender), data: Buffer.from(data) });
+      for (const { data } of packets) await helper.request('send', { fd: fdOf(sender), data: Buffer.from(data) });
     } else if (s.type === SOCK_DGRAM && s.name.length) {
-      const [tmp] = spareFds(ctx, 1, 790);
-      await helper.request('socket', { type: SOCK_DGRAM | SOCK_CLOEXEC, fd: tmp });
-      try {
-        for (const data of packets) await helper.request('send', { fd: tmp, data: Buffer.from(data), addr: bindName(s.name) });
-      } finally {
-        await helper.request('close', { fd: tmp });
-      }
+      await sendFromUnnamed(ctx, s, packets);
     } else {
       throw new Error(`not supported: queued data on unix socket ${s.ino} (${nameText(s.name)}) whose sender is unknown`);
     }
@@ -151,5 +175,39 @@ export const unixsk: ResourceKind<RestoreCtx> = {
     const checkpoint = source.checkpoint as { files(): ReadonlyMap<number, Entry> };
     const plan = planUnixSockets(checkpoint.files(), tasks, source.images as ReadonlyMap<number, TaskImageSet>);
     return sharedRows(KIND, [...plan.byId.values()].map((s) => [String(s.id), [{ pid: s.maker, fd: -1, cloexec: false }, ...s.holders]]));
+  },
+};
+
+/**
+ * Queues carrying fds in flight (SCM_RIGHTS not yet received at the dump), put back by the task
+ * that made the receiving socket once its fds are all in place: each packet sent again with the
+ * files it carried, from the sending end, both of which the load gave this task at spare fds
+ * (src/restore/in-flight.ts); those fds are closed after.
+ */
+export const unixskScm: ResourceKind<RestoreCtx> = {
+  name: 'unixsk-scm',
+  stage: 'task-state',
+  images: ['files', 'sk-queues'],
+  appliesTo: (task: TaskPlan, source?: PlanSource) => !task.zombie && (source === undefined || (source.images.get(task.pid) as TaskImageSet | undefined)?.inFlight !== undefined),
+  describe: () => ['packets with fds in flight put back in unix sockets, the fds passed with them'],
+  async restore(ctx) {
+    const inFlight = ctx.images.inFlight;
+    if (!inFlight) return;
+    const plan = planOf(ctx.session, ctx);
+    const queued = queuesOf(ctx.session);
+    const helper = helperOf(ctx);
+    for (const id of inFlight.sockets) {
+      const s = plan.byId.get(id);
+      // Only when the socket or its other end is itself in flight can its maker move elsewhere.
+      if (s?.maker !== ctx.pid) throw new Error(`not supported: unix socket file ${id}, which has fds in flight in its queue, is itself in flight`);
+      const packets = queued.get(id)!;
+      const sender = s.pairedWith !== undefined ? plan.byIno.get(s.pairedWith)! : undefined;
+      if (!sender) {
+        await sendFromUnnamed(ctx, s, packets);
+        continue;
+      }
+      for (const p of packets) await helper.request('send', { fd: inFlight.fds.get(sender.id)!, data: Buffer.from(p.data), ...fdsOf(ctx, p) });
+    }
+    await helper.batch([...inFlight.fds.values()].map((fd) => ({ op: 'close', fd })));
   },
 };

@@ -22,6 +22,12 @@ export interface TaskImageSet {
   readonly fds: readonly FdinfoEntry[];
   /** Set when several tasks share this task's fd table (CLONE_FILES): see src/restore/load.ts. */
   readonly fdTable?: SharedFdTable;
+  /**
+   * Packets with fds in flight this task puts back (src/restore/in-flight.ts): the ids of the
+   * sockets they go to, and the fds of `fds` (file id -> fd) it holds the files in flight and
+   * the sending ends at until the unixsk-scm kind has sent them.
+   */
+  readonly inFlight?: { readonly sockets: readonly number[]; readonly fds: ReadonlyMap<number, number> };
 }
 
 /**

@@ -8,6 +8,7 @@ import { openCheckpoint, readPagemap, type Checkpoint, type Entry, type FdinfoEn
 import { StageError } from '../errors.js';
 import type { TaskPlan } from '../resources/types.js';
 import type { SharedFdTable, TaskImageSet } from './context.js';
+import { withFdsInFlight } from './in-flight.js';
 
 export interface Loaded {
   readonly checkpoint: Checkpoint;
@@ -222,5 +223,6 @@ export async function decodeCheckpoint(imagesDir: string, checkpoint: Checkpoint
   } else {
     images = new Map(tasks.map((t) => [t.pid, decodeTask(checkpoint, t.pid, { deferThreads: true })]));
   }
+  withFdsInFlight(checkpoint, tasks, images);
   return { checkpoint, tasks, images };
 }

@@ -11,8 +11,10 @@
  * Check: every fd is a socket of its type and flags, names and peers are the same, queued data
  * comes out byte for byte with its packet bounds, pairs still talk both ways, a pending
  * connection can be accepted and talks, shutdown state holds, options are equal.
- *   inflight  (only when named) stream 80/81 with an fd sent on 80 and never received
- * Usage: unixsk RESULT_FILE [variant...]. Break kinds: data, peer, option, name. */
+ *   inflight  (only when named) fds sent and not yet received: on stream 80/81 a file at offset 3
+ *             and both ends of a pipe with data (its write end kept at 84), on dgram 82/83 one
+ *             end of the pair 85/86; checked: each comes with its message, reads and talks
+ * Usage: unixsk RESULT_FILE [variant...]. Break kinds: data, peer, option, name, inflight. */
 #include "common.h"
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,7 +22,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-static const char *const break_kinds[] = { "data", "peer", "option", "name", NULL };
+static const char *const break_kinds[] = { "data", "peer", "option", "name", "inflight", NULL };
 static char dir[4096];
 static bool checking; /* set-up errors are ERRORs; check-time ones are FAILs */
 static char abstract_dg[64], abstract_st[64];
@@ -133,6 +135,44 @@ static void talks(int a, int b, const char *what)
 	expect(a, "pong", what);
 }
 
+static void send_fds(int sock, const char *text, const int *fds, int n)
+{
+	struct iovec iov = { (void *)text, strlen(text) };
+	char control[CMSG_SPACE(sizeof(int) * 4)];
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = CMSG_SPACE(sizeof(int) * n) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+	memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+	must(sendmsg(sock, &m, MSG_DONTWAIT) == (ssize_t)strlen(text), "sendmsg with fds");
+}
+
+/* The next message must be `text` with `n` fds, stored in fds[] (-1 each when not). */
+static void expect_fds(int sock, const char *text, int *fds, int n, const char *what)
+{
+	char buf[256], control[CMSG_SPACE(sizeof(int) * 8)];
+	struct iovec iov = { buf, sizeof(buf) - 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+	for (int i = 0; i < n; i++)
+		fds[i] = -1;
+	ssize_t got = recvmsg(sock, &m, MSG_DONTWAIT);
+	if (got < 0) {
+		fail("%s: recvmsg fd %d: %s", what, sock, strerror(errno));
+		return;
+	}
+	buf[got] = 0;
+	if (strcmp(buf, text))
+		fail("%s: fd %d got '%s', want '%s'", what, sock, buf, text);
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	int count = c && c->cmsg_type == SCM_RIGHTS ? (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)) : 0;
+	if (count != n) {
+		fail("%s: %d fds came with it, want %d", what, count, n);
+		return;
+	}
+	memcpy(fds, CMSG_DATA(c), sizeof(int) * n);
+}
+
 static void is_socket(int fd, int type, int status_flags, int fd_flags)
 {
 	int got = -1;
@@ -226,19 +266,24 @@ static void set_up(int argc, char **argv)
 		must(shutdown(60, SHUT_WR) == 0, "shutdown");
 	}
 	if (argc > 2 && want(argc, argv, "inflight")) {
-		/* an fd sent and never received: the dump must refuse it (checks nothing itself) */
+		/* fds sent and not yet received: a file at offset 3 (closed here), both ends of a pipe
+		 * holding "piped" (the write end also kept at 84), and over dgram 82/83 one end of the
+		 * pair 85/86 (86 closed here) */
 		pair(SOCK_STREAM, 80, 81);
-		char byte = 'x';
-		struct iovec iov = { &byte, 1 };
-		char control[CMSG_SPACE(sizeof(int))];
-		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
-		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		int passed = 0;
-		memcpy(CMSG_DATA(c), &passed, sizeof(int));
-		must(sendmsg(80, &m, 0) == 1, "sendmsg");
+		pair(SOCK_DGRAM, 82, 83);
+		pair(SOCK_STREAM, 85, 86);
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/inflight-file", dir);
+		int file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		must(file >= 0 && write(file, "0123456789", 10) == 10 && lseek(file, 3, SEEK_SET) == 3, "inflight file");
+		int p[2];
+		must(pipe(p) == 0 && write(p[1], "piped", 5) == 5, "pipe");
+		send_fds(80, "file", (int[]){ file }, 1);
+		put(80, "plain,");
+		send_fds(80, "pipe", p, 2);
+		send_fds(82, "sock", (int[]){ 86 }, 1);
+		must(dup2(p[1], 84) == 84, "dup2");
+		close(file), close(p[0]), close(p[1]), close(86);
 	}
 	if (want(argc, argv, "options")) {
 		at(socket(AF_UNIX, SOCK_DGRAM, 0), 70);
@@ -265,6 +310,8 @@ static void damage(void)
 		setsockopt(70, SOL_SOCKET, SO_PASSCRED, &zero, sizeof(zero));
 	} else if (!strcmp(break_kind, "name"))
 		close(20), close(22), close(24), close(40);
+	else if (!strcmp(break_kind, "inflight"))
+		recv(81, c, 4, MSG_DONTWAIT); /* takes "file" and drops the fd in flight */
 }
 
 static void check(int argc, char **argv)
@@ -345,6 +392,26 @@ static void check(int argc, char **argv)
 		expect(60, "still open", "the other direction");
 		if (send(60, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != -1 || errno != EPIPE)
 			fail("send on a shut-down socket did not fail with EPIPE");
+	}
+	if (argc > 2 && want(argc, argv, "inflight")) {
+		int file, ends[2], sock;
+		char buf[16] = { 0 };
+		expect_fds(81, "file", &file, 1, "a file in flight");
+		if (file >= 0 && (read(file, buf, 4) != 4 || strcmp(buf, "3456")))
+			fail("the file in flight reads '%s' at its offset, want '3456'", buf);
+		expect_fds(81, "plain,pipe", ends, 2, "a pipe in flight, after plain bytes");
+		if (ends[0] >= 0) {
+			memset(buf, 0, sizeof(buf));
+			if (read(ends[0], buf, 5) != 5 || strcmp(buf, "piped"))
+				fail("the pipe in flight held '%s', want 'piped'", buf);
+			memset(buf, 0, sizeof(buf));
+			if (write(84, "kept", 4) != 4 || write(ends[1], "sent", 4) != 4 || read(ends[0], buf, 8) != 8 || strcmp(buf, "keptsent"))
+				fail("the pipe's write end kept at 84 and the one in flight: read '%s', want 'keptsent'", buf);
+		}
+		expect_empty(81, "the stream's queue end");
+		expect_fds(83, "sock", &sock, 1, "a socket in flight");
+		if (sock >= 0)
+			talks(sock, 85, "the socket in flight and its peer kept at 85");
 	}
 	if (want(argc, argv, "options")) {
 		int now[6];
