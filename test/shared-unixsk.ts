@@ -3,12 +3,15 @@
 // fail (break kinds), the images say what /proc and the program set up (types, names, peers,
 // queued bytes), and after dump -> kill -> restore in a fresh PID namespace the program passes.
 import t from 'tap';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump } from '../src/dump/index.js';
 import { readImage } from '../src/images/reader.js';
+import { writeImage } from '../src/images/writer.js';
+import { imageKindForFile } from '../src/images/index.js';
 import { restore } from '../src/restore/index.js';
+import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
 
 const VARIANTS = ['pairs', 'path', 'abstract', 'listen', 'queues', 'shutdown', 'options'];
@@ -88,7 +91,7 @@ t.test('fds in flight (SCM_RIGHTS not yet received): the program notices them ta
 t.test('fds in flight: dumped as files with their packets (scm entries), the program untouched', async (t) => {
   const p = await startProgram(t, 'unixsk', ['inflight']);
   const out = tmpOut(t, 'inflight-images');
-  const fdsBefore = readdirSync('/proc/self/fd').length;
+  const inFlight = [join(p.dir, 'inflight-file'), readlinkSync(`/proc/${p.pid}/fd/84`)];
   await dump({ pid: p.pid, imagesDir: out, leaveRunning: true });
   const files = img(out, 'files.img');
   const fdinfo = img(out, 'fdinfo-2.img');
@@ -104,7 +107,16 @@ t.test('fds in flight: dumped as files with their packets (scm entries), the pro
   t.same(rights[1].map((id: number) => fileOf(id).type), [2, 2], 'two pipe ends with "pipe"');
   t.equal(fileOf(rights[1][1]).id, idAt(84), 'the write end in flight is the description kept at 84');
   t.equal(fileOf(rights[2][0]).usk.peer, fileOf(idAt(85)).usk.ino, 'the socket in flight is the peer of 85');
-  t.equal(readdirSync('/proc/self/fd').length, fdsBefore, 'crr closed its copies of the fds in flight');
+  const shown = summariseCheckpoint(out).tasks[0]!.fds.find((f) => f.fd === 81)!.what;
+  t.match(shown, new RegExp(`\\(fds in flight: ${join(p.dir, 'inflight-file')}, pipe:\\[\\d+\\], pipe:\\[\\d+\\]\\)$`), `crr show names them: ${shown}`);
+  const held = readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return ''; // the directory's own fd, closed by now
+    }
+  });
+  t.same(held.filter((link) => inFlight.includes(link)), [], `crr closed its copies of the fds in flight (${inFlight.join(', ')})`);
   t.same(await requestCheck(p.pid, p.resultFile), { pass: true, text: 'PASS' }, 'nothing received: the program still passes');
 });
 
@@ -118,4 +130,30 @@ t.test('fds in flight: round trip, each received with its message after the rest
   t.same(readdirSync(`/proc/${result.rootHostPid}/fd`).map(Number).filter((fd) => fd > 99), [], 'the fds the restore used for them are closed');
   t.same(await requestCheck(result.rootHostPid, p.resultFile), { pass: true, text: 'PASS' });
   await result.kill();
+});
+
+t.test('fds in flight: an epoll instance is refused at dump, naming socket and fd; the program runs on', async (t) => {
+  const p = await startProgram(t, 'unixsk', ['inflight-epoll', 'pairs']);
+  const out = tmpOut(t, 'inflight-epoll');
+  await t.rejects(dump({ pid: p.pid, imagesDir: join(out, 'img') }), { message: new RegExp(`pid ${p.pid}: fd 90 is unix socket \\d+: not supported: an fd in flight \\(SCM_RIGHTS not yet received\\) is an epoll instance`) });
+  t.same(await requestCheck(p.pid, p.resultFile), { pass: true, text: 'PASS' }, 'the failed dump left the program running');
+});
+
+t.test('fds in flight: bad scm entries are refused before anything is made', async (t) => {
+  const p = await startProgram(t, 'unixsk', ['inflight']);
+  const out = tmpOut(t, 'inflight-bad');
+  await dump({ pid: p.pid, imagesDir: out });
+  await waitPidGone(p.pid);
+  const queues = join(out, 'sk-queues.img');
+  const original = readFileSync(queues);
+  const rewrite = (change: (scm: any[]) => any[]) => {
+    writeFileSync(queues, original);
+    const entries = [...readImage(queues).entries()].map((e) => ({ entry: e.decode(), payload: e.payload! }));
+    for (const { entry } of entries) if (entry['scm']) entry['scm'] = change(entry['scm'] as any[]);
+    writeImage(queues, imageKindForFile('sk-queues.img')!, entries);
+  };
+  rewrite((scm) => scm.map((m) => ({ ...m, type: 2 })));
+  await t.rejects(restore({ imagesDir: out, pidNamespace: true }), { message: /carries a control message of type 2: only SCM_RIGHTS is supported/ });
+  rewrite((scm) => scm.map((m) => ({ ...m, rights: [999999] })));
+  await t.rejects(restore({ imagesDir: out, pidNamespace: true }), { message: /files\.img: at byte 0: expected a file with id 999999 \(referenced from sk-queues\.img\)/ });
 });

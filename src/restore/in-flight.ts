@@ -4,6 +4,7 @@
 // sends: the load gives it each one as an fd of its own at a spare number, so the fd kinds make or
 // pass it there like any other fd; the unixsk-scm kind sends the packets and closes those fds.
 import { StageError } from '../errors.js';
+import { perKey } from '../memo.js';
 import type { Checkpoint, FdinfoEntry } from '../images/index.js';
 import { FD_CLOEXEC } from '../resources/shared-fds.js';
 import type { TaskPlan } from '../resources/types.js';
@@ -14,8 +15,8 @@ const SCM_RIGHTS = 1;
 /** Where the numbers of the fds in flight start, going down (the fd kinds' spare numbers skip them). */
 const FIRST_IN_FLIGHT_FD = 700;
 
-/** Packets of sk-queues.img with fds in flight, by the id of the socket that was to receive them. */
-export function packetsWithFds(checkpoint: Checkpoint): Map<number, number[][]> {
+/** Packets of sk-queues.img with fds in flight, by the id of the socket that was to receive them (once per checkpoint). */
+export const packetsWithFds = perKey((checkpoint: Checkpoint): Map<number, number[][]> => {
   const out = new Map<number, number[][]>();
   if (!checkpoint.has('sk-queues.img')) return out;
   for (const lazy of checkpoint.image('sk-queues.img').entries()) {
@@ -28,7 +29,7 @@ export function packetsWithFds(checkpoint: Checkpoint): Map<number, number[][]> 
     out.set(id, [...(out.get(id) ?? []), rights]);
   }
   return out;
-}
+});
 
 /**
  * `images` with each sending task's fds in flight and sending ends added (`inFlight`).
@@ -52,7 +53,7 @@ export function withFdsInFlight(checkpoint: Checkpoint, tasks: readonly TaskPlan
     mine.sockets.push(socketId);
     const sender = socket.pairedWith !== undefined ? plan.byIno.get(socket.pairedWith)!.id : undefined;
     for (const id of [...list.flat(), ...(sender !== undefined ? [sender] : [])]) {
-      if (!files.has(id)) throw refuse(socket.maker, `file ${id} in flight is not in files.img`);
+      checkpoint.file(id, 'sk-queues.img'); // an ImageError when it is not there
       mine.fds.set(id, -1);
     }
   }

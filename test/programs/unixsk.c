@@ -11,9 +11,12 @@
  * Check: every fd is a socket of its type and flags, names and peers are the same, queued data
  * comes out byte for byte with its packet bounds, pairs still talk both ways, a pending
  * connection can be accepted and talks, shutdown state holds, options are equal.
+ *   inflight-epoll  (only when named) an epoll instance sent on 89 and not received: refused
  *   inflight  (only when named) fds sent and not yet received: on stream 80/81 a file at offset 3
  *             and both ends of a pipe with data (its write end kept at 84), on dgram 82/83 one
- *             end of the pair 85/86; checked: each comes with its message, reads and talks
+ *             end of the pair 85/86; a child holds the file at 87; to dgram 88, bound to
+ *             <dir>/inflight-dg, /dev/null from a socket closed since; checked: each comes
+ *             with its message, reads and talks, the file is the child's description
  * Usage: unixsk RESULT_FILE [variant...]. Break kinds: data, peer, option, name, inflight. */
 #include "common.h"
 #include <stdbool.h>
@@ -21,12 +24,16 @@
 #include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
+#include <sys/epoll.h>
+#include <linux/kcmp.h>
 
 static const char *const break_kinds[] = { "data", "peer", "option", "name", "inflight", NULL };
 static char dir[4096];
 static bool checking; /* set-up errors are ERRORs; check-time ones are FAILs */
 static char abstract_dg[64], abstract_st[64];
 static int opt_before[6];
+static pid_t inflight_child;
 
 static bool want(int argc, char **argv, const char *v)
 {
@@ -278,12 +285,39 @@ static void set_up(int argc, char **argv)
 		must(file >= 0 && write(file, "0123456789", 10) == 10 && lseek(file, 3, SEEK_SET) == 3, "inflight file");
 		int p[2];
 		must(pipe(p) == 0 && write(p[1], "piped", 5) == 5, "pipe");
+		/* a child holds the file's description too, at 87: the one in flight must stay it */
+		inflight_child = fork();
+		must(inflight_child >= 0, "fork");
+		if (inflight_child == 0) {
+			must(dup2(file, 87) == 87, "dup2");
+			for (int fd = 3; fd < 1024; fd++)
+				if (fd != 87)
+					close(fd);
+			for (;;)
+				pause();
+		}
 		send_fds(80, "file", (int[]){ file }, 1);
 		put(80, "plain,");
 		send_fds(80, "pipe", p, 2);
 		send_fds(82, "sock", (int[]){ 86 }, 1);
+		/* a datagram with an fd from a sender gone since, to dgram 88 bound to <dir>/inflight-dg */
+		snprintf(path, sizeof(path), "%s/inflight-dg", dir);
+		bound(SOCK_DGRAM, path, false, 88);
+		int gone = socket(AF_UNIX, SOCK_DGRAM, 0), null = open("/dev/null", O_WRONLY);
+		must(gone >= 0 && null >= 0, "socket, /dev/null");
+		connect_to(gone, path, false);
+		send_fds(gone, "named", &null, 1);
+		close(gone), close(null);
 		must(dup2(p[1], 84) == 84, "dup2");
 		close(file), close(p[0]), close(p[1]), close(86);
+	}
+	if (argc > 2 && want(argc, argv, "inflight-epoll")) {
+		/* an epoll instance sent and not yet received: the dump must refuse it (checks nothing) */
+		pair(SOCK_STREAM, 89, 90);
+		int ep = epoll_create1(0);
+		must(ep >= 0, "epoll_create1");
+		send_fds(89, "epoll", &ep, 1);
+		close(ep);
 	}
 	if (want(argc, argv, "options")) {
 		at(socket(AF_UNIX, SOCK_DGRAM, 0), 70);
@@ -399,6 +433,8 @@ static void check(int argc, char **argv)
 		expect_fds(81, "file", &file, 1, "a file in flight");
 		if (file >= 0 && (read(file, buf, 4) != 4 || strcmp(buf, "3456")))
 			fail("the file in flight reads '%s' at its offset, want '3456'", buf);
+		if (file >= 0 && syscall(SYS_kcmp, getpid(), inflight_child, KCMP_FILE, file, 87) != 0)
+			fail("the file in flight is not the description child %d holds at 87", (int)inflight_child);
 		expect_fds(81, "plain,pipe", ends, 2, "a pipe in flight, after plain bytes");
 		if (ends[0] >= 0) {
 			memset(buf, 0, sizeof(buf));
@@ -412,6 +448,12 @@ static void check(int argc, char **argv)
 		expect_fds(83, "sock", &sock, 1, "a socket in flight");
 		if (sock >= 0)
 			talks(sock, 85, "the socket in flight and its peer kept at 85");
+		int null;
+		expect_fds(88, "named", &null, 1, "an fd in flight to a named dgram socket");
+		char link[64] = { 0 }, at_fd[32];
+		snprintf(at_fd, sizeof(at_fd), "/proc/self/fd/%d", null);
+		if (null >= 0 && (readlink(at_fd, link, sizeof(link) - 1) < 0 || strcmp(link, "/dev/null") || (fcntl(null, F_GETFL) & O_ACCMODE) != O_WRONLY))
+			fail("the fd in flight to 88 is '%s', want /dev/null open for writing", link);
 	}
 	if (want(argc, argv, "options")) {
 		int now[6];

@@ -7,6 +7,7 @@ import { ImageError, UsageError } from '../../errors.js';
 import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
 import { ghostsOf } from '../../restore/files.js';
 import { treeMounts } from '../../restore/mounts.js';
+import { packetsWithFds } from '../../restore/in-flight.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
 import { CTTY_INFO_ID, FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
@@ -115,6 +116,17 @@ export function describeFile(type: string, file: Entry): string {
   }
 }
 
+/** For a unix socket with fds in flight in its queue: what they are, in queue order. */
+function inFlightText(checkpoint: Checkpoint, fileId: number): string {
+  const packets = packetsWithFds(checkpoint).get(fileId);
+  if (!packets) return '';
+  const what = packets.flat().map((id) => {
+    const file = checkpoint.file(id, 'sk-queues.img');
+    return describeFile(FD_TYPE_NAMES[Number(file['type'])] ?? String(file['type']), file);
+  });
+  return ` (fds in flight: ${what.join(', ')})`;
+}
+
 function signalName(signal: number): string {
   return Object.entries(constants.signals).find(([, n]) => n === signal)?.[0] ?? `signal ${signal}`;
 }
@@ -146,7 +158,7 @@ function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]
     const file = checkpoint.file(fd.id, `fdinfo-${filesId}.img`);
     const type = FD_TYPE_NAMES[fd.type] ?? String(fd.type);
     const deleted = ghostsOf(checkpoint).has(fd.id) ? ' (deleted)' : '';
-    summary.fds.push({ fd: fd.fd, type, fileId: fd.id, what: describeFile(type, file) + deleted });
+    summary.fds.push({ fd: fd.fd, type, fileId: fd.id, what: describeFile(type, file) + deleted + inFlightText(checkpoint, fd.id) });
   }
   summary.fds.sort((a, b) => a.fd - b.fd);
   return summary;
