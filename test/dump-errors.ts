@@ -12,6 +12,7 @@ import { parseDumpArgs } from '../src/cli/commands/dump.js';
 import { parseExternal } from '../src/dump/namespaces.js';
 import { safe, startDetached } from './lib/detached.js';
 import { CrrError, UsageError } from '../src/errors.js';
+import { tracer } from '../src/actors/tracer.js';
 
 function children(pid: number): number[] {
   return safe(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
@@ -113,6 +114,39 @@ t.test('a vfork parent waiting for its child is refused, naming why, and left un
   t.match(err.message, new RegExp(`pid ${pid}: thread ${pid} is a vfork parent waiting for its child to exec or exit \\(state D in \\S+\\): dump once it has`));
   t.match(safe(`/proc/${pid}/status`), /TracerPid:\s+0\n/, 'not left traced');
   assertNoCheckpoint(t, dir);
+});
+
+t.test('a thread seized that never stopped (a vfork parent) is let go untraced once it stops, where a failed detach left it stopped', async (t) => {
+  const py = ['import ctypes, time', 'libc = ctypes.CDLL(None)', 'if libc.vfork() == 0:', '    libc.sleep(1000)', '    libc._exit(0)', 'time.sleep(1000)'].join('\n');
+  const stateOf = (pid: number) => ({ state: safe(`/proc/${pid}/stat`).replace(/^.*\) /, '').split(' ')[0], tracer: Number(/TracerPid:\s+(\d+)/.exec(safe(`/proc/${pid}/status`))?.[1] ?? -1) });
+  const stuckParent = async () => {
+    const pid = await startDetached(['/usr/bin/python3', '-c', py]);
+    t.teardown(() => kill([...children(pid), pid]));
+    for (let i = 0; i < 250 && !children(pid).length; i++) await sleep(20);
+    await tracer.seize(pid, { exitKill: false, traceClone: false });
+    await tracer.interrupt(pid);
+    const err = await tracer.waitStop(pid, 300).catch((e) => e);
+    t.equal(err.code, 'ETIMEDOUT', `pid ${pid} in its vfork wait does not stop`);
+    t.equal((await tracer.detach(pid).catch((e) => e)).code, 'ESRCH', 'and cannot be detached');
+    return pid;
+  };
+  // Once its child is gone it leaves the wait and stops for the interrupt.
+  const untilItStops = async (pid: number, want: (s: ReturnType<typeof stateOf>) => boolean) => {
+    await kill(children(pid));
+    for (let i = 0; i < 250 && !want(stateOf(pid)); i++) await sleep(20);
+    return stateOf(pid);
+  };
+  const kept = await stuckParent();
+  const keptState = await untilItStops(kept, (s) => s.state === 't');
+  t.equal(keptState.state, 't', 'without release: stopped for its tracer');
+  t.ok(keptState.tracer > 0 && existsSync(`/proc/self/task/${keptState.tracer}`), `traced by crr's tracer thread (${keptState.tracer})`);
+  await tracer.detach(kept);
+
+  const released = await stuckParent();
+  await tracer.release(released);
+  const after = await untilItStops(released, (s) => s.tracer === 0);
+  t.equal(after.tracer, 0, 'released: untraced');
+  t.not(after.state, 't', 'and running on, not stopped');
 });
 
 t.test('a deleted root directory is refused, naming the task', async (t) => {

@@ -27,6 +27,7 @@ constexpr auto kMaxSleep = std::chrono::microseconds(500);
 // With many tracees the tracer polls only the waited-on ones, and sweeps all after this long quiet
 // (per 256 tracees: see reapAll).
 constexpr auto kSweepEvery = std::chrono::milliseconds(2);
+constexpr auto kReleasePoll = std::chrono::milliseconds(10);
 
 Stop decode(int pid, int status) {
   Stop s;
@@ -209,6 +210,34 @@ void Tracer::forget(int pid) {
   }
 }
 
+void Tracer::release(int pid) {
+  releasing_.insert(pid);
+  Tracee* t = find(pid);
+  if (t && !t->pending.empty()) letGo(t->pending.front());  // a stop reaped already, nobody took it
+}
+
+// A signal the tracee was about to take is passed on with the detach; a group stop stays a
+// stop (PTRACE_DETACH from it leaves the task stopped, as the stop signal wanted).
+void Tracer::letGo(const Stop& stop) {
+  if (!stop.terminal()) ptrace(PTRACE_DETACH, stop.pid, 0, stop.kind == Stop::Signal ? stop.signal : 0);
+  releasing_.erase(stop.pid);
+  forget(stop.pid);
+}
+
+void Tracer::pollReleasing() {
+  std::vector<int> pids(releasing_.begin(), releasing_.end());
+  for (int pid : pids) {
+    int status = 0;
+    pid_t got = waitpid(pid, &status, WNOHANG | __WALL | __WNOTHREAD);
+    if (got == pid) {
+      record(pid, status);
+    } else if (got < 0 && errno == ECHILD) {  // no longer ours
+      releasing_.erase(pid);
+      forget(pid);
+    }
+  }
+}
+
 std::vector<std::pair<int, const Tracee*>> Tracer::tracees() const {
   std::vector<std::pair<int, const Tracee*>> out;
   for (auto& [pid, t] : tracees_) out.emplace_back(pid, &t);
@@ -307,6 +336,10 @@ void Tracer::dispatch(int pid) {
 
 void Tracer::record(int pid, int status) {
   Stop stop = decode(pid, status);
+  if (releasing_.count(pid)) {
+    letGo(stop);
+    return;
+  }
   Tracee& t = track(pid);  // unknown pids are auto-attached clones (TRACECLONE)
   if (stop.terminal()) t.exited = true;
   t.pending.push_back(stop);
@@ -391,6 +424,7 @@ void Tracer::loop() {
     for (Op* op : batch) startOp(op);
     batch.clear();
     if (waiting_ > 0) reapAll();
+    if (!releasing_.empty()) pollReleasing();
 
     Clock::time_point now = Clock::now();
     Clock::time_point nearest = Clock::time_point::max();
@@ -406,7 +440,9 @@ void Tracer::loop() {
     if (quit_) return;
     if (!incoming_.empty()) continue;
     if (waiting_ == 0) {
-      cv_.wait(lock, [this] { return quit_ || !incoming_.empty(); });
+      // A tracee to let go may wake at any time (its wait can last long): looked at now and then.
+      if (releasing_.empty()) cv_.wait(lock, [this] { return quit_ || !incoming_.empty(); });
+      else cv_.wait_for(lock, kReleasePoll, [this] { return quit_ || !incoming_.empty(); });
       continue;
     }
     auto idle = now - lastActivity_;

@@ -219,6 +219,16 @@ TRACER_FN(Detach) {
   });
 }
 
+// release(pid): the tracee is detached at its next stop, by the tracer thread (see Tracer::release).
+TRACER_FN(Release) {
+  return guard(info, [&](Napi::Env env) {
+    return tracerOf(info)->post(env, new FnOp(toInt(env, info[0], "pid"), [](Op& self, Tracer& t) {
+      t.release(self.pid);
+      return self.resolve(nullptr);
+    }));
+  });
+}
+
 TRACER_FN(GetRegset) {
   return guard(info, [&](Napi::Env env) {
     int pid = toInt(env, info[0], "pid");
@@ -431,7 +441,7 @@ void InitTracer(Napi::Env env, Napi::Object exports) {
   struct Entry { const char* name; Napi::Function::Callback fn; };
   const Entry entries[] = {
       {"seize", Seize}, {"interrupt", Interrupt}, {"cont", Cont}, {"waitStop", WaitStop},
-      {"kill", Kill}, {"getRegs", GetRegs}, {"setRegs", SetRegs}, {"detach", Detach},
+      {"kill", Kill}, {"getRegs", GetRegs}, {"setRegs", SetRegs}, {"detach", Detach}, {"release", Release},
       {"getRegset", GetRegset}, {"setRegset", SetRegset}, {"getSigmask", GetSigmask},
       {"setSigmask", SetSigmask}, {"peekSiginfo", PeekSiginfo}, {"getRseqConfig", GetRseqConfig},
       {"runBatch", RunBatch}, {"runSyscall", RunSyscall}, {"injectSyscall", InjectSyscall},

@@ -126,6 +126,9 @@ class Tracer {
   Tracee* find(int pid);
   Tracee& track(int pid);
   void forget(int pid);  // drops the tracee; its waiters fail with ECANCELED
+  // Lets a tracee go at its next stop: one seized that did not stop (in an uninterruptible wait)
+  // cannot be detached now, and would otherwise stay stopped for this tracer once it wakes.
+  void release(int pid);
   std::vector<std::pair<int, const Tracee*>> tracees() const;
 
  private:
@@ -138,6 +141,8 @@ class Tracer {
   void dispatch(int pid);
   void expire(Clock::time_point now, Clock::time_point* nearest);
   void settle(Napi::Env env, Op* op);
+  void pollReleasing();
+  void letGo(const Stop& stop);
 
   std::thread thread_;
   std::mutex mu_;
@@ -151,6 +156,7 @@ class Tracer {
   std::unordered_map<int, Tracee> tracees_;  // tracer thread only
   size_t waiting_ = 0;
   std::unordered_set<int> watched_;  // pids that had a waiter (pruned lazily)
+  std::unordered_set<int> releasing_;  // tracees to detach at their next stop
   Clock::time_point nextDeadline_ = Clock::time_point::max();
   Clock::time_point lastSweep_;
   Clock::time_point lastActivity_;

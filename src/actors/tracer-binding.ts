@@ -62,6 +62,8 @@ export interface TracerBinding {
   /** Fields left out keep their current values. */
   setRegs(pid: number, regs: Partial<Record<keyof RawRegs, Int>>): Promise<void>;
   detach(pid: number, options?: { regs?: Partial<Record<keyof RawRegs, Int>>; sig?: number }): Promise<void>;
+  /** Detached by the tracer thread at its next stop (a signal it stopped for passed on): for one seized that never stopped. */
+  release(pid: number): Promise<void>;
   getRegset(pid: number, nt: number): Promise<Buffer>;
   setRegset(pid: number, nt: number, buf: Buffer): Promise<void>;
   getSigmask(pid: number): Promise<bigint>;

@@ -120,6 +120,7 @@ export const tracer = {
   /** Optionally set registers, then PTRACE_DETACH (delivering sig if given). */
   detach: (pid: number, options: { regs?: Partial<Record<keyof Regs, Int>>; sig?: number } = {}) =>
     call(pid, () => native.detach(pid, options)),
+  release: (pid: number) => call(pid, () => native.release(pid)),
   getRegset: (pid: number, nt: number) => call(pid, () => native.getRegset(pid, nt)),
   setRegset: (pid: number, nt: number, buf: Buffer) => call(pid, () => native.setRegset(pid, nt, buf)),
   getSigmask: (pid: number) => call(pid, () => native.getSigmask(pid)),

@@ -35,6 +35,8 @@ export interface TaskControl {
   writeMemory(pid: number, addr: bigint, data: Uint8Array): void;
   /** Detaches, first setting `regs` when given. */
   detach(tid: number, regs?: unknown): Promise<void>;
+  /** Detaches a thread seized but never stopped once it stops (PTRACE_DETACH needs a stopped tracee). */
+  release?(tid: number): Promise<void>;
   /** SIGKILLs a process and waits until the tracer sees it gone. */
   kill(pid: number): Promise<void>;
   /** The stub's code bytes, copied to the start of a scratch area. */

@@ -65,6 +65,7 @@ export async function tracerControl(): Promise<TaskControl> {
     detach: async (tid, regs) => {
       await tracer.detach(tid, regs ? { regs: regs as Regs } : {});
     },
+    release: (tid) => tracer.release(tid),
     kill: async (pid) => {
       const others = otherThreads(pid);
       await tracer.kill(pid, 5000);

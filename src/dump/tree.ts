@@ -146,7 +146,8 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
     // Seized but not recorded as seized: let it go here (with its own mask), or it stays traced
     // by this process and the next dump of it (same process, e.g. a retry or a test) fails with EPERM.
     if (mask !== undefined) await ctl.setSigmask(tid, mask).catch(() => undefined);
-    await ctl.detach(tid).catch(() => undefined);
+    // One that never stopped (a detach then fails) is let go by the tracer when it next stops.
+    await ctl.detach(tid).catch(() => ctl.release?.(tid)).catch(() => undefined);
     if ((err as { code?: string }).code === 'ETIMEDOUT') throw new TaskRefusedError(pid, `thread ${tid} did not stop within 5 s of its PTRACE_INTERRUPT (${whyNotStopping(pid, tid)})`, 1);
     throw err;
   }
@@ -155,7 +156,7 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
 /** What a thread that does not stop for the tracer is doing, from /proc. */
 function whyNotStopping(pid: number, tid: number): string {
   const { state, wchan } = threadWait(pid, tid) ?? { state: 'gone', wchan: '' };
-  return `state ${state}${wchan && wchan !== '0' ? ` in ${wchan}` : ''}: it stops only when the kernel lets it go; it may stay traced by this process until then`;
+  return `state ${state}${wchan && wchan !== '0' ? ` in ${wchan}` : ''}: it stops only when the kernel lets it go; crr lets it go untraced then`;
 }
 
 /** Set when the thread is a vfork parent waiting for its child: says so. */
