@@ -1,7 +1,8 @@
 // UTS, IPC and network namespaces across a dump and restore (program namespaces: a parent in namespaces
 // of its own with a host name, a domain name, IPC limits and SysV objects, and a child sharing
-// them), the dump's refusals (a nested namespace, a network namespace) and the restore's
-// (a checkpoint whose tree had a mount namespace of its own, nested namespaces).
+// them; a child with UTS, IPC and network namespaces of its own, nested), the dump's refusals
+// (a nested PID namespace, a socket in a nested network namespace, a network device) and the
+// restore's (nested namespaces it cannot make, missing namespace images).
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -119,9 +120,55 @@ t.test('a cgroup namespace comes back rooted where it was', async (t) => {
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'inside, every hierarchy is at the namespace root, the child too');
 });
 
+t.test("a child's own UTS, IPC and network namespaces (nested) come back, a grandchild in them", async (t) => {
+  const prog = await startProgram(t, 'namespaces', ['nested']);
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const [parent, child, grandchild] = checkpoint.tasks.map((task) => checkpoint.ids(task.pid) as Record<string, number>);
+  for (const field of ['uts_ns_id', 'ipc_ns_id', 'net_ns_id']) {
+    t.not(child![field], parent![field], `${field}: the child's own`);
+    t.equal(grandchild![field], child![field], `${field}: the grandchild's the child's`);
+  }
+  t.same(checkpoint.image(`utsns-${child!['uts_ns_id']}.img`).only(), { nodename: 'crr-nested', domainname: 'crr-ns.example' }, "utsns image of the child's namespace");
+  t.match([...checkpoint.image(`ipcns-msg-${child!['ipc_ns_id']}.img`).entries()].map((e) => e.decode()), [{ desc: { key: 0x4e5354 }, qnum: 1 }], 'ipcns-msg: its queue');
+  t.match(checkpoint.image(`netdev-${child!['net_ns_id']}.img`).only(), { name: 'lo', flags: 0x49 }, 'netdev: lo up');
+  const childPidDumped = checkpoint.tasks[1]!.pid;
+  t.same(summariseCheckpoint(imagesDir).namespaces.filter((n) => n.includes('nested')), [`net of task ${childPidDumped} (nested): lo up`, `ipc of task ${childPidDumped} (nested): SysV 0 shm, 1 msg, 0 sem`, `uts of task ${childPidDumped} (nested): host crr-nested, domain crr-ns.example`], 'crr show DIR names them');
+  const rt = await restoreProgram(t, prog, imagesDir);
+  const rootPid = rt.result.rootHostPid;
+  const childPid = Number(readFileSync(`/proc/${rootPid}/task/${rootPid}/children`, 'latin1').trim().split(/\s+/)[0]);
+  for (const kind of ['uts', 'ipc', 'net']) t.not(readlinkSync(`/proc/${childPid}/ns/${kind}`), readlinkSync(`/proc/${rootPid}/ns/${kind}`), `the restored child has a ${kind} namespace of its own`);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, "the child's host name, queue and lo are back in its namespaces, the grandchild in them");
+});
+
+t.test('the restore refuses nested namespaces it cannot make, before anything is made', async (t) => {
+  const prog = await startProgram(t, 'namespaces', ['nested']);
+  const imagesDir = await dumpProgram(t, prog);
+  const checkpoint = openCheckpoint(imagesDir);
+  const child = checkpoint.tasks[1]!.pid;
+  const dumpers = checkpoint.inventory['root_ids'] as Record<string, number>;
+  const edited = (name: string, change: (dir: string) => void) => {
+    const dir = mkdtempSync(join(tmpdir(), `crr-nested-${name}-`));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    spawnSync('cp', ['-a', `${imagesDir}/.`, dir]);
+    change(dir);
+    return dir;
+  };
+  const mount = edited('mount', (dir) => rewriteImage(dir, `ids-${child}.img`, ([ids]) => [{ ...ids!, mnt_ns_id: 4242 }]));
+  await t.rejects(restore({ imagesDir: mount, pidNamespace: true }), { stage: 'plan', pid: child, message: /in a mnt namespace other than its parent's \(\d+\); crr restores nested uts, ipc and net namespaces only/ }, 'a nested mount namespace');
+  const root = edited('root', (dir) => rewriteImage(dir, `ids-${child}.img`, ([ids]) => [{ ...ids!, uts_ns_id: dumpers['uts_ns_id'] }]));
+  await t.rejects(restore({ imagesDir: root, pidNamespace: true }), { stage: 'plan', pid: child, message: /back in the dumper's/ }, "a nested namespace that is crr's own again");
+  const socket = edited('socket', (dir) => {
+    const fdinfo = `fdinfo-${checkpoint.ids(child!).files_id}.img`;
+    rewriteImage(dir, fdinfo, (fds) => fds.map((fd) => (fd['fd'] === 0 ? { ...fd, type: 4 } : fd)));
+  });
+  await t.rejects(restore({ imagesDir: socket, pidNamespace: true }), { stage: 'plan', pid: child, message: /holds a socket \(inet\) at fd 0 in a network namespace nested in the tree's: crr restores unix sockets only there/ }, 'an inet socket in a nested network namespace');
+});
+
 t.test('the dump refuses namespaces it cannot restore, naming the task and the kind', async (t) => {
   const cases = [
-    ['nested', /pid (\d+): it is in a uts namespace other than its parent's/],
+    ['nested-pid', /pid (\d+): it is in a pid namespace other than its parent's \(pid \d+\): crr restores nested uts, ipc and net namespaces only/],
+    ['nested-socket', /pid (\d+): fd \d+ is a socket \(socket \d+\) held in a network namespace nested in the tree: crr restores unix sockets only there/],
     ['netdev', /its network namespace has devices other than lo \(crr-v[01], crr-v[01]\)/],
   ] as const;
   for (const [setup, message] of cases) {
@@ -188,7 +235,7 @@ t.test("the restore refuses a checkpoint whose namespaces crr does not make, bef
   const nested = copyFixture(t, 'pipe');
   const child = openCheckpoint(nested).tasks[1]!.pid;
   rewriteImage(nested, `ids-${child}.img`, ([ids]) => [{ ...ids!, ipc_ns_id: 99 }]);
-  await t.rejects(restore({ imagesDir: nested, pidNamespace: true }), { pid: child, message: /in a ipc namespace other than its parent's/ });
+  await t.rejects(restore({ imagesDir: nested, pidNamespace: true }), { pid: child, message: new RegExp(`the namespace image ipcns-var-99.img is missing from the checkpoint \\(task ${child}'s namespace\\)`) }, 'a nested IPC namespace without its images');
 });
 
 t.test('a restored tree dumps again with its namespaces and its clocks, and comes back once more', async (t) => {

@@ -2,7 +2,7 @@
 // and its receive queue in sk-queues.img. The kernel's view (peer, backlog, queue lengths,
 // shutdown) comes from sock_diag (fd-unixsk-diag.ts); options and queued bytes come from a copy of
 // the task's fd taken with pidfd_getfd and read with MSG_PEEK, so the task loses nothing.
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
 import { copyOfTaskFd, socketOptions, SocketRefusedError } from './socket-common.js';
@@ -33,7 +33,9 @@ const states = new WeakMap<OpenFiles, UnixDumpState>();
 function stateOf(open: OpenFiles): UnixDumpState {
   let s = states.get(open);
   if (!s) {
+    // Inodes are the kernel's, unique across network namespaces: one map of them all.
     const diag = unixSockets(open.diagSocket);
+    for (const [netns, socket] of open.nestedNet.diagSockets) for (const [ino, d] of unixSockets(socket)) diag.set(ino, { ...d, netns });
     const iconOf = new Map<number, number>();
     for (const d of diag.values()) for (const icon of d.icons) iconOf.set(icon, d.ino);
     s = { diag, iconOf, queues: [], dumped: new Map() };
@@ -78,6 +80,8 @@ export async function dumpUnixFd(
   const s = stateOf(open);
   const d = s.diag.get(ino);
   if (!d) return undefined;
+  // An abstract name is per network namespace: the restore binds it in the namespace of the task that makes it.
+  if (d.name[0] === 0 && open.nestedNet.diagSockets.size && pid !== process.pid && (d.netns ?? open.nestedNet.rootNetns) !== statSync(`/proc/${pid}/ns/net`).ino) throw new SocketRefusedError('unix', pid, fd, ino, 'its abstract name is of another network namespace than the task holding it (a namespace nested in the tree, or the tree\'s): not supported');
   let peeked: PeekedQueue | undefined;
   const id = await open.idFor(`unixsk:${ino}:${fileFlags}`, pid, fd, order, (id) => {
     const copy = grab(pid, fd, ino);

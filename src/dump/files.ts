@@ -75,6 +75,12 @@ export class OpenFiles {
   readonly inetQueues: Array<{ entry: Entry; payload: Uint8Array }> = [];
   /** A NETLINK_SOCK_DIAG socket of the tree's network namespace when it is not crr's (closed by the dump). */
   diagSocket: number | undefined;
+  /**
+   * Network namespaces nested in the tree: the tasks in one (they may hold unix sockets only), by
+   * namespace inode a NETLINK_SOCK_DIAG socket made there (unix sockets are asked of each), and
+   * the inode of the tree's own.
+   */
+  readonly nestedNet = { pids: new Set<number>(), diagSockets: new Map<number, number>(), rootNetns: 0 };
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];
@@ -190,8 +196,11 @@ export async function dumpFd(pid: number, fd: number, link: string, ids: DumpIds
   if (sock) {
     const ino = Number(sock[1]);
     const at = { pid, fd, ino, fileFlags, fdFlags: fdflags };
+    const unix = await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order);
+    if (unix) return unix;
+    // Its restore makes a socket in the network namespace of the task that makes it.
+    if (open.nestedNet.pids.has(pid)) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)}) held in a network namespace nested in the tree: crr restores unix sockets only there`);
     const entry =
-      (await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order)) ??
       (await dumpInetFd(at, ids, open, probe.order)) ??
       (await dumpNetlinkFd(at, ids, open, probe.order)) ??
       (await dumpPacketFd(at, ids, open, probe.order));

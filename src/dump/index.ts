@@ -2,7 +2,7 @@
 // the tree (default, like criu) or resume it untouched. Any failure before the end resumes the
 // tree with its registers as they were and removes the partial image directory.
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { CrrError } from '../errors.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
@@ -137,6 +137,14 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const t of frozen.tasks) for (const pid of [t.pgid, t.sid]) v(pid);
     // The tree's sockets are asked of sock_diag in its own network namespace.
     if (rootNs.kinds.has('net')) open.diagSocket = native.socketInNamespace(`/proc/${opts.pid}/ns/net`, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
+    if (rootNs.nestedNets.size) {
+      open.nestedNet.rootNetns = statSync(`/proc/${opts.pid}/ns/net`).ino;
+      for (const t of live) if (rootNs.nestedNets.has(namespaces.get(t.pid)!['net_ns_id']!)) open.nestedNet.pids.add(t.pid);
+      for (const pid of rootNs.nestedNets.values()) {
+        const path = `/proc/${pid}/ns/net`;
+        open.nestedNet.diagSockets.set(statSync(path).ino, native.socketInNamespace(path, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG));
+      }
+    }
     for (const t of live) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
     aborted();
 
@@ -243,7 +251,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     throw err;
   } finally {
     if (open.diagSocket !== undefined) native.close(open.diagSocket);
-    for (const fd of open.inFlight) native.close(fd);
+    for (const fd of [...open.nestedNet.diagSockets.values(), ...open.inFlight]) native.close(fd);
   }
 }
 

@@ -1,6 +1,6 @@
-// The tree's namespaces at dump. Like CRIU, a tree has one namespace of each kind: the root's.
-// Where it is crr's own, nothing is written; where it is not, crr writes what restores it or
-// refuses the dump, naming the kind:
+// The tree's namespaces at dump: the root's of each kind, where it is not crr's own, and those
+// nested in the tree (below). Where the root's is crr's own, nothing is written; where it is not,
+// crr writes what restores it or refuses the dump, naming the kind:
 // - user: userns-ID.img, and every task's credentials as that namespace sees them;
 // - UTS: utsns-ID.img; IPC: ipcns-var-ID.img and its SysV objects in ipcns-shm/msg/sem-ID.img;
 // - mount: mountpoints-ID.img and tmpfs contents (src/dump/mounts.ts); cgroup: its root in each
@@ -9,7 +9,9 @@
 //   container's, which its runtime sets up again), netns-ID.img with only that key;
 // - time: the root's clocks in timens-0.img;
 // - PID: every PID in the images as that namespace numbers it (namespacePids).
-// A task in a namespace other than its parent's is refused too.
+// A task may have UTS, IPC and network namespaces other than its parent's (nested: a sandboxed
+// child's), each written as the root's are, read through the task that made it; any other kind
+// nested is refused.
 import { readFileSync, statSync } from 'node:fs';
 import { native, type SysvDesc } from '../actors/native.js';
 import { encodeEntry } from '../images/codec.js';
@@ -78,8 +80,8 @@ export function rootNamespaces(
   tasks: readonly NamespacedTask[],
   own: Readonly<Record<string, number>>,
   external: Externals = { mounts: new Map() },
-): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; archives: Array<[string, Buffer]>; ids?: IdMaps; cgroupRoots?: Map<string, string> } {
-  const kinds = checkNamespaces(tasks, own);
+): { kinds: Set<NsKind>; images: Array<[string, ImageItem[]]>; archives: Array<[string, Buffer]>; nestedNets: Map<number, number>; ids?: IdMaps; cgroupRoots?: Map<string, string> } {
+  const { rootKinds: kinds, nested } = checkNamespaces(tasks, own);
   const root = tasks[0]!;
   const images: Array<[string, ImageItem[]]> = [];
   let ids: IdMaps | undefined;
@@ -111,8 +113,16 @@ export function rootNamespaces(
     images.push([`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
   }
   images.push(['timens-0.img', [timensEntry(root.pid)]]);
+  // Namespaces nested in the tree, read through the task that made each.
+  for (const [id, pid] of nested.get('uts') ?? []) images.push([`utsns-${id}.img`, [utsnsEntry(pid)]]);
+  for (const [id, pid] of nested.get('ipc') ?? []) {
+    const objects = sysvObjects(pid, ids);
+    images.push([`ipcns-var-${id}.img`, [ipcVarEntry(pid)]], [`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
+  }
+  for (const [id, pid] of nested.get('net') ?? []) images.push([`netdev-${id}.img`, netdevEntries(pid)]);
   const cgroupRoots = kinds.has('cgroup') ? cgroupNamespaceRoots(root.pid) : undefined;
-  return { kinds, images, archives, ...(ids ? { ids } : {}), ...(cgroupRoots ? { cgroupRoots } : {}) };
+  const nestedNets = nested.get('net') ?? new Map<number, number>();
+  return { kinds, images, archives, nestedNets, ...(ids ? { ids } : {}), ...(cgroupRoots ? { cgroupRoots } : {}) };
 }
 
 const CLONE_NEWCGROUP = 0x02000000;
@@ -191,12 +201,20 @@ function inner(extents: readonly IdExtent[], id: number, unmapped: () => Error):
   return e.first + (id - e.lower_first);
 }
 
+/** The kinds a task may have a namespace of its own in, other than its parent's (nested). */
+const NESTED: ReadonlySet<NsKind> = new Set(['uts', 'ipc', 'net']);
+
+/** Namespaces nested in the tree: kind -> namespace id -> the task that made it (its one task whose parent is not in it). */
+export type NestedNamespaces = Map<NsKind, Map<number, number>>;
+
 /**
  * Throws TaskRefusedError for a namespace crr cannot restore: the root's, of a kind other than
- * uts, ipc and time, where it is not crr's own; any task's, where it is not its parent's.
- * Returns the kinds whose root namespace is not crr's.
+ * those in RESTORED, where it is not crr's own; a task's other than its parent's, of a kind
+ * other than uts, ipc and net, or one that its restore could not make by forking the task into a
+ * new one (crr's own or the root's again, or entered by a second task from outside it).
+ * Returns the kinds whose root namespace is not crr's, and the nested namespaces.
  */
-export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): Set<NsKind> {
+export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<Record<string, number>>): { rootKinds: Set<NsKind>; nested: NestedNamespaces } {
   const byPid = new Map(tasks.map((t) => [t.pid, t]));
   const root = tasks[0]!;
   const differ = (a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>, field: NsField) => a[field] !== undefined && a[field] !== b[field];
@@ -208,16 +226,23 @@ export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<
     }
     rootKinds.add(kind);
   }
+  const nested: NestedNamespaces = new Map();
   for (const task of tasks.slice(1)) {
     const parent = byPid.get(task.ppid);
     if (!parent) continue;
     for (const [kind, field] of NS_KINDS) {
-      if (differ(task.ids, parent.ids, field)) {
-        throw new TaskRefusedError(task.pid, `it is in a ${kind} namespace other than its parent's (pid ${parent.pid}); crr restores one namespace of each kind per tree, the root's`);
-      }
+      if (!differ(task.ids, parent.ids, field)) continue;
+      const id = task.ids[field]!;
+      const refuse = (why: string) => new TaskRefusedError(task.pid, `it is in a ${kind} namespace other than its parent's (pid ${parent.pid}): ${why}`);
+      if (!NESTED.has(kind)) throw refuse('crr restores nested uts, ipc and net namespaces only');
+      if (id === root.ids[field] || id === own[field]) throw refuse(`back in ${id === own[field] ? "crr's" : "the tree root's"}, which crr cannot restore (it forks a task into a new namespace)`);
+      const made = nested.get(kind) ?? new Map<number, number>();
+      nested.set(kind, made);
+      if (made.has(id)) throw refuse(`one task ${made.get(id)} entered from outside too; crr restores a nested namespace as made by one task, which the others descend from`);
+      made.set(id, task.pid);
     }
   }
-  return rootKinds;
+  return { rootKinds, nested };
 }
 
 function nsLink(pid: number, kind: string): string {

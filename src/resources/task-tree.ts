@@ -8,6 +8,7 @@ import type { HelperChannel } from '../actors/helper.js';
 import { StageError } from '../errors.js';
 import { asStageError } from '../machines/errors.js';
 import { helperOf, type RestoreCtx } from '../restore/context.js';
+import { fillNamespaces } from '../restore/namespaces.js';
 import type { ResourceKind, TaskPlan } from './types.js';
 
 /** How a task gets its session: its own setsid, its parent's, or crr's (the root with --shell-job). */
@@ -79,12 +80,15 @@ export const taskTree: ResourceKind<RestoreCtx> = {
     if (!parentRuntime) await session.launcherReady;
     const parent = parentRuntime ? parentRuntime.helper : session.rootParent;
     if (!parent) throw new Error(`the parent of task ${task.pid} has no helper`);
-    const flags = (sharesParentFs(ctx) ? CLONE_FS : 0) | (sharesParentFiles(ctx) ? CLONE_FILES : 0);
+    // A task that made namespaces of its own (nested in the tree's) is forked into new ones.
+    const nested = session.namespaces?.nested?.get(task.pid);
+    const flags = (sharesParentFs(ctx) ? CLONE_FS : 0) | (sharesParentFiles(ctx) ? CLONE_FILES : 0) | (nested?.unshare ?? 0);
     // A root that was its PID namespace's pid 1 is the fresh namespace's init (launcher.ts).
     const adopted = !parentRuntime ? session.rootInit : undefined;
     const child = adopted ?? (await parent.fork({ pid: task.pid, flags }));
     ctx.runtime.helper = child;
     ctx.runtime.hostPid = child.hostPid;
+    if (nested) fillNamespaces(child.hostPid, nested);
     if (!adopted && child.pid !== task.pid) {
       throw new StageError({ stage: 'fork', pid: task.pid, resource: 'task-tree', message: `clone3 gave pid ${child.pid}` });
     }

@@ -20,6 +20,7 @@ import { IPC_SYSCTLS } from '../images/ipc-sysctls.js';
 import { howToMake, parseMountinfo, type MountLine } from '../mountinfo.js';
 import { treeMounts, type TreeMounts } from './mounts.js';
 import { NativeError, StageError } from '../errors.js';
+import { FD_TYPES } from '../images/checkpoint.js';
 import type { Checkpoint } from '../images/index.js';
 import type { CgroupMember } from '../cgroup-fs.js';
 import type { RestoreSessionOptions } from './context.js';
@@ -68,7 +69,12 @@ export interface CheckpointNamespaces {
   /** A network namespace to join instead (its file's path): the checkpoint's was external. */
   readonly joinNet?: string;
   readonly time?: TimeOffsets;
+  /** Namespaces nested in the tree, by the task that made each: it is forked into new ones (its CLONE_NEW* flags) and they are filled in as the root's are. */
+  readonly nested?: ReadonlyMap<number, NestedNamespaces>;
 }
+
+/** A task's UTS, IPC and network namespaces of its own, other than its parent's (a sandboxed child's). */
+export type NestedNamespaces = Pick<CheckpointNamespaces, 'unshare' | 'uts' | 'ipc' | 'sysv' | 'net' | 'user'>;
 
 /**
  * The directory of crr's that becomes the tree's root (pivot_root), for a tree whose mount
@@ -139,17 +145,8 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
   const root = live.find((t) => t.ppid === 0);
   if (!root) return { unshare: 0 };
   const idsOf = (pid: number) => checkpoint.ids(pid) as Record<string, number | undefined>;
-  for (const task of live) {
-    if (task === root) continue;
-    const ids = idsOf(task.pid);
-    const parent = idsOf(task.ppid);
-    for (const field of NS_FIELDS) {
-      if (ids[field] !== undefined && parent[field] !== undefined && ids[field] !== parent[field]) {
-        refuse(`task ${task.pid} is in a ${kindOf(field)} namespace other than its parent's (${task.ppid}); crr restores one namespace of each kind per tree, the root's`, task.pid);
-      }
-    }
-  }
   const rootIds = idsOf(root.pid);
+  const nestedMade = nestedNamespaceMakers(checkpoint, live, root.pid, own);
   const differs = (field: (typeof NS_FIELDS)[number]) => rootIds[field] !== undefined && own[field] !== undefined && Number(own[field]) !== rootIds[field];
   const cgroupRoots = differs('cgroup_ns_id') ? cgroupNamespaceRoots(checkpoint, root.pid) : undefined;
   let mnt: TreeMounts | undefined;
@@ -210,7 +207,75 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
   }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;
-  return { unshare, ...(cgroupRoots ? { cgroupRoots } : {}), ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(joinNet ? { joinNet } : {}), ...(time ? { time } : {}) };
+  const nested = new Map<number, NestedNamespaces>();
+  for (const [pid, fields] of nestedMade) {
+    const ids = idsOf(pid);
+    let flags = 0;
+    let made: Omit<NestedNamespaces, 'unshare'> = user ? { user } : {};
+    for (const field of fields) {
+      const id = ids[field]!;
+      if (field === 'uts_ns_id') {
+        const e = namespaceImage(checkpoint, `utsns-${id}.img`, pid);
+        made = { ...made, uts: { nodename: String(e['nodename'] ?? ''), domainname: String(e['domainname'] ?? '') } };
+        flags |= CLONE_NEWUTS;
+      } else if (field === 'ipc_ns_id') {
+        made = { ...made, ipc: namespaceImage(checkpoint, `ipcns-var-${id}.img`, pid), sysv: sysvObjects(checkpoint, id, pid) };
+        flags |= CLONE_NEWIPC;
+      } else {
+        if (externalKey(checkpoint, id) !== undefined) refuse(`task ${pid}'s network namespace, nested in the tree's, was left out of the dump as external: crr joins an external network namespace for the tree's root only`, pid);
+        made = { ...made, net: loopbackOf(checkpoint, id, pid) };
+        flags |= CLONE_NEWNET;
+      }
+    }
+    nested.set(pid, { unshare: flags, ...made });
+  }
+  return { unshare, ...(nested.size ? { nested } : {}), ...(cgroupRoots ? { cgroupRoots } : {}), ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(joinNet ? { joinNet } : {}), ...(time ? { time } : {}) };
+}
+
+/** The kinds a task may have a namespace of its own in, other than its parent's. */
+const NESTED_FIELDS: ReadonlySet<string> = new Set(['uts_ns_id', 'ipc_ns_id', 'net_ns_id']);
+const FD_TYPES_NOT_IN_NESTED_NET = new Map([[FD_TYPES['INETSK']!, 'inet'], [FD_TYPES['PACKETSK']!, 'packet'], [FD_TYPES['NETLINKSK']!, 'netlink']]);
+
+/**
+ * The tasks that made a namespace nested in the tree (their parent is not in it), with the fields
+ * of ids-PID.img that differ. Refused: a nested kind other than uts, ipc and net; one that its
+ * restore (forking the task into a new namespace) cannot give: crr's own or the root's again, or
+ * one entered by a second task from outside; a socket other than a unix one held by a task in a
+ * nested network namespace (crr makes a socket in its maker's namespace).
+ */
+function nestedNamespaceMakers(checkpoint: Checkpoint, live: readonly Checkpoint['tasks'][number][], rootPid: number, own: Record<string, unknown>): Map<number, string[]> {
+  const idsOf = (pid: number) => checkpoint.ids(pid) as Record<string, number | undefined>;
+  const rootIds = idsOf(rootPid);
+  const makers = new Map<number, string[]>();
+  const madeBy = new Map<string, number>();
+  const nestedNets = new Set<number>();
+  for (const task of live) {
+    if (task.pid === rootPid) continue;
+    const ids = idsOf(task.pid);
+    const parent = idsOf(task.ppid);
+    for (const field of NS_FIELDS) {
+      const id = ids[field];
+      if (id === undefined || parent[field] === undefined || id === parent[field]) continue;
+      const other = `task ${task.pid} is in a ${kindOf(field)} namespace other than its parent's (${task.ppid})`;
+      if (!NESTED_FIELDS.has(field)) refuse(`${other}; crr restores nested uts, ipc and net namespaces only`, task.pid);
+      if (id === rootIds[field] || id === Number(own[field])) refuse(`${other}, back in ${id === rootIds[field] ? "the tree root's" : "the dumper's"}: crr makes a nested namespace by forking the task into a new one`, task.pid);
+      const key = `${field}:${id}`;
+      if (madeBy.has(key)) refuse(`${other}, which task ${madeBy.get(key)} entered from outside too: crr makes a nested namespace by forking one task into it`, task.pid);
+      madeBy.set(key, task.pid);
+      makers.set(task.pid, [...(makers.get(task.pid) ?? []), field]);
+      if (field === 'net_ns_id') nestedNets.add(id);
+    }
+  }
+  if (nestedNets.size) {
+    for (const task of live) {
+      if (!nestedNets.has(idsOf(task.pid)['net_ns_id']!)) continue;
+      const filesId = checkpoint.ids(task.pid).files_id;
+      const fds = checkpoint.has(`fdinfo-${filesId}.img`) ? checkpoint.fdinfo(filesId) : [];
+      const socket = fds.find((fd) => FD_TYPES_NOT_IN_NESTED_NET.has(fd.type));
+      if (socket) refuse(`task ${task.pid} holds a socket (${FD_TYPES_NOT_IN_NESTED_NET.get(socket.type)}) at fd ${socket.fd} in a network namespace nested in the tree's: crr restores unix sockets only there`, task.pid);
+    }
+  }
+  return makers;
 }
 
 /** netns-ID.img's ext_key: the dump left this network namespace out (criu's --external net[...]:KEY). */
@@ -258,7 +323,7 @@ function cgroupNamespaceRoots(checkpoint: Checkpoint, pid: number): CgroupMember
 /** lo's flags and mtu from netdev-ID.img; any other device is refused (crr makes no links). */
 function loopbackOf(checkpoint: Checkpoint, id: number, pid: number): { flags: number; mtu: number } {
   const name = `netdev-${id}.img`;
-  if (!checkpoint.has(name)) refuse(`the root's network namespace image ${name} is missing from the checkpoint`, pid);
+  if (!checkpoint.has(name)) refuse(`the network namespace image ${name} is missing from the checkpoint (task ${pid}'s namespace)`, pid);
   const devices = [...checkpoint.image(name).entries()].map((lazy) => lazy.decode());
   const others = devices.filter((d) => Number(d['type']) !== ND_TYPE_LOOPBACK).map((d) => String(d['name']));
   if (others.length) refuse(`its network namespace had devices other than lo (${others.join(', ')}); crr restores a loopback-only network namespace`, pid);
@@ -305,16 +370,16 @@ function namespaceImage(checkpoint: Checkpoint, name: string, pid: number): Reco
 }
 
 function requireImage(checkpoint: Checkpoint, name: string, pid: number): void {
-  if (!checkpoint.has(name)) refuse(`the root's namespace image ${name} is missing from the checkpoint`, pid);
+  if (!checkpoint.has(name)) refuse(`the namespace image ${name} is missing from the checkpoint (task ${pid}'s namespace)`, pid);
 }
 
 
 /**
- * Fills the namespaces `parentPid` unshared: host and domain names, IPC sysctls (time offsets go
+ * Fills the namespaces `parentPid` unshared (or was forked into, for nested ones): host and domain names, IPC sysctls (time offsets go
  * through /proc/PID/timens_offsets, see the launcher). Each write is made by a thread of crr's
  * that entered the namespace (native writeInNamespace).
  */
-export function fillNamespaces(parentPid: number, ns: CheckpointNamespaces): void {
+export function fillNamespaces(parentPid: number, ns: NestedNamespaces): void {
   const inNamespace = (kind: string, call: (nsPath: string) => void) => {
     try {
       call(`/proc/${parentPid}/ns/${kind}`);

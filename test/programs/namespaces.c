@@ -14,7 +14,13 @@
  * "0 100000 65536" for uids and gids and exits; the check finds P root in it with those maps);
  * cgroup (P first enters the cgroup directory argv[3] then also unshares a cgroup namespace; the
  * check finds P at the root of every hierarchy of it, C too);
- * for the dump's refusals: nested (C unshares a UTS namespace of its own), netdev (net, plus a
+ * nested (C unshares UTS, IPC and network namespaces of its own, names its host crr-nested, makes
+ * a message queue with one message, brings its lo up and makes a unix socketpair at 60/61 with
+ * bytes queued, then forks a grandchild G that shares them; the check finds the bytes through a
+ * copy of C's fd 61 and, entering C's namespaces, that name, queue and lo, G in C's namespaces
+ * and C in none of P's);
+ * for the dump's refusals: nested-socket (nested, C also listening on 127.0.0.1:4243 inside),
+ * nested-pid (C unshares a PID namespace: G is in one other than C's), netdev (net, plus a
  * veth pair made by ip).
  * Breaks: hostname (P renames its host before checking), msgmax (P changes kernel.msgmax). */
 #include "common.h"
@@ -33,6 +39,7 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
 
 static const char *const breaks[] = { "hostname", "msgmax", NULL };
 
@@ -184,6 +191,98 @@ static void check_network(pid_t child)
 
 static int write_file(const char *path, const char *text);
 
+#define NESTED_HOST "crr-nested"
+#define NESTED_KEY 0x4e5354
+#define NESTED_TEXT "nested message"
+
+struct nested_msg {
+	long mtype;
+	char text[64];
+};
+
+/* In the child: namespaces of its own with a name, a queue and lo up; then a grandchild in them. */
+static void nest(const char *setup)
+{
+	int pid_ns = !strcmp(setup, "nested-pid");
+	if (unshare(pid_ns ? CLONE_NEWPID : CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET))
+		_exit(8);
+	if (!pid_ns) {
+		struct nested_msg m = { .mtype = 7 };
+		strcpy(m.text, NESTED_TEXT);
+		int q = msgget(NESTED_KEY, IPC_CREAT | 0600);
+		int pair[2];
+		if (sethostname(NESTED_HOST, strlen(NESTED_HOST)) || q < 0 || msgsnd(q, &m, sizeof(NESTED_TEXT), 0) ||
+		    lo_flags(SIOCSIFFLAGS, IFF_UP) < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, pair) ||
+		    dup2(pair[0], 60) != 60 || dup2(pair[1], 61) != 61 || write(60, NESTED_TEXT, sizeof(NESTED_TEXT)) != sizeof(NESTED_TEXT))
+			_exit(12);
+		close(pair[0]), close(pair[1]);
+	}
+	if (!strcmp(setup, "nested-socket")) {
+		struct sockaddr_in at = { .sin_family = AF_INET, .sin_port = htons(PORT + 1), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		if (s < 0 || bind(s, (struct sockaddr *)&at, sizeof(at)) || listen(s, 4))
+			_exit(13);
+	}
+	if (fork() == 0)
+		for (;;)
+			pause();
+}
+
+static void enter(pid_t pid, const char *kind, int nstype)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)pid, kind);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, nstype))
+		fail("entering %s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+static pid_t grandchild;
+
+/* Last of the checks: it leaves P in C's namespaces. */
+static void check_nested(pid_t child)
+{
+	char path[64], kids[64] = { 0 };
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)child, (int)child);
+	grandchild = atoi(read_proc_file(path, kids, sizeof(kids)));
+	const char *kinds[] = { "uts", "ipc", "net" };
+	for (int i = 0; i < 3; i++) {
+		char a[64] = { 0 }, b[64] = { 0 }, c[64] = { 0 };
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", kinds[i]);
+		readlink(path, a, sizeof(a) - 1);
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)child, kinds[i]);
+		readlink(path, b, sizeof(b) - 1);
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)grandchild, kinds[i]);
+		readlink(path, c, sizeof(c) - 1);
+		if (!strcmp(a, b))
+			fail("the child is in its parent's %s namespace", kinds[i]);
+		if (strcmp(b, c) || !grandchild)
+			fail("the grandchild %d is not in the child's %s namespace", (int)grandchild, kinds[i]);
+	}
+	/* the unix socketpair C made inside its network namespace, with its bytes, through a copy of C's fd 61 */
+	char bytes[64] = { 0 };
+	int pidfd = syscall(434 /* pidfd_open */, child, 0);
+	int copy = pidfd < 0 ? -1 : syscall(438 /* pidfd_getfd */, pidfd, 61, 0);
+	if (copy < 0 || recv(copy, bytes, sizeof(bytes), MSG_DONTWAIT) != sizeof(NESTED_TEXT) || strcmp(bytes, NESTED_TEXT))
+		fail("the child's socketpair at 60/61 does not hold '%s' (%s)", NESTED_TEXT, copy < 0 ? strerror(errno) : bytes);
+	enter(child, "uts", CLONE_NEWUTS);
+	struct utsname u;
+	uname(&u);
+	if (strcmp(u.nodename, NESTED_HOST))
+		fail("the child's host name is '%s', not '%s'", u.nodename, NESTED_HOST);
+	enter(child, "ipc", CLONE_NEWIPC);
+	struct nested_msg m = { 0 };
+	int q = msgget(NESTED_KEY, 0);
+	if (q < 0 || msgrcv(q, &m, sizeof(m.text), 0, IPC_NOWAIT) != sizeof(NESTED_TEXT) || m.mtype != 7 || strcmp(m.text, NESTED_TEXT))
+		fail("the child's message queue: %s", q < 0 ? strerror(errno) : m.text);
+	enter(child, "net", CLONE_NEWNET);
+	short flags = lo_flags(SIOCGIFFLAGS, 0);
+	if (flags < 0 || !(flags & IFF_UP))
+		fail("lo is not up in the child's network namespace (flags %#x)", flags);
+}
+
 /* A user namespace for P, mapped by a child still in crr's (P cannot map more than itself). */
 static int enter_user_namespace(int more_flags)
 {
@@ -305,8 +404,8 @@ int main(int argc, char **argv)
 	if (child < 0)
 		return 7;
 	if (child == 0) {
-		if (!strcmp(setup, "nested") && unshare(CLONE_NEWUTS))
-			_exit(8);
+		if (!strncmp(setup, "nested", 6))
+			nest(setup);
 		for (;;)
 			pause();
 	}
@@ -325,9 +424,11 @@ int main(int argc, char **argv)
 	check_sysctl("/proc/sys/kernel/msgmax", MSGMAX);
 	check_sysctl("/proc/sys/kernel/sem", SEM);
 	check_sysctl("/proc/sys/fs/mqueue/msg_max", MQ_MSG_MAX);
-	if (strcmp(setup, "nested"))
+	int nested = !strcmp(setup, "nested") || !strcmp(setup, "nested-socket");
+	if (!nested) {
 		check_same_ns(child, "uts");
-	check_same_ns(child, "ipc");
+		check_same_ns(child, "ipc");
+	}
 	if (!strcmp(setup, "sysv"))
 		check_sysv();
 	if (networked)
@@ -343,7 +444,11 @@ int main(int argc, char **argv)
 		check_user_namespace();
 		check_same_ns(child, "user");
 	}
+	if (nested)
+		check_nested(child);
 	int rc = protocol_report();
+	if (grandchild > 0)
+		kill(grandchild, SIGKILL);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
 	return rc;

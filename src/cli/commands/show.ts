@@ -164,37 +164,57 @@ function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]
   return summary;
 }
 
-/** The root's namespaces that are not the dumper's (inventory root_ids), with what their images hold. */
+/**
+ * The root's namespaces that are not the dumper's (inventory root_ids), then those nested in the
+ * tree (a task's other than its parent's), with what their images hold.
+ */
 function namespacesOf(checkpoint: Checkpoint): string[] {
-  const root = checkpoint.tasks.find((t) => t.ppid === 0 && !checkpoint.isZombie(t.pid));
+  const live = checkpoint.tasks.filter((t) => !checkpoint.isZombie(t.pid));
+  const root = live.find((t) => t.ppid === 0);
   if (!root) return [];
   const own = (checkpoint.inventory['root_ids'] ?? {}) as Entry;
-  const ids = checkpoint.ids(root.pid) as Record<string, number | undefined>;
-  const entries = (name: string) => (checkpoint.has(name) ? [...checkpoint.image(name).entries()].map((e) => e.decode()) : []);
+  const idsOf = (pid: number) => checkpoint.ids(pid) as Record<string, number | undefined>;
+  const ids = idsOf(root.pid);
   const out: string[] = [];
   for (const kind of ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user', 'cgroup']) {
     const id = ids[`${kind}_ns_id`];
     if (id === undefined || own[`${kind}_ns_id`] === undefined || Number(own[`${kind}_ns_id`]) === id) continue;
-    let what = '';
-    if (kind === 'uts') {
-      const [uts] = entries(`utsns-${id}.img`);
-      what = uts ? `: host ${text(uts['nodename'])}, domain ${text(uts['domainname'])}` : '';
-    } else if (kind === 'ipc') {
-      const count = (['shm', 'msg', 'sem'] as const).map((k) => `${entries(`ipcns-${k}-${id}.img`).length} ${k}`);
-      what = `: SysV ${count.join(', ')}`;
-    } else if (kind === 'net') {
-      const [netns] = entries(`netns-${id}.img`);
-      const external = netns?.['ext_key'] ? text(netns['ext_key']) : '';
-      what = external ? `: external '${external}' (left out of the dump; the restore joins the one given for it)` : `: ${entries(`netdev-${id}.img`).map((d) => `${text(d['name'])} ${Number(d['flags']) & 1 ? 'up' : 'down'}`).join(', ')}`;
-    } else if (kind === 'mnt' && checkpoint.has(`mountpoints-${id}.img`)) {
-      const { mounts } = treeMounts(checkpoint, id);
-      const root = mounts.find((m) => m.mountPoint === '/');
-      const ownRoot = root && !entries(`mountpoints-${id}.img`).find((e) => e['mnt_id'] === root.id)?.['ext_mount'];
-      what = `: ${mounts.length} mounts${ownRoot ? `, a root of its own (${root.fstype} ${root.source}: not in the checkpoint; the restore takes --root DIR, or finds it where crr sees it)` : ''}`;
+    out.push(`${kind}${namespaceText(checkpoint, kind, id)}`);
+  }
+  for (const task of live) {
+    const parent = task.ppid ? idsOf(task.ppid) : undefined;
+    if (!parent) continue;
+    for (const kind of ['net', 'ipc', 'uts']) {
+      const id = idsOf(task.pid)[`${kind}_ns_id`];
+      if (id !== undefined && parent[`${kind}_ns_id`] !== undefined && id !== parent[`${kind}_ns_id`]) out.push(`${kind} of task ${task.pid} (nested)${namespaceText(checkpoint, kind, id)}`);
     }
-    out.push(`${kind}${what}`);
   }
   return out;
+}
+
+/** What a namespace's images hold, as ": ..." (empty when there is nothing to say). */
+function namespaceText(checkpoint: Checkpoint, kind: string, id: number): string {
+  const entries = (name: string) => (checkpoint.has(name) ? [...checkpoint.image(name).entries()].map((e) => e.decode()) : []);
+  if (kind === 'uts') {
+    const [uts] = entries(`utsns-${id}.img`);
+    return uts ? `: host ${text(uts['nodename'])}, domain ${text(uts['domainname'])}` : '';
+  }
+  if (kind === 'ipc') {
+    const count = (['shm', 'msg', 'sem'] as const).map((k) => `${entries(`ipcns-${k}-${id}.img`).length} ${k}`);
+    return `: SysV ${count.join(', ')}`;
+  }
+  if (kind === 'net') {
+    const [netns] = entries(`netns-${id}.img`);
+    const external = netns?.['ext_key'] ? text(netns['ext_key']) : '';
+    return external ? `: external '${external}' (left out of the dump; the restore joins the one given for it)` : `: ${entries(`netdev-${id}.img`).map((d) => `${text(d['name'])} ${Number(d['flags']) & 1 ? 'up' : 'down'}`).join(', ')}`;
+  }
+  if (kind === 'mnt' && checkpoint.has(`mountpoints-${id}.img`)) {
+    const { mounts } = treeMounts(checkpoint, id);
+    const root = mounts.find((m) => m.mountPoint === '/');
+    const ownRoot = root && !entries(`mountpoints-${id}.img`).find((e) => e['mnt_id'] === root.id)?.['ext_mount'];
+    return `: ${mounts.length} mounts${ownRoot ? `, a root of its own (${root.fstype} ${root.source}: not in the checkpoint; the restore takes --root DIR, or finds it where crr sees it)` : ''}`;
+  }
+  return '';
 }
 
 export function summariseCheckpoint(dir: string): CheckpointSummary {
