@@ -138,14 +138,14 @@ t.test("a child's own UTS, IPC and network namespaces (nested) come back, a gran
   const rootPid = rt.result.rootHostPid;
   const childPid = Number(readFileSync(`/proc/${rootPid}/task/${rootPid}/children`, 'latin1').trim().split(/\s+/)[0]);
   for (const kind of ['uts', 'ipc', 'net']) t.not(readlinkSync(`/proc/${childPid}/ns/${kind}`), readlinkSync(`/proc/${rootPid}/ns/${kind}`), `the restored child has a ${kind} namespace of its own`);
-  t.same(await rt.check(), { pass: true, text: 'PASS' }, "the child's host name, queue and lo are back in its namespaces, the grandchild in them");
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, "the child's host name, queue, lo and listener are back in its namespaces, the grandchild in them");
 });
 
 t.test('the restore refuses nested namespaces it cannot make, before anything is made', async (t) => {
   const prog = await startProgram(t, 'namespaces', ['nested']);
   const imagesDir = await dumpProgram(t, prog);
   const checkpoint = openCheckpoint(imagesDir);
-  const child = checkpoint.tasks[1]!.pid;
+  const [parent, child] = checkpoint.tasks.map((task) => task.pid) as [number, number];
   const dumpers = checkpoint.inventory['root_ids'] as Record<string, number>;
   const edited = (name: string, change: (dir: string) => void) => {
     const dir = mkdtempSync(join(tmpdir(), `crr-nested-${name}-`));
@@ -159,16 +159,17 @@ t.test('the restore refuses nested namespaces it cannot make, before anything is
   const root = edited('root', (dir) => rewriteImage(dir, `ids-${child}.img`, ([ids]) => [{ ...ids!, uts_ns_id: dumpers['uts_ns_id'] }]));
   await t.rejects(restore({ imagesDir: root, pidNamespace: true }), { stage: 'plan', pid: child, message: /back in the dumper's/ }, "a nested namespace that is crr's own again");
   const socket = edited('socket', (dir) => {
-    const fdinfo = `fdinfo-${checkpoint.ids(child!).files_id}.img`;
-    rewriteImage(dir, fdinfo, (fds) => fds.map((fd) => (fd['fd'] === 0 ? { ...fd, type: 4 } : fd)));
+    // The child's listener (fd 62, in its own network namespace) held by its parent too.
+    const listener = checkpoint.fdinfo(checkpoint.ids(child).files_id).find((fd) => fd.fd === 62)!;
+    rewriteImage(dir, `fdinfo-${checkpoint.ids(parent).files_id}.img`, (fds) => [...fds, { ...listener, fd: 99 }]);
   });
-  await t.rejects(restore({ imagesDir: socket, pidNamespace: true }), { stage: 'plan', pid: child, message: /holds a socket \(inet\) at fd 0 in a network namespace nested in the tree's: crr restores unix sockets only there/ }, 'an inet socket in a nested network namespace');
+  await t.rejects(restore({ imagesDir: socket, pidNamespace: true }), { stage: 'plan', message: /socket file \d+ \(inet\) is held in several network namespaces \(tasks \d+ and \d+\): crr makes a socket in the namespace of the task that makes it/ }, 'an inet socket held in two network namespaces');
 });
 
 t.test('the dump refuses namespaces it cannot restore, naming the task and the kind', async (t) => {
   const cases = [
     ['nested-pid', /pid (\d+): it is in a pid namespace other than its parent's \(pid \d+\): crr restores nested uts, ipc and net namespaces only/],
-    ['nested-socket', /pid (\d+): fd \d+ is a socket \(socket \d+\) held in a network namespace nested in the tree: crr restores unix sockets only there/],
+    ['nested-socket', /pid (\d+): fd 63 is a socket \d+: not supported: it is of network namespace net:\[\d+\], its holder in net:\[\d+\] \(one nested in the tree, or the tree's\): crr makes a socket in the namespace of the task that makes it/],
     ['netdev', /its network namespace has devices other than lo \(crr-v[01], crr-v[01]\)/],
   ] as const;
   for (const [setup, message] of cases) {

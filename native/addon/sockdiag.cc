@@ -20,6 +20,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <string>
@@ -261,6 +263,22 @@ Napi::Value IoctlInt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, value);
 }
 
+// socketNetnsInode(fd) -> the inode of the network namespace the socket was made in (SIOCGSKNS
+// gives an fd of it, closed here).
+Napi::Value SocketNetnsInode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!IntArg(info, 0, &fd)) return env.Undefined();
+  int ns = ioctl(fd, SIOCGSKNS);
+  if (ns < 0) return ThrowErrno(env, "ioctl(SIOCGSKNS)", errno);
+  struct stat st;
+  int rc = fstat(ns, &st);
+  int err = errno;
+  close(ns);
+  if (rc < 0) return ThrowErrno(env, "fstat", err);
+  return Napi::Number::New(env, static_cast<double>(st.st_ino));
+}
+
 // peekBytes(fd, length) -> Buffer: one recv(MSG_PEEK | MSG_DONTWAIT) of up to `length` bytes (a TCP
 // socket in repair mode peeks the queue TCP_REPAIR_QUEUE chose, its send queue included).
 Napi::Value PeekBytes(const Napi::CallbackInfo& info) {
@@ -288,4 +306,5 @@ void InitSockDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
   exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
   exports.Set("peekBytes", Napi::Function::New(env, PeekBytes, "peekBytes"));
+  exports.Set("socketNetnsInode", Napi::Function::New(env, SocketNetnsInode, "socketNetnsInode"));
 }

@@ -35,6 +35,8 @@ export interface SockDiagBinding {
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   /** An ioctl answering one int: SIOCINQ, SIOCOUTQ, SIOCOUTQNSD. */
   ioctlInt(fd: number, request: number): number;
+  /** The inode of the network namespace a socket (an fd of this process) belongs to (SIOCGSKNS). */
+  socketNetnsInode(fd: number): number;
   /** One recv(MSG_PEEK | MSG_DONTWAIT) of up to `length` bytes. */
   peekBytes(fd: number, length: number): Buffer;
 }

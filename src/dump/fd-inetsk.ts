@@ -116,7 +116,7 @@ export async function dumpInetFd(
   order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  const d = perDump(snapshots, open, () => inetSockets(open.diagSocket)).get(ino) ?? unlisted(pid, fd, ino);
+  const d = perDump(snapshots, open, inetSockets).get(ino) ?? unlisted(pid, fd, ino);
   if (!d) return undefined;
   const why = unsupportedInet(d, open);
   if (why) throw new SocketRefusedError('inet', pid, fd, ino, why);

@@ -64,7 +64,7 @@ export async function dumpNetlinkFd(
   order: FileOrder | undefined,
 ): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  const d = perDump(snapshots, open, () => new Map(parseNetlinkDiag(native.netlinkDiag(open.diagSocket)).map((n) => [n.ino, n]))).get(ino);
+  const d = perDump(snapshots, open, (diag) => new Map(parseNetlinkDiag(native.netlinkDiag(diag)).map((n) => [n.ino, n]))).get(ino);
   if (!d) return undefined;
   if (d.rmem > 0) throw new SocketRefusedError('netlink', pid, fd, ino, `${d.rmem} bytes of messages not yet read`);
   const id = await socketDescriptionId('netlinksk', at, ids, open, order, (id, opts) => ({ type: FD_TYPE_NETLINKSK, id, nlsk: netlinkEntry(id, d, at.fileFlags, opts) }));

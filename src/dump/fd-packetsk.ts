@@ -64,7 +64,7 @@ const snapshots = new WeakMap<OpenFiles, Map<number, PacketDiag>>();
  */
 export async function dumpPacketFd(at: SocketFd, ids: DumpIds, open: OpenFiles, order: FileOrder | undefined): Promise<Entry | undefined> {
   const { pid, fd, ino } = at;
-  const d = perDump(snapshots, open, () => new Map(parsePacketDiag(native.packetDiag(open.diagSocket)).map((p) => [p.ino, p]))).get(ino);
+  const d = perDump(snapshots, open, (diag) => new Map(parsePacketDiag(native.packetDiag(diag)).map((p) => [p.ino, p]))).get(ino);
   if (!d) return undefined;
   if (d.rings.length) throw new SocketRefusedError('packet', pid, fd, ino, `a mapped ring (${d.rings.join(', ')})`);
   if (d.memberships) throw new SocketRefusedError('packet', pid, fd, ino, `${d.memberships} membership(s) added with PACKET_ADD_MEMBERSHIP (multicast or promiscuous mode)`);

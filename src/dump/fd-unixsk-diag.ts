@@ -25,8 +25,6 @@ export interface UnixDiag {
   /** Listener: pending connections and max backlog; others: bytes in the receive and send queues. */
   rqueue: number;
   wqueue: number;
-  /** The inode of the network namespace it is in, when that is one nested in the tree (else the tree's). */
-  netns?: number;
   /** RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2. */
   shutdown: number;
 }

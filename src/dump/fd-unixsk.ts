@@ -2,10 +2,10 @@
 // and its receive queue in sk-queues.img. The kernel's view (peer, backlog, queue lengths,
 // shutdown) comes from sock_diag (fd-unixsk-diag.ts); options and queued bytes come from a copy of
 // the task's fd taken with pidfd_getfd and read with MSG_PEEK, so the task loses nothing.
-import { readlinkSync, statSync } from 'node:fs';
+import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
-import { copyOfTaskFd, socketOptions, SocketRefusedError } from './socket-common.js';
+import { checkSocketNamespace, copyOfTaskFd, socketOptions, SocketRefusedError } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import { dumpFd, type FdProbe, type OpenFiles, type FileOrder } from './files.js';
@@ -35,7 +35,7 @@ function stateOf(open: OpenFiles): UnixDumpState {
   if (!s) {
     // Inodes are the kernel's, unique across network namespaces: one map of them all.
     const diag = unixSockets(open.diagSocket);
-    for (const [netns, socket] of open.nestedNet.diagSockets) for (const [ino, d] of unixSockets(socket)) diag.set(ino, { ...d, netns });
+    for (const socket of open.nestedNet.diagSockets.values()) for (const [ino, d] of unixSockets(socket)) diag.set(ino, d);
     const iconOf = new Map<number, number>();
     for (const d of diag.values()) for (const icon of d.icons) iconOf.set(icon, d.ino);
     s = { diag, iconOf, queues: [], dumped: new Map() };
@@ -81,7 +81,7 @@ export async function dumpUnixFd(
   const d = s.diag.get(ino);
   if (!d) return undefined;
   // An abstract name is per network namespace: the restore binds it in the namespace of the task that makes it.
-  if (d.name[0] === 0 && open.nestedNet.diagSockets.size && pid !== process.pid && (d.netns ?? open.nestedNet.rootNetns) !== statSync(`/proc/${pid}/ns/net`).ino) throw new SocketRefusedError('unix', pid, fd, ino, 'its abstract name is of another network namespace than the task holding it (a namespace nested in the tree, or the tree\'s): not supported');
+  if (d.name[0] === 0) checkSocketNamespace('unix', pid, fd, ino, open);
   let peeked: PeekedQueue | undefined;
   const id = await open.idFor(`unixsk:${ino}:${fileFlags}`, pid, fd, order, (id) => {
     const copy = grab(pid, fd, ino);

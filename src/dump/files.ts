@@ -19,6 +19,7 @@ import { timerfdDumper } from './fd-timerfd.js';
 import { dumpInetFd } from './fd-inetsk.js';
 import { dumpNetlinkFd } from './fd-netlinksk.js';
 import { dumpUnixFd } from './fd-unixsk.js';
+import { checkSocketNamespace } from './socket-common.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
 import { dumpTtyFd, terminalKind } from './fd-tty.js';
@@ -76,11 +77,10 @@ export class OpenFiles {
   /** A NETLINK_SOCK_DIAG socket of the tree's network namespace when it is not crr's (closed by the dump). */
   diagSocket: number | undefined;
   /**
-   * Network namespaces nested in the tree: the tasks in one (they may hold unix sockets only), by
-   * namespace inode a NETLINK_SOCK_DIAG socket made there (unix sockets are asked of each), and
-   * the inode of the tree's own.
+   * Network namespaces nested in the tree: by namespace inode, a NETLINK_SOCK_DIAG socket made
+   * there (sockets are asked of each).
    */
-  readonly nestedNet = { pids: new Set<number>(), diagSockets: new Map<number, number>(), rootNetns: 0 };
+  readonly nestedNet = { diagSockets: new Map<number, number>() };
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];
@@ -198,8 +198,7 @@ export async function dumpFd(pid: number, fd: number, link: string, ids: DumpIds
     const at = { pid, fd, ino, fileFlags, fdFlags: fdflags };
     const unix = await dumpUnixFd(pid, fd, ino, fileFlags, fdflags, ids, open, probe.order);
     if (unix) return unix;
-    // Its restore makes a socket in the network namespace of the task that makes it.
-    if (open.nestedNet.pids.has(pid)) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)}) held in a network namespace nested in the tree: crr restores unix sockets only there`);
+    checkSocketNamespace('a', pid, fd, ino, open); // "fd N is a socket INO: ..."
     const entry =
       (await dumpInetFd(at, ids, open, probe.order)) ??
       (await dumpNetlinkFd(at, ids, open, probe.order)) ??

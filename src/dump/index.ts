@@ -137,13 +137,9 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const t of frozen.tasks) for (const pid of [t.pgid, t.sid]) v(pid);
     // The tree's sockets are asked of sock_diag in its own network namespace.
     if (rootNs.kinds.has('net')) open.diagSocket = native.socketInNamespace(`/proc/${opts.pid}/ns/net`, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
-    if (rootNs.nestedNets.size) {
-      open.nestedNet.rootNetns = statSync(`/proc/${opts.pid}/ns/net`).ino;
-      for (const t of live) if (rootNs.nestedNets.has(namespaces.get(t.pid)!['net_ns_id']!)) open.nestedNet.pids.add(t.pid);
-      for (const pid of rootNs.nestedNets.values()) {
-        const path = `/proc/${pid}/ns/net`;
-        open.nestedNet.diagSockets.set(statSync(path).ino, native.socketInNamespace(path, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG));
-      }
+    for (const pid of rootNs.nestedNets.values()) {
+      const path = `/proc/${pid}/ns/net`;
+      open.nestedNet.diagSockets.set(statSync(path).ino, native.socketInNamespace(path, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG));
     }
     for (const t of live) for (const [tid, r] of await saveRegs(ctl, t.tids)) regs.set(tid, r);
     aborted();

@@ -1,6 +1,7 @@
 // What the socket dumpers share: a copy of a task's socket in crr (pidfd_getfd), which the kernel
 // answers getsockopt on as it would the task, the SOL_SOCKET options of sk_opts_entry, and the
 // walk through a sock_diag answer (netlink messages, each with its attributes).
+import { statSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
 import type { DumpIds, Entry } from './ids.js';
@@ -30,10 +31,33 @@ export const SOCK_RAW = 3;
 export const NETLINK_SOCK_DIAG = 4;
 
 /** The kernel's view of one socket family, asked once per dump (`make`) and kept by inode. */
-export function perDump<T>(cache: WeakMap<OpenFiles, Map<number, T>>, open: OpenFiles, make: () => Map<number, T>): Map<number, T> {
+export function perDump<T>(cache: WeakMap<OpenFiles, Map<number, T>>, open: OpenFiles, make: (diagSocket: number | undefined) => Map<number, T>): Map<number, T> {
   let byIno = cache.get(open);
-  if (!byIno) cache.set(open, (byIno = make()));
+  if (!byIno) {
+    // The tree's network namespace, then those nested in it: inodes are the kernel's, one map of them all.
+    byIno = make(open.diagSocket);
+    for (const socket of open.nestedNet.diagSockets.values()) for (const [ino, d] of make(socket)) byIno.set(ino, d);
+    cache.set(open, byIno);
+  }
   return byIno;
+}
+
+/**
+ * With network namespaces nested in the tree, a socket must be of its holder's: crr makes a
+ * socket in the namespace of the task that makes it. Refused otherwise (an abstract unix name
+ * too; other unix sockets work from any namespace).
+ */
+export function checkSocketNamespace(family: string, pid: number, fd: number, ino: number, open: OpenFiles): void {
+  if (!open.nestedNet.diagSockets.size || pid === process.pid) return;
+  const copy = copyOfTaskFd(pid, fd);
+  let ns: number;
+  try {
+    ns = native.socketNetnsInode(copy);
+  } finally {
+    native.close(copy);
+  }
+  const own = statSync(`/proc/${pid}/ns/net`).ino;
+  if (ns !== own) throw new SocketRefusedError(family, pid, fd, ino, `it is of network namespace net:[${ns}], its holder in net:[${own}] (one nested in the tree, or the tree's): crr makes a socket in the namespace of the task that makes it`);
 }
 
 /** A copy of the task's fd in this process (pidfd_getfd): the caller closes it. */

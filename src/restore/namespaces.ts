@@ -234,14 +234,14 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
 
 /** The kinds a task may have a namespace of its own in, other than its parent's. */
 const NESTED_FIELDS: ReadonlySet<string> = new Set(['uts_ns_id', 'ipc_ns_id', 'net_ns_id']);
-const FD_TYPES_NOT_IN_NESTED_NET = new Map([[FD_TYPES['INETSK']!, 'inet'], [FD_TYPES['PACKETSK']!, 'packet'], [FD_TYPES['NETLINKSK']!, 'netlink']]);
+const NETWORK_SOCKETS = new Map([[FD_TYPES['INETSK']!, 'inet'], [FD_TYPES['PACKETSK']!, 'packet'], [FD_TYPES['NETLINKSK']!, 'netlink']]);
 
 /**
  * The tasks that made a namespace nested in the tree (their parent is not in it), with the fields
  * of ids-PID.img that differ. Refused: a nested kind other than uts, ipc and net; one that its
  * restore (forking the task into a new namespace) cannot give: crr's own or the root's again, or
- * one entered by a second task from outside; a socket other than a unix one held by a task in a
- * nested network namespace (crr makes a socket in its maker's namespace).
+ * one entered by a second task from outside; an inet, netlink or packet socket held in several
+ * network namespaces (crr makes a socket in its maker's namespace).
  */
 function nestedNamespaceMakers(checkpoint: Checkpoint, live: readonly Checkpoint['tasks'][number][], rootPid: number, own: Record<string, unknown>): Map<number, string[]> {
   const idsOf = (pid: number) => checkpoint.ids(pid) as Record<string, number | undefined>;
@@ -267,12 +267,17 @@ function nestedNamespaceMakers(checkpoint: Checkpoint, live: readonly Checkpoint
     }
   }
   if (nestedNets.size) {
+    // Its first holder makes a socket, in its own namespace: every holder must be in the socket's.
+    const holderOf = new Map<number, { pid: number; net: number }>();
     for (const task of live) {
-      if (!nestedNets.has(idsOf(task.pid)['net_ns_id']!)) continue;
+      const net = idsOf(task.pid)['net_ns_id']!;
       const filesId = checkpoint.ids(task.pid).files_id;
-      const fds = checkpoint.has(`fdinfo-${filesId}.img`) ? checkpoint.fdinfo(filesId) : [];
-      const socket = fds.find((fd) => FD_TYPES_NOT_IN_NESTED_NET.has(fd.type));
-      if (socket) refuse(`task ${task.pid} holds a socket (${FD_TYPES_NOT_IN_NESTED_NET.get(socket.type)}) at fd ${socket.fd} in a network namespace nested in the tree's: crr restores unix sockets only there`, task.pid);
+      for (const fd of checkpoint.has(`fdinfo-${filesId}.img`) ? checkpoint.fdinfo(filesId) : []) {
+        if (!NETWORK_SOCKETS.has(fd.type)) continue;
+        const first = holderOf.get(fd.id);
+        if (!first) holderOf.set(fd.id, { pid: task.pid, net });
+        else if (first.net !== net) refuse(`socket file ${fd.id} (${NETWORK_SOCKETS.get(fd.type)}) is held in several network namespaces (tasks ${first.pid} and ${task.pid}): crr makes a socket in the namespace of the task that makes it`, task.pid);
+      }
     }
   }
   return makers;

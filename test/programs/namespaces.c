@@ -15,11 +15,12 @@
  * cgroup (P first enters the cgroup directory argv[3] then also unshares a cgroup namespace; the
  * check finds P at the root of every hierarchy of it, C too);
  * nested (C unshares UTS, IPC and network namespaces of its own, names its host crr-nested, makes
- * a message queue with one message, brings its lo up and makes a unix socketpair at 60/61 with
- * bytes queued, then forks a grandchild G that shares them; the check finds the bytes through a
- * copy of C's fd 61 and, entering C's namespaces, that name, queue and lo, G in C's namespaces
- * and C in none of P's);
- * for the dump's refusals: nested-socket (nested, C also listening on 127.0.0.1:4243 inside),
+ * a message queue with one message, brings its lo up, makes a unix socketpair at 60/61 with
+ * bytes queued and listens on 127.0.0.1:4243 at 62, then forks a grandchild G that shares them;
+ * the check finds the bytes through a copy of C's fd 61 and, entering C's namespaces, that name,
+ * queue, lo and listener, G in C's namespaces and C in none of P's);
+ * for the dump's refusals: nested-socket (nested, C also holding at 63 a UDP socket P made in its
+ * network namespace before the fork),
  * nested-pid (C unshares a PID namespace: G is in one other than C's), netdev (net, plus a
  * veth pair made by ip).
  * Breaks: hostname (P renames its host before checking), msgmax (P changes kernel.msgmax). */
@@ -217,11 +218,12 @@ static void nest(const char *setup)
 			_exit(12);
 		close(pair[0]), close(pair[1]);
 	}
-	if (!strcmp(setup, "nested-socket")) {
+	if (!pid_ns) {
 		struct sockaddr_in at = { .sin_family = AF_INET, .sin_port = htons(PORT + 1), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 		int s = socket(AF_INET, SOCK_STREAM, 0);
-		if (s < 0 || bind(s, (struct sockaddr *)&at, sizeof(at)) || listen(s, 4))
+		if (s < 0 || bind(s, (struct sockaddr *)&at, sizeof(at)) || listen(s, 4) || dup2(s, 62) != 62)
 			_exit(13);
+		close(s);
 	}
 	if (fork() == 0)
 		for (;;)
@@ -281,6 +283,12 @@ static void check_nested(pid_t child)
 	short flags = lo_flags(SIOCGIFFLAGS, 0);
 	if (flags < 0 || !(flags & IFF_UP))
 		fail("lo is not up in the child's network namespace (flags %#x)", flags);
+	struct sockaddr_in at = { .sin_family = AF_INET, .sin_port = htons(PORT + 1), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int client = socket(AF_INET, SOCK_STREAM, 0);
+	if (client < 0 || connect(client, (struct sockaddr *)&at, sizeof(at)))
+		fail("connecting to the child's listener on 127.0.0.1:%d in its namespace: %s", PORT + 1, strerror(errno));
+	if (client >= 0)
+		close(client);
 }
 
 /* A user namespace for P, mapped by a child still in crr's (P cannot map more than itself). */
@@ -400,6 +408,12 @@ int main(int argc, char **argv)
 		return 9;
 	if (!strcmp(setup, "netdev") && system("ip link add crr-v0 type veth peer name crr-v1"))
 		return 10;
+	if (!strcmp(setup, "nested-socket")) {
+		int udp = socket(AF_INET, SOCK_DGRAM, 0);
+		if (udp < 0 || dup2(udp, 63) != 63)
+			return 14;
+		close(udp);
+	}
 	pid_t child = fork();
 	if (child < 0)
 		return 7;
