@@ -1,7 +1,7 @@
 // The pagemap reader on every fixture (PRESENT pages add up to each pages-N.img, slices read the
 // right bytes) and on hand-made bad pagemaps (past the pages file, unaligned, overlapping, compat).
 import t from 'tap';
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageError } from '../src/errors.js';
@@ -108,11 +108,17 @@ t.test('unaligned, overlapping and missing-pages pagemaps are ImageErrors', asyn
   expectError(t, () => readPagemap(dir, 17288), /fit in/);
 });
 
-t.test('runs without PRESENT take no room; compat_nr_pages is honoured', async (t) => {
+t.test('runs without PRESENT take no room, PE_PARENT ones are found in the parent checkpoint; compat_nr_pages is honoured', async (t) => {
   const dir = scratchCopy(t);
+  const parent = scratchCopy(t);
+  writePagemap(parent, [
+    { vaddr: 0x1f000n, nr_pages: 2, flags: PE_PRESENT },
+    { vaddr: 0x21000n, nr_pages: 1, flags: PE_PRESENT },
+  ]);
+  symlinkSync(parent, join(dir, 'parent'));
   writePagemap(dir, [
     { vaddr: 0x10000n, nr_pages: 1, flags: PE_PRESENT },
-    { vaddr: 0x20000n, nr_pages: 1000, flags: PE_PARENT },
+    { vaddr: 0x20000n, nr_pages: 2, flags: PE_PARENT },
     { vaddr: 0x40000000n, compat_nr_pages: 2, flags: PE_PRESENT },
   ]);
   const pagemap = readPagemap(dir, 17288);
@@ -120,11 +126,18 @@ t.test('runs without PRESENT take no room; compat_nr_pages is honoured', async (
     pagemap.runs.map((r) => [r.vaddr, r.nrPages, r.flags, r.pagesOffset]),
     [
       [0x10000n, 1, PE_PRESENT, 0],
-      [0x20000n, 1000, PE_PARENT, PAGE_SIZE],
+      [0x20000n, 2, PE_PARENT, PAGE_SIZE],
       [0x40000000n, 2, PE_PRESENT, PAGE_SIZE],
     ],
   );
   t.equal(pagemap.presentBytes, 3 * PAGE_SIZE);
+  t.same(
+    pagemap.parents.map((p) => [p.pagesPath, p.runs.map((r) => [r.vaddr, r.nrPages, r.pagesOffset])]),
+    [[join(realpathSync(parent), 'pages-1.img'), [[0x20000n, 1, PAGE_SIZE], [0x21000n, 1, 2 * PAGE_SIZE]]]],
+    'the PE_PARENT run: the second page of one parent run, then the next run',
+  );
+  writePagemap(dir, [{ vaddr: 0x10000n, nr_pages: 1, flags: PE_LAZY }]);
+  expectError(t, () => readPagemap(dir, 17288), /pages stored here or in a parent checkpoint \(the run at 0x10000 has flags 2 \(lazy pages, criu --lazy-pages: not supported\)\)/);
 });
 
 t.test('readPagemap reads a task once per open checkpoint and gives it frozen', async (t) => {

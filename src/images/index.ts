@@ -30,6 +30,7 @@ export {
 } from './checkpoint.js';
 export {
   readPagemap,
+  hasParentCheckpoint,
   openPages,
   PAGE_SIZE,
   PE_PARENT,
@@ -37,6 +38,7 @@ export {
   PE_PRESENT,
   type Pagemap,
   type PagemapRun,
+  type ParentPages,
   type PagesFile,
 } from './pagemap.js';
 

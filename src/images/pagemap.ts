@@ -1,7 +1,8 @@
 // A task's dumped memory: pagemap-PID.img's runs (which pages, where, stored or not) checked
 // against pages-N.img, and a reader for the page data in large slices or by fd + offset, so a
 // restorer can preadv straight from the file into the task.
-import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { ImageError } from '../errors.js';
 import type { Entry } from './schema.js';
 import { perKey } from '../memo.js';
@@ -32,6 +33,16 @@ export interface Pagemap {
   runs: PagemapRun[];
   /** Bytes of page data the PRESENT runs take in pages-N.img. */
   presentBytes: number;
+  /** Where the PE_PARENT runs' pages are: PRESENT runs of ancestors' pages files (empty without such runs). */
+  parents: readonly ParentPages[];
+}
+
+/** Pages of an incremental dump's PE_PARENT runs, found in one pages file of an ancestor checkpoint. */
+export interface ParentPages {
+  /** That pages-N.img's path. */
+  readonly pagesPath: string;
+  /** Pieces of its PRESENT runs (pagesOffset into it), each inside one of this task's PE_PARENT runs. */
+  readonly runs: readonly PagemapRun[];
 }
 
 const U64_END = 1n << 64n;
@@ -102,6 +113,10 @@ function decodePagemap(checkpoint: Checkpoint, pid: number): Pagemap {
     }
   }
   checkOverlaps(file, runs);
+  for (const run of runs) {
+    if (!(run.flags & (PE_PRESENT | PE_PARENT))) throw new ImageError(file, 0, 'pages stored here or in a parent checkpoint', `the run at 0x${run.vaddr.toString(16)} has flags ${run.flags}${run.flags & PE_LAZY ? ' (lazy pages, criu --lazy-pages: not supported)' : ''}`);
+  }
+  const parents = parentPagesOf(checkpoint, pid, runs.filter((r) => r.flags & PE_PARENT), file);
   const pages = pagesSize(checkpoint, pagesFile);
   if (offset > pages) {
     throw new ImageError(
@@ -111,7 +126,82 @@ function decodePagemap(checkpoint: Checkpoint, pid: number): Pagemap {
       `they need ${offset} bytes, it holds ${pages}`,
     );
   }
-  return Object.freeze({ pid, pagesId, pagemapFile: `pagemap-${pid}.img`, pagesFile, runs: Object.freeze(runs) as PagemapRun[], presentBytes: offset });
+  return Object.freeze({ pid, pagesId, pagemapFile: `pagemap-${pid}.img`, pagesFile, runs: Object.freeze(runs) as PagemapRun[], presentBytes: offset, parents });
+}
+
+/** The checkpoint a checkpoint's "parent" link names (opened once: every task asks), or why there is none. */
+const parentOf = perKey((checkpoint: Checkpoint): Checkpoint | Error => {
+  const link = join(checkpoint.dir, 'parent');
+  try {
+    return openCheckpoint(realpathSync(link), { validate: false });
+  } catch (err) {
+    return new Error(`${link}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+});
+
+/** Whether the checkpoint is an incremental dump's, with a "parent" link (asked once per checkpoint). */
+export const hasParentCheckpoint = perKey((checkpoint: Checkpoint): boolean => {
+  try {
+    lstatSync(join(checkpoint.dir, 'parent'));
+    return true;
+  } catch {
+    return false;
+  }
+});
+
+/** Checkpoint directories whose parents are being resolved: a chain that comes back is refused. */
+const resolving = new Set<string>();
+
+/**
+ * An incremental dump (CRIU's dump --prev-images-dir) keeps unchanged pages in its parent
+ * checkpoint, the directory its "parent" link names: the pieces of the parent's PRESENT runs, or
+ * of its own parents', that cover `wanted`. Any page found nowhere is an ImageError.
+ */
+function parentPagesOf(checkpoint: Checkpoint, pid: number, wanted: readonly PagemapRun[], file: string): ParentPages[] {
+  if (!wanted.length) return [];
+  const ancestor = parentOf(checkpoint);
+  if (ancestor instanceof Error) throw new ImageError(file, 0, 'a parent checkpoint (the "parent" link of an incremental dump) for its PE_PARENT runs', ancestor.message);
+  const dir = ancestor.dir;
+  if (resolving.has(dir)) throw new ImageError(file, 0, 'a chain of parent checkpoints that ends', `${dir} comes back in it`);
+  resolving.add(dir);
+  let parent: Pagemap;
+  try {
+    parent = readPagemap(ancestor, pid);
+  } finally {
+    resolving.delete(dir);
+  }
+  const parentPath = join(dir, parent.pagesFile);
+  const sources: Array<{ pagesPath: string; run: PagemapRun }> = [
+    ...parent.runs.filter((r) => r.flags & PE_PRESENT).map((run) => ({ pagesPath: parentPath, run })),
+    ...parent.parents.flatMap((p) => p.runs.map((run) => ({ pagesPath: p.pagesPath, run }))),
+  ].sort((a, b) => (a.run.vaddr < b.run.vaddr ? -1 : a.run.vaddr > b.run.vaddr ? 1 : 0));
+  const byFile = new Map<string, PagemapRun[]>();
+  const page = BigInt(PAGE_SIZE);
+  for (const want of wanted) {
+    let at = want.vaddr;
+    const end = want.vaddr + BigInt(want.nrPages) * page;
+    // The first source ending after `at` (they tile without overlap, in address order).
+    let lo = 0;
+    for (let hi = sources.length; lo < hi; ) {
+      const mid = (lo + hi) >>> 1;
+      const r = sources[mid]!.run;
+      if (r.vaddr + BigInt(r.nrPages) * page > at) hi = mid;
+      else lo = mid + 1;
+    }
+    for (let i = lo; i < sources.length; i++) {
+      const { pagesPath, run } = sources[i]!;
+      const runEnd = run.vaddr + BigInt(run.nrPages) * page;
+      if (run.vaddr > at) break; // a hole before this run
+      const pieceEnd = runEnd < end ? runEnd : end;
+      const list = byFile.get(pagesPath) ?? [];
+      list.push({ vaddr: at, nrPages: Number((pieceEnd - at) / page), flags: PE_PRESENT, pagesOffset: run.pagesOffset + Number(at - run.vaddr) });
+      byFile.set(pagesPath, list);
+      at = pieceEnd;
+      if (at >= end) break;
+    }
+    if (at < end) throw new ImageError(file, 0, `pages of pid ${pid} at 0x${at.toString(16)} in a parent checkpoint (PE_PARENT)`, `no run of ${join(dir, parent.pagemapFile)} or its parents holds them`);
+  }
+  return [...byFile].map(([pagesPath, runs]) => Object.freeze({ pagesPath, runs: Object.freeze(runs) }));
 }
 
 function checkOverlaps(file: string, runs: PagemapRun[]): void {

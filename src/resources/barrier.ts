@@ -8,7 +8,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { HelperBatchError } from '../actors/helper-errors.js';
 import type { HelperChannel } from '../actors/helper.js';
 import { STUB_SCRATCH_SIZE, stubCode } from '../actors/stub.js';
-import type { Entry } from '../images/index.js';
+import { hasParentCheckpoint, readPagemap, type Entry } from '../images/index.js';
 import { helperOf, hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { regFile, VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../restore/files.js';
 import { rlimitsOf } from './rlimits.js';
@@ -106,6 +106,20 @@ function pagesFileOf(ctx: RestoreCtx): string {
   return `pages-${Number(head.value.decode()['pages_id'])}.img`;
 }
 
+/** The key of the pre-opened fd of `parents[n]` of the task's pagemap (an ancestor's pages file). */
+export const parentPagesKey = (n: number) => `parent-pages:${n}`;
+
+function openAll(paths: readonly string[]): number[] {
+  const fds: number[] = [];
+  try {
+    for (const path of paths) fds.push(openSync(path, O_RDONLY | O_CLOEXEC));
+  } catch (err) {
+    for (const fd of fds) closeSync(fd);
+    throw err;
+  }
+  return fds;
+}
+
 function targetVmas(mm: Entry | undefined): Entry[] {
   return (mm?.['vmas'] as Entry[] | undefined) ?? [];
 }
@@ -154,34 +168,38 @@ export const barrier: ResourceKind<RestoreCtx> = {
     const size = BigInt(STUB_SCRATCH_SIZE);
     const imageVmas: Interval[] = targetVmas(ctx.images.mm).map((v) => ({ start: BigInt(v['start'] as bigint), end: BigInt(v['end'] as bigint) }));
 
-    const pagesFile = pagesFileOf(ctx);
+    // An incremental dump's unchanged pages are in its parent checkpoints' pages files.
+    const parents = hasParentCheckpoint(ctx.checkpoint) ? readPagemap(ctx.checkpoint, ctx.pid).parents : [];
+    const pagesPaths = [ctx.checkpoint.path(pagesFileOf(ctx)), ...parents.map((p) => p.pagesPath)];
     const files = filesToOpen(ctx.images.mm);
     const nofile = rlimitsOf(ctx.images.core)[7]?.cur ?? 1024n;
     const table = ctx.images.fdTable;
     const used = new Set((table?.fds ?? ctx.images.fds).map((fd) => fd.fd));
-    const numbers = preopenNumbers(files.size + 1, used, nofile, table);
+    const numbers = preopenNumbers(files.size + pagesPaths.length, used, nofile, table);
     // One round trip for the whole barrier: map the scratch area, open the files, park (park
     // answers, then blocks; it must come last). Each helper request costs a wake-up of the
     // helper and of Node; per task in a 1,000-task tree they add up to seconds.
     const ops: Array<{ op: string } & Record<string, unknown>> = [{ op: 'map_scratch', size, code: stubCode() }];
     const keys: string[] = [];
     // Under a root of the tree's own (a container's) the helper no longer sees the images
-    // directory: crr opens the pages file and it rides on the batch's packet.
-    const pagesFd = ctx.session.namespaces?.mnt?.newRoot ? openSync(ctx.checkpoint.path(pagesFile), O_RDONLY | O_CLOEXEC) : undefined;
-    if (pagesFd === undefined) ops.push({ op: 'open', path: ctx.checkpoint.path(pagesFile), flags: O_RDONLY | O_CLOEXEC, fd: numbers[0] });
-    else ops.push({ op: 'recv_fds', fds: [numbers[0]], cloexec: [1] });
-    keys.push('pages');
-    let i = 1;
+    // directory: crr opens the pages files and they ride on the batch's packet.
+    const pagesNumbers = numbers.slice(0, pagesPaths.length);
+    const sent = ctx.session.namespaces?.mnt?.newRoot ? openAll(pagesPaths) : undefined;
+    if (sent === undefined) pagesPaths.forEach((path, n) => ops.push({ op: 'open', path, flags: O_RDONLY | O_CLOEXEC, fd: pagesNumbers[n] }));
+    else ops.push({ op: 'recv_fds', fds: pagesNumbers, cloexec: pagesNumbers.map(() => 1) });
+    keys.push('pages', ...parents.map((_, n) => parentPagesKey(n)));
+    let i = pagesPaths.length;
     for (const [id, writable] of files) {
       const file = regFile(ctx.checkpoint, id, `mm-${ctx.pid}.img`);
       ops.push({ op: 'open', path: file.name, flags: (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, fd: numbers[i++] });
       keys.push(`file:${id}`);
     }
     ops.push({ op: 'park' });
-    const sender = pagesFd === undefined ? helper : { batch: (list: typeof ops) => helper.requestWithFds<unknown[]>('batch', { ops: list }, [pagesFd]) };
-    const { scratch, results } = await batchWithScratch(sender, ops, imageVmas, hostPid).finally(() => pagesFd !== undefined && closeSync(pagesFd));
-    const [, ...opened] = results as number[];
-    if (pagesFd !== undefined) opened[0] = numbers[0]!; // recv_fds answers a count
+    const sender = sent === undefined ? helper : { batch: (list: typeof ops) => helper.requestWithFds<unknown[]>('batch', { ops: list }, sent) };
+    const { scratch, results } = await batchWithScratch(sender, ops, imageVmas, hostPid).finally(() => sent?.forEach((fd) => closeSync(fd)));
+    const [, ...answers] = results as number[];
+    // recv_fds answers a count, for all the pages files at once.
+    const opened = sent === undefined ? answers : [...pagesNumbers, ...answers.slice(1)];
     ctx.runtime.scratch = scratch;
     keys.forEach((key, n) => ctx.runtime.preopened.set(key, opened[n]!));
     helper.parked = true;

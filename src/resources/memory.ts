@@ -49,6 +49,7 @@ import {
 } from '../restore/remote-uffd.js';
 import { copyFromTask } from './shared-fds.js';
 import { mappedObjectKey } from './shmem.js';
+import { parentPagesKey } from './barrier.js';
 import type { ResourceKind } from './types.js';
 
 /** Pages from this many bytes on are filled in a batch of their own (a span of its own in the trace). */
@@ -189,6 +190,9 @@ async function copyFromHere(
   return { calls: register.size + rest.size + chunks.length, bytes: copied.value + read.bytes };
 }
 
+/** An incremental dump's pages kept in parent checkpoints: each pages file's pre-opened fd and the runs read from it. */
+type ParentRuns = ReadonlyArray<{ fd: number; runs: PageRun[] }>;
+
 /**
  * Maps every VMA (after the teardown already in `batch`), fills the runs and adds the final
  * protections: one batch for a small task, map / fill / protect batches for an `own` fill. The
@@ -196,10 +200,10 @@ async function copyFromHere(
  */
 async function mapAndFill(
   ctx: RestoreCtx,
-  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; pagesPath: string; own: boolean; direct: boolean; directRefused: () => void; start: number },
+  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; pagesPath: string; parentRuns: ParentRuns; own: boolean; direct: boolean; directRefused: () => void; start: number },
 ): Promise<{ syscalls: number; bytes: number; last: RemoteBatch }> {
-  const { hostPid, batch, mapped, runs, pagesFd, own } = at;
-  const filled = vmasWithPages(mapped, runs);
+  const { hostPid, batch, mapped, runs, pagesFd, parentRuns, own } = at;
+  const filled = vmasWithPages(mapped, [...runs, ...parentRuns.flatMap((p) => p.runs)]);
   addMappings(batch, mapped, { fdOf: (v) => ctx.runtime.preopened.get(mappedObjectKey(v)), writable: (v) => filled.has(v) });
   let fill = batch;
   let direct = own && at.direct;
@@ -216,7 +220,8 @@ async function mapAndFill(
     fill = new RemoteBatch(batch.scratch);
   }
   const fillStart = ctx.now();
-  const mode = defaultFill();
+  // UFFDIO_COPY's registration would stop the preadv of pages from parent checkpoints: plain reads then.
+  const mode = parentRuns.length && defaultFill() === 'uffd' ? 'fault' : defaultFill();
   let reads: { calls: number; bytes: number };
   if (direct) {
     // One preadv per GiB straight into the task's pages, then the fd reads through the cache again.
@@ -225,6 +230,10 @@ async function mapAndFill(
   } else if (own && mode === 'uffd') {
     reads = await fillByCopy(ctx, hostPid, fill, { runs, pagesFd, pagesPath: at.pagesPath, mapped });
   } else reads = addFill(fill, runs, pagesFd, mode === 'populate' ? 'populate' : 'fault');
+  for (const parent of parentRuns) {
+    const more = addFill(fill, parent.runs, parent.fd);
+    reads = { calls: reads.calls + more.calls, bytes: reads.bytes + more.bytes };
+  }
   if (own) {
     await fill.run(ctx.tracer, hostPid, { pid: ctx.pid, timeoutMs: 600_000 });
     ctx.record({ name: direct ? 'direct fill' : 'fill', start: fillStart, end: ctx.now(), syscalls: fill.size, bytes: reads.bytes });
@@ -260,6 +269,11 @@ export const memory: ResourceKind<RestoreCtx> = {
     const mapped = vmas.filter((v) => !isKernelMade(v));
     const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
     const runs = presentRuns(pagemap.runs, mapped);
+    const parentRuns: ParentRuns = pagemap.parents.map((parent, n) => {
+      const fd = ctx.runtime.preopened.get(parentPagesKey(n));
+      if (fd === undefined) fail(ctx, `the barrier did not pre-open ${parent.pagesPath}`);
+      return { fd, runs: presentRuns(parent.runs, mapped) };
+    });
     const batch = new RemoteBatch(scratch);
 
     // Teardown.
@@ -288,7 +302,7 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (own && !direct) readAhead();
     let done: { syscalls: number; bytes: number; last: RemoteBatch };
     try {
-      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, own, direct, directRefused: readAhead, start });
+      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, parentRuns, own, direct, directRefused: readAhead, start });
     } finally {
       const ahead = await prefetch?.stop();
       // Ends when the last read-ahead call returned: how far ahead of the fill the disk ran.

@@ -8,7 +8,7 @@
 // The memfd kind (src/resources/memfd.ts) lands its objects the same way.
 import { closeSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { native } from '../actors/native.js';
-import { StageError } from '../errors.js';
+import { ImageError, StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { PAGE_SIZE, PE_PRESENT } from '../images/index.js';
 import { perKey } from '../memo.js';
@@ -115,7 +115,7 @@ export function fillFromShmemImage(checkpoint: Checkpoint, shmid: number | bigin
     for (const e of entries.slice(1)) {
       const length = Number(e['nr_pages'] ?? 0) * PAGE_SIZE;
       const flags = e['flags'] === undefined ? PE_PRESENT : Number(e['flags']);
-      if (!(flags & PE_PRESENT)) continue;
+      if (!(flags & PE_PRESENT)) throw new ImageError(checkpoint.path(name), 0, 'pages stored in this checkpoint', `the run at offset ${BigInt(e['vaddr'] as bigint)} has flags ${flags} (kept in a parent checkpoint or lazy): not supported for shared memory`);
       const objectOffset = Number(BigInt(e['vaddr'] as bigint));
       for (let done = 0; done < length; ) {
         const want = Math.min(COPY_CHUNK, length - done);

@@ -1,7 +1,8 @@
 // `crr show FILE.img` prints one image as crit-style JSON (`crit decode --pretty`'s shape, so
 // scripts written for crit keep working); `crr show DIR` summarises a whole checkpoint: the task
 // tree, each task's memory and fds. `--json` gives the summary in a form a machine reads.
-import { statSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { constants } from 'node:os';
 import { ImageError, UsageError } from '../../errors.js';
 import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
@@ -11,7 +12,7 @@ import { packetsWithFds } from '../../restore/in-flight.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
 import { CTTY_INFO_ID, FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
-import { readPagemap, PE_PRESENT } from '../../images/pagemap.js';
+import { hasParentCheckpoint, readPagemap, PE_PRESENT } from '../../images/pagemap.js';
 import type { Entry } from '../../images/schema.js';
 
 const USAGE = 'usage: crr show FILE.img | DIR [--json]   (also -i FILE)';
@@ -63,6 +64,8 @@ export interface CheckpointSummary {
   images: number;
   /** The tree's own namespaces (where the root's differs from the dumper's), each described. */
   namespaces: string[];
+  /** An incremental dump's parent checkpoint (its "parent" link), which keeps the pages it did not store. */
+  parent?: string;
   tasks: TaskSummary[];
 }
 
@@ -224,6 +227,7 @@ export function summariseCheckpoint(dir: string): CheckpointSummary {
     imgVersion: Number(checkpoint.inventory['img_version']),
     images: checkpoint.imageFiles.size,
     namespaces: namespacesOf(checkpoint),
+    ...(hasParentCheckpoint(checkpoint) ? { parent: readlinkSync(join(dir, 'parent')) } : {}),
     tasks: checkpoint.tasks.map((task) => summariseTask(checkpoint, task)),
   };
 }
@@ -249,6 +253,7 @@ function depths(tasks: TaskSummary[]): Map<number, number> {
 export function formatSummary(summary: CheckpointSummary): string {
   const lines = [`checkpoint ${summary.dir}: img_version ${summary.imgVersion}, ${summary.images} images, ${summary.tasks.length} tasks`];
   if (summary.namespaces.length) lines.push(`namespaces of its own: ${summary.namespaces.join('; ')}`);
+  if (summary.parent !== undefined) lines.push(`an incremental dump: the pages it did not store are in its parent checkpoint ${summary.parent}`);
   lines.push('');
   const header = ['PID', 'PPID', 'PGID', 'SID', 'THREADS', 'VMAS', 'MEMORY', 'COMM'];
   const depth = depths(summary.tasks);
