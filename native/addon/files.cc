@@ -215,7 +215,34 @@ Napi::Value FcntlInt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, got);
 }
 
+// fileOwner(fd) -> {type, pid, signum, uid, euid}: whom the file's SIGIO/SIGURG go to
+// (F_GETOWN_EX: F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2; pid in this process's PID
+// namespace, 0 for none), the signal (F_GETSIG, 0 for SIGIO) and the owner's uid and euid
+// (F_GETOWNER_UIDS, 17: a kernel with checkpoint/restore; both 0 without it).
+Napi::Value FileOwner(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "fileOwner(fd)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct f_owner_ex owner = {};
+  if (fcntl(fd, F_GETOWN_EX, &owner) < 0) return ThrowErrno(env, "fcntl(F_GETOWN_EX)", errno);
+  int signum = fcntl(fd, F_GETSIG);
+  if (signum < 0) return ThrowErrno(env, "fcntl(F_GETSIG)", errno);
+  uint32_t uids[2] = {0, 0};
+  if (fcntl(fd, 17 /* F_GETOWNER_UIDS */, uids) < 0 && errno != EINVAL) return ThrowErrno(env, "fcntl(F_GETOWNER_UIDS)", errno);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("type", Napi::Number::New(env, owner.type));
+  out.Set("pid", Napi::Number::New(env, owner.pid));
+  out.Set("signum", Napi::Number::New(env, signum));
+  out.Set("uid", Napi::Number::New(env, uids[0]));
+  out.Set("euid", Napi::Number::New(env, uids[1]));
+  return out;
+}
+
 void InitFiles(Napi::Env env, Napi::Object exports) {
+  exports.Set("fileOwner", Napi::Function::New(env, FileOwner, "fileOwner"));
   exports.Set("fcntlInt", Napi::Function::New(env, FcntlInt, "fcntlInt"));
   exports.Set("mknod", Napi::Function::New(env, Mknod, "mknod"));
   exports.Set("renameNoReplace", Napi::Function::New(env, RenameNoReplace, "renameNoReplace"));

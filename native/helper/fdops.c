@@ -138,6 +138,19 @@ bool op_fcntl(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
+/* set_owner {fd, type, pid} -> 0: F_SETOWN_EX, the process, thread (F_OWNER_TID 0, F_OWNER_PID 1)
+ * or process group (F_OWNER_PGRP 2) that SIGIO and SIGURG of the file go to. */
+bool op_set_owner(const msgpack_object *req, msgpack_packer *pk, failure *f) {
+  int fd, type, pid;
+  if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_int(req, "type", true, 0, &type, f) ||
+      !arg_int(req, "pid", true, 0, &pid, f))
+    return false;
+  struct f_owner_ex owner = {.type = type, .pid = pid};
+  if (fcntl(fd, F_SETOWN_EX, &owner) < 0) return fail(f, errno, "fcntl(F_SETOWN_EX)");
+  msgpack_pack_int(pk, 0);
+  return true;
+}
+
 static bool pack_pair(msgpack_packer *pk, const int *fds) {
   msgpack_pack_array(pk, 2);
   msgpack_pack_int(pk, fds[0]);

@@ -97,6 +97,7 @@ bool op_close(const msgpack_object *, msgpack_packer *, failure *);
 bool op_write_file(const msgpack_object *, msgpack_packer *, failure *);
 bool op_lseek(const msgpack_object *, msgpack_packer *, failure *);
 bool op_fcntl(const msgpack_object *, msgpack_packer *, failure *);
+bool op_set_owner(const msgpack_object *, msgpack_packer *, failure *);
 bool op_pipe(const msgpack_object *, msgpack_packer *, failure *);
 bool op_socketpair(const msgpack_object *, msgpack_packer *, failure *);
 

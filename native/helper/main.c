@@ -31,7 +31,7 @@ static const struct {
     {"open", op_open},           {"dup2", op_dup2},
     {"close", op_close},         {"lseek", op_lseek},
     {"write_file", op_write_file},
-    {"fcntl", op_fcntl},         {"pipe", op_pipe},
+    {"fcntl", op_fcntl},         {"set_owner", op_set_owner},         {"pipe", op_pipe},
     {"socketpair", op_socketpair}, {"chdir", op_chdir},
     {"fchdir", op_fchdir},       {"chroot", op_chroot},
     {"setns", op_setns},

@@ -68,6 +68,8 @@ export interface FdsBinding {
   writeSmallFiles(paths: readonly string[], buffers: readonly Uint8Array[], mode: number): Promise<void>;
   /** rename(2) that fails with EEXIST instead of replacing what is at `to` (renameat2 RENAME_NOREPLACE). */
   renameNoReplace(from: string, to: string): void;
+  /** Whom an fd's SIGIO/SIGURG go to: F_GETOWN_EX (type: F_OWNER_TID 0, PID 1, PGRP 2; pid 0 for none), F_GETSIG, F_GETOWNER_UIDS. */
+  fileOwner(fd: number): { type: number; pid: number; signum: number; uid: number; euid: number };
   /** fcntl(2) of an fd of this process with a query taking no argument (F_GETPIPE_SZ, F_GET_SEALS); throws with errno. */
   fcntlInt(fd: number, cmd: number): number;
   /** mknod(2) of a character or block device (`mode` with S_IFCHR or S_IFBLK); throws with errno. */

@@ -19,7 +19,8 @@ import { timerfdDumper } from './fd-timerfd.js';
 import { dumpInetFd } from './fd-inetsk.js';
 import { dumpNetlinkFd } from './fd-netlinksk.js';
 import { dumpUnixFd } from './fd-unixsk.js';
-import { checkSocketNamespace } from './socket-common.js';
+import { checkSocketNamespace, copyOfTaskFd } from './socket-common.js';
+import { native } from '../actors/native.js';
 import { dumpFifoFd } from './fd-fifo.js';
 import { dumpMemfdFd, isMemfdLink } from './fd-memfd.js';
 import { dumpTtyFd, terminalKind } from './fd-tty.js';
@@ -51,6 +52,8 @@ interface OpenFileSeen {
 
 /** Character devices CRIU dumps as plain files by path (major 1: mem, null, zero, full, random...). */
 const MEM_MAJOR = 1;
+const FASYNC = 0o20000;
+const F_OWNER_PGRP = 2;
 /** statfs f_type of the namespace filesystem (nsfs). */
 const NSFS_MAGIC = 0x6e736673;
 /** An fd's link when it is a namespace opened through /proc/PID/ns ("net:[4026531840]"). */
@@ -84,6 +87,10 @@ export class OpenFiles {
   /** tcp-stream images of the connections read, and the copies of their sockets kept in repair mode. */
   readonly tcpStreams: Array<{ name: string; entry: Entry; payload: Uint8Array }> = [];
   readonly tcpRepair: number[] = [];
+  /** files.img ids whose signal owner (fown) was read. */
+  readonly owned = new Set<number>();
+  /** The tree's tasks, threads and groups as crr sees them, and their numbers in the tree's PID namespace. */
+  tree: { hostPids: ReadonlySet<number>; pidOf: (hostPid: number) => number } = { hostPids: new Set(), pidOf: (pid) => pid };
   /** crr's copies of fds in flight in the tree's unix sockets: open until the dump ends (kcmp compares them). */
   readonly inFlight: number[] = [];
   /** What crr cannot reach by path in each mount namespace of the tree, by its inode. */
@@ -175,6 +182,35 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
  */
 export async function dumpFd(pid: number, fd: number, link: string, ids: DumpIds, open: OpenFiles, probe: FdProbe): Promise<Entry> {
   const info = parseFdinfo(readProc(pid, `fdinfo/${fd}`));
+  const entry = await fileEntry(pid, fd, link, info, ids, open, probe);
+  // The owner of signal-driven I/O: read where the file has O_ASYNC (an owner alone sends only SIGURG).
+  if (info.flags & FASYNC && pid !== process.pid) recordOwner(pid, fd, Number(entry['id']), ids, open);
+  return entry;
+}
+
+/**
+ * fown of the files.img entry `id` (once per description): the process, thread or group its
+ * SIGIO goes to, in the tree's PID numbering, and the signal. An owner outside the tree is refused.
+ */
+function recordOwner(pid: number, fd: number, id: number, ids: DumpIds, open: OpenFiles): void {
+  if (open.owned.has(id)) return;
+  open.owned.add(id);
+  const copy = copyOfTaskFd(pid, fd);
+  let owner: ReturnType<typeof native.fileOwner>;
+  try {
+    owner = native.fileOwner(copy);
+  } finally {
+    native.close(copy);
+  }
+  if (owner.pid === 0 && owner.signum === 0) return;
+  if (owner.pid !== 0 && !open.tree.hostPids.has(owner.pid)) throw new UnsupportedFdError(pid, fd, `a file whose SIGIO goes to ${owner.type === F_OWNER_PGRP ? 'process group' : 'pid'} ${owner.pid}, outside the tree (F_SETOWN)`);
+  const file = ids.files.find((f) => Number(f['id']) === id);
+  const sub = file && Object.values(file).find((v): v is Entry => typeof v === 'object' && v !== null && !(v instanceof Uint8Array) && !Array.isArray(v) && 'fown' in v);
+  if (!sub) return;
+  sub['fown'] = { uid: owner.uid, euid: owner.euid, signum: owner.signum, pid_type: owner.type, pid: owner.pid ? open.tree.pidOf(owner.pid) : 0 };
+}
+
+async function fileEntry(pid: number, fd: number, link: string, info: ReturnType<typeof parseFdinfo>, ids: DumpIds, open: OpenFiles, probe: FdProbe): Promise<Entry> {
   const fdflags = info.flags & O_CLOEXEC ? 1 : 0;
   const fileFlags = info.flags & ~O_CLOEXEC;
   const pipe = /^pipe:\[(\d+)\]$/.exec(link);

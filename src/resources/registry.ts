@@ -31,6 +31,7 @@ import { signals } from './signals.js';
 import { processGroups, taskTree } from './task-tree.js';
 import { threads } from './threads.js';
 import { FD_TYPE_UNIXSK, unixsk, unixskScm } from './unixsk.js';
+import { fown } from './fown.js';
 import { FD_TYPE_TIMERFD, timerfd } from './timerfd.js';
 import { timers } from './timers.js';
 import { ctty, devTty, FD_TYPE_TTY, tty } from './tty.js';
@@ -58,6 +59,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   fifo,
   unixsk,
   unixskScm,
+  fown,
   inetsk,
   tcpRepairOff,
   netlinksk,
