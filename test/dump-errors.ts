@@ -229,6 +229,7 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.same([a.pid, a.imagesDir, a.leaveRunning, a.verbosity, a.logFile, a.shellJob], [42, '/x', true, 5, 'log', true]);
   t.same(parseDumpArgs(['--tree=7', '--images-dir=/y', '--verbosity=4', '--timeout', '5']), { pid: 7, imagesDir: '/y', leaveRunning: false, verbosity: 4, logFile: undefined, timeoutSec: 5 });
   t.match(parseDumpArgs(['-t', '7', '-D', '/y', '--skip-in-flight', '--tcp-established']), { skipInFlight: true, tcpEstablished: true }, '--skip-in-flight');
+  t.equal(parseDumpArgs(['-t', '7', '-D', '/y', '--prev-images-dir', '../first']).prevImagesDir, '../first', '--prev-images-dir');
   t.same(parseDumpArgs(['-t', '7', '-D', '/y', '--ext-mount-map', '/vol:data', '--external', 'mnt[/logs]:logs']).external, ['mnt[/vol]:data', 'mnt[/logs]:logs'], '--ext-mount-map, the older spelling of --external mnt[...]');
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']).tcpEstablished, true);

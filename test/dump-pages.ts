@@ -1,12 +1,13 @@
 // The page scan: buildRuns (u32 fast path over pagemap words) must pick exactly the pages the
 // per-page rule pageIsDumped picks, and merge them into the same runs, for random pagemaps.
 // The page write: writePages with a reader into reused buffers writes the same bytes as with a
-// reader returning fresh ones, and never holds more than depth + 1 buffers.
+// reader returning fresh ones, and never holds more than depth + 1 buffers; with a parent
+// checkpoint it writes only the pages the parent does not hold as they are.
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildRuns, pageIsDumped, vmaCanBeLazy, writePages, PE, type PageRun } from '../src/dump/pages.js';
+import { buildRuns, pageIsDumped, startPagesWrite, vmaCanBeLazy, writePages, PE, type PageRun } from '../src/dump/pages.js';
 import { VMA, type DumpVma } from '../src/dump/mm.js';
 
 function vma(start: bigint, pages: number, status: number, flags: number): DumpVma {
@@ -91,4 +92,47 @@ t.test('writePages: reused buffers write the same bytes, at most depth + 1 of th
   t.equal(want[5 * 4096 + 1], byteAt(0x40001n), 'the second run follows the first in the file');
   t.ok(readFileSync(reused).equals(want), 'same file bytes');
   t.ok(seen.size >= 1 && seen.size <= 3, `buffers used: ${seen.size} (depth 2 allows 3)`);
+});
+
+t.test('an incremental dump writes only the pages its parent does not hold as they are', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-pages-parent-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const page = (byte: number) => Buffer.alloc(4096, byte);
+  // The task: 4 pages at 0x10000 (lazy-able anonymous memory) and one at 0x20000.
+  const memory = new Map<bigint, Buffer>([[0x10000n, page(1)], [0x11000n, page(2)], [0x12000n, page(3)], [0x13000n, page(4)], [0x20000n, page(5)]]);
+  const runs: PageRun[] = [
+    { vaddr: 0x10000n, nrPages: 4, flags: PE.PRESENT | PE.LAZY },
+    { vaddr: 0x20000n, nrPages: 1, flags: PE.PRESENT },
+  ];
+  // The parent holds 0x10000 as it is, 0x11000 with other bytes, nothing at 0x12000, 0x13000 and 0x20000 as they are (another file).
+  const older = join(dir, 'older.img');
+  const oldest = join(dir, 'oldest.img');
+  writeFileSync(older, Buffer.concat([page(1), page(9)]));
+  writeFileSync(oldest, Buffer.concat([page(7), page(4), page(5)]));
+  const fds = [openSync(older, 'r'), openSync(oldest, 'r')];
+  t.teardown(() => fds.forEach((fd) => closeSync(fd)));
+  const parent = {
+    pieces: [
+      { vaddr: 0x10000n, end: 0x12000n, fd: fds[0]!, offset: 0 },
+      { vaddr: 0x13000n, end: 0x14000n, fd: fds[1]!, offset: 4096 },
+      { vaddr: 0x20000n, end: 0x21000n, fd: fds[1]!, offset: 8192 },
+    ],
+  };
+  const into = (iovs: Array<{ addr: bigint; len: number }>, buf: Buffer) => {
+    let o = 0;
+    for (const { addr, len } of iovs) for (let a = 0; a < len; a += 4096) o += memory.get(addr + BigInt(a))!.copy(buf, o);
+    return o;
+  };
+  const path = join(dir, 'pages.img');
+  // Chunks of 2 pages: pieces and runs cross chunk bounds.
+  const { bytes, runs: pagemap, flushed } = await startPagesWrite(path, runs, { into }, { chunkBytes: 2 * 4096, depth: 2, parent });
+  await flushed;
+  t.equal(bytes, 2 * 4096, 'two pages written');
+  t.ok(readFileSync(path).equals(Buffer.concat([page(2), page(3)])), 'the changed page and the one the parent lacks');
+  t.same(pagemap, [
+    { vaddr: 0x10000n, nrPages: 1, flags: PE.PARENT },
+    { vaddr: 0x11000n, nrPages: 2, flags: PE.PRESENT | PE.LAZY },
+    { vaddr: 0x13000n, nrPages: 1, flags: PE.PARENT },
+    { vaddr: 0x20000n, nrPages: 1, flags: PE.PARENT },
+  ], 'PE_PARENT where the parent holds the page, the dumped flags elsewhere');
 });

@@ -1,20 +1,22 @@
-// Incremental dumps (CRIU's dump --prev-images-dir): a checkpoint whose pagemap marks runs
-// PE_PARENT keeps those pages in the checkpoint its "parent" link names, which may keep some in
-// its own parent. The layouts here are made from one real dump of mem-pattern (64 MiB of pattern
+// Incremental dumps (CRIU's dump --prev-images-dir, crr dump --prev-images-dir): a checkpoint whose
+// pagemap marks runs PE_PARENT keeps those pages in the checkpoint its "parent" link names, which
+// may keep some in its own parent. crr's own incremental dump of mem-pattern is restored; the
+// other layouts here are made from one real dump of mem-pattern (64 MiB of pattern
 // with holes, guards and read-only pieces; every byte checked after the restore) by moving runs,
 // or halves of runs, out of a copy's pages file and marking them PE_PARENT. Without the parent
 // pages those bytes would come back as zeros and the check would fail.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { imageKindForFile, openCheckpoint, PAGE_SIZE, PE_PARENT, PE_PRESENT, readPagemap, type PagemapRun } from '../src/images/index.js';
 import { writeImage } from '../src/images/writer.js';
 import { restore } from '../src/restore/index.js';
 import { formatSummary, summariseCheckpoint } from '../src/cli/commands/show.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
-import { startProgram } from './lib/programs.js';
+import { startProgram, waitPidGone } from './lib/programs.js';
+import { dump } from '../src/dump/index.js';
 
 interface Host {
   teardown(fn: () => unknown): void;
@@ -95,4 +97,24 @@ t.test('a parent that is missing, lacks pages or comes back in its own chain is 
   const loop = incremental(t, full, undefined, (_, i) => (i === 0 ? 'parent' : 'present'));
   symlinkSync('.', join(loop, 'parent'));
   await t.rejects(restore({ imagesDir: loop, pidNamespace: true }), { stage: 'load', message: /expected a chain of parent checkpoints that ends/ }, 'a parent link to itself');
+});
+
+t.test('crr dump --prev-images-dir: pages unchanged since the parent dump stay there, the restore reads them there', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const first = mkdtempSync(join(tmpdir(), 'crr-incremental-first-'));
+  const second = mkdtempSync(join(tmpdir(), 'crr-incremental-second-'));
+  t.teardown(() => [first, second].forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+  await dump({ pid: prog.pid, imagesDir: first, leaveRunning: true });
+  const pids = prog.tree();
+  await dump({ pid: prog.pid, imagesDir: second, prevImagesDir: relative(second, first) });
+  for (const pid of pids) await waitPidGone(pid);
+  t.equal(readlinkSync(join(second, 'parent')), relative(second, first), 'the parent link, as given');
+  const whole = readPagemap(openCheckpoint(first), prog.pid);
+  const incremental = readPagemap(openCheckpoint(second), prog.pid);
+  const inParent = incremental.runs.filter((r) => r.flags & PE_PARENT).reduce((n, r) => n + r.nrPages, 0) * PAGE_SIZE;
+  t.ok(inParent > 0.9 * whole.presentBytes, `${inParent} of ${whole.presentBytes} bytes left in the parent`);
+  t.ok(incremental.presentBytes < 0.1 * whole.presentBytes, `${incremental.presentBytes} bytes written again`);
+  const rt = await restoreProgram(t, prog, second);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'every byte is back');
+  await t.rejects(dump({ pid: rt.result.rootHostPid, imagesDir: join(second, 'again'), prevImagesDir: 'no-such-dir' }), { name: 'UsageError', message: /--prev-images-dir no-such-dir: .*no-such-dir/ }, 'a parent that is not there');
 });

@@ -2,8 +2,10 @@
 // the tree (default, like criu) or resume it untouched. Any failure before the end resumes the
 // tree with its registers as they were and removes the partial image directory.
 import { randomUUID } from 'node:crypto';
-import { statSync, writeFileSync } from 'node:fs';
-import { CrrError } from '../errors.js';
+import { closeSync, openSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { CrrError, UsageError } from '../errors.js';
+import { openCheckpoint, readPagemap, type Checkpoint } from '../images/index.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
 import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type Frozen, type FrozenTask } from './tree.js';
@@ -17,7 +19,7 @@ import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThreads, saveRegs } from './task.js';
 import { coreEntry, zombieCoreEntry } from './core.js';
-import { buildRuns, pagemapEntries, pagemapReader, readerInto, startPagesWrite, vmaIsDumped, PAGE_SIZE } from './pages.js';
+import { buildRuns, pagemapEntries, pagemapReader, readerInto, startPagesWrite, vmaIsDumped, PAGE_SIZE, PE, type PageRun, type ParentPages } from './pages.js';
 import { SharedMemory, shmemPagemapEntries } from './shmem.js';
 import { GET_SEALS, memfdsOf } from './fd-memfd.js';
 import { DumpStats, statsEntry } from './stats.js';
@@ -65,6 +67,13 @@ export interface DumpOptions {
   /** Largest deleted file kept in the checkpoint, in bytes (criu's --ghost-limit; 1 MiB). */
   ghostLimit?: number;
   /**
+   * An incremental dump (criu's --prev-images-dir): the checkpoint of this tree to build on, a
+   * path relative to `imagesDir` or absolute. A page it holds unchanged (same address and bytes)
+   * is not written again but marked PE_PARENT, and a `parent` link names it, as CRIU lays it out;
+   * a restore reads those pages there, so it must stay.
+   */
+  prevImagesDir?: string;
+  /**
    * Take a terminal whose master is not in the tree (criu's --shell-job): the tree runs on a
    * shell's terminal. Without it such a terminal is refused; its restore needs the option too.
    */
@@ -111,6 +120,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (opts.signal?.aborted) throw new CrrError('dump aborted', 1, { cause: opts.signal.reason });
   };
   const external = parseExternal(opts.external ?? []);
+  const parent = opts.prevImagesDir === undefined ? undefined : parentCheckpoint(opts.imagesDir, opts.prevImagesDir);
   const out = new DumpOutput(opts.imagesDir);
   const ids = new DumpIds(opts.ghostLimit);
   const rootIds = await ids.rootIds();
@@ -150,7 +160,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const seccomp = new SeccompFilters();
     const locks = new FileLocks();
     const cgroups = new CgroupSets();
-    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids, v };
+    const tree: TreeDump = { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds: rootNs.ids, v, ...(parent ? { parent } : {}) };
     let pagesId = 0;
     // Pages files still being written (a task's pages go on while the next tasks are dumped):
     // at most PAGES_WRITES_IN_FLIGHT; the first failure fails the dump.
@@ -229,6 +239,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     }
     stats.thawed();
     out.write('stats-dump', [statsEntry(stats)]);
+    if (opts.prevImagesDir !== undefined) symlinkSync(opts.prevImagesDir, join(out.partial, 'parent'));
     const images = await out.commit();
     const ms = performance.now() - t0;
     emit({ type: 'done', images, ms, left: opts.leaveRunning ? 'running' : 'killed' });
@@ -264,6 +275,8 @@ interface TreeDump {
   readonly stats: DumpStats;
   readonly emit: (e: DumpEvent) => void;
   readonly seccomp: SeccompFilters;
+  /** The checkpoint an incremental dump builds on (prevImagesDir). */
+  readonly parent?: Checkpoint;
   readonly locks: FileLocks;
   readonly cgroups: CgroupSets;
   /** The tree's user namespace's id maps, when it has one of its own. */
@@ -274,7 +287,7 @@ interface TreeDump {
 
 /** Dumps one task; `written` is its pages file's write, which may still be going on (its byte count). */
 async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, scratch: Scratch, pagesId: number, tree: TreeDump): Promise<{ written: Promise<number> }> {
-  const { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds, v } = tree;
+  const { ctl, ids, open, shmem, out, regs, frozen, stats, emit, seccomp, locks, cgroups, userIds, v, parent } = tree;
   const pid = task.pid;
   const status = decodeStatus(readProc(pid, 'status'));
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
@@ -323,7 +336,15 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   // the dump goes on with the next tasks.
   await setProt(scratch, pid, unreadable, true);
   const t0 = performance.now();
-  const { bytes, flushed } = await startPagesWrite(out.rawPath(`pages-${pagesId}.img`), runs, { into: readerInto(pid) });
+  const parentPages = parent ? openParentPages(parent, v(pid)) : undefined;
+  let pagemapRuns: PageRun[];
+  let bytes: number;
+  let flushed: Promise<void>;
+  try {
+    ({ bytes, runs: pagemapRuns, flushed } = await startPagesWrite(out.rawPath(`pages-${pagesId}.img`), runs, { into: readerInto(pid) }, parentPages ? { parent: parentPages } : {}));
+  } finally {
+    parentPages?.close();
+  }
   await setProt(scratch, pid, unreadable, false);
   const written = flushed.then(() => {
     stats.memwrite(performance.now() - t0);
@@ -337,7 +358,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   const procState = proc.task;
   out.write(`ids-${v(pid)}.img`, [taskIds]);
   out.write(`mm-${v(pid)}.img`, [mmEntry(pid, threads[0]!.stat, vmas, exeId, proc.mm)]);
-  out.write(`pagemap-${v(pid)}.img`, pagemapEntries(pagesId, runs));
+  out.write(`pagemap-${v(pid)}.img`, pagemapEntries(pagesId, pagemapRuns));
   if (fdinfo) out.write(`fdinfo-${taskIds.files_id}.img`, fdinfo);
   out.write(`fs-${v(pid)}.img`, [fs]);
   const readFilter = ctl.seccompFilter?.bind(ctl) ?? (() => Promise.reject(new CrrError(`pid ${pid}: this task control cannot read seccomp filters`)));
@@ -385,4 +406,45 @@ function inventoryEntry(rootIds: Entry): Entry {
     plugins_entry: {},
     dump_criu_run_id: randomUUID(),
   };
+}
+
+/** The checkpoint `prevImagesDir` names (relative to the images directory, as criu takes it). */
+function parentCheckpoint(imagesDir: string, prevImagesDir: string): Checkpoint {
+  const dir = isAbsolute(prevImagesDir) ? prevImagesDir : join(imagesDir, prevImagesDir);
+  let checkpoint: Checkpoint;
+  try {
+    checkpoint = openCheckpoint(dir, { validate: false });
+  } catch (err) {
+    throw new UsageError(`--prev-images-dir ${prevImagesDir}: ${(err as Error).message}`);
+  }
+  if (![...checkpoint.imageFiles.keys()].some((name) => name.startsWith('pagemap-'))) throw new UsageError(`--prev-images-dir ${prevImagesDir}: ${dir} holds no pagemap images (not a checkpoint)`);
+  return checkpoint;
+}
+
+/**
+ * Where the parent checkpoint keeps task `pid`'s pages (its pages file's PRESENT runs and what
+ * its own parents keep), each file open for the comparison; undefined when it has no such task.
+ */
+function openParentPages(parent: Checkpoint, pid: number): (ParentPages & { close(): void }) | undefined {
+  if (!parent.has(`pagemap-${pid}.img`)) return undefined;
+  const pagemap = readPagemap(parent, pid);
+  const fds = new Map<string, number>();
+  const fdOf = (path: string) => {
+    let fd = fds.get(path);
+    if (fd === undefined) fds.set(path, (fd = openSync(path, 'r')));
+    return fd;
+  };
+  const close = () => fds.forEach((fd) => closeSync(fd));
+  try {
+    const page = BigInt(PAGE_SIZE);
+    const piece = (path: string, r: { vaddr: bigint; nrPages: number; pagesOffset: number }) => ({ vaddr: r.vaddr, end: r.vaddr + BigInt(r.nrPages) * page, fd: fdOf(path), offset: r.pagesOffset });
+    const pieces = [
+      ...pagemap.runs.filter((r) => r.flags & PE.PRESENT).map((r) => piece(parent.path(pagemap.pagesFile), r)),
+      ...pagemap.parents.flatMap((p) => p.runs.map((r) => piece(p.pagesPath, r))),
+    ].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+    return { pieces, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
 }

@@ -179,58 +179,135 @@ export function readerInto(pid: number): MemoryReaderInto {
 const sparePages: Buffer[] = [];
 
 /**
+ * An incremental dump's parent checkpoint, for one task: where it keeps each of the task's pages
+ * (pieces in address order, each in one pages file open at `fd`).
+ */
+export interface ParentPages {
+  readonly pieces: ReadonlyArray<{ readonly vaddr: bigint; readonly end: bigint; readonly fd: number; readonly offset: number }>;
+}
+
+/**
+ * The pages of one chunk that its parent checkpoint holds as they are now: those go into the
+ * pagemap as PE_PARENT and are not written. Returns the byte ranges of `data` to write and adds
+ * the chunk's runs to `runs` (a page written keeps its flags in `dumped`, the runs being read).
+ * `cursor` keeps the place in `parent.pieces` and `dumped` from chunk to chunk (addresses only grow).
+ */
+function dedupe(chunk: ReadonlyArray<{ addr: bigint; len: number }>, data: Buffer, parent: ParentPages, cursor: { piece: number; run: number }, dumped: readonly PageRun[], runs: PageRun[]): Array<[number, number]> {
+  const keep: Array<[number, number]> = [];
+  const page = (addr: bigint, present: boolean, at: number) => {
+    while (dumped[cursor.run]!.vaddr + BigInt(dumped[cursor.run]!.nrPages) * PAGE <= addr) cursor.run++;
+    const flags = present ? dumped[cursor.run]!.flags : PE.PARENT;
+    const last = runs[runs.length - 1];
+    if (last && last.flags === flags && last.vaddr + BigInt(last.nrPages) * PAGE === addr) last.nrPages++;
+    else runs.push({ vaddr: addr, nrPages: 1, flags });
+    if (!present) return;
+    const lastKeep = keep[keep.length - 1];
+    if (lastKeep && lastKeep[1] === at) lastKeep[1] += PAGE_SIZE;
+    else keep.push([at, at + PAGE_SIZE]);
+  };
+  let at = 0;
+  for (const { addr, len } of chunk) {
+    for (let done = 0; done < len; ) {
+      const a = addr + BigInt(done);
+      const pieces = parent.pieces;
+      while (cursor.piece < pieces.length && pieces[cursor.piece]!.end <= a) cursor.piece++;
+      const piece = pieces[cursor.piece];
+      // Pages up to the next piece (or the iovec's end) that the parent does not have.
+      if (!piece || piece.vaddr > a) {
+        const upTo = piece ? Math.min(len - done, Number(piece.vaddr - a)) : len - done;
+        for (let o = 0; o < upTo; o += PAGE_SIZE) page(a + BigInt(o), true, at + done + o);
+        done += upTo;
+        continue;
+      }
+      const span = Math.min(len - done, Number(piece.end - a));
+      const theirs = parentScratch(span);
+      readExactly(piece.fd, theirs, span, piece.offset + Number(a - piece.vaddr));
+      for (let o = 0; o < span; o += PAGE_SIZE) {
+        const from = at + done + o;
+        page(a + BigInt(o), data.compare(theirs, o, o + PAGE_SIZE, from, from + PAGE_SIZE) !== 0, from);
+      }
+      done += span;
+    }
+    at += len;
+  }
+  return keep;
+}
+
+let scratch = Buffer.alloc(0);
+function parentScratch(bytes: number): Buffer {
+  if (scratch.length < bytes) scratch = Buffer.allocUnsafeSlow(Math.max(bytes, DEFAULT_CHUNK));
+  return scratch;
+}
+
+function readExactly(fd: number, buf: Buffer, length: number, position: number): void {
+  for (let got = 0; got < length; ) {
+    const n = readSync(fd, buf, got, length - got, position + got);
+    if (n === 0) throw new Error(`the parent checkpoint's pages file ends at ${position + got}, before the pages its pagemap names`);
+    got += n;
+  }
+}
+
+/**
  * Writes the pages of `runs` to `path`: chunks are read on this thread while up to `depth`
  * earlier chunks are being written by libuv's threads at their own file positions (a positional
  * write needs no ordering). With `{ into }` the chunks are read into `depth + 1` buffers used
  * in turn and kept for the next call, so 1 GiB costs no allocation, zero-fill or GC per chunk.
- * Resolves once every chunk has been read (the task's memory is not needed any more) with the
- * byte count and `flushed`, which settles when the last write and the close have.
+ * With `parent` (an incremental dump) a page its parent holds unchanged is not written, and the
+ * runs resolved are the pagemap's (PE_PARENT for those). Resolves once every chunk has been read
+ * (the task's memory is not needed any more) with the byte count, the runs and `flushed`, which
+ * settles when the last write and the close have.
  */
 export async function startPagesWrite(
   path: string,
   runs: PageRun[],
   read: MemoryReader | { into: MemoryReaderInto },
-  chunkBytes = DEFAULT_CHUNK,
-  depth = DEFAULT_DEPTH,
-): Promise<{ bytes: number; flushed: Promise<void> }> {
+  options: { chunkBytes?: number; depth?: number; parent?: ParentPages } = {},
+): Promise<{ bytes: number; runs: PageRun[]; flushed: Promise<void> }> {
+  const { chunkBytes = DEFAULT_CHUNK, depth = DEFAULT_DEPTH, parent } = options;
   const fh = await open(path, 'w');
   let written = 0;
   const inFlight = new Set<Promise<unknown>>();
   const free: Buffer[] = [];
   let allocated = 0;
+  const resolved: PageRun[] = [];
+  const cursor = { piece: 0, run: 0 };
   const finish = async () => {
     await Promise.allSettled(inFlight);
     await fh.close();
     sparePages.push(...free.splice(0, DEFAULT_DEPTH + 1 - sparePages.length));
   };
+  // Writes data's ranges to be written at the file's end; `done` runs when they are in.
+  const put = (chunk: Array<{ addr: bigint; len: number }>, data: Buffer, done?: () => void) => {
+    const ranges = parent ? dedupe(chunk, data, parent, cursor, runs, resolved) : [[0, data.length] as [number, number]];
+    const writes = ranges.map(([from, to]) => {
+      const w = fh.write(data, from, to - from, written);
+      written += to - from;
+      return w;
+    });
+    const p: Promise<unknown> = Promise.all(writes).finally(() => {
+      inFlight.delete(p);
+      done?.();
+    });
+    inFlight.add(p);
+  };
   try {
     for (const chunk of chunkRuns(runs, chunkBytes)) {
-      let data: Buffer;
       if (typeof read === 'function') {
-        data = await read(chunk);
+        const data = await read(chunk);
         while (inFlight.size >= depth) await Promise.race(inFlight);
-      } else {
-        while (free.length === 0 && allocated > depth) await Promise.race(inFlight);
-        let buf = free.pop();
-        if (!buf) {
-          const spare = sparePages.pop();
-          buf = spare && spare.length === chunkBytes ? spare : Buffer.allocUnsafeSlow(chunkBytes);
-          allocated++;
-        }
-        const n = read.into(chunk, buf);
-        data = buf.subarray(0, n);
-        const own = buf;
-        const p: Promise<unknown> = fh.write(data, 0, n, written).finally(() => {
-          inFlight.delete(p);
-          free.push(own);
-        });
-        inFlight.add(p);
-        written += n;
+        put(chunk, data);
         continue;
       }
-      const p: Promise<unknown> = fh.write(data, 0, data.length, written).finally(() => inFlight.delete(p));
-      inFlight.add(p);
-      written += data.length;
+      while (free.length === 0 && allocated > depth) await Promise.race(inFlight);
+      let buf = free.pop();
+      if (!buf) {
+        const spare = sparePages.pop();
+        buf = spare && spare.length === chunkBytes ? spare : Buffer.allocUnsafeSlow(chunkBytes);
+        allocated++;
+      }
+      const n = read.into(chunk, buf);
+      const own = buf;
+      put(chunk, buf.subarray(0, n), () => free.push(own));
     }
   } catch (err) {
     await finish();
@@ -240,7 +317,7 @@ export async function startPagesWrite(
     await finish();
     throw err;
   });
-  return { bytes: written, flushed };
+  return { bytes: written, runs: parent ? resolved : runs, flushed };
 }
 
 /** startPagesWrite to its end: the bytes written. */
@@ -251,7 +328,7 @@ export async function writePages(
   chunkBytes = DEFAULT_CHUNK,
   depth = DEFAULT_DEPTH,
 ): Promise<number> {
-  const { bytes, flushed } = await startPagesWrite(path, runs, read, chunkBytes, depth);
+  const { bytes, flushed } = await startPagesWrite(path, runs, read, { chunkBytes, depth });
   await flushed;
   return bytes;
 }

@@ -25,6 +25,8 @@ export interface DumpArgs {
   shellJob?: boolean;
   /** Largest deleted file kept, in bytes (criu's --ghost-limit). */
   ghostLimit?: number;
+  /** criu's --prev-images-dir: an incremental dump on this checkpoint (relative to the images directory). */
+  prevImagesDir?: string;
   /** criu's --external values (net[INODE]:KEY). */
   external?: string[];
 }
@@ -45,6 +47,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let skipInFlight = false;
   let shellJob = false;
   let ghostLimit: number | undefined;
+  let prevImagesDir: string | undefined;
   const external: string[] = [];
   for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
@@ -67,6 +70,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--shell-job' || arg === '-j') shellJob = true;
     else if (arg === '--ghost-limit') ghostLimit = byteSize(value(), '--ghost-limit');
     else if (arg === '--external') external.push(value());
+    else if (arg === '--prev-images-dir') prevImagesDir = value();
     else if (arg === '--ext-mount-map') {
       // criu's older spelling of --external mnt[MOUNTPOINT]:KEY.
       const spec = value();
@@ -80,7 +84,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(external.length ? { external } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(prevImagesDir !== undefined ? { prevImagesDir } : {}), ...(external.length ? { external } : {}) };
 }
 
 /** A size as criu takes one: bytes, or a number with K, M or G. */
@@ -91,7 +95,7 @@ function byteSize(text: string, option: string): number {
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--skip-in-flight] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--skip-in-flight] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--prev-images-dir DIR] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -144,6 +148,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(args.skipInFlight ? { skipInFlight: true } : {}),
     ...(args.shellJob ? { shellJob: true } : {}),
     ...(args.ghostLimit !== undefined ? { ghostLimit: args.ghostLimit } : {}),
+    ...(args.prevImagesDir !== undefined ? { prevImagesDir: args.prevImagesDir } : {}),
     ...(args.external ? { external: args.external } : {}),
     signal,
     trace: args.trace,
