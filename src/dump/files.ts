@@ -4,6 +4,7 @@
 // error naming pid, fd and what it is, before anything is written.
 import { readdirSync, readFileSync, statSync, statfsSync, openSync, closeSync, constants as C } from 'node:fs';
 import { howToMake, parseMountinfo } from '../mountinfo.js';
+import { fileSubMessage } from '../images/checkpoint.js';
 import { CrrError } from '../errors.js';
 import { drainNonblocking, writeAll } from './queue-io.js';
 import { ProcError, parseFdinfo, readProc, readProcLink } from './proc.js';
@@ -205,8 +206,8 @@ function recordOwner(pid: number, fd: number, id: number, ids: DumpIds, open: Op
   if (owner.pid === 0 && owner.signum === 0) return;
   if (owner.pid !== 0 && !open.tree.hostPids.has(owner.pid)) throw new UnsupportedFdError(pid, fd, `a file whose SIGIO goes to ${owner.type === F_OWNER_PGRP ? 'process group' : 'pid'} ${owner.pid}, outside the tree (F_SETOWN)`);
   const file = ids.files.find((f) => Number(f['id']) === id);
-  const sub = file && Object.values(file).find((v): v is Entry => typeof v === 'object' && v !== null && !(v instanceof Uint8Array) && !Array.isArray(v) && 'fown' in v);
-  if (!sub) return;
+  const sub = file && fileSubMessage(file);
+  if (!sub || !('fown' in sub)) return;
   sub['fown'] = { uid: owner.uid, euid: owner.euid, signum: owner.signum, pid_type: owner.type, pid: owner.pid ? open.tree.pidOf(owner.pid) : 0 };
 }
 

@@ -358,6 +358,14 @@ export const FD_TYPES: Record<string, number> = {
   BPFMAP: 19, PIDFD: 20,
 };
 
+/** The per-type sub-message of a files.img entry (reg, pipe, usk, ...): its only object field. */
+export function fileSubMessage(file: Entry): Entry {
+  for (const [key, value] of Object.entries(file)) {
+    if (key !== 'type' && value && typeof value === 'object' && !(value instanceof Uint8Array) && !Array.isArray(value)) return value as Entry;
+  }
+  return {};
+}
+
 /** tty_info_entry types crr writes and reads (TtyType). */
 export const TTY_TYPE = { PTY: 1, CTTY: 4 } as const;
 /** CRIU's tty-info id of /dev/tty: its CTTY_INDEX, 1006, numbered as a slave end (index * 2). */

@@ -3,6 +3,7 @@
 // flags say. Set once every fd of the task is in place (task-state), by each task holding the
 // file (a shared description gets the same values again): F_SETOWN_EX first, so that O_ASYNC
 // never signals another owner.
+import { fileSubMessage } from '../images/checkpoint.js';
 import type { Checkpoint, Entry, FdinfoEntry } from '../images/index.js';
 import { helperOf, type RestoreCtx, type TaskImageSet } from '../restore/context.js';
 import type { Op } from './socket-options.js';
@@ -23,8 +24,8 @@ interface Owner {
 /** What a files.img entry asks: its owner and signal, and its status flags when O_ASYNC is among them. */
 function signalDriven(file: Entry | undefined): { owner?: Owner; asyncFlags?: number } | undefined {
   // The per-kind sub-message (reg, pipe, usk, isk...) holds flags and fown.
-  const sub = file && (Object.values(file).find((v) => typeof v === 'object' && v !== null && !(v instanceof Uint8Array) && !Array.isArray(v) && 'fown' in v) as Entry | undefined);
-  if (!sub) return undefined;
+  if (!file) return undefined;
+  const sub = fileSubMessage(file);
   const fown = sub['fown'] as Entry | undefined;
   const owner = fown && (Number(fown['pid']) || Number(fown['signum'])) ? { type: Number(fown['pid_type'] ?? 1), pid: Number(fown['pid'] ?? 0), signum: Number(fown['signum'] ?? 0) } : undefined;
   const flags = Number(sub['flags'] ?? 0);

@@ -12,6 +12,7 @@ import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } fro
 import { copyFromTask, FD_CLOEXEC, O_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
 import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, SOCK_DGRAM, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
 import { optionOps, type Op } from './socket-options.js';
+import { rightsOf } from '../restore/in-flight.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 export { FD_TYPE_UNIXSK } from './unixsk-plan.js';
@@ -38,9 +39,8 @@ const queuesOf = perKey((session: RestoreSession): Map<number, QueuedPacket[]> =
   for (const lazy of checkpoint.image('sk-queues.img').entries()) {
     const entry = lazy.decode();
     const id = Number(entry['id_for']);
-    const scm = (entry['scm'] as Array<{ rights?: number[] }> | undefined) ?? [];
     const list = out.get(id) ?? [];
-    list.push({ data: lazy.payload ?? new Uint8Array(), rights: scm.flatMap((m) => (m.rights ?? []).map(Number)) });
+    list.push({ data: lazy.payload ?? new Uint8Array(), rights: rightsOf(entry) });
     out.set(id, list);
   }
   return out;

@@ -15,15 +15,21 @@ const SCM_RIGHTS = 1;
 /** Where the numbers of the fds in flight start, going down (the fd kinds' spare numbers skip them). */
 const FIRST_IN_FLIGHT_FD = 700;
 
+/** The files.img ids of the fds in flight an sk-queues.img entry carries; a control message other than SCM_RIGHTS is refused. */
+export function rightsOf(entry: Record<string, unknown>): number[] {
+  const scm = (entry['scm'] as Array<{ type: number; rights?: number[] }> | undefined) ?? [];
+  const other = scm.find((s) => Number(s.type) !== SCM_RIGHTS);
+  if (other) throw new StageError({ stage: 'plan', resource: 'unixsk', message: `a packet queued for unix socket file ${Number(entry['id_for'])} carries a control message of type ${other.type}: only SCM_RIGHTS is supported` });
+  return scm.flatMap((s) => (s.rights ?? []).map(Number));
+}
+
 /** Packets of sk-queues.img with fds in flight, by the id of the socket that was to receive them (once per checkpoint). */
 export const packetsWithFds = perKey((checkpoint: Checkpoint): Map<number, number[][]> => {
   const out = new Map<number, number[][]>();
   if (!checkpoint.has('sk-queues.img')) return out;
   for (const lazy of checkpoint.image('sk-queues.img').entries()) {
     const entry = lazy.decode();
-    const scm = (entry['scm'] as Array<{ type: number; rights?: number[] }> | undefined) ?? [];
-    const rights = scm.flatMap((s) => (Number(s.type) === SCM_RIGHTS ? (s.rights ?? []).map(Number) : []));
-    if (scm.some((s) => Number(s.type) !== SCM_RIGHTS)) throw new StageError({ stage: 'plan', resource: 'unixsk', message: `a packet queued for unix socket file ${Number(entry['id_for'])} carries a control message of type ${scm.find((s) => Number(s.type) !== SCM_RIGHTS)!.type}: only SCM_RIGHTS is supported` });
+    const rights = rightsOf(entry);
     if (!rights.length) continue;
     const id = Number(entry['id_for']);
     out.set(id, [...(out.get(id) ?? []), rights]);

@@ -11,7 +11,7 @@ import { treeMounts } from '../../restore/mounts.js';
 import { packetsWithFds } from '../../restore/in-flight.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
-import { CTTY_INFO_ID, FD_TYPES, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
+import { CTTY_INFO_ID, FD_TYPES, fileSubMessage, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
 import { hasParentCheckpoint, readPagemap, PE_PRESENT } from '../../images/pagemap.js';
 import type { Entry } from '../../images/schema.js';
 
@@ -76,19 +76,9 @@ function text(v: unknown): string {
   return typeof v === 'bigint' ? v.toString() : String(v);
 }
 
-/** The per-type sub-message of a files.img entry (reg, pipe, usk, ...): its only object field. */
-function subMessage(file: Entry): Entry {
-  for (const [key, value] of Object.entries(file)) {
-    if (key !== 'type' && value && typeof value === 'object' && !(value instanceof Uint8Array) && !Array.isArray(value)) {
-      return value as Entry;
-    }
-  }
-  return {};
-}
-
 /** What a file is, in the words /proc/PID/fd would use where there are some. */
 export function describeFile(type: string, file: Entry): string {
-  const sub = subMessage(file);
+  const sub = fileSubMessage(file);
   switch (type) {
     case 'REG':
       return sub['name'] !== undefined ? text(sub['name']) : 'regular file';
