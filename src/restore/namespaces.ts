@@ -1,6 +1,7 @@
 // The namespaces a checkpoint asks for, by CRIU's rule: a namespace kind is restored where the
 // root task's id differs from the dumper's own (the inventory's root_ids), and every other task
-// shares its parent's. A user namespace comes first: the PID namespace's init is forked into it
+// shares its parent's, but for UTS, IPC and network namespaces nested in the tree: the task that
+// made one is forked into a new one (`nested`), which is filled in as the root's are. A user namespace comes first: the PID namespace's init is forked into it
 // (launcher.ts) and its id maps written. Then the root's parent unshares the UTS, IPC, network
 // and time namespaces (owned by that user namespace) before it forks the root, and crr fills
 // them in from here: host and domain names, IPC sysctls and SysV objects, the loopback device
@@ -380,9 +381,9 @@ function requireImage(checkpoint: Checkpoint, name: string, pid: number): void {
 
 
 /**
- * Fills the namespaces `parentPid` unshared (or was forked into, for nested ones): host and domain names, IPC sysctls (time offsets go
- * through /proc/PID/timens_offsets, see the launcher). Each write is made by a thread of crr's
- * that entered the namespace (native writeInNamespace).
+ * Fills the namespaces `parentPid` unshared (or was forked into, for nested ones): host and
+ * domain names, IPC sysctls (time offsets go through /proc/PID/timens_offsets, see the launcher).
+ * Each write is made by a thread of crr's that entered the namespace (native writeInNamespace).
  */
 export function fillNamespaces(parentPid: number, ns: NestedNamespaces): void {
   const inNamespace = (kind: string, call: (nsPath: string) => void) => {
