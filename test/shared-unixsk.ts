@@ -157,3 +157,22 @@ t.test('fds in flight: bad scm entries are refused before anything is made', asy
   rewrite((scm) => scm.map((m) => ({ ...m, rights: [999999] })));
   await t.rejects(restore({ imagesDir: out, pidNamespace: true }), { message: /files\.img: at byte 0: expected a file with id 999999 \(referenced from sk-queues\.img\)/ });
 });
+
+t.test("a queued message's sender credentials (SO_PASSCRED): dumped as ucred, sent again with them", async (t) => {
+  const p = await startProgram(t, 'unixsk', ['creds']);
+  const out = tmpOut(t, 'creds');
+  const pids = p.tree();
+  // The child runs as uid 65534, gid 65533, without capabilities: restored as it was.
+  const credLines = (pid: number) => readFileSync(`/proc/${pid}/status`, 'latin1').split('\n').filter((l) => /^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):/.test(l));
+  const before = credLines(pids.find((pid) => pid !== p.pid)!);
+  await dump({ pid: p.pid, imagesDir: out });
+  for (const pid of pids) await waitPidGone(pid);
+  const child = (readImage(join(out, 'pstree.img')).all() as any[]).map((e) => e.pid).find((pid: number) => pid !== p.pid);
+  const packet = [...readImage(join(out, 'sk-queues.img')).entries()].map((e) => e.decode()).find((e: any) => e.ucred) as any;
+  t.match(packet?.ucred, { pid: child, uid: 65534, gid: 65533 }, "sk-queues.img: the child's pid, uid and gid");
+  const result = await restore({ imagesDir: out, pidNamespace: true });
+  t.teardown(() => result.kill());
+  t.same(credLines(result.hostPids.get(child)!), before, 'the non-root child has its uids, gids, groups and capabilities back');
+  t.match(before.join('\n'), /Uid:\t65534\t65534\t65534\t65534\n[^]*CapEff:\t0000000000000000/, 'a task that dropped root');
+  t.same(await requestCheck(result.rootHostPid, p.resultFile), { pass: true, text: 'PASS' }, 'received with them after the restore');
+});

@@ -119,11 +119,13 @@ Napi::Value InetDiag(const Napi::CallbackInfo& info) {
 }
 
 // peekQueue(fd, maxPacket, udp?) -> {packets: Buffer[], senders: Buffer[], passed: number[][],
-// truncated: boolean}: the receive queue read with MSG_PEEK from offset 0 (SO_PEEK_OFF moves past
+// creds: Array<{pid, uid, gid} | null>, truncated: boolean}: the receive queue read with MSG_PEEK from offset 0 (SO_PEEK_OFF moves past
 // each packet), peek offset switched off again. A read of 0 bytes ends it, except on a UDP socket
 // (`udp`), whose peek offset moves past an empty datagram to the next (measured); a unix socket's
 // stays on it. Fds in flight (SCM_RIGHTS) come with their packet: peeking installs copies of them
 // here (close-on-exec), in `passed`, which the caller closes; `truncated` when some did not fit.
+// `creds`: each packet's sender credentials (SCM_CREDENTIALS: on a socket with SO_PASSCRED; pid
+// as this process's PID namespace sees it), null where none came.
 Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd, max;
@@ -135,6 +137,7 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
   Napi::Array packets = Napi::Array::New(env);
   Napi::Array senders = Napi::Array::New(env);
   Napi::Array passed = Napi::Array::New(env);
+  Napi::Array creds = Napi::Array::New(env);
   bool truncated = false;
   std::vector<char> data(static_cast<size_t>(max > 0 ? max : 1));
   int err = 0;
@@ -155,7 +158,17 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
       break;
     }
     Napi::Array fds = Napi::Array::New(env);
+    Napi::Value cred = env.Null();
     for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+        ucred u;
+        memcpy(&u, CMSG_DATA(c), sizeof u);
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("pid", Napi::Number::New(env, u.pid));
+        o.Set("uid", Napi::Number::New(env, u.uid));
+        o.Set("gid", Napi::Number::New(env, u.gid));
+        cred = o;
+      }
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       for (size_t i = 0; i < count; i++) {
@@ -171,6 +184,7 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
     if (last && fds.Length() == 0) break;
     packets.Set(packets.Length(), Napi::Buffer<char>::Copy(env, data.data(), static_cast<size_t>(got)));
     passed.Set(passed.Length(), fds);
+    creds.Set(creds.Length(), cred);
     senders.Set(senders.Length(), Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(&from), m.msg_namelen));
     if (m.msg_flags & MSG_TRUNC) {
       err = EMSGSIZE;
@@ -191,6 +205,7 @@ Napi::Value PeekQueue(const Napi::CallbackInfo& info) {
   out.Set("packets", packets);
   out.Set("senders", senders);
   out.Set("passed", passed);
+  out.Set("creds", creds);
   out.Set("truncated", Napi::Boolean::New(env, truncated));
   return out;
 }

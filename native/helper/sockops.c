@@ -93,37 +93,52 @@ bool op_listen(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
-/* send {fd, data, addr? | sockaddr?, fds?} -> bytes sent. One packet for dgram/seqpacket; a stream
- * sends it all (a short send is retried until the bytes are in, or fails). `fds` (up to 253, fds
- * of this task) go with the first bytes as SCM_RIGHTS: a message with fds in flight. */
+/* send {fd, data, addr? | sockaddr?, fds?, creds?} -> bytes sent. One packet for dgram/seqpacket; a
+ * stream sends it all (a short send is retried until the bytes are in, or fails). `fds` (up to 253,
+ * fds of this task) go with the first bytes as SCM_RIGHTS: a message with fds in flight. `creds`
+ * [pid, uid, gid] go with them as SCM_CREDENTIALS (the sender a receiver with SO_PASSCRED sees;
+ * another pid, uid or gid than this task's needs privilege; pid 0: this task's). */
 bool op_send(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd;
   const char *data;
   size_t len, done = 0, nfds;
   struct sockaddr_storage sa;
   socklen_t salen = 0;
-  int64_t passed[253];
+  int64_t passed[253], cred[3];
+  size_t ncred;
   if (!arg_int(req, "fd", true, 0, &fd, f) || !arg_bin(req, "data", &data, &len, f) ||
-      !arg_int_array(req, "fds", passed, 253, &nfds, f))
+      !arg_int_array(req, "fds", passed, 253, &nfds, f) || !arg_int_array(req, "creds", cred, 3, &ncred, f))
     return false;
+  if (ncred != 0 && ncred != 3) return bad_arg(f, "creds needs pid, uid and gid");
   if ((arg(req, "addr") || arg(req, "sockaddr")) && !socket_addr(req, &sa, &salen, f)) return false;
   union {
     struct cmsghdr align;
-    char bytes[CMSG_SPACE(sizeof(int) * 253)];
+    char bytes[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(struct ucred))];
   } control;
   do {
     struct iovec iov = {(char *)data + done, len - done};
     struct msghdr m = {.msg_name = salen ? &sa : NULL, .msg_namelen = salen, .msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds && done == 0) {
+    if ((nfds || ncred) && done == 0) {
+      memset(&control, 0, sizeof control);  // CMSG_NXTHDR reads the next header's length
       m.msg_control = control.bytes;
-      m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+      m.msg_controllen = (nfds ? CMSG_SPACE(sizeof(int) * nfds) : 0) + (ncred ? CMSG_SPACE(sizeof(struct ucred)) : 0);
       struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-      for (size_t i = 0; i < nfds; i++) {
-        int one = (int)passed[i];
-        memcpy(CMSG_DATA(c) + i * sizeof(int), &one, sizeof one);
+      if (nfds) {
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        for (size_t i = 0; i < nfds; i++) {
+          int one = (int)passed[i];
+          memcpy(CMSG_DATA(c) + i * sizeof(int), &one, sizeof one);
+        }
+        c = CMSG_NXTHDR(&m, c);
+      }
+      if (ncred) {
+        struct ucred u = {.pid = cred[0] ? (pid_t)cred[0] : getpid(), .uid = (uid_t)cred[1], .gid = (gid_t)cred[2]};
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_CREDENTIALS;
+        c->cmsg_len = CMSG_LEN(sizeof u);
+        memcpy(CMSG_DATA(c), &u, sizeof u);
       }
     }
     ssize_t n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -13,6 +13,8 @@ export interface PeekedQueue {
   passed: number[][];
   /** Some fds in flight did not fit the peek's control buffer (more than 253 in one packet). */
   truncated: boolean;
+  /** Each packet's sender credentials (SCM_CREDENTIALS, on a socket with SO_PASSCRED; pid as crr's PID namespace sees it), null where none came. */
+  creds: Array<{ pid: number; uid: number; gid: number } | null>;
 }
 
 export interface SockDiagBinding {

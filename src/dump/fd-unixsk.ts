@@ -154,6 +154,21 @@ function inFlightRefusal(link: string): string | undefined {
 const F_GETPIPE_SZ = 1032;
 
 /**
+ * sk_ucred_entry of a packet a receiver with SO_PASSCRED will see its sender's credentials with:
+ * uid and gid as the tree's user namespace has them, the pid as its PID namespace numbers it; a
+ * sender outside the tree (gone since, or not dumped) is recorded as pid 0, which the restore
+ * sends as the task that puts the packet back.
+ */
+function senderCredentials(cred: { pid: number; uid: number; gid: number }, open: OpenFiles): Entry {
+  const { ids, hostPids, pidOf } = open.tree;
+  return {
+    uid: ids ? ids.uid(cred.uid, "a queued message's sender") : cred.uid,
+    gid: ids ? ids.gid(cred.gid, "a queued message's sender") : cred.gid,
+    pid: hostPids.has(cred.pid) ? pidOf(cred.pid) : 0,
+  };
+}
+
+/**
  * One sk-queues entry per packet, in queue order (a stream's queue can come back in several
  * pieces: one entry each keeps the bytes in order). The fds a packet carries are dumped as files
  * of crr's own copies (same descriptions) and named in its scm entry by their files.img ids.
@@ -168,6 +183,8 @@ async function queuePackets(id: number, peeked: PeekedQueue, s: UnixDumpState, i
   const entries: Array<{ entry: Entry; payload: Uint8Array }> = [];
   for (const [i, packet] of peeked.packets.entries()) {
     const entry: Entry = { id_for: id, length: packet.length };
+    const cred = peeked.creds[i];
+    if (cred) entry['ucred'] = senderCredentials(cred, open);
     const passed = peeked.passed[i] ?? [];
     if (passed.length) {
       const rights: number[] = [];

@@ -90,8 +90,11 @@ export class OpenFiles {
   readonly tcpRepair: number[] = [];
   /** files.img ids whose signal owner (fown) was read. */
   readonly owned = new Set<number>();
-  /** The tree's tasks, threads and groups as crr sees them, and their numbers in the tree's PID namespace. */
-  tree: { hostPids: ReadonlySet<number>; pidOf: (hostPid: number) => number } = { hostPids: new Set(), pidOf: (pid) => pid };
+  /**
+   * The tree's tasks, threads and groups as crr sees them, their numbers in the tree's PID
+   * namespace, and a user or group id of crr's as the tree's user namespace has it.
+   */
+  tree: { hostPids: ReadonlySet<number>; pidOf: (hostPid: number) => number; ids?: { uid(id: number, what: string): number; gid(id: number, what: string): number } } = { hostPids: new Set(), pidOf: (pid) => pid };
   /** crr's copies of fds in flight in the tree's unix sockets: open until the dump ends (kcmp compares them). */
   readonly inFlight: number[] = [];
   /** What crr cannot reach by path in each mount namespace of the tree, by its inode. */

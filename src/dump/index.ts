@@ -145,7 +145,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     const v = rootNs.kinds.has('pid') ? namespacePids(opts.pid, frozen.tasks.flatMap((t) => t.tids)) : (pid: number) => pid;
     // A session or group from outside the namespace is refused now, not after the long part.
     for (const t of frozen.tasks) for (const pid of [t.pgid, t.sid]) v(pid);
-    open.tree = { hostPids: new Set(frozen.tasks.flatMap((t) => [...t.tids, t.pgid])), pidOf: v };
+    open.tree = { hostPids: new Set(frozen.tasks.flatMap((t) => [...t.tids, t.pgid])), pidOf: v, ...(rootNs.ids ? { ids: rootNs.ids } : {}) };
     // The tree's sockets are asked of sock_diag in its own network namespace.
     if (rootNs.kinds.has('net')) open.diagSocket = native.socketInNamespace(`/proc/${opts.pid}/ns/net`, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
     for (const pid of rootNs.nestedNets.values()) {

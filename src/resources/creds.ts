@@ -1,6 +1,6 @@
 // Credentials, per thread (raw setresuid and friends change only the calling thread): groups,
-// gids, uids with SECBIT_KEEP_CAPS held across the uid change, the bounding set, capset, the
-// final securebits and ambient caps. The main thread then sets the task-wide personality and
+// gids, the bounding set, uids with every capability kept across the uid change, the final
+// securebits, capset and ambient caps. The main thread then sets the task-wide personality and
 // its parent-death signal (the helper's SIGKILL must not survive; a uid change clears it anyway,
 // so it comes after). Runs after every thread exists, because creating threads needs privileges
 // the image may not have. A thread whose image creds are what it inherited at clone time (the
@@ -26,6 +26,7 @@ import type { ResourceKind } from './types.js';
 const PR_GET_SECUREBITS = 27;
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const SECBIT_KEEP_CAPS = 0x10;
+const SECBIT_NO_SETUID_FIXUP = 0x4;
 /** Highest capability number tried when dropping from the bounding set (the kernel answers EINVAL past its last). */
 const CAP_LAST_TRY = 63;
 const EINVAL = 22;
@@ -90,11 +91,8 @@ export function addCreds(batch: ThreadBatch, creds: Creds, tid: number): void {
   batch.call(SYS.setresgid, [n('gid'), n('egid'), n('sgid')], of('set the gids'));
   // setfsuid/setfsgid return the previous value, never an error: nothing to check.
   batch.call(SYS.setfsgid, [n('fsgid')], of('set fsgid'));
-  const secbits = n('secbits');
-  const changesUid = [n('uid'), n('euid'), n('suid'), n('fsuid')].some((u) => u !== 0);
-  if (changesUid) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits | SECBIT_KEEP_CAPS, 0, 0, 0], of('keep caps across the uid change'));
-  batch.call(SYS.setresuid, [n('uid'), n('euid'), n('suid')], of('set the uids'));
-  batch.call(SYS.setfsuid, [n('fsuid')], of('set fsuid'));
+  // The bounding set needs CAP_SETPCAP in the effective set, which a uid change away from 0
+  // clears (KEEP_CAPS keeps only the permitted set): trimmed before it.
   const bnd = capWords(creds, 'cap_bnd');
   if (creds['cap_bnd'] !== undefined) {
     const drop = { tolerate: TOLERATE_EINVAL, what: (args: readonly (number | bigint)[]) => `drop capability ${args[1]} from the bounding set of thread ${tid}` };
@@ -103,9 +101,16 @@ export function addCreds(batch: ThreadBatch, creds: Creds, tid: number): void {
       if (!hasCap(bnd, cap)) batch.call(SYS.prctl, [PR_CAPBSET_DROP, cap, 0, 0, 0], drop);
     }
   }
+  const secbits = n('secbits');
+  const changesUid = [n('uid'), n('euid'), n('suid'), n('fsuid')].some((u) => u !== 0);
+  // Through the uid change the thread keeps every capability (NO_SETUID_FIXUP: the effective
+  // set too), so that it may still set the securebits; capset then gives the image's.
+  if (changesUid) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits | SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP, 0, 0, 0], of('keep caps across the uid change'));
+  batch.call(SYS.setresuid, [n('uid'), n('euid'), n('suid')], of('set the uids'));
+  batch.call(SYS.setfsuid, [n('fsuid')], of('set fsuid'));
+  if (changesUid || secbits !== 0) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits, 0, 0, 0], of('set the securebits'));
   const caps = capsetBytes(creds);
   batch.call(SYS.capset, [batch.put(caps.subarray(0, 8)), batch.put(caps.subarray(8))], of('set the capabilities'));
-  if (changesUid || secbits !== 0) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits, 0, 0, 0], of('set the securebits'));
   const amb = capWords(creds, 'cap_amb');
   const raise = { what: (args: readonly (number | bigint)[]) => `raise ambient capability ${args[2]} of thread ${tid}` };
   for (let cap = 0; cap < 64; cap++) {

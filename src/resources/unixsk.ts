@@ -29,6 +29,8 @@ interface QueuedPacket {
   readonly data: Uint8Array;
   /** files.img ids of the fds in flight that came with it (SCM_RIGHTS), empty when none. */
   readonly rights: readonly number[];
+  /** The sender a receiver with SO_PASSCRED sees (sk_ucred_entry). */
+  readonly ucred?: { readonly pid: number; readonly uid: number; readonly gid: number };
 }
 
 /** sk-queues.img packets by the id of the socket that was to receive them, in queue order. */
@@ -40,7 +42,8 @@ const queuesOf = perKey((session: RestoreSession): Map<number, QueuedPacket[]> =
     const entry = lazy.decode();
     const id = Number(entry['id_for']);
     const list = out.get(id) ?? [];
-    list.push({ data: lazy.payload ?? new Uint8Array(), rights: rightsOf(entry) });
+    const ucred = entry['ucred'] as Entry | undefined;
+    list.push({ data: lazy.payload ?? new Uint8Array(), rights: rightsOf(entry), ...(ucred ? { ucred: { pid: Number(ucred['pid'] ?? 0), uid: Number(ucred['uid'] ?? 0), gid: Number(ucred['gid'] ?? 0) } } : {}) });
     out.set(id, list);
   }
   return out;
@@ -66,16 +69,22 @@ async function sendFromUnnamed(ctx: RestoreCtx, s: UnixSocket, packets: readonly
   const [tmp] = spareFds(ctx, 1, 790);
   await helper.request('socket', { type: SOCK_DGRAM | SOCK_CLOEXEC, fd: tmp });
   try {
-    for (const p of packets) await helper.request('send', { fd: tmp, data: Buffer.from(p.data), addr: bindName(s.name), ...fdsOf(ctx, p) });
+    for (const p of packets) await helper.request('send', { fd: tmp, data: Buffer.from(p.data), addr: bindName(s.name), ...controlOf(ctx, p) });
   } finally {
     await helper.request('close', { fd: tmp });
   }
 }
 
-/** The `fds` of a send carrying a packet's fds in flight, at the numbers the load gave them in this task. */
-function fdsOf(ctx: RestoreCtx, packet: QueuedPacket): { fds?: number[] } {
-  if (!packet.rights.length) return {};
-  return { fds: packet.rights.map((id) => ctx.images.inFlight!.fds.get(id)!) };
+/**
+ * What a send of `packet` carries besides its bytes: its fds in flight (`fds`, at the numbers the
+ * load gave them in this task) and its sender's credentials (`creds`; a sender not in the tree,
+ * pid 0, is this task).
+ */
+function controlOf(ctx: RestoreCtx, packet: QueuedPacket): { fds?: number[]; creds?: number[] } {
+  const fds = packet.rights.length ? { fds: packet.rights.map((id) => ctx.images.inFlight!.fds.get(id)!) } : {};
+  const u = packet.ucred;
+  if (!u) return fds;
+  return { ...fds, creds: [ctx.session.images.has(u.pid) ? u.pid : 0, u.uid, u.gid] };
 }
 
 /** Makes, fills and lands the sockets this task makes; offers them to the other holders. */
@@ -120,7 +129,7 @@ async function makeSockets(ctx: RestoreCtx, plan: UnixPlan, mine: UnixSocket[]):
     if (!packets?.length || withFdsInFlight(packets)) continue;
     const sender = s.pairedWith !== undefined ? plan.byIno.get(s.pairedWith)! : undefined;
     if (sender) {
-      for (const { data } of packets) await helper.request('send', { fd: fdOf(sender), data: Buffer.from(data) });
+      for (const p of packets) await helper.request('send', { fd: fdOf(sender), data: Buffer.from(p.data), ...controlOf(ctx, p) });
     } else if (s.type === SOCK_DGRAM && s.name.length) {
       await sendFromUnnamed(ctx, s, packets);
     } else {
@@ -206,7 +215,7 @@ export const unixskScm: ResourceKind<RestoreCtx> = {
         await sendFromUnnamed(ctx, s, packets);
         continue;
       }
-      for (const p of packets) await helper.request('send', { fd: inFlight.fds.get(sender.id)!, data: Buffer.from(p.data), ...fdsOf(ctx, p) });
+      for (const p of packets) await helper.request('send', { fd: inFlight.fds.get(sender.id)!, data: Buffer.from(p.data), ...controlOf(ctx, p) });
     }
     await helper.batch([...inFlight.fds.values()].map((fd) => ({ op: 'close', fd })));
   },

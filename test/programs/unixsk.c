@@ -11,6 +11,8 @@
  * Check: every fd is a socket of its type and flags, names and peers are the same, queued data
  * comes out byte for byte with its packet bounds, pairs still talk both ways, a pending
  * connection can be accepted and talks, shutdown state holds, options are equal.
+ *   creds     (only when named) a datagram queued for dgram 92 (SO_PASSCRED; sender 91) by a child
+ *             that dropped to uid 65534, gid 65533: received with that child's pid, uid and gid
  *   inflight-epoll  (only when named) an epoll instance sent on 89 and not received: refused
  *   inflight  (only when named) fds sent and not yet received: on stream 80/81 a file at offset 3
  *             and both ends of a pipe with data (its write end kept at 84), on dgram 82/83 one
@@ -33,7 +35,7 @@ static char dir[4096];
 static bool checking; /* set-up errors are ERRORs; check-time ones are FAILs */
 static char abstract_dg[64], abstract_st[64];
 static int opt_before[6];
-static pid_t inflight_child;
+static pid_t inflight_child, creds_child;
 
 static bool want(int argc, char **argv, const char *v)
 {
@@ -311,6 +313,23 @@ static void set_up(int argc, char **argv)
 		must(dup2(p[1], 84) == 84, "dup2");
 		close(file), close(p[0]), close(p[1]), close(86);
 	}
+	if (argc > 2 && want(argc, argv, "creds")) {
+		/* a datagram queued for 92 (SO_PASSCRED) by a child that dropped to uid 65534, gid 65533 */
+		pair(SOCK_DGRAM, 91, 92);
+		int one = 1;
+		must(setsockopt(92, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) == 0, "SO_PASSCRED");
+		creds_child = fork();
+		must(creds_child >= 0, "fork");
+		if (creds_child == 0) {
+			if (setresgid(65533, 65533, 65533) || setresuid(65534, 65534, 65534) || send(91, "from child", 10, 0) != 10)
+				_exit(3);
+			for (;;)
+				pause();
+		}
+		char c;
+		for (int i = 0; i < 500 && recv(92, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0; i++)
+			usleep(10000);
+	}
 	if (argc > 2 && want(argc, argv, "inflight-epoll")) {
 		/* an epoll instance sent and not yet received: the dump must refuse it (checks nothing) */
 		pair(SOCK_STREAM, 89, 90);
@@ -455,6 +474,18 @@ static void check(int argc, char **argv)
 		if (null >= 0 && (readlink(at_fd, link, sizeof(link) - 1) < 0 || strcmp(link, "/dev/null") || (fcntl(null, F_GETFL) & O_ACCMODE) != O_WRONLY))
 			fail("the fd in flight to 88 is '%s', want /dev/null open for writing", link);
 	}
+	if (argc > 2 && want(argc, argv, "creds")) {
+		char buf[32] = { 0 }, control[CMSG_SPACE(sizeof(struct ucred))];
+		struct iovec iov = { buf, sizeof(buf) - 1 };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+		ssize_t got = recvmsg(92, &m, MSG_DONTWAIT);
+		struct cmsghdr *c = got < 0 ? NULL : CMSG_FIRSTHDR(&m);
+		struct ucred u = { 0 };
+		if (c && c->cmsg_type == SCM_CREDENTIALS)
+			memcpy(&u, CMSG_DATA(c), sizeof(u));
+		if (got != 10 || strcmp(buf, "from child") || u.pid != creds_child || u.uid != 65534 || u.gid != 65533)
+			fail("the queued datagram: '%s' from pid %d uid %d gid %d, want 'from child' from pid %d uid 65534 gid 65533", buf, (int)u.pid, (int)u.uid, (int)u.gid, (int)creds_child);
+	}
 	if (want(argc, argv, "options")) {
 		int now[6];
 		read_options(70, now);
@@ -478,5 +509,8 @@ int main(int argc, char **argv)
 	if (break_kind)
 		damage();
 	check(argc, argv);
-	return protocol_report();
+	int rc = protocol_report();
+	if (creds_child > 0)
+		kill(creds_child, SIGKILL);
+	return rc;
 }
