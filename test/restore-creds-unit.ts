@@ -1,10 +1,14 @@
 // Which threads skip their creds list: a thread whose image creds equal what it inherited at clone
-// time runs none. The comparison must say "different" for every field the list would change.
+// time runs none. The comparison must say "different" for every field the list would change. The
+// order of a list: what needs the thread still root with every capability comes before its uid
+// change, which keeps them (KEEP_CAPS and NO_SETUID_FIXUP) until the final securebits are set;
+// capset comes last but for ambient caps. A wrong order fails on a real kernel with EPERM
+// (test/shared-unixsk.ts restores such a task).
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { addCreds, kernelLastCap, plainCreds, sameCreds, statusCreds } from '../src/resources/creds.js';
 import { RemoteBatch } from '../src/restore/remote.js';
-import { PR_CAPBSET_DROP, SYS } from '../src/restore/remote-sys.js';
+import { PR_CAPBSET_DROP, PR_SET_SECUREBITS, SYS } from '../src/restore/remote-sys.js';
 
 const STATUS = [
   'Name:\tthreads',
@@ -82,4 +86,30 @@ t.test('addCreds drops bounding-set caps up to the kernel\'s last one only, and 
   const results = Array.from({ length: n }, (_, i) => (i === 1 ? -1n : 0n)); // setresgid fails with EPERM
   const err = await failing.run({ runBatch: async () => ({ results: results.slice(0, 2), executed: 2 }) }, 1).catch((e: unknown) => e);
   t.match(String((err as Error).message), /set the gids of thread 77/);
+});
+
+function commands(creds: Record<string, unknown>): Array<{ nr: number; args: readonly (number | bigint)[] }> {
+  const calls: Array<{ nr: number; args: readonly (number | bigint)[] }> = [];
+  addCreds({ call: (nr, args) => calls.push({ nr, args }), put: () => 0n, reserve: () => undefined }, creds, 42);
+  return calls;
+}
+
+const nobody = { uid: 65534, euid: 65534, suid: 65534, fsuid: 65534, gid: 65533, egid: 65533, sgid: 65533, fsgid: 65533, groups: [], cap_inh: [0, 0], cap_prm: [0, 0], cap_eff: [0, 0], cap_bnd: [0xfeffffff, 0x1ff], cap_amb: [0, 0] };
+
+t.test('a task that dropped root: bounding set, then the uid change keeping every capability, securebits, capset', async (t) => {
+  const calls = commands({ ...nobody, secbits: 0x20 | 0x10 }); // KEEP_CAPS, and KEEP_CAPS_LOCKED
+  const at = (pred: (c: (typeof calls)[number]) => boolean) => calls.findIndex(pred);
+  const drop = at((c) => c.nr === SYS.prctl && c.args[0] === PR_CAPBSET_DROP);
+  const setuid = at((c) => c.nr === SYS.setresuid);
+  const secbits = calls.flatMap((c, i) => (c.nr === SYS.prctl && c.args[0] === PR_SET_SECUREBITS ? [{ i, bits: Number(c.args[1]) }] : []));
+  const capset = at((c) => c.nr === SYS.capset);
+  t.equal(calls[drop]!.args[1], 24, 'capability 24, which the image lacks, is dropped');
+  t.ok(drop < setuid, 'the bounding set is trimmed before the uid change');
+  t.same(secbits.map((s) => s.bits), [0x10 | 0x4, 0x30], 'keep every capability across it (no lock bits yet), then the image\'s securebits');
+  t.ok(secbits[0]!.i < setuid && setuid < secbits[1]!.i && secbits[1]!.i < capset, 'securebits around the uid change, before capset');
+});
+
+t.test('root keeps root: no securebits change around setresuid', async (t) => {
+  const calls = commands({ ...nobody, uid: 0, euid: 0, suid: 0, fsuid: 0, secbits: 0 });
+  t.notOk(calls.some((c) => c.nr === SYS.prctl && c.args[0] === PR_SET_SECUREBITS), 'no PR_SET_SECUREBITS');
 });

@@ -27,6 +27,8 @@ const PR_GET_SECUREBITS = 27;
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const SECBIT_KEEP_CAPS = 0x10;
 const SECBIT_NO_SETUID_FIXUP = 0x4;
+/** The *_LOCKED securebits (noroot, no_setuid_fixup, keep_caps, no_cap_ambient_raise). */
+const SECBITS_LOCKS = 0x2 | 0x8 | 0x20 | 0x80;
 /** Highest capability number tried when dropping from the bounding set (the kernel answers EINVAL past its last). */
 const CAP_LAST_TRY = 63;
 const EINVAL = 22;
@@ -105,7 +107,8 @@ export function addCreds(batch: ThreadBatch, creds: Creds, tid: number): void {
   const changesUid = [n('uid'), n('euid'), n('suid'), n('fsuid')].some((u) => u !== 0);
   // Through the uid change the thread keeps every capability (NO_SETUID_FIXUP: the effective
   // set too), so that it may still set the securebits; capset then gives the image's.
-  if (changesUid) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits | SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP, 0, 0, 0], of('keep caps across the uid change'));
+  // (Without the image's lock bits yet: a locked bit could not be set back afterwards.)
+  if (changesUid) batch.call(SYS.prctl, [PR_SET_SECUREBITS, (secbits & ~SECBITS_LOCKS) | SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP, 0, 0, 0], of('keep caps across the uid change'));
   batch.call(SYS.setresuid, [n('uid'), n('euid'), n('suid')], of('set the uids'));
   batch.call(SYS.setfsuid, [n('fsuid')], of('set fsuid'));
   if (changesUid || secbits !== 0) batch.call(SYS.prctl, [PR_SET_SECUREBITS, secbits, 0, 0, 0], of('set the securebits'));
