@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { closeSync, openSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { CrrError, UsageError } from '../errors.js';
-import { openCheckpoint, readPagemap, type Checkpoint } from '../images/index.js';
+import { openCheckpoint, pageSources, readPagemap, type Checkpoint } from '../images/index.js';
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
 import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type Frozen, type FrozenTask } from './tree.js';
@@ -19,7 +19,7 @@ import { parseFdinfo, decodeStatus, readProc } from './proc.js';
 import { Scratch, NR } from './inject.js';
 import { probeProcess, probeThreads, saveRegs } from './task.js';
 import { coreEntry, zombieCoreEntry } from './core.js';
-import { buildRuns, pagemapEntries, pagemapReader, readerInto, startPagesWrite, vmaIsDumped, PAGE_SIZE, PE, type PageRun, type ParentPages } from './pages.js';
+import { buildRuns, pagemapEntries, pagemapReader, readerInto, startPagesWrite, vmaIsDumped, PAGE_SIZE, type PageRun, type ParentPages } from './pages.js';
 import { SharedMemory, shmemPagemapEntries } from './shmem.js';
 import { GET_SEALS, memfdsOf } from './fd-memfd.js';
 import { DumpStats, statsEntry } from './stats.js';
@@ -437,11 +437,7 @@ function openParentPages(parent: Checkpoint, pid: number): (ParentPages & { clos
   const close = () => fds.forEach((fd) => closeSync(fd));
   try {
     const page = BigInt(PAGE_SIZE);
-    const piece = (path: string, r: { vaddr: bigint; nrPages: number; pagesOffset: number }) => ({ vaddr: r.vaddr, end: r.vaddr + BigInt(r.nrPages) * page, fd: fdOf(path), offset: r.pagesOffset });
-    const pieces = [
-      ...pagemap.runs.filter((r) => r.flags & PE.PRESENT).map((r) => piece(parent.path(pagemap.pagesFile), r)),
-      ...pagemap.parents.flatMap((p) => p.runs.map((r) => piece(p.pagesPath, r))),
-    ].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+    const pieces = pageSources(parent, pagemap).map(({ pagesPath, run }) => ({ vaddr: run.vaddr, end: run.vaddr + BigInt(run.nrPages) * page, fd: fdOf(pagesPath), offset: run.pagesOffset }));
     return { pieces, close };
   } catch (err) {
     close();

@@ -31,6 +31,7 @@ export {
 export {
   readPagemap,
   hasParentCheckpoint,
+  pageSources,
   openPages,
   PAGE_SIZE,
   PE_PARENT,

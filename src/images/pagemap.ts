@@ -149,6 +149,19 @@ export const hasParentCheckpoint = perKey((checkpoint: Checkpoint): boolean => {
   }
 });
 
+/**
+ * Where a checkpoint keeps each page of a task's pagemap: its pages file's PRESENT runs and the
+ * pieces its parents keep, each with the pages file holding it, in address order (they tile
+ * without overlap).
+ */
+export function pageSources(checkpoint: Checkpoint, pagemap: Pagemap): Array<{ pagesPath: string; run: PagemapRun }> {
+  const own = checkpoint.path(pagemap.pagesFile);
+  return [
+    ...pagemap.runs.filter((r) => r.flags & PE_PRESENT).map((run) => ({ pagesPath: own, run })),
+    ...pagemap.parents.flatMap((p) => p.runs.map((run) => ({ pagesPath: p.pagesPath, run }))),
+  ].sort((a, b) => (a.run.vaddr < b.run.vaddr ? -1 : a.run.vaddr > b.run.vaddr ? 1 : 0));
+}
+
 /** Checkpoint directories whose parents are being resolved: a chain that comes back is refused. */
 const resolving = new Set<string>();
 
@@ -170,11 +183,7 @@ function parentPagesOf(checkpoint: Checkpoint, pid: number, wanted: readonly Pag
   } finally {
     resolving.delete(dir);
   }
-  const parentPath = join(dir, parent.pagesFile);
-  const sources: Array<{ pagesPath: string; run: PagemapRun }> = [
-    ...parent.runs.filter((r) => r.flags & PE_PRESENT).map((run) => ({ pagesPath: parentPath, run })),
-    ...parent.parents.flatMap((p) => p.runs.map((run) => ({ pagesPath: p.pagesPath, run }))),
-  ].sort((a, b) => (a.run.vaddr < b.run.vaddr ? -1 : a.run.vaddr > b.run.vaddr ? 1 : 0));
+  const sources = pageSources(ancestor, parent);
   const byFile = new Map<string, PagemapRun[]>();
   const page = BigInt(PAGE_SIZE);
   for (const want of wanted) {
