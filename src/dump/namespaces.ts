@@ -101,25 +101,15 @@ export function rootNamespaces(
     const inode = statSync(`/proc/${root.pid}/ns/net`).ino;
     if (inode !== externalNet.inode) throw new UsageError(`--external net[${externalNet.inode}]:${externalNet.key}: the tree's network namespace is net:[${inode}]`);
   }
-  if (kinds.has('net')) {
-    const id = root.ids['net_ns_id'];
-    images.push(externalNet ? [`netns-${id}.img`, [{ ext_key: externalNet.key }]] : [`netdev-${id}.img`, netdevEntries(root.pid)]);
-  }
-  if (kinds.has('uts')) images.push([`utsns-${root.ids['uts_ns_id']}.img`, [utsnsEntry(root.pid)]]);
-  if (kinds.has('ipc')) {
-    const id = root.ids['ipc_ns_id'];
-    images.push([`ipcns-var-${id}.img`, [ipcVarEntry(root.pid)]]);
-    const objects = sysvObjects(root.pid, ids);
-    images.push([`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
+  // The root's UTS, IPC and network namespaces are written as nested ones are (but an external one).
+  for (const kind of NESTED) {
+    if (!kinds.has(kind)) continue;
+    const id = root.ids[`${kind}_ns_id`]!;
+    images.push(...(kind === 'net' && externalNet ? [[`netns-${id}.img`, [{ ext_key: externalNet.key }]] as [string, ImageItem[]]] : namespaceImages(kind, id, root.pid, ids)));
   }
   images.push(['timens-0.img', [timensEntry(root.pid)]]);
   // Namespaces nested in the tree, read through the task that made each.
-  for (const [id, pid] of nested.get('uts') ?? []) images.push([`utsns-${id}.img`, [utsnsEntry(pid)]]);
-  for (const [id, pid] of nested.get('ipc') ?? []) {
-    const objects = sysvObjects(pid, ids);
-    images.push([`ipcns-var-${id}.img`, [ipcVarEntry(pid)]], [`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]);
-  }
-  for (const [id, pid] of nested.get('net') ?? []) images.push([`netdev-${id}.img`, netdevEntries(pid)]);
+  for (const kind of NESTED) for (const [id, pid] of nested.get(kind) ?? []) images.push(...namespaceImages(kind, id, pid, ids));
   const cgroupRoots = kinds.has('cgroup') ? cgroupNamespaceRoots(root.pid) : undefined;
   const nestedNets = nested.get('net') ?? new Map<number, number>();
   return { kinds, images, archives, nestedNets, ...(ids ? { ids } : {}), ...(cgroupRoots ? { cgroupRoots } : {}) };
@@ -202,10 +192,20 @@ function inner(extents: readonly IdExtent[], id: number, unmapped: () => Error):
 }
 
 /** The kinds a task may have a namespace of its own in, other than its parent's (nested). */
-const NESTED: ReadonlySet<NsKind> = new Set(['uts', 'ipc', 'net']);
+const NESTED = ['uts', 'ipc', 'net'] as const;
+type NestedKind = (typeof NESTED)[number];
+const isNested = (kind: NsKind): kind is NestedKind => (NESTED as readonly string[]).includes(kind);
+
+/** The images of a UTS, IPC or (loopback-only) network namespace, read through task `pid` in it. */
+function namespaceImages(kind: NestedKind, id: number, pid: number, ids: IdMaps | undefined): Array<[string, ImageItem[]]> {
+  if (kind === 'uts') return [[`utsns-${id}.img`, [utsnsEntry(pid)]]];
+  if (kind === 'net') return [[`netdev-${id}.img`, netdevEntries(pid)]];
+  const objects = sysvObjects(pid, ids);
+  return [[`ipcns-var-${id}.img`, [ipcVarEntry(pid)]], [`ipcns-shm-${id}.img`, objects.shm], [`ipcns-msg-${id}.img`, objects.msg], [`ipcns-sem-${id}.img`, objects.sem]];
+}
 
 /** Namespaces nested in the tree: kind -> namespace id -> the task that made it (its one task whose parent is not in it). */
-export type NestedNamespaces = Map<NsKind, Map<number, number>>;
+export type NestedNamespaces = Map<NestedKind, Map<number, number>>;
 
 /**
  * Throws TaskRefusedError for a namespace crr cannot restore: the root's, of a kind other than
@@ -234,7 +234,7 @@ export function checkNamespaces(tasks: readonly NamespacedTask[], own: Readonly<
       if (!differ(task.ids, parent.ids, field)) continue;
       const id = task.ids[field]!;
       const refuse = (why: string) => new TaskRefusedError(task.pid, `it is in a ${kind} namespace other than its parent's (pid ${parent.pid}): ${why}`);
-      if (!NESTED.has(kind)) throw refuse('crr restores nested uts, ipc and net namespaces only');
+      if (!isNested(kind)) throw refuse('crr restores nested uts, ipc and net namespaces only');
       if (id === root.ids[field] || id === own[field]) throw refuse(`back in ${id === own[field] ? "crr's" : "the tree root's"}, which crr cannot restore (it forks a task into a new namespace)`);
       const made = nested.get(kind) ?? new Map<number, number>();
       nested.set(kind, made);

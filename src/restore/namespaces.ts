@@ -177,31 +177,19 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
   }
   // The PID namespace's init was forked with a mount namespace of its own already.
   let unshare = (mnt && !pidNamespace ? CLONE_NEWNS : 0) | (cgroupRoots ? CLONE_NEWCGROUP : 0);
-  let uts: CheckpointNamespaces['uts'];
-  let ipc: CheckpointNamespaces['ipc'];
-  if (differs('uts_ns_id')) {
-    const e = namespaceImage(checkpoint, `utsns-${rootIds['uts_ns_id']}.img`, root.pid);
-    uts = { nodename: String(e['nodename'] ?? ''), domainname: String(e['domainname'] ?? '') };
-    unshare |= CLONE_NEWUTS;
-  }
-  let net: CheckpointNamespaces['net'];
+  let made: NamespaceParts = {};
   let joinNet: string | undefined;
-  if (differs('net_ns_id')) {
-    const key = externalKey(checkpoint, rootIds['net_ns_id']!);
+  for (const field of NESTED_FIELDS) {
+    if (!differs(field)) continue;
+    const key = field === 'net_ns_id' ? externalKey(checkpoint, rootIds[field]!) : undefined;
     if (key !== undefined) {
       joinNet = options.externalNamespaces[key];
       if (joinNet === undefined) refuse(`the tree's network namespace was left out of the dump as external '${key}': name the one to restore into (criu's --inherit-fd fd[N]:${key}, an fd of it; the library's externalNamespaces)`, root.pid);
-    } else {
-      net = loopbackOf(checkpoint, rootIds['net_ns_id']!, root.pid);
-      unshare |= CLONE_NEWNET;
+      continue;
     }
-  }
-  let sysv: SysvObjects | undefined;
-  if (differs('ipc_ns_id')) {
-    const id = rootIds['ipc_ns_id']!;
-    ipc = namespaceImage(checkpoint, `ipcns-var-${id}.img`, root.pid);
-    sysv = sysvObjects(checkpoint, id, root.pid);
-    unshare |= CLONE_NEWIPC;
+    const restored = namespaceParts(checkpoint, field, rootIds[field]!, root.pid);
+    made = { ...made, ...restored.parts };
+    unshare |= restored.flag;
   }
   for (const key of Object.keys(options.externalNamespaces)) {
     if (joinNet === undefined || options.externalNamespaces[key] !== joinNet) refuse(`'${key}' names no namespace the dump left out (crr takes external network namespaces only)`);
@@ -212,29 +200,38 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
   for (const [pid, fields] of nestedMade) {
     const ids = idsOf(pid);
     let flags = 0;
-    let made: Omit<NestedNamespaces, 'unshare'> = user ? { user } : {};
+    let parts: NamespaceParts = {};
     for (const field of fields) {
       const id = ids[field]!;
-      if (field === 'uts_ns_id') {
-        const e = namespaceImage(checkpoint, `utsns-${id}.img`, pid);
-        made = { ...made, uts: { nodename: String(e['nodename'] ?? ''), domainname: String(e['domainname'] ?? '') } };
-        flags |= CLONE_NEWUTS;
-      } else if (field === 'ipc_ns_id') {
-        made = { ...made, ipc: namespaceImage(checkpoint, `ipcns-var-${id}.img`, pid), sysv: sysvObjects(checkpoint, id, pid) };
-        flags |= CLONE_NEWIPC;
-      } else {
-        if (externalKey(checkpoint, id) !== undefined) refuse(`task ${pid}'s network namespace, nested in the tree's, was left out of the dump as external: crr joins an external network namespace for the tree's root only`, pid);
-        made = { ...made, net: loopbackOf(checkpoint, id, pid) };
-        flags |= CLONE_NEWNET;
-      }
+      if (field === 'net_ns_id' && externalKey(checkpoint, id) !== undefined) refuse(`task ${pid}'s network namespace, nested in the tree's, was left out of the dump as external: crr joins an external network namespace for the tree's root only`, pid);
+      const restored = namespaceParts(checkpoint, field, id, pid);
+      parts = { ...parts, ...restored.parts };
+      flags |= restored.flag;
     }
-    nested.set(pid, { unshare: flags, ...made });
+    nested.set(pid, { unshare: flags, ...parts, ...(user ? { user } : {}) });
   }
-  return { unshare, ...(nested.size ? { nested } : {}), ...(cgroupRoots ? { cgroupRoots } : {}), ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(uts ? { uts } : {}), ...(ipc ? { ipc } : {}), ...(sysv ? { sysv } : {}), ...(net ? { net } : {}), ...(joinNet ? { joinNet } : {}), ...(time ? { time } : {}) };
+  return { unshare, ...made, ...(nested.size ? { nested } : {}), ...(cgroupRoots ? { cgroupRoots } : {}), ...(mnt ? { mnt } : {}), ...(user ? { user } : {}), ...(joinNet ? { joinNet } : {}), ...(time ? { time } : {}) };
+}
+
+type NamespaceParts = Pick<CheckpointNamespaces, 'uts' | 'ipc' | 'sysv' | 'net'>;
+
+/**
+ * What a UTS, IPC or (loopback-only) network namespace gets from its images, task `pid`'s (the
+ * root's or a nested one), and the CLONE_NEW* flag that makes it.
+ */
+function namespaceParts(checkpoint: Checkpoint, field: NestedField, id: number, pid: number): { flag: number; parts: NamespaceParts } {
+  if (field === 'uts_ns_id') {
+    const e = namespaceImage(checkpoint, `utsns-${id}.img`, pid);
+    return { flag: CLONE_NEWUTS, parts: { uts: { nodename: String(e['nodename'] ?? ''), domainname: String(e['domainname'] ?? '') } } };
+  }
+  if (field === 'ipc_ns_id') return { flag: CLONE_NEWIPC, parts: { ipc: namespaceImage(checkpoint, `ipcns-var-${id}.img`, pid), sysv: sysvObjects(checkpoint, id, pid) } };
+  return { flag: CLONE_NEWNET, parts: { net: loopbackOf(checkpoint, id, pid) } };
 }
 
 /** The kinds a task may have a namespace of its own in, other than its parent's. */
-const NESTED_FIELDS: ReadonlySet<string> = new Set(['uts_ns_id', 'ipc_ns_id', 'net_ns_id']);
+const NESTED_FIELDS = ['uts_ns_id', 'ipc_ns_id', 'net_ns_id'] as const;
+type NestedField = (typeof NESTED_FIELDS)[number];
+const isNestedField = (field: string): field is NestedField => (NESTED_FIELDS as readonly string[]).includes(field);
 const NETWORK_SOCKETS = new Map([[FD_TYPES['INETSK']!, 'inet'], [FD_TYPES['PACKETSK']!, 'packet'], [FD_TYPES['NETLINKSK']!, 'netlink']]);
 
 /**
@@ -244,10 +241,10 @@ const NETWORK_SOCKETS = new Map([[FD_TYPES['INETSK']!, 'inet'], [FD_TYPES['PACKE
  * one entered by a second task from outside; an inet, netlink or packet socket held in several
  * network namespaces (crr makes a socket in its maker's namespace).
  */
-function nestedNamespaceMakers(checkpoint: Checkpoint, live: readonly Checkpoint['tasks'][number][], rootPid: number, own: Record<string, unknown>): Map<number, string[]> {
+function nestedNamespaceMakers(checkpoint: Checkpoint, live: readonly Checkpoint['tasks'][number][], rootPid: number, own: Record<string, unknown>): Map<number, NestedField[]> {
   const idsOf = (pid: number) => checkpoint.ids(pid) as Record<string, number | undefined>;
   const rootIds = idsOf(rootPid);
-  const makers = new Map<number, string[]>();
+  const makers = new Map<number, NestedField[]>();
   const madeBy = new Map<string, number>();
   const nestedNets = new Set<number>();
   for (const task of live) {
@@ -258,7 +255,7 @@ function nestedNamespaceMakers(checkpoint: Checkpoint, live: readonly Checkpoint
       const id = ids[field];
       if (id === undefined || parent[field] === undefined || id === parent[field]) continue;
       const other = `task ${task.pid} is in a ${kindOf(field)} namespace other than its parent's (${task.ppid})`;
-      if (!NESTED_FIELDS.has(field)) refuse(`${other}; crr restores nested uts, ipc and net namespaces only`, task.pid);
+      if (!isNestedField(field)) refuse(`${other}; crr restores nested uts, ipc and net namespaces only`, task.pid);
       if (id === rootIds[field] || id === Number(own[field])) refuse(`${other}, back in ${id === rootIds[field] ? "the tree root's" : "the dumper's"}: crr makes a nested namespace by forking the task into a new one`, task.pid);
       const key = `${field}:${id}`;
       if (madeBy.has(key)) refuse(`${other}, which task ${madeBy.get(key)} entered from outside too: crr makes a nested namespace by forking one task into it`, task.pid);
