@@ -5,7 +5,7 @@
 import { readlinkSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
-import { checkSocketNamespace, copyOfTaskFd, socketOptions, SocketRefusedError } from './socket-common.js';
+import { checkSocketNamespace, copyOfTaskFd, inEveryNetNamespace, socketOptions, SocketRefusedError } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
 import type { DumpIds, Entry } from './ids.js';
 import { dumpFd, type FdProbe, type OpenFiles, type FileOrder } from './files.js';
@@ -33,9 +33,7 @@ const states = new WeakMap<OpenFiles, UnixDumpState>();
 function stateOf(open: OpenFiles): UnixDumpState {
   let s = states.get(open);
   if (!s) {
-    // Inodes are the kernel's, unique across network namespaces: one map of them all.
-    const diag = unixSockets(open.diagSocket);
-    for (const socket of open.nestedNet.diagSockets.values()) for (const [ino, d] of unixSockets(socket)) diag.set(ino, d);
+    const diag = inEveryNetNamespace(open, unixSockets);
     const iconOf = new Map<number, number>();
     for (const d of diag.values()) for (const icon of d.icons) iconOf.set(icon, d.ino);
     s = { diag, iconOf, queues: [], dumped: new Map() };
@@ -93,7 +91,7 @@ export async function dumpUnixFd(
     }
     s.dumped.set(ino, { id, pid, fd });
   }, ids);
-  if (peeked) await queuePackets(id, peeked, s, ids, open, order);
+  if (peeked) await queuePackets({ pid, fd, ino, id }, peeked, s, ids, open, order);
   // Bytes a pending client sent sit in the embryo socket only accept() would give: no fd reaches them.
   if (s.iconOf.has(ino) && d.wqueue > 0) throw new SocketRefusedError('unix', pid, fd, ino, `${d.wqueue} bytes sent on a connection not yet accepted`);
   return { id, flags: fdFlags, type: FD_TYPE.UNIXSK, fd };
@@ -134,13 +132,6 @@ function peek(pid: number, fd: number, copy: number, d: UnixDiag, open: OpenFile
   const peeked = native.peekQueue(copy, MAX_PACKET);
   open.inFlight.push(...peeked.passed.flat());
   if (peeked.truncated) throw new SocketRefusedError('unix', pid, fd, d.ino, 'more fds in flight in one message than SCM_RIGHTS carries (253)');
-  for (const passed of peeked.passed) {
-    for (const copyOfPassed of passed) {
-      const link = readlinkSync(`/proc/self/fd/${copyOfPassed}`);
-      const why = inFlightRefusal(link);
-      if (why) throw new SocketRefusedError('unix', pid, fd, d.ino, `an fd in flight (SCM_RIGHTS not yet received) is ${why}`);
-    }
-  }
   return peeked;
 }
 
@@ -173,7 +164,7 @@ function senderCredentials(cred: { pid: number; uid: number; gid: number }, open
  * pieces: one entry each keeps the bytes in order). The fds a packet carries are dumped as files
  * of crr's own copies (same descriptions) and named in its scm entry by their files.img ids.
  */
-async function queuePackets(id: number, peeked: PeekedQueue, s: UnixDumpState, ids: DumpIds, open: OpenFiles, order: FileOrder | undefined): Promise<void> {
+async function queuePackets(socket: { pid: number; fd: number; ino: number; id: number }, peeked: PeekedQueue, s: UnixDumpState, ids: DumpIds, open: OpenFiles, order: FileOrder | undefined): Promise<void> {
   const self = process.pid;
   const probe: FdProbe = {
     ...(order ? { order } : {}),
@@ -182,13 +173,18 @@ async function queuePackets(id: number, peeked: PeekedQueue, s: UnixDumpState, i
   };
   const entries: Array<{ entry: Entry; payload: Uint8Array }> = [];
   for (const [i, packet] of peeked.packets.entries()) {
-    const entry: Entry = { id_for: id, length: packet.length };
+    const entry: Entry = { id_for: socket.id, length: packet.length };
     const cred = peeked.creds[i];
     if (cred) entry['ucred'] = senderCredentials(cred, open);
     const passed = peeked.passed[i] ?? [];
     if (passed.length) {
       const rights: number[] = [];
-      for (const fd of passed) rights.push(Number((await dumpFd(self, fd, readlinkSync(`/proc/self/fd/${fd}`), ids, open, probe))['id']));
+      for (const fd of passed) {
+        const link = readlinkSync(`/proc/self/fd/${fd}`);
+        const why = inFlightRefusal(link);
+        if (why) throw new SocketRefusedError('unix', socket.pid, socket.fd, socket.ino, `an fd in flight (SCM_RIGHTS not yet received) is ${why}`);
+        rights.push(Number((await dumpFd(self, fd, link, ids, open, probe))['id']));
+      }
       entry['scm'] = [{ type: SCM_RIGHTS, rights }];
     }
     entries.push({ entry, payload: packet });

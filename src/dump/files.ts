@@ -185,8 +185,9 @@ export async function collectFds(pid: number, ids: DumpIds, open: OpenFiles, pro
  * unix socket's queue installed here.
  */
 export async function dumpFd(pid: number, fd: number, link: string, ids: DumpIds, open: OpenFiles, probe: FdProbe): Promise<Entry> {
-  const info = parseFdinfo(readProc(pid, `fdinfo/${fd}`));
-  const entry = await fileEntry(pid, fd, link, info, ids, open, probe);
+  const fdinfo = readProc(pid, `fdinfo/${fd}`);
+  const info = parseFdinfo(fdinfo);
+  const entry = await fileEntry(pid, fd, link, info, fdinfo, ids, open, probe);
   // The owner of signal-driven I/O: read where the file has O_ASYNC (an owner alone sends only SIGURG).
   if (info.flags & FASYNC && pid !== process.pid) recordOwner(pid, fd, Number(entry['id']), ids, open);
   return entry;
@@ -214,7 +215,8 @@ function recordOwner(pid: number, fd: number, id: number, ids: DumpIds, open: Op
   sub['fown'] = { uid: owner.uid, euid: owner.euid, signum: owner.signum, pid_type: owner.type, pid: owner.pid ? open.tree.pidOf(owner.pid) : 0 };
 }
 
-async function fileEntry(pid: number, fd: number, link: string, info: ReturnType<typeof parseFdinfo>, ids: DumpIds, open: OpenFiles, probe: FdProbe): Promise<Entry> {
+/** The files.img entry of one fd (its fdinfo parsed, `info`, and as read, `fdinfo`). */
+async function fileEntry(pid: number, fd: number, link: string, info: ReturnType<typeof parseFdinfo>, fdinfo: string, ids: DumpIds, open: OpenFiles, probe: FdProbe): Promise<Entry> {
   const fdflags = info.flags & O_CLOEXEC ? 1 : 0;
   const fileFlags = info.flags & ~O_CLOEXEC;
   const pipe = /^pipe:\[(\d+)\]$/.exec(link);
@@ -250,8 +252,7 @@ async function fileEntry(pid: number, fd: number, link: string, info: ReturnType
   if (link.startsWith('socket:')) throw new UnsupportedFdError(pid, fd, `a socket (${describeSocket(pid, link)})`);
   const anon = ANON_FD_DUMPERS.find((kind) => kind.matches(link));
   if (anon) {
-    const text = readProc(pid, `fdinfo/${fd}`);
-    const id = await open.idFor(`anon:${link}`, pid, fd, probe.order, (id) => ids.addFile(anon.entry(id, fileFlags, text, { pid, fd })), ids);
+    const id = await open.idFor(`anon:${link}`, pid, fd, probe.order, (id) => ids.addFile(anon.entry(id, fileFlags, fdinfo, { pid, fd })), ids);
     return { id, flags: fdflags, type: anon.type, fd };
   }
   if (link.startsWith('anon_inode:')) throw new UnsupportedFdError(pid, fd, `an ${link.slice(11)} file`);

@@ -33,12 +33,17 @@ export const NETLINK_SOCK_DIAG = 4;
 /** The kernel's view of one socket family, asked once per dump (`make`) and kept by inode. */
 export function perDump<T>(cache: WeakMap<OpenFiles, Map<number, T>>, open: OpenFiles, make: (diagSocket: number | undefined) => Map<number, T>): Map<number, T> {
   let byIno = cache.get(open);
-  if (!byIno) {
-    // The tree's network namespace, then those nested in it: inodes are the kernel's, one map of them all.
-    byIno = make(open.diagSocket);
-    for (const socket of open.nestedNet.diagSockets.values()) for (const [ino, d] of make(socket)) byIno.set(ino, d);
-    cache.set(open, byIno);
-  }
+  if (!byIno) cache.set(open, (byIno = inEveryNetNamespace(open, make)));
+  return byIno;
+}
+
+/**
+ * `make`'s sock_diag answer in the tree's network namespace, then in each nested in it, as one
+ * map: inodes are the kernel's, unique across namespaces.
+ */
+export function inEveryNetNamespace<T>(open: OpenFiles, make: (diagSocket: number | undefined) => Map<number, T>): Map<number, T> {
+  const byIno = make(open.diagSocket);
+  for (const socket of open.nestedNet.diagSockets.values()) for (const [ino, d] of make(socket)) byIno.set(ino, d);
   return byIno;
 }
 

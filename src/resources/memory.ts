@@ -221,7 +221,8 @@ async function mapAndFill(
   }
   const fillStart = ctx.now();
   // UFFDIO_COPY's registration would stop the preadv of pages from parent checkpoints: plain reads then.
-  const mode = parentRuns.length && defaultFill() === 'uffd' ? 'fault' : defaultFill();
+  const preferred = defaultFill();
+  const mode = parentRuns.length && preferred === 'uffd' ? 'fault' : preferred;
   let reads: { calls: number; bytes: number };
   if (direct) {
     // One preadv per GiB straight into the task's pages, then the fd reads through the cache again.

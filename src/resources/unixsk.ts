@@ -12,7 +12,7 @@ import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } fro
 import { copyFromTask, FD_CLOEXEC, O_CLOEXEC, offer, receive, receiverCount, sharedRows, spareFds, type Want } from './shared-fds.js';
 import { bindName, FD_TYPE_UNIXSK, nameText, planUnixSockets, SOCK_DGRAM, TCP_LISTEN, type UnixPlan, type UnixSocket } from './unixsk-plan.js';
 import { optionOps, type Op } from './socket-options.js';
-import { rightsOf } from '../restore/in-flight.js';
+import { queuedPackets, type QueuedPacket } from '../restore/in-flight.js';
 import type { PlanSource, ResourceKind, TaskPlan } from './types.js';
 
 export { FD_TYPE_UNIXSK } from './unixsk-plan.js';
@@ -24,30 +24,6 @@ const O_NONBLOCK = 0o4000;
 const F_SETFL = 4;
 
 const planOf = perKey((session: RestoreSession, ctx: RestoreCtx) => planUnixSockets(ctx.checkpoint.files(), ctx.plan.tasks, session.images));
-
-interface QueuedPacket {
-  readonly data: Uint8Array;
-  /** files.img ids of the fds in flight that came with it (SCM_RIGHTS), empty when none. */
-  readonly rights: readonly number[];
-  /** The sender a receiver with SO_PASSCRED sees (sk_ucred_entry). */
-  readonly ucred?: { readonly pid: number; readonly uid: number; readonly gid: number };
-}
-
-/** sk-queues.img packets by the id of the socket that was to receive them, in queue order. */
-const queuesOf = perKey((session: RestoreSession): Map<number, QueuedPacket[]> => {
-  const out = new Map<number, QueuedPacket[]>();
-  const checkpoint = session.checkpoint;
-  if (!checkpoint.has('sk-queues.img')) return out;
-  for (const lazy of checkpoint.image('sk-queues.img').entries()) {
-    const entry = lazy.decode();
-    const id = Number(entry['id_for']);
-    const list = out.get(id) ?? [];
-    const ucred = entry['ucred'] as Entry | undefined;
-    list.push({ data: lazy.payload ?? new Uint8Array(), rights: rightsOf(entry), ...(ucred ? { ucred: { pid: Number(ucred['pid'] ?? 0), uid: Number(ucred['uid'] ?? 0), gid: Number(ucred['gid'] ?? 0) } } : {}) });
-    out.set(id, list);
-  }
-  return out;
-});
 
 /** Sockets whose queue carries fds in flight: their whole queue goes back in task-state (unixsk-scm). */
 const withFdsInFlight = (queue: readonly QueuedPacket[] | undefined) => Boolean(queue?.some((p) => p.rights.length));
@@ -122,7 +98,7 @@ async function makeSockets(ctx: RestoreCtx, plan: UnixPlan, mine: UnixSocket[]):
   }
 
   await helper.batch(mine.flatMap((s) => optionOps(fdOf(s), (s.usk['opts'] as Entry | undefined) ?? {})));
-  const queued = queuesOf(ctx.session);
+  const queued = queuedPackets(ctx.checkpoint);
   for (const s of mine) {
     const packets = queued.get(s.id);
     // The fds in flight are in place only once every fd kind has acted: sent in task-state.
@@ -203,7 +179,7 @@ export const unixskScm: ResourceKind<RestoreCtx> = {
     const inFlight = ctx.images.inFlight;
     if (!inFlight) return;
     const plan = planOf(ctx.session, ctx);
-    const queued = queuesOf(ctx.session);
+    const queued = queuedPackets(ctx.checkpoint);
     const helper = helperOf(ctx);
     for (const id of inFlight.sockets) {
       const s = plan.byId.get(id);

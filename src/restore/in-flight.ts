@@ -16,23 +16,43 @@ const SCM_RIGHTS = 1;
 const FIRST_IN_FLIGHT_FD = 700;
 
 /** The files.img ids of the fds in flight an sk-queues.img entry carries; a control message other than SCM_RIGHTS is refused. */
-export function rightsOf(entry: Record<string, unknown>): number[] {
+function rightsOf(entry: Record<string, unknown>): number[] {
   const scm = (entry['scm'] as Array<{ type: number; rights?: number[] }> | undefined) ?? [];
   const other = scm.find((s) => Number(s.type) !== SCM_RIGHTS);
   if (other) throw new StageError({ stage: 'plan', resource: 'unixsk', message: `a packet queued for unix socket file ${Number(entry['id_for'])} carries a control message of type ${other.type}: only SCM_RIGHTS is supported` });
   return scm.flatMap((s) => (s.rights ?? []).map(Number));
 }
 
-/** Packets of sk-queues.img with fds in flight, by the id of the socket that was to receive them (once per checkpoint). */
-export const packetsWithFds = perKey((checkpoint: Checkpoint): Map<number, number[][]> => {
-  const out = new Map<number, number[][]>();
+/** One packet of sk-queues.img. */
+export interface QueuedPacket {
+  readonly data: Uint8Array;
+  /** files.img ids of the fds in flight that came with it (SCM_RIGHTS), empty when none. */
+  readonly rights: readonly number[];
+  /** The sender a receiver with SO_PASSCRED sees (sk_ucred_entry). */
+  readonly ucred?: { readonly pid: number; readonly uid: number; readonly gid: number };
+}
+
+/** sk-queues.img's packets by the id of the socket that was to receive them, in queue order (decoded once per checkpoint). */
+export const queuedPackets = perKey((checkpoint: Checkpoint): Map<number, QueuedPacket[]> => {
+  const out = new Map<number, QueuedPacket[]>();
   if (!checkpoint.has('sk-queues.img')) return out;
   for (const lazy of checkpoint.image('sk-queues.img').entries()) {
     const entry = lazy.decode();
-    const rights = rightsOf(entry);
-    if (!rights.length) continue;
     const id = Number(entry['id_for']);
-    out.set(id, [...(out.get(id) ?? []), rights]);
+    const ucred = entry['ucred'] as Record<string, unknown> | undefined;
+    const list = out.get(id) ?? [];
+    list.push({ data: lazy.payload ?? new Uint8Array(), rights: rightsOf(entry), ...(ucred ? { ucred: { pid: Number(ucred['pid'] ?? 0), uid: Number(ucred['uid'] ?? 0), gid: Number(ucred['gid'] ?? 0) } } : {}) });
+    out.set(id, list);
+  }
+  return out;
+});
+
+/** The fds in flight of each socket's queued packets, by the socket's id: only sockets with some. */
+export const packetsWithFds = perKey((checkpoint: Checkpoint): Map<number, number[][]> => {
+  const out = new Map<number, number[][]>();
+  for (const [id, packets] of queuedPackets(checkpoint)) {
+    const rights = packets.filter((p) => p.rights.length).map((p) => [...p.rights]);
+    if (rights.length) out.set(id, rights);
   }
   return out;
 });
