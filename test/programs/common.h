@@ -57,6 +57,17 @@ static void on_check_signal(int sig)
 	check_requested = 1;
 }
 
+/* `handler` for `sig`, nothing blocked while it runs; flags: SA_RESTART or 0. */
+static UNUSED void catch_signal(int sig, void (*handler)(int), int flags)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = handler;
+	sa.sa_flags = flags;
+	sigemptyset(&sa.sa_mask);
+	sigaction(sig, &sa, NULL);
+}
+
 /* restart_flag is SA_RESTART or 0: programs that sit in a restartable syscall say which. */
 static UNUSED void protocol_start(int argc, char **argv, const char *const break_kinds[],
 				  int restart_flag)
@@ -78,12 +89,7 @@ static UNUSED void protocol_start(int argc, char **argv, const char *const break
 	} else {
 		break_kind = NULL;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_check_signal;
-	sa.sa_flags = restart_flag;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGUSR1, &sa, NULL);
+	catch_signal(SIGUSR1, on_check_signal, restart_flag);
 }
 
 static UNUSED int breaking(const char *kind)

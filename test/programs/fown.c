@@ -30,16 +30,6 @@ static void must(int ok, const char *what)
 	}
 }
 
-static void catch_signal(int sig, void (*handler)(int))
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigaction(sig, &sa, NULL);
-}
-
 /* Waits up to a second for *count to move past `before`. */
 static int arrived(volatile sig_atomic_t *count, int before)
 {
@@ -53,8 +43,8 @@ static int arrived(volatile sig_atomic_t *count, int before)
 int main(int argc, char **argv)
 {
 	protocol_start(argc, argv, break_kinds, SA_RESTART);
-	catch_signal(SIGUSR2, on_usr2);
-	catch_signal(SIGIO, on_sigio);
+	catch_signal(SIGUSR2, on_usr2, SA_RESTART);
+	catch_signal(SIGIO, on_sigio, SA_RESTART);
 	int p[2], s[2];
 	must(pipe(p) == 0 && dup2(p[0], 70) == 70 && dup2(p[1], 71) == 71, "pipe");
 	must(socketpair(AF_UNIX, SOCK_STREAM, 0, s) == 0 && dup2(s[0], 72) == 72 && dup2(s[1], 73) == 73, "socketpair");

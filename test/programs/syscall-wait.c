@@ -49,21 +49,11 @@ static void child_exit_42(int sig)
 	_exit(42);
 }
 
-static void install_check_handler(void (*handler)(int))
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGUSR1, &sa, NULL);
-}
-
 static void wait_in_read(void)
 {
 	if (pipe(pipe_ends) != 0)
 		exit(3);
-	install_check_handler(on_check_read);
+	catch_signal(SIGUSR1, on_check_read, SA_RESTART);
 	protocol_ready();
 	char got[sizeof(message)] = "";
 	ssize_t n = read(pipe_ends[0], got, sizeof(message) - 1);
@@ -106,7 +96,7 @@ static void wait_in_nanosleep(double seconds)
 
 static void wait_in_futex(void)
 {
-	install_check_handler(on_check_futex);
+	catch_signal(SIGUSR1, on_check_futex, SA_RESTART);
 	protocol_ready();
 	while (futex_word == 0) {
 		long r = syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
@@ -138,7 +128,7 @@ static void wait_in_waitpid(void)
 			pause();
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	install_check_handler(on_check_waitpid);
+	catch_signal(SIGUSR1, on_check_waitpid, SA_RESTART);
 	protocol_ready();
 	int status = 0;
 	pid_t reaped = waitpid(waited_child, &status, 0);
