@@ -199,13 +199,13 @@ t.test("a task CRIU dumped stopped (task_state Stopped) comes back stopped", asy
   }
 });
 
-t.test('a VMA crr does not map (an AIO ring) fails the plan, naming the task and the range', async (t) => {
+t.test('a VMA crr does not map (a packet socket ring) fails the plan, naming the task and the range', async (t) => {
   const dir = copyFixture(t, 'sleep');
   rewriteImage(dir, 'mm-17288.img', ([mm]) => {
-    const vmas = (mm!['vmas'] as Array<Record<string, unknown>>).map((v, i) => (i === 0 ? { ...v, status: Number(v['status']) | (1 << 13) } : v));
+    const vmas = (mm!['vmas'] as Array<Record<string, unknown>>).map((v, i) => (i === 0 ? { ...v, status: Number(v['status']) | (1 << 11) } : v));
     return [{ ...mm!, vmas }];
   });
-  await t.rejects(restore({ imagesDir: dir, dryRun: true, pidNamespace: true }), { stage: 'plan', pid: 17288, resource: 'memory', message: /not supported: VMA [0-9a-f]+-[0-9a-f]+ is an AIO ring/ });
+  await t.rejects(restore({ imagesDir: dir, dryRun: true, pidNamespace: true }), { stage: 'plan', pid: 17288, resource: 'memory', message: /not supported: VMA [0-9a-f]+-[0-9a-f]+ is a packet socket ring/ });
 });
 
 t.test("the restore refuses a checkpoint whose namespaces crr does not make, before touching anything", async (t) => {

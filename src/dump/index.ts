@@ -10,6 +10,7 @@ import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
 import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type Frozen, type FrozenTask } from './tree.js';
 import { collectVmas, exeFileId, mmEntry } from './mm.js';
+import { aioRingEntries } from './aio.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { finishTcpRepair } from './fd-inetsk.js';
 import { finishTerminalQueues, finishTerminals, ttyDataOf, ttyInfosOf } from './fd-tty.js';
@@ -297,6 +298,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
 
   // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.
   const vmas = collectVmas(pid, ids).filter((v) => v.start !== scratch.base);
+  const aios = aioRingEntries(pid, vmas, (addr, len) => ctl.readMemory(pid, [{ addr, len }]));
   shmem.add(pid, vmas);
   const exeId = exeFileId(pid, ids);
   const pipeReadFds = listFds(pid)
@@ -357,7 +359,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
 
   const procState = proc.task;
   out.write(`ids-${v(pid)}.img`, [taskIds]);
-  out.write(`mm-${v(pid)}.img`, [mmEntry(pid, threads[0]!.stat, vmas, exeId, proc.mm)]);
+  out.write(`mm-${v(pid)}.img`, [mmEntry(pid, threads[0]!.stat, vmas, exeId, proc.mm, aios)]);
   out.write(`pagemap-${v(pid)}.img`, pagemapEntries(pagesId, pagemapRuns));
   if (fdinfo) out.write(`fdinfo-${taskIds.files_id}.img`, fdinfo);
   out.write(`fs-${v(pid)}.img`, [fs]);

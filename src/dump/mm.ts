@@ -8,6 +8,7 @@ import { parseMaps, parseSmapsVmFlags, parseAuxv, readProc, readProcBytes, readP
 import { regFileEntry } from './regfile.js';
 import { DELETED, ghostRefusal } from './ghost-files.js';
 import { isMemfdLink, memfdMappingId } from './fd-memfd.js';
+import { AIO_RING_PATH } from './aio.js';
 import type { DumpIds, Entry } from './ids.js';
 
 export const VMA = {
@@ -22,6 +23,7 @@ export const VMA = {
   ANON_PRIVATE: 1 << 9,
   SYSVIPC: 1 << 10,
   VVAR: 1 << 12,
+  AIORING: 1 << 13,
   MEMFD: 1 << 14,
   GUARD: 1 << 16,
 } as const;
@@ -105,8 +107,9 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
       if (line.path === '[heap]') status |= VMA.HEAP;
     } else {
       // SysV shm and shared anonymous memory ("/dev/zero (deleted)") are shmem inodes too: first.
-      if (line.path === '/[aio] (deleted)') {
-        throw new UnsupportedVmaError(pid, line, 'an AIO ring (io_setup): crr does not restore AIO contexts');
+      if (line.path === AIO_RING_PATH) {
+        // CRIU's status for it is AIORING alone: the restore makes the ring anew (src/resources/aio.ts).
+        status = VMA.AIORING;
       } else if (line.path.startsWith('/SYSV')) {
         // The inode is the segment's id; its bytes go into ipcns-shm with the tree's IPC namespace.
         const why = sysvMappingRefusal(pid, line, (segments ??= sysvSegmentSizes(pid)));
@@ -225,8 +228,11 @@ export interface MmFromTask {
   thpDisabled: boolean;
 }
 
-/** The mm-PID.img entry. `exeId` must be taken after the VMAs so ids come out in CRIU's order. */
-export function mmEntry(pid: number, stat: ProcStat, vmas: DumpVma[], exeId: number, fromTask: MmFromTask): Entry {
+/**
+ * The mm-PID.img entry. `exeId` must be taken after the VMAs so ids come out in CRIU's order;
+ * `aios` are the AIO rings' entries (src/dump/aio.ts).
+ */
+export function mmEntry(pid: number, stat: ProcStat, vmas: DumpVma[], exeId: number, fromTask: MmFromTask, aios: Entry[] = []): Entry {
   return {
     mm_start_code: stat.startCode,
     mm_end_code: stat.endCode,
@@ -244,5 +250,6 @@ export function mmEntry(pid: number, stat: ProcStat, vmas: DumpVma[], exeId: num
     vmas: vmas.map((v) => v.entry),
     dumpable: fromTask.dumpable,
     thp_disabled: fromTask.thpDisabled,
+    ...(aios.length ? { aios } : {}),
   };
 }

@@ -29,9 +29,9 @@ export interface PageRun {
   flags: number;
 }
 
-/** Whether a VMA's private pages are dumped at all (CRIU: private, not vvar, regular). */
+/** Whether a VMA's private pages are dumped at all (CRIU: private, not vvar, regular; an AIO ring whole). */
 export function vmaIsDumped(v: DumpVma): boolean {
-  if (v.status & VMA.VDSO) return true;
+  if (v.status & (VMA.VDSO | VMA.AIORING)) return true;
   if (v.status & VMA.VVAR) return false;
   if (!(v.status & VMA.REGULAR)) return false;
   return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
@@ -49,7 +49,7 @@ export function vmaCanBeLazy(v: DumpVma): boolean {
 
 /** Whether one page, given its pagemap word, has content that must go into the image. */
 export function pageIsDumped(v: DumpVma, pme: bigint, zeroPfn: bigint | undefined): boolean {
-  if (v.status & VMA.VDSO) return true;
+  if (v.status & (VMA.VDSO | VMA.AIORING)) return true;
   if (v.status & VMA.FILE_PRIVATE && pme & PM_FILE) return false; // not COW-ed: the file has it
   if (!(pme & (PM_PRESENT | PM_SWAP))) return false;
   if (pme & PM_PRESENT && zeroPfn !== undefined && (pme & PM_PFN_MASK) === zeroPfn) return false;
@@ -74,7 +74,7 @@ export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: num
     const words = pagemapOf(v.start, pages);
     const w32 = new Uint32Array(words.buffer, words.byteOffset, pages * 2);
     const flags = vmaCanBeLazy(v) ? PE.LAZY | PE.PRESENT : PE.PRESENT;
-    const vdso = (v.status & VMA.VDSO) !== 0;
+    const whole = (v.status & (VMA.VDSO | VMA.AIORING)) !== 0;
     const filePrivate = (v.status & VMA.FILE_PRIVATE) !== 0;
     // Runs are built in page indices and turned into addresses once each.
     let runStart = -1;
@@ -88,7 +88,7 @@ export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: num
     for (let i = 0; i < pages; i++) {
       const hi = w32[2 * i + 1]!;
       let dumped: boolean;
-      if (vdso) dumped = true;
+      if (whole) dumped = true;
       else if (filePrivate && hi & HI_FILE) dumped = false; // not COW-ed: the file has it
       else if (!(hi & (HI_PRESENT | HI_SWAP))) dumped = false;
       else dumped = !(hi & HI_PRESENT && w32[2 * i] === zeroLo && (hi & HI_PFN_MASK) === zeroHi);

@@ -13,6 +13,7 @@ import { fs } from './fs.js';
 import { FD_TYPE_INETSK, inetsk, tcpRepairOff } from './inetsk.js';
 import { FD_TYPE_INOTIFY, inotify } from './inotify.js';
 import { mainThread } from './main-thread.js';
+import { aio } from './aio.js';
 import { memory } from './memory.js';
 import { mm } from './mm.js';
 import { FD_TYPE_PIPE, pipe } from './pipe.js';
@@ -83,6 +84,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   mm,
   sigact,
   mainThread,
+  aio,
   threads,
   creds,
   signals,

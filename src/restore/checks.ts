@@ -13,6 +13,7 @@ import { sessionSource } from '../resources/task-tree.js';
 import { checkTerminals } from '../resources/tty.js';
 import { checkPidfds } from '../resources/pidfd.js';
 import { checkNamespaceFds } from '../resources/nsfile.js';
+import { aioRingsOf } from '../resources/aio.js';
 import type { RestoreSession } from './context.js';
 import { checkFiles } from './files.js';
 import { checkpointNamespaces } from './namespaces.js';
@@ -65,9 +66,13 @@ export function checkFdKinds(session: RestoreSession, supported: ReadonlySet<num
   }
 }
 
-/** A VMA crr does not map (an AIO ring, a packet socket's ring) fails the plan, before any task exists. */
+/**
+ * A VMA crr does not map (a packet socket's ring) fails the plan, before any task exists, as does
+ * an AIO ring whose aios entry and VMA disagree.
+ */
 export function checkVmaKinds(session: RestoreSession): void {
   for (const [pid, set] of session.images) {
+    aioRingsOf(session.checkpoint.path(`mm-${pid}.img`), set.mm);
     for (const e of (set.mm?.['vmas'] as Array<Record<string, unknown>> | undefined) ?? []) {
       const v = vmaOf(e);
       const why = unsupportedReason(v);

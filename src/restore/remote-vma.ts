@@ -82,7 +82,6 @@ export function isKernelMade(vma: Vma): boolean {
 export function unsupportedReason(vma: Vma): string | undefined {
   if (vma.status & VMA_UNSUPP) return 'marked unsupported by the dumper';
   if (vma.status & VMA_AREA_SOCKET) return 'a packet socket ring';
-  if (vma.status & VMA_AREA_AIORING) return 'an AIO ring';
   return undefined;
 }
 
@@ -219,6 +218,8 @@ export function addMmap(batch: RemoteBatch, vma: Vma, options: { fd?: number; wr
   const fileBacked = (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) !== 0 || ((vma.status & VMA_ANON_SHARED) !== 0 && options.fd !== undefined);
   let flags = (vma.flags & MAP_KEEP) | MAP_FIXED;
   if (vma.status & VMA_ANON_SHARED) flags = (flags & ~MAP_PRIVATE) | MAP_SHARED | MAP_ANONYMOUS;
+  // An AIO ring's pages wait in private memory until the aio kind moves a new ring over them.
+  if (vma.status & VMA_AREA_AIORING) flags = (flags & ~MAP_SHARED) | MAP_PRIVATE | MAP_ANONYMOUS;
   if (fileBacked) {
     if (options.fd === undefined) throw new Error(`${MAP_VMA([vma.start, vma.end - vma.start])}: no pre-opened fd for file id ${vma.shmid}`);
     batch.call(SYS.mmap, [vma.start, vma.end - vma.start, prot, flags & ~MAP_ANONYMOUS, options.fd, vma.pgoff], { what: MAP_VMA, expect: vma.start });
@@ -234,7 +235,7 @@ function mapProt(vma: Vma, writable: boolean): number {
 
 /** Private anonymous, not a stack: one mmap may make several such VMAs (see addMappings). */
 function plainAnonymous(vma: Vma, fd: number | undefined): boolean {
-  return fd === undefined && (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED | VMA_ANON_SHARED | VMA_AREA_SYSVIPC)) === 0 && (vma.flags & MAP_GROWSDOWN) === 0;
+  return fd === undefined && (vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED | VMA_ANON_SHARED | VMA_AREA_SYSVIPC | VMA_AREA_AIORING)) === 0 && (vma.flags & MAP_GROWSDOWN) === 0;
 }
 
 /**
