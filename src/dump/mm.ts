@@ -99,7 +99,8 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     } else if (line.path === '[vdso]') {
       status |= VMA.ANON_PRIVATE | VMA.VDSO;
       flags |= MAP_ANONYMOUS;
-    } else if (line.inode === 0) {
+    } else if (line.inode === 0 && !line.path.startsWith('/SYSV')) {
+      // (A SysV segment's inode is its id, and the first segment of an IPC namespace is id 0.)
       // Anonymous: heap, stack, plain anonymous memory (named anon VMAs "[anon:...]" too).
       if (line.shared) throw new UnsupportedVmaError(pid, line, 'shared anonymous memory');
       flags |= MAP_ANONYMOUS;
