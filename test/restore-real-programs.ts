@@ -1,11 +1,12 @@
 // Real programs across a dump and restore, each in a fresh PID namespace, checked from outside as
 // a user would check them: a tmux server with a shell on its pty, answering a new tmux client over
-// its unix socket with the shell's state kept; a JVM with its 20-odd threads, its counter going on
-// from where it was and its garbage collector running after the restore. (PostgreSQL has a file
-// of its own: test/restore-postgres.ts.)
+// its unix socket with the shell's state kept; a JVM with its 18 threads, its counter going on
+// from where it was and its garbage collector running after the restore; Redis with its keys;
+// nginx's master and workers serving, then stopping gracefully. (PostgreSQL has a file of its
+// own: test/restore-postgres.ts.)
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump } from '../src/dump/index.js';
@@ -109,4 +110,82 @@ t.test('a JVM: its threads, its counter and its garbage collector', async (t) =>
   t.ok(later.count > atDump.count, `its counter went on from ${atDump.count} to ${later.count}, not from 0`);
   t.ok(later.gcs > atDump.gcs, `its collector ran again (${atDump.gcs} to ${later.gcs} collections)`);
   t.match(readFileSync(`/proc/${restored}/status`, 'utf8'), /State:\s+S/, 'and it is running (sleeping between steps), not stopped or dead');
+});
+
+/** Retries `probe` (an error counts as not yet) every 50 ms for up to 10 s. */
+async function until(what: string, probe: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await probe().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** One request over a fresh TCP connection to 127.0.0.1:`port` (it must make the server close): the whole answer. */
+async function ask(port: number, request: string): Promise<string> {
+  const { connect } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(port, '127.0.0.1', () => socket.write(request));
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    socket.on('error', reject);
+    socket.setTimeout(10_000, () => socket.destroy(new Error(`no answer from port ${port}`)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+t.test('Redis: its keys and its threads, serving new clients', async (t) => {
+  const dir = tempDir(t, 'redis');
+  const port = await freePort();
+  const redis = await startDetached(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
+  t.teardown(() => killTree([redis]).catch(() => undefined));
+  const cmd = (...words: string[]) => ask(port, `${words.join(' ')}\r\nQUIT\r\n`);
+  await until('Redis to answer', async () => (await cmd('PING')).startsWith('+PONG'));
+  t.match(await cmd('SET', 'kept', 'before-the-dump'), /^\+OK/, 'a key set');
+  t.match(await cmd('RPUSH', 'list', 'a', 'b', 'c'), /^:3/, 'a list made');
+  const threads = readdirSync(`/proc/${redis}/task`).length;
+
+  const result = await restoreTree(t, await dumpTree(redis, dir));
+  t.equal(readdirSync(`/proc/${result.hostPids.get(redis)!}/task`).length, threads, `its ${threads} threads back`);
+  t.match(await cmd('GET', 'kept'), /^\$15\r\nbefore-the-dump/, 'the key is there');
+  t.match(await cmd('LRANGE', 'list', '0', '-1'), /^\*3\r\n\$1\r\na\r\n\$1\r\nb\r\n\$1\r\nc/, 'so is the list');
+  t.match(await cmd('INCR', 'counter'), /^:1/, 'and it takes new writes');
+});
+
+t.test('nginx: a master and two workers serving, then a graceful stop', async (t) => {
+  const dir = tempDir(t, 'nginx');
+  const port = await freePort();
+  chmodSync(dir, 0o755); // nginx's workers run as nobody
+  mkdirSync(join(dir, 'html'));
+  writeFileSync(join(dir, 'html', 'index.html'), 'served by a restored nginx\n');
+  const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `${k}_temp_path ${dir}/${k};`).join(' ');
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    `daemon off; worker_processes 2; pid ${dir}/nginx.pid; error_log ${dir}/error.log;\n` +
+      `events { worker_connections 64; }\n` +
+      `http { access_log ${dir}/access.log; ${temps} server { listen 127.0.0.1:${port}; root ${dir}/html; } }\n`,
+  );
+  const master = await startDetached(['nginx', '-c', join(dir, 'nginx.conf')]);
+  t.teardown(() => killTree(processTree(master)).catch(() => undefined));
+  const get = () => ask(port, 'GET / HTTP/1.0\r\n\r\n');
+  await until('nginx to serve', async () => (await get()).includes('restored nginx'));
+  t.match(await get(), /200 OK[\s\S]*served by a restored nginx/, 'it serves before the dump');
+  const tree = processTree(master);
+  t.equal(tree.length, 3, 'a master and two workers');
+
+  const result = await restoreTree(t, await dumpTree(master, dir));
+  t.equal(result.tasks.length, 3, 'all three restored');
+  for (let i = 0; i < 4; i++) t.match(await get(), /200 OK[\s\S]*served by a restored nginx/, `request ${i + 1} served after the restore`);
+  process.kill(result.rootHostPid, 'SIGQUIT');
+  t.same(await result.wait(), { exitCode: 0, signal: null }, 'a graceful stop: the master exits 0 once its workers are done');
+  t.equal(readFileSync(join(dir, 'access.log'), 'utf8').split('\n').filter(Boolean).length, 6, 'every request is in its access log');
 });

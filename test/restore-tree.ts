@@ -4,6 +4,7 @@
 // long ago, a grandchild chain and a zombie with its exit status. Every PID, parent, group and
 // session is read back from /proc; then the whole tree is killed and reaped by PID.
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { restore } from '../src/restore/index.js';
 import { alive, copyFixture, procIds, synthTree, type SynthTask } from './lib/restore-images.js';
@@ -114,4 +115,22 @@ t.test("a tree whose root was its PID namespace's pid 1 comes back as the fresh 
   const timeNs = (host: number) => readlinkSync(`/proc/${host}/ns/time`);
   t.equal(timeNs(root), timeNs(child), "the root entered its children's time namespace (it unshared it itself)");
   t.not(timeNs(root), readlinkSync('/proc/self/ns/time'), "not crr's");
+});
+
+t.test('a PID in use fails the plan, naming who holds it: a zombie with the parent that has not reaped it', async (t) => {
+  // `sleep 0` exits at once and stays a zombie: the shell exec'd into a sleep that never reaps it.
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => {
+    parent.kill('SIGKILL');
+  });
+  const zombie = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(d.toString()))));
+  for (let i = 0; i < 200 && !readFileSync(`/proc/${zombie}/stat`, 'latin1').includes(') Z '); i++) await new Promise((r) => setTimeout(r, 10));
+  const busy = synthTree(t, [{ pid: zombie, ppid: 0, pgid: zombie, sid: zombie }]);
+  await t.rejects(restore({ imagesDir: busy, dryRun: true }), {
+    stage: 'plan',
+    code: 'EEXIST',
+    message: new RegExp(`pid ${zombie} is in use \\(by a zombie of sleep that its parent, PID ${parent.pid}, has not reaped yet\\)`),
+  });
+  const live = synthTree(t, [{ pid: parent.pid!, ppid: 0, pgid: parent.pid!, sid: parent.pid! }]);
+  await t.rejects(restore({ imagesDir: live, dryRun: true }), { stage: 'plan', message: new RegExp(`pid ${parent.pid} is in use \\(by sleep\\); restore elsewhere or in a fresh PID namespace`) });
 });

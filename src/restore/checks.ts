@@ -24,9 +24,14 @@ import { unsupportedReason, vmaOf } from './remote-vma.js';
 const INFINITY = (1n << 64n) - 1n;
 const FD_TYPE_NAMES = Object.fromEntries(Object.entries(FD_TYPES).map(([name, n]) => [n, name]));
 
-function comm(pid: number): string {
+/** Who holds a PID: its command, and for a zombie the parent that has not reaped it yet. */
+function holder(pid: number): string {
   try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const close = stat.lastIndexOf(')');
+    const [state, ppid] = stat.slice(close + 2).split(' ');
+    const name = stat.slice(stat.indexOf('(') + 1, close);
+    return state === 'Z' ? `a zombie of ${name} that its parent, PID ${ppid}, has not reaped yet` : name;
   } catch {
     return '?';
   }
@@ -42,7 +47,7 @@ export function checkPidsFree(plan: RestorePlan): void {
         resource: 'task-tree',
         code: 'EEXIST',
         errno: 17,
-        message: `${tid === task.pid ? 'pid' : 'thread id'} ${tid} is in use (by ${comm(tid)}); restore elsewhere or in a fresh PID namespace`,
+        message: `${tid === task.pid ? 'pid' : 'thread id'} ${tid} is in use (by ${holder(tid)}); restore elsewhere or in a fresh PID namespace`,
       });
     }
   }
