@@ -56,10 +56,6 @@ export function aioRingsOf(file: string, mm: Record<string, unknown> | undefined
   return rings;
 }
 
-function ringsOfTask(ctx: RestoreCtx): AioRing[] {
-  return aioRingsOf(ctx.checkpoint.path(`mm-${ctx.pid}.img`), ctx.images.mm);
-}
-
 function fail(ctx: RestoreCtx, message: string): never {
   throw new StageError({ stage: ctx.stage, pid: ctx.pid, resource: ctx.resource, message });
 }
@@ -139,7 +135,7 @@ export const aio: ResourceKind<RestoreCtx> = {
   },
   describe: () => ['AIO contexts: io_setup, head and tail brought to the dumped ones, the events copied, the ring moved to its address'],
   async restore(ctx) {
-    const rings = ringsOfTask(ctx);
+    const rings = aioRingsOf(ctx.checkpoint.path(`mm-${ctx.pid}.img`), ctx.images.mm);
     if (rings.length === 0) return;
     const hostPid = hostPidOf(ctx);
     const start = ctx.now();
