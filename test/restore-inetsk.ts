@@ -94,6 +94,11 @@ t.test('an established connection is made in repair mode, its queues filled, rep
   t.same([...(ops[9]!['bytes'] as Buffer)], [2, 0, 0, 0, 0xd7, 0xff, 0, 0, 3, 0, 0, 0, 7, 0, 9, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0], 'MSS, window scales, SACK, timestamps');
   t.equal(String(ops[12]!['data']), 'abc');
   t.equal(String(ops[14]!['data']), 'def', 'the sent, unacknowledged part');
+  const reusing = { ...conn, opts: { reuseaddr: true } };
+  t.same(inetOps(reusing, 4, false, stream).slice(0, 4).map((o) => `${o.op}${o['name'] ?? ''}`), ['socket', 'setsockopt2', 'setsockopt19', 'bind'],
+    'SO_REUSEADDR before repair mode, which it would turn from forced reuse into plain reuse');
+  t.same(repairOffOps({ fd: 4, isk: reusing, stream }, 40).slice(0, 2), [{ op: 'setsockopt', fd: 4, level: 6, name: 19, value: 0 }, { op: 'setsockopt', fd: 4, level: 1, name: 2, value: 1 }],
+    'leaving repair mode clears SO_REUSEADDR: it is set again');
   const off = repairOffOps({ fd: 4, isk: conn, stream }, 40);
   t.same(off.map((o) => o.op), ['setsockopt', 'send', 'setsockopt'], 'repair off, the unsent bytes, TCP_NODELAY');
   t.same(off[0], { op: 'setsockopt', fd: 4, level: 6, name: 19, value: 0 });
@@ -280,6 +285,41 @@ t.test('an established TCP connection (--tcp-established) comes back with its qu
   await restoreProgram(t, prog, imagesDir);
   go();
   t.equal(await result(), EXCHANGED);
+});
+
+t.test('an accepted connection with SO_REUSEADDR, its listener restored first and a TIME_WAIT on the port: it binds, and keeps SO_REUSEADDR', async (t) => {
+  // The listener (low fd) is made before the accepted end that shares its port, and an earlier
+  // connection the server closed first left a TIME_WAIT on that port: only the forced reuse of
+  // repair mode lets the accepted end bind there.
+  const setUp = [
+    'l = socket.socket()',
+    'l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+    'l.bind(("127.0.0.1", 0))',
+    'l.listen(2)',
+    'old = socket.create_connection(l.getsockname())',
+    'gone, _ = l.accept()',
+    'gone.close()',
+    'old.close()',
+    'c = socket.create_connection(l.getsockname())',
+    's, _ = l.accept()',
+    'os.dup2(s.fileno(), 40)',
+    's.close()',
+    's = socket.socket(fileno=40)',
+    'c.sendall(b"ping")',
+  ];
+  const check = [
+    ...READ,
+    'got = [read(s, 4)]',
+    's.sendall(b"pong")',
+    'got.append(read(c, 4))',
+    'got.append(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0)',
+    'open(result, "w").write(repr(got))',
+  ];
+  const { prog, go, result } = await startPython(t, ['socket'], setUp, check, 'an accepted connection beside a TIME_WAIT on its port');
+  const imagesDir = await dumpProgram(t, prog, { tcpEstablished: true });
+  await restoreProgram(t, prog, imagesDir);
+  go();
+  t.equal(await result(), "[b'ping', b'pong', True]");
 });
 
 t.test('dumped with --leave-running, the connection goes on in the original (repair mode is switched off)', async (t) => {

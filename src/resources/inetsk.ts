@@ -78,9 +78,6 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   const ops: Op[] = [{ op: 'socket', domain: family, type: Number(isk['type']) | (cloexec ? SOCK_CLOEXEC : 0), protocol: Number(isk['proto']), fd }];
   const repair = Number(isk['proto']) === IPPROTO_TCP && TCP_CONNECTION_STATES.has(state);
   if (repair && !stream) throw new Error(`fd ${fd}: the TCP connection has no tcp-stream image`);
-  // In repair mode the bind may share the listener's port (the kernel forces the reuse) and the
-  // connect makes the connection established without a packet.
-  if (repair) ops.push(tcpOpt(fd, TCP_REPAIR, 1));
   // Before bind: they change what bind accepts (IPV6_V6ONLY leaves the IPv4 port free; SO_REUSEADDR,
   // SO_REUSEPORT, IP_FREEBIND).
   if (family === AF_INET6 && isk['v6only'] !== undefined) ops.push(setOpt(fd, IPPROTO_IPV6, IPV6_V6ONLY, isk['v6only'] ? 1 : 0));
@@ -97,6 +94,11 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   const bound = srcPort !== 0 || src.some((w) => w !== 0);
   const borrowReuse = bound && state === TCP_LISTEN && !opts['reuseaddr'];
   if (borrowReuse) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 1));
+  // In repair mode the bind may share the port with its listener and anything else (the kernel
+  // forces the reuse) and the connect makes the connection established without a packet. After
+  // the options: SO_REUSEADDR would turn the forced reuse back into plain reuse, and the bind of
+  // an accepted connection would fail while its listener (or a TIME_WAIT) holds the port.
+  if (repair) ops.push(tcpOpt(fd, TCP_REPAIR, 1));
   if (bound) ops.push({ op: 'bind', fd, sockaddr: sockaddrOf(family, srcPort, src) });
   if (state === TCP_LISTEN) ops.push({ op: 'listen', fd, backlog: Number(isk['backlog'] ?? 0) });
   if (borrowReuse) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 0));
@@ -214,6 +216,8 @@ export function repairOffOps(c: RepairedConnection, spare: number): Op[] {
   const ops: Op[] = [];
   if (TCP_FIN_RECEIVED.has(state)) ops.push(...peerFinOps(isk, e, spare));
   ops.push(tcpOpt(fd, TCP_REPAIR, 0));
+  // Leaving repair mode clears the socket's reuse, SO_REUSEADDR's too: set it again.
+  if ((isk['opts'] as Entry | undefined)?.['reuseaddr']) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 1));
   if (unsent) ops.push({ op: 'send', fd, data: Buffer.from(stream.payload).subarray(inq + outq - unsent, inq + outq) });
   if (TCP_FIN_SENT.has(state)) ops.push({ op: 'shutdown', fd, how: SHUT_WR });
   if (e['nodelay']) ops.push(tcpOpt(fd, TCP_NODELAY, 1));
