@@ -2,11 +2,12 @@
 // a user would check them: a tmux server with a shell on its pty, answering a new tmux client over
 // its unix socket with the shell's state kept; a JVM with its 18 threads, its counter going on
 // from where it was and its garbage collector running after the restore; Redis with its keys;
-// nginx's master and workers serving, then stopping gracefully. (PostgreSQL has a file of its
-// own: test/restore-postgres.ts.)
+// nginx's master and workers serving, then stopping gracefully; a Node.js HTTP server; SQLite in
+// WAL mode with a write transaction open across the dump; a Python multiprocessing pool. (PostgreSQL
+// has a file of its own: test/restore-postgres.ts.)
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump } from '../src/dump/index.js';
@@ -188,4 +189,89 @@ t.test('nginx: a master and two workers serving, then a graceful stop', async (t
   process.kill(result.rootHostPid, 'SIGQUIT');
   t.same(await result.wait(), { exitCode: 0, signal: null }, 'a graceful stop: the master exits 0 once its workers are done');
   t.equal(readFileSync(join(dir, 'access.log'), 'utf8').split('\n').filter(Boolean).length, 6, 'every request is in its access log');
+});
+
+t.test('Node.js: an HTTP server with its libuv thread pool', async (t) => {
+  const dir = tempDir(t, 'node');
+  const port = await freePort();
+  writeFileSync(
+    join(dir, 'server.js'),
+    [
+      "const fs = require('fs');",
+      'let hits = 0;',
+      "require('http').createServer((req, res) => { hits++; fs.readFile(__filename, (err, src) => res.end(`hits ${hits}, read ${err ? err.code : src.length} bytes\\n`)); })",
+      `  .listen(${port}, '127.0.0.1');`,
+    ].join('\n'),
+  );
+  const node = await startDetached([process.execPath, join(dir, 'server.js')]);
+  t.teardown(() => killTree([node]).catch(() => undefined));
+  const get = () => ask(port, 'GET / HTTP/1.0\r\n\r\n');
+  await until('node to serve', async () => (await get()).includes('hits 1,'));
+  t.match(await get(), /hits 2, read \d+ bytes/, 'it serves before the dump, reading a file on its thread pool');
+  const threads = readdirSync(`/proc/${node}/task`).length;
+
+  const result = await restoreTree(t, await dumpTree(node, dir));
+  t.equal(readdirSync(`/proc/${result.hostPids.get(node)!}/task`).length, threads, `its ${threads} threads back`);
+  t.match(await get(), /hits 3, read \d+ bytes/, 'the count goes on; the thread pool reads files again');
+});
+
+t.test('SQLite in WAL mode: a write transaction open across the dump, committed after the restore', async (t) => {
+  const dir = tempDir(t, 'sqlite');
+  const script = [
+    'import os, sqlite3, sys, time',
+    'd = sys.argv[1]',
+    "db = sqlite3.connect(os.path.join(d, 'db'), isolation_level=None)",
+    "db.execute('pragma journal_mode=wal')",
+    "db.execute('create table t (x)')",
+    "db.execute('begin')",
+    "db.execute('insert into t values (1)')",
+    "open(os.path.join(d, 'ready'), 'w').close()",
+    "while not os.path.exists(os.path.join(d, 'go')): time.sleep(0.02)",
+    "db.execute('insert into t values (2)')",
+    "db.execute('commit')",
+    "open(os.path.join(d, 'result'), 'w').write(str(db.execute('select sum(x) from t').fetchone()[0]))",
+    'time.sleep(1000)',
+  ].join('\n');
+  const py = await startDetached(['/usr/bin/python3', '-c', script, dir]);
+  t.teardown(() => killTree([py]).catch(() => undefined));
+  await waitFor('the transaction to be open', () => (existsSync(join(dir, 'ready')) ? true : undefined));
+  t.ok(readFileSync(`/proc/${py}/maps`, 'latin1').includes(join(dir, 'db-shm')), 'its WAL index (db-shm) is mapped shared');
+
+  await restoreTree(t, await dumpTree(py, dir));
+  const sqlite = (query: string) => spawnSync('sqlite3', [join(dir, 'db'), query], { encoding: 'utf8' }).stdout.trim();
+  t.equal(sqlite('select count(*) from t'), '0', 'another connection does not see the uncommitted row');
+  writeFileSync(join(dir, 'go'), '');
+  t.equal(await waitFor('the commit', () => safe(join(dir, 'result')) || undefined), '3', 'the restored connection commits both rows');
+  t.equal(sqlite('select sum(x) from t'), '3', 'which another connection then sees');
+});
+
+t.test('Python multiprocessing: a pool of forked workers, its pipes, its semaphores in /dev/shm', async (t) => {
+  const dir = tempDir(t, 'multiprocessing');
+  const script = [
+    'import multiprocessing as mp, os, sys, time',
+    'def square(x):',
+    '    time.sleep(0.005)',
+    '    return x * x',
+    "if __name__ == '__main__':",
+    '    d = sys.argv[1]',
+    "    mp.set_start_method('fork')",
+    '    lock = mp.Lock()',
+    '    with mp.Pool(3) as pool:',
+    "        open(os.path.join(d, 'ready'), 'w').write(str(sum(pool.map(square, range(50)))))",
+    "        while not os.path.exists(os.path.join(d, 'go')): time.sleep(0.02)",
+    '        with lock:',
+    "            open(os.path.join(d, 'result'), 'w').write(str(sum(pool.map(square, range(200)))))",
+    '        time.sleep(1000)',
+  ].join('\n');
+  writeFileSync(join(dir, 'pool.py'), script);
+  const py = await startDetached(['/usr/bin/python3', join(dir, 'pool.py'), dir]);
+  t.teardown(() => killTree(processTree(py)).catch(() => undefined));
+  t.equal(await waitFor('the pool to work', () => safe(join(dir, 'ready')) || undefined), '40425', 'the pool works before the dump');
+  const tree = processTree(py);
+  t.equal(tree.length, 4, 'a parent and three workers');
+
+  const result = await restoreTree(t, await dumpTree(py, dir));
+  t.equal(result.tasks.length, 4, 'all four restored');
+  writeFileSync(join(dir, 'go'), '');
+  t.equal(await waitFor('the pool after the restore', () => safe(join(dir, 'result')) || undefined), '2646700', 'the restored pool maps again, under its lock');
 });
