@@ -47,17 +47,34 @@ export function unixQueues(open: OpenFiles): Array<{ entry: Entry; payload: Uint
   return states.get(open)?.queues ?? [];
 }
 
+/** A files.img unix entry's uflags bit: a socket outside the tree, known by its name only (CRIU's USK_EXTERN). */
+export const USK_EXTERN = 1;
+const SOCK_DGRAM = 2;
+/** sk_opts_entry's required fields, zero: an external socket's options are its owner's business. */
+const NO_OPTIONS: Entry = { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };
+
 /**
- * Every peer of a dumped socket must be dumped too (or be a listener's pending connection):
- * a peer outside the tree is an external socket crr cannot recreate. Run after every task.
+ * Every peer of a dumped socket must be dumped too (or be a listener's pending connection). A
+ * peer outside the tree is refused, but with `external` (criu's --ext-unix-sk) a datagram
+ * socket's named peer (a syslog socket, say) is written as an entry of its own, USK_EXTERN with
+ * its name, as CRIU writes it: the restore connects to that name again. A stream connection to
+ * outside cannot be made again. Run after every task, before files.img is written.
  */
-export function checkUnixPeers(open: OpenFiles): void {
+export function checkUnixPeers(open: OpenFiles, ids: DumpIds, external: boolean): void {
   const s = states.get(open);
   if (!s) return;
+  const written = new Set<number>();
   for (const [ino, at] of s.dumped) {
     const d = s.diag.get(ino)!;
-    if (!d.peer || s.dumped.has(d.peer) || s.iconOf.has(d.peer)) continue;
-    throw new SocketRefusedError('unix', at.pid, at.fd, ino, `its peer ${d.peer} is outside the dumped tree (external unix socket)`);
+    if (!d.peer || s.dumped.has(d.peer) || s.iconOf.has(d.peer) || written.has(d.peer)) continue;
+    const outside = `its peer ${d.peer} is outside the dumped tree (external unix socket)`;
+    if (!external) throw new SocketRefusedError('unix', at.pid, at.fd, ino, `${outside}; a datagram socket's may be dumped with --ext-unix-sk`);
+    if (d.type !== SOCK_DGRAM) throw new SocketRefusedError('unix', at.pid, at.fd, ino, `${outside}: a stream connection to outside cannot be made again (--ext-unix-sk takes datagram sockets)`);
+    const peer = s.diag.get(d.peer);
+    if (!peer?.name.length) throw new SocketRefusedError('unix', at.pid, at.fd, ino, `${outside} and has no name to connect to again`);
+    const id = ids.newFileId();
+    ids.addFile({ type: FD_TYPE.UNIXSK, id, usk: { id, ino: peer.ino, type: SOCK_DGRAM, state: TCP_LISTEN, flags: 0, uflags: USK_EXTERN, backlog: 0, peer: 0, fown: zeroFown(), opts: NO_OPTIONS, name: peer.name } });
+    written.add(d.peer);
   }
 }
 

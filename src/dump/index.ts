@@ -65,6 +65,11 @@ export interface DumpOptions {
    * killed; a restored listener starts with an empty accept queue.
    */
   skipInFlight?: boolean;
+  /**
+   * Dump a unix datagram socket connected to a named socket outside the tree (a syslog socket)
+   * by that name (criu's --ext-unix-sk); without it, refused. The restore connects it again.
+   */
+  externalUnixSockets?: boolean;
   /** Largest deleted file kept in the checkpoint, in bytes (criu's --ghost-limit; 1 MiB). */
   ghostLimit?: number;
   /**
@@ -208,10 +213,10 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
 
     emit({ type: 'stage', stage: 'write' });
     out.write('pstree.img', pstreeEntries(frozen.tasks, v));
+    checkUnixPeers(open, ids, opts.externalUnixSockets ?? false);
     out.write('files.img', ids.files);
     if (open.pipeData.length) out.write('pipes-data.img', open.pipeData);
     if (fifoData(open).length) out.write('fifo-data.img', fifoData(open));
-    checkUnixPeers(open);
     const queues = [...unixQueues(open), ...open.inetQueues];
     if (queues.length) out.write('sk-queues.img', queues);
     for (const stream of open.tcpStreams) out.write(stream.name, [stream]);

@@ -11,6 +11,8 @@ import type { TaskPlan } from './types.js';
 export const FD_TYPE_UNIXSK = 5;
 export const TCP_LISTEN = 10;
 export const SOCK_DGRAM = 2;
+/** uflags of a socket outside the tree, known by its name only (criu --ext-unix-sk). */
+export const USK_EXTERN = 1;
 
 export interface UnixSocket {
   readonly id: number;
@@ -30,6 +32,8 @@ export interface UnixSocket {
 export interface UnixPlan {
   readonly byId: ReadonlyMap<number, UnixSocket>;
   readonly byIno: ReadonlyMap<number, UnixSocket>;
+  /** Names of sockets outside the tree a datagram socket was connected to (USK_EXTERN entries), by inode. */
+  readonly external: ReadonlyMap<number, Buffer>;
   /** The sockets each task makes, in byId order (a task must not search every socket). */
   readonly byMaker: ReadonlyMap<number, readonly UnixSocket[]>;
 }
@@ -38,9 +42,12 @@ export interface UnixPlan {
 export function planUnixSockets(files: ReadonlyMap<number, Entry>, tasks: readonly TaskPlan[], tables: FdTables): UnixPlan {
   const holders = holdersByFile(tasks, tables, new Set([FD_TYPE_UNIXSK]));
   const entries = new Map<number, Entry>(); // ino -> usk
+  const external = new Map<number, Buffer>();
   for (const [, file] of files) {
     const usk = file['usk'] as Entry | undefined;
-    if (Number(file['type']) === FD_TYPE_UNIXSK && usk && holders.has(Number(usk['id']))) entries.set(Number(usk['ino']), usk);
+    if (Number(file['type']) !== FD_TYPE_UNIXSK || !usk) continue;
+    if (Number(usk['uflags'] ?? 0) & USK_EXTERN) external.set(Number(usk['ino']), Buffer.from((usk['name'] as Uint8Array | undefined) ?? []));
+    else if (holders.has(Number(usk['id']))) entries.set(Number(usk['ino']), usk);
   }
   const byId = new Map<number, UnixSocket>();
   const byIno = new Map<number, UnixSocket>();
@@ -69,7 +76,7 @@ export function planUnixSockets(files: ReadonlyMap<number, Entry>, tasks: readon
     if (made) made.push(sock);
     else byMaker.set(sock.maker, [sock]);
   }
-  return { byId, byIno, byMaker };
+  return { byId, byIno, external, byMaker };
 }
 
 /** sun_path bytes to bind or connect to: a path name loses its trailing NULs, an abstract one stays exact. */

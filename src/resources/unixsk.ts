@@ -6,6 +6,7 @@
 // Order inside a maker: create, bind, listen (published so other tasks may connect), connect,
 // options (buffer sizes before data), queued data (sent by the peer end), shutdown, flags.
 import { lstatSync, unlinkSync } from 'node:fs';
+import { NativeError } from '../errors.js';
 import type { Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
 import { helperOf, type RestoreCtx, type RestoreSession, type TaskImageSet } from '../restore/context.js';
@@ -51,6 +52,16 @@ async function sendFromUnnamed(ctx: RestoreCtx, s: UnixSocket, packets: readonly
   }
 }
 
+/** A datagram socket connected again to the named socket outside the tree it was connected to (criu --ext-unix-sk). */
+async function connectOutside(helper: ReturnType<typeof helperOf>, fd: number, s: UnixSocket, name: Buffer): Promise<void> {
+  try {
+    await helper.request('connect', { fd, addr: bindName(name) });
+  } catch (e) {
+    if (!(e instanceof NativeError)) throw e;
+    throw new NativeError({ code: e.code, errno: e.errno, syscall: 'connect', ...(e.pid !== undefined ? { pid: e.pid } : {}), detail: `unix socket ${s.ino} to ${nameText(name)}, outside the tree (dumped with --ext-unix-sk): is it there?` });
+  }
+}
+
 /**
  * What a send of `packet` carries besides its bytes: its fds in flight (`fds`, at the numbers the
  * load gave them in this task) and its sender's credentials (`creds`; a sender not in the tree,
@@ -91,6 +102,11 @@ async function makeSockets(ctx: RestoreCtx, plan: UnixPlan, mine: UnixSocket[]):
 
   for (const s of [...mine].sort((a, b) => a.id - b.id)) {
     if (s.connectTo === undefined) continue;
+    const outside = plan.external.get(s.connectTo);
+    if (outside?.length) {
+      await connectOutside(helper, fdOf(s), s, outside);
+      continue;
+    }
     const target = plan.byIno.get(s.connectTo);
     if (!target?.name.length) throw new Error(`not supported: unix socket ${s.ino} is connected to ${s.connectTo}, which was not dumped or has no name`);
     await ctx.shared.receive(BOUND, String(target.ino));
