@@ -235,10 +235,11 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.same(parseDumpArgs(['-t', '7', '-D', '/y', '--ext-mount-map', '/vol:data', '--external', 'mnt[/logs]:logs']).external, ['mnt[/vol]:data', 'mnt[/logs]:logs'], '--ext-mount-map, the older spelling of --external mnt[...]');
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '-v4']).verbosity, 4);
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-established']).tcpEstablished, true);
+  t.match(parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-close', '--ext-unix-sk']), { tcpClose: true, extUnixSk: true }, '--tcp-close, --ext-unix-sk');
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit', '4M']).ghostLimit, 4 << 20);
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit=100']).ghostLimit, 100);
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit', 'lots']), /--ghost-limit: 'lots' is not a size/);
-  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--tcp-close']), new UsageError("unsupported option '--tcp-close'"));
+  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--auto-dedup']), new UsageError("unsupported option '--auto-dedup'"));
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
   t.same(parseDumpArgs(['-t', '1', '-D', 'd', '--external', 'net[4026532177]:extnet']).external, ['net[4026532177]:extnet']);
   t.throws(() => parseExternal(['dev[/x]:m']), /--external 'dev\[\/x\]:m': crr takes net\[INODE\]:KEY \(the tree's network namespace\) and mnt\[MOUNTPOINT\]:KEY/);

@@ -94,6 +94,7 @@ t.test('an established connection is made in repair mode, its queues filled, rep
   t.same([...(ops[9]!['bytes'] as Buffer)], [2, 0, 0, 0, 0xd7, 0xff, 0, 0, 3, 0, 0, 0, 7, 0, 9, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0], 'MSS, window scales, SACK, timestamps');
   t.equal(String(ops[12]!['data']), 'abc');
   t.equal(String(ops[14]!['data']), 'def', 'the sent, unacknowledged part');
+  t.same(inetOps(conn, 4, false, undefined, true).map((o) => o.op), ['socket', 'fcntl'], 'closed (--tcp-close): a socket neither bound nor connected, no stream needed');
   const reusing = { ...conn, opts: { reuseaddr: true } };
   t.same(inetOps(reusing, 4, false, stream).slice(0, 4).map((o) => `${o.op}${o['name'] ?? ''}`), ['socket', 'setsockopt2', 'setsockopt19', 'bind'],
     'SO_REUSEADDR before repair mode, which it would turn from forced reuse into plain reuse');
@@ -320,6 +321,35 @@ t.test('an accepted connection with SO_REUSEADDR, its listener restored first an
   await restoreProgram(t, prog, imagesDir);
   go();
   t.equal(await result(), "[b'ping', b'pong', True]");
+});
+
+t.test('--tcp-close: connections dumped without their state come back closed; the listener works on', async (t) => {
+  const check = [
+    'import errno, select',
+    'got = []',
+    'for sock in (s, c):',
+    '    try:',
+    '        got.append(sock.recv(10))',
+    '    except OSError as e:',
+    '        got.append(errno.errorcode[e.errno])',
+    'ep = select.epoll()',
+    'ep.register(s.fileno(), select.EPOLLIN)',
+    'got.append(bool(ep.poll(1)[0][1] & select.EPOLLHUP))',
+    'l = socket.socket(fileno=30)',
+    'n = socket.create_connection(l.getsockname())',
+    'a, _ = l.accept()',
+    'n.sendall(b"new")',
+    'got.append(a.recv(3))',
+    'open(result, "w").write(repr(got))',
+  ];
+  const { prog, go, result } = await startPython(t, ['socket'], [...CONNECTION, 'c.sendall(b"unread")'], check, 'a connection with bytes queued, and its listener');
+  const imagesDir = await dumpProgram(t, prog, { tcpClose: true });
+  t.same(readdirSync(imagesDir).filter((f) => f.startsWith('tcp-stream-')), [], 'no connection state is saved');
+  t.equal(openCheckpoint(imagesDir).inventory['tcp_close'], true, "the inventory says so (CRIU's tcp_close)");
+  await t.rejects(restore({ imagesDir, pidNamespace: true }), { stage: 'plan', message: /dumped with --tcp-close: restore it with --tcp-close/ }, 'a restore without --tcp-close is refused');
+  await restoreProgram(t, prog, imagesDir, { tcpClose: true });
+  go();
+  t.equal(await result(), "['ENOTCONN', 'ENOTCONN', True, b'new']", 'both ends unconnected (a poll sees the hang-up); a new client is accepted');
 });
 
 t.test('dumped with --leave-running, the connection goes on in the original (repair mode is switched off)', async (t) => {

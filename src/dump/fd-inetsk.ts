@@ -87,8 +87,8 @@ function inetSockets(diagSocket?: number): Map<number, InetDiag> {
 const snapshots = new WeakMap<OpenFiles, Map<number, InetDiag>>();
 
 /** Why a restore could not bring this socket back, or undefined. */
-export function unsupportedInet(d: InetDiag, options: { tcpEstablished?: boolean; skipInFlight?: boolean } = {}): string | undefined {
-  const { tcpEstablished = false, skipInFlight = false } = options;
+export function unsupportedInet(d: InetDiag, options: { tcpEstablished?: boolean; tcpClose?: boolean; skipInFlight?: boolean } = {}): string | undefined {
+  const { tcpEstablished = false, tcpClose = false, skipInFlight = false } = options;
   const state = TCP_STATES[d.state] ?? String(d.state);
   // fe80::/10 (the first two bytes, read little-endian in the first word): an address that needs
   // its interface's scope id, which crr does not record.
@@ -97,7 +97,9 @@ export function unsupportedInet(d: InetDiag, options: { tcpEstablished?: boolean
   if (d.protocol === IPPROTO_TCP) {
     // Connections in the accept queue cannot be put back into one (criu: --skip-in-flight).
     if (d.state === TCP_LISTEN) return d.rqueue > 0 && !skipInFlight ? `a TCP listener with ${d.rqueue} connection(s) not yet accepted (dump with --skip-in-flight to leave them out: their clients are reset)` : undefined;
-    if (TCP_CONNECTION_STATES.has(d.state)) return tcpEstablished ? undefined : `a TCP connection in state ${state} (dump with --tcp-established to save it in repair mode)`;
+    if (TCP_CONNECTION_STATES.has(d.state)) {
+      return tcpEstablished || tcpClose ? undefined : `a TCP connection in state ${state} (dump with --tcp-established to save it in repair mode, or --tcp-close to have it come back closed)`;
+    }
     if (d.state !== TCP_CLOSE) return `a TCP connection in state ${state} (only connecting, established and half-closed connections can be saved)`;
     return undefined;
   }
@@ -130,7 +132,7 @@ export async function dumpInetFd(
       const ip = ipOptions(copy, d);
       if (Object.keys(ip).length) entry['ip_opts'] = ip;
       ids.addFile({ type: FD_TYPE.INETSK, id, isk: entry });
-      if (d.protocol === IPPROTO_TCP && TCP_CONNECTION_STATES.has(d.state)) {
+      if (d.protocol === IPPROTO_TCP && TCP_CONNECTION_STATES.has(d.state) && !open.tcpClose) {
         open.tcpStreams.push({ name: `tcp-stream-${ino.toString(16)}.img`, ...readInRepair(copy, open, at, d.state) });
       }
       if (d.protocol === IPPROTO_UDP && d.rqueue > 0) open.inetQueues.push(...queuedDatagrams(copy, id));

@@ -72,6 +72,8 @@ export class OpenFiles {
   readonly pipeData: Array<{ entry: Entry; payload: Uint8Array }> = [];
   /** Dump established TCP connections in repair mode (criu's --tcp-established). */
   tcpEstablished = false;
+  /** Connections dumped as they are, to come back closed (criu's --tcp-close): no repair mode. */
+  tcpClose = false;
   /** Dump a listener without the connections not yet accepted (criu's --skip-in-flight). */
   skipInFlight = false;
   /** Dump a terminal whose master is not in the tree (criu's --shell-job). */

@@ -60,6 +60,12 @@ export interface DumpOptions {
    */
   tcpEstablished?: boolean;
   /**
+   * Dump TCP connections as they are, without their queues or repair mode, for a restore that
+   * makes them closed sockets (criu's --tcp-close): the program sees each connection hang up.
+   * The tree's death closes them as any exit would (their peers get a FIN or a reset).
+   */
+  tcpClose?: boolean;
+  /**
    * Dump TCP listeners holding connections not yet accepted, without them (criu's
    * --skip-in-flight); without it they are refused. Their clients see a reset once the tree is
    * killed; a restored listener starts with an empty accept queue.
@@ -139,6 +145,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const open = new OpenFiles();
   open.tcpEstablished = opts.tcpEstablished ?? false;
   open.skipInFlight = opts.skipInFlight ?? false;
+  open.tcpClose = opts.tcpClose ?? false;
   open.shellJob = opts.shellJob ?? false;
   try {
     emit({ type: 'stage', stage: 'freeze' });
@@ -230,7 +237,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (ttyDataOf(open).length) out.write('tty-data.img', ttyDataOf(open));
     for (const [name, entries] of rootNs.images) out.write(name, entries);
     for (const [name, bytes] of rootNs.archives) writeFileSync(out.rawPath(name), bytes);
-    out.write('inventory.img', [inventoryEntry(rootIds)]);
+    out.write('inventory.img', [inventoryEntry(rootIds, open.tcpClose)]);
 
     emit({ type: 'stage', stage: 'finish' });
     if (opts.leaveRunning) {
@@ -401,8 +408,9 @@ async function setProt(scratch: Scratch, pid: number, vmas: ReturnType<typeof co
   await scratch.run(pid, vmas.map((v) => ({ nr: NR.mprotect, args: [v.start, v.end - v.start, (v.entry.prot as number) | (readable ? 1 : 0), 0, 0, 0] })));
 }
 
-function inventoryEntry(rootIds: Entry): Entry {
+function inventoryEntry(rootIds: Entry, tcpClose: boolean): Entry {
   return {
+    ...(tcpClose ? { tcp_close: true } : {}),
     img_version: 2,
     fdinfo_per_id: true,
     root_ids: rootIds,

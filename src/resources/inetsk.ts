@@ -68,15 +68,20 @@ export interface TcpStream {
   payload: Uint8Array;
 }
 
-/** The helper ops that make the socket of `isk` at `fd`, in order; an established TCP connection needs its `stream`. */
-export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpStream): Op[] {
+/**
+ * The helper ops that make the socket of `isk` at `fd`, in order; an established TCP connection
+ * needs its `stream`, unless `closed` (criu's --tcp-close): then it is a socket never bound or
+ * connected, which a program polling it sees hang up (EPOLLHUP) and reading it gets ENOTCONN.
+ */
+export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpStream, closed = false): Op[] {
   const family = Number(isk['family']);
   const state = Number(isk['state']);
   const src = (isk['src_addr'] as number[] | undefined) ?? [];
   const dst = (isk['dst_addr'] as number[] | undefined) ?? [];
   const srcPort = Number(isk['src_port'] ?? 0);
   const ops: Op[] = [{ op: 'socket', domain: family, type: Number(isk['type']) | (cloexec ? SOCK_CLOEXEC : 0), protocol: Number(isk['proto']), fd }];
-  const repair = Number(isk['proto']) === IPPROTO_TCP && TCP_CONNECTION_STATES.has(state);
+  const connection = Number(isk['proto']) === IPPROTO_TCP && TCP_CONNECTION_STATES.has(state);
+  const repair = connection && !closed;
   if (repair && !stream) throw new Error(`fd ${fd}: the TCP connection has no tcp-stream image`);
   // Before bind: they change what bind accepts (IPV6_V6ONLY leaves the IPv4 port free; SO_REUSEADDR,
   // SO_REUSEPORT, IP_FREEBIND).
@@ -91,7 +96,7 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   if (ip['pktinfo']) ops.push(setOpt(fd, SOL_IP, IP_PKTINFO, 1));
   // An accepted connection shares its listener's port, and may be made first (in repair mode the
   // kernel lets it bind): a listener without SO_REUSEADDR borrows it for its bind.
-  const bound = srcPort !== 0 || src.some((w) => w !== 0);
+  const bound = !(connection && closed) && (srcPort !== 0 || src.some((w) => w !== 0));
   const borrowReuse = bound && state === TCP_LISTEN && !opts['reuseaddr'];
   if (borrowReuse) ops.push(setOpt(fd, SOL_SOCKET, SO_REUSEADDR, 1));
   // In repair mode the bind may share the port with its listener and anything else (the kernel
@@ -108,7 +113,7 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   // The kernel sizes segments at the connect, from a clamp TCP_REPAIR_OPTIONS can set only after
   // it: TCP_MAXSEG (at most 32767) stands in for the dumped one, or segments would be 524 bytes.
   if (connected && Number(stream!.entry['mss_clamp'] ?? 0) > 0) ops.push(tcpOpt(fd, TCP_MAXSEG, Math.min(MAX_USER_MSS, Number(stream!.entry['mss_clamp']))));
-  if (state === TCP_ESTABLISHED || connected) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
+  if ((state === TCP_ESTABLISHED && !(connection && closed)) || connected) ops.push({ op: 'connect', fd, sockaddr: sockaddrOf(family, Number(isk['dst_port'] ?? 0), dst) });
   if (connected) ops.push(...repairedConnectionOps(fd, stream!, state));
   ops.push({ op: 'fcntl', fd, cmd: F_SETFL, arg: Number(isk['flags'] ?? 0) & O_NONBLOCK });
   return ops;
@@ -284,8 +289,9 @@ export const inetsk: ResourceKind<RestoreCtx> = {
       const isk = (first.file['isk'] as Entry | undefined) ?? {};
       const why = unsupportedInetImage(isk);
       if (why) throw new Error(`not supported: fd ${first.fd} is ${why}`);
-      const stream = tcpStreamOf(ctx, isk);
-      const ops = inetOps(isk, first.fd, first.cloexec, stream);
+      const closed = ctx.session.options.tcpClose === true;
+      const stream = closed ? undefined : tcpStreamOf(ctx, isk);
+      const ops = inetOps(isk, first.fd, first.cloexec, stream, closed);
       try {
         await helperOf(ctx).batch(ops);
       } catch (e) {

@@ -116,8 +116,16 @@ export function checkKernel(): void {
   throw new StageError({ stage: 'plan', resource: 'task-tree', message: `kernel ${release()} lacks clone3 set_tid (needs 5.5 or later)` });
 }
 
+/** A checkpoint dumped with --tcp-close has no state of its connections to restore: only closed ones (criu refuses it the same way). */
+export function checkTcpClose(session: RestoreSession): void {
+  if (session.checkpoint.inventory['tcp_close'] && !session.options.tcpClose) {
+    throw new StageError({ stage: 'plan', resource: 'inetsk', code: 'EINVAL', errno: 22, message: 'the checkpoint was dumped with --tcp-close: restore it with --tcp-close (its TCP connections come back closed)' });
+  }
+}
+
 export function checkMachine(plan: RestorePlan, session: RestoreSession, supportedFdTypes: ReadonlySet<number>): void {
   checkKernel();
+  checkTcpClose(session);
   for (const task of plan.tasks) sessionSource(task, plan.tasks, session.options.shellJob);
   if (!session.options.pidNamespace) checkPidsFree(plan);
   // Asked already by the launcher's set-up, unless it refused (then this says why) or there is none (a dry run).

@@ -58,6 +58,8 @@ export interface RestoreSessionOptions {
   readonly rootDir?: string;
   /** Mounts the dump left out, by ext_key: the path of crr's each is bound from (criu --external mnt[KEY]:PATH). */
   readonly externalMounts?: Readonly<Record<string, string>>;
+  /** TCP connections come back as closed sockets, not in repair mode (criu --tcp-close). */
+  readonly tcpClose: boolean;
 }
 
 /** What the restore knows about one task while it runs: filled in as stages go by. */

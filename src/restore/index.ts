@@ -36,6 +36,12 @@ export interface RestoreOptions {
   /** Accept files whose size, mode or build-id differ from the images. */
   readonly allowFileMismatch?: boolean;
   /**
+   * TCP connections come back as closed sockets (criu's --tcp-close): the program sees each hang
+   * up. Needed for a checkpoint dumped with it (its connections have no state to restore), and
+   * taken for one dumped with --tcp-established too.
+   */
+  readonly tcpClose?: boolean;
+  /**
    * The root stays in crr's own session and process group, and a terminal in the images (the
    * shell's, at dump) becomes `terminalFd` (criu --shell-job).
    */
@@ -113,6 +119,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     terminalFd: options.terminalFd ?? 0,
     pidNamespace: options.pidNamespace ?? false,
     externalNamespaces: options.externalNamespaces ?? {},
+    tcpClose: options.tcpClose ?? false,
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
     ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
   };

@@ -21,6 +21,8 @@ export interface DumpArgs {
   /** Save established TCP connections in repair mode (criu's --tcp-established). */
   tcpEstablished?: boolean;
   skipInFlight?: boolean;
+  /** Dump TCP connections without their state, to come back closed (criu's --tcp-close). */
+  tcpClose?: boolean;
   /** A unix datagram socket connected to a named socket outside the tree, dumped by that name (criu's --ext-unix-sk). */
   extUnixSk?: boolean;
   /** Take the shell's terminal the tree runs on (criu's --shell-job). */
@@ -48,6 +50,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let tcpEstablished = false;
   let skipInFlight = false;
   let extUnixSk = false;
+  let tcpClose = false;
   let shellJob = false;
   let ghostLimit: number | undefined;
   let prevImagesDir: string | undefined;
@@ -71,6 +74,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--tcp-established') tcpEstablished = true;
     else if (arg === '--skip-in-flight') skipInFlight = true;
     else if (arg === '--ext-unix-sk') extUnixSk = true;
+    else if (arg === '--tcp-close') tcpClose = true;
     else if (arg === '--shell-job' || arg === '-j') shellJob = true;
     else if (arg === '--ghost-limit') ghostLimit = byteSize(value(), '--ghost-limit');
     else if (arg === '--external') external.push(value());
@@ -88,7 +92,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(extUnixSk ? { extUnixSk } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(prevImagesDir !== undefined ? { prevImagesDir } : {}), ...(external.length ? { external } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(extUnixSk ? { extUnixSk } : {}), ...(tcpClose ? { tcpClose } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(prevImagesDir !== undefined ? { prevImagesDir } : {}), ...(external.length ? { external } : {}) };
 }
 
 /** A size as criu takes one: bytes, or a number with K, M or G. */
@@ -99,7 +103,7 @@ function byteSize(text: string, option: string): number {
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--skip-in-flight] [--ext-unix-sk] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--prev-images-dir DIR] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--tcp-close] [--skip-in-flight] [--ext-unix-sk] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--prev-images-dir DIR] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -151,6 +155,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(args.tcpEstablished ? { tcpEstablished: true } : {}),
     ...(args.skipInFlight ? { skipInFlight: true } : {}),
     ...(args.extUnixSk ? { externalUnixSockets: true } : {}),
+    ...(args.tcpClose ? { tcpClose: true } : {}),
     ...(args.shellJob ? { shellJob: true } : {}),
     ...(args.ghostLimit !== undefined ? { ghostLimit: args.ghostLimit } : {}),
     ...(args.prevImagesDir !== undefined ? { prevImagesDir: args.prevImagesDir } : {}),

@@ -21,6 +21,8 @@ export interface RestoreArgs {
   shellJob: boolean;
   allowFileMismatch: boolean;
   pidNamespace: boolean;
+  /** criu's --tcp-close: TCP connections come back closed. */
+  tcpClose: boolean;
   /** criu's --inherit-fd fd[N]:KEY: crr's fd N is the namespace the dump left out as KEY. */
   externalNamespaces?: Record<string, string>;
   /** criu's --root: the directory that becomes a container tree's root. */
@@ -37,7 +39,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--tcp-close] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -47,6 +49,7 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     shellJob: false,
     allowFileMismatch: false,
     pidNamespace: false,
+    tcpClose: false,
   };
   for (const { arg, value } of options(argv)) {
     if (arg === '-D' || arg === '--images-dir') args.imagesDir = value();
@@ -59,6 +62,7 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '--json') args.json = true;
     else if (arg === '-j' || arg === '--shell-job') args.shellJob = true;
     else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
+    else if (arg === '--tcp-close') args.tcpClose = true;
     else if (arg === '--pid-namespace') args.pidNamespace = true;
     else if (arg === '-r' || arg === '--root') args.rootDir = value();
     else if (arg === '--external' || arg === '--ext-mount-map') {
@@ -129,6 +133,7 @@ export async function run(argv: string[]): Promise<number> {
       shellJob: args.shellJob,
       allowFileMismatch: args.allowFileMismatch,
       pidNamespace: args.pidNamespace,
+      ...(args.tcpClose ? { tcpClose: true } : {}),
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
       ...(args.rootDir !== undefined ? { rootDir: args.rootDir } : {}),
       ...(args.externalMounts ? { externalMounts: args.externalMounts } : {}),
