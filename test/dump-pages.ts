@@ -64,6 +64,29 @@ t.test('fast scan equals the per-page rule', async (t) => {
   }
 });
 
+t.test('a VMA of terabytes is scanned a slice at a time; one smaps shows untouched is not scanned', async (t) => {
+  const SLICE = 1 << 18;
+  const huge = vma(0x7f0000000000n, 4 * SLICE + 5, VMA.REGULAR | VMA.ANON_PRIVATE, 0x22);
+  const empty = { ...vma(huge.end + 0x1000n, 1 << 28, VMA.REGULAR | VMA.ANON_PRIVATE, 0x22), touched: false };
+  // Present pages (by index in the huge VMA): a run across the first slice's end, and the last page.
+  const present = new Set([SLICE - 1, SLICE, 4 * SLICE + 4]);
+  const calls: Array<[bigint, number]> = [];
+  const runs = buildRuns([huge, empty], (start, pages) => {
+    calls.push([start, pages]);
+    const first = Number((start - huge.start) / 4096n);
+    const w = new BigUint64Array(pages);
+    for (let i = 0; i < pages; i++) if (present.has(first + i)) w[i] = (1n << 63n) | BigInt(first + i + 1000);
+    return w;
+  });
+  t.ok(calls.every(([, n]) => n <= SLICE), 'no read of more than a slice');
+  t.equal(calls.reduce((n, [, p]) => n + p, 0), 4 * SLICE + 5, 'every page of the huge VMA read once');
+  t.notOk(calls.some(([s]) => s >= empty.start), 'the untouched VMA not read');
+  t.same(runs, [
+    { vaddr: huge.start + BigInt(SLICE - 1) * 4096n, nrPages: 2, flags: PE.LAZY | PE.PRESENT },
+    { vaddr: huge.start + BigInt(4 * SLICE + 4) * 4096n, nrPages: 1, flags: PE.LAZY | PE.PRESENT },
+  ], 'a run across slices is one run');
+});
+
 t.test('writePages: reused buffers write the same bytes, at most depth + 1 of them', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-dump-pages-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

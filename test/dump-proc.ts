@@ -3,7 +3,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { parseStat, decodeStatus, parseMaps, parseSmapsVmFlags, parseLimits, parseFdinfo, parseAuxv, parseTimers, listThreads, RLIM_INFINITY } from '../src/dump/proc.js';
+import { parseStat, decodeStatus, parseMaps, parseSmaps, parseLimits, parseFdinfo, parseAuxv, parseTimers, listThreads, RLIM_INFINITY } from '../src/dump/proc.js';
 import { collectVmas, VMA } from '../src/dump/mm.js';
 import { DumpIds } from '../src/dump/ids.js';
 import { buildRuns, chunkRuns, PE } from '../src/dump/pages.js';
@@ -31,8 +31,14 @@ t.test('maps and smaps lines', async (t) => {
   t.equal(maps[0]!.path, '/usr/bin/sleep');
   t.equal(maps[1]!.path, '[stack]');
   t.ok(maps[1]!.write && !maps[1]!.shared);
-  const flags = parseSmapsVmFlags('7ffe10e9f000-7ffe10ec0000 rw-p 00000000 00:00 0 [stack]\nSize: 4 kB\nVmFlags: rd wr mr mw me gd ac\n');
-  t.same(flags.get(0x7ffe10e9f000n), ['rd', 'wr', 'mr', 'mw', 'me', 'gd', 'ac']);
+  const smaps = parseSmaps(
+    '7ffe10e9f000-7ffe10ec0000 rw-p 00000000 00:00 0 [stack]\nSize: 4 kB\nRss: 4 kB\nSwap: 0 kB\nVmFlags: rd wr mr mw me gd ac\n' +
+      '7f0000000000-7f4000000000 ---p 00000000 00:00 0\nSize: 268435456 kB\nRss: 0 kB\nSwap: 0 kB\nVmFlags: mr mw me nr\n' +
+      '7f4000000000-7f4000001000 rw-p 00000000 00:00 0\nRss: 0 kB\nSwap: 4 kB\nVmFlags: rd wr\n',
+  );
+  t.same(smaps.get(0x7ffe10e9f000n), { flags: ['rd', 'wr', 'mr', 'mw', 'me', 'gd', 'ac'], touched: true });
+  t.same(smaps.get(0x7f0000000000n), { flags: ['mr', 'mw', 'me', 'nr'], touched: false }, 'a reservation with no page');
+  t.equal(smaps.get(0x7f4000000000n)!.touched, true, 'pages swapped out count');
 });
 
 t.test('limits, fdinfo, auxv, timers', async (t) => {

@@ -129,3 +129,44 @@ t.test("a container whose network namespace its runtime made (a veth's) comes ba
   t.not(readlinkSync(`/proc/${result.rootHostPid}/ns/user`), readlinkSync(`/proc/${process.pid}/ns/user`), 'in a user namespace of its own');
   t.same(await requestCheck(result.rootHostPid, resultFile), { pass: true, text: 'PASS' }, 'the counter carries on');
 });
+
+t.test("a daemon's double fork: its session's leader gone, it is reparented to the namespace's init; made again so", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'crr-pidns-daemon-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const resultFile = join(dir, 'result');
+  // pid 1 forks a child that calls setsid and forks the daemon, then exits: the daemon's
+  // session and group are the exited child's, its parent pid 1. pid 1 reaps and sleeps.
+  const script = [
+    'import os, sys, time',
+    'if os.fork() == 0:',
+    '    os.setsid()',
+    '    if os.fork() == 0:',
+    '        time.sleep(1000)',
+    '    os._exit(0)',
+    'os.wait()',
+    'time.sleep(0.2)',
+    'open(sys.argv[1], "w").write("READY")',
+    'time.sleep(1000)',
+  ].join('\n');
+  const root = await startInPidNamespace(t, ['/usr/bin/python3', '-c', script, resultFile], resultFile);
+  const ids = (host: number) => {
+    const status = readFileSync(`/proc/${host}/status`, 'utf8');
+    const last = (field: string) => Number(new RegExp(`^${field}:.*\\s(\\d+)$`, 'm').exec(status)![1]);
+    return { pid: last('NSpid'), pgid: last('NSpgid'), sid: last('NSsid'), ppid: Number(/^PPid:\s+(\d+)$/m.exec(status)![1]) };
+  };
+  const daemonHost = Number(readFileSync(`/proc/${root}/task/${root}/children`, 'utf8').trim());
+  const before = ids(daemonHost);
+  t.ok(before.sid !== before.pid && before.sid !== 1 && before.pgid === before.sid, `the daemon (pid ${before.pid}) is in the session of its exited parent (${before.sid})`);
+  t.equal(before.ppid, root, 'its parent is the namespace init');
+
+  const imagesDir = join(dir, 'images');
+  await dump({ pid: root, imagesDir });
+  await waitPidGone(root);
+  const result = await restore({ imagesDir, pidNamespace: true });
+  t.teardown(() => result.kill());
+  const daemon = result.hostPids.get(before.pid)!;
+  t.same({ ...ids(daemon), ppid: undefined }, { ...before, ppid: undefined }, 'the same pid, group and session');
+  t.equal(ids(daemon).ppid, result.rootHostPid, 'its parent is the namespace init again');
+  t.equal(existsSync(`/proc/${result.rootHostPid}/task/${result.rootHostPid}/children`) && readFileSync(`/proc/${result.rootHostPid}/task/${result.rootHostPid}/children`, 'utf8').trim(), String(daemon), 'the session leader made for it is gone');
+  await t.rejects(restore({ imagesDir, dryRun: true }), { stage: 'plan', message: /a session whose leader has exited: crr makes it again for one task, a child of the PID namespace init/ }, 'without a PID namespace: refused at plan time');
+});

@@ -29,6 +29,20 @@ t.test('stacks and guards: one mmap and madvise, mprotect where the protection d
   ]);
 });
 
+t.test('a run with a PROT_NONE reservation is mapped without PROT_WRITE, the writable parts made so after', async (t) => {
+  // A heap's used part (rw, with pages) before a reservation of a TiB: one rw mmap of it all
+  // would be charged in full against the commit limit and fail with ENOMEM.
+  const used = vma(0x10000n, 0x20000n, 3);
+  const reserved = vma(0x20000n, 0x20000n + (1n << 40n), 0);
+  const b = new RemoteBatch(SCRATCH);
+  addMappings(b, [used, reserved], { fdOf: () => undefined, writable: (v) => v === used });
+  t.same(layout(b), [
+    [SYS.mmap, 0x10000, Number(reserved.end - used.start), 0],
+    [SYS.madvise, 0x10000, Number(reserved.end - used.start), 15],
+    [SYS.mprotect, 0x10000, 0x10000, 3],
+  ]);
+});
+
 t.test('writable-for-the-fill counts as the mapped protection', async (t) => {
   const a = vma(0x10000n, 0x11000n, 1);
   const c = vma(0x11000n, 0x12000n, 3);

@@ -63,6 +63,7 @@ const MAX_REQUEST_BYTES = 200_000;
 const SIGKILL = 9;
 const CLONE_NEWPID = 0x20000000;
 const CLONE_FILES = 0x400;
+const PR_SET_PDEATHSIG = 1;
 /** The PID in crr's namespace of the process a pidfd refers to, -1 once it is gone. */
 function hostPidOfPidfd(pidfd: number): number {
   try {
@@ -94,7 +95,7 @@ export class HelperChannel extends EventEmitter {
   readonly inCrrPidNamespace: boolean;
   /** The orchestrator's pidfd for it. */
   readonly pidfd: number;
-  readonly parent: HelperChannel | undefined;
+  parent: HelperChannel | undefined;
   /** Helpers forked through this one and not yet reaped by destroy(). */
   readonly children = new Set<HelperChannel>();
   /** Resolves once the channel has closed (helper exited, killed, or close() called). */
@@ -326,6 +327,18 @@ export class HelperChannel extends EventEmitter {
       throw error;
     }
     return child;
+  }
+
+  /**
+   * Hands `child`, forked through this helper, to `adopter` before this helper goes: the kernel
+   * reparents it to its PID namespace's init, which `adopter` must be. The parent-death signal
+   * the fork armed is disarmed first, so this helper's death does not take the child along.
+   */
+  async handOver(child: HelperChannel, adopter: HelperChannel): Promise<void> {
+    await child.request('prctl', { option: PR_SET_PDEATHSIG, a2: 0 });
+    this.children.delete(child);
+    adopter.children.add(child);
+    child.parent = adopter;
   }
 
   /** Sends a signal through the pidfd (no PID-reuse race); a helper already gone is fine. */

@@ -4,7 +4,7 @@
 import { readlinkSync, statSync } from 'node:fs';
 import { native } from '../actors/native.js';
 import { CrrError } from '../errors.js';
-import { parseMaps, parseSmapsVmFlags, parseAuxv, readProc, readProcBytes, readProcLink, type MapsLine, type ProcStat } from './proc.js';
+import { parseMaps, parseSmaps, parseAuxv, readProc, readProcBytes, readProcLink, type MapsLine, type ProcStat } from './proc.js';
 import { regFileEntry } from './regfile.js';
 import { DELETED, ghostRefusal } from './ghost-files.js';
 import { isMemfdLink, memfdMappingId } from './fd-memfd.js';
@@ -56,6 +56,8 @@ export interface DumpVma {
   path: string;
   /** The maps line's offset (for shared anonymous memory: where in the object the VMA starts). */
   offset: bigint;
+  /** False when smaps shows no page resident or swapped: the page scan skips it (a 1 TiB reservation has no pages to read). */
+  touched?: boolean;
 }
 
 /** Unsupported memory (deleted or memfd files, SysV shm, ...): names pid, range and kind. */
@@ -72,11 +74,11 @@ function hex(n: bigint): string {
 /** Turns maps lines into VMA entries; registers mapped files in `ids`. */
 export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsText?: string): DumpVma[] {
   const lines = parseMaps(mapsText ?? readProc(pid, 'maps'));
-  const vmFlags = parseSmapsVmFlags(smapsText ?? readProc(pid, 'smaps'));
+  const smaps = parseSmaps(smapsText ?? readProc(pid, 'smaps'));
   const out: DumpVma[] = [];
   let segments: Map<number, bigint> | undefined;
   for (const line of lines) {
-    const vf = vmFlags.get(line.start) ?? [];
+    const vf = smaps.get(line.start)?.flags ?? [];
     // The kernel shows the vdso's data pages as [vvar] then [vvar_vclock]: CRIU keeps them as one VVAR VMA.
     const prev = out[out.length - 1];
     if (line.path === '[vvar_vclock]' && prev && prev.path === '[vvar]' && prev.end === line.start) {
@@ -153,7 +155,7 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     };
     if (madv) entry.madv = madv;
     if (fdflags !== undefined) entry.fdflags = fdflags;
-    out.push({ entry, start: line.start, end: line.end, status, flags, path: line.path, offset: line.offset });
+    out.push({ entry, start: line.start, end: line.end, status, flags, path: line.path, offset: line.offset, touched: smaps.get(line.start)?.touched ?? true });
   }
   return out;
 }

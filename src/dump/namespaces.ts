@@ -370,27 +370,40 @@ function timeOffsetsOf(pid: number): { monotonic: bigint; boottime: bigint } {
   return out;
 }
 
-/** The PIDs a task's /proc/PID/status lists for it, outermost (crr's) first. */
-function nsPids(hostPid: number): number[] | undefined {
+/**
+ * The numbers a task's /proc/PID/status gives its PID, process group and session in each PID
+ * namespace, outermost (crr's) first.
+ */
+function nsNumbers(hostPid: number): { pid?: number[]; pgid?: number[]; sid?: number[] } {
+  let status: string;
   try {
-    const line = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${hostPid}/status`, 'latin1'))?.[1];
-    return line?.trim().split(/\s+/).map(Number);
+    status = readFileSync(`/proc/${hostPid}/status`, 'latin1');
   } catch {
-    return undefined;
+    return {};
   }
+  const list = (field: string) => new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(status)?.[1]?.trim().split(/\s+/).map(Number);
+  return { pid: list('NSpid'), pgid: list('NSpgid'), sid: list('NSsid') };
+}
+
+function nsPids(hostPid: number): number[] | undefined {
+  return nsNumbers(hostPid).pid;
 }
 
 /**
  * The way from crr's PIDs to those of the tree's PID namespace (the root's), for a tree that has
- * one of its own: what pstree, the image names, locks, timers and terminals hold. A PID with no
- * number there (a session or group of a process outside the namespace) throws TaskRefusedError.
+ * one of its own: what pstree, the image names, locks, timers and terminals hold. A session or
+ * group whose leader has exited (a daemon's double fork) is known by its members' NSsid and
+ * NSpgid. A PID with no number there (a session or group of a process outside the namespace)
+ * throws TaskRefusedError.
  */
 export function namespacePids(rootPid: number, tids: readonly number[]): (hostPid: number) => number {
   const depth = nsPids(rootPid)?.length ?? 1;
   const known = new Map<number, number>();
   for (const tid of tids) {
-    const list = nsPids(tid);
-    if (list?.length === depth) known.set(tid, list[depth - 1]!);
+    // (A session or group from outside the namespace shows as 0 in it: no number there.)
+    for (const list of Object.values(nsNumbers(tid))) {
+      if (list?.length === depth && list[depth - 1]) known.set(list[0]!, list[depth - 1]!);
+    }
   }
   return (hostPid) => {
     if (hostPid === 0) return 0;

@@ -63,6 +63,9 @@ const HI_SWAP = 0x40000000;
 const HI_FILE = 0x20000000;
 const HI_PFN_MASK = 0x7fffff;
 
+/** Pagemap words read at a time: 2 MiB of words, 1 GiB of address space (a VMA may be a reservation of terabytes). */
+const SCAN_PAGES = 1 << 18;
+
 /** Builds runs from a VMA list and a function giving the pagemap words of a range. */
 export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: number) => BigUint64Array, zeroPfn?: bigint): PageRun[] {
   const runs: PageRun[] = [];
@@ -70,11 +73,10 @@ export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: num
   const zeroHi = zeroPfn === undefined ? -1 : Number(zeroPfn >> 32n);
   for (const v of vmas) {
     if (!vmaIsDumped(v)) continue;
-    const pages = Number((v.end - v.start) / PAGE);
-    const words = pagemapOf(v.start, pages);
-    const w32 = new Uint32Array(words.buffer, words.byteOffset, pages * 2);
-    const flags = vmaCanBeLazy(v) ? PE.LAZY | PE.PRESENT : PE.PRESENT;
     const whole = (v.status & (VMA.VDSO | VMA.AIORING)) !== 0;
+    if (!whole && v.touched === false) continue;
+    const pages = Number((v.end - v.start) / PAGE);
+    const flags = vmaCanBeLazy(v) ? PE.LAZY | PE.PRESENT : PE.PRESENT;
     const filePrivate = (v.status & VMA.FILE_PRIVATE) !== 0;
     // Runs are built in page indices and turned into addresses once each.
     let runStart = -1;
@@ -85,16 +87,23 @@ export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: num
       else runs.push({ vaddr: addr, nrPages: end - runStart, flags });
       runStart = -1;
     };
-    for (let i = 0; i < pages; i++) {
-      const hi = w32[2 * i + 1]!;
-      let dumped: boolean;
-      if (whole) dumped = true;
-      else if (filePrivate && hi & HI_FILE) dumped = false; // not COW-ed: the file has it
-      else if (!(hi & (HI_PRESENT | HI_SWAP))) dumped = false;
-      else dumped = !(hi & HI_PRESENT && w32[2 * i] === zeroLo && (hi & HI_PFN_MASK) === zeroHi);
-      if (dumped) {
-        if (runStart < 0) runStart = i;
-      } else if (runStart >= 0) close(i);
+    for (let base = 0; base < pages; base += SCAN_PAGES) {
+      const n = Math.min(SCAN_PAGES, pages - base);
+      const words = whole ? undefined : pagemapOf(v.start + BigInt(base) * PAGE, n);
+      const w32 = words && new Uint32Array(words.buffer, words.byteOffset, n * 2);
+      for (let j = 0; j < n; j++) {
+        let dumped: boolean;
+        if (!w32) dumped = true;
+        else {
+          const hi = w32[2 * j + 1]!;
+          if (filePrivate && hi & HI_FILE) dumped = false; // not COW-ed: the file has it
+          else if (!(hi & (HI_PRESENT | HI_SWAP))) dumped = false;
+          else dumped = !(hi & HI_PRESENT && w32[2 * j] === zeroLo && (hi & HI_PFN_MASK) === zeroHi);
+        }
+        if (dumped) {
+          if (runStart < 0) runStart = base + j;
+        } else if (runStart >= 0) close(base + j);
+      }
     }
     if (runStart >= 0) close(pages);
   }

@@ -221,18 +221,26 @@ export function parseMaps(text: string): MapsLine[] {
   return out;
 }
 
-/** VmFlags of every VMA in /proc/PID/smaps, keyed by start address. */
-export function parseSmapsVmFlags(text: string): Map<bigint, string[]> {
-  const out = new Map<bigint, string[]>();
-  let current: bigint | undefined;
+export interface SmapsVma {
+  /** VmFlags mnemonics. */
+  flags: string[];
+  /** Whether any page is resident or swapped out (Rss + Swap > 0): a VMA with none has nothing to dump. */
+  touched: boolean;
+}
+
+/** VmFlags and whether pages are there, of every VMA in /proc/PID/smaps, keyed by start address. */
+export function parseSmaps(text: string): Map<bigint, SmapsVma> {
+  const out = new Map<bigint, SmapsVma>();
+  let current: SmapsVma | undefined;
   for (const line of text.split('\n')) {
     const head = /^([0-9a-f]+)-[0-9a-f]+ /.exec(line);
     if (head) {
-      current = BigInt('0x' + head[1]);
-      continue;
-    }
-    if (current !== undefined && line.startsWith('VmFlags:')) {
-      out.set(current, line.slice(8).trim().split(/\s+/).filter(Boolean));
+      current = { flags: [], touched: false };
+      out.set(BigInt('0x' + head[1]), current);
+    } else if (current && line.startsWith('VmFlags:')) {
+      current.flags = line.slice(8).trim().split(/\s+/).filter(Boolean);
+    } else if (current && (line.startsWith('Rss:') || line.startsWith('Swap:')) && !/:\s+0 kB/.test(line)) {
+      current.touched = true;
     }
   }
   return out;

@@ -11,11 +11,20 @@ import { helperOf, type RestoreCtx } from '../restore/context.js';
 import { fillNamespaces } from '../restore/namespaces.js';
 import type { ResourceKind, TaskPlan } from './types.js';
 
-/** How a task gets its session: its own setsid, its parent's, or crr's (the root with --shell-job). */
-export type SessionSource = 'own' | 'inherit' | 'shell-job';
+/**
+ * How a task gets its session: its own setsid, its parent's, crr's (the root with --shell-job),
+ * or one whose leader has exited ('orphan': a daemon's double fork, its first child's session,
+ * the daemon reparented to its PID namespace's init). Such a session is made again by a helper
+ * with the leader's PID that calls setsid and forks the task, then goes, as the first child did.
+ */
+export type SessionSource = 'own' | 'inherit' | 'shell-job' | 'orphan';
 
-/** Plan-time check of one task's session; throws a StageError naming the task when it cannot be made. */
-export function sessionSource(task: TaskPlan, tasks: readonly TaskPlan[], shellJob: boolean): SessionSource {
+/**
+ * Plan-time check of one task's session; throws a StageError naming the task when it cannot be
+ * made. `nsInit`: the PID of the tree's task that is its fresh PID namespace's init (a checkpoint
+ * whose root was pid 1, restored with --pid-namespace), to whom an orphan goes back.
+ */
+export function sessionSource(task: TaskPlan, tasks: readonly TaskPlan[], shellJob: boolean, nsInit?: number): SessionSource {
   if (task.sid === task.pid) return 'own';
   const parent = tasks.find((other) => other.pid === task.ppid);
   if (!parent) {
@@ -28,12 +37,43 @@ export function sessionSource(task: TaskPlan, tasks: readonly TaskPlan[], shellJ
     });
   }
   if (parent.sid === task.sid) return 'inherit';
+  const leaderGone = !tasks.some((other) => other.pid === task.sid);
+  const alone = tasks.filter((other) => other.sid === task.sid).length === 1;
+  if (leaderGone && alone && !task.zombie && task.ppid === nsInit) return 'orphan';
+  const why = !leaderGone
+    ? 'a session left by its parent'
+    : 'a session whose leader has exited: crr makes it again for one task, a child of the PID namespace init its checkpoint was dumped with, restored with --pid-namespace';
   throw new StageError({
     stage: 'plan',
     pid: task.pid,
     resource: 'task-tree',
-    message: `not supported: task is in session ${task.sid} but its parent ${parent.pid} is in session ${parent.sid} (a session left by its parent)`,
+    message: `not supported: task is in session ${task.sid} but its parent ${parent.pid} is in session ${parent.sid} (${why})`,
   });
+}
+
+/** The task that is its fresh PID namespace's init in this restore, if one is. */
+export function namespaceInit(ctx: Pick<RestoreCtx, 'session' | 'plan'>): number | undefined {
+  return ctx.session.options.pidNamespace && ctx.plan.tasks.some((t) => t.pid === 1 && t.ppid === 0) ? 1 : undefined;
+}
+
+/**
+ * A task in a session whose leader has exited: a helper with the leader's PID makes the session
+ * (setsid), forks the task, disarms its parent-death signal and hands it to `parent` (the PID
+ * namespace's init, to whom the kernel reparents it), then goes.
+ */
+async function forkIntoOrphanSession(parent: HelperChannel, task: TaskPlan, flags: number): Promise<HelperChannel> {
+  if (flags & (CLONE_FS | CLONE_FILES)) {
+    throw new StageError({ stage: 'fork', pid: task.pid, resource: 'task-tree', message: `not supported: a task in a session whose leader has exited that shares its parent's ${flags & CLONE_FS ? 'fs' : 'fd table'}` });
+  }
+  const leader = await parent.fork({ pid: task.sid });
+  try {
+    await leader.setsid();
+    const child = await leader.fork({ pid: task.pid, flags });
+    await leader.handOver(child, parent);
+    return child;
+  } finally {
+    await leader.destroy();
+  }
 }
 
 /** Decoded wait status of a zombie: CRIU stores the kernel's exit_code (status << 8 | signal). */
@@ -85,7 +125,8 @@ export const taskTree: ResourceKind<RestoreCtx> = {
     const flags = (sharesParentFs(ctx) ? CLONE_FS : 0) | (sharesParentFiles(ctx) ? CLONE_FILES : 0) | (nested?.unshare ?? 0);
     // A root that was its PID namespace's pid 1 is the fresh namespace's init (launcher.ts).
     const adopted = !parentRuntime ? session.rootInit : undefined;
-    const child = adopted ?? (await parent.fork({ pid: task.pid, flags }));
+    const source = sessionSource(task, ctx.plan.tasks, session.options.shellJob, namespaceInit(ctx));
+    const child = adopted ?? (source === 'orphan' ? await forkIntoOrphanSession(parent, task, flags) : await parent.fork({ pid: task.pid, flags }));
     ctx.runtime.helper = child;
     ctx.runtime.hostPid = child.hostPid;
     if (nested) fillNamespaces(child.hostPid, nested);
@@ -97,7 +138,7 @@ export const taskTree: ResourceKind<RestoreCtx> = {
       const { channelFd } = (await child.getpid()) as unknown as { channelFd?: number };
       if (channelFd !== undefined) ctx.runtime.preopened.set('channel', channelFd);
     }
-    if (sessionSource(task, ctx.plan.tasks, session.options.shellJob) === 'own') {
+    if (source === 'own') {
       // Not awaited: the fork stage ends one round trip earlier, and the child's start-up and
       // this answer overlap the machine's next steps. process-groups waits for it.
       const sessionSet = child.setsid().catch((err: unknown) => {
@@ -147,7 +188,8 @@ export const processGroups: ResourceKind<RestoreCtx> = {
       shared.publish(GROUP, String(task.pgid), true);
     } else {
       if (placeholderMaker(task, tasks)) {
-        placeholder = await makePlaceholder(ctx, task.pgid);
+        // One already in the group (an orphan session's, inherited from its leader) is the group.
+        if (current !== task.pgid) placeholder = await makePlaceholder(ctx, task.pgid);
         shared.publish(GROUP, String(task.pgid), true);
       } else {
         await shared.receive(GROUP, String(task.pgid));

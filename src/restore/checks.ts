@@ -9,7 +9,7 @@ import { StageError } from '../errors.js';
 import { FD_TYPES } from '../images/index.js';
 import type { RestorePlan } from '../plan/plan.js';
 import { RLIMIT_NAMES, ownHardLimits, rlimitsOf } from '../resources/rlimits.js';
-import { sessionSource } from '../resources/task-tree.js';
+import { namespaceInit, sessionSource } from '../resources/task-tree.js';
 import { checkTerminals } from '../resources/tty.js';
 import { checkPidfds } from '../resources/pidfd.js';
 import { checkNamespaceFds } from '../resources/nsfile.js';
@@ -126,7 +126,8 @@ export function checkTcpClose(session: RestoreSession): void {
 export function checkMachine(plan: RestorePlan, session: RestoreSession, supportedFdTypes: ReadonlySet<number>): void {
   checkKernel();
   checkTcpClose(session);
-  for (const task of plan.tasks) sessionSource(task, plan.tasks, session.options.shellJob);
+  const nsInit = namespaceInit({ session, plan });
+  for (const task of plan.tasks) sessionSource(task, plan.tasks, session.options.shellJob, nsInit);
   if (!session.options.pidNamespace) checkPidsFree(plan);
   // Asked already by the launcher's set-up, unless it refused (then this says why) or there is none (a dry run).
   session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options);

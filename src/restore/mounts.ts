@@ -74,7 +74,11 @@ export function treeMounts(checkpoint: Checkpoint, id: number): TreeMounts {
  * newRoot already).
  */
 export function ownMountPoints(tree: TreeMounts, own: readonly MountLine[]): string[] {
-  const made = tree.newRoot ? tree.mounts.filter((m) => m.mountPoint !== '/') : tree.mounts.filter((m) => howToMake(m, own, tree.mounts).how !== 'inherited');
+  // A proc, sysfs, mqueue or cgroup2 holds the kernel's view of the tree's namespaces (a fresh
+  // PID namespace gets a /proc of its own: /proc/PID of a restored task is not crr's /proc/PID).
+  const made = tree.newRoot
+    ? tree.mounts.filter((m) => m.mountPoint !== '/')
+    : tree.mounts.filter((m) => FRESH_FILESYSTEMS.has(m.fstype) || howToMake(m, own, tree.mounts).how !== 'inherited');
   return made.map((m) => m.mountPoint);
 }
 

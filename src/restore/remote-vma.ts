@@ -262,12 +262,18 @@ export function addMappings(batch: RemoteBatch, vmas: readonly Vma[], options: {
       i = j;
       continue;
     }
-    const whole: Vma = { ...first, end: sorted[j - 1]!.end };
-    const prot = mapProt(first, options.writable(first));
-    addMmap(batch, whole, { writable: options.writable(first) });
+    // Mapped as its first VMA that is not writable, if one is: the kernel charges a private
+    // writable mapping's whole size against the commit limit, and a run may hold terabytes of
+    // PROT_NONE reservations (a browser's heaps) the task never had charged; mprotect charges
+    // just the parts it makes writable.
+    const run = sorted.slice(i, j);
+    const readOnly = run.find((v) => !(mapProt(v, options.writable(v)) & PROT_WRITE));
+    const base = readOnly ?? first;
+    const whole: Vma = { ...first, end: sorted[j - 1]!.end, prot: base.prot };
+    const prot = mapProt(base, options.writable(base));
+    addMmap(batch, whole, { writable: options.writable(base) });
     addAdvice(batch, whole);
-    for (let k = i + 1; k < j; k++) {
-      const v = sorted[k]!;
+    for (const v of run) {
       const own = mapProt(v, options.writable(v));
       if (own !== prot) batch.call(SYS.mprotect, [v.start, v.end - v.start, own], PROTECT_AS_MAPPED);
     }
