@@ -93,8 +93,9 @@ async function startServer(t: { teardown(fn: () => unknown): void; equal(a: unkn
   );
   const unshareExited = new Promise((resolve) => unshare.once('exit', resolve));
   let known: number[] = [];
+  // Whatever it has by then: a test failing before the tree is known must not leave the server behind.
   t.teardown(async () => {
-    await killTree([...known, unshare.pid!]).catch(() => undefined);
+    await killTree([...new Set([...processTree(unshare.pid!), ...known, unshare.pid!])]).catch(() => undefined);
     await unshareExited;
   });
   await waitFor('the server to answer', () => {

@@ -3,13 +3,15 @@
 // its unix socket with the shell's state kept; a JVM with its 18 threads, its counter going on
 // from where it was and its garbage collector running after the restore; Redis with its keys;
 // nginx's master and workers serving, then stopping gracefully; a Node.js HTTP server; SQLite in
-// WAL mode with a write transaction open across the dump; a Python multiprocessing pool. (PostgreSQL
-// has a file of its own: test/restore-postgres.ts.)
+// WAL mode with a write transaction open across the dump; a Python multiprocessing pool; headless
+// Chromium, its page's timer running on and a new tab opened. (PostgreSQL has a file of its own:
+// test/restore-postgres.ts.)
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request } from 'node:http';
 import { dump } from '../src/dump/index.js';
 import { restore } from '../src/restore/index.js';
 import { startDetached, safe } from './lib/detached.js';
@@ -274,4 +276,60 @@ t.test('Python multiprocessing: a pool of forked workers, its pipes, its semapho
   t.equal(result.tasks.length, 4, 'all four restored');
   writeFileSync(join(dir, 'go'), '');
   t.equal(await waitFor('the pool after the restore', () => safe(join(dir, 'result')) || undefined), '2646700', 'the restored pool maps again, under its lock');
+});
+
+t.test('headless Chromium in a PID namespace: its page runs on, and it opens a new tab', async (t) => {
+  const dir = tempDir(t, 'chromium');
+  const port = await freePort();
+  writeFileSync(join(dir, 'page.html'), '<title>n0</title><script>let n = 0; setInterval(() => { document.title = "n" + ++n; }, 50);</script>');
+  // Its crash handler daemonizes (a double fork): in a PID namespace it is the init's child, in the tree.
+  const unshare = spawn(
+    'unshare',
+    ['--pid', '--fork', '--mount-proc', 'setsid', 'chromium', '--headless=new', '--no-sandbox', '--disable-gpu', `--remote-debugging-port=${port}`, `--user-data-dir=${join(dir, 'profile')}`, `file://${join(dir, 'page.html')}`],
+    { stdio: 'ignore' },
+  );
+  const unshareExited = new Promise((resolve) => unshare.once('exit', resolve));
+  let tree: number[] = [];
+  // Whatever it has by then: a test failing before `tree` is known must not leave the browser behind.
+  t.teardown(async () => {
+    await killTree([...new Set([...processTree(unshare.pid!), ...tree, unshare.pid!])]).catch(() => undefined);
+    await unshareExited;
+  });
+  // DevTools' HTTP server keeps connections open: a request of its own per call, closed at its answer's end.
+  const devtools = (method: string, path: string) =>
+    new Promise<string>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, method, path, agent: false, timeout: 5000 }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => {
+          req.destroy();
+          resolve(body);
+        });
+      });
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('no answer from DevTools')));
+      req.end();
+    });
+  const pages = async () => JSON.parse(await devtools('GET', '/json')) as Array<{ title: string; url: string }>;
+  const count = async () => {
+    const page = (await pages()).find((p) => /^n\d+$/.test(p.title) && p.url.endsWith('page.html'));
+    return page ? Number(page.title.slice(1)) : -1;
+  };
+  await until('the page to count', async () => (await count()) > 5);
+  const root = processTree(unshare.pid!)[1]!;
+  tree = processTree(root);
+  t.ok(tree.length >= 8, `the browser, its zygotes, renderers, utility processes and crash handlers: ${tree.length} processes`);
+
+  const before = await count();
+  const imagesDir = await dumpTree(root, dir);
+  await unshareExited;
+  const result = await restoreTree(t, imagesDir);
+  t.equal(result.tasks.length, tree.length, 'every process restored');
+  const restored = await count();
+  t.ok(restored >= before, `the page's counter goes on from where it was (${before} before the dump, ${restored} after), not from 0`);
+  await until('the page to count on', async () => (await count()) > restored + 5);
+  t.pass('and its timer keeps running');
+  await devtools('PUT', `/json/new?file://${join(dir, 'page.html')}`);
+  await until('a new tab to count', async () => (await pages()).filter((p) => /^n\d+$/.test(p.title)).length >= 2);
+  t.pass('a new tab (a new renderer from the restored zygote) runs the page too');
 });
