@@ -5,7 +5,8 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startProgram, requestCheck } from './lib/programs.js';
+import { killTree, startProgram, requestCheck } from './lib/programs.js';
+import { startDetached } from './lib/detached.js';
 import { dump } from '../src/dump/index.js';
 import { readImage } from '../src/images/reader.js';
 
@@ -70,4 +71,15 @@ t.test('tree: pstree matches /proc, the zombie is a DEAD core, the program passe
   for (const p of pids) t.equal(statOf(p).state === 't', false, `${p}: not left stopped`);
   const check = await requestCheck(prog.pid, prog.resultFile);
   t.ok(check.pass, `tree still passes its own checks: ${check.text}`);
+});
+
+t.test("a dump that kills its tree returns once the tree's PIDs are free, so a restore can follow at once", async (t) => {
+  // A program whose parent is init: on this machine kind init reaps about once a second.
+  const pid = await startDetached(['/usr/bin/python3', '-c', 'import time\ntime.sleep(1000)']);
+  t.teardown(() => killTree([pid]).catch(() => undefined));
+  t.equal(Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]), 1, "its parent is init, not this test's process");
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-reap-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  await dump({ pid, imagesDir: join(dir, 'images') });
+  t.notOk(existsSync(`/proc/${pid}`), 'its PID is free when dump() resolves');
 });

@@ -1,6 +1,6 @@
 // Real programs across a dump and restore, each in a fresh PID namespace, checked from outside as
 // a user would check them: a tmux server with a shell on its pty, answering a new tmux client over
-// its unix socket with the shell's state kept; a JVM with its 18 threads, its counter going on
+// its unix socket with the shell's state kept; vim in tmux, saving what was typed before the dump; a JVM with its 18 threads, its counter going on
 // from where it was and its garbage collector running after the restore; Redis with its keys;
 // nginx's master and workers serving, then stopping gracefully; a Node.js HTTP server; SQLite in
 // WAL mode with a write transaction open across the dump; a Python multiprocessing pool; headless
@@ -56,6 +56,24 @@ t.test('tmux: the server and its shell, reached by a new client', async (t) => {
   t.equal(tmux('send-keys', '-t', 's1', 'echo after-$X', 'Enter').status, 0, 'a new client reaches the restored server');
   await waitFor('the restored shell to answer', () => (screen().includes('after-restored-shell') ? true : undefined));
   t.match(screen(), /before-restored-shell[\s\S]*after-restored-shell/, "the pane's earlier lines are there, and the shell kept its variable");
+});
+
+t.test('vim in tmux: the text typed before the dump is saved after the restore', async (t) => {
+  const dir = tempDir(t, 'vim');
+  const sock = join(dir, 'sock');
+  const file = join(dir, 'notes.txt');
+  const tmux = (...args: string[]) => spawnSync('tmux', ['-S', sock, ...args], { encoding: 'utf8', timeout: 10_000 });
+  const screen = () => tmux('capture-pane', '-p', '-t', 'v').stdout;
+  t.equal(tmux('new-session', '-d', '-s', 'v', '-x', '80', '-y', '24', `vim -u NONE -N ${file}`).status, 0, 'vim started in tmux');
+  const server = Number(tmux('display-message', '-p', '-t', 'v', '#{pid}').stdout.trim());
+  t.teardown(() => killTree(processTree(server)).catch(() => undefined));
+  tmux('send-keys', '-t', 'v', 'ityped before the dump', 'Escape');
+  await waitFor('vim to show the text', () => (screen().includes('typed before the dump') ? true : undefined));
+
+  await restoreTree(t, await dumpTree(server, dir));
+  tmux('send-keys', '-t', 'v', 'otyped after the restore', 'Escape', ':wq', 'Enter');
+  await waitFor('vim to write the file', () => (existsSync(file) && readFileSync(file, 'utf8').includes('after') ? true : undefined));
+  t.equal(readFileSync(file, 'utf8'), 'typed before the dump\ntyped after the restore\n', "the buffer held both lines: vim's state came back");
 });
 
 const COUNTER = `

@@ -2,7 +2,8 @@
 // the tree (default, like criu) or resume it untouched. Any failure before the end resumes the
 // tree with its registers as they were and removes the partial image directory.
 import { randomUUID } from 'node:crypto';
-import { closeSync, openSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isAbsolute, join } from 'node:path';
 import { CrrError, UsageError } from '../errors.js';
 import { openCheckpoint, pageSources, readPagemap, type Checkpoint } from '../images/index.js';
@@ -51,7 +52,10 @@ export type DumpEvent =
 export interface DumpOptions {
   pid: number;
   imagesDir: string;
-  /** Resume the tree untouched instead of killing it. */
+  /**
+   * Resume the tree untouched instead of killing it. A killed tree's PIDs are free when dump()
+   * resolves (it waits up to 3 s for their parents to reap them), so a restore can follow at once.
+   */
   leaveRunning?: boolean;
   /**
    * Save established TCP connections (criu's --tcp-established) in repair mode; without it they
@@ -249,6 +253,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
       for (const t of [...live].reverse()) await ctl.kill(t.pid);
       finishTcpRepair(open, false);
       finishTerminalQueues(open, false);
+      await untilReaped(frozen.tasks.map((t) => t.pid), REAP_WAIT_MS);
     }
     stats.thawed();
     out.write('stats-dump', [statsEntry(stats)]);
@@ -406,6 +411,19 @@ function hasRunIn(runs: ReadonlyArray<{ vaddr: bigint }>, start: bigint, end: bi
 async function setProt(scratch: Scratch, pid: number, vmas: ReturnType<typeof collectVmas>, readable: boolean): Promise<void> {
   if (!vmas.length) return;
   await scratch.run(pid, vmas.map((v) => ({ nr: NR.mprotect, args: [v.start, v.end - v.start, (v.entry.prot as number) | (readable ? 1 : 0), 0, 0, 0] })));
+}
+
+/** How long a dump that killed its tree waits for the tree's PIDs to be free. */
+const REAP_WAIT_MS = 3000;
+
+/**
+ * Waits, at most `ms`, until the killed tasks' PIDs are free: their parents (init, for a tree
+ * run from a shell and left) reap them on their own time, and a restore right after the dump
+ * needs those PIDs. A parent that does not reap is no failure of the dump.
+ */
+async function untilReaped(pids: readonly number[], ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (const pid of pids) while (existsSync(`/proc/${pid}`) && Date.now() < deadline) await sleep(10);
 }
 
 function inventoryEntry(rootIds: Entry, tcpClose: boolean): Entry {
