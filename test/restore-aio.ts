@@ -8,6 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CrrError } from '../src/errors.js';
 import { readImage } from '../src/images/reader.js';
+import { formatSummary, summariseCheckpoint } from '../src/cli/commands/show.js';
 import { restore } from '../src/restore/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
@@ -57,6 +58,9 @@ t.test('AIO rings are dumped as CRIU writes them and restored with their events'
     const covered = runs.some((r) => Number(r['flags']) & PE_PRESENT && BigInt(r['vaddr'] as bigint) <= a.id && BigInt(r['vaddr'] as bigint) + BigInt(Number(r['nr_pages']) * 4096) >= end);
     t.ok(covered, `ring ${a.id.toString(16)}: every page dumped`);
   }
+
+  const shown = formatSummary(summariseCheckpoint(imagesDir));
+  t.match(shown, new RegExp(`AIO contexts \\(io_setup\\): rings at ${aios.map((a) => `0x${a.id.toString(16)}`).join(', ')}`), 'crr show lists the rings');
 
   const rt = await restoreProgram(t, prog, imagesDir);
   t.same(ringsOf(rt.result.rootHostPid), rings, 'the rings are back at their addresses');

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { dump } from '../src/dump/index.js';
 import { CrrError } from '../src/errors.js';
 import { readImage } from '../src/images/reader.js';
+import { formatSummary, summariseCheckpoint } from '../src/cli/commands/show.js';
 import { restore } from '../src/restore/index.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { startPython } from './lib/python-program.js';
@@ -77,6 +78,8 @@ t.test('dumped with --ext-unix-sk as CRIU writes it, connected again at restore'
   t.match(outside, { type: 2, state: 10, peer: 0 }, "USK_EXTERN, datagram, CRIU's listen state, no peer");
   t.equal(Buffer.from(outside!['name'] as Uint8Array).toString().replace(/\0+$/, ''), syslog.path, 'with its name');
   t.ok(usks.some((u) => Number(u['peer']) === Number(outside!['ino']) && !(Number(u['uflags']) & USK_EXTERN)), "the program's socket names it as its peer");
+
+  t.match(formatSummary(summariseCheckpoint(imagesDir)), `UNIXSK  socket:[${[...usks].find((u) => Number(u['peer']) === Number(outside!['ino']))!['ino']}] unix -> ${syslog.path} (outside the tree; connected again at restore)`, 'crr show names the outside socket');
 
   await restoreProgram(t, prog, imagesDir);
   go();

@@ -9,6 +9,8 @@ import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
 import { ghostsOf } from '../../restore/files.js';
 import { treeMounts } from '../../restore/mounts.js';
 import { packetsWithFds } from '../../restore/in-flight.js';
+import { USK_EXTERN } from '../../resources/unixsk-plan.js';
+import { perKey } from '../../memo.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
 import { CTTY_INFO_ID, FD_TYPES, fileSubMessage, openCheckpoint, type Checkpoint } from '../../images/checkpoint.js';
@@ -55,6 +57,8 @@ export interface TaskSummary {
   /** Bytes of page data stored for this task (PRESENT runs). */
   dumpedBytes: number;
   pagemapRuns: number;
+  /** Kernel AIO contexts (io_setup), each its ring's address. */
+  aioRings: string[];
   fds: FdSummary[];
 }
 
@@ -120,6 +124,23 @@ function inFlightText(checkpoint: Checkpoint, fileId: number): string {
   return ` (fds in flight: ${what.join(', ')})`;
 }
 
+/** Names of the sockets outside the tree (USK_EXTERN entries, criu --ext-unix-sk), by inode. */
+const outsideSockets = perKey((checkpoint: Checkpoint): Map<number, string> => {
+  const out = new Map<number, string>();
+  for (const file of checkpoint.files().values()) {
+    const usk = file['usk'] as Entry | undefined;
+    if (usk && Number(usk['uflags'] ?? 0) & USK_EXTERN) out.set(Number(usk['ino']), text(usk['name']).replace(/\0+$/, ''));
+  }
+  return out;
+});
+
+/** For a unix socket connected to a socket outside the tree: which. */
+function outsidePeerText(checkpoint: Checkpoint, file: Entry): string {
+  const peer = Number((file['usk'] as Entry | undefined)?.['peer'] ?? 0);
+  const name = peer ? outsideSockets(checkpoint).get(peer) : undefined;
+  return name === undefined ? '' : ` -> ${name} (outside the tree; connected again at restore)`;
+}
+
 function signalName(signal: number): string {
   return Object.entries(constants.signals).find(([, n]) => n === signal)?.[0] ?? `signal ${signal}`;
 }
@@ -135,13 +156,15 @@ function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]
     vmas: 0,
     dumpedBytes: 0,
     pagemapRuns: 0,
+    aioRings: [],
     fds: [],
   };
   if (zombie) return summary;
   const stopSignal = checkpoint.stopSignal(task.pid);
   if (stopSignal) summary.stopped = signalName(stopSignal);
-  const vmas = checkpoint.mm(task.pid)['vmas'];
-  summary.vmas = Array.isArray(vmas) ? vmas.length : 0;
+  const mm = checkpoint.mm(task.pid);
+  summary.vmas = Array.isArray(mm['vmas']) ? mm['vmas'].length : 0;
+  summary.aioRings = ((mm['aios'] as Entry[] | undefined) ?? []).map((a) => `0x${BigInt(a['id'] as bigint).toString(16)}`);
   const pagemap = readPagemap(checkpoint, task.pid);
   summary.dumpedBytes = pagemap.presentBytes;
   summary.pagemapRuns = pagemap.runs.filter((r) => r.flags & PE_PRESENT).length;
@@ -151,7 +174,7 @@ function summariseTask(checkpoint: Checkpoint, task: Checkpoint['tasks'][number]
     const file = checkpoint.file(fd.id, `fdinfo-${filesId}.img`);
     const type = FD_TYPE_NAMES[fd.type] ?? String(fd.type);
     const deleted = ghostsOf(checkpoint).has(fd.id) ? ' (deleted)' : '';
-    summary.fds.push({ fd: fd.fd, type, fileId: fd.id, what: describeFile(type, file) + deleted + inFlightText(checkpoint, fd.id) });
+    summary.fds.push({ fd: fd.fd, type, fileId: fd.id, what: describeFile(type, file) + deleted + inFlightText(checkpoint, fd.id) + outsidePeerText(checkpoint, file) });
   }
   summary.fds.sort((a, b) => a.fd - b.fd);
   return summary;
@@ -263,6 +286,7 @@ export function formatSummary(summary: CheckpointSummary): string {
     lines.push('', `task ${t.pid} (${t.comm}) fds:`);
     if (!t.fds.length) lines.push('  (none)');
     for (const fd of t.fds) lines.push(`  ${String(fd.fd).padStart(4)}  ${fd.type.padEnd(6)}  ${fd.what}  (file id ${fd.fileId})`);
+    if (t.aioRings.length) lines.push(`  AIO contexts (io_setup): rings at ${t.aioRings.join(', ')}`);
   }
   return `${lines.join('\n')}\n`;
 }
