@@ -29,9 +29,14 @@ export interface PageRun {
   flags: number;
 }
 
-/** Whether a VMA's private pages are dumped at all (CRIU: private, not vvar, regular; an AIO ring whole). */
+/** A VMA every page of which is dumped, present or not (CRIU: the vdso and AIO rings). */
+function dumpedWhole(v: DumpVma): boolean {
+  return (v.status & (VMA.VDSO | VMA.AIORING)) !== 0;
+}
+
+/** Whether a VMA's private pages are dumped at all (CRIU: private, not vvar, regular; the vdso and AIO rings whole). */
 export function vmaIsDumped(v: DumpVma): boolean {
-  if (v.status & (VMA.VDSO | VMA.AIORING)) return true;
+  if (dumpedWhole(v)) return true;
   if (v.status & VMA.VVAR) return false;
   if (!(v.status & VMA.REGULAR)) return false;
   return (v.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
@@ -49,7 +54,7 @@ export function vmaCanBeLazy(v: DumpVma): boolean {
 
 /** Whether one page, given its pagemap word, has content that must go into the image. */
 export function pageIsDumped(v: DumpVma, pme: bigint, zeroPfn: bigint | undefined): boolean {
-  if (v.status & (VMA.VDSO | VMA.AIORING)) return true;
+  if (dumpedWhole(v)) return true;
   if (v.status & VMA.FILE_PRIVATE && pme & PM_FILE) return false; // not COW-ed: the file has it
   if (!(pme & (PM_PRESENT | PM_SWAP))) return false;
   if (pme & PM_PRESENT && zeroPfn !== undefined && (pme & PM_PFN_MASK) === zeroPfn) return false;
@@ -73,7 +78,7 @@ export function buildRuns(vmas: DumpVma[], pagemapOf: (start: bigint, pages: num
   const zeroHi = zeroPfn === undefined ? -1 : Number(zeroPfn >> 32n);
   for (const v of vmas) {
     if (!vmaIsDumped(v)) continue;
-    const whole = (v.status & (VMA.VDSO | VMA.AIORING)) !== 0;
+    const whole = dumpedWhole(v);
     if (!whole && v.touched === false) continue;
     const pages = Number((v.end - v.start) / PAGE);
     const flags = vmaCanBeLazy(v) ? PE.LAZY | PE.PRESENT : PE.PRESENT;
