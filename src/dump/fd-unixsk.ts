@@ -7,6 +7,7 @@ import { native } from '../actors/native.js';
 import { unixSockets, type UnixDiag } from './fd-unixsk-diag.js';
 import { checkSocketNamespace, copyOfTaskFd, inEveryNetNamespace, socketOptions, SocketRefusedError } from './socket-common.js';
 import { FD_TYPE, zeroFown } from './regfile.js';
+import { USK_EXTERN } from '../images/index.js';
 import type { DumpIds, Entry } from './ids.js';
 import { dumpFd, type FdProbe, type OpenFiles, type FileOrder } from './files.js';
 import { GET_SEALS } from './fd-memfd.js';
@@ -47,8 +48,6 @@ export function unixQueues(open: OpenFiles): Array<{ entry: Entry; payload: Uint
   return states.get(open)?.queues ?? [];
 }
 
-/** A files.img unix entry's uflags bit: a socket outside the tree, known by its name only (CRIU's USK_EXTERN). */
-export const USK_EXTERN = 1;
 const SOCK_DGRAM = 2;
 /** sk_opts_entry's required fields, zero: an external socket's options are its owner's business. */
 const NO_OPTIONS: Entry = { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };

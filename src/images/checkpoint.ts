@@ -370,6 +370,8 @@ export function fileSubMessage(file: Entry): Entry {
 export const TTY_TYPE = { PTY: 1, CTTY: 4 } as const;
 /** CRIU's tty-info id of /dev/tty: its CTTY_INDEX, 1006, numbered as a slave end (index * 2). */
 export const CTTY_INFO_ID = 2012;
+/** A unix_sk_entry's uflags bit: a socket outside the tree, known by its name only (CRIU's USK_EXTERN, --ext-unix-sk). */
+export const USK_EXTERN = 1;
 
 /** Opens a checkpoint directory and checks its cross-references. */
 export function openCheckpoint(dir: string, options: { validate?: boolean } = {}): Checkpoint {

@@ -23,6 +23,7 @@ export {
   FD_TYPES,
   CTTY_INFO_ID,
   TTY_TYPE,
+  USK_EXTERN,
   type PstreeTask,
   type TaskIds,
   type FdinfoEntry,

@@ -3,7 +3,7 @@
 // (socket, bind, listen) and then connected to its peer's name, which also recreates a pending
 // connection in a listener's backlog. A socket is made by the first task holding it (tree order),
 // a pair by the first holder of its lower id; every other holder receives it (shared-fds).
-import type { Entry } from '../images/index.js';
+import { USK_EXTERN, type Entry } from '../images/index.js';
 import type { FdTables } from './shared-fds.js';
 import { holdersByFile, type FdHolder } from './shared-fds.js';
 import type { TaskPlan } from './types.js';
@@ -11,8 +11,6 @@ import type { TaskPlan } from './types.js';
 export const FD_TYPE_UNIXSK = 5;
 export const TCP_LISTEN = 10;
 export const SOCK_DGRAM = 2;
-/** uflags of a socket outside the tree, known by its name only (criu --ext-unix-sk). */
-export const USK_EXTERN = 1;
 
 export interface UnixSocket {
   readonly id: number;
@@ -42,12 +40,9 @@ export interface UnixPlan {
 export function planUnixSockets(files: ReadonlyMap<number, Entry>, tasks: readonly TaskPlan[], tables: FdTables): UnixPlan {
   const holders = holdersByFile(tasks, tables, new Set([FD_TYPE_UNIXSK]));
   const entries = new Map<number, Entry>(); // ino -> usk
-  const external = new Map<number, Buffer>();
   for (const [, file] of files) {
     const usk = file['usk'] as Entry | undefined;
-    if (Number(file['type']) !== FD_TYPE_UNIXSK || !usk) continue;
-    if (Number(usk['uflags'] ?? 0) & USK_EXTERN) external.set(Number(usk['ino']), Buffer.from((usk['name'] as Uint8Array | undefined) ?? []));
-    else if (holders.has(Number(usk['id']))) entries.set(Number(usk['ino']), usk);
+    if (Number(file['type']) === FD_TYPE_UNIXSK && usk && !isOutside(usk) && holders.has(Number(usk['id']))) entries.set(Number(usk['ino']), usk);
   }
   const byId = new Map<number, UnixSocket>();
   const byIno = new Map<number, UnixSocket>();
@@ -76,7 +71,19 @@ export function planUnixSockets(files: ReadonlyMap<number, Entry>, tasks: readon
     if (made) made.push(sock);
     else byMaker.set(sock.maker, [sock]);
   }
-  return { byId, byIno, external, byMaker };
+  return { byId, byIno, external: outsideUnixSockets(files), byMaker };
+}
+
+const isOutside = (usk: Entry) => (Number(usk['uflags'] ?? 0) & USK_EXTERN) !== 0;
+
+/** The names of files.img's sockets outside the tree (USK_EXTERN entries, criu --ext-unix-sk), by inode. */
+export function outsideUnixSockets(files: ReadonlyMap<number, Entry>): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  for (const file of files.values()) {
+    const usk = file['usk'] as Entry | undefined;
+    if (Number(file['type']) === FD_TYPE_UNIXSK && usk && isOutside(usk)) out.set(Number(usk['ino']), Buffer.from((usk['name'] as Uint8Array | undefined) ?? []));
+  }
+  return out;
 }
 
 /** sun_path bytes to bind or connect to: a path name loses its trailing NULs, an abstract one stays exact. */

@@ -9,7 +9,7 @@ import { entryToCrit, stringifyCrit } from '../../images/crit-json.js';
 import { ghostsOf } from '../../restore/files.js';
 import { treeMounts } from '../../restore/mounts.js';
 import { packetsWithFds } from '../../restore/in-flight.js';
-import { USK_EXTERN } from '../../resources/unixsk-plan.js';
+import { nameText, outsideUnixSockets } from '../../resources/unixsk-plan.js';
 import { perKey } from '../../memo.js';
 import { socketText } from '../../images/inet-address.js';
 import { readImage } from '../../images/reader.js';
@@ -124,21 +124,13 @@ function inFlightText(checkpoint: Checkpoint, fileId: number): string {
   return ` (fds in flight: ${what.join(', ')})`;
 }
 
-/** Names of the sockets outside the tree (USK_EXTERN entries, criu --ext-unix-sk), by inode. */
-const outsideSockets = perKey((checkpoint: Checkpoint): Map<number, string> => {
-  const out = new Map<number, string>();
-  for (const file of checkpoint.files().values()) {
-    const usk = file['usk'] as Entry | undefined;
-    if (usk && Number(usk['uflags'] ?? 0) & USK_EXTERN) out.set(Number(usk['ino']), text(usk['name']).replace(/\0+$/, ''));
-  }
-  return out;
-});
+const outsideSockets = perKey((checkpoint: Checkpoint) => outsideUnixSockets(checkpoint.files()));
 
 /** For a unix socket connected to a socket outside the tree: which. */
 function outsidePeerText(checkpoint: Checkpoint, file: Entry): string {
   const peer = Number((file['usk'] as Entry | undefined)?.['peer'] ?? 0);
   const name = peer ? outsideSockets(checkpoint).get(peer) : undefined;
-  return name === undefined ? '' : ` -> ${name} (outside the tree; connected again at restore)`;
+  return name === undefined ? '' : ` -> ${nameText(name)} (outside the tree; connected again at restore)`;
 }
 
 function signalName(signal: number): string {
