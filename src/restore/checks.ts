@@ -19,7 +19,7 @@ import { checkFiles } from './files.js';
 import { checkpointNamespaces } from './namespaces.js';
 import { ownMountPoints } from './mounts.js';
 import { parseMountinfo } from '../mountinfo.js';
-import { unsupportedReason, vmaOf } from './remote-vma.js';
+import { unsupportedReason, VMA_AREA_AIORING, vmaOf } from './remote-vma.js';
 
 const INFINITY = (1n << 64n) - 1n;
 const FD_TYPE_NAMES = Object.fromEntries(Object.entries(FD_TYPES).map(([name, n]) => [n, name]));
@@ -77,12 +77,16 @@ export function checkFdKinds(session: RestoreSession, supported: ReadonlySet<num
  */
 export function checkVmaKinds(session: RestoreSession): void {
   for (const [pid, set] of session.images) {
-    aioRingsOf(session.checkpoint.path(`mm-${pid}.img`), set.mm);
+    // Only a task with an AIO ring (an aios entry or an AIORING VMA) has rings to cross-check:
+    // not every task's VMAs decoded a second time.
+    let rings = ((set.mm?.['aios'] as unknown[] | undefined)?.length ?? 0) > 0;
     for (const e of (set.mm?.['vmas'] as Array<Record<string, unknown>> | undefined) ?? []) {
       const v = vmaOf(e);
       const why = unsupportedReason(v);
       if (why) throw new StageError({ stage: 'plan', pid, resource: 'memory', code: 'ENOTSUP', errno: 95, message: `not supported: VMA ${v.start.toString(16)}-${v.end.toString(16)} is ${why}` });
+      if (v.status & VMA_AREA_AIORING) rings = true;
     }
+    if (rings) aioRingsOf(session.checkpoint.path(`mm-${pid}.img`), set.mm);
   }
 }
 
