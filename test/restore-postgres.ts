@@ -9,13 +9,13 @@
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump } from '../src/dump/index.js';
 import { openCheckpoint } from '../src/images/index.js';
 import { restore, type RestoreResult } from '../src/restore/index.js';
 import { killTree, processTree, waitFor, waitPidGone } from './lib/programs.js';
+import { freePort } from './lib/ports.js';
 
 const BIN = '/usr/lib/postgresql/15/bin';
 const USER = ['setpriv', '--reuid=postgres', '--regid=postgres', '--init-groups'];
@@ -24,14 +24,6 @@ function idOf(flag: '-u' | '-g'): number {
   const r = spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`no user postgres (scripts/setup.sh installs postgresql): ${r.stderr}`);
   return Number(r.stdout.trim());
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** psql over the unix socket in `dir`: its output, or an Error with its stderr. */

@@ -12,10 +12,12 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { dump } from '../src/dump/index.js';
 import { restore } from '../src/restore/index.js';
 import { startDetached, safe } from './lib/detached.js';
 import { killTree, processTree, waitFor, waitPidGone } from './lib/programs.js';
+import { freePort } from './lib/ports.js';
 
 function tempDir(t: { teardown(fn: () => unknown): void }, name: string): string {
   const dir = mkdtempSync(join(tmpdir(), `crr-${name}-`));
@@ -144,7 +146,6 @@ async function until(what: string, probe: () => Promise<boolean>): Promise<void>
 
 /** One request over a fresh TCP connection to 127.0.0.1:`port` (it must make the server close): the whole answer. */
 async function ask(port: number, request: string): Promise<string> {
-  const { connect } = await import('node:net');
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const socket = connect(port, '127.0.0.1', () => socket.write(request));
@@ -153,15 +154,6 @@ async function ask(port: number, request: string): Promise<string> {
     socket.on('error', reject);
     socket.setTimeout(10_000, () => socket.destroy(new Error(`no answer from port ${port}`)));
   });
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 t.test('Redis: its keys and its threads, serving new clients', async (t) => {
