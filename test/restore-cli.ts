@@ -53,12 +53,16 @@ t.test('unsupported and missing options are usage errors naming them', async (t)
   r = await crr(['restore']);
   t.equal(r.code, 2);
   t.equal(r.stderr.trim(), 'crr restore: -D/--images-dir DIR is required', 'the command is named once');
-  r = await crr(['restore', '-D', '/tmp', '-d', '--pid-namespace']);
-  t.equal(r.code, 2);
-  t.equal(r.stderr.trim(), 'crr restore: --pid-namespace cannot be combined with -d');
   r = await crr(['plan', '-D', '/tmp', '--format', 'svg']);
   t.equal(r.code, 2);
   t.match(r.stderr, /--format must be one of/);
+});
+
+t.test('-d with --pid-namespace is refused at plan time for a root that was not its namespace\'s pid 1', async (t) => {
+  const dir = copyFixture(t, 'sh-loop');
+  const r = await crr(['restore', '-D', dir, '--dry-run', '-d', '--pid-namespace']);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /stage plan, task \d+, resource task-tree: a detached restore into a fresh PID namespace needs a root that was its namespace's pid 1/);
 });
 
 t.test('--inherit-fd for anything but a network namespace the dump left out is refused, naming the key', async (t) => {

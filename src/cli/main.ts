@@ -10,6 +10,7 @@ const COMMANDS: Record<string, string> = {
   plan: 'print the restore plan of a checkpoint without restoring',
   machines: 'draw the restore and task state machines',
   trace: 'render a recorded trace',
+  swrk: 'serve CRIU\'s RPC on a socket fd, as `criu swrk FD` (runc --criu)',
   check: 'check that this machine can dump and restore (capabilities, native layer, a real round trip)',
 };
 

@@ -49,6 +49,8 @@ export type DumpEvent =
   | { type: 'shmem'; shmid: bigint; pages: number; bytes: number }
   | { type: 'done'; images: string[]; ms: number; left: 'killed' | 'running' };
 
+export type DumpAction = 'pre-dump' | 'network-lock' | 'post-dump' | 'network-unlock';
+
 export interface DumpOptions {
   pid: number;
   imagesDir: string;
@@ -104,6 +106,16 @@ export interface DumpOptions {
    * (`externalMounts`, criu's --external mnt[KEY]:PATH), else finds it where crr sees it.
    */
   external?: readonly string[];
+  /**
+   * The caller's action scripts (criu's --action-script; the notifications of its RPC), awaited
+   * where CRIU runs them: pre-dump before the freeze, network-lock once the tree is frozen,
+   * post-dump once every image is written and before the tree is killed or resumed, and
+   * network-unlock after a resume (`leaveRunning`). A rejection fails the dump (the tree is
+   * thawed and no checkpoint is left), except network-unlock's, a warning: the tree runs by then.
+   */
+  actionScript?: (action: DumpAction) => Promise<void>;
+  /** Told what the dump could not do as asked but did not fail for. */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
   onEvent?: (e: DumpEvent) => void;
   /** For tests: a tracer stand-in. */
@@ -152,9 +164,11 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   open.tcpClose = opts.tcpClose ?? false;
   open.shellJob = opts.shellJob ?? false;
   try {
+    await opts.actionScript?.('pre-dump');
     emit({ type: 'stage', stage: 'freeze' });
     frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
     stats.frozen();
+    await opts.actionScript?.('network-lock');
     const live = frozen.tasks.filter((t) => !t.zombie);
     const namespaces = new Map(live.map((t) => [t.pid, ids.namespaceIds(t.pid)]));
     const rootNs = rootNamespaces(live.map((t) => ({ pid: t.pid, ppid: t.ppid, ids: namespaces.get(t.pid)! })), rootIds as Record<string, number>, external);
@@ -243,11 +257,13 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     for (const [name, bytes] of rootNs.archives) writeFileSync(out.rawPath(name), bytes);
     out.write('inventory.img', [inventoryEntry(rootIds, open.tcpClose)]);
 
+    await opts.actionScript?.('post-dump');
     emit({ type: 'stage', stage: 'finish' });
     if (opts.leaveRunning) {
       finishTcpRepair(open, true);
       finishTerminalQueues(open, true);
       await thaw(ctl, frozen, regs);
+      await opts.actionScript?.('network-unlock').catch((err: unknown) => opts.onWarning?.(`action script network-unlock failed: ${(err as Error)?.message ?? String(err)}`));
     } else {
       // Zombies go with their parents (their reaper collects them).
       for (const t of [...live].reverse()) await ctl.kill(t.pid);

@@ -14,6 +14,7 @@ import { FD_TYPE_INETSK, inetsk, tcpRepairOff } from './inetsk.js';
 import { FD_TYPE_INOTIFY, inotify } from './inotify.js';
 import { mainThread } from './main-thread.js';
 import { aio } from './aio.js';
+import { postRestoreActions, setupNamespacesActions } from './action-scripts.js';
 import { memory } from './memory.js';
 import { mm } from './mm.js';
 import { FD_TYPE_PIPE, pipe } from './pipe.js';
@@ -48,6 +49,7 @@ import type { ResourceKind } from './types.js';
 export const registry: readonly ResourceKind<RestoreCtx>[] = [
   // before the barrier: the helper does it natively (src/restore/ owner)
   taskTree,
+  setupNamespacesActions,
   ghostFiles,
   cgroups,
   processGroups,
@@ -94,6 +96,7 @@ export const registry: readonly ResourceKind<RestoreCtx>[] = [
   regs,
   sysvShmRemoved,
   ghostFilesRemoved,
+  postRestoreActions,
   detach,
 ];
 

@@ -99,6 +99,7 @@ export const detach: ResourceKind<RestoreCtx> = {
   name: 'detach',
   stage: 'resume',
   images: [],
+  after: ['action-post-restore'],
   appliesTo: (task) => !task.zombie,
   describe: () => ['detach every thread: the task runs (or, stopped when dumped, stops again)'],
   async restore(ctx) {

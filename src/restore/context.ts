@@ -2,6 +2,7 @@
 // the checkpoint, this task's decoded images, its helper channel, the tracer, and the restore-wide
 // session (every task's runtime state, the launcher, the user's options). Resource kinds under
 // src/resources/ are typed against RestoreCtx; src/restore/index.ts builds one per call.
+import type { ActionScript, RestoreAction } from '../resources/action-scripts.js';
 import type { HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
 import type { CheckpointNamespaces } from './namespaces.js';
@@ -60,6 +61,8 @@ export interface RestoreSessionOptions {
   readonly externalMounts?: Readonly<Record<string, string>>;
   /** TCP connections come back as closed sockets, not in repair mode (criu --tcp-close). */
   readonly tcpClose: boolean;
+  /** The caller's action scripts (criu --action-script, its RPC's notifications), awaited at each. */
+  readonly actionScript?: ActionScript<RestoreAction>;
 }
 
 /** What the restore knows about one task while it runs: filled in as stages go by. */
@@ -104,6 +107,8 @@ export interface RestoreSession {
    * a PID namespace from its init down): it becomes the root instead of forking it.
    */
   rootInit?: HelperChannel;
+  /** The post-restore, network-unlock and pre-resume actions, run once for every task's resume to await. */
+  actionsBeforeResume?: Promise<void>;
   /**
    * The tracer's detach of the root's parent after its namespace set-up, which is not awaited
    * there. A kill before it lands leaves a traced zombie its parent cannot reap until the tracer

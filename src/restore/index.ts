@@ -16,6 +16,8 @@ import { beginLauncher, closeChannels, detachLauncher, discardEarlyLauncher, dis
 import { decodeCheckpoint } from './load.js';
 import { oomWarnings } from '../resources/proc-attrs.js';
 import { openCheckpoint } from '../images/index.js';
+import { StageError } from '../errors.js';
+import type { ActionScript, RestoreAction } from '../resources/action-scripts.js';
 import type { createTraceRecorder } from '../trace/recorder.js';
 import type { HelperChannel } from '../actors/helper.js';
 
@@ -48,8 +50,21 @@ export interface RestoreOptions {
   readonly shellJob?: boolean;
   /** With shellJob: crr's fd of the terminal the restored tree gets (default 0, crr's stdin). */
   readonly terminalFd?: number;
-  /** Fork the root inside a fresh PID namespace (not with `detached`). */
+  /**
+   * Fork the root inside a fresh PID namespace. With `detached` only for a root that was its
+   * namespace's pid 1 (a container's init): it is the new namespace's init and needs no crr
+   * process above it, where another root has a helper of crr's as its init.
+   */
   readonly pidNamespace?: boolean;
+  /**
+   * The caller's action scripts (criu's --action-script; the notifications of its RPC), awaited
+   * at each point CRIU runs them: pre-restore, setup-namespaces (with the root's PID, in crr's
+   * PID namespace) and post-setup-namespaces once the root exists in its namespaces, post-restore
+   * (PID), network-unlock and pre-resume once every task is restored and before any runs,
+   * post-resume after. A rejection fails the restore (rolled back), except post-resume's: the
+   * tree runs by then, so it is a warning.
+   */
+  readonly actionScript?: ActionScript<RestoreAction>;
   /**
    * Namespaces the dump left out (criu's --external net[INODE]:KEY), by KEY: the path of the
    * namespace file to restore the tree into (/run/netns/NAME, /proc/PID/ns/net, /proc/self/fd/N).
@@ -109,6 +124,10 @@ export interface RestoreResult {
   release(): Promise<void>;
 }
 
+function actionFailed(action: RestoreAction, err: unknown): StageError {
+  return new StageError({ stage: 'load', resource: 'action-scripts', message: `action script ${action} failed: ${(err as Error)?.message ?? String(err)}`, cause: err });
+}
+
 /** fd types some kind restores (the registry's; fixed, so built once). */
 const supportedFdTypes: ReadonlySet<number> = new Set(fdKinds.keys());
 
@@ -120,6 +139,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     pidNamespace: options.pidNamespace ?? false,
     externalNamespaces: options.externalNamespaces ?? {},
     tcpClose: options.tcpClose ?? false,
+    ...(options.actionScript ? { actionScript: options.actionScript } : {}),
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
     ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
   };
@@ -136,9 +156,13 @@ function writeRecordedTrace(recorder: TraceRecorder, file: string, session: Rest
 }
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
-  if (options.detached && options.pidNamespace) {
-    if (options.launcher) await discardLauncher(options.launcher);
-    throw new Error('pidNamespace restores cannot be detached');
+  if (options.actionScript) {
+    try {
+      await options.actionScript('pre-restore');
+    } catch (err) {
+      if (options.launcher) await discardLauncher(options.launcher);
+      throw actionFailed('pre-restore', err);
+    }
   }
   const kinds = options.kinds ?? registry;
   let session: RestoreSession | undefined;
@@ -172,6 +196,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     },
     planSource: () => session && { checkpoint: session.checkpoint, images: session.images },
     async checkPlan(plan) {
+      if (options.detached && options.pidNamespace && session!.checkpoint.root.pid !== 1) {
+        throw new StageError({ stage: 'plan', pid: session!.checkpoint.root.pid, resource: 'task-tree', message: 'a detached restore into a fresh PID namespace needs a root that was its namespace\'s pid 1 (any other root has a helper of crr\'s as its init, which a detached restore does not keep)' });
+      }
       checkMachine(plan, session!, supportedFdTypes);
       for (const warning of [...rlimitWarnings(session!), ...oomWarnings(session!)]) {
         warnings.push(warning);
@@ -255,6 +282,14 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
     closeChannels(live);
     if (options.detached) await detachLauncher(live);
+    if (options.actionScript) {
+      // The tree runs: a failure can no longer undo the restore (CRIU only logs it too).
+      await options.actionScript('post-resume', rootHostPid).catch((err: unknown) => {
+        const message = `action script post-resume failed: ${(err as Error)?.message ?? String(err)}`;
+        warnings.push(message);
+        options.onWarning?.(message);
+      });
+    }
   }
   let killing: Promise<void> | undefined;
   return {

@@ -87,7 +87,6 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
   }
   if (args.imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
   if (!Number.isInteger(args.verbosity) || args.verbosity < 0) throw new UsageError('--verbosity needs a number 0-4');
-  if (args.detached && args.pidNamespace) throw new UsageError('--pid-namespace cannot be combined with -d');
   return args as RestoreArgs;
 }
 

@@ -1,0 +1,328 @@
+// CRIU's RPC on one socket: what runc, crun and libcriu start as `criu swrk FD` (`crr swrk FD`).
+// The caller sends a criu_req per SOCK_SEQPACKET packet (proto/rpc.proto) and gets a criu_resp;
+// a dump or restore with notify_scripts sends a NOTIFY for each action script and waits for
+// the caller's answer (runc runs a container's hooks at setup-namespaces and learns the restored
+// init's PID from post-restore). The fds in the options are the caller's: crr opens them through
+// /proc/CALLER/fd, as criu does. A criu option crr does not implement, set to anything but its
+// default, fails the request naming it; one that changes nothing here (crr always dumps file
+// locks and cgroups, and freezes with ptrace) is accepted.
+import { appendFileSync, existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { native, type ChannelHandle } from '../actors/native.js';
+import { parseMountinfo } from '../mountinfo.js';
+import { decodeEntry, encodeEntry, openCheckpoint, type Entry } from '../images/index.js';
+
+export const REQ = {
+  EMPTY: 0,
+  DUMP: 1,
+  RESTORE: 2,
+  CHECK: 3,
+  PRE_DUMP: 4,
+  PAGE_SERVER: 5,
+  NOTIFY: 6,
+  CPUINFO_DUMP: 7,
+  CPUINFO_CHECK: 8,
+  FEATURE_CHECK: 9,
+  VERSION: 10,
+  WAIT_PID: 11,
+  PAGE_SERVER_CHLD: 12,
+  SINGLE_PRE_DUMP: 13,
+} as const;
+const REQ_NAMES = Object.fromEntries(Object.entries(REQ).map(([name, n]) => [n, name]));
+
+/** The criu version crr answers VERSION with: the image format and RPC it speaks are CRIU 4.2's. */
+export const CRIU_COMPAT_VERSION = { major_number: 4, minor_number: 2, name: 'crr' };
+
+const SOL_SOCKET = 1;
+const SO_PEERCRED = 17;
+const CLONE_NEWNET = 0x40000000;
+const EINVAL = 22;
+const EOPNOTSUPP = 95;
+
+/** A request that cannot be served as asked: its answer says why, with an errno. */
+class RequestRefused extends Error {
+  constructor(message: string, readonly errno = EOPNOTSUPP) {
+    super(message);
+  }
+}
+
+/** Packets in, packets out, on the caller's socket (the addon's channel: one Buffer per packet). */
+class Connection {
+  private readonly channel: ChannelHandle;
+  private readonly packets: Buffer[] = [];
+  private waiting: ((packet: Buffer | undefined) => void) | undefined;
+  private ended = false;
+
+  constructor(fd: number) {
+    this.channel = native.channelOpen(
+      fd,
+      (packet) => this.arrive(packet),
+      () => {
+        this.ended = true;
+        this.arrive(undefined);
+      },
+      () => undefined,
+    );
+  }
+
+  private arrive(packet: Buffer | undefined): void {
+    const waiter = this.waiting;
+    this.waiting = undefined;
+    if (waiter) waiter(packet);
+    else if (packet) this.packets.push(packet);
+  }
+
+  /** The next request, or undefined once the caller has closed its end. */
+  async next(): Promise<Entry | undefined> {
+    const packet = this.packets.shift() ?? (this.ended ? undefined : await new Promise<Buffer | undefined>((resolve) => (this.waiting = resolve)));
+    return packet && decodeEntry('criu_req', packet);
+  }
+
+  send(resp: Entry): void {
+    // A criu_resp is far below the socket's buffer: a full channel means a caller that stopped reading.
+    if (!native.channelSend(this.channel, Buffer.from(encodeEntry('criu_resp', resp)))) throw new Error('the caller does not read its socket');
+  }
+
+  close(): void {
+    native.channelClose(this.channel);
+  }
+}
+
+/** The caller's PID (SO_PEERCRED): the fds its options name are in its table. */
+function peerPid(fd: number): number {
+  return native.getsockoptBytes(fd, SOL_SOCKET, SO_PEERCRED, 12).readInt32LE(0);
+}
+
+/** Serves requests on `fd` until one without keep_open is answered or the caller hangs up; the exit code. */
+export async function serveSwrk(fd: number): Promise<number> {
+  const caller = peerPid(fd);
+  const connection = new Connection(fd);
+  try {
+    for (;;) {
+      const req = await connection.next();
+      if (!req) return 0;
+      const ok = await serve(req, connection, caller);
+      if (!req['keep_open']) return ok ? 0 : 1;
+    }
+  } finally {
+    connection.close();
+  }
+}
+
+async function serve(req: Entry, connection: Connection, caller: number): Promise<boolean> {
+  const type = Number(req['type']);
+  const opts = (req['opts'] ?? {}) as Entry;
+  let log: Log | undefined;
+  try {
+    switch (type) {
+      case REQ.VERSION:
+        connection.send({ type, success: true, version: CRIU_COMPAT_VERSION });
+        return true;
+      case REQ.FEATURE_CHECK:
+        // No memory tracking (pre-dump), no lazy pages, no pidfd store: each asked for is false.
+        connection.send({ type, success: true, features: { mem_track: false, lazy_pages: false, pidfd_store: false } });
+        return true;
+      case REQ.CHECK:
+        connection.send({ type, success: true });
+        return true;
+      case REQ.DUMP: {
+        const dirs = directories(opts, caller);
+        log = openLog(opts, dirs.workDir);
+        const { dump } = await import('../dump/index.js');
+        const notify = notifier(connection, opts, log);
+        await dump({ ...dumpOptions(opts, dirs.imagesDir), ...(notify ? { actionScript: (action) => notify(action) } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
+        log.line('dump done');
+        connection.send({ type, success: true, dump: { restored: false } });
+        return true;
+      }
+      case REQ.RESTORE: {
+        const dirs = directories(opts, caller);
+        log = openLog(opts, dirs.workDir);
+        const { restore } = await import('../restore/index.js');
+        const notify = notifier(connection, opts, log);
+        const result = await restore({ ...restoreOptions(opts, dirs.imagesDir), ...(notify ? { actionScript: notify } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
+        log.line(`restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}`);
+        connection.send({ type, success: true, restore: { pid: result.rootHostPid } });
+        return true;
+      }
+      default:
+        throw new RequestRefused(`crr does not serve ${REQ_NAMES[type] ?? `request type ${type}`} requests`);
+    }
+  } catch (err) {
+    const e = err as { message?: string; errno?: number };
+    const message = e?.message ?? String(err);
+    log?.line(`Error (crr): ${message}`);
+    connection.send({ type, success: false, cr_errno: e?.errno ? Math.abs(e.errno) : err instanceof RequestRefused ? err.errno : EINVAL, cr_errmsg: message });
+    return false;
+  }
+}
+
+/**
+ * The action scripts as NOTIFY messages, when the caller asked for them: each waits for the
+ * caller's answer, and anything but a NOTIFY with notify_success (or a hang-up) fails the action.
+ */
+function notifier(connection: Connection, opts: Entry, log: Log): ((action: string, rootPid?: number) => Promise<void>) | undefined {
+  if (!opts['notify_scripts']) return undefined;
+  return async (action, rootPid) => {
+    log.line(`notify ${action}${rootPid !== undefined ? ` ${rootPid}` : ''}`);
+    connection.send({ type: REQ.NOTIFY, success: true, notify: { script: action, ...(rootPid !== undefined ? { pid: rootPid } : {}) } });
+    const answer = await connection.next();
+    if (!answer) throw new Error(`the caller hung up at action ${action}`);
+    if (Number(answer['type']) !== REQ.NOTIFY || !answer['notify_success']) throw new Error(`the caller's action script ${action} failed`);
+  };
+}
+
+interface Log {
+  line(text: string): void;
+}
+
+/** criu's log_file, in the work dir (a name, not a path); lines that report a failure say "Error". */
+function openLog(opts: Entry, workDir: string): Log {
+  const name = opts['log_file'] as string | undefined;
+  if (name === undefined || name === '') return { line: () => undefined };
+  if (name.includes('/')) throw new RequestRefused(`log_file '${name}' must be a file name in the work dir`, EINVAL);
+  const path = join(workDir, name);
+  const line = (text: string) => appendFileSync(path, `(${(performance.now() / 1000).toFixed(6)}) ${text}\n`);
+  writeFileSync(path, ''); // each request's log starts empty, as criu's does
+  return { line };
+}
+
+/** The images and work directories the caller's fds are open on. */
+function directories(opts: Entry, caller: number): { imagesDir: string; workDir: string } {
+  const callerDir = (field: string): string | undefined => {
+    const fd = opts[field];
+    if (fd === undefined || Number(fd) < 0) return undefined;
+    const path = `/proc/${caller}/fd/${Number(fd)}`;
+    try {
+      if (!statSync(path).isDirectory()) throw new RequestRefused(`${field} ${fd} is not a directory`, EINVAL);
+      return readlinkSync(path);
+    } catch (err) {
+      if (err instanceof RequestRefused) throw err;
+      throw new RequestRefused(`${field} ${fd}: the caller (pid ${caller}) has no such directory open (${(err as Error).message})`, EINVAL);
+    }
+  };
+  const imagesDir = callerDir('images_dir_fd');
+  if (imagesDir === undefined) throw new RequestRefused('images_dir_fd is required', EINVAL);
+  return { imagesDir, workDir: callerDir('work_dir_fd') ?? imagesDir };
+}
+
+/** criu options with no counterpart in crr: refused when set to anything but their default. */
+const UNSUPPORTED: ReadonlyArray<[field: string, what: string]> = [
+  ['ps', 'a page server'],
+  ['lazy_pages', 'lazy pages'],
+  ['auto_dedup', 'auto-dedup'],
+  ['link_remap', 'link-remap'],
+  ['veths', 'veth pairs'],
+  ['exec_cmd', 'exec-cmd'],
+  ['skip_mnt', 'skip-mnt'],
+  ['enable_fs', 'enable-fs'],
+  ['irmap_scan_paths', 'irmap-scan-paths'],
+  ['force_irmap', 'force-irmap'],
+  ['join_ns', 'join-ns'],
+  ['cgroup_props', 'cgroup-props'],
+  ['cgroup_props_file', 'cgroup-props-file'],
+  ['cgroup_dump_controller', 'cgroup-dump-controller'],
+  ['cgroup_yard', 'cgroup-yard'],
+  ['status_fd', 'status-fd'],
+  ['lsm_profile', 'lsm-profile'],
+  ['lsm_mount_context', 'lsm-mount-context'],
+  ['tls', 'tls'],
+  ['tls_cacert', 'tls-cacert'],
+  ['tls_cacrl', 'tls-cacrl'],
+  ['tls_cert', 'tls-cert'],
+  ['tls_key', 'tls-key'],
+  ['leave_stopped', 'leave-stopped'],
+  ['unprivileged', 'unprivileged'],
+  ['pidfd_store_sk', 'pidfd-store'],
+];
+
+function refuseUnsupported(opts: Entry): void {
+  for (const [field, what] of UNSUPPORTED) {
+    const value = opts[field];
+    if (value === undefined || value === false || value === '' || (Array.isArray(value) && value.length === 0)) continue;
+    throw new RequestRefused(`crr does not support criu's ${what} (criu_opts.${field})`);
+  }
+  // criu reads a configuration file whose settings override the request's; crr reads none.
+  const config = opts['config_file'] as string | undefined;
+  if (config && existsSync(config) && statSync(config).size > 0) throw new RequestRefused(`crr reads no criu configuration file, and ${config} has settings`);
+}
+
+function list<T = Entry>(opts: Entry, field: string): T[] {
+  return (opts[field] as T[] | undefined) ?? [];
+}
+
+function dumpOptions(opts: Entry, imagesDir: string) {
+  refuseUnsupported(opts);
+  const pid = Number(opts['pid'] ?? 0);
+  if (!(pid > 0)) throw new RequestRefused('a dump needs criu_opts.pid', EINVAL);
+  const external = [...list<string>(opts, 'external')];
+  // --ext-mount-map at dump: a mountpoint of the tree's and the key it is recorded under. A
+  // runtime lists mounts the container may not have (masked files, devices) and some twice.
+  const mountpoints = mountpointsOf(pid);
+  for (const { key, val } of list<{ key: string; val: string }>(opts, 'ext_mnt')) {
+    const spec = `mnt[${key}]:${val}`;
+    if (mountpoints.has(key) && !external.includes(spec)) external.push(spec);
+  }
+  const parent = opts['parent_img'] as string | undefined;
+  return {
+    pid,
+    imagesDir,
+    leaveRunning: Boolean(opts['leave_running']),
+    tcpEstablished: Boolean(opts['tcp_established']),
+    tcpClose: Boolean(opts['tcp_close']),
+    skipInFlight: Boolean(opts['tcp_skip_in_flight']),
+    externalUnixSockets: Boolean(opts['ext_unix_sk']),
+    shellJob: Boolean(opts['shell_job']),
+    ...(opts['ghost_limit'] !== undefined ? { ghostLimit: Number(opts['ghost_limit']) } : {}),
+    ...(parent ? { prevImagesDir: parent } : {}),
+    ...(external.length ? { external } : {}),
+  };
+}
+
+/** The mountpoints of the task's mount namespace, as it sees them (none if it has gone: the dump says so). */
+function mountpointsOf(pid: number): Set<string> {
+  try {
+    return new Set(parseMountinfo(readFileSync(`/proc/${pid}/mountinfo`, 'latin1')).map((m) => m.mountPoint));
+  } catch {
+    return new Set();
+  }
+}
+
+function restoreOptions(opts: Entry, imagesDir: string) {
+  refuseUnsupported(opts);
+  const externalNamespaces: Record<string, string> = {};
+  for (const { key, fd } of list<{ key: string; fd: number }>(opts, 'inherit_fd')) {
+    // crr's own fd: the caller passed it to this process.
+    externalNamespaces[key] = `/proc/${process.pid}/fd/${fd}`;
+  }
+  const checkpoint = openCheckpoint(imagesDir);
+  // A runtime's --ext-mount-map lists keys the checkpoint may not have (it maps every mask and
+  // device whether it was a mount or not): those are left out, as criu leaves them unused.
+  const keys = new Set(
+    [...checkpoint.imageFiles.keys()].filter((name) => name.startsWith('mountpoints-')).flatMap((name) => checkpoint.image(name).all().map((m) => m['ext_key'] as string | undefined)),
+  );
+  const externalMounts: Record<string, string> = {};
+  for (const { key, val } of list<{ key: string; val: string }>(opts, 'ext_mnt')) if (keys.has(key)) externalMounts[key] = val;
+  for (const spec of list<string>(opts, 'external')) {
+    const m = /^mnt\[([^\]]+)\]:(.+)$/.exec(spec);
+    if (!m) throw new RequestRefused(`external '${spec}' at restore: crr takes mnt[KEY]:PATH only`, EINVAL);
+    externalMounts[m[1]!] = m[2]!;
+  }
+  const root = opts['root'] as string | undefined;
+  if (root !== undefined && !isAbsolute(root)) throw new RequestRefused(`root '${root}' is not an absolute path`, EINVAL);
+  const emptyNs = Number(opts['empty_ns'] ?? 0);
+  if (emptyNs & ~CLONE_NEWNET) throw new RequestRefused(`empty_ns 0x${emptyNs.toString(16)}: crr takes the network namespace (0x${CLONE_NEWNET.toString(16)}) only`);
+  // A container checkpoint (its root its PID namespace's pid 1) gets a fresh PID namespace; the
+  // restore is always detached: the service answers and exits, as criu's does.
+  const pidNamespace = checkpoint.root.pid === 1;
+  return {
+    imagesDir,
+    detached: true,
+    pidNamespace,
+    shellJob: Boolean(opts['shell_job']),
+    tcpClose: Boolean(opts['tcp_close']),
+    ...(Object.keys(externalNamespaces).length ? { externalNamespaces } : {}),
+    ...(Object.keys(externalMounts).length ? { externalMounts } : {}),
+    ...(root !== undefined ? { rootDir: root } : {}),
+  };
+}
