@@ -3,14 +3,14 @@
 // -o and --pidfile land in the images dir like criu's, exit status of the root without -d,
 // -d leaves the tree running. Every restored process is killed and reaped by PID.
 import t from 'tap';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { main } from '../src/cli/main.js';
 import { parseRestoreArgs } from '../src/cli/commands/restore.js';
 import { alive, copyFixture, procIds } from './lib/restore-images.js';
 import { dumpProgram } from './lib/program-roundtrip.js';
-import { startProgram, waitFor } from './lib/programs.js';
+import { startProgram, waitFor, waitPidGone } from './lib/programs.js';
 
 /** Runs `crr ARGS` in this process; returns its exit code and what it wrote. */
 async function crr(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -144,4 +144,34 @@ t.test('-d leaves the tree running and exits 0', async (t) => {
   t.ok(alive(host), 'still running after crr returned');
   t.match(readFileSync(`/proc/${host}/stat`, 'utf8'), /\) S /, 'sleeping');
   t.not(procIds(host).ppidHost, process.pid, 'not our child');
+});
+
+t.test('--action-script runs at every action with criu\'s environment; a script that fails fails the dump', async (t) => {
+  const prog = await startProgram(t, 'counter');
+  const log = join(prog.dir, 'actions.log');
+  const script = join(prog.dir, 'action.sh');
+  writeFileSync(script, `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION \${CRTOOLS_INIT_PID:-none} $CRTOOLS_IMAGE_DIR" >> ${log}\n[ "$CRTOOLS_SCRIPT_ACTION" = "\${CRR_TEST_FAIL_AT:-}" ] && exit 3\n[ "$CRTOOLS_SCRIPT_ACTION" = post-resume ] && kill -9 "$CRTOOLS_INIT_PID"\nexit 0\n`, { mode: 0o755 });
+  const dir = join(prog.dir, 'ck');
+  process.env['CRR_TEST_FAIL_AT'] = 'post-dump';
+  let r = await crr(['dump', '-t', String(prog.pid), '-D', dir, '--action-script', script]).finally(() => delete process.env['CRR_TEST_FAIL_AT']);
+  t.equal(r.code, 1);
+  t.match(r.stderr, new RegExp(`action script ${script} \\(post-dump\\) exited 3`));
+  t.ok(alive(prog.pid) && !existsSync(join(dir, 'inventory.img')), 'the tree runs on and no checkpoint is left');
+  t.equal(readFileSync(log, 'utf8'), `pre-dump none ${dir}\nnetwork-lock none ${dir}\npost-dump none ${dir}\n`);
+
+  writeFileSync(log, '');
+  r = await crr(['dump', '-t', String(prog.pid), '-D', dir, '--action-script', script]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(readFileSync(log, 'utf8'), `pre-dump none ${dir}\nnetwork-lock none ${dir}\npost-dump none ${dir}\n`, 'the dump\'s actions in criu\'s order');
+  await waitPidGone(prog.pid);
+
+  writeFileSync(log, '');
+  r = await crr(['restore', '-D', dir, '--pid-namespace', '--action-script', script]);
+  t.equal(r.code, 128 + 9, 'the script killed the root at post-resume, and crr exits with its status');
+  const lines = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' '));
+  t.same(lines.map(([action]) => action), ['pre-restore', 'setup-namespaces', 'post-setup-namespaces', 'post-restore', 'network-unlock', 'pre-resume', 'post-resume'], 'the restore\'s actions in criu\'s order');
+  const rootPid = lines[1]![1];
+  t.match(rootPid, /^\d+$/, 'setup-namespaces names the root');
+  t.same(lines.map(([, pid]) => pid), ['none', ...Array(6).fill(rootPid)], 'CRTOOLS_INIT_PID from setup-namespaces on');
+  t.ok(lines.every(([, , images]) => images === dir), 'CRTOOLS_IMAGE_DIR');
 });

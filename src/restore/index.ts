@@ -156,7 +156,7 @@ function writeRecordedTrace(recorder: TraceRecorder, file: string, session: Rest
 }
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
-  if (options.actionScript) {
+  if (options.actionScript && !options.dryRun) {
     try {
       await options.actionScript('pre-restore');
     } catch (err) {

@@ -6,6 +6,7 @@ import { UsageError } from '../../errors.js';
 import { options } from '../args.js';
 import { dump, type DumpEvent } from '../../dump/index.js';
 import { createProgress, type Progress } from '../progress.js';
+import { actionScripts } from '../action-scripts.js';
 
 export interface DumpArgs {
   pid: number;
@@ -33,6 +34,8 @@ export interface DumpArgs {
   prevImagesDir?: string;
   /** criu's --external values (net[INODE]:KEY). */
   external?: string[];
+  /** criu's --action-script: run at each action of the dump. */
+  actionScripts?: string[];
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
@@ -55,6 +58,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let ghostLimit: number | undefined;
   let prevImagesDir: string | undefined;
   const external: string[] = [];
+  const scripts: string[] = [];
   for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
       const v = value();
@@ -79,6 +83,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--ghost-limit') ghostLimit = byteSize(value(), '--ghost-limit');
     else if (arg === '--external') external.push(value());
     else if (arg === '--prev-images-dir') prevImagesDir = value();
+    else if (arg === '--action-script') scripts.push(value());
     else if (arg === '--ext-mount-map') {
       // criu's older spelling of --external mnt[MOUNTPOINT]:KEY.
       const spec = value();
@@ -92,7 +97,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(extUnixSk ? { extUnixSk } : {}), ...(tcpClose ? { tcpClose } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(prevImagesDir !== undefined ? { prevImagesDir } : {}), ...(external.length ? { external } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(extUnixSk ? { extUnixSk } : {}), ...(tcpClose ? { tcpClose } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(prevImagesDir !== undefined ? { prevImagesDir } : {}), ...(external.length ? { external } : {}), ...(scripts.length ? { actionScripts: scripts } : {}) };
 }
 
 /** A size as criu takes one: bytes, or a number with K, M or G. */
@@ -103,7 +108,7 @@ function byteSize(text: string, option: string): number {
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--tcp-close] [--skip-in-flight] [--ext-unix-sk] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--prev-images-dir DIR] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--tcp-close] [--skip-in-flight] [--ext-unix-sk] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--prev-images-dir DIR] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--action-script FILE] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -160,6 +165,8 @@ export async function run(argv: string[]): Promise<number> {
     ...(args.ghostLimit !== undefined ? { ghostLimit: args.ghostLimit } : {}),
     ...(args.prevImagesDir !== undefined ? { prevImagesDir: args.prevImagesDir } : {}),
     ...(args.external ? { external: args.external } : {}),
+    actionScript: actionScripts(args.actionScripts ?? [], args.imagesDir),
+    onWarning: (message) => log(`warning: ${message}`),
     signal,
     trace: args.trace,
     onEvent: (e) => {

@@ -7,6 +7,7 @@ import { isAbsolute, join } from 'node:path';
 import { UsageError } from '../../errors.js';
 import { options } from '../args.js';
 import { saveCodeCache } from '../code-cache.js';
+import { actionScripts } from '../action-scripts.js';
 import type { RestoreResult } from '../../restore/index.js';
 
 export interface RestoreArgs {
@@ -31,6 +32,8 @@ export interface RestoreArgs {
   externalMounts?: Record<string, string>;
   /** Print the result (rootPid, tasks, timings) as JSON on stdout; no progress line. */
   json?: boolean;
+  /** criu's --action-script: run at each action of the restore. */
+  actionScripts?: string[];
 }
 
 /** Accepted and ignored: crr reads no config files. */
@@ -39,7 +42,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--tcp-close] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--tcp-close] [--action-script FILE] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -71,6 +74,7 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
       if (!m) throw new UsageError(`${arg} '${spec}': expected ${arg === '--external' ? 'mnt[KEY]:PATH' : 'KEY:PATH'}`);
       args.externalMounts = { ...args.externalMounts, [m[1]!]: m[2]! };
     }
+    else if (arg === '--action-script') args.actionScripts = [...(args.actionScripts ?? []), value()];
     else if (arg === '--inherit-fd') {
       const spec = value();
       const m = /^fd\[(\d+)\]:(.+)$/.exec(spec);
@@ -136,6 +140,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
       ...(args.rootDir !== undefined ? { rootDir: args.rootDir } : {}),
       ...(args.externalMounts ? { externalMounts: args.externalMounts } : {}),
+      actionScript: actionScripts(args.actionScripts ?? [], args.imagesDir),
       signal: controller.signal,
       onWarning: (message) => log(1, `warning: ${message}`),
       onSpan: progress?.hooks.onSpan,
