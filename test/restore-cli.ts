@@ -41,6 +41,7 @@ t.test('criu option names parse', async (t) => {
   t.same(parseRestoreArgs(['-D', '/z', '--external', 'mnt[data]:/v1', '--ext-mount-map', 'logs:/v2']).externalMounts, { data: '/v1', logs: '/v2' }, "external mounts: criu's two spellings");
   t.throws(() => parseRestoreArgs(['-D', '/z', '--external', 'net[1]:k']), /expected mnt\[KEY\]:PATH/);
   t.same(parseRestoreArgs(['-D', '/z', '--inherit-fd', 'fd[3]:extnet']).externalNamespaces, { extnet: `/proc/${process.pid}/fd/3` }, "--inherit-fd: crr's fd, which the joining helper opens through /proc");
+  t.same(parseRestoreArgs(['-D', '/z', '--inherit-fd', 'fd[1]:pipe:[4242]']).inheritedFds, { 'pipe:[4242]': 1 }, '--inherit-fd of a pipe: crr\'s fd stands for it');
 });
 
 t.test('unsupported and missing options are usage errors naming them', async (t) => {
@@ -67,9 +68,9 @@ t.test('-d with --pid-namespace is refused at plan time for a root that was not 
 
 t.test('--inherit-fd for anything but a network namespace the dump left out is refused, naming the key', async (t) => {
   const dir = copyFixture(t, 'sh-loop');
-  const r = await crr(['restore', '-D', dir, '--dry-run', '--pid-namespace', '--inherit-fd', 'fd[0]:pipe:[123]']);
+  const r = await crr(['restore', '-D', dir, '--dry-run', '--pid-namespace', '--inherit-fd', 'fd[0]:tty:[123]']);
   t.not(r.code, 0);
-  t.match(r.stderr, /'pipe:\[123\]' names no namespace the dump left out \(crr takes external network namespaces only\)/);
+  t.match(r.stderr, /'tty:\[123\]' names no namespace the dump left out \(crr takes external network namespaces and pipes, pipe:\[ID\], only\)/);
 });
 
 t.test('--dry-run prints a readable plan and touches nothing', async (t) => {

@@ -4,7 +4,8 @@
 // cgroup binds, network with lo, IPC, UTS) and cgroups. A checkpoint leaves runc's container
 // gone; `runc restore -d` brings it back running, counting on from where it was; checkpointed
 // again, a foreground `runc restore` has the restored init as its child and exits with its
-// exit status when the container ends.
+// exit status when the container ends. A container whose stdout is a pipe gets the pipe of
+// the runc that restores it (criu's inherit_fd of pipe:[ID], which runc sends for its stdio).
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -17,9 +18,12 @@ const crr = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
 const RUNC = '/usr/sbin/runc';
 const BUSYBOX = '/bin/busybox';
 
+/** `runc --criu crr ARGS`; on failure `out` has crr's log from the images dir too. */
 function runc(args: string[], cwd: string): { code: number | null; out: string } {
   const r = spawnSync(RUNC, ['--criu', crr, ...args], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
-  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+  const images = args[args.indexOf('--image-path') + 1]!;
+  const logs = r.status === 0 ? [] : ['dump.log', 'restore.log'].map((name) => join(images, name)).filter((path) => existsSync(path));
+  return { code: r.status, out: [`${r.stdout}${r.stderr}`, ...logs.map((path) => readFileSync(path, 'utf8'))].join('\n') };
 }
 
 function statePid(id: string, cwd: string): number | undefined {
@@ -46,7 +50,8 @@ function makeBundle(t: Tap.Test): string {
   if (spec.status !== 0) throw new Error(`runc spec: ${spec.stderr}`);
   const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
   config.process.terminal = false;
-  config.process.args = ['sh', '-c', 'i=0; while [ ! -f /tmp/stop ]; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done; exit 7'];
+  // On /tmp/hello it says hello on its stdout, once.
+  config.process.args = ['sh', '-c', 'i=0; while [ ! -f /tmp/stop ]; do i=$((i+1)); echo $i > /tmp/count; if [ -f /tmp/hello ]; then rm /tmp/hello; echo hello $i; fi; sleep 0.05; done; exit 7'];
   config.root.readonly = false;
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   return bundle;
@@ -103,4 +108,56 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   t.match(readFileSync(`/proc/${init}/status`, 'utf8'), new RegExp(`PPid:\\s+${foreground.pid}\\n`), 'the restored init is runc\'s child');
   writeFileSync(join(bundle, 'rootfs/tmp/stop'), '');
   t.equal(await exited, 7, 'runc exits with the restored init\'s exit status');
+});
+
+/** Resolves with the first line of `stream` that matches `pattern`. */
+function lineMatching(stream: NodeJS.ReadableStream, pattern: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    stream.on('data', (chunk) => {
+      text += String(chunk);
+      const line = text.split('\n').find((l) => pattern.test(l));
+      if (line) resolve(line);
+    });
+    stream.on('end', () => reject(new Error(`the stream ended without a line matching ${pattern}: ${JSON.stringify(text)}`)));
+  });
+}
+
+/**
+ * `runc ARGS` with its stdout a real pipe (Node's stdio pipes are socketpairs) read by a `cat`
+ * whose output is returned; runc's exit status lands in `codeFile`.
+ */
+function runcIntoPipe(t: Tap.Test, args: string[], cwd: string, codeFile: string): NodeJS.ReadableStream {
+  const quoted = [RUNC, ...args].map((a) => `'${a}'`).join(' ');
+  const shell = spawn('/bin/sh', ['-c', `{ ${quoted} </dev/null 2>/dev/null; echo $? > '${codeFile}'; } | cat`], { cwd, stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => shell.stdout!.destroy());
+  return shell.stdout!;
+}
+
+t.test('a container whose stdout is a pipe writes to the restoring runc\'s pipe', async (t) => {
+  const bundle = makeBundle(t);
+  const id = `crr-test-pipe-${process.pid}`;
+  const images = join(bundle, 'checkpoint');
+  const codeFile = join(bundle, 'runc-code');
+  t.teardown(async () => {
+    const pid = statePid(id, bundle);
+    const left = pid ? processTree(pid) : [];
+    spawnSync(RUNC, ['delete', '-f', id], { cwd: bundle, stdio: 'ignore' });
+    await killTree(left);
+  });
+  const firstHello = lineMatching(runcIntoPipe(t, ['run', '-d', id], bundle, codeFile), /^hello \d+$/);
+  await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? statePid(id, bundle) : undefined));
+  writeFileSync(join(bundle, 'rootfs/tmp/hello'), '');
+  t.match(await firstHello, /^hello \d+$/, 'it says hello on the pipe it was started with');
+
+  const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
+  t.equal(checkpoint.code, 0, `runc checkpoint: ${checkpoint.out}`);
+  t.match(readFileSync(join(images, 'descriptors.json'), 'utf8'), /"pipe:\[\d+\]"/, 'runc recorded the container\'s stdout as a pipe');
+
+  rmSync(codeFile, { force: true });
+  const secondHello = lineMatching(runcIntoPipe(t, ['--criu', crr, 'restore', '-d', '--image-path', images, id], bundle, codeFile), /^hello \d+$/);
+  const code = await waitFor('runc restore -d to exit', () => (existsSync(codeFile) && readFileSync(codeFile, 'utf8').trim()) || undefined, 60_000);
+  t.equal(code, '0', `runc restore -d${code === '0' ? '' : `: ${['restore.log'].map((n) => join(images, n)).filter(existsSync).map((p) => readFileSync(p, 'utf8')).join('')}`}`);
+  writeFileSync(join(bundle, 'rootfs/tmp/hello'), '');
+  t.match(await secondHello, /^hello \d+$/, 'the restored container says hello on the new runc\'s pipe');
 });

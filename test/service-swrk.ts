@@ -110,6 +110,21 @@ t.test('FEATURE_CHECK: no memory tracking, lazy pages or pidfd store', async (t)
   t.equal(await client.exited, 0);
 });
 
+t.test('CHECK passes with the capabilities crr needs (this test runs as root)', async (t) => {
+  const client = new Client(t);
+  client.send({ type: REQ.CHECK });
+  const resp = (await client.next())!;
+  t.equal(Number(resp['type']), REQ.CHECK);
+  t.equal(resp['success'], true, String(resp['cr_errmsg'] ?? ''));
+  t.equal(await client.exited, 0);
+});
+
+t.test('a packet that is not a criu_req ends the service with exit 2', async (t) => {
+  const client = new Client(t);
+  native.channelSend(client['channel'], Buffer.from([0xff, 0xff, 0xff]));
+  t.equal(await client.exited, 2);
+});
+
 t.test('requests and options crr does not serve are refused naming them; keep_open serves the next', async (t) => {
   const client = new Client(t);
   const { fd } = dirFd(t, 'crr-swrk-refused-');

@@ -149,7 +149,7 @@ const groupOfDescription = perKey((groups: ReadonlyMap<number, PipeGroup>) => {
  * other tasks create. From the task's own fds: walking every group and every holder in each
  * task was quadratic in a tree whose tasks share a pipe.
  */
-export function heldPipes(ctx: RestoreCtx, groups: ReadonlyMap<number, PipeGroup>, fdType: number, kind: string): { held: PipeGroup[]; wants: Want[] } {
+export function heldPipes(ctx: RestoreCtx, groups: ReadonlyMap<number, PipeGroup>, fdType: number, kind: string, fromCrr: (group: PipeGroup) => boolean = () => false): { held: PipeGroup[]; wants: Want[] } {
   const byDescription = groupOfDescription(groups);
   const held = new Set<PipeGroup>();
   const wants: Want[] = [];
@@ -158,9 +158,33 @@ export function heldPipes(ctx: RestoreCtx, groups: ReadonlyMap<number, PipeGroup
     const group = byDescription.get(fd.id);
     if (!group) continue;
     held.add(group);
-    if (group.creator !== ctx.pid) wants.push({ kind, id: String(fd.id), fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) });
+    if (group.creator !== ctx.pid || fromCrr(group)) wants.push({ kind, id: String(fd.id), fd: fd.fd, cloexec: Boolean(fd.flags & FD_CLOEXEC) });
   }
   return { held: [...held], wants };
+}
+
+/** crr's fd given for a pipe (criu's --inherit-fd fd[N]:pipe:[ID]), if any. */
+function inheritedFd(ctx: RestoreCtx, group: PipeGroup): number | undefined {
+  return ctx.session.options.inheritedFds?.[`pipe:[${group.pipeId}]`];
+}
+
+/**
+ * A pipe the caller gives (a container's stdio, which its runtime made anew): every holder,
+ * the creator too, receives a copy of crr's fd instead of a pipe made here. The pipe is the
+ * caller's, so bytes queued in the old one are not put into it; a tree that held more than one
+ * of its descriptions (both ends) cannot be given them by one fd.
+ */
+function offerInherited(ctx: RestoreCtx, group: PipeGroup, fd: number): void {
+  if (group.descriptions.length !== 1) {
+    throw new Error(`inherited fd ${fd} for pipe:[${group.pipeId}]: the tree holds ${group.descriptions.length} descriptions of that pipe (both ends), one fd can stand for only one`);
+  }
+  const [d] = group.descriptions;
+  const self = native.pidfdOpen(process.pid);
+  try {
+    offer(ctx, 'pipe', String(d!.id), native.pidfdGetfd(self, fd), receiverCount(d!.holders, -1));
+  } finally {
+    native.close(self);
+  }
 }
 
 export const pipe: ResourceKind<RestoreCtx> = {
@@ -170,9 +194,14 @@ export const pipe: ResourceKind<RestoreCtx> = {
   appliesTo: holdsFdOfType(FD_TYPE_PIPE),
   async restore(ctx) {
     if (!ctx.images.fds.some((fd) => fd.type === FD_TYPE_PIPE)) return;
-    const { held, wants } = heldPipes(ctx, groupsOf(ctx.session, ctx), FD_TYPE_PIPE, 'pipe');
+    const { held, wants } = heldPipes(ctx, groupsOf(ctx.session, ctx), FD_TYPE_PIPE, 'pipe', (group) => inheritedFd(ctx, group) !== undefined);
     const data = held.some((g) => g.creator === ctx.pid) ? pipeData(ctx.checkpoint, 'pipes-data.img') : new Map();
-    for (const group of held) if (group.creator === ctx.pid) await createPipe(ctx, group, data.get(group.pipeId));
+    for (const group of held) {
+      if (group.creator !== ctx.pid) continue;
+      const given = inheritedFd(ctx, group);
+      if (given !== undefined) offerInherited(ctx, group, given);
+      else await createPipe(ctx, group, data.get(group.pipeId));
+    }
     await receive(ctx, wants);
   },
   sharedObjects(tasks, source?: PlanSource) {

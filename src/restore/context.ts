@@ -61,6 +61,8 @@ export interface RestoreSessionOptions {
   readonly externalMounts?: Readonly<Record<string, string>>;
   /** TCP connections come back as closed sockets, not in repair mode (criu --tcp-close). */
   readonly tcpClose: boolean;
+  /** Files the caller gives, by name (criu's --inherit-fd fd[N]:pipe:[ID]): crr's fd of each. */
+  readonly inheritedFds?: Readonly<Record<string, number>>;
   /** The caller's action scripts (criu --action-script, its RPC's notifications), awaited at each. */
   readonly actionScript?: ActionScript<RestoreAction>;
 }

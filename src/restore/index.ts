@@ -71,6 +71,12 @@ export interface RestoreOptions {
    */
   readonly externalNamespaces?: Readonly<Record<string, string>>;
   /**
+   * Pipes the caller gives instead of the dumped ones (criu's --inherit-fd fd[N]:pipe:[ID]), by
+   * name (`pipe:[ID]`, ID the pipe's id in the images: a container's stdio, made anew by its
+   * runtime): crr's fd N takes that pipe's place at every fd of the tree that held it.
+   */
+  readonly inheritedFds?: Readonly<Record<string, number>>;
+  /**
    * The directory that becomes the tree's root when its mount namespace had a root of its own, a
    * container's rootfs (criu --root): the caller keeps that filesystem, crr does not carry its
    * files. Without it, the rootfs where crr's mount namespace shows it; refused for a tree on
@@ -140,6 +146,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     externalNamespaces: options.externalNamespaces ?? {},
     tcpClose: options.tcpClose ?? false,
     ...(options.actionScript ? { actionScript: options.actionScript } : {}),
+    ...(options.inheritedFds ? { inheritedFds: options.inheritedFds } : {}),
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
     ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
   };

@@ -192,7 +192,7 @@ export function checkpointNamespaces(checkpoint: Checkpoint, options: Pick<Resto
     unshare |= restored.flag;
   }
   for (const key of Object.keys(options.externalNamespaces)) {
-    if (joinNet === undefined || options.externalNamespaces[key] !== joinNet) refuse(`'${key}' names no namespace the dump left out (crr takes external network namespaces only)`);
+    if (joinNet === undefined || options.externalNamespaces[key] !== joinNet) refuse(`'${key}' names no namespace the dump left out (crr takes external network namespaces and pipes, pipe:[ID], only)`);
   }
   const time = timeOffsets(checkpoint);
   if (time) unshare |= CLONE_NEWTIME;

@@ -10,6 +10,8 @@ import { appendFileSync, existsSync, readFileSync, readlinkSync, statSync, write
 import { isAbsolute, join } from 'node:path';
 import { native, type ChannelHandle } from '../actors/native.js';
 import { parseMountinfo } from '../mountinfo.js';
+import { capabilityChecks } from '../capabilities.js';
+import { CrrError } from '../errors.js';
 import { decodeEntry, encodeEntry, openCheckpoint, type Entry } from '../images/index.js';
 
 export const REQ = {
@@ -36,6 +38,7 @@ export const CRIU_COMPAT_VERSION = { major_number: 4, minor_number: 2, name: 'cr
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
 const CLONE_NEWNET = 0x40000000;
+const EPERM = 1;
 const EINVAL = 22;
 const EOPNOTSUPP = 95;
 
@@ -75,7 +78,12 @@ class Connection {
   /** The next request, or undefined once the caller has closed its end. */
   async next(): Promise<Entry | undefined> {
     const packet = this.packets.shift() ?? (this.ended ? undefined : await new Promise<Buffer | undefined>((resolve) => (this.waiting = resolve)));
-    return packet && decodeEntry('criu_req', packet);
+    if (!packet) return undefined;
+    try {
+      return decodeEntry('criu_req', packet);
+    } catch (err) {
+      throw new CrrError(`a packet that is not a criu_req (${packet.length} bytes): ${(err as Error).message}`, 2);
+    }
   }
 
   send(resp: Entry): void {
@@ -122,15 +130,19 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
         // No memory tracking (pre-dump), no lazy pages, no pidfd store: each asked for is false.
         connection.send({ type, success: true, features: { mem_track: false, lazy_pages: false, pidfd_store: false } });
         return true;
-      case REQ.CHECK:
+      case REQ.CHECK: {
+        // criu's check is of the kernel; crr's needs are its capabilities (the native layer is loaded).
+        const missing = capabilityChecks().filter((c) => c.required && !c.ok);
+        if (missing.length) throw new RequestRefused(`missing ${missing.map((c) => `${c.name} (${c.detail})`).join(', ')}`, EPERM);
         connection.send({ type, success: true });
         return true;
+      }
       case REQ.DUMP: {
         const dirs = directories(opts, caller);
         log = openLog(opts, dirs.workDir);
         const { dump } = await import('../dump/index.js');
         const notify = notifier(connection, opts, log);
-        await dump({ ...dumpOptions(opts, dirs.imagesDir), ...(notify ? { actionScript: (action) => notify(action) } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
+        await dump({ ...dumpOptions(opts, dirs.imagesDir), ...(notify ? { actionScript: notify } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
         log.line('dump done');
         connection.send({ type, success: true, dump: { restored: false } });
         return true;
@@ -152,7 +164,11 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
     const e = err as { message?: string; errno?: number };
     const message = e?.message ?? String(err);
     log?.line(`Error (crr): ${message}`);
-    connection.send({ type, success: false, cr_errno: e?.errno ? Math.abs(e.errno) : err instanceof RequestRefused ? err.errno : EINVAL, cr_errmsg: message });
+    try {
+      connection.send({ type, success: false, cr_errno: e?.errno ? Math.abs(e.errno) : err instanceof RequestRefused ? err.errno : EINVAL, cr_errmsg: message });
+    } catch {
+      // The caller is gone (it hung up at a notification): nobody to tell.
+    }
     return false;
   }
 }
@@ -290,10 +306,12 @@ function mountpointsOf(pid: number): Set<string> {
 
 function restoreOptions(opts: Entry, imagesDir: string) {
   refuseUnsupported(opts);
+  // fds the caller passed to this process: a pipe by name (a container's new stdio), else a namespace.
   const externalNamespaces: Record<string, string> = {};
+  const inheritedFds: Record<string, number> = {};
   for (const { key, fd } of list<{ key: string; fd: number }>(opts, 'inherit_fd')) {
-    // crr's own fd: the caller passed it to this process.
-    externalNamespaces[key] = `/proc/${process.pid}/fd/${fd}`;
+    if (/^pipe:\[\d+\]$/.test(key)) inheritedFds[key] = fd;
+    else externalNamespaces[key] = `/proc/${process.pid}/fd/${fd}`;
   }
   const checkpoint = openCheckpoint(imagesDir);
   // A runtime's --ext-mount-map lists keys the checkpoint may not have (it maps every mask and
@@ -322,6 +340,7 @@ function restoreOptions(opts: Entry, imagesDir: string) {
     shellJob: Boolean(opts['shell_job']),
     tcpClose: Boolean(opts['tcp_close']),
     ...(Object.keys(externalNamespaces).length ? { externalNamespaces } : {}),
+    ...(Object.keys(inheritedFds).length ? { inheritedFds } : {}),
     ...(Object.keys(externalMounts).length ? { externalMounts } : {}),
     ...(root !== undefined ? { rootDir: root } : {}),
   };

@@ -6,33 +6,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CrrError, UsageError } from '../../errors.js';
-
-export interface CheckResult {
-  name: string;
-  ok: boolean;
-  /** A failed required check means crr cannot work here; an optional one costs a feature. */
-  required: boolean;
-  detail: string;
-}
+import { capabilityChecks, type CheckResult } from '../../capabilities.js';
 
 const USAGE = 'usage: crr check [--json]';
-const CAP = { NET_ADMIN: 12, SYS_PTRACE: 19, SYS_ADMIN: 21, CHECKPOINT_RESTORE: 40 } as const;
-
-function effectiveCaps(): bigint {
-  const hex = /^CapEff:\s+([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-  return hex ? BigInt(`0x${hex}`) : 0n;
-}
-
-function capabilityChecks(): CheckResult[] {
-  const caps = effectiveCaps();
-  const has = (cap: number) => ((caps >> BigInt(cap)) & 1n) === 1n;
-  const restoreCap = has(CAP.SYS_ADMIN) || has(CAP.CHECKPOINT_RESTORE);
-  return [
-    { name: 'CAP_SYS_PTRACE', ok: has(CAP.SYS_PTRACE), required: true, detail: 'to seize, freeze and read the tasks' },
-    { name: 'CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE', ok: restoreCap, required: true, detail: 'for clone3 with set_tid (exact PIDs) and PR_SET_MM_MAP' },
-    { name: 'CAP_NET_ADMIN', ok: has(CAP.NET_ADMIN), required: false, detail: 'for TCP repair (established connections, --tcp-established)' },
-  ];
-}
 
 async function nativeCheck(): Promise<CheckResult> {
   try {

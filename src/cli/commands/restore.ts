@@ -26,6 +26,8 @@ export interface RestoreArgs {
   tcpClose: boolean;
   /** criu's --inherit-fd fd[N]:KEY: crr's fd N is the namespace the dump left out as KEY. */
   externalNamespaces?: Record<string, string>;
+  /** criu's --inherit-fd fd[N]:pipe:[ID]: crr's fd N takes the place of that pipe. */
+  inheritedFds?: Record<string, number>;
   /** criu's --root: the directory that becomes a container tree's root. */
   rootDir?: string;
   /** criu's --external mnt[KEY]:PATH (or --ext-mount-map KEY:PATH): the path bound for an external mount. */
@@ -79,8 +81,9 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
       const spec = value();
       const m = /^fd\[(\d+)\]:(.+)$/.exec(spec);
       if (!m) throw new UsageError(`--inherit-fd '${spec}': expected fd[N]:KEY`);
-      // The helper that joins it opens crr's fd through /proc.
-      args.externalNamespaces = { ...args.externalNamespaces, [m[2]!]: `/proc/${process.pid}/fd/${m[1]}` };
+      // A pipe by name (pipe:[ID]), else a namespace, whose joining helper opens crr's fd through /proc.
+      if (/^pipe:\[\d+\]$/.test(m[2]!)) args.inheritedFds = { ...args.inheritedFds, [m[2]!]: Number(m[1]) };
+      else args.externalNamespaces = { ...args.externalNamespaces, [m[2]!]: `/proc/${process.pid}/fd/${m[1]}` };
     }
     else if (arg === '--verbosity') args.verbosity = Number(value());
     else if (/^-v+$/.test(arg)) args.verbosity = 2 + (arg.length - 1);
@@ -138,6 +141,7 @@ export async function run(argv: string[]): Promise<number> {
       pidNamespace: args.pidNamespace,
       ...(args.tcpClose ? { tcpClose: true } : {}),
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
+      ...(args.inheritedFds ? { inheritedFds: args.inheritedFds } : {}),
       ...(args.rootDir !== undefined ? { rootDir: args.rootDir } : {}),
       ...(args.externalMounts ? { externalMounts: args.externalMounts } : {}),
       actionScript: actionScripts(args.actionScripts ?? [], args.imagesDir),
