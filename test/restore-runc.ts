@@ -1,8 +1,9 @@
 // runc (Debian's 1.1.5) checkpoints and restores a container with crr as its criu (`runc --criu
 // bin/crr.js`, which runs `crr swrk 3`: src/service/swrk.ts). The container is a busybox shell
-// counting into a file of its rootfs, in runc's namespaces (PID, mount with its masked paths and
-// cgroup binds, network with lo, IPC, UTS) and cgroups. A checkpoint leaves runc's container
-// gone; `runc restore -d` brings it back running, counting on from where it was; checkpointed
+// counting into a file of its rootfs and of a volume (a bind mount, which runc names to criu as
+// an external mount), in runc's namespaces (PID, mount with its masked paths and cgroup binds,
+// network with lo, IPC, UTS) and cgroups. `--leave-running --work-path` leaves it running with
+// crr's log in the work path; a checkpoint leaves runc's container gone; `runc restore -d` brings it back running, counting on from where it was; checkpointed
 // again, a foreground `runc restore` has the restored init as its child and exits with its
 // exit status when the container ends. A container whose stdout is a pipe gets the pipe of
 // the runc that restores it (criu's inherit_fd of pipe:[ID], which runc sends for its stdio).
@@ -43,7 +44,8 @@ function count(bundle: string): number | undefined {
 function makeBundle(t: Tap.Test): string {
   const bundle = mkdtempSync(join(tmpdir(), 'crr-runc-'));
   t.teardown(() => rmSync(bundle, { recursive: true, force: true }));
-  for (const dir of ['bin', 'proc', 'sys', 'dev', 'tmp']) mkdirSync(join(bundle, 'rootfs', dir), { recursive: true });
+  for (const dir of ['bin', 'proc', 'sys', 'dev', 'tmp', 'data']) mkdirSync(join(bundle, 'rootfs', dir), { recursive: true });
+  mkdirSync(join(bundle, 'volume'));
   copyFileSync(BUSYBOX, join(bundle, 'rootfs/bin/busybox'));
   for (const applet of ['sh', 'sleep', 'cat']) symlinkSync('busybox', join(bundle, 'rootfs/bin', applet));
   const spec = spawnSync(RUNC, ['spec'], { cwd: bundle, encoding: 'utf8' });
@@ -51,7 +53,9 @@ function makeBundle(t: Tap.Test): string {
   const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
   config.process.terminal = false;
   // On /tmp/hello it says hello on its stdout, once.
-  config.process.args = ['sh', '-c', 'i=0; while [ ! -f /tmp/stop ]; do i=$((i+1)); echo $i > /tmp/count; if [ -f /tmp/hello ]; then rm /tmp/hello; echo hello $i; fi; sleep 0.05; done; exit 7'];
+  config.process.args = ['sh', '-c', 'i=0; while [ ! -f /tmp/stop ]; do i=$((i+1)); echo $i > /tmp/count; echo $i > /data/count; if [ -f /tmp/hello ]; then rm /tmp/hello; echo hello $i; fi; sleep 0.05; done; exit 7'];
+  // A volume: a bind mount runc names to criu as an external mount (ext_mnt) at dump and restore.
+  config.mounts.push({ destination: '/data', type: 'bind', source: join(bundle, 'volume'), options: ['rbind', 'rw'] });
   config.root.readonly = false;
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   return bundle;
@@ -74,6 +78,13 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   t.equal(run.status, 0, 'runc run -d');
   const first = await waitFor('the container counting', () => ((count(bundle) ?? 0) > 5 ? statePid(id, bundle) : undefined));
 
+  const work = join(bundle, 'work');
+  mkdirSync(work);
+  const running = runc(['checkpoint', '--leave-running', '--work-path', work, '--image-path', join(bundle, 'running'), id], bundle);
+  t.equal(running.code, 0, `runc checkpoint --leave-running: ${running.out}`);
+  t.equal(statePid(id, bundle), first, 'with --leave-running the container runs on');
+  t.match(readFileSync(join(work, 'dump.log'), 'utf8'), /dump done/, 'crr\'s log in runc\'s --work-path');
+
   const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
   t.equal(checkpoint.code, 0, `runc checkpoint: ${checkpoint.out}`);
   t.equal(statePid(id, bundle), undefined, 'runc destroyed the container after the checkpoint');
@@ -92,6 +103,7 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   const resumedAt = await waitFor('a count after the restore', () => count(bundle));
   t.ok(resumedAt >= reached, `it counts on from ${reached} (${resumedAt} right after the restore), not from 1`);
   await waitFor('counting on', () => ((count(bundle) ?? 0) > resumedAt + 5 ? true : undefined));
+  t.ok(Number(readFileSync(join(bundle, 'volume/count'), 'utf8')) > resumedAt, 'and into its volume, bound again from the host directory');
 
   // Again, from the restored container, and back in the foreground: runc waits for its init.
   rmSync(images, { recursive: true, force: true });
