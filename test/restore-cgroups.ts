@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'n
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cgroupMounts, parseCgroupFile } from '../src/cgroup-fs.js';
 import { openCheckpoint } from '../src/images/index.js';
+import { underNewRoot } from '../src/resources/cgroups.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { startProgram } from './lib/programs.js';
 
@@ -63,4 +64,15 @@ t.test('a task in cgroups of its own comes back in them; missing ones are made w
   if (memory) t.equal(readFileSync(`${memory.dir}/memory.limit_in_bytes`, 'latin1').trim(), MIB64, 'the made memory cgroup has its limit');
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'the program carries on');
   await rt.result.kill();
+});
+
+t.test('new cgroup roots (criu --cgroup-root): a path below the root task\'s goes below the new root', async (t) => {
+  const rootTask = [{ name: 'memory', path: '/ctr-a' }, { name: 'pids', path: '/' }, { name: '', path: '/ctr-a' }];
+  const roots = [{ controller: 'memory', path: '/ctr-b' }, { path: '/all/' }];
+  t.same(underNewRoot({ name: 'memory', path: '/ctr-a' }, rootTask, roots), { name: 'memory', path: '/ctr-b' }, 'the root task\'s own cgroup');
+  t.same(underNewRoot({ name: 'memory', path: '/ctr-a/worker' }, rootTask, roots), { name: 'memory', path: '/ctr-b/worker' }, 'one below it');
+  t.same(underNewRoot({ name: 'memory', path: '/ctr-ab' }, rootTask, roots), { name: 'memory', path: '/ctr-ab' }, 'a sibling whose name starts the same stays');
+  t.same(underNewRoot({ name: 'pids', path: '/x' }, rootTask, roots), { name: 'pids', path: '/all/x' }, 'a root task at / puts everything below the new root; a root without a controller is every hierarchy\'s');
+  t.same(underNewRoot({ name: '', path: '/ctr-a' }, rootTask, [{ controller: '', path: '/v2' }]), { name: '', path: '/v2' }, 'v2 by its empty name');
+  t.same(underNewRoot({ name: 'cpu', path: '/ctr-a' }, rootTask, roots), { name: 'cpu', path: '/ctr-a' }, 'a hierarchy the root task has no cgroup of stays');
 });

@@ -41,6 +41,8 @@ t.test('criu option names parse', async (t) => {
   t.same(parseRestoreArgs(['-D', '/z', '--external', 'mnt[data]:/v1', '--ext-mount-map', 'logs:/v2']).externalMounts, { data: '/v1', logs: '/v2' }, "external mounts: criu's two spellings");
   t.throws(() => parseRestoreArgs(['-D', '/z', '--external', 'net[1]:k']), /expected mnt\[KEY\]:PATH/);
   t.same(parseRestoreArgs(['-D', '/z', '--inherit-fd', 'fd[3]:extnet']).externalNamespaces, { extnet: `/proc/${process.pid}/fd/3` }, "--inherit-fd: crr's fd, which the joining helper opens through /proc");
+  t.same(parseRestoreArgs(['-D', '/z', '--cgroup-root', '/ctr', '--cgroup-root', 'name=systemd:/s', '--cgroup-root', ':/v2']).cgroupRoots, [{ path: '/ctr' }, { controller: 'name=systemd', path: '/s' }, { controller: '', path: '/v2' }], '--cgroup-root [CONTROLLER:]PATH');
+  t.throws(() => parseRestoreArgs(['-D', '/z', '--cgroup-root', 'memory:rel']), /expected \[CONTROLLER:\]\/PATH/);
   t.same(parseRestoreArgs(['-D', '/z', '--inherit-fd', 'fd[1]:pipe:[4242]']).inheritedFds, { 'pipe:[4242]': 1 }, '--inherit-fd of a pipe: crr\'s fd stands for it');
 });
 

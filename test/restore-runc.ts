@@ -66,12 +66,15 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   const bundle = makeBundle(t);
   const id = `crr-test-${process.pid}`;
   const images = join(bundle, 'checkpoint');
+  const renamed = `${id}-b`;
   t.teardown(async () => {
-    // Whatever runc still knows of, then anything left of the container's tree, by PID.
-    const pid = statePid(id, bundle);
-    const left = pid ? processTree(pid) : [];
-    spawnSync(RUNC, ['delete', '-f', id], { cwd: bundle, stdio: 'ignore' });
-    await killTree(left);
+    // Whatever runc still knows of, then anything left of the containers' trees, by PID.
+    for (const name of [id, renamed]) {
+      const pid = statePid(name, bundle);
+      const left = pid ? processTree(pid) : [];
+      spawnSync(RUNC, ['delete', '-f', name], { cwd: bundle, stdio: 'ignore' });
+      await killTree(left);
+    }
   });
 
   const run = spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' });
@@ -110,14 +113,18 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   const again = runc(['checkpoint', '--image-path', images, id], bundle);
   t.equal(again.code, 0, `runc checkpoint of the restored container: ${again.out}`);
   await waitPidGone(pid!);
-  const foreground = spawn(RUNC, ['--criu', crr, 'restore', '--image-path', images, id], { cwd: bundle, stdio: 'ignore' });
+  // Under another name: runc makes cgroups of that name and says so (cg_root); the tasks go there.
+  const foreground = spawn(RUNC, ['--criu', crr, 'restore', '--image-path', images, renamed], { cwd: bundle, stdio: 'ignore' });
   const exited = new Promise<number | null>((resolve) => foreground.on('exit', (code) => resolve(code)));
   t.teardown(async () => {
     if (foreground.exitCode === null) foreground.kill('SIGKILL');
     await exited;
   });
-  const init = await waitFor('the foreground restore', () => statePid(id, bundle));
+  const init = await waitFor('the foreground restore', () => statePid(renamed, bundle));
   t.match(readFileSync(`/proc/${init}/status`, 'utf8'), new RegExp(`PPid:\\s+${foreground.pid}\\n`), 'the restored init is runc\'s child');
+  const cgroups = readFileSync(`/proc/${init}/cgroup`, 'utf8').trim().split('\n');
+  t.ok(cgroups.every((line) => line.endsWith(`/${renamed}`)), `in the cgroups runc made for the new name: ${cgroups.join(' ')}`);
+  t.notOk(existsSync(`/sys/fs/cgroup/pids/${id}`), 'none of the old name made again');
   writeFileSync(join(bundle, 'rootfs/tmp/stop'), '');
   t.equal(await exited, 7, 'runc exits with the restored init\'s exit status');
 });

@@ -7,6 +7,7 @@
 // exist keep their own. The moves are writes of the task's host PID to cgroup.procs.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cgroupMounts, parseCgroupFile, type CgroupMember as Member } from '../cgroup-fs.js';
+import type { CgroupRoot } from '../restore/context.js';
 import { StageError } from '../errors.js';
 import type { Checkpoint, Entry } from '../images/index.js';
 import { perKey } from '../memo.js';
@@ -72,6 +73,29 @@ function ensureDirectory(image: CgroupImage, member: Member, mount: string): voi
   });
 }
 
+/**
+ * A member's path under the cgroup roots given for the restore (criu's --cgroup-root
+ * [CONTROLLER:]PATH; a root without a controller is every hierarchy's): the part of the path
+ * below the root task's own cgroup of that hierarchy is kept below the new root, so a container
+ * restored under another name goes into its runtime's new cgroups, not the old name's. A path
+ * not below the root task's stays as it is.
+ */
+export function underNewRoot(member: Member, rootTask: readonly Member[], roots: readonly CgroupRoot[]): Member {
+  const root = roots.find((r) => r.controller === member.name) ?? roots.find((r) => r.controller === undefined);
+  const old = rootTask.find((m) => m.name === member.name)?.path;
+  if (!root || old === undefined) return member;
+  const rest = old === '/' ? member.path : member.path === old ? '' : member.path.startsWith(`${old}/`) ? member.path.slice(old.length) : undefined;
+  if (rest === undefined) return member;
+  return { name: member.name, path: `${root.path.replace(/\/+$/, '')}${rest === '/' ? '' : rest}` || '/' };
+}
+
+/** The root task's cgroups as dumped (none when they were the dumper's own). */
+export const rootTaskCgroups = perKey((session: RestoreSession): readonly Member[] => {
+  const core = session.images.get(session.checkpoint.root.pid)?.core ?? session.checkpoint.core(session.checkpoint.root.pid);
+  const id = setToRestore(session.checkpoint, core);
+  return (id !== undefined && cgroupImage(session)?.sets.get(id)) || [];
+});
+
 /** The task's cgroup set, when it is not the dumper's own (undefined: nothing to do). */
 function setToRestore(checkpoint: Checkpoint, core: Entry): number | undefined {
   const id = Number((core['tc'] as Entry | undefined)?.['cg_set'] ?? 0);
@@ -94,7 +118,10 @@ export const cgroups: ResourceKind<RestoreCtx> = {
     const set = setId === undefined ? undefined : image?.sets.get(setId);
     if (!image || !set) return;
     const hostPid = hostPidOf(ctx);
-    for (const member of set) {
+    const roots = ctx.session.options.cgroupRoots ?? [];
+    const rootSet = roots.length ? rootTaskCgroups(ctx.session) : [];
+    for (const dumped of set) {
+      const member = roots.length ? underNewRoot(dumped, rootSet, roots) : dumped;
       if (image.own.some((o) => o.name === member.name && o.path === member.path)) continue;
       const mount = image.mounts.get(member.name);
       const fail = (message: string, err?: NodeJS.ErrnoException): never => {

@@ -44,6 +44,12 @@ export interface SharedFdTable {
 }
 
 /** User choices that change what the restore checks or does. */
+/** A new root cgroup for one hierarchy (its /proc/PID/cgroup name: "memory", "name=systemd", "" for v2), or for every one. */
+export interface CgroupRoot {
+  readonly controller?: string;
+  readonly path: string;
+}
+
 export interface RestoreSessionOptions {
   /** Accept regular files whose size, mode or build-id differ from the images (criu: --skip-file-rwx-check is narrower). */
   readonly allowFileMismatch: boolean;
@@ -61,6 +67,8 @@ export interface RestoreSessionOptions {
   readonly externalMounts?: Readonly<Record<string, string>>;
   /** TCP connections come back as closed sockets, not in repair mode (criu --tcp-close). */
   readonly tcpClose: boolean;
+  /** criu's --cgroup-root: where the root task's cgroups are now, per hierarchy (resources/cgroups.ts). */
+  readonly cgroupRoots?: readonly CgroupRoot[];
   /** Files the caller gives, by name (criu's --inherit-fd fd[N]:pipe:[ID]): crr's fd of each. */
   readonly inheritedFds?: Readonly<Record<string, number>>;
   /** The caller's action scripts (criu --action-script, its RPC's notifications), awaited at each. */

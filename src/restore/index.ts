@@ -11,7 +11,7 @@ import type { RestorePlan } from '../plan/plan.js';
 import { fdKinds, registry } from '../resources/registry.js';
 import type { ResourceKind, Span, TaskPlan } from '../resources/types.js';
 import { checkMachine, rlimitWarnings } from './checks.js';
-import type { RestoreCtx, RestoreSession, RestoreSessionOptions, TaskImageSet, TaskRuntime } from './context.js';
+import type { CgroupRoot, RestoreCtx, RestoreSession, RestoreSessionOptions, TaskImageSet, TaskRuntime } from './context.js';
 import { beginLauncher, closeChannels, detachLauncher, discardEarlyLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type EarlyLauncher, type RootExit } from './launcher.js';
 import { decodeCheckpoint } from './load.js';
 import { oomWarnings } from '../resources/proc-attrs.js';
@@ -76,6 +76,12 @@ export interface RestoreOptions {
    * runtime): crr's fd N takes that pipe's place at every fd of the tree that held it.
    */
   readonly inheritedFds?: Readonly<Record<string, number>>;
+  /**
+   * New root cgroups (criu's --cgroup-root [CONTROLLER:]PATH): a task's cgroup below the root
+   * task's dumped one of a hierarchy goes below PATH instead (a container restored under another
+   * name, into the cgroups its runtime made for it). Without a controller, every hierarchy's.
+   */
+  readonly cgroupRoots?: readonly CgroupRoot[];
   /**
    * The directory that becomes the tree's root when its mount namespace had a root of its own, a
    * container's rootfs (criu --root): the caller keeps that filesystem, crr does not carry its
@@ -147,6 +153,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     tcpClose: options.tcpClose ?? false,
     ...(options.actionScript ? { actionScript: options.actionScript } : {}),
     ...(options.inheritedFds ? { inheritedFds: options.inheritedFds } : {}),
+    ...(options.cgroupRoots?.length ? { cgroupRoots: options.cgroupRoots } : {}),
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
     ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
   };

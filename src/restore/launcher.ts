@@ -9,7 +9,7 @@ import { spawnHelper, type HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
 import { NativeError, StageError } from '../errors.js';
 import { cgroupMounts, type CgroupMember } from '../cgroup-fs.js';
-import { makeCgroupPath } from '../resources/cgroups.js';
+import { makeCgroupPath, rootTaskCgroups, underNewRoot } from '../resources/cgroups.js';
 import type { RestoreSession, TaskRuntime } from './context.js';
 import { makeMounts } from './mounts.js';
 import { checkpointNamespaces, fillNamespaces, type CheckpointNamespaces } from './namespaces.js';
@@ -97,7 +97,7 @@ export async function discardEarlyLauncher(early: Promise<EarlyLauncher>): Promi
 export async function startLauncher(session: RestoreSession, tracer: Tracer, early?: Promise<EarlyLauncher>): Promise<void> {
   let namespaces: CheckpointNamespaces;
   try {
-    namespaces = session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options);
+    namespaces = session.namespaces ??= withCgroupRoots(checkpointNamespaces(session.checkpoint, session.options), session);
   } catch (err) {
     // Refused (the plan step says why): nothing of the launcher's may be left behind.
     if (early) await discardEarlyLauncher(early);
@@ -133,6 +133,13 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
   await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces, rootIsInit, (detached) => (session.rootParentDetached = detached));
+}
+
+/** A cgroup namespace's root cgroups under the new roots the restore was given (criu's --cgroup-root). */
+function withCgroupRoots(namespaces: CheckpointNamespaces, session: RestoreSession): CheckpointNamespaces {
+  const roots = session.options.cgroupRoots;
+  if (!roots || !namespaces.cgroupRoots) return namespaces;
+  return { ...namespaces, cgroupRoots: namespaces.cgroupRoots.map((m) => underNewRoot(m, rootTaskCgroups(session), roots)) };
 }
 
 /** The helper moved into the network namespace whose file is `path` (a failure names it). */

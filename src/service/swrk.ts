@@ -341,6 +341,8 @@ function restoreOptions(opts: Entry, imagesDir: string) {
     tcpClose: Boolean(opts['tcp_close']),
     ...(Object.keys(externalNamespaces).length ? { externalNamespaces } : {}),
     ...(Object.keys(inheritedFds).length ? { inheritedFds } : {}),
+    // criu's --cgroup-root: runc names the cgroups it made for the container (another name's too).
+    cgroupRoots: list<{ ctrl?: string; path: string }>(opts, 'cg_root').map((r) => ({ ...(r.ctrl !== undefined ? { controller: r.ctrl } : {}), path: r.path })),
     ...(Object.keys(externalMounts).length ? { externalMounts } : {}),
     ...(root !== undefined ? { rootDir: root } : {}),
   };

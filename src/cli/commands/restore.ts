@@ -28,6 +28,8 @@ export interface RestoreArgs {
   externalNamespaces?: Record<string, string>;
   /** criu's --inherit-fd fd[N]:pipe:[ID]: crr's fd N takes the place of that pipe. */
   inheritedFds?: Record<string, number>;
+  /** criu's --cgroup-root [CONTROLLER:]PATH. */
+  cgroupRoots?: Array<{ controller?: string; path: string }>;
   /** criu's --root: the directory that becomes a container tree's root. */
   rootDir?: string;
   /** criu's --external mnt[KEY]:PATH (or --ext-mount-map KEY:PATH): the path bound for an external mount. */
@@ -44,7 +46,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--tcp-close] [--action-script FILE] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--tcp-close] [--cgroup-root [CONTROLLER:]PATH] [--action-script FILE] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -75,6 +77,12 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
       const m = arg === '--external' ? /^mnt\[([^\]]+)\]:(.+)$/.exec(spec) : /^([^:]+):(.+)$/.exec(spec);
       if (!m) throw new UsageError(`${arg} '${spec}': expected ${arg === '--external' ? 'mnt[KEY]:PATH' : 'KEY:PATH'}`);
       args.externalMounts = { ...args.externalMounts, [m[1]!]: m[2]! };
+    }
+    else if (arg === '--cgroup-root') {
+      const spec = value();
+      const m = /^(?:([^/:][^:]*)?:)?(\/.*)$/.exec(spec);
+      if (!m) throw new UsageError(`--cgroup-root '${spec}': expected [CONTROLLER:]/PATH`);
+      args.cgroupRoots = [...(args.cgroupRoots ?? []), { ...(spec.startsWith('/') ? {} : { controller: m[1] ?? '' }), path: m[2]! }];
     }
     else if (arg === '--action-script') args.actionScripts = [...(args.actionScripts ?? []), value()];
     else if (arg === '--inherit-fd') {
@@ -142,6 +150,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(args.tcpClose ? { tcpClose: true } : {}),
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
       ...(args.inheritedFds ? { inheritedFds: args.inheritedFds } : {}),
+      ...(args.cgroupRoots ? { cgroupRoots: args.cgroupRoots } : {}),
       ...(args.rootDir !== undefined ? { rootDir: args.rootDir } : {}),
       ...(args.externalMounts ? { externalMounts: args.externalMounts } : {}),
       actionScript: actionScripts(args.actionScripts ?? [], args.imagesDir),
