@@ -180,3 +180,80 @@ t.test('a container whose stdout is a pipe writes to the restoring runc\'s pipe'
   writeFileSync(join(bundle, 'rootfs/tmp/hello'), '');
   t.match(await secondHello, /^hello \d+$/, 'the restored container says hello on the new runc\'s pipe');
 });
+
+/**
+ * runc's console socket: takes the pty master runc sends, appends what the terminal shows to
+ * `out`, and types into it what is written to `keys` (the file removed once typed).
+ */
+const CONSOLE = `
+import os, select, socket, sys, time
+path, out, keys = sys.argv[1:4]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(1)
+conn, _ = server.accept()
+_, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+master = fds[0]
+while True:
+    ready, _, _ = select.select([master], [], [], 0.05)
+    if ready:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        with open(out, 'ab') as f:
+            f.write(data)
+    if os.path.exists(keys):
+        text = open(keys, 'rb').read()
+        os.unlink(keys)
+        os.write(master, text)
+`;
+
+function startConsole(t: Tap.Test, dir: string, name: string): { socket: string; type(text: string): void; shown(): string } {
+  const socket = join(dir, `${name}.sock`);
+  const out = join(dir, `${name}.out`);
+  const keys = join(dir, `${name}.keys`);
+  const console = spawn('/usr/bin/python3', ['-c', CONSOLE, socket, out, keys], { stdio: 'ignore' });
+  t.teardown(async () => {
+    if (console.exitCode === null && console.signalCode === null) console.kill('SIGKILL');
+    await new Promise((resolve) => (console.exitCode !== null || console.signalCode !== null ? resolve(undefined) : console.on('exit', resolve)));
+  });
+  return { socket, type: (text) => writeFileSync(keys, text), shown: () => (existsSync(out) ? readFileSync(out, 'latin1') : '') };
+}
+
+t.test('a container with a terminal gets a new one, its master sent to the restoring runc\'s console socket', async (t) => {
+  const bundle = makeBundle(t);
+  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
+  config.process.terminal = true;
+  config.process.args = ['sh'];
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+  const id = `crr-test-tty-${process.pid}`;
+  const images = join(bundle, 'checkpoint');
+  t.teardown(async () => {
+    const pid = statePid(id, bundle);
+    const left = pid ? processTree(pid) : [];
+    spawnSync(RUNC, ['delete', '-f', id], { cwd: bundle, stdio: 'ignore' });
+    await killTree(left);
+  });
+  const first = startConsole(t, bundle, 'console1');
+  await waitFor('the console socket', () => (existsSync(first.socket) ? true : undefined));
+  const run = spawnSync(RUNC, ['run', '-d', '--console-socket', first.socket, id], { cwd: bundle, stdio: 'ignore' });
+  t.equal(run.status, 0, 'runc run -d with a terminal');
+  first.type('X=before-$((6*7)); echo ready-$X\n');
+  await waitFor('the shell on the first terminal', () => (first.shown().includes('ready-before-42') ? true : undefined));
+
+  const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
+  t.equal(checkpoint.code, 0, `runc checkpoint of a container with a terminal: ${checkpoint.out}`);
+
+  const second = startConsole(t, bundle, 'console2');
+  await waitFor('the second console socket', () => (existsSync(second.socket) ? true : undefined));
+  const restored = runc(['restore', '-d', '--console-socket', second.socket, '--image-path', images, id], bundle);
+  t.equal(restored.code, 0, `runc restore -d --console-socket: ${restored.out}`);
+  const pid = statePid(id, bundle)!;
+  t.match(readlinkSync(`/proc/${pid}/fd/0`), /^\/dev\/pts\/\d+$/, 'its stdin is a terminal again');
+  second.type('echo after-$X\n');
+  await waitFor('the restored shell on the new terminal', () => (second.shown().includes('after-before-42') ? true : undefined));
+  t.pass('the restored shell kept its variable and answers on the terminal runc passed on');
+});

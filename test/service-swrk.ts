@@ -184,8 +184,8 @@ t.test('DUMP and RESTORE of a program, each action script a NOTIFY; a failed NOT
   t.same(resp['restore'], { pid: prog.pid }, 'the root\'s pid');
   t.same(
     notified,
-    [['pre-restore', undefined], ['setup-namespaces', prog.pid], ['post-setup-namespaces', undefined], ['post-restore', prog.pid], ['network-unlock', undefined], ['pre-resume', undefined], ['post-resume', prog.pid]],
-    'the restore\'s action scripts in criu\'s order, with the root\'s pid where criu gives one',
+    [['pre-restore', undefined], ['setup-namespaces', prog.pid], ['post-setup-namespaces', undefined], ['post-restore', prog.pid], ['network-unlock', undefined], ['pre-resume', undefined], ['post-resume', undefined]],
+    'the restore\'s action scripts in criu\'s order, with the root\'s pid where criu gives one (setup-namespaces, post-restore)',
   );
   t.equal(await client.exited, 0, 'the service exits once it answered: the tree is detached');
   const check = await requestCheck(prog.pid, prog.resultFile);

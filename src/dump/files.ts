@@ -78,6 +78,8 @@ export class OpenFiles {
   skipInFlight = false;
   /** Dump a terminal whose master is not in the tree (criu's --shell-job). */
   shellJob = false;
+  /** A terminal whose master is outside the tree comes back new, its master handed to the caller (criu's --orphan-pts-master). */
+  orphanPtyMaster = false;
   /** sk-queues.img entries of UDP sockets' queued datagrams (with the unix sockets' queues). */
   readonly inetQueues: Array<{ entry: Entry; payload: Uint8Array }> = [];
   /** A NETLINK_SOCK_DIAG socket of the tree's network namespace when it is not crr's (closed by the dump). */
@@ -283,7 +285,12 @@ async function fileEntry(pid: number, fd: number, link: string, info: ReturnType
   }
   const kind = st.mode & C.S_IFMT;
   if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
-    if (ownDevpts) throw new UnsupportedFdError(pid, fd, `a terminal (${link}) of a mount namespace with a devpts instance of its own: crr restores terminals on its own /dev/pts only`);
+    // A container's terminal (its slave on the container's devpts, its master its runtime's, and
+    // /dev/tty leading to it) comes back on the restored devpts with --orphan-pts-master; a pair
+    // with its master in the tree there does not.
+    if (ownDevpts && !(open.orphanPtyMaster && terminalKind(st.rdev) !== 'pty-master')) {
+      throw new UnsupportedFdError(pid, fd, `a terminal (${link}) of a mount namespace with a devpts instance of its own: crr restores terminals there only for a slave whose master is outside the tree, with --orphan-pts-master`);
+    }
     return await dumpTtyFd({ pid, fd, link, st, fileFlags, fdflags }, ids, open, probe.order);
   }
   if (kind === C.S_IFCHR && Math.floor(st.rdev / 256) !== MEM_MAJOR) {

@@ -97,6 +97,12 @@ export interface DumpOptions {
    */
   shellJob?: boolean;
   /**
+   * Take a terminal whose master is not in the tree, a container's on its own devpts included,
+   * for a restore that makes a new one and hands its master to the caller (criu's
+   * --orphan-pts-master, which runc gives for a container with a terminal).
+   */
+  orphanPtyMaster?: boolean;
+  /**
    * Resources outside the tree (criu's --external). `net[INODE]:KEY`: the tree's network
    * namespace (inode INODE, as `ls -L -i /proc/PID/ns/net` shows it), a container's, is left out
    * of the dump: not its devices, addresses or routes, which its runtime sets up; the restore is
@@ -163,6 +169,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   open.skipInFlight = opts.skipInFlight ?? false;
   open.tcpClose = opts.tcpClose ?? false;
   open.shellJob = opts.shellJob ?? false;
+  open.orphanPtyMaster = opts.orphanPtyMaster ?? false;
   try {
     await opts.actionScript?.('pre-dump');
     emit({ type: 'stage', stage: 'freeze' });

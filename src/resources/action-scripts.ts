@@ -5,14 +5,17 @@
 // - setup-namespaces and post-setup-namespaces, once the root task exists in the tree's
 //   namespaces and before it forks anything (a runtime enters them by the root's PID to set up
 //   the container's network);
-// - post-restore, network-unlock and pre-resume, once every task is restored and before any is
-//   let go: every task's resume stage waits for the one run the first of them starts.
+// - post-restore, orphan-pts-master (with each new pty master, for the caller to keep: a
+//   container's terminal), network-unlock and pre-resume, once every task is restored and before
+//   any is let go: every task's resume stage waits for the one run the first of them starts.
+import { native } from '../actors/native.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import type { ResourceKind } from './types.js';
 
 /** The actions a restore runs, in order, with the PID they carry (the root's, in crr's PID namespace). */
-export type RestoreAction = 'pre-restore' | 'setup-namespaces' | 'post-setup-namespaces' | 'post-restore' | 'network-unlock' | 'pre-resume' | 'post-resume';
-export type ActionScript<Action extends string> = (action: Action, rootPid?: number) => Promise<void>;
+export type RestoreAction = 'pre-restore' | 'setup-namespaces' | 'post-setup-namespaces' | 'post-restore' | 'orphan-pts-master' | 'network-unlock' | 'pre-resume' | 'post-resume';
+/** `fd`: orphan-pts-master's new pty master, crr's fd, closed once the script has it. */
+export type ActionScript<Action extends string> = (action: Action, rootPid?: number, fd?: number) => Promise<void>;
 
 export const setupNamespacesActions: ResourceKind<RestoreCtx> = {
   name: 'action-setup-namespaces',
@@ -40,7 +43,15 @@ export const postRestoreActions: ResourceKind<RestoreCtx> = {
     if (!script) return;
     const root = ctx.plan.tasks.find((task) => task.ppid === 0)!;
     ctx.session.actionsBeforeResume ??= (async () => {
-      await script('post-restore', ctx.session.runtimes.get(root.pid)?.hostPid);
+      const rootPid = ctx.session.runtimes.get(root.pid)?.hostPid;
+      await script('post-restore', rootPid);
+      for (const master of ctx.session.orphanMasters?.splice(0) ?? []) {
+        try {
+          await script('orphan-pts-master', rootPid, master);
+        } finally {
+          native.close(master);
+        }
+      }
       await script('network-unlock');
       await script('pre-resume');
     })();

@@ -27,7 +27,7 @@ export const FD_TYPE_TTY = 11;
 const TIOCSLCKTRMIOS = 0x5457;
 const TIOCSWINSZ = 0x5414;
 const TIOCGPTN = 0x80045430;
-const TIOCSPTLCK = 0x40045431;
+export const TIOCSPTLCK = 0x40045431;
 const TIOCPKT = 0x5420;
 const TERMIOS_BYTES = 36;
 const NCCS = 19;
@@ -103,6 +103,10 @@ export function checkTerminals(session: RestoreSession): void {
     }
     if (file.master && [...files.values()].some((f) => f.master && f.index === file.index && f.id !== file.id)) refuse(pid, fd, `pty ${file.index} has several master descriptions`);
     if (file.master || hasMaster(files, file.index)) continue;
+    if (session.options.orphanPtyMaster) {
+      if (!session.options.actionScript) refuse(pid, fd, 'its master was not in the tree, and with orphanPtyMaster its new master goes to the caller\'s action script orphan-pts-master, which there is none of');
+      continue;
+    }
     if (!session.options.shellJob) refuse(pid, fd, "its master was not in the tree: restore it as a shell job (--shell-job), and the tree gets crr's own terminal");
     if (!isatty(session.options.terminalFd)) refuse(pid, fd, `crr's fd ${session.options.terminalFd}, the terminal it would hand over, is not a terminal`);
   }
@@ -116,7 +120,7 @@ function controllingTerminals(session: RestoreSession): Array<{ pid: number; fd:
   const seen = new Set<number>();
   for (const file of files.values()) {
     const sid = Number(file.info['sid'] ?? 0);
-    if (file.master || !sid || seen.has(sid) || !hasMaster(files, file.index) || !session.images.has(sid)) continue;
+    if (file.master || !sid || seen.has(sid) || !(hasMaster(files, file.index) || session.options.orphanPtyMaster) || !session.images.has(sid)) continue;
     seen.add(sid);
     const slaveIds = new Set([...files.values()].filter((f) => !f.master && f.index === file.index).map((f) => f.id));
     const fd = session.images.get(sid)!.fds.find((f) => slaveIds.has(f.id))?.fd;
@@ -155,18 +159,18 @@ function setParameters(fd: number, info: Entry, own: boolean): void {
 
 const openFlags = (file: TtyFile) => (file.flags & ~(C.O_CREAT | C.O_TRUNC | C.O_EXCL)) | C.O_NOCTTY;
 
-/** /dev/ptmx opened until the kernel gives `index`; the other opens are closed again. */
-function openPtmx(index: number, flags: number): number {
+/** /dev/ptmx (`ptmx`, of another devpts) opened until the kernel gives `index`; the other opens are closed again. */
+export function openPtmx(index: number, flags: number, ptmx = '/dev/ptmx'): number {
   const held: number[] = [];
   try {
     for (let i = 0; i < MAX_PTMX_OPENS; i++) {
-      const fd = openSync('/dev/ptmx', flags);
+      const fd = openSync(ptmx, flags);
       const got = native.ioctlBuffer(fd, TIOCGPTN, Buffer.alloc(4)).readInt32LE(0);
       if (got === index) return fd;
       held.push(fd);
       if (got > index) break; // the index is someone else's: no later open gives it
     }
-    throw new Error(`pty index ${index} is in use on this machine (/dev/pts/${index})`);
+    throw new Error(`pty index ${index} is in use on this machine (${ptmx.replace(/ptmx$/, 'pts/')}${index})`);
   } finally {
     for (const fd of held) closeSync(fd);
   }
@@ -195,10 +199,30 @@ const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise
       requeue(session, master.index);
       if (master.info['locked']) native.ioctlBuffer(fd, TIOCSPTLCK, int32(1));
     }
-    for (const shellJob of files.filter((f) => !f.master && !f.devTty && !files.some((m) => m.master && m.index === f.index))) {
-      const fd = openSync(`/proc/self/fd/${session.options.terminalFd}`, openFlags(shellJob));
-      opened.push({ file: shellJob, fd });
-      setParameters(fd, shellJob.info, false);
+    const orphans = files.filter((f) => !f.master && !f.devTty && !files.some((m) => m.master && m.index === f.index));
+    if (session.options.orphanPtyMaster) {
+      // A new pair on the tree's own devpts (a container's), where its slave was: its master is
+      // the caller's (action-post-restore hands it over).
+      const root = `/proc/${session.runtimes.get(session.checkpoint.root.pid)!.hostPid}/root`;
+      for (const index of new Set(orphans.map((f) => f.index))) {
+        // Made already when a bind mount needed its slave (makePtySlave, src/restore/launcher.ts).
+        const early = session.earlyPtys?.get(index);
+        session.earlyPtys?.delete(index);
+        const master = early ?? openPtmx(index, C.O_RDWR | C.O_NOCTTY | O_CLOEXEC, `${root}/dev/ptmx`);
+        (session.orphanMasters ??= []).push(master);
+        native.ioctlBuffer(master, TIOCSPTLCK, Buffer.alloc(4));
+        orphans.filter((f) => f.index === index).forEach((slave, i) => {
+          const sfd = openSync(`${root}/dev/pts/${index}`, openFlags(slave));
+          opened.push({ file: slave, fd: sfd });
+          if (i === 0) setParameters(sfd, slave.info, true);
+        });
+      }
+    } else {
+      for (const shellJob of orphans) {
+        const fd = openSync(`/proc/self/fd/${session.options.terminalFd}`, openFlags(shellJob));
+        opened.push({ file: shellJob, fd });
+        setParameters(fd, shellJob.info, false);
+      }
     }
   } catch (err) {
     for (const { fd } of opened) closeSync(fd);

@@ -69,6 +69,8 @@ export interface RestoreSessionOptions {
   readonly tcpClose: boolean;
   /** criu's --cgroup-root: where the root task's cgroups are now, per hierarchy (resources/cgroups.ts). */
   readonly cgroupRoots?: readonly CgroupRoot[];
+  /** A terminal whose master was not in the tree comes back new on the tree's devpts, its master handed to the caller (criu's --orphan-pts-master). */
+  readonly orphanPtyMaster?: boolean;
   /** Files the caller gives, by name (criu's --inherit-fd fd[N]:pipe:[ID]): crr's fd of each. */
   readonly inheritedFds?: Readonly<Record<string, number>>;
   /** The caller's action scripts (criu --action-script, its RPC's notifications), awaited at each. */
@@ -117,6 +119,10 @@ export interface RestoreSession {
    * a PID namespace from its init down): it becomes the root instead of forking it.
    */
   rootInit?: HelperChannel;
+  /** New pty masters for terminals whose master was not in the tree (orphanPtyMaster), until the caller has them. */
+  orphanMasters?: number[];
+  /** Pty masters of the tree's devpts made for a bind mount of their slave, by index, until the tty kind takes them. */
+  earlyPtys?: Map<number, number>;
   /** The post-restore, network-unlock and pre-resume actions, run once for every task's resume to await. */
   actionsBeforeResume?: Promise<void>;
   /**

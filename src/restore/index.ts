@@ -4,6 +4,7 @@
 // every task this restore started) -> one StageError naming task, resource, stage, syscall, errno.
 import { renameSync, writeFileSync } from 'node:fs';
 import type { InspectionEvent, Observer } from 'xstate';
+import { native } from '../actors/native.js';
 import { tracer } from '../actors/tracer.js';
 import { runRestore, type RestoreEnvironment } from '../machines/run.js';
 import type { RestoreEmitted, Timings } from '../machines/restore.js';
@@ -50,6 +51,12 @@ export interface RestoreOptions {
   readonly shellJob?: boolean;
   /** With shellJob: crr's fd of the terminal the restored tree gets (default 0, crr's stdin). */
   readonly terminalFd?: number;
+  /**
+   * A terminal whose master was not in the tree (a container's, its master its runtime's) comes
+   * back as a new pseudo-terminal on the tree's devpts, its master handed to `actionScript` as
+   * orphan-pts-master's fd (criu's --orphan-pts-master; runc passes it on to its console socket).
+   */
+  readonly orphanPtyMaster?: boolean;
   /**
    * Fork the root inside a fresh PID namespace. With `detached` only for a root that was its
    * namespace's pid 1 (a container's init): it is the new namespace's init and needs no crr
@@ -136,6 +143,12 @@ export interface RestoreResult {
   release(): Promise<void>;
 }
 
+/** Pty masters no task or caller took (a failed restore's; early ones a terminal did not claim). */
+function closePtys(session: RestoreSession | undefined): void {
+  for (const master of [...(session?.orphanMasters?.splice(0) ?? []), ...(session?.earlyPtys?.values() ?? [])]) native.close(master);
+  session?.earlyPtys?.clear();
+}
+
 function actionFailed(action: RestoreAction, err: unknown): StageError {
   return new StageError({ stage: 'load', resource: 'action-scripts', message: `action script ${action} failed: ${(err as Error)?.message ?? String(err)}`, cause: err });
 }
@@ -153,6 +166,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     tcpClose: options.tcpClose ?? false,
     ...(options.actionScript ? { actionScript: options.actionScript } : {}),
     ...(options.inheritedFds ? { inheritedFds: options.inheritedFds } : {}),
+    ...(options.orphanPtyMaster ? { orphanPtyMaster: true } : {}),
     ...(options.cgroupRoots?.length ? { cgroupRoots: options.cgroupRoots } : {}),
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
     ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
@@ -252,6 +266,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       // A set-up still running would leave a launcher (or its init) behind the kill.
       await launcherSetup?.catch(() => undefined);
       if (session) await killAll(session, tracer, [...session.runtimes.keys()]);
+      closePtys(session);
     },
   };
   // --trace: every actor's transitions (XState inspection) and every span, as Chrome trace JSON.
@@ -295,6 +310,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       renameSync(`${options.pidfile}.tmp`, options.pidfile);
     }
     closeChannels(live);
+    closePtys(live);
     if (options.detached) await detachLauncher(live);
     if (options.actionScript) {
       // The tree runs: a failure can no longer undo the restore (CRIU only logs it too).

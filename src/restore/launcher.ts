@@ -3,7 +3,9 @@
 // root), is a child subreaper so every task orphaned by a rollback comes back to it to be
 // reaped, and afterwards either waits for the root (crr stays the tree's parent) or exits
 // (--restore-detached). Rollback kills every task by PID and reaps it here.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
+import { native } from '../actors/native.js';
+import { openPtmx, TIOCSPTLCK } from '../resources/tty.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnHelper, type HelperChannel } from '../actors/helper.js';
 import type { Tracer } from '../actors/tracer.js';
@@ -29,6 +31,8 @@ const SYS_CLOSE = 3;
 const AT_FDCWD = -100;
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
+const O_RDWR = 2;
+const O_NOCTTY = 0o400;
 // Below the x86-64 red zone (128 bytes) the stopped init's stack is free scratch.
 const STACK_SKIP = 512n;
 const MS_NOSUID = 2;
@@ -132,7 +136,22 @@ export async function startLauncher(session: RestoreSession, tracer: Tracer, ear
   // A PID namespace's init already gets every orphan inside it: only a plain holder has to
   // become a subreaper.
   if (!init) await parent.request('prctl', { option: PR_SET_CHILD_SUBREAPER, a2: 1 });
-  await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces, rootIsInit, (detached) => (session.rootParentDetached = detached));
+  await enterNamespaces(parent, tracer, session.options.pidNamespace, namespaces, rootIsInit, (detached) => (session.rootParentDetached = detached), (session.earlyPtys ??= new Map()));
+}
+
+const DEVPTS_SUPER_MAGIC = 0x1cd1;
+
+/**
+ * A pty slave of the tree's devpts that a bind mount needs before the tree's terminals are made
+ * (runc binds a container's terminal at /dev/console): its pair opened now, by index, its master
+ * kept for the tty kind in `ptys`.
+ */
+function makePtySlave(path: string, ptys: Map<number, number>): void {
+  const m = /^(.*)\/(\d+)$/.exec(path);
+  if (!m || !existsSync(m[1]!) || statfsSync(m[1]!).type !== DEVPTS_SUPER_MAGIC) return;
+  const index = Number(m[2]);
+  if (!ptys.has(index)) ptys.set(index, openPtmx(index, O_RDWR | O_NOCTTY | O_CLOEXEC, `${m[1]}/ptmx`));
+  native.ioctlBuffer(ptys.get(index)!, TIOCSPTLCK, Buffer.alloc(4));
 }
 
 /** A cgroup namespace's root cgroups under the new roots the restore was given (criu's --cgroup-root). */
@@ -215,6 +234,7 @@ async function enterNamespaces(
   namespaces: CheckpointNamespaces,
   parentIsRoot: boolean,
   onDetach: (detached: Promise<unknown>) => void,
+  ptys: Map<number, number>,
 ): Promise<void> {
   if (!ownProc && !namespaces.unshare && !namespaces.mnt) return;
   const host = parent.hostPid;
@@ -249,7 +269,7 @@ async function enterNamespaces(
       await inject(SYS_MOUNT, [proc, target, proc, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0], 'mount', 'proc on /proc');
     }
     if (namespaces.mnt) {
-      const ops = { pid: host, inject, strings, mountinfo: () => readFileSync(`/proc/${host}/mountinfo`, 'latin1') };
+      const ops = { pid: host, inject, strings, mountinfo: () => readFileSync(`/proc/${host}/mountinfo`, 'latin1'), missingSource: (path: string) => makePtySlave(path, ptys) };
       await makeMounts(ops, namespaces.mnt, ownProc);
     }
     fillNamespaces(host, namespaces);

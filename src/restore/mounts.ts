@@ -96,6 +96,11 @@ export interface HolderOps {
   strings(...list: string[]): bigint[];
   /** Its mount namespace's mountinfo now. */
   mountinfo(): string;
+  /**
+   * A bind mount's source that does not exist yet, as crr sees it: a pty slave of the tree's
+   * devpts (runc binds a container's terminal at /dev/console) is made here, before the bind.
+   */
+  missingSource?(path: string): void;
 }
 
 /** Superblock options that are the filesystem's own (tmpfs: size, mode, uid, gid, nr_inodes...; devpts: mode, ptmxmode, gid), without rw/ro and seclabel. */
@@ -141,6 +146,7 @@ export async function makeMounts(holder: HolderOps, tree: TreeMounts, privateAlr
     const target = `${base}${m.mountPoint}`;
     // Sources as the holder sees them: crr's paths, or the tree's below the new root.
     const source = making.how === 'bind' ? making.source : making.how === 'bind-tree' ? `${base}${making.path}` : undefined;
+    if (source !== undefined && !existsSync(`${root}${source}`)) holder.missingSource?.(`${root}${source}`);
     makeMountPoint(`${root}${target}`, source !== undefined && !statSync(`${root}${source}`).isDirectory());
     if (making.how === 'tmpfs') {
       await mount('tmpfs', target, 'tmpfs', flags & ~MS_RDONLY, ownOptions(m.superOptions), `tmpfs at ${m.mountPoint}`);

@@ -56,7 +56,7 @@ class Connection {
   private waiting: ((packet: Buffer | undefined) => void) | undefined;
   private ended = false;
 
-  constructor(fd: number) {
+  constructor(private readonly fd: number) {
     this.channel = native.channelOpen(
       fd,
       (packet) => this.arrive(packet),
@@ -86,9 +86,12 @@ class Connection {
     }
   }
 
-  send(resp: Entry): void {
+  /** `fd`: one of crr's fds the caller gets with the response (SCM_RIGHTS), as criu sends a new pty master. */
+  send(resp: Entry, fd?: number): void {
+    const packet = Buffer.from(encodeEntry('criu_resp', resp));
+    if (fd !== undefined) native.sendFds(this.fd, [fd], packet); // nothing is queued: every send waits for its answer
     // A criu_resp is far below the socket's buffer: a full channel means a caller that stopped reading.
-    if (!native.channelSend(this.channel, Buffer.from(encodeEntry('criu_resp', resp)))) throw new Error('the caller does not read its socket');
+    else if (!native.channelSend(this.channel, packet)) throw new Error('the caller does not read its socket');
   }
 
   close(): void {
@@ -177,11 +180,13 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
  * The action scripts as NOTIFY messages, when the caller asked for them: each waits for the
  * caller's answer, and anything but a NOTIFY with notify_success (or a hang-up) fails the action.
  */
-function notifier(connection: Connection, opts: Entry, log: Log): ((action: string, rootPid?: number) => Promise<void>) | undefined {
+function notifier(connection: Connection, opts: Entry, log: Log): ((action: string, rootPid?: number, fd?: number) => Promise<void>) | undefined {
   if (!opts['notify_scripts']) return undefined;
-  return async (action, rootPid) => {
+  return async (action, rootPid, fd) => {
     log.line(`notify ${action}${rootPid !== undefined ? ` ${rootPid}` : ''}`);
-    connection.send({ type: REQ.NOTIFY, success: true, notify: { script: action, ...(rootPid !== undefined ? { pid: rootPid } : {}) } });
+    // criu gives a pid with setup-namespaces and post-restore only (runc reads it there).
+    const pid = action === 'setup-namespaces' || action === 'post-restore' ? rootPid : undefined;
+    connection.send({ type: REQ.NOTIFY, success: true, notify: { script: action, ...(pid !== undefined ? { pid } : {}) } }, fd);
     const answer = await connection.next();
     if (!answer) throw new Error(`the caller hung up at action ${action}`);
     if (Number(answer['type']) !== REQ.NOTIFY || !answer['notify_success']) throw new Error(`the caller's action script ${action} failed`);
@@ -289,6 +294,7 @@ function dumpOptions(opts: Entry, imagesDir: string) {
     skipInFlight: Boolean(opts['tcp_skip_in_flight']),
     externalUnixSockets: Boolean(opts['ext_unix_sk']),
     shellJob: Boolean(opts['shell_job']),
+    orphanPtyMaster: Boolean(opts['orphan_pts_master']),
     ...(opts['ghost_limit'] !== undefined ? { ghostLimit: Number(opts['ghost_limit']) } : {}),
     ...(parent ? { prevImagesDir: parent } : {}),
     ...(external.length ? { external } : {}),
@@ -339,6 +345,7 @@ function restoreOptions(opts: Entry, imagesDir: string) {
     pidNamespace,
     shellJob: Boolean(opts['shell_job']),
     tcpClose: Boolean(opts['tcp_close']),
+    orphanPtyMaster: Boolean(opts['orphan_pts_master']),
     ...(Object.keys(externalNamespaces).length ? { externalNamespaces } : {}),
     ...(Object.keys(inheritedFds).length ? { inheritedFds } : {}),
     // criu's --cgroup-root: runc names the cgroups it made for the container (another name's too).
