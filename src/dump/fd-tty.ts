@@ -6,7 +6,7 @@
 //   in it either way (tty-data.img; read out, and put back if the tree runs on).
 // - A slave whose master is not in the tree: a shell job's terminal, taken with --shell-job only
 //   (CRIU's rule), since the restore can only hand it the terminal crr itself runs on; or a
-//   container's, whose master its runtime holds, with --orphan-pts-master (the restore makes a
+//   container's, whose master its runtime holds, with orphan_pts_master (the restore makes a
 //   new pair and hands the master to the caller).
 // - /dev/tty (the holder's controlling terminal, whichever it is): a TTY entry of CRIU's CTTY
 //   kind (tty-info id 2012, CTTY_INDEX 1006 * 2) with a REG entry of /dev/tty; the terminal it
@@ -211,7 +211,7 @@ function ttyInfoEntry(pid: number, fd: number, infoId: number, index: number | u
 export function finishTerminals(open: OpenFiles): void {
   const { infos, ends, queues } = terminalsOf(open);
   for (const { master, slave } of ends.values()) {
-    if (!master && !open.shellJob && !open.orphanPtyMaster) throw new UnsupportedFdError(slave!.pid, slave!.fd, `a terminal (${slave!.link}) whose master is not in the tree: dump with --shell-job (the restore gives the tree crr's own terminal) or --orphan-pts-master (a new one, its master handed to the caller)`);
+    if (!master && !open.shellJob && !open.orphanPtyMaster) throw new UnsupportedFdError(slave!.pid, slave!.fd, `a terminal (${slave!.link}) whose master is not in the tree: dump with --shell-job (the restore gives the tree crr's own terminal) or, over criu's RPC, orphan_pts_master (a new one, its master handed to the caller)`);
   }
   const pairs = [...ends].flatMap(([index, { master, slave }]) => (master ? [{ index, master, slave }] : []));
   const queued = (end: TtyEnd) => withCopy(end.pid, end.fd, ptyQueued);

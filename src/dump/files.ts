@@ -78,7 +78,7 @@ export class OpenFiles {
   skipInFlight = false;
   /** Dump a terminal whose master is not in the tree (criu's --shell-job). */
   shellJob = false;
-  /** A terminal whose master is outside the tree comes back new, its master handed to the caller (criu's --orphan-pts-master). */
+  /** A terminal whose master is outside the tree comes back new, its master handed to the caller (criu's orphan_pts_master). */
   orphanPtyMaster = false;
   /** sk-queues.img entries of UDP sockets' queued datagrams (with the unix sockets' queues). */
   readonly inetQueues: Array<{ entry: Entry; payload: Uint8Array }> = [];
@@ -286,10 +286,10 @@ async function fileEntry(pid: number, fd: number, link: string, info: ReturnType
   const kind = st.mode & C.S_IFMT;
   if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
     // A container's terminal (its slave on the container's devpts, its master its runtime's, and
-    // /dev/tty leading to it) comes back on the restored devpts with --orphan-pts-master; a pair
+    // /dev/tty leading to it) comes back on the restored devpts with orphan_pts_master; a pair
     // with its master in the tree there does not.
     if (ownDevpts && !(open.orphanPtyMaster && terminalKind(st.rdev) !== 'pty-master')) {
-      throw new UnsupportedFdError(pid, fd, `a terminal (${link}) of a mount namespace with a devpts instance of its own: crr restores terminals there only for a slave whose master is outside the tree, with --orphan-pts-master`);
+      throw new UnsupportedFdError(pid, fd, `a terminal (${link}) of a mount namespace with a devpts instance of its own: crr restores terminals there only for a slave whose master is outside the tree, for a restore that hands its new master to the caller (orphan_pts_master, as runc asks over criu's RPC)`);
     }
     return await dumpTtyFd({ pid, fd, link, st, fileFlags, fdflags }, ids, open, probe.order);
   }

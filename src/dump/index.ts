@@ -98,8 +98,8 @@ export interface DumpOptions {
   shellJob?: boolean;
   /**
    * Take a terminal whose master is not in the tree, a container's on its own devpts included,
-   * for a restore that makes a new one and hands its master to the caller (criu's
-   * --orphan-pts-master, which runc gives for a container with a terminal).
+   * for a restore that makes a new one and hands its master to the caller (criu's RPC option
+   * orphan_pts_master, which runc always gives).
    */
   orphanPtyMaster?: boolean;
   /**

@@ -69,7 +69,7 @@ export interface RestoreSessionOptions {
   readonly tcpClose: boolean;
   /** criu's --cgroup-root: where the root task's cgroups are now, per hierarchy (resources/cgroups.ts). */
   readonly cgroupRoots?: readonly CgroupRoot[];
-  /** A terminal whose master was not in the tree comes back new on the tree's devpts, its master handed to the caller (criu's --orphan-pts-master). */
+  /** A terminal whose master was not in the tree comes back new on the tree's devpts, its master handed to the caller (criu's orphan_pts_master). */
   readonly orphanPtyMaster?: boolean;
   /** Files the caller gives, by name (criu's --inherit-fd fd[N]:pipe:[ID]): crr's fd of each. */
   readonly inheritedFds?: Readonly<Record<string, number>>;

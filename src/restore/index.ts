@@ -54,7 +54,7 @@ export interface RestoreOptions {
   /**
    * A terminal whose master was not in the tree (a container's, its master its runtime's) comes
    * back as a new pseudo-terminal on the tree's devpts, its master handed to `actionScript` as
-   * orphan-pts-master's fd (criu's --orphan-pts-master; runc passes it on to its console socket).
+   * orphan-pts-master's fd (criu's orphan_pts_master; runc passes it on to its console socket).
    */
   readonly orphanPtyMaster?: boolean;
   /**
