@@ -136,7 +136,7 @@ t.test('requests and options crr does not serve are refused naming them; keep_op
   client.send({ type: REQ.DUMP, keep_open: true, opts: { images_dir_fd: fd, pid: process.pid, lazy_pages: true } });
   resp = (await client.next())!;
   t.equal(resp['success'], false);
-  t.match(String(resp['cr_errmsg']), /crr does not support criu's lazy pages \(criu_opts.lazy_pages\)/);
+  t.match(String(resp['cr_errmsg']), /crr does not support criu's lazy-pages \(criu_opts.lazy_pages\)/);
   client.send({ type: REQ.DUMP, opts: { images_dir_fd: 999, pid: process.pid } });
   resp = (await client.next())!;
   t.equal(resp['success'], false);

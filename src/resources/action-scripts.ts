@@ -37,7 +37,7 @@ export const postRestoreActions: ResourceKind<RestoreCtx> = {
   stage: 'resume',
   images: [],
   appliesTo: (task) => !task.zombie,
-  describe: () => ['action scripts post-restore, network-unlock and pre-resume (once, before any task resumes), when the caller has them'],
+  describe: () => ['action scripts post-restore, orphan-pts-master (each new pty master), network-unlock and pre-resume (once, before any task resumes), when the caller has them'],
   async restore(ctx) {
     const script = ctx.session.options.actionScript;
     if (!script) return;

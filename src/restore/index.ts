@@ -67,8 +67,9 @@ export interface RestoreOptions {
    * The caller's action scripts (criu's --action-script; the notifications of its RPC), awaited
    * at each point CRIU runs them: pre-restore, setup-namespaces (with the root's PID, in crr's
    * PID namespace) and post-setup-namespaces once the root exists in its namespaces, post-restore
-   * (PID), network-unlock and pre-resume once every task is restored and before any runs,
-   * post-resume after. A rejection fails the restore (rolled back), except post-resume's: the
+   * (PID), orphan-pts-master (with `orphanPtyMaster`: each new pty master, crr's fd, closed once
+   * the script returns), network-unlock and pre-resume once every task is restored and before any
+   * runs, post-resume after. A rejection fails the restore (rolled back), except post-resume's: the
    * tree runs by then, so it is a warning.
    */
   readonly actionScript?: ActionScript<RestoreAction>;
@@ -149,10 +150,6 @@ function closePtys(session: RestoreSession | undefined): void {
   session?.earlyPtys?.clear();
 }
 
-function actionFailed(action: RestoreAction, err: unknown): StageError {
-  return new StageError({ stage: 'load', resource: 'action-scripts', message: `action script ${action} failed: ${(err as Error)?.message ?? String(err)}`, cause: err });
-}
-
 /** fd types some kind restores (the registry's; fixed, so built once). */
 const supportedFdTypes: ReadonlySet<number> = new Set(fdKinds.keys());
 
@@ -189,7 +186,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       await options.actionScript('pre-restore');
     } catch (err) {
       if (options.launcher) await discardLauncher(options.launcher);
-      throw actionFailed('pre-restore', err);
+      throw new StageError({ stage: 'load', resource: 'action-scripts', message: `action script pre-restore failed: ${(err as Error)?.message ?? String(err)}`, cause: err });
     }
   }
   const kinds = options.kinds ?? registry;

@@ -228,40 +228,13 @@ function directories(opts: Entry, caller: number): { imagesDir: string; workDir:
 }
 
 /** criu options with no counterpart in crr: refused when set to anything but their default. */
-const UNSUPPORTED: ReadonlyArray<[field: string, what: string]> = [
-  ['ps', 'a page server'],
-  ['lazy_pages', 'lazy pages'],
-  ['auto_dedup', 'auto-dedup'],
-  ['link_remap', 'link-remap'],
-  ['veths', 'veth pairs'],
-  ['exec_cmd', 'exec-cmd'],
-  ['skip_mnt', 'skip-mnt'],
-  ['enable_fs', 'enable-fs'],
-  ['irmap_scan_paths', 'irmap-scan-paths'],
-  ['force_irmap', 'force-irmap'],
-  ['join_ns', 'join-ns'],
-  ['cgroup_props', 'cgroup-props'],
-  ['cgroup_props_file', 'cgroup-props-file'],
-  ['cgroup_dump_controller', 'cgroup-dump-controller'],
-  ['cgroup_yard', 'cgroup-yard'],
-  ['status_fd', 'status-fd'],
-  ['lsm_profile', 'lsm-profile'],
-  ['lsm_mount_context', 'lsm-mount-context'],
-  ['tls', 'tls'],
-  ['tls_cacert', 'tls-cacert'],
-  ['tls_cacrl', 'tls-cacrl'],
-  ['tls_cert', 'tls-cert'],
-  ['tls_key', 'tls-key'],
-  ['leave_stopped', 'leave-stopped'],
-  ['unprivileged', 'unprivileged'],
-  ['pidfd_store_sk', 'pidfd-store'],
-];
+const UNSUPPORTED = ['ps', 'lazy_pages', 'auto_dedup', 'link_remap', 'veths', 'exec_cmd', 'skip_mnt', 'enable_fs', 'irmap_scan_paths', 'force_irmap', 'join_ns', 'cgroup_props', 'cgroup_props_file', 'cgroup_dump_controller', 'cgroup_yard', 'status_fd', 'lsm_profile', 'lsm_mount_context', 'tls', 'tls_cacert', 'tls_cacrl', 'tls_cert', 'tls_key', 'leave_stopped', 'unprivileged', 'pidfd_store_sk'];
 
 function refuseUnsupported(opts: Entry): void {
-  for (const [field, what] of UNSUPPORTED) {
+  for (const field of UNSUPPORTED) {
     const value = opts[field];
     if (value === undefined || value === false || value === '' || (Array.isArray(value) && value.length === 0)) continue;
-    throw new RequestRefused(`crr does not support criu's ${what} (criu_opts.${field})`);
+    throw new RequestRefused(`crr does not support criu's ${field === 'ps' ? 'page-server' : field.replace(/_/g, '-')} (criu_opts.${field})`);
   }
   // criu reads a configuration file whose settings override the request's; crr reads none.
   const config = opts['config_file'] as string | undefined;
