@@ -22,7 +22,7 @@ export const setupNamespacesActions: ResourceKind<RestoreCtx> = {
   stage: 'fork',
   images: [],
   after: ['task-tree'],
-  appliesTo: (task) => task.ppid === 0,
+  appliesTo: (task, source) => task.ppid === 0 && (!source || source.actionScripts === true),
   describe: () => ['action scripts setup-namespaces and post-setup-namespaces, when the caller has them'],
   async restore(ctx) {
     const script = ctx.session.options.actionScript;
@@ -36,7 +36,7 @@ export const postRestoreActions: ResourceKind<RestoreCtx> = {
   name: 'action-post-restore',
   stage: 'resume',
   images: [],
-  appliesTo: (task) => !task.zombie,
+  appliesTo: (task, source) => !task.zombie && (!source || source.actionScripts === true),
   describe: () => ['action scripts post-restore, orphan-pts-master (each new pty master), network-unlock and pre-resume (once, before any task resumes), when the caller has them'],
   async restore(ctx) {
     const script = ctx.session.options.actionScript;

@@ -141,6 +141,8 @@ export interface ResourceKind<Ctx extends BaseTaskContext = TaskContext> {
 export interface PlanSource {
   readonly checkpoint: unknown;
   readonly images: ReadonlyMap<number, unknown>;
+  /** The restore's caller has action scripts (the kinds that run them act only then). */
+  readonly actionScripts?: boolean;
 }
 
 /** The parts of a plan a resource may read (the full type lives in src/plan/plan.ts). */

@@ -219,7 +219,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       if (launcherSetup) await new Promise((resolve) => setImmediate(resolve));
       return loaded.tasks;
     },
-    planSource: () => session && { checkpoint: session.checkpoint, images: session.images },
+    planSource: () => session && { checkpoint: session.checkpoint, images: session.images, actionScripts: session.options.actionScript !== undefined },
     async checkPlan(plan) {
       if (options.detached && options.pidNamespace && session!.checkpoint.root.pid !== 1) {
         throw new StageError({ stage: 'plan', pid: session!.checkpoint.root.pid, resource: 'task-tree', message: 'a detached restore into a fresh PID namespace needs a root that was its namespace\'s pid 1 (any other root has a helper of crr\'s as its init, which a detached restore does not keep)' });
