@@ -6,10 +6,12 @@
 // crr's log in the work path; a checkpoint leaves runc's container gone; `runc restore -d` brings it back running, counting on from where it was; checkpointed
 // again, a foreground `runc restore` has the restored init as its child and exits with its
 // exit status when the container ends. A container whose stdout is a pipe gets the pipe of
-// the runc that restores it (criu's inherit_fd of pipe:[ID], which runc sends for its stdio).
+// the runc that restores it (criu's inherit_fd of pipe:[ID], which runc sends for its stdio); one
+// with a terminal gets a new one whose master runc passes to its console socket; one that joined
+// a network namespace its runtime made (CNI's way) goes back into it (external net, inherit_fd).
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -256,4 +258,30 @@ t.test('a container with a terminal gets a new one, its master sent to the resto
   second.type('echo after-$X\n');
   await waitFor('the restored shell on the new terminal', () => (second.shown().includes('after-before-42') ? true : undefined));
   t.pass('the restored shell kept its variable and answers on the terminal runc passed on');
+});
+
+t.test('a container that joined a network namespace of its runtime\'s (CNI\'s way) is restored into it', async (t) => {
+  const netns = `crr-test-${process.pid}`;
+  t.equal(spawnSync('ip', ['netns', 'add', netns]).status, 0, 'ip netns add');
+  t.teardown(() => void spawnSync('ip', ['netns', 'del', netns]));
+  const bundle = makeBundle(t);
+  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
+  for (const ns of config.linux.namespaces) if (ns.type === 'network') ns.path = `/run/netns/${netns}`;
+  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+  const id = `crr-test-net-${process.pid}`;
+  const images = join(bundle, 'checkpoint');
+  t.teardown(async () => {
+    const pid = statePid(id, bundle);
+    const left = pid ? processTree(pid) : [];
+    spawnSync(RUNC, ['delete', '-f', id], { cwd: bundle, stdio: 'ignore' });
+    await killTree(left);
+  });
+  t.equal(spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' }).status, 0, 'runc run -d');
+  await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? true : undefined));
+  const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
+  t.equal(checkpoint.code, 0, `runc checkpoint (the namespace left out as external extRootNetNS): ${checkpoint.out}`);
+  const restored = runc(['restore', '-d', '--image-path', images, id], bundle);
+  t.equal(restored.code, 0, `runc restore -d (the namespace given back by inherit_fd): ${restored.out}`);
+  const pid = statePid(id, bundle)!;
+  t.equal(readlinkSync(`/proc/${pid}/ns/net`), `net:[${statSync(`/run/netns/${netns}`).ino}]`, 'the restored init is in the runtime\'s network namespace');
 });
