@@ -29,11 +29,23 @@ function runc(args: string[], cwd: string): { code: number | null; out: string }
   return { code: r.status, out: [`${r.stdout}${r.stderr}`, ...logs.map((path) => readFileSync(path, 'utf8'))].join('\n') };
 }
 
-function statePid(id: string, cwd: string): number | undefined {
-  const r = spawnSync(RUNC, ['state', id], { cwd, encoding: 'utf8' });
+function statePid(id: string): number | undefined {
+  const r = spawnSync(RUNC, ['state', id], { encoding: 'utf8' });
   if (r.status !== 0) return undefined;
   const state = JSON.parse(r.stdout) as { pid: number; status: string };
   return state.status === 'running' ? state.pid : undefined;
+}
+
+/** At the test's end: whatever runc still knows of the containers `ids`, then anything left of their trees, by PID. */
+function removeAtEnd(t: Tap.Test, ...ids: string[]): void {
+  t.teardown(async () => {
+    for (const id of ids) {
+      const pid = statePid(id);
+      const left = pid ? processTree(pid) : [];
+      spawnSync(RUNC, ['delete', '-f', id], { stdio: 'ignore' });
+      await killTree(left);
+    }
+  });
 }
 
 /** The counter the container writes, or undefined between its writes. */
@@ -69,30 +81,22 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   const id = `crr-test-${process.pid}`;
   const images = join(bundle, 'checkpoint');
   const renamed = `${id}-b`;
-  t.teardown(async () => {
-    // Whatever runc still knows of, then anything left of the containers' trees, by PID.
-    for (const name of [id, renamed]) {
-      const pid = statePid(name, bundle);
-      const left = pid ? processTree(pid) : [];
-      spawnSync(RUNC, ['delete', '-f', name], { cwd: bundle, stdio: 'ignore' });
-      await killTree(left);
-    }
-  });
+  removeAtEnd(t, id, renamed);
 
   const run = spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' });
   t.equal(run.status, 0, 'runc run -d');
-  const first = await waitFor('the container counting', () => ((count(bundle) ?? 0) > 5 ? statePid(id, bundle) : undefined));
+  const first = await waitFor('the container counting', () => ((count(bundle) ?? 0) > 5 ? statePid(id) : undefined));
 
   const work = join(bundle, 'work');
   mkdirSync(work);
   const running = runc(['checkpoint', '--leave-running', '--work-path', work, '--image-path', join(bundle, 'running'), id], bundle);
   t.equal(running.code, 0, `runc checkpoint --leave-running: ${running.out}`);
-  t.equal(statePid(id, bundle), first, 'with --leave-running the container runs on');
+  t.equal(statePid(id), first, 'with --leave-running the container runs on');
   t.match(readFileSync(join(work, 'dump.log'), 'utf8'), /dump done/, 'crr\'s log in runc\'s --work-path');
 
   const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
   t.equal(checkpoint.code, 0, `runc checkpoint: ${checkpoint.out}`);
-  t.equal(statePid(id, bundle), undefined, 'runc destroyed the container after the checkpoint');
+  t.equal(statePid(id), undefined, 'runc destroyed the container after the checkpoint');
   await waitPidGone(first);
   const reached = await waitFor('the last count', () => count(bundle));
   t.ok(existsSync(join(images, 'inventory.img')) && existsSync(join(images, 'descriptors.json')), 'crr\'s images beside runc\'s descriptors.json');
@@ -100,7 +104,7 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
 
   const restored = runc(['restore', '-d', '--image-path', images, id], bundle);
   t.equal(restored.code, 0, `runc restore -d: ${restored.out}`);
-  const pid = statePid(id, bundle);
+  const pid = statePid(id);
   t.ok(pid, 'runc knows the restored container as running');
   t.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /NSpid:\s+\d+\s+1\n/, 'its init is pid 1 of its PID namespace');
   for (const ns of ['net', 'uts', 'ipc', 'mnt']) t.not(readlinkSync(`/proc/${pid}/ns/${ns}`), readlinkSync(`/proc/self/ns/${ns}`), `in a ${ns} namespace of its own`);
@@ -122,7 +126,7 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
     if (foreground.exitCode === null) foreground.kill('SIGKILL');
     await exited;
   });
-  const init = await waitFor('the foreground restore', () => statePid(renamed, bundle));
+  const init = await waitFor('the foreground restore', () => statePid(renamed));
   t.match(readFileSync(`/proc/${init}/status`, 'utf8'), new RegExp(`PPid:\\s+${foreground.pid}\\n`), 'the restored init is runc\'s child');
   const cgroups = readFileSync(`/proc/${init}/cgroup`, 'utf8').trim().split('\n');
   t.ok(cgroups.every((line) => line.endsWith(`/${renamed}`)), `in the cgroups runc made for the new name: ${cgroups.join(' ')}`);
@@ -160,14 +164,9 @@ t.test('a container whose stdout is a pipe writes to the restoring runc\'s pipe'
   const id = `crr-test-pipe-${process.pid}`;
   const images = join(bundle, 'checkpoint');
   const codeFile = join(bundle, 'runc-code');
-  t.teardown(async () => {
-    const pid = statePid(id, bundle);
-    const left = pid ? processTree(pid) : [];
-    spawnSync(RUNC, ['delete', '-f', id], { cwd: bundle, stdio: 'ignore' });
-    await killTree(left);
-  });
+  removeAtEnd(t, id);
   const firstHello = lineMatching(runcIntoPipe(t, ['run', '-d', id], bundle, codeFile), /^hello \d+$/);
-  await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? statePid(id, bundle) : undefined));
+  await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? statePid(id) : undefined));
   writeFileSync(join(bundle, 'rootfs/tmp/hello'), '');
   t.match(await firstHello, /^hello \d+$/, 'it says hello on the pipe it was started with');
 
@@ -217,10 +216,11 @@ function startConsole(t: Tap.Test, dir: string, name: string): { socket: string;
   const socket = join(dir, `${name}.sock`);
   const out = join(dir, `${name}.out`);
   const keys = join(dir, `${name}.keys`);
-  const console = spawn('/usr/bin/python3', ['-c', CONSOLE, socket, out, keys], { stdio: 'ignore' });
+  const receiver = spawn('/usr/bin/python3', ['-c', CONSOLE, socket, out, keys], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => receiver.on('exit', resolve));
   t.teardown(async () => {
-    if (console.exitCode === null && console.signalCode === null) console.kill('SIGKILL');
-    await new Promise((resolve) => (console.exitCode !== null || console.signalCode !== null ? resolve(undefined) : console.on('exit', resolve)));
+    receiver.kill('SIGKILL');
+    await exited;
   });
   return { socket, type: (text) => writeFileSync(keys, text), shown: () => (existsSync(out) ? readFileSync(out, 'latin1') : '') };
 }
@@ -233,12 +233,7 @@ t.test('a container with a terminal gets a new one, its master sent to the resto
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   const id = `crr-test-tty-${process.pid}`;
   const images = join(bundle, 'checkpoint');
-  t.teardown(async () => {
-    const pid = statePid(id, bundle);
-    const left = pid ? processTree(pid) : [];
-    spawnSync(RUNC, ['delete', '-f', id], { cwd: bundle, stdio: 'ignore' });
-    await killTree(left);
-  });
+  removeAtEnd(t, id);
   const first = startConsole(t, bundle, 'console1');
   await waitFor('the console socket', () => (existsSync(first.socket) ? true : undefined));
   const run = spawnSync(RUNC, ['run', '-d', '--console-socket', first.socket, id], { cwd: bundle, stdio: 'ignore' });
@@ -253,7 +248,7 @@ t.test('a container with a terminal gets a new one, its master sent to the resto
   await waitFor('the second console socket', () => (existsSync(second.socket) ? true : undefined));
   const restored = runc(['restore', '-d', '--console-socket', second.socket, '--image-path', images, id], bundle);
   t.equal(restored.code, 0, `runc restore -d --console-socket: ${restored.out}`);
-  const pid = statePid(id, bundle)!;
+  const pid = statePid(id)!;
   t.match(readlinkSync(`/proc/${pid}/fd/0`), /^\/dev\/pts\/\d+$/, 'its stdin is a terminal again');
   second.type('echo after-$X\n');
   await waitFor('the restored shell on the new terminal', () => (second.shown().includes('after-before-42') ? true : undefined));
@@ -270,18 +265,13 @@ t.test('a container that joined a network namespace of its runtime\'s (CNI\'s wa
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   const id = `crr-test-net-${process.pid}`;
   const images = join(bundle, 'checkpoint');
-  t.teardown(async () => {
-    const pid = statePid(id, bundle);
-    const left = pid ? processTree(pid) : [];
-    spawnSync(RUNC, ['delete', '-f', id], { cwd: bundle, stdio: 'ignore' });
-    await killTree(left);
-  });
+  removeAtEnd(t, id);
   t.equal(spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' }).status, 0, 'runc run -d');
   await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? true : undefined));
   const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
   t.equal(checkpoint.code, 0, `runc checkpoint (the namespace left out as external extRootNetNS): ${checkpoint.out}`);
   const restored = runc(['restore', '-d', '--image-path', images, id], bundle);
   t.equal(restored.code, 0, `runc restore -d (the namespace given back by inherit_fd): ${restored.out}`);
-  const pid = statePid(id, bundle)!;
+  const pid = statePid(id)!;
   t.equal(readlinkSync(`/proc/${pid}/ns/net`), `net:[${statSync(`/run/netns/${netns}`).ino}]`, 'the restored init is in the runtime\'s network namespace');
 });
