@@ -9,6 +9,8 @@ import { killTree, startProgram, requestCheck } from './lib/programs.js';
 import { startDetached } from './lib/detached.js';
 import { dump } from '../src/dump/index.js';
 import { readImage } from '../src/images/reader.js';
+import { tracerControl } from '../src/dump/tracer-control.js';
+import type { TaskControl } from '../src/dump/control.js';
 
 const img = (dir: string, name: string) => readImage(join(dir, name)).all() as any[];
 
@@ -82,4 +84,33 @@ t.test("a dump that kills its tree returns once the tree's PIDs are free, so a r
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   await dump({ pid, imagesDir: join(dir, 'images') });
   t.notOk(existsSync(`/proc/${pid}`), 'its PID is free when dump() resolves');
+});
+
+t.test('a child that ends while the tree is being frozen is dumped as the zombie it became', async (t) => {
+  const pid = await startDetached(['/usr/bin/python3', '-c', 'import os, time\nif os.fork() == 0:\n    time.sleep(1000)\ntime.sleep(1000)']);
+  t.teardown(() => killTree([pid]).catch(() => undefined));
+  const children = () => readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  let child = 0;
+  for (let i = 0; i < 200 && !child; i++) {
+    child = children()[0] ?? 0;
+    if (!child) await new Promise((r) => setTimeout(r, 10));
+  }
+  t.ok(child > 0, 'the child is there');
+  // The child ends just as the dump seizes it (its parent, seized first, cannot reap it): the
+  // kernel refuses to trace an exiting task (EPERM).
+  const real = await tracerControl();
+  const ctl = Object.create(real) as TaskControl;
+  ctl.seize = async (tid) => {
+    if (tid === child) {
+      process.kill(child, 'SIGKILL');
+      for (let i = 0; i < 200 && statOf(child).state !== 'Z'; i++) await new Promise((r) => setTimeout(r, 5));
+    }
+    return real.seize(tid);
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-ending-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  await dump({ pid, imagesDir: dir, leaveRunning: true, control: ctl });
+  const core = img(dir, `core-${child}.img`)[0];
+  t.equal(core.tc.task_state, 2, 'its core says DEAD');
+  t.equal(core.tc.exit_code, 9, 'with the signal that ended it');
 });

@@ -89,6 +89,7 @@ export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid
       }
       if (fresh === 0) break;
     }
+    checkTaskUsable(root); // a root that ended while the others were seized is refused, not dumped as a zombie
     return { tasks: describeTree(root), seized: order, masks, stopSignals, takenSigstops };
   } catch (err) {
     await thaw(ctl, { seized: order, masks, takenSigstops });
@@ -115,6 +116,10 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
     await ctl.seize(tid);
   } catch (err) {
     const code = (err as { code?: string }).code;
+    // A task not frozen yet may end on its own meanwhile (a shell's short-lived child): the
+    // kernel says EPERM to a seize of an exiting thread. Its parent is frozen, so it stays a
+    // zombie, dumped as one (the next pass sees it so).
+    if (code === 'EPERM' && (await exitedOnItsOwn(pid, tid))) return undefined;
     if (code === 'EPERM') throw new TaskRefusedError(pid, `not permitted to trace thread ${tid} (EPERM${whyNotTraceable(tid)})`, 1);
     if (code === 'ESRCH') {
       checkTaskUsable(pid); // gone or zombie: a clear error; otherwise it was a dying thread
@@ -153,6 +158,17 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
   }
 }
 
+/** Whether the thread is exiting (a zombie or gone within 200 ms), not alive and refusing the seize. */
+async function exitedOnItsOwn(pid: number, tid: number): Promise<boolean> {
+  for (let waited = 0; waited <= 200; waited += 10) {
+    const state = threadWait(pid, tid)?.state;
+    if (state === undefined || state === 'Z' || state === 'X') return true;
+    if (!/^[RD]$/.test(state)) return false; // sleeping or stopped: not on its way out
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return false;
+}
+
 /** What a thread that does not stop for the tracer is doing, from /proc. */
 function whyNotStopping(pid: number, tid: number): string {
   const { state, wchan } = threadWait(pid, tid) ?? { state: 'gone', wchan: '' };
@@ -187,7 +203,7 @@ function queuedSigstops(pid: number, tid: number): number {
   return Number(has('SigPnd') + (tid === pid ? has('ShdPnd') : 0n));
 }
 
-/** Why PTRACE_SEIZE said EPERM, from /proc: a zombie, or traced already (by whom). */
+/** Why PTRACE_SEIZE said EPERM to a live thread, from /proc: traced already (by whom). */
 function whyNotTraceable(tid: number): string {
   let status: string;
   try {
@@ -195,9 +211,7 @@ function whyNotTraceable(tid: number): string {
   } catch {
     return ': it is gone';
   }
-  const state = /^State:\s*(\S)/m.exec(status)?.[1];
   const tracer = Number(/^TracerPid:\s*(\d+)/m.exec(status)?.[1] ?? 0);
-  if (state === 'Z' || state === 'X') return ': it exited while the tree was being frozen (killed by a signal from outside the dump?)';
   if (tracer === process.pid) return ': this process traces it already';
   if (tracer) return `: already traced by pid ${tracer}`;
   return '';
