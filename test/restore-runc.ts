@@ -71,6 +71,9 @@ function makeBundle(t: Tap.Test): string {
   // A volume: a bind mount runc names to criu as an external mount (ext_mnt) at dump and restore.
   config.mounts.push({ destination: '/data', type: 'bind', source: join(bundle, 'volume'), options: ['rbind', 'rw'] });
   config.root.readonly = false;
+  // A memory limit, as a platform sets one: runc moves criu into the container's cgroups before a
+  // restore, and crr's own memory (about 90 MiB) had the OOM killer end it there.
+  config.linux.resources = { ...config.linux.resources, memory: { limit: 64 << 20 } };
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   return bundle;
 }

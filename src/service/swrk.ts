@@ -11,6 +11,7 @@ import { isAbsolute, join } from 'node:path';
 import { native, type ChannelHandle } from '../actors/native.js';
 import { parseMountinfo } from '../mountinfo.js';
 import { capabilityChecks } from '../capabilities.js';
+import { cgroupMounts, parseCgroupFile } from '../cgroup-fs.js';
 import { CrrError } from '../errors.js';
 import { decodeEntry, encodeEntry, openCheckpoint, type Entry } from '../images/index.js';
 
@@ -151,8 +152,10 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
         return true;
       }
       case REQ.RESTORE: {
+        const stayed = leaveCallersCgroups(caller);
         const dirs = directories(opts, caller);
         log = openLog(opts, dirs.workDir);
+        for (const why of stayed) log.line(`Warning: ${why}`);
         const { restore } = await import('../restore/index.js');
         const notify = notifier(connection, opts, log);
         const result = await restore({ ...restoreOptions(opts, dirs.imagesDir), ...(notify ? { actionScript: notify } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
@@ -174,6 +177,28 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
     }
     return false;
   }
+}
+
+/**
+ * Back into the caller's cgroups: runc moves criu into the container's before a restore (criu's
+ * tasks are born there), and crr's own memory would count against the container's limit (a
+ * container with a small one had crr killed by the OOM killer). crr moves every task into its
+ * cgroups itself (resources/cgroups.ts).
+ */
+function leaveCallersCgroups(caller: number): string[] {
+  const mounts = cgroupMounts();
+  const own = parseCgroupFile(readFileSync('/proc/self/cgroup', 'latin1'));
+  const stayed: string[] = [];
+  for (const member of parseCgroupFile(readFileSync(`/proc/${caller}/cgroup`, 'latin1'))) {
+    const mount = mounts.get(member.name);
+    if (mount === undefined || own.some((m) => m.name === member.name && m.path === member.path)) continue;
+    try {
+      writeFileSync(`${mount}${member.path === '/' ? '' : member.path}/cgroup.procs`, String(process.pid));
+    } catch (err) {
+      stayed.push(`crr stays in its cgroup of ${member.name || 'v2'}, not the caller's ${member.path}: ${(err as Error).message}`);
+    }
+  }
+  return stayed;
 }
 
 /**
