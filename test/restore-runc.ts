@@ -11,7 +11,7 @@
 // a network namespace its runtime made (CNI's way) goes back into it (external net, inherit_fd).
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,14 +36,26 @@ function statePid(id: string): number | undefined {
   return state.status === 'running' ? state.pid : undefined;
 }
 
-/** At the test's end: whatever runc still knows of the containers `ids`, then anything left of their trees, by PID. */
+/**
+ * At the test's end: whatever runc still knows of the containers `ids`, then anything left of
+ * their trees or in their cgroups (a restore runc lost track of), by PID, and those cgroups.
+ */
 function removeAtEnd(t: Tap.Test, ...ids: string[]): void {
   t.teardown(async () => {
     for (const id of ids) {
       const pid = statePid(id);
-      const left = pid ? processTree(pid) : [];
+      const left = new Set(pid ? processTree(pid) : []);
+      const cgroups = readdirSync('/sys/fs/cgroup').map((h) => `/sys/fs/cgroup/${h}/${id}`).filter((dir) => existsSync(`${dir}/cgroup.procs`));
+      for (const dir of cgroups) for (const p of readFileSync(`${dir}/cgroup.procs`, 'utf8').split('\n').filter(Boolean)) left.add(Number(p));
       spawnSync(RUNC, ['delete', '-f', id], { stdio: 'ignore' });
-      await killTree(left);
+      await killTree([...left]);
+      for (const dir of cgroups) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          // runc removed it already
+        }
+      }
     }
   });
 }
