@@ -13,24 +13,10 @@ import { parseMountinfo } from '../mountinfo.js';
 import { capabilityChecks } from '../capabilities.js';
 import { cgroupMounts, parseCgroupFile } from '../cgroup-fs.js';
 import { CrrError } from '../errors.js';
-import { decodeEntry, encodeEntry, openCheckpoint, type Entry } from '../images/index.js';
+import { decodeEntry, encodeEntry, enumValues, openCheckpoint, type Entry } from '../images/index.js';
 
-export const REQ = {
-  EMPTY: 0,
-  DUMP: 1,
-  RESTORE: 2,
-  CHECK: 3,
-  PRE_DUMP: 4,
-  PAGE_SERVER: 5,
-  NOTIFY: 6,
-  CPUINFO_DUMP: 7,
-  CPUINFO_CHECK: 8,
-  FEATURE_CHECK: 9,
-  VERSION: 10,
-  WAIT_PID: 11,
-  PAGE_SERVER_CHLD: 12,
-  SINGLE_PRE_DUMP: 13,
-} as const;
+/** criu_req_type's values by name (proto/rpc.proto), for the requests crr names here. */
+export const REQ = enumValues('criu_req_type') as Readonly<Record<'DUMP' | 'RESTORE' | 'CHECK' | 'PRE_DUMP' | 'NOTIFY' | 'FEATURE_CHECK' | 'VERSION', number>>;
 const REQ_NAMES = Object.fromEntries(Object.entries(REQ).map(([name, n]) => [n, name]));
 
 /** The criu version crr answers VERSION with: the image format and RPC it speaks are CRIU 4.2's. */
