@@ -290,3 +290,25 @@ t.test('a container that joined a network namespace of its runtime\'s (CNI\'s wa
   const pid = statePid(id)!;
   t.equal(readlinkSync(`/proc/${pid}/ns/net`), `net:[${statSync(`/run/netns/${netns}`).ino}]`, 'the restored init is in the runtime\'s network namespace');
 });
+
+t.test('a paused container (its freezer cgroup frozen) is checkpointed, stays paused with --leave-running, and comes back running', async (t) => {
+  const bundle = makeBundle(t);
+  const id = `crr-test-paused-${process.pid}`;
+  const images = join(bundle, 'checkpoint');
+  removeAtEnd(t, id);
+  t.equal(spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' }).status, 0, 'runc run -d');
+  await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? true : undefined));
+  t.equal(spawnSync(RUNC, ['pause', id]).status, 0, 'runc pause');
+  const paused = count(bundle);
+  const running = runc(['checkpoint', '--leave-running', '--image-path', join(bundle, 'running'), id], bundle);
+  t.equal(running.code, 0, `runc checkpoint --leave-running of a paused container (a frozen task stops for no PTRACE_INTERRUPT until thawed): ${running.out}`);
+  t.equal(JSON.parse(spawnSync(RUNC, ['state', id], { encoding: 'utf8' }).stdout).status, 'paused', 'still paused');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal(count(bundle), paused, 'and not counting');
+  const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
+  t.equal(checkpoint.code, 0, `runc checkpoint of the paused container: ${checkpoint.out}`);
+  const restored = runc(['restore', '-d', '--image-path', images, id], bundle);
+  t.equal(restored.code, 0, `runc restore -d: ${restored.out}`);
+  await waitFor('counting again', () => ((count(bundle) ?? 0) > (paused ?? 0) + 3 ? true : undefined));
+  t.pass('the restored container runs');
+});

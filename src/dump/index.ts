@@ -33,6 +33,7 @@ import { CgroupSets } from './cgroups.js';
 import { native } from '../actors/native.js';
 import { AF_NETLINK, NETLINK_SOCK_DIAG, SOCK_RAW } from './socket-common.js';
 import { tracerControl } from './tracer-control.js';
+import { isFrozen, seizeFrozen, setFrozen } from './freezer.js';
 import type { TaskControl } from './control.js';
 import type { Regs } from './regs.js';
 
@@ -120,6 +121,12 @@ export interface DumpOptions {
    * thawed and no checkpoint is left), except network-unlock's, a warning: the tree runs by then.
    */
   actionScript?: (action: DumpAction) => Promise<void>;
+  /**
+   * The tree's freezer cgroup (criu's --freeze-cgroup, v1 or v2 directory). crr freezes with
+   * ptrace either way; a cgroup found frozen (a paused container) is what it needs to know:
+   * its threads are seized before it is thawed, and it is frozen again if the tree runs on.
+   */
+  freezeCgroup?: string;
   /** Told what the dump could not do as asked but did not fail for. */
   onWarning?: (message: string) => void;
   signal?: AbortSignal;
@@ -160,6 +167,9 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   const rootIds = await ids.rootIds();
   const stats = new DumpStats();
   let frozen: Frozen = { tasks: [], seized: [], masks: new Map(), stopSignals: new Map(), takenSigstops: new Set() };
+  // A paused container's cgroup: seized while frozen, thawed, frozen again if the tree runs on.
+  const wasFrozen = opts.freezeCgroup !== undefined && isFrozen(opts.freezeCgroup);
+  const preSeized = new Set<number>();
   const regs = new Map<number, Regs>();
   let scratch: Scratch | undefined;
   let pagesBytes = 0;
@@ -173,7 +183,9 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
   try {
     await opts.actionScript?.('pre-dump');
     emit({ type: 'stage', stage: 'freeze' });
-    frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }));
+    if (wasFrozen) await seizeFrozen(ctl, opts.freezeCgroup!, preSeized);
+    frozen = await freezeTree(opts.pid, ctl, (tid) => emit({ type: 'seized', tid }), preSeized);
+    await releaseOutsiders(ctl, preSeized, frozen);
     stats.frozen();
     await opts.actionScript?.('network-lock');
     const live = frozen.tasks.filter((t) => !t.zombie);
@@ -269,6 +281,7 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
     if (opts.leaveRunning) {
       finishTcpRepair(open, true);
       finishTerminalQueues(open, true);
+      if (wasFrozen) setFrozen(opts.freezeCgroup!, true);
       await thaw(ctl, frozen, regs);
       await opts.actionScript?.('network-unlock').catch((err: unknown) => opts.onWarning?.(`action script network-unlock failed: ${(err as Error)?.message ?? String(err)}`));
     } else {
@@ -295,12 +308,24 @@ async function dumpTree(opts: DumpOptions): Promise<DumpResult> {
         // The dump's own error is the one to report; the tree must still be thawed.
       }
     }
+    await releaseOutsiders(ctl, preSeized, frozen);
+    if (wasFrozen) setFrozen(opts.freezeCgroup!, true);
     await thaw(ctl, frozen, regs);
     await out.abandon();
     throw err;
   } finally {
     if (open.diagSocket !== undefined) native.close(open.diagSocket);
     for (const fd of [...open.nestedNet.diagSockets.values(), ...open.inFlight]) native.close(fd);
+  }
+}
+
+/** Threads of a frozen cgroup seized before the tree's freeze that it did not take (not of the tree, or gone): let go. */
+async function releaseOutsiders(ctl: TaskControl, preSeized: Set<number>, frozen: Frozen): Promise<void> {
+  const taken = new Set(frozen.seized);
+  for (const tid of preSeized) {
+    if (taken.has(tid)) continue;
+    preSeized.delete(tid);
+    await ctl.waitStop(tid, 5000).then(() => ctl.detach(tid)).catch(() => undefined);
   }
 }
 

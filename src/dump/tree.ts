@@ -47,7 +47,7 @@ const MAX_PASSES = 50;
  * Seizes the whole tree. On any failure every thread seized so far is detached again (their
  * registers were not changed yet) and the error is rethrown.
  */
-export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid: number) => void): Promise<Frozen> {
+export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid: number) => void, preSeized: ReadonlySet<number> = new Set()): Promise<Frozen> {
   const seized = new Set<number>();
   const order: number[] = [];
   const masks = new Map<number, bigint>();
@@ -68,7 +68,7 @@ export async function freezeTree(root: number, ctl: TaskControl, onSeized?: (tid
         // trip each (10,000 threads). Every thread seized is recorded before any failure is
         // rethrown, so the thaw lets it go.
         const tids = listThreads(pid).filter((tid) => !seized.has(tid));
-        const got = await Promise.allSettled(tids.map((tid) => seizeOne(ctl, pid, tid)));
+        const got = await Promise.allSettled(tids.map((tid) => seizeOne(ctl, pid, tid, preSeized.has(tid))));
         let failure: PromiseRejectedResult | undefined;
         got.forEach((r, i) => {
           if (r.status === 'rejected') {
@@ -107,13 +107,13 @@ const EVERY_SIGNAL = (1n << 64n) - 1n;
  * interrupt's trap stays behind the group stop's report): those traps are taken here, as CRIU
  * does, and then the thread runs the dump's code like any other.
  */
-async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ mask: bigint; stopSignal?: number; tookSigstop: boolean } | undefined> {
+async function seizeOne(ctl: TaskControl, pid: number, tid: number, seizedAlready = false): Promise<{ mask: bigint; stopSignal?: number; tookSigstop: boolean } | undefined> {
   // Seized, it would not stop until the wait ends, and a tracee that never stopped cannot be
   // detached: refused before the seize.
-  const vfork = vforkWait(pid, tid);
+  const vfork = seizedAlready ? undefined : vforkWait(pid, tid);
   if (vfork) throw new TaskRefusedError(pid, `thread ${tid} is ${vfork}`, 1);
   try {
-    await ctl.seize(tid);
+    if (!seizedAlready) await ctl.seize(tid);
   } catch (err) {
     const code = (err as { code?: string }).code;
     // A task not frozen yet may end on its own meanwhile (a shell's short-lived child): the
@@ -129,7 +129,7 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number): Promise<{ m
   }
   let mask: bigint | undefined;
   try {
-    await ctl.interrupt(tid);
+    if (!seizedAlready) await ctl.interrupt(tid); // a frozen cgroup's thread was interrupted before its thaw (freezer.ts)
     let stop = await ctl.waitStop(tid, 5000);
     // A signal that came before the interrupt: the thread takes it (its handler runs, or a stop
     // signal stops it), then reports the interrupt. Resumed without it, it would be lost.

@@ -279,6 +279,7 @@ function dumpOptions(opts: Entry, imagesDir: string) {
     externalUnixSockets: Boolean(opts['ext_unix_sk']),
     shellJob: Boolean(opts['shell_job']),
     orphanPtyMaster: Boolean(opts['orphan_pts_master']),
+    ...(opts['freeze_cgroup'] ? { freezeCgroup: String(opts['freeze_cgroup']) } : {}),
     ...(opts['ghost_limit'] !== undefined ? { ghostLimit: Number(opts['ghost_limit']) } : {}),
     ...(parent ? { prevImagesDir: parent } : {}),
     ...(external.length ? { external } : {}),

@@ -36,6 +36,8 @@ export interface DumpArgs {
   external?: string[];
   /** criu's --action-script: run at each action of the dump. */
   actionScripts?: string[];
+  /** criu's --freeze-cgroup: the tree's freezer cgroup (a frozen one is thawed for the dump and frozen again). */
+  freezeCgroup?: string;
 }
 
 /** Options accepted and ignored because they change nothing here (said in --help). */
@@ -59,6 +61,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   let prevImagesDir: string | undefined;
   const external: string[] = [];
   const scripts: string[] = [];
+  let freezeCgroup: string | undefined;
   for (const { arg, value } of options(argv)) {
     if (arg === '-t' || arg === '--tree') {
       const v = value();
@@ -84,6 +87,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
     else if (arg === '--external') external.push(value());
     else if (arg === '--prev-images-dir') prevImagesDir = value();
     else if (arg === '--action-script') scripts.push(value());
+    else if (arg === '--freeze-cgroup') freezeCgroup = value();
     else if (arg === '--ext-mount-map') {
       // criu's older spelling of --external mnt[MOUNTPOINT]:KEY.
       const spec = value();
@@ -97,7 +101,7 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
   }
   if (pid === undefined) throw new UsageError('-t/--tree PID is required');
   if (imagesDir === undefined) throw new UsageError('-D/--images-dir DIR is required');
-  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(extUnixSk ? { extUnixSk } : {}), ...(tcpClose ? { tcpClose } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(prevImagesDir !== undefined ? { prevImagesDir } : {}), ...(external.length ? { external } : {}), ...(scripts.length ? { actionScripts: scripts } : {}) };
+  return { pid, imagesDir, leaveRunning, verbosity, logFile, timeoutSec, ...(json ? { json } : {}), ...(trace ? { trace } : {}), ...(tcpEstablished ? { tcpEstablished } : {}), ...(skipInFlight ? { skipInFlight } : {}), ...(extUnixSk ? { extUnixSk } : {}), ...(tcpClose ? { tcpClose } : {}), ...(shellJob ? { shellJob } : {}), ...(ghostLimit !== undefined ? { ghostLimit } : {}), ...(prevImagesDir !== undefined ? { prevImagesDir } : {}), ...(external.length ? { external } : {}), ...(scripts.length ? { actionScripts: scripts } : {}), ...(freezeCgroup !== undefined ? { freezeCgroup } : {}) };
 }
 
 /** A size as criu takes one: bytes, or a number with K, M or G. */
@@ -108,7 +112,7 @@ function byteSize(text: string, option: string): number {
 }
 
 const USAGE =
-  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--tcp-close] [--skip-in-flight] [--ext-unix-sk] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--prev-images-dir DIR] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--action-script FILE] [--no-default-config]';
+  'usage: crr dump -t PID -D DIR [--leave-running] [--tcp-established] [--tcp-close] [--skip-in-flight] [--ext-unix-sk] [-o LOG] [-v|-vN|--verbosity=N] [--timeout SEC] [--json] [--trace FILE] [--shell-job] [--ghost-limit SIZE] [--prev-images-dir DIR] [--external net[INODE]:KEY] [--external mnt[MOUNTPOINT]:KEY] [--ext-mount-map MOUNTPOINT:KEY] [--action-script FILE] [--freeze-cgroup DIR] [--no-default-config]';
 
 function describe(e: DumpEvent): string {
   switch (e.type) {
@@ -166,6 +170,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(args.prevImagesDir !== undefined ? { prevImagesDir: args.prevImagesDir } : {}),
     ...(args.external ? { external: args.external } : {}),
     actionScript: actionScripts(args.actionScripts ?? [], args.imagesDir),
+    ...(args.freezeCgroup !== undefined ? { freezeCgroup: args.freezeCgroup } : {}),
     onWarning: (message) => log(`warning: ${message}`),
     signal,
     trace: args.trace,
