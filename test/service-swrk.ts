@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { native } from '../src/actors/native.js';
+import { native, type ChannelHandle } from '../src/actors/native.js';
 import { decodeEntry, encodeEntry, type Entry } from '../src/images/index.js';
 import { CRIU_COMPAT_VERSION, REQ } from '../src/service/swrk.js';
 import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
@@ -20,7 +20,7 @@ const bin = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
 class Client {
   readonly child: ChildProcess;
   readonly exited: Promise<number | null>;
-  private readonly channel;
+  private readonly channel: ChannelHandle;
   private readonly packets: Entry[] = [];
   private waiting: ((entry: Entry | undefined) => void) | undefined;
   private ended = false;
@@ -57,7 +57,15 @@ class Client {
   }
 
   send(req: Entry): void {
-    if (!native.channelSend(this.channel, Buffer.from(encodeEntry('criu_req', req)))) throw new Error('socket full');
+    this.sendBytes(Buffer.from(encodeEntry('criu_req', req)));
+  }
+
+  sendBytes(packet: Buffer): void {
+    if (!native.channelSend(this.channel, packet)) throw new Error('socket full');
+  }
+
+  hangUp(): void {
+    native.channelClose(this.channel);
   }
 
   next(): Promise<Entry | undefined> {
@@ -121,7 +129,7 @@ t.test('CHECK passes with the capabilities crr needs (this test runs as root)', 
 
 t.test('a packet that is not a criu_req ends the service with exit 2', async (t) => {
   const client = new Client(t);
-  native.channelSend(client['channel'], Buffer.from([0xff, 0xff, 0xff]));
+  client.sendBytes(Buffer.from([0xff, 0xff, 0xff]));
   t.equal(await client.exited, 2);
 });
 
@@ -146,7 +154,7 @@ t.test('requests and options crr does not serve are refused naming them; keep_op
 
 t.test('a caller that hangs up ends the service with 0', async (t) => {
   const client = new Client(t);
-  native.channelClose(client['channel']);
+  client.hangUp();
   t.equal(await client.exited, 0);
 });
 
