@@ -160,13 +160,21 @@ async function seizeOne(ctl: TaskControl, pid: number, tid: number, seizedAlread
 
 /** Whether the thread is exiting (a zombie or gone within 200 ms), not alive and refusing the seize. */
 async function exitedOnItsOwn(pid: number, tid: number): Promise<boolean> {
-  for (let waited = 0; waited <= 200; waited += 10) {
-    const state = threadWait(pid, tid)?.state;
-    if (state === undefined || state === 'Z' || state === 'X') return true;
-    if (!/^[RD]$/.test(state)) return false; // sleeping or stopped: not on its way out
-    await new Promise((resolve) => setTimeout(resolve, 10));
+  // Sleeping or stopped: not on its way out.
+  return (await untilEnded(() => threadWait(pid, tid)?.state ?? 'gone', 200, (state) => !/^[RD]$/.test(state))) !== undefined;
+}
+
+/**
+ * Waits up to `ms` for a task or thread on its way out (`state()` R or D) to be gone or a zombie:
+ * that state, or undefined when it stays (or `staying` says from its state that it will).
+ */
+async function untilEnded(state: () => string, ms: number, staying: (state: string) => boolean): Promise<string | undefined> {
+  for (let waited = 0; ; waited += 10) {
+    const now = state();
+    if (now === 'gone' || now === 'Z' || now === 'X') return now;
+    if (staying(now) || waited >= ms) return undefined;
+    await sleep(10);
   }
-  return false;
 }
 
 /** What a thread that does not stop for the tracer is doing, from /proc. */
@@ -225,12 +233,8 @@ function whyNotTraceable(tid: number): string {
 export async function killedWhileFrozen(pid: number, cause: unknown): Promise<TaskRefusedError | undefined> {
   // A task SIGKILLed a moment ago may still be exiting (R or D, not yet Z): wait for it a little.
   // One still in its tracing stop ('t') was not killed.
-  let state = taskState(pid);
-  for (let waited = 0; state !== 'gone' && state !== 'Z' && state !== 'X'; waited += 20) {
-    if (state === 't' || waited >= 1000) return undefined;
-    await sleep(20);
-    state = taskState(pid);
-  }
+  const state = await untilEnded(() => taskState(pid), 1000, (now) => now === 't');
+  if (state === undefined) return undefined;
   const how = state === 'gone' ? 'is gone' : 'is a zombie';
   const err = new TaskRefusedError(pid, `${how}: it was killed while frozen for the dump, by a signal from outside crr (a stale-PID kill?); first failure: ${(cause as Error)?.message ?? String(cause)}`, 1);
   (err as { cause?: unknown }).cause = cause;
