@@ -183,6 +183,13 @@ export function openPtmx(index: number, flags: number, ptmx = '/dev/ptmx'): numb
 const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise<void> => {
   const files = [...ttyFiles(session).values()];
   const opened: Array<{ file: TtyFile; fd: number }> = [];
+  // A pair's slave descriptions by the path of its slave; the first gets the end's parameters.
+  const openSlaves = (slaves: readonly TtyFile[], path: string) =>
+    slaves.forEach((slave, i) => {
+      const fd = openSync(path, openFlags(slave));
+      opened.push({ file: slave, fd });
+      if (i === 0) setParameters(fd, slave.info, true);
+    });
   try {
     for (const master of files.filter((f) => f.master)) {
       const fd = openPtmx(master.index, openFlags(master));
@@ -190,12 +197,7 @@ const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise
       native.ioctlBuffer(fd, TIOCSPTLCK, Buffer.alloc(4)); // unlocked, so its slaves can open
       setParameters(fd, master.info, true);
       if (master.info['packet_mode']) native.ioctlBuffer(fd, TIOCPKT, int32(1));
-      const slaves = files.filter((f) => !f.master && f.index === master.index);
-      slaves.forEach((slave, i) => {
-        const sfd = openSync(`/dev/pts/${slave.index}`, openFlags(slave));
-        opened.push({ file: slave, fd: sfd });
-        if (i === 0) setParameters(sfd, slave.info, true);
-      });
+      openSlaves(files.filter((f) => !f.master && f.index === master.index), `/dev/pts/${master.index}`);
       requeue(session, master.index);
       if (master.info['locked']) native.ioctlBuffer(fd, TIOCSPTLCK, int32(1));
     }
@@ -211,11 +213,7 @@ const openTerminals = perKey((session: RestoreSession, ctx: RestoreCtx): Promise
         const master = early ?? openPtmx(index, C.O_RDWR | C.O_NOCTTY | O_CLOEXEC, `${root}/dev/ptmx`);
         (session.orphanMasters ??= []).push(master);
         native.ioctlBuffer(master, TIOCSPTLCK, Buffer.alloc(4));
-        orphans.filter((f) => f.index === index).forEach((slave, i) => {
-          const sfd = openSync(`${root}/dev/pts/${index}`, openFlags(slave));
-          opened.push({ file: slave, fd: sfd });
-          if (i === 0) setParameters(sfd, slave.info, true);
-        });
+        openSlaves(orphans.filter((f) => f.index === index), `${root}/dev/pts/${index}`);
       }
     } else {
       for (const shellJob of orphans) {
