@@ -10,6 +10,7 @@ import { appendFileSync, existsSync, readFileSync, readlinkSync, statSync, write
 import { isAbsolute, join } from 'node:path';
 import { native, type ChannelHandle } from '../actors/native.js';
 import { parseMountinfo } from '../mountinfo.js';
+import { treeMounts } from '../restore/mounts.js';
 import { capabilityChecks } from '../capabilities.js';
 import { cgroupMounts, parseCgroupFile } from '../cgroup-fs.js';
 import { CrrError } from '../errors.js';
@@ -308,7 +309,10 @@ function restoreOptions(opts: Entry, imagesDir: string) {
   // A runtime's --ext-mount-map lists keys the checkpoint may not have (it maps every mask and
   // device whether it was a mount or not): those are left out, as criu leaves them unused.
   const keys = new Set(
-    [...checkpoint.imageFiles.keys()].filter((name) => name.startsWith('mountpoints-')).flatMap((name) => checkpoint.image(name).all().map((m) => m['ext_key'] as string | undefined)),
+    [...checkpoint.imageFiles.keys()].flatMap((name) => {
+      const mntNs = /^mountpoints-(\d+)\.img$/.exec(name)?.[1];
+      return mntNs === undefined ? [] : [...treeMounts(checkpoint, Number(mntNs)).extKeys.values()];
+    }),
   );
   const externalMounts: Record<string, string> = {};
   for (const { key, val } of list<{ key: string; val: string }>(opts, 'ext_mnt')) if (keys.has(key)) externalMounts[key] = val;
