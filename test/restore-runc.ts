@@ -66,8 +66,11 @@ function count(bundle: string): number | undefined {
   return /^\d+$/.test(text) ? Number(text) : undefined;
 }
 
-/** A bundle whose container counts into /tmp/count until /tmp/stop exists, then exits 7. */
-function makeBundle(t: Tap.Test): string {
+/**
+ * A bundle whose container (named `crr-test-NAME-PID`, removed at the test's end) counts into
+ * /tmp/count until /tmp/stop exists, then exits 7; `edit` changes its config.json first.
+ */
+function container(t: Tap.Test, name: string, edit?: (config: any) => void): { bundle: string; id: string; images: string } {
   const bundle = mkdtempSync(join(tmpdir(), 'crr-runc-'));
   t.teardown(() => rmSync(bundle, { recursive: true, force: true }));
   for (const dir of ['bin', 'proc', 'sys', 'dev', 'tmp', 'data']) mkdirSync(join(bundle, 'rootfs', dir), { recursive: true });
@@ -86,17 +89,18 @@ function makeBundle(t: Tap.Test): string {
   // A memory limit, as a platform sets one: runc moves criu into the container's cgroups before a
   // restore, and crr's own memory (about 90 MiB) had the OOM killer end it there.
   config.linux.resources = { ...config.linux.resources, memory: { limit: 64 << 20 } };
+  edit?.(config);
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
-  return bundle;
+  const id = `crr-test-${name}-${process.pid}`;
+  removeAtEnd(t, id);
+  return { bundle, id, images: join(bundle, 'checkpoint') };
 }
 
 t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   t.ok(existsSync(RUNC) && existsSync(BUSYBOX), 'runc and busybox-static are installed (scripts/setup.sh)');
-  const bundle = makeBundle(t);
-  const id = `crr-test-${process.pid}`;
-  const images = join(bundle, 'checkpoint');
+  const { bundle, id, images } = container(t, 'main');
   const renamed = `${id}-b`;
-  removeAtEnd(t, id, renamed);
+  removeAtEnd(t, renamed);
 
   const run = spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' });
   t.equal(run.status, 0, 'runc run -d');
@@ -175,11 +179,8 @@ function runcIntoPipe(t: Tap.Test, args: string[], cwd: string, codeFile: string
 }
 
 t.test('a container whose stdout is a pipe writes to the restoring runc\'s pipe', async (t) => {
-  const bundle = makeBundle(t);
-  const id = `crr-test-pipe-${process.pid}`;
-  const images = join(bundle, 'checkpoint');
+  const { bundle, id, images } = container(t, 'pipe');
   const codeFile = join(bundle, 'runc-code');
-  removeAtEnd(t, id);
   const firstHello = lineMatching(runcIntoPipe(t, ['run', '-d', id], bundle, codeFile), /^hello \d+$/);
   await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? statePid(id) : undefined));
   writeFileSync(join(bundle, 'rootfs/tmp/hello'), '');
@@ -241,14 +242,10 @@ function startConsole(t: Tap.Test, dir: string, name: string): { socket: string;
 }
 
 t.test('a container with a terminal gets a new one, its master sent to the restoring runc\'s console socket', async (t) => {
-  const bundle = makeBundle(t);
-  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
-  config.process.terminal = true;
-  config.process.args = ['sh'];
-  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
-  const id = `crr-test-tty-${process.pid}`;
-  const images = join(bundle, 'checkpoint');
-  removeAtEnd(t, id);
+  const { bundle, id, images } = container(t, 'tty', (config) => {
+    config.process.terminal = true;
+    config.process.args = ['sh'];
+  });
   const first = startConsole(t, bundle, 'console1');
   await waitFor('the console socket', () => (existsSync(first.socket) ? true : undefined));
   const run = spawnSync(RUNC, ['run', '-d', '--console-socket', first.socket, id], { cwd: bundle, stdio: 'ignore' });
@@ -274,13 +271,9 @@ t.test('a container that joined a network namespace of its runtime\'s (CNI\'s wa
   const netns = `crr-test-${process.pid}`;
   t.equal(spawnSync('ip', ['netns', 'add', netns]).status, 0, 'ip netns add');
   t.teardown(() => void spawnSync('ip', ['netns', 'del', netns]));
-  const bundle = makeBundle(t);
-  const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8'));
-  for (const ns of config.linux.namespaces) if (ns.type === 'network') ns.path = `/run/netns/${netns}`;
-  writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
-  const id = `crr-test-net-${process.pid}`;
-  const images = join(bundle, 'checkpoint');
-  removeAtEnd(t, id);
+  const { bundle, id, images } = container(t, 'net', (config) => {
+    for (const ns of config.linux.namespaces) if (ns.type === 'network') ns.path = `/run/netns/${netns}`;
+  });
   t.equal(spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' }).status, 0, 'runc run -d');
   await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? true : undefined));
   const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
@@ -292,10 +285,7 @@ t.test('a container that joined a network namespace of its runtime\'s (CNI\'s wa
 });
 
 t.test('a paused container (its freezer cgroup frozen) is checkpointed, stays paused with --leave-running, and comes back running', async (t) => {
-  const bundle = makeBundle(t);
-  const id = `crr-test-paused-${process.pid}`;
-  const images = join(bundle, 'checkpoint');
-  removeAtEnd(t, id);
+  const { bundle, id, images } = container(t, 'paused');
   t.equal(spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' }).status, 0, 'runc run -d');
   await waitFor('the container counting', () => ((count(bundle) ?? 0) > 3 ? true : undefined));
   t.equal(spawnSync(RUNC, ['pause', id]).status, 0, 'runc pause');
