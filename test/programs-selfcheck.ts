@@ -58,6 +58,7 @@ const cases: ProgramCase[] = [
   { name: 'counter', args: [], breaks: { memory: /counter in memory is/ } },
   { name: 'hugepages', args: [], breaks: { content: /pattern differs/, advice: /no longer advised/ } },
   { name: 'inetsk', args: [], breaks: { port: /fd 20 \(T4\): address differs/, option: /fd 20 \(T4\): SO_REUSEADDR is 0, was 1/ } },
+  { name: 'lazy-ops', args: [], breaks: { content: /forked child found region A wrong/ } },
 ];
 
 function parentOf(pid: number): number {

@@ -15,7 +15,7 @@ import { readPagemap } from '../images/index.js';
 import { STUB_SCRATCH_SIZE } from '../actors/stub.js';
 import { hostPidOf, type RestoreCtx } from '../restore/context.js';
 import { RemoteBatch, runOrHandOn } from '../restore/remote.js';
-import { ARCH_MAP_VDSO_64, signed, SYS } from '../restore/remote-sys.js';
+import { ARCH_MAP_VDSO_64, O_CLOEXEC, signed, SYS } from '../restore/remote-sys.js';
 import {
   addFill,
   defaultFill,
@@ -41,12 +41,14 @@ import {
   addUffdRegister,
   addUffdRelease,
   copyChunks,
+  SYS_USERFAULTFD,
   sourceLength,
   splitRuns,
   UFFD_MIN_VMA_BYTES,
   uffdVmas,
   vmasHoldingRuns,
 } from '../restore/remote-uffd.js';
+import { LAZY_UFFD_FEATURES, splitLazy, startLazyPagesServer } from '../restore/lazy-pages.js';
 import { copyFromTask } from './shared-fds.js';
 import { mappedObjectKey } from './shmem.js';
 import { parentPagesKey } from './barrier.js';
@@ -190,6 +192,20 @@ async function copyFromHere(
   return { calls: register.size + rest.size + chunks.length, bytes: copied.value + read.bytes };
 }
 
+/**
+ * Registers the task's lazy VMAs with the userfaultfd `uffd` it opened (the events the server
+ * follows asked for) and hands crr's copy of it to the tree's lazy-pages server, started here for
+ * the first task. The task's own copy is closed by the caller's next batch.
+ */
+async function registerLazy(ctx: RestoreCtx, hostPid: number, scratch: bigint, uffd: number, lazy: { vmas: Vma[]; runs: PageRun[]; pagesPath: string }): Promise<number> {
+  const register = new RemoteBatch(scratch);
+  addUffdRegister(register, uffd, lazy.vmas, LAZY_UFFD_FEATURES);
+  await register.run(ctx.tracer, hostPid, { pid: ctx.pid });
+  const server = (ctx.session.lazyPages ??= startLazyPagesServer());
+  server.addTask(hostPid, copyFromTask(ctx, uffd), lazy.pagesPath, lazy.runs);
+  return register.size;
+}
+
 /** An incremental dump's pages kept in parent checkpoints: each pages file's pre-opened fd and the runs read from it. */
 type ParentRuns = ReadonlyArray<{ fd: number; runs: PageRun[] }>;
 
@@ -200,14 +216,30 @@ type ParentRuns = ReadonlyArray<{ fd: number; runs: PageRun[] }>;
  */
 async function mapAndFill(
   ctx: RestoreCtx,
-  at: { hostPid: number; batch: RemoteBatch; mapped: Vma[]; runs: PageRun[]; pagesFd: number; pagesPath: string; parentRuns: ParentRuns; own: boolean; direct: boolean; directRefused: () => void; start: number },
+  at: {
+    hostPid: number;
+    batch: RemoteBatch;
+    mapped: Vma[];
+    runs: PageRun[];
+    lazy?: { vmas: Vma[]; runs: PageRun[] };
+    pagesFd: number;
+    pagesPath: string;
+    parentRuns: ParentRuns;
+    own: boolean;
+    direct: boolean;
+    directRefused: () => void;
+    start: number;
+  },
 ): Promise<{ syscalls: number; bytes: number; last: RemoteBatch }> {
-  const { hostPid, batch, mapped, runs, pagesFd, parentRuns, own } = at;
+  const { hostPid, batch, mapped, runs, lazy, pagesFd, parentRuns, own } = at;
   const filled = vmasWithPages(mapped, [...runs, ...parentRuns.flatMap((p) => p.runs)]);
   addMappings(batch, mapped, { fdOf: (v) => ctx.runtime.preopened.get(mappedObjectKey(v)), writable: (v) => filled.has(v) });
   let fill = batch;
   let direct = own && at.direct;
-  if (own) {
+  let registered = 0;
+  // Lazy VMAs are registered once mapped: the map batch runs first, with the userfaultfd's open.
+  const openLazy = lazy ? batch.call(SYS_USERFAULTFD, [O_CLOEXEC], { what: 'open a userfaultfd for lazy pages' }) : -1;
+  if (own || lazy) {
     // O_DIRECT set on the task's own pages fd with the map batch (no round trip of its own);
     // EINVAL: this filesystem reads through the cache only, the fill goes today's way.
     const setDirect = direct ? batch.call(SYS.fcntl, [pagesFd, F_SETFL, O_DIRECT], { what: 'set O_DIRECT on pages-N.img', tolerate: [EINVAL] }) : -1;
@@ -218,6 +250,11 @@ async function mapAndFill(
       at.directRefused();
     }
     fill = new RemoteBatch(batch.scratch);
+    if (lazy) {
+      const uffd = Number(results[openLazy]!);
+      registered = await registerLazy(ctx, hostPid, batch.scratch, uffd, { ...lazy, pagesPath: at.pagesPath });
+      fill.call(SYS.close, [uffd], { what: "close the task's lazy-pages userfaultfd (the server has its own)" });
+    }
   }
   const fillStart = ctx.now();
   // UFFDIO_COPY's registration would stop the preadv of pages from parent checkpoints: plain reads then.
@@ -241,7 +278,7 @@ async function mapAndFill(
   }
   const last = own ? new RemoteBatch(batch.scratch) : fill;
   for (const v of mapped) addFinalProtection(last, v, filled.has(v) && (v.prot & 2) === 0);
-  return { syscalls: batch.size + (own ? fill.size + last.size : 0), bytes: reads.bytes, last };
+  return { syscalls: batch.size + registered + (fill !== batch ? fill.size : 0) + (last !== fill ? last.size : 0), bytes: reads.bytes, last };
 }
 
 export const memory: ResourceKind<RestoreCtx> = {
@@ -269,12 +306,17 @@ export const memory: ResourceKind<RestoreCtx> = {
     // cannot (native/helper/main.c).
     const mapped = vmas.filter((v) => !isKernelMade(v));
     const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
-    const runs = presentRuns(pagemap.runs, mapped);
+    const allRuns = presentRuns(pagemap.runs, mapped);
     const parentRuns: ParentRuns = pagemap.parents.map((parent, n) => {
       const fd = ctx.runtime.preopened.get(parentPagesKey(n));
       if (fd === undefined) fail(ctx, `the barrier did not pre-open ${parent.pagesPath}`);
       return { fd, runs: presentRuns(parent.runs, mapped) };
     });
+    // Lazy pages: the runs the server brings are left out of everything below. The pages of a
+    // task with some in parent checkpoints all come now (the server reads one pages file).
+    const split = ctx.session.options.lazyPages && parentRuns.length === 0 ? splitLazy(mapped, allRuns) : undefined;
+    const lazy = split?.lazy.length ? { vmas: split.vmas, runs: split.lazy } : undefined;
+    const runs = split ? split.eager : allRuns;
     const batch = new RemoteBatch(scratch);
 
     // Teardown.
@@ -303,7 +345,7 @@ export const memory: ResourceKind<RestoreCtx> = {
     if (own && !direct) readAhead();
     let done: { syscalls: number; bytes: number; last: RemoteBatch };
     try {
-      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, pagesFd, pagesPath, parentRuns, own, direct, directRefused: readAhead, start });
+      done = await mapAndFill(ctx, { hostPid, batch, mapped, runs, ...(lazy ? { lazy } : {}), pagesFd, pagesPath, parentRuns, own, direct, directRefused: readAhead, start });
     } finally {
       const ahead = await prefetch?.stop();
       // Ends when the last read-ahead call returned: how far ahead of the fill the disk ran.

@@ -9,6 +9,7 @@ import type { CheckpointNamespaces } from './namespaces.js';
 import type { Checkpoint, Entry, FdinfoEntry, FsEntry, TaskIds } from '../images/index.js';
 import type { BaseTaskContext, TaskContext } from '../resources/types.js';
 import type { HandedBatch } from './remote.js';
+import type { LazyPagesServer } from './lazy-pages.js';
 
 /** One task's decoded images (zombies have only a core). Plain data: a worker thread can build it. */
 export interface TaskImageSet {
@@ -75,6 +76,8 @@ export interface RestoreSessionOptions {
   readonly inheritedFds?: Readonly<Record<string, number>>;
   /** The caller's action scripts (criu --action-script, its RPC's notifications), awaited at each. */
   readonly actionScript?: ActionScript<RestoreAction>;
+  /** Private anonymous memory comes when first touched, from crr-lazy-pages (criu --lazy-pages). */
+  readonly lazyPages?: boolean;
 }
 
 /** What the restore knows about one task while it runs: filled in as stages go by. */
@@ -138,6 +141,8 @@ export interface RestoreSession {
   launcherReady?: Promise<void>;
   /** What the checkpoint's namespaces need: asked once, by the launcher's set-up or the plan's checks, whichever comes first. */
   namespaces?: CheckpointNamespaces;
+  /** With lazyPages: the server of the tree's lazy memory, started by the first task that has some. */
+  lazyPages?: LazyPagesServer;
 }
 
 /** The context every real resource kind receives. */

@@ -103,6 +103,14 @@ export interface RestoreOptions {
    * not given is looked for in crr's mount namespace, else refused at plan time.
    */
   readonly externalMounts?: Readonly<Record<string, string>>;
+  /**
+   * Private anonymous memory comes when the tree first touches it, then in the background (criu's
+   * --lazy-pages, without its separate lazy-pages daemon and page server): the tree runs sooner.
+   * crr-lazy-pages serves it from the images, which must stay until it exits (RestoreResult's
+   * lazyPages). Memory of a task whose pages an incremental dump keeps in parent checkpoints
+   * comes at once.
+   */
+  readonly lazyPages?: boolean;
   /** Most tasks in one stage at once. */
   readonly concurrency?: number;
   /**
@@ -136,6 +144,11 @@ export interface RestoreResult {
   readonly warnings: readonly string[];
   /** Host PIDs of every restored task, by PID. */
   readonly hostPids: ReadonlyMap<number, number>;
+  /**
+   * With lazyPages, when some task had memory to serve: the server's PID (it runs on without
+   * crr) and its exit, once every page of the tree is in.
+   */
+  readonly lazyPages?: { readonly pid: number; readonly exited: Promise<number | null> };
   /** Not detached: resolves when the root exits (crr stays its parent and reaps it). */
   wait(): Promise<RootExit>;
   /** Not detached: SIGKILL and reap every task of the tree, by PID. */
@@ -167,6 +180,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     ...(options.cgroupRoots?.length ? { cgroupRoots: options.cgroupRoots } : {}),
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
     ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
+    ...(options.lazyPages ? { lazyPages: true } : {}),
   };
 }
 
@@ -262,6 +276,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     async rollback() {
       // A set-up still running would leave a launcher (or its init) behind the kill.
       await launcherSetup?.catch(() => undefined);
+      session?.lazyPages?.abort();
       if (session) await killAll(session, tracer, [...session.runtimes.keys()]);
       closePtys(session);
     },
@@ -291,6 +306,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     if (earlyLauncher && !options.launcher) await new Promise((resolve) => setImmediate(resolve));
     result = await runRestore(env, recorder ? recorder.attach(runOptions) : runOptions);
   } catch (err) {
+    session?.lazyPages?.abort();
     if (earlyLauncher) await discardEarlyLauncher(earlyLauncher);
     if (recorder) writeRecordedTrace(recorder, options.trace!, session);
     throw err;
@@ -308,6 +324,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
     closeChannels(live);
     closePtys(live);
+    live.lazyPages?.finish();
     if (options.detached) await detachLauncher(live);
     if (options.actionScript) {
       // The tree runs: a failure can no longer undo the restore (CRIU only logs it too).
@@ -327,8 +344,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     plan: result.plan,
     hostPids,
     warnings,
+    ...(live.lazyPages ? { lazyPages: { pid: live.lazyPages.pid, exited: live.lazyPages.exited } } : {}),
     wait: () => waitRoot(live, result.rootPid),
-    kill: () => (killing ??= killAll(live, tracer, result.plan.tasks.map((t) => t.pid))),
+    kill: () => (killing ??= killAll(live, tracer, result.plan.tasks.map((t) => t.pid)).finally(() => live.lazyPages?.kill())),
     release: () => detachLauncher(live),
   };
 }

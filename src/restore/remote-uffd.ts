@@ -113,9 +113,9 @@ export function addUffdCopies(
   return { calls, bytes };
 }
 
-/** UFFDIO_API, then each VMA registered for missing-page handling: copies may follow. */
-export function addUffdRegister(batch: RemoteBatch, uffd: number, vmas: readonly Vma[]): void {
-  addIoctl(batch, uffd, UFFDIO_API, u64s([UFFD_API, 0n, 0n]), 'UFFDIO_API');
+/** UFFDIO_API (asking for `features`), then each VMA registered for missing-page handling: copies may follow. */
+export function addUffdRegister(batch: RemoteBatch, uffd: number, vmas: readonly Vma[], features = 0n): void {
+  addIoctl(batch, uffd, UFFDIO_API, u64s([UFFD_API, features, 0n]), 'UFFDIO_API');
   for (const v of vmas) addIoctl(batch, uffd, UFFDIO_REGISTER, u64s([v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING, 0n]), `UFFDIO_REGISTER ${hex(v.start)}-${hex(v.end)}`);
 }
 

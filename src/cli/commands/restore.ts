@@ -38,6 +38,8 @@ export interface RestoreArgs {
   json?: boolean;
   /** criu's --action-script: run at each action of the restore. */
   actionScripts?: string[];
+  /** criu's --lazy-pages: memory comes when touched, from crr's own lazy-pages server. */
+  lazyPages?: boolean;
 }
 
 /** Accepted and ignored: crr reads no config files. */
@@ -46,7 +48,7 @@ const ACCEPTED_NOOPS = new Set(['--no-default-config', '--tcp-established']);
 
 export const RESTORE_USAGE =
   'usage: crr restore -D DIR [-d|--restore-detached] [--pidfile FILE] [--dry-run] [-o LOG] [-W DIR] ' +
-  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--tcp-close] [--cgroup-root [CONTROLLER:]PATH] [--action-script FILE] [--no-default-config]';
+  '[-v|-vN|--verbosity=N] [--shell-job] [--allow-file-mismatch] [--inherit-fd fd[N]:KEY] [-r|--root DIR] [--external mnt[KEY]:PATH] [--ext-mount-map KEY:PATH] [--trace FILE] [--json] [--tcp-established] [--tcp-close] [--cgroup-root [CONTROLLER:]PATH] [--action-script FILE] [--lazy-pages] [--no-default-config]';
 
 export function parseRestoreArgs(argv: string[]): RestoreArgs {
   const args: Partial<RestoreArgs> & { verbosity: number } = {
@@ -70,6 +72,7 @@ export function parseRestoreArgs(argv: string[]): RestoreArgs {
     else if (arg === '-j' || arg === '--shell-job') args.shellJob = true;
     else if (arg === '--allow-file-mismatch') args.allowFileMismatch = true;
     else if (arg === '--tcp-close') args.tcpClose = true;
+    else if (arg === '--lazy-pages') args.lazyPages = true;
     else if (arg === '--pid-namespace') args.pidNamespace = true;
     else if (arg === '-r' || arg === '--root') args.rootDir = value();
     else if (arg === '--external' || arg === '--ext-mount-map') {
@@ -148,6 +151,7 @@ export async function run(argv: string[]): Promise<number> {
       allowFileMismatch: args.allowFileMismatch,
       pidNamespace: args.pidNamespace,
       ...(args.tcpClose ? { tcpClose: true } : {}),
+      ...(args.lazyPages ? { lazyPages: true } : {}),
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
       ...(args.inheritedFds ? { inheritedFds: args.inheritedFds } : {}),
       ...(args.cgroupRoots ? { cgroupRoots: args.cgroupRoots } : {}),
@@ -177,6 +181,7 @@ export async function run(argv: string[]): Promise<number> {
     // Now, not at exit: crr may wait long for the tree, or be killed once it said "restored".
     saveCodeCache();
     log(2, `restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}, in ${total.toFixed(1)} ms`);
+    if (result.lazyPages) log(2, `lazy pages: served by pid ${result.lazyPages.pid} until every page is in; keep the images until it exits`);
     if (args.detached) return 0;
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
@@ -204,6 +209,7 @@ function printJson(result: RestoreResult, dryRun: boolean): void {
     tasks: result.tasks.map((task) => ({ pid: task.pid, hostPid: result.hostPids.get(task.pid) ?? task.pid })),
     timings: result.timings,
     warnings: result.warnings,
+    ...(result.lazyPages ? { lazyPagesPid: result.lazyPages.pid } : {}),
   };
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 }

@@ -1,0 +1,81 @@
+// Lazy pages (restore({ lazyPages }), crr restore --lazy-pages): the tree runs before its private
+// anonymous memory is in; crr-lazy-pages serves each page at its first touch, then copies the rest
+// in the background and exits. The restored programs check every byte, with their memory changed
+// (fork, mremap, MADV_DONTNEED, munmap, the kernel reading it) while pages are still missing.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { NativeError, StageError } from '../src/errors.js';
+import { restore } from '../src/restore/index.js';
+import type { RestoreCtx } from '../src/restore/context.js';
+import { registry } from '../src/resources/registry.js';
+import type { ResourceKind } from '../src/resources/types.js';
+import { startProgram } from './lib/programs.js';
+import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
+import { alive } from './lib/restore-images.js';
+
+/** Anonymous memory the process has in (kB, smaps_rollup). */
+function anonymousKb(pid: number): number {
+  return Number(/^Anonymous:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? NaN);
+}
+
+/** The server must be gone by the end of the test, whatever happened. */
+function reapServer(t: Tap.Test, pid: number | undefined): void {
+  t.teardown(() => {
+    if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+}
+
+t.test('lazy-ops: the tree runs before its memory is in; fork, pipe, mremap, DONTNEED and munmap meet missing pages', async (t) => {
+  const prog = await startProgram(t, 'lazy-ops');
+  const imagesDir = await dumpProgram(t, prog);
+  // The background copy waits, so the program's check meets pages still missing.
+  process.env['CRR_LAZY_BACKGROUND_DELAY_MS'] = '3000';
+  const restored = await restoreProgram(t, prog, imagesDir, { lazyPages: true }).finally(() => delete process.env['CRR_LAZY_BACKGROUND_DELAY_MS']);
+  const server = restored.result.lazyPages;
+  reapServer(t, server?.pid);
+  t.ok(server && alive(server.pid), 'a lazy-pages server runs');
+  const before = anonymousKb(restored.result.rootHostPid);
+  t.ok(before < 8 * 1024, `the 40 MiB of patterns are not in yet (${before} kB anonymous)`);
+  t.equal((await restored.check()).text, 'PASS', 'every byte right: in a forked child, through a pipe, after mremap, DONTNEED and munmap');
+  t.equal(await server!.exited, 0, 'the server exits 0 once the task is gone');
+});
+
+t.test('mem-pattern: holes, guard pages, read-only pages, heap and the background copy', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const imagesDir = await dumpProgram(t, prog);
+  const restored = await restoreProgram(t, prog, imagesDir, { lazyPages: true });
+  const server = restored.result.lazyPages;
+  reapServer(t, server?.pid);
+  t.ok(server, 'a lazy-pages server was started');
+  t.equal(await server!.exited, 0, 'the server copies every page in the background and exits 0');
+  const after = anonymousKb(restored.result.rootHostPid);
+  t.ok(after >= 60 * 1024, `the task's memory is all in (${after} kB anonymous)`);
+  t.equal((await restored.check()).text, 'PASS', 'mem-pattern checks every byte and protection');
+});
+
+t.test('a restore that fails after the memory stage leaves no lazy-pages server', async (t) => {
+  const prog = await startProgram(t, 'lazy-ops');
+  const imagesDir = await dumpProgram(t, prog);
+  let serverPid: number | undefined;
+  const hostPids = new Set<number>();
+  const failing: ResourceKind<RestoreCtx> = {
+    name: 'inject-resume',
+    stage: 'resume',
+    images: [],
+    async restore(ctx) {
+      serverPid = ctx.session.lazyPages?.pid;
+      for (const runtime of ctx.session.runtimes.values()) if (runtime.hostPid) hostPids.add(runtime.hostPid);
+      throw new NativeError({ code: 'EIO', errno: 5, syscall: 'injected', pid: ctx.pid, detail: 'failure injected in resume' });
+    },
+  };
+  const failed = await restore({ imagesDir, pidNamespace: true, lazyPages: true, kinds: [...registry, failing] }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  reapServer(t, serverPid);
+  t.type(failed, StageError, 'the restore fails with a StageError');
+  t.ok(serverPid, 'a lazy-pages server had been started');
+  for (let i = 0; i < 100 && serverPid && alive(serverPid); i++) await new Promise((r) => setTimeout(r, 20));
+  t.notOk(serverPid && alive(serverPid), 'the server is gone');
+  for (const pid of hostPids) t.notOk(alive(pid), `task ${pid} is gone`);
+});
