@@ -10,7 +10,7 @@ import { main } from '../src/cli/main.js';
 import { parseRestoreArgs } from '../src/cli/commands/restore.js';
 import { alive, copyFixture, procIds } from './lib/restore-images.js';
 import { dumpProgram } from './lib/program-roundtrip.js';
-import { startProgram, waitFor, waitPidGone } from './lib/programs.js';
+import { requestCheck, startProgram, waitFor, waitPidGone } from './lib/programs.js';
 
 /** Runs `crr ARGS` in this process; returns its exit code and what it wrote. */
 async function crr(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -35,6 +35,7 @@ t.test('criu option names parse', async (t) => {
   t.match(parseRestoreArgs(['--images-dir=/y', '--restore-detached', '--verbosity=4']), { imagesDir: '/y', detached: true, verbosity: 4 });
   t.match(parseRestoreArgs(['-D', '/y', '--tcp-close']), { tcpClose: true }, '--tcp-close');
   t.match(parseRestoreArgs(['-D', '/y']), { tcpClose: false });
+  t.match(parseRestoreArgs(['-D', '/y', '--lazy-pages']), { lazyPages: true }, '--lazy-pages');
   t.equal(parseRestoreArgs(['-D', '/z', '-v1']).verbosity, 1);
   t.equal(parseRestoreArgs(['-D', '/z', '--root', '/ctr']).rootDir, '/ctr', "--root: criu's option for a container's rootfs");
   t.equal(parseRestoreArgs(['-D', '/z', '-r', '/ctr']).rootDir, '/ctr', '-r, its short form');
@@ -147,6 +148,30 @@ t.test('-d leaves the tree running and exits 0', async (t) => {
   t.ok(alive(host), 'still running after crr returned');
   t.match(readFileSync(`/proc/${host}/stat`, 'utf8'), /\) S /, 'sleeping');
   t.not(procIds(host).ppidHost, process.pid, 'not our child');
+});
+
+t.test('--lazy-pages -d: the tree runs, --json names the lazy-pages server, which exits once every page is in', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const dir = await dumpProgram(t, prog);
+  const r = await crr(['restore', '-D', dir, '-d', '--lazy-pages', '--json']);
+  const out = JSON.parse(r.stdout || '{}') as { rootHostPid?: number; lazyPagesPid?: number };
+  const host = out.rootHostPid ?? -1;
+  t.teardown(async () => {
+    for (const pid of [host, out.lazyPagesPid ?? -1]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await waitFor('the detached root to be reaped', () => (alive(host) ? undefined : true), 90_000);
+  });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(host, prog.pid, 'back at its PID');
+  t.ok(out.lazyPagesPid, `--json names the server (${out.lazyPagesPid})`);
+  t.equal((await requestCheck(host, prog.resultFile)).text, 'PASS', 'mem-pattern checks every byte and protection');
+  await waitFor('the lazy-pages server to exit', () => (alive(out.lazyPagesPid!) ? undefined : true), 30_000);
+  t.notOk(alive(out.lazyPagesPid!), 'the server is gone');
 });
 
 t.test('--action-script runs at every action with criu\'s environment; a script that fails fails the dump', async (t) => {

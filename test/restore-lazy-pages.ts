@@ -79,3 +79,17 @@ t.test('a restore that fails after the memory stage leaves no lazy-pages server'
   t.notOk(serverPid && alive(serverPid), 'the server is gone');
   for (const pid of hostPids) t.notOk(alive(pid), `task ${pid} is gone`);
 });
+
+// Programs whose other state meets lazy memory: thread stacks and TLS (threads), a tree of
+// processes each with a server space of its own (tree), signal frames and alternate stacks (sigstate).
+for (const name of ['threads', 'tree', 'sigstate']) {
+  t.test(`${name}: restored with lazy pages, checks itself`, async (t) => {
+    const prog = await startProgram(t, name);
+    const imagesDir = await dumpProgram(t, prog);
+    const restored = await restoreProgram(t, prog, imagesDir, { lazyPages: true });
+    reapServer(t, restored.result.lazyPages?.pid);
+    t.ok(restored.result.lazyPages, 'a lazy-pages server was started');
+    t.equal((await restored.check()).text, 'PASS', `${name} passes its check`);
+    t.equal(await restored.result.lazyPages!.exited, 0, 'the server exits 0');
+  });
+}

@@ -133,6 +133,33 @@ static UNUSED int protocol_report(void)
 	return 0;
 }
 
+/* splitmix64 of (seed, index): any word of a pattern can be computed on its own, so checks need
+ * no copy of what was written. */
+static UNUSED uint64_t pattern_word(uint64_t seed, uint64_t index)
+{
+	uint64_t z = seed + index * 0x9e3779b97f4a7c15ULL;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static UNUSED void fill(unsigned char *start, unsigned long size, uint64_t seed)
+{
+	uint64_t *words = (uint64_t *)start;
+	for (unsigned long i = 0; i < size / 8; i++)
+		words[i] = pattern_word(seed, i);
+}
+
+/* The byte offset of the first word of [from, from + size) that is not the pattern's, or -1. */
+static UNUSED long first_mismatch(const unsigned char *start, unsigned long from, unsigned long size, uint64_t seed)
+{
+	const uint64_t *words = (const uint64_t *)start;
+	for (unsigned long i = from / 8; i < (from + size) / 8; i++)
+		if (words[i] != pattern_word(seed, i))
+			return (long)(i * 8);
+	return -1;
+}
+
 /* The directory the result file lives in: programs keep their temp files there. */
 static UNUSED void result_dir(char *out, size_t size)
 {

@@ -20,30 +20,6 @@
 
 static unsigned char *a, *b;
 
-/* splitmix64 of (seed, index), as mem-pattern's. */
-static uint64_t pattern_word(uint64_t seed, uint64_t index)
-{
-	uint64_t z = seed + index * 0x9e3779b97f4a7c15ULL;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static void fill(unsigned char *start, unsigned long size, uint64_t seed)
-{
-	for (unsigned long i = 0; i < size / 8; i++)
-		((uint64_t *)start)[i] = pattern_word(seed, i);
-}
-
-/* Byte offset of the first wrong word of [from, from + size), or -1. */
-static long first_mismatch(const unsigned char *start, unsigned long from, unsigned long size, uint64_t seed)
-{
-	for (unsigned long i = from / 8; i < (from + size) / 8; i++)
-		if (((const uint64_t *)start)[i] != pattern_word(seed, i))
-			return (long)(i * 8);
-	return -1;
-}
-
 static int all_zero(const unsigned char *start, unsigned long size)
 {
 	for (unsigned long i = 0; i < size; i++)

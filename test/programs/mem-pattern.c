@@ -33,32 +33,6 @@ static unsigned char *big, *shared_region, *file_map, *heap_block;
 static char file_path[4096];
 static char maps_before[65536], maps_now[65536];
 
-/* splitmix64 of (seed, index): any word can be computed on its own, so checks need no copy. */
-static uint64_t pattern_word(uint64_t region_seed, uint64_t index)
-{
-	uint64_t z = region_seed + index * 0x9e3779b97f4a7c15ULL;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static void fill(unsigned char *start, unsigned long size, uint64_t region_seed)
-{
-	uint64_t *words = (uint64_t *)start;
-	for (unsigned long i = 0; i < size / 8; i++)
-		words[i] = pattern_word(region_seed, i);
-}
-
-/* Returns the byte offset of the first wrong word, or -1. */
-static long first_mismatch(const unsigned char *start, unsigned long from, unsigned long size,
-			   uint64_t region_seed)
-{
-	const uint64_t *words = (const uint64_t *)start;
-	for (unsigned long i = from / 8; i < (from + size) / 8; i++)
-		if (words[i] != pattern_word(region_seed, i))
-			return (long)(i * 8);
-	return -1;
-}
 
 static const struct piece *piece_at(unsigned long offset)
 {
