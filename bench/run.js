@@ -59,7 +59,8 @@ const onRun = () => process.stdout.write('.');
 
 // Variants re-restore a workload's dump with other options: the worker pool on and off
 // (restore()'s `workersFrom`: decode images in piscina workers from this many tasks; 0 = never),
-// and the CLI instead of the library.
+// the CLI instead of the library, and lazy pages (`lazyPages`: the time until the tree runs, its
+// memory still to come; no target judges it).
 const FULL = [ // cheap workloads first: a long run reports them early (--json is rewritten after each)
   { kind: 'tree', size: 1, variants: ['cli'] },
   { kind: 'tree', size: 100 },
@@ -70,8 +71,8 @@ const FULL = [ // cheap workloads first: a long run reports them early (--json i
   { kind: 'memory', size: 1024, variants: ['cold'] },
   // Not a workload of issue 8 (no target): memory the process keeps in transparent huge pages.
   { kind: 'memory', size: 1024, thp: true },
-  { kind: 'memory', size: 4096, variants: ['cold'] },
-  { kind: 'tree', size: 1000, variants: ['pool=on', 'pool=off'] },
+  { kind: 'memory', size: 4096, variants: ['cold', 'lazy'] },
+  { kind: 'tree', size: 1000, variants: ['pool=on', 'pool=off', 'lazy'] },
   { kind: 'tree', size: 4000 },
 ];
 const QUICK = [
@@ -79,7 +80,7 @@ const QUICK = [
   { kind: 'tree', size: 100, variants: ['pool=on', 'pool=off'] },
   { kind: 'threads', size: 1 },
   { kind: 'threads', size: 100 },
-  { kind: 'memory', size: 64, variants: ['cold'] },
+  { kind: 'memory', size: 64, variants: ['cold', 'lazy'] },
 ];
 
 const WORKLOAD = {
@@ -134,7 +135,7 @@ function finishRow(row, r) {
   if (r.cpus?.length && !r.error) row.mainCpu = summary(r.cpus);
   if (r.incomplete) row.incomplete = r.incomplete;
   if (r.cli) row.cli = r.cli; // the CLI with the environment as is, and node -e 0 (report.js cliNotes)
-  if (row.restore && row.floor) {
+  if (row.restore && row.floor && !row.lazy) {
     if (row.kind === 'memory') {
       row.memoryMbps = mbps(row.pagesBytes, row.restore.median);
       row.ratio = row.memoryMbps / row.floor.mbps;
@@ -194,6 +195,11 @@ async function benchWorkload(crr, w) {
         const extra = { workersFrom: variant === 'pool=on' ? 1 : 0 };
         row.note = `restore({ workersFrom: ${extra.workersFrom} })`;
         rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { extra, timeoutMs, onRun })));
+      } else if (variant === 'lazy') {
+        row.lazy = true;
+        row.floor = first.floor;
+        row.note = 'restore({ lazyPages: true }): until the tree runs; its memory comes after, from crr-lazy-pages';
+        rows.push(finishRow(row, await libraryRestores(crr.lib, imagesDir, runs, expect, { extra: { lazyPages: true }, timeoutMs, onRun })));
       } else if (variant === 'cold') {
         if (!dropCaches()) {
           rows.push({ ...row, error: 'cannot drop caches here (echo 3 > /proc/sys/vm/drop_caches failed)' });

@@ -12,6 +12,7 @@ import type { ResourceKind } from '../src/resources/types.js';
 import { startProgram } from './lib/programs.js';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { alive } from './lib/restore-images.js';
+import type { Span } from '../src/resources/types.js';
 
 /** Anonymous memory the process has in (kB, smaps_rollup). */
 function anonymousKb(pid: number): number {
@@ -30,7 +31,11 @@ t.test('lazy-ops: the tree runs before its memory is in; fork, pipe, mremap, DON
   const imagesDir = await dumpProgram(t, prog);
   // The background copy waits, so the program's check meets pages still missing.
   process.env['CRR_LAZY_BACKGROUND_DELAY_MS'] = '3000';
-  const restored = await restoreProgram(t, prog, imagesDir, { lazyPages: true }).finally(() => delete process.env['CRR_LAZY_BACKGROUND_DELAY_MS']);
+  const spans: Span[] = [];
+  const restored = await restoreProgram(t, prog, imagesDir, { lazyPages: true, onSpan: (s) => spans.push(s) }).finally(() => delete process.env['CRR_LAZY_BACKGROUND_DELAY_MS']);
+  const handed = spans.find((s) => s.name === 'lazy pages');
+  t.ok((handed?.bytes ?? 0) >= 40 << 20, `the trace shows the 40 MiB left to the server (${handed?.bytes} bytes)`);
+  t.notOk(spans.some((s) => s.name === 'copy' || s.name === 'direct fill'), 'nothing of them filled by the restore');
   const server = restored.result.lazyPages;
   reapServer(t, server?.pid);
   t.ok(server && alive(server.pid), 'a lazy-pages server runs');

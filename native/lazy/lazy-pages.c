@@ -28,6 +28,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -495,6 +496,12 @@ static int background_wait_ms(void)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
+	/* A userfaultfd per address space: a large tree needs more fds than a default soft limit. */
+	struct rlimit files;
+	if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+		files.rlim_cur = files.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &files);
+	}
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
 	if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, CONTROL_FD, &ev) < 0)
