@@ -1,6 +1,6 @@
 // All or nothing: failures injected at every stage (a resource that throws, a busy PID, a helper
 // killed at the barrier, a missing mapped file, a corrupt pages file, an abort, a cgroup that
-// cannot be entered) must end in one StageError naming task, resource, stage, syscall and errno,
+// cannot be entered, FPU state of another CPU) must end in one StageError naming task, resource, stage, syscall and errno,
 // with no process of that restore left: every host PID the restore made is checked gone, and
 // Node has no helper child left.
 import t from 'tap';
@@ -173,6 +173,26 @@ t.test('a file whose size changed is refused unless allowFileMismatch', async (t
   });
   const result = await restore({ imagesDir: dir, pidNamespace: true, dryRun: true, allowFileMismatch: true });
   t.equal(result.rootPid, 17288, 'accepted with allowFileMismatch');
+});
+
+t.test('FPU state of a CPU this one is not (AMX tiles in use) fails the registers and rolls back, naming the components', async (t) => {
+  const dir = copyFixture(t, 'sleep');
+  rewriteImage(dir, 'core-17288.img', (entries) =>
+    entries.map((e) => {
+      const info = e['thread_info'] as Record<string, any>;
+      const xsave = { ...info['fpregs']['xsave'], xstate_bv: BigInt(info['fpregs']['xsave']['xstate_bv']) | (3n << 17n) };
+      return { ...e, thread_info: { ...info, fpregs: { ...info['fpregs'], xsave } } };
+    }),
+  );
+  const { seen, note } = tracker();
+  const observer: ResourceKind<RestoreCtx> = { name: 'observe-memory', stage: 'memory', images: [], async restore(ctx) { note(ctx); } };
+  await t.rejects(restore({ imagesDir: dir, pidNamespace: true, kinds: [...registry, observer] }), {
+    stage: 'finish',
+    pid: 17288,
+    resource: 'regs',
+    message: /XSAVE components this machine's kernel does not offer: AMX tile config, AMX tile data/,
+  });
+  checkNothingLeft(t, seen);
 });
 
 t.test('a corrupt pages file fails the load, before anything starts', async (t) => {

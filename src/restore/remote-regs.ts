@@ -110,10 +110,32 @@ export function bufferFeatures(current: Buffer): bigint {
   return xcr0 !== 0n ? xcr0 : 3n;
 }
 
+/** XSAVE components by xstate_bv bit, for errors. */
+const XFEATURE_NAMES: Readonly<Record<number, string>> = {
+  2: 'AVX',
+  3: 'MPX bound registers',
+  4: 'MPX bound config',
+  5: 'AVX-512 opmask',
+  6: 'AVX-512 ZMM_Hi256',
+  7: 'AVX-512 Hi16_ZMM',
+  9: 'PKRU',
+  11: 'CET user state',
+  17: 'AMX tile config',
+  18: 'AMX tile data',
+};
+
+function xfeatureNames(bits: bigint): string {
+  const names: string[] = [];
+  for (let bit = 0; bits >> BigInt(bit); bit++) if ((bits >> BigInt(bit)) & 1n) names.push(XFEATURE_NAMES[bit] ?? `component ${bit}`);
+  return names.join(', ');
+}
+
 /**
  * An NT_X86_XSTATE buffer (standard format) with the image's FPU/SSE/AVX/... state written over
  * `current` (the thread's buffer now): the legacy area, xstate_bv, and every component the image
- * has and the kernel's buffer holds. Components the kernel does not support are left out of xstate_bv.
+ * has. A component in use in the image that the kernel's buffer does not hold (a checkpoint of a
+ * CPU with AVX-512 on one without) is an error: left out, the program would go on with those
+ * registers zeroed, and its library code chosen for that CPU would fault.
  */
 export function xstateBuffer(current: Buffer, fpregs: Record<string, unknown>): Buffer {
   const buf = Buffer.from(current);
@@ -180,6 +202,12 @@ function fillXstate(buf: Buffer, supported: bigint, fpregs: Record<string, unkno
     writeWords(buf, 1664, xsave['hi16_zmm'], 8, 128);
     writeWords(buf, 2688, xsave['pkru'], 4, 2);
   }
-  buf.writeBigUInt64LE(bv & supported, 512);
+  const missing = bv & ~supported;
+  if (missing) {
+    throw new Error(
+      `its FPU state uses XSAVE components this machine's kernel does not offer: ${xfeatureNames(missing)} (xstate_bv 0x${bv.toString(16)}, kernel 0x${supported.toString(16)}); restore it on a CPU that has them`,
+    );
+  }
+  buf.writeBigUInt64LE(bv, 512);
   buf.writeBigUInt64LE(0n, 520); // xcomp_bv: ptrace speaks the standard format
 }
