@@ -154,6 +154,32 @@ t.test('runc checkpoint and restore with crr as its criu', async (t) => {
   t.equal(await exited, 7, 'runc exits with the restored init\'s exit status');
 });
 
+t.test('runc restore --lazy-pages: the container counts on while crr\'s own lazy-pages server brings its memory in', async (t) => {
+  const { bundle, id, images } = container(t, 'lazy');
+  t.equal(spawnSync(RUNC, ['run', '-d', id], { cwd: bundle, stdio: 'ignore' }).status, 0, 'runc run -d');
+  const first = await waitFor('the container counting', () => ((count(bundle) ?? 0) > 5 ? statePid(id) : undefined));
+  const checkpoint = runc(['checkpoint', '--image-path', images, id], bundle);
+  t.equal(checkpoint.code, 0, `runc checkpoint: ${checkpoint.out}`);
+  await waitPidGone(first);
+  const reached = await waitFor('the last count', () => count(bundle));
+  const restored = runc(['restore', '-d', '--lazy-pages', '--image-path', images, id], bundle);
+  t.equal(restored.code, 0, `runc restore -d --lazy-pages: ${restored.out}`);
+  const server = Number(/lazy pages: served by pid (\d+)/.exec(readFileSync(join(images, 'restore.log'), 'utf8'))?.[1] ?? 0);
+  t.teardown(() => {
+    try {
+      if (server > 0) process.kill(server, 'SIGKILL');
+    } catch {
+      // done and gone
+    }
+  });
+  t.ok(server > 0, 'crr says which process serves the pages');
+  const resumedAt = await waitFor('a count after the restore', () => count(bundle));
+  t.ok(resumedAt >= reached, `it counts on from ${reached} (${resumedAt} right after the restore)`);
+  await waitFor('counting on', () => ((count(bundle) ?? 0) > resumedAt + 5 ? true : undefined));
+  await waitFor('the lazy-pages server to finish', () => (existsSync(`/proc/${server}`) ? undefined : true), 30_000);
+  t.ok((count(bundle) ?? resumedAt + 6) > resumedAt + 5, 'the container runs on once every page is in');
+});
+
 /** Resolves with the first line of `stream` that matches `pattern`. */
 function lineMatching(stream: NodeJS.ReadableStream, pattern: RegExp): Promise<string> {
   return new Promise((resolve, reject) => {

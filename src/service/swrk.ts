@@ -118,8 +118,9 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
         connection.send({ type, success: true, version: CRIU_COMPAT_VERSION });
         return true;
       case REQ.FEATURE_CHECK:
-        // No memory tracking (pre-dump), no lazy pages, no pidfd store: each asked for is false.
-        connection.send({ type, success: true, features: { mem_track: false, lazy_pages: false, pidfd_store: false } });
+        // No memory tracking (pre-dump), no pidfd store. Lazy pages: a restore's, served by crr
+        // itself (a dump's, kept for a page server, is refused at the dump).
+        connection.send({ type, success: true, features: { mem_track: false, lazy_pages: true, pidfd_store: false } });
         return true;
       case REQ.CHECK: {
         // criu's check is of the kernel; crr's needs are its capabilities (the native layer is loaded).
@@ -147,6 +148,7 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
         const notify = notifier(connection, opts, log);
         const result = await restore({ ...restoreOptions(opts, dirs.imagesDir), ...(notify ? { actionScript: notify } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
         log.line(`restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}`);
+        if (result.lazyPages) log.line(`lazy pages: served by pid ${result.lazyPages.pid} until every page is in`);
         connection.send({ type, success: true, restore: { pid: result.rootHostPid } });
         return true;
       }
@@ -242,8 +244,9 @@ function directories(opts: Entry, caller: number): { imagesDir: string; workDir:
 /** criu options with no counterpart in crr: refused when set to anything but their default. */
 const UNSUPPORTED = ['ps', 'lazy_pages', 'auto_dedup', 'link_remap', 'veths', 'exec_cmd', 'skip_mnt', 'enable_fs', 'irmap_scan_paths', 'force_irmap', 'join_ns', 'cgroup_props', 'cgroup_props_file', 'cgroup_dump_controller', 'cgroup_yard', 'status_fd', 'lsm_profile', 'lsm_mount_context', 'tls', 'tls_cacert', 'tls_cacrl', 'tls_cert', 'tls_key', 'leave_stopped', 'unprivileged', 'pidfd_store_sk'];
 
-function refuseUnsupported(opts: Entry): void {
+function refuseUnsupported(opts: Entry, allowed: readonly string[] = []): void {
   for (const field of UNSUPPORTED) {
+    if (allowed.includes(field)) continue;
     const value = opts[field];
     if (value === undefined || value === false || value === '' || (Array.isArray(value) && value.length === 0)) continue;
     throw new RequestRefused(`crr does not support criu's ${field === 'ps' ? 'page-server' : field.replace(/_/g, '-')} (criu_opts.${field})`);
@@ -297,7 +300,8 @@ function mountpointsOf(pid: number): Set<string> {
 }
 
 function restoreOptions(opts: Entry, imagesDir: string) {
-  refuseUnsupported(opts);
+  // lazy_pages: criu waits for its lazy-pages daemon; crr starts its own server (src/restore/lazy-pages.ts).
+  refuseUnsupported(opts, ['lazy_pages']);
   // fds the caller passed to this process: a pipe by name (a container's new stdio), else a namespace.
   const externalNamespaces: Record<string, string> = {};
   const inheritedFds: Record<string, number> = {};
@@ -335,6 +339,7 @@ function restoreOptions(opts: Entry, imagesDir: string) {
     shellJob: Boolean(opts['shell_job']),
     tcpClose: Boolean(opts['tcp_close']),
     orphanPtyMaster: Boolean(opts['orphan_pts_master']),
+    lazyPages: Boolean(opts['lazy_pages']),
     ...(Object.keys(externalNamespaces).length ? { externalNamespaces } : {}),
     ...(Object.keys(inheritedFds).length ? { inheritedFds } : {}),
     // criu's --cgroup-root: runc names the cgroups it made for the container (another name's too).
