@@ -7,7 +7,7 @@
 // pages those bytes would come back as zeros and the check would fail.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { imageKindForFile, openCheckpoint, PAGE_SIZE, PE_PARENT, PE_PRESENT, readPagemap, type PagemapRun } from '../src/images/index.js';
@@ -17,6 +17,7 @@ import { formatSummary, summariseCheckpoint } from '../src/cli/commands/show.js'
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { startProgram, waitPidGone } from './lib/programs.js';
 import { dump } from '../src/dump/index.js';
+import type { Span } from '../src/resources/types.js';
 
 interface Host {
   teardown(fn: () => unknown): void;
@@ -97,6 +98,23 @@ t.test('a parent that is missing, lacks pages or comes back in its own chain is 
   const loop = incremental(t, full, undefined, (_, i) => (i === 0 ? 'parent' : 'present'));
   symlinkSync('.', join(loop, 'parent'));
   await t.rejects(restore({ imagesDir: loop, pidNamespace: true }), { stage: 'load', message: /expected a chain of parent checkpoints that ends/ }, 'a parent link to itself');
+});
+
+t.test('a chain of three restored with lazy pages: the server brings pages from all three pages files', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const full = await dumpProgram(t, prog);
+  const parent = incremental(t, full, full, (_, i) => (i % 2 === 0 ? 'parent' : 'present'));
+  const child = incremental(t, full, parent, (_, i) => (i % 3 === 0 ? 'present' : 'split'));
+  const spans: Span[] = [];
+  const rt = await restoreProgram(t, prog, child, { lazyPages: true, onSpan: (s) => spans.push(s) });
+  const server = rt.result.lazyPages;
+  t.teardown(() => {
+    if (server && existsSync(`/proc/${server.pid}`)) process.kill(server.pid, 'SIGKILL');
+  });
+  const handed = spans.find((s) => s.name === 'lazy pages')?.bytes ?? 0;
+  t.ok(handed >= 60 << 20, `the pattern's pages are left to the server (${handed} bytes)`);
+  t.same(await rt.check(), { pass: true, text: 'PASS' }, 'every byte is back');
+  t.equal(await server!.exited, 0, 'the server exits 0');
 });
 
 t.test('crr dump --prev-images-dir: pages unchanged since the parent dump stay there, the restore reads them there', async (t) => {

@@ -1,6 +1,7 @@
 /* crr-lazy-pages: serves the memory of a tree restored with --lazy-pages. The restore registers
  * each task's private anonymous VMAs with a userfaultfd of the task's and sends crr's copy of it
- * here, with the task's pages-N.img and the runs of it (address range, offset in the file); the
+ * here, with the task's pages files (pages-N.img, and those of parent checkpoints for an
+ * incremental dump) and the runs of them (address range, file, offset in it); the
  * tasks then run before their pages are in. A page fault gets its page and the ones after it in
  * the same run (UFFDIO_COPY) or a zero page outside every run; once the restore is done, the
  * rest is copied in the background, and an address space whose every page is in has its
@@ -9,11 +10,12 @@
  * keep the runs true. A failure kills the task it serves (its memory could not be made right).
  *
  * Control socket: fd 3, SOCK_SEQPACKET, from crr. Messages (native endianness):
- *   TASK {type 1, pid, runs in all, runs here} + runs, SCM_RIGHTS [uffd, pages fd]
+ *   TASK {type 1, pid, runs in all, runs here} + runs, SCM_RIGHTS [uffd, pages fds...]
  *   RUNS {type 2, 0, 0, runs here} + runs: more runs of the last TASK
  *   DONE {type 3}: the restore succeeded; start the background copy.
  * End of file before DONE: the restore failed; exit at once (crr kills the tasks).
- * A run is {start, end, offset}, page-aligned, in address order. Protocol and design:
+ * A run is {start, end, offset, file} (file: an index into the TASK's pages fds), page-aligned,
+ * in address order. Protocol and design:
  * docs/RESTORER.md ("Lazy pages"). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +43,7 @@
 /* The background copy's unit: between two of them the loop looks for faults. */
 #define BACKGROUND_CHUNK (2UL << 20)
 #define MAX_RUNS_PER_MESSAGE 4096
+#define MAX_PAGES_FILES 64
 
 enum { MSG_TASK = 1, MSG_RUNS = 2, MSG_DONE = 3 };
 
@@ -49,22 +52,27 @@ struct msg_head {
 };
 
 struct run {
-	uint64_t start, end, offset;
+	uint64_t start, end, offset, file;
 };
 
-/* pages-N.img mapped read-only: the copies' source, shared by a task and the address spaces it forks. */
-struct pages_file {
+/* A task's pages files mapped read-only: the copies' source, shared by the task and the address
+ * spaces it forks. Their pages are numbered one file after another (base) for the bitmaps. */
+struct pages_set {
 	int refs;
-	const char *map;
-	uint64_t size;
+	size_t count;
+	struct {
+		const char *map;
+		uint64_t size, base;
+	} files[MAX_PAGES_FILES];
+	uint64_t pages;
 };
 
-/* One userfaultfd: one address space. `done` has a bit per page of the pages file: copied, or
+/* One userfaultfd: one address space. `done` has a bit per page of its pages files: copied, or
  * no longer wanted (unmapped, discarded). Runs never change but for mremap, which moves them. */
 struct space {
 	int uffd;
 	pid_t pid; /* 0 for an address space forked after the restore: crr never knew its PID */
-	struct pages_file *pages;
+	struct pages_set *pages;
 	struct run *runs;
 	size_t nruns, total;
 	uint64_t *done;
@@ -88,12 +96,21 @@ static void die(const char *what)
 
 static int bit(const uint64_t *bits, uint64_t n) { return (bits[n / 64] >> (n % 64)) & 1; }
 
-static uint64_t bitmap_words(const struct pages_file *p) { return (p->size / PAGE + 63) / 64; }
+static uint64_t bitmap_words(const struct pages_set *p) { return (p->pages + 63) / 64; }
 
-/* Marks the file pages [offset, offset + len) done; counts those that were not. */
-static void mark_done(struct space *s, uint64_t offset, uint64_t len)
+/* The number of the page at `addr` of run `r` among its space's pages files. */
+static uint64_t page_of(const struct space *s, const struct run *r, uint64_t addr)
 {
-	for (uint64_t n = offset / PAGE; n < (offset + len) / PAGE; n++) {
+	return s->pages->files[r->file].base + (r->offset + (addr - r->start)) / PAGE;
+}
+
+static int is_done(const struct space *s, const struct run *r, uint64_t addr) { return bit(s->done, page_of(s, r, addr)); }
+
+/* Marks the pages [addr, addr + len) of run `r` done; counts those that were not. */
+static void mark_done(struct space *s, const struct run *r, uint64_t addr, uint64_t len)
+{
+	uint64_t first = page_of(s, r, addr);
+	for (uint64_t n = first; n < first + len / PAGE; n++) {
 		if (!bit(s->done, n)) {
 			s->done[n / 64] |= 1ULL << (n % 64);
 			s->left--;
@@ -134,13 +151,13 @@ static enum copy_result copy_range(struct space *s, const struct run *r, uint64_
 	while (len > 0) {
 		struct uffdio_copy copy = {
 			.dst = addr,
-			.src = (uint64_t)(uintptr_t)(s->pages->map + r->offset + (addr - r->start)),
+			.src = (uint64_t)(uintptr_t)(s->pages->files[r->file].map + r->offset + (addr - r->start)),
 			.len = len,
 			.mode = 0,
 		};
 		int rc = ioctl(s->uffd, UFFDIO_COPY, &copy);
 		uint64_t moved = copy.copy > 0 ? (uint64_t)copy.copy : 0;
-		mark_done(s, r->offset + (addr - r->start), moved);
+		mark_done(s, r, addr, moved);
 		bytes_copied += moved;
 		addr += moved;
 		len -= moved;
@@ -148,7 +165,7 @@ static enum copy_result copy_range(struct space *s, const struct run *r, uint64_
 			continue; /* a partial copy fails with EAGAIN: the rest is tried again */
 		if (errno == EEXIST || errno == ENOENT) {
 			/* there already, or no longer registered (its VMA changed): nothing to bring */
-			mark_done(s, r->offset + (addr - r->start), PAGE);
+			mark_done(s, r, addr, PAGE);
 			struct uffdio_range wake = {.start = addr, .len = PAGE};
 			ioctl(s->uffd, UFFDIO_WAKE, &wake);
 			addr += PAGE;
@@ -170,10 +187,10 @@ static enum copy_result serve_fault(struct space *s, uint64_t addr)
 {
 	addr &= ~(PAGE - 1);
 	struct run *r = run_at(s, addr);
-	if (r && !bit(s->done, (r->offset + addr - r->start) / PAGE)) {
+	if (r && !is_done(s, r, addr)) {
 		uint64_t end = addr;
 		uint64_t limit = r->end - addr < FAULT_CHUNK ? r->end : addr + FAULT_CHUNK;
-		while (end < limit && !bit(s->done, (r->offset + end - r->start) / PAGE))
+		while (end < limit && !is_done(s, r, end))
 			end += PAGE;
 		faults++;
 		return copy_range(s, r, addr, end - addr);
@@ -203,7 +220,7 @@ static void forget_range(struct space *s, uint64_t start, uint64_t end)
 		struct run *r = &s->runs[i];
 		uint64_t from = r->start > start ? r->start : start, to = r->end < end ? r->end : end;
 		if (from < to)
-			mark_done(s, r->offset + (from - r->start), to - from);
+			mark_done(s, r, from, to - from);
 	}
 }
 
@@ -234,7 +251,7 @@ static void move_range(struct space *s, uint64_t from, uint64_t to, uint64_t len
 		for (int k = 0; k < 3; k++) {
 			if (cut[k] >= cut[k + 1])
 				continue;
-			struct run piece = {cut[k], cut[k + 1], r.offset + (cut[k] - r.start)};
+			struct run piece = {cut[k], cut[k + 1], r.offset + (cut[k] - r.start), r.file};
 			if (piece.start >= from && piece.end <= from + len) {
 				piece.start = piece.start - from + to;
 				piece.end = piece.end - from + to;
@@ -256,7 +273,7 @@ static void watch(struct space *s)
 		die("watch a userfaultfd");
 }
 
-static struct space *new_space(int uffd, pid_t pid, struct pages_file *pages)
+static struct space *new_space(int uffd, pid_t pid, struct pages_set *pages)
 {
 	struct space *s = calloc(1, sizeof(*s));
 	if (!s || !(s->done = calloc(bitmap_words(pages) + 1, sizeof(uint64_t))))
@@ -328,14 +345,14 @@ static void background_step(struct space *s)
 	while (s->cursor < s->nruns) {
 		struct run *r = &s->runs[s->cursor];
 		uint64_t addr = r->start;
-		while (addr < r->end && bit(s->done, (r->offset + addr - r->start) / PAGE))
+		while (addr < r->end && is_done(s, r, addr))
 			addr += PAGE;
 		if (addr == r->end) {
 			s->cursor++;
 			continue;
 		}
 		uint64_t end = addr;
-		while (end < r->end && end - addr < BACKGROUND_CHUNK && !bit(s->done, (r->offset + end - r->start) / PAGE))
+		while (end < r->end && end - addr < BACKGROUND_CHUNK && !is_done(s, r, end))
 			end += PAGE;
 		enum copy_result res = copy_range(s, r, addr, end - addr);
 		if (res == RETRY)
@@ -355,7 +372,9 @@ static void release(struct space *s)
 	epoll_ctl(epfd, EPOLL_CTL_DEL, s->uffd, NULL);
 	close(s->uffd); /* the kernel unregisters every VMA of it */
 	if (--s->pages->refs == 0) {
-		munmap((void *)s->pages->map, s->pages->size);
+		for (size_t i = 0; i < s->pages->count; i++)
+			if (s->pages->files[i].size)
+				munmap((void *)s->pages->files[i].map, s->pages->files[i].size);
 		free(s->pages);
 	}
 	free(s->runs);
@@ -386,7 +405,8 @@ static void append_runs(struct space *s, const struct run *runs, size_t count)
 	}
 	for (size_t i = 0; i < count; i++) {
 		const struct run *r = &runs[i];
-		if (r->start >= r->end || (r->start | r->end | r->offset) % PAGE || r->offset + (r->end - r->start) > s->pages->size ||
+		if (r->start >= r->end || (r->start | r->end | r->offset) % PAGE || r->file >= s->pages->count ||
+		    r->offset + (r->end - r->start) > s->pages->files[r->file].size ||
 		    (s->nruns > 0 && r->start < s->runs[s->nruns - 1].end)) {
 			fprintf(stderr, "crr-lazy-pages: task %d: a bad run 0x%llx-0x%llx at %llu\n", (int)s->pid,
 				(unsigned long long)r->start, (unsigned long long)r->end, (unsigned long long)r->offset);
@@ -407,7 +427,7 @@ static void read_control(void)
 		struct msg_head head;
 		char bytes[sizeof(struct msg_head) + MAX_RUNS_PER_MESSAGE * sizeof(struct run)];
 	} buf;
-	char cbuf[CMSG_SPACE(2 * sizeof(int))];
+	char cbuf[CMSG_SPACE((1 + MAX_PAGES_FILES) * sizeof(int))];
 	struct iovec iov = {.iov_base = &buf, .iov_len = sizeof(buf)};
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	ssize_t n = recvmsg(CONTROL_FD, &mh, MSG_CMSG_CLOEXEC);
@@ -431,23 +451,31 @@ static void read_control(void)
 	switch (buf.head.type) {
 	case MSG_TASK: {
 		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		if (receiving || !c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(2 * sizeof(int))) {
-			fprintf(stderr, "crr-lazy-pages: a task message without its userfaultfd and pages file\n");
+		size_t nfds = c && c->cmsg_type == SCM_RIGHTS ? (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+		if (receiving || nfds < 2 || (mh.msg_flags & MSG_CTRUNC)) {
+			fprintf(stderr, "crr-lazy-pages: a task message without its userfaultfd and pages files\n");
 			exit(1);
 		}
-		int fds[2];
-		memcpy(fds, CMSG_DATA(c), sizeof(fds));
-		struct stat st;
-		if (fstat(fds[1], &st) < 0)
-			die("fstat the pages file");
-		struct pages_file *pages = calloc(1, sizeof(*pages));
+		int fds[1 + MAX_PAGES_FILES];
+		memcpy(fds, CMSG_DATA(c), nfds * sizeof(int));
+		struct pages_set *pages = calloc(1, sizeof(*pages));
 		if (!pages)
 			die("calloc");
-		pages->size = (uint64_t)st.st_size & ~(PAGE - 1);
-		pages->map = pages->size ? mmap(NULL, pages->size, PROT_READ, MAP_PRIVATE, fds[1], 0) : NULL;
-		if (pages->map == MAP_FAILED)
-			die("map the pages file");
-		close(fds[1]);
+		pages->count = nfds - 1;
+		for (size_t i = 0; i < pages->count; i++) {
+			struct stat st;
+			if (fstat(fds[1 + i], &st) < 0)
+				die("fstat a pages file");
+			uint64_t size = (uint64_t)st.st_size & ~(PAGE - 1);
+			const char *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fds[1 + i], 0) : NULL;
+			if (map == MAP_FAILED)
+				die("map a pages file");
+			close(fds[1 + i]);
+			pages->files[i].map = map;
+			pages->files[i].size = size;
+			pages->files[i].base = pages->pages;
+			pages->pages += size / PAGE;
+		}
 		struct space *s = new_space(fds[0], (pid_t)buf.head.pid, pages);
 		s->total = buf.head.total;
 		if (!(s->runs = calloc(s->total + 1, sizeof(struct run))))

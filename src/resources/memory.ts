@@ -48,7 +48,7 @@ import {
   uffdVmas,
   vmasHoldingRuns,
 } from '../restore/remote-uffd.js';
-import { LAZY_UFFD_FEATURES, splitLazy, startLazyPagesServer } from '../restore/lazy-pages.js';
+import { LAZY_UFFD_FEATURES, splitLazy, startLazyPagesServer, type LazyRun } from '../restore/lazy-pages.js';
 import { copyFromTask } from './shared-fds.js';
 import { mappedObjectKey } from './shmem.js';
 import { parentPagesKey } from './barrier.js';
@@ -192,18 +192,25 @@ async function copyFromHere(
   return { calls: register.size + rest.size + chunks.length, bytes: copied.value + read.bytes };
 }
 
+/** A task's memory the lazy-pages server brings: the VMAs registered, the runs, their pages files. */
+interface LazyMemory {
+  vmas: Vma[];
+  runs: LazyRun[];
+  pagesPaths: string[];
+}
+
 /**
  * Registers the task's lazy VMAs with the userfaultfd `uffd` it opened (the events the server
  * follows asked for) and hands crr's copy of it to the tree's lazy-pages server, started here for
  * the first task. The task's own copy is closed by the caller's next batch.
  */
-async function registerLazy(ctx: RestoreCtx, hostPid: number, scratch: bigint, uffd: number, lazy: { vmas: Vma[]; runs: PageRun[]; pagesPath: string }): Promise<number> {
+async function registerLazy(ctx: RestoreCtx, hostPid: number, scratch: bigint, uffd: number, lazy: LazyMemory): Promise<number> {
   const start = ctx.now();
   const register = new RemoteBatch(scratch);
   addUffdRegister(register, uffd, lazy.vmas, LAZY_UFFD_FEATURES);
   await register.run(ctx.tracer, hostPid, { pid: ctx.pid });
   const server = (ctx.session.lazyPages ??= startLazyPagesServer());
-  server.addTask(hostPid, copyFromTask(ctx, uffd), lazy.pagesPath, lazy.runs);
+  server.addTask(hostPid, copyFromTask(ctx, uffd), lazy.pagesPaths, lazy.runs);
   // The bytes left to the server, for the trace: they are not filled here.
   ctx.record({ name: 'lazy pages', start, end: ctx.now(), syscalls: register.size, bytes: lazy.runs.reduce((n, r) => n + Number(r.end - r.start), 0) });
   return register.size;
@@ -224,7 +231,7 @@ async function mapAndFill(
     batch: RemoteBatch;
     mapped: Vma[];
     runs: PageRun[];
-    lazy?: { vmas: Vma[]; runs: PageRun[] };
+    lazy?: LazyMemory;
     pagesFd: number;
     pagesPath: string;
     parentRuns: ParentRuns;
@@ -255,7 +262,7 @@ async function mapAndFill(
     fill = new RemoteBatch(batch.scratch);
     if (lazy) {
       const uffd = Number(results[openLazy]!);
-      registered = await registerLazy(ctx, hostPid, batch.scratch, uffd, { ...lazy, pagesPath: at.pagesPath });
+      registered = await registerLazy(ctx, hostPid, batch.scratch, uffd, lazy);
       fill.call(SYS.close, [uffd], { what: "close the task's lazy-pages userfaultfd (the server has its own)" });
     }
   }
@@ -309,17 +316,20 @@ export const memory: ResourceKind<RestoreCtx> = {
     // cannot (native/helper/main.c).
     const mapped = vmas.filter((v) => !isKernelMade(v));
     const pagemap = readPagemap(ctx.checkpoint, ctx.pid);
-    const allRuns = presentRuns(pagemap.runs, mapped);
+    const ownRuns = presentRuns(pagemap.runs, mapped);
+    const parentFiles = pagemap.parents.map((parent) => presentRuns(parent.runs, mapped));
+    // Lazy pages: the runs the server brings, from the task's pages file and its parent
+    // checkpoints', are left out of everything below.
+    const split = ctx.session.options.lazyPages ? splitLazy(mapped, [ownRuns, ...parentFiles]) : undefined;
+    const runs = split ? split.eager[0]! : ownRuns;
     const parentRuns: ParentRuns = pagemap.parents.map((parent, n) => {
       const fd = ctx.runtime.preopened.get(parentPagesKey(n));
       if (fd === undefined) fail(ctx, `the barrier did not pre-open ${parent.pagesPath}`);
-      return { fd, runs: presentRuns(parent.runs, mapped) };
+      return { fd, runs: split ? split.eager[n + 1]! : parentFiles[n]! };
     });
-    // Lazy pages: the runs the server brings are left out of everything below. The pages of a
-    // task with some in parent checkpoints all come now (the server reads one pages file).
-    const split = ctx.session.options.lazyPages && parentRuns.length === 0 ? splitLazy(mapped, allRuns) : undefined;
-    const lazy = split?.lazy.length ? { vmas: split.vmas, runs: split.lazy } : undefined;
-    const runs = split ? split.eager : allRuns;
+    const pagesPath = ctx.checkpoint.path(pagemap.pagesFile);
+    const pagesPaths = [pagesPath, ...pagemap.parents.map((parent) => parent.pagesPath)];
+    const lazy = split?.lazy.length ? { vmas: split.vmas, runs: split.lazy, pagesPaths } : undefined;
     const batch = new RemoteBatch(scratch);
 
     // Teardown.
@@ -337,7 +347,6 @@ export const memory: ResourceKind<RestoreCtx> = {
     // off the disk from here while the task maps and copies (src/restore/prefetch.ts).
     const own = runs.reduce((n, r) => n + Number(r.end - r.start), 0) >= SEPARATE_FILL_BYTES;
     const prefetchStart = ctx.now();
-    const pagesPath = ctx.checkpoint.path(pagemap.pagesFile);
     const length = Number(sourceLength(runs));
     // A cold file is read direct, with no read-ahead (it would fill the cache O_DIRECT bypasses).
     const direct = own && directFill(pagesPath, runs, length).direct;

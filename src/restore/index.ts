@@ -107,8 +107,7 @@ export interface RestoreOptions {
    * Private anonymous memory comes when the tree first touches it, then in the background (criu's
    * --lazy-pages, without its separate lazy-pages daemon and page server): the tree runs sooner.
    * crr-lazy-pages serves it from the images, which must stay until it exits (RestoreResult's
-   * lazyPages). Memory of a task whose pages an incremental dump keeps in parent checkpoints
-   * comes at once.
+   * lazyPages), and those of the parent checkpoints an incremental dump's pages are kept in.
    */
   readonly lazyPages?: boolean;
   /** Most tasks in one stage at once. */
