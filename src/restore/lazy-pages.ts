@@ -6,12 +6,9 @@
 // restore, a CLI that exits); it ends once every page is in.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { native } from '../actors/native.js';
+import { native, nativePaths } from '../actors/native.js';
 import { splitRuns, uffdVmas, vmasHoldingRuns } from './remote-uffd.js';
 import type { PageRun, Vma } from './remote-vma.js';
-
-const serverPath = fileURLToPath(new URL('../../native/build/crr-lazy-pages', import.meta.url));
 
 const MSG_TASK = 1;
 const MSG_RUNS = 2;
@@ -67,13 +64,13 @@ export function startLazyPagesServer(): LazyPagesServer {
   let child: ChildProcess;
   try {
     // Its own session: a Ctrl-C at crr's terminal is not for the server of a tree that runs on.
-    child = spawn(serverPath, [], { stdio: ['ignore', 'ignore', 'inherit', theirs], detached: true });
+    child = spawn(nativePaths.lazyPages, [], { stdio: ['ignore', 'ignore', 'inherit', theirs], detached: true });
   } finally {
     native.close(theirs);
   }
   if (child.pid === undefined) {
     native.close(ours);
-    throw new Error(`${serverPath} could not be started (npm run build:native builds it)`);
+    throw new Error(`${nativePaths.lazyPages} could not be started (npm run build:native builds it)`);
   }
   child.unref();
   const exited = new Promise<number | null>((resolve) => {
