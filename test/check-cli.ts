@@ -21,6 +21,7 @@ t.test('crr check --json: every check passes here, and the round trip leaves not
   const out = JSON.parse(r.stdout) as { ok: boolean; checks: Array<{ name: string; ok: boolean; detail: string }> };
   t.equal(out.ok, true);
   t.same(out.checks.filter((c) => !c.ok), [], 'no check failed');
+  t.match(out.checks.find((c) => c.name === 'lazy pages')?.detail, /for restore --lazy-pages: userfaultfd with the fork, remap, remove and unmap events/, 'lazy pages: asked of crr-lazy-pages --check');
   const detail = out.checks.find((c) => c.name === 'dump and restore')?.detail ?? '';
   t.match(detail, /sleep \(pid \d+\) dumped and restored in a fresh PID namespace/);
   const pid = Number(/pid (\d+)/.exec(detail)?.[1]);

@@ -33,6 +33,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +45,8 @@
 #define BACKGROUND_CHUNK (2UL << 20)
 #define MAX_RUNS_PER_MESSAGE 4096
 #define MAX_PAGES_FILES 64
+/* The events crr asks for in the tasks' UFFDIO_API (src/restore/lazy-pages.ts, LAZY_UFFD_FEATURES). */
+#define LAZY_FEATURES (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP)
 
 enum { MSG_TASK = 1, MSG_RUNS = 2, MSG_DONE = 3 };
 
@@ -521,8 +524,28 @@ static int background_wait_ms(void)
 	return ms > 0 ? (int)ms : 0;
 }
 
-int main(void)
+/* --check: can this kernel give a restore's tasks userfaultfds with the events the server follows? */
+static int check_kernel(void)
 {
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (fd < 0) {
+		printf("userfaultfd: %s\n", strerror(errno));
+		return 1;
+	}
+	struct uffdio_api api = {.api = UFFD_API, .features = LAZY_FEATURES};
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		printf("UFFDIO_API with the fork, remap, remove and unmap events: %s\n", strerror(errno));
+		return 1;
+	}
+	close(fd);
+	printf("userfaultfd with the fork, remap, remove and unmap events\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--check") == 0)
+		return check_kernel();
 	signal(SIGPIPE, SIG_IGN);
 	/* A userfaultfd per address space: a large tree needs more fds than a default soft limit. */
 	struct rlimit files;

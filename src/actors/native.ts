@@ -81,9 +81,4 @@ const addonPath = fileURLToPath(new URL('../../build/Release/crr_native.node', i
 
 export const native: NativeBinding = createRequire(import.meta.url)(addonPath) as NativeBinding;
 
-/** Paths of the native executables and the stub, built into native/build/ by the set-up. */
-export const nativePaths = {
-  helper: fileURLToPath(new URL('../../native/build/crr-helper', import.meta.url)),
-  lazyPages: fileURLToPath(new URL('../../native/build/crr-lazy-pages', import.meta.url)),
-  stub: fileURLToPath(new URL('../../native/build/stub.bin', import.meta.url)),
-};
+export { nativePaths } from './native-paths.js';

@@ -11,7 +11,7 @@ import { isAbsolute, join } from 'node:path';
 import { native, type ChannelHandle } from '../actors/native.js';
 import { parseMountinfo } from '../mountinfo.js';
 import { treeMounts } from '../restore/mounts.js';
-import { capabilityChecks } from '../capabilities.js';
+import { capabilityChecks, lazyPagesCheck } from '../capabilities.js';
 import { cgroupMounts, parseCgroupFile } from '../cgroup-fs.js';
 import { CrrError } from '../errors.js';
 import { decodeEntry, encodeEntry, enumValues, openCheckpoint, type Entry } from '../images/index.js';
@@ -119,8 +119,8 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
         return true;
       case REQ.FEATURE_CHECK:
         // No memory tracking (pre-dump), no pidfd store. Lazy pages: a restore's, served by crr
-        // itself (a dump's, kept for a page server, is refused at the dump).
-        connection.send({ type, success: true, features: { mem_track: false, lazy_pages: true, pidfd_store: false } });
+        // itself where the kernel allows (a dump's, kept for a page server, is refused at the dump).
+        connection.send({ type, success: true, features: { mem_track: false, lazy_pages: lazyPagesCheck().ok, pidfd_store: false } });
         return true;
       case REQ.CHECK: {
         // criu's check is of the kernel; crr's needs are its capabilities (the native layer is loaded).
