@@ -4,8 +4,9 @@
 // from where it was and its garbage collector running after the restore; Redis with its keys;
 // nginx's master and workers serving, then stopping gracefully; a Node.js HTTP server; SQLite in
 // WAL mode with a write transaction open across the dump; a Python multiprocessing pool; headless
-// Chromium, its page's timer running on and a new tab opened. (PostgreSQL has a file of its own:
-// test/restore-postgres.ts.)
+// Chromium, its page's timer running on and a new tab opened. The JVM, Redis, Node.js, the Python
+// pool and Chromium again with lazy pages: they run on while their memory comes in, and the server
+// ends once every page is. (PostgreSQL has a file of its own: test/restore-postgres.ts.)
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -34,11 +35,17 @@ async function dumpTree(root: number, dir: string): Promise<string> {
   return imagesDir;
 }
 
-/** Restores a checkpoint in a fresh PID namespace, killed when the test ends. */
-async function restoreTree(t: { teardown(fn: () => unknown): void }, imagesDir: string) {
-  const result = await restore({ imagesDir, pidNamespace: true });
+/** Restores a checkpoint in a fresh PID namespace, killed when the test ends (with its lazy-pages server, if any). */
+async function restoreTree(t: { teardown(fn: () => unknown): void }, imagesDir: string, options: { lazyPages?: boolean } = {}) {
+  const result = await restore({ imagesDir, pidNamespace: true, ...options });
   t.teardown(() => result.kill());
   return result;
+}
+
+/** The lazy variant of a test: its restore took lazy pages, and the server brought every page in. */
+async function lazyPagesDone(t: Tap.Test, result: Awaited<ReturnType<typeof restoreTree>>): Promise<void> {
+  t.ok(result.lazyPages, 'a lazy-pages server served its memory');
+  t.equal(await result.lazyPages?.exited, 0, 'which exits 0 once every page is in, the program running on');
 }
 
 t.test('tmux: the server and its shell, reached by a new client', async (t) => {
@@ -103,7 +110,7 @@ public class Counter {
 }
 `;
 
-t.test('a JVM: its threads, its counter and its garbage collector', async (t) => {
+for (const lazyPages of [false, true]) t.test(`a JVM: its threads, its counter and its garbage collector${lazyPages ? ' (lazy pages)' : ''}`, async (t) => {
   const dir = tempDir(t, 'jvm');
   writeFileSync(join(dir, 'Counter.java'), COUNTER);
   const javac = spawnSync('javac', ['-d', dir, join(dir, 'Counter.java')], { encoding: 'utf8' });
@@ -123,7 +130,7 @@ t.test('a JVM: its threads, its counter and its garbage collector', async (t) =>
 
   const imagesDir = await dumpTree(jvm, dir);
   const atDump = read()!;
-  const result = await restoreTree(t, imagesDir);
+  const result = await restoreTree(t, imagesDir, { lazyPages });
   const restored = result.hostPids.get(jvm)!;
   t.equal(readdirSync(`/proc/${restored}/task`).length, threads, `all ${threads} threads back`);
   const later = await waitFor('the restored JVM to count on and collect again', () => {
@@ -133,6 +140,7 @@ t.test('a JVM: its threads, its counter and its garbage collector', async (t) =>
   t.ok(later.count > atDump.count, `its counter went on from ${atDump.count} to ${later.count}, not from 0`);
   t.ok(later.gcs > atDump.gcs, `its collector ran again (${atDump.gcs} to ${later.gcs} collections)`);
   t.match(readFileSync(`/proc/${restored}/status`, 'utf8'), /State:\s+S/, 'and it is running (sleeping between steps), not stopped or dead');
+  if (lazyPages) await lazyPagesDone(t, result);
 });
 
 /** Retries `probe` (an error counts as not yet) every 50 ms for up to 10 s. */
@@ -156,7 +164,7 @@ async function ask(port: number, request: string): Promise<string> {
   });
 }
 
-t.test('Redis: its keys and its threads, serving new clients', async (t) => {
+for (const lazyPages of [false, true]) t.test(`Redis: its keys and its threads, serving new clients${lazyPages ? ' (lazy pages)' : ''}`, async (t) => {
   const dir = tempDir(t, 'redis');
   const port = await freePort();
   const redis = await startDetached(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
@@ -167,11 +175,12 @@ t.test('Redis: its keys and its threads, serving new clients', async (t) => {
   t.match(await cmd('RPUSH', 'list', 'a', 'b', 'c'), /^:3/, 'a list made');
   const threads = readdirSync(`/proc/${redis}/task`).length;
 
-  const result = await restoreTree(t, await dumpTree(redis, dir));
+  const result = await restoreTree(t, await dumpTree(redis, dir), { lazyPages });
   t.equal(readdirSync(`/proc/${result.hostPids.get(redis)!}/task`).length, threads, `its ${threads} threads back`);
   t.match(await cmd('GET', 'kept'), /^\$15\r\nbefore-the-dump/, 'the key is there');
   t.match(await cmd('LRANGE', 'list', '0', '-1'), /^\*3\r\n\$1\r\na\r\n\$1\r\nb\r\n\$1\r\nc/, 'so is the list');
   t.match(await cmd('INCR', 'counter'), /^:1/, 'and it takes new writes');
+  if (lazyPages) await lazyPagesDone(t, result);
 });
 
 t.test('nginx: a master and two workers serving, then a graceful stop', async (t) => {
@@ -203,7 +212,7 @@ t.test('nginx: a master and two workers serving, then a graceful stop', async (t
   t.equal(readFileSync(join(dir, 'access.log'), 'utf8').split('\n').filter(Boolean).length, 6, 'every request is in its access log');
 });
 
-t.test('Node.js: an HTTP server with its libuv thread pool', async (t) => {
+for (const lazyPages of [false, true]) t.test(`Node.js: an HTTP server with its libuv thread pool${lazyPages ? ' (lazy pages)' : ''}`, async (t) => {
   const dir = tempDir(t, 'node');
   const port = await freePort();
   writeFileSync(
@@ -222,9 +231,10 @@ t.test('Node.js: an HTTP server with its libuv thread pool', async (t) => {
   t.match(await get(), /hits 2, read \d+ bytes/, 'it serves before the dump, reading a file on its thread pool');
   const threads = readdirSync(`/proc/${node}/task`).length;
 
-  const result = await restoreTree(t, await dumpTree(node, dir));
+  const result = await restoreTree(t, await dumpTree(node, dir), { lazyPages });
   t.equal(readdirSync(`/proc/${result.hostPids.get(node)!}/task`).length, threads, `its ${threads} threads back`);
   t.match(await get(), /hits 3, read \d+ bytes/, 'the count goes on; the thread pool reads files again');
+  if (lazyPages) await lazyPagesDone(t, result);
 });
 
 t.test('SQLite in WAL mode: a write transaction open across the dump, committed after the restore', async (t) => {
@@ -257,7 +267,7 @@ t.test('SQLite in WAL mode: a write transaction open across the dump, committed 
   t.equal(sqlite('select sum(x) from t'), '3', 'which another connection then sees');
 });
 
-t.test('Python multiprocessing: a pool of forked workers, its pipes, its semaphores in /dev/shm', async (t) => {
+for (const lazyPages of [false, true]) t.test(`Python multiprocessing: a pool of forked workers, its pipes, its semaphores in /dev/shm${lazyPages ? ' (lazy pages)' : ''}`, async (t) => {
   const dir = tempDir(t, 'multiprocessing');
   const script = [
     'import multiprocessing as mp, os, sys, time',
@@ -282,13 +292,14 @@ t.test('Python multiprocessing: a pool of forked workers, its pipes, its semapho
   const tree = processTree(py);
   t.equal(tree.length, 4, 'a parent and three workers');
 
-  const result = await restoreTree(t, await dumpTree(py, dir));
+  const result = await restoreTree(t, await dumpTree(py, dir), { lazyPages });
   t.equal(result.tasks.length, 4, 'all four restored');
   writeFileSync(join(dir, 'go'), '');
   t.equal(await waitFor('the pool after the restore', () => safe(join(dir, 'result')) || undefined), '2646700', 'the restored pool maps again, under its lock');
+  if (lazyPages) await lazyPagesDone(t, result);
 });
 
-t.test('headless Chromium in a PID namespace: its page runs on, and it opens a new tab', async (t) => {
+for (const lazyPages of [false, true]) t.test(`headless Chromium in a PID namespace: its page runs on, and it opens a new tab${lazyPages ? ' (lazy pages)' : ''}`, async (t) => {
   const dir = tempDir(t, 'chromium');
   const port = await freePort();
   writeFileSync(join(dir, 'page.html'), '<title>n0</title><script>let n = 0; setInterval(() => { document.title = "n" + ++n; }, 50);</script>');
@@ -333,7 +344,7 @@ t.test('headless Chromium in a PID namespace: its page runs on, and it opens a n
   const before = await count();
   const imagesDir = await dumpTree(root, dir);
   await unshareExited;
-  const result = await restoreTree(t, imagesDir);
+  const result = await restoreTree(t, imagesDir, { lazyPages });
   t.equal(result.tasks.length, tree.length, 'every process restored');
   const restored = await count();
   t.ok(restored >= before, `the page's counter goes on from where it was (${before} before the dump, ${restored} after), not from 0`);
@@ -342,4 +353,5 @@ t.test('headless Chromium in a PID namespace: its page runs on, and it opens a n
   await devtools('PUT', `/json/new?file://${join(dir, 'page.html')}`);
   await until('a new tab to count', async () => (await pages()).filter((p) => /^n\d+$/.test(p.title)).length >= 2);
   t.pass('a new tab (a new renderer from the restored zygote) runs the page too');
+  if (lazyPages) await lazyPagesDone(t, result);
 });
