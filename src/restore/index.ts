@@ -106,8 +106,10 @@ export interface RestoreOptions {
   /**
    * Private anonymous memory comes when the tree first touches it, then in the background (criu's
    * --lazy-pages, without its separate lazy-pages daemon and page server): the tree runs sooner.
-   * crr-lazy-pages serves it from the images, which must stay until it exits (RestoreResult's
-   * lazyPages), and those of the parent checkpoints an incremental dump's pages are kept in.
+   * crr-lazy-pages serves it from the pages files, the checkpoint's and those of the parent
+   * checkpoints an incremental dump keeps pages in, which it holds open: the images may be
+   * removed once restore() returns, but not changed in place before it exits (RestoreResult's
+   * lazyPages).
    */
   readonly lazyPages?: boolean;
   /** Most tasks in one stage at once. */

@@ -181,7 +181,7 @@ export async function run(argv: string[]): Promise<number> {
     // Now, not at exit: crr may wait long for the tree, or be killed once it said "restored".
     saveCodeCache();
     log(2, `restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}, in ${total.toFixed(1)} ms`);
-    if (result.lazyPages) log(2, `lazy pages: served by pid ${result.lazyPages.pid} until every page is in; keep the images until it exits`);
+    if (result.lazyPages) log(2, `lazy pages: served by pid ${result.lazyPages.pid} until every page is in (it holds the pages files open)`);
     if (args.detached) return 0;
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
