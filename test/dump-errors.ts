@@ -240,6 +240,7 @@ t.test('CLI options: criu names accepted, unsupported ones named', async (t) => 
   t.equal(parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit=100']).ghostLimit, 100);
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--ghost-limit', 'lots']), /--ghost-limit: 'lots' is not a size/);
   t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--auto-dedup']), new UsageError("unsupported option '--auto-dedup'"));
+  t.throws(() => parseDumpArgs(['-t', '1', '-D', 'd', '--lazy-pages']), /unsupported option '--lazy-pages' .*dump as usual, then crr restore --lazy-pages/, "criu's lazy migration: the restore's lazy pages named instead");
   t.throws(() => parseDumpArgs(['-D', 'd']), /-t\/--tree PID is required/);
   t.same(parseDumpArgs(['-t', '1', '-D', 'd', '--external', 'net[4026532177]:extnet']).external, ['net[4026532177]:extnet']);
   t.throws(() => parseExternal(['dev[/x]:m']), /--external 'dev\[\/x\]:m': crr takes net\[INODE\]:KEY \(the tree's network namespace\) and mnt\[MOUNTPOINT\]:KEY/);

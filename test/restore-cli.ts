@@ -125,6 +125,24 @@ t.test('without -d crr waits for the root and exits with its status; -o and --pi
   await waitFor('the root to be reaped', () => (alive(host) ? undefined : true));
 });
 
+/**
+ * At the test's end: SIGKILL a detached tree's root and `more` (PIDs above 0 only: kill(-1) would
+ * be everything), then wait, bounded, until the root is reaped by this VM's init, which reaps
+ * slowly (KERNEL-NOTES 11).
+ */
+function killDetachedAtEnd(t: Tap.Test, root: number, ...more: number[]): void {
+  t.teardown(async () => {
+    for (const pid of [root, ...more].filter((p) => Number.isInteger(p) && p > 0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    if (root > 0) await waitFor('the detached root to be reaped', () => (alive(root) ? undefined : true), 90_000);
+  });
+}
+
 t.test('-d leaves the tree running and exits 0', async (t) => {
   // A process of this test's own, dumped by crr: its PID was free a moment ago. (A fixture's
   // PID, restored in the caller's namespace, may belong to any long-lived process here: on a
@@ -133,15 +151,7 @@ t.test('-d leaves the tree running and exits 0', async (t) => {
   const dir = await dumpProgram(t, prog);
   const r = await crr(['restore', '-D', dir, '-d', '--pidfile', '/tmp/crr-restore-cli-detached.pid']);
   const host = Number(readFileSync('/tmp/crr-restore-cli-detached.pid', 'utf8'));
-  t.teardown(async () => {
-    try {
-      process.kill(host, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-    // The orphan's reaper is this VM's init, which reaps slowly (KERNEL-NOTES 11): wait, bounded.
-    await waitFor('the detached root to be reaped', () => (alive(host) ? undefined : true), 90_000);
-  });
+  killDetachedAtEnd(t, host);
   t.equal(r.code, 0, r.stderr);
   t.equal(host, prog.pid, 'back at its PID');
   await sleep(300);
@@ -155,17 +165,8 @@ t.test('--lazy-pages -d: the tree runs, --json names the lazy-pages server, whic
   const dir = await dumpProgram(t, prog);
   const r = await crr(['restore', '-D', dir, '-d', '--lazy-pages', '--json']);
   const out = JSON.parse(r.stdout || '{}') as { rootHostPid?: number; lazyPagesPid?: number };
-  const host = out.rootHostPid ?? -1;
-  t.teardown(async () => {
-    for (const pid of [host, out.lazyPagesPid ?? -1]) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await waitFor('the detached root to be reaped', () => (alive(host) ? undefined : true), 90_000);
-  });
+  const host = out.rootHostPid ?? 0;
+  killDetachedAtEnd(t, host, out.lazyPagesPid ?? 0);
   t.equal(r.code, 0, r.stderr);
   t.equal(host, prog.pid, 'back at its PID');
   t.ok(out.lazyPagesPid, `--json names the server (${out.lazyPagesPid})`);

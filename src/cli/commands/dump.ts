@@ -96,6 +96,8 @@ export function parseDumpArgs(argv: string[]): DumpArgs {
       external.push(`mnt[${m[1]}]:${m[2]}`);
     }
     else if (ACCEPTED_NOOPS.has(arg)) continue;
+    // criu's lazy migration keeps the pages with the dumping criu's page server; crr's lazy pages are the restore's.
+    else if (arg === '--lazy-pages') throw new UsageError("unsupported option '--lazy-pages' (criu's lazy migration, pages served by the dumping host): dump as usual, then crr restore --lazy-pages");
     else if (arg === '-h' || arg === '--help') throw new UsageError(USAGE);
     else throw new UsageError(`unsupported option '${arg}'`);
   }
