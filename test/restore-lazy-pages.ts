@@ -87,6 +87,33 @@ t.test('a restore that fails after the memory stage leaves no lazy-pages server'
   for (const pid of hostPids) t.notOk(alive(pid), `task ${pid} is gone`);
 });
 
+t.test('a lazy-pages server gone before the restore ends fails the restore, and no task is left', async (t) => {
+  const prog = await startProgram(t, 'lazy-ops');
+  const imagesDir = await dumpProgram(t, prog);
+  const hostPids = new Set<number>();
+  const killer: ResourceKind<RestoreCtx> = {
+    name: 'inject-server-kill',
+    stage: 'resume',
+    images: [],
+    async restore(ctx) {
+      for (const runtime of ctx.session.runtimes.values()) if (runtime.hostPid) hostPids.add(runtime.hostPid);
+      const server = ctx.session.lazyPages;
+      if (server && alive(server.pid)) {
+        process.kill(server.pid, 'SIGKILL');
+        await server.exited;
+      }
+    },
+  };
+  const failed = await restore({ imagesDir, pidNamespace: true, lazyPages: true, kinds: [...registry, killer] }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  t.type(failed, StageError, 'the restore fails with a StageError');
+  t.match((failed as Error | undefined)?.message, /the lazy-pages server is gone before the restore ended .*the tree was killed/);
+  t.ok(hostPids.size > 0, 'the restore had made its tasks');
+  for (const pid of hostPids) t.notOk(alive(pid), `task ${pid} is gone`);
+});
+
 // Programs whose other state meets lazy memory: thread stacks and TLS (threads), a tree of
 // processes each with a server space of its own (tree), signal frames and alternate stacks (sigstate).
 for (const name of ['threads', 'tree', 'sigstate']) {

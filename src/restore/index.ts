@@ -318,6 +318,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   for (const [pid, runtime] of live.runtimes) if (runtime.hostPid !== undefined) hostPids.set(pid, runtime.hostPid);
   const rootHostPid = hostPids.get(result.rootPid) ?? result.rootPid;
   if (!options.dryRun) {
+    try {
+      live.lazyPages?.finish();
+    } catch (err) {
+      // Its tasks' memory would read as zeroes: the tree goes, as any failed restore's does.
+      await killAll(live, tracer, [...live.runtimes.keys()]);
+      closeChannels(live);
+      closePtys(live);
+      throw new StageError({ stage: 'resume', resource: 'memory', message: `the lazy-pages server is gone before the restore ended (${(err as Error).message}); the tree was killed`, cause: err });
+    }
     if (options.pidfile) {
       // Atomically, so a script polling for the file never reads it empty.
       writeFileSync(`${options.pidfile}.tmp`, `${rootHostPid}`);
@@ -325,7 +334,6 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
     closeChannels(live);
     closePtys(live);
-    live.lazyPages?.finish();
     if (options.detached) await detachLauncher(live);
     if (options.actionScript) {
       // The tree runs: a failure can no longer undo the restore (CRIU only logs it too).

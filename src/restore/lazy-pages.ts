@@ -112,8 +112,11 @@ export function startLazyPagesServer(): LazyPagesServer {
       }
     },
     finish() {
-      if (open) send(MSG_DONE, 0, 0, []);
-      close();
+      try {
+        if (open) send(MSG_DONE, 0, 0, []);
+      } finally {
+        close();
+      }
     },
     abort: close,
     kill() {
