@@ -8,6 +8,7 @@
  * userfaultfd closed, which leaves its VMAs plain memory. The process exits when no address
  * space is left. forks, mremap, munmap and madvise(DONTNEED) of the tasks come as events and
  * keep the runs true. A failure kills the task it serves (its memory could not be made right).
+ * `crr-lazy-pages --check` only says whether this kernel gives it what it needs (crr check).
  *
  * Control socket: fd 3, SOCK_SEQPACKET, from crr. Messages (native endianness):
  *   TASK {type 1, pid, runs in all, runs here} + runs, SCM_RIGHTS [uffd, pages fds...]
