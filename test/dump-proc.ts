@@ -4,7 +4,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseStat, decodeStatus, parseMaps, parseSmaps, parseLimits, parseFdinfo, parseAuxv, parseTimers, listThreads, RLIM_INFINITY } from '../src/dump/proc.js';
-import { collectVmas, VMA } from '../src/dump/mm.js';
+import { collectVmas, VMA, withoutRange, type DumpVma } from '../src/dump/mm.js';
 import { DumpIds } from '../src/dump/ids.js';
 import { buildRuns, chunkRuns, PE } from '../src/dump/pages.js';
 import { readBuildId } from '../src/images/build-id.js';
@@ -111,4 +111,22 @@ t.test('runs: merge adjacent same-flag pages, lazy for anonymous, skip clean fil
   ]);
   const chunks = chunkRuns([{ vaddr: 0x1000n, nrPages: 3, flags: 4 }, { vaddr: 0x9000n, nrPages: 1, flags: 4 }], 8192);
   t.same(chunks, [[{ addr: 0x1000n, len: 8192 }], [{ addr: 0x3000n, len: 4096 }, { addr: 0x9000n, len: 4096 }]]);
+});
+
+t.test("the dumper's scratch area is cut out of the VMAs, also when the kernel merged it with a neighbour alike", async (t) => {
+  const MIB = 0x100000n;
+  const vma = (start: bigint, end: bigint, pgoff = 0n): DumpVma => ({ entry: { start, end, pgoff, prot: 7 }, start, end, status: VMA.ANON_PRIVATE, flags: 0x22, path: '', offset: pgoff });
+  const scratch = { start: 0x7f0000100000n, end: 0x7f0000100000n + MIB };
+  const other = vma(0x7e0000000000n, 0x7e0000010000n);
+  const alone = vma(scratch.start, scratch.end);
+  // A JVM's code heap right above the scratch area: one VMA from the scratch area's start.
+  const mergedAbove = vma(scratch.start, scratch.end + 3n * MIB);
+  const mergedBelow = vma(scratch.start - 2n * MIB, scratch.end);
+  const fileAround = vma(scratch.start - MIB, scratch.end + MIB, 0x5000n);
+  const ranges = (vs: DumpVma[]) => vs.map((v) => [v.start, v.end, v.entry['start'], v.entry['end']]);
+  t.same(withoutRange([other, alone], scratch.start, scratch.end), [other], 'the scratch area alone: dropped, the rest untouched');
+  t.same(ranges(withoutRange([mergedAbove], scratch.start, scratch.end)), [[scratch.end, scratch.end + 3n * MIB, scratch.end, scratch.end + 3n * MIB]], 'merged with the VMA above: that part kept');
+  t.same(ranges(withoutRange([mergedBelow], scratch.start, scratch.end)), [[scratch.start - 2n * MIB, scratch.start, scratch.start - 2n * MIB, scratch.start]], 'merged with the VMA below: that part kept');
+  const [before, after] = withoutRange([fileAround], scratch.start, scratch.end);
+  t.same([before!.entry['pgoff'], after!.entry['pgoff'], after!.offset], [0x5000n, 0x5000n + 2n * MIB, 0x5000n + 2n * MIB], "a VMA around it: both parts, the second's offset moved with its start");
 });

@@ -10,7 +10,7 @@ import { openCheckpoint, pageSources, readPagemap, type Checkpoint } from '../im
 import { DumpIds, KCMP, type Entry } from './ids.js';
 import { kcmpCodes } from './kcmp-order.js';
 import { freezeTree, killedWhileFrozen, thaw, pstreeEntries, type Frozen, type FrozenTask } from './tree.js';
-import { collectVmas, exeFileId, mmEntry } from './mm.js';
+import { collectVmas, exeFileId, mmEntry, withoutRange } from './mm.js';
 import { aioRingEntries } from './aio.js';
 import { collectFds, fsEntry, listFds, OpenFiles } from './files.js';
 import { finishTcpRepair } from './fd-inetsk.js';
@@ -18,7 +18,7 @@ import { finishTerminalQueues, finishTerminals, ttyDataOf, ttyInfosOf } from './
 import { checkUnixPeers, unixQueues } from './fd-unixsk.js';
 import { fifoData, fifoFds } from './fd-fifo.js';
 import { parseFdinfo, decodeStatus, readProc } from './proc.js';
-import { Scratch, NR } from './inject.js';
+import { Scratch, NR, SCRATCH_SIZE } from './inject.js';
 import { probeProcess, probeThreads, saveRegs } from './task.js';
 import { coreEntry, zombieCoreEntry } from './core.js';
 import { buildRuns, pagemapEntries, pagemapReader, readerInto, startPagesWrite, vmaIsDumped, PAGE_SIZE, type PageRun, type ParentPages } from './pages.js';
@@ -362,7 +362,7 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   const taskIds = { ...objectIds, ...namespaces };
 
   // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.
-  const vmas = collectVmas(pid, ids).filter((v) => v.start !== scratch.base);
+  const vmas = withoutRange(collectVmas(pid, ids), scratch.base, scratch.base + BigInt(SCRATCH_SIZE));
   const aios = aioRingEntries(pid, vmas, (addr, len) => ctl.readMemory(pid, [{ addr, len }]));
   shmem.add(pid, vmas);
   const exeId = exeFileId(pid, ids);

@@ -60,6 +60,34 @@ export interface DumpVma {
   touched?: boolean;
 }
 
+/**
+ * `vmas` without [start, end), the dumper's scratch area in the task. The kernel merges a new
+ * anonymous mapping with a neighbour alike, so the scratch area can be part of a larger VMA (a
+ * JVM's code heap is rwx anonymous memory too): that VMA is cut, its other part kept. Dropping
+ * the VMA that started at the scratch area lost the JVM's interpreter code, and the restored JVM
+ * crashed jumping into it.
+ */
+export function withoutRange(vmas: readonly DumpVma[], start: bigint, end: bigint): DumpVma[] {
+  const out: DumpVma[] = [];
+  for (const v of vmas) {
+    if (v.end <= start || v.start >= end) {
+      out.push(v);
+      continue;
+    }
+    if (v.start < start) out.push(cut(v, v.start, start));
+    if (v.end > end) out.push(cut(v, end, v.end));
+  }
+  return out;
+}
+
+/** The part [start, end) of `v`; the file offset moves with a file-backed or shared VMA's start. */
+function cut(v: DumpVma, start: bigint, end: bigint): DumpVma {
+  const delta = start - v.start;
+  const pgoff = BigInt((v.entry['pgoff'] as bigint | number | undefined) ?? 0);
+  const entry = { ...v.entry, start, end, ...(pgoff !== 0n ? { pgoff: pgoff + delta } : {}) };
+  return { ...v, entry, start, end, offset: v.offset + delta };
+}
+
 /** Unsupported memory (deleted or memfd files, SysV shm, ...): names pid, range and kind. */
 export class UnsupportedVmaError extends CrrError {
   constructor(readonly pid: number, readonly line: MapsLine, readonly what: string) {
