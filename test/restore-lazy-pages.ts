@@ -60,25 +60,35 @@ t.test('mem-pattern: holes, guard pages, read-only pages, heap and the backgroun
   t.equal((await restored.check()).text, 'PASS', 'mem-pattern checks every byte and protection');
 });
 
+/**
+ * A lazy-pages restore of `imagesDir` with one more kind in the resume stage, which notes the
+ * tasks' host PIDs in `hostPids` and then does `act`; what the restore rejected with.
+ */
+async function failingAtResume(imagesDir: string, hostPids: Set<number>, act: (ctx: RestoreCtx) => Promise<void>): Promise<unknown> {
+  const kind: ResourceKind<RestoreCtx> = {
+    name: 'inject-resume',
+    stage: 'resume',
+    images: [],
+    async restore(ctx) {
+      for (const runtime of ctx.session.runtimes.values()) if (runtime.hostPid) hostPids.add(runtime.hostPid);
+      await act(ctx);
+    },
+  };
+  return restore({ imagesDir, pidNamespace: true, lazyPages: true, kinds: [...registry, kind] }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+}
+
 t.test('a restore that fails after the memory stage leaves no lazy-pages server', async (t) => {
   const prog = await startProgram(t, 'lazy-ops');
   const imagesDir = await dumpProgram(t, prog);
   let serverPid: number | undefined;
   const hostPids = new Set<number>();
-  const failing: ResourceKind<RestoreCtx> = {
-    name: 'inject-resume',
-    stage: 'resume',
-    images: [],
-    async restore(ctx) {
-      serverPid = ctx.session.lazyPages?.pid;
-      for (const runtime of ctx.session.runtimes.values()) if (runtime.hostPid) hostPids.add(runtime.hostPid);
-      throw new NativeError({ code: 'EIO', errno: 5, syscall: 'injected', pid: ctx.pid, detail: 'failure injected in resume' });
-    },
-  };
-  const failed = await restore({ imagesDir, pidNamespace: true, lazyPages: true, kinds: [...registry, failing] }).then(
-    () => undefined,
-    (err: unknown) => err,
-  );
+  const failed = await failingAtResume(imagesDir, hostPids, async (ctx) => {
+    serverPid = ctx.session.lazyPages?.pid;
+    throw new NativeError({ code: 'EIO', errno: 5, syscall: 'injected', pid: ctx.pid, detail: 'failure injected in resume' });
+  });
   reapServer(t, serverPid);
   t.type(failed, StageError, 'the restore fails with a StageError');
   t.ok(serverPid, 'a lazy-pages server had been started');
@@ -91,23 +101,13 @@ t.test('a lazy-pages server gone before the restore ends fails the restore, and 
   const prog = await startProgram(t, 'lazy-ops');
   const imagesDir = await dumpProgram(t, prog);
   const hostPids = new Set<number>();
-  const killer: ResourceKind<RestoreCtx> = {
-    name: 'inject-server-kill',
-    stage: 'resume',
-    images: [],
-    async restore(ctx) {
-      for (const runtime of ctx.session.runtimes.values()) if (runtime.hostPid) hostPids.add(runtime.hostPid);
-      const server = ctx.session.lazyPages;
-      if (server && alive(server.pid)) {
-        process.kill(server.pid, 'SIGKILL');
-        await server.exited;
-      }
-    },
-  };
-  const failed = await restore({ imagesDir, pidNamespace: true, lazyPages: true, kinds: [...registry, killer] }).then(
-    () => undefined,
-    (err: unknown) => err,
-  );
+  const failed = await failingAtResume(imagesDir, hostPids, async (ctx) => {
+    const server = ctx.session.lazyPages;
+    if (server && alive(server.pid)) {
+      process.kill(server.pid, 'SIGKILL');
+      await server.exited;
+    }
+  });
   t.type(failed, StageError, 'the restore fails with a StageError');
   t.match((failed as Error | undefined)?.message, /the lazy-pages server is gone before the restore ended .*the tree was killed/);
   t.ok(hostPids.size > 0, 'the restore had made its tasks');
