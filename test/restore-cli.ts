@@ -4,13 +4,18 @@
 // -d leaves the tree running. Every restored process is killed and reaped by PID.
 import t from 'tap';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { main } from '../src/cli/main.js';
 import { parseRestoreArgs } from '../src/cli/commands/restore.js';
 import { alive, copyFixture, procIds } from './lib/restore-images.js';
 import { dumpProgram } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram, waitFor, waitPidGone } from './lib/programs.js';
+
+const bin = fileURLToPath(new URL('../bin/crr.js', import.meta.url));
 
 /** Runs `crr ARGS` in this process; returns its exit code and what it wrote. */
 async function crr(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -173,6 +178,33 @@ t.test('--lazy-pages -d: the tree runs, --json names the lazy-pages server, whic
   t.equal((await requestCheck(host, prog.resultFile)).text, 'PASS', 'mem-pattern checks every byte and protection');
   await waitFor('the lazy-pages server to exit', () => (alive(out.lazyPagesPid!) ? undefined : true), 30_000);
   t.notOk(alive(out.lazyPagesPid!), 'the server is gone');
+});
+
+t.test('--lazy-pages -d: crr\'s stdout and stderr close when it exits, the server writing to lazy-pages.log in the work dir', async (t) => {
+  const prog = await startProgram(t, 'mem-pattern');
+  const dir = await dumpProgram(t, prog);
+  // The server's background copy waits, so it is still running when crr has exited.
+  const child = spawn(process.execPath, [bin, 'restore', '-D', dir, '-d', '--lazy-pages', '--json'], {
+    env: { ...process.env, CRR_LAZY_BACKGROUND_DELAY_MS: '600000' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (b: Buffer) => (stdout += b));
+  child.stderr.on('data', (b: Buffer) => (stderr += b));
+  // 'close': the process exited and both pipes reached their end (nobody else holds them).
+  const timeout = new AbortController();
+  const closed = await Promise.race([
+    once(child, 'close').then(([code]) => code as number),
+    sleep(60_000, 'timeout' as const, { signal: timeout.signal }).catch(() => 'aborted' as const),
+  ]).finally(() => timeout.abort());
+  if (closed === 'timeout') child.kill('SIGKILL');
+  const out = JSON.parse(stdout || '{}') as { rootHostPid?: number; lazyPagesPid?: number };
+  killDetachedAtEnd(t, out.rootHostPid ?? 0, out.lazyPagesPid ?? 0);
+  t.equal(closed, 0, `crr exited 0 and its pipes closed: ${stderr}`);
+  t.ok(out.lazyPagesPid && alive(out.lazyPagesPid), 'the lazy-pages server still runs');
+  t.ok(existsSync(join(dir, 'lazy-pages.log')), 'its log is lazy-pages.log in the work dir (the images dir)');
+  t.equal((await requestCheck(out.rootHostPid ?? 0, prog.resultFile)).text, 'PASS', 'the tree runs, its pages served at first touch');
 });
 
 t.test('--action-script runs at every action with criu\'s environment; a script that fails fails the dump', async (t) => {

@@ -168,7 +168,9 @@ t.test('runc restore --lazy-pages: the container counts on while crr\'s own lazy
   const reached = await waitFor('the last count', () => count(bundle));
   const restored = runc(['restore', '-d', '--lazy-pages', '--image-path', images, id], bundle);
   t.equal(restored.code, 0, `runc restore -d --lazy-pages: ${restored.out}`);
-  const server = Number(/lazy pages: served by pid (\d+)/.exec(readFileSync(join(images, 'restore.log'), 'utf8'))?.[1] ?? 0);
+  const log = readFileSync(join(images, 'restore.log'), 'utf8');
+  const server = Number(/lazy pages: served by pid (\d+)/.exec(log)?.[1] ?? 0);
+  t.match(log, /lazy pages: served by pid \d+ .*its messages: \S+\/restore\.log\)/, 'the server writes to runc\'s restore.log, not to crr\'s pipes');
   t.teardown(() => {
     try {
       if (server > 0) process.kill(server, 'SIGKILL');

@@ -209,7 +209,7 @@ async function registerLazy(ctx: RestoreCtx, hostPid: number, scratch: bigint, u
   const register = new RemoteBatch(scratch);
   addUffdRegister(register, uffd, lazy.vmas, LAZY_UFFD_FEATURES);
   await register.run(ctx.tracer, hostPid, { pid: ctx.pid });
-  const server = (ctx.session.lazyPages ??= startLazyPagesServer());
+  const server = (ctx.session.lazyPages ??= startLazyPagesServer(ctx.session.options.lazyPagesLog));
   server.addTask(hostPid, copyFromTask(ctx, uffd), lazy.pagesPaths, lazy.runs);
   // The bytes left to the server, for the trace: they are not filled here.
   ctx.record({ name: 'lazy pages', start, end: ctx.now(), syscalls: register.size, bytes: lazy.runs.reduce((n, r) => n + Number(r.end - r.start), 0) });

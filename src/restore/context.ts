@@ -78,6 +78,8 @@ export interface RestoreSessionOptions {
   readonly actionScript?: ActionScript<RestoreAction>;
   /** Private anonymous memory comes when first touched, from crr-lazy-pages (criu --lazy-pages). */
   readonly lazyPages?: boolean;
+  /** Where crr-lazy-pages appends its messages (unset: crr's stderr). */
+  readonly lazyPagesLog?: string;
 }
 
 /** What the restore knows about one task while it runs: filled in as stages go by. */

@@ -112,6 +112,12 @@ export interface RestoreOptions {
    * lazyPages).
    */
   readonly lazyPages?: boolean;
+  /**
+   * With lazyPages: the file crr-lazy-pages appends its messages to (opened, created if need be,
+   * when the server starts). Unset, the server writes to crr's stderr and keeps it open until its
+   * last page is in: a caller that reads crr's stderr to its end (a pipe) waits that long.
+   */
+  readonly lazyPagesLog?: string;
   /** Most tasks in one stage at once. */
   readonly concurrency?: number;
   /**
@@ -182,6 +188,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     ...(options.rootDir !== undefined ? { rootDir: options.rootDir } : {}),
     ...(options.externalMounts ? { externalMounts: options.externalMounts } : {}),
     ...(options.lazyPages ? { lazyPages: true } : {}),
+    ...(options.lazyPages && options.lazyPagesLog !== undefined ? { lazyPagesLog: options.lazyPagesLog } : {}),
   };
 }
 

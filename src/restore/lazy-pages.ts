@@ -59,14 +59,17 @@ export interface LazyPagesServer {
   kill(): void;
 }
 
-export function startLazyPagesServer(): LazyPagesServer {
+/** Starts the server; its messages go to `logFile` (appended, created if need be), else to crr's stderr. */
+export function startLazyPagesServer(logFile?: string): LazyPagesServer {
+  const log = logFile === undefined ? 'inherit' : openSync(logFile, 'a');
   const [ours, theirs] = native.socketpair('seqpacket');
   let child: ChildProcess;
   try {
     // Its own session: a Ctrl-C at crr's terminal is not for the server of a tree that runs on.
-    child = spawn(nativePaths.lazyPages, [], { stdio: ['ignore', 'ignore', 'inherit', theirs], detached: true });
+    child = spawn(nativePaths.lazyPages, [], { stdio: ['ignore', 'ignore', log, theirs], detached: true });
   } finally {
     native.close(theirs);
+    if (typeof log === 'number') closeSync(log);
   }
   if (child.pid === undefined) {
     native.close(ours);

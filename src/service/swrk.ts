@@ -146,9 +146,12 @@ async function serve(req: Entry, connection: Connection, caller: number): Promis
         for (const why of stayed) log.line(`Warning: ${why}`);
         const { restore } = await import('../restore/index.js');
         const notify = notifier(connection, opts, log);
-        const result = await restore({ ...restoreOptions(opts, dirs.imagesDir), ...(notify ? { actionScript: notify } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
+        // The lazy-pages server outlives this process: it writes to the request's log (or nowhere,
+        // as the caller asked for none), never to the caller's pipes.
+        const lazyPagesLog = log.path ?? '/dev/null';
+        const result = await restore({ ...restoreOptions(opts, dirs.imagesDir), lazyPagesLog, ...(notify ? { actionScript: notify } : {}), onWarning: (m) => log!.line(`Warning: ${m}`) });
         log.line(`restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}`);
-        if (result.lazyPages) log.line(`lazy pages: served by pid ${result.lazyPages.pid} until every page is in`);
+        if (result.lazyPages) log.line(`lazy pages: served by pid ${result.lazyPages.pid} until every page is in (its messages: ${lazyPagesLog})`);
         connection.send({ type, success: true, restore: { pid: result.rootHostPid } });
         return true;
       }
@@ -209,6 +212,8 @@ function notifier(connection: Connection, opts: Entry, log: Log): ((action: stri
 
 interface Log {
   line(text: string): void;
+  /** The file, when the caller asked for one. */
+  readonly path?: string;
 }
 
 /** criu's log_file, in the work dir (a name, not a path); lines that report a failure say "Error". */
@@ -219,7 +224,7 @@ function openLog(opts: Entry, workDir: string): Log {
   const path = join(workDir, name);
   const line = (text: string) => appendFileSync(path, `(${(performance.now() / 1000).toFixed(6)}) ${text}\n`);
   writeFileSync(path, ''); // each request's log starts empty, as criu's does
-  return { line };
+  return { line, path };
 }
 
 /** The images and work directories the caller's fds are open on. */

@@ -2,7 +2,7 @@
 // meanings, so scripts written for `criu restore` work unchanged. Without -d crr stays the tree's
 // parent and exits with the root task's exit status (128+N when a signal N ended it); with -d it
 // leaves the tree running and exits 0. Options crr does not implement are refused by name.
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { UsageError } from '../../errors.js';
 import { options } from '../args.js';
@@ -127,6 +127,7 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const logFile = args.logFile ? placeFile(args.logFile, args) : undefined;
+  const lazyPages = args.lazyPages ? lazyPagesLogOf(args, logFile) : undefined;
   // The progress line (src/cli/progress.ts) only on a terminal: loaded only then.
   const progress = process.stderr.isTTY && !args.json ? await startProgress() : undefined;
   const log = (level: number, line: string) => {
@@ -135,6 +136,7 @@ export async function run(argv: string[]): Promise<number> {
     progress?.line.done(); // the log line replaces the progress line; the next update redraws it
     process.stderr.write(line + '\n');
   };
+  if (lazyPages?.warning) log(1, `warning: ${lazyPages.warning}`);
   const controller = new AbortController();
   const onSignal = () => controller.abort();
   process.once('SIGINT', onSignal);
@@ -151,7 +153,7 @@ export async function run(argv: string[]): Promise<number> {
       allowFileMismatch: args.allowFileMismatch,
       pidNamespace: args.pidNamespace,
       ...(args.tcpClose ? { tcpClose: true } : {}),
-      ...(args.lazyPages ? { lazyPages: true } : {}),
+      ...(lazyPages ? { lazyPages: true, ...(lazyPages.log ? { lazyPagesLog: lazyPages.log } : {}) } : {}),
       ...(args.externalNamespaces ? { externalNamespaces: args.externalNamespaces } : {}),
       ...(args.inheritedFds ? { inheritedFds: args.inheritedFds } : {}),
       ...(args.cgroupRoots ? { cgroupRoots: args.cgroupRoots } : {}),
@@ -181,7 +183,7 @@ export async function run(argv: string[]): Promise<number> {
     // Now, not at exit: crr may wait long for the tree, or be killed once it said "restored".
     saveCodeCache();
     log(2, `restored ${result.tasks.length} task(s), root pid ${result.rootHostPid}, in ${total.toFixed(1)} ms`);
-    if (result.lazyPages) log(2, `lazy pages: served by pid ${result.lazyPages.pid} until every page is in (it holds the pages files open)`);
+    if (result.lazyPages) log(2, `lazy pages: served by pid ${result.lazyPages.pid} until every page is in (it holds the pages files open; its messages: ${lazyPages?.log ?? 'this stderr'})`);
     if (args.detached) return 0;
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
@@ -191,6 +193,23 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+/**
+ * Where the lazy-pages server writes: crr's log (-o); with -d, lazy-pages.log in the work dir, as
+ * the server outlives crr and must not hold its stderr, which a caller may read to its end.
+ */
+function lazyPagesLogOf(args: RestoreArgs, logFile: string | undefined): { log?: string; warning?: string } {
+  if (logFile) return { log: logFile };
+  if (!args.detached) return {};
+  const file = placeFile('lazy-pages.log', args);
+  try {
+    closeSync(openSync(file, 'a'));
+    return { log: file };
+  } catch (err) {
+    // A read-only images directory is no reason to refuse the restore.
+    return { log: '/dev/null', warning: `the lazy-pages server's messages are dropped: ${(err as Error).message} (-o or -W names a writable place)` };
   }
 }
 
