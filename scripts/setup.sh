@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for pkg in build-essential libmsgpack-dev chromium iproute2 postgresql tmux openjdk-17-jdk-headless redis-server nginx-light sqlite3 runc busybox-static; do
+for pkg in build-essential libmsgpack-dev chromium iproute2 postgresql tmux openjdk-17-jdk-headless redis-server nginx-light sqlite3 runc busybox-static memcached golang-go; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then

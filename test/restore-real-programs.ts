@@ -2,10 +2,11 @@
 // a user would check them: a tmux server with a shell on its pty, answering a new tmux client over
 // its unix socket with the shell's state kept; vim in tmux, saving what was typed before the dump; a JVM with its 18 threads, its counter going on
 // from where it was and its garbage collector running after the restore; Redis with its keys;
-// nginx's master and workers serving, then stopping gracefully; a Node.js HTTP server; SQLite in
-// WAL mode with a write transaction open across the dump; a Python multiprocessing pool; headless
-// Chromium, its page's timer running on and a new tab opened. The JVM, Redis, Node.js, the Python
-// pool and Chromium again with lazy pages: they run on while their memory comes in, and the server
+// nginx's master and workers serving, then stopping gracefully; a Node.js HTTP server; a static Go
+// HTTP server (goroutines, timers, collector, async preemption); memcached with a client connected
+// across the dump; SQLite in WAL mode with a write transaction open across the dump; a Python
+// multiprocessing pool; headless Chromium, its page's timer running on and a new tab opened. The
+// JVM, Redis, Node.js, Go, the Python pool and Chromium again with lazy pages: they run on while their memory comes in, and the server
 // ends once every page is. (PostgreSQL has a file of its own: test/restore-postgres.ts.)
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { dump } from '../src/dump/index.js';
 import { restore } from '../src/restore/index.js';
 import { startDetached, safe } from './lib/detached.js';
@@ -248,6 +250,71 @@ for (const lazyPages of [false, true]) t.test(`Node.js: an HTTP server with its 
   t.equal(readdirSync(`/proc/${result.hostPids.get(node)!}/task`).length, threads, `its ${threads} threads back`);
   t.match(await get(), /hits 3, read \d+ bytes/, 'the count goes on; the thread pool reads files again');
   if (lazyPages) await lazyPagesDone(t, result);
+});
+
+const GO_SERVER = fileURLToPath(new URL('programs/go/server.go', import.meta.url));
+
+for (const lazyPages of [false, true]) t.test(`Go: a static HTTP server, its goroutines, timers, collector and async preemption${lazyPages ? ' (lazy pages)' : ''}`, async (t) => {
+  const dir = tempDir(t, 'go');
+  const bin = join(dir, 'server');
+  // A cache of its own that outlives the test: the standard library is compiled once per machine.
+  const env = { ...process.env, CGO_ENABLED: '0', GOCACHE: join(tmpdir(), 'crr-go-cache'), GOPATH: join(dir, 'gopath'), GO111MODULE: 'off' };
+  const built = spawnSync('go', ['build', '-o', bin, GO_SERVER], { encoding: 'utf8', env, timeout: 300_000 });
+  t.equal(built.status, 0, `go build: ${built.stderr ?? built.error}`);
+  const port = await freePort();
+  const server = await startDetached([bin, String(port)]);
+  t.teardown(() => killTree([server]).catch(() => undefined));
+  const get = (path: string) => ask(port, `GET ${path} HTTP/1.0\r\n\r\n`);
+  const ticks = async () => Number(/ticks (\d+)/.exec(await get('/ticks'))?.[1] ?? NaN);
+  await until('the Go server to tick', async () => (await ticks()) > 10);
+  t.match(await get('/spin'), /ticks while spinning [1-9]/, 'before the dump, its ticker runs while every P spins (async preemption)');
+  const threads = readdirSync(`/proc/${server}/task`).length;
+
+  const imagesDir = await dumpTree(server, dir);
+  const result = await restoreTree(t, imagesDir, { lazyPages });
+  t.equal(readdirSync(`/proc/${result.hostPids.get(server)!}/task`).length, threads, `its ${threads} threads back`);
+  const first = await ticks();
+  await new Promise((r) => setTimeout(r, 200));
+  t.ok((await ticks()) > first, `its ticker goes on (${first} ticks right after the restore)`);
+  t.match(await get('/parked'), /parked 100 of 100 intact/, '100 parked goroutines wake, each with its 64 KiB buffer intact');
+  t.match(await get('/spin'), /ticks while spinning [1-9]/, 'async preemption still works: SIGURG reaches spinning threads');
+  t.match(await get('/gc'), /collections [1-9]/, 'the collector runs');
+  if (lazyPages) await lazyPagesDone(t, result);
+});
+
+t.test('memcached: its items and worker threads, and a client connected across the dump', async (t) => {
+  const dir = tempDir(t, 'memcached');
+  const port = await freePort();
+  const mc = await startDetached(['memcached', '-l', '127.0.0.1', '-p', String(port), '-U', '0', '-t', '4', '-u', 'nobody']);
+  t.teardown(() => killTree([mc]).catch(() => undefined));
+  const cmd = (line: string) => ask(port, `${line}\r\nquit\r\n`);
+  await until('memcached to answer', async () => (await cmd('version')).startsWith('VERSION'));
+  t.match(await cmd('set kept 7 0 15\r\nbefore-the-dump'), /^STORED/, 'an item set');
+  // A client that stays connected: its TCP connection goes through the dump (tcpEstablished).
+  const client = connect(port, '127.0.0.1');
+  t.teardown(() => client.destroy());
+  let replies = '';
+  client.on('data', (d) => (replies += d));
+  await new Promise((r, j) => client.once('connect', r).once('error', j));
+  const say = async (line: string, until: RegExp) => {
+    replies = '';
+    client.write(`${line}\r\n`);
+    return waitFor(`memcached's answer to ${line}`, () => (until.test(replies) ? replies : undefined));
+  };
+  t.match(await say('incr hits 1', /NOT_FOUND|\d+/), /NOT_FOUND/, 'the connected client talks to it');
+  await say('set hits 0 0 1\r\n0', /STORED/);
+  const threads = readdirSync(`/proc/${mc}/task`).length;
+
+  const imagesDir = join(dir, 'images');
+  const tree = processTree(mc);
+  await dump({ pid: mc, imagesDir, tcpEstablished: true });
+  for (const pid of tree) await waitPidGone(pid);
+  const result = await restoreTree(t, imagesDir);
+  t.equal(readdirSync(`/proc/${result.hostPids.get(mc)!}/task`).length, threads, `its ${threads} threads back`);
+  t.match(await say('incr hits 1', /\d+\r\n/), /^1\r\n/, 'the client connected before the dump goes on on the same connection');
+  t.match(await cmd('get kept'), /^VALUE kept 7 15\r\nbefore-the-dump\r\nEND/, 'the item is there, with its flags');
+  t.match(await cmd('set new 0 0 5\r\nafter'), /^STORED/, 'a new client stores an item');
+  t.match(await cmd('stats'), /STAT threads 4\r\n[\s\S]*STAT curr_items 3\r\n/, 'its 4 worker threads, 3 items');
 });
 
 t.test('SQLite in WAL mode: a write transaction open across the dump, committed after the restore', async (t) => {
