@@ -98,6 +98,36 @@ t.test('an unsupported fd (a vsock socket) names pid, fd and kind; the task runs
   assertNoCheckpoint(t, dir);
 });
 
+t.test("an io_uring's rings mapped after its fd was closed: refused, naming the mapping; the task runs on untouched", async (t) => {
+  // io_uring_setup (425), the submission ring mapped (IORING_OFF_SQ_RING), the fd closed: only the mapping is left.
+  const py = [
+    'import ctypes, os, time',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'libc.mmap.restype = ctypes.c_void_p',
+    'params = ctypes.create_string_buffer(120)',
+    'fd = libc.syscall(425, 8, params)',
+    'assert fd >= 0, os.strerror(ctypes.get_errno())',
+    'ring = libc.mmap(None, 4096, 3, 0x01 | 0x8000, fd, ctypes.c_long(0))',
+    'assert ring not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())',
+    'os.close(fd)',
+    'time.sleep(1000)',
+  ].join('\n');
+  const pid = await startDetached(['/usr/bin/python3', '-c', py]);
+  t.teardown(() => kill([pid]));
+  const ringLine = () => safe(`/proc/${pid}/maps`).split('\n').find((l) => l.endsWith('anon_inode:[io_uring]'));
+  for (let i = 0; i < 200 && ringLine() === undefined; i++) await sleep(20);
+  const ring = ringLine();
+  t.ok(ring, `the program maps its ring: ${ring}`);
+  t.notOk(readdirSync(`/proc/${pid}/fd`).some((n) => spawnSync('readlink', [`/proc/${pid}/fd/${n}`], { encoding: 'utf8' }).stdout.includes('io_uring')), 'and holds no io_uring fd');
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, new RegExp(`pid ${pid}: mapping ${ring?.split(' ')[0]} anon_inode:\\[io_uring\\]: memory of a kernel object`), 'the error names pid, mapping and what it is');
+  assertUntouched(t, pid);
+  assertNoCheckpoint(t, dir);
+});
+
 t.test('a vfork parent waiting for its child is refused, naming why, and left untraced', async (t) => {
   // The child sleeps before it would exec, so the parent stays in the kernel's vfork wait, where
   // no PTRACE_INTERRUPT stops it (and a tracee that never stopped cannot be detached).

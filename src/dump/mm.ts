@@ -163,6 +163,10 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
         } else {
           status |= VMA.ANON_PRIVATE;
         }
+      } else if (!line.path.startsWith('/')) {
+        // anon_inode:[io_uring], anon_inode:[perf_event], anon_inode:dmabuf, ...: a kernel
+        // object's memory, which no path opens again (the fd itself, if still held, is refused too).
+        throw new UnsupportedVmaError(pid, line, "memory of a kernel object (not a file: nothing can open and map it again)");
       } else {
         status |= line.shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
         shmid = BigInt(mappedFileId(pid, ids, line));
