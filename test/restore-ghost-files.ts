@@ -12,7 +12,7 @@ import { summariseCheckpoint } from '../src/cli/commands/show.js';
 import { dump } from '../src/dump/index.js';
 import { imageKindForFile, openCheckpoint } from '../src/images/index.js';
 import { writeImage } from '../src/images/writer.js';
-import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
+import { dumpProgram, restoreProgram, roundTrip } from './lib/program-roundtrip.js';
 import { requestCheck, startProgram } from './lib/programs.js';
 import { startPython } from './lib/python-program.js';
 
@@ -38,6 +38,12 @@ t.test('a deleted file held open and one held mapped come back deleted, with the
   t.equal(readlinkSync(`/proc/${rt.result.rootHostPid}/fd/20`), `${join(prog.dir, 'ghost-data')} (deleted)`, 'fd 20 names the file by its old path, as before the dump');
   t.same(await rt.check(), { pass: true, text: 'PASS' }, 'fd 20 deleted, at its offset, bytes and mapping intact');
   t.same(readdirSync(prog.dir).filter((f) => f.includes('crr-ghost')), [], 'the made files are unlinked again');
+});
+
+t.test('a file made with O_TMPFILE (never linked) comes back at its fd with its bytes and offset', async (t) => {
+  const prog = await startProgram(t, 'ghost', ['tmpfile']);
+  const rt = await roundTrip(t, prog);
+  t.equal((await rt.check()).text, 'PASS', 'fd 21: unlinked, its 300 bytes, at offset 300, writable');
 });
 
 t.test('a deleted file over the ghost limit is refused, naming pid and fd', async (t) => {

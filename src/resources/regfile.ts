@@ -12,6 +12,15 @@ import type { ResourceKind } from './types.js';
 export { FD_TYPE_REG };
 // Flags that only mean something at creation: the file exists and must not be truncated again.
 const CREATION_FLAGS = 0o100 /* O_CREAT */ | 0o200 /* O_EXCL */ | 0o1000 /* O_TRUNC */ | 0o400; /* O_NOCTTY */
+// A file made with O_TMPFILE keeps that flag (__O_TMPFILE with O_DIRECTORY) in its description;
+// it is opened again by path (a ghost), where O_DIRECTORY fails with ENOTDIR.
+const O_TMPFILE_BIT = 0o20000000;
+const O_TMPFILE = O_TMPFILE_BIT | 0o200000; /* O_DIRECTORY */
+
+/** The flags that open a file's description again at its path. */
+function reopenFlags(flags: number): number {
+  return flags & ~CREATION_FLAGS & ~(flags & O_TMPFILE_BIT ? O_TMPFILE : 0);
+}
 
 export function isCharDevice(file: RegFile): boolean {
   return file.mode !== undefined && (file.mode & S_IFMT) === S_IFCHR;
@@ -35,7 +44,7 @@ export async function openAtFds(ctx: RestoreCtx, fds: Array<{ fd: FdinfoEntry; f
   if (!fds.length) return;
   const ops: Array<{ op: string } & Record<string, unknown>> = [];
   for (const { fd, file } of fds) {
-    const flags = (file.flags & ~CREATION_FLAGS) | (fd.flags & FD_CLOEXEC ? O_CLOEXEC : 0);
+    const flags = reopenFlags(file.flags) | (fd.flags & FD_CLOEXEC ? O_CLOEXEC : 0);
     ops.push({ op: 'open', path: file.name, flags, fd: fd.fd });
     if (seek && file.pos > 0n) ops.push({ op: 'lseek', fd: fd.fd, offset: Number(file.pos) });
   }

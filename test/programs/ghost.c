@@ -4,6 +4,8 @@
  * Check (SIGUSR1): fd 20 is still a deleted file (no links, /proc/self/fd/20 ends in
  * " (deleted)") at offset 1234 with the pattern, and writable; the mapping holds its pattern.
  * Setup (argv[2]) big: ghost-data is 2 MiB instead, over the dump's default ghost limit.
+ * Setup tmpfile: besides, fd 21 is a file made with O_TMPFILE in its directory (never linked),
+ * 300 bytes of a third pattern, at offset 300; checked the same way.
  * Break: content (a byte of ghost-data changed through fd 20). */
 #include "common.h"
 #include <sys/mman.h>
@@ -13,6 +15,7 @@ static const char *const breaks[] = { "content", NULL };
 
 static unsigned char data_byte(long i) { return (unsigned char)(i * 13 + 5); }
 static unsigned char map_byte(long i) { return (unsigned char)(i * 7 + 1); }
+static unsigned char tmp_byte(long i) { return (unsigned char)(i * 3 + 11); }
 
 static int make_file(const char *path, long size, unsigned char (*byte)(long))
 {
@@ -31,6 +34,7 @@ int main(int argc, char **argv)
 {
 	protocol_start(argc, argv, breaks, 0);
 	long data_size = argc > 2 && !strcmp(argv[2], "big") ? 2L << 20 : 10000;
+	int tmpfile = argc > 2 && !strcmp(argv[2], "tmpfile");
 	char dir[4096], data_path[4200], map_path[4200];
 	result_dir(dir, sizeof(dir));
 	snprintf(data_path, sizeof(data_path), "%s/ghost-data", dir);
@@ -46,6 +50,17 @@ int main(int argc, char **argv)
 	close(map_fd);
 	if (unlink(data_path) || unlink(map_path))
 		return 5;
+	if (tmpfile) {
+		int fd = open(dir, O_TMPFILE | O_RDWR, 0600);
+		for (long i = 0; fd >= 0 && i < 300; i++) {
+			unsigned char b = tmp_byte(i);
+			if (write(fd, &b, 1) != 1)
+				return 6;
+		}
+		if (fd < 0 || dup2(fd, 21) != 21)
+			return 6;
+		close(fd);
+	}
 	protocol_ready();
 	wait_for_check();
 	if (breaking("content"))
@@ -69,6 +84,21 @@ int main(int argc, char **argv)
 	}
 	if (pwrite(20, "w", 1, data_size) != 1)
 		fail("fd 20 is not writable: %s", strerror(errno));
+	if (tmpfile) {
+		if (fstat(21, &st) || st.st_nlink != 0 || !S_ISREG(st.st_mode))
+			fail("fd 21 is not an unlinked regular file");
+		if (lseek(21, 0, SEEK_CUR) != 300)
+			fail("fd 21 is at %ld, not 300", (long)lseek(21, 0, SEEK_CUR));
+		for (long i = 0; i < 300; i++) {
+			unsigned char b;
+			if (pread(21, &b, 1, i) != 1 || b != tmp_byte(i)) {
+				fail("the O_TMPFILE file differs at byte %ld", i);
+				break;
+			}
+		}
+		if (write(21, "w", 1) != 1)
+			fail("fd 21 is not writable: %s", strerror(errno));
+	}
 	for (long i = 0; i < 8192; i++)
 		if (mapped[i] != map_byte(i)) {
 			fail("the mapping differs at byte %ld", i);
