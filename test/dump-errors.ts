@@ -128,6 +128,29 @@ t.test("an io_uring's rings mapped after its fd was closed: refused, naming the 
   assertNoCheckpoint(t, dir);
 });
 
+// mq_open's queue and memfd_secret's area look like regular files with a path (/NAME on the
+// mqueue filesystem, /secretmem (deleted)) that opens nothing again.
+const UNREOPENABLE = {
+  'a POSIX message queue': "rt = ctypes.CDLL('librt.so.1', use_errno=True)\nfd = rt.mq_open(b'/crr-dump-errors', os.O_CREAT | os.O_RDWR, 0o600, None)\nrt.mq_unlink(b'/crr-dump-errors')",
+  'a memfd_secret area': 'fd = ctypes.CDLL(None, use_errno=True).syscall(447, 0)',
+};
+for (const [what, make] of Object.entries(UNREOPENABLE)) {
+  t.test(`an fd of ${what} is refused, naming pid, fd and kind; the task runs on untouched`, async (t) => {
+    const py = ['import ctypes, os, time', make, 'assert fd >= 0, os.strerror(ctypes.get_errno())', 'os.dup2(fd, 40)', 'time.sleep(1000)'].join('\n');
+    const pid = await startDetached(['/usr/bin/python3', '-c', py]);
+    t.teardown(() => kill([pid]));
+    for (let i = 0; i < 200 && !existsSync(`/proc/${pid}/fd/40`); i++) await sleep(20);
+    t.ok(existsSync(`/proc/${pid}/fd/40`), 'the program holds it at fd 40');
+    const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+    t.type(err, CrrError);
+    t.match(err.message, new RegExp(`pid ${pid}: fd \\d+ is ${what} \\(`), 'the error names pid, fd and kind');
+    assertUntouched(t, pid);
+    assertNoCheckpoint(t, dir);
+  });
+}
+
 t.test('a vfork parent waiting for its child is refused, naming why, and left untraced', async (t) => {
   // The child sleeps before it would exec, so the parent stays in the kernel's vfork wait, where
   // no PTRACE_INTERRUPT stops it (and a tracee that never stopped cannot be detached).

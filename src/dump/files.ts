@@ -57,6 +57,13 @@ const FASYNC = 0o20000;
 const F_OWNER_PGRP = 2;
 /** statfs f_type of the namespace filesystem (nsfs). */
 const NSFS_MAGIC = 0x6e736673;
+// Files of these filesystems look like regular files with a path, but their path does not open
+// them again: a POSIX message queue (mq_open, not open, makes one, and its queued messages are
+// nowhere to read), a memfd_secret area (its path names no file at all).
+const UNREOPENABLE_FILESYSTEMS = new Map([
+  [0x19800202 /* MQUEUE_MAGIC */, 'a POSIX message queue'],
+  [0x5345434d /* SECRETMEM_MAGIC */, 'a memfd_secret area'],
+]);
 /** An fd's link when it is a namespace opened through /proc/PID/ns ("net:[4026531840]"). */
 const NAMESPACE_LINK = /^(?:cgroup|ipc|mnt|net|pid|time|user|uts):\[(\d+)\]$/;
 
@@ -273,6 +280,9 @@ async function fileEntry(pid: number, fd: number, link: string, info: ReturnType
   const { ownRoot, ownDevpts } = open.mountsOf(pid);
   if (ownRoot && info.mntId >= 0 && !ownRoot.has(info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
   const st = statSync(`/proc/${pid}/fd/${fd}`);
+  const fsType = statfsSync(`/proc/${pid}/fd/${fd}`).type;
+  const special = UNREOPENABLE_FILESYSTEMS.get(fsType);
+  if (special) throw new UnsupportedFdError(pid, fd, `${special} (${link})`);
   if (link.endsWith(DELETED)) {
     const why = ghostRefusal(st, ids.ghosts.limit);
     if (why) throw new UnsupportedFdError(pid, fd, `${why} (${link})`);
@@ -305,7 +315,7 @@ async function fileEntry(pid: number, fd: number, link: string, info: ReturnType
   }
   // A namespace file (from /proc/PID/ns, or a bind mount of one such as /run/netns/NAME) looks
   // like an empty regular file; reading it fails with EINVAL.
-  if (kind === C.S_IFREG && st.size === 0 && statfsSync(`/proc/${pid}/fd/${fd}`).type === NSFS_MAGIC) {
+  if (kind === C.S_IFREG && st.size === 0 && fsType === NSFS_MAGIC) {
     return await dumpNsFd({ pid, fd, link, ino: st.ino, fileFlags, fdflags }, ids, open, probe.order);
   }
   const key = `reg:${st.dev}:${st.ino}:${fileFlags}:${info.pos}`;
