@@ -171,16 +171,31 @@ function missingDirectory(path: string): { missing: boolean; detail: string } | 
 }
 
 /**
+ * A path in the /proc/PID directory of a task of the tree (its own /proc/self files, as the
+ * kernel names them, or a child's a supervisor watches): the task and the rest of the path.
+ */
+export function taskProcPath(name: string, isTreePid: (pid: number) => boolean): { pid: number; rest: string } | undefined {
+  const m = /^\/proc\/(\d+)(\/.*)?$/.exec(name);
+  const pid = m ? Number(m[1]) : 0;
+  return m && isTreePid(pid) ? { pid, rest: m[2] ?? '' } : undefined;
+}
+
+/**
  * Plan-time check of every file the tree uses; the first problem is a StageError naming task and
  * use. Files below `madeUnder` (mount points of the tree's own mounts) are left to the restore;
  * under a root of the tree's own (`mnt.newRoot`) the others are looked for there.
  */
 export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet>, allowMismatch: boolean, madeUnder: readonly string[] = [], mnt?: TreeMounts): void {
-  for (const [id, uses] of filesInUse(images)) {
+  const sets = [...images];
+  const treePids = new Set(sets.map((set) => set.pid));
+  for (const [id, uses] of filesInUse(sets)) {
     const use = uses[0]!;
     const file = regFile(checkpoint, id, `task ${use.pid} ${use.how}`);
     // Below a mount the restore makes (the tree's tmpfs, a bind mount): not there to check yet.
     if (madeUnder.some((dir) => isWithin(file.name, dir))) continue;
+    // A task's /proc directory is there once the restore has made the task: at its PID, or in
+    // the /proc a restore into a PID namespace of its own mounts for the tree.
+    if (!mnt && taskProcPath(file.name, (pid) => treePids.has(pid))) continue;
     // A ghost is made by the restore: only its directory must be there.
     const path = crrPathOf(mnt, file.name);
     const wrong = file.ghost !== undefined ? missingDirectory(path) : fileMismatch(file, path);
