@@ -29,6 +29,7 @@ const SIOCINQ = 0x541b;
 const SIOCOUTQ = 0x5411;
 const SIOCOUTQNSD = 0x894b;
 const SOL_IP = 0;
+const IP_TOS = 1;
 const IP_PKTINFO = 8;
 const IP_FREEBIND = 15;
 const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
@@ -251,11 +252,16 @@ function inetOptions(fd: number, d: InetDiag): Entry {
   return opts;
 }
 
-/** ip_opts_entry: IP_FREEBIND (a bind to an address not yet up), and IP_PKTINFO of an IPv4 socket; only what is on. */
+/**
+ * ip_opts_entry: IP_FREEBIND (a bind to an address not yet up), and IP_PKTINFO and the type of
+ * service (IP_TOS) of an IPv4 socket; only what is on.
+ */
 function ipOptions(fd: number, d: InetDiag): Entry {
   const ip: Entry = {};
   if (intOpt(fd, SOL_IP, IP_FREEBIND)) ip['freebind'] = true;
   if (d.family === AF_INET && intOpt(fd, SOL_IP, IP_PKTINFO)) ip['pktinfo'] = true;
+  const tos = d.family === AF_INET ? intOpt(fd, SOL_IP, IP_TOS) : 0;
+  if (tos) ip['tos'] = tos;
   return ip;
 }
 

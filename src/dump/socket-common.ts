@@ -8,7 +8,7 @@ import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
 
 const SOL_SOCKET = 1;
-const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, NO_CHECK: 11, PRIORITY: 12, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36 } as const;
+const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, OOBINLINE: 10, NO_CHECK: 11, PRIORITY: 12, LINGER: 13, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36, BUF_LOCK: 72 } as const;
 
 /** A socket the dump cannot describe, or whose state a restore could not bring back (`family`: inet, unix, netlink, packet). */
 export class SocketRefusedError extends CrrError {
@@ -135,6 +135,13 @@ export function socketOptions(fd: number): Entry {
     ['so_keepalive', SO.KEEPALIVE],
   ];
   for (const [field, name] of flags) if (flagOpt(fd, name)) opts[field] = true;
+  if (intOpt(fd, SOL_SOCKET, SO.OOBINLINE)) opts['so_oobinline'] = 1;
+  // struct linger: l_onoff, then l_linger in seconds, kept only when on (as CRIU keeps it).
+  const linger = native.getsockoptBytes(fd, SOL_SOCKET, SO.LINGER, 8);
+  if (linger.readInt32LE(0)) opts['so_linger'] = linger.readInt32LE(4);
+  // Which buffer sizes the program fixed (SO_SNDBUF, SO_RCVBUF) and which the kernel tunes: the
+  // restore's setting of both sizes fixes both, and this puts the tuning back.
+  opts['so_buf_lock'] = intOpt(fd, SOL_SOCKET, SO.BUF_LOCK);
   return opts;
 }
 

@@ -27,6 +27,7 @@ const IPV6_V6ONLY = 26;
 const SOL_IP = 0;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
+const IP_TOS = 1;
 const IP_PKTINFO = 8;
 const IP_FREEBIND = 15;
 const TCP_NODELAY = 1;
@@ -94,6 +95,7 @@ export function inetOps(isk: Entry, fd: number, cloexec: boolean, stream?: TcpSt
   const ip = (isk['ip_opts'] as Entry | undefined) ?? {};
   if (ip['freebind']) ops.push(setOpt(fd, SOL_IP, IP_FREEBIND, 1));
   if (ip['pktinfo']) ops.push(setOpt(fd, SOL_IP, IP_PKTINFO, 1));
+  if (Number(ip['tos'] ?? 0)) ops.push(setOpt(fd, SOL_IP, IP_TOS, Number(ip['tos'])));
   // An accepted connection shares its listener's port, and may be made first (in repair mode the
   // kernel lets it bind): a listener without SO_REUSEADDR borrows it for its bind.
   const bound = !(connection && closed) && (srcPort !== 0 || src.some((w) => w !== 0));

@@ -1,18 +1,19 @@
 /* inetsk: inet sockets on loopback at fixed fds, ports chosen by the kernel (port 0).
- *   20 T4  TCP/IPv4 listener on 127.0.0.1, SO_REUSEADDR, backlog 7
+ *   20 T4  TCP/IPv4 listener on 127.0.0.1, SO_REUSEADDR, backlog 7, SO_OOBINLINE, SO_LINGER 5 s
  *   21 T6  TCP/IPv6 listener on [::1], IPV6_V6ONLY, backlog 5, O_NONBLOCK
- *   22 U4  UDP/IPv4 bound to 127.0.0.1, SO_RCVBUF 65536 (as read back), FD_CLOEXEC
+ *   22 U4  UDP/IPv4 bound to 127.0.0.1, SO_RCVBUF 65536 (as read back), FD_CLOEXEC, IP_TOS 0x10
  *   23 UU  UDP/IPv4, never bound
  *   24 UC  UDP/IPv4 connected to U4 (so implicitly bound to 127.0.0.1:<ephemeral>)
  *   25 TC  TCP/IPv4, never bound, not listening
  *   26 R1, 27 R2  UDP/IPv4 on one port of 127.0.0.1, both SO_REUSEPORT; R1 also IP_FREEBIND
  * Recorded right after setup: SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_REUSEADDR, SO_REUSEPORT,
- * SO_KEEPALIVE, SO_ACCEPTCONN, O_NONBLOCK, FD_CLOEXEC, the getsockname bytes; TCP_KEEPIDLE of T4
- * (keepalive on, 77 s), IPV6_V6ONLY of T6, SO_RCVBUF of U4, IP_FREEBIND of R1, the getpeername
- * bytes of UC. Check: all of it unchanged; then the sockets work: a new client
+ * SO_KEEPALIVE, SO_ACCEPTCONN, SO_OOBINLINE, SO_LINGER, SO_BUF_LOCK (which buffer sizes the
+ * program fixed: U4's receive buffer only, the kernel tunes the rest), O_NONBLOCK, FD_CLOEXEC,
+ * the getsockname bytes; TCP_KEEPIDLE of T4 (keepalive on, 77 s), IPV6_V6ONLY of T6, SO_RCVBUF
+ * and IP_TOS of U4, IP_FREEBIND of R1, the getpeername bytes of UC. Check: all of it unchanged; then the sockets work: a new client
  * connects to T4 and to T6, the listener accepts and 3 bytes cross; UC sends "ping", U4
  * receives it from UC's address. Breaks: port (fd 20 replaced by a listener on another port),
- * option (SO_REUSEADDR turned off on fd 20). Usage: inetsk RESULT_FILE */
+ * option (SO_REUSEADDR turned off on fd 20), buflock (a send buffer size fixed on fd 25). Usage: inetsk RESULT_FILE */
 #include "common.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,7 +21,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-enum { P_DOMAIN, P_TYPE, P_PROTOCOL, P_REUSEADDR, P_REUSEPORT, P_KEEPALIVE, P_ACCEPTCONN, P_V6ONLY, P_RCVBUF, P_KEEPIDLE, P_FREEBIND, P_NONBLOCK, P_CLOEXEC, NPROPS };
+enum { P_DOMAIN, P_TYPE, P_PROTOCOL, P_REUSEADDR, P_REUSEPORT, P_KEEPALIVE, P_ACCEPTCONN, P_V6ONLY, P_RCVBUF, P_KEEPIDLE, P_FREEBIND, P_NONBLOCK, P_CLOEXEC, P_OOBINLINE, P_LINGER, P_BUFLOCK, P_TOS, NPROPS };
 #define PEER (1u << NPROPS)
 static const struct {
 	const char *name;
@@ -32,7 +33,9 @@ static const struct {
 	{ "SO_ACCEPTCONN", SOL_SOCKET, SO_ACCEPTCONN }, { "IPV6_V6ONLY", IPPROTO_IPV6, IPV6_V6ONLY },
 	{ "SO_RCVBUF", SOL_SOCKET, SO_RCVBUF },	      { "TCP_KEEPIDLE", IPPROTO_TCP, TCP_KEEPIDLE },
 	{ "IP_FREEBIND", IPPROTO_IP, IP_FREEBIND },   { "O_NONBLOCK", 0, 0 },
-	{ "FD_CLOEXEC", 0, 0 },
+	{ "FD_CLOEXEC", 0, 0 },			      { "SO_OOBINLINE", SOL_SOCKET, SO_OOBINLINE },
+	{ "SO_LINGER (on * 1000 + seconds)", SOL_SOCKET, SO_LINGER }, { "SO_BUF_LOCK", SOL_SOCKET, 72 /* SO_BUF_LOCK */ },
+	{ "IP_TOS", IPPROTO_IP, IP_TOS },
 };
 
 struct state {
@@ -46,12 +49,12 @@ static struct sk {
 	unsigned extra; /* the optional properties this socket records */
 	struct state rec;
 } sks[] = {
-	{ 20, "T4", 1u << P_KEEPIDLE, {} }, { 21, "T6", 1u << P_V6ONLY, {} }, { 22, "U4", 1u << P_RCVBUF, {} },
+	{ 20, "T4", 1u << P_KEEPIDLE, {} }, { 21, "T6", 1u << P_V6ONLY, {} }, { 22, "U4", 1u << P_RCVBUF | 1u << P_TOS, {} },
 	{ 23, "UU", 0, {} }, { 24, "UC", PEER, {} }, { 25, "TC", 0, {} }, { 26, "R1", 1u << P_FREEBIND, {} },
 	{ 27, "R2", 0, {} },
 };
 #define NSKS (int)(sizeof(sks) / sizeof(sks[0]))
-static const char *const breaks[] = { "port", "option", NULL };
+static const char *const breaks[] = { "port", "option", "buflock", NULL };
 
 static void need(int ok, const char *what)
 {
@@ -76,12 +79,17 @@ static int prop(int fd, int i)
 		return (v = fcntl(fd, F_GETFL)) < 0 ? -1 : !!(v & O_NONBLOCK);
 	if (i == P_CLOEXEC)
 		return (v = fcntl(fd, F_GETFD)) < 0 ? -1 : !!(v & FD_CLOEXEC);
+	if (i == P_LINGER) {
+		struct linger l;
+		socklen_t llen = sizeof(l);
+		return getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &llen) ? -1 : l.l_onoff * 1000 + l.l_linger;
+	}
 	return getsockopt(fd, props[i].level, props[i].opt, &v, &len) ? -1 : v;
 }
 
 static int applies(const struct sk *s, int i)
 {
-	return (i != P_V6ONLY && i != P_RCVBUF && i != P_KEEPIDLE && i != P_FREEBIND) || (s->extra & 1u << i);
+	return (i != P_V6ONLY && i != P_RCVBUF && i != P_KEEPIDLE && i != P_FREEBIND && i != P_TOS) || (s->extra & 1u << i);
 }
 
 static void snapshot(const struct sk *s, struct state *st)
@@ -182,14 +190,17 @@ int main(int argc, char **argv)
 
 	make(AF_INET, SOCK_STREAM, 20, 0);
 	int idle = 77;
+	struct linger linger = { .l_onoff = 1, .l_linger = 5 };
 	need(!setsockopt(20, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) && !setsockopt(20, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) &&
 		     !setsockopt(20, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) &&
+		     !setsockopt(20, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) && !setsockopt(20, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger)) &&
 		     !bind(20, (struct sockaddr *)&lo4, sizeof(lo4)) && !listen(20, 7), "T4");
 	make(AF_INET6, SOCK_STREAM, 21, 0);
 	need(!setsockopt(21, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) &&
 		     !bind(21, (struct sockaddr *)&lo6, sizeof(lo6)) && !listen(21, 5) && !fcntl(21, F_SETFL, O_NONBLOCK), "T6");
 	make(AF_INET, SOCK_DGRAM, 22, O_CLOEXEC);
-	need(!setsockopt(22, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) &&
+	int tos = 0x10;
+	need(!setsockopt(22, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) && !setsockopt(22, IPPROTO_IP, IP_TOS, &tos, sizeof(tos)) &&
 		     !bind(22, (struct sockaddr *)&lo4, sizeof(lo4)) && !getsockname(22, (struct sockaddr *)&u4, &u4len), "U4");
 	make(AF_INET, SOCK_DGRAM, 23, 0);
 	make(AF_INET, SOCK_DGRAM, 24, 0);
@@ -213,12 +224,17 @@ int main(int argc, char **argv)
 		int s = socket(AF_INET, SOCK_STREAM, 0);
 		need(s >= 0 && !setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) &&
 			     !setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) && !setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) &&
+			     !setsockopt(s, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) && !setsockopt(s, SOL_SOCKET, SO_LINGER, &linger, sizeof(linger)) &&
 			     !bind(s, (struct sockaddr *)&lo4, sizeof(lo4)) && !listen(s, 7) &&
 			     dup2(s, 20) == 20 && !close(s), "break port");
 	}
 	if (breaking("option")) {
 		int zero = 0;
 		setsockopt(20, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof(zero));
+	}
+	if (breaking("buflock")) {
+		int size = 50000;
+		setsockopt(25, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 	}
 	for (int i = 0; i < NSKS; i++)
 		compare(&sks[i]);
