@@ -57,6 +57,7 @@ const cases: ProgramCase[] = [
   { name: 'tree', args: [], breaks: { pgid: /F1 \(pid \d+\)/, sid: /E4 \(pid \d+\)/, zombie: /zombie/ } },
   { name: 'counter', args: [], breaks: { memory: /counter in memory is/ } },
   { name: 'procfd', args: [], breaks: { other: /fd 31 is not C's status/ } },
+  { name: 'mlock', args: [], breaks: { unlock: /the locked region is not locked/ } },
   { name: 'hugepages', args: [], breaks: { content: /pattern differs/, advice: /no longer advised/ } },
   { name: 'inetsk', args: [], breaks: { port: /fd 20 \(T4\): address differs/, option: /fd 20 \(T4\): SO_REUSEADDR is 0, was 1/, buflock: /fd 25 \(TC\): SO_BUF_LOCK is 1, was 0/ } },
   { name: 'lazy-ops', args: [], breaks: { content: /forked child found region A wrong/ } },

@@ -141,8 +141,9 @@ t.test('a lazy-pages server gone before the restore ends fails the restore, and 
 });
 
 // Programs whose other state meets lazy memory: thread stacks and TLS (threads), a tree of
-// processes each with a server space of its own (tree), signal frames and alternate stacks (sigstate).
-for (const name of ['threads', 'tree', 'sigstate']) {
+// processes each with a server space of its own (tree), signal frames and alternate stacks
+// (sigstate), mlock()ed memory, which is filled before the tree runs (mlock).
+for (const name of ['threads', 'tree', 'sigstate', 'mlock']) {
   t.test(`${name}: restored with lazy pages, checks itself`, async (t) => {
     const prog = await startProgram(t, name);
     const imagesDir = await dumpProgram(t, prog);

@@ -32,6 +32,7 @@ const CASES: Case[] = [
   { name: 'sigstate', args: [], checkMs: 20_000 },
   { name: 'tree', args: [], checkMs: 30_000 },
   { name: 'counter', args: [], checkMs: 20_000 },
+  { name: 'mlock', args: [], checkMs: 20_000 },
 ];
 
 const only = process.env['CRR_RT_ONLY'];

@@ -32,6 +32,7 @@ const MAP_SHARED = 0x1;
 const MAP_PRIVATE = 0x2;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
+const MAP_LOCKED = 0x2000;
 const O_RDWR = 2;
 
 /** smaps VmFlags mnemonics -> the madvise() advice they record (madv is a bitmask of 1 << advice). */
@@ -120,6 +121,8 @@ export function collectVmas(pid: number, ids: DumpIds, mapsText?: string, smapsT
     let shmid = 0n;
     let fdflags: number | undefined;
     if (vf.includes('gd')) flags |= MAP_GROWSDOWN;
+    // mlock()ed; locked on fault (mlock2 MLOCK_ONFAULT, "lf") has no place in the image: left unlocked.
+    if (vf.includes('lo') && !vf.includes('lf')) flags |= MAP_LOCKED;
     if (line.path === '[vsyscall]') {
       status = VMA.VSYSCALL | VMA.ANON_PRIVATE;
       flags = MAP_PRIVATE | MAP_ANONYMOUS;

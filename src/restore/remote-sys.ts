@@ -13,6 +13,7 @@ export const SYS = {
   rt_sigprocmask: 14,
   mremap: 25,
   madvise: 28,
+  mlock: 149,
   shmat: 30,
   pause: 34,
   setitimer: 38,
@@ -62,6 +63,8 @@ export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_GROWSDOWN = 0x100;
 export const MAP_NORESERVE = 0x4000;
+/** In a VMA entry's flags: the VMA is mlock()ed (VM_LOCKED); never passed to the restore's mmap. */
+export const MAP_LOCKED = 0x2000;
 /** mmap flags a dumped VMA may carry that mean the same at restore. */
 export const MAP_KEEP = MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE;
 

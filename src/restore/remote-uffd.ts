@@ -8,7 +8,7 @@
 // this kernel, a VMA it will not register) leaves the caller to fall back to preadv.
 import { PAGE_SIZE } from '../images/index.js';
 import { RemoteBatch } from './remote.js';
-import { MAP_GROWSDOWN, MAP_PRIVATE, O_CLOEXEC, PROT_READ, SYS } from './remote-sys.js';
+import { MAP_GROWSDOWN, MAP_LOCKED, MAP_PRIVATE, O_CLOEXEC, PROT_READ, SYS } from './remote-sys.js';
 import { byStart, hex, hugePageVmas, thpMode, VMA_ANON_PRIVATE, vmaHolding, type PageRun, type ThpMode, type Vma } from './remote-vma.js';
 
 export const SYS_USERFAULTFD = 323;
@@ -36,7 +36,8 @@ const ENOMEM = 12;
  */
 export function uffdVmas(vmas: readonly Vma[], thp: ThpMode = thpMode()): Vma[] {
   const huge = new Set(hugePageVmas(vmas, thp));
-  return vmas.filter((v) => v.status & VMA_ANON_PRIVATE && !(v.flags & MAP_GROWSDOWN) && !huge.has(v));
+  // An mlock()ed VMA is locked once filled, which would bring every missing page in at once.
+  return vmas.filter((v) => v.status & VMA_ANON_PRIVATE && !(v.flags & (MAP_GROWSDOWN | MAP_LOCKED)) && !huge.has(v));
 }
 
 /** Splits runs into those inside `vmas` (copied) and the rest (read with preadv). */

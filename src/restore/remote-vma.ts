@@ -16,6 +16,7 @@ import {
   MAP_FIXED,
   MAP_GROWSDOWN,
   MAP_KEEP,
+  MAP_LOCKED,
   MAP_PRIVATE,
   MAP_SHARED,
   PROT_WRITE,
@@ -195,6 +196,7 @@ const rangeOf = (args: Args) => `${hex(BigInt(args[0]!))}-${hex(BigInt(args[0]!)
 const MAP_VMA = (args: Args) => `map VMA ${rangeOf(args)}`;
 const PROTECT_AS_MAPPED = { what: (args: Args) => `protect VMA ${rangeOf(args)} as mapped` };
 const PROTECT = { what: (args: Args) => `protect VMA ${rangeOf(args)}` };
+const LOCK = { what: (args: Args) => `mlock VMA ${rangeOf(args)}` };
 const POPULATE = { what: (args: Args) => `populate ${rangeOf(args)}` };
 const ADVISE = { what: (args: Args) => `madvise(${args[2]}) on ${rangeOf(args)}` };
 
@@ -429,7 +431,11 @@ export function addAdvice(batch: RemoteBatch, vma: Vma): void {
   }
 }
 
-/** mprotect back to the dumped protection where it was widened for the fill. */
+/**
+ * mprotect back to the dumped protection where it was widened for the fill; an mlock()ed VMA
+ * locked again once its pages are in (mapped MAP_LOCKED, it would be filled with zero pages first).
+ */
 export function addFinalProtection(batch: RemoteBatch, vma: Vma, widened: boolean): void {
   if (widened) batch.call(SYS.mprotect, [vma.start, vma.end - vma.start, vma.prot], PROTECT);
+  if (vma.flags & MAP_LOCKED) batch.call(SYS.mlock, [vma.start, vma.end - vma.start], LOCK);
 }
