@@ -151,6 +151,30 @@ for (const [what, make] of Object.entries(UNREOPENABLE)) {
   });
 }
 
+// The restore adds an epoll's targets at their fd numbers: a target whose fd was closed (its
+// file alive through a dup) or names another file now would come back wrong, so both are refused.
+const ESCAPED_EPOLL_TARGETS = {
+  'closed since': 'd = os.dup(r)\nos.close(r)',
+  'another file now': 'd = os.dup(r)\nos.close(r)\nassert os.open("/dev/null", os.O_RDONLY) == r',
+};
+for (const [now, change] of Object.entries(ESCAPED_EPOLL_TARGETS)) {
+  t.test(`an epoll watching an fd that is ${now} is refused, naming pid, epoll fd and target`, async (t) => {
+    const py = ['import os, select, time', 'r, w = os.pipe()', 'ep = select.epoll()', 'ep.register(r, select.EPOLLIN)', change, 'os.dup2(ep.fileno(), 50)', 'time.sleep(1000)'].join('\n');
+    const pid = await startDetached(['/usr/bin/python3', '-c', py]);
+    t.teardown(() => kill([pid]));
+    for (let i = 0; i < 200 && !existsSync(`/proc/${pid}/fd/50`); i++) await sleep(20);
+    const target = /^tfd:\s*(\d+)/m.exec(safe(`/proc/${pid}/fdinfo/50`))?.[1];
+    t.ok(target, `the epoll at fd 50 watches fd ${target}`);
+    const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+    t.type(err, CrrError);
+    t.match(err.message, new RegExp(`pid ${pid}: fd \\d+ is an epoll instance watching fd ${target}, which is ${now}`), 'the error names pid, epoll and target');
+    assertUntouched(t, pid);
+    assertNoCheckpoint(t, dir);
+  });
+}
+
 t.test('a vfork parent waiting for its child is refused, naming why, and left untraced', async (t) => {
   // The child sleeps before it would exec, so the parent stays in the kernel's vfork wait, where
   // no PTRACE_INTERRUPT stops it (and a tracee that never stopped cannot be detached).

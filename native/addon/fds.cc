@@ -134,6 +134,21 @@ Napi::Value Kcmp(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// kcmpEpollTarget(pid, epfd, tfd, fd) -> kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {epfd, tfd, 0}): 0 when
+// pid's fd is the file its epoll at epfd watches under fd number tfd, 1 or 2 when it is another
+// file, -errno when it cannot say (EBADF: no fd there; ENOENT: no such target).
+Napi::Value KcmpEpollTarget(const Napi::CallbackInfo& info) {
+  int pid, epfd, tfd, fd;
+  if (!IntArg(info, 0, "pid", &pid) || !IntArg(info, 1, "epfd", &epfd) || !IntArg(info, 2, "tfd", &tfd) || !IntArg(info, 3, "fd", &fd))
+    return info.Env().Undefined();
+  struct {
+    uint32_t efd, tfd, toff;
+  } slot = {(uint32_t)epfd, (uint32_t)tfd, 0};
+  const int kKcmpEpollTfd = 7;
+  long r = syscall(SYS_kcmp, pid, pid, kKcmpEpollTfd, (unsigned long)fd, (unsigned long)&slot);
+  return Napi::Number::New(info.Env(), r < 0 ? -errno : r);
+}
+
 // sendFds(sock, fds, data?) -> bytes sent. One message; a byte of payload is always sent because
 // a stream socket drops ancillary data that rides on an empty message.
 Napi::Value SendFds(const Napi::CallbackInfo& info) {
@@ -280,6 +295,7 @@ void InitFds(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdSendSignal", Napi::Function::New(env, PidfdSendSignal, "pidfdSendSignal"));
   exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
   exports.Set("kcmp", Napi::Function::New(env, Kcmp, "kcmp"));
+  exports.Set("kcmpEpollTarget", Napi::Function::New(env, KcmpEpollTarget, "kcmpEpollTarget"));
   exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
   exports.Set("readAhead", Napi::Function::New(env, ReadAhead, "readAhead"));
   exports.Set("ioctlBuffer", Napi::Function::New(env, IoctlBuffer, "ioctlBuffer"));

@@ -27,6 +27,8 @@ export interface FdsBinding {
   pidfdGetfd(pidfd: number, targetFd: number): number;
   /** kcmp(2) for each [pid1, pid2, type, idx1, idx2] of `list` (PIDs as crr sees them): 0-3, or -errno. */
   kcmp(list: Int32Array): Int32Array;
+  /** Whether pid's `fd` is the file its epoll at `epfd` watches as fd number `tfd`: 0 yes, 1 or 2 another file, -errno (EBADF: no fd there). */
+  kcmpEpollTarget(pid: number, epfd: number, tfd: number, fd: number): number;
   /** The process's PID in crr's PID namespace (ioctl PIDFD_GET_INFO; ENOTTY before Linux 6.13, ESRCH once it is gone). */
   pidfdPid(pidfd: number): number;
   pidfdSendSignal(pidfd: number, sig: number): void;
