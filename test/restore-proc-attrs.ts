@@ -1,10 +1,13 @@
 // The child subreaper flag, oom_score_adj and the audit loginuid (src/resources/proc-attrs.ts):
 // a program that set them comes back with them, and an orphan below it is reparented to it, not
-// to init; a task whose oom_score_adj is below crr's own is kept at crr's, with a warning.
+// to init; a task whose oom_score_adj is below crr's own is kept at crr's, with a warning; the
+// parent-death signal, not armed by a detached restore.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dumpProgram, restoreProgram } from './lib/program-roundtrip.js';
 import { startPython } from './lib/python-program.js';
+import { waitPidGone } from './lib/programs.js';
+import { restore } from '../src/restore/index.js';
 import { oomWarnings } from '../src/resources/proc-attrs.js';
 import type { RestoreSession } from '../src/restore/context.js';
 
@@ -49,6 +52,30 @@ t.test("a job of a login session (its loginuid set) keeps its loginuid, which cr
   go();
   t.equal(await result(), '1234', 'loginuid 1234 after the restore');
 });
+
+// The parent-death signal (PR_SET_PDEATHSIG): kept where crr stays the root's parent; a detached
+// restore's launcher exits once the tree runs, which would send it, so there it is not armed.
+for (const detached of [false, true]) {
+  t.test(`a task with a parent-death signal, restored ${detached ? 'detached: runs on, the signal not armed, with a warning' : 'with crr its parent: keeps it'}`, async (t) => {
+    const setUp = ['libc = ctypes.CDLL(None)', 'libc.prctl(1, 15, 0, 0, 0)']; // PR_SET_PDEATHSIG SIGTERM
+    const check = ['signal = ctypes.c_int(-1)', 'libc.prctl(2, ctypes.byref(signal), 0, 0, 0)', 'open(result, "w").write(str(signal.value))']; // PR_GET_PDEATHSIG
+    const { prog, go, result } = await startPython(t, ['ctypes'], setUp, check, 'a task whose parent-death signal is SIGTERM');
+    const imagesDir = await dumpProgram(t, prog);
+    if (detached) {
+      await waitPidGone(prog.pid);
+      const warnings: string[] = [];
+      await restore({ imagesDir, detached: true, onWarning: (w) => warnings.push(w) });
+      t.match(warnings, [new RegExp(`^task ${prog.pid}: its parent-death signal \\(15\\) is not armed: a detached restore`)], 'the plan says so');
+      go();
+      t.equal(await result(), '0', 'PR_GET_PDEATHSIG 0');
+      t.ok(existsSync(`/proc/${prog.pid}`) && !/State:\s+Z/.test(readFileSync(`/proc/${prog.pid}/status`, 'utf8')), 'it runs on after crr let it go');
+    } else {
+      await restoreProgram(t, prog, imagesDir);
+      go();
+      t.equal(await result(), '15', 'PR_GET_PDEATHSIG SIGTERM');
+    }
+  });
+}
 
 t.test('an oom_score_adj below crr\'s own is named in a warning', async (t) => {
   const session = { images: new Map([[7, { core: { tc: { oom_score_adj: -1000 } } }], [8, { core: { tc: { oom_score_adj: 100 } } }]]) } as unknown as RestoreSession;

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { runThreadLists, type ThreadBatch } from '../restore/remote-thread-lists.js';
 import { restoredThreads } from '../restore/remote-threads.js';
-import { hostPidOf, type RestoreCtx } from '../restore/context.js';
+import { hostPidOf, type RestoreCtx, type RestoreSession } from '../restore/context.js';
 import { RemoteBatch } from '../restore/remote.js';
 import {
   PR_CAP_AMBIENT,
@@ -67,6 +67,29 @@ let lastCap: number | undefined;
  * The kernel's highest capability (/proc/sys/kernel/cap_last_cap), at most CAP_LAST_TRY: drops
  * above it are EINVAL no-ops, 23 of a root thread's ~35 commands on Linux 6.18 (last cap 40).
  */
+/**
+ * The parent-death signal a task gets. A detached restore's root has crr's launcher for a parent,
+ * which exits once the tree runs: armed, the signal would come then, killing a tree that was
+ * to run on (its parent outside the checkpoint is not there to outlive anyway). Not armed there.
+ */
+function armedDeathSignal(session: RestoreSession, pid: number): number {
+  const signal = deathSignalOf(session, pid);
+  return session.options.detached && pid === session.checkpoint.root.pid ? 0 : signal;
+}
+
+function deathSignalOf(session: RestoreSession, pid: number): number {
+  const core = session.images.get(pid)?.core as Record<string, unknown> | undefined;
+  return Number(((core?.['thread_core'] as Record<string, unknown> | undefined) ?? {})['pdeath_sig'] ?? 0);
+}
+
+/** The plan's warning when a detached restore leaves the root's parent-death signal unarmed. */
+export function deathSignalWarnings(session: RestoreSession): string[] {
+  const root = session.checkpoint.root.pid;
+  const signal = deathSignalOf(session, root);
+  if (!session.options.detached || !signal) return [];
+  return [`task ${root}: its parent-death signal (${signal}) is not armed: a detached restore leaves it no parent to outlive (crr's launcher exits once the tree runs, which would send it)`];
+}
+
 export function kernelLastCap(): number {
   if (lastCap === undefined) {
     let read = Number.NaN;
@@ -226,7 +249,7 @@ export const creds: ResourceKind<RestoreCtx> = {
       if (thread.tid === ctx.pid) {
         const tc = (ctx.images.core['tc'] as Record<string, unknown> | undefined) ?? {};
         batch.call(SYS.personality, [Number(tc['personality'] ?? 0) >>> 0], { what: 'set the personality' });
-        batch.call(SYS.prctl, [PR_SET_PDEATHSIG, Number(threadCore['pdeath_sig'] ?? 0), 0, 0, 0], { what: 'set the parent-death signal' });
+        batch.call(SYS.prctl, [PR_SET_PDEATHSIG, armedDeathSignal(ctx.session, ctx.pid), 0, 0, 0], { what: 'set the parent-death signal' });
         // A uid change makes the process undumpable (the kernel's suid_dumpable): the mm kind's
         // setting goes again, after the ids.
         const dumpable = ctx.images.mm?.['dumpable'];

@@ -60,6 +60,8 @@ export interface RestoreSessionOptions {
   readonly terminalFd: number;
   /** Fork the root inside a fresh PID namespace (tests; the tree's PIDs are free there). */
   readonly pidNamespace: boolean;
+  /** crr lets the tree go once it runs: its launcher, the root's parent, exits (restore's detached). */
+  readonly detached?: boolean;
   /** Namespaces the dump left out (criu's --external), by key: the path of the one to restore into. */
   readonly externalNamespaces: Readonly<Record<string, string>>;
   /** A directory of crr's that becomes the root of a tree whose mount namespace had a root of its own (criu --root). */

@@ -16,6 +16,7 @@ import type { CgroupRoot, RestoreCtx, RestoreSession, RestoreSessionOptions, Tas
 import { beginLauncher, closeChannels, detachLauncher, discardEarlyLauncher, discardLauncher, killAll, prestartLauncher, startLauncher, waitRoot, type EarlyLauncher, type RootExit } from './launcher.js';
 import { decodeCheckpoint } from './load.js';
 import { oomWarnings } from '../resources/proc-attrs.js';
+import { deathSignalWarnings } from '../resources/creds.js';
 import { openCheckpoint } from '../images/index.js';
 import { StageError } from '../errors.js';
 import type { ActionScript, RestoreAction } from '../resources/action-scripts.js';
@@ -179,6 +180,7 @@ function sessionOptions(options: RestoreOptions): RestoreSessionOptions {
     shellJob: options.shellJob ?? false,
     terminalFd: options.terminalFd ?? 0,
     pidNamespace: options.pidNamespace ?? false,
+    ...(options.detached ? { detached: true } : {}),
     externalNamespaces: options.externalNamespaces ?? {},
     tcpClose: options.tcpClose ?? false,
     ...(options.actionScript ? { actionScript: options.actionScript } : {}),
@@ -247,7 +249,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         throw new StageError({ stage: 'plan', pid: session!.checkpoint.root.pid, resource: 'task-tree', message: 'a detached restore into a fresh PID namespace needs a root that was its namespace\'s pid 1 (any other root has a helper of crr\'s as its init, which a detached restore does not keep)' });
       }
       checkMachine(plan, session!, supportedFdTypes);
-      for (const warning of [...rlimitWarnings(session!), ...oomWarnings(session!)]) {
+      for (const warning of [...rlimitWarnings(session!), ...oomWarnings(session!), ...deathSignalWarnings(session!)]) {
         warnings.push(warning);
         options.onWarning?.(warning);
       }
