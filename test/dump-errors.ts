@@ -98,10 +98,27 @@ t.test('an unsupported fd (a vsock socket) names pid, fd and kind; the task runs
   assertNoCheckpoint(t, dir);
 });
 
+/**
+ * Starts a Python program, waits until `ready(pid)` says it is set up, and dumps it: the dump
+ * must fail naming what `expected(pid)` matches, leave the task untouched and no checkpoint.
+ */
+async function refusedPython(t: Tap.Test, lines: string[], ready: (pid: number) => boolean, expected: (pid: number) => RegExp): Promise<void> {
+  const pid = await startDetached(['/usr/bin/python3', '-c', ['import ctypes, os, select, time', ...lines, 'time.sleep(1000)'].join('\n')]);
+  t.teardown(() => kill([pid]));
+  for (let i = 0; i < 200 && !ready(pid); i++) await sleep(20);
+  t.ok(ready(pid), 'the program is set up');
+  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
+  t.type(err, CrrError);
+  t.match(err.message, expected(pid), 'the error names what it is');
+  assertUntouched(t, pid);
+  assertNoCheckpoint(t, dir);
+}
+
 t.test("an io_uring's rings mapped after its fd was closed: refused, naming the mapping; the task runs on untouched", async (t) => {
   // io_uring_setup (425), the submission ring mapped (IORING_OFF_SQ_RING), the fd closed: only the mapping is left.
-  const py = [
-    'import ctypes, os, time',
+  const setUp = [
     'libc = ctypes.CDLL(None, use_errno=True)',
     'libc.mmap.restype = ctypes.c_void_p',
     'params = ctypes.create_string_buffer(120)',
@@ -110,68 +127,36 @@ t.test("an io_uring's rings mapped after its fd was closed: refused, naming the 
     'ring = libc.mmap(None, 4096, 3, 0x01 | 0x8000, fd, ctypes.c_long(0))',
     'assert ring not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())',
     'os.close(fd)',
-    'time.sleep(1000)',
-  ].join('\n');
-  const pid = await startDetached(['/usr/bin/python3', '-c', py]);
-  t.teardown(() => kill([pid]));
-  const ringLine = () => safe(`/proc/${pid}/maps`).split('\n').find((l) => l.endsWith('anon_inode:[io_uring]'));
-  for (let i = 0; i < 200 && ringLine() === undefined; i++) await sleep(20);
-  const ring = ringLine();
-  t.ok(ring, `the program maps its ring: ${ring}`);
-  t.notOk(readdirSync(`/proc/${pid}/fd`).some((n) => spawnSync('readlink', [`/proc/${pid}/fd/${n}`], { encoding: 'utf8' }).stdout.includes('io_uring')), 'and holds no io_uring fd');
-  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
-  t.type(err, CrrError);
-  t.match(err.message, new RegExp(`pid ${pid}: mapping ${ring?.split(' ')[0]} anon_inode:\\[io_uring\\]: memory of a kernel object`), 'the error names pid, mapping and what it is');
-  assertUntouched(t, pid);
-  assertNoCheckpoint(t, dir);
+  ];
+  const ring = (pid: number) => safe(`/proc/${pid}/maps`).split('\n').find((l) => l.endsWith('anon_inode:[io_uring]'))?.split(' ')[0];
+  const ioUringFd = (pid: number) => readdirSync(`/proc/${pid}/fd`).some((n) => safe(`/proc/${pid}/fdinfo/${n}`).includes('SqMask'));
+  await refusedPython(t, setUp, (pid) => ring(pid) !== undefined && !ioUringFd(pid), (pid) => new RegExp(`pid ${pid}: mapping ${ring(pid)} anon_inode:\\[io_uring\\]: memory of a kernel object`));
 });
 
 // mq_open's queue and memfd_secret's area look like regular files with a path (/NAME on the
 // mqueue filesystem, /secretmem (deleted)) that opens nothing again.
 const UNREOPENABLE = {
-  'a POSIX message queue': "rt = ctypes.CDLL('librt.so.1', use_errno=True)\nfd = rt.mq_open(b'/crr-dump-errors', os.O_CREAT | os.O_RDWR, 0o600, None)\nrt.mq_unlink(b'/crr-dump-errors')",
-  'a memfd_secret area': 'fd = ctypes.CDLL(None, use_errno=True).syscall(447, 0)',
+  'a POSIX message queue': ["rt = ctypes.CDLL('librt.so.1', use_errno=True)", "fd = rt.mq_open(b'/crr-dump-errors', os.O_CREAT | os.O_RDWR, 0o600, None)", "rt.mq_unlink(b'/crr-dump-errors')"],
+  'a memfd_secret area': ['fd = ctypes.CDLL(None, use_errno=True).syscall(447, 0)'],
 };
 for (const [what, make] of Object.entries(UNREOPENABLE)) {
   t.test(`an fd of ${what} is refused, naming pid, fd and kind; the task runs on untouched`, async (t) => {
-    const py = ['import ctypes, os, time', make, 'assert fd >= 0, os.strerror(ctypes.get_errno())', 'os.dup2(fd, 40)', 'time.sleep(1000)'].join('\n');
-    const pid = await startDetached(['/usr/bin/python3', '-c', py]);
-    t.teardown(() => kill([pid]));
-    for (let i = 0; i < 200 && !existsSync(`/proc/${pid}/fd/40`); i++) await sleep(20);
-    t.ok(existsSync(`/proc/${pid}/fd/40`), 'the program holds it at fd 40');
-    const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
-    t.type(err, CrrError);
-    t.match(err.message, new RegExp(`pid ${pid}: fd \\d+ is ${what} \\(`), 'the error names pid, fd and kind');
-    assertUntouched(t, pid);
-    assertNoCheckpoint(t, dir);
+    const setUp = [...make, 'assert fd >= 0, os.strerror(ctypes.get_errno())', 'os.dup2(fd, 40)'];
+    await refusedPython(t, setUp, (pid) => existsSync(`/proc/${pid}/fd/40`), (pid) => new RegExp(`pid ${pid}: fd \\d+ is ${what} \\(`));
   });
 }
 
 // The restore adds an epoll's targets at their fd numbers: a target whose fd was closed (its
 // file alive through a dup) or names another file now would come back wrong, so both are refused.
 const ESCAPED_EPOLL_TARGETS = {
-  'closed since': 'd = os.dup(r)\nos.close(r)',
-  'another file now': 'd = os.dup(r)\nos.close(r)\nassert os.open("/dev/null", os.O_RDONLY) == r',
+  'closed since': ['d = os.dup(r)', 'os.close(r)'],
+  'another file now': ['d = os.dup(r)', 'os.close(r)', 'assert os.open("/dev/null", os.O_RDONLY) == r'],
 };
 for (const [now, change] of Object.entries(ESCAPED_EPOLL_TARGETS)) {
   t.test(`an epoll watching an fd that is ${now} is refused, naming pid, epoll fd and target`, async (t) => {
-    const py = ['import os, select, time', 'r, w = os.pipe()', 'ep = select.epoll()', 'ep.register(r, select.EPOLLIN)', change, 'os.dup2(ep.fileno(), 50)', 'time.sleep(1000)'].join('\n');
-    const pid = await startDetached(['/usr/bin/python3', '-c', py]);
-    t.teardown(() => kill([pid]));
-    for (let i = 0; i < 200 && !existsSync(`/proc/${pid}/fd/50`); i++) await sleep(20);
-    const target = /^tfd:\s*(\d+)/m.exec(safe(`/proc/${pid}/fdinfo/50`))?.[1];
-    t.ok(target, `the epoll at fd 50 watches fd ${target}`);
-    const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
-    t.type(err, CrrError);
-    t.match(err.message, new RegExp(`pid ${pid}: fd \\d+ is an epoll instance watching fd ${target}, which is ${now}`), 'the error names pid, epoll and target');
-    assertUntouched(t, pid);
-    assertNoCheckpoint(t, dir);
+    const setUp = ['r, w = os.pipe()', 'ep = select.epoll()', 'ep.register(r, select.EPOLLIN)', ...change, 'os.dup2(ep.fileno(), 50)'];
+    const target = (pid: number) => /^tfd:\s*(\d+)/m.exec(safe(`/proc/${pid}/fdinfo/50`))?.[1];
+    await refusedPython(t, setUp, (pid) => target(pid) !== undefined, (pid) => new RegExp(`pid ${pid}: fd \\d+ is an epoll instance watching fd ${target(pid)}, which is ${now}`));
   });
 }
 
@@ -243,27 +228,14 @@ t.test('a deleted root directory is refused, naming the task', async (t) => {
 });
 
 t.test("SysV shared memory of crr's own IPC namespace is refused, naming the mapping", async (t) => {
-  const py = [
-    'import ctypes, time',
+  const setUp = [
     'libc = ctypes.CDLL(None, use_errno=True)',
     'libc.shmat.restype = ctypes.c_void_p',
     'segment = libc.shmget(0, 8192, 0o1600)',
     'libc.shmat(segment, None, 0)',
     'libc.shmctl(segment, 0, None)', // IPC_RMID: it goes with the program
-    'time.sleep(1000)',
-  ].join('\n');
-  const pid = await startDetached(['/usr/bin/python3', '-c', py]);
-  t.teardown(() => kill([pid]));
-  const attached = () => safe(`/proc/${pid}/maps`).includes('/SYSV');
-  for (let i = 0; i < 200 && !attached(); i++) await sleep(20);
-  t.ok(attached(), 'the program has a SysV segment attached');
-  const dir = mkdtempSync(join(tmpdir(), 'crr-dump-err-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const err = await dump({ pid, imagesDir: dir }).catch((e) => e);
-  t.type(err, CrrError);
-  t.match(err.message, new RegExp(`pid ${pid}: mapping [0-9a-f]+-[0-9a-f]+ /SYSV0+ \\(deleted\\): SysV shared memory of crr's own IPC namespace`));
-  assertUntouched(t, pid);
-  assertNoCheckpoint(t, dir);
+  ];
+  await refusedPython(t, setUp, (pid) => safe(`/proc/${pid}/maps`).includes('/SYSV'), (pid) => new RegExp(`pid ${pid}: mapping [0-9a-f]+-[0-9a-f]+ /SYSV0+ \\(deleted\\): SysV shared memory of crr's own IPC namespace`));
 });
 
 t.test('an AIO ring its task wrote over is refused, naming it', async (t) => {
