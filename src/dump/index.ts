@@ -359,6 +359,9 @@ async function dumpTask(task: FrozenTask, namespaces: Record<string, number>, sc
   // vm/files/fs/sighand shared with an earlier task (clone without CLONE_THREAD): kcmp in this
   // task against the known objects, a few batches whatever their number.
   const { shared, ...objectIds } = await ids.taskObjects(pid, async (queries) => kcmpCodes(queries.map((q) => [q.pid, pid, q.type, 0, 0]), pid));
+  // Two processes in one address space would come back as two: what one writes the other no
+  // longer sees. (A vfork child before its exec is one; its parent, in the vfork wait, is refused first.)
+  if (shared.has('vm_id')) throw new CrrError(`pid ${pid} shares its address space with another task of the tree (clone with CLONE_VM but not CLONE_THREAD), which crr dump does not support`, 1);
   const taskIds = { ...objectIds, ...namespaces };
 
   // File ids come out in CRIU's order: mapped files, then fds, then cwd and root.

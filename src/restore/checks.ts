@@ -75,6 +75,21 @@ export function checkFdKinds(session: RestoreSession, supported: ReadonlySet<num
  * A VMA crr does not map (a packet socket's ring) fails the plan, before any task exists, as does
  * an AIO ring whose aios entry and VMA disagree.
  */
+/**
+ * Two live tasks with one vm_id shared an address space (clone CLONE_VM without CLONE_THREAD);
+ * made apart, what one writes the other would no longer see. Refused, as crr's dump refuses it.
+ */
+export function checkSharedAddressSpaces(session: RestoreSession): void {
+  const holders = new Map<number, number>();
+  for (const [pid, set] of session.images) {
+    const vmId = set.ids?.vm_id;
+    if (!set.mm || vmId === undefined) continue;
+    const other = holders.get(vmId);
+    if (other !== undefined) throw new StageError({ stage: 'plan', pid, resource: 'memory', message: `tasks ${other} and ${pid} share one address space (vm_id ${vmId}: clone with CLONE_VM but not CLONE_THREAD): not supported` });
+    holders.set(vmId, pid);
+  }
+}
+
 export function checkVmaKinds(session: RestoreSession): void {
   for (const [pid, set] of session.images) {
     // Only a task with an AIO ring (an aios entry or an AIORING VMA) has rings to cross-check:
@@ -137,6 +152,7 @@ export function checkMachine(plan: RestorePlan, session: RestoreSession, support
   session.namespaces ??= checkpointNamespaces(session.checkpoint, session.options);
   checkFdKinds(session, supportedFdTypes);
   checkVmaKinds(session);
+  checkSharedAddressSpaces(session);
   checkTerminals(session);
   checkPidfds(session);
   checkNamespaceFds(session);

@@ -55,6 +55,8 @@ export function synthTree(t: TeardownHost, tasks: readonly SynthTask[]): string 
       if (task.zombieStatus !== undefined && prefix !== 'core') continue;
       copyFileSync(join(source, `${prefix}-17288.img`), join(dir, `${prefix}-${task.pid}.img`));
     }
+    // Each process an address space of its own: one vm_id for two would be CLONE_VM sharing.
+    if (task.zombieStatus === undefined) rewriteImage(dir, `ids-${task.pid}.img`, ([ids]) => [{ ...ids!, vm_id: task.pid }]);
     if (task.zombieStatus !== undefined) {
       rewriteImage(dir, `core-${task.pid}.img`, ([core]) => [
         { ...core!, tc: { ...(core!['tc'] as Entry), task_state: 2, exit_code: task.zombieStatus } },

@@ -1,5 +1,7 @@
 /* clone-share: a parent P and a child C made by clone() that share one fs (`clone-share fs`:
- * CLONE_FS, cwd/root/umask) or one fd table (`clone-share files`: CLONE_FILES).
+ * CLONE_FS, cwd/root/umask) or one fd table (`clone-share files`: CLONE_FILES), or one address
+ * space (`clone-share vm`: CLONE_VM without CLONE_THREAD, which crr refuses to dump; the check
+ * only asks kcmp whether P and C still share it).
  * Check (P on SIGUSR1): the sharing is still there, shown by a change made now:
  *   fs:    P chdirs into <tmp>/moved and sets umask 0037; C must see both (getcwd, umask).
  *   files: P opens <tmp>/opened-by-parent at fd 77; C must see it at 77 (same inode), then opens
@@ -52,13 +54,39 @@ static const char *child_failure(int code)
 	}
 }
 
+static int sleep_forever(void *unused)
+{
+	(void)unused;
+	for (;;)
+		pause();
+	return 0;
+}
+
+/* C runs on a stack of its own in P's address space; kcmp(KCMP_VM) tells whether they share it. */
+static int share_vm(void)
+{
+	static char stack[64 << 10] __attribute__((aligned(16)));
+	pid_t child = clone(sleep_forever, stack + sizeof(stack), CLONE_VM | SIGCHLD, NULL);
+	if (child < 0) {
+		write_result("ERROR clone: %s\n", strerror(errno));
+		return 2;
+	}
+	protocol_ready();
+	wait_for_check();
+	if (syscall(SYS_kcmp, getpid(), child, 1 /* KCMP_VM */, 0, 0) != 0)
+		fail("P and C do not share an address space");
+	return protocol_report();
+}
+
 int main(int argc, char **argv)
 {
 	protocol_start(argc, argv, breaks, 0);
-	if (argc < 3 || (strcmp(argv[2], "fs") && strcmp(argv[2], "files"))) {
-		write_result("ERROR usage: clone-share RESULT_FILE fs|files\n");
+	if (argc < 3 || (strcmp(argv[2], "fs") && strcmp(argv[2], "files") && strcmp(argv[2], "vm"))) {
+		write_result("ERROR usage: clone-share RESULT_FILE fs|files|vm\n");
 		return 2;
 	}
+	if (!strcmp(argv[2], "vm"))
+		return share_vm();
 	files_mode = !strcmp(argv[2], "files");
 	result_dir(dir, sizeof(dir));
 	snprintf(moved, sizeof(moved), "%s/moved", dir);
