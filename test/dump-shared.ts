@@ -1,5 +1,4 @@
-// Objects shared between tasks: a child made with CLONE_FILES|CLONE_FS, one with
-// CLONE_VM|CLONE_SIGHAND, a forked child inheriting a file, a dup'd fd and a pipe with queued
+// Objects shared between tasks: a child made with CLONE_FILES|CLONE_FS, a forked child inheriting a file, a dup'd fd and a pipe with queued
 // data, and a MAP_SHARED|MAP_ANONYMOUS area mapped by parent and fork child (the child wrote a
 // page only it has in its page tables). The images must share ids exactly where the kernel
 // shares objects (kcmp), and hold the shared memory once with its contents.
@@ -34,9 +33,8 @@ int main(int argc, char **argv) {
 	char *shm = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	memset(shm, 'a', 4096);
 	memset(shm + 5 * 4096, 'b', 2 * 4096);
-	char *s1 = malloc(1 << 16), *s2 = malloc(1 << 16);
+	char *s1 = malloc(1 << 16);
 	clone(idle, s1 + (1 << 16), CLONE_FILES | CLONE_FS | SIGCHLD, NULL);
-	clone(idle, s2 + (1 << 16), CLONE_VM | CLONE_SIGHAND | SIGCHLD, NULL);
 	if (fork() == 0) {
 		memset(shm + 100 * 4096, 'c', 4096);
 		for (;;) pause();
@@ -57,7 +55,7 @@ function children(pid: number): number[] {
   }
 }
 
-t.test('shared fd table, fs, vm, file descriptions, pipe and anonymous shared memory', async (t) => {
+t.test('shared fd table, fs, file descriptions, pipe and anonymous shared memory', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'crr-dump-shared-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'shared.c'), SOURCE);
@@ -80,8 +78,8 @@ t.test('shared fd table, fs, vm, file descriptions, pipe and anonymous shared me
     }
     await sleep(50);
   });
-  t.equal(kids.length, 3, 'three children');
-  const [filesKid, vmKid, forkKid] = kids as [number, number, number];
+  t.equal(kids.length, 2, 'two children');
+  const [filesKid, forkKid] = kids as [number, number];
 
   const out = join(dir, 'img');
   if (process.env.D2_KEEP) t.teardown(() => spawnSync('cp', ['-r', out, process.env.D2_KEEP!]));
@@ -91,12 +89,9 @@ t.test('shared fd table, fs, vm, file descriptions, pipe and anonymous shared me
   t.equal(ids(filesKid).files_id, root.files_id, 'CLONE_FILES child: same files id');
   t.equal(ids(filesKid).fs_id, root.fs_id, 'CLONE_FS child: same fs id');
   t.not(ids(filesKid).vm_id, root.vm_id, 'CLONE_FILES child: own vm');
-  t.equal(ids(vmKid).vm_id, root.vm_id, 'CLONE_VM child: same vm id');
-  t.equal(ids(vmKid).sighand_id, root.sighand_id, 'CLONE_SIGHAND child: same sighand id');
-  t.not(ids(vmKid).files_id, root.files_id, 'CLONE_VM child: own fd table');
   t.not(ids(forkKid).files_id, root.files_id, 'fork child: own fd table');
   const fdinfos = readdirSync(out).filter((n) => n.startsWith('fdinfo-'));
-  t.equal(fdinfos.length, 3, 'one fdinfo image per fd table (root+CLONE_FILES child share one)');
+  t.equal(fdinfos.length, 2, 'one fdinfo image per fd table (root+CLONE_FILES child share one)');
 
   const rootFds = img(out, `fdinfo-${root.files_id}.img`);
   const kidFds = img(out, `fdinfo-${ids(forkKid).files_id}.img`);
@@ -113,7 +108,7 @@ t.test('shared fd table, fs, vm, file descriptions, pipe and anonymous shared me
   const queued = pipesData.filter((d) => d.bytes === 6);
   t.equal(queued.length, 1, 'the queued pipe\'s data once');
   const ends = files.filter((f) => f.type === 2 && f.pipe.pipe_id === queued[0]?.pipe_id);
-  t.same(ends.map((f) => f.pipe.flags & 3).sort(), [0, 1], 'two pipe descriptions (the two ends) for four tasks');
+  t.same(ends.map((f) => f.pipe.flags & 3).sort(), [0, 1], 'two pipe descriptions (the two ends) for three tasks');
   for (const p of [pid, forkKid]) {
     const fds = img(out, `fdinfo-${ids(p).files_id}.img`).filter((f) => ends.some((e) => e.id === f.id));
     t.equal(fds.length, 2, `${p}: both ends, by the shared ids`);
@@ -139,7 +134,7 @@ t.test('shared fd table, fs, vm, file descriptions, pipe and anonymous shared me
   t.equal(pages.toString('latin1', 0, 4096), 'a'.repeat(4096));
   t.equal(pages.toString('latin1', 4096, 3 * 4096), 'b'.repeat(8192));
   t.equal(pages.toString('latin1', 3 * 4096), 'c'.repeat(4096));
-  const taskPagesIds = [pid, filesKid, vmKid, forkKid].map((p) => img(out, `pagemap-${p}.img`)[0].pages_id);
+  const taskPagesIds = [pid, filesKid, forkKid].map((p) => img(out, `pagemap-${p}.img`)[0].pages_id);
   t.notOk(taskPagesIds.includes(pm[0].pages_id), 'its pages id is not a task\'s');
   t.equal(img(out, 'stats-dump')[0].dump.shpages_written, 4n, 'stats-dump counts the shared pages');
 });
