@@ -62,11 +62,6 @@ export function capsetBytes(creds: Creds): Buffer {
 
 const TOLERATE_EINVAL = [EINVAL];
 
-let lastCap: number | undefined;
-/**
- * The kernel's highest capability (/proc/sys/kernel/cap_last_cap), at most CAP_LAST_TRY: drops
- * above it are EINVAL no-ops, 23 of a root thread's ~35 commands on Linux 6.18 (last cap 40).
- */
 /**
  * The parent-death signal a task gets. A detached restore's root has crr's launcher for a parent,
  * which exits once the tree runs: armed, the signal would come then, killing a tree that was
@@ -90,6 +85,11 @@ export function deathSignalWarnings(session: RestoreSession): string[] {
   return [`task ${root}: its parent-death signal (${signal}) is not armed: a detached restore leaves it no parent to outlive (crr's launcher exits once the tree runs, which would send it)`];
 }
 
+let lastCap: number | undefined;
+/**
+ * The kernel's highest capability (/proc/sys/kernel/cap_last_cap), at most CAP_LAST_TRY: drops
+ * above it are EINVAL no-ops, 23 of a root thread's ~35 commands on Linux 6.18 (last cap 40).
+ */
 export function kernelLastCap(): number {
   if (lastCap === undefined) {
     let read = Number.NaN;

@@ -72,10 +72,6 @@ export function checkFdKinds(session: RestoreSession, supported: ReadonlySet<num
 }
 
 /**
- * A VMA crr does not map (a packet socket's ring) fails the plan, before any task exists, as does
- * an AIO ring whose aios entry and VMA disagree.
- */
-/**
  * Two live tasks with one vm_id shared an address space (clone CLONE_VM without CLONE_THREAD);
  * made apart, what one writes the other would no longer see. Refused, as crr's dump refuses it.
  */
@@ -90,6 +86,10 @@ export function checkSharedAddressSpaces(session: RestoreSession): void {
   }
 }
 
+/**
+ * A VMA crr does not map (a packet socket's ring) fails the plan, before any task exists, as does
+ * an AIO ring whose aios entry and VMA disagree.
+ */
 export function checkVmaKinds(session: RestoreSession): void {
   for (const [pid, set] of session.images) {
     // Only a task with an AIO ring (an aios entry or an AIORING VMA) has rings to cross-check:

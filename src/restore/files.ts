@@ -170,14 +170,10 @@ function missingDirectory(path: string): { missing: boolean; detail: string } | 
   return { missing: true, detail: `(a deleted file the checkpoint holds) cannot be made: its directory ${dir} is gone` };
 }
 
-/**
- * A path in the /proc/PID directory of a task of the tree (its own /proc/self files, as the
- * kernel names them, or a child's a supervisor watches): the task and the rest of the path.
- */
-export function taskProcPath(name: string, isTreePid: (pid: number) => boolean): { pid: number; rest: string } | undefined {
-  const m = /^\/proc\/(\d+)(\/.*)?$/.exec(name);
-  const pid = m ? Number(m[1]) : 0;
-  return m && isTreePid(pid) ? { pid, rest: m[2] ?? '' } : undefined;
+/** Whether a path is in the /proc/PID directory of a task of the tree (its own /proc/self files, as the kernel names them, or a child's a supervisor watches). */
+function inTaskProcDir(name: string, isTreePid: (pid: number) => boolean): boolean {
+  const m = /^\/proc\/(\d+)(\/|$)/.exec(name);
+  return m !== null && isTreePid(Number(m[1]));
 }
 
 /**
@@ -195,7 +191,7 @@ export function checkFiles(checkpoint: Checkpoint, images: Iterable<TaskImageSet
     if (madeUnder.some((dir) => isWithin(file.name, dir))) continue;
     // A task's /proc directory is there once the restore has made the task: at its PID, or in
     // the /proc a restore into a PID namespace of its own mounts for the tree.
-    if (!mnt && taskProcPath(file.name, (pid) => treePids.has(pid))) continue;
+    if (!mnt && inTaskProcDir(file.name, (pid) => treePids.has(pid))) continue;
     // A ghost is made by the restore: only its directory must be there.
     const path = crrPathOf(mnt, file.name);
     const wrong = file.ghost !== undefined ? missingDirectory(path) : fileMismatch(file, path);
