@@ -8,7 +8,7 @@ import type { DumpIds, Entry } from './ids.js';
 import type { FileOrder, OpenFiles } from './files.js';
 
 const SOL_SOCKET = 1;
-const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, OOBINLINE: 10, NO_CHECK: 11, PRIORITY: 12, LINGER: 13, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36, BUF_LOCK: 72 } as const;
+const SO = { REUSEADDR: 2, DONTROUTE: 5, BROADCAST: 6, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, OOBINLINE: 10, NO_CHECK: 11, PRIORITY: 12, LINGER: 13, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, PASSSEC: 34, MARK: 36, BINDTODEVICE: 25, BUF_LOCK: 72 } as const;
 
 /** A socket the dump cannot describe, or whose state a restore could not bring back (`family`: inet, unix, netlink, packet). */
 export class SocketRefusedError extends CrrError {
@@ -142,6 +142,9 @@ export function socketOptions(fd: number): Entry {
   // Which buffer sizes the program fixed (SO_SNDBUF, SO_RCVBUF) and which the kernel tunes: the
   // restore's setting of both sizes fixes both, and this puts the tuning back.
   opts['so_buf_lock'] = intOpt(fd, SOL_SOCKET, SO.BUF_LOCK);
+  // The interface the socket is bound to (SO_BINDTODEVICE): its name, NUL-terminated, or nothing.
+  const device = native.getsockoptBytes(fd, SOL_SOCKET, SO.BINDTODEVICE, 16).toString('latin1').replace(/\0.*$/s, '');
+  if (device) opts['so_bound_dev'] = device;
   return opts;
 }
 

@@ -2,7 +2,7 @@
  *   20 T4  TCP/IPv4 listener on 127.0.0.1, SO_REUSEADDR, backlog 7, SO_OOBINLINE, SO_LINGER 5 s
  *   21 T6  TCP/IPv6 listener on [::1], IPV6_V6ONLY, backlog 5, O_NONBLOCK
  *   22 U4  UDP/IPv4 bound to 127.0.0.1, SO_RCVBUF 65536 (as read back), FD_CLOEXEC, IP_TOS 0x10
- *   23 UU  UDP/IPv4, never bound
+ *   23 UU  UDP/IPv4, never bound, bound to the lo interface (SO_BINDTODEVICE)
  *   24 UC  UDP/IPv4 connected to U4 (so implicitly bound to 127.0.0.1:<ephemeral>)
  *   25 TC  TCP/IPv4, never bound, not listening
  *   26 R1, 27 R2  UDP/IPv4 on one port of 127.0.0.1, both SO_REUSEPORT; R1 also IP_FREEBIND
@@ -16,6 +16,7 @@
  * option (SO_REUSEADDR turned off on fd 20), buflock (a send buffer size fixed on fd 25). Usage: inetsk RESULT_FILE */
 #include "common.h"
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -203,6 +204,7 @@ int main(int argc, char **argv)
 	need(!setsockopt(22, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) && !setsockopt(22, IPPROTO_IP, IP_TOS, &tos, sizeof(tos)) &&
 		     !bind(22, (struct sockaddr *)&lo4, sizeof(lo4)) && !getsockname(22, (struct sockaddr *)&u4, &u4len), "U4");
 	make(AF_INET, SOCK_DGRAM, 23, 0);
+	need(!setsockopt(23, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3), "UU");
 	make(AF_INET, SOCK_DGRAM, 24, 0);
 	need(!connect(24, (struct sockaddr *)&u4, u4len), "UC");
 	make(AF_INET, SOCK_STREAM, 25, 0);
@@ -238,6 +240,10 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < NSKS; i++)
 		compare(&sks[i]);
+	char device[IFNAMSIZ] = "";
+	socklen_t devlen = sizeof(device);
+	if (getsockopt(23, SOL_SOCKET, SO_BINDTODEVICE, device, &devlen) || strcmp(device, "lo"))
+		fail("fd 23 (UU): bound to interface '%s', not lo", device);
 	tcp_works(&sks[0]);
 	tcp_works(&sks[1]);
 	udp_works();
