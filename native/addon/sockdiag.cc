@@ -11,6 +11,7 @@
 #include "throw-errno.h"
 
 #include <errno.h>
+#include <linux/filter.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/inet_diag.h>
@@ -223,6 +224,19 @@ Napi::Value GetsockoptBytes(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, buf.data(), len);
 }
 
+// socketFilter(fd) -> Buffer: the classic BPF program attached to the socket (SO_GET_FILTER, whose
+// length counts instructions, not bytes: a byte-sized buffer would be overrun), empty when none.
+Napi::Value SocketFilter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!IntArg(info, 0, &fd)) return env.Undefined();
+  socklen_t count = 0;
+  if (getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, nullptr, &count) < 0) return ThrowErrno(env, "getsockopt(SO_GET_FILTER)", errno);
+  std::vector<sock_filter> prog(count);
+  if (count > 0 && getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, prog.data(), &count) < 0) return ThrowErrno(env, "getsockopt(SO_GET_FILTER)", errno);
+  return Napi::Buffer<char>::Copy(env, reinterpret_cast<char*>(prog.data()), static_cast<size_t>(count) * sizeof(sock_filter));
+}
+
 // getsockname(fd) -> Buffer: the socket's own address (sockaddr bytes as long as the kernel gave).
 Napi::Value Getsockname(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -318,6 +332,7 @@ void InitSockDiag(Napi::Env env, Napi::Object exports) {
   exports.Set("peekQueue", Napi::Function::New(env, PeekQueue, "peekQueue"));
   exports.Set("getsockoptBytes", Napi::Function::New(env, GetsockoptBytes, "getsockoptBytes"));
   exports.Set("getsockname", Napi::Function::New(env, Getsockname, "getsockname"));
+  exports.Set("socketFilter", Napi::Function::New(env, SocketFilter, "socketFilter"));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
   exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
   exports.Set("peekBytes", Napi::Function::New(env, PeekBytes, "peekBytes"));

@@ -12,6 +12,8 @@
 
 #include "helper.h"
 
+#include <linux/filter.h>
+
 /* Fills `sa` from the request's `sockaddr` bytes, or from its `addr` as a sockaddr_un; *len is
  * the exact address length to pass on. */
 static bool socket_addr(const msgpack_object *req, struct sockaddr_storage *sa, socklen_t *len,
@@ -152,7 +154,8 @@ bool op_send(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   return true;
 }
 
-/* setsockopt {fd, level, name, value | bytes} -> 0 (`value` is an int option) */
+/* setsockopt {fd, level, name, value | bytes | filter} -> 0 (`value` is an int option; `filter`
+ * the instructions of a classic BPF program, attached through the struct sock_fprog that points at them) */
 bool op_setsockopt(const msgpack_object *req, msgpack_packer *pk, failure *f) {
   int fd, level, name, value;
   const char *bytes;
@@ -161,7 +164,11 @@ bool op_setsockopt(const msgpack_object *req, msgpack_packer *pk, failure *f) {
       !arg_int(req, "name", true, 0, &name, f))
     return false;
   int rc;
-  if (arg(req, "bytes")) {
+  if (arg(req, "filter")) {
+    if (!arg_bin(req, "filter", &bytes, &len, f)) return false;
+    struct sock_fprog prog = {.len = (unsigned short)(len / sizeof(struct sock_filter)), .filter = (struct sock_filter *)bytes};
+    rc = setsockopt(fd, level, name, &prog, sizeof prog);
+  } else if (arg(req, "bytes")) {
     if (!arg_bin(req, "bytes", &bytes, &len, f)) return false;
     rc = setsockopt(fd, level, name, bytes, (socklen_t)len);
   } else {

@@ -32,6 +32,8 @@ export interface SockDiagBinding {
   peekQueue(fd: number, maxPacket: number, udp?: boolean): PeekedQueue;
   /** getsockopt into a buffer of `size` bytes; returns what the kernel filled. */
   getsockoptBytes(fd: number, level: number, name: number, size: number): Buffer;
+  /** The classic BPF program attached to the socket (SO_GET_FILTER), 8 bytes an instruction; empty when none. */
+  socketFilter(fd: number): Buffer;
   /** The socket's own address: sockaddr bytes as long as the kernel gave. */
   getsockname(fd: number): Buffer;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;

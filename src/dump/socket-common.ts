@@ -145,6 +145,9 @@ export function socketOptions(fd: number): Entry {
   // The interface the socket is bound to (SO_BINDTODEVICE): its name, NUL-terminated, or nothing.
   const device = native.getsockoptBytes(fd, SOL_SOCKET, SO.BINDTODEVICE, 16).toString('latin1').replace(/\0.*$/s, '');
   if (device) opts['so_bound_dev'] = device;
+  // A classic BPF filter (SO_ATTACH_FILTER): each struct sock_filter as one little-endian word.
+  const filter = native.socketFilter(fd);
+  if (filter.length) opts['so_filter'] = Array.from({ length: filter.length / 8 }, (_, i) => filter.readBigUInt64LE(i * 8));
   return opts;
 }
 

@@ -5,7 +5,7 @@ import type { Entry } from '../images/index.js';
 export type Op = { op: string } & Record<string, unknown>;
 
 const SOL_SOCKET = 1;
-const SO = { REUSEADDR: 2, REUSEPORT: 15, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, OOBINLINE: 10, NO_CHECK: 11, PRIORITY: 12, LINGER: 13, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36, BINDTODEVICE: 25, BUF_LOCK: 72 } as const;
+const SO = { REUSEADDR: 2, REUSEPORT: 15, DONTROUTE: 5, BROADCAST: 6, KEEPALIVE: 9, OOBINLINE: 10, NO_CHECK: 11, PRIORITY: 12, LINGER: 13, PASSCRED: 16, RCVLOWAT: 18, RCVTIMEO_OLD: 20, SNDTIMEO_OLD: 21, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PASSSEC: 34, MARK: 36, BINDTODEVICE: 25, ATTACH_FILTER: 26, BUF_LOCK: 72 } as const;
 
 export function optionOps(fd: number, opts: Entry): Op[] {
   const ops: Op[] = [];
@@ -23,6 +23,12 @@ export function optionOps(fd: number, opts: Entry): Op[] {
   if (Number(opts['so_mark'] ?? 0)) set(SO.MARK, Number(opts['so_mark']));
   if (Number(opts['so_oobinline'] ?? 0)) set(SO.OOBINLINE, 1);
   // Before the bind, which then looks for the address on that interface only.
+  const filter = (opts['so_filter'] as Array<bigint | number> | undefined) ?? [];
+  if (filter.length) {
+    const insns = Buffer.alloc(filter.length * 8);
+    filter.forEach((word, i) => insns.writeBigUInt64LE(BigInt(word), i * 8));
+    ops.push({ op: 'setsockopt', fd, level: SOL_SOCKET, name: SO.ATTACH_FILTER, filter: insns });
+  }
   if (opts['so_bound_dev']) ops.push({ op: 'setsockopt', fd, level: SOL_SOCKET, name: SO.BINDTODEVICE, bytes: Buffer.from(String(opts['so_bound_dev']), 'latin1') });
   if (opts['so_linger'] !== undefined) {
     const linger = Buffer.alloc(8);

@@ -2,7 +2,8 @@
  *   20 T4  TCP/IPv4 listener on 127.0.0.1, SO_REUSEADDR, backlog 7, SO_OOBINLINE, SO_LINGER 5 s
  *   21 T6  TCP/IPv6 listener on [::1], IPV6_V6ONLY, backlog 5, O_NONBLOCK
  *   22 U4  UDP/IPv4 bound to 127.0.0.1, SO_RCVBUF 65536 (as read back), FD_CLOEXEC, IP_TOS 0x10
- *   23 UU  UDP/IPv4, never bound, bound to the lo interface (SO_BINDTODEVICE)
+ *   23 UU  UDP/IPv4, never bound, bound to the lo interface (SO_BINDTODEVICE), a socket filter
+ *          that drops everything (SO_ATTACH_FILTER: one BPF_RET 0)
  *   24 UC  UDP/IPv4 connected to U4 (so implicitly bound to 127.0.0.1:<ephemeral>)
  *   25 TC  TCP/IPv4, never bound, not listening
  *   26 R1, 27 R2  UDP/IPv4 on one port of 127.0.0.1, both SO_REUSEPORT; R1 also IP_FREEBIND
@@ -16,6 +17,7 @@
  * option (SO_REUSEADDR turned off on fd 20), buflock (a send buffer size fixed on fd 25). Usage: inetsk RESULT_FILE */
 #include "common.h"
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -204,7 +206,9 @@ int main(int argc, char **argv)
 	need(!setsockopt(22, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) && !setsockopt(22, IPPROTO_IP, IP_TOS, &tos, sizeof(tos)) &&
 		     !bind(22, (struct sockaddr *)&lo4, sizeof(lo4)) && !getsockname(22, (struct sockaddr *)&u4, &u4len), "U4");
 	make(AF_INET, SOCK_DGRAM, 23, 0);
-	need(!setsockopt(23, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3), "UU");
+	struct sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
+	struct sock_fprog drop = { .len = 1, .filter = &drop_all };
+	need(!setsockopt(23, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) && !setsockopt(23, SOL_SOCKET, SO_ATTACH_FILTER, &drop, sizeof(drop)), "UU");
 	make(AF_INET, SOCK_DGRAM, 24, 0);
 	need(!connect(24, (struct sockaddr *)&u4, u4len), "UC");
 	make(AF_INET, SOCK_STREAM, 25, 0);
@@ -244,6 +248,10 @@ int main(int argc, char **argv)
 	socklen_t devlen = sizeof(device);
 	if (getsockopt(23, SOL_SOCKET, SO_BINDTODEVICE, device, &devlen) || strcmp(device, "lo"))
 		fail("fd 23 (UU): bound to interface '%s', not lo", device);
+	struct sock_filter got[4];
+	socklen_t count = 4; /* SO_GET_FILTER counts instructions */
+	if (getsockopt(23, SOL_SOCKET, SO_GET_FILTER, got, &count) || count != 1 || got[0].code != (BPF_RET | BPF_K) || got[0].k != 0)
+		fail("fd 23 (UU): its socket filter is gone or another (%u instructions)", (unsigned)count);
 	tcp_works(&sks[0]);
 	tcp_works(&sks[1]);
 	udp_works();
