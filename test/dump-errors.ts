@@ -146,6 +146,21 @@ for (const [what, make] of Object.entries(UNREOPENABLE)) {
   });
 }
 
+t.test("a pidfd of a thread (PIDFD_THREAD) is refused, naming pid, fd and thread", async (t) => {
+  const setUp = [
+    'import threading',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'tids = []',
+    'threading.Thread(target=lambda: (tids.append(threading.get_native_id()), time.sleep(1000)), daemon=True).start()',
+    'while not tids: time.sleep(0.01)',
+    'fd = libc.syscall(434, tids[0], os.O_EXCL)', // pidfd_open(tid, PIDFD_THREAD)
+    'assert fd >= 0, os.strerror(ctypes.get_errno())',
+    'os.dup2(fd, 40)',
+  ];
+  const thread = (pid: number) => readdirSync(`/proc/${pid}/task`).map(Number).find((tid) => tid !== pid);
+  await refusedPython(t, setUp, (pid) => existsSync(`/proc/${pid}/fd/40`), (pid) => new RegExp(`pid ${pid}: fd \\d+ is a pidfd of thread ${thread(pid)} \\(PIDFD_THREAD\\)`));
+});
+
 // The restore adds an epoll's targets at their fd numbers: a target whose fd was closed (its
 // file alive through a dup) or names another file now would come back wrong, so both are refused.
 const ESCAPED_EPOLL_TARGETS = {

@@ -6,6 +6,8 @@ import { fdinfoField, type AnonFdDumper } from './fd-eventfd.js';
 import { zeroFown } from './regfile.js';
 
 export const FD_TYPE_PIDFD = 20;
+/** pidfd_open's PIDFD_THREAD, kept in the file's flags (it is O_EXCL). */
+const PIDFD_THREAD = 0o200;
 
 export const pidfdDumper: AnonFdDumper = {
   type: FD_TYPE_PIDFD,
@@ -13,6 +15,8 @@ export const pidfdDumper: AnonFdDumper = {
   entry(id, flags, fdinfo, where) {
     const nspid = Number((fdinfoField(fdinfo, 'NSpid') ?? fdinfoField(fdinfo, 'Pid') ?? '-1').split(/\s+/).pop());
     if (nspid <= 0) throw new CrrError(`pid ${where.pid}: fd ${where.fd} is a pidfd of a process that has exited; crr cannot restore it`);
+    // pidfd_open(tid, PIDFD_THREAD) (Linux 6.9): a thread's, which its fdinfo names as if a process.
+    if (flags & PIDFD_THREAD) throw new CrrError(`pid ${where.pid}: fd ${where.fd} is a pidfd of thread ${nspid} (PIDFD_THREAD), which crr dump does not support`);
     const ino = BigInt(fdinfoField(fdinfo, 'ino') ?? '0');
     return { type: FD_TYPE_PIDFD, id, pidfd: { id, ino, flags, nspid, fown: zeroFown() } };
   },
