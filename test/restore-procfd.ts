@@ -6,13 +6,12 @@ import t from 'tap';
 import { readlinkSync } from 'node:fs';
 import { restore } from '../src/restore/index.js';
 import { dumpProgram } from './lib/program-roundtrip.js';
-import { requestCheck, startProgram, waitPidGone } from './lib/programs.js';
+import { requestCheck, startProgram } from './lib/programs.js';
 
 for (const pidNamespace of [true, false]) {
   t.test(`procfd restored ${pidNamespace ? 'into a PID namespace of its own' : 'at its PIDs'}: its /proc files are its own and its child's`, async (t) => {
     const prog = await startProgram(t, 'procfd');
     const imagesDir = await dumpProgram(t, prog);
-    if (!pidNamespace) await waitPidGone(prog.pid);
     const result = await restore({ imagesDir, pidNamespace });
     t.teardown(() => result.kill());
     const host = result.rootHostPid;
