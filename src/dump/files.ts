@@ -280,8 +280,10 @@ async function fileEntry(pid: number, fd: number, link: string, info: ReturnType
   const { ownRoot, ownDevpts } = open.mountsOf(pid);
   if (ownRoot && info.mntId >= 0 && !ownRoot.has(info.mntId)) throw new UnsupportedFdError(pid, fd, `${link} on mount ${info.mntId}, outside its mount namespace, whose root is its own (a container's): crr opens files by their paths inside that root`);
   const st = statSync(`/proc/${pid}/fd/${fd}`);
-  const fsType = statfsSync(`/proc/${pid}/fd/${fd}`).type;
-  const special = UNREOPENABLE_FILESYSTEMS.get(fsType);
+  const kind = st.mode & C.S_IFMT;
+  // Asked of regular files only (the kinds it tells apart are such files): not of every /dev/null.
+  const fsType = kind === C.S_IFREG ? statfsSync(`/proc/${pid}/fd/${fd}`).type : undefined;
+  const special = fsType === undefined ? undefined : UNREOPENABLE_FILESYSTEMS.get(fsType);
   if (special) throw new UnsupportedFdError(pid, fd, `${special} (${link})`);
   if (link.endsWith(DELETED)) {
     const why = ghostRefusal(st, ids.ghosts.limit);
@@ -293,7 +295,6 @@ async function fileEntry(pid: number, fd: number, link: string, info: ReturnType
     }, ids);
     return { id, flags: fdflags, type: FD_TYPE.REG, fd };
   }
-  const kind = st.mode & C.S_IFMT;
   if (kind === C.S_IFCHR && terminalKind(st.rdev)) {
     // A container's terminal (its slave on the container's devpts, its master its runtime's, and
     // /dev/tty leading to it) comes back on the restored devpts with orphan_pts_master; a pair
